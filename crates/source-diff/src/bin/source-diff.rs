@@ -1,0 +1,94 @@
+//! `source-diff`: which components changed, for CI and for people.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+use source_diff::{BaseRequest, Components, Repo};
+use status_report::{FileStore, Store};
+
+/// Prints which components of a monorepo changed between two commits, and the flags that follow.
+///
+/// Exit codes: 0 success (also when nothing changed), 2 usage, configuration, git or I/O error.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// The monorepo (any folder inside its work tree).
+    #[arg(long, default_value = ".")]
+    repo: PathBuf,
+    /// The config file [default: REPO/pipeline.toml].
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The base revision; without it: last successful run, merge-base with the default branch, HEAD~1, empty tree.
+    #[arg(long)]
+    base: Option<String>,
+    /// The head revision.
+    #[arg(long, default_value = "HEAD")]
+    head: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Json)]
+    format: Format,
+    /// Add uncommitted and untracked changes (for local runs).
+    #[arg(long)]
+    include_worktree: bool,
+    /// In a shallow clone that does not reach the base, mark every component changed instead of failing.
+    #[arg(long)]
+    all_on_missing_base: bool,
+    /// The status store folder that knows the last successful run [default: REPO/.pipeline].
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Write the output to this file (atomically) instead of stdout.
+    #[arg(long)]
+    output: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    /// The full report.
+    Json,
+    /// `NAME_tests_required=true` lines.
+    Env,
+    /// Lines for `$GITHUB_OUTPUT`, with a JSON array of changed components.
+    Github,
+}
+
+fn main() -> ExitCode {
+    match run(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            #[allow(clippy::print_stderr)]
+            {
+                eprintln!("source-diff: {error:#}");
+            }
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let repo = Repo::open(&args.repo)?;
+    let config = args.config.unwrap_or_else(|| repo.root().join(pipeline_config::FILE_NAME));
+    let components = Components::load(&config)?;
+    let state_dir = args.state_dir.unwrap_or_else(|| repo.root().join(".pipeline"));
+    let last_success = if args.base.is_none() && state_dir.join(FileStore::FILE_NAME).is_file() {
+        FileStore::open(&state_dir)?.last_success()?.map(|mark| mark.commit)
+    } else {
+        None
+    };
+    let request = BaseRequest { explicit: args.base, last_success, all_on_missing_base: args.all_on_missing_base };
+    let report = source_diff::diff(&repo, &components, &request, &args.head, args.include_worktree)?;
+    let text = match args.format {
+        Format::Json => serde_json::to_string_pretty(&report)? + "\n",
+        Format::Env => source_diff::render_env(&report),
+        Format::Github => source_diff::render_github(&report),
+    };
+    match args.output {
+        Some(path) => status_report::write_atomic(&path, text.as_bytes()).with_context(|| "writing the output")?,
+        None => {
+            use std::io::Write;
+            std::io::stdout().lock().write_all(text.as_bytes())?;
+        }
+    }
+    Ok(())
+}

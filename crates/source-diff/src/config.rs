@@ -1,0 +1,302 @@
+//! The `[diff]` and `[components]` sections of `pipeline.toml`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::Duration;
+
+use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
+use pipeline_config::{ConfigError, Spanned};
+use serde::{Deserialize, Deserializer};
+
+/// `[diff]`: settings for choosing the base and for changes that concern every component.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiffSettings {
+    /// The branch whose merge-base is a fallback base; `main` when unset.
+    #[serde(default)]
+    pub default_branch: Option<String>,
+    /// Globs of files that mark every component changed (the pipeline's own config, say).
+    #[serde(default)]
+    pub global_inputs: Vec<Spanned<String>>,
+}
+
+/// `[components.NAME]`: one deployable or testable part of the monorepo.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComponentSettings {
+    /// Globs of repo-relative `/` paths that belong to the component.
+    pub paths: Vec<Spanned<String>>,
+    /// Globs of paths under `paths` that do not.
+    #[serde(default)]
+    pub exclude: Vec<Spanned<String>>,
+    /// Components whose change marks this one changed too (transitively).
+    #[serde(default)]
+    pub depends_on: Vec<Spanned<String>>,
+    /// The command that tests the component.
+    #[serde(default)]
+    pub test: Option<StepCommand>,
+    /// The command that builds the component.
+    #[serde(default)]
+    pub build: Option<StepCommand>,
+    /// The command that deploys the component.
+    #[serde(default)]
+    pub deploy: Option<StepCommand>,
+}
+
+/// A shell command run from the monorepo root for one step of one component.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepCommand {
+    /// The command line, run with `sh -c`.
+    pub run: String,
+    /// How long it may run before it is stopped and marked failed (`"90s"`, `"10m"`).
+    #[serde(default, deserialize_with = "duration")]
+    pub timeout: Option<Duration>,
+}
+
+fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    humantime::parse_duration(&text)
+        .map(Some)
+        .map_err(|e| serde::de::Error::custom(format!("`{text}` is not a duration ({e}); write e.g. \"90s\" or \"10m\"")))
+}
+
+/// The two sections as written, before they are checked.
+#[derive(Debug, Clone, Default)]
+pub struct RawConfig {
+    /// `[diff]`.
+    pub diff: DiffSettings,
+    /// `[components]`, by name.
+    pub components: BTreeMap<String, ComponentSettings>,
+}
+
+/// A checked component catalogue: globs compiled, dependencies known and acyclic.
+#[derive(Debug, Clone)]
+pub struct Components {
+    pub(crate) default_branch: String,
+    pub(crate) global_inputs: GlobSet,
+    pub(crate) components: Vec<Component>,
+    /// One set for every component's `paths`, `include_owner[i]` naming the component of glob `i`.
+    pub(crate) includes: GlobSet,
+    pub(crate) include_owner: Vec<usize>,
+    pub(crate) excludes: GlobSet,
+    pub(crate) exclude_owner: Vec<usize>,
+    /// For each component, the components that depend on it, directly or not.
+    pub(crate) dependents: Vec<BTreeSet<usize>>,
+}
+
+/// One checked component.
+#[derive(Debug, Clone)]
+pub struct Component {
+    /// The name under `[components]`.
+    pub name: String,
+    /// The prefix of its flags: the name with every character outside `[A-Za-z0-9_]` as `_`.
+    pub flag_prefix: String,
+    /// Direct dependencies.
+    pub depends_on: Vec<String>,
+    /// Its test command.
+    pub test: Option<StepCommand>,
+    /// Its build command.
+    pub build: Option<StepCommand>,
+    /// Its deploy command.
+    pub deploy: Option<StepCommand>,
+}
+
+impl Components {
+    /// Reads and checks `[diff]` and `[components]` of a `pipeline.toml`.
+    pub fn load(file: &Path) -> Result<Components, ConfigError> {
+        let text = std::fs::read_to_string(file).map_err(|e| ConfigError::file(file, format!("cannot read: {e}")))?;
+        Components::parse(file, &text)
+    }
+
+    /// Parses and checks the sections from `text`; `file` only names it in errors.
+    pub fn parse(file: &Path, text: &str) -> Result<Components, ConfigError> {
+        let raw = RawConfig {
+            diff: pipeline_config::parse_section(file, text, "diff")?,
+            components: pipeline_config::parse_section(file, text, "components")?,
+        };
+        Components::check(file, text, raw)
+    }
+
+    /// Checks parsed sections: globs compile, names are unique as flags, dependencies exist and have no cycle.
+    pub fn check(file: &Path, text: &str, raw: RawConfig) -> Result<Components, ConfigError> {
+        let names: Vec<&String> = raw.components.keys().collect();
+        let index: BTreeMap<&str, usize> = names.iter().enumerate().map(|(i, n)| (n.as_str(), i)).collect();
+
+        let mut includes = GlobSetBuilder::new();
+        let mut include_owner = Vec::new();
+        let mut excludes = GlobSetBuilder::new();
+        let mut exclude_owner = Vec::new();
+        let mut flag_owner: BTreeMap<String, &str> = BTreeMap::new();
+        let mut components = Vec::with_capacity(names.len());
+        let mut edges: Vec<Vec<(usize, &Spanned<String>)>> = vec![Vec::new(); names.len()];
+
+        for (i, (name, settings)) in raw.components.iter().enumerate() {
+            let key = format!("components.{name}");
+            if settings.paths.is_empty() {
+                return Err(ConfigError {
+                    file: file.to_path_buf(),
+                    line: None,
+                    key: format!("{key}.paths"),
+                    message: "a component needs at least one glob in `paths`".into(),
+                });
+            }
+            for pattern in &settings.paths {
+                includes.add(compile(file, text, pattern, &format!("{key}.paths"))?);
+                include_owner.push(i);
+            }
+            for pattern in &settings.exclude {
+                excludes.add(compile(file, text, pattern, &format!("{key}.exclude"))?);
+                exclude_owner.push(i);
+            }
+            for dep in &settings.depends_on {
+                let Some(&target) = index.get(dep.get_ref().as_str()) else {
+                    return Err(ConfigError::at(
+                        file,
+                        text,
+                        dep.span(),
+                        format!("{key}.depends_on"),
+                        format!("depends on `{}`, which is not a component; define [components.{}] or remove it", dep.get_ref(), dep.get_ref()),
+                    ));
+                };
+                edges[i].push((target, dep));
+            }
+            let flag_prefix: String =
+                name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
+            if let Some(other) = flag_owner.insert(flag_prefix.clone(), name) {
+                let span = settings.paths[0].span();
+                return Err(ConfigError::at(
+                    file,
+                    text,
+                    span,
+                    key,
+                    format!("`{name}` and `{other}` give the same flag name `{flag_prefix}_…`; rename one"),
+                ));
+            }
+            components.push(Component {
+                name: name.clone(),
+                flag_prefix,
+                depends_on: settings.depends_on.iter().map(|d| d.get_ref().clone()).collect(),
+                test: settings.test.clone(),
+                build: settings.build.clone(),
+                deploy: settings.deploy.clone(),
+            });
+        }
+        if let Some(cycle) = find_cycle(&edges) {
+            let path: Vec<&str> = cycle.iter().map(|&(from, _)| names[from].as_str()).chain([names[cycle[0].0].as_str()]).collect();
+            let (from, dep) = cycle[0];
+            return Err(ConfigError::at(
+                file,
+                text,
+                dep.span(),
+                format!("components.{}.depends_on", names[from]),
+                format!("dependency cycle {}; remove one of these depends_on entries", path.join(" -> ")),
+            ));
+        }
+
+        let mut global = GlobSetBuilder::new();
+        for pattern in &raw.diff.global_inputs {
+            global.add(compile(file, text, pattern, "diff.global_inputs")?);
+        }
+        let build = |b: GlobSetBuilder, key: &str| {
+            b.build().map_err(|e| ConfigError::file(file, format!("{key}: {e}")))
+        };
+        let dependents = transitive_dependents(&edges);
+        Ok(Components {
+            default_branch: raw.diff.default_branch.unwrap_or_else(|| "main".into()),
+            global_inputs: build(global, "diff.global_inputs")?,
+            includes: build(includes, "components")?,
+            include_owner,
+            excludes: build(excludes, "components")?,
+            exclude_owner,
+            dependents,
+            components,
+        })
+    }
+
+    /// The components, sorted by name.
+    pub fn iter(&self) -> impl Iterator<Item = &Component> {
+        self.components.iter()
+    }
+
+    /// A component by name.
+    pub fn get(&self, name: &str) -> Option<&Component> {
+        self.components.iter().find(|c| c.name == name)
+    }
+
+    /// The branch whose merge-base is a fallback base.
+    pub fn default_branch(&self) -> &str {
+        &self.default_branch
+    }
+}
+
+/// Globs match repo-relative `/` paths; `*` stays within a folder and `**` spans folders.
+fn compile(file: &Path, text: &str, pattern: &Spanned<String>, key: &str) -> Result<Glob, ConfigError> {
+    GlobBuilder::new(pattern.get_ref())
+        .literal_separator(true)
+        .backslash_escape(true)
+        .build()
+        .map_err(|e| ConfigError::at(file, text, pattern.span(), key, format!("`{}` is not a valid glob: {}", pattern.get_ref(), e.kind())))
+}
+
+/// The first cycle found, as the edges that form it.
+fn find_cycle<'a>(edges: &[Vec<(usize, &'a Spanned<String>)>]) -> Option<Vec<(usize, &'a Spanned<String>)>> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        New,
+        Open,
+        Done,
+    }
+    fn visit<'a>(
+        node: usize,
+        edges: &[Vec<(usize, &'a Spanned<String>)>],
+        marks: &mut [Mark],
+        stack: &mut Vec<(usize, &'a Spanned<String>)>,
+    ) -> Option<Vec<(usize, &'a Spanned<String>)>> {
+        marks[node] = Mark::Open;
+        for &(next, dep) in &edges[node] {
+            stack.push((node, dep));
+            match marks[next] {
+                Mark::Open => {
+                    let start = stack.iter().position(|&(from, _)| from == next).unwrap_or(0);
+                    return Some(stack[start..].to_vec());
+                }
+                Mark::New => {
+                    if let Some(cycle) = visit(next, edges, marks, stack) {
+                        return Some(cycle);
+                    }
+                }
+                Mark::Done => {}
+            }
+            stack.pop();
+        }
+        marks[node] = Mark::Done;
+        None
+    }
+    let mut marks = vec![Mark::New; edges.len()];
+    (0..edges.len()).find_map(|node| {
+        if marks[node] == Mark::New { visit(node, edges, &mut marks, &mut Vec::new()) } else { None }
+    })
+}
+
+/// For each component, every component that depends on it directly or through others.
+fn transitive_dependents(edges: &[Vec<(usize, &Spanned<String>)>]) -> Vec<BTreeSet<usize>> {
+    let mut direct: Vec<Vec<usize>> = vec![Vec::new(); edges.len()];
+    for (from, deps) in edges.iter().enumerate() {
+        for &(to, _) in deps {
+            direct[to].push(from);
+        }
+    }
+    (0..edges.len())
+        .map(|start| {
+            let mut seen = BTreeSet::new();
+            let mut todo = direct[start].clone();
+            while let Some(next) = todo.pop() {
+                if seen.insert(next) {
+                    todo.extend(&direct[next]);
+                }
+            }
+            seen
+        })
+        .collect()
+}

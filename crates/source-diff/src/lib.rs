@@ -1,0 +1,344 @@
+//! Which components of a monorepo changed between two commits, and the flags that follow.
+//!
+//! `source-diff` reads the component catalogue from `pipeline.toml`
+//! (`[components.NAME]` with `paths`, `exclude` and `depends_on` globs),
+//! chooses a base commit (and says why), asks git which paths changed, and
+//! maps them to components. Everything downstream (which tests to run, which
+//! stacks to deploy) reads the resulting [`DiffReport`].
+//!
+//! ```no_run
+//! use source_diff::{BaseRequest, Components, Repo};
+//!
+//! let repo = Repo::open("path/to/monorepo".as_ref())?;
+//! let components = Components::load(&repo.root().join("pipeline.toml"))?;
+//! let report = source_diff::diff(&repo, &components, &BaseRequest::default(), "HEAD", false)?;
+//! for (name, change) in &report.components {
+//!     if change.changed {
+//!         println!("{name} changed because of {:?}", change.files);
+//!     }
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Choosing the base is the part users care most about, so it is always
+//! reported with its reason. In order: an explicit base; the commit of the
+//! last successful run, while it is still an ancestor of head; the merge-base
+//! with the default branch; the first parent of head; the empty tree for a
+//! first commit. A shallow clone whose history does not reach a base is an
+//! error unless [`BaseRequest::all_on_missing_base`] asks for every component
+//! to be marked changed, with that reason in the report.
+
+mod config;
+mod git;
+mod output;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+pub use config::{Component, ComponentSettings, Components, DiffSettings, RawConfig, StepCommand};
+pub use git::{FileChange, FileStatus, Repo};
+pub use output::{render_env, render_github};
+pub use pipeline_config::ConfigError;
+
+/// Everything that can go wrong, each with what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The directory is not inside a git work tree.
+    #[error("{} is not a git repository ({detail}); pass --repo with the monorepo's root", path.display())]
+    NotARepo {
+        /// The directory given.
+        path: PathBuf,
+        /// What git said.
+        detail: String,
+    },
+    /// `git` could not be started.
+    #[error("cannot run git ({message}); install git and put it on PATH")]
+    GitNotRunnable {
+        /// The OS error.
+        message: String,
+    },
+    /// A git command failed.
+    #[error("git {command} failed: {message}")]
+    Git {
+        /// The arguments.
+        command: String,
+        /// The first line git printed.
+        message: String,
+    },
+    /// A revision names no commit.
+    #[error("{what} `{rev}` does not name a commit in this repository; {hint}")]
+    UnknownRevision {
+        /// "base" or "head".
+        what: &'static str,
+        /// The revision given.
+        rev: String,
+        /// What to do.
+        hint: String,
+    },
+    /// A shallow clone does not reach the base.
+    #[error(
+        "this clone is shallow and its history does not reach a base ({detail}); fetch more history (git fetch --deepen=50, or --unshallow), or pass --all-on-missing-base to mark every component changed"
+    )]
+    ShallowHistory {
+        /// Which base was missing.
+        detail: String,
+    },
+    /// The config is wrong.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
+
+/// What the caller knows about the base before asking git.
+#[derive(Debug, Clone, Default)]
+pub struct BaseRequest {
+    /// `--base`: used as is, or an error when it names no commit.
+    pub explicit: Option<String>,
+    /// The commit of the last successful run, from the status store.
+    pub last_success: Option<String>,
+    /// Mark every component changed, with the reason, instead of failing when a shallow clone lacks the base.
+    pub all_on_missing_base: bool,
+}
+
+/// The base chosen for a diff.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Base {
+    /// Diff from this commit (or the empty tree).
+    Commit {
+        /// Its full id.
+        id: String,
+        /// Why it was chosen.
+        reason: String,
+    },
+    /// No base reachable: every component counts as changed.
+    Everything {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The outcome: what changed and what follows from it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DiffReport {
+    /// The base commit (the empty tree's id for a first commit), or `null` when there was none.
+    pub base: Option<String>,
+    /// Why that base.
+    pub base_reason: String,
+    /// The head commit.
+    pub head: String,
+    /// Whether uncommitted and untracked changes were included.
+    pub worktree: bool,
+    /// Changed paths.
+    pub files: Vec<FileChange>,
+    /// Changed paths that matched `[diff] global_inputs`: each marks every component changed.
+    pub global_inputs_changed: Vec<String>,
+    /// Every configured component, changed or not.
+    pub components: BTreeMap<String, ComponentChange>,
+    /// `NAME_tests_required` and `NAME_deploy_required` for each component.
+    pub flags: BTreeMap<String, bool>,
+}
+
+/// How one component is affected.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ComponentChange {
+    /// Whether it must be tested, built and deployed again.
+    pub changed: bool,
+    /// Its own changed files.
+    pub files: Vec<String>,
+    /// Changed components it depends on, directly or not.
+    pub because_of: Vec<String>,
+}
+
+impl DiffReport {
+    /// Names of the changed components, sorted.
+    pub fn changed(&self) -> impl Iterator<Item = &str> {
+        self.components.iter().filter(|(_, c)| c.changed).map(|(n, _)| n.as_str())
+    }
+}
+
+/// Chooses the base for `head` (a full commit id), in the documented order.
+pub fn choose_base(repo: &Repo, components: &Components, request: &BaseRequest, head: &str) -> Result<Base, Error> {
+    let shallow = repo.is_shallow()?;
+    if let Some(rev) = &request.explicit {
+        return match repo.resolve_commit(rev)? {
+            Some(id) => Ok(Base::Commit { id, reason: format!("--base {rev}") }),
+            None if shallow => missing_base(request, format!("--base {rev} is not in the fetched history")),
+            None => Err(Error::UnknownRevision {
+                what: "base",
+                rev: rev.clone(),
+                hint: "check the name, or fetch the branch or tag it is on".into(),
+            }),
+        };
+    }
+
+    let mut skipped = Vec::new();
+    if let Some(last) = &request.last_success {
+        let short = &last[..last.len().min(12)];
+        match repo.resolve_commit(last)? {
+            Some(id) if repo.is_ancestor(&id, head)? => {
+                return Ok(Base::Commit { id, reason: "commit of the last successful run".into() });
+            }
+            Some(_) => skipped.push(format!("last successful commit {short} is not an ancestor of head (history rewritten)")),
+            None if shallow => skipped.push(format!("last successful commit {short} is not in this shallow clone")),
+            None => skipped.push(format!("last successful commit {short} no longer exists (history rewritten)")),
+        }
+    }
+    let explain = |reason: String| {
+        if skipped.is_empty() { reason } else { format!("{reason}; {}", skipped.join("; ")) }
+    };
+
+    let branch = components.default_branch();
+    for (name, reference) in [(format!("origin/{branch}"), format!("refs/remotes/origin/{branch}")), (branch.to_string(), format!("refs/heads/{branch}"))] {
+        let Some(tip) = repo.resolve_commit(&reference)? else { continue };
+        if let Some(id) = repo.merge_base(&tip, head)? {
+            // On the default branch itself the merge-base is head: fall through to its parent.
+            if id != head {
+                return Ok(Base::Commit { id, reason: explain(format!("merge-base with {name}")) });
+            }
+        }
+    }
+
+    if let Some(id) = repo.resolve_commit(&format!("{head}^1"))? {
+        return Ok(Base::Commit { id, reason: explain("first parent of head".into()) });
+    }
+    if shallow {
+        return missing_base(request, explain("head's parent is not in the fetched history".into()));
+    }
+    Ok(Base::Commit { id: repo.empty_tree()?, reason: explain("head is the first commit: diffing against the empty tree".into()) })
+}
+
+fn missing_base(request: &BaseRequest, detail: String) -> Result<Base, Error> {
+    if request.all_on_missing_base {
+        Ok(Base::Everything { reason: format!("shallow clone, {detail}: every component marked changed (--all-on-missing-base)") })
+    } else {
+        Err(Error::ShallowHistory { detail })
+    }
+}
+
+/// Resolves head, chooses the base and maps the changed paths to components.
+///
+/// With `worktree`, uncommitted and untracked changes count too.
+pub fn diff(repo: &Repo, components: &Components, request: &BaseRequest, head: &str, worktree: bool) -> Result<DiffReport, Error> {
+    let head_id = repo.resolve_commit(head)?.ok_or_else(|| Error::UnknownRevision {
+        what: "head",
+        rev: head.to_string(),
+        hint: "check the name; a repository with no commits has no head yet".into(),
+    })?;
+    match choose_base(repo, components, request, &head_id)? {
+        Base::Commit { id, reason } => {
+            let files = if worktree { repo.diff_worktree(&id)? } else { repo.diff(&id, &head_id)? };
+            let mut report = affected(components, files);
+            report.base = Some(id);
+            report.base_reason = reason;
+            report.head = head_id;
+            report.worktree = worktree;
+            Ok(report)
+        }
+        Base::Everything { reason } => Ok(everything(components, head_id, reason)),
+    }
+}
+
+/// The report for a pair of known commit ids, with no base resolution: the hot path of `bench diff`.
+pub fn diff_commits(repo: &Repo, components: &Components, base: &str, head: &str) -> Result<DiffReport, Error> {
+    let mut report = affected(components, repo.diff(base, head)?);
+    report.base = Some(base.to_string());
+    report.base_reason = "given".into();
+    report.head = head.to_string();
+    Ok(report)
+}
+
+/// Maps changed paths to components: pure, no I/O.
+pub fn affected(components: &Components, files: Vec<FileChange>) -> DiffReport {
+    let count = components.components.len();
+    let mut own_files: Vec<Vec<String>> = vec![Vec::new(); count];
+    let mut global_inputs_changed = Vec::new();
+    let mut owners = Vec::new();
+    let mut excluded = Vec::new();
+    for file in &files {
+        if components.global_inputs.is_match(&file.path) {
+            global_inputs_changed.push(file.path.clone());
+        }
+        components.includes.matches_into(&file.path, &mut owners);
+        if owners.is_empty() {
+            continue;
+        }
+        components.excludes.matches_into(&file.path, &mut excluded);
+        let excluded: BTreeSet<usize> = excluded.iter().map(|&g| components.exclude_owner[g]).collect();
+        let mut last = usize::MAX;
+        for &glob in &owners {
+            let owner = components.include_owner[glob];
+            // Globs of one component are added together, so repeats are adjacent.
+            if owner != last && !excluded.contains(&owner) {
+                own_files[owner].push(file.path.clone());
+            }
+            last = owner;
+        }
+    }
+    for list in &mut own_files {
+        list.dedup();
+    }
+
+    let all = !global_inputs_changed.is_empty();
+    let mut because_of: Vec<BTreeSet<&str>> = vec![BTreeSet::new(); count];
+    for (i, list) in own_files.iter().enumerate() {
+        if !list.is_empty() {
+            for &dependent in &components.dependents[i] {
+                because_of[dependent].insert(&components.components[i].name);
+            }
+        }
+    }
+
+    let mut report_components = BTreeMap::new();
+    let mut flags = BTreeMap::new();
+    for (i, component) in components.components.iter().enumerate() {
+        let changed = all || !own_files[i].is_empty() || !because_of[i].is_empty();
+        insert_flags(&mut flags, component, changed);
+        report_components.insert(
+            component.name.clone(),
+            ComponentChange {
+                changed,
+                files: std::mem::take(&mut own_files[i]),
+                because_of: because_of[i].iter().map(|s| s.to_string()).collect(),
+            },
+        );
+    }
+    DiffReport {
+        base: None,
+        base_reason: String::new(),
+        head: String::new(),
+        worktree: false,
+        files,
+        global_inputs_changed,
+        components: report_components,
+        flags,
+    }
+}
+
+fn everything(components: &Components, head: String, reason: String) -> DiffReport {
+    let mut flags = BTreeMap::new();
+    let report_components = components
+        .iter()
+        .map(|component| {
+            insert_flags(&mut flags, component, true);
+            (component.name.clone(), ComponentChange { changed: true, ..Default::default() })
+        })
+        .collect();
+    DiffReport {
+        base: None,
+        base_reason: reason,
+        head,
+        worktree: false,
+        files: Vec::new(),
+        global_inputs_changed: Vec::new(),
+        components: report_components,
+        flags,
+    }
+}
+
+/// A component's tests are required when it changed and has a test command;
+/// its deploy is required whenever it changed (the deploy stage decides what deploying means for it).
+fn insert_flags(flags: &mut BTreeMap<String, bool>, component: &Component, changed: bool) {
+    flags.insert(format!("{}_tests_required", component.flag_prefix), changed && component.test.is_some());
+    flags.insert(format!("{}_deploy_required", component.flag_prefix), changed);
+}

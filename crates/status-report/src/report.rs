@@ -1,0 +1,197 @@
+//! Reports of a run: terminal table, Markdown, JSON and JUnit XML.
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::gate::GateDecision;
+use crate::record::{Status, StepRecord};
+
+/// Everything a report shows: the run, its steps and the gate's decision.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    /// The run.
+    pub run_id: String,
+    /// Its commit.
+    pub commit: String,
+    /// The gate's decision.
+    pub gate: GateDecision,
+    /// Every step, in pipeline order.
+    pub steps: Vec<StepRecord>,
+}
+
+/// GitHub refuses step summaries over 1 MiB; stay well under it.
+pub const MARKDOWN_LIMIT: usize = 1024 * 1024 - 16 * 1024;
+
+impl RunReport {
+    /// Builds a report from a run's records.
+    pub fn new(run_id: &str, steps: Vec<StepRecord>, gate: GateDecision) -> RunReport {
+        let commit = steps.first().map(|s| s.commit.clone()).unwrap_or_default();
+        RunReport { run_id: run_id.into(), commit, gate, steps }
+    }
+
+    /// A plain table for a terminal, followed by the gate's decision.
+    pub fn to_table(&self) -> String {
+        let mut table = comfy_table::Table::new();
+        table.load_style(comfy_table::presets::UTF8_FULL_CONDENSED);
+        table.set_header(["component", "step", "status", "time", "details"]);
+        for step in &self.steps {
+            table.add_row([
+                step.component.clone(),
+                step.step.to_string(),
+                step.status.to_string(),
+                step.duration().map(format_duration).unwrap_or_default(),
+                one_line_detail(step),
+            ]);
+        }
+        let mut out = format!("run {} at {}\n{table}\n", self.run_id, short(&self.commit));
+        out.push_str(&self.gate_line());
+        out
+    }
+
+    fn gate_line(&self) -> String {
+        if self.gate.allowed {
+            "gate: passed\n".to_string()
+        } else {
+            let mut out = String::from("gate: refused\n");
+            for reason in &self.gate.reasons {
+                let _ = writeln!(out, "  - {reason}");
+            }
+            out
+        }
+    }
+
+    /// Markdown for `$GITHUB_STEP_SUMMARY` or a pull request comment, under [`MARKDOWN_LIMIT`].
+    pub fn to_markdown(&self) -> String {
+        let mut out = String::new();
+        let verdict = if self.gate.allowed { "✅ gate passed" } else { "❌ gate refused" };
+        let _ = writeln!(out, "## Pipeline run `{}` at `{}`: {verdict}\n", self.run_id, short(&self.commit));
+        for reason in &self.gate.reasons {
+            let _ = writeln!(out, "- {}", escape_md(reason));
+        }
+        if !self.gate.reasons.is_empty() {
+            out.push('\n');
+        }
+        out.push_str("| component | step | status | time | details |\n|---|---|---|---|---|\n");
+        for step in &self.steps {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} {} | {} | {} |",
+                escape_md(&step.component),
+                step.step,
+                status_icon(step.status),
+                step.status,
+                step.duration().map(format_duration).unwrap_or_default(),
+                escape_md(&one_line_detail(step)),
+            );
+        }
+        let mut logs = String::new();
+        for step in self.steps.iter().filter(|s| s.status == Status::Failed) {
+            if let Some(tail) = &step.details.log_tail {
+                let fence = "`".repeat(longest_backtick_run(tail).max(2) + 1);
+                let _ = write!(
+                    logs,
+                    "\n<details><summary>{} {}: end of log</summary>\n\n{fence}\n{}\n{fence}\n</details>\n",
+                    escape_md(&step.component),
+                    step.step,
+                    tail.trim_end()
+                );
+            }
+        }
+        if out.len() + logs.len() <= MARKDOWN_LIMIT {
+            out.push_str(&logs);
+        } else if out.len() < MARKDOWN_LIMIT {
+            out.push_str("\n_Logs left out: the summary would pass GitHub's 1 MiB limit. See the run's logs folder._\n");
+        } else {
+            let mut cut = MARKDOWN_LIMIT - 200;
+            while !out.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            out.truncate(cut);
+            out.push_str("\n\n_Table cut: the summary would pass GitHub's 1 MiB limit. See report.json._\n");
+        }
+        out
+    }
+
+    /// The report as JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a report always serialises")
+    }
+
+    /// JUnit XML: one suite per component, one case per step, for CodeBuild report groups.
+    pub fn to_junit(&self) -> String {
+        use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
+
+        let mut report = Report::new(format!("pipeline {}", self.run_id));
+        let mut components: Vec<&str> = self.steps.iter().map(|s| s.component.as_str()).collect();
+        components.sort_unstable();
+        components.dedup();
+        for component in components {
+            let mut suite = TestSuite::new(component);
+            for step in self.steps.iter().filter(|s| s.component == component) {
+                let status = match step.status {
+                    Status::Passed => TestCaseStatus::success(),
+                    Status::Skipped => {
+                        let mut status = TestCaseStatus::skipped();
+                        if let Some(note) = &step.details.note {
+                            status.set_message(note.as_str());
+                        }
+                        status
+                    }
+                    Status::Failed | Status::Cancelled | Status::Running | Status::Pending => {
+                        let kind = if step.status == Status::Failed { NonSuccessKind::Failure } else { NonSuccessKind::Error };
+                        let mut status = TestCaseStatus::non_success(kind);
+                        status.set_message(step.details.error.clone().unwrap_or_else(|| step.status.to_string()));
+                        if let Some(tail) = &step.details.log_tail {
+                            status.set_description(tail.as_str());
+                        }
+                        status
+                    }
+                };
+                let mut case = TestCase::new(step.step.as_str(), status);
+                case.set_classname(component);
+                if let Some(duration) = step.duration() {
+                    case.set_time(duration);
+                }
+                suite.add_test_case(case);
+            }
+            report.add_test_suite(suite);
+        }
+        report.to_string().expect("a JUnit report always serialises")
+    }
+}
+
+fn one_line_detail(step: &StepRecord) -> String {
+    let text = step.details.error.as_deref().or(step.details.note.as_deref()).unwrap_or("");
+    let line = text.lines().next().unwrap_or("");
+    if line.chars().count() > 120 { format!("{}…", line.chars().take(119).collect::<String>()) } else { line.to_string() }
+}
+
+fn status_icon(status: Status) -> &'static str {
+    match status {
+        Status::Passed => "✅",
+        Status::Failed => "❌",
+        Status::Skipped => "⏭️",
+        Status::Cancelled => "🚫",
+        Status::Running | Status::Pending => "⏳",
+    }
+}
+
+fn escape_md(text: &str) -> String {
+    text.replace('|', "\\|").replace('<', "&lt;").replace('\n', " ")
+}
+
+fn longest_backtick_run(text: &str) -> usize {
+    text.split(|c| c != '`').map(str::len).max().unwrap_or(0)
+}
+
+fn short(commit: &str) -> &str {
+    &commit[..commit.len().min(12)]
+}
+
+/// `1.2s`, `3m04s`.
+pub fn format_duration(duration: Duration) -> String {
+    let secs = duration.as_secs_f64();
+    if secs < 60.0 { format!("{secs:.1}s") } else { format!("{}m{:02}s", duration.as_secs() / 60, duration.as_secs() % 60) }
+}

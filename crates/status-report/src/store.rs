@@ -1,0 +1,197 @@
+//! Where records live: the [`Store`] trait and the embedded [`FileStore`].
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use crate::record::{Status, Step, StepRecord};
+use crate::{Error, redact};
+
+/// The commit a successful run deployed: the next run's default base.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SuccessMark {
+    /// The run.
+    pub run_id: String,
+    /// Its commit.
+    pub commit: String,
+    /// When it was marked.
+    #[serde(with = "crate::record::time_opt")]
+    pub at: Option<SystemTime>,
+}
+
+/// A place that keeps step records. Implementations must not lose a record
+/// when several processes write at once.
+pub trait Store: Send + Sync {
+    /// Records the state of a step, replacing the earlier state of the same run, component and step.
+    fn record(&self, record: &StepRecord) -> Result<(), Error>;
+
+    /// The latest state of every step of a run, in pipeline order.
+    fn run(&self, run_id: &str) -> Result<Vec<StepRecord>, Error>;
+
+    /// Every run id, oldest first.
+    fn run_ids(&self) -> Result<Vec<String>, Error>;
+
+    /// Records that `run_id` deployed its commit, which becomes the next default base.
+    /// Refused unless the run has a passed deploy step and nothing failed or still running.
+    fn mark_success(&self, run_id: &str) -> Result<SuccessMark, Error>;
+
+    /// The last commit marked successful.
+    fn last_success(&self) -> Result<Option<SuccessMark>, Error>;
+}
+
+/// One line of the store file.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+enum Line {
+    Step(StepRecord),
+    Success(SuccessMark),
+}
+
+/// The embedded default: an append-only JSON-lines file under the monorepo's
+/// `.pipeline/`, written under an exclusive file lock.
+///
+/// Appending whole lines under a lock means concurrent processes never
+/// interleave or lose a record, and a crash mid-write can only leave a torn
+/// last line, which readers skip.
+#[derive(Debug, Clone)]
+pub struct FileStore {
+    path: PathBuf,
+}
+
+impl FileStore {
+    /// The file name inside the store folder.
+    pub const FILE_NAME: &'static str = "state.jsonl";
+
+    /// Opens (creating if needed) the store in `dir`, usually `<monorepo>/.pipeline`.
+    pub fn open(dir: &Path) -> Result<FileStore, Error> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let path = dir.join(Self::FILE_NAME);
+        OpenOptions::new().create(true).append(true).open(&path).map_err(|e| Error::io(&path, e))?;
+        Ok(FileStore { path })
+    }
+
+    /// The store file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends the line `make` returns, under an exclusive lock held while
+    /// `make` reads the file (when it needs to check something first).
+    fn append_with(&self, make: impl FnOnce(&File) -> Result<Line, Error>) -> Result<Line, Error> {
+        let mut file = OpenOptions::new().append(true).read(true).open(&self.path).map_err(|e| Error::io(&self.path, e))?;
+        file.lock().map_err(|e| Error::io(&self.path, e))?;
+        let line = make(&file)?;
+        let mut bytes = serde_json::to_vec(&line).map_err(|e| Error::Corrupt { path: self.path.clone(), message: e.to_string() })?;
+        bytes.push(b'\n');
+        // One write of the whole line under the lock: readers see all of it or none.
+        file.write_all(&bytes).map_err(|e| Error::io(&self.path, e))?;
+        file.sync_data().map_err(|e| Error::io(&self.path, e))?;
+        Ok(line)
+    }
+
+    fn read(&self) -> Result<Vec<Line>, Error> {
+        let file = File::open(&self.path).map_err(|e| Error::io(&self.path, e))?;
+        file.lock_shared().map_err(|e| Error::io(&self.path, e))?;
+        read_lines(&file, &self.path)
+    }
+}
+
+fn read_lines(file: &File, path: &Path) -> Result<Vec<Line>, Error> {
+    let mut lines = Vec::new();
+    let mut reader = BufReader::new(file);
+    let mut buffer = String::new();
+    let mut number = 0;
+    loop {
+        buffer.clear();
+        let read = reader.read_line(&mut buffer).map_err(|e| Error::io(path, e))?;
+        if read == 0 {
+            break;
+        }
+        number += 1;
+        match serde_json::from_str::<Line>(&buffer) {
+            Ok(line) => lines.push(line),
+            // A torn last line from a crash mid-write: it never finished, so it never happened.
+            Err(_) if !buffer.ends_with('\n') => break,
+            Err(e) => return Err(Error::Corrupt { path: path.to_path_buf(), message: format!("line {number}: {e}") }),
+        }
+    }
+    Ok(lines)
+}
+
+fn latest_steps<'a>(lines: impl Iterator<Item = &'a Line>, run_id: &str) -> Vec<StepRecord> {
+    let mut latest: BTreeMap<(Step, String), StepRecord> = BTreeMap::new();
+    for line in lines {
+        if let Line::Step(record) = line {
+            if record.run_id == run_id {
+                latest.insert((record.step, record.component.clone()), record.clone());
+            }
+        }
+    }
+    latest.into_values().collect()
+}
+
+/// Whether a run may become the new base: its deploy passed and nothing failed or is unfinished.
+pub fn check_success(run_id: &str, records: &[StepRecord]) -> Result<(), Error> {
+    if records.is_empty() {
+        return Err(Error::UnknownRun { run_id: run_id.into() });
+    }
+    if let Some(bad) = records.iter().find(|r| !r.status.is_final() || matches!(r.status, Status::Failed | Status::Cancelled)) {
+        return Err(Error::NotSuccessful {
+            run_id: run_id.into(),
+            reason: format!("{} {} is {}", bad.component, bad.step, bad.status),
+        });
+    }
+    if !records.iter().any(|r| r.step == Step::Deploy && r.status == Status::Passed) {
+        return Err(Error::NotSuccessful { run_id: run_id.into(), reason: "no deploy step passed".into() });
+    }
+    Ok(())
+}
+
+impl Store for FileStore {
+    fn record(&self, record: &StepRecord) -> Result<(), Error> {
+        let mut record = record.clone();
+        record.details = redact::details(record.details);
+        self.append_with(|_| Ok(Line::Step(record))).map(drop)
+    }
+
+    fn run(&self, run_id: &str) -> Result<Vec<StepRecord>, Error> {
+        Ok(latest_steps(self.read()?.iter(), run_id))
+    }
+
+    fn run_ids(&self) -> Result<Vec<String>, Error> {
+        let mut ids: Vec<String> = Vec::new();
+        for line in self.read()? {
+            if let Line::Step(record) = line {
+                if !ids.contains(&record.run_id) {
+                    ids.push(record.run_id);
+                }
+            }
+        }
+        Ok(ids)
+    }
+
+    fn mark_success(&self, run_id: &str) -> Result<SuccessMark, Error> {
+        // Checked and appended under one lock, so no failing record can slip in between.
+        let line = self.append_with(|file| {
+            let records = latest_steps(read_lines(file, &self.path)?.iter(), run_id);
+            check_success(run_id, &records)?;
+            Ok(Line::Success(SuccessMark { run_id: run_id.into(), commit: records[0].commit.clone(), at: Some(SystemTime::now()) }))
+        })?;
+        match line {
+            Line::Success(mark) => Ok(mark),
+            Line::Step(_) => unreachable!("mark_success appends a success line"),
+        }
+    }
+
+    fn last_success(&self) -> Result<Option<SuccessMark>, Error> {
+        Ok(self.read()?.into_iter().rev().find_map(|line| match line {
+            Line::Success(mark) => Some(mark),
+            Line::Step(_) => None,
+        }))
+    }
+}
+

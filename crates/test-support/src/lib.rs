@@ -1,0 +1,47 @@
+//! Test helpers shared by the workspace's crates (a dev-dependency only).
+//!
+//! - [`Moto`]: a moto server on a free loopback port, one per test binary,
+//!   stopped when the test process exits.
+//! - [`GitRepo`]: a throw-away git repository with a scripted, reproducible history.
+//! - [`sample_monorepo`]: a copy of `fixtures/monorepo` to work on.
+
+#![allow(clippy::print_stderr)]
+
+mod git;
+mod moto;
+
+use std::path::{Path, PathBuf};
+
+pub use git::GitRepo;
+pub use moto::Moto;
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().nth(2).expect("crates/test-support sits two levels down").to_path_buf()
+}
+
+/// A fresh git repository holding a copy of `fixtures/monorepo`, committed once.
+pub fn sample_monorepo() -> GitRepo {
+    let repo = GitRepo::new();
+    copy_tree(&workspace_root().join("fixtures/monorepo"), repo.path());
+    repo.commit_all("sample monorepo");
+    repo
+}
+
+/// Copies a folder recursively, skipping build output and caches.
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap_or_else(|e| panic!("read {}: {e}", from.display())) {
+        let entry = entry.unwrap();
+        let name = entry.file_name();
+        if [".pipeline", "dist", "node_modules", "__pycache__", ".pytest_cache"].iter().any(|skip| name == *skip) {
+            continue;
+        }
+        let target = to.join(&name);
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}

@@ -1,0 +1,94 @@
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// A moto server on loopback, started once per test binary.
+///
+/// moto's state is global to a server, so tests that share it use unique
+/// names (and, where it matters, their own account via `x-moto-account-id`).
+/// The server watches the test process and exits when it does, so no server
+/// outlives its tests even though a static is never dropped.
+pub struct Moto {
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+    _child: Child,
+}
+
+/// The Python of the virtual environment `cargo xtask` makes, or `MOTO_PYTHON`.
+fn python() -> PathBuf {
+    if let Some(path) = std::env::var_os("MOTO_PYTHON") {
+        return PathBuf::from(path);
+    }
+    crate::workspace_root().join("target/py-venv/bin/python")
+}
+
+// moto's own entry point, plus a watchdog: exit when the parent (the test binary) is gone.
+const LAUNCHER: &str = r#"
+import os, sys, threading, time
+parent = os.getppid()
+def watch():
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(0)
+threading.Thread(target=watch, daemon=True).start()
+from moto.server import main
+main(["-H", "127.0.0.1", "-p", sys.argv[1]])
+"#;
+
+impl Moto {
+    /// The server of this test binary, started on first use.
+    pub fn shared() -> &'static Moto {
+        static SERVER: OnceLock<Moto> = OnceLock::new();
+        SERVER.get_or_init(Moto::start)
+    }
+
+    /// Starts a new server and waits until it answers.
+    pub fn start() -> Moto {
+        let python = python();
+        assert!(
+            python.exists(),
+            "moto's Python is missing at {}: run the tests through `cargo xtask test`, which installs it, or set MOTO_PYTHON",
+            python.display()
+        );
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new(&python)
+            .args(["-c", LAUNCHER, &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start moto with {}: {e}", python.display()));
+        let moto = Moto { endpoint: format!("http://127.0.0.1:{port}"), _child: child };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !ready(port) {
+            assert!(Instant::now() < deadline, "moto did not answer on port {port} within 30 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        moto
+    }
+
+    /// SDK config for this server: test credentials, `us-east-1`, the endpoint set.
+    #[cfg(feature = "aws")]
+    pub async fn sdk_config(&self) -> aws_config::SdkConfig {
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .test_credentials()
+            .endpoint_url(&self.endpoint)
+            .load()
+            .await
+    }
+}
+
+fn ready(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else { return false };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let request = "GET /moto-api/data.json HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    if stream.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.1 200") || head.starts_with(b"HTTP/1.0 200")
+}
