@@ -56,9 +56,9 @@ pub struct StepCommand {
 
 fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
     let text = String::deserialize(deserializer)?;
-    humantime::parse_duration(&text)
-        .map(Some)
-        .map_err(|e| serde::de::Error::custom(format!("`{text}` is not a duration ({e}); write e.g. \"90s\" or \"10m\"")))
+    humantime::parse_duration(&text).map(Some).map_err(|e| {
+        serde::de::Error::custom(format!("`{text}` is not a duration ({e}); write e.g. \"90s\" or \"10m\""))
+    })
 }
 
 /// The two sections as written, before they are checked.
@@ -156,7 +156,11 @@ impl Components {
                         text,
                         dep.span(),
                         format!("{key}.depends_on"),
-                        format!("depends on `{}`, which is not a component; define [components.{}] or remove it", dep.get_ref(), dep.get_ref()),
+                        format!(
+                            "depends on `{}`, which is not a component; define [components.{}] or remove it",
+                            dep.get_ref(),
+                            dep.get_ref()
+                        ),
                     ));
                 };
                 edges[i].push((target, dep));
@@ -183,7 +187,8 @@ impl Components {
             });
         }
         if let Some(cycle) = find_cycle(&edges) {
-            let path: Vec<&str> = cycle.iter().map(|&(from, _)| names[from].as_str()).chain([names[cycle[0].0].as_str()]).collect();
+            let path: Vec<&str> =
+                cycle.iter().map(|&(from, _)| names[from].as_str()).chain([names[cycle[0].0].as_str()]).collect();
             let (from, dep) = cycle[0];
             return Err(ConfigError::at(
                 file,
@@ -198,9 +203,8 @@ impl Components {
         for pattern in &raw.diff.global_inputs {
             global.add(compile(file, text, pattern, "diff.global_inputs")?);
         }
-        let build = |b: GlobSetBuilder, key: &str| {
-            b.build().map_err(|e| ConfigError::file(file, format!("{key}: {e}")))
-        };
+        let build =
+            |b: GlobSetBuilder, key: &str| b.build().map_err(|e| ConfigError::file(file, format!("{key}: {e}")));
         let dependents = transitive_dependents(&edges);
         Ok(Components {
             default_branch: raw.diff.default_branch.unwrap_or_else(|| "main".into()),
@@ -232,11 +236,15 @@ impl Components {
 
 /// Globs match repo-relative `/` paths; `*` stays within a folder and `**` spans folders.
 fn compile(file: &Path, text: &str, pattern: &Spanned<String>, key: &str) -> Result<Glob, ConfigError> {
-    GlobBuilder::new(pattern.get_ref())
-        .literal_separator(true)
-        .backslash_escape(true)
-        .build()
-        .map_err(|e| ConfigError::at(file, text, pattern.span(), key, format!("`{}` is not a valid glob: {}", pattern.get_ref(), e.kind())))
+    GlobBuilder::new(pattern.get_ref()).literal_separator(true).backslash_escape(true).build().map_err(|e| {
+        ConfigError::at(
+            file,
+            text,
+            pattern.span(),
+            key,
+            format!("`{}` is not a valid glob: {}", pattern.get_ref(), e.kind()),
+        )
+    })
 }
 
 /// The first cycle found, as the edges that form it.
@@ -274,9 +282,8 @@ fn find_cycle<'a>(edges: &[Vec<(usize, &'a Spanned<String>)>]) -> Option<Vec<(us
         None
     }
     let mut marks = vec![Mark::New; edges.len()];
-    (0..edges.len()).find_map(|node| {
-        if marks[node] == Mark::New { visit(node, edges, &mut marks, &mut Vec::new()) } else { None }
-    })
+    (0..edges.len())
+        .find_map(|node| if marks[node] == Mark::New { visit(node, edges, &mut marks, &mut Vec::new()) } else { None })
 }
 
 /// For each component, every component that depends on it directly or through others.

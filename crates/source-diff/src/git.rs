@@ -73,7 +73,11 @@ impl Repo {
             Ok(out.stdout)
         } else {
             Err(Error::Git {
-                command: args.into_iter().map(|a| a.as_ref().to_string_lossy().into_owned()).collect::<Vec<_>>().join(" "),
+                command: args
+                    .into_iter()
+                    .map(|a| a.as_ref().to_string_lossy().into_owned())
+                    .collect::<Vec<_>>()
+                    .join(" "),
                 message: first_line(&out.stderr),
             })
         }
@@ -86,7 +90,8 @@ impl Repo {
 
     /// The full commit id `rev` names, or `None` when it names no commit here.
     pub fn resolve_commit(&self, rev: &str) -> Result<Option<String>, Error> {
-        let out = run(&self.root, ["rev-parse", "--verify", "--quiet", "--end-of-options", &format!("{rev}^{{commit}}")])?;
+        let out =
+            run(&self.root, ["rev-parse", "--verify", "--quiet", "--end-of-options", &format!("{rev}^{{commit}}")])?;
         Ok(out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string()))
     }
 
@@ -114,13 +119,24 @@ impl Repo {
 
     /// Paths changed from `base` to `head` (a commit or tree id), renames as a delete plus an add.
     pub fn diff(&self, base: &str, head: &str) -> Result<Vec<FileChange>, Error> {
-        let out = self.git(["diff", "--name-status", "-z", "--no-renames", "--no-relative", "--no-ext-diff", base, head, "--"])?;
+        let out = self.git([
+            "diff",
+            "--name-status",
+            "-z",
+            "--no-renames",
+            "--no-relative",
+            "--no-ext-diff",
+            base,
+            head,
+            "--",
+        ])?;
         parse_name_status(&out)
     }
 
     /// Paths changed from `base` to the work tree, with untracked files as added.
     pub fn diff_worktree(&self, base: &str) -> Result<Vec<FileChange>, Error> {
-        let out = self.git(["diff", "--name-status", "-z", "--no-renames", "--no-relative", "--no-ext-diff", base, "--"])?;
+        let out =
+            self.git(["diff", "--name-status", "-z", "--no-renames", "--no-relative", "--no-ext-diff", base, "--"])?;
         let mut changes = parse_name_status(&out)?;
         let untracked = self.git(["ls-files", "-z", "--others", "--exclude-standard"])?;
         changes.extend(

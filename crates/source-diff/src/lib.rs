@@ -179,7 +179,9 @@ pub fn choose_base(repo: &Repo, components: &Components, request: &BaseRequest, 
             Some(id) if repo.is_ancestor(&id, head)? => {
                 return Ok(Base::Commit { id, reason: "commit of the last successful run".into() });
             }
-            Some(_) => skipped.push(format!("last successful commit {short} is not an ancestor of head (history rewritten)")),
+            Some(_) => {
+                skipped.push(format!("last successful commit {short} is not an ancestor of head (history rewritten)"))
+            }
             None if shallow => skipped.push(format!("last successful commit {short} is not in this shallow clone")),
             None => skipped.push(format!("last successful commit {short} no longer exists (history rewritten)")),
         }
@@ -189,7 +191,10 @@ pub fn choose_base(repo: &Repo, components: &Components, request: &BaseRequest, 
     };
 
     let branch = components.default_branch();
-    for (name, reference) in [(format!("origin/{branch}"), format!("refs/remotes/origin/{branch}")), (branch.to_string(), format!("refs/heads/{branch}"))] {
+    for (name, reference) in [
+        (format!("origin/{branch}"), format!("refs/remotes/origin/{branch}")),
+        (branch.to_string(), format!("refs/heads/{branch}")),
+    ] {
         let Some(tip) = repo.resolve_commit(&reference)? else { continue };
         if let Some(id) = repo.merge_base(&tip, head)? {
             // On the default branch itself the merge-base is head: fall through to its parent.
@@ -205,12 +210,17 @@ pub fn choose_base(repo: &Repo, components: &Components, request: &BaseRequest, 
     if shallow {
         return missing_base(request, explain("head's parent is not in the fetched history".into()));
     }
-    Ok(Base::Commit { id: repo.empty_tree()?, reason: explain("head is the first commit: diffing against the empty tree".into()) })
+    Ok(Base::Commit {
+        id: repo.empty_tree()?,
+        reason: explain("head is the first commit: diffing against the empty tree".into()),
+    })
 }
 
 fn missing_base(request: &BaseRequest, detail: String) -> Result<Base, Error> {
     if request.all_on_missing_base {
-        Ok(Base::Everything { reason: format!("shallow clone, {detail}: every component marked changed (--all-on-missing-base)") })
+        Ok(Base::Everything {
+            reason: format!("shallow clone, {detail}: every component marked changed (--all-on-missing-base)"),
+        })
     } else {
         Err(Error::ShallowHistory { detail })
     }
@@ -219,7 +229,13 @@ fn missing_base(request: &BaseRequest, detail: String) -> Result<Base, Error> {
 /// Resolves head, chooses the base and maps the changed paths to components.
 ///
 /// With `worktree`, uncommitted and untracked changes count too.
-pub fn diff(repo: &Repo, components: &Components, request: &BaseRequest, head: &str, worktree: bool) -> Result<DiffReport, Error> {
+pub fn diff(
+    repo: &Repo,
+    components: &Components,
+    request: &BaseRequest,
+    head: &str,
+    worktree: bool,
+) -> Result<DiffReport, Error> {
     let head_id = repo.resolve_commit(head)?.ok_or_else(|| Error::UnknownRevision {
         what: "head",
         rev: head.to_string(),

@@ -17,7 +17,11 @@ pub use moto::Moto;
 
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().nth(2).expect("crates/test-support sits two levels down").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("crates/test-support sits two levels down")
+        .to_path_buf()
 }
 
 /// A fresh git repository holding a copy of `fixtures/monorepo`, committed once.
