@@ -35,7 +35,7 @@ mod output;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use config::{Component, ComponentSettings, Components, DiffSettings, RawConfig, StepCommand};
 pub use git::{FileChange, FileStatus, Repo};
@@ -119,7 +119,7 @@ pub enum Base {
 }
 
 /// The outcome: what changed and what follows from it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DiffReport {
     /// The base commit (the empty tree's id for a first commit), or `null` when there was none.
     pub base: Option<String>,
@@ -140,7 +140,7 @@ pub struct DiffReport {
 }
 
 /// How one component is affected.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ComponentChange {
     /// Whether it must be tested, built and deployed again.
     pub changed: bool,

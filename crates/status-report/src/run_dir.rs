@@ -50,11 +50,7 @@ impl RunDir {
     /// A file of the run, which a stage needs: a clear error when an earlier stage did not write it.
     pub fn input(&self, name: &str, written_by: &str) -> Result<PathBuf, Error> {
         let path = self.path.join(name);
-        if path.is_file() {
-            Ok(path)
-        } else {
-            Err(Error::MissingInput { path, written_by: written_by.into() })
-        }
+        if path.is_file() { Ok(path) } else { Err(Error::MissingInput { path, written_by: written_by.into() }) }
     }
 
     /// The log file of one component's step.
