@@ -1,0 +1,168 @@
+//! Benchmarks, each printed as a ratio against what a user would run instead, measured side by side.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use source_diff::{Components, Repo};
+
+#[derive(clap::Subcommand)]
+pub enum Bench {
+    /// Affected components for every consecutive commit pair, against a bare `git diff --name-only` loop.
+    Diff {
+        /// The repository [default: a generated 400-commit history of the sample monorepo in target/].
+        #[arg(long)]
+        repo: Option<PathBuf>,
+        /// Its pipeline.toml [default: REPO/pipeline.toml].
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Rounds; each runs both loops, alternating which goes first.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+    },
+}
+
+pub fn run(which: Bench) -> anyhow::Result<()> {
+    match which {
+        Bench::Diff { repo, config, rounds } => diff(repo, config, rounds),
+    }
+}
+
+fn diff(repo: Option<PathBuf>, config: Option<PathBuf>, rounds: usize) -> anyhow::Result<()> {
+    let dir = match repo {
+        Some(dir) => dir,
+        None => generated_history(&crate::workspace_root())?,
+    };
+    let repo = Repo::open(&dir)?;
+    let config = config.unwrap_or_else(|| repo.root().join(pipeline_config::FILE_NAME));
+    let components = Components::load(&config)?;
+    let out = Command::new("git").arg("-C").arg(repo.root()).args(["rev-list", "--first-parent", "--reverse", "HEAD"]).output()?;
+    let commits: Vec<String> = String::from_utf8(out.stdout)?.lines().map(str::to_string).collect();
+    if commits.len() < 2 {
+        bail!("{} has fewer than two commits: nothing to compare", repo.root().display());
+    }
+    let pairs: Vec<(&str, &str)> = commits.windows(2).map(|w| (w[0].as_str(), w[1].as_str())).collect();
+
+    let git_loop = || -> anyhow::Result<usize> {
+        let mut files = 0;
+        for (base, head) in &pairs {
+            let out = Command::new("git").arg("-C").arg(repo.root()).args(["diff", "--name-only", base, head]).output()?;
+            files += out.stdout.split(|&b| b == b'\n').filter(|l| !l.is_empty()).count();
+        }
+        Ok(files)
+    };
+    let ours = || -> anyhow::Result<usize> {
+        let mut files = 0;
+        for (base, head) in &pairs {
+            files += source_diff::diff_commits(&repo, &components, base, head)?.files.len();
+        }
+        Ok(files)
+    };
+    // Both must see the same changes, or the comparison means nothing.
+    let (expected, got) = (git_loop()?, ours()?);
+    if expected != got {
+        bail!("source-diff saw {got} changed paths where git saw {expected}");
+    }
+    let mut git_times = Vec::new();
+    let mut our_times = Vec::new();
+    for round in 0..rounds.max(1) {
+        let measure = |f: &dyn Fn() -> anyhow::Result<usize>, into: &mut Vec<Duration>| -> anyhow::Result<()> {
+            let start = Instant::now();
+            f()?;
+            into.push(start.elapsed());
+            Ok(())
+        };
+        if round % 2 == 0 {
+            measure(&git_loop, &mut git_times)?;
+            measure(&ours, &mut our_times)?;
+        } else {
+            measure(&ours, &mut our_times)?;
+            measure(&git_loop, &mut git_times)?;
+        }
+    }
+    let (git_median, our_median) = (median(&mut git_times), median(&mut our_times));
+    println!("bench diff: {} commit pairs of {}, {} rounds, median", pairs.len(), repo.root().display(), git_times.len());
+    println!("  git diff --name-only loop      {:>9.1} ms", ms(git_median));
+    println!("  source-diff (affected + flags) {:>9.1} ms", ms(our_median));
+    println!("  ratio source-diff / git: {:.2}x (goal: at most 1.30x)", our_median.as_secs_f64() / git_median.as_secs_f64());
+    Ok(())
+}
+
+fn median(times: &mut [Duration]) -> Duration {
+    times.sort();
+    times[times.len() / 2]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// A reproducible history of the sample monorepo: 400 commits, each touching one to three files.
+fn generated_history(root: &Path) -> anyhow::Result<PathBuf> {
+    let dir = root.join("target/bench-monorepo");
+    const COMMITS: usize = 400;
+    let done = dir.join(".git/bench-history-complete");
+    if done.exists() {
+        return Ok(dir);
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    std::fs::create_dir_all(&dir)?;
+    crate::run(Command::new("cp").arg("-R").arg(root.join("fixtures/monorepo/.")).arg(&dir))?;
+    let git = |args: &[&str]| -> anyhow::Result<()> {
+        crate::run(
+            Command::new("git")
+                .arg("-C")
+                .arg(&dir)
+                .args(args)
+                .env("GIT_AUTHOR_NAME", "bench")
+                .env("GIT_AUTHOR_EMAIL", "bench@localhost")
+                .env("GIT_COMMITTER_NAME", "bench")
+                .env("GIT_COMMITTER_EMAIL", "bench@localhost"),
+        )
+    };
+    git(&["init", "-q", "-b", "main"])?;
+    git(&["add", "-A"])?;
+    git(&["commit", "-q", "-m", "sample monorepo"])?;
+    let files: Vec<&str> = vec![
+        "lambda/api-handler/index.py",
+        "lambda/api-handler/rbac_middleware.py",
+        "lambda/orchestration-stepfunctions/index.py",
+        "lambda/poller/execution_finder.py",
+        "lambda/poller/execution_poller.py",
+        "lambda/frontend-builder/build_and_deploy.py",
+        "lambda/requirements.txt",
+        "frontend/src/app.js",
+        "frontend/src/styles.css",
+        "frontend/README.md",
+        "cfn/storage.yaml",
+        "cfn/lambdas.yaml",
+        "tests/test_api_handler.py",
+        "docs/notes.md",
+    ];
+    // A small linear congruential generator: the same history on every machine.
+    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = |n: usize| {
+        state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        ((state >> 33) as usize) % n
+    };
+    for i in 1..COMMITS {
+        for _ in 0..=next(3) {
+            let path = dir.join(files[next(files.len())]);
+            std::fs::create_dir_all(path.parent().context("file has a parent")?)?;
+            let mut text = std::fs::read_to_string(&path).unwrap_or_default();
+            text.push_str(&format!("# change {i}\n"));
+            std::fs::write(&path, text)?;
+        }
+        git(&["commit", "-q", "-a", "-m", &format!("change {i}")])?;
+        if i % 50 == 0 {
+            // Untracked new files need an add; do it now and then, like real work.
+            git(&["add", "-A"])?;
+            git(&["commit", "-q", "--allow-empty", "-m", &format!("add files {i}")])?;
+        }
+    }
+    std::fs::write(&done, "")?;
+    Ok(dir)
+}

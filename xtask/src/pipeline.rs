@@ -1,0 +1,196 @@
+//! `cargo xtask pipeline`: source → diff → tests of the affected components → gate → report.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::SystemTime;
+
+use anyhow::{Context, bail};
+use source_diff::{BaseRequest, Components, Repo};
+use status_report::{FileStore, GatePolicy, PIPELINE, RunDir, RunReport, Status, Step, StepRecord, Store};
+use step_runner::{Runner, RunnerSettings};
+
+use crate::progress::Progress;
+
+/// Options of `cargo xtask pipeline`.
+#[derive(clap::Args, Default)]
+pub struct PipelineArgs {
+    /// The monorepo [default: a git copy of fixtures/monorepo under target/sample-monorepo].
+    #[arg(long)]
+    repo: Option<PathBuf>,
+    /// The base revision (default: last successful run, merge-base, HEAD~1, empty tree).
+    #[arg(long)]
+    base: Option<String>,
+    /// The head revision.
+    #[arg(long)]
+    head: Option<String>,
+    /// Count uncommitted and untracked changes too.
+    #[arg(long)]
+    include_worktree: bool,
+    /// In a shallow clone that lacks the base, mark every component changed instead of failing.
+    #[arg(long)]
+    all_on_missing_base: bool,
+    /// Print what would run and stop.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+/// The sections of `pipeline.toml` this workspace's crates own; any other top-level key is a mistake.
+const KNOWN_SECTIONS: &[&str] = &["diff", "components", RunnerSettings::SECTION, GatePolicy::SECTION];
+
+/// Runs the pipeline; `Ok(false)` when the gate refuses.
+pub fn run(args: PipelineArgs) -> anyhow::Result<bool> {
+    let root = crate::workspace_root();
+    let python_bin = crate::python::ensure(&root)?;
+    let repo_dir = match &args.repo {
+        Some(dir) => dir.clone(),
+        None => prepare_sample(&root)?,
+    };
+    let repo = Repo::open(&repo_dir)?;
+    let config = repo.root().join(pipeline_config::FILE_NAME);
+    check_sections(&config)?;
+    let components = Components::load(&config)?;
+    let settings: RunnerSettings = pipeline_config::load_section(&config, RunnerSettings::SECTION)?;
+    let policy: GatePolicy = pipeline_config::load_section(&config, GatePolicy::SECTION)?;
+    let head_rev = args.head.clone().unwrap_or_else(|| "HEAD".into());
+    let head = repo.resolve_commit(&head_rev)?.with_context(|| format!("head `{head_rev}` names no commit"))?;
+
+    let state_dir = repo.root().join(".pipeline");
+    let store = FileStore::open(&state_dir)?;
+    let run_id = status_report::new_run_id(&head, SystemTime::now());
+    let run_dir = RunDir::create(&state_dir, &run_id)?;
+    let progress = Progress::new();
+    progress.stage(&format!("run {run_id} in {}", repo.root().display()));
+
+    record_stage(&store, &run_id, &head, Step::Source, || Ok(((), format!("{head_rev} is {head}"))))?;
+    let last_success = if args.base.is_none() { store.last_success()?.map(|m| m.commit) } else { None };
+    let request = BaseRequest { explicit: args.base.clone(), last_success, all_on_missing_base: args.all_on_missing_base };
+    let diff = record_stage(&store, &run_id, &head, Step::Diff, || {
+        let report = source_diff::diff(&repo, &components, &request, &head, args.include_worktree)?;
+        status_report::write_atomic(&run_dir.path.join("diff.json"), serde_json::to_string_pretty(&report)?.as_bytes())?;
+        let changed: Vec<&str> = report.changed().collect();
+        let base = report.base.as_deref().map_or("none", |b| &b[..b.len().min(12)]);
+        let note = format!("base {base} ({}); changed: {}", report.base_reason, list(&changed));
+        Ok((report, note))
+    })?;
+    progress.stage(&format!("diff: base {} ({})", diff.base.as_deref().unwrap_or("none"), diff.base_reason));
+    progress.stage(&format!("changed: {}", list(&diff.changed().collect::<Vec<_>>())));
+
+    let plan = step_runner::plan(Step::Test, &components, &diff, &run_dir, &settings);
+    if args.dry_run {
+        print!("{}", plan.describe());
+        return Ok(true);
+    }
+    static CANCEL: AtomicBool = AtomicBool::new(false);
+    // A second handler cannot be installed (xtask test runs the pipeline once); that is fine.
+    let _ = ctrlc::set_handler(|| CANCEL.store(true, Ordering::SeqCst));
+    let runner = Runner {
+        workdir: repo.root().to_path_buf(),
+        parallelism: settings.parallelism(),
+        path_prefix: vec![python_bin],
+        cancel: &CANCEL,
+    };
+    progress.stage(&format!("test: {} to run, {} skipped", plan.jobs.len(), plan.skipped.len()));
+    step_runner::run_step(&store, &run_id, &head, &plan, &runner, &|event| progress.job("test", &event))?;
+
+    let records = store.run(&run_id)?;
+    let gate = status_report::decide(&records, &policy);
+    let report = RunReport::new(&run_id, records, gate);
+    status_report::write_atomic(&run_dir.path.join("report.md"), report.to_markdown().as_bytes())?;
+    status_report::write_atomic(&run_dir.path.join("report.json"), report.to_json().as_bytes())?;
+    status_report::write_atomic(&run_dir.path.join("junit.xml"), report.to_junit().as_bytes())?;
+    print!("{}", report.to_table());
+    println!("reports: {}", run_dir.path.display());
+    Ok(report.gate.allowed)
+}
+
+/// Records a pipeline-wide step as running, then passed with the note `work` returns, or failed with its error.
+fn record_stage<T>(
+    store: &dyn Store,
+    run_id: &str,
+    commit: &str,
+    step: Step,
+    work: impl FnOnce() -> anyhow::Result<(T, String)>,
+) -> anyhow::Result<T> {
+    let mut record = StepRecord::new(run_id, commit, PIPELINE, step, Status::Running);
+    record.started_at = Some(SystemTime::now());
+    store.record(&record)?;
+    let result = work();
+    record.ended_at = Some(SystemTime::now());
+    match result {
+        Ok((value, note)) => {
+            record.status = Status::Passed;
+            record.details.note = Some(note);
+            store.record(&record)?;
+            Ok(value)
+        }
+        Err(error) => {
+            record.status = Status::Failed;
+            record.details.error = Some(format!("{error:#}"));
+            store.record(&record)?;
+            Err(error)
+        }
+    }
+}
+
+fn list(names: &[&str]) -> String {
+    if names.is_empty() { "none".into() } else { names.join(", ") }
+}
+
+fn check_sections(config: &Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(config).with_context(|| format!("reading {}", config.display()))?;
+    for (key, span) in pipeline_config::top_level_keys(config, &text)? {
+        if !KNOWN_SECTIONS.contains(&key.as_str()) {
+            bail!(pipeline_config::ConfigError::at(
+                config,
+                &text,
+                span,
+                key,
+                format!("unknown section; expected one of: {}", KNOWN_SECTIONS.join(", "))
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Keeps `target/sample-monorepo` a git repository whose last commit holds `fixtures/monorepo` as it is now.
+fn prepare_sample(root: &Path) -> anyhow::Result<PathBuf> {
+    let fixture = root.join("fixtures/monorepo");
+    let dir = root.join("target/sample-monorepo");
+    let git = |args: &[&str]| -> anyhow::Result<String> {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(&dir)
+            .args(args)
+            .env("GIT_AUTHOR_NAME", "xtask")
+            .env("GIT_AUTHOR_EMAIL", "xtask@localhost")
+            .env("GIT_COMMITTER_NAME", "xtask")
+            .env("GIT_COMMITTER_EMAIL", "xtask@localhost")
+            .output()?;
+        if !out.status.success() {
+            bail!("git {} in {}: {}", args.join(" "), dir.display(), String::from_utf8_lossy(&out.stderr).trim());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    if !dir.join(".git").exists() {
+        std::fs::create_dir_all(&dir)?;
+        git(&["init", "-q", "-b", "main"])?;
+    }
+    // Mirror the fixture: drop what the last sync put there, keep .git and the pipeline's state.
+    for entry in std::fs::read_dir(&dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name == ".git" || name == ".pipeline" {
+            continue;
+        }
+        let path = entry.path();
+        if entry.file_type()?.is_dir() { std::fs::remove_dir_all(&path)? } else { std::fs::remove_file(&path)? }
+    }
+    // The fixture's own .gitignore keeps build output and caches out of the commit.
+    crate::run(Command::new("cp").arg("-R").arg(fixture.join(".")).arg(&dir))?;
+    git(&["add", "-A"])?;
+    if !git(&["status", "--porcelain"])?.trim().is_empty() {
+        git(&["commit", "-q", "-m", "sync from fixtures/monorepo"])?;
+    }
+    Ok(dir)
+}
