@@ -37,7 +37,11 @@ fn diff(repo: Option<PathBuf>, config: Option<PathBuf>, rounds: usize) -> anyhow
     let repo = Repo::open(&dir)?;
     let config = config.unwrap_or_else(|| repo.root().join(pipeline_config::FILE_NAME));
     let components = Components::load(&config)?;
-    let out = Command::new("git").arg("-C").arg(repo.root()).args(["rev-list", "--first-parent", "--reverse", "HEAD"]).output()?;
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(repo.root())
+        .args(["rev-list", "--first-parent", "--reverse", "HEAD"])
+        .output()?;
     let commits: Vec<String> = String::from_utf8(out.stdout)?.lines().map(str::to_string).collect();
     if commits.len() < 2 {
         bail!("{} has fewer than two commits: nothing to compare", repo.root().display());
@@ -47,7 +51,8 @@ fn diff(repo: Option<PathBuf>, config: Option<PathBuf>, rounds: usize) -> anyhow
     let git_loop = || -> anyhow::Result<usize> {
         let mut files = 0;
         for (base, head) in &pairs {
-            let out = Command::new("git").arg("-C").arg(repo.root()).args(["diff", "--name-only", base, head]).output()?;
+            let out =
+                Command::new("git").arg("-C").arg(repo.root()).args(["diff", "--name-only", base, head]).output()?;
             files += out.stdout.split(|&b| b == b'\n').filter(|l| !l.is_empty()).count();
         }
         Ok(files)
@@ -82,10 +87,18 @@ fn diff(repo: Option<PathBuf>, config: Option<PathBuf>, rounds: usize) -> anyhow
         }
     }
     let (git_median, our_median) = (median(&mut git_times), median(&mut our_times));
-    println!("bench diff: {} commit pairs of {}, {} rounds, median", pairs.len(), repo.root().display(), git_times.len());
+    println!(
+        "bench diff: {} commit pairs of {}, {} rounds, median",
+        pairs.len(),
+        repo.root().display(),
+        git_times.len()
+    );
     println!("  git diff --name-only loop      {:>9.1} ms", ms(git_median));
     println!("  source-diff (affected + flags) {:>9.1} ms", ms(our_median));
-    println!("  ratio source-diff / git: {:.2}x (goal: at most 1.30x)", our_median.as_secs_f64() / git_median.as_secs_f64());
+    println!(
+        "  ratio source-diff / git: {:.2}x (goal: at most 1.30x)",
+        our_median.as_secs_f64() / git_median.as_secs_f64()
+    );
     Ok(())
 }
 

@@ -87,7 +87,15 @@ fn test(filter: &[String]) -> anyhow::Result<()> {
     run(Command::new(&cargo).current_dir(&root).args(["fmt", "--all", "--", "--check"]))
         .context("formatting differs: run `cargo fmt --all`")?;
     say("cargo clippy -D warnings");
-    run(Command::new(&cargo).current_dir(&root).args(["clippy", "--workspace", "--all-targets", "--quiet", "--", "-D", "warnings"]))?;
+    run(Command::new(&cargo).current_dir(&root).args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--quiet",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
     say("cargo test");
     run(Command::new(&cargo)
         .current_dir(&root)

@@ -64,10 +64,14 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<bool> {
 
     record_stage(&store, &run_id, &head, Step::Source, || Ok(((), format!("{head_rev} is {head}"))))?;
     let last_success = if args.base.is_none() { store.last_success()?.map(|m| m.commit) } else { None };
-    let request = BaseRequest { explicit: args.base.clone(), last_success, all_on_missing_base: args.all_on_missing_base };
+    let request =
+        BaseRequest { explicit: args.base.clone(), last_success, all_on_missing_base: args.all_on_missing_base };
     let diff = record_stage(&store, &run_id, &head, Step::Diff, || {
         let report = source_diff::diff(&repo, &components, &request, &head, args.include_worktree)?;
-        status_report::write_atomic(&run_dir.path.join("diff.json"), serde_json::to_string_pretty(&report)?.as_bytes())?;
+        status_report::write_atomic(
+            &run_dir.path.join("diff.json"),
+            serde_json::to_string_pretty(&report)?.as_bytes(),
+        )?;
         let changed: Vec<&str> = report.changed().collect();
         let base = report.base.as_deref().map_or("none", |b| &b[..b.len().min(12)]);
         let note = format!("base {base} ({}); changed: {}", report.base_reason, list(&changed));

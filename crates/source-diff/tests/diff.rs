@@ -88,7 +88,10 @@ fn a_change_marks_its_owner_and_dependents_only() {
 #[test]
 fn excluded_and_unowned_files_mark_nothing() {
     let repo = repo_with_config();
-    repo.commit_files("docs", &[("api/README.md", "# api v2\n"), ("docs/intro.md", "hi\n"), ("cfn/nested/x.yaml", "a: 1\n")]);
+    repo.commit_files(
+        "docs",
+        &[("api/README.md", "# api v2\n"), ("docs/intro.md", "hi\n"), ("cfn/nested/x.yaml", "a: 1\n")],
+    );
     let report = diff(&repo, &BaseRequest::default()).unwrap();
     assert_eq!(changed(&report), Vec::<&str>::new());
     assert_eq!(report.files.len(), 3);
@@ -248,7 +251,8 @@ fn worktree_changes_count_only_when_asked() {
 #[test]
 fn unknown_revisions_and_non_repositories_are_clear_errors() {
     let repo = repo_with_config();
-    let error = diff(&repo, &BaseRequest { explicit: Some("no-such-branch".into()), ..Default::default() }).unwrap_err();
+    let error =
+        diff(&repo, &BaseRequest { explicit: Some("no-such-branch".into()), ..Default::default() }).unwrap_err();
     assert_eq!(
         error.to_string(),
         "base `no-such-branch` does not name a commit in this repository; check the name, or fetch the branch or tag it is on"

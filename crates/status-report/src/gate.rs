@@ -55,7 +55,8 @@ pub fn decide(records: &[StepRecord], policy: &GatePolicy) -> GateDecision {
             Status::Passed | Status::Skipped => {}
         }
     }
-    let mut components: Vec<&str> = records.iter().map(|r| r.component.as_str()).filter(|c| *c != crate::PIPELINE).collect();
+    let mut components: Vec<&str> =
+        records.iter().map(|r| r.component.as_str()).filter(|c| *c != crate::PIPELINE).collect();
     components.sort_unstable();
     components.dedup();
     for component in components {
@@ -78,7 +79,11 @@ mod tests {
 
     #[test]
     fn passes_when_everything_passed_or_skipped() {
-        let records = [rec("pipeline", Step::Diff, Status::Passed), rec("api", Step::Test, Status::Passed), rec("web", Step::Test, Status::Skipped)];
+        let records = [
+            rec("pipeline", Step::Diff, Status::Passed),
+            rec("api", Step::Test, Status::Passed),
+            rec("web", Step::Test, Status::Skipped),
+        ];
         assert_eq!(decide(&records, &GatePolicy::default()), GateDecision { allowed: true, reasons: vec![] });
     }
 

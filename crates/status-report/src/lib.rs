@@ -26,8 +26,8 @@
 //! deploy did not pass.
 
 mod gate;
-pub mod redact;
 mod record;
+pub mod redact;
 mod report;
 mod run_dir;
 mod store;
@@ -99,5 +99,11 @@ impl Error {
 pub fn new_run_id(commit: &str, now: std::time::SystemTime) -> String {
     let stamp = humantime::format_rfc3339_millis(now).to_string();
     let compact: String = stamp.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
-    format!("{}-{}", compact, &commit[..commit.len().min(8)])
+    format!("{}-{}", compact, prefix(commit, 8))
+}
+
+/// The first `chars` characters of `text`: slicing bytes would panic inside a
+/// multi-byte character, and a commit given on the command line can be any text.
+pub(crate) fn prefix(text: &str, chars: usize) -> &str {
+    text.char_indices().nth(chars).map_or(text, |(at, _)| &text[..at])
 }

@@ -85,10 +85,30 @@ macro_rules! text_enum {
     };
 }
 
-text_enum!(Step, "step", Source = "source", Diff = "diff", Validate = "validate", Build = "build", Test = "test",
-    Deploy = "deploy", Approval = "approval", E2e = "e2e", Dast = "dast", ProdDeploy = "prod-deploy");
-text_enum!(Status, "status", Pending = "pending", Running = "running", Passed = "passed", Failed = "failed",
-    Skipped = "skipped", Cancelled = "cancelled");
+text_enum!(
+    Step,
+    "step",
+    Source = "source",
+    Diff = "diff",
+    Validate = "validate",
+    Build = "build",
+    Test = "test",
+    Deploy = "deploy",
+    Approval = "approval",
+    E2e = "e2e",
+    Dast = "dast",
+    ProdDeploy = "prod-deploy"
+);
+text_enum!(
+    Status,
+    "status",
+    Pending = "pending",
+    Running = "running",
+    Passed = "passed",
+    Failed = "failed",
+    Skipped = "skipped",
+    Cancelled = "cancelled"
+);
 
 /// The component name of steps that concern the whole pipeline rather than one component.
 pub const PIPELINE: &str = "pipeline";

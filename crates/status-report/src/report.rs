@@ -24,6 +24,9 @@ pub struct RunReport {
 /// GitHub refuses step summaries over 1 MiB; stay well under it.
 pub const MARKDOWN_LIMIT: usize = 1024 * 1024 - 16 * 1024;
 
+const LOGS_LEFT_OUT: &str =
+    "\n_Logs left out: the summary would pass GitHub's 1 MiB limit. See the run's logs folder._\n";
+
 impl RunReport {
     /// Builds a report from a run's records.
     pub fn new(run_id: &str, steps: Vec<StepRecord>, gate: GateDecision) -> RunReport {
@@ -101,8 +104,8 @@ impl RunReport {
         }
         if out.len() + logs.len() <= MARKDOWN_LIMIT {
             out.push_str(&logs);
-        } else if out.len() < MARKDOWN_LIMIT {
-            out.push_str("\n_Logs left out: the summary would pass GitHub's 1 MiB limit. See the run's logs folder._\n");
+        } else if out.len() + LOGS_LEFT_OUT.len() <= MARKDOWN_LIMIT {
+            out.push_str(LOGS_LEFT_OUT);
         } else {
             let mut cut = MARKDOWN_LIMIT - 200;
             while !out.is_char_boundary(cut) {
@@ -140,7 +143,8 @@ impl RunReport {
                         status
                     }
                     Status::Failed | Status::Cancelled | Status::Running | Status::Pending => {
-                        let kind = if step.status == Status::Failed { NonSuccessKind::Failure } else { NonSuccessKind::Error };
+                        let kind =
+                            if step.status == Status::Failed { NonSuccessKind::Failure } else { NonSuccessKind::Error };
                         let mut status = TestCaseStatus::non_success(kind);
                         status.set_message(step.details.error.clone().unwrap_or_else(|| step.status.to_string()));
                         if let Some(tail) = &step.details.log_tail {
@@ -165,7 +169,11 @@ impl RunReport {
 fn one_line_detail(step: &StepRecord) -> String {
     let text = step.details.error.as_deref().or(step.details.note.as_deref()).unwrap_or("");
     let line = text.lines().next().unwrap_or("");
-    if line.chars().count() > 120 { format!("{}…", line.chars().take(119).collect::<String>()) } else { line.to_string() }
+    if line.chars().count() > 120 {
+        format!("{}…", line.chars().take(119).collect::<String>())
+    } else {
+        line.to_string()
+    }
 }
 
 fn status_icon(status: Status) -> &'static str {
@@ -187,11 +195,15 @@ fn longest_backtick_run(text: &str) -> usize {
 }
 
 fn short(commit: &str) -> &str {
-    &commit[..commit.len().min(12)]
+    crate::prefix(commit, 12)
 }
 
 /// `1.2s`, `3m04s`.
 pub fn format_duration(duration: Duration) -> String {
     let secs = duration.as_secs_f64();
-    if secs < 60.0 { format!("{secs:.1}s") } else { format!("{}m{:02}s", duration.as_secs() / 60, duration.as_secs() % 60) }
+    if secs < 60.0 {
+        format!("{secs:.1}s")
+    } else {
+        format!("{}m{:02}s", duration.as_secs() / 60, duration.as_secs() % 60)
+    }
 }

@@ -1,8 +1,8 @@
 //! Where records live: the [`Store`] trait and the embedded [`FileStore`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -34,6 +34,17 @@ pub trait Store: Send + Sync {
 
     /// Every run id, oldest first.
     fn run_ids(&self) -> Result<Vec<String>, Error>;
+
+    /// Every run with the latest state of its steps, oldest first.
+    fn runs(&self) -> Result<Vec<(String, Vec<StepRecord>)>, Error> {
+        self.run_ids()?
+            .into_iter()
+            .map(|id| {
+                let records = self.run(&id)?;
+                Ok((id, records))
+            })
+            .collect()
+    }
 
     /// Records that `run_id` deployed its commit, which becomes the next default base.
     /// Refused unless the run has a passed deploy step and nothing failed or still running.
@@ -82,10 +93,14 @@ impl FileStore {
     /// Appends the line `make` returns, under an exclusive lock held while
     /// `make` reads the file (when it needs to check something first).
     fn append_with(&self, make: impl FnOnce(&File) -> Result<Line, Error>) -> Result<Line, Error> {
-        let mut file = OpenOptions::new().append(true).read(true).open(&self.path).map_err(|e| Error::io(&self.path, e))?;
+        let mut file =
+            OpenOptions::new().append(true).read(true).open(&self.path).map_err(|e| Error::io(&self.path, e))?;
         file.lock().map_err(|e| Error::io(&self.path, e))?;
+        repair_tail(&mut file).map_err(|e| Error::io(&self.path, e))?;
+        file.rewind().map_err(|e| Error::io(&self.path, e))?;
         let line = make(&file)?;
-        let mut bytes = serde_json::to_vec(&line).map_err(|e| Error::Corrupt { path: self.path.clone(), message: e.to_string() })?;
+        let mut bytes = serde_json::to_vec(&line)
+            .map_err(|e| Error::Corrupt { path: self.path.clone(), message: e.to_string() })?;
         bytes.push(b'\n');
         // One write of the whole line under the lock: readers see all of it or none.
         file.write_all(&bytes).map_err(|e| Error::io(&self.path, e))?;
@@ -97,6 +112,49 @@ impl FileStore {
         let file = File::open(&self.path).map_err(|e| Error::io(&self.path, e))?;
         file.lock_shared().map_err(|e| Error::io(&self.path, e))?;
         read_lines(&file, &self.path)
+    }
+}
+
+/// Makes the file end with a newline before a line is appended (the caller holds the exclusive lock).
+///
+/// Without this, a line appended after a torn last line (a crash mid-write)
+/// would be glued to it, turning a harmless torn tail into a corrupt middle
+/// line that stops every later read. The torn tail never counted as a record,
+/// so it is cut off; a whole record that only lacks its newline (a hand edit)
+/// is kept and ended.
+fn repair_tail(file: &mut File) -> std::io::Result<()> {
+    let length = file.metadata()?.len();
+    if length == 0 {
+        return Ok(());
+    }
+    // Find the start of the last line, reading backwards a block at a time.
+    let mut end = length;
+    let mut block = vec![0u8; 64 * 1024];
+    let mut start = 0;
+    let mut first = true;
+    while end > 0 {
+        let from = end.saturating_sub(block.len() as u64);
+        let chunk = &mut block[..(end - from) as usize];
+        file.seek(SeekFrom::Start(from))?;
+        file.read_exact(chunk)?;
+        if first && chunk.last() == Some(&b'\n') {
+            return Ok(());
+        }
+        first = false;
+        if let Some(at) = chunk.iter().rposition(|&b| b == b'\n') {
+            start = from + at as u64 + 1;
+            break;
+        }
+        end = from;
+    }
+    let mut tail = Vec::new();
+    file.seek(SeekFrom::Start(start))?;
+    file.read_to_end(&mut tail)?;
+    if serde_json::from_slice::<Line>(&tail).is_ok() {
+        // Appending: the file is open in append mode, so this lands at the end.
+        file.write_all(b"\n")
+    } else {
+        file.set_len(start)
     }
 }
 
@@ -125,10 +183,10 @@ fn read_lines(file: &File, path: &Path) -> Result<Vec<Line>, Error> {
 fn latest_steps<'a>(lines: impl Iterator<Item = &'a Line>, run_id: &str) -> Vec<StepRecord> {
     let mut latest: BTreeMap<(Step, String), StepRecord> = BTreeMap::new();
     for line in lines {
-        if let Line::Step(record) = line {
-            if record.run_id == run_id {
-                latest.insert((record.step, record.component.clone()), record.clone());
-            }
+        if let Line::Step(record) = line
+            && record.run_id == run_id
+        {
+            latest.insert((record.step, record.component.clone()), record.clone());
         }
     }
     latest.into_values().collect()
@@ -139,7 +197,9 @@ pub fn check_success(run_id: &str, records: &[StepRecord]) -> Result<(), Error> 
     if records.is_empty() {
         return Err(Error::UnknownRun { run_id: run_id.into() });
     }
-    if let Some(bad) = records.iter().find(|r| !r.status.is_final() || matches!(r.status, Status::Failed | Status::Cancelled)) {
+    if let Some(bad) =
+        records.iter().find(|r| !r.status.is_final() || matches!(r.status, Status::Failed | Status::Cancelled))
+    {
         return Err(Error::NotSuccessful {
             run_id: run_id.into(),
             reason: format!("{} {} is {}", bad.component, bad.step, bad.status),
@@ -164,14 +224,37 @@ impl Store for FileStore {
 
     fn run_ids(&self) -> Result<Vec<String>, Error> {
         let mut ids: Vec<String> = Vec::new();
+        let mut seen = HashSet::new();
         for line in self.read()? {
-            if let Line::Step(record) = line {
-                if !ids.contains(&record.run_id) {
-                    ids.push(record.run_id);
-                }
+            if let Line::Step(record) = line
+                && seen.insert(record.run_id.clone())
+            {
+                ids.push(record.run_id);
             }
         }
         Ok(ids)
+    }
+
+    // One read of the file for every run, rather than one per run.
+    fn runs(&self) -> Result<Vec<(String, Vec<StepRecord>)>, Error> {
+        let mut order: Vec<String> = Vec::new();
+        let mut latest: HashMap<String, BTreeMap<(Step, String), StepRecord>> = HashMap::new();
+        for line in self.read()? {
+            if let Line::Step(record) = line {
+                let steps = latest.entry(record.run_id.clone()).or_insert_with(|| {
+                    order.push(record.run_id.clone());
+                    BTreeMap::new()
+                });
+                steps.insert((record.step, record.component.clone()), record);
+            }
+        }
+        Ok(order
+            .into_iter()
+            .map(|id| {
+                let steps = latest.remove(&id).unwrap_or_default();
+                (id, steps.into_values().collect())
+            })
+            .collect())
     }
 
     fn mark_success(&self, run_id: &str) -> Result<SuccessMark, Error> {
@@ -179,7 +262,11 @@ impl Store for FileStore {
         let line = self.append_with(|file| {
             let records = latest_steps(read_lines(file, &self.path)?.iter(), run_id);
             check_success(run_id, &records)?;
-            Ok(Line::Success(SuccessMark { run_id: run_id.into(), commit: records[0].commit.clone(), at: Some(SystemTime::now()) }))
+            Ok(Line::Success(SuccessMark {
+                run_id: run_id.into(),
+                commit: records[0].commit.clone(),
+                at: Some(SystemTime::now()),
+            }))
         })?;
         match line {
             Line::Success(mark) => Ok(mark),
@@ -194,4 +281,3 @@ impl Store for FileStore {
         }))
     }
 }
-

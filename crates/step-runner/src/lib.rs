@@ -33,7 +33,7 @@ use serde::{Deserialize, Deserializer};
 use source_diff::{Components, DiffReport};
 use status_report::{Details, RunDir, Status, Step, StepRecord, Store};
 
-pub use run::{Event, Job, JobResult, Outcome, Runner, read_tail};
+pub use run::{Event, Job, JobResult, Outcome, Runner};
 
 /// `[runner]` in `pipeline.toml`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -61,9 +61,9 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 
 fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
     let text = String::deserialize(deserializer)?;
-    humantime::parse_duration(&text)
-        .map(Some)
-        .map_err(|e| serde::de::Error::custom(format!("`{text}` is not a duration ({e}); write e.g. \"90s\" or \"10m\"")))
+    humantime::parse_duration(&text).map(Some).map_err(|e| {
+        serde::de::Error::custom(format!("`{text}` is not a duration ({e}); write e.g. \"90s\" or \"10m\""))
+    })
 }
 
 /// What a step will do: the jobs to run and the components skipped, with why.
@@ -93,7 +93,13 @@ impl StepPlan {
     pub fn describe(&self) -> String {
         let mut out = String::new();
         for job in &self.jobs {
-            out.push_str(&format!("run  {} {}: {} (timeout {})\n", job.component, self.step, job.command, humantime::format_duration(job.timeout)));
+            out.push_str(&format!(
+                "run  {} {}: {} (timeout {})\n",
+                job.component,
+                self.step,
+                job.command,
+                humantime::format_duration(job.timeout)
+            ));
         }
         for (component, reason) in &self.skipped {
             out.push_str(&format!("skip {component} {}: {reason}\n", self.step));
@@ -103,7 +109,13 @@ impl StepPlan {
 }
 
 /// Plans a step for the components the diff marks changed: pure.
-pub fn plan(step: Step, components: &Components, diff: &DiffReport, run_dir: &RunDir, settings: &RunnerSettings) -> StepPlan {
+pub fn plan(
+    step: Step,
+    components: &Components,
+    diff: &DiffReport,
+    run_dir: &RunDir,
+    settings: &RunnerSettings,
+) -> StepPlan {
     let mut jobs = Vec::new();
     let mut skipped = Vec::new();
     for component in components.iter() {

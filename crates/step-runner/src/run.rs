@@ -4,9 +4,8 @@
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -91,9 +90,6 @@ pub struct Runner<'a> {
     pub cancel: &'a AtomicBool,
 }
 
-/// How much of a log is kept as its tail.
-const TAIL_LINES: usize = 40;
-const TAIL_BYTES: u64 = 4096;
 /// How long a process group gets between SIGTERM and SIGKILL.
 const GRACE: Duration = Duration::from_secs(3);
 
@@ -151,7 +147,7 @@ impl Runner<'_> {
             }
             Err(message) => Outcome::Failed(message),
         };
-        let log_tail = read_tail(&job.log_path);
+        let log_tail = status_report::redact::read_log_tail(&job.log_path).unwrap_or_default();
         JobResult { job, outcome, started_at: Some(started_at), ended_at: SystemTime::now(), log_tail }
     }
 
@@ -202,7 +198,10 @@ fn exit_outcome(status: std::process::ExitStatus, job: &Job) -> Outcome {
         (Some(0), _) => Outcome::Passed,
         (Some(127), _) => {
             let program = job.command.split_whitespace().next().unwrap_or("");
-            Outcome::Failed(format!("command not found: `{program}` (exit 127); install it or fix {}.run", job.config_key))
+            Outcome::Failed(format!(
+                "command not found: `{program}` (exit 127); install it or fix {}.run",
+                job.config_key
+            ))
         }
         (Some(126), _) => Outcome::Failed(format!("command not executable (exit 126); check {}.run", job.config_key)),
         (Some(code), _) => Outcome::Failed(format!("exit code {code}")),
@@ -227,23 +226,4 @@ fn stop_group(child: &mut Child) {
     }
     let _ = killpg(group, Signal::SIGKILL);
     let _ = child.wait();
-}
-
-/// The last lines of a log, at most [`TAIL_LINES`] lines and [`TAIL_BYTES`] bytes.
-pub fn read_tail(path: &Path) -> String {
-    let Ok(mut file) = File::open(path) else { return String::new() };
-    let length = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let start = length.saturating_sub(TAIL_BYTES);
-    if file.seek(SeekFrom::Start(start)).is_err() {
-        return String::new();
-    }
-    let mut bytes = Vec::new();
-    if file.read_to_end(&mut bytes).is_err() {
-        return String::new();
-    }
-    let text = String::from_utf8_lossy(&bytes);
-    // A cut in the middle of a line: drop the partial first line.
-    let text = if start > 0 { text.split_once('\n').map_or(&*text, |(_, rest)| rest) } else { &text };
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n")
 }

@@ -134,10 +134,7 @@ test = { run = "true" }
 fn a_step_is_planned_from_the_diff_and_every_state_is_recorded() {
     let repo = test_support::GitRepo::new();
     repo.commit_files("one", &[("pipeline.toml", CONFIG), ("idle/x", "1")]);
-    repo.commit_files(
-        "two",
-        &[("api/a.py", "1"), ("web/b.js", "1"), ("docs/c.md", "1"), ("slow/d", "1")],
-    );
+    repo.commit_files("two", &[("api/a.py", "1"), ("web/b.js", "1"), ("docs/c.md", "1"), ("slow/d", "1")]);
     let handle = source_diff::Repo::open(repo.path()).unwrap();
     let components = source_diff::Components::load(&repo.path().join("pipeline.toml")).unwrap();
     let diff = source_diff::diff(&handle, &components, &Default::default(), "HEAD", false).unwrap();

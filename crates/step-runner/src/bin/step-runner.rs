@@ -71,7 +71,12 @@ fn run(args: Args) -> anyhow::Result<bool> {
 
     static CANCEL: AtomicBool = AtomicBool::new(false);
     ctrlc::set_handler(|| CANCEL.store(true, Ordering::SeqCst)).context("installing the Ctrl-C handler")?;
-    let runner = Runner { workdir: args.repo.clone(), parallelism: settings.parallelism(), path_prefix: Vec::new(), cancel: &CANCEL };
+    let runner = Runner {
+        workdir: args.repo.clone(),
+        parallelism: settings.parallelism(),
+        path_prefix: Vec::new(),
+        cancel: &CANCEL,
+    };
     let store = FileStore::open(&state_dir)?;
     let results = step_runner::run_step(&store, &run_dir.run_id, &diff.head, &plan, &runner, &|event| match event {
         Event::Started(job) => eprintln!("started  {} {}", job.component, args.step),

@@ -1,0 +1,294 @@
+//! The `status-report` binary, run as CI runs it.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// Runs the binary against the monorepo at `repo`.
+fn status_report(repo: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_status-report")).arg("--repo").arg(repo).args(args).output().unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8(output.stderr.clone()).unwrap()
+}
+
+/// Records a step and checks that it worked.
+fn record(repo: &Path, run: &str, component: &str, step: &str, status: &str, extra: &[&str]) {
+    let mut args = vec!["record", "--run", run, "--commit", "c0ffee1234567890", "--component", component];
+    args.extend(["--step", step, "--status", status]);
+    args.extend(extra);
+    let output = status_report(repo, &args);
+    assert_eq!(output.status.code(), Some(0), "record failed: {}", stderr(&output));
+}
+
+/// Asserts a usage or store error: exit 2 and one line on stderr, `status-report: …`.
+fn assert_error(output: &Output) -> String {
+    let message = stderr(output);
+    assert_eq!(output.status.code(), Some(2), "stderr: {message}");
+    assert!(message.starts_with("status-report: "), "{message}");
+    assert_eq!(message.lines().count(), 1, "not one line: {message}");
+    assert_eq!(stdout(output), "");
+    message
+}
+
+fn show_json(repo: &Path, args: &[&str]) -> serde_json::Value {
+    let output = status_report(repo, &[&["show", "--format", "json"], args].concat());
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    serde_json::from_str(&stdout(&output)).unwrap()
+}
+
+#[test]
+fn record_then_show_json_keeps_the_start_of_a_running_step() {
+    let repo = tempfile::tempdir().unwrap();
+    record(repo.path(), "r1", "api", "test", "running", &[]);
+    let running = show_json(repo.path(), &[]);
+    let started = running["steps"][0]["started_at"].as_str().unwrap().to_string();
+    assert_eq!(running["steps"][0]["ended_at"], serde_json::Value::Null);
+
+    record(repo.path(), "r1", "api", "test", "passed", &["--note", "42 tests"]);
+    let json = show_json(repo.path(), &[]);
+    assert_eq!(json["run_id"], "r1");
+    assert_eq!(json["commit"], "c0ffee1234567890");
+    assert_eq!(json["gate"]["allowed"], true);
+    let steps = json["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 1, "recording again replaces: {json}");
+    assert_eq!(steps[0]["component"], "api");
+    assert_eq!(steps[0]["step"], "test");
+    assert_eq!(steps[0]["status"], "passed");
+    assert_eq!(steps[0]["details"]["note"], "42 tests");
+    assert_eq!(steps[0]["started_at"], started.as_str(), "the start of the running record is kept");
+    // RFC 3339 with the same width sorts by time.
+    let ended = steps[0]["ended_at"].as_str().unwrap();
+    assert!(ended >= started.as_str(), "{ended} before {started}");
+    assert!(repo.path().join(".pipeline/state.jsonl").is_file(), "the store lives under REPO/.pipeline");
+}
+
+#[test]
+fn a_step_recorded_only_once_it_ended_has_no_start_unless_told() {
+    let repo = tempfile::tempdir().unwrap();
+    record(repo.path(), "r1", "api", "build", "passed", &[]);
+    record(repo.path(), "r1", "api", "test", "passed", &["--started"]);
+    let json = show_json(repo.path(), &[]);
+    let steps = json["steps"].as_array().unwrap();
+    assert_eq!(steps[0]["started_at"], serde_json::Value::Null);
+    assert!(steps[0]["ended_at"].is_string());
+    assert!(steps[1]["started_at"].is_string() && steps[1]["ended_at"].is_string());
+}
+
+#[test]
+fn record_log_keeps_a_redacted_tail_and_the_path() {
+    let repo = tempfile::tempdir().unwrap();
+    let log = repo.path().join("build.log");
+    let mut text: String = (1..=100).map(|i| format!("step {i}\n")).collect();
+    text.push_str("export AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\nbuild failed\n");
+    std::fs::write(&log, text).unwrap();
+    record(repo.path(), "r1", "api", "build", "failed", &["--log", log.to_str().unwrap(), "--error", "exit 1"]);
+
+    let json = show_json(repo.path(), &[]);
+    let details = &json["steps"][0]["details"];
+    assert_eq!(details["log_path"], log.to_str().unwrap());
+    let tail = details["log_tail"].as_str().unwrap();
+    assert_eq!(tail.lines().count(), 40, "{tail}");
+    assert!(tail.len() <= 4096);
+    assert!(tail.starts_with("step 63\n") && tail.ends_with("build failed"), "{tail}");
+    assert!(!tail.contains("wJalrXUtnFEMI"), "{tail}");
+    let raw = std::fs::read_to_string(repo.path().join(".pipeline/state.jsonl")).unwrap();
+    assert!(!raw.contains("wJalrXUtnFEMI"), "{raw}");
+}
+
+#[test]
+fn a_missing_log_still_records_the_step_with_a_warning() {
+    let repo = tempfile::tempdir().unwrap();
+    let output = status_report(
+        repo.path(),
+        &["record", "--run", "r1", "--commit", "abc", "--component", "api", "--step", "build"],
+    );
+    assert_eq!(output.status.code(), Some(2), "--status is required");
+    let output = status_report(
+        repo.path(),
+        &[
+            "record",
+            "--run",
+            "r1",
+            "--commit",
+            "abc",
+            "--component",
+            "api",
+            "--step",
+            "build",
+            "--status",
+            "failed",
+            "--log",
+            "no-such.log",
+        ],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(stderr(&output).contains("no-such.log"), "{}", stderr(&output));
+    let json = show_json(repo.path(), &[]);
+    assert_eq!(json["steps"][0]["status"], "failed");
+    assert_eq!(json["steps"][0]["details"]["log_path"], "no-such.log");
+}
+
+#[test]
+fn gate_exits_0_when_passed_and_1_when_refused() {
+    let repo = tempfile::tempdir().unwrap();
+    record(repo.path(), "r1", "api", "test", "passed", &[]);
+    let output = status_report(repo.path(), &["gate"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(stdout(&output), "gate: passed\n");
+
+    record(repo.path(), "r1", "web", "test", "failed", &["--error", "2 tests failed"]);
+    record(repo.path(), "r1", "db", "build", "running", &[]);
+    let output = status_report(repo.path(), &["gate"]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert_eq!(
+        stdout(&output),
+        "gate: refused\n  - db build has not finished (running)\n  - web test failed: 2 tests failed\n  \
+         - db test has no record but [gate] requires it\n"
+    );
+
+    // An earlier run is still judged on its own records.
+    record(repo.path(), "r2", "api", "test", "passed", &[]);
+    assert_eq!(status_report(repo.path(), &["gate", "--run", "r2"]).status.code(), Some(0));
+    assert_eq!(status_report(repo.path(), &["gate", "--run", "r1"]).status.code(), Some(1));
+}
+
+#[test]
+fn gate_policy_comes_from_pipeline_toml_or_config() {
+    let repo = tempfile::tempdir().unwrap();
+    record(repo.path(), "r1", "api", "test", "passed", &[]);
+    std::fs::write(
+        repo.path().join("pipeline.toml"),
+        "[other]\nx = 1\n\n[gate]\nrequired_steps = [\"test\", \"deploy\"]\n",
+    )
+    .unwrap();
+    let output = status_report(repo.path(), &["gate"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(stdout(&output), "gate: refused\n  - api deploy has no record but [gate] requires it\n");
+
+    let lenient = repo.path().join("lenient.toml");
+    std::fs::write(&lenient, "[gate]\nrequired_steps = []\n").unwrap();
+    let output = status_report(repo.path(), &["--config", lenient.to_str().unwrap(), "gate"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+
+    std::fs::write(repo.path().join("pipeline.toml"), "[gate]\nrequired_steps = [\"test\"]\nallow_skiped = true\n")
+        .unwrap();
+    let message = assert_error(&status_report(repo.path(), &["gate"]));
+    assert!(message.contains("pipeline.toml:3: gate.allow_skiped: unknown field"), "{message}");
+
+    let message = assert_error(&status_report(repo.path(), &["--config", "missing.toml", "show"]));
+    assert!(message.contains("missing.toml"), "{message}");
+}
+
+#[test]
+fn unknown_step_or_status_is_a_usage_error_listing_the_valid_values() {
+    let repo = tempfile::tempdir().unwrap();
+    let run = ["record", "--run", "r1", "--commit", "abc", "--component", "api"];
+    let output = status_report(repo.path(), &[&run[..], &["--step", "tests", "--status", "passed"]].concat());
+    let message = assert_error(&output);
+    assert_eq!(
+        message,
+        "status-report: unknown step `tests`; expected one of: source, diff, validate, build, test, deploy, \
+         approval, e2e, dast, prod-deploy\n"
+    );
+
+    let output = status_report(repo.path(), &[&run[..], &["--step", "test", "--status", "ok"]].concat());
+    let message = assert_error(&output);
+    assert!(message.contains("unknown status `ok`; expected one of: pending, running, passed, failed"), "{message}");
+    assert!(!repo.path().join(".pipeline/state.jsonl").exists(), "nothing recorded");
+}
+
+#[test]
+fn show_and_gate_without_runs_are_clear_errors() {
+    let repo = tempfile::tempdir().unwrap();
+    for command in ["show", "gate"] {
+        let message = assert_error(&status_report(repo.path(), &[command]));
+        assert!(message.contains("no runs recorded in"), "{message}");
+        assert!(message.contains("status-report record"), "{message}");
+    }
+    assert!(!repo.path().join(".pipeline").exists(), "reading must not create a store");
+    let output = status_report(repo.path(), &["runs"]);
+    assert_eq!((output.status.code(), stdout(&output)), (Some(0), String::new()));
+
+    record(repo.path(), "r1", "api", "test", "passed", &[]);
+    let message = assert_error(&status_report(repo.path(), &["show", "--run", "r9"]));
+    assert!(message.contains("no run `r9`"), "{message}");
+}
+
+#[test]
+fn runs_lists_newest_last_and_show_defaults_to_it() {
+    let repo = tempfile::tempdir().unwrap();
+    record(repo.path(), "r1", "api", "test", "passed", &[]);
+    record(repo.path(), "r2", "api", "test", "failed", &[]);
+    record(repo.path(), "r3", "api", "build", "passed", &[]);
+    let output = status_report(repo.path(), &["runs"]);
+    assert_eq!(output.status.code(), Some(0));
+    assert_eq!(stdout(&output), "r1 passed\nr2 refused (1 reason)\nr3 refused (1 reason)\n");
+
+    assert_eq!(show_json(repo.path(), &[])["run_id"], "r3");
+    assert_eq!(show_json(repo.path(), &["--run", "r1"])["run_id"], "r1");
+}
+
+#[test]
+fn show_writes_every_format_to_a_file() {
+    let repo = tempfile::tempdir().unwrap();
+    let state_dir = repo.path().join("elsewhere");
+    let state = state_dir.to_str().unwrap();
+    let output = status_report(
+        repo.path(),
+        &[
+            "--state-dir",
+            state,
+            "record",
+            "--run",
+            "r1",
+            "--commit",
+            "abc",
+            "--component",
+            "web",
+            "--step",
+            "test",
+            "--status",
+            "skipped",
+        ],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(state_dir.join("state.jsonl").is_file());
+
+    let out_dir = repo.path().join("reports");
+    for (format, needle) in [
+        ("table", "gate: passed"),
+        ("markdown", "| web | test | ⏭️ skipped |"),
+        ("json", "\"status\": \"skipped\""),
+        ("junit", "<skipped/>"),
+    ] {
+        let file = out_dir.join(format!("report.{format}"));
+        let output = status_report(
+            repo.path(),
+            &["--state-dir", state, "show", "--format", format, "--output", file.to_str().unwrap()],
+        );
+        assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+        assert_eq!(stdout(&output), "", "the report goes to the file");
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(text.contains(needle), "{format}: {text}");
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(&out_dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(leftovers.len(), 4, "no temporary files left behind: {leftovers:?}");
+}
+
+#[test]
+fn mark_success_prints_the_commit_only_after_a_passed_deploy() {
+    let repo = tempfile::tempdir().unwrap();
+    record(repo.path(), "r1", "api", "test", "passed", &[]);
+    let message = assert_error(&status_report(repo.path(), &["mark-success", "--run", "r1"]));
+    assert!(message.contains("run `r1` cannot be marked successful: no deploy step passed"), "{message}");
+
+    record(repo.path(), "r1", "api", "deploy", "passed", &[]);
+    let output = status_report(repo.path(), &["mark-success", "--run", "r1"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(stdout(&output), "c0ffee1234567890\n");
+}

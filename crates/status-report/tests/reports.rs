@@ -1,0 +1,190 @@
+//! Reports of a run: Markdown, JSON and JUnit XML, as their readers see them.
+
+use std::time::{Duration, SystemTime};
+
+use status_report::{GatePolicy, MARKDOWN_LIMIT, RunReport, Status, Step, StepRecord, decide};
+
+fn rec(component: &str, step: Step, status: Status) -> StepRecord {
+    let mut record = StepRecord::new("r1", "0123456789abcdef0123", component, step, status);
+    let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    record.started_at = Some(start);
+    record.ended_at = status.is_final().then_some(start + Duration::from_millis(1500));
+    record
+}
+
+/// A small run: one failed build, one skipped test, one passed pipeline step.
+fn sample() -> RunReport {
+    let mut failed = rec("api", Step::Build, Status::Failed);
+    failed.details.error = Some("cargo build exited with 101".into());
+    failed.details.log_tail = Some("Compiling api\nerror[E0308]: mismatched types\n".into());
+    let mut skipped = rec("web", Step::Test, Status::Skipped);
+    skipped.details.note = Some("web did not change".into());
+    let records = vec![
+        rec(status_report::PIPELINE, Step::Diff, Status::Passed),
+        failed,
+        rec("api", Step::Test, Status::Passed),
+        skipped,
+    ];
+    let gate = decide(&records, &GatePolicy::default());
+    RunReport::new("r1", records, gate)
+}
+
+#[test]
+fn markdown_has_a_row_per_step_the_gate_reasons_and_the_failed_log() {
+    let markdown = sample().to_markdown();
+    assert!(markdown.starts_with("## Pipeline run `r1` at `0123456789ab`: ❌ gate refused\n"), "{markdown}");
+    assert!(markdown.contains("\n- api build failed: cargo build exited with 101\n"), "{markdown}");
+    for row in [
+        "| pipeline | diff | ✅ passed | 1.5s |  |",
+        "| api | build | ❌ failed | 1.5s | cargo build exited with 101 |",
+        "| api | test | ✅ passed | 1.5s |  |",
+        "| web | test | ⏭️ skipped | 1.5s | web did not change |",
+    ] {
+        assert!(markdown.contains(row), "missing row {row} in\n{markdown}");
+    }
+    assert!(markdown.contains("<summary>api build: end of log</summary>"), "{markdown}");
+    assert!(markdown.contains("error[E0308]: mismatched types"), "{markdown}");
+}
+
+#[test]
+fn markdown_of_a_passed_run_says_so_and_lists_no_reasons() {
+    let records = vec![rec("api", Step::Test, Status::Passed)];
+    let report = RunReport::new("r1", records.clone(), decide(&records, &GatePolicy::default()));
+    let markdown = report.to_markdown();
+    assert!(markdown.contains("✅ gate passed"), "{markdown}");
+    assert!(!markdown.contains("\n- "), "{markdown}");
+}
+
+#[test]
+fn markdown_stays_under_the_limit_with_a_huge_log_and_many_steps() {
+    let mut records = Vec::new();
+    for c in 0..500 {
+        for &step in Step::ALL {
+            records.push(rec(&format!("component-{c:03}"), step, Status::Passed));
+        }
+    }
+    assert_eq!(records.len(), 5_000);
+    let failed = records.iter_mut().find(|r| r.component == "component-042" && r.step == Step::Test).unwrap();
+    failed.status = Status::Failed;
+    failed.details.error = Some("2 tests failed".into());
+    failed.details.log_tail = Some("a failing test log line\n".repeat(3 * 1024 * 1024 / 24));
+    let report = RunReport::new("r1", records.clone(), decide(&records, &GatePolicy::default()));
+
+    let markdown = report.to_markdown();
+    assert!(markdown.len() <= MARKDOWN_LIMIT, "{} bytes", markdown.len());
+    // What a reader needs most survives: the verdict, the reason, every row.
+    assert!(markdown.contains("- component-042 test failed: 2 tests failed"));
+    assert!(markdown.contains("| component-042 | test | ❌ failed |"));
+    assert!(markdown.contains("| component-499 | prod-deploy | ✅ passed |"));
+    assert!(markdown.contains("_Logs left out"), "the reader is told where the log went");
+}
+
+#[test]
+fn markdown_cuts_a_table_too_large_for_the_limit() {
+    // Every step failed with a long message: the reasons and rows alone pass the limit.
+    let mut records = Vec::new();
+    for c in 0..500 {
+        for &step in Step::ALL {
+            let mut record = rec(&format!("component-{c:03}"), step, Status::Failed);
+            record.details.error = Some(format!("{step} failed: {}", "é".repeat(200)));
+            records.push(record);
+        }
+    }
+    let report = RunReport::new("r1", records.clone(), decide(&records, &GatePolicy::default()));
+    let markdown = report.to_markdown();
+    assert!(markdown.len() <= MARKDOWN_LIMIT, "{} bytes", markdown.len());
+    assert!(markdown.starts_with("## Pipeline run `r1`"));
+    assert!(markdown.trim_end().ends_with("See report.json._"), "the reader is told it was cut");
+}
+
+#[test]
+fn json_has_the_run_the_gate_and_every_step() {
+    let report = sample();
+    let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
+    assert_eq!(json["run_id"], "r1");
+    assert_eq!(json["commit"], "0123456789abcdef0123");
+    assert_eq!(json["gate"]["allowed"], false);
+    assert_eq!(json["gate"]["reasons"], serde_json::json!(["api build failed: cargo build exited with 101"]));
+    let steps = json["steps"].as_array().unwrap();
+    let summary: Vec<(&str, &str, &str)> = steps
+        .iter()
+        .map(|s| (s["component"].as_str().unwrap(), s["step"].as_str().unwrap(), s["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("pipeline", "diff", "passed"),
+            ("api", "build", "failed"),
+            ("api", "test", "passed"),
+            ("web", "test", "skipped")
+        ]
+    );
+    let build = &steps[1];
+    assert_eq!(build["started_at"], "2027-01-15T08:00:00.000Z");
+    assert_eq!(build["ended_at"], "2027-01-15T08:00:01.500Z");
+    assert_eq!(build["details"]["error"], "cargo build exited with 101");
+    assert_eq!(steps[3]["details"]["note"], "web did not change");
+    // Each step parses back into a record, so other tools can read the report.
+    let back: StepRecord = serde_json::from_value(build.clone()).unwrap();
+    assert_eq!(back, report.steps[1]);
+}
+
+/// The XML of one `<testcase>`, up to the next case or the end of its suite.
+fn testcase<'a>(xml: &'a str, component: &str, step: &str) -> &'a str {
+    let open = format!(r#"<testcase name="{step}" classname="{component}""#);
+    let start = xml.find(&open).unwrap_or_else(|| panic!("no testcase {component}/{step} in\n{xml}"));
+    let rest = &xml[start + open.len()..];
+    let end = [rest.find("<testcase "), rest.find("</testsuite>")].into_iter().flatten().min().unwrap();
+    &rest[..end]
+}
+
+#[test]
+fn junit_has_a_suite_per_component_and_a_case_per_step() {
+    let xml = sample().to_junit();
+    assert!(xml.starts_with("<?xml"), "{xml}");
+    assert_eq!(xml.matches("<testsuite ").count(), 3, "{xml}");
+    for suite in ["api", "pipeline", "web"] {
+        assert!(xml.contains(&format!(r#"<testsuite name="{suite}""#)), "no suite {suite} in\n{xml}");
+    }
+    assert_eq!(xml.matches("<testcase ").count(), 4, "{xml}");
+    assert_eq!(xml.matches("<failure").count(), 1, "{xml}");
+    assert_eq!(xml.matches("<skipped").count(), 1, "{xml}");
+
+    let build = testcase(&xml, "api", "build");
+    assert!(build.contains(r#"<failure message="cargo build exited with 101""#), "{build}");
+    assert!(build.contains("error[E0308]: mismatched types"), "the log tail is the failure's text: {build}");
+    assert!(build.contains(r#"time="1.500""#), "{build}");
+    let skipped = testcase(&xml, "web", "test");
+    assert!(skipped.contains(r#"<skipped message="web did not change"/>"#), "{skipped}");
+    let passed = testcase(&xml, "api", "test");
+    assert!(!passed.contains("<failure") && !passed.contains("<skipped"), "{passed}");
+}
+
+#[test]
+fn junit_reports_unfinished_steps_as_errors_and_escapes_text() {
+    let mut failed = rec("api", Step::Test, Status::Failed);
+    failed.details.error = Some(r#"expected <a> & "b""#.into());
+    failed.details.log_tail = Some("\u{1b}[31mred\u{1b}[0m </failure> & more".into());
+    let records = vec![failed, rec("web", Step::Deploy, Status::Running)];
+    let report = RunReport::new("r1", records.clone(), decide(&records, &GatePolicy::default()));
+    let xml = report.to_junit();
+    let web = testcase(&xml, "web", "deploy");
+    assert!(web.contains(r#"<error message="running""#), "{web}");
+    let api = testcase(&xml, "api", "test");
+    assert!(api.contains("expected &lt;a&gt; &amp; &quot;b&quot;"), "{api}");
+    assert_eq!(xml.matches("</failure>").count(), 1, "a log cannot close the element: {xml}");
+    // ANSI colour codes are not valid XML 1.0 characters.
+    assert!(!xml.contains('\u{1b}'), "{xml}");
+}
+
+#[test]
+fn a_commit_or_run_id_of_any_text_renders() {
+    // Commits come from the command line: a multi-byte character where the short form is cut must not panic.
+    let commit = format!("a{}", "é".repeat(10));
+    let records = vec![StepRecord::new("r1", &commit, "api", Step::Test, Status::Passed)];
+    let report = RunReport::new("r1", records.clone(), decide(&records, &GatePolicy::default()));
+    assert!(report.to_markdown().contains("at `aéééééééééé`"));
+    assert!(report.to_table().contains("at aéééééééééé"));
+    let id = status_report::new_run_id(&commit, SystemTime::UNIX_EPOCH);
+    assert!(id.ends_with("-aééééééé"), "{id}");
+}
