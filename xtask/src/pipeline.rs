@@ -3,11 +3,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::SystemTime;
 
 use anyhow::{Context, bail};
 use source_diff::{BaseRequest, Components, Repo};
-use status_report::{FileStore, GatePolicy, PIPELINE, RunDir, RunReport, Status, Step, StepRecord, Store};
+use status_report::{FileStore, GatePolicy, RunReport, Step, Store};
 use step_runner::{Runner, RunnerSettings};
 
 use crate::progress::Progress;
@@ -53,32 +52,19 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<bool> {
     let settings: RunnerSettings = pipeline_config::load_section(&config, RunnerSettings::SECTION)?;
     let policy: GatePolicy = pipeline_config::load_section(&config, GatePolicy::SECTION)?;
     let head_rev = args.head.clone().unwrap_or_else(|| "HEAD".into());
-    let head = repo.resolve_commit(&head_rev)?.with_context(|| format!("head `{head_rev}` names no commit"))?;
 
     let state_dir = repo.root().join(".pipeline");
     let store = FileStore::open(&state_dir)?;
-    let run_id = status_report::new_run_id(&head, SystemTime::now());
-    let run_dir = RunDir::create(&state_dir, &run_id)?;
     let progress = Progress::new();
-    progress.stage(&format!("run {run_id} in {}", repo.root().display()));
-
-    record_stage(&store, &run_id, &head, Step::Source, || Ok(((), format!("{head_rev} is {head}"))))?;
     let last_success = if args.base.is_none() { store.last_success()?.map(|m| m.commit) } else { None };
     let request =
         BaseRequest { explicit: args.base.clone(), last_success, all_on_missing_base: args.all_on_missing_base };
-    let diff = record_stage(&store, &run_id, &head, Step::Diff, || {
-        let report = source_diff::diff(&repo, &components, &request, &head, args.include_worktree)?;
-        status_report::write_atomic(
-            &run_dir.path.join("diff.json"),
-            serde_json::to_string_pretty(&report)?.as_bytes(),
-        )?;
-        let changed: Vec<&str> = report.changed().collect();
-        let base = report.base.as_deref().map_or("none", |b| &b[..b.len().min(12)]);
-        let note = format!("base {base} ({}); changed: {}", report.base_reason, list(&changed));
-        Ok((report, note))
-    })?;
-    progress.stage(&format!("diff: base {} ({})", diff.base.as_deref().unwrap_or("none"), diff.base_reason));
-    progress.stage(&format!("changed: {}", list(&diff.changed().collect::<Vec<_>>())));
+    let (run_dir, diff) =
+        source_diff::begin_run(&repo, &components, &request, &head_rev, args.include_worktree, &store, &state_dir)?;
+    let run_id = run_dir.run_id.clone();
+    let head = diff.head.clone();
+    progress.stage(&format!("run {run_id} in {}", repo.root().display()));
+    progress.stage(&format!("diff: {}", diff.summary()));
 
     let plan = step_runner::plan(Step::Test, &components, &diff, &run_dir, &settings);
     if args.dry_run {
@@ -106,39 +92,6 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<bool> {
     print!("{}", report.to_table());
     println!("reports: {}", run_dir.path.display());
     Ok(report.gate.allowed)
-}
-
-/// Records a pipeline-wide step as running, then passed with the note `work` returns, or failed with its error.
-fn record_stage<T>(
-    store: &dyn Store,
-    run_id: &str,
-    commit: &str,
-    step: Step,
-    work: impl FnOnce() -> anyhow::Result<(T, String)>,
-) -> anyhow::Result<T> {
-    let mut record = StepRecord::new(run_id, commit, PIPELINE, step, Status::Running);
-    record.started_at = Some(SystemTime::now());
-    store.record(&record)?;
-    let result = work();
-    record.ended_at = Some(SystemTime::now());
-    match result {
-        Ok((value, note)) => {
-            record.status = Status::Passed;
-            record.details.note = Some(note);
-            store.record(&record)?;
-            Ok(value)
-        }
-        Err(error) => {
-            record.status = Status::Failed;
-            record.details.error = Some(format!("{error:#}"));
-            store.record(&record)?;
-            Err(error)
-        }
-    }
-}
-
-fn list(names: &[&str]) -> String {
-    if names.is_empty() { "none".into() } else { names.join(", ") }
 }
 
 fn check_sections(config: &Path) -> anyhow::Result<()> {

@@ -31,6 +31,7 @@
 mod config;
 mod git;
 mod output;
+mod run;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -41,6 +42,7 @@ pub use config::{Component, ComponentSettings, Components, DiffSettings, RawConf
 pub use git::{FileChange, FileStatus, Repo};
 pub use output::{render_env, render_github};
 pub use pipeline_config::ConfigError;
+pub use run::{RunError, begin_run};
 
 /// Everything that can go wrong, each with what to do about it.
 #[derive(Debug, thiserror::Error)]
@@ -151,6 +153,14 @@ pub struct ComponentChange {
 }
 
 impl DiffReport {
+    /// One line: the base, why, and what changed.
+    pub fn summary(&self) -> String {
+        let base = self.base.as_deref().map_or("none", |b| &b[..b.len().min(12)]);
+        let changed: Vec<&str> = self.changed().collect();
+        let changed = if changed.is_empty() { "none".to_string() } else { changed.join(", ") };
+        format!("base {base} ({}); changed: {changed}", self.base_reason)
+    }
+
     /// Names of the changed components, sorted.
     pub fn changed(&self) -> impl Iterator<Item = &str> {
         self.components.iter().filter(|(_, c)| c.changed).map(|(n, _)| n.as_str())

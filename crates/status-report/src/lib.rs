@@ -38,7 +38,7 @@ pub use gate::{GateDecision, GatePolicy, decide};
 pub use record::{Details, PIPELINE, Status, Step, StepRecord};
 pub use report::{MARKDOWN_LIMIT, RunReport, format_duration};
 pub use run_dir::{RunDir, write_atomic};
-pub use store::{FileStore, Store, SuccessMark, check_success};
+pub use store::{FileStore, Store, SuccessMark, check_success, record_pipeline_step};
 
 /// What can go wrong with the store.
 #[derive(Debug, thiserror::Error)]

@@ -281,3 +281,34 @@ impl Store for FileStore {
         }))
     }
 }
+
+/// Records a pipeline-wide step (component [`crate::PIPELINE`]) around `work`:
+/// running before it, then passed with the note `work` returns, or failed with
+/// its error, so the step is never left running. The outer error is the store's.
+pub fn record_pipeline_step<T, E: std::fmt::Display>(
+    store: &dyn Store,
+    run_id: &str,
+    commit: &str,
+    step: Step,
+    work: impl FnOnce() -> Result<(T, String), E>,
+) -> Result<Result<T, E>, Error> {
+    let mut record = StepRecord::new(run_id, commit, crate::PIPELINE, step, Status::Running);
+    record.started_at = Some(SystemTime::now());
+    store.record(&record)?;
+    let result = work();
+    record.ended_at = Some(SystemTime::now());
+    let value = match result {
+        Ok((value, note)) => {
+            record.status = Status::Passed;
+            record.details.note = Some(note);
+            Ok(value)
+        }
+        Err(error) => {
+            record.status = Status::Failed;
+            record.details.error = Some(error.to_string());
+            Err(error)
+        }
+    };
+    store.record(&record)?;
+    Ok(value)
+}

@@ -38,6 +38,10 @@ struct Args {
     /// The status store folder that knows the last successful run [default: REPO/.pipeline].
     #[arg(long)]
     state_dir: Option<PathBuf>,
+    /// Start a pipeline run: create its folder under the state dir, write diff.json there,
+    /// and record the source and diff steps, so later stage binaries find them.
+    #[arg(long)]
+    new_run: bool,
     /// Write the output to this file (atomically) instead of stdout.
     #[arg(long)]
     output: Option<PathBuf>,
@@ -77,7 +81,25 @@ fn run(args: Args) -> anyhow::Result<()> {
         None
     };
     let request = BaseRequest { explicit: args.base, last_success, all_on_missing_base: args.all_on_missing_base };
-    let report = source_diff::diff(&repo, &components, &request, &args.head, args.include_worktree)?;
+    let report = if args.new_run {
+        let store = FileStore::open(&state_dir)?;
+        let (run_dir, report) = source_diff::begin_run(
+            &repo,
+            &components,
+            &request,
+            &args.head,
+            args.include_worktree,
+            &store,
+            &state_dir,
+        )?;
+        #[allow(clippy::print_stderr)]
+        {
+            eprintln!("source-diff: run {} in {}: {}", run_dir.run_id, run_dir.path.display(), report.summary());
+        }
+        report
+    } else {
+        source_diff::diff(&repo, &components, &request, &args.head, args.include_worktree)?
+    };
     let text = match args.format {
         Format::Json => serde_json::to_string_pretty(&report)? + "\n",
         Format::Env => source_diff::render_env(&report),

@@ -1,0 +1,51 @@
+//! Starting a pipeline run: the source and diff steps, recorded, with `diff.json` in the run folder.
+
+use std::path::Path;
+use std::time::SystemTime;
+
+use status_report::{RunDir, Step, Store};
+
+use crate::{BaseRequest, Components, DiffReport, Error, Repo};
+
+/// Starting a run failed: the diff itself, or the store.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The diff failed (recorded as the failed diff step).
+    #[error(transparent)]
+    Diff(#[from] Error),
+    /// The status store or the run folder could not be written.
+    #[error(transparent)]
+    Store(#[from] status_report::Error),
+}
+
+/// Creates a run for `head` under `state_dir`, records its source and diff
+/// steps (failed with the error when the diff fails, never left running),
+/// and writes the report to `diff.json` in the run folder.
+pub fn begin_run(
+    repo: &Repo,
+    components: &Components,
+    request: &BaseRequest,
+    head: &str,
+    worktree: bool,
+    store: &dyn Store,
+    state_dir: &Path,
+) -> Result<(RunDir, DiffReport), RunError> {
+    let head_id = repo.resolve_commit(head)?.ok_or_else(|| Error::UnknownRevision {
+        what: "head",
+        rev: head.to_string(),
+        hint: "check the name; a repository with no commits has no head yet".into(),
+    })?;
+    let run_dir = RunDir::create(state_dir, &status_report::new_run_id(&head_id, SystemTime::now()))?;
+    let run_id = run_dir.run_id.as_str();
+    status_report::record_pipeline_step(store, run_id, &head_id, Step::Source, || {
+        Ok::<_, Error>(((), format!("{head} is {head_id}")))
+    })??;
+    let report = status_report::record_pipeline_step(store, run_id, &head_id, Step::Diff, || {
+        let report = crate::diff(repo, components, request, &head_id, worktree).map_err(RunError::from)?;
+        let json = serde_json::to_string_pretty(&report).expect("a diff report always serialises");
+        status_report::write_atomic(&run_dir.path.join("diff.json"), json.as_bytes())?;
+        let summary = report.summary();
+        Ok::<_, RunError>((report, summary))
+    })??;
+    Ok((run_dir, report))
+}
