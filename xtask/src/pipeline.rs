@@ -35,7 +35,7 @@ pub struct PipelineArgs {
 }
 
 /// The sections of `pipeline.toml` this workspace's crates own; any other top-level key is a mistake.
-const KNOWN_SECTIONS: &[&str] = &["diff", "components", RunnerSettings::SECTION, GatePolicy::SECTION];
+const KNOWN_SECTIONS: &[&str] = &["diff", "components", RunnerSettings::SECTION, GatePolicy::SECTION, "lambda"];
 
 /// Runs the pipeline; `Ok(false)` when the gate refuses.
 pub fn run(args: PipelineArgs) -> anyhow::Result<bool> {

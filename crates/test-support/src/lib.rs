@@ -13,7 +13,7 @@ mod moto;
 use std::path::{Path, PathBuf};
 
 pub use git::GitRepo;
-pub use moto::Moto;
+pub use moto::{Moto, python};
 
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {

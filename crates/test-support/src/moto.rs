@@ -17,8 +17,8 @@ pub struct Moto {
     _child: Child,
 }
 
-/// The Python of the virtual environment `cargo xtask` makes, or `MOTO_PYTHON`.
-fn python() -> PathBuf {
+/// The Python of the virtual environment `cargo xtask` makes (moto, pytest, pip), or `MOTO_PYTHON`.
+pub fn python() -> PathBuf {
     if let Some(path) = std::env::var_os("MOTO_PYTHON") {
         return PathBuf::from(path);
     }

@@ -1,0 +1,149 @@
+//! Deterministic zips: sorted entries, fixed timestamps, normalised modes, one
+//! compression level; files compressed in parallel; dependency entries copied
+//! raw from `deps.zip`, never compressed twice.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::Path;
+
+use rayon::prelude::*;
+use sha2::{Digest, Sha256};
+use zip::write::{PreparedZipFile, SimpleFileOptions, ZipFileBuilder};
+use zip::{CompressionMethod, DateTime, System, ZipArchive, ZipWriter};
+
+use crate::Error;
+use crate::entries::Entry;
+
+/// The one compression level, so the same bytes compress the same way everywhere.
+const LEVEL: i64 = 6;
+
+fn options(mode: u32) -> SimpleFileOptions {
+    SimpleFileOptions::default()
+        .compression_method(CompressionMethod::Deflated)
+        .compression_level(Some(LEVEL))
+        // 1980-01-01 00:00, the zip epoch: no build time leaks into the bytes.
+        .last_modified_time(DateTime::default())
+        .unix_permissions(mode)
+        .system(System::Unix)
+        .large_file(false)
+}
+
+fn zip_error(path: &Path, error: zip::result::ZipError) -> Error {
+    Error::Zip { path: path.to_path_buf(), message: error.to_string() }
+}
+
+/// Compresses entries on all cores.
+fn prepare(entries: &[Entry]) -> Result<Vec<PreparedZipFile>, Error> {
+    entries
+        .par_iter()
+        .map(|entry| {
+            let bytes = std::fs::read(&entry.source).map_err(|e| Error::io(&entry.source, e))?;
+            let mut builder =
+                ZipFileBuilder::new(&entry.zip_path, options(entry.mode)).map_err(|e| zip_error(&entry.source, e))?;
+            builder.write_all(&bytes).map_err(|e| Error::io(&entry.source, e))?;
+            builder.finish().map_err(|e| zip_error(&entry.source, e))
+        })
+        .collect()
+}
+
+/// Writes a zip of `entries` (sorted by the caller) through a temporary file and a rename.
+pub fn write_entries(path: &Path, entries: &[Entry]) -> Result<(), Error> {
+    write_zip(path, entries, None).map(drop)
+}
+
+/// What a written zip is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    /// Bytes on disk.
+    pub size: u64,
+    /// SHA-256 of the zip.
+    pub sha256: [u8; 32],
+}
+
+/// Writes `own` entries merged in name order with every entry of `deps` (copied raw).
+/// A name in both is an error that names the two sources.
+pub fn write_zip(path: &Path, own: &[Entry], deps: Option<&Path>) -> Result<Written, Error> {
+    let prepared = prepare(own)?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let temp =
+        tempfile::Builder::new().prefix(".partial-").suffix(".zip").tempfile_in(dir).map_err(|e| Error::io(dir, e))?;
+    let mut writer = ZipWriter::new(BufWriter::new(temp.reopen().map_err(|e| Error::io(temp.path(), e))?));
+    let mut deps_archive = match deps {
+        Some(deps) => {
+            let file = File::open(deps).map_err(|e| Error::io(deps, e))?;
+            Some(ZipArchive::new(BufReader::new(file)).map_err(|e| zip_error(deps, e))?)
+        }
+        None => None,
+    };
+    let deps_len = deps_archive.as_ref().map_or(0, |a| a.len());
+    let mut own_iter = own.iter().zip(prepared).peekable();
+    let mut next_dep = 0;
+    loop {
+        let dep_name = match deps_archive.as_mut() {
+            Some(archive) if next_dep < deps_len => match archive.name_for_index(next_dep) {
+                Some(name) => Some(name.map_err(|e| zip_error(path, e))?.into_owned()),
+                None => None,
+            },
+            _ => None,
+        };
+        let take_own = match (own_iter.peek(), &dep_name) {
+            (None, None) => break,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (Some((entry, _)), Some(dep)) => {
+                if entry.zip_path == *dep {
+                    return Err(Error::DependencyCollision {
+                        zip_path: dep.clone(),
+                        source_file: entry.source.clone(),
+                    });
+                }
+                entry.zip_path < *dep
+            }
+        };
+        if take_own {
+            let (_, file) = own_iter.next().expect("peeked");
+            writer.add_prepared_file(file).map_err(|e| zip_error(path, e))?;
+        } else if let Some(archive) = deps_archive.as_mut() {
+            let file = archive.by_index_raw(next_dep).map_err(|e| zip_error(path, e))?;
+            writer.raw_copy_file(file).map_err(|e| zip_error(path, e))?;
+            next_dep += 1;
+        }
+    }
+    let mut inner = writer.finish().map_err(|e| zip_error(path, e))?;
+    inner.flush().map_err(|e| Error::io(path, e))?;
+    drop(inner);
+    temp.as_file().sync_data().map_err(|e| Error::io(temp.path(), e))?;
+    let written = describe(temp.path())?;
+    temp.persist(path).map_err(|e| Error::io(path, e.error))?;
+    Ok(written)
+}
+
+/// Size and SHA-256 of a file.
+pub fn describe(path: &Path) -> Result<Written, Error> {
+    let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 1 << 16];
+    let mut size = 0u64;
+    loop {
+        let read = file.read(&mut buffer).map_err(|e| Error::io(path, e))?;
+        if read == 0 {
+            break;
+        }
+        hasher.update(&buffer[..read]);
+        size += read as u64;
+    }
+    Ok(Written { size, sha256: hasher.finalize().into() })
+}
+
+/// Entry names and uncompressed sizes of a zip (for reports and tests).
+pub fn list(path: &Path) -> Result<Vec<(String, u64)>, Error> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut archive = ZipArchive::new(BufReader::new(file)).map_err(|e| zip_error(path, e))?;
+    (0..archive.len())
+        .map(|i| {
+            let file = archive.by_index_raw(i).map_err(|e| zip_error(path, e))?;
+            Ok((file.name().map_err(|e| zip_error(path, e))?.to_string(), file.size()))
+        })
+        .collect()
+}

@@ -1,0 +1,254 @@
+//! `[lambda]` in `pipeline.toml`: the functions and how to package them.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use pipeline_config::{ConfigError, Spanned};
+use serde::Deserialize;
+
+/// `[lambda]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LambdaSettings {
+    /// Runtime of functions that set none (`python3.12` when unset).
+    #[serde(default)]
+    pub runtime: Option<String>,
+    /// Architecture of functions that set none (`x86_64` when unset).
+    #[serde(default)]
+    pub architecture: Option<Architecture>,
+    /// Whether the default excludes apply (`true` when unset).
+    #[serde(default)]
+    pub default_excludes: Option<bool>,
+    /// Extra arguments for every `pip install` (an index URL, `--find-links` …).
+    #[serde(default)]
+    pub pip_args: Vec<String>,
+    /// The functions, by name.
+    #[serde(default)]
+    pub functions: BTreeMap<String, FunctionSettings>,
+}
+
+/// `[lambda.functions.NAME]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FunctionSettings {
+    /// Files or folders placed at the zip's root: a folder's contents, a file under its own name.
+    pub sources: Vec<Spanned<String>>,
+    /// Files or folders placed at a chosen path in the zip.
+    #[serde(default)]
+    pub include: Vec<Include>,
+    /// The requirements file whose packages go into the zip.
+    #[serde(default)]
+    pub requirements: Option<Spanned<String>>,
+    /// `python3.12` and the like.
+    #[serde(default)]
+    pub runtime: Option<String>,
+    /// `x86_64` or `arm64`.
+    #[serde(default)]
+    pub architecture: Option<Architecture>,
+    /// Globs (relative to each source) left out of the function's own files.
+    #[serde(default)]
+    pub exclude: Vec<Spanned<String>>,
+    /// Packages the Lambda runtime provides that this function wants bundled anyway (`boto3` …).
+    #[serde(default)]
+    pub keep_packages: Vec<String>,
+}
+
+/// `{ from = "frontend/dist", to = "dist" }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Include {
+    /// A file or folder, relative to the monorepo root.
+    pub from: Spanned<String>,
+    /// Where it goes in the zip.
+    pub to: String,
+}
+
+/// The instruction set a function runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Architecture {
+    /// Intel and AMD.
+    X86_64,
+    /// Graviton.
+    Arm64,
+}
+
+impl Architecture {
+    /// The manylinux platform tag pip installs wheels for.
+    pub fn platform_tag(self) -> &'static str {
+        match self {
+            Architecture::X86_64 => "manylinux2014_x86_64",
+            Architecture::Arm64 => "manylinux2014_aarch64",
+        }
+    }
+
+    /// The ELF `e_machine` of native code built for it.
+    pub fn elf_machine(self) -> u16 {
+        match self {
+            Architecture::X86_64 => 62,
+            Architecture::Arm64 => 183,
+        }
+    }
+
+    /// Its name in Lambda's API and in `pipeline.toml`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Architecture::X86_64 => "x86_64",
+            Architecture::Arm64 => "arm64",
+        }
+    }
+}
+
+/// Packages the Python runtime of Lambda already has: left out unless a function keeps them.
+/// (Their own dependencies such as urllib3 stay: other packages may need a newer version.)
+pub const RUNTIME_PACKAGES: &[&str] = &["boto3", "botocore", "s3transfer"];
+
+/// Left out of every zip: bytecode and caches.
+pub const ALWAYS_EXCLUDED: &[&str] = &["**/__pycache__/**", "**/*.pyc", "**/*.pyo"];
+
+/// Left out of a function's own files unless `default_excludes = false`.
+pub const DEFAULT_SOURCE_EXCLUDES: &[&str] =
+    &["**/tests/**", "**/test_*.py", "**/*_test.py", "**/conftest.py", "**/.env*", "**/.git*", "**/*.md"];
+
+/// A file or folder of the monorepo and where it goes in the zip.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceMapping {
+    /// Relative to the monorepo root.
+    pub from: String,
+    /// `None`: a folder's contents at the zip's root, a file under its own name there.
+    /// `Some(path)`: a folder's contents under `path/`, a file as `path`.
+    pub to: Option<String>,
+}
+
+/// One function, checked and ready to package.
+#[derive(Debug, Clone)]
+pub struct FunctionSpec {
+    /// Its name under `[lambda.functions]`.
+    pub name: String,
+    /// What goes in from the monorepo, and where.
+    pub sources: Vec<SourceMapping>,
+    /// The requirements file, relative to the repo.
+    pub requirements: Option<String>,
+    /// Runtime, e.g. `python3.12`.
+    pub runtime: String,
+    /// Architecture.
+    pub architecture: Architecture,
+    /// What is left out of the function's own files.
+    pub exclude: GlobSet,
+    /// What is left out of everything.
+    pub always_excluded: GlobSet,
+    /// Top-level dependency packages left out.
+    pub leave_out_packages: Vec<String>,
+    /// The exclude patterns as written, for the input hash.
+    pub exclude_patterns: Vec<String>,
+}
+
+impl LambdaSettings {
+    /// The section of `pipeline.toml` this crate owns.
+    pub const SECTION: &'static str = "lambda";
+
+    /// Reads `[lambda]` and checks every function.
+    pub fn load(file: &Path) -> Result<(LambdaSettings, Vec<FunctionSpec>), ConfigError> {
+        let text = std::fs::read_to_string(file).map_err(|e| ConfigError::file(file, format!("cannot read: {e}")))?;
+        let settings: LambdaSettings = pipeline_config::parse_section(file, &text, Self::SECTION)?;
+        let functions = settings.functions(file, &text)?;
+        Ok((settings, functions))
+    }
+
+    /// Checks the functions: globs compile, runtimes are Python, sources are relative.
+    pub fn functions(&self, file: &Path, text: &str) -> Result<Vec<FunctionSpec>, ConfigError> {
+        let always_excluded = globs(file, text, ALWAYS_EXCLUDED.iter().map(|g| (g.to_string(), 0..0)), "lambda")?;
+        let mut specs = Vec::new();
+        for (name, function) in &self.functions {
+            let key = format!("lambda.functions.{name}");
+            let runtime = function.runtime.clone().or(self.runtime.clone()).unwrap_or_else(|| "python3.12".into());
+            if python_version(&runtime).is_none() {
+                return Err(ConfigError::file(
+                    file,
+                    format!("{key}.runtime: `{runtime}` is not a Python runtime; write e.g. \"python3.12\""),
+                ));
+            }
+            let mut sources = Vec::new();
+            for source in &function.sources {
+                let from = checked_relative(file, text, source, &format!("{key}.sources"))?;
+                sources.push(SourceMapping { from, to: None });
+            }
+            for include in &function.include {
+                let from = checked_relative(file, text, &include.from, &format!("{key}.include"))?;
+                let to = include.to.trim_matches('/').to_string();
+                if to.split('/').any(|part| part == "..") {
+                    return Err(ConfigError::at(
+                        file,
+                        text,
+                        include.from.span(),
+                        format!("{key}.include"),
+                        format!("`to = \"{}\"` leaves the zip; use a path inside it", include.to),
+                    ));
+                }
+                sources.push(SourceMapping { from, to: Some(to) });
+            }
+            let mut patterns: Vec<(String, std::ops::Range<usize>)> =
+                function.exclude.iter().map(|g| (g.get_ref().clone(), g.span())).collect();
+            if self.default_excludes.unwrap_or(true) {
+                patterns.extend(DEFAULT_SOURCE_EXCLUDES.iter().map(|g| (g.to_string(), 0..0)));
+            }
+            let exclude_patterns = patterns.iter().map(|(p, _)| p.clone()).collect();
+            let exclude = globs(file, text, patterns.into_iter(), &format!("{key}.exclude"))?;
+            let leave_out_packages = RUNTIME_PACKAGES
+                .iter()
+                .filter(|p| !function.keep_packages.iter().any(|k| k == *p))
+                .map(|p| p.to_string())
+                .collect();
+            specs.push(FunctionSpec {
+                name: name.clone(),
+                sources,
+                requirements: function.requirements.as_ref().map(|r| r.get_ref().clone()),
+                runtime,
+                architecture: function.architecture.or(self.architecture).unwrap_or(Architecture::X86_64),
+                exclude,
+                always_excluded: always_excluded.clone(),
+                leave_out_packages,
+                exclude_patterns,
+            });
+        }
+        Ok(specs)
+    }
+}
+
+/// `3.12` from `python3.12`.
+pub fn python_version(runtime: &str) -> Option<&str> {
+    let version = runtime.strip_prefix("python")?;
+    let (major, minor) = version.split_once('.')?;
+    (major.parse::<u32>().is_ok() && minor.parse::<u32>().is_ok()).then_some(version)
+}
+
+fn checked_relative(file: &Path, text: &str, path: &Spanned<String>, key: &str) -> Result<String, ConfigError> {
+    let value = path.get_ref();
+    if Path::new(value).is_absolute() || value.split('/').any(|part| part == "..") {
+        return Err(ConfigError::at(
+            file,
+            text,
+            path.span(),
+            key,
+            format!("`{value}` must be a path inside the monorepo, relative to its root"),
+        ));
+    }
+    Ok(value.trim_end_matches('/').to_string())
+}
+
+fn globs(
+    file: &Path,
+    text: &str,
+    patterns: impl Iterator<Item = (String, std::ops::Range<usize>)>,
+    key: &str,
+) -> Result<GlobSet, ConfigError> {
+    let mut builder = GlobSetBuilder::new();
+    for (pattern, span) in patterns {
+        let glob = GlobBuilder::new(&pattern).literal_separator(true).build().map_err(|e| {
+            ConfigError::at(file, text, span, key, format!("`{pattern}` is not a valid glob: {}", e.kind()))
+        })?;
+        builder.add(glob);
+    }
+    builder.build().map_err(|e| ConfigError::file(file, format!("{key}: {e}")))
+}

@@ -1,0 +1,241 @@
+//! Dependencies: installed once per (requirements, runtime, architecture) into a
+//! cache, checked, and compressed once into a sorted `deps.zip` whose entries
+//! are copied raw into every function's zip.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use sha2::{Digest, Sha256};
+
+use crate::Error;
+use crate::archive;
+use crate::config::{Architecture, python_version};
+use crate::entries::Entry;
+
+/// Files pip writes that differ from install to install, or that Lambda never reads.
+const VOLATILE_METADATA: &[&str] = &["RECORD", "INSTALLER", "REQUESTED", "direct_url.json"];
+
+/// What identifies an installed dependency set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DepsKey {
+    /// Hex SHA-256 of everything that shapes the install.
+    pub hash: String,
+}
+
+/// How pip is run.
+#[derive(Debug, Clone)]
+pub struct Pip {
+    /// The Python whose pip installs (it need not match the runtime: pip installs for a platform).
+    pub python: PathBuf,
+    /// Extra `pip install` arguments (`--index-url`, `--find-links`, `--no-index` …).
+    pub extra_args: Vec<String>,
+}
+
+impl DepsKey {
+    /// The key of a requirements file's content for a runtime, architecture and leave-out list.
+    pub fn new(
+        requirements: &[u8],
+        runtime: &str,
+        architecture: Architecture,
+        leave_out: &[String],
+        pip: &Pip,
+    ) -> DepsKey {
+        let mut hasher = Sha256::new();
+        // Bump when the layout of the cache or of deps.zip changes.
+        hasher.update(b"lambda-deps-v1\0");
+        hasher.update(requirements);
+        for part in [runtime, architecture.as_str()].into_iter().chain(leave_out.iter().map(String::as_str)) {
+            hasher.update(b"\0");
+            hasher.update(part.as_bytes());
+        }
+        for arg in &pip.extra_args {
+            hasher.update(b"\0pip:");
+            hasher.update(arg.as_bytes());
+        }
+        DepsKey { hash: hex(&hasher.finalize()) }
+    }
+}
+
+/// A ready dependency set: its installed folder and its compressed archive.
+#[derive(Debug, Clone)]
+pub struct Deps {
+    /// The key.
+    pub key: DepsKey,
+    /// `deps.zip`: every kept file, compressed, sorted.
+    pub archive: PathBuf,
+    /// Total uncompressed size.
+    pub unzipped_size: u64,
+    /// Number of files.
+    pub files: usize,
+    /// Whether this call installed it (false: it came from the cache).
+    pub installed_now: bool,
+}
+
+/// Installs (or finds in `cache_dir`) the dependencies of `requirements`.
+pub fn prepare(
+    repo: &Path,
+    requirements: &str,
+    runtime: &str,
+    architecture: Architecture,
+    leave_out: &[String],
+    pip: &Pip,
+    cache_dir: &Path,
+) -> Result<Deps, Error> {
+    let requirements_path = repo.join(requirements);
+    let content = std::fs::read(&requirements_path)
+        .map_err(|_| Error::MissingRequirements { path: requirements_path.clone() })?;
+    let key = DepsKey::new(&content, runtime, architecture, leave_out, pip);
+    let dir = cache_dir.join("lambda-deps").join(&key.hash);
+    let archive_path = dir.join("deps.zip");
+    let summary_path = dir.join("deps.json");
+    if let (true, Ok(summary)) = (archive_path.is_file(), std::fs::read(&summary_path)) {
+        if let Ok((unzipped_size, files)) = serde_json::from_slice::<(u64, usize)>(&summary) {
+            return Ok(Deps { key, archive: archive_path, unzipped_size, files, installed_now: false });
+        }
+    }
+    std::fs::create_dir_all(cache_dir.join("lambda-deps")).map_err(|e| Error::io(cache_dir, e))?;
+    // Everything is built in a temporary folder and renamed into place: a crash leaves no half cache.
+    let staging = tempfile::Builder::new()
+        .prefix(".staging-")
+        .tempdir_in(cache_dir.join("lambda-deps"))
+        .map_err(|e| Error::io(cache_dir, e))?;
+    let site = staging.path().join("site");
+    install(&requirements_path, runtime, architecture, pip, &site)?;
+    let entries = installed_entries(&site, leave_out)?;
+    check_native_code(&entries, architecture)?;
+    archive::write_entries(&staging.path().join("deps.zip"), &entries)?;
+    let unzipped_size = entries.iter().map(|e| e.size).sum();
+    let summary = serde_json::to_vec(&(unzipped_size, entries.len())).expect("a pair serialises");
+    std::fs::write(staging.path().join("deps.json"), summary).map_err(|e| Error::io(staging.path(), e))?;
+    let staging = staging.keep();
+    if let Err(e) = std::fs::rename(&staging, &dir) {
+        // Another process finished the same key first: use theirs.
+        let _ = std::fs::remove_dir_all(&staging);
+        if !archive_path.is_file() {
+            return Err(Error::io(&dir, e));
+        }
+    }
+    Ok(Deps { key, archive: archive_path, unzipped_size, files: entries.len(), installed_now: true })
+}
+
+fn install(
+    requirements: &Path,
+    runtime: &str,
+    architecture: Architecture,
+    pip: &Pip,
+    target: &Path,
+) -> Result<(), Error> {
+    let version = python_version(runtime).unwrap_or("3.12");
+    let output = Command::new(&pip.python)
+        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-compile", "--no-input"])
+        .args(["--target"])
+        .arg(target)
+        .args(["--platform", architecture.platform_tag(), "--implementation", "cp", "--python-version", version])
+        .args(["--only-binary=:all:", "--requirement"])
+        .arg(requirements)
+        .args(&pip.extra_args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| Error::PipNotRunnable { python: pip.python.clone(), message: e.to_string() })?;
+    if output.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    // pip's own words, not a summary of them: the last ERROR lines say what could not be resolved.
+    let mut message: Vec<&str> = stderr.lines().filter(|l| l.starts_with("ERROR")).collect();
+    if message.is_empty() {
+        message = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    }
+    let message = message.iter().rev().take(3).rev().copied().collect::<Vec<_>>().join(" ");
+    Err(Error::Pip { requirements: requirements.to_path_buf(), message })
+}
+
+/// The installed files, minus bytecode, volatile metadata and left-out packages, sorted.
+fn installed_entries(site: &Path, leave_out: &[String]) -> Result<Vec<Entry>, Error> {
+    let mut entries = Vec::new();
+    for item in walkdir::WalkDir::new(site).sort_by_file_name() {
+        let item = item.map_err(|e| Error::Walk { path: site.to_path_buf(), message: e.to_string() })?;
+        if !item.file_type().is_file() {
+            continue;
+        }
+        let relative = item.path().strip_prefix(site).expect("under site").to_string_lossy().replace('\\', "/");
+        let top = relative.split('/').next().unwrap_or("");
+        let name = item.file_name().to_string_lossy();
+        let in_cache = relative.split('/').any(|part| part == "__pycache__");
+        let volatile = top.ends_with(".dist-info") && VOLATILE_METADATA.contains(&name.as_ref());
+        if in_cache || name.ends_with(".pyc") || volatile || is_left_out(top, leave_out) {
+            continue;
+        }
+        entries.push(crate::entries::entry(relative, item.path())?);
+    }
+    entries.sort_by(|a, b| a.zip_path.cmp(&b.zip_path));
+    Ok(entries)
+}
+
+/// `boto3`, `boto3-1.35.0.dist-info`, `boto3.py` all belong to package `boto3`.
+fn is_left_out(top: &str, leave_out: &[String]) -> bool {
+    let stem = top.strip_suffix(".py").unwrap_or(top);
+    let project = stem.split_once('-').map_or(stem, |(name, _)| name);
+    let normalise = |s: &str| s.to_ascii_lowercase().replace(['-', '.'], "_");
+    leave_out.iter().any(|p| normalise(p) == normalise(project))
+}
+
+/// Every shared library must be built for the function's architecture.
+fn check_native_code(entries: &[Entry], architecture: Architecture) -> Result<(), Error> {
+    for entry in entries {
+        let name = entry.zip_path.rsplit('/').next().unwrap_or("");
+        if !(name.ends_with(".so") || name.contains(".so.")) {
+            continue;
+        }
+        let mut header = [0u8; 20];
+        let mut file = std::fs::File::open(&entry.source).map_err(|e| Error::io(&entry.source, e))?;
+        if file.read_exact(&mut header).is_err() || &header[..4] != b"\x7fELF" {
+            continue;
+        }
+        // e_machine sits at offset 18, in the file's byte order (EI_DATA: 1 little, 2 big endian).
+        let machine = if header[5] == 2 {
+            u16::from_be_bytes([header[18], header[19]])
+        } else {
+            u16::from_le_bytes([header[18], header[19]])
+        };
+        if machine != architecture.elf_machine() {
+            return Err(Error::WrongArchitecture {
+                file: entry.zip_path.clone(),
+                found: elf_machine_name(machine),
+                expected: architecture.as_str(),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn elf_machine_name(machine: u16) -> String {
+    match machine {
+        3 => "x86 (32-bit)".into(),
+        40 => "arm (32-bit)".into(),
+        62 => "x86_64".into(),
+        183 => "arm64".into(),
+        other => format!("ELF machine {other}"),
+    }
+}
+
+/// Lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_left_out;
+
+    #[test]
+    fn left_out_packages_match_their_folders_and_metadata() {
+        let leave = vec!["boto3".to_string(), "botocore".to_string()];
+        assert!(is_left_out("boto3", &leave));
+        assert!(is_left_out("boto3-1.35.0.dist-info", &leave));
+        assert!(is_left_out("botocore", &leave));
+        assert!(!is_left_out("boto3_helpers", &leave));
+        assert!(!is_left_out("requests", &leave));
+    }
+}
