@@ -37,9 +37,12 @@ pub struct FunctionSettings {
     /// Files or folders placed at a chosen path in the zip.
     #[serde(default)]
     pub include: Vec<Include>,
-    /// The requirements file whose packages go into the zip.
+    /// The requirements file whose packages go into the zip (installed by pip for the Lambda platform).
     #[serde(default)]
     pub requirements: Option<Spanned<String>>,
+    /// Or a folder of dependencies installed by other means (vendored, built in a container).
+    #[serde(default)]
+    pub dependencies_dir: Option<Spanned<String>>,
     /// `python3.12` and the like.
     #[serde(default)]
     pub runtime: Option<String>,
@@ -121,6 +124,15 @@ pub struct SourceMapping {
     pub to: Option<String>,
 }
 
+/// Where a function's dependencies come from (paths relative to the monorepo root).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum DepsSource {
+    /// A requirements file pip installs.
+    Requirements(String),
+    /// A folder already holding the installed packages.
+    Installed(String),
+}
+
 /// One function, checked and ready to package.
 #[derive(Debug, Clone)]
 pub struct FunctionSpec {
@@ -128,8 +140,8 @@ pub struct FunctionSpec {
     pub name: String,
     /// What goes in from the monorepo, and where.
     pub sources: Vec<SourceMapping>,
-    /// The requirements file, relative to the repo.
-    pub requirements: Option<String>,
+    /// Where its dependencies come from.
+    pub dependencies: Option<DepsSource>,
     /// Runtime, e.g. `python3.12`.
     pub runtime: String,
     /// Architecture.
@@ -195,6 +207,27 @@ impl LambdaSettings {
             }
             let exclude_patterns = patterns.iter().map(|(p, _)| p.clone()).collect();
             let exclude = globs(file, text, patterns.into_iter(), &format!("{key}.exclude"))?;
+            let dependencies = match (&function.requirements, &function.dependencies_dir) {
+                (Some(_), Some(dir)) => {
+                    return Err(ConfigError::at(
+                        file,
+                        text,
+                        dir.span(),
+                        format!("{key}.dependencies_dir"),
+                        "set `requirements` or `dependencies_dir`, not both",
+                    ));
+                }
+                (Some(requirements), None) => Some(DepsSource::Requirements(checked_relative(
+                    file,
+                    text,
+                    requirements,
+                    &format!("{key}.requirements"),
+                )?)),
+                (None, Some(dir)) => {
+                    Some(DepsSource::Installed(checked_relative(file, text, dir, &format!("{key}.dependencies_dir"))?))
+                }
+                (None, None) => None,
+            };
             let leave_out_packages = RUNTIME_PACKAGES
                 .iter()
                 .filter(|p| !function.keep_packages.iter().any(|k| k == *p))
@@ -203,7 +236,7 @@ impl LambdaSettings {
             specs.push(FunctionSpec {
                 name: name.clone(),
                 sources,
-                requirements: function.requirements.as_ref().map(|r| r.get_ref().clone()),
+                dependencies,
                 runtime,
                 architecture: function.architecture.or(self.architecture).unwrap_or(Architecture::X86_64),
                 exclude,

@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 use crate::Error;
 use crate::archive;
-use crate::config::{Architecture, python_version};
+use crate::config::{Architecture, DepsSource, python_version};
 use crate::entries::Entry;
 
 /// Files pip writes that differ from install to install, or that Lambda never reads.
@@ -72,51 +72,89 @@ pub struct Deps {
     pub installed_now: bool,
 }
 
-/// Installs (or finds in `cache_dir`) the dependencies of `requirements`.
+/// Installs (or finds in `cache_dir`) a function's dependencies and compresses them once.
+/// `on_install` is called before pip runs (a cache miss).
+#[allow(clippy::too_many_arguments)]
 pub fn prepare(
     repo: &Path,
-    requirements: &str,
+    source: &DepsSource,
     runtime: &str,
     architecture: Architecture,
     leave_out: &[String],
     pip: &Pip,
     cache_dir: &Path,
+    on_install: &dyn Fn(),
 ) -> Result<Deps, Error> {
-    let requirements_path = repo.join(requirements);
-    let content = std::fs::read(&requirements_path)
-        .map_err(|_| Error::MissingRequirements { path: requirements_path.clone() })?;
-    let key = DepsKey::new(&content, runtime, architecture, leave_out, pip);
-    let dir = cache_dir.join("lambda-deps").join(&key.hash);
-    let archive_path = dir.join("deps.zip");
-    let summary_path = dir.join("deps.json");
-    if let (true, Ok(summary)) = (archive_path.is_file(), std::fs::read(&summary_path)) {
-        if let Ok((unzipped_size, files)) = serde_json::from_slice::<(u64, usize)>(&summary) {
-            return Ok(Deps { key, archive: archive_path, unzipped_size, files, installed_now: false });
+    let root = cache_dir.join("lambda-deps");
+    std::fs::create_dir_all(&root).map_err(|e| Error::io(&root, e))?;
+    let (key, site, staging) = match source {
+        DepsSource::Requirements(requirements) => {
+            let path = repo.join(requirements);
+            let content = std::fs::read(&path).map_err(|_| Error::MissingRequirements { path: path.clone() })?;
+            let key = DepsKey::new(&content, runtime, architecture, leave_out, pip);
+            if let Some(deps) = cached(&root, &key) {
+                return Ok(deps);
+            }
+            on_install();
+            // Installed in a temporary folder and renamed into place: a crash leaves no half cache.
+            let staging = staging(&root)?;
+            let site = staging.path().join("site");
+            install(&path, runtime, architecture, pip, &site)?;
+            (key, site, staging)
         }
-    }
-    std::fs::create_dir_all(cache_dir.join("lambda-deps")).map_err(|e| Error::io(cache_dir, e))?;
-    // Everything is built in a temporary folder and renamed into place: a crash leaves no half cache.
-    let staging = tempfile::Builder::new()
-        .prefix(".staging-")
-        .tempdir_in(cache_dir.join("lambda-deps"))
-        .map_err(|e| Error::io(cache_dir, e))?;
-    let site = staging.path().join("site");
-    install(&requirements_path, runtime, architecture, pip, &site)?;
+        DepsSource::Installed(dir) => {
+            let site = repo.join(dir);
+            if !site.is_dir() {
+                return Err(Error::MissingRequirements { path: site });
+            }
+            (DepsKey { hash: String::new() }, site, staging(&root)?)
+        }
+    };
     let entries = installed_entries(&site, leave_out)?;
+    let key = if key.hash.is_empty() {
+        // A ready folder is keyed by its content.
+        let mut listing = Vec::new();
+        for entry in &entries {
+            listing.extend_from_slice(entry.zip_path.as_bytes());
+            listing.extend_from_slice(&entry.sha256);
+        }
+        let key = DepsKey::new(&listing, runtime, architecture, leave_out, pip);
+        if let Some(deps) = cached(&root, &key) {
+            return Ok(deps);
+        }
+        key
+    } else {
+        key
+    };
     check_native_code(&entries, architecture)?;
     archive::write_entries(&staging.path().join("deps.zip"), &entries)?;
     let unzipped_size = entries.iter().map(|e| e.size).sum();
     let summary = serde_json::to_vec(&(unzipped_size, entries.len())).expect("a pair serialises");
     std::fs::write(staging.path().join("deps.json"), summary).map_err(|e| Error::io(staging.path(), e))?;
+    // The compressed archive is all later runs need.
+    let _ = std::fs::remove_dir_all(staging.path().join("site"));
     let staging = staging.keep();
+    let dir = root.join(&key.hash);
     if let Err(e) = std::fs::rename(&staging, &dir) {
-        // Another process finished the same key first: use theirs.
         let _ = std::fs::remove_dir_all(&staging);
-        if !archive_path.is_file() {
+        // Another process finished the same key first: use theirs.
+        if !dir.join("deps.zip").is_file() {
             return Err(Error::io(&dir, e));
         }
     }
-    Ok(Deps { key, archive: archive_path, unzipped_size, files: entries.len(), installed_now: true })
+    Ok(Deps { archive: dir.join("deps.zip"), key, unzipped_size, files: entries.len(), installed_now: true })
+}
+
+fn staging(root: &Path) -> Result<tempfile::TempDir, Error> {
+    tempfile::Builder::new().prefix(".staging-").tempdir_in(root).map_err(|e| Error::io(root, e))
+}
+
+fn cached(root: &Path, key: &DepsKey) -> Option<Deps> {
+    let dir = root.join(&key.hash);
+    let summary = std::fs::read(dir.join("deps.json")).ok()?;
+    let (unzipped_size, files) = serde_json::from_slice::<(u64, usize)>(&summary).ok()?;
+    let archive = dir.join("deps.zip");
+    archive.is_file().then(|| Deps { key: key.clone(), archive, unzipped_size, files, installed_now: false })
 }
 
 fn install(

@@ -42,8 +42,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use config::{
-    ALWAYS_EXCLUDED, Architecture, DEFAULT_SOURCE_EXCLUDES, FunctionSettings, FunctionSpec, Include, LambdaSettings,
-    RUNTIME_PACKAGES, SourceMapping,
+    ALWAYS_EXCLUDED, Architecture, DEFAULT_SOURCE_EXCLUDES, DepsSource, FunctionSettings, FunctionSpec, Include,
+    LambdaSettings, RUNTIME_PACKAGES, SourceMapping,
 };
 pub use deps::{Deps, DepsKey, Pip};
 pub use entries::Entry;
@@ -282,32 +282,32 @@ impl Packager {
     /// Builds every function, checks the budgets, then publishes the zips and
     /// the manifest to `out_dir`. Nothing reaches `out_dir` when any function fails.
     pub fn build(&self, functions: &[FunctionSpec], on_event: &dyn Fn(Event<'_>)) -> Result<Manifest, Error> {
-        let mut deps_by_key: BTreeMap<(String, String, Architecture, Vec<String>), Deps> = BTreeMap::new();
+        let mut deps_by_key: BTreeMap<(DepsSource, String, Architecture, Vec<String>), Deps> = BTreeMap::new();
         let mut built = Vec::new();
         let mut problems = Vec::new();
         for function in functions {
             let own = entries::collect(&self.repo, function)?;
-            let deps = match &function.requirements {
-                Some(requirements) => {
+            let deps = match &function.dependencies {
+                Some(source) => {
                     let key = (
-                        requirements.clone(),
+                        source.clone(),
                         function.runtime.clone(),
                         function.architecture,
                         function.leave_out_packages.clone(),
                     );
                     if !deps_by_key.contains_key(&key) {
-                        let cached = self.cached_deps(requirements, function);
-                        if !cached {
-                            on_event(Event::Installing { requirements });
-                        }
+                        let requirements = match source {
+                            DepsSource::Requirements(path) | DepsSource::Installed(path) => path.as_str(),
+                        };
                         let deps = deps::prepare(
                             &self.repo,
-                            requirements,
+                            source,
                             &function.runtime,
                             function.architecture,
                             &function.leave_out_packages,
                             &self.pip,
                             &self.cache_dir,
+                            &|| on_event(Event::Installing { requirements }),
                         )?;
                         deps_by_key.insert(key.clone(), deps);
                     }
@@ -375,13 +375,6 @@ impl Packager {
         let json = serde_json::to_vec_pretty(&manifest).expect("a manifest serialises");
         status_report::write_atomic(&self.out_dir.join(Manifest::FILE_NAME), &json)?;
         Ok(manifest)
-    }
-
-    fn cached_deps(&self, requirements: &str, function: &FunctionSpec) -> bool {
-        let Ok(content) = std::fs::read(self.repo.join(requirements)) else { return false };
-        let key =
-            DepsKey::new(&content, &function.runtime, function.architecture, &function.leave_out_packages, &self.pip);
-        self.cache_dir.join("lambda-deps").join(key.hash).join("deps.zip").is_file()
     }
 }
 
