@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
 use pipeline_config::{ConfigError, Spanned};
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
 /// `[diff]`: settings for choosing the base and for changes that concern every component.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -50,16 +50,10 @@ pub struct StepCommand {
     /// The command line, run with `sh -c`.
     pub run: String,
     /// How long it may run before it is stopped and marked failed (`"90s"`, `"10m"`).
-    #[serde(default, deserialize_with = "duration")]
+    #[serde(default, deserialize_with = "pipeline_config::duration")]
     pub timeout: Option<Duration>,
 }
 
-fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
-    let text = String::deserialize(deserializer)?;
-    humantime::parse_duration(&text).map(Some).map_err(|e| {
-        serde::de::Error::custom(format!("`{text}` is not a duration ({e}); write e.g. \"90s\" or \"10m\""))
-    })
-}
 
 /// The two sections as written, before they are checked.
 #[derive(Debug, Clone, Default)]

@@ -117,6 +117,12 @@ impl Repo {
         Ok(String::from_utf8_lossy(&out).trim().to_string())
     }
 
+    /// Every tracked file, repo-relative.
+    pub fn tracked_files(&self) -> Result<Vec<String>, Error> {
+        let out = self.git(["ls-files", "-z"])?;
+        Ok(out.split(|&b| b == 0).filter(|p| !p.is_empty()).map(|p| String::from_utf8_lossy(p).into_owned()).collect())
+    }
+
     /// Paths changed from `base` to `head` (a commit or tree id), renames as a delete plus an add.
     pub fn diff(&self, base: &str, head: &str) -> Result<Vec<FileChange>, Error> {
         let out = self.git([

@@ -29,7 +29,7 @@ mod run;
 
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use source_diff::{Components, DiffReport};
 use status_report::{Details, RunDir, Status, Step, StepRecord, Store};
 
@@ -43,7 +43,7 @@ pub struct RunnerSettings {
     #[serde(default)]
     pub parallelism: Option<usize>,
     /// The timeout of commands that set none; 10 minutes when unset.
-    #[serde(default, deserialize_with = "duration")]
+    #[serde(default, deserialize_with = "pipeline_config::duration")]
     pub timeout: Option<Duration>,
 }
 
@@ -59,12 +59,6 @@ impl RunnerSettings {
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 
-fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
-    let text = String::deserialize(deserializer)?;
-    humantime::parse_duration(&text).map(Some).map_err(|e| {
-        serde::de::Error::custom(format!("`{text}` is not a duration ({e}); write e.g. \"90s\" or \"10m\""))
-    })
-}
 
 /// What a step will do: the jobs to run and the components skipped, with why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,6 +129,7 @@ pub fn plan(
                 timeout: command.timeout.or(settings.timeout).unwrap_or(DEFAULT_TIMEOUT),
                 log_path: run_dir.log_path(&component.name, step.as_str()),
                 config_key: format!("components.{}.{step}", component.name),
+                stdout_path: None,
             }),
         }
     }

@@ -27,6 +27,9 @@ pub struct Job {
     pub log_path: PathBuf,
     /// The config key of the command, named in errors (`components.api.test`).
     pub config_key: String,
+    /// Where stdout goes when it is kept apart from the log (a tool's machine-readable report);
+    /// `None`: stdout and stderr both go to the log.
+    pub stdout_path: Option<PathBuf>,
 }
 
 /// How a job ended.
@@ -157,13 +160,17 @@ impl Runner<'_> {
         }
         let log = File::create(&job.log_path).map_err(|e| format!("cannot write {}: {e}", job.log_path.display()))?;
         let log_err = log.try_clone().map_err(|e| format!("cannot write {}: {e}", job.log_path.display()))?;
+        let stdout = match &job.stdout_path {
+            Some(path) => File::create(path).map_err(|e| format!("cannot write {}: {e}", path.display()))?,
+            None => log,
+        };
         let mut command = Command::new("sh");
         command
             .arg("-c")
             .arg(&job.command)
             .current_dir(&self.workdir)
             .stdin(Stdio::null())
-            .stdout(log)
+            .stdout(stdout)
             .stderr(log_err)
             // Its own process group, so a timeout kills what the shell started too.
             .process_group(0);

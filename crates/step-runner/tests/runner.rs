@@ -14,6 +14,7 @@ fn job(dir: &std::path::Path, name: &str, command: &str, timeout: Duration) -> J
         timeout,
         log_path: dir.join(format!("logs/{name}-test.log")),
         config_key: format!("components.{name}.test"),
+        stdout_path: None,
     }
 }
 
