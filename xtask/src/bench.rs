@@ -21,6 +21,12 @@ pub enum Bench {
         #[arg(long, default_value_t = 5)]
         rounds: usize,
     },
+    /// Native template checks against cfn-lint on the same templates, and the stage on an unchanged repo.
+    Validate {
+        /// Rounds; each runs both, alternating which goes first.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
     /// The five sample functions with a realistic dependency folder, against the seed's `zip -r` loop.
     Package {
         /// Rounds; each runs both, alternating which goes first.
@@ -33,6 +39,7 @@ pub fn run(which: Bench) -> anyhow::Result<()> {
     match which {
         Bench::Diff { repo, config, rounds } => diff(repo, config, rounds),
         Bench::Package { rounds } => crate::bench_package::run(rounds),
+        Bench::Validate { rounds } => crate::bench_validate::run(rounds),
     }
 }
 

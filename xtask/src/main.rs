@@ -8,6 +8,7 @@
 
 mod bench;
 mod bench_package;
+mod bench_validate;
 mod pipeline;
 mod progress;
 mod python;

@@ -35,7 +35,8 @@ pub struct PipelineArgs {
 }
 
 /// The sections of `pipeline.toml` this workspace's crates own; any other top-level key is a mistake.
-const KNOWN_SECTIONS: &[&str] = &["diff", "components", RunnerSettings::SECTION, GatePolicy::SECTION, "lambda"];
+const KNOWN_SECTIONS: &[&str] =
+    &["diff", "components", RunnerSettings::SECTION, GatePolicy::SECTION, "lambda", "validate"];
 
 /// Runs the pipeline; `Ok(false)` when the gate refuses.
 pub fn run(args: PipelineArgs) -> anyhow::Result<bool> {
@@ -74,6 +75,17 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<bool> {
     static CANCEL: AtomicBool = AtomicBool::new(false);
     // A second handler cannot be installed (xtask test runs the pipeline once); that is fine.
     let _ = ctrlc::set_handler(|| CANCEL.store(true, Ordering::SeqCst));
+
+    // Validate: a failure is recorded and refuses the gate, but the tests still run so one
+    // pipeline run tells everything that is wrong.
+    let validated = status_report::record_pipeline_step(&store, &run_id, &head, Step::Validate, || {
+        validate_stage(repo.root(), &config, &components, &diff, &run_dir, &python_bin, &CANCEL)
+    })?;
+    match &validated {
+        Ok(()) => progress.stage("validate: clean"),
+        Err(error) => progress.stage(&format!("validate: {error:#}")),
+    }
+
     let runner = Runner {
         workdir: repo.root().to_path_buf(),
         parallelism: settings.parallelism(),
@@ -108,6 +120,68 @@ fn check_sections(config: &Path) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The Validate stage: native template checks, secrets, and the tools of changed components.
+fn validate_stage(
+    root: &Path,
+    config: &Path,
+    components: &Components,
+    diff: &source_diff::DiffReport,
+    run_dir: &status_report::RunDir,
+    python_bin: &Path,
+    cancel: &AtomicBool,
+) -> anyhow::Result<((), String)> {
+    let settings: validate::ValidateSettings =
+        pipeline_config::load_section(config, validate::ValidateSettings::SECTION)?;
+    let repo = Repo::open(root)?;
+    let plan = validate::plan(&settings, components, diff, &repo.tracked_files()?)?;
+    let cache = root.join(".pipeline/cache");
+    let mut findings = validate::check_templates(root, &plan.templates, &settings.ignore_checks, Some(&cache));
+    let allowlist = match &settings.secrets_allowlist {
+        Some(file) => std::fs::read_to_string(root.join(file)).with_context(|| format!("reading {file}"))?,
+        None => String::new(),
+    };
+    findings.extend(validate::scan_secrets(
+        root,
+        &plan.secret_files,
+        &validate::secrets::SecretScanner::new(&allowlist)?,
+    ));
+    findings.sort();
+    if !plan.tools.is_empty() {
+        // The pinned tools (cfn-lint) live in the tools' virtual environment.
+        let prefix = [python_bin.to_path_buf()];
+        let log_dir = run_dir.path.join("logs");
+        let mut found =
+            validate::tools::run(root, &plan.tools, settings.parallelism.unwrap_or(2), &prefix, &log_dir, cancel)?;
+        found.retain(|f| !validate::ignored(&f.rule, &settings.ignore_checks));
+        validate::merge(&mut findings, found);
+    }
+    status_report::write_atomic(&run_dir.path.join("validate.json"), validate::report::json(&findings).as_bytes())?;
+    let failing: Vec<&validate::Finding> = findings.iter().filter(|f| f.severity >= settings.fail_on).collect();
+    if let Some(first) = failing.first() {
+        bail!(
+            "{} finding(s) at or above {:?}, first {}:{}:{}: {} {}",
+            failing.len(),
+            settings.fail_on,
+            first.path,
+            first.pos.line,
+            first.pos.column,
+            first.rule,
+            first.message
+        );
+    }
+    Ok((
+        (),
+        format!(
+            "{} template(s), {} file(s) scanned, {} tool(s): {} finding(s) below {:?}",
+            plan.templates.len(),
+            plan.secret_files.len(),
+            plan.tools.len(),
+            findings.len(),
+            settings.fail_on
+        ),
+    ))
 }
 
 /// Keeps `target/sample-monorepo` a git repository whose last commit holds `fixtures/monorepo` as it is now.

@@ -121,9 +121,9 @@ pub fn top_level_keys(file: &Path, text: &str) -> Result<Vec<(String, Range<usiz
 /// `deserialize_with` for an optional duration written as `"90s"`, `"10m"` or `"1h 30m"`.
 pub fn duration<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<std::time::Duration>, D::Error> {
     let text = <String as serde::Deserialize>::deserialize(deserializer)?;
-    humantime::parse_duration(&text)
-        .map(Some)
-        .map_err(|e| serde::de::Error::custom(format!("`{text}` is not a duration ({e}); write e.g. \"90s\" or \"10m\"")))
+    humantime::parse_duration(&text).map(Some).map_err(|e| {
+        serde::de::Error::custom(format!("`{text}` is not a duration ({e}); write e.g. \"90s\" or \"10m\""))
+    })
 }
 
 fn find_key(text: &str, key: &str) -> Option<Range<usize>> {

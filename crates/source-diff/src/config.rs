@@ -54,7 +54,6 @@ pub struct StepCommand {
     pub timeout: Option<Duration>,
 }
 
-
 /// The two sections as written, before they are checked.
 #[derive(Debug, Clone, Default)]
 pub struct RawConfig {

@@ -59,7 +59,6 @@ impl RunnerSettings {
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 
-
 /// What a step will do: the jobs to run and the components skipped, with why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StepPlan {

@@ -1,0 +1,86 @@
+//! `[validate]` in `pipeline.toml`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::Severity;
+
+/// `[validate]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ValidateSettings {
+    /// Globs of the CloudFormation templates among a component's files.
+    pub templates: Vec<String>,
+    /// Rule IDs (or prefixes such as `W`) never reported, for every template.
+    pub ignore_checks: Vec<String>,
+    /// The lowest severity that fails the stage.
+    pub fail_on: Severity,
+    /// Whether the files of changed components are scanned for secrets.
+    pub secrets: bool,
+    /// A file of regexes (one per line) whose matching lines are not secrets.
+    pub secrets_allowlist: Option<String>,
+    /// How many external tools run at once (the number of CPUs when unset).
+    pub parallelism: Option<usize>,
+    /// External tools, by name.
+    pub tools: BTreeMap<String, ToolSettings>,
+}
+
+impl Default for ValidateSettings {
+    fn default() -> Self {
+        ValidateSettings {
+            templates: vec![
+                "**/*.template".into(),
+                "cfn/**/*.yaml".into(),
+                "cfn/**/*.yml".into(),
+                "cfn/**/*.json".into(),
+            ],
+            ignore_checks: Vec::new(),
+            fail_on: Severity::Error,
+            secrets: true,
+            secrets_allowlist: None,
+            parallelism: None,
+            tools: BTreeMap::new(),
+        }
+    }
+}
+
+impl ValidateSettings {
+    /// The section of `pipeline.toml` this crate owns.
+    pub const SECTION: &'static str = "validate";
+}
+
+/// `[validate.tools.NAME]`: an external linter run when one of its components changed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolSettings {
+    /// Components whose change runs it.
+    pub components: Vec<String>,
+    /// The command, run with `sh -c` from the monorepo root; its stdout is parsed by `format`.
+    pub run: String,
+    /// How its stdout reads: `cfn-lint` (`-f json`), `ruff` (`--output-format json`), `eslint` (`-f json`), or `text`.
+    #[serde(default)]
+    pub format: ToolFormat,
+    /// How to install it, shown when it is missing.
+    #[serde(default)]
+    pub install: Option<String>,
+    /// How long it may run (10 minutes when unset).
+    #[serde(default, deserialize_with = "pipeline_config::duration")]
+    pub timeout: Option<Duration>,
+}
+
+/// A tool's output format.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ToolFormat {
+    /// `cfn-lint -f json`.
+    CfnLint,
+    /// `ruff check --output-format json`.
+    Ruff,
+    /// `eslint -f json`.
+    Eslint,
+    /// Anything else: a non-zero exit is one finding, the output kept in the log.
+    #[default]
+    Text,
+}

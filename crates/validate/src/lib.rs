@@ -1,0 +1,326 @@
+//! CloudFormation checks done natively, secret scanning, and the external linters, with one report.
+//!
+//! `validate` checks what a change touched: the CloudFormation templates and
+//! the files of the changed components (from `source-diff`'s report). The
+//! native core parses templates with positions ([`parse`]) and runs the rules
+//! of [`rules`] (IDs shared with cfn-lint where the meaning is the same); the
+//! secret scanner ([`secrets`]) never prints what it finds; the external tools
+//! configured under `[validate.tools]` run in parallel for changed components
+//! only, and their JSON reports become the same [`Finding`]s. Results of the
+//! native checks are cached by content hash.
+//!
+//! ```
+//! let template = "Resources:\n  Topic:\n    Type: AWS::SNS::Topic\n    DependsOn: Missing\n";
+//! let root = validate::parse(template).unwrap();
+//! let findings = validate::rules::check(&root, "cfn/app.yaml", std::path::Path::new("cfn"), template.len());
+//! assert_eq!(findings[0].rule, "E3005");
+//! assert_eq!((findings[0].pos.line, findings[0].pos.column), (4, 5));
+//! ```
+
+pub mod config;
+pub mod node;
+pub mod report;
+pub mod rules;
+pub mod secrets;
+pub mod template;
+pub mod tools;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use globset::{GlobSet, GlobSetBuilder};
+use rayon::prelude::*;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use source_diff::{Components, DiffReport, FileChange, FileStatus};
+
+pub use config::{ToolFormat, ToolSettings, ValidateSettings};
+pub use node::{Key, Node, Pos, Value};
+pub use template::{Limits, ParseError, parse, parse_bytes};
+
+/// How bad a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Worth knowing.
+    Info,
+    /// Likely a mistake.
+    Warning,
+    /// Will fail, or is unsafe.
+    Error,
+}
+
+/// One problem found in one file.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize)]
+pub struct Finding {
+    /// The file, relative to the monorepo root.
+    pub path: String,
+    /// Where in it.
+    pub pos: Pos,
+    /// The rule's stable ID (cfn-lint's where the meaning is the same).
+    pub rule: String,
+    /// How bad.
+    pub severity: Severity,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+/// The ID of "this template could not be read" (cfn-lint's E0000).
+pub const PARSE_ERROR: &str = "E0000";
+
+/// What can go wrong besides findings.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The config is wrong.
+    #[error(transparent)]
+    Config(#[from] pipeline_config::ConfigError),
+    /// The secrets allow-list is wrong.
+    #[error(transparent)]
+    Allowlist(#[from] secrets::AllowlistError),
+    /// A configured tool is not installed.
+    #[error("validate.tools.{tool}: `{program}` is not installed; {install}")]
+    ToolMissing {
+        /// The tool's name.
+        tool: String,
+        /// The program that was not found.
+        program: String,
+        /// How to install it.
+        install: String,
+    },
+    /// The run was cancelled.
+    #[error("cancelled")]
+    Cancelled,
+    /// git failed.
+    #[error(transparent)]
+    Git(#[from] source_diff::Error),
+    /// Reading or writing a file failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Error {
+        Error::Io { path: path.to_path_buf(), source }
+    }
+}
+
+/// What the stage will check: pure, printable as a dry run.
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    /// Templates to check natively.
+    pub templates: Vec<String>,
+    /// Files to scan for secrets.
+    pub secret_files: Vec<String>,
+    /// External tools to run.
+    pub tools: Vec<tools::ToolRun>,
+    /// Tools not run, with why.
+    pub skipped_tools: Vec<(String, String)>,
+}
+
+impl Plan {
+    /// The plan as text.
+    pub fn describe(&self) -> String {
+        let mut out =
+            format!("{} template(s), {} file(s) to scan for secrets\n", self.templates.len(), self.secret_files.len());
+        for tool in &self.tools {
+            out.push_str(&format!(
+                "run  {} (changed: {}): {}\n",
+                tool.name,
+                tool.because_of.join(", "),
+                tool.settings.run
+            ));
+        }
+        for (tool, why) in &self.skipped_tools {
+            out.push_str(&format!("skip {tool}: {why}\n"));
+        }
+        out
+    }
+}
+
+/// Plans the stage from the diff and the repository's tracked files: the files of every
+/// changed component are scanned, its templates checked, and its tools run.
+pub fn plan(
+    settings: &ValidateSettings,
+    components: &Components,
+    diff: &DiffReport,
+    tracked: &[String],
+) -> Result<Plan, pipeline_config::ConfigError> {
+    let template_globs = globs(&settings.templates)?;
+    let all = tracked.iter().map(|p| FileChange { path: p.clone(), status: FileStatus::Modified }).collect();
+    let ownership = source_diff::affected(components, all);
+    let changed: BTreeSet<&str> = diff.changed().collect();
+    let mut files = BTreeSet::new();
+    for name in &changed {
+        if let Some(owned) = ownership.components.get(*name) {
+            files.extend(owned.files.iter().cloned());
+        }
+    }
+    let templates = files.iter().filter(|f| template_globs.is_match(f.as_str())).cloned().collect();
+    let mut plan = Plan {
+        templates,
+        secret_files: if settings.secrets { files.into_iter().collect() } else { Vec::new() },
+        ..Plan::default()
+    };
+    for (name, tool) in &settings.tools {
+        let because_of: Vec<String> =
+            tool.components.iter().filter(|c| changed.contains(c.as_str())).cloned().collect();
+        if because_of.is_empty() {
+            plan.skipped_tools.push((name.clone(), format!("none of {} changed", tool.components.join(", "))));
+        } else {
+            plan.tools.push(tools::ToolRun { name: name.clone(), settings: tool.clone(), because_of });
+        }
+    }
+    Ok(plan)
+}
+
+fn globs(patterns: &[String]) -> Result<GlobSet, pipeline_config::ConfigError> {
+    let mut builder = GlobSetBuilder::new();
+    for pattern in patterns {
+        let glob = globset::GlobBuilder::new(pattern).literal_separator(true).build().map_err(|e| {
+            pipeline_config::ConfigError::file(
+                Path::new(pipeline_config::FILE_NAME),
+                format!("validate.templates: `{pattern}` is not a valid glob: {}", e.kind()),
+            )
+        })?;
+        builder.add(glob);
+    }
+    builder
+        .build()
+        .map_err(|e| pipeline_config::ConfigError::file(Path::new(pipeline_config::FILE_NAME), e.to_string()))
+}
+
+/// Bump when a rule changes, so cached results are not reused.
+const CACHE_VERSION: &str = "validate-native-v1";
+
+/// Checks templates natively (in parallel, cached by content in `cache_dir` when given),
+/// applying each template's `Metadata: cfn-lint: config: ignore_checks` and `ignore`.
+pub fn check_templates(repo: &Path, templates: &[String], ignore: &[String], cache_dir: Option<&Path>) -> Vec<Finding> {
+    let mut findings: Vec<Finding> = templates
+        .par_iter()
+        .flat_map_iter(|path| {
+            let full = repo.join(path);
+            match std::fs::read(&full) {
+                Ok(bytes) => check_cached(path, &full, &bytes, cache_dir),
+                Err(e) => vec![Finding {
+                    path: path.clone(),
+                    pos: Pos { line: 1, column: 1 },
+                    rule: PARSE_ERROR.into(),
+                    severity: Severity::Error,
+                    message: format!("cannot read the template: {e}"),
+                }],
+            }
+        })
+        .filter(|f| !ignored(&f.rule, ignore))
+        .collect();
+    findings.sort();
+    findings
+}
+
+fn check_cached(path: &str, full: &Path, bytes: &[u8], cache_dir: Option<&Path>) -> Vec<Finding> {
+    let key = {
+        let mut hasher = Sha256::new();
+        hasher.update(CACHE_VERSION);
+        hasher.update(path.as_bytes());
+        hasher.update(bytes);
+        hasher.finalize().iter().map(|b| format!("{b:02x}")).collect::<String>()
+    };
+    let cached = cache_dir.map(|dir| dir.join("validate").join(format!("{key}.json")));
+    if let Some(found) =
+        cached.as_ref().and_then(|p| std::fs::read(p).ok()).and_then(|b| serde_json::from_slice(&b).ok())
+    {
+        return found;
+    }
+    let findings = check_template(path, full, bytes);
+    if let Some(cached) = cached {
+        // A cache that cannot be written only costs time next run.
+        if let Ok(json) = serde_json::to_vec(&findings) {
+            let _ = status_report::write_atomic(&cached, &json);
+        }
+    }
+    findings
+}
+
+/// Parses and checks one template; its own suppressions applied.
+pub fn check_template(path: &str, full: &Path, bytes: &[u8]) -> Vec<Finding> {
+    let root = match parse_bytes(bytes, &Limits::default()) {
+        Ok(root) => root,
+        Err(error) => {
+            return vec![Finding {
+                path: path.to_string(),
+                pos: error.pos,
+                rule: PARSE_ERROR.into(),
+                severity: Severity::Error,
+                message: format!("the template cannot be read: {}", error.message),
+            }];
+        }
+    };
+    let dir = full.parent().unwrap_or(Path::new("."));
+    let findings = rules::check(&root, path, dir, bytes.len());
+    suppress(&root, findings)
+}
+
+/// `Metadata: cfn-lint: config: ignore_checks: [...]` at the template's top, or in a resource
+/// (for findings inside that resource's lines).
+fn suppress(root: &Node, findings: Vec<Finding>) -> Vec<Finding> {
+    let ignore_list = |node: &Node| -> Vec<String> {
+        node.get("Metadata")
+            .and_then(|m| m.get("cfn-lint"))
+            .and_then(|c| c.get("config"))
+            .and_then(|c| c.get("ignore_checks"))
+            .map(|list| list.items().iter().filter_map(|i| i.as_str().map(str::to_string)).collect())
+            .unwrap_or_default()
+    };
+    let global = ignore_list(root);
+    let resources = root.get("Resources").map(|r| r.entries()).unwrap_or(&[]);
+    let mut spans: Vec<(u32, u32, Vec<String>)> = Vec::new();
+    for (i, (key, resource)) in resources.iter().enumerate() {
+        let end = resources.get(i + 1).map_or(u32::MAX, |(next, _)| next.pos.line.saturating_sub(1));
+        let list = ignore_list(resource);
+        if !list.is_empty() {
+            spans.push((key.pos.line, end, list));
+        }
+    }
+    findings
+        .into_iter()
+        .filter(|f| !ignored(&f.rule, &global))
+        .filter(|f| !spans.iter().any(|(from, to, list)| (*from..=*to).contains(&f.pos.line) && ignored(&f.rule, list)))
+        .collect()
+}
+
+/// Whether `rule` is covered by an ignore entry (an ID or a prefix such as `W` or `E30`).
+pub fn ignored(rule: &str, ignore: &[String]) -> bool {
+    ignore.iter().any(|i| !i.is_empty() && rule.starts_with(i.as_str()))
+}
+
+/// Scans files for secrets, in parallel.
+pub fn scan_secrets(repo: &Path, files: &[String], scanner: &secrets::SecretScanner) -> Vec<Finding> {
+    let mut findings: Vec<Finding> = files
+        .par_iter()
+        .flat_map_iter(|path| match std::fs::read(repo.join(path)) {
+            Ok(bytes) => scanner.scan(path, &bytes),
+            Err(_) => Vec::new(),
+        })
+        .collect();
+    findings.sort();
+    findings
+}
+
+/// Adds a tool's findings to the native ones, leaving out those the native core already
+/// reported at the same place under the same rule ID (cfn-lint repeats several of ours).
+pub fn merge(findings: &mut Vec<Finding>, tool_findings: Vec<Finding>) {
+    let native: BTreeSet<(String, Pos, String)> =
+        findings.iter().map(|f| (f.path.clone(), f.pos, f.rule.clone())).collect();
+    findings.extend(tool_findings.into_iter().filter(|f| !native.contains(&(f.path.clone(), f.pos, f.rule.clone()))));
+    findings.sort();
+    findings.dedup();
+}
+
+/// Whether any finding is at or above `fail_on`.
+pub fn fails(findings: &[Finding], fail_on: Severity) -> bool {
+    findings.iter().any(|f| f.severity >= fail_on)
+}

@@ -1,0 +1,104 @@
+//! Findings as text, JSON, JUnit XML and SARIF.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use serde_json::json;
+
+use crate::{Finding, Severity, rules};
+
+/// `path:line:col: ID severity: message`, one per line.
+pub fn human(findings: &[Finding]) -> String {
+    let mut out = String::new();
+    for f in findings {
+        let severity = match f.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+            Severity::Info => "info",
+        };
+        let _ = writeln!(out, "{}:{}:{}: {} {severity}: {}", f.path, f.pos.line, f.pos.column, f.rule, f.message);
+    }
+    out
+}
+
+/// `{"findings": [...], "counts": {"error": n, ...}}`.
+pub fn json(findings: &[Finding]) -> String {
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::from([("error", 0), ("warning", 0), ("info", 0)]);
+    for f in findings {
+        *counts.entry(severity_name(f.severity)).or_default() += 1;
+    }
+    serde_json::to_string_pretty(&json!({ "findings": findings, "counts": counts })).expect("findings serialise")
+}
+
+fn severity_name(severity: Severity) -> &'static str {
+    match severity {
+        Severity::Error => "error",
+        Severity::Warning => "warning",
+        Severity::Info => "info",
+    }
+}
+
+/// JUnit XML: one case per checked file, failed when it has findings.
+pub fn junit(files: &[String], findings: &[Finding]) -> String {
+    use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
+    let mut report = Report::new("validate");
+    let mut suite = TestSuite::new("validate");
+    let mut by_file: BTreeMap<&str, Vec<&Finding>> = files.iter().map(|f| (f.as_str(), Vec::new())).collect();
+    for f in findings {
+        by_file.entry(f.path.as_str()).or_default().push(f);
+    }
+    for (file, found) in by_file {
+        let status = if found.is_empty() {
+            TestCaseStatus::success()
+        } else {
+            let mut status = TestCaseStatus::non_success(NonSuccessKind::Failure);
+            status.set_message(format!("{} finding(s)", found.len()));
+            let owned: Vec<Finding> = found.iter().map(|f| (*f).clone()).collect();
+            status.set_description(human(&owned));
+            status
+        };
+        let name = if file.is_empty() { "tools" } else { file };
+        let mut case = TestCase::new(name, status);
+        case.set_classname("validate");
+        suite.add_test_case(case);
+    }
+    report.add_test_suite(suite);
+    report.to_string().expect("a JUnit report serialises")
+}
+
+/// SARIF 2.1.0, for code-scanning tools.
+pub fn sarif(findings: &[Finding]) -> String {
+    let mut rule_ids: Vec<&str> = findings.iter().map(|f| f.rule.as_str()).collect();
+    rule_ids.sort_unstable();
+    rule_ids.dedup();
+    let rules: Vec<_> = rule_ids
+        .iter()
+        .map(|id| {
+            let summary = rules::ALL.iter().find(|r| r.id == *id).map_or(*id, |r| r.summary);
+            json!({ "id": id, "shortDescription": { "text": summary } })
+        })
+        .collect();
+    let results: Vec<_> = findings
+        .iter()
+        .map(|f| {
+            json!({
+                "ruleId": f.rule,
+                "level": match f.severity { Severity::Error => "error", Severity::Warning => "warning", Severity::Info => "note" },
+                "message": { "text": f.message },
+                "locations": [{ "physicalLocation": {
+                    "artifactLocation": { "uri": f.path },
+                    "region": { "startLine": f.pos.line, "startColumn": f.pos.column }
+                }}]
+            })
+        })
+        .collect();
+    let doc = json!({
+        "version": "2.1.0",
+        "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
+        "runs": [{
+            "tool": { "driver": { "name": "validate", "rules": rules } },
+            "results": results
+        }]
+    });
+    serde_json::to_string_pretty(&doc).expect("SARIF serialises")
+}

@@ -1,0 +1,160 @@
+//! External linters: run for changed components only, in parallel, each with a
+//! timeout; their machine formats parsed into the same findings.
+
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use serde_json::Value as Json;
+use step_runner::{Job, Outcome, Runner};
+
+use crate::config::{ToolFormat, ToolSettings};
+use crate::{Error, Finding, Pos, Severity};
+
+/// A tool to run, and why.
+#[derive(Debug, Clone)]
+pub struct ToolRun {
+    /// Its name under `[validate.tools]`.
+    pub name: String,
+    /// Its settings.
+    pub settings: ToolSettings,
+    /// The changed components that call for it.
+    pub because_of: Vec<String>,
+}
+
+/// Runs the tools at once (at most `parallelism`, with `path_prefix` in front of `PATH`), keeps
+/// each log in `log_dir`, and parses their reports. A tool that is not installed is an error
+/// naming it and how to install it.
+pub fn run(
+    repo: &Path,
+    tools: &[ToolRun],
+    parallelism: usize,
+    path_prefix: &[std::path::PathBuf],
+    log_dir: &Path,
+    cancel: &AtomicBool,
+) -> Result<Vec<Finding>, Error> {
+    std::fs::create_dir_all(log_dir).map_err(|e| Error::io(log_dir, e))?;
+    let jobs: Vec<Job> = tools
+        .iter()
+        .map(|tool| Job {
+            component: tool.name.clone(),
+            command: tool.settings.run.clone(),
+            timeout: tool.settings.timeout.unwrap_or(Duration::from_secs(600)),
+            log_path: log_dir.join(format!("validate-{}.log", tool.name)),
+            config_key: format!("validate.tools.{}", tool.name),
+            stdout_path: Some(log_dir.join(format!("validate-{}.out", tool.name))),
+        })
+        .collect();
+    let runner = Runner { workdir: repo.to_path_buf(), parallelism, path_prefix: path_prefix.to_vec(), cancel };
+    let results = runner.run(jobs, &|_| {});
+    let mut findings = Vec::new();
+    for (tool, result) in tools.iter().zip(results) {
+        let stdout =
+            result.job.stdout_path.as_deref().and_then(|p| std::fs::read_to_string(p).ok()).unwrap_or_default();
+        match &result.outcome {
+            Outcome::Failed(message) if message.starts_with("command not found") => {
+                let program = tool.settings.run.split_whitespace().next().unwrap_or(&tool.name).to_string();
+                return Err(Error::ToolMissing {
+                    tool: tool.name.clone(),
+                    program,
+                    install: tool.settings.install.clone().unwrap_or_else(|| "install it and put it on PATH".into()),
+                });
+            }
+            Outcome::TimedOut(after) => findings.push(tool_finding(
+                tool,
+                format!(
+                    "{} timed out after {}s; raise validate.tools.{}.timeout",
+                    tool.name,
+                    after.as_secs(),
+                    tool.name
+                ),
+            )),
+            Outcome::Cancelled => return Err(Error::Cancelled),
+            Outcome::Passed | Outcome::Failed(_) => {
+                let parsed = parse(tool.settings.format, &stdout, repo);
+                match parsed {
+                    Some(mut parsed) => findings.append(&mut parsed),
+                    None if result.outcome != Outcome::Passed => findings.push(tool_finding(
+                        tool,
+                        format!("{} failed ({}); see {}", tool.name, result.outcome, result.job.log_path.display()),
+                    )),
+                    None => {}
+                }
+            }
+        }
+    }
+    Ok(findings)
+}
+
+fn tool_finding(tool: &ToolRun, message: String) -> Finding {
+    Finding {
+        path: String::new(),
+        pos: Pos { line: 1, column: 1 },
+        rule: tool.name.clone(),
+        severity: Severity::Error,
+        message,
+    }
+}
+
+/// Parses a tool's stdout; `None` when it is not in the expected format (the text format, or garbage).
+pub fn parse(format: ToolFormat, stdout: &str, repo: &Path) -> Option<Vec<Finding>> {
+    let json: Json = match format {
+        ToolFormat::Text => return None,
+        _ => serde_json::from_str(stdout.trim()).ok()?,
+    };
+    let relative = |file: &str| {
+        let path = Path::new(file);
+        path.strip_prefix(repo).unwrap_or(path).to_string_lossy().replace('\\', "/")
+    };
+    let number = |v: &Json| v.as_u64().unwrap_or(1).max(1) as u32;
+    let mut findings = Vec::new();
+    match format {
+        ToolFormat::CfnLint => {
+            for item in json.as_array()? {
+                let start = &item["Location"]["Start"];
+                findings.push(Finding {
+                    path: relative(item["Filename"].as_str().unwrap_or("")),
+                    pos: Pos { line: number(&start["LineNumber"]), column: number(&start["ColumnNumber"]) },
+                    rule: item["Rule"]["Id"].as_str().unwrap_or("cfn-lint").to_string(),
+                    severity: match item["Level"].as_str() {
+                        Some("Error") => Severity::Error,
+                        Some("Warning") => Severity::Warning,
+                        _ => Severity::Info,
+                    },
+                    message: item["Message"].as_str().unwrap_or("").to_string(),
+                });
+            }
+        }
+        ToolFormat::Ruff => {
+            for item in json.as_array()? {
+                findings.push(Finding {
+                    path: relative(item["filename"].as_str().unwrap_or("")),
+                    pos: Pos { line: number(&item["location"]["row"]), column: number(&item["location"]["column"]) },
+                    rule: item["code"].as_str().unwrap_or("ruff").to_string(),
+                    severity: Severity::Error,
+                    message: item["message"].as_str().unwrap_or("").to_string(),
+                });
+            }
+        }
+        ToolFormat::Eslint => {
+            for file in json.as_array()? {
+                let path = relative(file["filePath"].as_str().unwrap_or(""));
+                for message in file["messages"].as_array().into_iter().flatten() {
+                    findings.push(Finding {
+                        path: path.clone(),
+                        pos: Pos { line: number(&message["line"]), column: number(&message["column"]) },
+                        rule: message["ruleId"].as_str().unwrap_or("eslint").to_string(),
+                        severity: if message["severity"].as_u64() == Some(2) {
+                            Severity::Error
+                        } else {
+                            Severity::Warning
+                        },
+                        message: message["message"].as_str().unwrap_or("").to_string(),
+                    });
+                }
+            }
+        }
+        ToolFormat::Text => return None,
+    }
+    Some(findings)
+}

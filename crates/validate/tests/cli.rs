@@ -1,0 +1,145 @@
+//! The `validate` binary on scripted repositories: formats, exit codes, tools, cache.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use test_support::GitRepo;
+
+const CONFIG: &str = r#"
+[components.infra]
+paths = ["cfn/**"]
+
+[components.app]
+paths = ["app/**"]
+
+[validate]
+templates = ["cfn/**/*.yaml"]
+
+[validate.tools.fake-lint]
+components = ["infra"]
+run = "sh tools/fake-lint.sh"
+format = "cfn-lint"
+"#;
+
+/// A stand-in for cfn-lint that prints one finding in cfn-lint's JSON shape.
+const FAKE_LINT: &str = r#"cat <<'JSON'
+[{"Rule": {"Id": "W3005"}, "Level": "Warning", "Message": "Obsolete DependsOn", "Filename": "cfn/app.yaml",
+  "Location": {"Start": {"LineNumber": 3, "ColumnNumber": 5}, "End": {"LineNumber": 3, "ColumnNumber": 9}}}]
+JSON
+echo "a warning on stderr" >&2
+exit 4
+"#;
+
+const GOOD: &str = "Resources:\n  Topic:\n    Type: AWS::SNS::Topic\n";
+const BAD: &str = "Resources:\n  Topic:\n    Type: AWS::SNS::Topic\n    DependsOn: Missing\n";
+
+fn repo(template: &str) -> GitRepo {
+    let repo = GitRepo::new();
+    repo.commit_files(
+        "init",
+        &[
+            ("pipeline.toml", CONFIG),
+            ("cfn/app.yaml", template),
+            ("tools/fake-lint.sh", FAKE_LINT),
+            ("app/main.py", "print('hi')\n"),
+            (".gitignore", ".pipeline/\n"),
+        ],
+    );
+    repo
+}
+
+fn validate(repo: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_validate")).arg("--repo").arg(repo).args(args).output().unwrap()
+}
+
+#[test]
+fn a_clean_repo_exits_0_and_tool_warnings_are_reported_in_every_format() {
+    let repo = repo(GOOD);
+    let out = validate(repo.path(), &["--all"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stdout, "cfn/app.yaml:3:5: W3005 warning: Obsolete DependsOn\n");
+
+    let sarif: serde_json::Value =
+        serde_json::from_slice(&validate(repo.path(), &["--all", "--format", "sarif"]).stdout).unwrap();
+    assert_eq!(sarif["version"], "2.1.0");
+    let result = &sarif["runs"][0]["results"][0];
+    assert_eq!(result["ruleId"], "W3005");
+    assert_eq!(result["level"], "warning");
+    assert_eq!(result["locations"][0]["physicalLocation"]["region"]["startLine"], 3);
+
+    let junit = String::from_utf8(validate(repo.path(), &["--all", "--format", "junit"]).stdout).unwrap();
+    assert!(junit.contains(r#"<testcase name="cfn/app.yaml""#), "{junit}");
+    assert!(junit.contains("<failure"), "{junit}");
+
+    let json: serde_json::Value =
+        serde_json::from_slice(&validate(repo.path(), &["--all", "--format", "json"]).stdout).unwrap();
+    assert_eq!(json["counts"]["warning"], 1);
+}
+
+#[test]
+fn native_errors_exit_1_with_file_line_and_column() {
+    let repo = repo(BAD);
+    let out = validate(repo.path(), &["--all", "--no-tools"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "cfn/app.yaml:4:5: E3005 error: DependsOn `Missing` is not a resource of this template\n"
+    );
+}
+
+#[test]
+fn only_changed_components_are_checked_and_their_tools_run() {
+    let repo = repo(BAD);
+    repo.commit_files("app only", &[("app/main.py", "print('bye')\n")]);
+    let state = repo.path().join(".pipeline");
+    // A run whose diff marks only `app` changed.
+    let handle = source_diff::Repo::open(repo.path()).unwrap();
+    let components = source_diff::Components::load(&repo.path().join("pipeline.toml")).unwrap();
+    let store = status_report::FileStore::open(&state).unwrap();
+    let (run_dir, diff) =
+        source_diff::begin_run(&handle, &components, &Default::default(), "HEAD", false, &store, &state).unwrap();
+    assert_eq!(diff.changed().collect::<Vec<_>>(), ["app"]);
+
+    let out = validate(repo.path(), &["--dry-run"]);
+    let plan = String::from_utf8_lossy(&out.stdout);
+    assert!(plan.starts_with("0 template(s), 1 file(s) to scan for secrets"), "{plan}");
+    assert!(plan.contains("skip fake-lint: none of infra changed"), "{plan}");
+    // The broken template is not part of the change: nothing to report.
+    let out = validate(repo.path(), &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(run_dir.path.join("validate.json").is_file());
+}
+
+#[test]
+fn a_missing_tool_is_a_clear_error_not_a_pass() {
+    let repo = repo(GOOD);
+    let config = CONFIG.replace("sh tools/fake-lint.sh", "cfn-lint-not-installed -f json cfn/app.yaml")
+        + "install = \"pip install cfn-lint==1.58.0\"\n";
+    repo.commit_files("tool", &[("pipeline.toml", &config)]);
+    let out = validate(repo.path(), &["--all"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim_end(),
+        "validate: validate.tools.fake-lint: `cfn-lint-not-installed` is not installed; pip install cfn-lint==1.58.0"
+    );
+}
+
+#[test]
+fn an_unreadable_template_is_a_finding_and_results_are_cached_by_content() {
+    let repo = repo("Resources: [unclosed\n");
+    let out = validate(repo.path(), &["--all", "--no-tools"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.starts_with("cfn/app.yaml:") && stdout.contains(" E0000 error: the template cannot be read:"),
+        "{stdout}"
+    );
+    let cache = repo.path().join(".pipeline/cache/validate");
+    let cached = std::fs::read_dir(&cache).unwrap().count();
+    assert_eq!(cached, 1);
+    // The same content again: answered from the cache (no new entry), same answer.
+    let again = validate(repo.path(), &["--all", "--no-tools"]);
+    assert_eq!(again.stdout, out.stdout);
+    assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 1);
+}
