@@ -303,7 +303,14 @@ pub fn scan_secrets(repo: &Path, files: &[String], scanner: &secrets::SecretScan
         .par_iter()
         .flat_map_iter(|path| match std::fs::read(repo.join(path)) {
             Ok(bytes) => scanner.scan(path, &bytes),
-            Err(_) => Vec::new(),
+            // A link loop or an unreadable file: said, not silently passed over.
+            Err(e) => vec![Finding {
+                path: path.clone(),
+                pos: Pos { line: 1, column: 1 },
+                rule: "S000".into(),
+                severity: Severity::Warning,
+                message: format!("cannot read the file to scan it for secrets: {e}"),
+            }],
         })
         .collect();
     findings.sort();

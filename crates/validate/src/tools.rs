@@ -158,3 +158,34 @@ pub fn parse(format: ToolFormat, stdout: &str, repo: &Path) -> Option<Vec<Findin
     }
     Some(findings)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ruff_and_eslint_reports_become_findings() {
+        let repo = Path::new("/repo");
+        let ruff = r#"[{"code": "F401", "message": "`os` imported but unused", "filename": "/repo/lambda/a.py",
+                        "location": {"row": 3, "column": 8}, "end_location": {"row": 3, "column": 10}}]"#;
+        let found = parse(ToolFormat::Ruff, ruff, repo).unwrap();
+        assert_eq!(found[0].path, "lambda/a.py");
+        assert_eq!((found[0].pos.line, found[0].pos.column), (3, 8));
+        assert_eq!(found[0].rule, "F401");
+
+        let eslint = r#"[{"filePath": "/repo/frontend/src/app.js", "messages": [
+            {"ruleId": "no-unused-vars", "severity": 2, "message": "'x' is defined but never used.", "line": 4, "column": 7},
+            {"ruleId": "eqeqeq", "severity": 1, "message": "Expected '==='.", "line": 9, "column": 11}]}]"#;
+        let found = parse(ToolFormat::Eslint, eslint, repo).unwrap();
+        assert_eq!(found.len(), 2);
+        assert_eq!(found[0].severity, Severity::Error);
+        assert_eq!(found[1].severity, Severity::Warning);
+        assert_eq!(found[1].path, "frontend/src/app.js");
+    }
+
+    #[test]
+    fn output_that_is_not_the_expected_json_is_not_findings() {
+        assert_eq!(parse(ToolFormat::CfnLint, "Traceback (most recent call last):", Path::new("/")), None);
+        assert_eq!(parse(ToolFormat::Text, "[]", Path::new("/")), None);
+    }
+}
