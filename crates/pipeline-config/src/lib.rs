@@ -80,6 +80,37 @@ impl ConfigError {
     }
 }
 
+/// The folder under the monorepo root that holds the pipeline's state, runs and caches.
+pub const STATE_DIR: &str = ".pipeline";
+
+/// The options every stage binary shares (`#[command(flatten)]`).
+#[cfg(feature = "cli")]
+#[derive(Debug, Clone, clap::Args)]
+pub struct StageArgs {
+    /// The monorepo root.
+    #[arg(long, default_value = ".")]
+    pub repo: PathBuf,
+    /// The config file [default: REPO/pipeline.toml].
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// The pipeline state folder (store, runs, caches) [default: REPO/.pipeline].
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+}
+
+#[cfg(feature = "cli")]
+impl StageArgs {
+    /// `--config`, or `pipeline.toml` under `root` (the repository's root, or `--repo`).
+    pub fn config_path(&self, root: &Path) -> PathBuf {
+        self.config.clone().unwrap_or_else(|| root.join(FILE_NAME))
+    }
+
+    /// `--state-dir`, or `.pipeline` under `root`.
+    pub fn state_dir(&self, root: &Path) -> PathBuf {
+        self.state_dir.clone().unwrap_or_else(|| root.join(STATE_DIR))
+    }
+}
+
 /// 1-based line number of a byte offset.
 pub fn line_of(text: &str, offset: usize) -> usize {
     let end = offset.min(text.len());

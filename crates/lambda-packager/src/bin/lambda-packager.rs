@@ -15,15 +15,8 @@ use status_report::RunDir;
 #[derive(Parser)]
 #[command(version)]
 struct Args {
-    /// The monorepo root.
-    #[arg(long, default_value = ".")]
-    repo: PathBuf,
-    /// The config file [default: REPO/pipeline.toml].
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// The pipeline state folder (caches live in its cache/) [default: REPO/.pipeline].
-    #[arg(long)]
-    state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    stage: pipeline_config::StageArgs,
     /// The run folder whose packages/ receives the zips [default: the latest run].
     #[arg(long)]
     run_dir: Option<PathBuf>,
@@ -55,7 +48,7 @@ fn main() -> ExitCode {
 
 #[allow(clippy::print_stderr, clippy::print_stdout)]
 fn run(args: Args) -> anyhow::Result<()> {
-    let config = args.config.unwrap_or_else(|| args.repo.join(pipeline_config::FILE_NAME));
+    let config = args.stage.config_path(&args.stage.repo);
     let (settings, mut functions) = LambdaSettings::load(&config)?;
     for name in &args.only {
         if !functions.iter().any(|f| &f.name == name) {
@@ -65,14 +58,14 @@ fn run(args: Args) -> anyhow::Result<()> {
     if !args.only.is_empty() {
         functions.retain(|f| args.only.contains(&f.name));
     }
-    let state_dir = args.state_dir.unwrap_or_else(|| args.repo.join(".pipeline"));
+    let state_dir = args.stage.state_dir(&args.stage.repo);
     let out_dir = match (args.out, args.run_dir) {
         (Some(out), _) => out,
         (None, Some(run_dir)) => RunDir::open(&run_dir)?.path.join("packages"),
         (None, None) => RunDir::latest(&state_dir)?.path.join("packages"),
     };
     let packager = Packager {
-        repo: args.repo.clone(),
+        repo: args.stage.repo.clone(),
         cache_dir: state_dir.join("cache"),
         out_dir,
         pip: Pip { python: args.python, extra_args: settings.pip_args.clone() },

@@ -14,12 +14,8 @@ use status_report::{FileStore, Store};
 #[derive(Parser)]
 #[command(version)]
 struct Args {
-    /// The monorepo (any folder inside its work tree).
-    #[arg(long, default_value = ".")]
-    repo: PathBuf,
-    /// The config file [default: REPO/pipeline.toml].
-    #[arg(long)]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    stage: pipeline_config::StageArgs,
     /// The base revision; without it: last successful run, merge-base with the default branch, HEAD~1, empty tree.
     #[arg(long)]
     base: Option<String>,
@@ -35,9 +31,6 @@ struct Args {
     /// In a shallow clone that does not reach the base, mark every component changed instead of failing.
     #[arg(long)]
     all_on_missing_base: bool,
-    /// The status store folder that knows the last successful run [default: REPO/.pipeline].
-    #[arg(long)]
-    state_dir: Option<PathBuf>,
     /// Start a pipeline run: create its folder under the state dir, write diff.json there,
     /// and record the source and diff steps, so later stage binaries find them.
     #[arg(long)]
@@ -71,10 +64,10 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let repo = Repo::open(&args.repo)?;
-    let config = args.config.unwrap_or_else(|| repo.root().join(pipeline_config::FILE_NAME));
+    let repo = Repo::open(&args.stage.repo)?;
+    let config = args.stage.config_path(repo.root());
     let components = Components::load(&config)?;
-    let state_dir = args.state_dir.unwrap_or_else(|| repo.root().join(".pipeline"));
+    let state_dir = args.stage.state_dir(repo.root());
     let last_success = if args.base.is_none() && state_dir.join(FileStore::FILE_NAME).is_file() {
         FileStore::open(&state_dir)?.last_success()?.map(|mark| mark.commit)
     } else {

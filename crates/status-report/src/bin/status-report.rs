@@ -127,7 +127,7 @@ fn warn(message: &str) {
 }
 
 fn run(cli: &Cli) -> Result<ExitCode> {
-    let state_dir = cli.state_dir.clone().unwrap_or_else(|| cli.repo.join(".pipeline"));
+    let state_dir = cli.state_dir.clone().unwrap_or_else(|| cli.repo.join(pipeline_config::STATE_DIR));
     match &cli.command {
         Command::Record(args) => record(&state_dir, args)?,
         Command::Runs => {

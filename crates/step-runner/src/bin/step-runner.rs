@@ -18,18 +18,11 @@ use step_runner::{Event, Outcome, Runner, RunnerSettings};
 #[derive(Parser)]
 #[command(version)]
 struct Args {
+    #[command(flatten)]
+    stage: pipeline_config::StageArgs,
     /// The step whose command runs: test, build or deploy.
     #[arg(long, default_value = "test")]
     step: Step,
-    /// The monorepo root.
-    #[arg(long, default_value = ".")]
-    repo: PathBuf,
-    /// The config file [default: REPO/pipeline.toml].
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// The status store folder [default: REPO/.pipeline].
-    #[arg(long)]
-    state_dir: Option<PathBuf>,
     /// The run folder holding diff.json [default: the latest run].
     #[arg(long)]
     run_dir: Option<PathBuf>,
@@ -52,10 +45,10 @@ fn main() -> ExitCode {
 
 #[allow(clippy::print_stderr, clippy::print_stdout)]
 fn run(args: Args) -> anyhow::Result<bool> {
-    let config = args.config.unwrap_or_else(|| args.repo.join(pipeline_config::FILE_NAME));
+    let config = args.stage.config_path(&args.stage.repo);
     let components = Components::load(&config)?;
     let settings: RunnerSettings = pipeline_config::load_section(&config, RunnerSettings::SECTION)?;
-    let state_dir = args.state_dir.unwrap_or_else(|| args.repo.join(".pipeline"));
+    let state_dir = args.stage.state_dir(&args.stage.repo);
     let run_dir = match &args.run_dir {
         Some(path) => RunDir::open(path)?,
         None => RunDir::latest(&state_dir)?,
@@ -72,7 +65,7 @@ fn run(args: Args) -> anyhow::Result<bool> {
     static CANCEL: AtomicBool = AtomicBool::new(false);
     ctrlc::set_handler(|| CANCEL.store(true, Ordering::SeqCst)).context("installing the Ctrl-C handler")?;
     let runner = Runner {
-        workdir: args.repo.clone(),
+        workdir: args.stage.repo.clone(),
         parallelism: settings.parallelism(),
         path_prefix: Vec::new(),
         cancel: &CANCEL,

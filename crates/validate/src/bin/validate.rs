@@ -18,15 +18,8 @@ use validate::{Finding, ValidateSettings, report, secrets::SecretScanner};
 #[derive(Parser)]
 #[command(version)]
 struct Args {
-    /// The monorepo root.
-    #[arg(long, default_value = ".")]
-    repo: PathBuf,
-    /// The config file [default: REPO/pipeline.toml].
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// The pipeline state folder [default: REPO/.pipeline].
-    #[arg(long)]
-    state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    stage: pipeline_config::StageArgs,
     /// The run folder holding diff.json [default: the latest run].
     #[arg(long)]
     run_dir: Option<PathBuf>,
@@ -76,12 +69,12 @@ fn main() -> ExitCode {
 
 #[allow(clippy::print_stdout)]
 fn run(args: Args) -> anyhow::Result<bool> {
-    let repo = Repo::open(&args.repo)?;
+    let repo = Repo::open(&args.stage.repo)?;
     let root = repo.root().to_path_buf();
-    let config = args.config.unwrap_or_else(|| root.join(pipeline_config::FILE_NAME));
+    let config = args.stage.config_path(&root);
     let components = Components::load(&config)?;
     let settings: ValidateSettings = pipeline_config::load_section(&config, ValidateSettings::SECTION)?;
-    let state_dir = args.state_dir.unwrap_or_else(|| root.join(".pipeline"));
+    let state_dir = args.stage.state_dir(&root);
     let run_dir = match (&args.run_dir, args.all) {
         (Some(path), _) => Some(RunDir::open(path)?),
         (None, false) => Some(RunDir::latest(&state_dir)?),
