@@ -158,6 +158,20 @@ where
     UpdateError::Aws { operation, function: function.to_string(), message: DisplayErrorContext(error).to_string() }
 }
 
+async fn configuration(
+    client: &Client,
+    limiter: &RateLimiter,
+    function: &str,
+) -> Result<aws_sdk_lambda::operation::get_function_configuration::GetFunctionConfigurationOutput, UpdateError> {
+    limiter.acquire().await;
+    client
+        .get_function_configuration()
+        .function_name(function)
+        .send()
+        .await
+        .map_err(|e| aws("GetFunctionConfiguration", function, e))
+}
+
 /// Reads the function's current hash and plans the update (no change is made).
 pub async fn plan(
     client: &Client,
@@ -165,13 +179,7 @@ pub async fn plan(
     function: &str,
     package: &Package,
 ) -> Result<CodeUpdatePlan, UpdateError> {
-    limiter.acquire().await;
-    let config = client
-        .get_function_configuration()
-        .function_name(function)
-        .send()
-        .await
-        .map_err(|e| aws("GetFunctionConfiguration", function, e))?;
+    let config = configuration(client, limiter, function).await?;
     Ok(CodeUpdatePlan {
         function: function.to_string(),
         current: config.code_sha256().unwrap_or_default().to_string(),
@@ -211,13 +219,7 @@ pub async fn apply(
     let deadline = Instant::now() + wait;
     let mut pause = Duration::from_millis(250);
     loop {
-        limiter.acquire().await;
-        let config = client
-            .get_function_configuration()
-            .function_name(function)
-            .send()
-            .await
-            .map_err(|e| aws("GetFunctionConfiguration", function, e))?;
+        let config = configuration(client, limiter, function).await?;
         match config.last_update_status() {
             Some(LastUpdateStatus::InProgress) => {}
             Some(LastUpdateStatus::Failed) => {
