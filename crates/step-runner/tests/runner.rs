@@ -74,8 +74,9 @@ fn a_hanging_command_is_stopped_at_its_timeout_with_everything_it_started() {
     let pid_file = dir.path().join("grandchild.pid");
     // The shell starts a grandchild that would outlive a plain kill of the shell.
     let command = format!("sleep 300 & echo $! > {}; wait", pid_file.display());
-    let results = runner.run(vec![job(dir.path(), "hang", &command, Duration::from_millis(300))], &|_| {});
-    assert_eq!(results[0].outcome, Outcome::TimedOut(Duration::from_millis(300)));
+    // Long enough for a loaded machine to start the shell and write the pid.
+    let results = runner.run(vec![job(dir.path(), "hang", &command, Duration::from_millis(1500))], &|_| {});
+    assert_eq!(results[0].outcome, Outcome::TimedOut(Duration::from_millis(1500)));
     let pid = std::fs::read_to_string(&pid_file).unwrap().trim().to_string();
     // The grandchild must be gone (reaped or at least a zombie about to be).
     let deadline = Instant::now() + Duration::from_secs(5);
