@@ -54,24 +54,31 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<bool> {
     let policy: GatePolicy = pipeline_config::load_section(&config, GatePolicy::SECTION)?;
     let head_rev = args.head.clone().unwrap_or_else(|| "HEAD".into());
 
-    let state_dir = repo.root().join(".pipeline");
+    let state_dir = repo.root().join(pipeline_config::STATE_DIR);
     let store = FileStore::open(&state_dir)?;
     let progress = Progress::new();
     let last_success = if args.base.is_none() { store.last_success()?.map(|m| m.commit) } else { None };
     let request =
         BaseRequest { explicit: args.base.clone(), last_success, all_on_missing_base: args.all_on_missing_base };
+    if args.dry_run {
+        // Plans only: no run is recorded and nothing runs.
+        let diff = source_diff::diff(&repo, &components, &request, &head_rev, args.include_worktree)?;
+        let run_dir = status_report::RunDir { run_id: "dry-run".into(), path: state_dir.join("runs/dry-run") };
+        let validate_settings: validate::ValidateSettings =
+            pipeline_config::load_section(&config, validate::ValidateSettings::SECTION)?;
+        let validate_plan = validate::plan(&validate_settings, &components, &diff, &repo.tracked_files()?)?;
+        println!("diff: {}", diff.summary());
+        print!("validate: {}", validate_plan.describe());
+        print!("{}", step_runner::plan(Step::Test, &components, &diff, &run_dir, &settings).describe());
+        return Ok(true);
+    }
     let (run_dir, diff) =
         source_diff::begin_run(&repo, &components, &request, &head_rev, args.include_worktree, &store, &state_dir)?;
     let run_id = run_dir.run_id.clone();
     let head = diff.head.clone();
     progress.stage(&format!("run {run_id} in {}", repo.root().display()));
     progress.stage(&format!("diff: {}", diff.summary()));
-
     let plan = step_runner::plan(Step::Test, &components, &diff, &run_dir, &settings);
-    if args.dry_run {
-        print!("{}", plan.describe());
-        return Ok(true);
-    }
     static CANCEL: AtomicBool = AtomicBool::new(false);
     // A second handler cannot be installed (xtask test runs the pipeline once); that is fine.
     let _ = ctrlc::set_handler(|| CANCEL.store(true, Ordering::SeqCst));

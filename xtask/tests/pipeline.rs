@@ -112,3 +112,17 @@ fn config_mistakes_are_one_line_errors_with_exit_2() {
     assert_eq!(diff.status, Status::Failed);
     assert!(diff.details.error.as_deref().unwrap().contains("gone-branch"));
 }
+
+#[test]
+fn a_dry_run_prints_the_plan_and_records_nothing() {
+    let repo = GitRepo::new();
+    repo.commit_files("base", &[("pipeline.toml", CONFIG), (".gitignore", ".pipeline/\n")]);
+    repo.commit_files("work", &[("ok/a", "2"), ("broken/a", "2")]);
+    let out = pipeline(&repo, &["--dry-run"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("changed: broken, ok"), "{stdout}");
+    assert!(stdout.contains("run  broken test: echo boom; exit 2"), "{stdout}");
+    assert!(stdout.contains("skip untouched test: unchanged since the base"), "{stdout}");
+    assert!(!repo.path().join(".pipeline/runs").exists(), "a dry run must not record a run");
+}
