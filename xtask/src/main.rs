@@ -41,8 +41,11 @@ enum Task {
         #[command(subcommand)]
         which: bench::Bench,
     },
-    /// Installs the pinned Python tools (moto, pytest) into target/py-venv.
+    /// Installs the pinned Python tools (moto, pytest, cfn-lint) into target/py-venv.
     Setup,
+    /// Starts the local AWS emulator (moto) on a free loopback port until Ctrl-C,
+    /// printing the environment that points the AWS CLI and the stage binaries at it.
+    Emulator,
 }
 
 fn main() -> ExitCode {
@@ -51,6 +54,7 @@ fn main() -> ExitCode {
         Task::Test { filter } => test(&filter).map(|()| true),
         Task::Bench { which } => bench::run(which).map(|()| true),
         Task::Setup => python::ensure(&workspace_root()).map(|_| true),
+        Task::Emulator => emulator().map(|()| true),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -78,6 +82,21 @@ pub fn run(command: &mut Command) -> anyhow::Result<()> {
     if !status.success() {
         bail!("{:?} {:?} failed ({status})", command.get_program(), command.get_args().collect::<Vec<_>>());
     }
+    Ok(())
+}
+
+fn emulator() -> anyhow::Result<()> {
+    let bin = python::ensure(&workspace_root())?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    ctrlc::set_handler(move || {
+        let _ = tx.send(());
+    })?;
+    // The server watches this process and exits with it.
+    let moto = test_support::Moto::start_with(&bin.join("python"));
+    println!("export AWS_ENDPOINT_URL={}", moto.endpoint);
+    println!("export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1");
+    say("moto is running; Ctrl-C stops it");
+    rx.recv()?;
     Ok(())
 }
 

@@ -1,4 +1,5 @@
-//! Test helpers shared by the workspace's crates (a dev-dependency only).
+//! Test helpers shared by the workspace's crates: a dev-dependency of the product crates,
+//! and used by xtask for `cargo xtask emulator`. Not for the crates' own code.
 //!
 //! - [`Moto`]: a moto server on a free loopback port, one per test binary,
 //!   stopped when the test process exits.

@@ -45,16 +45,20 @@ impl Moto {
         SERVER.get_or_init(Moto::start)
     }
 
-    /// Starts a new server and waits until it answers.
+    /// Starts a new server with the tools' Python and waits until it answers.
     pub fn start() -> Moto {
-        let python = python();
+        Moto::start_with(&python())
+    }
+
+    /// Starts a new server with this Python (one that has `moto[server]`) and waits until it answers.
+    pub fn start_with(python: &std::path::Path) -> Moto {
         assert!(
             python.exists(),
             "moto's Python is missing at {}: run the tests through `cargo xtask test`, which installs it, or set MOTO_PYTHON",
             python.display()
         );
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new(&python)
+        let child = Command::new(python)
             .args(["-c", LAUNCHER, &port.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
