@@ -86,7 +86,7 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<bool> {
     // Validate: a failure is recorded and refuses the gate, but the tests still run so one
     // pipeline run tells everything that is wrong.
     let validated = status_report::record_pipeline_step(&store, &run_id, &head, Step::Validate, || {
-        validate_stage(repo.root(), &config, &components, &diff, &run_dir, &python_bin, &CANCEL)
+        validate_stage(&repo, &config, &components, &diff, &run_dir, &python_bin, &CANCEL)
     })?;
     match &validated {
         Ok(()) => progress.stage("validate: clean"),
@@ -131,7 +131,7 @@ fn check_sections(config: &Path) -> anyhow::Result<()> {
 
 /// The Validate stage: native template checks, secrets, and the tools of changed components.
 fn validate_stage(
-    root: &Path,
+    repo: &Repo,
     config: &Path,
     components: &Components,
     diff: &source_diff::DiffReport,
@@ -141,29 +141,20 @@ fn validate_stage(
 ) -> anyhow::Result<((), String)> {
     let settings: validate::ValidateSettings =
         pipeline_config::load_section(config, validate::ValidateSettings::SECTION)?;
-    let repo = Repo::open(root)?;
+    let root = repo.root();
     let plan = validate::plan(&settings, components, diff, &repo.tracked_files()?)?;
-    let cache = root.join(".pipeline/cache");
-    let mut findings = validate::check_templates(root, &plan.templates, &settings.ignore_checks, Some(&cache));
-    let allowlist = match &settings.secrets_allowlist {
-        Some(file) => std::fs::read_to_string(root.join(file)).with_context(|| format!("reading {file}"))?,
-        None => String::new(),
+    let cache = root.join(pipeline_config::STATE_DIR).join("cache");
+    // The pinned tools (cfn-lint) live in the tools' virtual environment.
+    let prefix = [python_bin.to_path_buf()];
+    let log_dir = run_dir.path.join("logs");
+    let options = validate::ApplyOptions {
+        cache_dir: Some(&cache),
+        tools: true,
+        tool_path_prefix: &prefix,
+        log_dir: &log_dir,
+        cancel,
     };
-    findings.extend(validate::scan_secrets(
-        root,
-        &plan.secret_files,
-        &validate::secrets::SecretScanner::new(&allowlist)?,
-    ));
-    findings.sort();
-    if !plan.tools.is_empty() {
-        // The pinned tools (cfn-lint) live in the tools' virtual environment.
-        let prefix = [python_bin.to_path_buf()];
-        let log_dir = run_dir.path.join("logs");
-        let mut found =
-            validate::tools::run(root, &plan.tools, settings.parallelism.unwrap_or(2), &prefix, &log_dir, cancel)?;
-        found.retain(|f| !validate::ignored(&f.rule, &settings.ignore_checks));
-        validate::merge(&mut findings, found);
-    }
+    let findings = validate::apply(root, &settings, &plan, options)?;
     status_report::write_atomic(&run_dir.path.join("validate.json"), validate::report::json(&findings).as_bytes())?;
     let failing: Vec<&validate::Finding> = findings.iter().filter(|f| f.severity >= settings.fail_on).collect();
     if let Some(first) = failing.first() {

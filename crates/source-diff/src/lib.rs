@@ -169,11 +169,11 @@ impl DiffReport {
 
 /// Chooses the base for `head` (a full commit id), in the documented order.
 pub fn choose_base(repo: &Repo, components: &Components, request: &BaseRequest, head: &str) -> Result<Base, Error> {
-    let shallow = repo.is_shallow()?;
+    // Asked only when a commit is missing: the common path costs no extra git call.
     if let Some(rev) = &request.explicit {
         return match repo.resolve_commit(rev)? {
             Some(id) => Ok(Base::Commit { id, reason: format!("--base {rev}") }),
-            None if shallow => missing_base(request, format!("--base {rev} is not in the fetched history")),
+            None if repo.is_shallow()? => missing_base(request, format!("--base {rev} is not in the fetched history")),
             None => Err(Error::UnknownRevision {
                 what: "base",
                 rev: rev.clone(),
@@ -192,7 +192,9 @@ pub fn choose_base(repo: &Repo, components: &Components, request: &BaseRequest, 
             Some(_) => {
                 skipped.push(format!("last successful commit {short} is not an ancestor of head (history rewritten)"))
             }
-            None if shallow => skipped.push(format!("last successful commit {short} is not in this shallow clone")),
+            None if repo.is_shallow()? => {
+                skipped.push(format!("last successful commit {short} is not in this shallow clone"))
+            }
             None => skipped.push(format!("last successful commit {short} no longer exists (history rewritten)")),
         }
     }
@@ -217,7 +219,7 @@ pub fn choose_base(repo: &Repo, components: &Components, request: &BaseRequest, 
     if let Some(id) = repo.resolve_commit(&format!("{head}^1"))? {
         return Ok(Base::Commit { id, reason: explain("first parent of head".into()) });
     }
-    if shallow {
+    if repo.is_shallow()? {
         return missing_base(request, explain("head's parent is not in the fetched history".into()));
     }
     Ok(Base::Commit {

@@ -327,6 +327,47 @@ pub fn merge(findings: &mut Vec<Finding>, tool_findings: Vec<Finding>) {
     findings.dedup();
 }
 
+/// What applying a plan needs besides the plan and the settings.
+#[derive(Debug, Clone, Copy)]
+pub struct ApplyOptions<'a> {
+    /// The result cache folder (`.pipeline/cache`), or `None` to check everything afresh.
+    pub cache_dir: Option<&'a Path>,
+    /// Whether the external tools run.
+    pub tools: bool,
+    /// Folders put in front of `PATH` for the tools (a virtual environment's `bin`).
+    pub tool_path_prefix: &'a [PathBuf],
+    /// Where the tools' logs go.
+    pub log_dir: &'a Path,
+    /// Set to stop the tools.
+    pub cancel: &'a std::sync::atomic::AtomicBool,
+}
+
+/// Applies a plan: native template checks, secret scanning, then the tools; the findings
+/// merged, `ignore_checks` applied, sorted.
+pub fn apply(
+    repo: &Path,
+    settings: &ValidateSettings,
+    plan: &Plan,
+    options: ApplyOptions<'_>,
+) -> Result<Vec<Finding>, Error> {
+    let mut findings = check_templates(repo, &plan.templates, &settings.ignore_checks, options.cache_dir);
+    let allowlist = match &settings.secrets_allowlist {
+        Some(file) => std::fs::read_to_string(repo.join(file)).map_err(|e| Error::io(&repo.join(file), e))?,
+        None => String::new(),
+    };
+    findings.extend(scan_secrets(repo, &plan.secret_files, &secrets::SecretScanner::new(&allowlist)?));
+    findings.sort();
+    if options.tools && !plan.tools.is_empty() {
+        let parallelism =
+            settings.parallelism.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+        let mut found =
+            tools::run(repo, &plan.tools, parallelism, options.tool_path_prefix, options.log_dir, options.cancel)?;
+        found.retain(|f| !ignored(&f.rule, &settings.ignore_checks));
+        merge(&mut findings, found);
+    }
+    Ok(findings)
+}
+
 /// Whether any finding is at or above `fail_on`.
 pub fn fails(findings: &[Finding], fail_on: Severity) -> bool {
     findings.iter().any(|f| f.severity >= fail_on)

@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::{Parser, ValueEnum};
 use source_diff::{Components, DiffReport, Repo};
 use status_report::RunDir;
-use validate::{Finding, ValidateSettings, report, secrets::SecretScanner};
+use validate::{ValidateSettings, report};
 
 /// Checks the CloudFormation templates and scans the files of the components the run's diff
 /// marks changed, and runs the external tools configured under [validate.tools] for them.
@@ -80,11 +80,11 @@ fn run(args: Args) -> anyhow::Result<bool> {
         (None, false) => Some(RunDir::latest(&state_dir)?),
         (None, true) => RunDir::latest(&state_dir).ok(),
     };
+    let tracked = repo.tracked_files()?;
     let diff = if args.all {
-        let everything = repo
-            .tracked_files()?
-            .into_iter()
-            .map(|path| source_diff::FileChange { path, status: source_diff::FileStatus::Modified });
+        let everything = tracked
+            .iter()
+            .map(|path| source_diff::FileChange { path: path.clone(), status: source_diff::FileStatus::Modified });
         source_diff::affected(&components, everything.collect())
     } else {
         let run_dir = run_dir.as_ref().expect("a run folder without --all");
@@ -92,37 +92,26 @@ fn run(args: Args) -> anyhow::Result<bool> {
         serde_json::from_slice::<DiffReport>(&std::fs::read(&path)?)
             .with_context(|| format!("{} is not a source-diff report", path.display()))?
     };
-    let plan = validate::plan(&settings, &components, &diff, &repo.tracked_files()?)?;
+    let plan = validate::plan(&settings, &components, &diff, &tracked)?;
     if args.dry_run {
         print!("{}", plan.describe());
         return Ok(true);
     }
 
     let cache = state_dir.join("cache");
-    let mut findings: Vec<Finding> = validate::check_templates(
-        &root,
-        &plan.templates,
-        &settings.ignore_checks,
-        (!args.no_cache).then_some(cache.as_path()),
-    );
-    let allowlist = match &settings.secrets_allowlist {
-        Some(file) => std::fs::read_to_string(root.join(file))
-            .with_context(|| format!("reading the secrets allow-list {file}"))?,
-        None => String::new(),
-    };
-    let scanner = SecretScanner::new(&allowlist)?;
-    findings.extend(validate::scan_secrets(&root, &plan.secret_files, &scanner));
-    findings.sort();
+    static CANCEL: AtomicBool = AtomicBool::new(false);
     if !args.no_tools && !plan.tools.is_empty() {
-        static CANCEL: AtomicBool = AtomicBool::new(false);
         ctrlc::set_handler(|| CANCEL.store(true, Ordering::SeqCst)).context("installing the Ctrl-C handler")?;
-        let log_dir = run_dir.as_ref().map_or_else(|| state_dir.join("logs"), |r| r.path.join("logs"));
-        let parallelism =
-            settings.parallelism.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-        let mut found = validate::tools::run(&root, &plan.tools, parallelism, &[], &log_dir, &CANCEL)?;
-        found.retain(|f| !validate::ignored(&f.rule, &settings.ignore_checks));
-        validate::merge(&mut findings, found);
     }
+    let log_dir = run_dir.as_ref().map_or_else(|| state_dir.join("logs"), |r| r.path.join("logs"));
+    let options = validate::ApplyOptions {
+        cache_dir: (!args.no_cache).then_some(cache.as_path()),
+        tools: !args.no_tools,
+        tool_path_prefix: &[],
+        log_dir: &log_dir,
+        cancel: &CANCEL,
+    };
+    let findings = validate::apply(&root, &settings, &plan, options)?;
 
     if let Some(run_dir) = &run_dir {
         status_report::write_atomic(&run_dir.path.join("validate.json"), report::json(&findings).as_bytes())?;
