@@ -97,7 +97,7 @@ pub fn run(rounds: usize) -> anyhow::Result<()> {
     }
     let validate_bin = root.join("target/debug/validate");
     let build = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-        .args(["build", "--quiet", "-p", "validate"])
+        .args(["build", "--quiet", "-p", "validate", "--features", "cli"])
         .current_dir(&root)
         .status()?;
     if !build.success() {
@@ -116,7 +116,7 @@ pub fn run(rounds: usize) -> anyhow::Result<()> {
     let repo = source_diff::Repo::open(&sample)?;
     let components = source_diff::Components::load(&sample.join("pipeline.toml"))?;
     let state_dir = sample.join(".pipeline");
-    let store = status_report::FileStore::open(&state_dir)?;
+    let store = run_state::FileStore::open(&state_dir)?;
     let request = source_diff::BaseRequest { explicit: Some("HEAD".into()), ..Default::default() };
     source_diff::begin_run(&repo, &components, &request, "HEAD", false, &store, &state_dir)?;
     stage(&["--all", "--no-tools"])?;

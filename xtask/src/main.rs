@@ -12,6 +12,7 @@ mod bench_validate;
 mod pipeline;
 mod progress;
 mod python;
+mod tidy;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -50,7 +51,7 @@ enum Task {
 
 fn main() -> ExitCode {
     let result = match Args::parse().task {
-        Task::Pipeline(args) => pipeline::run(args),
+        Task::Pipeline(args) => pipeline_with_tools(args),
         Task::Test { filter } => test(&filter).map(|()| true),
         Task::Bench { which } => bench::run(which).map(|()| true),
         Task::Setup => python::ensure(&workspace_root()).map(|_| true),
@@ -64,6 +65,39 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Set in the environment of an xtask whose `PATH` already starts with the tools' venv.
+const VENV_ACTIVE: &str = "XTASK_VENV_ACTIVE";
+
+/// `cargo xtask pipeline` with the tools' virtual environment activated: xtask runs itself
+/// again with the venv's `bin` first on `PATH` (as `source bin/activate` would), so every
+/// command a stage starts, in this process or in a stage binary it runs, finds the same
+/// `python3`. A dry run installs nothing.
+fn pipeline_with_tools(args: pipeline::PipelineArgs) -> anyhow::Result<bool> {
+    if args.dry_run || std::env::var_os(VENV_ACTIVE).is_some() {
+        return pipeline::run(args);
+    }
+    let status = Command::new(std::env::current_exe()?)
+        .args(std::env::args_os().skip(1))
+        .envs(venv_env()?)
+        .status()
+        .context("running xtask again with the tools' virtual environment")?;
+    match status.code() {
+        Some(0) => Ok(true),
+        Some(1) => Ok(false),
+        // The child printed its error already.
+        _ => std::process::exit(status.code().unwrap_or(2)),
+    }
+}
+
+/// The environment that activates the tools' virtual environment (installed on first use).
+fn venv_env() -> anyhow::Result<Vec<(&'static str, std::ffi::OsString)>> {
+    let bin = python::ensure(&workspace_root())?;
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let path = std::env::join_paths(std::iter::once(bin.clone()).chain(std::env::split_paths(&path)))?;
+    let venv = bin.parent().map(|p| p.as_os_str().to_owned()).unwrap_or_default();
+    Ok(vec![("PATH", path), ("VIRTUAL_ENV", venv), (VENV_ACTIVE, "1".into())])
 }
 
 /// The workspace root (xtask's parent).
@@ -87,16 +121,15 @@ pub fn run(command: &mut Command) -> anyhow::Result<()> {
 
 fn emulator() -> anyhow::Result<()> {
     let bin = python::ensure(&workspace_root())?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    ctrlc::set_handler(move || {
-        let _ = tx.send(());
-    })?;
+    let stop = run_state::cli::cancel_flag();
     // The server watches this process and exits with it.
     let moto = test_support::Moto::start_with(&bin.join("python"));
     println!("export AWS_ENDPOINT_URL={}", moto.endpoint);
     println!("export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1");
     say("moto is running; Ctrl-C stops it");
-    rx.recv()?;
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     Ok(())
 }
 
@@ -112,22 +145,25 @@ fn test(filter: &[String]) -> anyhow::Result<()> {
         "clippy",
         "--workspace",
         "--all-targets",
+        "--all-features",
         "--quiet",
         "--",
         "-D",
         "warnings",
     ]))?;
+    say("libraries build without their binaries' dependencies");
+    tidy::check_light_libraries(&root, &cargo)?;
     say("cargo test");
     run(Command::new(&cargo)
         .current_dir(&root)
-        .args(["test", "--workspace"])
+        .args(["test", "--workspace", "--all-features"])
         .args(filter)
         .env("MOTO_PYTHON", bin.join("python")))?;
     if filter.is_empty() {
         say("cargo xtask pipeline (end to end on the sample monorepo)");
-        let ok = pipeline::run(pipeline::PipelineArgs::default())?;
-        if !ok {
-            bail!("the pipeline on the sample monorepo did not pass its gate");
+        let status = Command::new(std::env::current_exe()?).arg("pipeline").envs(venv_env()?).status()?;
+        if !status.success() {
+            bail!("the pipeline on the sample monorepo did not pass its gate ({status})");
         }
     }
     Ok(())

@@ -1,185 +1,201 @@
-//! `cargo xtask pipeline`: source → diff → tests of the affected components → gate → report.
+//! `cargo xtask pipeline`: the stages in order and the rules between them. Each stage is its
+//! crate's library function, the same one its binary calls, and records its own step.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, bail};
+use run_state::{RunDir, RunFile, StageContext, StageOptions, Step, Store};
 use source_diff::{BaseRequest, Components, Repo};
-use status_report::{FileStore, GatePolicy, RunReport, Step, Store};
-use step_runner::{Runner, RunnerSettings};
+use status_report::{GatePolicy, RunReport};
+use step_runner::RunnerSettings;
 
 use crate::progress::Progress;
 
 /// Options of `cargo xtask pipeline`.
-#[derive(clap::Args, Default)]
+#[derive(clap::Args, Default, Clone)]
 pub struct PipelineArgs {
     /// The monorepo [default: a git copy of fixtures/monorepo under target/sample-monorepo].
     #[arg(long)]
-    repo: Option<PathBuf>,
+    pub repo: Option<PathBuf>,
     /// The base revision (default: last successful run, merge-base, HEAD~1, empty tree).
     #[arg(long)]
-    base: Option<String>,
-    /// The head revision.
+    pub base: Option<String>,
+    /// The head revision; when it is not the checked-out commit, the stages run in a clean
+    /// worktree of it.
     #[arg(long)]
-    head: Option<String>,
-    /// Count uncommitted and untracked changes too.
+    pub head: Option<String>,
+    /// Count uncommitted and untracked changes too (and test the work tree as it is).
     #[arg(long)]
-    include_worktree: bool,
+    pub include_worktree: bool,
     /// In a shallow clone that lacks the base, mark every component changed instead of failing.
     #[arg(long)]
-    all_on_missing_base: bool,
-    /// Print what would run and stop.
+    pub all_on_missing_base: bool,
+    /// Print what would run and stop: nothing is installed, recorded or run.
     #[arg(long)]
-    dry_run: bool,
+    pub dry_run: bool,
 }
 
-/// The sections of `pipeline.toml` this workspace's crates own; any other top-level key is a mistake.
-const KNOWN_SECTIONS: &[&str] =
-    &["diff", "components", RunnerSettings::SECTION, GatePolicy::SECTION, "lambda", "validate"];
+/// Every section's content, checked before any stage runs: a mistake is exit 2, never a
+/// refused gate half way through a run.
+fn check_config(context: &StageContext) -> anyhow::Result<(Components, RunnerSettings, GatePolicy)> {
+    let config = context.required_config()?;
+    let components = Components::from_config(config)?;
+    let settings: RunnerSettings = config.section(RunnerSettings::SECTION)?;
+    let policy: GatePolicy = config.section(GatePolicy::SECTION)?;
+    validate::ValidateSettings::from_config(config)?;
+    lambda_packager::LambdaSettings::from_config(config)?;
+    Ok((components, settings, policy))
+}
 
 /// Runs the pipeline; `Ok(false)` when the gate refuses.
 pub fn run(args: PipelineArgs) -> anyhow::Result<bool> {
     let root = crate::workspace_root();
-    let python_bin = crate::python::ensure(&root)?;
     let repo_dir = match &args.repo {
         Some(dir) => dir.clone(),
         None => prepare_sample(&root)?,
     };
-    let repo = Repo::open(&repo_dir)?;
-    let config = repo.root().join(pipeline_config::FILE_NAME);
-    check_sections(&config)?;
-    let components = Components::load(&config)?;
-    let settings: RunnerSettings = pipeline_config::load_section(&config, RunnerSettings::SECTION)?;
-    let policy: GatePolicy = pipeline_config::load_section(&config, GatePolicy::SECTION)?;
+    let context = StageContext::open(&StageOptions { repo: Some(repo_dir), ..Default::default() })?;
+    let (components, settings, policy) = check_config(&context)?;
+    let repo = Repo::at_root(&context.root);
     let head_rev = args.head.clone().unwrap_or_else(|| "HEAD".into());
-
-    let state_dir = repo.root().join(pipeline_config::STATE_DIR);
-    let store = FileStore::open(&state_dir)?;
-    let progress = Progress::new();
-    let last_success = if args.base.is_none() { store.last_success()?.map(|m| m.commit) } else { None };
+    let last_success = match (&args.base, context.existing_store()?) {
+        (None, Some(store)) => store.last_success()?.map(|m| m.commit),
+        _ => None,
+    };
     let request =
         BaseRequest { explicit: args.base.clone(), last_success, all_on_missing_base: args.all_on_missing_base };
+
     if args.dry_run {
-        // Plans only: no run is recorded and nothing runs.
-        let diff = source_diff::diff(&repo, &components, &request, &head_rev, args.include_worktree)?;
-        let run_dir = status_report::RunDir { run_id: "dry-run".into(), path: state_dir.join("runs/dry-run") };
-        let validate_settings: validate::ValidateSettings =
-            pipeline_config::load_section(&config, validate::ValidateSettings::SECTION)?;
-        let validate_plan = validate::plan(&validate_settings, &components, &diff, &repo.tracked_files()?)?;
-        println!("diff: {}", diff.summary());
-        print!("validate: {}", validate_plan.describe());
-        print!("{}", step_runner::plan(Step::Test, &components, &diff, &run_dir, &settings).describe());
-        return Ok(true);
+        return dry_run(&context, &repo, &components, &settings, &request, &head_rev, args.include_worktree);
     }
-    let (run_dir, diff) =
-        source_diff::begin_run(&repo, &components, &request, &head_rev, args.include_worktree, &store, &state_dir)?;
-    let run_id = run_dir.run_id.clone();
-    let head = diff.head.clone();
-    progress.stage(&format!("run {run_id} in {}", repo.root().display()));
+
+    let store = context.store()?;
+    let progress = Progress::new();
+    let cancel = run_state::cli::cancel_flag();
+
+    // Source and diff.
+    let (run_dir, diff) = source_diff::begin_run(
+        &repo,
+        &components,
+        &request,
+        &head_rev,
+        args.include_worktree,
+        &store,
+        &context.state_dir,
+    )?;
+    progress.stage(&format!("run {} in {}", run_dir.run_id, context.root.display()));
     progress.stage(&format!("diff: {}", diff.summary()));
-    let plan = step_runner::plan(Step::Test, &components, &diff, &run_dir, &settings);
-    static CANCEL: AtomicBool = AtomicBool::new(false);
-    // A second handler cannot be installed (xtask test runs the pipeline once); that is fine.
-    let _ = ctrlc::set_handler(|| CANCEL.store(true, Ordering::SeqCst));
 
-    // Validate: a failure is recorded and refuses the gate, but the tests still run so one
-    // pipeline run tells everything that is wrong.
-    let validated = status_report::record_pipeline_step(&store, &run_id, &head, Step::Validate, || {
-        validate_stage(&repo, &config, &components, &diff, &run_dir, &python_bin, &CANCEL)
-    })?;
-    match &validated {
-        Ok(()) => progress.stage("validate: clean"),
-        Err(error) => progress.stage(&format!("validate: {error:#}")),
+    // The stages see the tree of the commit they record: the checkout itself when it is that
+    // commit, clean, else a clean worktree of it.
+    let worktree = match context.check_tree(&diff.head, diff.worktree) {
+        Ok(_) => None,
+        Err(run_state::Error::TreeMismatch { reason, .. }) => {
+            let path = context.state_dir.join("worktrees").join(&run_dir.run_id);
+            progress.stage(&format!("{reason}: the stages run in a clean worktree at {}", path.display()));
+            Some(Worktree::add(&context.root, &path, &diff.head)?)
+        }
+        Err(other) => return Err(other.into()),
+    };
+    let stage_context = match &worktree {
+        Some(worktree) => StageContext::open(&StageOptions {
+            repo: Some(worktree.path.clone()),
+            config: None,
+            state_dir: Some(context.state_dir.clone()),
+        })?,
+        None => context.clone(),
+    };
+
+    // Validate: a failure refuses the gate, but the tests still run so one run tells
+    // everything that is wrong.
+    let options = validate::StageOptions { tools: true, cache: true, all: false, cancel };
+    match validate::run_stage(&stage_context, Some((&run_dir, &store)), options) {
+        Ok(outcome) => progress.stage(&format!("validate: {}", outcome.summary())),
+        Err(error) => progress.stage(&format!("validate: {}", run_state::error_chain(&error))),
     }
 
-    let runner = Runner {
-        workdir: repo.root().to_path_buf(),
-        parallelism: settings.parallelism(),
-        path_prefix: vec![python_bin],
-        cancel: &CANCEL,
-    };
-    progress.stage(&format!("test: {} to run, {} skipped", plan.jobs.len(), plan.skipped.len()));
-    step_runner::run_step(&store, &run_id, &head, &plan, &runner, &|event| progress.job("test", &event))?;
+    // Tests of the changed components.
+    let tested = step_runner::run_stage(&stage_context, &run_dir, &store, Step::Test, cancel, &|event| {
+        progress.job("test", &event)
+    });
+    match tested {
+        Ok(done) => progress.stage(&format!("test: {} run, {} skipped", done.plan.jobs.len(), done.plan.skipped.len())),
+        Err(error) => progress.stage(&format!("test: {}", run_state::error_chain(&error))),
+    }
 
-    let records = store.run(&run_id)?;
-    let gate = status_report::decide(&records, &policy);
-    let report = RunReport::new(&run_id, records, gate);
-    status_report::write_atomic(&run_dir.path.join("report.md"), report.to_markdown().as_bytes())?;
-    status_report::write_atomic(&run_dir.path.join("report.json"), report.to_json().as_bytes())?;
-    status_report::write_atomic(&run_dir.path.join("junit.xml"), report.to_junit().as_bytes())?;
+    // The gate, from what the diff required and what was recorded; then the reports.
+    let allowed = report(&store, &run_dir, &policy)?;
+    drop(worktree);
+    Ok(allowed)
+}
+
+/// Decides the gate and writes the run's reports; prints the table.
+fn report(store: &dyn Store, run_dir: &RunDir, policy: &GatePolicy) -> anyhow::Result<bool> {
+    let (records, gate) = status_report::run_gate(store, run_dir, policy, None)?;
+    let report = RunReport::new(&run_dir.run_id, records, gate);
+    run_dir.write(RunFile::ReportMarkdown, report.to_markdown().as_bytes())?;
+    run_dir.write(RunFile::ReportJson, report.to_json().as_bytes())?;
+    run_dir.write(RunFile::Junit, report.to_junit().as_bytes())?;
     print!("{}", report.to_table());
     println!("reports: {}", run_dir.path.display());
     Ok(report.gate.allowed)
 }
 
-fn check_sections(config: &Path) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(config).with_context(|| format!("reading {}", config.display()))?;
-    for (key, span) in pipeline_config::top_level_keys(config, &text)? {
-        if !KNOWN_SECTIONS.contains(&key.as_str()) {
-            bail!(pipeline_config::ConfigError::at(
-                config,
-                &text,
-                span,
-                key,
-                format!("unknown section; expected one of: {}", KNOWN_SECTIONS.join(", "))
-            ));
-        }
-    }
-    Ok(())
+/// Plans every stage and prints the plans: nothing is installed, recorded or run.
+fn dry_run(
+    context: &StageContext,
+    repo: &Repo,
+    components: &Components,
+    settings: &RunnerSettings,
+    request: &BaseRequest,
+    head: &str,
+    include_worktree: bool,
+) -> anyhow::Result<bool> {
+    let diff = source_diff::diff(repo, components, request, head, include_worktree)?;
+    let validate_settings = validate::ValidateSettings::from_config(&context.config)?;
+    let validate_plan = validate::plan(&validate_settings, components, &diff, &repo.tracked_files()?)?;
+    // A run folder that is never created: the plan only names the logs it would write.
+    let run_dir = RunDir { run_id: "dry-run".into(), path: run_state::runs_dir(&context.state_dir).join("dry-run") };
+    println!("diff: {}", diff.summary());
+    print!("validate: {}", validate_plan.describe());
+    print!("{}", step_runner::plan(Step::Test, components, &diff, &run_dir, settings).describe());
+    Ok(true)
 }
 
-/// The Validate stage: native template checks, secrets, and the tools of changed components.
-fn validate_stage(
-    repo: &Repo,
-    config: &Path,
-    components: &Components,
-    diff: &source_diff::DiffReport,
-    run_dir: &status_report::RunDir,
-    python_bin: &Path,
-    cancel: &AtomicBool,
-) -> anyhow::Result<((), String)> {
-    let settings: validate::ValidateSettings =
-        pipeline_config::load_section(config, validate::ValidateSettings::SECTION)?;
-    let root = repo.root();
-    let plan = validate::plan(&settings, components, diff, &repo.tracked_files()?)?;
-    let cache = root.join(pipeline_config::STATE_DIR).join("cache");
-    // The pinned tools (cfn-lint) live in the tools' virtual environment.
-    let prefix = [python_bin.to_path_buf()];
-    let log_dir = run_dir.path.join("logs");
-    let options = validate::ApplyOptions {
-        cache_dir: Some(&cache),
-        tools: true,
-        tool_path_prefix: &prefix,
-        log_dir: &log_dir,
-        cancel,
-    };
-    let findings = validate::apply(root, &settings, &plan, options)?;
-    status_report::write_atomic(&run_dir.path.join("validate.json"), validate::report::json(&findings).as_bytes())?;
-    let failing: Vec<&validate::Finding> = findings.iter().filter(|f| f.severity >= settings.fail_on).collect();
-    if let Some(first) = failing.first() {
-        bail!(
-            "{} finding(s) at or above {:?}, first {}:{}:{}: {} {}",
-            failing.len(),
-            settings.fail_on,
-            first.path,
-            first.pos.line,
-            first.pos.column,
-            first.rule,
-            first.message
-        );
+/// A detached git worktree of one commit, removed when dropped.
+struct Worktree {
+    repo: PathBuf,
+    path: PathBuf,
+}
+
+impl Worktree {
+    fn add(repo: &Path, path: &Path, commit: &str) -> anyhow::Result<Worktree> {
+        let _ = std::fs::remove_dir_all(path);
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(repo)
+            .args(["worktree", "add", "--detach", "--force", "--quiet"])
+            .arg(path)
+            .arg(commit)
+            .output()
+            .context("starting git")?;
+        if !out.status.success() {
+            bail!("git worktree add {} {commit}: {}", path.display(), String::from_utf8_lossy(&out.stderr).trim());
+        }
+        Ok(Worktree { repo: repo.to_path_buf(), path: path.to_path_buf() })
     }
-    Ok((
-        (),
-        format!(
-            "{} template(s), {} file(s) scanned, {} tool(s): {} finding(s) below {:?}",
-            plan.templates.len(),
-            plan.secret_files.len(),
-            plan.tools.len(),
-            findings.len(),
-            settings.fail_on
-        ),
-    ))
+}
+
+impl Drop for Worktree {
+    fn drop(&mut self) {
+        let _ = Command::new("git")
+            .arg("-C")
+            .arg(&self.repo)
+            .args(["worktree", "remove", "--force"])
+            .arg(&self.path)
+            .output();
+    }
 }
 
 /// Keeps `target/sample-monorepo` a git repository whose last commit holds `fixtures/monorepo` as it is now.

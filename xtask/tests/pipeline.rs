@@ -2,7 +2,7 @@
 
 use std::process::{Command, Output};
 
-use status_report::{FileStore, RunDir, Status, Store};
+use run_state::{FileStore, RunDir, Status, Store};
 use test_support::GitRepo;
 
 fn pipeline(repo: &GitRepo, extra: &[&str]) -> Output {
@@ -78,7 +78,7 @@ fn an_unaffected_change_passes_and_runs_nothing() {
     let state = repo.path().join(".pipeline");
     let run = RunDir::latest(&state).unwrap();
     let records = FileStore::open(&state).unwrap().run(&run.run_id).unwrap();
-    let tests: Vec<_> = records.iter().filter(|r| r.step == status_report::Step::Test).map(|r| r.status).collect();
+    let tests: Vec<_> = records.iter().filter(|r| r.step == run_state::Step::Test).map(|r| r.status).collect();
     assert_eq!(tests, [Status::Skipped; 5], "no test should have run: {stdout}");
 }
 
@@ -108,7 +108,7 @@ fn config_mistakes_are_one_line_errors_with_exit_2() {
     let state = repo.path().join(".pipeline");
     let run = RunDir::latest(&state).unwrap();
     let records = FileStore::open(&state).unwrap().run(&run.run_id).unwrap();
-    let diff = records.iter().find(|r| r.step == status_report::Step::Diff).unwrap();
+    let diff = records.iter().find(|r| r.step == run_state::Step::Diff).unwrap();
     assert_eq!(diff.status, Status::Failed);
     assert!(diff.details.error.as_deref().unwrap().contains("gone-branch"));
 }

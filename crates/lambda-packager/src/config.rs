@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use globset::GlobSet;
 use pipeline_config::{ConfigError, Spanned};
 use serde::Deserialize;
 
@@ -162,9 +162,15 @@ impl LambdaSettings {
 
     /// Reads `[lambda]` and checks every function.
     pub fn load(file: &Path) -> Result<(LambdaSettings, Vec<FunctionSpec>), ConfigError> {
-        let text = std::fs::read_to_string(file).map_err(|e| ConfigError::file(file, format!("cannot read: {e}")))?;
-        let settings: LambdaSettings = pipeline_config::parse_section(file, &text, Self::SECTION)?;
-        let functions = settings.functions(file, &text)?;
+        LambdaSettings::from_config(&pipeline_config::ConfigFile::load(file)?)
+    }
+
+    /// Parses `[lambda]` of a config read once and checks every function.
+    pub fn from_config(
+        config: &pipeline_config::ConfigFile,
+    ) -> Result<(LambdaSettings, Vec<FunctionSpec>), ConfigError> {
+        let settings: LambdaSettings = config.section(Self::SECTION)?;
+        let functions = settings.functions(&config.path, &config.text)?;
         Ok((settings, functions))
     }
 
@@ -174,11 +180,21 @@ impl LambdaSettings {
         let mut specs = Vec::new();
         for (name, function) in &self.functions {
             let key = format!("lambda.functions.{name}");
+            // The name becomes the zip's file name: it must not leave `--out` or the cache.
+            pipeline_config::check_name(name).map_err(|message| ConfigError {
+                file: file.to_path_buf(),
+                line: function.sources.first().map(|s| pipeline_config::line_of(text, s.span().start)),
+                key: key.clone(),
+                message,
+            })?;
             let runtime = function.runtime.clone().or(self.runtime.clone()).unwrap_or_else(|| "python3.12".into());
-            if python_version(&runtime).is_none() {
+            if !PYTHON_RUNTIMES.contains(&runtime.as_str()) {
                 return Err(ConfigError::file(
                     file,
-                    format!("{key}.runtime: `{runtime}` is not a Python runtime; write e.g. \"python3.12\""),
+                    format!(
+                        "{key}.runtime: `{runtime}` is not a Python runtime Lambda offers; write one of {}",
+                        PYTHON_RUNTIMES.join(", ")
+                    ),
                 ));
             }
             let mut sources = Vec::new();
@@ -249,6 +265,10 @@ impl LambdaSettings {
     }
 }
 
+/// The Python runtimes Lambda offers (deprecated ones still deploy until AWS blocks updates).
+pub const PYTHON_RUNTIMES: &[&str] =
+    &["python3.9", "python3.10", "python3.11", "python3.12", "python3.13", "python3.14"];
+
 /// `3.12` from `python3.12`.
 pub fn python_version(runtime: &str) -> Option<&str> {
     let version = runtime.strip_prefix("python")?;
@@ -276,12 +296,6 @@ fn globs(
     patterns: impl Iterator<Item = (String, std::ops::Range<usize>)>,
     key: &str,
 ) -> Result<GlobSet, ConfigError> {
-    let mut builder = GlobSetBuilder::new();
-    for (pattern, span) in patterns {
-        let glob = GlobBuilder::new(&pattern).literal_separator(true).build().map_err(|e| {
-            ConfigError::at(file, text, span, key, format!("`{pattern}` is not a valid glob: {}", e.kind()))
-        })?;
-        builder.add(glob);
-    }
-    builder.build().map_err(|e| ConfigError::file(file, format!("{key}: {e}")))
+    let patterns: Vec<(String, std::ops::Range<usize>)> = patterns.collect();
+    pipeline_config::glob_set(file, text, patterns.iter().map(|(p, span)| (p.as_str(), span.clone())), key)
 }

@@ -151,16 +151,25 @@ pub enum Error {
         /// What went wrong.
         message: String,
     },
-    /// Writing the manifest or reading the run folder failed.
+    /// Writing the manifest, reading the run folder or recording the step failed.
     #[error(transparent)]
-    Store(#[from] status_report::Error),
+    State(#[from] run_state::Error),
     /// Reading or writing a file failed.
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
         /// The OS error.
+        #[source]
         source: std::io::Error,
+    },
+    /// `--only` names no function.
+    #[error("no function `{name}` in [lambda.functions]; the functions are: {}", known.join(", "))]
+    UnknownFunction {
+        /// The name given.
+        name: String,
+        /// The configured names.
+        known: Vec<String>,
     },
 }
 
@@ -204,7 +213,7 @@ fn budget_message(problems: &[BudgetProblem]) -> String {
 }
 
 fn mb(bytes: u64) -> String {
-    format!("{:.1} MB", bytes as f64 / (1024.0 * 1024.0))
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
 /// One built package, as the manifest records it.
@@ -243,11 +252,12 @@ pub struct Manifest {
 
 impl Manifest {
     /// The file name beside the zips.
-    pub const FILE_NAME: &'static str = "manifest.json";
+    pub const FILE_NAME: &'static str = run_state::RunFile::PackageManifest.file_name();
 
     /// Reads a manifest.
     pub fn read(path: &Path) -> Result<Manifest, Error> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let bytes =
+            run_state::fs::read_regular(path, run_state::fs::MAX_RUN_FILE_BYTES).map_err(|e| Error::io(path, e))?;
         serde_json::from_slice(&bytes)
             .map_err(|e| Error::Zip { path: path.to_path_buf(), message: format!("not a package manifest: {e}") })
     }
@@ -373,7 +383,7 @@ impl Packager {
             manifest.packages.push(package);
         }
         let json = serde_json::to_vec_pretty(&manifest).expect("a manifest serialises");
-        status_report::write_atomic(&self.out_dir.join(Manifest::FILE_NAME), &json)?;
+        run_state::write_atomic(&self.out_dir.join(Manifest::FILE_NAME), &json)?;
         Ok(manifest)
     }
 }
@@ -426,4 +436,79 @@ fn publish(cached: &Path, target: &Path) -> Result<(), Error> {
         std::fs::copy(cached, &temp).map_err(|e| Error::io(&temp, e))?;
     }
     std::fs::rename(&temp, target).map_err(|e| Error::io(target, e))
+}
+
+/// How [`run_stage`] runs.
+#[derive(Debug, Clone, Default)]
+pub struct StageOptions {
+    /// Only these functions (all when empty).
+    pub only: Vec<String>,
+    /// The Python whose pip installs dependencies (`python3` when unset).
+    pub python: Option<PathBuf>,
+    /// Write the zips here instead of the run's `packages/` (then nothing is recorded).
+    pub out: Option<PathBuf>,
+}
+
+/// The Build stage's packaging for one run, as the `lambda-packager` binary and a pipeline both
+/// run it: reads `[lambda]`, checks that the checked-out tree is the run's commit, builds every
+/// function into the run's `packages/`, and records the `build` step of the pipeline (passed with
+/// what was built, or failed with the error, over-budget packages included).
+///
+/// With [`StageOptions::out`] and no run, the zips go there and nothing is recorded.
+pub fn run_stage(
+    context: &run_state::StageContext,
+    run: Option<(&run_state::RunDir, &dyn run_state::Store)>,
+    options: &StageOptions,
+    on_event: &dyn Fn(Event<'_>),
+) -> Result<Manifest, Error> {
+    let work = || -> Result<Manifest, Error> {
+        let config = context.required_config()?;
+        let (settings, mut functions) = LambdaSettings::from_config(config)?;
+        for name in &options.only {
+            if !functions.iter().any(|f| &f.name == name) {
+                return Err(Error::UnknownFunction {
+                    name: name.clone(),
+                    known: functions.iter().map(|f| f.name.clone()).collect(),
+                });
+            }
+        }
+        if !options.only.is_empty() {
+            functions.retain(|f| options.only.contains(&f.name));
+        }
+        let out_dir = match (&options.out, run) {
+            (Some(out), _) => out.clone(),
+            (None, Some((run_dir, _))) => {
+                let diff: serde_json::Value = run_dir.read_json(run_state::RunFile::Diff)?;
+                let head = diff["head"].as_str().unwrap_or_default();
+                context.check_tree(head, diff["worktree"].as_bool().unwrap_or(false))?;
+                run_dir.packages_dir()
+            }
+            (None, None) => return Err(Error::State(run_state::Error::NoRun { state_dir: context.state_dir.clone() })),
+        };
+        let packager = Packager {
+            repo: context.root.clone(),
+            cache_dir: context.cache_dir(),
+            out_dir,
+            pip: Pip {
+                python: options.python.clone().unwrap_or_else(|| "python3".into()),
+                extra_args: settings.pip_args.clone(),
+            },
+        };
+        packager.build(&functions, on_event)
+    };
+    let Some((run_dir, store)) = run.filter(|_| options.out.is_none()) else {
+        return work();
+    };
+    let head = run_dir
+        .read_json::<serde_json::Value>(run_state::RunFile::Diff)
+        .ok()
+        .and_then(|diff| diff["head"].as_str().map(str::to_string))
+        .unwrap_or_default();
+    run_state::record_pipeline_step(store, &run_dir.run_id, &head, run_state::Step::Build, || {
+        work().map(|manifest| {
+            let reused = manifest.packages.iter().filter(|p| p.reused).count();
+            let note = format!("{} package(s), {reused} unchanged and reused", manifest.packages.len());
+            (manifest, note)
+        })
+    })?
 }

@@ -280,8 +280,9 @@ fn packages_over_lambdas_limits_fail_before_anything_is_published() {
     assert_eq!(problems[1].largest[0].0, "big.dat");
     let message = error.to_string();
     assert!(
-        message
-            .contains("function `api-handler` is 60.0 MB zipped (Lambda's limit: 50.0 MB); largest: model.bin 60.0 MB"),
+        message.contains(
+            "function `api-handler` is 60.0 MiB zipped (Lambda's limit: 50.0 MiB); largest: model.bin 60.0 MiB"
+        ),
         "{message}"
     );
     no_zip_left(&out);

@@ -33,8 +33,28 @@ use serde::de::{DeserializeOwned, DeserializeSeed, IgnoredAny, MapAccess, Visito
 
 pub use toml::Spanned;
 
+pub mod fs;
+
 /// The file name every crate looks for at the monorepo root.
 pub const FILE_NAME: &str = "pipeline.toml";
+
+/// Every top-level section of `pipeline.toml`, with the crate that owns it. A stage
+/// rejects any other section name, so a typo (`[valdate]`) is an error in every stage,
+/// not a section silently ignored; each crate checks the contents of its own sections.
+pub const SECTIONS: &[(&str, &str)] = &[
+    ("diff", "source-diff"),
+    ("components", "source-diff"),
+    ("runner", "step-runner"),
+    ("gate", "status-report"),
+    ("lambda", "lambda-packager"),
+    ("validate", "validate"),
+];
+
+/// The largest `pipeline.toml` read; a config is a few kilobytes.
+pub const MAX_CONFIG_BYTES: u64 = 4 * 1024 * 1024;
+
+/// The longest duration a step may be given: more is a typo (`"500000000000y"`), not a plan.
+pub const MAX_DURATION: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// A mistake in `pipeline.toml`, rendered on one line as `FILE:LINE: KEY: MESSAGE`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -83,32 +103,109 @@ impl ConfigError {
 /// The folder under the monorepo root that holds the pipeline's state, runs and caches.
 pub const STATE_DIR: &str = ".pipeline";
 
-/// The options every stage binary shares (`#[command(flatten)]`).
-#[cfg(feature = "cli")]
-#[derive(Debug, Clone, clap::Args)]
-pub struct StageArgs {
-    /// The monorepo root.
-    #[arg(long, default_value = ".")]
-    pub repo: PathBuf,
-    /// The config file [default: REPO/pipeline.toml].
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-    /// The pipeline state folder (store, runs, caches) [default: REPO/.pipeline].
-    #[arg(long)]
-    pub state_dir: Option<PathBuf>,
+/// A `pipeline.toml` read once (a regular file, bounded, UTF-8), whose sections each crate parses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigFile {
+    /// Where it is (named in errors).
+    pub path: PathBuf,
+    /// Its text; empty when the file does not exist and was optional.
+    pub text: String,
+    /// Whether the file exists.
+    pub exists: bool,
 }
 
-#[cfg(feature = "cli")]
-impl StageArgs {
-    /// `--config`, or `pipeline.toml` under `root` (the repository's root, or `--repo`).
-    pub fn config_path(&self, root: &Path) -> PathBuf {
-        self.config.clone().unwrap_or_else(|| root.join(FILE_NAME))
+impl ConfigFile {
+    /// Reads the file; a missing file is an error naming it.
+    pub fn load(path: &Path) -> Result<ConfigFile, ConfigError> {
+        let bytes = fs::read_regular(path, MAX_CONFIG_BYTES)
+            .map_err(|e| ConfigError::file(path, format!("cannot read: {e}")))?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            let at = e.utf8_error().valid_up_to();
+            let line = line_of(&String::from_utf8_lossy(&e.as_bytes()[..at]), at);
+            ConfigError {
+                file: path.to_path_buf(),
+                line: Some(line),
+                key: String::new(),
+                message: "not UTF-8 text; save the file as UTF-8".into(),
+            }
+        })?;
+        Ok(ConfigFile { path: path.to_path_buf(), text, exists: true })
     }
 
-    /// `--state-dir`, or `.pipeline` under `root`.
-    pub fn state_dir(&self, root: &Path) -> PathBuf {
-        self.state_dir.clone().unwrap_or_else(|| root.join(STATE_DIR))
+    /// Reads the file when it exists; otherwise every section has its default.
+    pub fn load_optional(path: &Path) -> Result<ConfigFile, ConfigError> {
+        match std::fs::symlink_metadata(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Ok(ConfigFile { path: path.to_path_buf(), text: String::new(), exists: false })
+            }
+            _ => ConfigFile::load(path),
+        }
     }
+
+    /// A config given as text (tests, tools that build one).
+    pub fn from_text(path: &Path, text: &str) -> ConfigFile {
+        ConfigFile { path: path.to_path_buf(), text: text.to_string(), exists: true }
+    }
+
+    /// Parses one section; a missing section gives `T::default()`.
+    pub fn section<T: DeserializeOwned + Default>(&self, section: &str) -> Result<T, ConfigError> {
+        parse_section(&self.path, &self.text, section)
+    }
+
+    /// Rejects top-level sections that no crate owns ([`SECTIONS`]).
+    pub fn check_section_names(&self) -> Result<(), ConfigError> {
+        for (key, span) in top_level_keys(&self.path, &self.text)? {
+            if !SECTIONS.iter().any(|(name, _)| *name == key) {
+                let known: Vec<&str> = SECTIONS.iter().map(|(name, _)| *name).collect();
+                return Err(ConfigError::at(
+                    &self.path,
+                    &self.text,
+                    span,
+                    key,
+                    format!("unknown section; expected one of: {}", known.join(", ")),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Checks a name that becomes part of a path (a component, a function, a stack):
+/// letters, digits, `.`, `_` and `-`, starting with a letter or digit, at most 64
+/// characters. `Err` says what is wrong, for a [`ConfigError`].
+pub fn check_name(name: &str) -> Result<(), String> {
+    let valid_start = name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+    let valid_chars = name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if name.is_empty() || name.len() > 64 || !valid_start || !valid_chars || name.contains("..") {
+        return Err(format!(
+            "`{}` is not a valid name: use letters, digits, `.`, `_` and `-`, starting with a letter or digit, at most 64 characters",
+            name.escape_debug()
+        ));
+    }
+    Ok(())
+}
+
+/// Compiles a glob as every section's globs are: against repo-relative `/` paths, `*` stays
+/// within a folder (`literal_separator`), `**` spans folders, `\` escapes.
+pub fn glob(pattern: &str) -> Result<globset::Glob, globset::Error> {
+    globset::GlobBuilder::new(pattern).literal_separator(true).backslash_escape(true).build()
+}
+
+/// Compiles globs written at `(pattern, span)` under `key` into one set; a bad one is a
+/// [`ConfigError`] naming its line.
+pub fn glob_set<'a>(
+    file: &Path,
+    text: &str,
+    patterns: impl IntoIterator<Item = (&'a str, Range<usize>)>,
+    key: &str,
+) -> Result<globset::GlobSet, ConfigError> {
+    let mut builder = globset::GlobSetBuilder::new();
+    for (pattern, span) in patterns {
+        builder.add(glob(pattern).map_err(|e| {
+            ConfigError::at(file, text, span, key, format!("`{pattern}` is not a valid glob: {}", e.kind()))
+        })?);
+    }
+    builder.build().map_err(|e| ConfigError::file(file, format!("{key}: {e}")))
 }
 
 /// 1-based line number of a byte offset.
@@ -119,8 +216,7 @@ pub fn line_of(text: &str, offset: usize) -> usize {
 
 /// Reads `file` and parses its `section`; a missing section gives `T::default()`.
 pub fn load_section<T: DeserializeOwned + Default>(file: &Path, section: &str) -> Result<T, ConfigError> {
-    let text = std::fs::read_to_string(file).map_err(|e| ConfigError::file(file, format!("cannot read: {e}")))?;
-    parse_section(file, &text, section)
+    ConfigFile::load(file)?.section(section)
 }
 
 /// Parses the table `section` of a TOML document; other top-level keys are
@@ -152,9 +248,13 @@ pub fn top_level_keys(file: &Path, text: &str) -> Result<Vec<(String, Range<usiz
 /// `deserialize_with` for an optional duration written as `"90s"`, `"10m"` or `"1h 30m"`.
 pub fn duration<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<std::time::Duration>, D::Error> {
     let text = <String as serde::Deserialize>::deserialize(deserializer)?;
-    humantime::parse_duration(&text).map(Some).map_err(|e| {
+    let duration = humantime::parse_duration(&text).map_err(|e| {
         serde::de::Error::custom(format!("`{text}` is not a duration ({e}); write e.g. \"90s\" or \"10m\""))
-    })
+    })?;
+    if duration > MAX_DURATION {
+        return Err(serde::de::Error::custom(format!("`{text}` is longer than 24h; write at most \"24h\"")));
+    }
+    Ok(Some(duration))
 }
 
 fn find_key(text: &str, key: &str) -> Option<Range<usize>> {
@@ -263,6 +363,34 @@ mod tests {
         let err = parse("[sec]\nname = \"a\n").unwrap_err();
         assert_eq!(err.line, Some(2));
         assert!(err.to_string().starts_with("pipeline.toml:2: "));
+    }
+
+    #[test]
+    fn durations_are_bounded_and_names_checked() {
+        #[derive(Debug, Deserialize, Default)]
+        struct T {
+            #[serde(default, deserialize_with = "duration")]
+            timeout: Option<std::time::Duration>,
+        }
+        let err = parse_section::<T>(Path::new("p.toml"), "[t]\ntimeout = \"500000000000y\"\n", "t").unwrap_err();
+        assert!(err.to_string().contains("longer than 24h"), "{err}");
+        let day = parse_section::<T>(Path::new("p.toml"), "[t]\ntimeout = \"24h\"\n", "t").unwrap();
+        assert_eq!(day.timeout, Some(MAX_DURATION));
+        for bad in ["../../x", "", ".hidden", "a/b", "a..b", "caf\u{e9}"] {
+            assert!(check_name(bad).is_err(), "{bad}");
+        }
+        for good in ["api-handler", "frontend_builder", "v1.2", "A9"] {
+            assert!(check_name(good).is_ok(), "{good}");
+        }
+    }
+
+    #[test]
+    fn a_config_that_is_not_utf8_names_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pipeline.toml");
+        std::fs::write(&path, b"[diff]\ndefault_branch = \"m\xe9in\"\n").unwrap();
+        let err = ConfigFile::load(&path).unwrap_err();
+        assert_eq!(err.line, Some(2), "{err}");
     }
 
     #[test]

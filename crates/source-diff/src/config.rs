@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
-use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
+use globset::{Glob, GlobSet, GlobSetBuilder};
 use pipeline_config::{ConfigError, Spanned};
 use serde::Deserialize;
 
@@ -52,6 +52,9 @@ pub struct StepCommand {
     /// How long it may run before it is stopped and marked failed (`"90s"`, `"10m"`).
     #[serde(default, deserialize_with = "pipeline_config::duration")]
     pub timeout: Option<Duration>,
+    /// Environment variables for the command, over `[runner] env`.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
 }
 
 /// The two sections as written, before they are checked.
@@ -95,11 +98,37 @@ pub struct Component {
     pub deploy: Option<StepCommand>,
 }
 
+impl Component {
+    /// The per-component steps it has a command for, in pipeline order.
+    pub fn steps(&self) -> Vec<run_state::Step> {
+        use run_state::Step;
+        [(Step::Build, &self.build), (Step::Test, &self.test), (Step::Deploy, &self.deploy)]
+            .into_iter()
+            .filter(|(_, command)| command.is_some())
+            .map(|(step, _)| step)
+            .collect()
+    }
+
+    /// Its command for a per-component step (`build`, `test`, `deploy`).
+    pub fn command(&self, step: run_state::Step) -> Option<&StepCommand> {
+        match step {
+            run_state::Step::Build => self.build.as_ref(),
+            run_state::Step::Test => self.test.as_ref(),
+            run_state::Step::Deploy => self.deploy.as_ref(),
+            _ => None,
+        }
+    }
+}
+
 impl Components {
     /// Reads and checks `[diff]` and `[components]` of a `pipeline.toml`.
     pub fn load(file: &Path) -> Result<Components, ConfigError> {
-        let text = std::fs::read_to_string(file).map_err(|e| ConfigError::file(file, format!("cannot read: {e}")))?;
-        Components::parse(file, &text)
+        Components::from_config(&pipeline_config::ConfigFile::load(file)?)
+    }
+
+    /// Checks `[diff]` and `[components]` of a config read once.
+    pub fn from_config(config: &pipeline_config::ConfigFile) -> Result<Components, ConfigError> {
+        Components::parse(&config.path, &config.text)
     }
 
     /// Parses and checks the sections from `text`; `file` only names it in errors.
@@ -229,7 +258,7 @@ impl Components {
 
 /// Globs match repo-relative `/` paths; `*` stays within a folder and `**` spans folders.
 fn compile(file: &Path, text: &str, pattern: &Spanned<String>, key: &str) -> Result<Glob, ConfigError> {
-    GlobBuilder::new(pattern.get_ref()).literal_separator(true).backslash_escape(true).build().map_err(|e| {
+    pipeline_config::glob(pattern.get_ref()).map_err(|e| {
         ConfigError::at(
             file,
             text,

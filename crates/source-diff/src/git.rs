@@ -57,6 +57,12 @@ impl Repo {
         Ok(Repo { root })
     }
 
+    /// The repository whose work tree's top is `root` (found by the stage context), with no
+    /// git call: a stage binary's first git call is then its first real question.
+    pub fn at_root(root: &Path) -> Repo {
+        Repo { root: root.to_path_buf() }
+    }
+
     /// The top of the work tree.
     pub fn root(&self) -> &Path {
         &self.root

@@ -146,6 +146,10 @@ pub struct DiffReport {
 pub struct ComponentChange {
     /// Whether it must be tested, built and deployed again.
     pub changed: bool,
+    /// The steps the change requires of it: each of `build`, `test` and `deploy` it has a
+    /// command for, when it changed. The gate refuses a run where one of them never ran.
+    #[serde(default)]
+    pub steps: Vec<run_state::Step>,
     /// Its own changed files.
     pub files: Vec<String>,
     /// Changed components it depends on, directly or not.
@@ -326,6 +330,7 @@ pub fn affected(components: &Components, files: Vec<FileChange>) -> DiffReport {
             component.name.clone(),
             ComponentChange {
                 changed,
+                steps: if changed { component.steps() } else { Vec::new() },
                 files: std::mem::take(&mut own_files[i]),
                 because_of: because_of[i].iter().map(|s| s.to_string()).collect(),
             },
@@ -349,7 +354,7 @@ fn everything(components: &Components, head: String, reason: String) -> DiffRepo
         .iter()
         .map(|component| {
             insert_flags(&mut flags, component, true);
-            (component.name.clone(), ComponentChange { changed: true, ..Default::default() })
+            (component.name.clone(), ComponentChange { changed: true, steps: component.steps(), ..Default::default() })
         })
         .collect();
     DiffReport {

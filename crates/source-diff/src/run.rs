@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::SystemTime;
 
-use status_report::{RunDir, Step, Store};
+use run_state::{RunDir, RunFile, Step, Store};
 
 use crate::{BaseRequest, Components, DiffReport, Error, Repo};
 
@@ -15,7 +15,7 @@ pub enum RunError {
     Diff(#[from] Error),
     /// The status store or the run folder could not be written.
     #[error(transparent)]
-    Store(#[from] status_report::Error),
+    Store(#[from] run_state::Error),
 }
 
 /// Creates a run for `head` under `state_dir`, records its source and diff
@@ -35,15 +35,15 @@ pub fn begin_run(
         rev: head.to_string(),
         hint: "check the name; a repository with no commits has no head yet".into(),
     })?;
-    let run_dir = RunDir::create(state_dir, &status_report::new_run_id(&head_id, SystemTime::now()))?;
+    let run_dir = RunDir::create(state_dir, &run_state::new_run_id(&head_id, SystemTime::now()))?;
     let run_id = run_dir.run_id.as_str();
-    status_report::record_pipeline_step(store, run_id, &head_id, Step::Source, || {
+    run_state::record_pipeline_step(store, run_id, &head_id, Step::Source, || {
         Ok::<_, Error>(((), format!("{head} is {head_id}")))
     })??;
-    let report = status_report::record_pipeline_step(store, run_id, &head_id, Step::Diff, || {
+    let report = run_state::record_pipeline_step(store, run_id, &head_id, Step::Diff, || {
         let report = crate::diff(repo, components, request, &head_id, worktree).map_err(RunError::from)?;
         let json = serde_json::to_string_pretty(&report).expect("a diff report always serialises");
-        status_report::write_atomic(&run_dir.path.join("diff.json"), json.as_bytes())?;
+        run_dir.write(RunFile::Diff, json.as_bytes())?;
         let summary = report.summary();
         Ok::<_, RunError>((report, summary))
     })??;

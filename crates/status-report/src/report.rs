@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::gate::GateDecision;
-use crate::record::{Status, StepRecord};
+use run_state::{Status, StepRecord};
 
 /// Everything a report shows: the run, its steps and the gate's decision.
 #[derive(Debug, Clone, Serialize)]
@@ -35,6 +35,7 @@ impl RunReport {
     }
 
     /// A plain table for a terminal, followed by the gate's decision.
+    #[cfg(feature = "cli")]
     pub fn to_table(&self) -> String {
         let mut table = comfy_table::Table::new();
         table.load_style(comfy_table::presets::UTF8_FULL_CONDENSED);
@@ -195,7 +196,7 @@ fn longest_backtick_run(text: &str) -> usize {
 }
 
 fn short(commit: &str) -> &str {
-    crate::prefix(commit, 12)
+    run_state::prefix(commit, 12)
 }
 
 /// `1.2s`, `3m04s`.

@@ -25,6 +25,34 @@ fn record(repo: &Path, run: &str, component: &str, step: &str, status: &str, ext
     assert_eq!(output.status.code(), Some(0), "record failed: {}", stderr(&output));
 }
 
+/// Starts run `run` as `source-diff --new-run` and `validate` would: a `diff.json` whose changed
+/// components require the given steps, and a passed validate step.
+fn start_run(repo: &Path, state_dir: &Path, run: &str, required: &[(&str, &str)]) {
+    let mut components = serde_json::Map::new();
+    for (component, step) in required {
+        let entry = components
+            .entry(component.to_string())
+            .or_insert_with(|| serde_json::json!({"changed": true, "steps": [], "files": [], "because_of": []}));
+        entry["steps"].as_array_mut().unwrap().push(serde_json::json!(step));
+    }
+    let diff = serde_json::json!({
+        "base": null, "base_reason": "test", "head": "c0ffee1234567890", "worktree": false,
+        "files": [], "global_inputs_changed": [], "components": components, "flags": {}
+    });
+    let folder = state_dir.join("runs").join(run);
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(folder.join("diff.json"), diff.to_string()).unwrap();
+    let state = state_dir.to_str().unwrap();
+    let output = status_report(
+        repo,
+        &["--state-dir", state, "record", "--run", run, "--commit", "c0ffee1234567890", "--component", "pipeline"]
+            .into_iter()
+            .chain(["--step", "validate", "--status", "passed"])
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(output.status.code(), Some(0), "record failed: {}", stderr(&output));
+}
+
 /// Asserts a usage or store error: exit 2 and one line on stderr, `status-report: …`.
 fn assert_error(output: &Output) -> String {
     let message = stderr(output);
@@ -44,10 +72,14 @@ fn show_json(repo: &Path, args: &[&str]) -> serde_json::Value {
 #[test]
 fn record_then_show_json_keeps_the_start_of_a_running_step() {
     let repo = tempfile::tempdir().unwrap();
+    start_run(repo.path(), &repo.path().join(".pipeline"), "r1", &[("api", "test")]);
     record(repo.path(), "r1", "api", "test", "running", &[]);
     let running = show_json(repo.path(), &[]);
-    let started = running["steps"][0]["started_at"].as_str().unwrap().to_string();
-    assert_eq!(running["steps"][0]["ended_at"], serde_json::Value::Null);
+    let api = |json: &serde_json::Value| {
+        json["steps"].as_array().unwrap().iter().find(|s| s["component"] == "api").cloned().unwrap()
+    };
+    let started = api(&running)["started_at"].as_str().unwrap().to_string();
+    assert_eq!(api(&running)["ended_at"], serde_json::Value::Null);
 
     record(repo.path(), "r1", "api", "test", "passed", &["--note", "42 tests"]);
     let json = show_json(repo.path(), &[]);
@@ -55,14 +87,15 @@ fn record_then_show_json_keeps_the_start_of_a_running_step() {
     assert_eq!(json["commit"], "c0ffee1234567890");
     assert_eq!(json["gate"]["allowed"], true);
     let steps = json["steps"].as_array().unwrap();
-    assert_eq!(steps.len(), 1, "recording again replaces: {json}");
-    assert_eq!(steps[0]["component"], "api");
-    assert_eq!(steps[0]["step"], "test");
-    assert_eq!(steps[0]["status"], "passed");
-    assert_eq!(steps[0]["details"]["note"], "42 tests");
-    assert_eq!(steps[0]["started_at"], started.as_str(), "the start of the running record is kept");
+    assert_eq!(steps.len(), 2, "validate, then api's test: recording again replaces: {json}");
+    let api = &steps[1];
+    assert_eq!(api["component"], "api");
+    assert_eq!(api["step"], "test");
+    assert_eq!(api["status"], "passed");
+    assert_eq!(api["details"]["note"], "42 tests");
+    assert_eq!(api["started_at"], started.as_str(), "the start of the running record is kept");
     // RFC 3339 with the same width sorts by time.
-    let ended = steps[0]["ended_at"].as_str().unwrap();
+    let ended = api["ended_at"].as_str().unwrap();
     assert!(ended >= started.as_str(), "{ended} before {started}");
     assert!(repo.path().join(".pipeline/state.jsonl").is_file(), "the store lives under REPO/.pipeline");
 }
@@ -136,10 +169,12 @@ fn a_missing_log_still_records_the_step_with_a_warning() {
 #[test]
 fn gate_exits_0_when_passed_and_1_when_refused() {
     let repo = tempfile::tempdir().unwrap();
+    let state = repo.path().join(".pipeline");
+    start_run(repo.path(), &state, "r1", &[("api", "test")]);
     record(repo.path(), "r1", "api", "test", "passed", &[]);
     let output = status_report(repo.path(), &["gate"]);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
-    assert_eq!(stdout(&output), "gate: passed\n");
+    assert_eq!(stdout(&output), "gate: passed (run r1)\n");
 
     record(repo.path(), "r1", "web", "test", "failed", &["--error", "2 tests failed"]);
     record(repo.path(), "r1", "db", "build", "running", &[]);
@@ -147,28 +182,39 @@ fn gate_exits_0_when_passed_and_1_when_refused() {
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     assert_eq!(
         stdout(&output),
-        "gate: refused\n  - db build has not finished (running)\n  - web test failed: 2 tests failed\n  \
-         - db test has no record but [gate] requires it\n"
+        "gate: refused (run r1)\n  - db build has not finished (running)\n  - web test failed: 2 tests failed\n"
     );
 
-    // An earlier run is still judged on its own records.
+    // A step the diff required that never ran refuses the gate, whatever else passed.
+    start_run(repo.path(), &state, "r2", &[("api", "test"), ("worker", "test")]);
     record(repo.path(), "r2", "api", "test", "passed", &[]);
-    assert_eq!(status_report(repo.path(), &["gate", "--run", "r2"]).status.code(), Some(0));
+    let output = status_report(repo.path(), &["gate", "--run", "r2"]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert_eq!(stdout(&output), "gate: refused (run r2)\n  - worker test never ran, but the change requires it\n");
+
+    // A run made only of `record` calls has no diff: nothing says what it required.
+    record(repo.path(), "r3", "api", "test", "passed", &[]);
+    let output = status_report(repo.path(), &["gate", "--run", "r3"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stdout(&output).contains("the run has no diff (diff.json)"), "{}", stdout(&output));
+
+    // An earlier run is still judged on its own records.
     assert_eq!(status_report(repo.path(), &["gate", "--run", "r1"]).status.code(), Some(1));
 }
 
 #[test]
 fn gate_policy_comes_from_pipeline_toml_or_config() {
     let repo = tempfile::tempdir().unwrap();
+    start_run(repo.path(), &repo.path().join(".pipeline"), "r1", &[("api", "test"), ("api", "deploy")]);
     record(repo.path(), "r1", "api", "test", "passed", &[]);
     std::fs::write(
         repo.path().join("pipeline.toml"),
-        "[other]\nx = 1\n\n[gate]\nrequired_steps = [\"test\", \"deploy\"]\n",
+        "[diff]\ndefault_branch = \"main\"\n\n[gate]\nrequired_steps = [\"validate\", \"test\", \"deploy\"]\n",
     )
     .unwrap();
     let output = status_report(repo.path(), &["gate"]);
     assert_eq!(output.status.code(), Some(1));
-    assert_eq!(stdout(&output), "gate: refused\n  - api deploy has no record but [gate] requires it\n");
+    assert_eq!(stdout(&output), "gate: refused (run r1)\n  - api deploy never ran, but the change requires it\n");
 
     let lenient = repo.path().join("lenient.toml");
     std::fs::write(&lenient, "[gate]\nrequired_steps = []\n").unwrap();
@@ -179,6 +225,10 @@ fn gate_policy_comes_from_pipeline_toml_or_config() {
         .unwrap();
     let message = assert_error(&status_report(repo.path(), &["gate"]));
     assert!(message.contains("pipeline.toml:3: gate.allow_skiped: unknown field"), "{message}");
+
+    std::fs::write(repo.path().join("pipeline.toml"), "[gate]\n\n[gaet]\nx = 1\n").unwrap();
+    let message = assert_error(&status_report(repo.path(), &["gate"]));
+    assert!(message.contains("pipeline.toml:3: gaet: unknown section"), "{message}");
 
     let message = assert_error(&status_report(repo.path(), &["--config", "missing.toml", "show"]));
     assert!(message.contains("missing.toml"), "{message}");
@@ -222,6 +272,9 @@ fn show_and_gate_without_runs_are_clear_errors() {
 #[test]
 fn runs_lists_newest_last_and_show_defaults_to_it() {
     let repo = tempfile::tempdir().unwrap();
+    for run in ["r1", "r2", "r3"] {
+        start_run(repo.path(), &repo.path().join(".pipeline"), run, &[("api", "test")]);
+    }
     record(repo.path(), "r1", "api", "test", "passed", &[]);
     record(repo.path(), "r2", "api", "test", "failed", &[]);
     record(repo.path(), "r3", "api", "build", "passed", &[]);
@@ -238,6 +291,7 @@ fn show_writes_every_format_to_a_file() {
     let repo = tempfile::tempdir().unwrap();
     let state_dir = repo.path().join("elsewhere");
     let state = state_dir.to_str().unwrap();
+    start_run(repo.path(), &state_dir, "r1", &[]);
     let output = status_report(
         repo.path(),
         &[

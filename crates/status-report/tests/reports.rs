@@ -2,7 +2,8 @@
 
 use std::time::{Duration, SystemTime};
 
-use status_report::{GatePolicy, MARKDOWN_LIMIT, RunReport, Status, Step, StepRecord, decide};
+use run_state::{Status, Step, StepRecord};
+use status_report::{GateDecision, GatePolicy, MARKDOWN_LIMIT, Requirements, RunReport, decide};
 
 fn rec(component: &str, step: Step, status: Status) -> StepRecord {
     let mut record = StepRecord::new("r1", "0123456789abcdef0123", component, step, status);
@@ -10,6 +11,12 @@ fn rec(component: &str, step: Step, status: Status) -> StepRecord {
     record.started_at = Some(start);
     record.ended_at = status.is_final().then_some(start + Duration::from_millis(1500));
     record
+}
+
+/// The gate of a run whose diff required nothing, with tests required: these tests are about rendering.
+fn gate(records: &[StepRecord]) -> GateDecision {
+    let policy = GatePolicy { required_steps: vec![Step::Test], allow_skipped: true };
+    decide(records, Some(&Requirements::default()), &policy)
 }
 
 /// A small run: one failed build, one skipped test, one passed pipeline step.
@@ -20,12 +27,12 @@ fn sample() -> RunReport {
     let mut skipped = rec("web", Step::Test, Status::Skipped);
     skipped.details.note = Some("web did not change".into());
     let records = vec![
-        rec(status_report::PIPELINE, Step::Diff, Status::Passed),
+        rec(run_state::PIPELINE, Step::Diff, Status::Passed),
         failed,
         rec("api", Step::Test, Status::Passed),
         skipped,
     ];
-    let gate = decide(&records, &GatePolicy::default());
+    let gate = gate(&records);
     RunReport::new("r1", records, gate)
 }
 
@@ -49,7 +56,7 @@ fn markdown_has_a_row_per_step_the_gate_reasons_and_the_failed_log() {
 #[test]
 fn markdown_of_a_passed_run_says_so_and_lists_no_reasons() {
     let records = vec![rec("api", Step::Test, Status::Passed)];
-    let report = RunReport::new("r1", records.clone(), decide(&records, &GatePolicy::default()));
+    let report = RunReport::new("r1", records.clone(), gate(&records));
     let markdown = report.to_markdown();
     assert!(markdown.contains("✅ gate passed"), "{markdown}");
     assert!(!markdown.contains("\n- "), "{markdown}");
@@ -68,7 +75,7 @@ fn markdown_stays_under_the_limit_with_a_huge_log_and_many_steps() {
     failed.status = Status::Failed;
     failed.details.error = Some("2 tests failed".into());
     failed.details.log_tail = Some("a failing test log line\n".repeat(3 * 1024 * 1024 / 24));
-    let report = RunReport::new("r1", records.clone(), decide(&records, &GatePolicy::default()));
+    let report = RunReport::new("r1", records.clone(), gate(&records));
 
     let markdown = report.to_markdown();
     assert!(markdown.len() <= MARKDOWN_LIMIT, "{} bytes", markdown.len());
@@ -90,7 +97,7 @@ fn markdown_cuts_a_table_too_large_for_the_limit() {
             records.push(record);
         }
     }
-    let report = RunReport::new("r1", records.clone(), decide(&records, &GatePolicy::default()));
+    let report = RunReport::new("r1", records.clone(), gate(&records));
     let markdown = report.to_markdown();
     assert!(markdown.len() <= MARKDOWN_LIMIT, "{} bytes", markdown.len());
     assert!(markdown.starts_with("## Pipeline run `r1`"));
@@ -166,7 +173,7 @@ fn junit_reports_unfinished_steps_as_errors_and_escapes_text() {
     failed.details.error = Some(r#"expected <a> & "b""#.into());
     failed.details.log_tail = Some("\u{1b}[31mred\u{1b}[0m </failure> & more".into());
     let records = vec![failed, rec("web", Step::Deploy, Status::Running)];
-    let report = RunReport::new("r1", records.clone(), decide(&records, &GatePolicy::default()));
+    let report = RunReport::new("r1", records.clone(), gate(&records));
     let xml = report.to_junit();
     let web = testcase(&xml, "web", "deploy");
     assert!(web.contains(r#"<error message="running""#), "{web}");
@@ -182,9 +189,11 @@ fn a_commit_or_run_id_of_any_text_renders() {
     // Commits come from the command line: a multi-byte character where the short form is cut must not panic.
     let commit = format!("a{}", "é".repeat(10));
     let records = vec![StepRecord::new("r1", &commit, "api", Step::Test, Status::Passed)];
-    let report = RunReport::new("r1", records.clone(), decide(&records, &GatePolicy::default()));
+    let report = RunReport::new("r1", records.clone(), gate(&records));
     assert!(report.to_markdown().contains("at `aéééééééééé`"));
     assert!(report.to_table().contains("at aéééééééééé"));
-    let id = status_report::new_run_id(&commit, SystemTime::UNIX_EPOCH);
-    assert!(id.ends_with("-aééééééé"), "{id}");
+    let id = run_state::new_run_id(&commit, SystemTime::UNIX_EPOCH);
+    // Run ids become folder names: only the commit's ASCII letters and digits are kept.
+    assert!(id.ends_with("-a"), "{id}");
+    assert!(run_state::check_name("run id", &id).is_ok(), "{id}");
 }

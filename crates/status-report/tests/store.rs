@@ -6,7 +6,8 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::Barrier;
 
-use status_report::{Error, FileStore, GatePolicy, RunReport, Status, Step, StepRecord, Store, decide};
+use run_state::{Error, FileStore, Status, Step, StepRecord, Store};
+use status_report::{GatePolicy, RunReport, decide};
 
 fn rec(run: &str, commit: &str, component: &str, step: Step, status: Status) -> StepRecord {
     StepRecord::new(run, commit, component, step, status)
@@ -242,7 +243,7 @@ fn secrets_are_not_stored_nor_reported() {
     assert!(raw.contains("stack rolled back"), "the rest of the log is kept: {raw}");
 
     let records = store.run("r1").unwrap();
-    let gate = decide(&records, &GatePolicy::default());
+    let gate = decide(&records, None, &GatePolicy::default());
     let report = RunReport::new("r1", records, gate);
     for (format, text) in [("markdown", report.to_markdown()), ("junit", report.to_junit()), ("json", report.to_json())]
     {

@@ -7,33 +7,34 @@
 //! step is never left `running` (a timeout or a cancel marks it failed or
 //! cancelled).
 //!
-//! ```no_run
-//! use std::sync::atomic::AtomicBool;
-//! use source_diff::{BaseRequest, Components, Repo};
-//! use status_report::{FileStore, RunDir, Step};
-//! use step_runner::{Runner, RunnerSettings};
+//! A stage binary or a pipeline calls [`run_stage`], which does all of it for
+//! one run: reads the run's diff, checks that the checked-out tree is the
+//! run's commit, refuses a deploy while the gate refuses, and records the step.
 //!
-//! let repo = Repo::open("monorepo".as_ref())?;
-//! let components = Components::load(&repo.root().join("pipeline.toml"))?;
-//! let diff = source_diff::diff(&repo, &components, &BaseRequest::default(), "HEAD", false)?;
-//! let run_dir = RunDir::create(&repo.root().join(".pipeline"), "run-1")?;
-//! let plan = step_runner::plan(Step::Test, &components, &diff, &run_dir, &RunnerSettings::default());
-//! let cancel = AtomicBool::new(false);
-//! let runner = Runner { workdir: repo.root().into(), parallelism: 4, path_prefix: vec![], cancel: &cancel };
-//! let store = FileStore::open(&repo.root().join(".pipeline"))?;
-//! let results = step_runner::run_step(&store, &run_dir.run_id, &diff.head, &plan, &runner, &|_event| {})?;
+//! ```no_run
+//! use run_state::{StageContext, StageOptions, Step};
+//!
+//! let context = StageContext::open(&StageOptions { repo: Some("monorepo".into()), ..Default::default() })?;
+//! let run_dir = context.run_dir(None)?;
+//! let store = context.store()?;
+//! let cancel = std::sync::atomic::AtomicBool::new(false);
+//! let done = step_runner::run_stage(&context, &run_dir, &store, Step::Test, &cancel, &|_event| {})?;
+//! println!("{}", if done.passed() { "every test passed" } else { "a test failed" });
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 mod run;
 
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, SystemTime};
 
+use run_state::{Details, PIPELINE, RunDir, RunFile, StageContext, Status, Step, StepRecord, Store};
 use serde::Deserialize;
 use source_diff::{Components, DiffReport};
-use status_report::{Details, RunDir, Status, Step, StepRecord, Store};
+use status_report::GatePolicy;
 
-pub use run::{Event, Job, JobResult, Outcome, Runner};
+pub use run::{Event, Job, JobResult, Outcome, Runner, missing_program};
 
 /// `[runner]` in `pipeline.toml`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -45,6 +46,9 @@ pub struct RunnerSettings {
     /// The timeout of commands that set none; 10 minutes when unset.
     #[serde(default, deserialize_with = "pipeline_config::duration")]
     pub timeout: Option<Duration>,
+    /// Environment variables for every command (a component's `env` adds to and overrides these).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
 }
 
 impl RunnerSettings {
@@ -53,11 +57,17 @@ impl RunnerSettings {
 
     /// The number of commands to run at once.
     pub fn parallelism(&self) -> usize {
-        self.parallelism.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())).max(1)
+        self.parallelism.unwrap_or_else(default_parallelism).max(1)
     }
 }
 
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
+/// How many commands run at once when the config sets no bound: the number of CPUs.
+pub fn default_parallelism() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+/// How long a command may run when the config sets no timeout.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// What a step will do: the jobs to run and the components skipped, with why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,9 +86,22 @@ pub enum Error {
     /// This step has no per-component command.
     #[error("step `{0}` has no per-component command in [components]; use test, build or deploy")]
     NoCommand(Step),
-    /// Recording in the status store failed.
+    /// The run folder, the store or the work tree check failed.
     #[error(transparent)]
-    Store(#[from] status_report::Error),
+    State(#[from] run_state::Error),
+    /// The config is wrong.
+    #[error(transparent)]
+    Config(#[from] pipeline_config::ConfigError),
+    /// A deploy asked for while the gate refuses the run.
+    #[error("the gate refuses this run, so nothing is deployed: {}", .0.join("; "))]
+    GateRefused(Vec<String>),
+}
+
+impl Error {
+    /// Whether the error is the stage's own verdict (exit 1) rather than a usage or I/O error (exit 2).
+    pub fn is_verdict(&self) -> bool {
+        matches!(self, Error::GateRefused(_))
+    }
 }
 
 impl StepPlan {
@@ -112,12 +135,7 @@ pub fn plan(
     let mut jobs = Vec::new();
     let mut skipped = Vec::new();
     for component in components.iter() {
-        let command = match step {
-            Step::Test => component.test.as_ref(),
-            Step::Build => component.build.as_ref(),
-            Step::Deploy => component.deploy.as_ref(),
-            _ => None,
-        };
+        let command = component.command(step);
         let changed = diff.components.get(&component.name).is_some_and(|c| c.changed);
         match (changed, command) {
             (false, _) => skipped.push((component.name.clone(), "unchanged since the base".to_string())),
@@ -129,6 +147,7 @@ pub fn plan(
                 log_path: run_dir.log_path(&component.name, step.as_str()),
                 config_key: format!("components.{}.{step}", component.name),
                 stdout_path: None,
+                env: settings.env.iter().chain(&command.env).map(|(k, v)| (k.clone(), v.clone())).collect(),
             }),
         }
     }
@@ -156,7 +175,7 @@ pub fn run_step(
     }
     // The store is written from the workers; the first error is kept and returned.
     let store_error = std::sync::Mutex::new(None);
-    let keep = |result: Result<(), status_report::Error>| {
+    let keep = |result: Result<(), run_state::Error>| {
         if let Err(e) = result {
             store_error.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
         }
@@ -183,7 +202,7 @@ pub fn run_step(
 pub fn finished_record(run_id: &str, commit: &str, step: Step, result: &JobResult) -> StepRecord {
     let (status, error) = match &result.outcome {
         Outcome::Passed => (Status::Passed, None),
-        Outcome::Failed(message) => (Status::Failed, Some(message.clone())),
+        Outcome::Failed(_) | Outcome::NotFound { .. } => (Status::Failed, result.outcome.message()),
         Outcome::TimedOut(after) => (
             Status::Failed,
             Some(format!(
@@ -204,4 +223,76 @@ pub fn finished_record(run_id: &str, commit: &str, step: Step, result: &JobResul
         note: None,
     };
     record
+}
+
+/// What [`run_stage`] did: the plan and every job's result.
+#[derive(Debug, Clone)]
+pub struct StageRun {
+    /// The plan that ran.
+    pub plan: StepPlan,
+    /// The results, in plan order.
+    pub results: Vec<JobResult>,
+}
+
+impl StageRun {
+    /// Whether every job passed (also when none was needed).
+    pub fn passed(&self) -> bool {
+        self.results.iter().all(|r| r.outcome == Outcome::Passed)
+    }
+}
+
+/// Loads `[components]` and `[runner]` of the context's config, and the run's diff.
+pub fn load(context: &StageContext, run_dir: &RunDir) -> Result<(Components, RunnerSettings, DiffReport), Error> {
+    let config = context.required_config()?;
+    let components = Components::from_config(config)?;
+    let settings: RunnerSettings = config.section(RunnerSettings::SECTION)?;
+    let diff: DiffReport = run_dir.read_json(RunFile::Diff)?;
+    Ok((components, settings, diff))
+}
+
+/// The step stage for one run, as the `step-runner` binary and a pipeline both run it:
+/// reads the config and the run's diff, checks that the checked-out tree is the run's
+/// commit, refuses a deploy while the gate refuses, then plans, runs and records the step.
+/// An error before any command runs is recorded as the step failed (component `pipeline`),
+/// so the gate never sees a step that silently did not happen.
+pub fn run_stage(
+    context: &StageContext,
+    run_dir: &RunDir,
+    store: &dyn Store,
+    step: Step,
+    cancel: &AtomicBool,
+    on_event: &(dyn Fn(Event<'_>) + Sync),
+) -> Result<StageRun, Error> {
+    let prepared = (|| {
+        if !matches!(step, Step::Build | Step::Test | Step::Deploy) {
+            return Err(Error::NoCommand(step));
+        }
+        let (components, settings, diff) = load(context, run_dir)?;
+        context.check_tree(&diff.head, diff.worktree)?;
+        if step >= Step::Deploy {
+            let policy: GatePolicy = context.config.section(GatePolicy::SECTION)?;
+            let (_, gate) = status_report::run_gate(store, run_dir, &policy, Some(step))?;
+            if !gate.allowed {
+                return Err(Error::GateRefused(gate.reasons));
+            }
+        }
+        let plan = plan(step, &components, &diff, run_dir, &settings);
+        Ok((settings, diff, plan))
+    })();
+    let (settings, diff, plan) = match prepared {
+        Ok(prepared) => prepared,
+        Err(error) => {
+            let head = run_dir.read_json::<DiffReport>(RunFile::Diff).map(|d| d.head).unwrap_or_default();
+            let mut record = StepRecord::new(&run_dir.run_id, &head, PIPELINE, step, Status::Failed);
+            record.started_at = Some(SystemTime::now());
+            record.ended_at = record.started_at;
+            record.details.error = Some(error.to_string());
+            store.record(&record)?;
+            return Err(error);
+        }
+    };
+    let runner =
+        Runner { workdir: context.root.clone(), parallelism: settings.parallelism(), path_prefix: Vec::new(), cancel };
+    let results = run_step(store, &run_dir.run_id, &diff.head, &plan, &runner, on_event)?;
+    Ok(StageRun { plan, results })
 }

@@ -30,6 +30,8 @@ pub struct Job {
     /// Where stdout goes when it is kept apart from the log (a tool's machine-readable report);
     /// `None`: stdout and stderr both go to the log.
     pub stdout_path: Option<PathBuf>,
+    /// Environment variables set for the command (`env = { … }` in config).
+    pub env: Vec<(String, String)>,
 }
 
 /// How a job ended.
@@ -39,6 +41,14 @@ pub enum Outcome {
     Passed,
     /// A non-zero exit, a signal, or a command that could not start; the message says which.
     Failed(String),
+    /// Exit 127: the shell could not find a command. `program` is the word the shell named in
+    /// its message (`sh: 1: vitest: not found`), when it printed one.
+    NotFound {
+        /// The command the shell could not find.
+        program: Option<String>,
+        /// The config key of the command line, named in the message.
+        config_key: String,
+    },
     /// Stopped at its timeout.
     TimedOut(Duration),
     /// Stopped, or never started, because the run was cancelled.
@@ -50,10 +60,44 @@ impl std::fmt::Display for Outcome {
         match self {
             Outcome::Passed => f.write_str("passed"),
             Outcome::Failed(message) => write!(f, "failed: {message}"),
+            Outcome::NotFound { .. } => write!(f, "failed: {}", self.message().unwrap_or_default()),
             Outcome::TimedOut(after) => write!(f, "timed out after {}", humantime::format_duration(*after)),
             Outcome::Cancelled => f.write_str("cancelled"),
         }
     }
+}
+
+impl Outcome {
+    /// Why it did not pass, on one line (`None` when it passed).
+    pub fn message(&self) -> Option<String> {
+        match self {
+            Outcome::Passed => None,
+            Outcome::Failed(message) => Some(message.clone()),
+            Outcome::NotFound { program: Some(program), config_key } => {
+                Some(format!("command not found: `{program}` (exit 127); install it or fix {config_key}.run"))
+            }
+            Outcome::NotFound { program: None, config_key } => {
+                Some(format!("exit 127: a command was not found (see the log); install it or fix {config_key}.run"))
+            }
+            Outcome::TimedOut(after) => Some(format!("timed out after {}", humantime::format_duration(*after))),
+            Outcome::Cancelled => Some("cancelled".into()),
+        }
+    }
+}
+
+/// The command a shell said it could not find, from the end of its output: `sh: 1: X: not found`
+/// (dash, busybox), `bash: line 1: X: command not found`, `X: command not found`, `zsh: command not found: X`.
+pub fn missing_program(log: &str) -> Option<String> {
+    log.lines().rev().find_map(|line| {
+        let line = line.trim();
+        if let Some(program) = line.strip_prefix("zsh: command not found: ") {
+            return Some(program.trim().to_string());
+        }
+        let rest = line.strip_suffix(": command not found").or_else(|| line.strip_suffix(": not found"))?;
+        // The program is the last `: `-separated field before the suffix.
+        let program = rest.rsplit(": ").next()?.trim();
+        (!program.is_empty() && !program.contains(' ')).then(|| program.to_string())
+    })
 }
 
 /// A finished job.
@@ -150,7 +194,13 @@ impl Runner<'_> {
             }
             Err(message) => Outcome::Failed(message),
         };
-        let log_tail = status_report::redact::read_log_tail(&job.log_path).unwrap_or_default();
+        let log_tail = run_state::redact::read_log_tail(&job.log_path).unwrap_or_default();
+        let outcome = match outcome {
+            Outcome::NotFound { config_key, .. } => {
+                Outcome::NotFound { program: missing_program(&log_tail), config_key }
+            }
+            other => other,
+        };
         JobResult { job, outcome, started_at: Some(started_at), ended_at: SystemTime::now(), log_tail }
     }
 
@@ -177,6 +227,7 @@ impl Runner<'_> {
         if let Some(path) = path {
             command.env("PATH", path);
         }
+        command.envs(job.env.iter().map(|(k, v)| (k, v)));
         command.spawn().map_err(|e| format!("cannot start `sh` for {}: {e}", job.config_key))
     }
 
@@ -203,13 +254,8 @@ impl Runner<'_> {
 fn exit_outcome(status: std::process::ExitStatus, job: &Job) -> Outcome {
     match (status.code(), status.signal()) {
         (Some(0), _) => Outcome::Passed,
-        (Some(127), _) => {
-            let program = job.command.split_whitespace().next().unwrap_or("");
-            Outcome::Failed(format!(
-                "command not found: `{program}` (exit 127); install it or fix {}.run",
-                job.config_key
-            ))
-        }
+        // The shell's own message names the missing word; it is read from the log afterwards.
+        (Some(127), _) => Outcome::NotFound { program: None, config_key: job.config_key.clone() },
         (Some(126), _) => Outcome::Failed(format!("command not executable (exit 126); check {}.run", job.config_key)),
         (Some(code), _) => Outcome::Failed(format!("exit code {code}")),
         (None, Some(signal)) => Outcome::Failed(format!("killed by signal {signal}")),
@@ -233,4 +279,18 @@ fn stop_group(child: &mut Child) {
     }
     let _ = killpg(group, Signal::SIGKILL);
     let _ = child.wait();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::missing_program;
+
+    #[test]
+    fn the_missing_program_is_the_word_the_shell_named() {
+        assert_eq!(missing_program("> test\n> vitest run\n\nsh: 1: vitest: not found\n").as_deref(), Some("vitest"));
+        assert_eq!(missing_program("bash: line 1: cfn-lintx: command not found").as_deref(), Some("cfn-lintx"));
+        assert_eq!(missing_program("zsh: command not found: foo").as_deref(), Some("foo"));
+        assert_eq!(missing_program("npm ERR! missing script\nexit 127"), None);
+        assert_eq!(missing_program("error: the file was not found"), None);
+    }
 }

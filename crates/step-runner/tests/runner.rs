@@ -4,7 +4,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use status_report::{FileStore, RunDir, Status, Step, Store};
+use run_state::{FileStore, RunDir, Status, Step, Store};
 use step_runner::{Event, Job, Outcome, Runner, RunnerSettings};
 
 fn job(dir: &std::path::Path, name: &str, command: &str, timeout: Duration) -> Job {
@@ -15,6 +15,7 @@ fn job(dir: &std::path::Path, name: &str, command: &str, timeout: Duration) -> J
         log_path: dir.join(format!("logs/{name}-test.log")),
         config_key: format!("components.{name}.test"),
         stdout_path: None,
+        env: Vec::new(),
     }
 }
 
@@ -36,12 +37,17 @@ fn results_come_back_in_order_with_logs_and_exit_codes() {
     assert!(log.contains("hello from ok") && log.contains("to-stderr"), "{log}");
     assert_eq!(results[1].outcome, Outcome::Failed("exit code 3".into()));
     assert_eq!(results[1].log_tail, "failing");
+    // The word the shell could not find, from its own message, as a typed outcome.
     assert_eq!(
         results[2].outcome,
-        Outcome::Failed(
-            "command not found: `definitely-not-a-command-xyz` (exit 127); install it or fix components.missing.test.run"
-                .into()
-        )
+        Outcome::NotFound {
+            program: Some("definitely-not-a-command-xyz".into()),
+            config_key: "components.missing.test".into()
+        }
+    );
+    assert_eq!(
+        results[2].outcome.message().unwrap(),
+        "command not found: `definitely-not-a-command-xyz` (exit 127); install it or fix components.missing.test.run"
     );
 }
 
@@ -186,6 +192,8 @@ fn a_step_is_planned_from_the_diff_and_every_state_is_recorded() {
     assert!(tail.contains("password=[REDACTED]") && !tail.contains("hunter2"), "{tail}");
     // The full log stays in the run folder.
     assert!(std::fs::read_to_string(run_dir.log_path("web", "test")).unwrap().contains("in the log"));
-    let gate = status_report::decide(&records, &Default::default());
+    let required = status_report::Requirements::from_diff(&diff);
+    let gate = status_report::decide(&records, Some(&required), &Default::default());
     assert!(!gate.allowed);
+    assert!(gate.reasons.iter().any(|r| r.starts_with("web test failed")), "{gate:?}");
 }

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use pipeline_config::{ConfigError, ConfigFile, Spanned};
 use serde::Deserialize;
 
 use crate::Severity;
@@ -12,7 +13,7 @@ use crate::Severity;
 #[serde(deny_unknown_fields, default)]
 pub struct ValidateSettings {
     /// Globs of the CloudFormation templates among a component's files.
-    pub templates: Vec<String>,
+    pub templates: Vec<Spanned<String>>,
     /// Rule IDs (or prefixes such as `W`) never reported, for every template.
     pub ignore_checks: Vec<String>,
     /// The lowest severity that fails the stage.
@@ -30,12 +31,10 @@ pub struct ValidateSettings {
 impl Default for ValidateSettings {
     fn default() -> Self {
         ValidateSettings {
-            templates: vec![
-                "**/*.template".into(),
-                "cfn/**/*.yaml".into(),
-                "cfn/**/*.yml".into(),
-                "cfn/**/*.json".into(),
-            ],
+            templates: ["**/*.template", "cfn/**/*.yaml", "cfn/**/*.yml", "cfn/**/*.json"]
+                .into_iter()
+                .map(|glob| Spanned::new(0..0, glob.to_string()))
+                .collect(),
             ignore_checks: Vec::new(),
             fail_on: Severity::Error,
             secrets: true,
@@ -49,6 +48,32 @@ impl Default for ValidateSettings {
 impl ValidateSettings {
     /// The section of `pipeline.toml` this crate owns.
     pub const SECTION: &'static str = "validate";
+
+    /// Parses and checks `[validate]`: template globs compile (a bad one names its line) and
+    /// tool names are safe as file names.
+    pub fn from_config(config: &ConfigFile) -> Result<ValidateSettings, ConfigError> {
+        let settings: ValidateSettings = config.section(Self::SECTION)?;
+        settings.template_globs(config)?;
+        for name in settings.tools.keys() {
+            pipeline_config::check_name(name).map_err(|message| ConfigError {
+                file: config.path.clone(),
+                line: None,
+                key: format!("validate.tools.{name}"),
+                message,
+            })?;
+        }
+        Ok(settings)
+    }
+
+    /// The template globs as one set.
+    pub fn template_globs(&self, config: &ConfigFile) -> Result<globset::GlobSet, ConfigError> {
+        pipeline_config::glob_set(
+            &config.path,
+            &config.text,
+            self.templates.iter().map(|g| (g.get_ref().as_str(), g.span())),
+            "validate.templates",
+        )
+    }
 }
 
 /// `[validate.tools.NAME]`: an external linter run when one of its components changed.

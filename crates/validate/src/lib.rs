@@ -28,7 +28,6 @@ pub mod tools;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use globset::{GlobSet, GlobSetBuilder};
 use rayon::prelude::*;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -78,12 +77,12 @@ pub enum Error {
     #[error(transparent)]
     Allowlist(#[from] secrets::AllowlistError),
     /// A configured tool is not installed.
-    #[error("validate.tools.{tool}: `{program}` is not installed; {install}")]
+    #[error("validate.tools.{tool}: {} not installed; {install}", match program { Some(p) => format!("`{p}` is"), None => "a command it runs is".to_string() })]
     ToolMissing {
         /// The tool's name.
         tool: String,
-        /// The program that was not found.
-        program: String,
+        /// The program the shell could not find, when it named one.
+        program: Option<String>,
         /// How to install it.
         install: String,
     },
@@ -93,12 +92,16 @@ pub enum Error {
     /// git failed.
     #[error(transparent)]
     Git(#[from] source_diff::Error),
+    /// The run folder, the store or the work tree check failed.
+    #[error(transparent)]
+    State(#[from] run_state::Error),
     /// Reading or writing a file failed.
-    #[error("{}: {source}", path.display())]
+    #[error("{}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
         /// The OS error.
+        #[source]
         source: std::io::Error,
     },
 }
@@ -150,7 +153,12 @@ pub fn plan(
     diff: &DiffReport,
     tracked: &[String],
 ) -> Result<Plan, pipeline_config::ConfigError> {
-    let template_globs = globs(&settings.templates)?;
+    let template_globs = pipeline_config::glob_set(
+        Path::new(pipeline_config::FILE_NAME),
+        "",
+        settings.templates.iter().map(|g| (g.get_ref().as_str(), 0..0)),
+        "validate.templates",
+    )?;
     let all = tracked.iter().map(|p| FileChange { path: p.clone(), status: FileStatus::Modified }).collect();
     let ownership = source_diff::affected(components, all);
     let changed: BTreeSet<&str> = diff.changed().collect();
@@ -178,22 +186,6 @@ pub fn plan(
     Ok(plan)
 }
 
-fn globs(patterns: &[String]) -> Result<GlobSet, pipeline_config::ConfigError> {
-    let mut builder = GlobSetBuilder::new();
-    for pattern in patterns {
-        let glob = globset::GlobBuilder::new(pattern).literal_separator(true).build().map_err(|e| {
-            pipeline_config::ConfigError::file(
-                Path::new(pipeline_config::FILE_NAME),
-                format!("validate.templates: `{pattern}` is not a valid glob: {}", e.kind()),
-            )
-        })?;
-        builder.add(glob);
-    }
-    builder
-        .build()
-        .map_err(|e| pipeline_config::ConfigError::file(Path::new(pipeline_config::FILE_NAME), e.to_string()))
-}
-
 /// Bump when a rule changes, so cached results are not reused.
 const CACHE_VERSION: &str = "validate-native-v1";
 
@@ -204,7 +196,7 @@ pub fn check_templates(repo: &Path, templates: &[String], ignore: &[String], cac
         .par_iter()
         .flat_map_iter(|path| {
             let full = repo.join(path);
-            match std::fs::read(&full) {
+            match run_state::fs::read_regular(&full, Limits::default().max_bytes as u64) {
                 Ok(bytes) => check_cached(path, &full, &bytes, cache_dir),
                 Err(e) => vec![Finding {
                     path: path.clone(),
@@ -230,8 +222,10 @@ fn check_cached(path: &str, full: &Path, bytes: &[u8], cache_dir: Option<&Path>)
         hasher.finalize().iter().map(|b| format!("{b:02x}")).collect::<String>()
     };
     let cached = cache_dir.map(|dir| dir.join("validate").join(format!("{key}.json")));
-    if let Some(found) =
-        cached.as_ref().and_then(|p| std::fs::read(p).ok()).and_then(|b| serde_json::from_slice(&b).ok())
+    if let Some(found) = cached
+        .as_ref()
+        .and_then(|p| run_state::fs::read_regular(p, run_state::fs::MAX_RUN_FILE_BYTES).ok())
+        .and_then(|b| serde_json::from_slice(&b).ok())
     {
         return found;
     }
@@ -239,7 +233,7 @@ fn check_cached(path: &str, full: &Path, bytes: &[u8], cache_dir: Option<&Path>)
     if let Some(cached) = cached {
         // A cache that cannot be written only costs time next run.
         if let Ok(json) = serde_json::to_vec(&findings) {
-            let _ = status_report::write_atomic(&cached, &json);
+            let _ = run_state::write_atomic(&cached, &json);
         }
     }
     findings
@@ -352,14 +346,17 @@ pub fn apply(
 ) -> Result<Vec<Finding>, Error> {
     let mut findings = check_templates(repo, &plan.templates, &settings.ignore_checks, options.cache_dir);
     let allowlist = match &settings.secrets_allowlist {
-        Some(file) => std::fs::read_to_string(repo.join(file)).map_err(|e| Error::io(&repo.join(file), e))?,
+        Some(file) => {
+            let path = repo.join(file);
+            let bytes = run_state::fs::read_regular(&path, 1024 * 1024).map_err(|e| Error::io(&path, e))?;
+            String::from_utf8_lossy(&bytes).into_owned()
+        }
         None => String::new(),
     };
     findings.extend(scan_secrets(repo, &plan.secret_files, &secrets::SecretScanner::new(&allowlist)?));
     findings.sort();
     if options.tools && !plan.tools.is_empty() {
-        let parallelism =
-            settings.parallelism.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+        let parallelism = settings.parallelism.unwrap_or_else(step_runner::default_parallelism);
         let mut found =
             tools::run(repo, &plan.tools, parallelism, options.tool_path_prefix, options.log_dir, options.cancel)?;
         found.retain(|f| !ignored(&f.rule, &settings.ignore_checks));
@@ -371,4 +368,172 @@ pub fn apply(
 /// Whether any finding is at or above `fail_on`.
 pub fn fails(findings: &[Finding], fail_on: Severity) -> bool {
     findings.iter().any(|f| f.severity >= fail_on)
+}
+
+/// What [`run_stage`] found.
+#[derive(Debug, Clone)]
+pub struct StageOutcome {
+    /// The plan that was applied.
+    pub plan: Plan,
+    /// Every finding, sorted.
+    pub findings: Vec<Finding>,
+    /// The lowest severity that fails the stage.
+    pub fail_on: Severity,
+}
+
+impl StageOutcome {
+    /// Whether no finding is at or above `fail_on`.
+    pub fn passed(&self) -> bool {
+        !fails(&self.findings, self.fail_on)
+    }
+
+    /// The files checked (templates and scanned files), for a JUnit report.
+    pub fn checked_files(&self) -> Vec<String> {
+        let mut checked: Vec<String> = self.plan.templates.clone();
+        checked.extend(self.plan.secret_files.iter().cloned());
+        checked.sort();
+        checked.dedup();
+        checked
+    }
+
+    /// One line for the step's record.
+    pub fn summary(&self) -> String {
+        let failing = self.findings.iter().filter(|f| f.severity >= self.fail_on).count();
+        format!(
+            "{} template(s), {} file(s) scanned, {} tool(s): {} finding(s), {failing} at or above {}",
+            self.plan.templates.len(),
+            self.plan.secret_files.len(),
+            self.plan.tools.len(),
+            self.findings.len(),
+            report::severity_name(self.fail_on)
+        )
+    }
+}
+
+/// How [`run_stage`] runs.
+#[derive(Debug, Clone, Copy)]
+pub struct StageOptions<'a> {
+    /// Whether the external tools run.
+    pub tools: bool,
+    /// Whether the result cache is used.
+    pub cache: bool,
+    /// Check every component as if all had changed (no diff needed; nothing is recorded
+    /// when there is no run).
+    pub all: bool,
+    /// Set to stop the tools.
+    pub cancel: &'a std::sync::atomic::AtomicBool,
+}
+
+/// The plan [`run_stage`] would apply, for a dry run: nothing is checked or recorded.
+pub fn plan_stage(
+    context: &run_state::StageContext,
+    run_dir: Option<&run_state::RunDir>,
+    options: StageOptions<'_>,
+) -> Result<Plan, Error> {
+    let config = context.required_config()?;
+    let components = Components::from_config(config)?;
+    let settings = ValidateSettings::from_config(config)?;
+    let tracked = source_diff::Repo::at_root(&context.root).tracked_files()?;
+    let diff = stage_diff(context, run_dir, &components, &tracked, options.all)?;
+    Ok(plan(&settings, &components, &diff, &tracked)?)
+}
+
+/// The diff a stage works from: the run's, or every tracked file with `all`.
+fn stage_diff(
+    context: &run_state::StageContext,
+    run_dir: Option<&run_state::RunDir>,
+    components: &Components,
+    tracked: &[String],
+    all: bool,
+) -> Result<DiffReport, Error> {
+    match (run_dir, all) {
+        (_, true) => Ok(source_diff::affected(
+            components,
+            tracked.iter().map(|path| FileChange { path: path.clone(), status: FileStatus::Modified }).collect(),
+        )),
+        (Some(run_dir), false) => Ok(run_dir.read_json::<DiffReport>(run_state::RunFile::Diff)?),
+        (None, false) => Err(Error::State(run_state::Error::NoRun { state_dir: context.state_dir.clone() })),
+    }
+}
+
+/// The Validate stage for one run, as the `validate` binary and a pipeline both run it:
+/// reads the config and the run's diff, checks that the checked-out tree is the run's commit,
+/// plans, applies, writes `validate.json` to the run folder, and records the `validate` step
+/// (passed, or failed with the first finding at or above `fail_on`, or failed with the error).
+///
+/// `run` is `None` only with [`StageOptions::all`] outside a run: nothing is recorded then.
+pub fn run_stage(
+    context: &run_state::StageContext,
+    run: Option<(&run_state::RunDir, &dyn run_state::Store)>,
+    options: StageOptions<'_>,
+) -> Result<StageOutcome, Error> {
+    let work = || -> Result<(StageOutcome, String), Error> {
+        let config = context.required_config()?;
+        let components = Components::from_config(config)?;
+        let settings = ValidateSettings::from_config(config)?;
+        let repo = source_diff::Repo::at_root(&context.root);
+        let tracked = repo.tracked_files()?;
+        let diff = stage_diff(context, run.map(|(dir, _)| dir), &components, &tracked, options.all)?;
+        if !options.all {
+            context.check_tree(&diff.head, diff.worktree)?;
+        }
+        let plan = plan(&settings, &components, &diff, &tracked)?;
+        let cache = context.cache_dir();
+        let log_dir = run.map_or_else(|| context.state_dir.join("logs"), |(run_dir, _)| run_dir.logs_dir());
+        let apply_options = ApplyOptions {
+            cache_dir: options.cache.then_some(cache.as_path()),
+            tools: options.tools,
+            tool_path_prefix: &[],
+            log_dir: &log_dir,
+            cancel: options.cancel,
+        };
+        let findings = apply(&context.root, &settings, &plan, apply_options)?;
+        if let Some((run_dir, _)) = run {
+            run_dir.write(run_state::RunFile::Validate, report::json(&findings).as_bytes())?;
+        }
+        let outcome = StageOutcome { plan, findings, fail_on: settings.fail_on };
+        let summary = outcome.summary();
+        Ok((outcome, summary))
+    };
+    let Some((run_dir, store)) = run else {
+        return work().map(|(outcome, _)| outcome);
+    };
+    let head = run_dir.read_json::<DiffReport>(run_state::RunFile::Diff).map(|d| d.head).unwrap_or_default();
+    let mut record = run_state::StepRecord::new(
+        &run_dir.run_id,
+        &head,
+        run_state::PIPELINE,
+        run_state::Step::Validate,
+        run_state::Status::Running,
+    );
+    record.started_at = Some(std::time::SystemTime::now());
+    store.record(&record)?;
+    let result = work();
+    record.ended_at = Some(std::time::SystemTime::now());
+    match &result {
+        Ok((outcome, summary)) if outcome.passed() => {
+            record.status = run_state::Status::Passed;
+            record.details.note = Some(summary.clone());
+        }
+        Ok((outcome, summary)) => {
+            record.status = run_state::Status::Failed;
+            let first = outcome.findings.iter().find(|f| f.severity >= outcome.fail_on);
+            record.details.error = Some(match first {
+                Some(f) => {
+                    format!("{summary}; first {}:{}:{}: {} {}", f.path, f.pos.line, f.pos.column, f.rule, f.message)
+                }
+                None => summary.clone(),
+            });
+        }
+        Err(error) => {
+            record.status = if matches!(error, Error::Cancelled) {
+                run_state::Status::Cancelled
+            } else {
+                run_state::Status::Failed
+            };
+            record.details.error = Some(run_state::error_chain(error));
+        }
+    }
+    store.record(&record)?;
+    result.map(|(outcome, _)| outcome)
 }

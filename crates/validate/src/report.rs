@@ -11,11 +11,7 @@ use crate::{Finding, Severity, rules};
 pub fn human(findings: &[Finding]) -> String {
     let mut out = String::new();
     for f in findings {
-        let severity = match f.severity {
-            Severity::Error => "error",
-            Severity::Warning => "warning",
-            Severity::Info => "info",
-        };
+        let severity = severity_name(f.severity);
         let _ = writeln!(out, "{}:{}:{}: {} {severity}: {}", f.path, f.pos.line, f.pos.column, f.rule, f.message);
     }
     out
@@ -30,7 +26,8 @@ pub fn json(findings: &[Finding]) -> String {
     serde_json::to_string_pretty(&json!({ "findings": findings, "counts": counts })).expect("findings serialise")
 }
 
-fn severity_name(severity: Severity) -> &'static str {
+/// A severity's name in reports and config (`error`, `warning`, `info`).
+pub fn severity_name(severity: Severity) -> &'static str {
     match severity {
         Severity::Error => "error",
         Severity::Warning => "warning",
@@ -38,8 +35,9 @@ fn severity_name(severity: Severity) -> &'static str {
     }
 }
 
-/// JUnit XML: one case per checked file, failed when it has findings.
-pub fn junit(files: &[String], findings: &[Finding]) -> String {
+/// JUnit XML: one case per checked file, failed when it has a finding at or above `fail_on`
+/// (findings below it are listed in the case's output, which CodeBuild shows as passed).
+pub fn junit(files: &[String], findings: &[Finding], fail_on: Severity) -> String {
     use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
     let mut report = Report::new("validate");
     let mut suite = TestSuite::new("validate");
@@ -48,17 +46,21 @@ pub fn junit(files: &[String], findings: &[Finding]) -> String {
         by_file.entry(f.path.as_str()).or_default().push(f);
     }
     for (file, found) in by_file {
-        let status = if found.is_empty() {
+        let owned: Vec<Finding> = found.iter().map(|f| (*f).clone()).collect();
+        let failing = owned.iter().filter(|f| f.severity >= fail_on).count();
+        let status = if failing == 0 {
             TestCaseStatus::success()
         } else {
             let mut status = TestCaseStatus::non_success(NonSuccessKind::Failure);
-            status.set_message(format!("{} finding(s)", found.len()));
-            let owned: Vec<Finding> = found.iter().map(|f| (*f).clone()).collect();
+            status.set_message(format!("{failing} finding(s) at or above {}", severity_name(fail_on)));
             status.set_description(human(&owned));
             status
         };
         let name = if file.is_empty() { "tools" } else { file };
         let mut case = TestCase::new(name, status);
+        if failing == 0 && !owned.is_empty() {
+            case.set_system_out(human(&owned));
+        }
         case.set_classname("validate");
         suite.add_test_case(case);
     }

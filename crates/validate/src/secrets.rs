@@ -3,7 +3,7 @@
 //! Rules (all [`Severity::Error`] except `S002`):
 //!
 //! - `S001`: an AWS secret access key (40 base64 characters, mixed case with a
-//!   digit) within 5 lines of an access key ID (`AKIA`/`ASIA` + 16 upper-case
+//!   digit) within 5 lines of an access key ID (`AKIA`, `ASIA`, `ABIA`, `ACCA` + 16 upper-case
 //!   letters or digits); reported at the secret key.
 //! - `S002` (warning): an access key ID with no secret key within 5 lines.
 //! - `S003`: a private key block (`-----BEGIN … PRIVATE KEY-----` followed by a
@@ -31,6 +31,7 @@ use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use regex::Regex;
+use run_state::redact::patterns;
 
 use crate::{Finding, Pos, Severity};
 
@@ -52,11 +53,11 @@ fn regex(pattern: &str) -> Regex {
 }
 
 /// An AWS access key ID (word boundaries are checked by hand).
-static KEY_ID: LazyLock<Regex> = LazyLock::new(|| regex(r"(?:AKIA|ASIA)[A-Z0-9]{16}"));
+static KEY_ID: LazyLock<Regex> = LazyLock::new(|| regex(patterns::AWS_KEY_ID));
 /// A maximal run of base64 characters with its padding.
 static BASE64_RUN: LazyLock<Regex> = LazyLock::new(|| regex(r"[A-Za-z0-9/+]+={0,2}"));
 /// The header of a private key block.
-static PRIVATE_KEY: LazyLock<Regex> = LazyLock::new(|| regex(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----"));
+static PRIVATE_KEY: LazyLock<Regex> = LazyLock::new(|| regex(patterns::PRIVATE_KEY_BEGIN));
 /// A key body: a long run of base64.
 static KEY_BODY: LazyLock<Regex> = LazyLock::new(|| regex(r"[A-Za-z0-9+/=]{40,}"));
 /// A name followed by an assignment operator (validated by hand).
@@ -88,8 +89,8 @@ static NUMBER: LazyLock<Regex> = LazyLock::new(|| {
     )
 });
 
-/// Name words that mean "this holds a secret".
-const KEYWORDS: &[&str] = &["password", "passwd", "secret", "token", "apikey", "accesskey", "privatekey"];
+/// Name words that mean "this holds a secret": the same words the redactor hides values of.
+const KEYWORDS: &[&str] = patterns::SECRET_NAME_WORDS;
 
 /// Last words of names that hold something about a secret, not the secret.
 const NOT_SECRET_WORDS: &str = "\
@@ -223,7 +224,7 @@ impl Scan<'_> {
     fn aws_keys(&mut self) {
         let mut key_ids = Vec::new();
         for (index, line) in self.lines.iter().enumerate() {
-            if !line.contains("AKIA") && !line.contains("ASIA") {
+            if !patterns::AWS_KEY_ID_PREFIXES.iter().any(|prefix| line.contains(prefix)) {
                 continue;
             }
             for m in KEY_ID.find_iter(line) {

@@ -3,7 +3,6 @@
 
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
-use std::time::Duration;
 
 use serde_json::Value as Json;
 use step_runner::{Job, Outcome, Runner};
@@ -39,10 +38,11 @@ pub fn run(
         .map(|tool| Job {
             component: tool.name.clone(),
             command: tool.settings.run.clone(),
-            timeout: tool.settings.timeout.unwrap_or(Duration::from_secs(600)),
+            timeout: tool.settings.timeout.unwrap_or(step_runner::DEFAULT_TIMEOUT),
             log_path: log_dir.join(format!("validate-{}.log", tool.name)),
             config_key: format!("validate.tools.{}", tool.name),
             stdout_path: Some(log_dir.join(format!("validate-{}.out", tool.name))),
+            env: Vec::new(),
         })
         .collect();
     let runner = Runner { workdir: repo.to_path_buf(), parallelism, path_prefix: path_prefix.to_vec(), cancel };
@@ -52,11 +52,10 @@ pub fn run(
         let stdout =
             result.job.stdout_path.as_deref().and_then(|p| std::fs::read_to_string(p).ok()).unwrap_or_default();
         match &result.outcome {
-            Outcome::Failed(message) if message.starts_with("command not found") => {
-                let program = tool.settings.run.split_whitespace().next().unwrap_or(&tool.name).to_string();
+            Outcome::NotFound { program, .. } => {
                 return Err(Error::ToolMissing {
                     tool: tool.name.clone(),
-                    program,
+                    program: program.clone(),
                     install: tool.settings.install.clone().unwrap_or_else(|| "install it and put it on PATH".into()),
                 });
             }
@@ -71,7 +70,14 @@ pub fn run(
             )),
             Outcome::Cancelled => return Err(Error::Cancelled),
             Outcome::Passed | Outcome::Failed(_) => {
-                let parsed = parse(tool.settings.format, &stdout, repo);
+                // A tool quotes the template (a password in a property, say): its words never
+                // reach a finding, a report or validate.json unredacted.
+                let parsed = parse(tool.settings.format, &stdout, repo).map(|found| {
+                    found
+                        .into_iter()
+                        .map(|f| Finding { message: run_state::redact::redact(&f.message), ..f })
+                        .collect::<Vec<_>>()
+                });
                 match parsed {
                     Some(mut parsed) => findings.append(&mut parsed),
                     None if result.outcome != Outcome::Passed => findings.push(tool_finding(

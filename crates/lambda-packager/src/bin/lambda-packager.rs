@@ -4,11 +4,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use lambda_packager::{Error, Event, LambdaSettings, Packager, Pip};
-use status_report::RunDir;
+use lambda_packager::{Error, Event, StageOptions};
+use run_state::cli::StageArgs;
 
 /// Builds deterministic Lambda zips for the functions in [lambda.functions] of pipeline.toml,
-/// with their dependencies, into the run folder's packages/ (or --out), with manifest.json.
+/// with their dependencies, into the run folder's packages/ (or --out), with manifest.json,
+/// and records the run's build step.
 ///
 /// Exit codes: 0 built, 1 a package is over Lambda's size limits, 2 usage, configuration,
 /// pip or I/O error.
@@ -16,11 +17,11 @@ use status_report::RunDir;
 #[command(version)]
 struct Args {
     #[command(flatten)]
-    stage: pipeline_config::StageArgs,
+    stage: StageArgs,
     /// The run folder whose packages/ receives the zips [default: the latest run].
     #[arg(long)]
     run_dir: Option<PathBuf>,
-    /// Write the zips here instead of a run folder.
+    /// Write the zips here instead of a run folder (nothing is recorded).
     #[arg(long, conflicts_with = "run_dir")]
     out: Option<PathBuf>,
     /// Only these functions (repeatable).
@@ -34,58 +35,53 @@ struct Args {
     json: bool,
 }
 
-#[allow(clippy::print_stderr)]
 fn main() -> ExitCode {
-    match run(Args::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("lambda-packager: {error:#}");
-            let budget = matches!(error.downcast_ref::<Error>(), Some(Error::OverBudget(_)));
-            ExitCode::from(if budget { 1 } else { 2 })
-        }
-    }
+    let args = Args::parse();
+    run_state::cli::main("lambda-packager", || run(args))
 }
 
-#[allow(clippy::print_stderr, clippy::print_stdout)]
-fn run(args: Args) -> anyhow::Result<()> {
-    let config = args.stage.config_path(&args.stage.repo);
-    let (settings, mut functions) = LambdaSettings::load(&config)?;
-    for name in &args.only {
-        if !functions.iter().any(|f| &f.name == name) {
-            anyhow::bail!("no function `{name}` in [lambda.functions] of {}", config.display());
-        }
-    }
-    if !args.only.is_empty() {
-        functions.retain(|f| args.only.contains(&f.name));
-    }
-    let state_dir = args.stage.state_dir(&args.stage.repo);
-    let out_dir = match (args.out, args.run_dir) {
-        (Some(out), _) => out,
-        (None, Some(run_dir)) => RunDir::open(&run_dir)?.path.join("packages"),
-        (None, None) => RunDir::latest(&state_dir)?.path.join("packages"),
+#[allow(clippy::print_stderr)]
+fn run(args: Args) -> anyhow::Result<bool> {
+    let context = args.stage.context()?;
+    let run_dir = match &args.out {
+        Some(_) => None,
+        None => Some(context.run_dir(args.run_dir.as_deref()).map_err(|error| match error {
+            run_state::Error::NoRun { .. } => anyhow::anyhow!("{error}; or pass --out DIR to build without a run"),
+            other => other.into(),
+        })?),
     };
-    let packager = Packager {
-        repo: args.stage.repo.clone(),
-        cache_dir: state_dir.join("cache"),
-        out_dir,
-        pip: Pip { python: args.python, extra_args: settings.pip_args.clone() },
+    let store = match &run_dir {
+        Some(_) => Some(context.store()?),
+        None => None,
     };
-    let manifest = packager.build(&functions, &|event| match event {
+    let run = run_dir.as_ref().zip(store.as_ref()).map(|(dir, store)| (dir, store as &dyn run_state::Store));
+    let options = StageOptions { only: args.only, python: Some(args.python), out: args.out };
+    let manifest = lambda_packager::run_stage(&context, run, &options, &|event| match event {
         Event::Installing { requirements } => eprintln!("installing {requirements} with pip"),
         Event::Packaged(package) => {
             let how = if package.reused { "unchanged, reused" } else { "built" };
             eprintln!("{} {how}", package.name);
         }
-    })?;
+    });
+    let manifest = match manifest {
+        Err(error @ Error::OverBudget(_)) => {
+            eprintln!("lambda-packager: {error}");
+            return Ok(false);
+        }
+        other => other?,
+    };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&manifest)?);
-        return Ok(());
+        run_state::cli::print(&format!("{}\n", serde_json::to_string_pretty(&manifest)?))?;
+        return Ok(true);
     }
+    let width = manifest.packages.iter().map(|p| p.name.len()).max().unwrap_or(0).max(8);
+    let mut out = String::new();
     for package in &manifest.packages {
-        println!(
-            "{:<24} {:>10} bytes {:>6} files  CodeSha256 {}",
+        out.push_str(&format!(
+            "{:<width$} {:>10} bytes {:>6} files  CodeSha256 {}\n",
             package.name, package.size, package.files, package.code_sha256
-        );
+        ));
     }
-    Ok(())
+    run_state::cli::print(&out)?;
+    Ok(true)
 }

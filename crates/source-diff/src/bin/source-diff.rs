@@ -3,10 +3,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{Parser, ValueEnum};
+use run_state::Store;
+use run_state::cli::StageArgs;
 use source_diff::{BaseRequest, Components, Repo};
-use status_report::{FileStore, Store};
 
 /// Prints which components of a monorepo changed between two commits, and the flags that follow.
 ///
@@ -15,7 +15,7 @@ use status_report::{FileStore, Store};
 #[command(version)]
 struct Args {
     #[command(flatten)]
-    stage: pipeline_config::StageArgs,
+    stage: StageArgs,
     /// The base revision; without it: last successful run, merge-base with the default branch, HEAD~1, empty tree.
     #[arg(long)]
     base: Option<String>,
@@ -51,31 +51,28 @@ enum Format {
 }
 
 fn main() -> ExitCode {
-    match run(Args::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            #[allow(clippy::print_stderr)]
-            {
-                eprintln!("source-diff: {error:#}");
-            }
-            ExitCode::from(2)
-        }
-    }
+    let args = Args::parse();
+    run_state::cli::main("source-diff", || run(args).map(|()| true))
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let repo = Repo::open(&args.stage.repo)?;
-    let config = args.stage.config_path(repo.root());
-    let components = Components::load(&config)?;
-    let state_dir = args.stage.state_dir(repo.root());
-    let last_success = if args.base.is_none() && state_dir.join(FileStore::FILE_NAME).is_file() {
-        FileStore::open(&state_dir)?.last_success()?.map(|mark| mark.commit)
-    } else {
-        None
+    let context = args.stage.context()?;
+    if !context.is_git {
+        return Err(source_diff::Error::NotARepo {
+            path: context.root.clone(),
+            detail: "no .git in it or above it".into(),
+        }
+        .into());
+    }
+    let repo = Repo::at_root(&context.root);
+    let components = Components::from_config(context.required_config()?)?;
+    let last_success = match (&args.base, context.existing_store()?) {
+        (None, Some(store)) => store.last_success()?.map(|mark| mark.commit),
+        _ => None,
     };
     let request = BaseRequest { explicit: args.base, last_success, all_on_missing_base: args.all_on_missing_base };
     let report = if args.new_run {
-        let store = FileStore::open(&state_dir)?;
+        let store = context.store()?;
         let (run_dir, report) = source_diff::begin_run(
             &repo,
             &components,
@@ -83,7 +80,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             &args.head,
             args.include_worktree,
             &store,
-            &state_dir,
+            &context.state_dir,
         )?;
         #[allow(clippy::print_stderr)]
         {
@@ -99,11 +96,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         Format::Github => source_diff::render_github(&report),
     };
     match args.output {
-        Some(path) => status_report::write_atomic(&path, text.as_bytes()).with_context(|| "writing the output")?,
-        None => {
-            use std::io::Write;
-            std::io::stdout().lock().write_all(text.as_bytes())?;
-        }
+        Some(path) => run_state::write_atomic(&path, text.as_bytes())?,
+        None => run_state::cli::print(&text)?,
     }
     Ok(())
 }

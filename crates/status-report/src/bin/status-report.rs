@@ -3,28 +3,22 @@
 //! Exit codes: 0 success, 1 the gate refused (`gate`), 2 usage, configuration,
 //! I/O or store errors (including a run that `mark-success` refuses).
 
-use std::io::{ErrorKind, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::SystemTime;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Result, anyhow, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use status_report::{Error, FileStore, GatePolicy, RunReport, Status, Step, StepRecord, Store, decide, redact};
+use run_state::cli::{StageArgs, print};
+use run_state::{Error, FileStore, RunDir, StageContext, Status, Step, StepRecord, Store, redact};
+use status_report::{GatePolicy, RunReport, run_gate};
 
 /// The record of every pipeline step, the gate decision, and reports.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
-    /// The monorepo root, where `pipeline.toml` and `.pipeline/` are.
-    #[arg(long, global = true, value_name = "DIR", default_value = ".")]
-    repo: PathBuf,
-    /// The folder of the status store [default: REPO/.pipeline].
-    #[arg(long, global = true, value_name = "DIR")]
-    state_dir: Option<PathBuf>,
-    /// The file whose `[gate]` section sets the gate policy [default: REPO/pipeline.toml, when it exists].
-    #[arg(long, global = true, value_name = "FILE")]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    stage: StageArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -106,19 +100,7 @@ enum Format {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match run(&cli) {
-        Ok(code) => code,
-        Err(error) => {
-            print_error(&error);
-            ExitCode::from(2)
-        }
-    }
-}
-
-#[allow(clippy::print_stderr)]
-fn print_error(error: &anyhow::Error) {
-    // `{:#}` puts the whole chain on one line; a stray newline inside a message must not break that.
-    eprintln!("status-report: {}", format!("{error:#}").replace('\n', " "));
+    run_state::cli::main("status-report", || run(&cli))
 }
 
 #[allow(clippy::print_stderr)]
@@ -126,16 +108,16 @@ fn warn(message: &str) {
     eprintln!("status-report: warning: {message}");
 }
 
-fn run(cli: &Cli) -> Result<ExitCode> {
-    let state_dir = cli.state_dir.clone().unwrap_or_else(|| cli.repo.join(pipeline_config::STATE_DIR));
+fn run(cli: &Cli) -> Result<bool> {
+    let context = cli.stage.context()?;
     match &cli.command {
-        Command::Record(args) => record(&state_dir, args)?,
+        Command::Record(args) => record(&context, args)?,
         Command::Runs => {
-            let policy = policy(cli)?;
+            let policy = policy(&context)?;
             let mut out = String::new();
-            if let Some(store) = existing_store(&state_dir)? {
-                for (run_id, records) in store.runs()? {
-                    let gate = decide(&records, &policy);
+            if let Some(store) = context.existing_store()? {
+                for run_id in store.run_ids()? {
+                    let (_, gate) = run_gate(&store, &run_folder(&context, &run_id), &policy, None)?;
                     let verdict = match gate.reasons.len() {
                         0 => "passed".to_string(),
                         1 => "refused (1 reason)".to_string(),
@@ -147,10 +129,12 @@ fn run(cli: &Cli) -> Result<ExitCode> {
             print(&out)?;
         }
         Command::Show { run, format, output } => {
-            let policy = policy(cli)?;
-            let (store, run_id) = pick_run(&state_dir, run.as_deref())?;
-            let records = run_records(&store, &run_id)?;
-            let gate = decide(&records, &policy);
+            let policy = policy(&context)?;
+            let (store, run_id) = pick_run(&context, run.as_deref())?;
+            let (records, gate) = run_gate(&store, &run_folder(&context, &run_id), &policy, None)?;
+            if records.is_empty() {
+                bail!(Error::UnknownRun { run_id });
+            }
             let report = RunReport::new(&run_id, records, gate);
             let mut text = match format {
                 Format::Table => report.to_table(),
@@ -162,36 +146,43 @@ fn run(cli: &Cli) -> Result<ExitCode> {
                 text.push('\n');
             }
             match output {
-                Some(path) => status_report::write_atomic(path, text.as_bytes())?,
+                Some(path) => run_state::write_atomic(path, text.as_bytes())?,
                 None => print(&text)?,
             }
         }
         Command::Gate { run } => {
-            let policy = policy(cli)?;
-            let (store, run_id) = pick_run(&state_dir, run.as_deref())?;
-            let gate = decide(&run_records(&store, &run_id)?, &policy);
-            let mut out = format!("gate: {}\n", if gate.allowed { "passed" } else { "refused" });
+            let policy = policy(&context)?;
+            let (store, run_id) = pick_run(&context, run.as_deref())?;
+            let (records, gate) = run_gate(&store, &run_folder(&context, &run_id), &policy, None)?;
+            if records.is_empty() {
+                bail!(Error::UnknownRun { run_id });
+            }
+            let mut out = format!("gate: {} (run {run_id})\n", if gate.allowed { "passed" } else { "refused" });
             for reason in &gate.reasons {
                 out.push_str(&format!("  - {reason}\n"));
             }
             print(&out)?;
-            if !gate.allowed {
-                return Ok(ExitCode::from(1));
-            }
+            return Ok(gate.allowed);
         }
         Command::MarkSuccess { run } => {
-            let (store, run_id) = pick_run(&state_dir, Some(run))?;
+            let (store, run_id) = pick_run(&context, Some(run))?;
             let mark = store.mark_success(&run_id)?;
             print(&format!("{}\n", mark.commit))?;
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(true)
 }
 
-fn record(state_dir: &Path, args: &RecordArgs) -> Result<()> {
+/// The folder of a run (it may not exist for runs recorded only through `record`).
+fn run_folder(context: &StageContext, run_id: &str) -> RunDir {
+    RunDir { run_id: run_id.to_string(), path: run_state::runs_dir(&context.state_dir).join(run_id) }
+}
+
+fn record(context: &StageContext, args: &RecordArgs) -> Result<()> {
     let step: Step = args.step.parse().map_err(|e: String| anyhow!(e))?;
     let status: Status = args.status.parse().map_err(|e: String| anyhow!(e))?;
-    let store = FileStore::open(state_dir)?;
+    run_state::check_name("--run", &args.run)?;
+    let store = context.store()?;
     let now = SystemTime::now();
     let mut record = StepRecord::new(&args.run, &args.commit, &args.component, step, status);
     record.started_at = if status == Status::Running || args.started {
@@ -218,57 +209,24 @@ fn record(state_dir: &Path, args: &RecordArgs) -> Result<()> {
     Ok(())
 }
 
-/// The gate policy: `[gate]` of `--config`, else of `REPO/pipeline.toml` when it exists, else the default.
-fn policy(cli: &Cli) -> Result<GatePolicy> {
-    let path = match &cli.config {
-        Some(path) => path.clone(),
-        None => {
-            let path = cli.repo.join(pipeline_config::FILE_NAME);
-            if !path.exists() {
-                return Ok(GatePolicy::default());
-            }
-            path
-        }
-    };
-    Ok(pipeline_config::load_section::<GatePolicy>(&path, GatePolicy::SECTION)?)
-}
-
-/// The store, when one exists: reading commands must not create `.pipeline/` in the wrong folder.
-fn existing_store(state_dir: &Path) -> Result<Option<FileStore>> {
-    if state_dir.join(FileStore::FILE_NAME).is_file() { Ok(Some(FileStore::open(state_dir)?)) } else { Ok(None) }
+/// The gate policy: `[gate]` of the config when it exists, else the default.
+fn policy(context: &StageContext) -> Result<GatePolicy> {
+    Ok(context.config.section::<GatePolicy>(GatePolicy::SECTION)?)
 }
 
 /// The store and the run to read: `run` when given, else the newest.
-fn pick_run(state_dir: &Path, run: Option<&str>) -> Result<(FileStore, String)> {
-    let path = state_dir.join(FileStore::FILE_NAME);
+fn pick_run(context: &StageContext, run: Option<&str>) -> Result<(FileStore, String)> {
+    let path = context.state_dir.join(FileStore::FILE_NAME);
     let no_runs = || {
         anyhow!(
             "no runs recorded in {}; record a step first (`status-report record`) or pass --repo or --state-dir",
             path.display()
         )
     };
-    let store = existing_store(state_dir)?.ok_or_else(no_runs)?;
+    let store = context.existing_store()?.ok_or_else(no_runs)?;
     let run_id = match run {
         Some(run) => run.to_string(),
         None => store.run_ids()?.pop().ok_or_else(no_runs)?,
     };
     Ok((store, run_id))
-}
-
-/// A run's records; an unknown run is an error rather than an empty report.
-fn run_records(store: &FileStore, run_id: &str) -> Result<Vec<StepRecord>> {
-    let records = store.run(run_id)?;
-    if records.is_empty() {
-        bail!(Error::UnknownRun { run_id: run_id.into() });
-    }
-    Ok(records)
-}
-
-/// Writes the result to stdout; a reader that stops early (`| head`) is not an error.
-fn print(text: &str) -> Result<()> {
-    let mut stdout = std::io::stdout().lock();
-    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
-        Err(e) if e.kind() != ErrorKind::BrokenPipe => Err(e).context("cannot write to stdout"),
-        _ => Ok(()),
-    }
 }

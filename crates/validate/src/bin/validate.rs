@@ -2,13 +2,10 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
 
-use anyhow::Context;
 use clap::{Parser, ValueEnum};
-use source_diff::{Components, DiffReport, Repo};
-use status_report::RunDir;
-use validate::{ValidateSettings, report};
+use run_state::cli::StageArgs;
+use validate::report;
 
 /// Checks the CloudFormation templates and scans the files of the components the run's diff
 /// marks changed, and runs the external tools configured under [validate.tools] for them.
@@ -19,7 +16,7 @@ use validate::{ValidateSettings, report};
 #[command(version)]
 struct Args {
     #[command(flatten)]
-    stage: pipeline_config::StageArgs,
+    stage: StageArgs,
     /// The run folder holding diff.json [default: the latest run].
     #[arg(long)]
     run_dir: Option<PathBuf>,
@@ -29,7 +26,7 @@ struct Args {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Human)]
     format: Format,
-    /// Write the report here (atomically) instead of stdout.
+    /// Write the report here (atomically) instead of stdout; the findings are still listed on stderr.
     #[arg(long)]
     output: Option<PathBuf>,
     /// Skip the external tools (native checks and secrets only).
@@ -55,80 +52,46 @@ enum Format {
     Sarif,
 }
 
-#[allow(clippy::print_stderr)]
 fn main() -> ExitCode {
-    match run(Args::parse()) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::from(1),
-        Err(error) => {
-            eprintln!("validate: {error:#}");
-            ExitCode::from(2)
-        }
-    }
+    let args = Args::parse();
+    run_state::cli::main("validate", || run(args))
 }
 
-#[allow(clippy::print_stdout)]
+#[allow(clippy::print_stderr)]
 fn run(args: Args) -> anyhow::Result<bool> {
-    let repo = Repo::open(&args.stage.repo)?;
-    let root = repo.root().to_path_buf();
-    let config = args.stage.config_path(&root);
-    let components = Components::load(&config)?;
-    let settings: ValidateSettings = pipeline_config::load_section(&config, ValidateSettings::SECTION)?;
-    let state_dir = args.stage.state_dir(&root);
+    let context = args.stage.context()?;
+    // With --all outside any run, nothing is recorded; otherwise the run's step is.
     let run_dir = match (&args.run_dir, args.all) {
-        (Some(path), _) => Some(RunDir::open(path)?),
-        (None, false) => Some(RunDir::latest(&state_dir)?),
-        (None, true) => RunDir::latest(&state_dir).ok(),
+        (None, true) => context.run_dir(None).ok(),
+        (given, _) => Some(context.run_dir(given.as_deref())?),
     };
-    let tracked = repo.tracked_files()?;
-    let diff = if args.all {
-        let everything = tracked
-            .iter()
-            .map(|path| source_diff::FileChange { path: path.clone(), status: source_diff::FileStatus::Modified });
-        source_diff::affected(&components, everything.collect())
-    } else {
-        let run_dir = run_dir.as_ref().expect("a run folder without --all");
-        let path = run_dir.input("diff.json", "source-diff --new-run")?;
-        serde_json::from_slice::<DiffReport>(&std::fs::read(&path)?)
-            .with_context(|| format!("{} is not a source-diff report", path.display()))?
-    };
-    let plan = validate::plan(&settings, &components, &diff, &tracked)?;
+    let cancel = run_state::cli::cancel_flag();
+    let options = validate::StageOptions { tools: !args.no_tools, cache: !args.no_cache, all: args.all, cancel };
     if args.dry_run {
-        print!("{}", plan.describe());
+        let plan = validate::plan_stage(&context, run_dir.as_ref(), options)?;
+        run_state::cli::print(&plan.describe())?;
         return Ok(true);
     }
-
-    let cache = state_dir.join("cache");
-    static CANCEL: AtomicBool = AtomicBool::new(false);
-    if !args.no_tools && !plan.tools.is_empty() {
-        ctrlc::set_handler(|| CANCEL.store(true, Ordering::SeqCst)).context("installing the Ctrl-C handler")?;
-    }
-    let log_dir = run_dir.as_ref().map_or_else(|| state_dir.join("logs"), |r| r.path.join("logs"));
-    let options = validate::ApplyOptions {
-        cache_dir: (!args.no_cache).then_some(cache.as_path()),
-        tools: !args.no_tools,
-        tool_path_prefix: &[],
-        log_dir: &log_dir,
-        cancel: &CANCEL,
+    let store = match &run_dir {
+        Some(_) => Some(context.store()?),
+        None => None,
     };
-    let findings = validate::apply(&root, &settings, &plan, options)?;
-
-    if let Some(run_dir) = &run_dir {
-        status_report::write_atomic(&run_dir.path.join("validate.json"), report::json(&findings).as_bytes())?;
-    }
-    let mut checked: Vec<String> = plan.templates.clone();
-    checked.extend(plan.secret_files.iter().cloned());
-    checked.sort();
-    checked.dedup();
+    let run = run_dir.as_ref().zip(store.as_ref()).map(|(dir, store)| (dir, store as &dyn run_state::Store));
+    let outcome = validate::run_stage(&context, run, options)?;
     let text = match args.format {
-        Format::Human => report::human(&findings),
-        Format::Json => report::json(&findings),
-        Format::Junit => report::junit(&checked, &findings),
-        Format::Sarif => report::sarif(&findings),
+        Format::Human => report::human(&outcome.findings),
+        Format::Json => report::json(&outcome.findings),
+        Format::Junit => report::junit(&outcome.checked_files(), &outcome.findings, outcome.fail_on),
+        Format::Sarif => report::sarif(&outcome.findings),
     };
     match &args.output {
-        Some(path) => status_report::write_atomic(path, text.as_bytes())?,
-        None => print!("{text}"),
+        Some(path) => {
+            run_state::write_atomic(path, text.as_bytes())?;
+            // The build log still shows what was found.
+            eprint!("{}", report::human(&outcome.findings));
+            eprintln!("validate: {}; report in {}", outcome.summary(), path.display());
+        }
+        None => run_state::cli::print(&text)?,
     }
-    Ok(!validate::fails(&findings, settings.fail_on))
+    Ok(outcome.passed())
 }

@@ -161,19 +161,20 @@ fn repair_tail(file: &mut File) -> std::io::Result<()> {
 fn read_lines(file: &File, path: &Path) -> Result<Vec<Line>, Error> {
     let mut lines = Vec::new();
     let mut reader = BufReader::new(file);
-    let mut buffer = String::new();
+    // Bytes, not text: a line torn inside a multi-byte character is still just a torn line.
+    let mut buffer = Vec::new();
     let mut number = 0;
     loop {
         buffer.clear();
-        let read = reader.read_line(&mut buffer).map_err(|e| Error::io(path, e))?;
+        let read = reader.read_until(b'\n', &mut buffer).map_err(|e| Error::io(path, e))?;
         if read == 0 {
             break;
         }
         number += 1;
-        match serde_json::from_str::<Line>(&buffer) {
+        match serde_json::from_slice::<Line>(&buffer) {
             Ok(line) => lines.push(line),
             // A torn last line from a crash mid-write: it never finished, so it never happened.
-            Err(_) if !buffer.ends_with('\n') => break,
+            Err(_) if !buffer.ends_with(b"\n") => break,
             Err(e) => return Err(Error::Corrupt { path: path.to_path_buf(), message: format!("line {number}: {e}") }),
         }
     }
@@ -285,7 +286,7 @@ impl Store for FileStore {
 /// Records a pipeline-wide step (component [`crate::PIPELINE`]) around `work`:
 /// running before it, then passed with the note `work` returns, or failed with
 /// its error, so the step is never left running. The outer error is the store's.
-pub fn record_pipeline_step<T, E: std::fmt::Display>(
+pub fn record_pipeline_step<T, E: std::error::Error>(
     store: &dyn Store,
     run_id: &str,
     commit: &str,
@@ -305,7 +306,7 @@ pub fn record_pipeline_step<T, E: std::fmt::Display>(
         }
         Err(error) => {
             record.status = Status::Failed;
-            record.details.error = Some(error.to_string());
+            record.details.error = Some(crate::error_chain(&error));
             Err(error)
         }
     };

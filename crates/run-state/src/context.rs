@@ -1,0 +1,213 @@
+//! The stage context: what every stage starts from, built once from the common options.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use pipeline_config::{ConfigError, ConfigFile};
+
+use crate::{Error, FileStore, RunDir};
+
+/// The options every stage shares, as a binary's flags or a caller's values give them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StageOptions {
+    /// A folder inside the monorepo [default: the current folder]; the root is found from it.
+    pub repo: Option<PathBuf>,
+    /// The config file [default: ROOT/pipeline.toml].
+    pub config: Option<PathBuf>,
+    /// The state folder (store, runs, caches) [default: ROOT/.pipeline].
+    pub state_dir: Option<PathBuf>,
+}
+
+/// What every stage starts from: the monorepo's root, its config read once and its section
+/// names checked, and the state folder.
+///
+/// The root is found one way for every stage: the nearest folder at or above `repo` that
+/// holds `.git` (a folder, or a file in a linked worktree); without git (a CodeBuild source
+/// zip), the nearest holding `pipeline.toml`; else `repo` itself. So a stage started from
+/// `lambda/` works on the same monorepo as one started from the root.
+#[derive(Debug, Clone)]
+pub struct StageContext {
+    /// The monorepo root.
+    pub root: PathBuf,
+    /// Whether the root is a git work tree.
+    pub is_git: bool,
+    /// `pipeline.toml`, read once (empty when it does not exist).
+    pub config: ConfigFile,
+    /// The state folder.
+    pub state_dir: PathBuf,
+}
+
+/// How the checked-out tree relates to a run's commit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TreeState {
+    /// The tree is the commit, with no uncommitted change.
+    Clean,
+    /// The run was started with the work tree's changes included: the tree is what was diffed.
+    WorktreeRun,
+    /// Not a git checkout (a source zip): the tree cannot be checked.
+    NotGit,
+}
+
+impl StageContext {
+    /// Finds the root, reads the config (when it exists) and rejects unknown sections.
+    pub fn open(options: &StageOptions) -> Result<StageContext, Error> {
+        let start = match &options.repo {
+            Some(dir) => dir.clone(),
+            None => std::env::current_dir().map_err(|e| Error::io(Path::new("."), e))?,
+        };
+        let start = std::fs::canonicalize(&start).map_err(|e| Error::io(&start, e))?;
+        if !start.is_dir() {
+            return Err(Error::io(
+                &start,
+                std::io::Error::new(
+                    std::io::ErrorKind::NotADirectory,
+                    "not a folder; pass --repo with the monorepo's root",
+                ),
+            ));
+        }
+        let (root, is_git) = find_root(&start);
+        let config = match &options.config {
+            Some(path) => ConfigFile::load(path)?,
+            None => ConfigFile::load_optional(&root.join(pipeline_config::FILE_NAME))?,
+        };
+        config.check_section_names()?;
+        let state_dir = options.state_dir.clone().unwrap_or_else(|| root.join(pipeline_config::STATE_DIR));
+        Ok(StageContext { root, is_git, config, state_dir })
+    }
+
+    /// The config, which this stage cannot do without: an error naming where it was looked for.
+    pub fn required_config(&self) -> Result<&ConfigFile, Error> {
+        if self.config.exists {
+            Ok(&self.config)
+        } else {
+            Err(Error::Config(ConfigError::file(
+                &self.config.path,
+                format!(
+                    "no pipeline config here; create {} at the monorepo root (see the README) or pass --config",
+                    pipeline_config::FILE_NAME
+                ),
+            )))
+        }
+    }
+
+    /// The status store, created when needed.
+    pub fn store(&self) -> Result<FileStore, Error> {
+        FileStore::open(&self.state_dir)
+    }
+
+    /// The store when one exists: reading commands must not create `.pipeline/` in the wrong folder.
+    pub fn existing_store(&self) -> Result<Option<FileStore>, Error> {
+        if self.state_dir.join(FileStore::FILE_NAME).is_file() { Ok(Some(self.store()?)) } else { Ok(None) }
+    }
+
+    /// `--run-dir` when given, else the newest run.
+    pub fn run_dir(&self, given: Option<&Path>) -> Result<RunDir, Error> {
+        RunDir::open_or_latest(given, &self.state_dir)
+    }
+
+    /// The content-hash caches (`.pipeline/cache`).
+    pub fn cache_dir(&self) -> PathBuf {
+        self.state_dir.join("cache")
+    }
+
+    /// Checks that the checked-out tree is the tree of `head` (the run's commit), so what a
+    /// stage checks or tests is what it records. `worktree_run`: the run was started with
+    /// `--include-worktree`, so the work tree itself is what the run is about.
+    ///
+    /// One `git status` call; the state folder is left out (it is the pipeline's own output).
+    pub fn check_tree(&self, head: &str, worktree_run: bool) -> Result<TreeState, Error> {
+        if worktree_run {
+            return Ok(TreeState::WorktreeRun);
+        }
+        if !self.is_git {
+            return Ok(TreeState::NotGit);
+        }
+        let mut command = Command::new("git");
+        command.arg("-C").arg(&self.root).args([
+            "status",
+            "--porcelain=v2",
+            "--branch",
+            "-z",
+            "--untracked-files=normal",
+            "--",
+            ".",
+        ]);
+        if let Ok(inside) = self.state_dir.strip_prefix(&self.root)
+            && !inside.as_os_str().is_empty()
+        {
+            command.arg(format!(":(exclude){}", inside.display()));
+        }
+        let out = command
+            .env("GIT_OPTIONAL_LOCKS", "0")
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| Error::Git { message: e.to_string() })?;
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            return Err(Error::Git { message: stderr.lines().next().unwrap_or("git status failed").to_string() });
+        }
+        let mut checked_out = None;
+        let mut changes = Vec::new();
+        for entry in out.stdout.split(|&b| b == 0).filter(|e| !e.is_empty()) {
+            let entry = String::from_utf8_lossy(entry);
+            if let Some(oid) = entry.strip_prefix("# branch.oid ") {
+                checked_out = Some(oid.to_string());
+            } else if !entry.starts_with('#') {
+                // `1 XY … path`, `2 … path` (its original path follows as the next entry), `? path`.
+                changes.push(entry.rsplit(' ').next().unwrap_or(&entry).to_string());
+            }
+        }
+        let checked_out = checked_out.unwrap_or_default();
+        if checked_out != head {
+            let short = crate::prefix(head, 12);
+            return Err(Error::TreeMismatch {
+                reason: format!(
+                    "the run is for commit {short}, but the checked-out commit is {}",
+                    if checked_out == "(initial)" { "none" } else { crate::prefix(&checked_out, 12) }
+                ),
+                fix: format!("check out {short} first, or start a new run from this checkout"),
+            });
+        }
+        if let Some(first) = changes.first() {
+            return Err(Error::TreeMismatch {
+                reason: format!("the work tree has {} uncommitted change(s) (first: {first})", changes.len()),
+                fix: "commit or stash them, or start the run with --include-worktree to test them".into(),
+            });
+        }
+        Ok(TreeState::Clean)
+    }
+}
+
+/// The monorepo root and whether it is a git work tree (see [`StageContext`]).
+fn find_root(start: &Path) -> (PathBuf, bool) {
+    if let Some(dir) = start.ancestors().find(|dir| std::fs::symlink_metadata(dir.join(".git")).is_ok()) {
+        return (dir.to_path_buf(), true);
+    }
+    if let Some(dir) = start.ancestors().find(|dir| dir.join(pipeline_config::FILE_NAME).is_file()) {
+        return (dir.to_path_buf(), false);
+    }
+    (start.to_path_buf(), false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_root_is_found_from_a_subfolder_and_unknown_sections_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        std::fs::create_dir_all(root.join("lambda/api")).unwrap();
+        std::fs::write(root.join("pipeline.toml"), "[gate]\nallow_skipped = true\n").unwrap();
+        let context =
+            StageContext::open(&StageOptions { repo: Some(root.join("lambda/api")), ..Default::default() }).unwrap();
+        assert_eq!(context.root, root);
+        assert!(!context.is_git);
+        assert_eq!(context.state_dir, root.join(".pipeline"));
+        assert_eq!(context.check_tree("abc", false).unwrap(), TreeState::NotGit);
+
+        std::fs::write(root.join("pipeline.toml"), "[gate]\n\n[valdate]\nx = 1\n").unwrap();
+        let err = StageContext::open(&StageOptions { repo: Some(root.clone()), ..Default::default() }).unwrap_err();
+        assert!(err.to_string().ends_with("pipeline.toml:3: valdate: unknown section; expected one of: diff, components, runner, gate, lambda, validate"), "{err}");
+    }
+}

@@ -1,0 +1,166 @@
+//! What every pipeline stage shares: the run folder and its files, step
+//! records, the status store, redaction, and the stage context.
+//!
+//! A pipeline run is one folder (`<monorepo>/.pipeline/runs/<run-id>/`, a
+//! [`RunDir`]) whose files ([`RunFile`]) the stages hand to each other, plus
+//! the records of its steps ([`StepRecord`]) in a [`Store`]. The embedded store
+//! is [`FileStore`], an append-only JSON-lines file many processes can write at
+//! once. Every stage starts from a [`StageContext`]: the monorepo's root found
+//! one way, `pipeline.toml` read once, the state folder, the store.
+//!
+//! ```
+//! use run_state::{FileStore, RunDir, RunFile, Status, Step, StepRecord, Store};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let store = FileStore::open(dir.path())?;
+//! let run = RunDir::create(dir.path(), "run-1")?;
+//! run.write(RunFile::Diff, b"{}")?;
+//! store.record(&StepRecord::new("run-1", "abc123", "api", Step::Test, Status::Passed))?;
+//! assert_eq!(store.run("run-1")?[0].status, Status::Passed);
+//!
+//! // A stage that needs a file no earlier stage wrote says which stage to run.
+//! let missing = run.input(RunFile::Validate).unwrap_err();
+//! assert!(missing.to_string().ends_with("is missing; run `validate` for this run first"));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! The last successful commit, which `source-diff` uses as the next base,
+//! moves only through [`Store::mark_success`], which refuses a run whose
+//! deploy did not pass.
+
+mod context;
+mod record;
+pub mod redact;
+mod run_dir;
+mod store;
+
+use std::path::{Path, PathBuf};
+
+pub use context::{StageContext, StageOptions, TreeState};
+pub use pipeline_config::fs;
+pub use record::{Details, PIPELINE, Status, Step, StepRecord};
+pub use run_dir::{RunDir, RunFile, runs_dir, write_atomic, write_atomic_with};
+pub use store::{FileStore, Store, SuccessMark, check_success, record_pipeline_step};
+
+/// What can go wrong with the run folder, the store or the stage context.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Reading or writing a file failed.
+    #[error("{}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The store file holds something that is not a record.
+    #[error("{}: {message}; the store is damaged: move it aside to start afresh", path.display())]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// Where and what.
+        message: String,
+    },
+    /// No records for a run id.
+    #[error("no run `{run_id}` in the status store; `status-report runs` lists them")]
+    UnknownRun {
+        /// The id asked for.
+        run_id: String,
+    },
+    /// No run folder yet.
+    #[error("no pipeline run in {}; start one with `source-diff --new-run` (or `cargo xtask pipeline`), or pass --run-dir", state_dir.display())]
+    NoRun {
+        /// Where runs were looked for.
+        state_dir: PathBuf,
+    },
+    /// `--run-dir` names no folder.
+    #[error("{} is not a run folder; pass a folder under .pipeline/runs/, or start a run with `source-diff --new-run`", path.display())]
+    NoRunDir {
+        /// The path given.
+        path: PathBuf,
+    },
+    /// A file an earlier stage writes is missing.
+    #[error("{} is missing; run {written_by} for this run first", path.display())]
+    MissingInput {
+        /// The file.
+        path: PathBuf,
+        /// The stage that writes it.
+        written_by: &'static str,
+    },
+    /// A run cannot become the new base.
+    #[error("run `{run_id}` cannot be marked successful: {reason}")]
+    NotSuccessful {
+        /// The run.
+        run_id: String,
+        /// Why not.
+        reason: String,
+    },
+    /// A name that would become part of a path is not safe.
+    #[error("{what}: {message}")]
+    BadName {
+        /// What the name is of.
+        what: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// The config is wrong.
+    #[error(transparent)]
+    Config(#[from] pipeline_config::ConfigError),
+    /// The checked-out tree is not the tree of the run's commit.
+    #[error("{reason}; the steps would test other code than the commit they are recorded for: {fix}")]
+    TreeMismatch {
+        /// What differs.
+        reason: String,
+        /// What to do.
+        fix: String,
+    },
+    /// git could not be asked about the tree.
+    #[error("cannot check the work tree with git ({message}); install git, or run from a checkout of the run's commit")]
+    Git {
+        /// What failed.
+        message: String,
+    },
+}
+
+impl Error {
+    /// An I/O error on `path`.
+    pub fn io(path: &Path, source: std::io::Error) -> Error {
+        Error::Io { path: path.to_path_buf(), source }
+    }
+}
+
+/// Checks a name that becomes part of a path (see [`pipeline_config::check_name`]).
+pub fn check_name(what: &'static str, name: &str) -> Result<(), Error> {
+    pipeline_config::check_name(name).map_err(|message| Error::BadName { what, message })
+}
+
+/// An error and its causes on one line (`message: cause: cause`), as binaries print them and
+/// records keep them.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text.replace('\n', " ")
+}
+
+/// A new run id: sortable by time, readable, unique per commit and millisecond.
+pub fn new_run_id(commit: &str, now: std::time::SystemTime) -> String {
+    let stamp = humantime::format_rfc3339_millis(now).to_string();
+    let compact: String = stamp.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+    let commit: String = prefix(commit, 8).chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+    format!("{compact}-{commit}")
+}
+
+/// The first `chars` characters of `text`: slicing bytes would panic inside a
+/// multi-byte character, and a commit given on the command line can be any text.
+pub fn prefix(text: &str, chars: usize) -> &str {
+    text.char_indices().nth(chars).map_or(text, |(at, _)| &text[..at])
+}
+
+#[cfg(feature = "cli")]
+pub mod cli;
