@@ -112,11 +112,12 @@ pub enum UpdateError {
         size: u64,
     },
     /// The zip could not be read.
-    #[error("{}: {source}", path.display())]
+    #[error("cannot read {}", path.display())]
     Io {
         /// The zip.
         path: PathBuf,
         /// The OS error.
+        #[source]
         source: std::io::Error,
     },
 }
