@@ -85,7 +85,8 @@ fn the_binaries_and_the_pipeline_agree_on_every_commit() {
     let repo = base_repo();
     let base = repo.head();
     // (what the commit does, files, expected gate exit code, a reason the refusal must give)
-    let cases: [(&str, Vec<(&str, &str)>, i32, &str); 3] = [
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, i32, &'a str);
+    let cases: [Case; 3] = [
         ("api changes, its test passes", vec![("api/handler.py", "print('v2')\n")], 0, ""),
         ("an AWS key pair in the api", vec![("api/creds.py", LEAK)], 1, "pipeline validate failed"),
         ("web's test fails", vec![("web/test.sh", "echo broken; exit 3\n")], 1, "web test failed: exit code 3"),
