@@ -137,6 +137,9 @@ fn test(filter: &[String]) -> anyhow::Result<()> {
     let root = workspace_root();
     let bin = python::ensure(&root)?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    // Taken now: `cargo test` below may rebuild this very binary (another feature set), after
+    // which the running one's path reads "(deleted)"; the path itself then holds the new build.
+    let xtask = std::env::current_exe()?;
     say("cargo fmt --check");
     run(Command::new(&cargo).current_dir(&root).args(["fmt", "--all", "--", "--check"]))
         .context("formatting differs: run `cargo fmt --all`")?;
@@ -161,7 +164,7 @@ fn test(filter: &[String]) -> anyhow::Result<()> {
         .env("MOTO_PYTHON", bin.join("python")))?;
     if filter.is_empty() {
         say("cargo xtask pipeline (end to end on the sample monorepo)");
-        let status = Command::new(std::env::current_exe()?).arg("pipeline").envs(venv_env()?).status()?;
+        let status = Command::new(&xtask).arg("pipeline").envs(venv_env()?).status()?;
         if !status.success() {
             bail!("the pipeline on the sample monorepo did not pass its gate ({status})");
         }
