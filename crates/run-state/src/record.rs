@@ -152,6 +152,35 @@ pub struct Details {
     /// A short note (why it was skipped, the base of a diff …).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// Who runs a pending or running step: `HOST:PID` of the process that will record its end,
+    /// so a reader can tell a step whose runner died from one still running
+    /// ([`StepRecord::runner_died`]). Unset for steps recorded by a short-lived command
+    /// (`status-report record`), whose end some other process records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runner: Option<String>,
+    /// Which process exactly `runner` is: its pid namespace and start time (`pid:[N]/TICKS`,
+    /// from `/proc`), so a reused pid, or a pid of another container with the same host name,
+    /// is not taken for the runner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runner_process: Option<String>,
+}
+
+impl Details {
+    /// Names this process as the runner of the step ([`Details::runner`]). Leaves both fields
+    /// unset where `/proc` cannot say who this process is, so no reader can take it for dead.
+    pub fn set_runner_to_this_process(&mut self) {
+        let pid = std::process::id();
+        match (this_host(), process_identity(pid)) {
+            (Some(host), Some(identity)) => {
+                self.runner = Some(format!("{host}:{pid}"));
+                self.runner_process = Some(identity);
+            }
+            _ => {
+                self.runner = None;
+                self.runner_process = None;
+            }
+        }
+    }
 }
 
 impl StepRecord {
@@ -169,9 +198,100 @@ impl StepRecord {
         }
     }
 
+    /// Why a pending or running step will never end: its runner process, on this host and in
+    /// this pid namespace, no longer exists (`runner died (pid N on HOST)`). `None` when the
+    /// step has ended, names no runner, or its runner is alive or cannot be checked from here
+    /// (another host or container, no `/proc`): "cannot tell" never counts as dead.
+    pub fn runner_died(&self) -> Option<String> {
+        if self.status.is_final() {
+            return None;
+        }
+        let (host, pid) = self.details.runner.as_deref()?.rsplit_once(':')?;
+        let pid: u32 = pid.parse().ok()?;
+        let recorded = self.details.runner_process.as_deref()?;
+        let (namespace, _) = recorded.split_once('/')?;
+        if this_host()? != host || pid_namespace()? != namespace {
+            return None;
+        }
+        let alive = match read_stat(pid) {
+            ProcState::Gone => false,
+            ProcState::Unknown => return None,
+            ProcState::Zombie => false,
+            ProcState::Alive { start } => process_identity_from(namespace, start) == recorded,
+        };
+        (!alive).then(|| format!("runner died (pid {pid} on {host})"))
+    }
+
+    /// The record as a reader should see it: a pending or running step whose runner died
+    /// ([`StepRecord::runner_died`]) is failed with that error; any other record as it is.
+    pub fn with_dead_runner_failed(mut self) -> StepRecord {
+        if let Some(error) = self.runner_died() {
+            self.status = Status::Failed;
+            self.details.error = Some(error);
+        }
+        self
+    }
+
     /// How long it ran, when it has both times.
     pub fn duration(&self) -> Option<std::time::Duration> {
         self.ended_at?.duration_since(self.started_at?).ok()
+    }
+}
+
+/// This machine's host name (`/proc/sys/kernel/hostname`).
+fn this_host() -> Option<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    let name = name.trim();
+    (!name.is_empty() && !name.contains(':')).then(|| name.to_string())
+}
+
+/// This process's pid namespace (`pid:[4026531836]`).
+fn pid_namespace() -> Option<String> {
+    let link = std::fs::read_link("/proc/self/ns/pid").ok()?;
+    link.to_str().map(str::to_string)
+}
+
+/// `NAMESPACE/START` of a process of this namespace, from `/proc`.
+pub(crate) fn process_identity(pid: u32) -> Option<String> {
+    match read_stat(pid) {
+        ProcState::Alive { start } => Some(process_identity_from(&pid_namespace()?, start)),
+        _ => None,
+    }
+}
+
+fn process_identity_from(namespace: &str, start: u64) -> String {
+    format!("{namespace}/{start}")
+}
+
+/// What `/proc/PID/stat` says of a process.
+enum ProcState {
+    /// No such process.
+    Gone,
+    /// Ended, not yet reaped: it will never record anything again.
+    Zombie,
+    /// Running, started `start` clock ticks after boot.
+    Alive { start: u64 },
+    /// `/proc` could not be read or parsed.
+    Unknown,
+}
+
+fn read_stat(pid: u32) -> ProcState {
+    let stat = match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat,
+        // Only a missing entry in a mounted /proc means gone.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && std::path::Path::new("/proc/self/stat").exists() => {
+            return ProcState::Gone;
+        }
+        Err(_) => return ProcState::Unknown,
+    };
+    // `PID (COMM) STATE PPID …`: the command may hold spaces and parentheses, so fields are
+    // counted after the last `)`; the start time is field 22, the 20th after it.
+    let Some((_, fields)) = stat.rsplit_once(')') else { return ProcState::Unknown };
+    let fields: Vec<&str> = fields.split_whitespace().collect();
+    match (fields.first(), fields.get(19).and_then(|s| s.parse().ok())) {
+        (Some(&("Z" | "X" | "x")), _) => ProcState::Zombie,
+        (Some(_), Some(start)) => ProcState::Alive { start },
+        _ => ProcState::Unknown,
     }
 }
 

@@ -62,6 +62,16 @@ static PATTERNS: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
         (format!(r#"(?i)\b(configure\s+set\s+{name}\s+)[^\s"']+"#), "$1[REDACTED]"),
         // Command-line flags whose name says secret, with the value after a space: `--password X`.
         (format!(r#"(?i)(\s--?{name})(\s+["']?)[^\s"'=-][^\s"']*"#), "$1$2[REDACTED]"),
+        // A password glued to `-p`, as the MySQL clients and sshpass take it: `mysql -u root -pX`.
+        // Only for those commands, and only on their own command line (not past `;`, `&`, `|`),
+        // so `mkdir -pv dir` keeps its flags.
+        (
+            r#"\b((?:mysql|mysqldump|mysqladmin|mysqlimport|mysqlshow|mysqlcheck|mysqlpump|mysqlsh|mariadb(?:-[a-z]+)?|sshpass)\b[^\n;&|]*?\s-p["']?)[^\s"']+"#.to_string(),
+            "$1[REDACTED]",
+        ),
+        // A quoted assignment, as `set -x` prints one whose value has spaces: `+ export 'TOKEN=a b'`.
+        (format!(r#"(?i)'({name})=[^'\n]*'"#), "'$1=[REDACTED]'"),
+        (format!(r#"(?i)"({name})=[^"\n]*""#), "\"$1=[REDACTED]\""),
         // name = value pairs whose name says secret (`--password=X`, `TOKEN: X`, `"apiKey": "X"`).
         (format!(r#"(?i)\b({name})(["']?\s*[:=]\s*["']?)[^\s"',;]+"#), "$1$2[REDACTED]"),
         // Bearer and basic auth headers.
@@ -205,6 +215,8 @@ pub(crate) fn details(details: Details) -> Details {
         log_tail: details.log_tail.as_deref().map(redact),
         note: details.note.as_deref().map(redact),
         log_path: details.log_path,
+        runner: details.runner,
+        runner_process: details.runner_process,
     }
 }
 
@@ -282,5 +294,23 @@ mod tests {
         }
         assert!(out.starts_with("ok 1\npassword=[REDACTED]\n"), "{out}");
         assert!(out.ends_with("\nlast"), "{out}");
+    }
+
+    #[test]
+    fn hides_attached_passwords_exports_and_aws_configure_as_set_x_prints_them() {
+        let log = "+ mysql -u root -pHunter2Secret -h db\n+ export DB_PASSWORD=x\n\
+                   + aws configure set aws_secret_access_key wJalrXUtnFEMIK7MDENGbPx\n\
+                   + export 'API_TOKEN=two words'\n+ mysqldump --user=root -pS3cr3tPass db\n\
+                   + mkdir -p dir\n+ mkdir -pv out/dir\n+ mysql -u root -p -h db\n+ cp -pr a b\n\
+                   + mysql -u root -p < dump.sql && mkdir -pv logs";
+        let out = redact(log);
+        for secret in ["Hunter2Secret", "DB_PASSWORD=x", "wJalrXUtnFEMIK7MDENGbPx", "two words", "S3cr3tPass"] {
+            assert!(!out.contains(secret), "{secret} leaked in {out}");
+        }
+        for kept in
+            ["mkdir -p dir", "mkdir -pv out/dir", "mysql -u root -p -h db", "cp -pr a b", "-h db", "mkdir -pv logs"]
+        {
+            assert!(out.contains(kept), "{kept} was redacted in {out}");
+        }
     }
 }

@@ -29,7 +29,9 @@ pub trait Store: Send + Sync {
     /// Records the state of a step, replacing the earlier state of the same run, component and step.
     fn record(&self, record: &StepRecord) -> Result<(), Error>;
 
-    /// The latest state of every step of a run, in pipeline order.
+    /// The latest state of every step of a run, in pipeline order. A pending or running step
+    /// whose runner process died reads as failed (`runner died (pid N on HOST)`, see
+    /// [`StepRecord::runner_died`]): it will never end, and the gate must not wait for it.
     fn run(&self, run_id: &str) -> Result<Vec<StepRecord>, Error>;
 
     /// Every run id, oldest first.
@@ -190,7 +192,7 @@ fn latest_steps<'a>(lines: impl Iterator<Item = &'a Line>, run_id: &str) -> Vec<
             latest.insert((record.step, record.component.clone()), record.clone());
         }
     }
-    latest.into_values().collect()
+    latest.into_values().map(StepRecord::with_dead_runner_failed).collect()
 }
 
 /// Whether a run may become the new base: its deploy passed and nothing failed or is unfinished.
@@ -253,7 +255,7 @@ impl Store for FileStore {
             .into_iter()
             .map(|id| {
                 let steps = latest.remove(&id).unwrap_or_default();
-                (id, steps.into_values().collect())
+                (id, steps.into_values().map(StepRecord::with_dead_runner_failed).collect())
             })
             .collect())
     }
@@ -295,7 +297,10 @@ pub fn record_pipeline_step<T, E: std::error::Error>(
 ) -> Result<Result<T, E>, Error> {
     let mut record = StepRecord::new(run_id, commit, crate::PIPELINE, step, Status::Running);
     record.started_at = Some(SystemTime::now());
+    record.details.set_runner_to_this_process();
     store.record(&record)?;
+    record.details.runner = None;
+    record.details.runner_process = None;
     let result = work();
     record.ended_at = Some(SystemTime::now());
     let value = match result {
@@ -312,4 +317,95 @@ pub fn record_pipeline_step<T, E: std::error::Error>(
     };
     store.record(&record)?;
     Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::process::Command;
+
+    use super::*;
+
+    fn running(runner: Option<String>, runner_process: Option<String>) -> StepRecord {
+        let mut record = StepRecord::new("r1", "abc", "api", Step::Test, Status::Running);
+        record.details.runner = runner;
+        record.details.runner_process = runner_process;
+        record
+    }
+
+    #[test]
+    fn a_step_whose_runner_died_reads_as_failed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path()).unwrap();
+        let mut this = StepRecord::new("r2", "abc", "pipeline", Step::Diff, Status::Running);
+        this.details.set_runner_to_this_process();
+        let runner = this.details.runner.clone().expect("/proc cannot say who this process is; the test cannot tell");
+        let host = runner.rsplit_once(':').unwrap().0.to_string();
+        store.record(&this).unwrap();
+
+        // A real runner process: alive, then killed and reaped, so its pid names no process.
+        let mut child = Command::new("sleep").arg("300").spawn().unwrap();
+        let pid = child.id();
+        let identity = crate::record::process_identity(pid).expect("cannot read the child's /proc entry");
+        store.record(&running(Some(format!("{host}:{pid}")), Some(identity))).unwrap();
+        assert_eq!(store.run("r1").unwrap().iter().find(|r| r.component == "api").unwrap().status, Status::Running);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(
+            matches!(std::fs::read_to_string(format!("/proc/{pid}/stat")), Err(e) if e.kind() == std::io::ErrorKind::NotFound),
+            "pid {pid} was reused or cannot be read; the test cannot tell"
+        );
+
+        let records = store.run("r1").unwrap();
+        let api = records.iter().find(|r| r.component == "api").unwrap();
+        assert_eq!(api.status, Status::Failed);
+        assert_eq!(api.details.error.as_deref(), Some(format!("runner died (pid {pid} on {host})").as_str()));
+        // The runs listing and the success check read the same.
+        let runs = store.runs().unwrap();
+        let (_, listed) = runs.iter().find(|(id, _)| id == "r1").unwrap();
+        assert_eq!(listed.iter().find(|r| r.component == "api").unwrap().status, Status::Failed);
+        let refused = store.mark_success("r1").unwrap_err().to_string();
+        assert!(refused.contains("api test is failed"), "{refused}");
+        // The step this process runs is alive, so it stays running.
+        assert_eq!(store.run("r2").unwrap()[0].status, Status::Running);
+    }
+
+    #[test]
+    fn a_runner_that_cannot_be_checked_from_here_is_not_taken_for_dead() {
+        let mut this = running(None, None);
+        this.details.set_runner_to_this_process();
+        let (host, pid) =
+            this.details.runner.clone().unwrap().rsplit_once(':').map(|(h, p)| (h.to_string(), p.to_string())).unwrap();
+        let identity = this.details.runner_process.clone().unwrap();
+        let (namespace, start) = identity.split_once('/').unwrap();
+        // Another host, another pid namespace, no runner at all, or a step that already ended.
+        for record in [
+            running(Some(format!("{host}-elsewhere:999999999")), Some(identity.clone())),
+            running(Some(format!("{host}:999999999")), Some(format!("pid:[1]/{start}"))),
+            running(None, None),
+            StepRecord { status: Status::Passed, ..running(Some(format!("{host}:999999999")), Some(identity.clone())) },
+        ] {
+            assert_eq!(record.runner_died(), None, "{record:?}");
+        }
+        // The same pid started at another time is another process: the runner is gone.
+        let reused =
+            running(Some(format!("{host}:{pid}")), Some(format!("{namespace}/{}", start.parse::<u64>().unwrap() + 1)));
+        assert_eq!(reused.runner_died(), Some(format!("runner died (pid {pid} on {host})")));
+        assert_eq!(this.runner_died(), None);
+    }
+
+    #[test]
+    fn a_pipeline_step_names_its_runner_while_it_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path()).unwrap();
+        let seen = record_pipeline_step(&store, "r1", "abc", Step::Diff, || {
+            let record = store.run("r1").unwrap().remove(0);
+            Ok::<_, std::io::Error>((record, "done".to_string()))
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!(seen.status, Status::Running);
+        assert!(seen.details.runner.as_deref().unwrap().ends_with(&format!(":{}", std::process::id())));
+        let done = store.run("r1").unwrap().remove(0);
+        assert_eq!((done.status, done.details.runner), (Status::Passed, None));
+    }
 }

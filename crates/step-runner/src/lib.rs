@@ -3,9 +3,12 @@
 //! The step is planned first ([`plan`], pure: which components run which
 //! command and why the others are skipped), then applied ([`run_step`]):
 //! commands run in parallel with a bound, each with a timeout, each log kept
-//! in the run folder, and every state recorded in the status store, so a
-//! step is never left `running` (a timeout or a cancel marks it failed or
-//! cancelled).
+//! in the run folder (redacted as it is written), and every state recorded in
+//! the status store, so a step is never left `running` (a timeout or a cancel
+//! marks it failed or cancelled; a runner that died is named in the record, so
+//! readers see its steps failed). No process a job started outlives it: what
+//! the shell leaves behind is stopped when it exits, and everything stops when
+//! the runner itself dies (see the `run` module).
 //!
 //! A stage binary or a pipeline calls [`run_stage`], which does all of it for
 //! one run: reads the run's diff, checks that the checked-out tree is the
@@ -171,7 +174,10 @@ pub fn run_step(
         store.record(&record)?;
     }
     for job in &plan.jobs {
-        store.record(&StepRecord::new(run_id, commit, &job.component, plan.step, Status::Pending))?;
+        let mut record = StepRecord::new(run_id, commit, &job.component, plan.step, Status::Pending);
+        // Named, so a reader can tell a step that waits from one whose runner died.
+        record.details.set_runner_to_this_process();
+        store.record(&record)?;
     }
     // The store is written from the workers; the first error is kept and returned.
     let store_error = std::sync::Mutex::new(None);
@@ -186,6 +192,7 @@ pub fn run_step(
                 let mut record = StepRecord::new(run_id, commit, &job.component, plan.step, Status::Running);
                 record.started_at = Some(std::time::SystemTime::now());
                 record.details.log_path = Some(job.log_path.display().to_string());
+                record.details.set_runner_to_this_process();
                 keep(store.record(&record));
             }
             Event::Finished(result) => keep(store.record(&finished_record(run_id, commit, plan.step, result))),
@@ -220,7 +227,9 @@ pub fn finished_record(run_id: &str, commit: &str, step: Step, result: &JobResul
         error,
         log_tail: (!result.log_tail.is_empty() && status != Status::Passed).then(|| result.log_tail.clone()),
         log_path: Some(result.job.log_path.display().to_string()),
-        note: None,
+        note: result.note.clone(),
+        runner: None,
+        runner_process: None,
     };
     record
 }

@@ -1,18 +1,35 @@
 //! Running commands: a bounded pool of `sh -c` processes, each in its own
-//! process group so a timeout or a cancel stops everything it started.
+//! process group so that nothing it started outlives its job.
+//!
+//! How a job's processes end with it:
+//! - when the shell exits, whatever is left of its process group is stopped
+//!   (SIGTERM, then SIGKILL after a grace), and the job's note and log say so;
+//! - at a timeout or a cancel, the whole group is stopped the same way;
+//! - when the runner itself dies (even SIGKILL), the shell gets SIGKILL from the
+//!   kernel (`PR_SET_PDEATHSIG`), and a watchdog process per job, which reads
+//!   a pipe only the runner holds, sees it close and stops the whole group.
+//!
+//! A job's stdout and stderr reach its log through a pipe and a
+//! [`RedactingWriter`], so the log on disk never holds the secrets a command
+//! printed. A tool's machine-readable stdout (`stdout_path`) is kept as it was printed.
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::fs::File;
+use std::io::{PipeReader, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
+use nix::errno::Errno;
 use nix::sys::signal::{Signal, killpg};
+use nix::sys::wait::{WaitPidFlag, waitpid};
 use nix::unistd::Pid;
+use run_state::redact::RedactingWriter;
 
 /// One command to run for one component.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,6 +130,9 @@ pub struct JobResult {
     pub ended_at: SystemTime,
     /// The last lines of its log.
     pub log_tail: String,
+    /// What the runner had to do beyond running the command (processes it left behind
+    /// stopped, output not logged), on one line; also at the end of the log.
+    pub note: Option<String>,
 }
 
 /// What the runner reports while it works.
@@ -161,6 +181,7 @@ impl Runner<'_> {
                                 started_at: None,
                                 ended_at: SystemTime::now(),
                                 log_tail: String::new(),
+                                note: None,
                             }
                         } else {
                             self.run_one(job, path.as_ref(), on_event)
@@ -187,12 +208,12 @@ impl Runner<'_> {
 
     fn run_one(&self, job: Job, path: Option<&OsString>, on_event: &(dyn Fn(Event<'_>) + Sync)) -> JobResult {
         let started_at = SystemTime::now();
-        let outcome = match self.spawn(&job, path) {
-            Ok(child) => {
+        let (outcome, note) = match self.spawn(&job, path) {
+            Ok(running) => {
                 on_event(Event::Started(&job));
-                self.wait(child, &job)
+                self.wait(running, &job)
             }
-            Err(message) => Outcome::Failed(message),
+            Err(message) => (Outcome::Failed(message), None),
         };
         let log_tail = run_state::redact::read_log_tail(&job.log_path).unwrap_or_default();
         let outcome = match outcome {
@@ -201,19 +222,26 @@ impl Runner<'_> {
             }
             other => other,
         };
-        JobResult { job, outcome, started_at: Some(started_at), ended_at: SystemTime::now(), log_tail }
+        JobResult { job, outcome, started_at: Some(started_at), ended_at: SystemTime::now(), log_tail, note }
     }
 
-    fn spawn(&self, job: &Job, path: Option<&OsString>) -> Result<Child, String> {
+    fn spawn(&self, job: &Job, path: Option<&OsString>) -> Result<RunningJob, String> {
+        let cannot_write = |path: &std::path::Path, e: std::io::Error| format!("cannot write {}: {e}", path.display());
         if let Some(parent) = job.log_path.parent() {
             std::fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
         }
-        let log = File::create(&job.log_path).map_err(|e| format!("cannot write {}: {e}", job.log_path.display()))?;
-        let log_err = log.try_clone().map_err(|e| format!("cannot write {}: {e}", job.log_path.display()))?;
-        let stdout = match &job.stdout_path {
-            Some(path) => File::create(path).map_err(|e| format!("cannot write {}: {e}", path.display()))?,
-            None => log,
+        let log = File::create(&job.log_path).map_err(|e| cannot_write(&job.log_path, e))?;
+        let stdout_file = match &job.stdout_path {
+            Some(path) => Some(File::create(path).map_err(|e| cannot_write(path, e))?),
+            None => None,
         };
+        // One pipe for stdout and stderr keeps their order in the log, as one file did.
+        let (reader, writer) = std::io::pipe().map_err(|e| cannot_write(&job.log_path, e))?;
+        let stdout = match stdout_file {
+            Some(file) => Stdio::from(file),
+            None => Stdio::from(writer.try_clone().map_err(|e| cannot_write(&job.log_path, e))?),
+        };
+        let logger = Logger::start(reader, log).map_err(|e| cannot_write(&job.log_path, e))?;
         let mut command = Command::new("sh");
         command
             .arg("-c")
@@ -221,32 +249,194 @@ impl Runner<'_> {
             .current_dir(&self.workdir)
             .stdin(Stdio::null())
             .stdout(stdout)
-            .stderr(log_err)
+            .stderr(writer)
             // Its own process group, so a timeout kills what the shell started too.
             .process_group(0);
         if let Some(path) = path {
             command.env("PATH", path);
         }
         command.envs(job.env.iter().map(|(k, v)| (k, v)));
-        command.spawn().map_err(|e| format!("cannot start `sh` for {}: {e}", job.config_key))
+        end_with_this_process(&mut command);
+        let spawned = command.spawn();
+        // The runner's copies of the pipe's write end go here, so the log ends when the job's processes do.
+        drop(command);
+        let mut child = spawned.map_err(|e| format!("cannot start `sh` for {}: {e}", job.config_key))?;
+        let group = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
+        let watchdog = match Watchdog::start(group) {
+            Ok(watchdog) => watchdog,
+            Err(e) => {
+                stop_group(group, Some(&mut child));
+                return Err(format!("cannot start the watchdog of {} (`sh`): {e}", job.config_key));
+            }
+        };
+        Ok(RunningJob { child, group, watchdog, logger })
     }
 
-    fn wait(&self, mut child: Child, job: &Job) -> Outcome {
+    fn wait(&self, running: RunningJob, job: &Job) -> (Outcome, Option<String>) {
+        let RunningJob { mut child, group, watchdog, logger } = running;
         let deadline = Instant::now() + job.timeout;
         let mut pause = Duration::from_millis(2);
-        loop {
+        let outcome = loop {
             match child.try_wait() {
-                Ok(Some(status)) => return exit_outcome(status, job),
+                Ok(Some(status)) => break exit_outcome(status, job),
                 Ok(None) => {}
-                Err(e) => return Outcome::Failed(format!("cannot wait for {}: {e}", job.config_key)),
+                Err(e) => {
+                    stop_group(group, Some(&mut child));
+                    break Outcome::Failed(format!("cannot wait for {}: {e}", job.config_key));
+                }
             }
             let cancelled = self.cancel.load(Ordering::SeqCst);
             if cancelled || Instant::now() >= deadline {
-                stop_group(&mut child);
-                return if cancelled { Outcome::Cancelled } else { Outcome::TimedOut(job.timeout) };
+                stop_group(group, Some(&mut child));
+                break if cancelled { Outcome::Cancelled } else { Outcome::TimedOut(job.timeout) };
             }
             std::thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_millis(50));
+        };
+        let mut notes = Vec::new();
+        // The shell is gone; whatever it left in its group goes too.
+        if group_exists(group) {
+            let how = if stop_group(group, None) { "SIGTERM" } else { "SIGKILL" };
+            notes.push(format!(
+                "the command left processes running in its process group; they were stopped ({how}) when it ended"
+            ));
+        }
+        watchdog.stop();
+        let mut log = match logger.finish() {
+            Ok(log) => Some(log),
+            Err(LogError::StillOpen) => {
+                notes.push(
+                    "a process outside the job's process group still holds its output; what it prints is not logged"
+                        .into(),
+                );
+                None
+            }
+            Err(LogError::Io(e)) => {
+                notes.push(format!("the log is incomplete: {e}"));
+                None
+            }
+        };
+        if notes.is_empty() {
+            return (outcome, None);
+        }
+        let note = notes.join("; ");
+        let log = log.take().or_else(|| std::fs::OpenOptions::new().append(true).open(&job.log_path).ok());
+        if let Some(mut log) = log {
+            // The note is the runner's own line: best effort, the record keeps it anyway.
+            let _ = writeln!(log, "[step-runner] {note}");
+        }
+        (outcome, Some(note))
+    }
+}
+
+/// A started job: its shell, the shell's process group, its watchdog and its log writer.
+struct RunningJob {
+    child: Child,
+    group: Pid,
+    watchdog: Watchdog,
+    logger: Logger,
+}
+
+/// Asks the kernel to SIGKILL the job's shell when the runner dies (`PR_SET_PDEATHSIG`).
+///
+/// The signal follows the death of the *thread* that forked; a job is spawned and waited for
+/// by the same worker thread, which outlives it, so the thread is as long-lived as the job.
+/// If the runner died between `fork` and the `prctl`, the parent is already someone else:
+/// the child then exits at once instead of running unwatched.
+#[allow(unsafe_code)]
+fn end_with_this_process(command: &mut Command) {
+    let runner = nix::unistd::getpid();
+    // SAFETY: the closure runs in the child between fork and exec, where only
+    // async-signal-safe calls are allowed. It makes two system calls, prctl(2) and
+    // getppid(2), both async-signal-safe; it takes no lock, does not allocate (an `Errno`
+    // becomes an `io::Error` as a raw OS error code, without allocating) and touches no state
+    // shared with the parent; `runner` is a plain integer copied into the closure.
+    unsafe {
+        command.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+            if nix::unistd::getppid() != runner {
+                return Err(Errno::ESRCH.into());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// A process per job that stops the job's process group if the runner dies: it waits for
+/// EOF on a pipe whose only write end the runner holds (the kernel closes it however the
+/// runner ends), then sends SIGTERM and, after a grace, SIGKILL to the group. It ignores
+/// the terminal's signals and runs in its own group, so a Ctrl-C meant for the runner does
+/// not take it away. When the job ends normally, the runner kills it first.
+struct Watchdog {
+    child: Child,
+    _runner_end: ChildStdin,
+}
+
+/// The watchdog's script: `$1` is the job's process group.
+const WATCHDOG: &str = "trap '' INT TERM HUP QUIT\n\
+    while read -r _line; do :; done\n\
+    kill -s TERM -- \"-$1\" 2>/dev/null || exit 0\n\
+    sleep 3\n\
+    kill -s KILL -- \"-$1\" 2>/dev/null\n";
+
+impl Watchdog {
+    fn start(group: Pid) -> std::io::Result<Watchdog> {
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(WATCHDOG)
+            .arg("step-runner-watchdog")
+            .arg(group.as_raw().to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()?;
+        let runner_end = child.stdin.take().ok_or_else(|| std::io::Error::other("no pipe to the watchdog"))?;
+        Ok(Watchdog { child, _runner_end: runner_end })
+    }
+
+    /// Kills the watchdog before it could act (the job's group was already stopped).
+    fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The thread that copies a job's output into its log, redacting each line.
+struct Logger {
+    done: mpsc::Receiver<std::io::Result<File>>,
+}
+
+enum LogError {
+    /// Something still holds the output pipe after the job's group ended.
+    StillOpen,
+    Io(std::io::Error),
+}
+
+/// How long the log may take to drain once every process of the job has ended.
+const LOG_DRAIN: Duration = Duration::from_secs(3);
+
+impl Logger {
+    fn start(mut reader: PipeReader, log: File) -> std::io::Result<Logger> {
+        let (send, done) = mpsc::channel();
+        std::thread::Builder::new().name("step-log".into()).spawn(move || {
+            let mut writer = RedactingWriter::new(log);
+            let result = std::io::copy(&mut reader, &mut writer).and_then(|_| writer.finish());
+            let _ = send.send(result);
+        })?;
+        Ok(Logger { done })
+    }
+
+    /// Waits for the output to end (every write end closed) and returns the log file.
+    /// A process that left the job's group can hold the pipe open for ever: past a short
+    /// wait the thread is left to log what still comes, and the caller notes it.
+    fn finish(self) -> Result<File, LogError> {
+        match self.done.recv_timeout(LOG_DRAIN) {
+            Ok(result) => result.map_err(LogError::Io),
+            Err(mpsc::RecvTimeoutError::Timeout) => Err(LogError::StillOpen),
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                Err(LogError::Io(std::io::Error::other("the log writer stopped")))
+            }
         }
     }
 }
@@ -263,22 +453,83 @@ fn exit_outcome(status: std::process::ExitStatus, job: &Job) -> Outcome {
     }
 }
 
-/// SIGTERM to the whole group, then SIGKILL after a grace period.
-fn stop_group(child: &mut Child) {
-    let Ok(id) = i32::try_from(child.id()) else { return };
-    let group = Pid::from_raw(id);
+/// Whether a live process (not a zombie) is still in the group.
+///
+/// A member that ended but is not reaped yet (an orphan waiting for a slow init) still
+/// counts for `kill(-group, 0)`, so a hit there is checked against `/proc`; where `/proc`
+/// cannot be read, the signal's answer stands (cannot tell is not gone).
+fn group_exists(group: Pid) -> bool {
+    // EPERM: a process is there, it just is not ours to signal.
+    if matches!(killpg(group, None), Err(Errno::ESRCH)) {
+        return false;
+    }
+    live_member_in_proc(group).unwrap_or(true)
+}
+
+/// Whether `/proc` lists a live member of the group (`None`: `/proc` cannot be read).
+fn live_member_in_proc(group: Pid) -> Option<bool> {
+    let entries = std::fs::read_dir("/proc").ok()?;
+    let wanted = group.as_raw().to_string();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().filter(|n| n.bytes().all(|b| b.is_ascii_digit())) else { continue };
+        // A process that ends while we read is simply not there.
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        // `PID (COMM) STATE PPID PGRP …`: fields after the last `)`, as COMM may hold anything.
+        let Some((_, fields)) = stat.rsplit_once(')') else { continue };
+        let mut fields = fields.split_whitespace();
+        let (Some(state), Some(_ppid), Some(pgrp)) = (fields.next(), fields.next(), fields.next()) else { continue };
+        if pgrp == wanted && !matches!(state, "Z" | "X" | "x") {
+            return Some(true);
+        }
+    }
+    Some(false)
+}
+
+/// Reaps members of the group that are this process's children (when the runner is the
+/// reaper of orphans: pid 1 in a container, or a subreaper). The caller has reaped the
+/// shell already, so no `Child` loses its status to this.
+fn reap_group(group: Pid) {
+    let any_in_group = Pid::from_raw(-group.as_raw());
+    while let Ok(status) = waitpid(any_in_group, Some(WaitPidFlag::WNOHANG)) {
+        if status == nix::sys::wait::WaitStatus::StillAlive {
+            break;
+        }
+    }
+}
+
+/// Stops the whole group: SIGTERM, then SIGKILL after a grace period unless the shell (when
+/// given) and every other member ended. Returns whether SIGTERM was enough.
+fn stop_group(group: Pid, mut shell: Option<&mut Child>) -> bool {
     let _ = killpg(group, Signal::SIGTERM);
     let deadline = Instant::now() + GRACE;
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            // The shell is gone; make sure nothing it started lingers.
-            let _ = killpg(group, Signal::SIGKILL);
-            return;
+    let mut shell_done = shell.is_none();
+    loop {
+        if !shell_done && let Some(child) = shell.as_deref_mut() {
+            shell_done = !matches!(child.try_wait(), Ok(None));
+        }
+        if shell_done {
+            reap_group(group);
+            if !group_exists(group) {
+                return true;
+            }
+        }
+        if Instant::now() >= deadline {
+            break;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     let _ = killpg(group, Signal::SIGKILL);
-    let _ = child.wait();
+    if let Some(child) = shell {
+        let _ = child.wait();
+    }
+    // Bounded: a zombie nobody reaps (no reaping init) would keep the group for ever.
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while group_exists(group) && Instant::now() < deadline {
+        reap_group(group);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use run_state::{FileStore, RunDir, Status, Step, Store};
 use step_runner::{Event, Job, Outcome, Runner, RunnerSettings};
@@ -17,6 +17,46 @@ fn job(dir: &std::path::Path, name: &str, command: &str, timeout: Duration) -> J
         stdout_path: None,
         env: Vec::new(),
     }
+}
+
+/// Whether a process runs, from `/proc/PID/stat`: gone or a zombie is not running. Panics when
+/// `/proc` cannot tell, so a test never takes "cannot tell" for "gone".
+fn running(pid: &str) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
+            !matches!(state.expect("cannot parse /proc/PID/stat"), "Z" | "X" | "x")
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            assert!(std::path::Path::new("/proc/self/stat").exists(), "no /proc: cannot tell whether {pid} runs");
+            false
+        }
+        Err(e) => panic!("cannot tell whether {pid} runs: {e}"),
+    }
+}
+
+/// Waits, a bounded number of polls, for a process to end; panics when it does not.
+fn assert_ends(pid: &str, what: &str) {
+    for _ in 0..200 {
+        if !running(pid) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{what} (pid {pid}) is still running");
+}
+
+/// Reads a file a process writes, a bounded number of polls.
+fn wait_for_file(path: &std::path::Path) -> String {
+    for _ in 0..400 {
+        if let Ok(text) = std::fs::read_to_string(path)
+            && text.ends_with('\n')
+        {
+            return text.trim().to_string();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{} was never written", path.display());
 }
 
 #[test]
@@ -85,16 +125,63 @@ fn a_hanging_command_is_stopped_at_its_timeout_with_everything_it_started() {
     assert_eq!(results[0].outcome, Outcome::TimedOut(Duration::from_millis(1500)));
     let pid = std::fs::read_to_string(&pid_file).unwrap().trim().to_string();
     // The grandchild must be gone (reaped or at least a zombie about to be).
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let alive = state.split_whitespace().nth(2).is_some_and(|s| s != "Z");
-        if !alive {
-            break;
-        }
-        assert!(Instant::now() < deadline, "grandchild {pid} still running after the timeout");
-        std::thread::sleep(Duration::from_millis(50));
+    assert_ends(&pid, "the grandchild of a timed-out job");
+}
+
+#[test]
+fn a_process_left_behind_by_a_passing_command_is_stopped_when_its_job_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let cancel = AtomicBool::new(false);
+    let runner = Runner { workdir: dir.path().into(), parallelism: 1, path_prefix: vec![], cancel: &cancel };
+    let pid_file = dir.path().join("left.pid");
+    let command = format!("sleep 1234 & echo $! > {}; echo ok", pid_file.display());
+    let results = runner.run(vec![job(dir.path(), "leaky", &command, Duration::from_secs(60))], &|_| {});
+    let pid = wait_for_file(&pid_file);
+    assert_eq!(results[0].outcome, Outcome::Passed);
+    assert_ends(&pid, "the background sleep of a finished job");
+    // Said so in the result (the record's note) and in the log.
+    let note = results[0].note.as_deref().unwrap_or_default();
+    assert!(note.contains("left processes running"), "{note:?}");
+    let log = std::fs::read_to_string(dir.path().join("logs/leaky-test.log")).unwrap();
+    assert!(log.starts_with("ok\n") && log.contains("left processes running"), "{log}");
+    let record = step_runner::finished_record("r1", "abc", Step::Test, &results[0]);
+    assert!(record.details.note.as_deref().unwrap_or_default().contains("left processes running"));
+}
+
+#[test]
+fn a_clean_command_leaves_no_note() {
+    let dir = tempfile::tempdir().unwrap();
+    let cancel = AtomicBool::new(false);
+    let runner = Runner { workdir: dir.path().into(), parallelism: 1, path_prefix: vec![], cancel: &cancel };
+    let results = runner.run(vec![job(dir.path(), "clean", "echo ok", Duration::from_secs(60))], &|_| {});
+    assert_eq!((&results[0].outcome, results[0].note.as_deref()), (&Outcome::Passed, None));
+    assert_eq!(std::fs::read_to_string(dir.path().join("logs/clean-test.log")).unwrap(), "ok\n");
+}
+
+#[test]
+fn secrets_a_command_prints_never_reach_the_log_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let cancel = AtomicBool::new(false);
+    let runner = Runner { workdir: dir.path().into(), parallelism: 2, path_prefix: vec![], cancel: &cancel };
+    let secrets = ["wJalrXUtnFEMIK7MDENGbPxRfiCY", "Hunter2Secret", "MIIEowIBAAKCAQEA", "AKIAIOSFODNN7EXAMPLE"];
+    let script = "echo AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMIK7MDENGbPxRfiCY; \
+                  echo '+ psql --password Hunter2Secret' >&2; \
+                  printf -- '-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA\n-----END RSA PRIVATE KEY-----\n'; \
+                  echo key AKIAIOSFODNN7EXAMPLE >&2; echo done";
+    let mut tool = job(dir.path(), "tool", script, Duration::from_secs(60));
+    // A tool's machine-readable stdout stays as it printed it; its stderr log is redacted.
+    tool.stdout_path = Some(dir.path().join("tool.out"));
+    let results = runner.run(vec![job(dir.path(), "leaky", script, Duration::from_secs(60)), tool], &|_| {});
+    assert!(results.iter().all(|r| r.outcome == Outcome::Passed), "{results:?}");
+    let log = std::fs::read_to_string(dir.path().join("logs/leaky-test.log")).unwrap();
+    for secret in secrets {
+        assert!(!log.contains(secret), "{secret} reached the log: {log}");
     }
+    assert!(log.contains("AWS_SECRET_ACCESS_KEY=[REDACTED]") && log.ends_with("done\n"), "{log}");
+    let tool_log = std::fs::read_to_string(dir.path().join("logs/tool-test.log")).unwrap();
+    assert!(!tool_log.contains("Hunter2Secret") && tool_log.contains("--password [REDACTED]"), "{tool_log}");
+    let tool_out = std::fs::read_to_string(dir.path().join("tool.out")).unwrap();
+    assert!(tool_out.contains("MIIEowIBAAKCAQEA") && tool_out.ends_with("done\n"), "{tool_out}");
 }
 
 #[test]

@@ -1,0 +1,94 @@
+//! The real `step-runner` binary killed with SIGKILL: nothing it started survives it, and its
+//! step does not stay `running` (needs the `cli` feature: `cargo test -p step-runner --all-features`).
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use run_state::{FileStore, RunDir, RunFile, Status, Step, Store};
+
+/// Whether a process runs, from `/proc/PID/stat`: gone or a zombie is not running. Panics when
+/// `/proc` cannot tell, so the test never takes "cannot tell" for "gone".
+fn running(pid: &str) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
+            !matches!(state.expect("cannot parse /proc/PID/stat"), "Z" | "X" | "x")
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            assert!(std::path::Path::new("/proc/self/stat").exists(), "no /proc: cannot tell whether {pid} runs");
+            false
+        }
+        Err(e) => panic!("cannot tell whether {pid} runs: {e}"),
+    }
+}
+
+fn wait_for_file(path: &std::path::Path) -> String {
+    for _ in 0..600 {
+        if let Ok(text) = std::fs::read_to_string(path)
+            && text.ends_with('\n')
+        {
+            return text.trim().to_string();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{} was never written", path.display());
+}
+
+#[test]
+fn a_killed_runner_takes_its_jobs_and_their_children_with_it() {
+    let outside = tempfile::tempdir().unwrap();
+    let shell_pid = outside.path().join("shell.pid");
+    let grandchild_pid = outside.path().join("grandchild.pid");
+    let inner_pid = outside.path().join("inner.pid");
+    // The job's shell starts a grandchild (a sleep) and a great-grandchild under a shell that
+    // waits for it: killing the job's shell alone would leave both running.
+    let config = format!(
+        "[components.api]\npaths = [\"api/**\"]\ntest = {{ run = \"echo $$ > {shell}; sleep 1234 & echo $! > {grandchild}; sh -c 'sleep 1235 & echo $! > {inner}; wait' & wait\" }}\n",
+        shell = shell_pid.display(),
+        grandchild = grandchild_pid.display(),
+        inner = inner_pid.display(),
+    );
+    let repo = test_support::GitRepo::new();
+    repo.commit_files("one", &[("pipeline.toml", config.as_str())]);
+    repo.commit_files("two", &[("api/a.py", "1")]);
+    let handle = source_diff::Repo::open(repo.path()).unwrap();
+    let components = source_diff::Components::load(&repo.path().join("pipeline.toml")).unwrap();
+    let diff = source_diff::diff(&handle, &components, &Default::default(), "HEAD", false).unwrap();
+    let state = repo.path().join(".pipeline");
+    let run_dir = RunDir::create(&state, "run-1").unwrap();
+    run_dir.write(RunFile::Diff, &serde_json::to_vec(&diff).unwrap()).unwrap();
+
+    let mut runner = Command::new(env!("CARGO_BIN_EXE_step-runner"))
+        .arg("--repo")
+        .arg(repo.path())
+        .args(["--step", "test"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pids = [wait_for_file(&shell_pid), wait_for_file(&grandchild_pid), wait_for_file(&inner_pid)];
+    for pid in &pids {
+        assert!(running(pid), "process {pid} of the job is not running before the runner is killed");
+    }
+    let store = FileStore::open(&state).unwrap();
+    assert!(!store.run("run-1").unwrap()[0].status.is_final());
+
+    runner.kill().unwrap();
+    runner.wait().unwrap();
+    for pid in &pids {
+        let mut polls = 0;
+        while running(pid) {
+            polls += 1;
+            assert!(polls < 200, "process {pid} of the job outlived its killed runner");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    // The step its runner left `running` reads as failed, naming the dead runner.
+    let records = store.run("run-1").unwrap();
+    let api = records.iter().find(|r| r.component == "api" && r.step == Step::Test).unwrap();
+    assert_eq!(api.status, Status::Failed, "{api:?}");
+    let error = api.details.error.as_deref().unwrap();
+    assert!(error.starts_with(&format!("runner died (pid {} on ", runner.id())), "{error}");
+}
