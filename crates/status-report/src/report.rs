@@ -54,6 +54,7 @@ impl RunReport {
         out
     }
 
+    #[cfg(feature = "cli")]
     fn gate_line(&self) -> String {
         if self.gate.allowed {
             "gate: passed\n".to_string()
