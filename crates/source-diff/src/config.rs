@@ -1,6 +1,6 @@
 //! The `[diff]` and `[components]` sections of `pipeline.toml`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -77,8 +77,9 @@ pub struct Components {
     pub(crate) include_owner: Vec<usize>,
     pub(crate) excludes: GlobSet,
     pub(crate) exclude_owner: Vec<usize>,
-    /// For each component, the components that depend on it, directly or not.
-    pub(crate) dependents: Vec<BTreeSet<usize>>,
+    /// For each component, the components that depend on it directly (`affected` walks them
+    /// for the indirect ones, so a long chain costs memory in its length, not its square).
+    pub(crate) dependents: Vec<Vec<usize>>,
 }
 
 /// One checked component.
@@ -155,6 +156,13 @@ impl Components {
 
         for (i, (name, settings)) in raw.components.iter().enumerate() {
             let key = format!("components.{name}");
+            // The name becomes a flag, a log file name and a report key: refuse one that could escape a folder.
+            if let Err(message) = pipeline_config::check_name(name) {
+                return Err(match settings.paths.first() {
+                    Some(path) => ConfigError::at(file, text, path.span(), key, message),
+                    None => ConfigError { file: file.to_path_buf(), line: None, key, message },
+                });
+            }
             if settings.paths.is_empty() {
                 return Err(ConfigError {
                     file: file.to_path_buf(),
@@ -227,7 +235,7 @@ impl Components {
         }
         let build =
             |b: GlobSetBuilder, key: &str| b.build().map_err(|e| ConfigError::file(file, format!("{key}: {e}")));
-        let dependents = transitive_dependents(&edges);
+        let dependents = direct_dependents(&edges);
         Ok(Components {
             default_branch: raw.diff.default_branch.unwrap_or_else(|| "main".into()),
             global_inputs: build(global, "diff.global_inputs")?,
@@ -269,7 +277,8 @@ fn compile(file: &Path, text: &str, pattern: &Spanned<String>, key: &str) -> Res
     })
 }
 
-/// The first cycle found, as the edges that form it.
+/// The first cycle found, as the edges that form it. Iterative: a chain of thousands of
+/// components must not overflow the stack.
 fn find_cycle<'a>(edges: &[Vec<(usize, &'a Spanned<String>)>]) -> Option<Vec<(usize, &'a Spanned<String>)>> {
     #[derive(Clone, Copy, PartialEq)]
     enum Mark {
@@ -277,55 +286,48 @@ fn find_cycle<'a>(edges: &[Vec<(usize, &'a Spanned<String>)>]) -> Option<Vec<(us
         Open,
         Done,
     }
-    fn visit<'a>(
-        node: usize,
-        edges: &[Vec<(usize, &'a Spanned<String>)>],
-        marks: &mut [Mark],
-        stack: &mut Vec<(usize, &'a Spanned<String>)>,
-    ) -> Option<Vec<(usize, &'a Spanned<String>)>> {
-        marks[node] = Mark::Open;
-        for &(next, dep) in &edges[node] {
-            stack.push((node, dep));
+    let mut marks = vec![Mark::New; edges.len()];
+    for start in 0..edges.len() {
+        if marks[start] != Mark::New {
+            continue;
+        }
+        // The open path: each node with the index of its next edge to follow, and the edges taken.
+        let mut frames: Vec<(usize, usize)> = vec![(start, 0)];
+        let mut taken: Vec<(usize, &'a Spanned<String>)> = Vec::new();
+        marks[start] = Mark::Open;
+        while let Some(&mut (node, ref mut next_edge)) = frames.last_mut() {
+            let Some(&(next, dep)) = edges[node].get(*next_edge) else {
+                marks[node] = Mark::Done;
+                frames.pop();
+                taken.pop();
+                continue;
+            };
+            *next_edge += 1;
             match marks[next] {
                 Mark::Open => {
-                    let start = stack.iter().position(|&(from, _)| from == next).unwrap_or(0);
-                    return Some(stack[start..].to_vec());
+                    taken.push((node, dep));
+                    let from = taken.iter().position(|&(from, _)| from == next).unwrap_or(0);
+                    return Some(taken[from..].to_vec());
                 }
                 Mark::New => {
-                    if let Some(cycle) = visit(next, edges, marks, stack) {
-                        return Some(cycle);
-                    }
+                    taken.push((node, dep));
+                    marks[next] = Mark::Open;
+                    frames.push((next, 0));
                 }
                 Mark::Done => {}
             }
-            stack.pop();
         }
-        marks[node] = Mark::Done;
-        None
     }
-    let mut marks = vec![Mark::New; edges.len()];
-    (0..edges.len())
-        .find_map(|node| if marks[node] == Mark::New { visit(node, edges, &mut marks, &mut Vec::new()) } else { None })
+    None
 }
 
-/// For each component, every component that depends on it directly or through others.
-fn transitive_dependents(edges: &[Vec<(usize, &Spanned<String>)>]) -> Vec<BTreeSet<usize>> {
+/// For each component, the components that depend on it directly.
+fn direct_dependents(edges: &[Vec<(usize, &Spanned<String>)>]) -> Vec<Vec<usize>> {
     let mut direct: Vec<Vec<usize>> = vec![Vec::new(); edges.len()];
     for (from, deps) in edges.iter().enumerate() {
         for &(to, _) in deps {
             direct[to].push(from);
         }
     }
-    (0..edges.len())
-        .map(|start| {
-            let mut seen = BTreeSet::new();
-            let mut todo = direct[start].clone();
-            while let Some(next) = todo.pop() {
-                if seen.insert(next) {
-                    todo.extend(&direct[next]);
-                }
-            }
-            seen
-        })
-        .collect()
+    direct
 }

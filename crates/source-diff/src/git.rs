@@ -129,7 +129,74 @@ impl Repo {
         Ok(out.split(|&b| b == 0).filter(|p| !p.is_empty()).map(|p| String::from_utf8_lossy(p).into_owned()).collect())
     }
 
+    /// Resolves `head` and answers `queries` (revisions such as `X^{commit}` or `A...B`), with
+    /// whether the clone is shallow and its empty tree, in one `git rev-parse`; a query that
+    /// names nothing costs one more call for the queries after it. `None`: `head` names no commit.
+    ///
+    /// Under `--revs-only`, rev-parse prints each revision's ids and stops printing at the first
+    /// argument that names nothing; head's tree, which no commit id can equal, follows every
+    /// query, so the output splits into one answer per query, and a missing one is the one
+    /// whose tree never came.
+    pub(crate) fn resolve(&self, head: &str, queries: &[String]) -> Result<Option<Resolved>, Error> {
+        let separator = format!("{head}^{{tree}}");
+        let mut answers: Vec<Option<Vec<String>>> = Vec::with_capacity(queries.len());
+        let mut first: Option<(bool, String, String)> = None;
+        loop {
+            let mut args = vec!["rev-parse".to_string(), "--revs-only".to_string()];
+            if first.is_none() {
+                args.extend(["--is-shallow-repository".to_string(), "--show-object-format".to_string()]);
+            }
+            args.extend([format!("{head}^{{commit}}"), separator.clone()]);
+            for query in &queries[answers.len()..] {
+                args.extend([query.clone(), separator.clone()]);
+            }
+            let out = self.git(&args)?;
+            let text = String::from_utf8_lossy(&out);
+            let mut lines = text.lines();
+            let flags = match first {
+                Some((shallow, ref empty_tree, _)) => (shallow, empty_tree.clone()),
+                None => {
+                    let shallow = match lines.next() {
+                        Some("true") => true,
+                        Some("false") => false,
+                        other => return Err(unexpected("--is-shallow-repository", other)),
+                    };
+                    let empty_tree = match lines.next() {
+                        Some("sha1") => "4b825dc642cb6eb9a060e54bf8d69288fbee4904",
+                        Some("sha256") => "6ef19b41225c5369f1c104d45d8d85efa9b057b53b14b4b9b939dd74decc5321",
+                        other => return Err(unexpected("--show-object-format", other)),
+                    };
+                    (shallow, empty_tree.to_string())
+                }
+            };
+            // Head and its tree; anything else (a range, a tree) names no commit.
+            let (Some(id), Some(tree)) = (lines.next(), lines.next()) else { return Ok(None) };
+            if !is_object_id(id) || !is_object_id(tree) {
+                return Ok(None);
+            }
+            first.get_or_insert_with(|| (flags.0, flags.1, id.to_string()));
+            let mut current = Vec::new();
+            for line in lines {
+                if line == tree {
+                    answers.push(Some(std::mem::take(&mut current)));
+                } else {
+                    current.push(line.to_string());
+                }
+            }
+            if answers.len() < queries.len() {
+                // This query named nothing, and rev-parse printed nothing after it: ask again for the rest.
+                answers.push(None);
+            }
+            if answers.len() == queries.len() {
+                break;
+            }
+        }
+        let (shallow, empty_tree, head) = first.expect("set by the first call");
+        Ok(Some(Resolved { shallow, empty_tree, head, answers }))
+    }
+
     /// Paths changed from `base` to `head` (a commit or tree id), renames as a delete plus an add.
+    /// The state folder (`.pipeline/`) is never part of it.
     pub fn diff(&self, base: &str, head: &str) -> Result<Vec<FileChange>, Error> {
         let out = self.git([
             "diff",
@@ -141,25 +208,100 @@ impl Repo {
             base,
             head,
             "--",
+            ALL_PATHS,
+            EXCLUDE_STATE,
         ])?;
         parse_name_status(&out)
     }
 
-    /// Paths changed from `base` to the work tree, with untracked files as added.
+    /// Paths changed from `base` to the work tree, with untracked files as added; never the
+    /// state folder, even when `.gitignore` does not leave it out.
     pub fn diff_worktree(&self, base: &str) -> Result<Vec<FileChange>, Error> {
-        let out =
-            self.git(["diff", "--name-status", "-z", "--no-renames", "--no-relative", "--no-ext-diff", base, "--"])?;
+        let out = self.git([
+            "diff",
+            "--name-status",
+            "-z",
+            "--no-renames",
+            "--no-relative",
+            "--no-ext-diff",
+            base,
+            "--",
+            ALL_PATHS,
+            EXCLUDE_STATE,
+        ])?;
         let mut changes = parse_name_status(&out)?;
-        let untracked = self.git(["ls-files", "-z", "--others", "--exclude-standard"])?;
+        let untracked =
+            self.git(["ls-files", "-z", "--others", "--exclude-standard", "--", ALL_PATHS, EXCLUDE_STATE])?;
         changes.extend(
             untracked
                 .split(|&b| b == 0)
                 .filter(|p| !p.is_empty())
-                .map(|p| FileChange { path: String::from_utf8_lossy(p).into_owned(), status: FileStatus::Added }),
+                .map(|p| FileChange { path: String::from_utf8_lossy(p).into_owned(), status: FileStatus::Added })
+                .filter(|change| !in_state_dir(&change.path)),
         );
         changes.sort();
         changes.dedup_by(|a, b| a.path == b.path);
         Ok(changes)
+    }
+
+    /// Whether `refname` (`refs/remotes/origin/main`) is likely to exist, from the files of a
+    /// plain `.git` folder, without running git. Only a hint for the order of questions: a
+    /// wrong guess costs one more git call, never a wrong answer.
+    pub(crate) fn probably_has_ref(&self, refname: &str) -> bool {
+        let git_dir = self.root.join(".git");
+        let common = if git_dir.is_dir() {
+            git_dir
+        } else {
+            // A linked worktree: `.git` is a file naming its folder, whose `commondir` names the shared one.
+            let Ok(text) = std::fs::read_to_string(&git_dir) else { return false };
+            let Some(dir) = text.trim().strip_prefix("gitdir: ") else { return false };
+            let dir = self.root.join(dir);
+            match std::fs::read_to_string(dir.join("commondir")) {
+                Ok(common) => dir.join(common.trim()),
+                Err(_) => dir,
+            }
+        };
+        if common.join(refname).is_file() {
+            return true;
+        }
+        let Ok(packed) = std::fs::read(common.join("packed-refs")) else { return false };
+        let needle = format!(" {refname}\n");
+        packed.windows(needle.len()).any(|w| w == needle.as_bytes())
+    }
+}
+
+/// What [`Repo::resolve`] learnt.
+#[derive(Debug, Clone)]
+pub(crate) struct Resolved {
+    /// Whether the clone's history is cut off.
+    pub(crate) shallow: bool,
+    /// The empty tree's id in the repository's object format.
+    pub(crate) empty_tree: String,
+    /// Head's full commit id.
+    pub(crate) head: String,
+    /// Per query, the ids it printed (`^ID` for excluded ones), or `None` when it names nothing.
+    pub(crate) answers: Vec<Option<Vec<String>>>,
+}
+
+/// Every path from the top of the work tree.
+const ALL_PATHS: &str = ":(top)";
+/// The state folder, never part of a diff.
+const EXCLUDE_STATE: &str = ":(top,exclude).pipeline";
+
+/// Whether a repo-relative path lies in the state folder.
+pub(crate) fn in_state_dir(path: &str) -> bool {
+    path.strip_prefix(pipeline_config::STATE_DIR).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+/// A full hexadecimal object id (SHA-1 or SHA-256), lowercase.
+pub(crate) fn is_object_id(text: &str) -> bool {
+    matches!(text.len(), 40 | 64) && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+fn unexpected(what: &str, line: Option<&str>) -> Error {
+    Error::Git {
+        command: format!("rev-parse {what}"),
+        message: format!("unexpected output `{}`; install a newer git", line.unwrap_or("")),
     }
 }
 
@@ -170,6 +312,11 @@ fn run<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(dir: &Path, args: I) -> Resul
         .args(args)
         // Read-only queries must not take the index lock a concurrent git may hold.
         .env("GIT_OPTIONAL_LOCKS", "0")
+        // Pathspec magic (`:(exclude)`) must keep its meaning whatever the caller's environment says.
+        .env_remove("GIT_LITERAL_PATHSPECS")
+        .env_remove("GIT_GLOB_PATHSPECS")
+        .env_remove("GIT_NOGLOB_PATHSPECS")
+        .env_remove("GIT_ICASE_PATHSPECS")
         .stdin(Stdio::null())
         .output()
         .map_err(|e| Error::GitNotRunnable { message: e.to_string() })
@@ -202,7 +349,10 @@ fn parse_name_status(out: &[u8]) -> Result<Vec<FileChange>, Error> {
         let Some(path) = fields.next() else {
             return Err(Error::Git { command: "diff --name-status".into(), message: "truncated output".into() });
         };
-        changes.push(FileChange { path: String::from_utf8_lossy(path).into_owned(), status });
+        let path = String::from_utf8_lossy(path).into_owned();
+        if !in_state_dir(&path) {
+            changes.push(FileChange { path, status });
+        }
     }
     Ok(changes)
 }

@@ -135,6 +135,10 @@ pub struct DiffReport {
     pub files: Vec<FileChange>,
     /// Changed paths that matched `[diff] global_inputs`: each marks every component changed.
     pub global_inputs_changed: Vec<String>,
+    /// Changed paths no component owns (matched by none of the `paths`, or left out by each
+    /// owner's `exclude`), global inputs apart: they mark nothing, which may be a gap in the catalogue.
+    #[serde(default)]
+    pub unowned: Vec<String>,
     /// Every configured component, changed or not.
     pub components: BTreeMap<String, ComponentChange>,
     /// `NAME_tests_required` and `NAME_deploy_required` for each component.
@@ -171,65 +175,178 @@ impl DiffReport {
     }
 }
 
+/// Head resolved and the base chosen for it, usually from one git call.
+#[derive(Debug)]
+pub struct Resolution {
+    /// Head's full commit id.
+    pub head: String,
+    /// The base, or why none can be trusted (a shallow clone that does not reach it).
+    pub base: Result<Base, Error>,
+}
+
 /// Chooses the base for `head` (a full commit id), in the documented order.
 pub fn choose_base(repo: &Repo, components: &Components, request: &BaseRequest, head: &str) -> Result<Base, Error> {
-    // Asked only when a commit is missing: the common path costs no extra git call.
-    if let Some(rev) = &request.explicit {
-        return match repo.resolve_commit(rev)? {
-            Some(id) => Ok(Base::Commit { id, reason: format!("--base {rev}") }),
-            None if repo.is_shallow()? => missing_base(request, format!("--base {rev} is not in the fetched history")),
+    resolve(repo, components, request, head)?.base
+}
+
+/// Resolves `head` and chooses its base, in the documented order: one `git rev-parse` answers
+/// every question at once (head, the shallow flag, the explicit base or the last successful
+/// commit and its merge-base with head, the default branch's tips and merge-bases, head's
+/// first parent). Fails only when head names no commit or git cannot run.
+///
+/// A fallback is taken only when it is proven: in a shallow clone, a missing base, a last
+/// successful commit that is missing or not reachable, or a default branch with no merge-base
+/// in the fetched history is [`Error::ShallowHistory`] (or everything, with
+/// [`BaseRequest::all_on_missing_base`]), never a quieter base.
+pub fn resolve(repo: &Repo, components: &Components, request: &BaseRequest, head: &str) -> Result<Resolution, Error> {
+    let unknown_head = || Error::UnknownRevision {
+        what: "head",
+        rev: head.to_string(),
+        hint: "check the name; a repository with no commits has no head yet".into(),
+    };
+    if !plain_revision(head) {
+        return Err(unknown_head());
+    }
+    let branch = components.default_branch();
+    let candidates = [
+        (format!("origin/{branch}"), format!("refs/remotes/origin/{branch}")),
+        (branch.to_string(), format!("refs/heads/{branch}")),
+    ];
+    // Queries: [explicit] or [last?, parent, branch refs…]; a missing one costs a call for those after it,
+    // so the ref most likely missing goes last.
+    let mut queries = Vec::new();
+    let mut ask = |query: String| {
+        queries.push(query);
+        queries.len() - 1
+    };
+    let explicit =
+        request.explicit.as_ref().map(|rev| (rev, plain_revision(rev).then(|| ask(format!("{rev}^{{commit}}")))));
+    let mut last = None;
+    let mut parent = None;
+    let mut tips = [None, None];
+    if explicit.is_none() {
+        last = request.last_success.as_ref().map(|id| (id, plain_revision(id).then(|| ask(format!("{id}...{head}")))));
+        parent = Some(ask(format!("{head}^1")));
+        let order = if repo.probably_has_ref(&candidates[0].1) { [0, 1] } else { [1, 0] };
+        for i in order {
+            tips[i] = Some(ask(format!("{}...{head}", candidates[i].1)));
+        }
+    }
+    let Some(resolved) = repo.resolve(head, &queries)? else { return Err(unknown_head()) };
+    let answer = |index: Option<usize>| index.and_then(|i| resolved.answers[i].clone());
+    let asked = Asked {
+        explicit: explicit.map(|(rev, i)| (rev.as_str(), answer(i))),
+        last: last.map(|(id, i)| (id.as_str(), answer(i))),
+        parent: answer(parent).and_then(|ids| ids.into_iter().next()),
+        tips: [answer(tips[0]), answer(tips[1])],
+    };
+    let base = pick_base(&resolved, request, asked, &candidates);
+    let head_id = resolved.head;
+    Ok(Resolution { head: head_id, base })
+}
+
+/// A revision given as an argument: not an option, not a range.
+fn plain_revision(rev: &str) -> bool {
+    !rev.is_empty() && !rev.starts_with('-') && !rev.starts_with('^') && !rev.contains("..")
+}
+
+/// What [`resolve`] asked git, with its answers (`None`: names nothing here).
+struct Asked<'a> {
+    explicit: Option<(&'a str, Option<Vec<String>>)>,
+    last: Option<(&'a str, Option<Vec<String>>)>,
+    parent: Option<String>,
+    /// `REF...HEAD` for `origin/BRANCH` and `BRANCH`.
+    tips: [Option<Vec<String>>; 2],
+}
+
+fn pick_base(
+    resolved: &git::Resolved,
+    request: &BaseRequest,
+    asked: Asked<'_>,
+    candidates: &[(String, String); 2],
+) -> Result<Base, Error> {
+    let head = resolved.head.as_str();
+    if let Some((rev, answer)) = asked.explicit {
+        return match answer.filter(|ids| ids.len() == 1 && git::is_object_id(&ids[0])) {
+            Some(ids) => Ok(Base::Commit { id: ids[0].clone(), reason: format!("--base {rev}") }),
+            None if resolved.shallow && plain_revision(rev) => {
+                missing_base(request, format!("--base {rev} is not in the fetched history"))
+            }
             None => Err(Error::UnknownRevision {
                 what: "base",
-                rev: rev.clone(),
+                rev: rev.to_string(),
                 hint: "check the name, or fetch the branch or tag it is on".into(),
             }),
         };
     }
 
     let mut skipped = Vec::new();
-    if let Some(last) = &request.last_success {
+    if let Some((last, answer)) = asked.last {
         let short = &last[..last.len().min(12)];
-        match repo.resolve_commit(last)? {
-            Some(id) if repo.is_ancestor(&id, head)? => {
-                return Ok(Base::Commit { id, reason: "commit of the last successful run".into() });
+        // `LAST...HEAD` prints head, last, then `^` and each merge-base: last is an ancestor
+        // of head exactly when it is their only merge-base.
+        match answer {
+            Some(ids) if ids.len() == 3 && ids[2].strip_prefix('^') == Some(ids[1].as_str()) => {
+                return Ok(Base::Commit { id: ids[1].clone(), reason: "commit of the last successful run".into() });
             }
-            Some(_) => {
-                skipped.push(format!("last successful commit {short} is not an ancestor of head (history rewritten)"))
+            Some(_) if resolved.shallow => {
+                return missing_base(
+                    request,
+                    format!("last successful commit {short} is not reachable from head in the fetched history"),
+                );
             }
-            None if repo.is_shallow()? => {
-                skipped.push(format!("last successful commit {short} is not in this shallow clone"))
+            Some(_) => skipped.push(format!(
+                "last successful commit {short} is not an ancestor of head (another branch, or history rewritten)"
+            )),
+            None if resolved.shallow => {
+                return missing_base(request, format!("last successful commit {short} is not in the fetched history"));
             }
             None => skipped.push(format!("last successful commit {short} no longer exists (history rewritten)")),
         }
     }
-    let explain = |reason: String| {
-        if skipped.is_empty() { reason } else { format!("{reason}; {}", skipped.join("; ")) }
-    };
-
-    let branch = components.default_branch();
-    for (name, reference) in [
-        (format!("origin/{branch}"), format!("refs/remotes/origin/{branch}")),
-        (branch.to_string(), format!("refs/heads/{branch}")),
-    ] {
-        let Some(tip) = repo.resolve_commit(&reference)? else { continue };
-        if let Some(id) = repo.merge_base(&tip, head)? {
+    let mut unproven = Vec::new();
+    let mut any_branch = false;
+    for ((name, _), answer) in candidates.iter().zip(asked.tips) {
+        // `REF...HEAD` prints head, the tip, then `^` and each merge-base.
+        let Some(ids) = answer else { continue };
+        any_branch = true;
+        match ids.get(2).and_then(|id| id.strip_prefix('^')) {
             // On the default branch itself the merge-base is head: fall through to its parent.
-            if id != head {
-                return Ok(Base::Commit { id, reason: explain(format!("merge-base with {name}")) });
+            Some(id) if id == head => {}
+            Some(id) => {
+                let reason = explain(&skipped, format!("merge-base with {name}"));
+                return Ok(Base::Commit { id: id.to_string(), reason });
             }
+            None if resolved.shallow => unproven.push(name.as_str()),
+            None => skipped.push(format!("{name} shares no history with head")),
         }
     }
-
-    if let Some(id) = repo.resolve_commit(&format!("{head}^1"))? {
-        return Ok(Base::Commit { id, reason: explain("first parent of head".into()) });
+    if !unproven.is_empty() {
+        return missing_base(request, format!("no merge-base with {} in the fetched history", unproven.join(" or ")));
     }
-    if repo.is_shallow()? {
-        return missing_base(request, explain("head's parent is not in the fetched history".into()));
+    if let Some(id) = asked.parent {
+        let reason = if any_branch {
+            "first parent of head".to_string()
+        } else {
+            format!(
+                "first parent of head (no {} or {} here to take a merge-base with)",
+                candidates[0].0, candidates[1].0
+            )
+        };
+        return Ok(Base::Commit { id, reason: explain(&skipped, reason) });
+    }
+    if resolved.shallow {
+        return missing_base(request, explain(&skipped, "head's parent is not in the fetched history".into()));
     }
     Ok(Base::Commit {
-        id: repo.empty_tree()?,
-        reason: explain("head is the first commit: diffing against the empty tree".into()),
+        id: resolved.empty_tree.clone(),
+        reason: explain(&skipped, "head is the first commit: diffing against the empty tree".into()),
     })
+}
+
+/// A reason followed by the fallbacks passed over on the way.
+fn explain(skipped: &[String], reason: String) -> String {
+    if skipped.is_empty() { reason } else { format!("{reason}; {}", skipped.join("; ")) }
 }
 
 fn missing_base(request: &BaseRequest, detail: String) -> Result<Base, Error> {
@@ -244,7 +361,9 @@ fn missing_base(request: &BaseRequest, detail: String) -> Result<Base, Error> {
 
 /// Resolves head, chooses the base and maps the changed paths to components.
 ///
-/// With `worktree`, uncommitted and untracked changes count too.
+/// With `worktree`, uncommitted and untracked changes count too. Two git calls: one to
+/// resolve, one to diff (one more for untracked files with `worktree`); with an explicit
+/// base and head both given as full commit ids, the diff alone.
 pub fn diff(
     repo: &Repo,
     components: &Components,
@@ -252,22 +371,43 @@ pub fn diff(
     head: &str,
     worktree: bool,
 ) -> Result<DiffReport, Error> {
-    let head_id = repo.resolve_commit(head)?.ok_or_else(|| Error::UnknownRevision {
-        what: "head",
-        rev: head.to_string(),
-        hint: "check the name; a repository with no commits has no head yet".into(),
-    })?;
-    match choose_base(repo, components, request, &head_id)? {
+    if let Some(base) = &request.explicit
+        && !worktree
+        && git::is_object_id(base)
+        && git::is_object_id(head)
+    {
+        // Nothing to resolve; when git refuses either id, the full path below says why.
+        if let Ok(files) = repo.diff(&format!("{base}^{{commit}}"), &format!("{head}^{{commit}}")) {
+            let mut report = affected(components, files);
+            report.base = Some(base.clone());
+            report.base_reason = format!("--base {base}");
+            report.head = head.to_string();
+            return Ok(report);
+        }
+    }
+    let resolution = resolve(repo, components, request, head)?;
+    diff_from(repo, components, resolution.head, resolution.base?, worktree)
+}
+
+/// The report for `head` (a full commit id) against a base already chosen.
+pub fn diff_from(
+    repo: &Repo,
+    components: &Components,
+    head: String,
+    base: Base,
+    worktree: bool,
+) -> Result<DiffReport, Error> {
+    match base {
         Base::Commit { id, reason } => {
-            let files = if worktree { repo.diff_worktree(&id)? } else { repo.diff(&id, &head_id)? };
+            let files = if worktree { repo.diff_worktree(&id)? } else { repo.diff(&id, &head)? };
             let mut report = affected(components, files);
             report.base = Some(id);
             report.base_reason = reason;
-            report.head = head_id;
+            report.head = head;
             report.worktree = worktree;
             Ok(report)
         }
-        Base::Everything { reason } => Ok(everything(components, head_id, reason)),
+        Base::Everything { reason } => Ok(everything(components, head, reason)),
     }
 }
 
@@ -287,24 +427,29 @@ pub fn affected(components: &Components, files: Vec<FileChange>) -> DiffReport {
     let mut global_inputs_changed = Vec::new();
     let mut owners = Vec::new();
     let mut excluded = Vec::new();
+    let mut unowned = Vec::new();
     for file in &files {
         if components.global_inputs.is_match(&file.path) {
             global_inputs_changed.push(file.path.clone());
         }
         components.includes.matches_into(&file.path, &mut owners);
-        if owners.is_empty() {
-            continue;
-        }
-        components.excludes.matches_into(&file.path, &mut excluded);
-        let excluded: BTreeSet<usize> = excluded.iter().map(|&g| components.exclude_owner[g]).collect();
-        let mut last = usize::MAX;
-        for &glob in &owners {
-            let owner = components.include_owner[glob];
-            // Globs of one component are added together, so repeats are adjacent.
-            if owner != last && !excluded.contains(&owner) {
-                own_files[owner].push(file.path.clone());
+        let mut owned = false;
+        if !owners.is_empty() {
+            components.excludes.matches_into(&file.path, &mut excluded);
+            let excluded: BTreeSet<usize> = excluded.iter().map(|&g| components.exclude_owner[g]).collect();
+            let mut last = usize::MAX;
+            for &glob in &owners {
+                let owner = components.include_owner[glob];
+                // Globs of one component are added together, so repeats are adjacent.
+                if owner != last && !excluded.contains(&owner) {
+                    own_files[owner].push(file.path.clone());
+                    owned = true;
+                }
+                last = owner;
             }
-            last = owner;
+        }
+        if !owned && global_inputs_changed.last() != Some(&file.path) {
+            unowned.push(file.path.clone());
         }
     }
     for list in &mut own_files {
@@ -312,11 +457,21 @@ pub fn affected(components: &Components, files: Vec<FileChange>) -> DiffReport {
     }
 
     let all = !global_inputs_changed.is_empty();
+    // Each changed component's dependents, direct or not, found by a walk from it alone: the
+    // catalogue keeps only direct dependents, so a long chain costs memory in its length.
     let mut because_of: Vec<BTreeSet<&str>> = vec![BTreeSet::new(); count];
+    let mut seen = vec![usize::MAX; count];
+    let mut todo: Vec<usize> = Vec::new();
     for (i, list) in own_files.iter().enumerate() {
-        if !list.is_empty() {
-            for &dependent in &components.dependents[i] {
+        if list.is_empty() {
+            continue;
+        }
+        todo.extend(&components.dependents[i]);
+        while let Some(dependent) = todo.pop() {
+            if seen[dependent] != i {
+                seen[dependent] = i;
                 because_of[dependent].insert(&components.components[i].name);
+                todo.extend(&components.dependents[dependent]);
             }
         }
     }
@@ -343,6 +498,7 @@ pub fn affected(components: &Components, files: Vec<FileChange>) -> DiffReport {
         worktree: false,
         files,
         global_inputs_changed,
+        unowned,
         components: report_components,
         flags,
     }
@@ -364,6 +520,7 @@ fn everything(components: &Components, head: String, reason: String) -> DiffRepo
         worktree: false,
         files: Vec::new(),
         global_inputs_changed: Vec::new(),
+        unowned: Vec::new(),
         components: report_components,
         flags,
     }

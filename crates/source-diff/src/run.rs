@@ -30,18 +30,15 @@ pub fn begin_run(
     store: &dyn Store,
     state_dir: &Path,
 ) -> Result<(RunDir, DiffReport), RunError> {
-    let head_id = repo.resolve_commit(head)?.ok_or_else(|| Error::UnknownRevision {
-        what: "head",
-        rev: head.to_string(),
-        hint: "check the name; a repository with no commits has no head yet".into(),
-    })?;
+    // Head and the base in one git call; a base that cannot be trusted fails the diff step.
+    let crate::Resolution { head: head_id, base } = crate::resolve(repo, components, request, head)?;
     let run_dir = RunDir::create(state_dir, &run_state::new_run_id(&head_id, SystemTime::now()))?;
     let run_id = run_dir.run_id.as_str();
     run_state::record_pipeline_step(store, run_id, &head_id, Step::Source, || {
         Ok::<_, Error>(((), format!("{head} is {head_id}")))
     })??;
     let report = run_state::record_pipeline_step(store, run_id, &head_id, Step::Diff, || {
-        let report = crate::diff(repo, components, request, &head_id, worktree).map_err(RunError::from)?;
+        let report = crate::diff_from(repo, components, head_id.clone(), base?, worktree)?;
         let json = serde_json::to_string_pretty(&report).expect("a diff report always serialises");
         run_dir.write(RunFile::Diff, json.as_bytes())?;
         let summary = report.summary();

@@ -176,7 +176,11 @@ fn a_base_that_vanished_after_a_force_push_falls_back_with_the_reason() {
     let report = diff(&repo, &BaseRequest { last_success: Some(deployed.clone()), ..Default::default() }).unwrap();
     assert_eq!(report.base.as_deref(), Some(head_parent.as_str()));
     assert!(report.base_reason.starts_with("first parent of head; last successful commit"), "{}", report.base_reason);
-    assert!(report.base_reason.contains("not an ancestor of head"), "{}", report.base_reason);
+    assert!(
+        report.base_reason.contains("not an ancestor of head (another branch, or history rewritten)"),
+        "{}",
+        report.base_reason
+    );
     assert_eq!(changed(&report), ["api", "infra"]);
 
     // After gc the object is gone altogether.
@@ -349,4 +353,292 @@ fn the_binary_fails_with_one_line_and_exit_2() {
     let out = source_diff_bin(&["--repo", not_git.path().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not a git repository"));
+}
+
+// ---- shallow clones ----
+
+/// `origin`: main m0 (everything) → m1 (web) → m2 (cfn) → m3 (web); `feature` forks at m1:
+/// f1 (api) → f2 (api) → f3 (web). The full answer for feature is api, infra, web (from m1);
+/// its first parent alone would say web only.
+struct Layout {
+    origin: GitRepo,
+    m1: String,
+    m2: String,
+    f2: String,
+}
+
+fn layout() -> Layout {
+    let origin = repo_with_config();
+    let m1 = origin.commit_files("m1 web", &[("web/app.js", "m1\n")]);
+    origin.git(&["checkout", "-q", "-b", "feature"]);
+    origin.commit_files("f1 api", &[("api/handler.py", "f1\n")]);
+    let f2 = origin.commit_files("f2 api", &[("api/handler.py", "f2\n")]);
+    origin.commit_files("f3 web", &[("web/app.js", "f3\n")]);
+    origin.git(&["checkout", "-q", "main"]);
+    let m2 = origin.commit_files("m2 cfn", &[("cfn/main.yaml", "m2: 1\n")]);
+    origin.commit_files("m3 web", &[("web/app.js", "m3\n")]);
+    Layout { origin, m1, m2, f2 }
+}
+
+fn clone_with(repo: &GitRepo, args: &[&str]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new("git")
+        .args(["clone", "-q"])
+        .args(args)
+        .arg(format!("file://{}", repo.path().display()))
+        .arg(dir.path().join("clone"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "clone {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    dir
+}
+
+#[derive(Debug, PartialEq)]
+enum Outcome {
+    /// Exit 0 with this base and these changed components.
+    Diff(String, Vec<String>),
+    /// Exit 2 with the shallow-history error.
+    Shallow,
+}
+
+fn run_cli(clone: &Path, extra: &[&str]) -> (Outcome, serde_json::Value) {
+    let mut args = vec!["--repo", clone.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let out = source_diff_bin(&args);
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    if out.status.code() == Some(2) {
+        assert!(stderr.contains("this clone is shallow"), "{stderr}");
+        assert!(stderr.contains("git fetch --deepen=") && stderr.contains("--unshallow"), "{stderr}");
+        assert!(stderr.contains("--all-on-missing-base"), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        return (Outcome::Shallow, serde_json::Value::Null);
+    }
+    assert!(out.status.success(), "{stderr}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let changed = json["components"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, c)| c["changed"] == true)
+        .map(|(n, _)| n.clone())
+        .collect();
+    (Outcome::Diff(json["base"].as_str().unwrap_or("none").to_string(), changed), json)
+}
+
+#[test]
+fn shallow_clones_of_every_depth_and_layout_are_exact_or_an_error() {
+    let l = layout();
+    let all: Vec<String> = ["api", "infra", "shared", "web"].map(String::from).to_vec();
+    let diff =
+        |base: &str, names: &[&str]| Outcome::Diff(base.to_string(), names.iter().map(|s| s.to_string()).collect());
+    let cases: Vec<(&str, Vec<&str>, [Outcome; 3])> = vec![
+        // On main: the merge-base with origin/main is head, so the first parent (m2) is right once it is there.
+        ("main", vec![], [Outcome::Shallow, diff(&l.m2, &["web"]), diff(&l.m2, &["web"])]),
+        // A feature branch with origin/main fetched: only a merge-base is right; head^1 (f2) would say `web`.
+        (
+            "feature, origin/main fetched",
+            vec!["--no-single-branch", "--branch", "feature"],
+            [Outcome::Shallow, Outcome::Shallow, diff(&l.m1, &["api", "infra", "web"])],
+        ),
+        // A feature branch alone: no default branch to compare with, as in a full single-branch clone.
+        (
+            "feature, single branch",
+            vec!["--single-branch", "--branch", "feature"],
+            [Outcome::Shallow, diff(&l.f2, &["web"]), diff(&l.f2, &["web"])],
+        ),
+    ];
+    for (name, args, expected) in cases {
+        for (depth, expected) in [1, 2, 5].into_iter().zip(expected) {
+            let depth_text = depth.to_string();
+            let mut clone_args = vec!["--depth", depth_text.as_str()];
+            clone_args.extend(&args);
+            let dir = clone_with(&l.origin, &clone_args);
+            let clone = dir.path().join("clone");
+            let (got, json) = run_cli(&clone, &[]);
+            assert_eq!(got, expected, "{name}, depth {depth}: {json}");
+            if expected == Outcome::Shallow {
+                let (got, json) = run_cli(&clone, &["--all-on-missing-base"]);
+                assert_eq!(got, Outcome::Diff("none".into(), all.clone()), "{name}, depth {depth}");
+                let reason = json["base_reason"].as_str().unwrap();
+                assert!(reason.contains("every component marked changed"), "{reason}");
+            }
+        }
+    }
+}
+
+#[test]
+fn in_a_shallow_clone_a_missing_or_unreachable_last_success_is_an_error() {
+    let l = layout();
+    let dir = clone_with(&l.origin, &["--depth", "2"]);
+    let clone = dir.path().join("clone");
+    // m1 is cut off: whether it is head's ancestor cannot be told.
+    let request = BaseRequest { last_success: Some(l.m1.clone()), ..Default::default() };
+    let error = diff_at(&clone, &request).unwrap_err();
+    assert!(matches!(error, Error::ShallowHistory { .. }), "{error}");
+    assert!(error.to_string().contains(&l.m1[..12]), "{error}");
+    let report = diff_at(&clone, &BaseRequest { all_on_missing_base: true, ..request }).unwrap();
+    assert_eq!(report.base, None);
+    assert_eq!(changed(&report), ["api", "infra", "shared", "web"]);
+    // m2 is there and an ancestor: it is the base.
+    let report = diff_at(&clone, &BaseRequest { last_success: Some(l.m2.clone()), ..Default::default() }).unwrap();
+    assert_eq!(report.base.as_deref(), Some(l.m2.as_str()));
+    assert_eq!(changed(&report), ["web"]);
+}
+
+// ---- git spawns per call ----
+
+/// A `git` first on PATH that logs each call and runs the real one.
+fn logging_git() -> (tempfile::TempDir, std::path::PathBuf, String) {
+    let real = Command::new("sh").args(["-c", "command -v git"]).output().unwrap();
+    let real = String::from_utf8(real.stdout).unwrap().trim().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("calls.log");
+    let script = dir.path().join("git");
+    std::fs::write(&script, format!("#!/bin/sh\necho \"$*\" >> '{}'\nexec '{real}' \"$@\"\n", log.display())).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", dir.path().display(), std::env::var("PATH").unwrap_or_default());
+    (dir, log, path)
+}
+
+fn counted_cli(repo: &Path, args: &[&str]) -> (serde_json::Value, Vec<String>) {
+    let (_dir, log, path) = logging_git();
+    let out = Command::new(env!("CARGO_BIN_EXE_source-diff"))
+        .arg("--repo")
+        .arg(repo)
+        .args(args)
+        .env("PATH", path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let calls = std::fs::read_to_string(&log).unwrap_or_default().lines().map(str::to_string).collect();
+    (serde_json::from_slice(&out.stdout).unwrap(), calls)
+}
+
+#[test]
+fn one_cli_call_spawns_at_most_two_gits() {
+    let l = layout();
+    let repo = l.origin.path();
+    // On main, the default branch: merge-base is head, so the first parent.
+    let (json, calls) = counted_cli(repo, &[]);
+    assert_eq!(json["base"], l.origin.git(&["rev-parse", "HEAD^"]));
+    assert!(calls.len() <= 2, "{calls:#?}");
+    // On a feature branch: the merge-base with main.
+    l.origin.git(&["checkout", "-q", "feature"]);
+    let (json, calls) = counted_cli(repo, &[]);
+    assert_eq!(json["base"], l.m1.as_str());
+    assert_eq!(json["components"]["api"]["changed"], true);
+    assert!(calls.len() <= 2, "{calls:#?}");
+    // With an origin/main too (a clone), on the branch.
+    let dir = clone_with(&l.origin, &["--branch", "feature"]);
+    let (json, calls) = counted_cli(&dir.path().join("clone"), &[]);
+    assert_eq!(json["base"], l.m1.as_str());
+    assert!(calls.len() <= 2, "{calls:#?}");
+    // Explicit full ids: one diff.
+    let head = l.origin.head();
+    let (json, calls) = counted_cli(repo, &["--base", &l.m2, "--head", &head]);
+    assert_eq!(json["base"], l.m2.as_str());
+    assert_eq!(json["head"], head.as_str());
+    assert!(calls.len() <= 2, "{calls:#?}");
+}
+
+// ---- the state folder ----
+
+#[test]
+fn the_state_folder_is_never_in_the_diff() {
+    let repo = repo_with_config();
+    // No .gitignore: nothing keeps .pipeline/ out but source-diff itself.
+    repo.commit_files("tracked state by mistake", &[(".pipeline/state.jsonl", "{}\n"), ("web/app.js", "2\n")]);
+    repo.write(".pipeline/runs/LATEST", "x\n");
+    repo.write(".pipeline/state.jsonl", "{}\n{}\n");
+    let handle = Repo::open(repo.path()).unwrap();
+    let components = Components::load(&repo.path().join("pipeline.toml")).unwrap();
+    for worktree in [false, true] {
+        let report = source_diff::diff(&handle, &components, &BaseRequest::default(), "HEAD", worktree).unwrap();
+        let paths: Vec<&str> = report.files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(paths, ["web/app.js"], "worktree {worktree}");
+        assert!(report.unowned.is_empty(), "{:?}", report.unowned);
+    }
+}
+
+// ---- unowned files ----
+
+#[test]
+fn unowned_changed_files_are_listed_and_warned_about() {
+    let repo = repo_with_config();
+    repo.commit_files(
+        "docs",
+        &[
+            ("api/README.md", "# api v2\n"),
+            ("docs/intro.md", "hi\n"),
+            ("cfn/nested/x.yaml", "a: 1\n"),
+            ("web/app.js", "3\n"),
+        ],
+    );
+    let report = diff(&repo, &BaseRequest::default()).unwrap();
+    // api/README.md is excluded by api, its only owner; pipeline.toml would be a global input.
+    assert_eq!(report.unowned, ["api/README.md", "cfn/nested/x.yaml", "docs/intro.md"]);
+    assert_eq!(changed(&report), ["web"]);
+
+    let out = source_diff_bin(&["--repo", repo.path().to_str().unwrap()]);
+    assert!(out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("3 changed files belong to no component"), "{stderr}");
+    assert!(stderr.contains("api/README.md"), "{stderr}");
+
+    // A diff.json written before the field existed still reads.
+    let mut json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    json.as_object_mut().unwrap().remove("unowned");
+    let old: DiffReport = serde_json::from_value(json).unwrap();
+    assert!(old.unowned.is_empty());
+}
+
+// ---- base reasons ----
+
+#[test]
+fn a_last_success_on_another_branch_is_not_called_a_rewrite() {
+    let repo = repo_with_config();
+    let root = repo.head();
+    repo.git(&["checkout", "-q", "-b", "hotfix"]);
+    let deployed = repo.commit_files("hotfix", &[("web/app.js", "hotfix\n")]);
+    repo.git(&["checkout", "-q", "main"]);
+    repo.git(&["checkout", "-q", "-b", "feature"]);
+    repo.commit_files("api", &[("api/handler.py", "2\n")]);
+    let report = diff(&repo, &BaseRequest { last_success: Some(deployed.clone()), ..Default::default() }).unwrap();
+    assert_eq!(report.base.as_deref(), Some(root.as_str()));
+    assert!(
+        report.base_reason.contains(&format!(
+            "last successful commit {} is not an ancestor of head (another branch, or history rewritten)",
+            &deployed[..12]
+        )),
+        "{}",
+        report.base_reason
+    );
+}
+
+// ---- large configs ----
+
+#[test]
+fn a_ten_thousand_component_chain_loads_and_diffs() {
+    const N: usize = 10_000;
+    let mut config = String::from("[diff]\n");
+    for i in 0..N {
+        config.push_str(&format!("[components.c{i:05}]\npaths = [\"c{i:05}/**\"]\n"));
+        if i > 0 {
+            config.push_str(&format!("depends_on = [\"c{:05}\"]\n", i - 1));
+        }
+    }
+    let repo = GitRepo::new();
+    repo.commit_files("initial", &[("pipeline.toml", &config), ("c05000/a.txt", "1\n"), ("c09999/a.txt", "1\n")]);
+    repo.commit_files("change the middle", &[("c05000/a.txt", "2\n")]);
+    let report = diff(&repo, &BaseRequest::default()).unwrap();
+    let changed = changed(&report);
+    assert_eq!(changed.len(), N - 5000);
+    assert_eq!(changed.first(), Some(&"c05000"));
+    assert_eq!(changed.last(), Some(&"c09999"));
+    assert_eq!(report.components["c05000"].files, ["c05000/a.txt"]);
+    assert!(report.components["c05000"].because_of.is_empty());
+    assert_eq!(report.components["c09999"].because_of, ["c05000"]);
+    assert!(!report.components["c04999"].changed);
 }

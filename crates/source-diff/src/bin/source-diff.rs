@@ -90,6 +90,12 @@ fn run(args: Args) -> anyhow::Result<()> {
     } else {
         source_diff::diff(&repo, &components, &request, &args.head, args.include_worktree)?
     };
+    if let Some(warning) = unowned_warning(&report.unowned) {
+        #[allow(clippy::print_stderr)]
+        {
+            eprintln!("source-diff: warning: {warning}");
+        }
+    }
     let text = match args.format {
         Format::Json => serde_json::to_string_pretty(&report)? + "\n",
         Format::Env => source_diff::render_env(&report),
@@ -100,4 +106,18 @@ fn run(args: Args) -> anyhow::Result<()> {
         None => run_state::cli::print(&text)?,
     }
     Ok(())
+}
+
+/// One line about changed files no component owns: how many, and the first few.
+fn unowned_warning(unowned: &[String]) -> Option<String> {
+    const SHOWN: usize = 3;
+    let (count, first) = (unowned.len(), unowned.iter().take(SHOWN).map(String::as_str).collect::<Vec<_>>());
+    let more = if count > SHOWN { format!(" and {} more", count - SHOWN) } else { String::new() };
+    let noun = if count == 1 { "changed file belongs" } else { "changed files belong" };
+    (count > 0).then(|| {
+        format!(
+            "{count} {noun} to no component ({}{more}); add them to a component's paths or ignore this",
+            first.join(", ")
+        )
+    })
 }
