@@ -117,14 +117,15 @@ fn diff(repo: Option<PathBuf>, config: Option<PathBuf>, rounds: usize) -> anyhow
     // Per call: one `source-diff` process per pair against one `git diff` process per pair,
     // alternating pair by pair which goes first.
     let workspace = crate::workspace_root();
+    // The binary users run: a release build (debug start-up alone costs several milliseconds).
     let build = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-        .args(["build", "--quiet", "-p", "source-diff", "--features", "cli"])
+        .args(["build", "--quiet", "--release", "-p", "source-diff", "--features", "cli"])
         .current_dir(&workspace)
         .status()?;
     if !build.success() {
         bail!("building the source-diff binary failed");
     }
-    let bin = workspace.join("target/debug/source-diff");
+    let bin = workspace.join("target/release/source-diff");
     let source_diff_call = |base: &str, head: &str| -> anyhow::Result<()> {
         let out = Command::new(&bin)
             .arg("--repo")
