@@ -37,7 +37,9 @@ fn prepare(entries: &[Entry]) -> Result<Vec<PreparedZipFile>, Error> {
     entries
         .par_iter()
         .map(|entry| {
-            let bytes = std::fs::read(&entry.source).map_err(|e| Error::io(&entry.source, e))?;
+            // Read as collected: a regular file, no bigger than it was then.
+            let bytes =
+                run_state::fs::read_regular(&entry.source, entry.size).map_err(|e| Error::io(&entry.source, e))?;
             let mut builder =
                 ZipFileBuilder::new(&entry.zip_path, options(entry.mode)).map_err(|e| zip_error(&entry.source, e))?;
             builder.write_all(&bytes).map_err(|e| Error::io(&entry.source, e))?;
@@ -113,10 +115,18 @@ pub fn write_zip(path: &Path, own: &[Entry], deps: Option<&Path>) -> Result<Writ
     let mut inner = writer.finish().map_err(|e| zip_error(path, e))?;
     inner.flush().map_err(|e| Error::io(path, e))?;
     drop(inner);
+    // A temporary file is created 0600; a zip is for whoever deploys it.
+    set_mode(temp.path(), 0o644)?;
     temp.as_file().sync_data().map_err(|e| Error::io(temp.path(), e))?;
     let written = describe(temp.path())?;
     temp.persist(path).map_err(|e| Error::io(path, e.error))?;
     Ok(written)
+}
+
+/// Sets a file's permission bits.
+pub(crate) fn set_mode(path: &Path, mode: u32) -> Result<(), Error> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|e| Error::io(path, e))
 }
 
 /// Size and SHA-256 of a file.

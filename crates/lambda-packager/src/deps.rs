@@ -72,10 +72,15 @@ pub struct Deps {
     pub installed_now: bool,
 }
 
+/// The most a requirements file may hold.
+const MAX_REQUIREMENTS_BYTES: u64 = 16 * 1024 * 1024;
+
 /// Installs (or finds in `cache_dir`) a function's dependencies and compresses them once.
-/// `on_install` is called before pip runs (a cache miss).
+/// `on_install` is called before pip runs (a cache miss). `function` (the first that needs them)
+/// names the configuration in errors.
 #[allow(clippy::too_many_arguments)]
 pub fn prepare(
+    function: &str,
     repo: &Path,
     source: &DepsSource,
     runtime: &str,
@@ -90,7 +95,10 @@ pub fn prepare(
     let (key, site, staging) = match source {
         DepsSource::Requirements(requirements) => {
             let path = repo.join(requirements);
-            let content = std::fs::read(&path).map_err(|_| Error::MissingRequirements { path: path.clone() })?;
+            let content = run_state::fs::read_regular(&path, MAX_REQUIREMENTS_BYTES).map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => Error::MissingRequirements { path: path.clone() },
+                _ => Error::io(&path, e),
+            })?;
             let key = DepsKey::new(&content, runtime, architecture, leave_out, pip);
             if let Some(deps) = cached(&root, &key) {
                 return Ok(deps);
@@ -107,10 +115,16 @@ pub fn prepare(
             if !site.is_dir() {
                 return Err(Error::MissingRequirements { path: site });
             }
+            // Like a source: a link out of the monorepo is refused, not packaged.
+            let repo_root = repo.canonicalize().map_err(|e| Error::io(repo, e))?;
+            let target = site.canonicalize().map_err(|e| Error::io(&site, e))?;
+            if !target.starts_with(&repo_root) {
+                return Err(Error::DependenciesOutside { function: function.to_string(), path: dir.clone(), target });
+            }
             (DepsKey { hash: String::new() }, site, staging(&root)?)
         }
     };
-    let entries = installed_entries(&site, leave_out)?;
+    let entries = installed_entries(function, &site, leave_out)?;
     let key = if key.hash.is_empty() {
         // A ready folder is keyed by its content.
         let mut listing = Vec::new();
@@ -190,14 +204,18 @@ fn install(
 }
 
 /// The installed files, minus bytecode, volatile metadata and left-out packages, sorted.
-fn installed_entries(site: &Path, leave_out: &[String]) -> Result<Vec<Entry>, Error> {
+fn installed_entries(function: &str, site: &Path, leave_out: &[String]) -> Result<Vec<Entry>, Error> {
     let mut entries = Vec::new();
     for item in walkdir::WalkDir::new(site).sort_by_file_name() {
         let item = item.map_err(|e| Error::Walk { path: site.to_path_buf(), message: e.to_string() })?;
         if !item.file_type().is_file() {
             continue;
         }
-        let relative = item.path().strip_prefix(site).expect("under site").to_string_lossy().replace('\\', "/");
+        let relative = item.path().strip_prefix(site).expect("under site");
+        let Some(relative) = relative.to_str() else {
+            return Err(crate::entries::non_utf8(site, item.path(), function));
+        };
+        let relative = relative.replace('\\', "/");
         let top = relative.split('/').next().unwrap_or("");
         let name = item.file_name().to_string_lossy();
         let in_cache = relative.split('/').any(|part| part == "__pycache__");
@@ -205,7 +223,7 @@ fn installed_entries(site: &Path, leave_out: &[String]) -> Result<Vec<Entry>, Er
         if in_cache || name.ends_with(".pyc") || volatile || is_left_out(top, leave_out) {
             continue;
         }
-        entries.push(crate::entries::entry(relative, item.path())?);
+        entries.push(crate::entries::entry(function, relative, item.path())?);
     }
     entries.sort_by(|a, b| a.zip_path.cmp(&b.zip_path));
     Ok(entries)

@@ -84,6 +84,42 @@ pub enum Error {
         /// Where it leads.
         target: PathBuf,
     },
+    /// A source is not a regular file (a named pipe, a socket, a device), or is too big to read.
+    #[error(
+        "function `{function}`: {} {what}; only regular files are packaged: remove it, or leave it out with `exclude` in [lambda.functions.{function}]",
+        path.display()
+    )]
+    NotRegularFile {
+        /// The function.
+        function: String,
+        /// The file.
+        path: PathBuf,
+        /// What it is (`is a named pipe, not a regular file`).
+        what: String,
+    },
+    /// A file name is not UTF-8: a zip entry's name is UTF-8.
+    #[error(
+        "function `{function}`: the file name `{path}` is not UTF-8 (bytes shown escaped); rename the file to UTF-8, as a zip entry's name is UTF-8"
+    )]
+    NonUtf8Name {
+        /// The function.
+        function: String,
+        /// The path (relative to the monorepo), its non-ASCII bytes escaped.
+        path: String,
+    },
+    /// `dependencies_dir` leads out of the monorepo.
+    #[error(
+        "function `{function}`: dependencies_dir `{path}` links to {}, outside the monorepo; fix [lambda.functions.{function}] dependencies_dir: copy the installed packages into the monorepo, or use `requirements`",
+        target.display()
+    )]
+    DependenciesOutside {
+        /// The function.
+        function: String,
+        /// The configured folder.
+        path: String,
+        /// Where it leads.
+        target: PathBuf,
+    },
     /// Walking a folder failed (a link loop, a folder that cannot be read).
     #[error("cannot read {}: {message}", path.display())]
     Walk {
@@ -221,7 +257,8 @@ fn mb(bytes: u64) -> String {
 pub struct Package {
     /// The function.
     pub name: String,
-    /// The zip.
+    /// The zip. In `manifest.json` it is relative to the manifest's folder (the zips are beside
+    /// it), so the folder can move; [`Manifest::read`] gives it back joined to that folder.
     pub path: PathBuf,
     /// Base64 SHA-256 of the zip: what Lambda reports as `CodeSha256`.
     pub code_sha256: String,
@@ -254,12 +291,28 @@ impl Manifest {
     /// The file name beside the zips.
     pub const FILE_NAME: &'static str = run_state::RunFile::PackageManifest.file_name();
 
-    /// Reads a manifest.
+    /// Reads a manifest; each package's path is joined to the manifest's folder.
     pub fn read(path: &Path) -> Result<Manifest, Error> {
         let bytes =
             run_state::fs::read_regular(path, run_state::fs::MAX_RUN_FILE_BYTES).map_err(|e| Error::io(path, e))?;
-        serde_json::from_slice(&bytes)
-            .map_err(|e| Error::Zip { path: path.to_path_buf(), message: format!("not a package manifest: {e}") })
+        let mut manifest: Manifest = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Zip { path: path.to_path_buf(), message: format!("not a package manifest: {e}") })?;
+        let dir = path.parent().unwrap_or(Path::new(""));
+        for package in &mut manifest.packages {
+            package.path = dir.join(&package.path);
+        }
+        Ok(manifest)
+    }
+
+    /// The manifest as `manifest.json` in `dir` holds it: paths relative to `dir`.
+    pub fn to_json_in(&self, dir: &Path) -> Vec<u8> {
+        let mut relative = self.clone();
+        for package in &mut relative.packages {
+            if let Ok(inside) = package.path.strip_prefix(dir) {
+                package.path = inside.to_path_buf();
+            }
+        }
+        serde_json::to_vec_pretty(&relative).expect("a manifest serialises")
     }
 }
 
@@ -310,6 +363,7 @@ impl Packager {
                             DepsSource::Requirements(path) | DepsSource::Installed(path) => path.as_str(),
                         };
                         let deps = deps::prepare(
+                            &function.name,
                             &self.repo,
                             source,
                             &function.runtime,
@@ -382,8 +436,7 @@ impl Packager {
             on_event(Event::Packaged(&package));
             manifest.packages.push(package);
         }
-        let json = serde_json::to_vec_pretty(&manifest).expect("a manifest serialises");
-        run_state::write_atomic(&self.out_dir.join(Manifest::FILE_NAME), &json)?;
+        run_state::write_atomic(&self.out_dir.join(Manifest::FILE_NAME), &manifest.to_json_in(&self.out_dir))?;
         Ok(manifest)
     }
 }
@@ -435,6 +488,8 @@ fn publish(cached: &Path, target: &Path) -> Result<(), Error> {
     if std::fs::hard_link(cached, &temp).is_err() {
         std::fs::copy(cached, &temp).map_err(|e| Error::io(&temp, e))?;
     }
+    // Zips cached by an older version were left 0600.
+    archive::set_mode(&temp, 0o644)?;
     std::fs::rename(&temp, target).map_err(|e| Error::io(target, e))
 }
 

@@ -191,26 +191,89 @@ const CACHE_VERSION: &str = "validate-native-v1";
 
 /// Checks templates natively (in parallel, cached by content in `cache_dir` when given),
 /// applying each template's `Metadata: cfn-lint: config: ignore_checks` and `ignore`.
+///
+/// Only regular files are read, up to [`Limits::max_bytes`]: a named pipe, a device, a link
+/// out of the repository (not followed) or an unreadable file is an `E0000` finding naming what
+/// it is. A tracked folder (a git submodule a template glob matched) is not a template and is
+/// skipped.
 pub fn check_templates(repo: &Path, templates: &[String], ignore: &[String], cache_dir: Option<&Path>) -> Vec<Finding> {
+    let root = repo.canonicalize().ok();
     let mut findings: Vec<Finding> = templates
         .par_iter()
         .flat_map_iter(|path| {
             let full = repo.join(path);
-            match run_state::fs::read_regular(&full, Limits::default().max_bytes as u64) {
-                Ok(bytes) => check_cached(path, &full, &bytes, cache_dir),
-                Err(e) => vec![Finding {
+            let unreadable = |message: String| {
+                vec![Finding {
                     path: path.clone(),
                     pos: Pos { line: 1, column: 1 },
                     rule: PARSE_ERROR.into(),
                     severity: Severity::Error,
-                    message: format!("cannot read the template: {e}"),
-                }],
+                    message,
+                }]
+            };
+            match inspect(root.as_deref(), path, &full) {
+                Tracked::Folder => return Vec::new(),
+                Tracked::Outside(target) => {
+                    return unreadable(format!(
+                        "the template links outside the repository (to {}) and was not read: \
+                         put the template itself in the repository",
+                        target.display()
+                    ));
+                }
+                Tracked::NonUtf8Name => return unreadable(non_utf8_name("read")),
+                Tracked::File => {}
+            }
+            match run_state::fs::read_regular(&full, Limits::default().max_bytes as u64) {
+                Ok(bytes) => check_cached(path, &full, &bytes, cache_dir),
+                Err(e) => unreadable(format!("cannot read the template: {e}")),
             }
         })
         .filter(|f| !ignored(&f.rule, ignore))
         .collect();
     findings.sort();
     findings
+}
+
+/// What a tracked path is on disk, before it is read.
+enum Tracked {
+    /// Something to open (whether it is a regular file is checked when it is opened).
+    File,
+    /// A folder: a git submodule.
+    Folder,
+    /// A link whose target is outside the repository.
+    Outside(PathBuf),
+    /// A name git reported with U+FFFD for bytes that are not UTF-8: the file cannot be opened by it.
+    NonUtf8Name,
+}
+
+/// The message for [`Tracked::NonUtf8Name`]; `what` says what was not done.
+fn non_utf8_name(what: &str) -> String {
+    format!(
+        "the file name is not UTF-8 (shown with \u{FFFD} for the bytes that are not), so the file was not {what}: rename it to UTF-8"
+    )
+}
+
+/// Looks at a tracked path without reading it: links are resolved only to see where they lead.
+fn inspect(root: Option<&Path>, path: &str, full: &Path) -> Tracked {
+    let meta = match std::fs::symlink_metadata(full) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && path.contains('\u{FFFD}') => {
+            return Tracked::NonUtf8Name;
+        }
+        // Reading it says what is wrong.
+        Err(_) => return Tracked::File,
+    };
+    if meta.is_dir() {
+        return Tracked::Folder;
+    }
+    if meta.file_type().is_symlink()
+        && let Some(root) = root
+        && let Ok(target) = full.canonicalize()
+        && !target.starts_with(root)
+    {
+        return Tracked::Outside(target);
+    }
+    Tracked::File
 }
 
 fn check_cached(path: &str, full: &Path, bytes: &[u8], cache_dir: Option<&Path>) -> Vec<Finding> {
@@ -292,19 +355,47 @@ pub fn ignored(rule: &str, ignore: &[String]) -> bool {
 }
 
 /// Scans files for secrets, in parallel.
+///
+/// Only regular files are read, up to [`secrets::MAX_READ_BYTES`]; anything else (a named pipe,
+/// a device, a link out of the repository, which is not followed, a file over the bound or one
+/// that cannot be read) is an `S000` warning naming what it is, never silence. A tracked folder
+/// (a git submodule) is left to its own repository's checks.
 pub fn scan_secrets(repo: &Path, files: &[String], scanner: &secrets::SecretScanner) -> Vec<Finding> {
+    let root = repo.canonicalize().ok();
     let mut findings: Vec<Finding> = files
         .par_iter()
-        .flat_map_iter(|path| match std::fs::read(repo.join(path)) {
-            Ok(bytes) => scanner.scan(path, &bytes),
-            // A link loop or an unreadable file: said, not silently passed over.
-            Err(e) => vec![Finding {
-                path: path.clone(),
-                pos: Pos { line: 1, column: 1 },
-                rule: "S000".into(),
-                severity: Severity::Warning,
-                message: format!("cannot read the file to scan it for secrets: {e}"),
-            }],
+        .flat_map_iter(|path| {
+            let full = repo.join(path);
+            let not_scanned = |message: String| {
+                vec![Finding {
+                    path: path.clone(),
+                    pos: Pos { line: 1, column: 1 },
+                    rule: "S000".into(),
+                    severity: Severity::Warning,
+                    message,
+                }]
+            };
+            match inspect(root.as_deref(), path, &full) {
+                Tracked::Folder => return Vec::new(),
+                Tracked::Outside(target) => {
+                    return not_scanned(format!(
+                        "the file links outside the repository (to {}) and was not read or scanned for secrets: \
+                         put the file itself in the repository",
+                        target.display()
+                    ));
+                }
+                Tracked::NonUtf8Name => return not_scanned(non_utf8_name("scanned for secrets")),
+                Tracked::File => {}
+            }
+            match run_state::fs::read_regular(&full, secrets::MAX_READ_BYTES) {
+                Ok(bytes) => scanner.scan(path, &bytes),
+                Err(e) if e.kind() == std::io::ErrorKind::FileTooLarge => not_scanned(format!(
+                    "too large to scan ({e}): not scanned for secrets; keep such files out of the repository or check \
+                     it by hand"
+                )),
+                // A link loop, a named pipe, an unreadable file: said, not silently passed over.
+                Err(e) => not_scanned(format!("cannot read the file to scan it for secrets: {e}")),
+            }
         })
         .collect();
     findings.sort();

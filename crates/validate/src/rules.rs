@@ -347,13 +347,33 @@ fn getatt_pos(key: &Key, arg: &Node, target: &Node, whole: Pos) -> Pos {
     }
 }
 
+/// What a node is, for messages about an intrinsic function's argument of the wrong shape
+/// (CloudFormation reads any scalar as a string).
+fn shape_of(node: &Node) -> &'static str {
+    match &node.value {
+        Value::Map(_) => "a map",
+        Value::Seq(_) => "a list",
+        Value::Null => "null",
+        Value::String(_) | Value::Number(_) | Value::Bool(_) => STRING,
+    }
+}
+
+const STRING: &str = "a string";
+
 fn references(root: &Node, names: &Names<'_>, out: &mut Out<'_>) {
     for (node, parent) in walk_keyed(root) {
         let Some((key, arg)) = node.intrinsic() else { continue };
         let whole = intrinsic_pos(key, parent, node);
         match key.name.as_str() {
             "Ref" => {
-                if let Some(name) = arg.as_str()
+                let kind = shape_of(arg);
+                if kind != STRING {
+                    out.add(
+                        REF_UNDEFINED,
+                        whole,
+                        format!("Ref takes the name of a parameter, resource or pseudo-parameter; {kind} is not of type 'string'"),
+                    );
+                } else if let Some(name) = arg.as_str()
                     && !names.is_ref_target(name)
                 {
                     out.add(
@@ -364,6 +384,29 @@ fn references(root: &Node, names: &Names<'_>, out: &mut Out<'_>) {
                 }
             }
             "Fn::GetAtt" => {
+                let problem = match &arg.value {
+                    Value::Seq(items) if items.len() > 2 => Some(format!(
+                        "Fn::GetAtt takes [resource, attribute]: expected maximum item count: 2, found: {}",
+                        items.len()
+                    )),
+                    Value::Seq(items) if items.len() < 2 => Some(
+                        "Fn::GetAtt is not valid: it must name a resource and an attribute (`Resource.Attribute`)"
+                            .to_string(),
+                    ),
+                    Value::String(text) if !text.contains('.') => Some(
+                        "Fn::GetAtt is not valid: it must name a resource and an attribute (`Resource.Attribute`)"
+                            .to_string(),
+                    ),
+                    Value::Seq(_) | Value::String(_) | Value::Number(_) | Value::Bool(_) => None,
+                    Value::Map(_) | Value::Null => Some(format!(
+                        "Fn::GetAtt takes `Resource.Attribute` or [resource, attribute]; {} is not of type 'string', 'array'",
+                        shape_of(arg)
+                    )),
+                };
+                if let Some(problem) = problem {
+                    out.add(GETATT_UNDEFINED, whole, problem);
+                    continue;
+                }
                 let target = match &arg.value {
                     Value::Seq(items) => items.first(),
                     Value::String(_) => Some(arg),
@@ -383,6 +426,24 @@ fn references(root: &Node, names: &Names<'_>, out: &mut Out<'_>) {
                 }
             }
             "Fn::Sub" => {
+                let problem = match &arg.value {
+                    Value::Seq(items) if items.len() > 2 => {
+                        Some(format!("expected maximum item count: 2, found: {}", items.len()))
+                    }
+                    Value::Seq(items) if items.len() < 2 => {
+                        Some(format!("expected minimum item count: 2, found: {}", items.len()))
+                    }
+                    Value::Map(_) | Value::Null => Some(format!("{} is not of type 'array', 'string'", shape_of(arg))),
+                    _ => None,
+                };
+                if let Some(problem) = problem {
+                    out.add(
+                        SUB_UNDEFINED,
+                        whole,
+                        format!("Fn::Sub takes a string or [string, {{variables}}]: {problem}"),
+                    );
+                    continue;
+                }
                 let (text_node, variables) = match &arg.value {
                     Value::Seq(items) => (items.first(), items.get(1)),
                     _ => (Some(arg), None),

@@ -1,6 +1,13 @@
 //! Secret scanning of text files.
 //!
-//! Rules (all [`Severity::Error`] except `S002`):
+//! Rules (all [`Severity::Error`] except `S000` and `S002`):
+//!
+//! - `S000` (warning): a file not scanned in full: over 5 MiB, or binary (a NUL
+//!   byte in its first 8 KiB). Its printable runs (16 or more printable ASCII
+//!   characters) are still searched for `S001`, `S002` and `S003`, so a key
+//!   pair inside a binary or a huge file is an error, not a pass; only `S004`
+//!   is left out. (A file that cannot be read at all, or over the read bound, is
+//!   an `S000` from [`crate::scan_secrets`].) Positions in such files count bytes.
 //!
 //! - `S001`: an AWS secret access key (40 base64 characters, mixed case with a
 //!   digit) within 5 lines of an access key ID (`AKIA`, `ASIA`, `ABIA`, `ACCA` + 16 upper-case
@@ -35,8 +42,12 @@ use run_state::redact::patterns;
 
 use crate::{Finding, Pos, Severity};
 
-/// Files bigger than this are skipped.
-const MAX_BYTES: usize = 5 * 1024 * 1024;
+/// Files bigger than this are searched only for AWS keys and private keys.
+pub const MAX_FULL_SCAN_BYTES: usize = 5 * 1024 * 1024;
+/// The most read of one file; a bigger one is not scanned (an `S000` finding).
+pub const MAX_READ_BYTES: u64 = 64 * 1024 * 1024;
+/// The shortest printable run of a binary or huge file that is searched (an access key ID is 20).
+const MIN_RUN: usize = 16;
 /// A NUL byte this early means a binary file.
 const BINARY_PROBE: usize = 8 * 1024;
 /// How far (in lines) an access key ID and its secret key may be apart.
@@ -167,22 +178,114 @@ impl SecretScanner {
         Ok(SecretScanner { allow })
     }
 
-    /// Scans one file's bytes (path is repo-relative, used in findings). Binary files (a NUL byte in the first 8 KiB) and files over 5 MiB are skipped (return no findings). Invalid UTF-8 is read lossily.
+    /// Scans one file's bytes (path is repo-relative, used in findings). Invalid UTF-8 is read lossily.
+    ///
+    /// A binary file (a NUL byte in the first 8 KiB) or one over 5 MiB is not scanned in full: it
+    /// gets an `S000` warning saying so, and its printable runs are searched for AWS keys (`S001`,
+    /// `S002`) and private keys (`S003`).
     ///
     /// Findings come sorted by line, column and rule.
     pub fn scan(&self, path: &str, bytes: &[u8]) -> Vec<Finding> {
-        if bytes.len() > MAX_BYTES || bytes[..bytes.len().min(BINARY_PROBE)].contains(&0) {
-            return Vec::new();
+        let partial = if bytes.len() > MAX_FULL_SCAN_BYTES {
+            Some(format!(
+                "too large to scan in full ({} bytes, over {} MiB)",
+                bytes.len(),
+                MAX_FULL_SCAN_BYTES / (1024 * 1024)
+            ))
+        } else if bytes[..bytes.len().min(BINARY_PROBE)].contains(&0) {
+            Some(format!("binary (a NUL byte in the first {} KiB)", BINARY_PROBE / 1024))
+        } else {
+            None
+        };
+        if let Some(reason) = partial {
+            return self.scan_runs(path, bytes, &reason);
         }
         let text = String::from_utf8_lossy(bytes);
         let lines: Vec<&str> = text.split('\n').map(|line| line.strip_suffix('\r').unwrap_or(line)).collect();
-        let mut scan = Scan { path, lines: &lines, allow: &self.allow, claimed: HashMap::new(), findings: Vec::new() };
+        let mut scan = Scan {
+            path,
+            lines: &lines,
+            allow: &self.allow,
+            origin: None,
+            claimed: HashMap::new(),
+            findings: Vec::new(),
+        };
         scan.aws_keys();
         scan.private_keys();
         scan.generic_secrets();
         let mut findings = scan.findings;
         findings.sort();
         findings
+    }
+
+    /// A binary or huge file: its printable runs searched for AWS keys and private keys, and an
+    /// `S000` warning that the rest was not.
+    fn scan_runs(&self, path: &str, bytes: &[u8], reason: &str) -> Vec<Finding> {
+        let mut offsets = Vec::new();
+        let mut lines = Vec::new();
+        let mut start = None;
+        for (at, &b) in bytes.iter().chain([&0u8]).enumerate() {
+            let printable = b == b'\t' || (0x20..0x7f).contains(&b);
+            match (printable, start) {
+                (true, None) => start = Some(at),
+                (false, Some(from)) => {
+                    if at - from >= MIN_RUN {
+                        offsets.push(from);
+                        // Printable ASCII is UTF-8.
+                        lines.push(std::str::from_utf8(&bytes[from..at]).unwrap_or_default());
+                    }
+                    start = None;
+                }
+                _ => {}
+            }
+        }
+        let origin = Origin {
+            offsets,
+            newlines: bytes.iter().enumerate().filter(|&(_, &b)| b == b'\n').map(|(i, _)| i).collect(),
+        };
+        let mut scan = Scan {
+            path,
+            lines: &lines,
+            allow: &self.allow,
+            origin: Some(&origin),
+            claimed: HashMap::new(),
+            findings: Vec::new(),
+        };
+        if !lines.is_empty() {
+            scan.aws_keys();
+            scan.private_keys();
+        }
+        let mut findings = scan.findings;
+        findings.push(Finding {
+            path: path.to_owned(),
+            pos: Pos { line: 1, column: 1 },
+            rule: "S000".to_owned(),
+            severity: Severity::Warning,
+            message: format!(
+                "{reason}: not scanned for passwords and tokens, only its text runs for AWS keys and private keys; \
+                 check it by hand, or keep such files out of the component"
+            ),
+        });
+        findings.sort();
+        findings
+    }
+}
+
+/// Where the printable runs of a binary or huge file start, for positions in the file.
+struct Origin {
+    /// Byte offset of each run.
+    offsets: Vec<usize>,
+    /// Byte offsets of the file's line feeds.
+    newlines: Vec<usize>,
+}
+
+impl Origin {
+    /// The file's 1-based line and (byte) column of byte `byte` of run `run`.
+    fn pos(&self, run: usize, byte: usize) -> (usize, usize) {
+        let offset = self.offsets[run] + byte;
+        let before = self.newlines.partition_point(|&n| n < offset);
+        let line_start = if before == 0 { 0 } else { self.newlines[before - 1] + 1 };
+        (before + 1, offset - line_start + 1)
     }
 }
 
@@ -191,6 +294,8 @@ struct Scan<'a> {
     path: &'a str,
     lines: &'a [&'a str],
     allow: &'a [Regex],
+    /// For the runs of a binary or huge file: where each is in the file.
+    origin: Option<&'a Origin>,
     /// Byte spans (per line index) already taken by a specific rule, so `S004` does not report them again.
     claimed: HashMap<usize, Vec<(usize, usize)>>,
     findings: Vec<Finding>,
@@ -202,13 +307,21 @@ impl Scan<'_> {
         self.allow.iter().any(|re| re.is_match(self.lines[line]))
     }
 
+    /// The file's 1-based line number of a line (by index).
+    fn line_number(&self, line: usize) -> usize {
+        self.origin.map_or(line + 1, |origin| origin.pos(line, 0).0)
+    }
+
     /// Adds a finding at a byte offset of a line (by index), unless the line is allow-listed.
     fn report(&mut self, line: usize, byte: usize, rule: &str, severity: Severity, message: String) {
         if self.allowed(line) {
             return;
         }
-        let column = self.lines[line][..byte].chars().count() + 1;
-        let pos = Pos { line: to_u32(line + 1), column: to_u32(column) };
+        let (line, column) = match self.origin {
+            Some(origin) => origin.pos(line, byte),
+            None => (line + 1, self.lines[line][..byte].chars().count() + 1),
+        };
+        let pos = Pos { line: to_u32(line), column: to_u32(column) };
         self.findings.push(Finding { path: self.path.to_owned(), pos, rule: rule.to_owned(), severity, message });
     }
 
@@ -275,7 +388,7 @@ impl Scan<'_> {
                 let message = format!(
                     "AWS secret access key in source (its access key ID is on line {}): remove it, rotate the key, \
                      and load it from Secrets Manager or the environment",
-                    key_line + 1
+                    self.line_number(key_line)
                 );
                 self.report(index, m.start(), "S001", Severity::Error, message);
             }

@@ -33,6 +33,14 @@
 //!   written in the map win over merged ones, and earlier merged maps win over
 //!   later ones.
 //! - One document per file; a file with nothing in it is an error.
+//! - A UTF-16 surrogate pair written as two escapes in a double-quoted scalar
+//!   (`"\ud83d\ude00"`, as JSON writers such as Python's `json.dumps` write
+//!   characters beyond U+FFFF) is that character. The YAML reader refuses each
+//!   half, so [`parse_with`] first rewrites the pair to two escapes of the same
+//!   length for characters the template does not use (private-use ones when it
+//!   can; positions do not move) and the builder joins them back (or, outside
+//!   double quotes, where `\` escapes nothing, restores the text).
+//!   A lone surrogate stays an error.
 //!
 //! Positions: lines and columns are 1-based, columns count characters (not
 //! bytes). A map or list is where its first key or item is for the block
@@ -102,7 +110,166 @@ pub fn parse(text: &str) -> Result<Node, ParseError> {
 /// Parses a YAML or JSON template within `limits`.
 pub fn parse_with(text: &str, limits: &Limits) -> Result<Node, ParseError> {
     check_size(text.len(), limits)?;
-    Builder::new(text, limits).run()
+    match surrogates::mask(text) {
+        Some((masked, mask)) => Builder::new(&masked, limits, Some(mask)).run(),
+        None => Builder::new(text, limits, None).run(),
+    }
+}
+
+/// Surrogate pairs written as escapes (`\ud83d\ude00`), which the YAML reader refuses one half
+/// at a time.
+///
+/// [`mask`] rewrites each pair's first hex digits `D`/`d` to another hex digit `X`, so the pair
+/// becomes two escapes of the same length for characters of the block U+X800–U+XFFF (high half
+/// U+X800–U+XBFF, low half U+XC00–U+XFFF); [`unmask`] joins such a pair back into one character
+/// in a double-quoted scalar, and restores the text of any other scalar. `X` is the first of
+/// `E`, `F`, `A`, `B`, `C`, `0`…`9` whose block the text does not use, neither as characters nor
+/// as anything like their escapes, so nothing of the template's own is taken for a masked pair;
+/// a text that uses all of them is left alone (and its pairs refused as before).
+mod surrogates {
+    use std::borrow::Cow;
+
+    use saphyr_parser::ScalarStyle;
+
+    /// The hex digits a pair's `D` may become, in order of preference (the first is the
+    /// private-use area). A letter keeps the case of the `D`; a digit cannot, so it is used only
+    /// when every masked `D` is of one case.
+    const DIGITS: &[u8] = b"EFABC0123456789";
+
+    /// How the pairs are masked: their `D`s became `to`, a block of 2048 code points the text
+    /// does not use; `upper` is the case they were.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub(super) struct Mask {
+        to: u8,
+        upper: bool,
+    }
+
+    impl Mask {
+        fn block(self) -> u32 {
+            let digit = if self.to.is_ascii_digit() { self.to - b'0' } else { self.to - b'A' + 10 };
+            u32::from(digit) << 12
+        }
+        fn high(self) -> std::ops::RangeInclusive<u32> {
+            self.block() + 0x800..=self.block() + 0xBFF
+        }
+        fn low(self) -> std::ops::RangeInclusive<u32> {
+            self.block() + 0xC00..=self.block() + 0xFFF
+        }
+    }
+
+    /// Where escaped surrogate-like pairs with first digit `first` start (at the `\` of an escape:
+    /// one after an odd run of backslashes): `\u{first}[89AB]xx\u{first}[CDEF]xx`.
+    fn pairs(text: &str, first: u8) -> Vec<usize> {
+        let bytes = text.as_bytes();
+        let half = |at: usize, second: std::ops::RangeInclusive<u8>| {
+            bytes.get(at..at + 6).is_some_and(|h| {
+                h[0] == b'\\'
+                    && h[1] == b'u'
+                    && h[2].eq_ignore_ascii_case(&first)
+                    && second.contains(&h[3].to_ascii_uppercase())
+                    && h[4].is_ascii_hexdigit()
+                    && h[5].is_ascii_hexdigit()
+            })
+        };
+        let mut found = Vec::new();
+        let mut at = 0;
+        while let Some(next) = bytes[at..].iter().position(|&b| b == b'\\') {
+            let start = at + next;
+            let run = bytes[start..].iter().take_while(|&&b| b == b'\\').count();
+            let escape = start + run - 1;
+            if run % 2 == 1 && half(escape, b'8'..=b'B') && half(escape + 6, b'C'..=b'F') {
+                found.push(escape);
+                at = escape + 12;
+            } else {
+                at = start + run;
+            }
+        }
+        found
+    }
+
+    /// Whether the text uses the block of `mask`: its characters, or anything like their escapes.
+    fn uses(text: &str, mask: Mask) -> bool {
+        let block = mask.block() + 0x800..=mask.block() + 0xFFF;
+        let digit = mask.to;
+        text.chars().any(|c| block.contains(&u32::from(c)))
+            || text.as_bytes().windows(3).any(|w| {
+                w[0] == b'u' && w[1].eq_ignore_ascii_case(&digit) && b"89ABCDEF".contains(&w[2].to_ascii_uppercase())
+            })
+            || text.as_bytes().windows(7).any(|w| {
+                w[0] == b'U'
+                    && &w[1..5] == b"0000"
+                    && w[5].eq_ignore_ascii_case(&digit)
+                    && b"89ABCDEF".contains(&w[6].to_ascii_uppercase())
+            })
+    }
+
+    /// Rewrites the first digit of both halves of the pairs at `found` to `to`: a letter in the
+    /// case the digit was, anything else as `upper` says.
+    fn rewrite(bytes: &mut [u8], found: &[usize], to: u8, upper: bool) {
+        for &at in found {
+            for digit in [at + 2, at + 8] {
+                let keep_upper =
+                    if bytes[digit].is_ascii_alphabetic() { bytes[digit].is_ascii_uppercase() } else { upper };
+                bytes[digit] = if keep_upper { to } else { to.to_ascii_lowercase() };
+            }
+        }
+    }
+
+    /// The text with every escaped surrogate pair masked, or `None` when there is none (or the
+    /// text uses every block a pair could be masked as).
+    pub(super) fn mask(text: &str) -> Option<(String, Mask)> {
+        if !text.contains("\\u") {
+            return None;
+        }
+        let found = pairs(text, b'D');
+        let bytes = text.as_bytes();
+        let cases: Vec<bool> = found.iter().flat_map(|&at| [bytes[at + 2], bytes[at + 8]]).map(|b| b == b'D').collect();
+        let upper = *cases.first()?;
+        let one_case = cases.iter().all(|&c| c == upper);
+        let mask = DIGITS
+            .iter()
+            .map(|&to| Mask { to, upper })
+            .filter(|mask| mask.to.is_ascii_alphabetic() || one_case)
+            .find(|&mask| !uses(text, mask))?;
+        let mut bytes = bytes.to_vec();
+        rewrite(&mut bytes, &found, mask.to, upper);
+        // Only ASCII hex digits changed.
+        String::from_utf8(bytes).ok().map(|text| (text, mask))
+    }
+
+    /// A scalar of a masked text as written: a masked pair joined into its character in a
+    /// double-quoted scalar, the masked escapes' text restored elsewhere.
+    pub(super) fn unmask(value: Cow<'_, str>, style: ScalarStyle, mask: Mask) -> Cow<'_, str> {
+        if style == ScalarStyle::DoubleQuoted {
+            let (high, low) = (mask.high(), mask.low());
+            if !value.chars().any(|c| high.contains(&u32::from(c))) {
+                return value;
+            }
+            let mut out = String::with_capacity(value.len());
+            let mut chars = value.chars().peekable();
+            while let Some(c) = chars.next() {
+                let first = u32::from(c);
+                if high.contains(&first)
+                    && let Some(&next) = chars.peek()
+                    && low.contains(&u32::from(next))
+                {
+                    chars.next();
+                    let code = 0x10000 + ((first - high.start()) << 10) + (u32::from(next) - low.start());
+                    out.push(char::from_u32(code).unwrap_or(char::REPLACEMENT_CHARACTER));
+                } else {
+                    out.push(c);
+                }
+            }
+            return Cow::Owned(out);
+        }
+        let found = pairs(&value, mask.to);
+        if found.is_empty() {
+            return value;
+        }
+        let mut bytes = value.into_owned().into_bytes();
+        rewrite(&mut bytes, &found, b'D', mask.upper);
+        Cow::Owned(String::from_utf8(bytes).unwrap_or_default())
+    }
 }
 
 /// Reads bytes: invalid UTF-8 or a NUL byte (binary file) is a ParseError with the position of the first bad byte.
@@ -432,10 +599,12 @@ struct Builder<'t, 'l> {
     /// Whether the document was nothing at all (an empty plain scalar).
     root_empty: bool,
     documents: usize,
+    /// Whether the text's surrogate pairs were masked ([`surrogates`]).
+    masked: Option<surrogates::Mask>,
 }
 
 impl<'t, 'l> Builder<'t, 'l> {
-    fn new(text: &'t str, limits: &'l Limits) -> Builder<'t, 'l> {
+    fn new(text: &'t str, limits: &'l Limits, masked: Option<surrogates::Mask>) -> Builder<'t, 'l> {
         Builder {
             text,
             limits,
@@ -448,6 +617,7 @@ impl<'t, 'l> Builder<'t, 'l> {
             root: None,
             root_empty: false,
             documents: 0,
+            masked,
         }
     }
 
@@ -587,6 +757,10 @@ impl<'t, 'l> Builder<'t, 'l> {
         tag: Option<&Tag>,
         span: Span,
     ) -> Result<(), ParseError> {
+        let value = match self.masked {
+            Some(mask) => surrogates::unmask(value, style, mask),
+            None => value,
+        };
         let has_properties = anchor > 0 || tag.is_some();
         let empty = value.is_empty() && style == ScalarStyle::Plain;
         let (tag_pos, mut at) =

@@ -335,6 +335,43 @@ fn json_input_with_positions() {
 }
 
 #[test]
+fn json_surrogate_pair_escapes_are_one_character() {
+    // As Python's json.dumps writes an emoji: valid JSON, refused half by half by the YAML reader.
+    let text = "{\"Description\": \"\\ud83d\\ude00 ok \\uD83C\\uDF89\", \"Resources\": {\"T\\ud83d\\ude00\": {\"Type\": \"X\"}}}";
+    let root = ok(text);
+    assert_eq!(s(get(&root, "Description")), "\u{1F600} ok \u{1F389}");
+    let (key, topic) = &get(&root, "Resources").entries()[0];
+    assert_eq!(key.name, "T\u{1F600}");
+    // Positions count the escapes as written: nothing after them moved.
+    let type_at = text.find("\"X\"").unwrap() as u32 + 1;
+    assert_eq!(get(topic, "Type").pos, at(1, type_at));
+    // Outside double quotes a backslash escapes nothing: the text stays as written.
+    let root = ok(
+        "A: '\\ud83d\\ude00'\nB: \\ud83d\\ude00\nC: \"\\\\ud83d\\\\ude00\"\nD: '\\uD83D\\ude00 \\uDbFf\\udFfF'\nE: \"\\uD83D\\ude00\"\n",
+    );
+    assert_eq!(s(get(&root, "D")), "\\uD83D\\ude00 \\uDbFf\\udFfF");
+    assert_eq!(s(get(&root, "E")), "\u{1F600}");
+    assert_eq!(s(get(&root, "A")), "\\ud83d\\ude00");
+    assert_eq!(s(get(&root, "B")), "\\ud83d\\ude00");
+    assert_eq!(s(get(&root, "C")), "\\ud83d\\ude00");
+    // A template's own characters are never taken for a masked pair, whatever block they are in.
+    let root = ok("A: \"\\ue83d\\uee00 \u{f83d}\u{fe00}\"\nB: \"\\ud83d\\ude00\"\n");
+    assert_eq!(s(get(&root, "A")), "\u{e83d}\u{ee00} \u{f83d}\u{fe00}");
+    assert_eq!(s(get(&root, "B")), "\u{1F600}");
+    // Even one that uses every letter block: the pairs are masked with a digit (their `d`s all
+    // of one case, as JSON writers write them).
+    let root = ok(
+        "A: \"\u{e800}\u{f800}\u{a800}\u{b800}\u{c800} \\ud83d\\ude00\"\nB: '\\ud83d\\ude00 \\udbff\\udfff'\nC: \"\\udbff\\udfff\"\n",
+    );
+    assert_eq!(s(get(&root, "A")), "\u{e800}\u{f800}\u{a800}\u{b800}\u{c800} \u{1F600}");
+    assert_eq!(s(get(&root, "B")), "\\ud83d\\ude00 \\udbff\\udfff");
+    assert_eq!(s(get(&root, "C")), "\u{10FFFF}");
+    // A lone half is still an error.
+    let error = err("{\"Description\": \"\\ud83d alone\"}");
+    assert!(error.message.contains("invalid Unicode character escape"), "{error}");
+}
+
+#[test]
 fn crlf_and_bom() {
     let root = ok("\u{feff}Resources:\r\n  Topic:\r\n    Type: !Ref X\r\n");
     assert_eq!(get(&root, "Resources/Topic/Type").key("Ref").unwrap().pos, at(3, 11));
@@ -672,6 +709,22 @@ fn to_json(tree: &Tree, out: &mut String) {
     }
 }
 
+/// JSON as Python's `json.dumps` writes it by default: every non-ASCII character escaped, those
+/// beyond U+FFFF as surrogate pairs.
+fn to_ascii_json(tree: &Tree) -> String {
+    let mut text = String::new();
+    to_json(tree, &mut text);
+    text.chars()
+        .map(|c| {
+            if c.is_ascii() {
+                c.to_string()
+            } else {
+                c.encode_utf16(&mut [0; 2]).iter().map(|unit| format!("\\u{unit:04x}")).collect()
+            }
+        })
+        .collect()
+}
+
 fn tree_shape(tree: &Tree) -> String {
     match tree {
         Tree::Str(text) => format!("{text:?}"),
@@ -748,6 +801,13 @@ proptest! {
         to_json(&tree, &mut text);
         let node = parse(&text).map_err(|error| TestCaseError::fail(format!("{error}\n{text}")))?;
         // JSON strings are quoted: they stay strings whatever they hold.
+        prop_assert_eq!(shape(&node), tree_shape(&tree), "{}", text);
+    }
+
+    #[test]
+    fn generated_ascii_json_reads_back_the_same(tree in tree("[^\u{0}-\u{1f}\u{7f}-\u{9f}\u{feff}]{0,8}|[\u{1f600}-\u{1f64f}\u{e800}-\u{efff}\u{10000}-\u{10ffff}]{1,4}".boxed())) {
+        let text = to_ascii_json(&tree);
+        let node = parse(&text).map_err(|error| TestCaseError::fail(format!("{error}\n{text}")))?;
         prop_assert_eq!(shape(&node), tree_shape(&tree), "{}", text);
     }
 }

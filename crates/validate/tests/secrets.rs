@@ -354,13 +354,56 @@ fn bad_allowlist_regex_names_its_line() {
     assert!(SecretScanner::new("ok\n(unclosed").unwrap_err().to_string().contains("line 2"));
 }
 
+/// The findings of a scan of bytes, checked for leaks against their printable text.
+fn scan_bytes(path: &str, bytes: &[u8]) -> Vec<Finding> {
+    let findings = SecretScanner::new("").unwrap().scan(path, bytes);
+    let text: String =
+        bytes.iter().map(|&b| if b == b'\n' || (0x20..0x7f).contains(&b) { b as char } else { ' ' }).collect();
+    // `S000` is about the whole file, at 1:1: no token there is its secret, and none may be in it.
+    let (s000, rest): (Vec<Finding>, Vec<Finding>) = findings.iter().cloned().partition(|f| f.rule == "S000");
+    assert_no_leaks(&text, &rest);
+    for f in &s000 {
+        for secret in [KEY_ID, SECRET_KEY, SECRET, "EXAMPLE", "fakeFAKE"] {
+            assert!(!format!("{f:?}").contains(secret), "{f:?}");
+        }
+    }
+    findings
+}
+
+/// The `S000` finding of a partial scan: a warning at 1:1 saying why.
+fn partial_scan_reason(findings: &[Finding]) -> &str {
+    let s000: Vec<&Finding> = findings.iter().filter(|f| f.rule == "S000").collect();
+    assert_eq!(s000.len(), 1, "{findings:#?}");
+    assert_eq!((s000[0].severity, s000[0].pos.line, s000[0].pos.column), (Severity::Warning, 1, 1));
+    &s000[0].message
+}
+
 #[test]
-fn binary_files_are_skipped() {
-    let scanner = SecretScanner::new("").unwrap();
+fn binary_files_are_said_and_their_key_pairs_and_private_keys_found() {
+    // Once: a NUL byte in the first 8 KiB made the file pass with no finding at all.
     let mut bytes = format!("password = \"{SECRET}\"\n").into_bytes();
     bytes.push(0);
-    assert_eq!(scanner.scan("logo.png", &bytes), []);
+    let findings = scan_bytes("logo.png", &bytes);
+    assert_eq!(found(&findings), [("S000", 1, 1)]);
+    let reason = partial_scan_reason(&findings);
+    assert!(reason.starts_with("binary (a NUL byte in the first 8 KiB): not scanned for passwords"), "{reason}");
+
+    // A key pair and a private key among binary noise: errors, at their place in the file.
+    let mut bytes = vec![0u8, 1, 2, 0xff, 0xfe];
+    bytes.extend_from_slice(format!("{KEY_ID}\0\x05\x07{SECRET_KEY}\0\0").as_bytes());
+    bytes.extend_from_slice(
+        b"\n\x01-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAfakeFAKEfakeFAKEfakeFAKEfakeFAKEfakeFAKE\n\0",
+    );
+    let findings = scan_bytes("app.bin", &bytes);
+    assert_eq!(found(&findings), [("S000", 1, 1), ("S001", 1, 29), ("S003", 2, 2)]);
+    assert!(findings[1].message.contains("its access key ID is on line 1"), "{}", findings[1].message);
+
+    // Short printable runs, or a key ID alone, are what they would be in text.
+    let findings = scan_bytes("a.bin", format!("\0x=1\0{KEY_ID}\0").as_bytes());
+    assert_eq!(found(&findings), [("S000", 1, 1), ("S002", 1, 6)]);
+
     // A NUL byte after the first 8 KiB does not make a file binary.
+    let scanner = SecretScanner::new("").unwrap();
     let mut late = format!("password = \"{SECRET}\"\n").into_bytes();
     late.resize(8 * 1024, b' ');
     late.push(0);
@@ -368,13 +411,26 @@ fn binary_files_are_skipped() {
 }
 
 #[test]
-fn files_over_five_mib_are_skipped() {
+fn files_over_five_mib_are_said_and_their_key_pairs_found() {
     let scanner = SecretScanner::new("").unwrap();
     let mut bytes = format!("password = \"{SECRET}\"\n").into_bytes();
     bytes.resize(5 * 1024 * 1024, b'\n');
     assert_eq!(found(&scanner.scan("big.txt", &bytes)), [("S004", 1, 13)]);
+    // Once: one byte more and the file passed with no finding at all.
     bytes.push(b'\n');
-    assert_eq!(scanner.scan("big.txt", &bytes), []);
+    let findings = scanner.scan("big.txt", &bytes);
+    assert_eq!(found(&findings), [("S000", 1, 1)]);
+    let reason = partial_scan_reason(&findings);
+    assert!(reason.starts_with("too large to scan in full (5242881 bytes, over 5 MiB)"), "{reason}");
+    // An AWS key pair deep inside: an error at its line, allow-list honoured.
+    let mut bytes = vec![b'\n'; 6 * 1024 * 1024];
+    bytes.extend_from_slice(format!("aws_access_key_id = {KEY_ID}\naws_secret_access_key = {SECRET_KEY}\n").as_bytes());
+    let line = 6 * 1024 * 1024 + 2;
+    let findings = scan_bytes("dump.sql", &bytes);
+    assert_eq!(found(&findings), [("S000", 1, 1), ("S001", line, 25)]);
+    assert!(findings[1].message.contains(&format!("its access key ID is on line {}", line - 1)));
+    let allowed = SecretScanner::new("EXAMPLE").unwrap().scan("dump.sql", &bytes);
+    assert_eq!(found(&allowed), [("S000", 1, 1)]);
 }
 
 #[test]
