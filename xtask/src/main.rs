@@ -9,6 +9,7 @@
 mod bench;
 mod bench_package;
 mod bench_validate;
+mod faults;
 mod pipeline;
 mod progress;
 mod python;
@@ -44,6 +45,16 @@ enum Task {
     },
     /// Installs the pinned Python tools (moto, pytest, cfn-lint) into target/py-venv.
     Setup,
+    /// Runs the bad-input and fault corpus against the stage binaries, with time and memory
+    /// bounds, and prints a table (case, exit, time, peak memory, verdict).
+    Faults {
+        /// (internal) Run one command and report its exit and peak memory.
+        #[arg(long, hide = true)]
+        measure: bool,
+        /// The command to measure.
+        #[arg(last = true, hide = true)]
+        command: Vec<String>,
+    },
     /// Starts the local AWS emulator (moto) on a free loopback port until Ctrl-C,
     /// printing the environment that points the AWS CLI and the stage binaries at it.
     Emulator,
@@ -56,6 +67,8 @@ fn main() -> ExitCode {
         Task::Bench { which } => bench::run(which).map(|()| true),
         Task::Setup => python::ensure(&workspace_root()).map(|_| true),
         Task::Emulator => emulator().map(|()| true),
+        Task::Faults { measure: true, command } => faults::measure(&command).map(|()| true),
+        Task::Faults { measure: false, .. } => build_stage_binaries().and_then(|()| faults::run()).map(|()| true),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -98,6 +111,18 @@ fn venv_env() -> anyhow::Result<Vec<(&'static str, std::ffi::OsString)>> {
     let path = std::env::join_paths(std::iter::once(bin.clone()).chain(std::env::split_paths(&path)))?;
     let venv = bin.parent().map(|p| p.as_os_str().to_owned()).unwrap_or_default();
     Ok(vec![("PATH", path), ("VIRTUAL_ENV", venv), (VENV_ACTIVE, "1".into())])
+}
+
+/// Builds every stage binary (each behind its crate's `cli` feature), as `cargo xtask test` does.
+fn build_stage_binaries() -> anyhow::Result<()> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    run(Command::new(cargo).current_dir(workspace_root()).args([
+        "build",
+        "--quiet",
+        "--workspace",
+        "--all-features",
+        "--bins",
+    ]))
 }
 
 /// The workspace root (xtask's parent).
@@ -163,6 +188,8 @@ fn test(filter: &[String]) -> anyhow::Result<()> {
         .args(filter)
         .env("MOTO_PYTHON", bin.join("python")))?;
     if filter.is_empty() {
+        say("cargo xtask faults (the bad-input corpus against the binaries)");
+        run(Command::new(&xtask).arg("faults"))?;
         say("cargo xtask pipeline (end to end on the sample monorepo)");
         let status = Command::new(&xtask).arg("pipeline").envs(venv_env()?).status()?;
         if !status.success() {

@@ -659,6 +659,25 @@ fn is_placeholder_or_reference(value: &str, quoted: bool, format: bool) -> bool 
 /// Whether a value with digits still reads as a name made of words (`AWS_S3_BUCKET`, `self.auth_code2`,
 /// `Kind::V1Token`, `x-amz-security-token-2`) rather than a random string: it has a separator and its
 /// words (runs of one case or of digits, a capital may start a lower-case run) average 3 characters or more.
+/// Whether a value quoted by another tool (a linter's message) could be a secret: long, random
+/// (the entropy of `S004`), with letters and digits, and not a name, a path, an ARN or a type.
+/// Such values are hidden from findings even though nothing names them a secret.
+pub fn could_be_secret(value: &str) -> bool {
+    looks_like_secret(value, true, false)
+        && !looks_like_a_name(value)
+        && !value.contains([':', '/', '.', '$', '{'])
+        && !made_of_words(value)
+        && value.chars().any(|c| c.is_ascii_digit())
+        && value.chars().any(|c| c.is_ascii_alphabetic())
+}
+
+/// `MyBucketPolicy2`, `DBSubnetGroup01`: words of three letters or more on average, as names
+/// are; `Sup3rS3cretPassw0rd` breaks into short runs.
+fn made_of_words(value: &str) -> bool {
+    let (words, chars) = NAME_WORD.find_iter(value).fold((0usize, 0usize), |(w, c), m| (w + 1, c + m.len()));
+    words > 0 && chars == value.len() && chars >= 3 * words
+}
+
 fn looks_like_a_name(value: &str) -> bool {
     if !NAME_LIKE.is_match(value) || !value.contains(['_', '-', '.', ':']) {
         return false;

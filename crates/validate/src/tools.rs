@@ -75,7 +75,7 @@ pub fn run(
                 let parsed = parse(tool.settings.format, &stdout, repo).map(|found| {
                     found
                         .into_iter()
-                        .map(|f| Finding { message: run_state::redact::redact(&f.message), ..f })
+                        .map(|f| Finding { message: redact_message(&f.message), ..f })
                         .collect::<Vec<_>>()
                 });
                 match parsed {
@@ -90,6 +90,26 @@ pub fn run(
         }
     }
     Ok(findings)
+}
+
+/// A tool's message with secrets hidden: what the redactor knows (`password=…`, key ids), and
+/// quoted values that could be secrets (a linter quoting a password that sits in `Port`).
+pub fn redact_message(message: &str) -> String {
+    static QUOTED: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r#"'([^'\s]+)'|"([^"\s]+)"|`([^`\s]+)`"#).expect("the quoted-value pattern is valid")
+    });
+    let redacted = run_state::redact::redact(message);
+    QUOTED
+        .replace_all(&redacted, |caps: &regex::Captures<'_>| {
+            let whole = &caps[0];
+            let value = &whole[1..whole.len() - 1];
+            if crate::secrets::could_be_secret(value) {
+                format!("{}[REDACTED]{}", &whole[..1], &whole[whole.len() - 1..])
+            } else {
+                whole.to_string()
+            }
+        })
+        .into_owned()
 }
 
 fn tool_finding(tool: &ToolRun, message: String) -> Finding {
@@ -187,6 +207,18 @@ mod tests {
         assert_eq!(found[0].severity, Severity::Error);
         assert_eq!(found[1].severity, Severity::Warning);
         assert_eq!(found[1].path, "frontend/src/app.js");
+    }
+
+    #[test]
+    fn quoted_values_that_could_be_secrets_are_hidden_and_names_are_kept() {
+        let message = redact_message(
+            "'Sup3rS3cretPassw0rd' is not of type 'integer' in 'AWS::RDS::DBInstance' for 'MasterUserPassword' (`MyBucketPolicy2`)",
+        );
+        assert!(!message.contains("Sup3rS3cretPassw0rd"), "{message}");
+        assert!(message.starts_with("'[REDACTED]' is not of type 'integer'"), "{message}");
+        for kept in ["'AWS::RDS::DBInstance'", "'MasterUserPassword'", "`MyBucketPolicy2`"] {
+            assert!(message.contains(kept), "{kept} hidden: {message}");
+        }
     }
 
     #[test]
