@@ -307,12 +307,7 @@ fn cases() -> Vec<Case> {
     ]);
     let base = repo.head();
     repo.commit_files("leaky test", &[("api/test.sh", &fixture("set-x-secrets.sh"))]);
-    let diff = Command::new(binary("source-diff"))
-        .current_dir(repo.path())
-        .args(["--new-run", "--base", &base])
-        .output()
-        .unwrap();
-    assert!(diff.status.success(), "{}", String::from_utf8_lossy(&diff.stderr));
+    start_run(&repo, &base);
     let root = repo.path().to_path_buf();
     cases.push(case(
         "secrets in set -x output",
@@ -350,12 +345,7 @@ fn cases() -> Vec<Case> {
     ]);
     let base = repo.head();
     repo.commit_files("api", &[("api/a", "1")]);
-    let diff = Command::new(binary("source-diff"))
-        .current_dir(repo.path())
-        .args(["--new-run", "--base", &base])
-        .output()
-        .unwrap();
-    assert!(diff.status.success(), "{}", String::from_utf8_lossy(&diff.stderr));
+    start_run(&repo, &base);
     cases.push(case(
         "step leaves a background process",
         Scene::Repo(repo),
@@ -404,6 +394,14 @@ fn cases() -> Vec<Case> {
     drop(origin);
 
     cases
+}
+
+/// Starts a run of `repo`'s head against `base`, as `source-diff --new-run` does in CodeBuild.
+fn start_run(repo: &GitRepo, base: &str) {
+    let diff =
+        Command::new(binary("source-diff")).current_dir(repo.path()).args(["--new-run", "--base", base]).output();
+    let diff = diff.expect("source-diff runs");
+    assert!(diff.status.success(), "{}", String::from_utf8_lossy(&diff.stderr));
 }
 
 /// A stage binary beside this xtask.

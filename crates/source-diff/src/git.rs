@@ -198,37 +198,14 @@ impl Repo {
     /// Paths changed from `base` to `head` (a commit or tree id), renames as a delete plus an add.
     /// The state folder (`.pipeline/`) is never part of it.
     pub fn diff(&self, base: &str, head: &str) -> Result<Vec<FileChange>, Error> {
-        let out = self.git([
-            "diff",
-            "--name-status",
-            "-z",
-            "--no-renames",
-            "--no-relative",
-            "--no-ext-diff",
-            base,
-            head,
-            "--",
-            ALL_PATHS,
-            EXCLUDE_STATE,
-        ])?;
+        let out = self.git(DIFF.iter().copied().chain([base, head, "--", ALL_PATHS, EXCLUDE_STATE]))?;
         parse_name_status(&out)
     }
 
     /// Paths changed from `base` to the work tree, with untracked files as added; never the
     /// state folder, even when `.gitignore` does not leave it out.
     pub fn diff_worktree(&self, base: &str) -> Result<Vec<FileChange>, Error> {
-        let out = self.git([
-            "diff",
-            "--name-status",
-            "-z",
-            "--no-renames",
-            "--no-relative",
-            "--no-ext-diff",
-            base,
-            "--",
-            ALL_PATHS,
-            EXCLUDE_STATE,
-        ])?;
+        let out = self.git(DIFF.iter().copied().chain([base, "--", ALL_PATHS, EXCLUDE_STATE]))?;
         let mut changes = parse_name_status(&out)?;
         let untracked =
             self.git(["ls-files", "-z", "--others", "--exclude-standard", "--", ALL_PATHS, EXCLUDE_STATE])?;
@@ -283,6 +260,9 @@ pub(crate) struct Resolved {
     pub(crate) answers: Vec<Option<Vec<String>>>,
 }
 
+/// `git diff` as every diff here runs it: names and statuses, renames as a delete plus an add,
+/// paths from the top, no external diff driver.
+const DIFF: &[&str] = &["diff", "--name-status", "-z", "--no-renames", "--no-relative", "--no-ext-diff"];
 /// Every path from the top of the work tree.
 const ALL_PATHS: &str = ":(top)";
 /// The state folder, never part of a diff.
