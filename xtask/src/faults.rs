@@ -404,7 +404,8 @@ fn start_run(repo: &GitRepo, base: &str) {
     assert!(diff.status.success(), "{}", String::from_utf8_lossy(&diff.stderr));
 }
 
-/// A stage binary beside this xtask.
+/// A stage binary beside this xtask (whose path may read "xtask (deleted)" after a rebuild:
+/// only its folder counts).
 fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the xtask binary");
     exe.with_file_name(name)
@@ -449,13 +450,12 @@ fn processes_named(arg: &str) -> anyhow::Result<usize> {
 }
 
 /// `cargo xtask faults`: runs the corpus and prints the table; an error when a case fails.
-pub fn run() -> anyhow::Result<()> {
-    let exe = std::env::current_exe()?;
+pub fn run(exe: &Path) -> anyhow::Result<()> {
     let cases = cases();
     println!("{:<36} {:>5} {:>9} {:>10}  verdict", "case", "exit", "time", "peak");
     let mut failed = 0;
     for case in &cases {
-        let ran = measured(&exe, case)?;
+        let ran = measured(exe, case)?;
         let mut verdict = (case.check)(&ran).err();
         if verdict.is_none() && ran.peak_kb > MEMORY_GOAL_KB {
             verdict = Some(format!("peak memory {} MiB over the 256 MiB goal", ran.peak_kb / 1024));

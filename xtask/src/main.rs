@@ -68,7 +68,13 @@ fn main() -> ExitCode {
         Task::Setup => python::ensure(&workspace_root()).map(|_| true),
         Task::Emulator => emulator().map(|()| true),
         Task::Faults { measure: true, command } => faults::measure(&command).map(|()| true),
-        Task::Faults { measure: false, .. } => build_stage_binaries().and_then(|()| faults::run()).map(|()| true),
+        Task::Faults { measure: false, .. } => {
+            // Taken before the build, which may put a new xtask at this path.
+            std::env::current_exe()
+                .map_err(anyhow::Error::from)
+                .and_then(|exe| build_stage_binaries().and_then(|()| faults::run(&exe)))
+                .map(|()| true)
+        }
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
