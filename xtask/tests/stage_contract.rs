@@ -66,13 +66,22 @@ fn base_repo() -> GitRepo {
 /// The README's CodeBuild sequence, each binary its own process, run from `dir` (the root or a
 /// subfolder); returns the gate's exit code and what it printed.
 fn codebuild(dir: &Path, base: &str) -> (Option<i32>, String) {
-    let diff = run_in(dir, "source-diff", &["--new-run", "--base", base, "--format", "env"]);
+    // `source-diff … > diff.env` and `validate --output validate.sarif` write at the root, as the
+    // README's buildspec does: files a CI step writes there do not make the tree "uncommitted".
+    let root = dir.ancestors().find(|d| d.join(".git").exists()).expect("a git work tree");
+    let env = root.join("diff.env").display().to_string();
+    let sarif = root.join("validate.sarif").display().to_string();
+    let diff = run_in(dir, "source-diff", &["--new-run", "--base", base, "--format", "env", "--output", &env]);
     assert_eq!(diff.status.code(), Some(0), "{}", text(&diff));
-    let validate = run_in(dir, "validate", &[]);
+    let validate = run_in(dir, "validate", &["--format", "sarif", "--output", &sarif]);
     assert!(matches!(validate.status.code(), Some(0 | 1)), "{}", text(&validate));
     let tests = run_in(dir, "step-runner", &["--step", "test"]);
     assert!(matches!(tests.status.code(), Some(0 | 1)), "{}", text(&tests));
     let gate = run_in(dir, "status-report", &["gate"]);
+    // The next build starts from a fresh checkout: the outputs are not part of the next commit.
+    for output in [&env, &sarif] {
+        std::fs::remove_file(output).unwrap();
+    }
     (gate.status.code(), text(&gate))
 }
 

@@ -114,7 +114,9 @@ impl StageContext {
     /// stage checks or tests is what it records. `worktree_run`: the run was started with
     /// `--include-worktree`, so the work tree itself is what the run is about.
     ///
-    /// One `git status` call; the state folder is left out (it is the pipeline's own output).
+    /// One `git status` call; the state folder is left out (it is the pipeline's own output),
+    /// and so are untracked files at the root (reports and env files CI steps write there);
+    /// untracked files in folders count.
     pub fn check_tree(&self, head: &str, worktree_run: bool) -> Result<TreeState, Error> {
         if worktree_run {
             return Ok(TreeState::WorktreeRun);
@@ -152,8 +154,14 @@ impl StageContext {
             let entry = String::from_utf8_lossy(entry);
             if let Some(oid) = entry.strip_prefix("# branch.oid ") {
                 checked_out = Some(oid.to_string());
+            } else if let Some(path) = entry.strip_prefix("? ") {
+                // An untracked file at the root is what a CI step writes there (`> diff.env`,
+                // `--output validate.sarif`), not code; one in a folder can be (a new test).
+                if path.contains('/') {
+                    changes.push(path.to_string());
+                }
             } else if !entry.starts_with('#') {
-                // `1 XY … path`, `2 … path` (its original path follows as the next entry), `? path`.
+                // `1 XY … path`, `2 … path` (its original path follows as the next entry).
                 changes.push(entry.rsplit(' ').next().unwrap_or(&entry).to_string());
             }
         }
@@ -209,5 +217,36 @@ mod tests {
         std::fs::write(root.join("pipeline.toml"), "[gate]\n\n[valdate]\nx = 1\n").unwrap();
         let err = StageContext::open(&StageOptions { repo: Some(root.clone()), ..Default::default() }).unwrap_err();
         assert!(err.to_string().ends_with("pipeline.toml:3: valdate: unknown section; expected one of: diff, components, runner, gate, lambda, validate"), "{err}");
+    }
+
+    #[test]
+    fn untracked_files_in_folders_count_and_outputs_at_the_root_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        let git = |args: &[&str]| {
+            let out = Command::new("git")
+                .arg("-C")
+                .arg(&root)
+                .args(["-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"])
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8(out.stdout).unwrap().trim().to_string()
+        };
+        git(&["init", "-q"]);
+        std::fs::create_dir_all(root.join("api")).unwrap();
+        std::fs::write(root.join("api/handler.py"), "x = 1\n").unwrap();
+        git(&["add", "-A"]);
+        git(&["commit", "-qm", "one"]);
+        let head = git(&["rev-parse", "HEAD"]);
+        let context = StageContext::open(&StageOptions { repo: Some(root.clone()), ..Default::default() }).unwrap();
+        std::fs::write(root.join("diff.env"), "api_tests_required=true\n").unwrap();
+        std::fs::create_dir_all(root.join(".pipeline/runs")).unwrap();
+        assert_eq!(context.check_tree(&head, false).unwrap(), TreeState::Clean);
+        std::fs::write(root.join("api/test_new.py"), "def test(): pass\n").unwrap();
+        let err = context.check_tree(&head, false).unwrap_err();
+        assert!(err.to_string().contains("1 uncommitted change(s) (first: api/test_new.py)"), "{err}");
+        assert_eq!(context.check_tree(&head, true).unwrap(), TreeState::WorktreeRun);
     }
 }
