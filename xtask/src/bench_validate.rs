@@ -78,15 +78,21 @@ pub fn run(rounds: usize) -> anyhow::Result<()> {
         }
         Ok(out)
     };
-    // Both must report the bad template's problem and nothing else, or the comparison means nothing.
+    // Both must report the bad template's problem and nothing else (besides our native-only
+    // check cfn-lint does not have), or the comparison means nothing.
+    let generated = format!("generated-{GENERATED_RESOURCES}.yaml");
+    let native_only: Seen = [(generated.clone(), "P1002".to_string(), 1, 1)].into();
     let check = |native: &[u8], theirs: &[u8]| -> anyhow::Result<Seen> {
         let native = native_seen(native)?;
         let theirs = cfn_lint_seen(theirs)?;
-        if native != theirs {
-            bail!("validate and cfn-lint disagree:\n  validate {native:?}\n  cfn-lint {theirs:?}");
+        let shared: Seen = native.difference(&native_only).cloned().collect();
+        if shared != theirs || !native.is_superset(&native_only) {
+            bail!(
+                "validate and cfn-lint disagree:\n  validate {native:?}\n  cfn-lint {theirs:?}\n  (native-only, expected: {native_only:?})"
+            );
         }
-        if native.len() != 1 || native.iter().any(|(file, ..)| file != BAD_TEMPLATE) {
-            bail!("expected one finding, in {BAD_TEMPLATE}; both said {native:?}");
+        if theirs.len() != 1 || theirs.iter().any(|(file, ..)| file != BAD_TEMPLATE) {
+            bail!("expected one shared finding, in {BAD_TEMPLATE}; both said {theirs:?}");
         }
         Ok(native)
     };
@@ -177,12 +183,15 @@ pub fn run(rounds: usize) -> anyhow::Result<()> {
         GENERATED_RESOURCES,
     );
     println!("  {}", machine());
-    println!("  outputs checked every round: both report exactly {agreed:?}");
+    println!(
+        "  outputs checked every round: both report exactly {:?}; validate also {native_only:?} (P1002: body over 51,200 bytes, a check cfn-lint does not have)",
+        agreed.difference(&native_only).collect::<Vec<_>>()
+    );
     let width = 62;
     print_header("ms per run", width);
     let lint_median = print_row("cfn-lint -f json FILES (one process, its full rule set)", width, &lint_times);
     let native_median = print_row("validate --all --no-tools --no-cache (one process, release)", width, &native_times);
-    print_row("  native checks in process, files already read", width, &in_process);
+    print_row("  native checks in process (xtask, a debug build), files read", width, &in_process);
     if !unchanged.is_empty() {
         print_row("validate stage, sample monorepo, nothing changed", width, &unchanged);
         print_row("validate --all --no-tools, sample monorepo, cache warm", width, &warm_all);
