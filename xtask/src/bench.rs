@@ -1,4 +1,5 @@
-//! Benchmarks, each printed as a ratio against what a user would run instead, measured side by side.
+//! Benchmarks against what a user would run instead, measured side by side, alternating: each
+//! prints the machine, the spread (min, median, max) and the ratio of the medians.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -22,13 +23,15 @@ pub enum Bench {
         #[arg(long, default_value_t = 5)]
         rounds: usize,
     },
-    /// Native template checks against cfn-lint on the same templates, and the stage on an unchanged repo.
+    /// The `validate` binary (native checks) against `cfn-lint -f json` on the same templates, one
+    /// process each per round, outputs checked; the stage on an unchanged repo beside it.
     Validate {
         /// Rounds; each runs both, alternating which goes first.
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
-    /// The five sample functions with a realistic dependency folder, against the seed's `zip -r` loop.
+    /// The five sample functions with a realistic dependency folder, against the seed's `zip -r`
+    /// loop: like for like (the same entries, checked) and with the default leave-out list.
     Package {
         /// Rounds; each runs both, alternating which goes first.
         #[arg(long, default_value_t = 3)]
@@ -117,15 +120,7 @@ fn diff(repo: Option<PathBuf>, config: Option<PathBuf>, rounds: usize) -> anyhow
     // Per call: one `source-diff` process per pair against one `git diff` process per pair,
     // alternating pair by pair which goes first.
     let workspace = crate::workspace_root();
-    // The binary users run: a release build (debug start-up alone costs several milliseconds).
-    let build = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-        .args(["build", "--quiet", "--release", "-p", "source-diff", "--features", "cli"])
-        .current_dir(&workspace)
-        .status()?;
-    if !build.success() {
-        bail!("building the source-diff binary failed");
-    }
-    let bin = workspace.join("target/release/source-diff");
+    let bin = release_binary(&workspace, "source-diff")?;
     let source_diff_call = |base: &str, head: &str| -> anyhow::Result<()> {
         let out = Command::new(&bin)
             .arg("--repo")
@@ -168,23 +163,14 @@ fn diff(repo: Option<PathBuf>, config: Option<PathBuf>, rounds: usize) -> anyhow
         our_calls.push(our_total);
     }
 
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let load = std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "unknown".into());
     println!("bench diff: {} commit pairs of {}, {} rounds", pairs.len(), root.display(), git_times.len());
-    println!("  machine: {cores} cores, load average {load} (1, 5, 15 min)");
-    println!("  {:<44} {:>9} {:>9} {:>9}", "ms per round", "min", "median", "max");
-    let row = |name: &str, times: &mut Vec<Duration>| {
-        times.sort();
-        let (min, med, max) = (times[0], times[times.len() / 2], times[times.len() - 1]);
-        println!("  {name:<44} {:>9.1} {:>9.1} {:>9.1}", ms(min), ms(med), ms(max));
-        med
-    };
-    let git_median = row("git diff --name-status --no-renames loop", &mut git_times);
-    let our_median = row("source-diff library (affected + flags)", &mut our_times);
-    let git_call_median = row("one `git diff --name-status` process per pair", &mut git_calls);
-    let our_call_median = row("one `source-diff` process per pair", &mut our_calls);
+    println!("  {}", machine());
+    print_header("ms per round", 44);
+    let row = |name: &str, times: &[Duration]| print_row(name, 44, times);
+    let git_median = row("git diff --name-status --no-renames loop", &git_times);
+    let our_median = row("source-diff library (affected + flags)", &our_times);
+    let git_call_median = row("one `git diff --name-status` process per pair", &git_calls);
+    let our_call_median = row("one `source-diff` process per pair", &our_calls);
     println!(
         "  ratio in process, source-diff / git: {:.2}x (goal: at most 1.30x)",
         our_median.as_secs_f64() / git_median.as_secs_f64()
@@ -196,8 +182,61 @@ fn diff(repo: Option<PathBuf>, config: Option<PathBuf>, rounds: usize) -> anyhow
     Ok(())
 }
 
-fn ms(d: Duration) -> f64 {
+/// A stage binary as users run it: a release build (debug start-up alone costs several
+/// milliseconds), built now if it is out of date.
+pub(crate) fn release_binary(workspace: &Path, package: &str) -> anyhow::Result<PathBuf> {
+    let build = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+        .args(["build", "--quiet", "--release", "-p", package, "--features", "cli"])
+        .current_dir(workspace)
+        .status()?;
+    if !build.success() {
+        bail!("building the {package} binary failed");
+    }
+    Ok(workspace.join("target/release").join(package))
+}
+
+/// Milliseconds, for printing.
+pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
+}
+
+/// The machine a benchmark ran on, as one line: cores and load average.
+pub(crate) fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into());
+    format!("machine: {cores} cores, load average {load} (1, 5, 15 min)")
+}
+
+/// The spread of a set of timings.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Spread {
+    pub min: Duration,
+    pub median: Duration,
+    pub max: Duration,
+}
+
+impl Spread {
+    /// Min, median and max of at least one timing.
+    pub(crate) fn of(times: &[Duration]) -> Spread {
+        assert!(!times.is_empty(), "no timings");
+        let mut sorted = times.to_vec();
+        sorted.sort();
+        Spread { min: sorted[0], median: sorted[sorted.len() / 2], max: sorted[sorted.len() - 1] }
+    }
+}
+
+/// The header of a table of [`print_row`]s: the unit, then min, median, max.
+pub(crate) fn print_header(unit: &str, width: usize) {
+    println!("  {unit:<width$} {:>9} {:>9} {:>9}", "min", "median", "max");
+}
+
+/// One row: a name and the min, median and max of its timings in milliseconds; returns the median.
+pub(crate) fn print_row(name: &str, width: usize, times: &[Duration]) -> Duration {
+    let spread = Spread::of(times);
+    println!("  {name:<width$} {:>9.1} {:>9.1} {:>9.1}", ms(spread.min), ms(spread.median), ms(spread.max));
+    spread.median
 }
 
 /// A reproducible history of the sample monorepo: 400 commits, each touching one to three files.

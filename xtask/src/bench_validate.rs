@@ -1,11 +1,16 @@
-//! `cargo xtask bench validate`: the native checks against cfn-lint on the same templates,
-//! and the whole Validate stage on a repository where nothing changed.
+//! `cargo xtask bench validate`: the `validate` binary against `cfn-lint -f json` on the same
+//! templates, each one process per round as a user runs it, alternating which goes first; the
+//! outputs are checked (both find the one bad template's problem, nothing else). The in-process
+//! native pass and the whole Validate stage on an unchanged repository are reported beside it.
 
-use std::path::PathBuf;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+
+use crate::bench::{machine, print_header, print_row, release_binary};
 
 /// A template near CloudFormation's 500-resource limit, with references between resources.
 fn generated_template(resources: usize) -> String {
@@ -28,6 +33,14 @@ fn generated_template(resources: usize) -> String {
     text
 }
 
+/// The bad template in the set, and the one finding both sides must report for it.
+const BAD_TEMPLATE: &str = "E1020-ref-undefined.yaml";
+
+/// (file name, rule, line, column): what both sides must agree on.
+type Seen = BTreeSet<(String, String, u64, u64)>;
+
+const GENERATED_RESOURCES: usize = 490;
+
 pub fn run(rounds: usize) -> anyhow::Result<()> {
     let root = crate::workspace_root();
     let bin = crate::python::ensure(&root)?;
@@ -35,125 +48,234 @@ pub fn run(rounds: usize) -> anyhow::Result<()> {
     if !cfn_lint.exists() {
         bail!("cfn-lint is missing from {}; run `cargo xtask setup`", bin.display());
     }
-    let work = root.join("target/bench-validate");
-    std::fs::create_dir_all(&work)?;
-    let mut files: Vec<PathBuf> = Vec::new();
-    for entry in std::fs::read_dir(root.join("fixtures/monorepo/cfn"))? {
-        let path = entry?.path();
-        let target = work.join(path.file_name().context("a file name")?);
-        std::fs::copy(&path, &target)?;
-        files.push(target);
-    }
-    let big = work.join("generated-490.yaml");
-    std::fs::write(&big, generated_template(490))?;
-    files.push(big);
+    let rounds = rounds.max(1);
+    let repo = prepare(&root)?;
+    let cfn = repo.join("cfn");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&cfn)?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>()?;
     files.sort();
-    let bytes: Vec<(String, PathBuf, Vec<u8>)> = files
-        .iter()
-        .map(|p| Ok((p.file_name().unwrap().to_string_lossy().to_string(), p.clone(), std::fs::read(p)?)))
-        .collect::<anyhow::Result<_>>()?;
+    let validate_bin = release_binary(&root, "validate")?;
 
-    let native = || {
-        let mut count = 0;
-        for (name, path, body) in &bytes {
-            count += validate::check_template(name, path, body).len();
+    // The two commands a user runs on these templates.
+    let ours = || -> anyhow::Result<std::process::Output> {
+        let out = Command::new(&validate_bin)
+            .arg("--repo")
+            .arg(&repo)
+            .args(["--all", "--no-tools", "--no-cache", "--format", "json"])
+            .output()?;
+        if out.status.code() != Some(1) {
+            bail!(
+                "validate should exit 1 (one bad template), got {}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
-        count
+        Ok(out)
     };
-    let lint = || -> anyhow::Result<()> {
+    let lint = || -> anyhow::Result<std::process::Output> {
         let out = Command::new(&cfn_lint).args(["-f", "json", "--"]).args(&files).output()?;
         if out.stdout.is_empty() && !out.status.success() {
             bail!("cfn-lint failed: {}", String::from_utf8_lossy(&out.stderr));
         }
-        Ok(())
+        Ok(out)
     };
-    // The native pass is short: repeat it so the clock sees it.
-    const NATIVE_REPEAT: u32 = 20;
+    // Both must report the bad template's problem and nothing else (besides our native-only
+    // check cfn-lint does not have), or the comparison means nothing.
+    let generated = format!("generated-{GENERATED_RESOURCES}.yaml");
+    let native_only: Seen = [(generated.clone(), "P1002".to_string(), 1, 1)].into();
+    let check = |native: &[u8], theirs: &[u8]| -> anyhow::Result<Seen> {
+        let native = native_seen(native)?;
+        let theirs = cfn_lint_seen(theirs)?;
+        let shared: Seen = native.difference(&native_only).cloned().collect();
+        if shared != theirs || !native.is_superset(&native_only) {
+            bail!(
+                "validate and cfn-lint disagree:\n  validate {native:?}\n  cfn-lint {theirs:?}\n  (native-only, expected: {native_only:?})"
+            );
+        }
+        if theirs.len() != 1 || theirs.iter().any(|(file, ..)| file != BAD_TEMPLATE) {
+            bail!("expected one shared finding, in {BAD_TEMPLATE}; both said {theirs:?}");
+        }
+        Ok(native)
+    };
+    // Warm both (page cache, Python's bytecode cache), untimed, and check what they say.
+    let agreed = check(&ours()?.stdout, &lint()?.stdout)?;
+
     let mut native_times = Vec::new();
     let mut lint_times = Vec::new();
-    for round in 0..rounds.max(1) {
-        let time_native = || {
+    for round in 0..rounds {
+        let mut time_ours = || -> anyhow::Result<Vec<u8>> {
             let start = Instant::now();
-            for _ in 0..NATIVE_REPEAT {
-                std::hint::black_box(native());
-            }
-            start.elapsed() / NATIVE_REPEAT
+            let out = ours()?;
+            native_times.push(start.elapsed());
+            Ok(out.stdout)
         };
-        if round % 2 == 0 {
-            native_times.push(time_native());
-            lint_times.push(timed(lint)?);
+        let mut time_lint = || -> anyhow::Result<Vec<u8>> {
+            let start = Instant::now();
+            let out = lint()?;
+            lint_times.push(start.elapsed());
+            Ok(out.stdout)
+        };
+        let (native, theirs) = if round % 2 == 0 {
+            let native = time_ours()?;
+            (native, time_lint()?)
         } else {
-            lint_times.push(timed(lint)?);
-            native_times.push(time_native());
+            let theirs = time_lint()?;
+            (time_ours()?, theirs)
+        };
+        check(&native, &theirs)?;
+    }
+
+    // In process, the files already read: what the library costs, not what a user waits for.
+    let bytes: Vec<(String, PathBuf, Vec<u8>)> = files
+        .iter()
+        .map(|p| {
+            Ok((
+                format!("cfn/{}", p.file_name().context("a file name")?.to_string_lossy()),
+                p.clone(),
+                std::fs::read(p)?,
+            ))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let mut in_process = Vec::new();
+    for _ in 0..rounds {
+        let start = Instant::now();
+        let mut count = 0;
+        for (name, path, body) in &bytes {
+            count += validate::check_template(name, path, body).len();
+        }
+        in_process.push(start.elapsed());
+        if count != agreed.len() {
+            bail!("the native checks in process found {count} findings, the binary {}", agreed.len());
         }
     }
-    let (native_median, lint_median) = (median(&mut native_times), median(&mut lint_times));
 
     // The stage on the sample monorepo when nothing changed since the base, and on every
     // component with the result cache warm (tools off: they only run for changed components).
     let sample = root.join("target/sample-monorepo");
-    if !sample.join(".git").exists() {
-        bail!("{} is missing; run `cargo xtask pipeline` once first", sample.display());
-    }
-    let validate_bin = root.join("target/debug/validate");
-    let build = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-        .args(["build", "--quiet", "-p", "validate", "--features", "cli"])
-        .current_dir(&root)
-        .status()?;
-    if !build.success() {
-        bail!("building the validate binary failed");
-    }
-    let stage = |args: &[&str]| -> anyhow::Result<Duration> {
-        timed(|| {
+    let mut unchanged = Vec::new();
+    let mut warm_all = Vec::new();
+    if sample.join(".git").exists() {
+        let stage = |args: &[&str]| -> anyhow::Result<Duration> {
+            let start = Instant::now();
             let out = Command::new(&validate_bin).arg("--repo").arg(&sample).args(args).output()?;
             if out.status.code() == Some(2) {
                 bail!("validate failed: {}", String::from_utf8_lossy(&out.stderr));
             }
-            Ok(())
-        })
-    };
-    // A run whose diff says nothing changed: base = head.
-    let repo = source_diff::Repo::open(&sample)?;
-    let components = source_diff::Components::load(&sample.join("pipeline.toml"))?;
-    let state_dir = sample.join(".pipeline");
-    let store = run_state::FileStore::open(&state_dir)?;
-    let request = source_diff::BaseRequest { explicit: Some("HEAD".into()), ..Default::default() };
-    source_diff::begin_run(&repo, &components, &request, "HEAD", false, &store, &state_dir)?;
-    stage(&["--all", "--no-tools"])?;
-    let mut unchanged = Vec::new();
-    let mut warm_all = Vec::new();
-    for _ in 0..rounds.max(1) {
-        unchanged.push(stage(&[])?);
-        warm_all.push(stage(&["--all", "--no-tools"])?);
+            Ok(start.elapsed())
+        };
+        // A run whose diff says nothing changed: base = head.
+        let repo = source_diff::Repo::open(&sample)?;
+        let components = source_diff::Components::load(&sample.join("pipeline.toml"))?;
+        let state_dir = sample.join(".pipeline");
+        let store = run_state::FileStore::open(&state_dir)?;
+        let request = source_diff::BaseRequest { explicit: Some("HEAD".into()), ..Default::default() };
+        source_diff::begin_run(&repo, &components, &request, "HEAD", false, &store, &state_dir)?;
+        stage(&["--all", "--no-tools"])?;
+        for _ in 0..rounds {
+            unchanged.push(stage(&[])?);
+            warm_all.push(stage(&["--all", "--no-tools"])?);
+        }
     }
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+
     println!(
-        "bench validate: {} templates ({} resources in the generated one), {} rounds, median",
+        "bench validate: {} templates in {} ({} resources in the generated one, one bad: {BAD_TEMPLATE}), {rounds} rounds",
         files.len(),
-        490,
-        rounds.max(1)
+        cfn.display(),
+        GENERATED_RESOURCES,
     );
-    println!("  cfn-lint -f json                   {:>9.1} ms", ms(lint_median));
-    println!("  native checks (same templates)     {:>9.2} ms", ms(native_median));
+    println!("  {}", machine());
     println!(
-        "  speed-up native / cfn-lint: {:.0}x (goal: at least 50x)",
+        "  outputs checked every round: both report exactly {:?}; validate also {native_only:?} (P1002: body over 51,200 bytes, a check cfn-lint does not have)",
+        agreed.difference(&native_only).collect::<Vec<_>>()
+    );
+    let width = 62;
+    print_header("ms per run", width);
+    let lint_median = print_row("cfn-lint -f json FILES (one process, its full rule set)", width, &lint_times);
+    let native_median = print_row("validate --all --no-tools --no-cache (one process, release)", width, &native_times);
+    print_row("  native checks in process (xtask, a debug build), files read", width, &in_process);
+    if !unchanged.is_empty() {
+        print_row("validate stage, sample monorepo, nothing changed", width, &unchanged);
+        print_row("validate --all --no-tools, sample monorepo, cache warm", width, &warm_all);
+    } else {
+        println!("  (the stage rows need {}: run `cargo xtask pipeline` once)", sample.display());
+    }
+    println!(
+        "  ratio per run, cfn-lint / validate: {:.1}x (medians; cfn-lint runs more rules, validate also reads the config and lists the files)",
         lint_median.as_secs_f64() / native_median.as_secs_f64()
     );
-    println!(
-        "  validate stage, sample monorepo, nothing changed:   {:>7.1} ms (goal: under 1 s)",
-        ms(median(&mut unchanged))
-    );
-    println!("  validate --all --no-tools, cache warm:               {:>7.1} ms", ms(median(&mut warm_all)));
     Ok(())
 }
 
-fn timed(f: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<Duration> {
-    let start = Instant::now();
-    f()?;
-    Ok(start.elapsed())
+/// A repository holding the sample's templates, a generated large one and one bad one, committed.
+fn prepare(root: &Path) -> anyhow::Result<PathBuf> {
+    let repo = root.join("target/bench-validate/repo");
+    let _ = std::fs::remove_dir_all(&repo);
+    let cfn = repo.join("cfn");
+    std::fs::create_dir_all(&cfn)?;
+    for entry in std::fs::read_dir(root.join("fixtures/monorepo/cfn"))? {
+        let path = entry?.path();
+        std::fs::copy(&path, cfn.join(path.file_name().context("a file name")?))?;
+    }
+    std::fs::copy(root.join("fixtures/templates/bad").join(BAD_TEMPLATE), cfn.join(BAD_TEMPLATE))?;
+    std::fs::write(cfn.join(format!("generated-{GENERATED_RESOURCES}.yaml")), generated_template(GENERATED_RESOURCES))?;
+    std::fs::write(
+        repo.join("pipeline.toml"),
+        "[components.infra]\npaths = [\"cfn/**\"]\n\n[validate]\ntemplates = [\"cfn/**/*.yaml\"]\nsecrets = false\n",
+    )?;
+    std::fs::write(repo.join(".gitignore"), ".pipeline/\n")?;
+    let git = |args: &[&str]| {
+        crate::run(
+            Command::new("git")
+                .arg("-C")
+                .arg(&repo)
+                .args(args)
+                .env("GIT_AUTHOR_NAME", "bench")
+                .env("GIT_AUTHOR_EMAIL", "bench@localhost")
+                .env("GIT_COMMITTER_NAME", "bench")
+                .env("GIT_COMMITTER_EMAIL", "bench@localhost"),
+        )
+    };
+    git(&["init", "-q", "-b", "main"])?;
+    git(&["add", "-A"])?;
+    git(&["commit", "-q", "-m", "templates"])?;
+    Ok(repo)
 }
 
-fn median(times: &mut [Duration]) -> Duration {
-    times.sort();
-    times[times.len() / 2]
+fn file_name(path: &str) -> String {
+    Path::new(path).file_name().map_or_else(|| path.to_string(), |n| n.to_string_lossy().to_string())
+}
+
+/// What `validate --format json` found.
+fn native_seen(stdout: &[u8]) -> anyhow::Result<Seen> {
+    let json: serde_json::Value = serde_json::from_slice(stdout).context("validate's JSON")?;
+    json["findings"]
+        .as_array()
+        .context("validate's JSON has no findings list")?
+        .iter()
+        .map(|f| {
+            Ok((
+                file_name(f["path"].as_str().context("a path")?),
+                f["rule"].as_str().context("a rule")?.to_string(),
+                f["pos"]["line"].as_u64().context("a line")?,
+                f["pos"]["column"].as_u64().context("a column")?,
+            ))
+        })
+        .collect()
+}
+
+/// What `cfn-lint -f json` found, every rule.
+fn cfn_lint_seen(stdout: &[u8]) -> anyhow::Result<Seen> {
+    let json: serde_json::Value = serde_json::from_slice(stdout).context("cfn-lint's JSON")?;
+    json.as_array()
+        .context("cfn-lint's JSON is not a list")?
+        .iter()
+        .map(|f| {
+            let start = &f["Location"]["Start"];
+            Ok((
+                file_name(f["Filename"].as_str().context("a file name")?),
+                f["Rule"]["Id"].as_str().context("a rule")?.to_string(),
+                start["LineNumber"].as_u64().context("a line")?,
+                start["ColumnNumber"].as_u64().context("a column")?,
+            ))
+        })
+        .collect()
 }

@@ -32,7 +32,7 @@ test = { run = "no-such-tool-xyz --check" }
 
 [components.hangs]
 paths = ["hangs/**"]
-test = { run = "sleep 60", timeout = "300ms" }
+test = { run = "sleep 60 & echo $! > HANGS_PID; wait", timeout = "300ms" }
 
 [components.untouched]
 paths = ["untouched/**"]
@@ -41,8 +41,11 @@ test = { run = "exit 1" }
 
 #[test]
 fn failures_refuse_the_gate_and_leave_nothing_running() {
+    let outside = tempfile::tempdir().unwrap();
+    let hangs_pid = outside.path().join("hangs.pid");
+    let config = CONFIG.replace("HANGS_PID", &hangs_pid.display().to_string());
     let repo = GitRepo::new();
-    repo.commit_files("base", &[("pipeline.toml", CONFIG), (".gitignore", ".pipeline/\n"), ("untouched/a", "1")]);
+    repo.commit_files("base", &[("pipeline.toml", &config), (".gitignore", ".pipeline/\n"), ("untouched/a", "1")]);
     repo.commit_files("work", &[("ok/a", "1"), ("broken/a", "1"), ("tool/a", "1"), ("hangs/a", "1")]);
     let out = pipeline(&repo, &[]);
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -64,6 +67,9 @@ fn failures_refuse_the_gate_and_leave_nothing_running() {
     assert_eq!(status_of("untouched"), Some(Status::Skipped));
     let junit = std::fs::read_to_string(run.path.join("junit.xml")).unwrap();
     assert!(junit.contains(r#"<testsuite name="broken""#), "{junit}");
+    // The timed-out job's sleep itself is gone, not only its record.
+    let pid = test_support::process::wait_for_file(&hangs_pid);
+    test_support::process::assert_ends(&pid, "the timed-out job's sleep");
 }
 
 #[test]

@@ -46,3 +46,63 @@ fn a_config_mistake_names_the_key_and_line() {
         "{stderr}"
     );
 }
+
+#[test]
+fn over_lambdas_unzipped_limit_the_binary_exits_1_naming_the_largest_file_and_publishes_nothing() {
+    let repo = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(repo.path().join("fn")).unwrap();
+    std::fs::write(repo.path().join("fn/index.py"), "def handler(e, c):\n    return 1\n").unwrap();
+    // A sparse 260 MiB file: over the 250 MiB unzipped limit, without writing 260 MiB.
+    std::fs::File::create(repo.path().join("fn/big.dat")).unwrap().set_len(260 * 1024 * 1024).unwrap();
+    std::fs::write(repo.path().join("pipeline.toml"), "[lambda.functions.hello]\nsources = [\"fn\"]\n").unwrap();
+    let out = repo.path().join("out");
+    let result = packager(repo.path(), &["--out", out.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(result.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr
+            .contains("function `hello` is 260.0 MiB unzipped (Lambda's limit: 250.0 MiB); largest: big.dat 260.0 MiB"),
+        "{stderr}"
+    );
+    let published: Vec<_> =
+        std::fs::read_dir(&out).map(|d| d.map(|e| e.unwrap().file_name()).collect()).unwrap_or_default();
+    assert!(published.is_empty(), "nothing is published over budget: {published:?}");
+}
+
+/// (device, inode, link count) of a file.
+fn inode(path: &std::path::Path) -> (u64, u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    (meta.dev(), meta.ino(), meta.nlink())
+}
+
+#[test]
+fn a_runs_zips_are_hard_links_to_the_cache_and_an_unchanged_function_is_linked_again() {
+    let repo = test_support::GitRepo::new();
+    repo.commit_files(
+        "init",
+        &[
+            ("pipeline.toml", "[lambda.functions.hello]\nsources = [\"fn\"]\n"),
+            ("fn/index.py", "def handler(e, c):\n    return 1\n"),
+            (".gitignore", ".pipeline/\n"),
+        ],
+    );
+    let state = repo.path().join(".pipeline");
+    let diff = format!("{{\"head\": \"{}\", \"worktree\": false}}", repo.head());
+    let mut zips = Vec::new();
+    for run in ["run-1", "run-2"] {
+        let run_dir = run_state::RunDir::create(&state, run).unwrap();
+        run_dir.write(run_state::RunFile::Diff, diff.as_bytes()).unwrap();
+        let result = packager(repo.path(), &["--run-dir", run_dir.path.to_str().unwrap()]);
+        assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+        zips.push(run_dir.packages_dir().join("hello.zip"));
+    }
+    let cached: Vec<_> = std::fs::read_dir(state.join("cache/packages")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(cached.len(), 1, "one zip in the cache: {cached:?}");
+    let (dev, ino, links) = inode(&cached[0]);
+    assert_eq!(links, 3, "the cached zip and one link in each run's packages/");
+    for zip in &zips {
+        assert_eq!(inode(zip), (dev, ino, links), "{} is not a link to {}", zip.display(), cached[0].display());
+    }
+}

@@ -321,12 +321,13 @@ fn the_binary_prints_env_and_github_outputs() {
     repo.commit_files("web", &[("web/app.js", "2\n")]);
     let root = repo.path().to_str().unwrap();
     let out = source_diff_bin(&["--repo", root, "--format", "env"]);
-    assert!(out.status.success());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let env = String::from_utf8(out.stdout).unwrap();
     assert!(env.lines().any(|l| l == "web_tests_required=true"), "{env}");
     assert!(env.lines().any(|l| l == "api_tests_required=false"), "{env}");
 
     let out = source_diff_bin(&["--repo", root, "--format", "github"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let github = String::from_utf8(out.stdout).unwrap();
     assert!(github.lines().any(|l| l == r#"changed_components=["web"]"#), "{github}");
     assert!(github.lines().any(|l| l == "any_changed=true"), "{github}");
@@ -641,4 +642,40 @@ fn a_ten_thousand_component_chain_loads_and_diffs() {
     assert!(report.components["c05000"].because_of.is_empty());
     assert_eq!(report.components["c09999"].because_of, ["c05000"]);
     assert!(!report.components["c04999"].changed);
+}
+
+#[test]
+fn the_binary_diffs_from_the_last_run_marked_successful() {
+    let repo = repo_with_config();
+    let deployed = repo.head();
+    let api = repo.commit_files("api", &[("api/handler.py", "def handler(): return 2\n")]);
+    repo.commit_files("web", &[("web/app.js", "console.log(2)\n")]);
+    let root = repo.path().to_str().unwrap();
+    let diff_by_binary = || {
+        let out = source_diff_bin(&["--repo", root, "--format", "json"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let changed: Vec<String> = json["components"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(_, c)| c["changed"] == true)
+            .map(|(name, _)| name.clone())
+            .collect();
+        (json["base"].as_str().unwrap().to_string(), json["base_reason"].as_str().unwrap().to_string(), changed)
+    };
+    // No run marked yet: the first parent of head, so only web changed.
+    let (base, _, changed) = diff_by_binary();
+    assert_eq!(base, api);
+    assert_eq!(changed, ["web"]);
+
+    // A run of the first commit deployed and marked successful, as the pipeline's last step does.
+    let store = run_state::FileStore::open(&repo.path().join(".pipeline")).unwrap();
+    let record =
+        run_state::StepRecord::new("run-1", &deployed, "api", run_state::Step::Deploy, run_state::Status::Passed);
+    run_state::Store::record(&store, &record).unwrap();
+    run_state::Store::mark_success(&store, "run-1").unwrap();
+    let (base, reason, changed) = diff_by_binary();
+    assert_eq!((base.as_str(), reason.as_str()), (deployed.as_str(), "commit of the last successful run"));
+    assert_eq!(changed, ["api", "infra", "web"], "infra depends on api");
 }

@@ -251,3 +251,52 @@ fn secrets_are_not_stored_nor_reported() {
         assert!(text.contains("stack rolled back"), "{format} lost the log tail: {text}");
     }
 }
+
+#[test]
+fn mark_success_racing_a_failing_writer_never_marks_a_run_after_its_failure_landed() {
+    const RUNS: usize = 60;
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::open(dir.path()).unwrap();
+    for i in 0..RUNS {
+        store.record(&rec(&format!("r{i}"), &format!("c{i}"), "api", Step::Deploy, Status::Passed)).unwrap();
+    }
+    let start = Barrier::new(2);
+    let marks: Vec<Result<(), String>> = std::thread::scope(|scope| {
+        let failing = scope.spawn(|| {
+            let store = FileStore::open(dir.path()).unwrap();
+            start.wait();
+            for i in 0..RUNS {
+                store.record(&rec(&format!("r{i}"), &format!("c{i}"), "api", Step::Test, Status::Failed)).unwrap();
+            }
+        });
+        let marking = scope.spawn(|| {
+            let store = FileStore::open(dir.path()).unwrap();
+            start.wait();
+            (0..RUNS).map(|i| store.mark_success(&format!("r{i}")).map(drop).map_err(|e| e.to_string())).collect()
+        });
+        failing.join().unwrap();
+        marking.join().unwrap()
+    });
+
+    // In the file's order: a run's mark, if any, comes before its failure, and only marked runs have one.
+    let lines = whole_lines(store.path());
+    let position = |run: &str, is_mark: bool| {
+        lines.iter().position(|l| {
+            l["run_id"] == run
+                && if is_mark { l["kind"] == "success" } else { l["step"] == "test" && l["status"] == "failed" }
+        })
+    };
+    for (i, mark) in marks.iter().enumerate() {
+        let run = format!("r{i}");
+        let failed_at = position(&run, false).unwrap_or_else(|| panic!("{run}: the failure was lost"));
+        match (mark, position(&run, true)) {
+            (Ok(()), Some(marked_at)) => assert!(marked_at < failed_at, "{run} was marked after its failure landed"),
+            (Ok(()), None) => panic!("{run}: mark_success said yes but wrote no mark"),
+            (Err(error), None) => assert!(error.contains("api test is failed"), "{run}: {error}"),
+            (Err(error), Some(_)) => panic!("{run}: refused ({error}) yet a mark was written"),
+        }
+    }
+    // The base is the newest mark in the file, whichever runs won the race.
+    let newest = lines.iter().rev().find(|l| l["kind"] == "success").map(|l| l["commit"].as_str().unwrap().to_string());
+    assert_eq!(store.last_success().unwrap().map(|m| m.commit), newest);
+}

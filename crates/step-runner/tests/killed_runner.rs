@@ -1,38 +1,12 @@
-//! The real `step-runner` binary killed with SIGKILL: nothing it started survives it, and its
-//! step does not stay `running` (needs the `cli` feature: `cargo test -p step-runner --all-features`).
+//! The real `step-runner` binary killed with SIGKILL, or stopped with SIGTERM: nothing it started
+//! survives it, and its step does not stay `running` (needs the `cli` feature:
+//! `cargo test -p step-runner --all-features`).
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use run_state::{FileStore, RunDir, RunFile, Status, Step, Store};
-
-/// Whether a process runs, from `/proc/PID/stat`: gone or a zombie is not running. Panics when
-/// `/proc` cannot tell, so the test never takes "cannot tell" for "gone".
-fn running(pid: &str) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => {
-            let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
-            !matches!(state.expect("cannot parse /proc/PID/stat"), "Z" | "X" | "x")
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            assert!(std::path::Path::new("/proc/self/stat").exists(), "no /proc: cannot tell whether {pid} runs");
-            false
-        }
-        Err(e) => panic!("cannot tell whether {pid} runs: {e}"),
-    }
-}
-
-fn wait_for_file(path: &std::path::Path) -> String {
-    for _ in 0..600 {
-        if let Ok(text) = std::fs::read_to_string(path)
-            && text.ends_with('\n')
-        {
-            return text.trim().to_string();
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("{} was never written", path.display());
-}
+use test_support::process::{running, wait_for_file};
 
 #[test]
 fn a_killed_runner_takes_its_jobs_and_their_children_with_it() {
@@ -91,4 +65,50 @@ fn a_killed_runner_takes_its_jobs_and_their_children_with_it() {
     assert_eq!(api.status, Status::Failed, "{api:?}");
     let error = api.details.error.as_deref().unwrap();
     assert!(error.starts_with(&format!("runner died (pid {} on ", runner.id())), "{error}");
+}
+
+#[test]
+fn sigterm_cancels_the_step_records_it_and_stops_everything_it_started() {
+    let outside = tempfile::tempdir().unwrap();
+    let shell_pid = outside.path().join("shell.pid");
+    let grandchild_pid = outside.path().join("grandchild.pid");
+    let config = format!(
+        "[components.api]\npaths = [\"api/**\"]\ntest = {{ run = \"echo $$ > {shell}; sleep 1236 & echo $! > {grandchild}; wait\" }}\n",
+        shell = shell_pid.display(),
+        grandchild = grandchild_pid.display(),
+    );
+    let repo = test_support::GitRepo::new();
+    repo.commit_files("one", &[("pipeline.toml", config.as_str())]);
+    repo.commit_files("two", &[("api/a.py", "1")]);
+    let handle = source_diff::Repo::open(repo.path()).unwrap();
+    let components = source_diff::Components::load(&repo.path().join("pipeline.toml")).unwrap();
+    let diff = source_diff::diff(&handle, &components, &Default::default(), "HEAD", false).unwrap();
+    let state = repo.path().join(".pipeline");
+    let run_dir = RunDir::create(&state, "run-1").unwrap();
+    run_dir.write(RunFile::Diff, &serde_json::to_vec(&diff).unwrap()).unwrap();
+
+    let runner = Command::new(env!("CARGO_BIN_EXE_step-runner"))
+        .arg("--repo")
+        .arg(repo.path())
+        .args(["--step", "test"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pids = [wait_for_file(&shell_pid), wait_for_file(&grandchild_pid)];
+    for pid in &pids {
+        assert!(running(pid), "process {pid} of the job is not running before the SIGTERM");
+    }
+    let term = Command::new("kill").args(["-TERM", &runner.id().to_string()]).status().unwrap();
+    assert!(term.success());
+    let out = runner.wait_with_output().unwrap();
+    // The binary ends by itself (wait_with_output returned) with the step's verdict, not killed by the signal.
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    for pid in &pids {
+        test_support::process::assert_ends(pid, "a process of the cancelled job");
+    }
+    let records = FileStore::open(&state).unwrap().run("run-1").unwrap();
+    let api = records.iter().find(|r| r.component == "api" && r.step == Step::Test).unwrap();
+    assert_eq!(api.status, Status::Cancelled, "{api:?}");
 }

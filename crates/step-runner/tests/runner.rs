@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use run_state::{FileStore, RunDir, Status, Step, Store};
 use step_runner::{Event, Job, Outcome, Runner, RunnerSettings};
+use test_support::process::{assert_ends, wait_for_file};
 
 fn job(dir: &std::path::Path, name: &str, command: &str, timeout: Duration) -> Job {
     Job {
@@ -17,46 +18,6 @@ fn job(dir: &std::path::Path, name: &str, command: &str, timeout: Duration) -> J
         stdout_path: None,
         env: Vec::new(),
     }
-}
-
-/// Whether a process runs, from `/proc/PID/stat`: gone or a zombie is not running. Panics when
-/// `/proc` cannot tell, so a test never takes "cannot tell" for "gone".
-fn running(pid: &str) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => {
-            let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
-            !matches!(state.expect("cannot parse /proc/PID/stat"), "Z" | "X" | "x")
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            assert!(std::path::Path::new("/proc/self/stat").exists(), "no /proc: cannot tell whether {pid} runs");
-            false
-        }
-        Err(e) => panic!("cannot tell whether {pid} runs: {e}"),
-    }
-}
-
-/// Waits, a bounded number of polls, for a process to end; panics when it does not.
-fn assert_ends(pid: &str, what: &str) {
-    for _ in 0..200 {
-        if !running(pid) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("{what} (pid {pid}) is still running");
-}
-
-/// Reads a file a process writes, a bounded number of polls.
-fn wait_for_file(path: &std::path::Path) -> String {
-    for _ in 0..400 {
-        if let Ok(text) = std::fs::read_to_string(path)
-            && text.ends_with('\n')
-        {
-            return text.trim().to_string();
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("{} was never written", path.display());
 }
 
 #[test]

@@ -5,11 +5,13 @@
 //!   stopped when the test process exits.
 //! - [`GitRepo`]: a throw-away git repository with a scripted, reproducible history.
 //! - [`sample_monorepo`]: a copy of `fixtures/monorepo` to work on.
+//! - [`process`]: whether a process still runs, read from `/proc` (a test fails when it cannot tell).
 
 #![allow(clippy::print_stderr)]
 
 mod git;
 mod moto;
+pub mod process;
 
 use std::path::{Path, PathBuf};
 

@@ -3,7 +3,9 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+use run_state::Store;
 use test_support::GitRepo;
+use test_support::process::{assert_ends, running, wait_for_file};
 
 const CONFIG: &str = r#"
 [components.infra]
@@ -144,4 +146,59 @@ fn an_unreadable_template_is_a_finding_and_results_are_cached_by_content() {
     let again = validate(repo.path(), &["--all", "--no-tools"]);
     assert_eq!(again.stdout, out.stdout);
     assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 1);
+}
+
+#[test]
+fn sigterm_cancels_a_slow_tool_records_the_step_cancelled_and_leaves_nothing_running() {
+    let outside = tempfile::tempdir().unwrap();
+    let tool_pid = outside.path().join("tool.pid");
+    let child_pid = outside.path().join("child.pid");
+    let slow_lint = format!(
+        "echo $$ > {tool}\nsleep 1237 &\necho $! > {child}\nwait\n",
+        tool = tool_pid.display(),
+        child = child_pid.display()
+    );
+    let repo = GitRepo::new();
+    repo.commit_files(
+        "init",
+        &[("pipeline.toml", CONFIG), ("app/main.py", "print('hi')\n"), (".gitignore", ".pipeline/\n")],
+    );
+    let config = CONFIG.replace("sh tools/fake-lint.sh", "sh tools/slow-lint.sh");
+    repo.commit_files(
+        "infra",
+        &[("pipeline.toml", &config), ("cfn/app.yaml", GOOD), ("tools/slow-lint.sh", &slow_lint)],
+    );
+    // A run whose diff marks infra changed, so its tool runs.
+    let state = repo.path().join(".pipeline");
+    let store = run_state::FileStore::open(&state).unwrap();
+    let handle = source_diff::Repo::open(repo.path()).unwrap();
+    let components = source_diff::Components::load(&repo.path().join("pipeline.toml")).unwrap();
+    let request = source_diff::BaseRequest { explicit: Some("HEAD~1".into()), ..Default::default() };
+    let (run_dir, diff) =
+        source_diff::begin_run(&handle, &components, &request, "HEAD", false, &store, &state).unwrap();
+    assert_eq!(diff.changed().collect::<Vec<_>>(), ["infra"]);
+
+    let child = Command::new(env!("CARGO_BIN_EXE_validate"))
+        .arg("--repo")
+        .arg(repo.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pids = [wait_for_file(&tool_pid), wait_for_file(&child_pid)];
+    for pid in &pids {
+        assert!(running(pid), "the slow tool's process {pid} is not running before the SIGTERM");
+    }
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "ended by itself, saying why: {stderr}");
+    assert!(stderr.contains("cancel"), "{stderr}");
+    for pid in &pids {
+        assert_ends(pid, "a process of the cancelled tool");
+    }
+    let records = store.run(&run_dir.run_id).unwrap();
+    let step = records.iter().find(|r| r.step == run_state::Step::Validate).expect("the validate step is recorded");
+    assert_eq!(step.status, run_state::Status::Cancelled, "{step:?}");
 }

@@ -1,7 +1,8 @@
-//! The native rules on the template fixtures: one bad template per rule with its expected
-//! findings as a snapshot (`NAME.expected.json`), the good templates clean, and parity with
-//! cfn-lint (installed by `cargo xtask`, pinned in xtask/python-requirements.txt) for every
-//! rule both implement.
+//! The native rules on the template fixtures: one bad template per rule with our findings in
+//! full as a snapshot (`NAME.native.json`), what cfn-lint says about it (`NAME.expected.json`,
+//! `[]` for a native-only check) with the native finding at the same place and severity, the
+//! good templates clean under both, and cfn-lint (installed by `cargo xtask`, pinned in
+//! xtask/python-requirements.txt) checked to still say what the fixtures record.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -18,7 +19,7 @@ fn templates(dir: &Path) -> Vec<PathBuf> {
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml" || e == "json"))
-        .filter(|p| !p.to_string_lossy().ends_with(".expected.json"))
+        .filter(|p| !p.to_string_lossy().ends_with(".expected.json") && !p.to_string_lossy().ends_with(".native.json"))
         .collect();
     found.sort();
     found
@@ -29,66 +30,104 @@ fn native(path: &Path) -> Vec<Finding> {
     validate::check_template(&name, path, &std::fs::read(path).unwrap())
 }
 
-fn native_ids() -> BTreeSet<&'static str> {
-    rules::ALL.iter().map(|r| r.id).chain([validate::PARSE_ERROR]).collect()
-}
-
-#[derive(Debug, PartialEq, Eq, PartialOrd, Ord, Clone)]
-struct Seen {
+/// A finding in full, as the snapshots hold it (the file is the snapshot's).
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord, Clone, serde::Serialize, serde::Deserialize)]
+struct Full {
     rule: String,
+    severity: String,
     line: u32,
     column: u32,
+    message: String,
 }
 
-fn expected(path: &Path) -> Vec<Seen> {
-    let file = path.with_extension("expected.json");
-    let json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()))).unwrap();
-    let ids = native_ids();
-    let mut seen: Vec<Seen> = json
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|f| ids.contains(f["rule"].as_str().unwrap()))
-        .map(|f| Seen {
-            rule: f["rule"].as_str().unwrap().to_string(),
-            line: f["line"].as_u64().unwrap() as u32,
-            column: f["column"].as_u64().unwrap() as u32,
-        })
-        .collect();
-    seen.sort();
-    // cfn-lint may say two things at one place under one rule (`!Ref {…}` is both "not one of"
-    // and "not of type 'string'"); the native rule says it once.
-    seen.dedup();
-    seen
+fn full(finding: &Finding) -> Full {
+    Full {
+        rule: finding.rule.clone(),
+        severity: serde_json::to_value(finding.severity).unwrap().as_str().unwrap().to_string(),
+        line: finding.pos.line,
+        column: finding.pos.column,
+        message: finding.message.clone(),
+    }
+}
+
+fn read_full(file: &Path) -> Vec<Full> {
+    let text = std::fs::read(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    serde_json::from_slice(&text).unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+}
+
+/// What cfn-lint says about a bad template (`NAME.expected.json`, written by generate.py; `[]`
+/// for a native-only check).
+fn cfn_lint_expected(path: &Path) -> Vec<Full> {
+    let mut found = read_full(&path.with_extension("expected.json"));
+    found.sort();
+    found
+}
+
+/// Our full findings on a bad template: `NAME.native.json`.
+fn native_snapshot(path: &Path) -> PathBuf {
+    path.with_extension("native.json")
 }
 
 #[test]
-fn every_bad_template_gives_its_expected_findings() {
+fn every_bad_template_gives_its_snapshot_in_full() {
     let bad = templates(&fixtures().join("bad"));
     assert!(bad.len() >= 15, "only {} bad templates", bad.len());
+    let update = std::env::var_os("UPDATE_EXPECTED").is_some();
     let mut covered = BTreeSet::new();
     let mut mismatches = Vec::new();
     for path in &bad {
-        let mut got: Vec<Seen> = native(path)
-            .iter()
-            .map(|f| Seen { rule: f.rule.clone(), line: f.pos.line, column: f.pos.column })
-            .collect();
-        got.sort();
-        let want = expected(path);
-        covered.extend(got.iter().map(|s| s.rule.clone()));
+        let got: Vec<Full> = native(path).iter().map(full).collect();
+        assert!(!got.is_empty(), "{}: a bad template with no finding", path.display());
+        covered.extend(got.iter().map(|f| f.rule.clone()));
+        let snapshot = native_snapshot(path);
+        if update {
+            std::fs::write(&snapshot, serde_json::to_string_pretty(&got).unwrap() + "\n").unwrap();
+            continue;
+        }
+        let want = read_full(&snapshot);
         if got != want {
-            mismatches.push(format!("{}:\n  native   {got:?}\n  expected {want:?}", path.display()));
+            mismatches.push(format!("{}:\n  native   {got:#?}\n  snapshot {want:#?}", path.display()));
         }
     }
-    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+    assert!(
+        mismatches.is_empty(),
+        "{}\nif the new findings are right: UPDATE_EXPECTED=1 cargo test -p validate --all-features --test templates, then check the diff by eye",
+        mismatches.join("\n")
+    );
     let untested: Vec<&str> = rules::ALL.iter().map(|r| r.id).filter(|id| !covered.contains(*id)).collect();
     assert!(untested.is_empty(), "rules without a bad template: {untested:?}");
 }
 
 #[test]
+fn where_cfn_lint_has_the_check_the_native_finding_is_at_its_place_with_its_severity() {
+    let bad = templates(&fixtures().join("bad"));
+    let mut shared = 0;
+    let mut native_only = Vec::new();
+    for path in &bad {
+        let theirs = cfn_lint_expected(path);
+        // cfn-lint may say two things at one place under one rule (`!Ref {…}` is both "not one of"
+        // and "not of type 'string'"); the native rule says it once.
+        let place = |f: &Full| (f.rule.clone(), f.severity.clone(), f.line, f.column);
+        let theirs: BTreeSet<_> = theirs.iter().map(place).collect();
+        let ours: BTreeSet<_> = native(path).iter().map(full).map(|f| place(&f)).collect();
+        if theirs.is_empty() {
+            native_only.push(path.file_name().unwrap().to_string_lossy().to_string());
+            continue;
+        }
+        shared += 1;
+        assert_eq!(ours, theirs, "{}", path.display());
+    }
+    assert!(shared >= 15, "only {shared} bad templates have a cfn-lint finding");
+    // The native-only checks, each named in fixtures/templates/README.md.
+    let prefixes: Vec<&str> = native_only.iter().map(|name| name.split('-').next().unwrap()).collect();
+    assert_eq!(prefixes, ["E2010", "E7010", "P1002", "P3001", "P3002", "P3002", "P3002"], "{native_only:?}");
+}
+
+#[test]
 fn the_good_templates_are_clean() {
-    for path in templates(&fixtures().join("good")) {
+    let good = templates(&fixtures().join("good"));
+    assert!(good.len() >= 5, "only {} good templates", good.len());
+    for path in good {
         let findings = native(&path);
         assert!(findings.is_empty(), "{}: {findings:#?}", path.display());
     }
@@ -105,58 +144,46 @@ fn cfn_lint() -> PathBuf {
     bin
 }
 
+/// cfn-lint (every rule of its default set, nothing filtered out) still says exactly what the
+/// fixtures record: each bad template's `expected.json` (nothing for a native-only check), and
+/// nothing on `good/`.
 #[test]
-fn findings_match_cfn_lint_for_the_rules_both_implement() {
-    let mut files = templates(&fixtures().join("bad"));
-    files.extend(templates(&fixtures().join("good")));
+fn cfn_lint_says_what_the_fixtures_record_and_nothing_on_good_templates() {
+    let bad = templates(&fixtures().join("bad"));
+    let good = templates(&fixtures().join("good"));
+    let files: Vec<&PathBuf> = bad.iter().chain(&good).collect();
     let out = Command::new(cfn_lint()).args(["-f", "json", "--"]).args(&files).output().unwrap();
     let report: serde_json::Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("cfn-lint output is not JSON ({e}): {}", String::from_utf8_lossy(&out.stderr)));
-    // Rules whose fixtures say cfn-lint has no such check (or gives the ID another meaning).
-    let native_only: BTreeSet<String> = templates(&fixtures().join("bad"))
-        .iter()
-        .flat_map(|path| {
-            let json: serde_json::Value =
-                serde_json::from_slice(&std::fs::read(path.with_extension("expected.json")).unwrap()).unwrap();
-            json.as_array()
-                .unwrap()
-                .iter()
-                .filter(|f| f["source"] == "native-only")
-                .map(|f| f["rule"].as_str().unwrap().to_string())
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    let ours: BTreeSet<&str> = rules::ALL.iter().map(|r| r.id).filter(|id| !native_only.contains(*id)).collect();
-    assert!(ours.len() >= 15, "parity covers only {ours:?}");
-    let key = |file: &str, rule: &str, line: u64, column: u64| {
-        let name = Path::new(file).file_name().unwrap().to_string_lossy().to_string();
-        (name, rule.to_string(), line, column)
+    let severity = |level: &str| match level {
+        "Error" => "error",
+        "Warning" => "warning",
+        "Informational" => "info",
+        other => panic!("cfn-lint level {other}"),
     };
-    let theirs: BTreeSet<_> = report
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|f| ours.contains(f["Rule"]["Id"].as_str().unwrap_or("")))
-        .map(|f| {
-            let start = &f["Location"]["Start"];
-            key(
-                f["Filename"].as_str().unwrap(),
-                f["Rule"]["Id"].as_str().unwrap(),
-                start["LineNumber"].as_u64().unwrap(),
-                start["ColumnNumber"].as_u64().unwrap(),
-            )
-        })
-        .collect();
-    let mine: BTreeSet<_> = files
-        .iter()
-        .flat_map(|p| native(p))
-        .filter(|f| ours.contains(f.rule.as_str()))
-        .map(|f| key(&f.path, &f.rule, f.pos.line.into(), f.pos.column.into()))
-        .collect();
-    let only_theirs: Vec<_> = theirs.difference(&mine).collect();
-    let only_mine: Vec<_> = mine.difference(&theirs).collect();
-    assert!(
-        only_theirs.is_empty() && only_mine.is_empty(),
-        "only cfn-lint: {only_theirs:#?}\nonly native: {only_mine:#?}"
-    );
+    let mut said: std::collections::BTreeMap<String, Vec<Full>> = std::collections::BTreeMap::new();
+    for f in report.as_array().unwrap() {
+        let file = Path::new(f["Filename"].as_str().unwrap()).file_name().unwrap().to_string_lossy().to_string();
+        let start = &f["Location"]["Start"];
+        said.entry(file).or_default().push(Full {
+            rule: f["Rule"]["Id"].as_str().unwrap().to_string(),
+            severity: severity(f["Level"].as_str().unwrap()).to_string(),
+            line: start["LineNumber"].as_u64().unwrap() as u32,
+            column: start["ColumnNumber"].as_u64().unwrap() as u32,
+            message: f["Message"].as_str().unwrap().to_string(),
+        });
+    }
+    let mut mismatches = Vec::new();
+    for path in &bad {
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let mut got = said.remove(&name).unwrap_or_default();
+        got.sort();
+        let want = cfn_lint_expected(path);
+        if got != want {
+            mismatches.push(format!("{name}:\n  cfn-lint {got:#?}\n  expected {want:#?}"));
+        }
+    }
+    assert!(mismatches.is_empty(), "{}\n(generate.py --expected rewrites them)", mismatches.join("\n"));
+    // What is left is about good/: nothing.
+    assert!(said.is_empty(), "cfn-lint on good/: {said:#?}");
 }
