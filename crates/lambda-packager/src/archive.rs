@@ -117,7 +117,7 @@ pub fn write_zip(path: &Path, own: &[Entry], deps: Option<&Path>) -> Result<Writ
     drop(inner);
     // A temporary file is created 0600; a zip is for whoever deploys it.
     set_mode(temp.path(), 0o644)?;
-    temp.as_file().sync_data().map_err(|e| Error::io(temp.path(), e))?;
+    // Not synced: this is the cache; a zip is synced when it is published (`publish`).
     let written = describe(temp.path())?;
     temp.persist(path).map_err(|e| Error::io(path, e.error))?;
     Ok(written)
