@@ -130,7 +130,8 @@ fn prepare(root: &Path, python_bin: &Path, work: &Path) -> anyhow::Result<PathBu
         bail!("`zip` is not installed; the seed's loop needs it (apt-get install zip)");
     }
     let repo = work.join("repo");
-    let done = repo.join(".ready");
+    // (`-runtime`: the config names the runtime of the copied site-packages.)
+    let done = repo.join(".ready-runtime");
     if done.exists() {
         return Ok(repo);
     }
@@ -165,7 +166,13 @@ fn prepare(root: &Path, python_bin: &Path, work: &Path) -> anyhow::Result<PathBu
         "+",
     ]))?;
     let architecture = if std::env::consts::ARCH == "aarch64" { "arm64" } else { "x86_64" };
-    let mut config = format!("[lambda]\narchitecture = \"{architecture}\"\n");
+    // The copied site-packages are the venv's Python's: the packager checks every `.so` and wheel
+    // tag against the runtime, so the runtime is that Python.
+    let version = Command::new(python_bin.join("python"))
+        .args(["-c", "import sys; print(f'python{sys.version_info[0]}.{sys.version_info[1]}')"])
+        .output()?;
+    let runtime = String::from_utf8(version.stdout)?.trim().to_string();
+    let mut config = format!("[lambda]\narchitecture = \"{architecture}\"\nruntime = \"{runtime}\"\n");
     for (name, sources) in FUNCTIONS {
         let (own, include) = sources.split_at(1);
         config.push_str(&format!(
