@@ -46,3 +46,14 @@ fn a_config_mistake_names_the_key_and_line() {
         "{stderr}"
     );
 }
+
+#[test]
+fn without_a_run_the_error_names_out() {
+    let repo = tempfile::tempdir().unwrap();
+    std::fs::write(repo.path().join("pipeline.toml"), "[lambda.functions.hello]\nsources = [\"fn\"]\n").unwrap();
+    let result = packager(repo.path(), &[]);
+    assert_eq!(result.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.trim_end().ends_with("; or pass --out DIR to build without a run"), "{stderr}");
+}
