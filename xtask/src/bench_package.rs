@@ -218,7 +218,8 @@ fn prepare(root: &Path, python_bin: &Path, work: &Path) -> anyhow::Result<PathBu
         bail!("`zip` is not installed; the seed's loop needs it (apt-get install zip)");
     }
     let repo = work.join("repo");
-    let done = repo.join(".ready-v2");
+    // (`-runtime`: the config names the runtime of the copied site-packages.)
+    let done = repo.join(".ready-v2-runtime");
     if done.exists() {
         return Ok(repo);
     }
@@ -257,8 +258,14 @@ fn prepare(root: &Path, python_bin: &Path, work: &Path) -> anyhow::Result<PathBu
         crate::run(Command::new("find").arg(&package).args(["-path", "*.dist-info/*", "-name", name, "-delete"]))?;
     }
     let architecture = if std::env::consts::ARCH == "aarch64" { "arm64" } else { "x86_64" };
+    // The copied site-packages are the venv's Python's: the packager checks every `.so` and wheel
+    // tag against the runtime, so the runtime is that Python.
+    let version = Command::new(python_bin.join("python"))
+        .args(["-c", "import sys; print(f'python{sys.version_info[0]}.{sys.version_info[1]}')"])
+        .output()?;
+    let runtime = String::from_utf8(version.stdout)?.trim().to_string();
     for (file, keep) in [("pipeline.toml", None), ("pipeline-like-for-like.toml", Some(RUNTIME_PACKAGES))] {
-        let mut config = format!("[lambda]\narchitecture = \"{architecture}\"\n");
+        let mut config = format!("[lambda]\narchitecture = \"{architecture}\"\nruntime = \"{runtime}\"\n");
         for (name, sources) in FUNCTIONS {
             let (own, include) = sources.split_at(1);
             let (dir, what) = own[0];

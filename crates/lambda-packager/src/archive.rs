@@ -32,20 +32,27 @@ fn zip_error(path: &Path, error: zip::result::ZipError) -> Error {
     Error::Zip { path: path.to_path_buf(), message: error.to_string() }
 }
 
-/// Compresses entries on all cores.
+/// Compresses entries on all cores: one task per file, largest first, so a big library (a 14 MB
+/// `.so`) starts at once instead of holding up the end; the results come back in entry order.
 fn prepare(entries: &[Entry]) -> Result<Vec<PreparedZipFile>, Error> {
-    entries
+    let mut order: Vec<usize> = (0..entries.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(entries[i].size));
+    let mut done: Vec<(usize, PreparedZipFile)> = order
         .par_iter()
-        .map(|entry| {
+        .with_max_len(1)
+        .map(|&i| {
+            let entry = &entries[i];
             // Read as collected: a regular file, no bigger than it was then.
             let bytes =
                 run_state::fs::read_regular(&entry.source, entry.size).map_err(|e| Error::io(&entry.source, e))?;
             let mut builder =
                 ZipFileBuilder::new(&entry.zip_path, options(entry.mode)).map_err(|e| zip_error(&entry.source, e))?;
             builder.write_all(&bytes).map_err(|e| Error::io(&entry.source, e))?;
-            builder.finish().map_err(|e| zip_error(&entry.source, e))
+            Ok((i, builder.finish().map_err(|e| zip_error(&entry.source, e))?))
         })
-        .collect()
+        .collect::<Result<_, Error>>()?;
+    done.sort_by_key(|(i, _)| *i);
+    Ok(done.into_iter().map(|(_, file)| file).collect())
 }
 
 /// Writes a zip of `entries` (sorted by the caller) through a temporary file and a rename.
@@ -117,7 +124,7 @@ pub fn write_zip(path: &Path, own: &[Entry], deps: Option<&Path>) -> Result<Writ
     drop(inner);
     // A temporary file is created 0600; a zip is for whoever deploys it.
     set_mode(temp.path(), 0o644)?;
-    temp.as_file().sync_data().map_err(|e| Error::io(temp.path(), e))?;
+    // Not synced: this is the cache; a zip is synced when it is published (`publish`).
     let written = describe(temp.path())?;
     temp.persist(path).map_err(|e| Error::io(path, e.error))?;
     Ok(written)

@@ -23,6 +23,22 @@ pub struct LambdaSettings {
     /// Extra arguments for every `pip install` (an index URL, `--find-links` …).
     #[serde(default)]
     pub pip_args: Vec<String>,
+    /// Default `requirements` of the functions (a function's `requirements` or `dependencies_dir` replaces it).
+    #[serde(default)]
+    pub requirements: Option<Spanned<String>>,
+    /// Default `dependencies_dir` of the functions (a function's `requirements` or `dependencies_dir` replaces it).
+    #[serde(default)]
+    pub dependencies_dir: Option<Spanned<String>>,
+    /// Default `keep_packages` (a function's own list replaces it).
+    #[serde(default)]
+    pub keep_packages: Option<Vec<String>>,
+    /// Default `exclude` (a function's own list replaces it).
+    #[serde(default)]
+    pub exclude: Option<Vec<Spanned<String>>>,
+    /// Templates searched for the functions (globs from the monorepo root): a function resource
+    /// whose `CodeUri` (or `Code` path) is one of a function's `sources` declares that function.
+    #[serde(default)]
+    pub templates: Vec<Spanned<String>>,
     /// The functions, by name.
     #[serde(default)]
     pub functions: BTreeMap<String, FunctionSettings>,
@@ -49,12 +65,25 @@ pub struct FunctionSettings {
     /// `x86_64` or `arm64`.
     #[serde(default)]
     pub architecture: Option<Architecture>,
-    /// Globs (relative to each source) left out of the function's own files.
+    /// Globs (relative to each source) left out of the function's own files (replaces `[lambda] exclude`).
     #[serde(default)]
-    pub exclude: Vec<Spanned<String>>,
-    /// Packages the Lambda runtime provides that this function wants bundled anyway (`boto3` …).
+    pub exclude: Option<Vec<Spanned<String>>>,
+    /// Packages the Lambda runtime provides that this function wants bundled anyway (`boto3` …;
+    /// replaces `[lambda] keep_packages`).
     #[serde(default)]
-    pub keep_packages: Vec<String>,
+    pub keep_packages: Option<Vec<String>>,
+    /// `module.function` (or `pkg.module.function`): the handler Lambda calls.
+    #[serde(default)]
+    pub handler: Option<Spanned<String>>,
+    /// A template declaring this function (with `resource`), relative to the monorepo root.
+    #[serde(default)]
+    pub template: Option<Spanned<String>>,
+    /// The function's logical ID in `template`.
+    #[serde(default)]
+    pub resource: Option<Spanned<String>>,
+    /// The `[components]` entry whose change rebuilds this function (default: the function's name).
+    #[serde(default)]
+    pub component: Option<Spanned<String>>,
 }
 
 /// `{ from = "frontend/dist", to = "dist" }`.
@@ -142,6 +171,19 @@ pub struct FunctionSpec {
     pub sources: Vec<SourceMapping>,
     /// Where its dependencies come from.
     pub dependencies: Option<DepsSource>,
+    /// The config key that set `dependencies` (`lambda.functions.NAME.requirements`,
+    /// `lambda.dependencies_dir` …), named in errors about it.
+    pub dependencies_key: String,
+    /// `handler` from the config, if set.
+    pub handler: Option<String>,
+    /// `template` and `resource` from the config, if set.
+    pub template: Option<(String, String)>,
+    /// The component whose change rebuilds it.
+    pub component: String,
+    /// Whether `component` was written (rather than defaulting to the name).
+    pub component_explicit: bool,
+    /// `[lambda] templates` as written: the templates searched for functions by `CodeUri`/`Code`.
+    pub template_globs: Vec<String>,
     /// Runtime, e.g. `python3.12`.
     pub runtime: String,
     /// Architecture.
@@ -177,6 +219,7 @@ impl LambdaSettings {
     /// Checks the functions: globs compile, runtimes are Python, sources are relative.
     pub fn functions(&self, file: &Path, text: &str) -> Result<Vec<FunctionSpec>, ConfigError> {
         let always_excluded = globs(file, text, ALWAYS_EXCLUDED.iter().map(|g| (g.to_string(), 0..0)), "lambda")?;
+        globs(file, text, self.templates.iter().map(|t| (t.get_ref().clone(), t.span())), "lambda.templates")?;
         let mut specs = Vec::new();
         for (name, function) in &self.functions {
             let key = format!("lambda.functions.{name}");
@@ -216,43 +259,98 @@ impl LambdaSettings {
                 }
                 sources.push(SourceMapping { from, to: Some(to) });
             }
+            let exclude_written = function.exclude.as_ref().or(self.exclude.as_ref());
             let mut patterns: Vec<(String, std::ops::Range<usize>)> =
-                function.exclude.iter().map(|g| (g.get_ref().clone(), g.span())).collect();
+                exclude_written.into_iter().flatten().map(|g| (g.get_ref().clone(), g.span())).collect();
             if self.default_excludes.unwrap_or(true) {
                 patterns.extend(DEFAULT_SOURCE_EXCLUDES.iter().map(|g| (g.to_string(), 0..0)));
             }
             let exclude_patterns = patterns.iter().map(|(p, _)| p.clone()).collect();
             let exclude = globs(file, text, patterns.into_iter(), &format!("{key}.exclude"))?;
-            let dependencies = match (&function.requirements, &function.dependencies_dir) {
+            // A function's own `requirements` or `dependencies_dir` replaces the section's.
+            let (requirements, dependencies_dir, deps_key) =
+                if function.requirements.is_some() || function.dependencies_dir.is_some() {
+                    (&function.requirements, &function.dependencies_dir, key.clone())
+                } else {
+                    (&self.requirements, &self.dependencies_dir, "lambda".to_string())
+                };
+            let (dependencies, dependencies_key) = match (requirements, dependencies_dir) {
                 (Some(_), Some(dir)) => {
                     return Err(ConfigError::at(
                         file,
                         text,
                         dir.span(),
-                        format!("{key}.dependencies_dir"),
+                        format!("{deps_key}.dependencies_dir"),
                         "set `requirements` or `dependencies_dir`, not both",
                     ));
                 }
-                (Some(requirements), None) => Some(DepsSource::Requirements(checked_relative(
-                    file,
-                    text,
-                    requirements,
-                    &format!("{key}.requirements"),
-                )?)),
-                (None, Some(dir)) => {
-                    Some(DepsSource::Installed(checked_relative(file, text, dir, &format!("{key}.dependencies_dir"))?))
+                (Some(requirements), None) => {
+                    let at = format!("{deps_key}.requirements");
+                    (Some(DepsSource::Requirements(checked_relative(file, text, requirements, &at)?)), at)
                 }
-                (None, None) => None,
+                (None, Some(dir)) => {
+                    let at = format!("{deps_key}.dependencies_dir");
+                    // An absolute folder (a CodeBuild cache) is taken as it is; a relative one
+                    // stays inside the monorepo.
+                    let path = if Path::new(dir.get_ref()).is_absolute() {
+                        dir.get_ref().trim_end_matches('/').to_string()
+                    } else {
+                        checked_relative(file, text, dir, &at)?
+                    };
+                    (Some(DepsSource::Installed(path)), at)
+                }
+                (None, None) => (None, String::new()),
             };
+            let handler = match &function.handler {
+                Some(handler) => {
+                    check_handler(handler.get_ref()).map_err(|message| {
+                        ConfigError::at(file, text, handler.span(), format!("{key}.handler"), message)
+                    })?;
+                    Some(handler.get_ref().clone())
+                }
+                None => None,
+            };
+            let template = match (&function.template, &function.resource) {
+                (Some(template), Some(resource)) => Some((
+                    checked_relative(file, text, template, &format!("{key}.template"))?,
+                    resource.get_ref().clone(),
+                )),
+                (None, None) => None,
+                (Some(template), None) => {
+                    return Err(ConfigError::at(
+                        file,
+                        text,
+                        template.span(),
+                        format!("{key}.resource"),
+                        "`template` needs `resource`: the function's logical ID in that template",
+                    ));
+                }
+                (None, Some(resource)) => {
+                    return Err(ConfigError::at(
+                        file,
+                        text,
+                        resource.span(),
+                        format!("{key}.template"),
+                        "`resource` needs `template`: the file declaring it, relative to the monorepo root",
+                    ));
+                }
+            };
+            let keep_packages = function.keep_packages.as_ref().or(self.keep_packages.as_ref());
             let leave_out_packages = RUNTIME_PACKAGES
                 .iter()
-                .filter(|p| !function.keep_packages.iter().any(|k| k == *p))
+                .filter(|p| !keep_packages.is_some_and(|keep| keep.iter().any(|k| k == *p)))
                 .map(|p| p.to_string())
                 .collect();
             specs.push(FunctionSpec {
                 name: name.clone(),
                 sources,
                 dependencies,
+                dependencies_key,
+                handler,
+                template,
+                component: function.component.as_ref().map_or_else(|| name.clone(), |c| c.get_ref().clone()),
+                component_explicit: function.component.is_some(),
+                template_globs: self.templates.iter().map(|t| t.get_ref().clone()).collect(),
                 runtime,
                 architecture: function.architecture.or(self.architecture).unwrap_or(Architecture::X86_64),
                 exclude,
@@ -274,6 +372,23 @@ pub fn python_version(runtime: &str) -> Option<&str> {
     let version = runtime.strip_prefix("python")?;
     let (major, minor) = version.split_once('.')?;
     (major.parse::<u32>().is_ok() && minor.parse::<u32>().is_ok()).then_some(version)
+}
+
+/// A handler is `module.function`, the module possibly dotted (`pkg.module.function`) or with
+/// `/` (`folder/module.function`).
+pub(crate) fn check_handler(handler: &str) -> Result<(), String> {
+    let ok = handler.rsplit_once('.').is_some_and(|(module, function)| {
+        !function.is_empty()
+            && module.split(['.', '/']).all(|part| {
+                !part.is_empty() && part != ".." && part.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '-')
+            })
+            && function.chars().all(|c| c.is_alphanumeric() || c == '_')
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("`{handler}` is not `module.function` (e.g. `index.handler`, `pkg.app.handler`)"))
+    }
 }
 
 fn checked_relative(file: &Path, text: &str, path: &Spanned<String>, key: &str) -> Result<String, ConfigError> {

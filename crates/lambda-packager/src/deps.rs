@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 use crate::Error;
 use crate::archive;
-use crate::config::{Architecture, DepsSource, python_version};
+use crate::config::{Architecture, DepsSource, FunctionSpec, python_version};
 use crate::entries::Entry;
 
 /// Files pip writes that differ from install to install, or that Lambda never reads.
@@ -43,7 +43,8 @@ impl DepsKey {
     ) -> DepsKey {
         let mut hasher = Sha256::new();
         // Bump when the layout of the cache or of deps.zip changes.
-        hasher.update(b"lambda-deps-v1\0");
+        // v2: dependencies are checked for the runtime's Python and platform when cached.
+        hasher.update(b"lambda-deps-v2\0");
         hasher.update(requirements);
         for part in [runtime, architecture.as_str()].into_iter().chain(leave_out.iter().map(String::as_str)) {
             hasher.update(b"\0");
@@ -75,28 +76,31 @@ pub struct Deps {
 /// The most a requirements file may hold.
 const MAX_REQUIREMENTS_BYTES: u64 = 16 * 1024 * 1024;
 
-/// Installs (or finds in `cache_dir`) a function's dependencies and compresses them once.
-/// `on_install` is called before pip runs (a cache miss). `function` (the first that needs them)
-/// names the configuration in errors.
-#[allow(clippy::too_many_arguments)]
+/// Installs (or finds in `cache_dir`) a function's dependencies, checks them (the architecture of
+/// every `.so`, the Python version and platform of every `.so` name and wheel tag) and compresses
+/// them once. `on_install` is called before pip runs (a cache miss). `function` (the first that
+/// needs them) names the configuration in errors.
 pub fn prepare(
-    function: &str,
-    repo: &Path,
+    function: &FunctionSpec,
     source: &DepsSource,
-    runtime: &str,
-    architecture: Architecture,
-    leave_out: &[String],
+    repo: &Path,
     pip: &Pip,
     cache_dir: &Path,
     on_install: &dyn Fn(),
 ) -> Result<Deps, Error> {
+    let (runtime, architecture, leave_out) =
+        (function.runtime.as_str(), function.architecture, function.leave_out_packages.as_slice());
     let root = cache_dir.join("lambda-deps");
     std::fs::create_dir_all(&root).map_err(|e| Error::io(&root, e))?;
-    let (key, site, staging) = match source {
+    let (key, site, staging, origin) = match source {
         DepsSource::Requirements(requirements) => {
             let path = repo.join(requirements);
             let content = run_state::fs::read_regular(&path, MAX_REQUIREMENTS_BYTES).map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound => Error::MissingRequirements { path: path.clone() },
+                std::io::ErrorKind::NotFound => Error::MissingRequirements {
+                    function: function.name.clone(),
+                    key: function.dependencies_key.clone(),
+                    path: path.clone(),
+                },
                 _ => Error::io(&path, e),
             })?;
             let key = DepsKey::new(&content, runtime, architecture, leave_out, pip);
@@ -108,23 +112,36 @@ pub fn prepare(
             let staging = staging(&root)?;
             let site = staging.path().join("site");
             install(&path, runtime, architecture, pip, &site)?;
-            (key, site, staging)
+            (key, site, staging, Origin::Requirements(requirements.clone()))
         }
         DepsSource::Installed(dir) => {
-            let site = repo.join(dir);
+            // An absolute folder (a CodeBuild cache) is the user's; a relative one is in the monorepo.
+            let absolute = Path::new(dir).is_absolute();
+            let site = if absolute { PathBuf::from(dir) } else { repo.join(dir) };
             if !site.is_dir() {
-                return Err(Error::MissingRequirements { path: site });
+                return Err(Error::MissingDependencies {
+                    function: function.name.clone(),
+                    key: function.dependencies_key.clone(),
+                    path: dir.clone(),
+                });
             }
-            // Like a source: a link out of the monorepo is refused, not packaged.
-            let repo_root = repo.canonicalize().map_err(|e| Error::io(repo, e))?;
-            let target = site.canonicalize().map_err(|e| Error::io(&site, e))?;
-            if !target.starts_with(&repo_root) {
-                return Err(Error::DependenciesOutside { function: function.to_string(), path: dir.clone(), target });
+            if !absolute {
+                // Like a source: a link out of the monorepo is refused, not packaged.
+                let repo_root = repo.canonicalize().map_err(|e| Error::io(repo, e))?;
+                let target = site.canonicalize().map_err(|e| Error::io(&site, e))?;
+                if !target.starts_with(&repo_root) {
+                    return Err(Error::DependenciesOutside {
+                        function: function.name.clone(),
+                        key: function.dependencies_key.clone(),
+                        path: dir.clone(),
+                        target,
+                    });
+                }
             }
-            (DepsKey { hash: String::new() }, site, staging(&root)?)
+            (DepsKey { hash: String::new() }, site, staging(&root)?, Origin::Folder(dir.clone()))
         }
     };
-    let entries = installed_entries(function, &site, leave_out)?;
+    let entries = installed_entries(&function.name, &site, leave_out)?;
     let key = if key.hash.is_empty() {
         // A ready folder is keyed by its content.
         let mut listing = Vec::new();
@@ -141,6 +158,8 @@ pub fn prepare(
         key
     };
     check_native_code(&entries, architecture)?;
+    check_python(function, &entries, &origin)?;
+    // The cache is not made durable here: a zip is synced when it leaves the cache (`publish`).
     archive::write_entries(&staging.path().join("deps.zip"), &entries)?;
     let unzipped_size = entries.iter().map(|e| e.size).sum();
     let summary = serde_json::to_vec(&(unzipped_size, entries.len())).expect("a pair serialises");
@@ -149,6 +168,10 @@ pub fn prepare(
     let _ = std::fs::remove_dir_all(staging.path().join("site"));
     let staging = staging.keep();
     let dir = root.join(&key.hash);
+    if dir.exists() && cached(&root, &key).is_none() {
+        // Left cut short by a crash (the cache is not synced).
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     if let Err(e) = std::fs::rename(&staging, &dir) {
         let _ = std::fs::remove_dir_all(&staging);
         // Another process finished the same key first: use theirs.
@@ -157,6 +180,192 @@ pub fn prepare(
         }
     }
     Ok(Deps { archive: dir.join("deps.zip"), key, unzipped_size, files: entries.len(), installed_now: true })
+}
+
+/// Where checked dependencies came from, for the fix an error names.
+enum Origin {
+    /// Installed by pip from this requirements file.
+    Requirements(String),
+    /// A folder installed by other means.
+    Folder(String),
+}
+
+/// Every compiled module and every wheel must be for the function's Python and platform: a
+/// `cpython-311` module in a python3.12 function is not loaded (its package fails at import, or
+/// falls back to pure Python without a word), so it is an error naming the package and the fix.
+fn check_python(function: &FunctionSpec, entries: &[Entry], origin: &Origin) -> Result<(), Error> {
+    let Some(version) = python_version(&function.runtime).and_then(parse_version) else { return Ok(()) };
+    let architecture = function.architecture;
+    for entry in entries {
+        let (top, rest) = entry.zip_path.split_once('/').unwrap_or(("", &entry.zip_path));
+        let name = entry.zip_path.rsplit('/').next().unwrap_or("");
+        let (package, what) = if name.ends_with(".so") {
+            let Some(problem) = so_problem(name, version, architecture) else { continue };
+            let package = if top.is_empty() { name.split('.').next().unwrap_or(name) } else { top };
+            (package.to_string(), format!("is built for {problem}"))
+        } else if top.ends_with(".dist-info") && rest == "WHEEL" {
+            let text =
+                run_state::fs::read_regular(&entry.source, 64 * 1024).map_err(|e| Error::io(&entry.source, e))?;
+            let text = String::from_utf8_lossy(&text);
+            let tags: Vec<&str> =
+                text.lines().filter_map(|l| l.strip_prefix("Tag:")).map(str::trim).filter(|t| !t.is_empty()).collect();
+            let problems: Vec<String> = tags.iter().filter_map(|t| tag_problem(t, version, architecture)).collect();
+            if tags.is_empty() || problems.len() < tags.len() {
+                continue;
+            }
+            let package = top.split('-').next().unwrap_or(top).to_string();
+            (package.clone(), format!("says `{package}` is for {} (Tag {})", problems[0], tags.join(", ")))
+        } else {
+            continue;
+        };
+        let runtime = &function.runtime;
+        let arch = architecture.as_str();
+        let section = format!("[lambda.functions.{}]", function.name);
+        let (file, fix) = match origin {
+            Origin::Folder(dir) => (
+                format!("{dir}/{}", entry.zip_path),
+                format!(
+                    "reinstall {dir} for {runtime} on {arch} (pip install --target {dir} --python-version {}.{} --platform {} --implementation cp --only-binary=:all: …), or fix `runtime`/`architecture` in {section}",
+                    version.0,
+                    version.1,
+                    architecture.platform_tag()
+                ),
+            ),
+            Origin::Requirements(requirements) => (
+                format!("{} (installed from {requirements})", entry.zip_path),
+                format!(
+                    "pin a release of `{package}` with a wheel for {runtime} on {arch} in {requirements}, or fix `runtime`/`architecture` in {section}"
+                ),
+            ),
+        };
+        return Err(Error::WrongPython {
+            function: function.name.clone(),
+            file,
+            what,
+            target: format!("{runtime} on {arch}"),
+            fix,
+        });
+    }
+    Ok(())
+}
+
+/// `(3, 12)` from `3.12`.
+fn parse_version(version: &str) -> Option<(u32, u32)> {
+    let (major, minor) = version.split_once('.')?;
+    Some((major.parse().ok()?, minor.parse().ok()?))
+}
+
+/// `(3, 11)` from `311` (a CPython tag's digits).
+fn tag_version(digits: &str) -> Option<(u32, u32)> {
+    let digits = digits.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let (major, minor) = digits.split_at_checked(1)?;
+    Some((major.parse().ok()?, minor.parse().ok()?))
+}
+
+fn architecture_of(platform: &str) -> Option<&'static str> {
+    if platform.contains("x86_64") {
+        Some("x86_64")
+    } else if platform.contains("aarch64") || platform.contains("arm64") {
+        Some("arm64")
+    } else {
+        None
+    }
+}
+
+/// What is wrong with a compiled module's name (`m.cpython-311-x86_64-linux-gnu.so`) for the
+/// runtime, if anything. `abi3` and untagged names (`m.so`, `libx.so`) are fine here (the ELF
+/// check still applies).
+fn so_problem(name: &str, version: (u32, u32), architecture: Architecture) -> Option<String> {
+    let parts: Vec<&str> = name.split('.').collect();
+    if parts.len() < 3 {
+        return None;
+    }
+    let tag = parts[parts.len() - 2];
+    if tag == "abi3" {
+        return None;
+    }
+    if let Some(rest) = tag.strip_prefix("cpython-") {
+        let (digits, platform) = rest.split_once('-').unwrap_or((rest, ""));
+        let built = tag_version(digits)?;
+        if built != version {
+            return Some(format!("CPython {}.{}", built.0, built.1));
+        }
+        if platform.contains("darwin") {
+            return Some("macOS".into());
+        }
+        if platform.contains("musl") {
+            return Some("musl Linux (Lambda's Linux is glibc)".into());
+        }
+        return match architecture_of(platform) {
+            Some(found) if found != architecture.as_str() => Some(format!("Linux on {found}")),
+            _ => None,
+        };
+    }
+    if tag.starts_with("pypy") {
+        return Some("PyPy".into());
+    }
+    None
+}
+
+/// What is wrong with one wheel tag (`cp311-cp311-manylinux_2_17_x86_64`, possibly compressed:
+/// `py2.py3-none-any`) for the runtime, if anything: `None` when one of its expansions fits.
+fn tag_problem(tag: &str, version: (u32, u32), architecture: Architecture) -> Option<String> {
+    let parts: Vec<&str> = tag.split('-').collect();
+    let [pythons, abis, platforms] = parts.as_slice() else { return Some(format!("an unreadable tag `{tag}`")) };
+    let mut first = None;
+    for python in pythons.split('.') {
+        for abi in abis.split('.') {
+            for platform in platforms.split('.') {
+                match one_tag_problem(python, abi, platform, version, architecture) {
+                    None => return None,
+                    Some(problem) => {
+                        first.get_or_insert(problem);
+                    }
+                }
+            }
+        }
+    }
+    first
+}
+
+fn one_tag_problem(
+    python: &str,
+    abi: &str,
+    platform: &str,
+    version: (u32, u32),
+    architecture: Architecture,
+) -> Option<String> {
+    if let Some(digits) = python.strip_prefix("cp") {
+        let built = tag_version(digits)?;
+        let fits = if abi == "abi3" { built.0 == version.0 && built.1 <= version.1 } else { built == version };
+        if !fits {
+            let plus = if abi == "abi3" { "+" } else { "" };
+            return Some(format!("CPython {}.{}{plus}", built.0, built.1));
+        }
+    } else if let Some(digits) = python.strip_prefix("py") {
+        if !digits.starts_with('3') {
+            return Some(format!("Python {digits}"));
+        }
+    } else {
+        return Some(format!("the `{python}` interpreter"));
+    }
+    if !(abi == "none" || abi == "abi3" || abi.starts_with("cp")) {
+        return Some(format!("the `{abi}` ABI"));
+    }
+    if platform == "any" {
+        return None;
+    }
+    if platform.starts_with("musllinux") {
+        return Some("musl Linux (Lambda's Linux is glibc)".into());
+    }
+    if !(platform.starts_with("manylinux") || platform.starts_with("linux_")) {
+        return Some(format!("the platform `{platform}`"));
+    }
+    match architecture_of(platform) {
+        Some(found) if found == architecture.as_str() => None,
+        Some(found) => Some(format!("Linux on {found}")),
+        None => Some(format!("the platform `{platform}`")),
+    }
 }
 
 fn staging(root: &Path) -> Result<tempfile::TempDir, Error> {
@@ -168,7 +377,9 @@ fn cached(root: &Path, key: &DepsKey) -> Option<Deps> {
     let summary = std::fs::read(dir.join("deps.json")).ok()?;
     let (unzipped_size, files) = serde_json::from_slice::<(u64, usize)>(&summary).ok()?;
     let archive = dir.join("deps.zip");
-    archive.is_file().then(|| Deps { key: key.clone(), archive, unzipped_size, files, installed_now: false })
+    // The cache is not synced to disk: an archive cut short by a crash reads as missing.
+    let whole = archive::list(&archive).is_ok_and(|names| names.len() == files);
+    whole.then(|| Deps { key: key.clone(), archive, unzipped_size, files, installed_now: false })
 }
 
 fn install(
@@ -283,7 +494,45 @@ pub fn hex(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::is_left_out;
+    use super::*;
+
+    #[test]
+    fn compiled_module_names_say_their_python_and_platform() {
+        let x86 = Architecture::X86_64;
+        assert_eq!(so_problem("m.cpython-312-x86_64-linux-gnu.so", (3, 12), x86), None);
+        assert_eq!(so_problem("m.abi3.so", (3, 12), x86), None);
+        assert_eq!(so_problem("libfoo.so", (3, 12), x86), None);
+        assert_eq!(so_problem("m.cpython-311-x86_64-linux-gnu.so", (3, 12), x86).as_deref(), Some("CPython 3.11"));
+        assert_eq!(so_problem("m.cpython-312-aarch64-linux-gnu.so", (3, 12), x86).as_deref(), Some("Linux on arm64"));
+        assert_eq!(so_problem("m.cpython-312-darwin.so", (3, 12), x86).as_deref(), Some("macOS"));
+    }
+
+    #[test]
+    fn wheel_tags_fit_the_runtime_or_say_why_not() {
+        let x86 = Architecture::X86_64;
+        let arm = Architecture::Arm64;
+        for fits in [
+            "py3-none-any",
+            "py2.py3-none-any",
+            "cp312-cp312-manylinux_2_17_x86_64.manylinux2014_x86_64",
+            "cp38-abi3-manylinux2014_x86_64",
+            "cp312-none-any",
+        ] {
+            assert_eq!(tag_problem(fits, (3, 12), x86), None, "{fits}");
+        }
+        assert_eq!(tag_problem("cp311-cp311-manylinux2014_x86_64", (3, 12), x86).as_deref(), Some("CPython 3.11"));
+        assert_eq!(tag_problem("cp313-abi3-manylinux2014_x86_64", (3, 12), x86).as_deref(), Some("CPython 3.13+"));
+        assert_eq!(tag_problem("cp312-cp312-manylinux2014_x86_64", (3, 12), arm).as_deref(), Some("Linux on x86_64"));
+        assert_eq!(
+            tag_problem("cp312-cp312-musllinux_1_1_x86_64", (3, 12), x86).as_deref(),
+            Some("musl Linux (Lambda's Linux is glibc)")
+        );
+        assert_eq!(
+            tag_problem("cp312-cp312-macosx_11_0_arm64", (3, 12), arm).as_deref(),
+            Some("the platform `macosx_11_0_arm64`")
+        );
+        assert_eq!(tag_problem("py2-none-any", (3, 12), x86).as_deref(), Some("Python 2"));
+    }
 
     #[test]
     fn left_out_packages_match_their_folders_and_metadata() {

@@ -32,12 +32,14 @@ pub mod archive;
 mod config;
 mod deps;
 mod entries;
+pub mod templates;
 pub mod update;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -71,10 +73,27 @@ pub enum Error {
         path: String,
     },
     /// A requirements file does not exist.
-    #[error("requirements file {} does not exist; fix `requirements` in [lambda.functions]", path.display())]
+    #[error("function `{function}`: requirements file {} does not exist; fix {}", path.display(), shown_key(key))]
     MissingRequirements {
+        /// The function.
+        function: String,
+        /// The config key that names it (`lambda.functions.NAME.requirements`, `lambda.requirements`).
+        key: String,
         /// The path.
         path: PathBuf,
+    },
+    /// A dependencies folder does not exist.
+    #[error(
+        "function `{function}`: dependencies_dir `{path}` does not exist or is not a folder; fix {}, or install the packages there first",
+        shown_key(key)
+    )]
+    MissingDependencies {
+        /// The function.
+        function: String,
+        /// The config key that names it (`lambda.functions.NAME.dependencies_dir`, `lambda.dependencies_dir`).
+        key: String,
+        /// The configured folder.
+        path: String,
     },
     /// A link leads out of the source tree.
     #[error("{} links to {}, outside the source tree; copy the file in or remove the link", path.display(), target.display())]
@@ -109,12 +128,15 @@ pub enum Error {
     },
     /// `dependencies_dir` leads out of the monorepo.
     #[error(
-        "function `{function}`: dependencies_dir `{path}` links to {}, outside the monorepo; fix [lambda.functions.{function}] dependencies_dir: copy the installed packages into the monorepo, or use `requirements`",
-        target.display()
+        "function `{function}`: dependencies_dir `{path}` links to {}, outside the monorepo; fix {}: copy the installed packages into the monorepo, use an absolute path, or use `requirements`",
+        target.display(),
+        shown_key(key)
     )]
     DependenciesOutside {
         /// The function.
         function: String,
+        /// The config key that names it.
+        key: String,
         /// The configured folder.
         path: String,
         /// Where it leads.
@@ -176,6 +198,122 @@ pub enum Error {
         /// What the function needs.
         expected: &'static str,
     },
+    /// A dependency is for another Python or platform than the function's runtime and architecture.
+    #[error("function `{function}`: {file} {what}, but the function runs {target}; {fix}")]
+    WrongPython {
+        /// The function.
+        function: String,
+        /// The file (a compiled module or a wheel's `WHEEL`), and where it came from.
+        file: String,
+        /// What it is for (`is built for CPython 3.11`, `says \`x\` is for …`).
+        what: String,
+        /// The function's runtime and architecture (`python3.12 on x86_64`).
+        target: String,
+        /// What to do.
+        fix: String,
+    },
+    /// A template cannot be read.
+    #[error("template `{template}` cannot be read; fix {} in pipeline.toml", shown_key(key))]
+    TemplateUnreadable {
+        /// The template, relative to the monorepo root.
+        template: String,
+        /// The config key that led to it (`lambda.functions.NAME.template`, `lambda.templates`).
+        key: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A template does not parse.
+    #[error(
+        "template `{template}` does not parse; fix the template (`validate` shows where) or {} in pipeline.toml",
+        shown_key(key)
+    )]
+    TemplateParse {
+        /// The template, relative to the monorepo root.
+        template: String,
+        /// The config key that led to it.
+        key: String,
+        /// The parser's error, with the position.
+        #[source]
+        source: validate::ParseError,
+    },
+    /// `resource` names no function of `template`.
+    #[error(
+        "function `{function}`: {template} has no AWS::Lambda::Function or AWS::Serverless::Function `{resource}`; fix [lambda.functions.{function}] resource (the function's logical ID) or template"
+    )]
+    UnknownResource {
+        /// The function.
+        function: String,
+        /// The template.
+        template: String,
+        /// The logical ID given.
+        resource: String,
+    },
+    /// A template declares the function with another runtime or architecture than the config.
+    #[error(
+        "function `{function}`: {at} says {property} `{declared}`, but pipeline.toml packages it for `{configured}`; make them agree: fix the template or `{}` in [lambda.functions.{function}] (or [lambda])",
+        if *property == "Runtime" { "runtime" } else { "architecture" }
+    )]
+    TemplateDisagrees {
+        /// The function.
+        function: String,
+        /// `LogicalId at template:line`.
+        at: String,
+        /// `Runtime` or `Architectures`.
+        property: &'static str,
+        /// The template's value.
+        declared: String,
+        /// The config's value (of `runtime` or `architecture`).
+        configured: String,
+    },
+    /// Two declarations of a function name different handlers.
+    #[error(
+        "function `{function}`: handler `{}` ({}) and handler `{}` ({}) disagree; make them the same handler",
+        handlers[0].0, handlers[0].1, handlers[1].0, handlers[1].1
+    )]
+    HandlerDisagrees {
+        /// The function.
+        function: String,
+        /// Two handlers that differ, each with where it is declared.
+        handlers: Box<[(String, String); 2]>,
+    },
+    /// A template's `Handler` is not `module.function`.
+    #[error("function `{function}`: {at}: Handler {message}; fix the template")]
+    BadHandler {
+        /// The function.
+        function: String,
+        /// `LogicalId at template:line`.
+        at: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The zip lacks the handler's module.
+    #[error(
+        "function `{function}`: handler `{handler}` ({at}) needs `{}` or `{}` at the zip's root, and the zip has neither; fix the handler, or the function's `sources` in [lambda.functions.{function}]",
+        templates::module_files(handler)[0],
+        templates::module_files(handler)[1]
+    )]
+    MissingHandlerModule {
+        /// The function.
+        function: String,
+        /// The handler.
+        handler: String,
+        /// Where it is declared.
+        at: String,
+    },
+    /// `component` names no component of the run's diff.
+    #[error(
+        "function `{function}`: no component `{component}` in the run's diff; fix [lambda.functions.{function}] component (the components are: {})",
+        known.join(", ")
+    )]
+    UnknownComponent {
+        /// The function.
+        function: String,
+        /// The component given.
+        component: String,
+        /// The components of the diff.
+        known: Vec<String>,
+    },
     /// Packages over Lambda's limits.
     #[error("{}", budget_message(.0))]
     OverBudget(Vec<BudgetProblem>),
@@ -207,6 +345,14 @@ pub enum Error {
         /// The configured names.
         known: Vec<String>,
     },
+}
+
+/// `lambda.functions.hello.dependencies_dir` as a reader finds it: `[lambda.functions.hello] dependencies_dir`.
+fn shown_key(key: &str) -> String {
+    match key.rsplit_once('.') {
+        Some((section, name)) => format!("[{section}] {name}"),
+        None => format!("[{key}]"),
+    }
 }
 
 impl Error {
@@ -278,6 +424,14 @@ pub struct Package {
     pub input_hash: String,
     /// Whether the zip came from the cache (its inputs had not changed).
     pub reused: bool,
+    /// Whether the function's component changed in the run's diff (always true without a run):
+    /// the deploy stage updates only the packages that changed.
+    #[serde(default = "changed_by_default")]
+    pub changed: bool,
+}
+
+fn changed_by_default() -> bool {
+    true
 }
 
 /// `packages/manifest.json`: every package, for the deploy stage.
@@ -285,6 +439,13 @@ pub struct Package {
 pub struct Manifest {
     /// The packages, by function name order.
     pub packages: Vec<Package>,
+}
+
+impl Manifest {
+    /// The packages whose function changed in the run's diff: what the deploy stage updates.
+    pub fn changed(&self) -> impl Iterator<Item = &Package> {
+        self.packages.iter().filter(|p| p.changed)
+    }
 }
 
 impl Manifest {
@@ -345,6 +506,30 @@ impl Packager {
     /// Builds every function, checks the budgets, then publishes the zips and
     /// the manifest to `out_dir`. Nothing reaches `out_dir` when any function fails.
     pub fn build(&self, functions: &[FunctionSpec], on_event: &dyn Fn(Event<'_>)) -> Result<Manifest, Error> {
+        self.build_changed(functions, &BTreeSet::new(), on_event)
+    }
+
+    /// [`Packager::build`], where the functions named in `unchanged` (their component did not
+    /// change in the run's diff) are listed with `changed: false`; their last package is reused
+    /// from the cache by its input hash (built again only when the cache does not have it).
+    ///
+    /// Before anything is built, each function is checked against the templates that declare it
+    /// (`Handler`, `Runtime`, `Architectures`; see [`templates`]); before it is zipped, its zip
+    /// must hold the handler's module.
+    pub fn build_changed(
+        &self,
+        functions: &[FunctionSpec],
+        unchanged: &BTreeSet<String>,
+        on_event: &dyn Fn(Event<'_>),
+    ) -> Result<Manifest, Error> {
+        let declared = templates::declarations(&self.repo, functions)?;
+        let mut handlers = BTreeMap::new();
+        for function in functions {
+            let declarations = declared.get(&function.name).map_or(&[][..], Vec::as_slice);
+            if let Some(handler) = templates::check(function, declarations)? {
+                handlers.insert(function.name.clone(), handler);
+            }
+        }
         let mut deps_by_key: BTreeMap<(DepsSource, String, Architecture, Vec<String>), Deps> = BTreeMap::new();
         let mut built = Vec::new();
         let mut problems = Vec::new();
@@ -362,23 +547,18 @@ impl Packager {
                         let requirements = match source {
                             DepsSource::Requirements(path) | DepsSource::Installed(path) => path.as_str(),
                         };
-                        let deps = deps::prepare(
-                            &function.name,
-                            &self.repo,
-                            source,
-                            &function.runtime,
-                            function.architecture,
-                            &function.leave_out_packages,
-                            &self.pip,
-                            &self.cache_dir,
-                            &|| on_event(Event::Installing { requirements }),
-                        )?;
+                        let deps = deps::prepare(function, source, &self.repo, &self.pip, &self.cache_dir, &|| {
+                            on_event(Event::Installing { requirements })
+                        })?;
                         deps_by_key.insert(key.clone(), deps);
                     }
                     deps_by_key.get(&key).cloned()
                 }
                 None => None,
             };
+            if let Some((handler, at)) = handlers.get(&function.name) {
+                check_handler_module(function, handler, at, &own, deps.as_ref())?;
+            }
             let unzipped_size = own.iter().map(|e| e.size).sum::<u64>() + deps.as_ref().map_or(0, |d| d.unzipped_size);
             let files = own.len() + deps.as_ref().map_or(0, |d| d.files);
             let input_hash = input_hash(function, &own, deps.as_ref());
@@ -393,7 +573,8 @@ impl Packager {
                 continue;
             }
             let cached = self.cache_dir.join("packages").join(format!("{}-{}.zip", function.name, &input_hash[..16]));
-            let reused = cached.is_file();
+            // The cache is not synced to disk: a zip cut short by a crash reads as missing.
+            let reused = archive::list(&cached).is_ok_and(|names| names.len() == files);
             let written = if reused {
                 archive::describe(&cached)?
             } else {
@@ -423,6 +604,7 @@ impl Packager {
                     architecture: function.architecture,
                     input_hash,
                     reused,
+                    changed: !unchanged.contains(&function.name),
                 },
             ));
         }
@@ -430,15 +612,43 @@ impl Packager {
             return Err(Error::OverBudget(problems));
         }
         std::fs::create_dir_all(&self.out_dir).map_err(|e| Error::io(&self.out_dir, e))?;
+        // Durable where it matters: each zip is synced as it leaves the cache (all at once, so the
+        // disk sees them together), then the folder, then the manifest, last.
+        built.par_iter().enumerate().try_for_each(|(i, (cached, package))| publish(cached, &package.path, i))?;
+        sync_dir(&self.out_dir)?;
         let mut manifest = Manifest::default();
-        for (cached, package) in built {
-            publish(&cached, &package.path)?;
+        for (_, package) in built {
             on_event(Event::Packaged(&package));
             manifest.packages.push(package);
         }
         run_state::write_atomic(&self.out_dir.join(Manifest::FILE_NAME), &manifest.to_json_in(&self.out_dir))?;
+        sync_dir(&self.out_dir)?;
         Ok(manifest)
     }
+}
+
+/// The zip (the function's own files, then its dependencies) must hold the handler's module.
+fn check_handler_module(
+    function: &FunctionSpec,
+    handler: &str,
+    at: &str,
+    own: &[Entry],
+    deps: Option<&Deps>,
+) -> Result<(), Error> {
+    if templates::has_module(own.iter().map(|e| e.zip_path.as_str()), handler) {
+        return Ok(());
+    }
+    if let Some(deps) = deps {
+        let names = archive::list(&deps.archive)?;
+        if templates::has_module(names.iter().map(|(name, _)| name.as_str()), handler) {
+            return Ok(());
+        }
+    }
+    Err(Error::MissingHandlerModule {
+        function: function.name.clone(),
+        handler: handler.to_string(),
+        at: at.to_string(),
+    })
 }
 
 /// Everything the zip's bytes depend on.
@@ -480,17 +690,48 @@ fn largest(own: &[Entry], deps: Option<&Deps>) -> Result<Vec<(String, u64)>, Err
     Ok(sizes)
 }
 
-/// Puts a cached zip at its published path: a hard link when possible, renamed into place.
-fn publish(cached: &Path, target: &Path) -> Result<(), Error> {
+/// Puts a cached zip at its published path (a hard link when possible, renamed into place) and
+/// syncs it: the one place a zip is made durable.
+fn publish(cached: &Path, target: &Path, index: usize) -> Result<(), Error> {
     let dir = target.parent().unwrap_or(Path::new("."));
-    let temp = dir.join(format!(".publish-{}", std::process::id()));
+    let temp = dir.join(format!(".publish-{}-{index}", std::process::id()));
     let _ = std::fs::remove_file(&temp);
     if std::fs::hard_link(cached, &temp).is_err() {
         std::fs::copy(cached, &temp).map_err(|e| Error::io(&temp, e))?;
     }
     // Zips cached by an older version were left 0600.
     archive::set_mode(&temp, 0o644)?;
+    std::fs::File::open(&temp).and_then(|f| f.sync_data()).map_err(|e| Error::io(&temp, e))?;
     std::fs::rename(&temp, target).map_err(|e| Error::io(target, e))
+}
+
+/// Makes the renames in a folder durable.
+fn sync_dir(dir: &Path) -> Result<(), Error> {
+    std::fs::File::open(dir).and_then(|f| f.sync_all()).map_err(|e| Error::io(dir, e))
+}
+
+/// The functions whose component did not change in the diff. A function whose `component` was
+/// written must name a component of the diff; one named after the function by default that is
+/// no component is always treated as changed.
+fn unchanged_functions(functions: &[FunctionSpec], diff: &source_diff::DiffReport) -> Result<BTreeSet<String>, Error> {
+    let mut unchanged = BTreeSet::new();
+    for function in functions {
+        match diff.components.get(&function.component) {
+            Some(component) if !component.changed => {
+                unchanged.insert(function.name.clone());
+            }
+            Some(_) => {}
+            None if function.component_explicit => {
+                return Err(Error::UnknownComponent {
+                    function: function.name.clone(),
+                    component: function.component.clone(),
+                    known: diff.components.keys().cloned().collect(),
+                });
+            }
+            None => {}
+        }
+    }
+    Ok(unchanged)
 }
 
 /// How [`run_stage`] runs.
@@ -530,12 +771,13 @@ pub fn run_stage(
         if !options.only.is_empty() {
             functions.retain(|f| options.only.contains(&f.name));
         }
+        let mut unchanged = BTreeSet::new();
         let out_dir = match (&options.out, run) {
             (Some(out), _) => out.clone(),
             (None, Some((run_dir, _))) => {
-                let diff: serde_json::Value = run_dir.read_json(run_state::RunFile::Diff)?;
-                let head = diff["head"].as_str().unwrap_or_default();
-                context.check_tree(head, diff["worktree"].as_bool().unwrap_or(false))?;
+                let diff: source_diff::DiffReport = run_dir.read_json(run_state::RunFile::Diff)?;
+                context.check_tree(&diff.head, diff.worktree)?;
+                unchanged = unchanged_functions(&functions, &diff)?;
                 run_dir.packages_dir()
             }
             (None, None) => return Err(Error::State(run_state::Error::NoRun { state_dir: context.state_dir.clone() })),
@@ -549,20 +791,24 @@ pub fn run_stage(
                 extra_args: settings.pip_args.clone(),
             },
         };
-        packager.build(&functions, on_event)
+        packager.build_changed(&functions, &unchanged, on_event)
     };
     let Some((run_dir, store)) = run.filter(|_| options.out.is_none()) else {
         return work();
     };
     let head = run_dir
-        .read_json::<serde_json::Value>(run_state::RunFile::Diff)
-        .ok()
-        .and_then(|diff| diff["head"].as_str().map(str::to_string))
+        .read_json::<source_diff::DiffReport>(run_state::RunFile::Diff)
+        .map(|diff| diff.head)
         .unwrap_or_default();
     run_state::record_pipeline_step(store, &run_dir.run_id, &head, run_state::Step::Build, || {
         work().map(|manifest| {
             let reused = manifest.packages.iter().filter(|p| p.reused).count();
-            let note = format!("{} package(s), {reused} unchanged and reused", manifest.packages.len());
+            let changed = manifest.changed().count();
+            let note = format!(
+                "{} package(s): {changed} changed, {} unchanged; {reused} reused from the cache",
+                manifest.packages.len(),
+                manifest.packages.len() - changed
+            );
             (manifest, note)
         })
     })?

@@ -89,7 +89,11 @@ fn a_runs_zips_are_hard_links_to_the_cache_and_an_unchanged_function_is_linked_a
         ],
     );
     let state = repo.path().join(".pipeline");
-    let diff = format!("{{\"head\": \"{}\", \"worktree\": false}}", repo.head());
+    let diff = serde_json::json!({
+        "base": null, "base_reason": "test", "head": repo.head(), "worktree": false, "files": [],
+        "global_inputs_changed": [], "components": {}, "flags": {}
+    })
+    .to_string();
     let mut zips = Vec::new();
     for run in ["run-1", "run-2"] {
         let run_dir = run_state::RunDir::create(&state, run).unwrap();
@@ -105,4 +109,15 @@ fn a_runs_zips_are_hard_links_to_the_cache_and_an_unchanged_function_is_linked_a
     for zip in &zips {
         assert_eq!(inode(zip), (dev, ino, links), "{} is not a link to {}", zip.display(), cached[0].display());
     }
+}
+
+#[test]
+fn without_a_run_the_error_names_out() {
+    let repo = tempfile::tempdir().unwrap();
+    std::fs::write(repo.path().join("pipeline.toml"), "[lambda.functions.hello]\nsources = [\"fn\"]\n").unwrap();
+    let result = packager(repo.path(), &[]);
+    assert_eq!(result.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.trim_end().ends_with("; or pass --out DIR to build without a run"), "{stderr}");
 }

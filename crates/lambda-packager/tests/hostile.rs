@@ -100,7 +100,7 @@ fn a_dependencies_dir_linking_out_of_the_monorepo_is_refused_naming_the_key() {
     assert_eq!(
         one_line(&error),
         format!(
-            "function `hello`: dependencies_dir `vendor` links to {}, outside the monorepo; fix [lambda.functions.hello] dependencies_dir: copy the installed packages into the monorepo, or use `requirements`",
+            "function `hello`: dependencies_dir `vendor` links to {}, outside the monorepo; fix [lambda.functions.hello] dependencies_dir: copy the installed packages into the monorepo, use an absolute path, or use `requirements`",
             outside.path().canonicalize().unwrap().display()
         )
     );

@@ -287,3 +287,20 @@ fn packages_over_lambdas_limits_fail_before_anything_is_published() {
     );
     no_zip_left(&out);
 }
+
+#[test]
+fn the_sample_monorepos_handlers_are_checked_against_its_templates() {
+    let sample = sample("tinydep==1.0\n");
+    let template = std::fs::read_to_string(sample.repo.path().join("cfn/lambdas.yaml")).unwrap();
+    sample
+        .repo
+        .write("cfn/lambdas.yaml", &template.replace("Handler: execution_poller.handler", "Handler: poller.handler"));
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("out");
+    let error = sample.build(&work.path().join("cache"), &out).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "function `execution-poller`: handler `poller.handler` (ExecutionPollerFunction at cfn/lambdas.yaml:232) needs `poller.py` or `poller/__init__.py` at the zip's root, and the zip has neither; fix the handler, or the function's `sources` in [lambda.functions.execution-poller]"
+    );
+    no_zip_left(&out);
+}

@@ -36,6 +36,7 @@ fn package(dir: &Path, name: &str, body: &str) -> Package {
         architecture: Architecture::X86_64,
         input_hash: String::new(),
         reused: false,
+        changed: true,
     }
 }
 

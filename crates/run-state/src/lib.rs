@@ -62,6 +62,14 @@ pub enum Error {
         /// Where and what.
         message: String,
     },
+    /// A file of the run is not what the stage that writes it writes.
+    #[error("{}: {message}", path.display())]
+    BadRunFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong and what to do.
+        message: String,
+    },
     /// No records for a run id.
     #[error("no run `{run_id}` in the status store; `status-report runs` lists them")]
     UnknownRun {

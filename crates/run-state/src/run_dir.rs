@@ -153,7 +153,7 @@ impl RunDir {
     pub fn read_json<T: serde::de::DeserializeOwned>(&self, file: RunFile) -> Result<T, Error> {
         let path = self.input(file)?;
         let bytes = crate::fs::read_regular(&path, crate::fs::MAX_RUN_FILE_BYTES).map_err(|e| Error::io(&path, e))?;
-        serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
+        serde_json::from_slice(&bytes).map_err(|e| Error::BadRunFile {
             path: path.clone(),
             message: format!("not what {} writes ({e}); run it again", file.written_by()),
         })
