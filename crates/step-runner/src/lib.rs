@@ -230,6 +230,7 @@ pub fn finished_record(run_id: &str, commit: &str, step: Step, result: &JobResul
         note: result.note.clone(),
         runner: None,
         runner_process: None,
+        coverage: None,
     };
     record
 }
