@@ -193,7 +193,7 @@ pub fn cobertura(
 fn attribute(e: &BytesStart<'_>, name: &[u8], position: u64) -> Result<Option<String>, ParseError> {
     let xml_error = |source| ParseError::Xml { position, source };
     match e.try_get_attribute(name).map_err(|e| xml_error(e.into()))? {
-        Some(value) => Ok(Some(value.unescape_value().map_err(xml_error)?.into_owned())),
+        Some(value) => Ok(Some(value.normalized_value(quick_xml::XmlVersion::Implicit1_0).map_err(xml_error)?.into_owned())),
         None => Ok(None),
     }
 }

@@ -247,7 +247,8 @@ fn a_step_is_planned_from_the_diff_and_every_state_is_recorded() {
     let cancel = AtomicBool::new(false);
     let runner = Runner { workdir: repo.path().into(), parallelism: 3, path_prefix: vec![], cancel: &cancel };
     let seen = Mutex::new(Vec::new());
-    let results = step_runner::run_step(&store, "run-1", &diff.head, &plan, &runner, &|event| {
+    let scope = step_runner::CoverageScope { components: &components, diff: &diff };
+    let results = step_runner::run_step(&store, "run-1", &diff.head, &plan, &runner, scope, &|event| {
         if let Event::Finished(result) = event {
             seen.lock().unwrap().push(result.job.component.clone());
         }
