@@ -61,7 +61,10 @@ fn reports_that_cannot_be_trusted_refuse_the_gate_each_in_one_line() {
     let reasons: Vec<&str> = stdout.lines().filter_map(|l| l.strip_prefix("  - ")).collect();
     let reason = |component: &str| {
         let prefix = format!("{component} test failed: ");
-        reasons.iter().find_map(|r| r.strip_prefix(&prefix)).unwrap_or_else(|| panic!("no reason for {component}: {stdout}"))
+        reasons
+            .iter()
+            .find_map(|r| r.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("no reason for {component}: {stdout}"))
     };
     // Only low's files count (good/a.js in its report does not lift it); low/b.js is in no report.
     assert_eq!(
@@ -74,7 +77,10 @@ fn reports_that_cannot_be_trusted_refuse_the_gate_each_in_one_line() {
     );
     assert!(reason("malformed").contains("cov/bad.xml is not valid cobertura"), "{stdout}");
     assert!(reason("malformed").contains("the document ends before </coverage>"), "{stdout}");
-    assert!(reason("huge").starts_with("coverage: the coverage report cov/huge.lcov is 104857600 bytes, over the"), "{stdout}");
+    assert!(
+        reason("huge").starts_with("coverage: the coverage report cov/huge.lcov is 104857600 bytes, over the"),
+        "{stdout}"
+    );
     assert_eq!(reasons.len(), 4, "{stdout}");
 
     let records = test_records(&repo);

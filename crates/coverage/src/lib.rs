@@ -211,7 +211,10 @@ impl CoverageSpec {
             }
             set.build().map_err(|e| SpecError { key, span: None, message: e.to_string() })
         };
-        Ok(Filter { include: compile("include", &self.include, DEFAULT_INCLUDE)?, exclude: compile("exclude", &self.exclude, DEFAULT_EXCLUDE)? })
+        Ok(Filter {
+            include: compile("include", &self.include, DEFAULT_INCLUDE)?,
+            exclude: compile("exclude", &self.exclude, DEFAULT_EXCLUDE)?,
+        })
     }
 
     /// One line for a dry run: `lines ≥ 80%, branches ≥ 60% from coverage/api.xml (cobertura)`.
@@ -371,7 +374,9 @@ pub enum Error {
         source: std::io::Error,
     },
     /// Not the format the config says.
-    #[error("the coverage report {path} is not valid {format}; check that {key}.coverage.format matches what the tests write")]
+    #[error(
+        "the coverage report {path} is not valid {format}; check that {key}.coverage.format matches what the tests write"
+    )]
     Parse {
         /// The report's path.
         path: String,

@@ -72,10 +72,7 @@ pub enum ParseError {
 /// `<source>` folders seen so far (they come before the classes). Lines under `<method>`
 /// repeat the class's own and are skipped. A document that ends before its root closes is
 /// an error, so a truncated report never reads as a short one.
-pub fn cobertura(
-    input: impl BufRead,
-    on_file: &mut dyn FnMut(&str, &[String], FileLines),
-) -> Result<(), ParseError> {
+pub fn cobertura(input: impl BufRead, on_file: &mut dyn FnMut(&str, &[String], FileLines)) -> Result<(), ParseError> {
     let mut reader = quick_xml::Reader::from_reader(input);
     let mut buf = Vec::new();
     let mut depth = 0usize;
@@ -193,7 +190,9 @@ pub fn cobertura(
 fn attribute(e: &BytesStart<'_>, name: &[u8], position: u64) -> Result<Option<String>, ParseError> {
     let xml_error = |source| ParseError::Xml { position, source };
     match e.try_get_attribute(name).map_err(|e| xml_error(e.into()))? {
-        Some(value) => Ok(Some(value.normalized_value(quick_xml::XmlVersion::Implicit1_0).map_err(xml_error)?.into_owned())),
+        Some(value) => {
+            Ok(Some(value.normalized_value(quick_xml::XmlVersion::Implicit1_0).map_err(xml_error)?.into_owned()))
+        }
         None => Ok(None),
     }
 }
@@ -279,11 +278,10 @@ pub fn lcov(mut input: impl BufRead, on_file: &mut dyn FnMut(&str, &[String], Fi
             "DA" | "BRDA" => {
                 let (_, lines) = current.as_mut().ok_or_else(|| bad(format!("{key}: outside a record (no SF:)")))?;
                 let fields: Vec<&str> = value.split(',').collect();
-                let line: u32 = fields
-                    .first()
-                    .and_then(|n| n.trim().parse().ok())
-                    .filter(|n| *n > 0)
-                    .ok_or_else(|| bad(format!("`{}`: the line number is not a positive integer", shorten(text))))?;
+                let line: u32 =
+                    fields.first().and_then(|n| n.trim().parse().ok()).filter(|n| *n > 0).ok_or_else(|| {
+                        bad(format!("`{}`: the line number is not a positive integer", shorten(text)))
+                    })?;
                 let hit = if key == "DA" {
                     let hits = fields
                         .get(1)
@@ -296,7 +294,9 @@ pub fn lcov(mut input: impl BufRead, on_file: &mut dyn FnMut(&str, &[String], Fi
                         .map(|t| t.trim())
                         .filter(|_| fields.len() == 4)
                         .ok_or_else(|| bad(format!("`{}`: BRDA needs line,block,branch,taken", shorten(text))))?;
-                    let taken = if taken == "-" { 0 } else {
+                    let taken = if taken == "-" {
+                        0
+                    } else {
                         parse_hits(taken).ok_or_else(|| bad(format!("`{}`: taken is not a number", shorten(text))))?
                     };
                     // Branch counts add up per line; the line's own hits come from DA.

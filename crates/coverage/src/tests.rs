@@ -52,7 +52,13 @@ fn cobertura_lines_come_from_the_class_not_its_methods_and_paths_map_by_suffix()
     assert_eq!(lines.len(), 4);
     assert_eq!(lines[&1].hits, 1, "the method's repeat of line 1 must not count");
     assert_eq!((lines[&3].branches_covered, lines[&3].branches_total), (1, 2));
-    let measured = measure(&spec("report = 'c.xml'\nformat = 'cobertura'\nmin_lines = 50"), &report.files, &BTreeMap::new(), None, "k");
+    let measured = measure(
+        &spec("report = 'c.xml'\nformat = 'cobertura'\nmin_lines = 50"),
+        &report.files,
+        &BTreeMap::new(),
+        None,
+        "k",
+    );
     assert_eq!(measured.coverage.lines, Ratio { covered: 2, total: 4 });
     assert_eq!(measured.coverage.branches, Some(Ratio { covered: 1, total: 2 }));
     assert_eq!(measured.failure, None);
@@ -89,20 +95,42 @@ fn lcov_records_merge_and_branches_without_lines_do_not_count_as_lines() {
 fn malformed_and_truncated_reports_are_errors_never_empty_reports() {
     let files = known(&["a.py"]);
     let resolver = Resolver::new(Path::new("/r"), &files);
-    let parse = |text: &str, format| parse_report(text.as_bytes(), format, &resolver, &|_| true).map(|_| ()).unwrap_err().to_string();
-    assert_eq!(parse("", Format::Cobertura), "not a Cobertura report (near byte 0): no <coverage> element (an empty or non-XML file)");
+    let parse = |text: &str, format| {
+        parse_report(text.as_bytes(), format, &resolver, &|_| true).map(|_| ()).unwrap_err().to_string()
+    };
+    assert_eq!(
+        parse("", Format::Cobertura),
+        "not a Cobertura report (near byte 0): no <coverage> element (an empty or non-XML file)"
+    );
     assert!(parse("hello world", Format::Cobertura).contains("text outside the root element"));
     assert!(parse("<report><x/></report>", Format::Cobertura).contains("the root element is <report>, not <coverage>"));
     assert!(parse("<coverage><packages></coverage>", Format::Cobertura).starts_with("malformed XML near byte"));
     let cut = &COBERTURA[..COBERTURA.find("</classes>").unwrap()];
     assert!(parse(cut, Format::Cobertura).contains("truncated"), "{}", parse(cut, Format::Cobertura));
-    assert!(parse(r#"<coverage><class filename="a.py"><lines><line number="x" hits="1"/></lines></class></coverage>"#, Format::Cobertura)
-        .contains("line number `x` is not a positive integer"));
-    assert_eq!(parse("SF:a.py\nDA:1,1\n", Format::Lcov), "not an LCOV report (line 2): the report ends inside the record of a.py (no end_of_record: a truncated report?)");
-    assert_eq!(parse("SF:a.py\nDA:one,1\nend_of_record\n", Format::Lcov), "not an LCOV report (line 2): `DA:one,1`: the line number is not a positive integer");
-    assert_eq!(parse("<?xml version=\"1.0\"?>\n", Format::Lcov), "not an LCOV report (line 1): `<?xml version=\"1.0\"?>` is not a `KEY:VALUE` record");
+    assert!(
+        parse(
+            r#"<coverage><class filename="a.py"><lines><line number="x" hits="1"/></lines></class></coverage>"#,
+            Format::Cobertura
+        )
+        .contains("line number `x` is not a positive integer")
+    );
+    assert_eq!(
+        parse("SF:a.py\nDA:1,1\n", Format::Lcov),
+        "not an LCOV report (line 2): the report ends inside the record of a.py (no end_of_record: a truncated report?)"
+    );
+    assert_eq!(
+        parse("SF:a.py\nDA:one,1\nend_of_record\n", Format::Lcov),
+        "not an LCOV report (line 2): `DA:one,1`: the line number is not a positive integer"
+    );
+    assert_eq!(
+        parse("<?xml version=\"1.0\"?>\n", Format::Lcov),
+        "not an LCOV report (line 1): `<?xml version=\"1.0\"?>` is not a `KEY:VALUE` record"
+    );
     assert_eq!(parse("DA:1,1\n", Format::Lcov), "not an LCOV report (line 1): DA: outside a record (no SF:)");
-    assert_eq!(parse("SF:a.py\n\u{0}\u{1}:x\n", Format::Lcov), "not an LCOV report (line 2): unknown record `\u{0}\u{1}`");
+    assert_eq!(
+        parse("SF:a.py\n\u{0}\u{1}:x\n", Format::Lcov),
+        "not an LCOV report (line 2): unknown record `\u{0}\u{1}`"
+    );
 }
 
 #[test]
@@ -140,15 +168,22 @@ fn changed_lines_count_only_lines_the_report_lists() {
     let none = Changed::Lines(BTreeMap::new());
     assert_eq!(measure(&spec, &read.files, &BTreeMap::new(), Some(&none), "k").failure, None);
     // No base: every line counts as changed.
-    assert_eq!(measure(&spec, &read.files, &BTreeMap::new(), Some(&Changed::All), "k").coverage.changed_lines, Some(Ratio { covered: 2, total: 4 }));
+    assert_eq!(
+        measure(&spec, &read.files, &BTreeMap::new(), Some(&Changed::All), "k").coverage.changed_lines,
+        Some(Ratio { covered: 2, total: 4 })
+    );
 }
 
 #[test]
 fn a_report_covering_none_of_the_component_or_without_branches_fails_clearly() {
     let spec_lines = spec("report = 'r.xml'\nformat = 'cobertura'\nmin_lines = 80");
-    let failure = measure(&spec_lines, &BTreeMap::new(), &BTreeMap::new(), None, "components.api.test").failure.unwrap();
+    let failure =
+        measure(&spec_lines, &BTreeMap::new(), &BTreeMap::new(), None, "components.api.test").failure.unwrap();
     assert!(failure.starts_with("coverage: r.xml covers none of the component's source files"), "{failure}");
-    let reported = BTreeMap::from([("a.py".to_string(), FileLines::from([(1, LineHit { hits: 1, line: true, ..LineHit::default() })]))]);
+    let reported = BTreeMap::from([(
+        "a.py".to_string(),
+        FileLines::from([(1, LineHit { hits: 1, line: true, ..LineHit::default() })]),
+    )]);
     let spec_branches = spec("report = 'r.xml'\nformat = 'cobertura'\nmin_branches = 50");
     let failure = measure(&spec_branches, &reported, &BTreeMap::new(), None, "components.api.test").failure.unwrap();
     assert!(failure.contains("has no branch data") && failure.contains("--cov-branch"), "{failure}");
@@ -171,7 +206,11 @@ fn spec_mistakes_name_the_key() {
     assert!(over.unwrap_err().to_string().contains("120 is not a percentage from 0 to 100"));
     let filter = spec("report = 'r'\nformat = 'lcov'").check().unwrap();
     assert!(filter.counts("lambda/api/index.py") && filter.counts("frontend/src/app.js"));
-    assert!(!filter.counts("tests/test_api.py") && !filter.counts("frontend/test/a.test.mjs") && !filter.counts("README.md"));
+    assert!(
+        !filter.counts("tests/test_api.py")
+            && !filter.counts("frontend/test/a.test.mjs")
+            && !filter.counts("README.md")
+    );
 }
 
 #[test]
@@ -188,19 +227,38 @@ fn reading_refuses_missing_stale_and_huge_reports() {
     );
     std::fs::create_dir(dir.path().join("cov")).unwrap();
     let report = dir.path().join("cov/r.xml");
-    std::fs::write(&report, r#"<coverage><class filename="a.py"><lines><line number="1" hits="1"/></lines></class></coverage>"#).unwrap();
+    std::fs::write(
+        &report,
+        r#"<coverage><class filename="a.py"><lines><line number="1" hits="1"/></lines></class></coverage>"#,
+    )
+    .unwrap();
     let later = SystemTime::now() + std::time::Duration::from_secs(60);
     let error = read_report(dir.path(), &spec, key, Some(later), &resolver, &|_| true).unwrap_err();
     assert!(matches!(error, Error::Stale { .. }), "{error}");
-    let read = read_report(dir.path(), &spec, key, Some(SystemTime::now() - std::time::Duration::from_secs(5)), &resolver, &|_| true).unwrap();
+    let read = read_report(
+        dir.path(),
+        &spec,
+        key,
+        Some(SystemTime::now() - std::time::Duration::from_secs(5)),
+        &resolver,
+        &|_| true,
+    )
+    .unwrap();
     assert_eq!(read.files.len(), 1);
     // Sparse: a 100 MB report costs no disk.
     let huge = std::fs::File::create(&report).unwrap();
     huge.set_len(100 * 1024 * 1024).unwrap();
     let error = read_report(dir.path(), &spec, key, None, &resolver, &|_| true).unwrap_err();
-    assert!(error.to_string().starts_with("the coverage report cov/r.xml is 104857600 bytes, over the 67108864-byte limit"), "{error}");
+    assert!(
+        error.to_string().starts_with("the coverage report cov/r.xml is 104857600 bytes, over the 67108864-byte limit"),
+        "{error}"
+    );
     std::fs::write(&report, "<coverage><class filename=").unwrap();
     let error = read_report(dir.path(), &spec, key, None, &resolver, &|_| true).unwrap_err();
     assert!(matches!(error, Error::Parse { .. }), "{error}");
-    assert!(run_state::error_chain(&error).contains("check that components.api.test.coverage.format matches"), "{}", run_state::error_chain(&error));
+    assert!(
+        run_state::error_chain(&error).contains("check that components.api.test.coverage.format matches"),
+        "{}",
+        run_state::error_chain(&error)
+    );
 }

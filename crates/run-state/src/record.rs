@@ -165,7 +165,7 @@ pub struct Details {
     pub runner_process: Option<String>,
     /// The coverage figures of a test step whose command has `coverage = { … }`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub coverage: Option<Coverage>,
+    pub coverage: Option<Box<Coverage>>,
 }
 
 /// `covered` of `total` (lines, branches or changed lines).

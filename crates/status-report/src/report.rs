@@ -134,11 +134,13 @@ impl RunReport {
     /// files furthest below its minimum; empty when no step has coverage.
     fn coverage_markdown(&self) -> String {
         let steps: Vec<(&StepRecord, &Coverage)> =
-            self.steps.iter().filter_map(|s| s.details.coverage.as_ref().map(|c| (s, c))).collect();
+            self.steps.iter().filter_map(|s| s.details.coverage.as_deref().map(|c| (s, c))).collect();
         if steps.is_empty() {
             return String::new();
         }
-        let mut out = String::from("\n### Coverage\n\n| component | lines | branches | changed lines | report |\n|---|---|---|---|---|\n");
+        let mut out = String::from(
+            "\n### Coverage\n\n| component | lines | branches | changed lines | report |\n|---|---|---|---|---|\n",
+        );
         let cell = |ratio: Option<Ratio>, min: Option<f64>| match ratio {
             None => "—".to_string(),
             Some(ratio) => {
@@ -264,8 +266,7 @@ fn coverage_properties(coverage: &Coverage) -> Vec<quick_junit::Property> {
 /// The error, else the note, else (with `coverage`) the coverage figures.
 fn one_line_detail(step: &StepRecord, coverage: bool) -> String {
     let coverage = step.details.coverage.as_ref().filter(|_| coverage).map(|c| format!("coverage: {}", c.summary()));
-    let text =
-        step.details.error.as_deref().or(step.details.note.as_deref()).or(coverage.as_deref()).unwrap_or("");
+    let text = step.details.error.as_deref().or(step.details.note.as_deref()).or(coverage.as_deref()).unwrap_or("");
     let line = text.lines().next().unwrap_or("");
     if line.chars().count() > 120 {
         format!("{}…", line.chars().take(119).collect::<String>())

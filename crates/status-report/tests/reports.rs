@@ -205,7 +205,7 @@ fn coverage_run() -> RunReport {
     low.details.error = Some(
         "coverage below the minimum: lines 60% (6/10) < 80%; furthest below: lambda/api/new.py 0% (in no report); add tests or lower components.api.test.coverage.min_lines".into(),
     );
-    low.details.coverage = Some(Coverage {
+    low.details.coverage = Some(Box::new(Coverage {
         report: "coverage/api.xml".into(),
         lines: Ratio { covered: 6, total: 10 },
         branches: Some(Ratio { covered: 1, total: 4 }),
@@ -219,16 +219,16 @@ fn coverage_run() -> RunReport {
             FileCoverage { path: "lambda/api/index.py".into(), lines: Ratio { covered: 4, total: 4 }, reported: true },
         ],
         unreported: 1,
-    });
+    }));
     let mut good = rec("web", Step::Test, Status::Passed);
-    good.details.coverage = Some(Coverage {
+    good.details.coverage = Some(Box::new(Coverage {
         report: "coverage/web.lcov".into(),
         lines: Ratio { covered: 9, total: 10 },
         min_lines: Some(70.0),
         changed_lines: Some(Ratio { covered: 0, total: 0 }),
         min_changed_lines: Some(90.0),
         ..Coverage::default()
-    });
+    }));
     let records = vec![low, good];
     let gate = gate(&records);
     RunReport::new("r1", records, gate)
@@ -239,7 +239,9 @@ fn coverage_figures_reach_every_report_and_the_gate_explains_the_refusal_in_one_
     let report = coverage_run();
     assert_eq!(
         report.gate.reasons,
-        ["api test failed: coverage below the minimum: lines 60% (6/10) < 80%; furthest below: lambda/api/new.py 0% (in no report); add tests or lower components.api.test.coverage.min_lines"]
+        [
+            "api test failed: coverage below the minimum: lines 60% (6/10) < 80%; furthest below: lambda/api/new.py 0% (in no report); add tests or lower components.api.test.coverage.min_lines"
+        ]
     );
     let md = report.to_markdown();
     assert!(md.contains("### Coverage"), "{md}");

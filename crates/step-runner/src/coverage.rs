@@ -42,7 +42,12 @@ impl<'a> Checker<'a> {
                     repo.tracked_files().map_err(|e| format!("coverage: {e}"))?.into_iter().collect();
                 if self.scope.diff.worktree {
                     files.extend(
-                        self.scope.diff.files.iter().filter(|f| self.root.join(&f.path).is_file()).map(|f| f.path.clone()),
+                        self.scope
+                            .diff
+                            .files
+                            .iter()
+                            .filter(|f| self.root.join(&f.path).is_file())
+                            .map(|f| f.path.clone()),
                     );
                 }
                 Ok(files)

@@ -162,12 +162,12 @@ pub fn plan(
                     coverage.insert(component.name.clone(), spec.clone());
                 }
                 jobs.push(Job {
-                component: component.name.clone(),
-                command: command.run.clone(),
-                timeout: command.timeout.or(settings.timeout).unwrap_or(DEFAULT_TIMEOUT),
-                log_path: run_dir.log_path(&component.name, step.as_str()),
-                config_key: format!("components.{}.{step}", component.name),
-                stdout_path: None,
+                    component: component.name.clone(),
+                    command: command.run.clone(),
+                    timeout: command.timeout.or(settings.timeout).unwrap_or(DEFAULT_TIMEOUT),
+                    log_path: run_dir.log_path(&component.name, step.as_str()),
+                    config_key: format!("components.{}.{step}", component.name),
+                    stdout_path: None,
                     env: settings.env.iter().chain(&command.env).map(|(k, v)| (k.clone(), v.clone())).collect(),
                 })
             }
@@ -229,8 +229,7 @@ pub fn run_step(
                 return;
             };
             let mut result = result.clone();
-            let failure = match checker.check(&result.job.component, spec, &result.job.config_key, result.started_at)
-            {
+            let failure = match checker.check(&result.job.component, spec, &result.job.config_key, result.started_at) {
                 Ok(measured) => {
                     result.coverage = Some(measured.coverage);
                     measured.failure
@@ -293,7 +292,7 @@ pub fn finished_record(run_id: &str, commit: &str, step: Step, result: &JobResul
         note: result.note.clone(),
         runner: None,
         runner_process: None,
-        coverage: result.coverage.clone(),
+        coverage: result.coverage.clone().map(Box::new),
     };
     record
 }

@@ -73,10 +73,7 @@ pub fn run(
                 // A tool quotes the template (a password in a property, say): its words never
                 // reach a finding, a report or validate.json unredacted.
                 let parsed = parse(tool.settings.format, &stdout, repo).map(|found| {
-                    found
-                        .into_iter()
-                        .map(|f| Finding { message: redact_message(&f.message), ..f })
-                        .collect::<Vec<_>>()
+                    found.into_iter().map(|f| Finding { message: redact_message(&f.message), ..f }).collect::<Vec<_>>()
                 });
                 match parsed {
                     Some(mut parsed) => findings.append(&mut parsed),
