@@ -45,7 +45,7 @@ use pipeline_config::Spanned;
 use run_state::{Coverage, FileCoverage, Ratio, percent_text};
 use serde::{Deserialize, Serialize};
 
-pub use parse::{FileLines, LineHit, ParseError, cobertura, lcov, merge};
+pub use parse::{FileLines, LineHit, MAX_LINES, ParseError, cobertura, lcov, merge};
 
 /// The largest report read (a bigger one is an error that says so, never a partial read).
 pub const MAX_REPORT_BYTES: u64 = 64 * 1024 * 1024;
@@ -313,10 +313,15 @@ pub fn parse_report(
     keep: &dyn Fn(&str) -> bool,
 ) -> Result<ReadReport, ParseError> {
     let mut read = ReadReport::default();
+    let mut kept = 0usize;
     let mut on_file = |name: &str, sources: &[String], lines: FileLines| {
         read.named += 1;
         match resolver.resolve(name, sources) {
-            Some(path) if keep(&path) => merge(read.files.entry(path).or_default(), lines),
+            // Past the bound nothing more is kept; the error follows once the parser returns.
+            Some(path) if keep(&path) && kept <= MAX_LINES => {
+                kept += lines.len();
+                merge(read.files.entry(path).or_default(), lines);
+            }
             Some(_) => {}
             None if read.outside.len() < 3 => read.outside.push(name.to_string()),
             None => {}
@@ -325,6 +330,9 @@ pub fn parse_report(
     match format {
         Format::Cobertura => cobertura(input, &mut on_file)?,
         Format::Lcov => lcov(input, &mut on_file)?,
+    }
+    if kept > MAX_LINES {
+        return Err(ParseError::TooManyLines { limit: MAX_LINES });
     }
     Ok(read)
 }

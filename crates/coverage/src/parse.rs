@@ -34,9 +34,19 @@ pub fn merge(into: &mut FileLines, from: FileLines) {
     }
 }
 
+/// The most lines a report may list for the files kept (and for one file): about 80 MB in
+/// memory. Far more than any component's source; a report past it is an error, not a slow read.
+pub const MAX_LINES: usize = 2_000_000;
+
 /// Why a report could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ParseError {
+    /// More lines than [`MAX_LINES`].
+    #[error("it lists more than {limit} lines for the files kept; measure only the component's code")]
+    TooManyLines {
+        /// [`MAX_LINES`].
+        limit: usize,
+    },
     /// The XML itself is broken.
     #[error("malformed XML near byte {position}")]
     Xml {
@@ -119,6 +129,9 @@ pub fn cobertura(input: impl BufRead, on_file: &mut dyn FnMut(&str, &[String], F
                         if let Some((_, lines)) = class.as_mut() {
                             let (number, hit) = line(e, position)?;
                             merge(lines, FileLines::from([(number, hit)]));
+                            if lines.len() > MAX_LINES {
+                                return Err(ParseError::TooManyLines { limit: MAX_LINES });
+                            }
                         }
                     }
                     _ => {}
@@ -277,6 +290,9 @@ pub fn lcov(mut input: impl BufRead, on_file: &mut dyn FnMut(&str, &[String], Fi
             }
             "DA" | "BRDA" => {
                 let (_, lines) = current.as_mut().ok_or_else(|| bad(format!("{key}: outside a record (no SF:)")))?;
+                if lines.len() > MAX_LINES {
+                    return Err(ParseError::TooManyLines { limit: MAX_LINES });
+                }
                 let fields: Vec<&str> = value.split(',').collect();
                 let line: u32 =
                     fields.first().and_then(|n| n.trim().parse().ok()).filter(|n| *n > 0).ok_or_else(|| {

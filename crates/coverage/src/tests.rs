@@ -262,3 +262,15 @@ fn reading_refuses_missing_stale_and_huge_reports() {
         run_state::error_chain(&error)
     );
 }
+
+#[test]
+fn a_report_listing_millions_of_lines_is_refused_with_bounded_memory() {
+    let files = known(&["a.js"]);
+    let resolver = Resolver::new(Path::new("/r"), &files);
+    // 2,000,001 lines of one file, generated as it is read (about 20 MB, never held whole).
+    let lines = (1..=MAX_LINES as u32 + 1).map(|n| format!("DA:{n},1\n"));
+    let text: String =
+        std::iter::once("SF:a.js\n".to_string()).chain(lines).chain(["end_of_record\n".into()]).collect();
+    let error = parse_report(text.as_bytes(), Format::Lcov, &resolver, &|_| true).unwrap_err();
+    assert!(matches!(error, ParseError::TooManyLines { .. }), "{error}");
+}
