@@ -38,7 +38,7 @@ use std::path::{Path, PathBuf};
 
 pub use context::{StageContext, StageOptions, TreeState};
 pub use pipeline_config::fs;
-pub use record::{Details, PIPELINE, Status, Step, StepRecord};
+pub use record::{Coverage, Details, FileCoverage, PIPELINE, Ratio, Status, Step, StepRecord, percent_text};
 pub use run_dir::{RunDir, RunFile, runs_dir, write_atomic, write_atomic_with};
 pub use store::{FileStore, Store, SuccessMark, check_success, record_pipeline_step};
 

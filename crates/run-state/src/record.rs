@@ -163,6 +163,129 @@ pub struct Details {
     /// is not taken for the runner.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runner_process: Option<String>,
+    /// The coverage figures of a test step whose command has `coverage = { … }`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coverage: Option<Box<Coverage>>,
+}
+
+/// `covered` of `total` (lines, branches or changed lines).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ratio {
+    /// How many were executed.
+    pub covered: u64,
+    /// How many there are.
+    pub total: u64,
+}
+
+impl Ratio {
+    /// The share in percent; `None` when there is nothing to cover.
+    pub fn percent(self) -> Option<f64> {
+        (self.total > 0).then(|| self.covered as f64 * 100.0 / self.total as f64)
+    }
+
+    /// Whether the share reaches `min` percent (nothing to cover reaches any minimum).
+    pub fn reaches(self, min: f64) -> bool {
+        self.total == 0 || self.covered as f64 * 100.0 >= min * self.total as f64
+    }
+
+    /// `84.1% (90/107)`, rounded down so a figure under the minimum never prints as the minimum;
+    /// `n/a (0/0)` when there is nothing to cover.
+    pub fn describe(self) -> String {
+        match self.percent() {
+            Some(p) => format!("{}% ({}/{})", percent_text(p), self.covered, self.total),
+            None => "n/a (0/0)".into(),
+        }
+    }
+}
+
+/// A percentage with at most one decimal, rounded down (`84.1`, `80`, `0`).
+pub fn percent_text(p: f64) -> String {
+    let tenths = (p * 10.0 + 1e-9).floor() / 10.0;
+    if tenths.fract() == 0.0 { format!("{tenths:.0}") } else { format!("{tenths:.1}") }
+}
+
+/// One file's line coverage, as the report lists the files furthest below the minimum.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileCoverage {
+    /// Repo-relative path.
+    pub path: String,
+    /// Its lines.
+    pub lines: Ratio,
+    /// False when no coverage report mentions it (it counts as 0%).
+    #[serde(default = "yes")]
+    pub reported: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The coverage of one component's files, read after its test step.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Coverage {
+    /// The report it was read from, repo-relative.
+    pub report: String,
+    /// Lines of the component's source files.
+    pub lines: Ratio,
+    /// Branches, when the report has branch data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branches: Option<Ratio>,
+    /// Changed lines (of the run's diff) the tests executed, when a minimum asks for them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changed_lines: Option<Ratio>,
+    /// The minimum for `lines`, in percent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_lines: Option<f64>,
+    /// The minimum for `branches`, in percent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_branches: Option<f64>,
+    /// The minimum for `changed_lines`, in percent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_changed_lines: Option<f64>,
+    /// The files with the lowest line coverage, lowest first (at most [`Coverage::MAX_FILES`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<FileCoverage>,
+    /// How many of the component's source files no report mentions (each counted as 0%).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unreported: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+// The minimums are checked finite (0 to 100) when the config is read.
+impl Eq for Coverage {}
+
+impl Coverage {
+    /// How many files [`Coverage::files`] keeps.
+    pub const MAX_FILES: usize = 10;
+
+    /// Every figure on one line: `lines 84.1% (90/107) ≥ 80%, branches 80.7% (21/26)`.
+    pub fn summary(&self) -> String {
+        let figure = |name: &str, ratio: Ratio, min: Option<f64>| {
+            let mut text = format!("{name} {}", ratio.describe());
+            if let Some(min) = min {
+                let sign = if ratio.reaches(min) { "≥" } else { "<" };
+                text.push_str(&format!(" {sign} {}%", percent_text(min)));
+            }
+            text
+        };
+        let mut parts = vec![figure("lines", self.lines, self.min_lines)];
+        if let Some(branches) = self.branches {
+            parts.push(figure("branches", branches, self.min_branches));
+        }
+        if let Some(changed) = self.changed_lines {
+            parts.push(figure("changed lines", changed, self.min_changed_lines));
+        }
+        parts.join(", ")
+    }
+
+    /// The files below the line minimum (all listed files when none is set), lowest first.
+    pub fn files_below(&self) -> impl Iterator<Item = &FileCoverage> {
+        let min = self.min_lines.unwrap_or(100.0);
+        self.files.iter().filter(move |f| !f.lines.reaches(min))
+    }
 }
 
 impl Details {

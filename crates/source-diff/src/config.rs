@@ -55,6 +55,9 @@ pub struct StepCommand {
     /// Environment variables for the command, over `[runner] env`.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// The coverage report a `test` command writes and the minimums it must reach.
+    #[serde(default)]
+    pub coverage: Option<coverage::CoverageSpec>,
 }
 
 /// The two sections as written, before they are checked.
@@ -207,6 +210,7 @@ impl Components {
                     format!("`{name}` and `{other}` give the same flag name `{flag_prefix}_…`; rename one"),
                 ));
             }
+            check_coverage(file, text, &key, settings)?;
             components.push(Component {
                 name: name.clone(),
                 flag_prefix,
@@ -248,6 +252,14 @@ impl Components {
         })
     }
 
+    /// Whether `path` (repo-relative) belongs to the component: one of its `paths` matches it
+    /// and none of its `exclude`.
+    pub fn owns(&self, name: &str, path: &str) -> bool {
+        let Some(index) = self.components.iter().position(|c| c.name == name) else { return false };
+        let matched = |set: &GlobSet, owner: &[usize]| set.matches(path).iter().any(|&glob| owner[glob] == index);
+        matched(&self.includes, &self.include_owner) && !matched(&self.excludes, &self.exclude_owner)
+    }
+
     /// The components, sorted by name.
     pub fn iter(&self) -> impl Iterator<Item = &Component> {
         self.components.iter()
@@ -262,6 +274,30 @@ impl Components {
     pub fn default_branch(&self) -> &str {
         &self.default_branch
     }
+}
+
+/// `coverage` is checked where it is written: only on `test`, its report path and globs sound.
+fn check_coverage(file: &Path, text: &str, key: &str, settings: &ComponentSettings) -> Result<(), ConfigError> {
+    for (step, command) in [("build", &settings.build), ("deploy", &settings.deploy)] {
+        if command.as_ref().is_some_and(|c| c.coverage.is_some()) {
+            return Err(ConfigError {
+                file: file.to_path_buf(),
+                line: None,
+                key: format!("{key}.{step}.coverage"),
+                message: "coverage is read after a test step only; move it to the component's `test` command".into(),
+            });
+        }
+    }
+    if let Some(spec) = settings.test.as_ref().and_then(|t| t.coverage.as_ref())
+        && let Err(e) = spec.check()
+    {
+        let key = format!("{key}.test.coverage.{}", e.key);
+        return Err(match e.span {
+            Some(span) => ConfigError::at(file, text, span, key, e.message),
+            None => ConfigError { file: file.to_path_buf(), line: None, key, message: e.message },
+        });
+    }
+    Ok(())
 }
 
 /// Globs match repo-relative `/` paths; `*` stays within a folder and `**` spans folders.

@@ -4,6 +4,7 @@
 //! shallow files, object formats) and costs about a millisecond per call; the
 //! hot path (one diff per pair of commits) is a single call.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -221,6 +222,38 @@ impl Repo {
         Ok(changes)
     }
 
+    /// The line numbers at `head` (or in the work tree, when `None`) that were added or changed
+    /// since `base`, of `paths` (repo-relative files): `git diff -U0`, read from its hunk
+    /// headers. Files deleted at head have none; renames count as a delete and an add.
+    pub fn changed_lines(
+        &self,
+        base: &str,
+        head: Option<&str>,
+        paths: &[String],
+    ) -> Result<BTreeMap<String, BTreeSet<u32>>, Error> {
+        let mut changed = BTreeMap::new();
+        // Bounded argument lists, however many files a component has.
+        for chunk in paths.chunks(500) {
+            let mut args: Vec<&str> = vec![
+                "-c",
+                "core.quotePath=false",
+                "diff",
+                "-U0",
+                "--no-color",
+                "--no-renames",
+                "--no-relative",
+                "--no-ext-diff",
+                "--no-textconv",
+                base,
+            ];
+            args.extend(head);
+            args.push("--");
+            args.extend(chunk.iter().map(|p| p.as_str()));
+            parse_changed_lines(&self.git(&args)?, &mut changed);
+        }
+        Ok(changed)
+    }
+
     /// Whether `refname` (`refs/remotes/origin/main`) is likely to exist, from the files of a
     /// plain `.git` folder, without running git. Only a hint for the order of questions: a
     /// wrong guess costs one more git call, never a wrong answer.
@@ -358,5 +391,42 @@ mod tests {
     #[test]
     fn rejects_unknown_status() {
         assert!(parse_name_status(b"X\0path\0").is_err());
+    }
+}
+
+/// Reads `+++ b/PATH` and `@@ -a,b +c,d @@` lines of a `-U0` diff into added line numbers.
+/// A name git still quotes (a tab, a newline or a quote in it) is skipped.
+fn parse_changed_lines(out: &[u8], changed: &mut BTreeMap<String, BTreeSet<u32>>) {
+    let mut current: Option<String> = None;
+    for line in out.split(|&b| b == b'\n') {
+        if let Some(path) = line.strip_prefix(b"+++ ") {
+            current = path.strip_prefix(b"b/").map(|p| String::from_utf8_lossy(p).into_owned());
+            continue;
+        }
+        let (Some(path), Some(hunk)) = (current.as_ref(), line.strip_prefix(b"@@ ")) else { continue };
+        // `-a[,b] +c[,d] @@`: the new side is `c` and `d` lines (1 when `,d` is left out).
+        let hunk = String::from_utf8_lossy(hunk);
+        let Some(new) = hunk.split(' ').find_map(|field| field.strip_prefix('+')) else { continue };
+        let (start, count) = match new.split_once(',') {
+            Some((start, count)) => (start.parse::<u32>().ok(), count.parse::<u32>().ok()),
+            None => (new.parse::<u32>().ok(), Some(1)),
+        };
+        if let (Some(start), Some(count)) = (start, count) {
+            changed.entry(path.clone()).or_default().extend(start..start.saturating_add(count));
+        }
+    }
+}
+
+#[cfg(test)]
+mod changed_line_tests {
+    use super::*;
+
+    #[test]
+    fn hunk_headers_give_the_new_line_numbers() {
+        let diff = b"diff --git a/a.py b/a.py\n--- a/a.py\n+++ b/a.py\n@@ -1 +1 @@\n-x\n+y\n@@ -5,0 +6,2 @@ def f():\n+a\n+b\n@@ -9,2 +11,0 @@\n-c\n-d\n\
+                     diff --git a/gone.py b/gone.py\n--- a/gone.py\n+++ /dev/null\n@@ -1,2 +0,0 @@\n-x\n-y\n";
+        let mut changed = BTreeMap::new();
+        parse_changed_lines(diff, &mut changed);
+        assert_eq!(changed, BTreeMap::from([("a.py".to_string(), BTreeSet::from([1, 6, 7]))]));
     }
 }

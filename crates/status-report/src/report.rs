@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::gate::GateDecision;
-use run_state::{Status, StepRecord};
+use run_state::{Coverage, Ratio, Status, StepRecord, percent_text};
 
 /// Everything a report shows: the run, its steps and the gate's decision.
 #[derive(Debug, Clone, Serialize)]
@@ -39,15 +39,25 @@ impl RunReport {
     pub fn to_table(&self) -> String {
         let mut table = comfy_table::Table::new();
         table.load_style(comfy_table::presets::UTF8_FULL_CONDENSED);
-        table.set_header(["component", "step", "status", "time", "details"]);
+        let with_coverage = self.steps.iter().any(|s| s.details.coverage.is_some());
+        let mut header = vec!["component", "step", "status", "time"];
+        if with_coverage {
+            header.push("coverage");
+        }
+        header.push("details");
+        table.set_header(header);
         for step in &self.steps {
-            table.add_row([
+            let mut row = vec![
                 step.component.clone(),
                 step.step.to_string(),
                 step.status.to_string(),
                 step.duration().map(format_duration).unwrap_or_default(),
-                one_line_detail(step),
-            ]);
+            ];
+            if with_coverage {
+                row.push(step.details.coverage.as_ref().map(|c| c.summary()).unwrap_or_default());
+            }
+            row.push(one_line_detail(step, !with_coverage));
+            table.add_row(row);
         }
         let mut out = format!("run {} at {}\n{table}\n", self.run_id, short(&self.commit));
         out.push_str(&self.gate_line());
@@ -88,9 +98,10 @@ impl RunReport {
                 status_icon(step.status),
                 step.status,
                 step.duration().map(format_duration).unwrap_or_default(),
-                escape_md(&one_line_detail(step)),
+                escape_md(&one_line_detail(step, true)),
             );
         }
+        out.push_str(&self.coverage_markdown());
         let mut logs = String::new();
         for step in self.steps.iter().filter(|s| s.status == Status::Failed) {
             if let Some(tail) = &step.details.log_tail {
@@ -115,6 +126,64 @@ impl RunReport {
             }
             out.truncate(cut);
             out.push_str("\n\n_Table cut: the summary would pass GitHub's 1 MiB limit. See report.json._\n");
+        }
+        out
+    }
+
+    /// The coverage table (one row per component with figures) and, for each component, the
+    /// files furthest below its minimum; empty when no step has coverage.
+    fn coverage_markdown(&self) -> String {
+        let steps: Vec<(&StepRecord, &Coverage)> =
+            self.steps.iter().filter_map(|s| s.details.coverage.as_deref().map(|c| (s, c))).collect();
+        if steps.is_empty() {
+            return String::new();
+        }
+        let mut out = String::from(
+            "\n### Coverage\n\n| component | lines | branches | changed lines | report |\n|---|---|---|---|---|\n",
+        );
+        let cell = |ratio: Option<Ratio>, min: Option<f64>| match ratio {
+            None => "—".to_string(),
+            Some(ratio) => {
+                let mut text = ratio.describe();
+                if let Some(min) = min {
+                    let mark = if ratio.reaches(min) { "≥" } else { "❌ <" };
+                    text.push_str(&format!(" {mark} {}%", percent_text(min)));
+                }
+                text
+            }
+        };
+        for (step, coverage) in &steps {
+            let _ = writeln!(
+                out,
+                "| {} {} | {} | {} | {} | `{}` |",
+                status_icon(step.status),
+                escape_md(&step.component),
+                cell(Some(coverage.lines), coverage.min_lines),
+                cell(coverage.branches, coverage.min_branches),
+                cell(coverage.changed_lines, coverage.min_changed_lines),
+                escape_md(&coverage.report).replace('`', "'"),
+            );
+        }
+        for (step, coverage) in &steps {
+            let below: Vec<_> = coverage.files_below().collect();
+            if below.is_empty() {
+                continue;
+            }
+            let min = coverage.min_lines.map_or_else(|| "100%".to_string(), |m| format!("{}%", percent_text(m)));
+            let open = if step.status == Status::Failed { " open" } else { "" };
+            let _ = write!(
+                out,
+                "\n<details{open}><summary>{}: files below {min} of lines, furthest first</summary>\n\n| file | lines |\n|---|---|\n",
+                escape_md(&step.component)
+            );
+            for file in below {
+                let figure = if file.reported { file.lines.describe() } else { "0% (in no report)".to_string() };
+                let _ = writeln!(out, "| `{}` | {figure} |", escape_md(&file.path).replace('`', "'"));
+            }
+            if coverage.unreported > 0 {
+                let _ = writeln!(out, "\n{} source file(s) in no coverage report count as 0%.", coverage.unreported);
+            }
+            out.push_str("</details>\n");
         }
         out
     }
@@ -157,6 +226,9 @@ impl RunReport {
                 };
                 let mut case = TestCase::new(step.step.as_str(), status);
                 case.set_classname(component);
+                if let Some(coverage) = &step.details.coverage {
+                    case.add_properties(coverage_properties(coverage));
+                }
                 if let Some(duration) = step.duration() {
                     case.set_time(duration);
                 }
@@ -168,8 +240,33 @@ impl RunReport {
     }
 }
 
-fn one_line_detail(step: &StepRecord) -> String {
-    let text = step.details.error.as_deref().or(step.details.note.as_deref()).unwrap_or("");
+/// The coverage figures as JUnit properties: `coverage.lines` (percent), `coverage.lines.covered`,
+/// `coverage.lines.total`, the same for `branches` and `changed_lines`, and each `….min`.
+fn coverage_properties(coverage: &Coverage) -> Vec<quick_junit::Property> {
+    let mut properties = vec![quick_junit::Property::new("coverage.report", coverage.report.as_str())];
+    for (name, ratio, min) in [
+        ("lines", Some(coverage.lines), coverage.min_lines),
+        ("branches", coverage.branches, coverage.min_branches),
+        ("changed_lines", coverage.changed_lines, coverage.min_changed_lines),
+    ] {
+        if let Some(ratio) = ratio {
+            if let Some(percent) = ratio.percent() {
+                properties.push(quick_junit::Property::new(format!("coverage.{name}"), format!("{percent:.2}")));
+            }
+            properties.push(quick_junit::Property::new(format!("coverage.{name}.covered"), ratio.covered.to_string()));
+            properties.push(quick_junit::Property::new(format!("coverage.{name}.total"), ratio.total.to_string()));
+        }
+        if let Some(min) = min {
+            properties.push(quick_junit::Property::new(format!("coverage.{name}.min"), percent_text(min)));
+        }
+    }
+    properties
+}
+
+/// The error, else the note, else (with `coverage`) the coverage figures.
+fn one_line_detail(step: &StepRecord, coverage: bool) -> String {
+    let coverage = step.details.coverage.as_ref().filter(|_| coverage).map(|c| format!("coverage: {}", c.summary()));
+    let text = step.details.error.as_deref().or(step.details.note.as_deref()).or(coverage.as_deref()).unwrap_or("");
     let line = text.lines().next().unwrap_or("");
     if line.chars().count() > 120 {
         format!("{}…", line.chars().take(119).collect::<String>())

@@ -197,3 +197,79 @@ fn a_commit_or_run_id_of_any_text_renders() {
     assert!(id.ends_with("-a"), "{id}");
     assert!(run_state::check_name("run id", &id).is_ok(), "{id}");
 }
+
+/// A run where one component's coverage is below its minimum and another's passes.
+fn coverage_run() -> RunReport {
+    use run_state::{Coverage, FileCoverage, Ratio};
+    let mut low = rec("api", Step::Test, Status::Failed);
+    low.details.error = Some(
+        "coverage below the minimum: lines 60% (6/10) < 80%; furthest below: lambda/api/new.py 0% (in no report); add tests or lower components.api.test.coverage.min_lines".into(),
+    );
+    low.details.coverage = Some(Box::new(Coverage {
+        report: "coverage/api.xml".into(),
+        lines: Ratio { covered: 6, total: 10 },
+        branches: Some(Ratio { covered: 1, total: 4 }),
+        changed_lines: None,
+        min_lines: Some(80.0),
+        min_branches: None,
+        min_changed_lines: None,
+        files: vec![
+            FileCoverage { path: "lambda/api/new.py".into(), lines: Ratio { covered: 0, total: 3 }, reported: false },
+            FileCoverage { path: "lambda/api/a|b.py".into(), lines: Ratio { covered: 2, total: 3 }, reported: true },
+            FileCoverage { path: "lambda/api/index.py".into(), lines: Ratio { covered: 4, total: 4 }, reported: true },
+        ],
+        unreported: 1,
+    }));
+    let mut good = rec("web", Step::Test, Status::Passed);
+    good.details.coverage = Some(Box::new(Coverage {
+        report: "coverage/web.lcov".into(),
+        lines: Ratio { covered: 9, total: 10 },
+        min_lines: Some(70.0),
+        changed_lines: Some(Ratio { covered: 0, total: 0 }),
+        min_changed_lines: Some(90.0),
+        ..Coverage::default()
+    }));
+    let records = vec![low, good];
+    let gate = gate(&records);
+    RunReport::new("r1", records, gate)
+}
+
+#[test]
+fn coverage_figures_reach_every_report_and_the_gate_explains_the_refusal_in_one_line() {
+    let report = coverage_run();
+    assert_eq!(
+        report.gate.reasons,
+        [
+            "api test failed: coverage below the minimum: lines 60% (6/10) < 80%; furthest below: lambda/api/new.py 0% (in no report); add tests or lower components.api.test.coverage.min_lines"
+        ]
+    );
+    let md = report.to_markdown();
+    assert!(md.contains("### Coverage"), "{md}");
+    assert!(md.contains("| ❌ api | 60% (6/10) ❌ < 80% | 25% (1/4) | — | `coverage/api.xml` |"), "{md}");
+    assert!(md.contains("| ✅ web | 90% (9/10) ≥ 70% | — | n/a (0/0) ≥ 90% | `coverage/web.lcov` |"), "{md}");
+    // The files furthest below the minimum, lowest first; a file at or over it is not listed.
+    assert!(md.contains("<details open><summary>api: files below 80% of lines, furthest first</summary>"), "{md}");
+    let new = md.find("| `lambda/api/new.py` | 0% (in no report) |").expect(&md);
+    let ab = md.find("| `lambda/api/a\\|b.py` | 66.6% (2/3) |").expect(&md);
+    assert!(new < ab && !md.contains("lambda/api/index.py"), "{md}");
+
+    let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
+    assert_eq!(json["steps"][0]["details"]["coverage"]["lines"], serde_json::json!({"covered": 6, "total": 10}));
+    assert_eq!(json["steps"][0]["details"]["coverage"]["min_lines"], 80.0);
+
+    let junit = report.to_junit();
+    for property in [
+        r#"<property name="coverage.lines" value="60.00"/>"#,
+        r#"<property name="coverage.lines.min" value="80"/>"#,
+        r#"<property name="coverage.branches.covered" value="1"/>"#,
+        r#"<property name="coverage.report" value="coverage/web.lcov"/>"#,
+    ] {
+        assert!(junit.contains(property), "{property} missing: {junit}");
+    }
+    #[cfg(feature = "cli")]
+    {
+        let table = report.to_table();
+        assert!(table.contains("lines 90% (9/10) ≥ 70%"), "{table}");
+        assert!(table.contains("coverage: lines") || table.contains("coverage below the minimum"), "{table}");
+    }
+}

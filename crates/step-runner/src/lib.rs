@@ -10,6 +10,12 @@
 //! the shell leaves behind is stopped when it exits, and everything stops when
 //! the runner itself dies (see the `run` module).
 //!
+//! A test command with `coverage = { … }` passes only when its coverage does too: the plan
+//! says which components' coverage is checked ([`StepPlan::coverage`]); after a passing test
+//! job, its report is read and cut to the component's files (the `coverage` crate), and a
+//! figure under its minimum fails the job with the figures in the error. The figures go
+//! into the record ([`run_state::Details::coverage`]).
+//!
 //! A stage binary or a pipeline calls [`run_stage`], which does all of it for
 //! one run: reads the run's diff, checks that the checked-out tree is the
 //! run's commit, refuses a deploy while the gate refuses, and records the step.
@@ -26,6 +32,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod coverage;
 mod run;
 
 use std::collections::BTreeMap;
@@ -37,6 +44,7 @@ use serde::Deserialize;
 use source_diff::{Components, DiffReport};
 use status_report::GatePolicy;
 
+pub use crate::coverage::CoverageScope;
 pub use run::{Event, Job, JobResult, Outcome, Runner, missing_program};
 
 /// `[runner]` in `pipeline.toml`.
@@ -81,6 +89,8 @@ pub struct StepPlan {
     pub jobs: Vec<Job>,
     /// Components not run, with the reason.
     pub skipped: Vec<(String, String)>,
+    /// The coverage checked after each job that has it, by component.
+    pub coverage: BTreeMap<String, ::coverage::CoverageSpec>,
 }
 
 /// Errors of the step runner.
@@ -120,6 +130,9 @@ impl StepPlan {
                 humantime::format_duration(job.timeout)
             ));
         }
+        for (component, spec) in &self.coverage {
+            out.push_str(&format!("check {component} {} coverage: {}\n", self.step, spec.describe()));
+        }
         for (component, reason) in &self.skipped {
             out.push_str(&format!("skip {component} {}: {reason}\n", self.step));
         }
@@ -137,35 +150,45 @@ pub fn plan(
 ) -> StepPlan {
     let mut jobs = Vec::new();
     let mut skipped = Vec::new();
+    let mut coverage = BTreeMap::new();
     for component in components.iter() {
         let command = component.command(step);
         let changed = diff.components.get(&component.name).is_some_and(|c| c.changed);
         match (changed, command) {
             (false, _) => skipped.push((component.name.clone(), "unchanged since the base".to_string())),
             (true, None) => skipped.push((component.name.clone(), format!("no {step} command"))),
-            (true, Some(command)) => jobs.push(Job {
-                component: component.name.clone(),
-                command: command.run.clone(),
-                timeout: command.timeout.or(settings.timeout).unwrap_or(DEFAULT_TIMEOUT),
-                log_path: run_dir.log_path(&component.name, step.as_str()),
-                config_key: format!("components.{}.{step}", component.name),
-                stdout_path: None,
-                env: settings.env.iter().chain(&command.env).map(|(k, v)| (k.clone(), v.clone())).collect(),
-            }),
+            (true, Some(command)) => {
+                if let Some(spec) = &command.coverage {
+                    coverage.insert(component.name.clone(), spec.clone());
+                }
+                jobs.push(Job {
+                    component: component.name.clone(),
+                    command: command.run.clone(),
+                    timeout: command.timeout.or(settings.timeout).unwrap_or(DEFAULT_TIMEOUT),
+                    log_path: run_dir.log_path(&component.name, step.as_str()),
+                    config_key: format!("components.{}.{step}", component.name),
+                    stdout_path: None,
+                    env: settings.env.iter().chain(&command.env).map(|(k, v)| (k.clone(), v.clone())).collect(),
+                })
+            }
         }
     }
-    StepPlan { step, jobs, skipped }
+    StepPlan { step, jobs, skipped, coverage }
 }
 
 /// Runs a planned step and records every state in the store: skipped
 /// components at once, each job as running when it starts and as passed,
-/// failed or cancelled when it ends. Returns the results in plan order.
+/// failed or cancelled when it ends. A passing job whose component has coverage in the plan
+/// passes only when its coverage reaches the minimums (`scope` says which files are the
+/// component's and which lines changed); the event, the record and the result then carry the
+/// figures, and the error says what is below. Returns the results in plan order.
 pub fn run_step(
     store: &dyn Store,
     run_id: &str,
     commit: &str,
     plan: &StepPlan,
     runner: &Runner<'_>,
+    scope: CoverageScope<'_>,
     on_event: &(dyn Fn(Event<'_>) + Sync),
 ) -> Result<Vec<JobResult>, Error> {
     for (component, reason) in &plan.skipped {
@@ -186,19 +209,58 @@ pub fn run_step(
             store_error.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
         }
     };
-    let results = runner.run(plan.jobs.clone(), &|event| {
-        match &event {
-            Event::Started(job) => {
-                let mut record = StepRecord::new(run_id, commit, &job.component, plan.step, Status::Running);
-                record.started_at = Some(std::time::SystemTime::now());
-                record.details.log_path = Some(job.log_path.display().to_string());
-                record.details.set_runner_to_this_process();
-                keep(store.record(&record));
-            }
-            Event::Finished(result) => keep(store.record(&finished_record(run_id, commit, plan.step, result))),
+    let checker = coverage::Checker::new(&runner.workdir, scope);
+    // Results changed by their coverage check, by component, put back in place at the end.
+    let checked = std::sync::Mutex::new(BTreeMap::new());
+    let mut results = runner.run(plan.jobs.clone(), &|event| match event {
+        Event::Started(job) => {
+            let mut record = StepRecord::new(run_id, commit, &job.component, plan.step, Status::Running);
+            record.started_at = Some(std::time::SystemTime::now());
+            record.details.log_path = Some(job.log_path.display().to_string());
+            record.details.set_runner_to_this_process();
+            keep(store.record(&record));
+            on_event(event);
         }
-        on_event(event);
+        Event::Finished(result) => {
+            let spec = plan.coverage.get(&result.job.component).filter(|_| result.outcome == Outcome::Passed);
+            let Some(spec) = spec else {
+                keep(store.record(&finished_record(run_id, commit, plan.step, result)));
+                on_event(event);
+                return;
+            };
+            let mut result = result.clone();
+            let failure = match checker.check(&result.job.component, spec, &result.job.config_key, result.started_at) {
+                Ok(measured) => {
+                    result.coverage = Some(measured.coverage);
+                    measured.failure
+                }
+                Err(line) => Some(line),
+            };
+            let line = match (&failure, &result.coverage) {
+                (Some(failure), _) => failure.clone(),
+                (None, Some(coverage)) => format!("coverage: {}", coverage.summary()),
+                (None, None) => String::new(),
+            };
+            // The log says it too, so the log alone explains a failed step.
+            if let Ok(mut log) = std::fs::OpenOptions::new().append(true).open(&result.job.log_path) {
+                use std::io::Write;
+                let _ = writeln!(log, "[step-runner] {line}");
+            }
+            if let Some(failure) = failure {
+                result.outcome = Outcome::Failed(failure);
+                result.log_tail = run_state::redact::read_log_tail(&result.job.log_path).unwrap_or_default();
+            }
+            keep(store.record(&finished_record(run_id, commit, plan.step, &result)));
+            on_event(Event::Finished(&result));
+            checked.lock().unwrap_or_else(|p| p.into_inner()).insert(result.job.component.clone(), result);
+        }
     });
+    let mut checked = checked.into_inner().unwrap_or_else(|p| p.into_inner());
+    for result in &mut results {
+        if let Some(changed) = checked.remove(&result.job.component) {
+            *result = changed;
+        }
+    }
     match store_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
         Some(error) => Err(error.into()),
         None => Ok(results),
@@ -230,6 +292,7 @@ pub fn finished_record(run_id: &str, commit: &str, step: Step, result: &JobResul
         note: result.note.clone(),
         runner: None,
         runner_process: None,
+        coverage: result.coverage.clone().map(Box::new),
     };
     record
 }
@@ -286,9 +349,9 @@ pub fn run_stage(
             }
         }
         let plan = plan(step, &components, &diff, run_dir, &settings);
-        Ok((settings, diff, plan))
+        Ok((components, settings, diff, plan))
     })();
-    let (settings, diff, plan) = match prepared {
+    let (components, settings, diff, plan) = match prepared {
         Ok(prepared) => prepared,
         Err(error) => {
             let head = run_dir.read_json::<DiffReport>(RunFile::Diff).map(|d| d.head).unwrap_or_default();
@@ -302,6 +365,7 @@ pub fn run_stage(
     };
     let runner =
         Runner { workdir: context.root.clone(), parallelism: settings.parallelism(), path_prefix: Vec::new(), cancel };
-    let results = run_step(store, &run_dir.run_id, &diff.head, &plan, &runner, on_event)?;
+    let scope = CoverageScope { components: &components, diff: &diff };
+    let results = run_step(store, &run_dir.run_id, &diff.head, &plan, &runner, scope, on_event)?;
     Ok(StageRun { plan, results })
 }

@@ -133,6 +133,8 @@ pub struct JobResult {
     /// What the runner had to do beyond running the command (processes it left behind
     /// stopped, output not logged), on one line; also at the end of the log.
     pub note: Option<String>,
+    /// The component's coverage, read after a test job whose command has `coverage = { … }`.
+    pub coverage: Option<run_state::Coverage>,
 }
 
 /// What the runner reports while it works.
@@ -182,6 +184,7 @@ impl Runner<'_> {
                                 ended_at: SystemTime::now(),
                                 log_tail: String::new(),
                                 note: None,
+                                coverage: None,
                             }
                         } else {
                             self.run_one(job, path.as_ref(), on_event)
@@ -222,7 +225,15 @@ impl Runner<'_> {
             }
             other => other,
         };
-        JobResult { job, outcome, started_at: Some(started_at), ended_at: SystemTime::now(), log_tail, note }
+        JobResult {
+            job,
+            outcome,
+            started_at: Some(started_at),
+            ended_at: SystemTime::now(),
+            log_tail,
+            note,
+            coverage: None,
+        }
     }
 
     fn spawn(&self, job: &Job, path: Option<&OsString>) -> Result<RunningJob, String> {

@@ -208,7 +208,8 @@ fn a_step_is_planned_from_the_diff_and_every_state_is_recorded() {
     let cancel = AtomicBool::new(false);
     let runner = Runner { workdir: repo.path().into(), parallelism: 3, path_prefix: vec![], cancel: &cancel };
     let seen = Mutex::new(Vec::new());
-    let results = step_runner::run_step(&store, "run-1", &diff.head, &plan, &runner, &|event| {
+    let scope = step_runner::CoverageScope { components: &components, diff: &diff };
+    let results = step_runner::run_step(&store, "run-1", &diff.head, &plan, &runner, scope, &|event| {
         if let Event::Finished(result) = event {
             seen.lock().unwrap().push(result.job.component.clone());
         }
@@ -244,4 +245,35 @@ fn a_step_is_planned_from_the_diff_and_every_state_is_recorded() {
     let gate = status_report::decide(&records, Some(&required), &Default::default());
     assert!(!gate.allowed);
     assert!(gate.reasons.iter().any(|r| r.starts_with("web test failed")), "{gate:?}");
+}
+
+#[test]
+fn the_plan_says_which_coverage_is_checked() {
+    let config = r#"
+[components.api]
+paths = ["api/**"]
+test = { run = "pytest --cov", coverage = { report = "cov/api.xml", format = "cobertura", min_lines = 80, min_changed_lines = 90.5 } }
+
+[components.web]
+paths = ["web/**"]
+test = { run = "node --test", coverage = { report = "cov/web.lcov", format = "lcov" } }
+"#;
+    let repo = test_support::GitRepo::new();
+    repo.commit_files("one", &[("pipeline.toml", config)]);
+    repo.commit_files("two", &[("api/a.py", "1"), ("web/b.js", "1")]);
+    let handle = source_diff::Repo::open(repo.path()).unwrap();
+    let components = source_diff::Components::load(&repo.path().join("pipeline.toml")).unwrap();
+    let diff = source_diff::diff(&handle, &components, &Default::default(), "HEAD", false).unwrap();
+    let run_dir = RunDir::create(&repo.path().join(".pipeline"), "run-1").unwrap();
+    let plan = step_runner::plan(Step::Test, &components, &diff, &run_dir, &RunnerSettings::default());
+    let described = plan.describe();
+    assert!(
+        described.contains("check api test coverage: lines ≥ 80%, changed lines ≥ 90.5% from cov/api.xml (cobertura)"),
+        "{described}"
+    );
+    assert!(
+        described.contains("check web test coverage: figures only (no minimum) from cov/web.lcov (lcov)"),
+        "{described}"
+    );
+    assert!(components.owns("api", "api/a.py") && !components.owns("api", "web/b.js"));
 }
