@@ -187,7 +187,7 @@ pub fn plan(
 }
 
 /// Bump when a rule changes, so cached results are not reused.
-const CACHE_VERSION: &str = "validate-native-v1";
+const CACHE_VERSION: &str = "validate-native-v2";
 
 /// Checks templates natively (in parallel, cached by content in `cache_dir` when given),
 /// applying each template's `Metadata: cfn-lint: config: ignore_checks` and `ignore`.
@@ -306,6 +306,8 @@ fn check_cached(path: &str, full: &Path, bytes: &[u8], cache_dir: Option<&Path>)
 pub fn check_template(path: &str, full: &Path, bytes: &[u8]) -> Vec<Finding> {
     let root = match parse_bytes(bytes, &Limits::default()) {
         Ok(root) => root,
+        // Readable, with no sections: the rules say what is missing, as cfn-lint does.
+        Err(error) if error.empty => Node::new(error.pos, Value::Map(Vec::new())),
         Err(error) => {
             return vec![Finding {
                 path: path.to_string(),

@@ -28,6 +28,8 @@ macro_rules! rules {
 
 rules! {
     UNKNOWN_SECTION = "E1001", Error, "Top-level sections are ones CloudFormation knows";
+    RESOURCES_MISSING = "E1001", Error, "A template has a Resources section";
+    GLOBALS_WITHOUT_SAM = "E3724", Error, "A Globals section comes with the SAM transform";
     TEMPLATE_TOO_BIG = "E1002", Error, "The template body is at most 1 MB";
     INLINE_BODY_TOO_BIG = "P1002", Warning, "A body over 51,200 bytes must be uploaded to S3 and passed as TemplateURL";
     GETATT_UNDEFINED = "E1010", Error, "Fn::GetAtt names a resource of the template";
@@ -78,27 +80,167 @@ const PSEUDO_PARAMETERS: &[&str] = &[
     "AWS::URLSuffix",
 ];
 
+/// The transforms a template declares at its top (`Transform`: a name or a list of names).
+#[derive(Debug, Clone, Copy, Default)]
+struct Transforms {
+    /// Any transform: cfn-lint then skips W2001 (unused parameters).
+    any: bool,
+    /// `AWS::Serverless-2016-10-31`: `Globals`, and resources SAM generates.
+    sam: bool,
+    /// `AWS::LanguageExtensions`: `Fn::ForEach::Name` blocks, `Ref` of an intrinsic function.
+    language_extensions: bool,
+}
+
+impl Transforms {
+    fn new(root: &Node) -> Transforms {
+        let Some(transform) = root.get("Transform") else { return Transforms::default() };
+        let named: Vec<&str> = match &transform.value {
+            Value::Seq(items) => items.iter().filter_map(Node::as_str).collect(),
+            _ => transform.as_str().into_iter().collect(),
+        };
+        Transforms {
+            any: match &transform.value {
+                Value::Null => false,
+                Value::Seq(items) => !items.is_empty(),
+                Value::String(text) => !text.is_empty(),
+                _ => true,
+            },
+            sam: named.contains(&"AWS::Serverless-2016-10-31"),
+            language_extensions: named.contains(&"AWS::LanguageExtensions"),
+        }
+    }
+}
+
+/// The prefix of a `Fn::ForEach` block's key.
+const FOR_EACH: &str = "Fn::ForEach::";
+
+/// One entry of a section, `Fn::ForEach` blocks expanded to the entries of their templates.
+struct Entry<'a> {
+    key: &'a Key,
+    node: &'a Node,
+}
+
+/// A section's entries; with `AWS::LanguageExtensions`, each `Fn::ForEach::Name` block
+/// (`[Identifier, Collection, {OutputKey: template}]`, nested blocks included) stands for the
+/// entries of its template, whose keys hold `${Identifier}` or `&{Identifier}`.
+fn entries(section: Option<&Node>, transforms: Transforms) -> Vec<Entry<'_>> {
+    let mut found = Vec::new();
+    let mut stack: Vec<&Node> = section.into_iter().collect();
+    while let Some(map) = stack.pop() {
+        for (key, node) in map.entries() {
+            if transforms.language_extensions && key.name.starts_with(FOR_EACH) {
+                if let [_, _, template, ..] = node.items() {
+                    stack.push(template);
+                }
+                continue;
+            }
+            found.push(Entry { key, node });
+        }
+    }
+    found.sort_by_key(|e| e.key.pos);
+    found
+}
+
+/// Whether a name fits a `Fn::ForEach` output key: the key's text with each `${…}` or `&{…}`
+/// standing for one or more characters.
+fn fits_template(template: &str, name: &str) -> bool {
+    let mut parts: Vec<&str> = Vec::new();
+    let mut rest = template;
+    while let Some(start) = rest.find(['$', '&']).filter(|&i| rest[i + 1..].starts_with('{')) {
+        let Some(end) = rest[start..].find('}') else { break };
+        parts.push(&rest[..start]);
+        rest = &rest[start + end + 1..];
+    }
+    parts.push(rest);
+    let Some(first) = name.strip_prefix(parts[0]).map(|after| name.len() - after.len()) else { return false };
+    // Where in `name` each part can end, every placeholder taking at least one character.
+    let mut ends: BTreeSet<usize> = BTreeSet::from([first]);
+    for part in &parts[1..] {
+        let mut next = BTreeSet::new();
+        for &end in &ends {
+            for start in end + 1..=name.len() {
+                if name.is_char_boundary(start) && name[start..].starts_with(part) {
+                    next.insert(start + part.len());
+                }
+            }
+        }
+        ends = next;
+    }
+    parts.len() > 1 && ends.contains(&name.len())
+}
+
+/// Whether a key is a `Fn::ForEach` output key (it holds `${…}` or `&{…}`).
+fn is_templated(name: &str) -> bool {
+    name.contains("${") || name.contains("&{")
+}
+
+/// Resources the SAM transform adds, named after the API it creates for events or after the
+/// `AWS::Serverless::*` resource they belong to (`<Function>Role`,
+/// `<Function><Event>Permission…`, `<Api><Stage>Stage`, `<Function>Version…`, …).
+const SAM_GENERATED_PREFIXES: &[&str] =
+    &["ServerlessRestApi", "ServerlessHttpApi", "ServerlessDeploymentApplication", "CodeDeployServiceRole"];
+
 /// A template's names, gathered once for every rule.
 struct Names<'a> {
+    transforms: Transforms,
     parameters: BTreeMap<&'a str, &'a Key>,
     resources: BTreeMap<&'a str, (&'a Key, &'a Node)>,
     conditions: BTreeSet<&'a str>,
     mappings: BTreeSet<&'a str>,
+    /// Logical IDs of `AWS::Serverless::*` resources, with the SAM transform.
+    serverless: Vec<&'a str>,
 }
 
 impl<'a> Names<'a> {
     fn new(root: &'a Node) -> Names<'a> {
+        let transforms = Transforms::new(root);
         let keys = |section: &str| root.get(section).map(|n| n.entries()).unwrap_or(&[]);
+        let resources: BTreeMap<&str, (&Key, &Node)> = entries(root.get("Resources"), transforms)
+            .into_iter()
+            .map(|e| (e.key.name.as_str(), (e.key, e.node)))
+            .collect();
+        let serverless = if transforms.sam {
+            resources
+                .iter()
+                .filter(|(_, (_, r))| {
+                    r.get("Type").and_then(Node::as_str).is_some_and(|t| t.starts_with("AWS::Serverless::"))
+                })
+                .map(|(&name, _)| name)
+                .collect()
+        } else {
+            Vec::new()
+        };
         Names {
+            transforms,
             parameters: keys("Parameters").iter().map(|(k, _)| (k.name.as_str(), k)).collect(),
-            resources: keys("Resources").iter().map(|(k, v)| (k.name.as_str(), (k, v))).collect(),
-            conditions: keys("Conditions").iter().map(|(k, _)| k.name.as_str()).collect(),
+            resources,
+            conditions: entries(root.get("Conditions"), transforms).into_iter().map(|e| e.key.name.as_str()).collect(),
             mappings: keys("Mappings").iter().map(|(k, _)| k.name.as_str()).collect(),
+            serverless,
         }
     }
 
+    /// Whether `name` is a resource of the template: one written, one a `Fn::ForEach` block
+    /// makes, or (with the SAM transform) one whose name is of those SAM generates. SAM's names
+    /// are matched by pattern, not worked out: a typo after a function's name passes here (the
+    /// deployed template, or cfn-lint, which runs the transform, catches it).
+    fn is_resource(&self, name: &str) -> bool {
+        self.resources.contains_key(name)
+            || (self.transforms.language_extensions
+                && self.resources.keys().any(|k| is_templated(k) && fits_template(k, name)))
+            || (self.transforms.sam
+                && (SAM_GENERATED_PREFIXES.iter().any(|p| name.starts_with(p))
+                    || self.serverless.iter().any(|f| name.len() > f.len() && name.starts_with(f))))
+    }
+
+    fn is_condition(&self, name: &str) -> bool {
+        self.conditions.contains(name)
+            || (self.transforms.language_extensions
+                && self.conditions.iter().any(|k| is_templated(k) && fits_template(k, name)))
+    }
+
     fn is_ref_target(&self, name: &str) -> bool {
-        self.parameters.contains_key(name) || self.resources.contains_key(name) || PSEUDO_PARAMETERS.contains(&name)
+        self.parameters.contains_key(name) || self.is_resource(name) || PSEUDO_PARAMETERS.contains(&name)
     }
 }
 
@@ -129,20 +271,35 @@ pub fn check(root: &Node, path: &str, dir: &Path, size: usize) -> Vec<Finding> {
         return out.findings;
     }
     let names = Names::new(root);
-    sections(root, &mut out);
+    sections(root, &names, &mut out);
     limits(root, size, &mut out);
     resources(root, &names, dir, &mut out);
     references(root, &names, &mut out);
-    outputs(root, &mut out);
+    outputs(root, names.transforms, &mut out);
     unused_parameters(root, &names, &mut out);
     cycles(&names, &mut out);
     out.findings.sort();
     out.findings
 }
 
-fn sections(root: &Node, out: &mut Out<'_>) {
+fn sections(root: &Node, names: &Names<'_>, out: &mut Out<'_>) {
+    if root.get("Resources").is_none() {
+        out.add(
+            RESOURCES_MISSING,
+            Pos { line: 1, column: 1 },
+            "the template has no Resources section: CloudFormation needs at least one resource".into(),
+        );
+    }
     for (key, _) in root.entries() {
-        if !SECTIONS.contains(&key.name.as_str()) {
+        if key.name == "Globals" {
+            if !names.transforms.sam {
+                out.add(
+                    GLOBALS_WITHOUT_SAM,
+                    key.pos,
+                    "a Globals section needs `Transform: AWS::Serverless-2016-10-31`: add the transform or move the settings into the resources".into(),
+                );
+            }
+        } else if !SECTIONS.contains(&key.name.as_str()) {
             out.add(
                 UNKNOWN_SECTION,
                 key.pos,
@@ -192,9 +349,8 @@ fn limits(root: &Node, size: usize, out: &mut Out<'_>) {
 }
 
 fn resources(root: &Node, names: &Names<'_>, dir: &Path, out: &mut Out<'_>) {
-    let Some(section) = root.get("Resources") else { return };
-    for (key, resource) in section.entries() {
-        if key.name.is_empty() || !key.name.chars().all(|c| c.is_ascii_alphanumeric()) {
+    for Entry { key, node: resource } in entries(root.get("Resources"), names.transforms) {
+        if !valid_logical_id(&key.name, names.transforms) {
             out.add(
                 LOGICAL_ID_INVALID,
                 key.pos,
@@ -213,7 +369,7 @@ fn resources(root: &Node, names: &Names<'_>, dir: &Path, out: &mut Out<'_>) {
             };
             for (target, pos) in targets {
                 if let Some(name) = target.as_str()
-                    && !names.resources.contains_key(name)
+                    && !names.is_resource(name)
                 {
                     out.add(
                         DEPENDS_ON_UNDEFINED,
@@ -224,7 +380,7 @@ fn resources(root: &Node, names: &Names<'_>, dir: &Path, out: &mut Out<'_>) {
             }
         }
         if let (Some(key), Some(name)) = (resource.key("Condition"), resource.get("Condition").and_then(Node::as_str))
-            && !names.conditions.contains(name)
+            && !names.is_condition(name)
         {
             out.add(
                 RESOURCE_CONDITION_UNDEFINED,
@@ -248,6 +404,23 @@ fn resources(root: &Node, names: &Names<'_>, dir: &Path, out: &mut Out<'_>) {
             iam_wildcards(resource, out);
         }
     }
+}
+
+/// Alphanumeric; a `Fn::ForEach` output key is checked without its `${Identifier}` parts.
+fn valid_logical_id(name: &str, transforms: Transforms) -> bool {
+    let alphanumeric = |text: &str| text.chars().all(|c| c.is_ascii_alphanumeric());
+    if transforms.language_extensions && is_templated(name) {
+        let mut rest = name;
+        let mut literal = String::new();
+        while let Some(start) = rest.find(['$', '&']).filter(|&i| rest[i + 1..].starts_with('{')) {
+            let Some(end) = rest[start..].find('}') else { break };
+            literal.push_str(&rest[..start]);
+            rest = &rest[start + end + 1..];
+        }
+        literal.push_str(rest);
+        return alphanumeric(&literal);
+    }
+    !name.is_empty() && alphanumeric(name)
 }
 
 fn nested_template(key: &Key, resource: &Node, dir: &Path, out: &mut Out<'_>) {
@@ -315,19 +488,53 @@ pub fn sub_variables(text: &str) -> Vec<(usize, &str)> {
     vars
 }
 
-/// Every node with the key it sits under (`None` for list items and the root).
-fn walk_keyed(root: &Node) -> Vec<(&Node, Option<&Key>)> {
-    let mut found = Vec::new();
-    let mut stack = vec![(root, None)];
-    while let Some((node, parent)) = stack.pop() {
-        found.push((node, parent));
+/// Every node with the key it sits under (`None` for list items and the root) and the loop
+/// identifiers in scope there (with `AWS::LanguageExtensions`: those of the `Fn::ForEach`
+/// blocks it is in, as an index into `scopes`, each `(identifier, enclosing scope)`).
+struct Keyed<'a> {
+    nodes: Vec<(&'a Node, Option<&'a Key>, usize)>,
+    scopes: Vec<(&'a str, usize)>,
+}
+
+/// No loop identifier in scope.
+const NO_SCOPE: usize = usize::MAX;
+
+impl Keyed<'_> {
+    fn in_scope(&self, mut scope: usize, name: &str) -> bool {
+        while let Some(&(identifier, enclosing)) = self.scopes.get(scope) {
+            if identifier == name {
+                return true;
+            }
+            scope = enclosing;
+        }
+        false
+    }
+}
+
+fn walk_keyed(root: &Node, transforms: Transforms) -> Keyed<'_> {
+    let mut keyed = Keyed { nodes: Vec::new(), scopes: Vec::new() };
+    let mut stack = vec![(root, None, NO_SCOPE)];
+    while let Some((node, parent, scope)) = stack.pop() {
+        keyed.nodes.push((node, parent, scope));
         match &node.value {
-            Value::Seq(items) => stack.extend(items.iter().rev().map(|i| (i, None))),
-            Value::Map(entries) => stack.extend(entries.iter().rev().map(|(k, v)| (v, Some(k)))),
+            Value::Seq(items) => stack.extend(items.iter().rev().map(|i| (i, None, scope))),
+            Value::Map(entries) => {
+                for (k, v) in entries.iter().rev() {
+                    let mut inner = scope;
+                    if transforms.language_extensions
+                        && k.name.starts_with(FOR_EACH)
+                        && let Some(identifier) = v.items().first().and_then(Node::as_str)
+                    {
+                        keyed.scopes.push((identifier, scope));
+                        inner = keyed.scopes.len() - 1;
+                    }
+                    stack.push((v, Some(k), inner));
+                }
+            }
             _ => {}
         }
     }
-    found
+    keyed
 }
 
 /// Where cfn-lint points for a problem with an intrinsic function as a whole: its key, or,
@@ -361,13 +568,16 @@ fn shape_of(node: &Node) -> &'static str {
 const STRING: &str = "a string";
 
 fn references(root: &Node, names: &Names<'_>, out: &mut Out<'_>) {
-    for (node, parent) in walk_keyed(root) {
+    let keyed = walk_keyed(root, names.transforms);
+    for &(node, parent, scope) in &keyed.nodes {
         let Some((key, arg)) = node.intrinsic() else { continue };
         let whole = intrinsic_pos(key, parent, node);
         match key.name.as_str() {
             "Ref" => {
                 let kind = shape_of(arg);
-                if kind != STRING {
+                if names.transforms.language_extensions && arg.intrinsic().is_some() {
+                    // The language extensions resolve `Ref` of a function (`!Ref {Fn::Sub: …}`).
+                } else if kind != STRING {
                     out.add(
                         REF_UNDEFINED,
                         whole,
@@ -375,6 +585,7 @@ fn references(root: &Node, names: &Names<'_>, out: &mut Out<'_>) {
                     );
                 } else if let Some(name) = arg.as_str()
                     && !names.is_ref_target(name)
+                    && !keyed.in_scope(scope, name)
                 {
                     out.add(
                         REF_UNDEFINED,
@@ -416,7 +627,7 @@ fn references(root: &Node, names: &Names<'_>, out: &mut Out<'_>) {
                     && let Some(name) = target.as_str()
                 {
                     let resource = name.split('.').next().unwrap_or(name);
-                    if !names.resources.contains_key(resource) {
+                    if !names.is_resource(resource) {
                         out.add(
                             GETATT_UNDEFINED,
                             getatt_pos(key, arg, target, whole),
@@ -454,8 +665,8 @@ fn references(root: &Node, names: &Names<'_>, out: &mut Out<'_>) {
                     variables.map(|v| v.entries().iter().map(|(k, _)| k.name.as_str()).collect()).unwrap_or_default();
                 for (_, var) in sub_variables(text) {
                     let known = match var.split_once('.') {
-                        _ if local.contains(var) || names.is_ref_target(var) => true,
-                        Some((resource, _)) => names.resources.contains_key(resource) || local.contains(resource),
+                        _ if local.contains(var) || names.is_ref_target(var) || keyed.in_scope(scope, var) => true,
+                        Some((resource, _)) => names.is_resource(resource) || local.contains(resource),
                         None => false,
                     };
                     if !known {
@@ -482,7 +693,7 @@ fn references(root: &Node, names: &Names<'_>, out: &mut Out<'_>) {
             "Fn::If" => {
                 if let Some(condition) = arg.items().first()
                     && let Some(name) = condition.as_str()
-                    && !names.conditions.contains(name)
+                    && !names.is_condition(name)
                 {
                     out.add(
                         IF_CONDITION_UNDEFINED,
@@ -494,42 +705,33 @@ fn references(root: &Node, names: &Names<'_>, out: &mut Out<'_>) {
             _ => {}
         }
     }
-    if let Some(outputs) = root.get("Outputs") {
-        for (_, output) in outputs.entries() {
-            if let (Some(key), Some(name)) = (output.key("Condition"), output.get("Condition").and_then(Node::as_str))
-                && !names.conditions.contains(name)
-            {
-                out.add(
-                    OUTPUT_CONDITION_UNDEFINED,
-                    key.pos,
-                    format!("condition `{name}` is not defined under Conditions"),
-                );
-            }
+    for Entry { node: output, .. } in entries(root.get("Outputs"), names.transforms) {
+        if let (Some(key), Some(name)) = (output.key("Condition"), output.get("Condition").and_then(Node::as_str))
+            && !names.is_condition(name)
+        {
+            out.add(OUTPUT_CONDITION_UNDEFINED, key.pos, format!("condition `{name}` is not defined under Conditions"));
         }
     }
     // Like cfn-lint, at the condition that refers to the missing one.
-    if let Some(conditions) = root.get("Conditions") {
-        for (key, condition) in conditions.entries() {
-            for node in condition.walk() {
-                if let Some((inner, arg)) = node.intrinsic()
-                    && inner.name == "Condition"
-                    && let Some(name) = arg.as_str()
-                    && !names.conditions.contains(name)
-                {
-                    out.add(
-                        CONDITION_UNDEFINED,
-                        key.pos,
-                        format!("condition `{}` refers to `{name}`, which is not defined under Conditions", key.name),
-                    );
-                }
+    for Entry { key, node: condition } in entries(root.get("Conditions"), names.transforms) {
+        for node in condition.walk() {
+            if let Some((inner, arg)) = node.intrinsic()
+                && inner.name == "Condition"
+                && let Some(name) = arg.as_str()
+                && !names.is_condition(name)
+            {
+                out.add(
+                    CONDITION_UNDEFINED,
+                    key.pos,
+                    format!("condition `{}` refers to `{name}`, which is not defined under Conditions", key.name),
+                );
             }
         }
     }
 }
 
-fn outputs(root: &Node, out: &mut Out<'_>) {
-    let Some(outputs) = root.get("Outputs") else { return };
-    for (key, output) in outputs.entries() {
+fn outputs(root: &Node, transforms: Transforms, out: &mut Out<'_>) {
+    for Entry { key, node: output } in entries(root.get("Outputs"), transforms) {
         if output.get("Value").is_none() {
             out.add(OUTPUT_VALUE_MISSING, key.pos, format!("output `{}` has no Value", key.name));
         }
@@ -546,6 +748,11 @@ fn outputs(root: &Node, out: &mut Out<'_>) {
 }
 
 fn unused_parameters(root: &Node, names: &Names<'_>, out: &mut Out<'_>) {
+    // Like cfn-lint: a template with a transform may use its parameters in what the transform
+    // makes (`Fn::Transform` inside the template does not count).
+    if names.transforms.any {
+        return;
+    }
     let mut used: BTreeSet<&str> = BTreeSet::new();
     for node in root.walk() {
         let Some((key, arg)) = node.intrinsic() else { continue };
@@ -662,7 +869,18 @@ fn cycles(names: &Names<'_>, out: &mut Out<'_>) {
 
 #[cfg(test)]
 mod tests {
-    use super::sub_variables;
+    use super::{fits_template, sub_variables};
+
+    #[test]
+    fn for_each_keys_fit_names_with_one_or_more_characters_per_identifier() {
+        assert!(fits_template("Queue${Name}", "QueueOrders"));
+        assert!(fits_template("${Name}Url", "OrdersUrl"));
+        assert!(fits_template("A&{X}B${Y}C", "A1B2C"));
+        assert!(!fits_template("Topic${Name}", "Topic"), "an identifier stands for at least one character");
+        assert!(!fits_template("A${X}B${Y}C", "ABC"));
+        assert!(!fits_template("Queue${Name}", "TopicOrders"));
+        assert!(!fits_template("Queue", "Queue"), "not an output key");
+    }
 
     #[test]
     fn sub_variables_skip_literals() {

@@ -14,9 +14,13 @@
 //!   `{Condition: C}`, `!GetAtt A.B.C` is `{"Fn::GetAtt": [A, "B.C"]}` (split at
 //!   the first dot; a list argument is kept), and `!Sub`, `!If`, `!Join`,
 //!   `!Select`, `!Split`, `!FindInMap`, `!ImportValue`, `!Base64`, `!Cidr`,
-//!   `!GetAZs`, `!Equals`, `!And`, `!Or`, `!Not` and `!Transform` become
-//!   `{"Fn::Name": argument}`. A tagged scalar is always a string, as in
-//!   cfn-lint (`!Ref 1` is `{Ref: "1"}`). Any other local tag is an error.
+//!   `!GetAZs`, `!Equals`, `!And`, `!Or`, `!Not`, `!Transform`, the `Rules`
+//!   functions (`!Contains`, `!EachMemberEquals`, `!ValueOf` …) and any other
+//!   `!Name` become `{"Fn::Name": argument}`, as cfn-lint reads them (an
+//!   unknown function is left to the rules). A tagged scalar is always a
+//!   string, as in cfn-lint (`!Ref 1` is `{Ref: "1"}`). A tag with a named
+//!   handle (`!e!thing`) or an unsupported core tag (`!!python/object`) is an
+//!   error.
 //! - The core tags `!!str`, `!!int`, `!!float`, `!!bool`, `!!null`, `!!map`,
 //!   `!!seq`, `!!binary` and `!!timestamp` are honoured; `!` forces a string.
 //! - Plain scalars resolve as CloudFormation reads them: `null`, `Null`,
@@ -73,11 +77,14 @@ pub struct ParseError {
     pub pos: Pos,
     /// What is wrong, on one line.
     pub message: String,
+    /// Whether the file has no content at all (nothing, comments, an empty document): a
+    /// readable template without sections, which cfn-lint reports as `Resources` missing.
+    pub empty: bool,
 }
 
 impl ParseError {
     fn at(pos: Pos, message: impl Into<String>) -> ParseError {
-        ParseError { pos, message: message.into() }
+        ParseError { pos, message: message.into(), empty: false }
     }
 }
 
@@ -352,13 +359,13 @@ fn depth_error(at: Pos, limits: &Limits) -> ParseError {
 
 /// What a tag asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum TagKind {
+enum TagKind<'t> {
     /// No tag.
     None,
     /// `!`: a string, for a scalar.
     NonSpecific,
-    /// A short-form intrinsic function: the long form's key.
-    Intrinsic(&'static str),
+    /// A short-form intrinsic function: the tag's name (`Ref`, `GetAtt`, `Contains` …).
+    Intrinsic(&'t str),
     /// A YAML core tag.
     Core(Core),
 }
@@ -374,31 +381,19 @@ enum Core {
     Seq,
 }
 
-/// The short forms and their long forms.
-const INTRINSICS: &[(&str, &str)] = &[
-    ("Ref", "Ref"),
-    ("Condition", "Condition"),
-    ("GetAtt", "Fn::GetAtt"),
-    ("Sub", "Fn::Sub"),
-    ("If", "Fn::If"),
-    ("Join", "Fn::Join"),
-    ("Select", "Fn::Select"),
-    ("Split", "Fn::Split"),
-    ("FindInMap", "Fn::FindInMap"),
-    ("ImportValue", "Fn::ImportValue"),
-    ("Base64", "Fn::Base64"),
-    ("Cidr", "Fn::Cidr"),
-    ("GetAZs", "Fn::GetAZs"),
-    ("Equals", "Fn::Equals"),
-    ("And", "Fn::And"),
-    ("Or", "Fn::Or"),
-    ("Not", "Fn::Not"),
-    ("Transform", "Fn::Transform"),
-];
+/// The long form of a short-form tag `!Name`: `Ref` and `Condition` stay as they are, any other
+/// name is `Fn::Name`, as cfn-lint reads it (`!Contains`, `!ValueOf`, `!Length` and names it
+/// does not know alike).
+fn long_form(short: &str) -> String {
+    match short {
+        "Ref" | "Condition" => short.to_owned(),
+        _ => format!("Fn::{short}"),
+    }
+}
 
 const CORE_PREFIX: &str = "tag:yaml.org,2002:";
 
-fn classify(tag: Option<&Tag>, at: Pos) -> Result<TagKind, ParseError> {
+fn classify(tag: Option<&Tag>, at: Pos) -> Result<TagKind<'_>, ParseError> {
     let Some(tag) = tag else { return Ok(TagKind::None) };
     let core = if tag.handle == CORE_PREFIX {
         Some(tag.suffix.as_str())
@@ -431,9 +426,9 @@ fn classify(tag: Option<&Tag>, at: Pos) -> Result<TagKind, ParseError> {
         None
     };
     if let Some(name) = local
-        && let Some((_, long)) = INTRINSICS.iter().find(|(short, _)| *short == name)
+        && !name.is_empty()
     {
-        return Ok(TagKind::Intrinsic(long));
+        return Ok(TagKind::Intrinsic(name));
     }
     Err(ParseError::at(at, format!("unknown tag `{}` (not a CloudFormation short form)", shown(tag))))
 }
@@ -576,7 +571,7 @@ struct Frame {
     pos: Pos,
     depth: usize,
     /// The long form's key and the tag's position, for a short-form tag.
-    wrap: Option<(&'static str, Pos)>,
+    wrap: Option<(String, Pos)>,
     anchor: usize,
     body: Body,
 }
@@ -646,7 +641,7 @@ impl<'t, 'l> Builder<'t, 'l> {
         }
         match self.root {
             Some(root) if !self.root_empty => Ok(root),
-            _ => Err(ParseError::at(Pos { line: 1, column: 1 }, "the file is empty")),
+            _ => Err(ParseError { empty: true, ..ParseError::at(Pos { line: 1, column: 1 }, "the file is empty") }),
         }
     }
 
@@ -788,14 +783,14 @@ impl<'t, 'l> Builder<'t, 'l> {
 
         let leaf_depth = self.depth()
             + match kind {
-                TagKind::Intrinsic("Fn::GetAtt") => 3,
+                TagKind::Intrinsic("GetAtt") => 3,
                 TagKind::Intrinsic(_) => 2,
                 _ => 1,
             };
         self.check_depth(leaf_depth, at)?;
         let node = match kind {
             TagKind::Intrinsic(name) => {
-                let argument = if name == "Fn::GetAtt" {
+                let argument = if name == "GetAtt" {
                     get_att(&value, style, at, span.end)
                 } else {
                     Node::new(at, Value::String(value.to_string()))
@@ -804,7 +799,7 @@ impl<'t, 'l> Builder<'t, 'l> {
                 self.count(2 + argument.items().len(), key_pos)?;
                 Node::new(
                     key_pos,
-                    Value::Map(vec![(Key { name: name.to_owned(), pos: key_pos, short_form: true }, argument)]),
+                    Value::Map(vec![(Key { name: long_form(name), pos: key_pos, short_form: true }, argument)]),
                 )
             }
             TagKind::Core(_) | TagKind::None | TagKind::NonSpecific => {
@@ -851,7 +846,7 @@ impl<'t, 'l> Builder<'t, 'l> {
         }
         let kind = classify(tag, tag_pos.unwrap_or(at))?;
         let wrap = match kind {
-            TagKind::Intrinsic(name) => Some((name, tag_pos.unwrap_or(at))),
+            TagKind::Intrinsic(name) => Some((long_form(name), tag_pos.unwrap_or(at))),
             TagKind::None | TagKind::NonSpecific => None,
             TagKind::Core(Core::Map) if map => None,
             TagKind::Core(Core::Seq) if !map => None,
@@ -887,10 +882,7 @@ impl<'t, 'l> Builder<'t, 'l> {
         };
         let mut node = Node::new(frame.pos, value);
         if let Some((name, key_pos)) = frame.wrap {
-            node = Node::new(
-                key_pos,
-                Value::Map(vec![(Key { name: name.to_owned(), pos: key_pos, short_form: true }, node)]),
-            );
+            node = Node::new(key_pos, Value::Map(vec![(Key { name, pos: key_pos, short_form: true }, node)]));
         }
         if frame.anchor > 0 {
             self.store_anchor(frame.anchor, node.clone(), None, frame.pos)?;
@@ -961,7 +953,7 @@ impl<'t, 'l> Builder<'t, 'l> {
 }
 
 /// A scalar's value: plain scalars resolve, the rest are strings unless a core tag says otherwise.
-fn scalar_value(text: &str, style: ScalarStyle, kind: TagKind, at: Pos) -> Result<Value, ParseError> {
+fn scalar_value(text: &str, style: ScalarStyle, kind: TagKind<'_>, at: Pos) -> Result<Value, ParseError> {
     let value = match kind {
         TagKind::None if style == ScalarStyle::Plain => resolve_plain(text),
         TagKind::Core(Core::Int | Core::Float) if is_number(text) => Value::Number(text.to_owned()),
