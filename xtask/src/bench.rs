@@ -239,6 +239,20 @@ pub(crate) fn print_row(name: &str, width: usize, times: &[Duration]) -> Duratio
     spread.median
 }
 
+/// Runs git in a bench repository, committing as `bench`.
+pub(crate) fn bench_git(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
+    crate::run(
+        Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .env("GIT_AUTHOR_NAME", "bench")
+            .env("GIT_AUTHOR_EMAIL", "bench@localhost")
+            .env("GIT_COMMITTER_NAME", "bench")
+            .env("GIT_COMMITTER_EMAIL", "bench@localhost"),
+    )
+}
+
 /// A reproducible history of the sample monorepo: 400 commits, each touching one to three files.
 fn generated_history(root: &Path) -> anyhow::Result<PathBuf> {
     let dir = root.join("target/bench-monorepo");
@@ -252,18 +266,7 @@ fn generated_history(root: &Path) -> anyhow::Result<PathBuf> {
     }
     std::fs::create_dir_all(&dir)?;
     crate::run(Command::new("cp").arg("-R").arg(root.join("fixtures/monorepo/.")).arg(&dir))?;
-    let git = |args: &[&str]| -> anyhow::Result<()> {
-        crate::run(
-            Command::new("git")
-                .arg("-C")
-                .arg(&dir)
-                .args(args)
-                .env("GIT_AUTHOR_NAME", "bench")
-                .env("GIT_AUTHOR_EMAIL", "bench@localhost")
-                .env("GIT_COMMITTER_NAME", "bench")
-                .env("GIT_COMMITTER_EMAIL", "bench@localhost"),
-        )
-    };
+    let git = |args: &[&str]| bench_git(&dir, args);
     git(&["init", "-q", "-b", "main"])?;
     git(&["add", "-A"])?;
     git(&["commit", "-q", "-m", "sample monorepo"])?;

@@ -222,18 +222,7 @@ fn prepare(root: &Path) -> anyhow::Result<PathBuf> {
         "[components.infra]\npaths = [\"cfn/**\"]\n\n[validate]\ntemplates = [\"cfn/**/*.yaml\"]\nsecrets = false\n",
     )?;
     std::fs::write(repo.join(".gitignore"), ".pipeline/\n")?;
-    let git = |args: &[&str]| {
-        crate::run(
-            Command::new("git")
-                .arg("-C")
-                .arg(&repo)
-                .args(args)
-                .env("GIT_AUTHOR_NAME", "bench")
-                .env("GIT_AUTHOR_EMAIL", "bench@localhost")
-                .env("GIT_COMMITTER_NAME", "bench")
-                .env("GIT_COMMITTER_EMAIL", "bench@localhost"),
-        )
-    };
+    let git = |args: &[&str]| crate::bench::bench_git(&repo, args);
     git(&["init", "-q", "-b", "main"])?;
     git(&["add", "-A"])?;
     git(&["commit", "-q", "-m", "templates"])?;
