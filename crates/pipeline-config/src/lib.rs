@@ -48,6 +48,8 @@ pub const SECTIONS: &[(&str, &str)] = &[
     ("gate", "status-report"),
     ("lambda", "lambda-packager"),
     ("validate", "validate"),
+    ("deploy", "stack-deployer"),
+    ("publish", "frontend-publisher"),
 ];
 
 /// The largest `pipeline.toml` read; a config is a few kilobytes.

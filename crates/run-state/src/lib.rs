@@ -29,6 +29,7 @@
 //! deploy did not pass.
 
 mod context;
+pub mod outputs;
 mod record;
 pub mod redact;
 mod run_dir;
@@ -37,6 +38,7 @@ mod store;
 use std::path::{Path, PathBuf};
 
 pub use context::{StageContext, StageOptions, TreeState};
+pub use outputs::{DeployedStack, StackOutputs};
 pub use pipeline_config::fs;
 pub use record::{Coverage, Details, FileCoverage, PIPELINE, Ratio, Status, Step, StepRecord, percent_text};
 pub use run_dir::{RunDir, RunFile, runs_dir, write_atomic, write_atomic_with};

@@ -1,0 +1,446 @@
+//! Which AWS a stage talks to, decided in one place.
+//!
+//! Libraries take SDK clients; binaries and `cargo xtask` build them here:
+//!
+//! - [`Target`] describes the account to reach: the standard `aws-config` chain
+//!   (profiles, SSO, environment, web identity in CodeBuild), an optional region and
+//!   profile, an endpoint for the emulator (`--endpoint-url` or `AWS_ENDPOINT_URL`),
+//!   and an optional role to assume with an external id (cross-account deploys).
+//! - [`load`] turns it into an [`aws_config::SdkConfig`], and [`identity`] asks STS
+//!   who that is, so a binary can print the account and region before it changes anything.
+//! - Client builders (features `s3`, `cloudformation`, `cloudfront`, `lambda`) apply
+//!   what each service needs: S3 switches to path-style addressing when an endpoint is
+//!   set (emulators do not resolve virtual-host names), and every client can carry a
+//!   [`RequestCounter`] that benchmarks and tests read.
+//! - [`ErrorKind::of`] sorts any SDK error into what a user can act on (throttled,
+//!   access denied, no credentials, not found …), from the error's code, never its text.
+//!
+//! ```
+//! # async fn demo() -> Result<(), aws_target::Error> {
+//! let target = aws_target::Target {
+//!     endpoint_url: Some("http://127.0.0.1:5000".into()),
+//!     region: Some("us-east-1".into()),
+//!     ..aws_target::Target::default()
+//! };
+//! let counter = aws_target::RequestCounter::default();
+//! let config = aws_target::load(&target).await?;
+//! let _s3 = aws_target::s3(&config, Some(&counter));
+//! assert_eq!(counter.total(), 0);
+//! # Ok(()) }
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+
+#[cfg(feature = "cli")]
+mod cli;
+#[cfg(feature = "cli")]
+pub use cli::TargetArgs;
+
+/// What went wrong while reaching AWS.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A region name that is not one (`us-east1`).
+    #[error("region `{0}` is not a region name (like `us-east-1`); fix --region, AWS_REGION or the profile")]
+    BadRegion(String),
+    /// No region anywhere.
+    #[error("no AWS region: pass --region, set AWS_REGION, or set one in the profile")]
+    NoRegion,
+    /// An endpoint that is not an http(s) URL.
+    #[error("endpoint `{0}` is not an http:// or https:// URL; fix --endpoint-url or AWS_ENDPOINT_URL")]
+    BadEndpoint(String),
+    /// STS could not say who the credentials belong to.
+    #[error("cannot tell which AWS account these credentials reach ({kind})")]
+    Identity {
+        /// What kind of failure.
+        kind: ErrorKind,
+        /// STS's error.
+        #[source]
+        source: BoxError,
+    },
+}
+
+/// Where the stages send their calls.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Target {
+    /// An endpoint for every service (the emulator); `AWS_ENDPOINT_URL` is read when unset.
+    pub endpoint_url: Option<String>,
+    /// The region; otherwise the chain's (`AWS_REGION`, the profile).
+    pub region: Option<String>,
+    /// A named profile; otherwise the chain's (`AWS_PROFILE`, `default`).
+    pub profile: Option<String>,
+    /// A role to assume on top of the chain's credentials.
+    pub assume_role: Option<AssumeRole>,
+}
+
+/// A role to assume (a production account reached from the tools account).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AssumeRole {
+    /// The role's ARN.
+    pub role_arn: String,
+    /// The external id the role's trust policy asks for.
+    pub external_id: Option<String>,
+    /// The session name CloudTrail shows.
+    pub session_name: String,
+}
+
+/// Whether a region name has the shape of one: `us-east-1`, `eu-central-2`, `us-gov-west-1`,
+/// `cn-north-1`, `ap-southeast-5`.
+pub fn is_region_name(name: &str) -> bool {
+    let parts: Vec<&str> = name.split('-').collect();
+    parts.len() >= 3
+        && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()))
+        && parts[0].len() == 2
+        && parts[0].bytes().all(|b| b.is_ascii_lowercase())
+        && parts.last().is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The SDK config for a target: the standard chain plus what the target overrides.
+///
+/// Never fails on missing credentials (the SDK resolves them lazily); call [`identity`]
+/// to find out before changing anything.
+pub async fn load(target: &Target) -> Result<SdkConfig, Error> {
+    load_with(target, aws_config::defaults(BehaviorVersion::latest())).await
+}
+
+/// [`load`] from a loader the caller prepared (tests give it fixed credentials).
+pub async fn load_with(target: &Target, loader: aws_config::ConfigLoader) -> Result<SdkConfig, Error> {
+    let mut loader = loader;
+    if let Some(region) = &target.region {
+        if !is_region_name(region) {
+            return Err(Error::BadRegion(region.clone()));
+        }
+        loader = loader.region(Region::new(region.clone()));
+    }
+    if let Some(profile) = &target.profile {
+        loader = loader.profile_name(profile);
+    }
+    if let Some(endpoint) = &target.endpoint_url {
+        if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+            return Err(Error::BadEndpoint(endpoint.clone()));
+        }
+        loader = loader.endpoint_url(endpoint);
+    }
+    let base = loader.load().await;
+    match base.region() {
+        None => return Err(Error::NoRegion),
+        Some(region) if !is_region_name(region.as_ref()) => return Err(Error::BadRegion(region.to_string())),
+        Some(_) => {}
+    }
+    let Some(role) = &target.assume_role else { return Ok(base) };
+    let mut provider =
+        aws_config::sts::AssumeRoleProvider::builder(&role.role_arn).session_name(&role.session_name).configure(&base);
+    if let Some(id) = &role.external_id {
+        provider = provider.external_id(id);
+    }
+    let provider = provider.build().await;
+    Ok(base
+        .into_builder()
+        .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(provider))
+        .build())
+}
+
+/// Whether a config talks to an endpoint of its own (an emulator) rather than AWS.
+pub fn has_custom_endpoint(config: &SdkConfig) -> bool {
+    config.endpoint_url().is_some()
+}
+
+/// Who the credentials are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The 12-digit account.
+    pub account: String,
+    /// The caller's ARN.
+    pub arn: String,
+    /// The region calls go to.
+    pub region: String,
+    /// The endpoint when one is set (an emulator).
+    pub endpoint: Option<String>,
+}
+
+impl fmt::Display for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "account {} ({}) in {}", self.account, self.arn, self.region)?;
+        if let Some(endpoint) = &self.endpoint {
+            write!(f, " at {endpoint}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Asks STS (`GetCallerIdentity`) which account and principal the config's credentials are.
+pub async fn identity(config: &SdkConfig) -> Result<Identity, Error> {
+    let sts = aws_sdk_sts::Client::new(config);
+    let out = sts
+        .get_caller_identity()
+        .send()
+        .await
+        .map_err(|e| Error::Identity { kind: ErrorKind::of(&e), source: e.into() })?;
+    Ok(Identity {
+        account: out.account().unwrap_or_default().to_owned(),
+        arn: out.arn().unwrap_or_default().to_owned(),
+        region: config.region().map(|r| r.to_string()).unwrap_or_default(),
+        endpoint: config.endpoint_url().map(str::to_owned),
+    })
+}
+
+/// An S3 client; path-style addressing when the config has an endpoint of its own.
+#[cfg(feature = "s3")]
+pub fn s3(config: &SdkConfig, counter: Option<&RequestCounter>) -> aws_sdk_s3::Client {
+    let mut builder = aws_sdk_s3::config::Builder::from(config).force_path_style(has_custom_endpoint(config));
+    if let Some(counter) = counter {
+        builder = builder.interceptor(counter.clone());
+    }
+    aws_sdk_s3::Client::from_conf(builder.build())
+}
+
+/// A CloudFormation client.
+#[cfg(feature = "cloudformation")]
+pub fn cloudformation(config: &SdkConfig, counter: Option<&RequestCounter>) -> aws_sdk_cloudformation::Client {
+    let mut builder = aws_sdk_cloudformation::config::Builder::from(config);
+    if let Some(counter) = counter {
+        builder = builder.interceptor(counter.clone());
+    }
+    aws_sdk_cloudformation::Client::from_conf(builder.build())
+}
+
+/// A CloudFront client.
+#[cfg(feature = "cloudfront")]
+pub fn cloudfront(config: &SdkConfig, counter: Option<&RequestCounter>) -> aws_sdk_cloudfront::Client {
+    let mut builder = aws_sdk_cloudfront::config::Builder::from(config);
+    if let Some(counter) = counter {
+        builder = builder.interceptor(counter.clone());
+    }
+    aws_sdk_cloudfront::Client::from_conf(builder.build())
+}
+
+/// A Lambda client.
+#[cfg(feature = "lambda")]
+pub fn lambda(config: &SdkConfig, counter: Option<&RequestCounter>) -> aws_sdk_lambda::Client {
+    let mut builder = aws_sdk_lambda::config::Builder::from(config);
+    if let Some(counter) = counter {
+        builder = builder.interceptor(counter.clone());
+    }
+    aws_sdk_lambda::Client::from_conf(builder.build())
+}
+
+/// Counts the HTTP requests clients send (retries included), by `Service.Operation`.
+#[derive(Debug, Clone, Default)]
+pub struct RequestCounter {
+    counts: Arc<Mutex<BTreeMap<String, u64>>>,
+}
+
+impl RequestCounter {
+    /// Requests per `Service.Operation` so far.
+    pub fn snapshot(&self) -> BTreeMap<String, u64> {
+        self.counts.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// All requests so far.
+    pub fn total(&self) -> u64 {
+        self.snapshot().values().sum()
+    }
+
+    /// Requests whose operation satisfies `which` (say, read calls: `Describe*`, `Get*`, `List*`, `Head*`).
+    pub fn count(&self, which: impl Fn(&str) -> bool) -> u64 {
+        self.snapshot().iter().filter(|(op, _)| which(op.rsplit('.').next().unwrap_or(op))).map(|(_, n)| n).sum()
+    }
+
+    /// Forgets the counts.
+    pub fn reset(&self) {
+        self.counts.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+}
+
+impl Intercept for RequestCounter {
+    fn name(&self) -> &'static str {
+        "RequestCounter"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let name = cfg
+            .load::<Metadata>()
+            .map(|m| format!("{}.{}", m.service(), m.name()))
+            .unwrap_or_else(|| "unknown".to_owned());
+        *self.counts.lock().unwrap_or_else(|e| e.into_inner()).entry(name).or_default() += 1;
+        Ok(())
+    }
+}
+
+/// What an AWS error means for the user, decided from its code and HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Too many requests; retry later (the SDK already retried).
+    Throttled,
+    /// The credentials may not do this.
+    AccessDenied,
+    /// No credentials were found.
+    NoCredentials,
+    /// The credentials have expired (an SSO session, say).
+    ExpiredCredentials,
+    /// What was asked for does not exist.
+    NotFound,
+    /// The endpoint could not be reached.
+    Unreachable,
+    /// The service failed (5xx).
+    ServiceError,
+    /// Anything else: the error's own message says what.
+    Other,
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ErrorKind::Throttled => "throttled by AWS; try again later or lower the parallelism",
+            ErrorKind::AccessDenied => "access denied; the role needs the permission named in the error",
+            ErrorKind::NoCredentials => {
+                "no AWS credentials found; set AWS_PROFILE, run `aws sso login`, or export AWS_ACCESS_KEY_ID"
+            }
+            ErrorKind::ExpiredCredentials => "the AWS credentials have expired; log in again (`aws sso login`)",
+            ErrorKind::NotFound => "not found",
+            ErrorKind::Unreachable => {
+                "the AWS endpoint cannot be reached; check the network, the region and --endpoint-url"
+            }
+            ErrorKind::ServiceError => "AWS failed to answer (a 5xx); try again",
+            ErrorKind::Other => "AWS refused the request",
+        })
+    }
+}
+
+const THROTTLING: &[&str] = &[
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "TooManyRequestsException",
+    "RequestLimitExceeded",
+    "SlowDown",
+    "RequestThrottled",
+    "RequestThrottledException",
+    "ProvisionedThroughputExceededException",
+    "TooManyInvalidationsInProgress",
+];
+const DENIED: &[&str] = &["AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "AuthorizationError"];
+const EXPIRED: &[&str] =
+    &["ExpiredToken", "ExpiredTokenException", "RequestExpired", "InvalidClientTokenId", "UnrecognizedClientException"];
+const NOT_FOUND: &[&str] = &[
+    "NotFound",
+    "NoSuchKey",
+    "NoSuchBucket",
+    "ResourceNotFoundException",
+    "NoSuchDistribution",
+    "ChangeSetNotFound",
+    "ChangeSetNotFoundException",
+    "StackNotFoundException",
+];
+
+impl ErrorKind {
+    /// Sorts an SDK error.
+    pub fn of<E, R>(error: &aws_smithy_runtime_api::client::result::SdkError<E, R>) -> ErrorKind
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: fmt::Debug + 'static,
+    {
+        use aws_smithy_runtime_api::client::result::SdkError;
+        match error {
+            SdkError::ServiceError(service) => {
+                let code = service.err().code().unwrap_or_default();
+                let status = raw_status(format!("{:?}", service.raw()));
+                ErrorKind::from_code(code, status)
+            }
+            SdkError::DispatchFailure(dispatch) if dispatch.is_io() || dispatch.is_timeout() => ErrorKind::Unreachable,
+            SdkError::TimeoutError(_) => ErrorKind::Unreachable,
+            SdkError::DispatchFailure(_) | SdkError::ConstructionFailure(_) => {
+                // Missing credentials surface here, before a request is sent.
+                if source_chain_mentions_credentials(error) { ErrorKind::NoCredentials } else { ErrorKind::Other }
+            }
+            _ => ErrorKind::Other,
+        }
+    }
+
+    /// Sorts an error from its code (`ThrottlingException`) and HTTP status.
+    pub fn from_code(code: &str, status: Option<u16>) -> ErrorKind {
+        if THROTTLING.contains(&code) || status == Some(429) {
+            ErrorKind::Throttled
+        } else if DENIED.contains(&code) || status == Some(403) && EXPIRED.iter().all(|c| *c != code) {
+            ErrorKind::AccessDenied
+        } else if EXPIRED.contains(&code) {
+            ErrorKind::ExpiredCredentials
+        } else if NOT_FOUND.contains(&code) || status == Some(404) {
+            ErrorKind::NotFound
+        } else if status.is_some_and(|s| s >= 500) {
+            ErrorKind::ServiceError
+        } else {
+            ErrorKind::Other
+        }
+    }
+}
+
+// The raw response's type differs by SDK version; its Debug output always shows the status.
+fn raw_status(debug: String) -> Option<u16> {
+    let at = debug.find("status: ")? + "status: ".len();
+    let digits: String = debug[at..].chars().skip_while(|c| !c.is_ascii_digit()).take(3).collect();
+    digits.parse().ok()
+}
+
+fn source_chain_mentions_credentials(error: &dyn std::error::Error) -> bool {
+    // The credentials provider's error type is private to the SDK; its type is the only
+    // stable marker, and its Debug name carries it.
+    let mut current: Option<&dyn std::error::Error> = Some(error);
+    while let Some(e) = current {
+        let debug = format!("{e:?}");
+        if debug.contains("CredentialsNotLoaded") || debug.contains("ProviderError") && debug.contains("credential") {
+            return true;
+        }
+        current = e.source();
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn region_names() {
+        for good in ["us-east-1", "eu-central-2", "us-gov-west-1", "cn-north-1", "ap-southeast-5"] {
+            assert!(is_region_name(good), "{good}");
+        }
+        for bad in ["us-east1", "useast1", "US-EAST-1", "us-east-", "", "us east 1", "eu-west-a"] {
+            assert!(!is_region_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn codes_sort_into_kinds() {
+        assert_eq!(ErrorKind::from_code("ThrottlingException", Some(400)), ErrorKind::Throttled);
+        assert_eq!(ErrorKind::from_code("Throttling", Some(400)), ErrorKind::Throttled);
+        assert_eq!(ErrorKind::from_code("SlowDown", Some(503)), ErrorKind::Throttled);
+        assert_eq!(ErrorKind::from_code("AccessDenied", Some(403)), ErrorKind::AccessDenied);
+        assert_eq!(ErrorKind::from_code("ExpiredToken", Some(403)), ErrorKind::ExpiredCredentials);
+        assert_eq!(ErrorKind::from_code("NoSuchBucket", Some(404)), ErrorKind::NotFound);
+        assert_eq!(ErrorKind::from_code("", Some(404)), ErrorKind::NotFound);
+        assert_eq!(ErrorKind::from_code("InternalError", Some(500)), ErrorKind::ServiceError);
+        assert_eq!(ErrorKind::from_code("ValidationError", Some(400)), ErrorKind::Other);
+    }
+
+    #[test]
+    fn status_is_read_from_the_raw_response() {
+        assert_eq!(raw_status("HttpResponse { status: StatusCode(404), headers: {} }".into()), Some(404));
+        assert_eq!(raw_status("nothing here".into()), None);
+    }
+}
