@@ -49,9 +49,9 @@ enum Command {
     },
     /// Makes a run's commit the next default base; refused unless its deploy passed. Prints the commit.
     MarkSuccess {
-        /// The run.
+        /// The run [default: the newest].
         #[arg(long, value_name = "ID")]
-        run: String,
+        run: Option<String>,
     },
 }
 
@@ -165,7 +165,7 @@ fn run(cli: &Cli) -> Result<bool> {
             return Ok(gate.allowed);
         }
         Command::MarkSuccess { run } => {
-            let (store, run_id) = pick_run(&context, Some(run))?;
+            let (store, run_id) = pick_run(&context, run.as_deref())?;
             let mark = store.mark_success(&run_id)?;
             print(&format!("{}\n", mark.commit))?;
         }

@@ -1,0 +1,301 @@
+//! The CodeBuild path as written: every buildspec in `buildspecs/` calls toolkit binaries and
+//! flags that exist, exports only variables source-diff writes, publishes reports some command
+//! writes, and `cfn/pipeline.yaml` (the pipeline's own infrastructure) wires them together, is
+//! clean for validate and cfn-lint, and grants no `*` action.
+//!
+//! These read the files a user copies into their monorepo, so a renamed flag or a buildspec the
+//! template does not know about fails here, not in the user's first CodeBuild run.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use validate::{Node, Value};
+
+const TOOLKIT: &[&str] = &[
+    "source-diff",
+    "validate",
+    "lambda-packager",
+    "step-runner",
+    "status-report",
+    "stack-deployer",
+    "frontend-publisher",
+];
+
+fn root() -> PathBuf {
+    test_support::workspace_root()
+}
+
+fn binary(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_BIN_EXE_xtask")).parent().expect("the binaries' folder");
+    let path = dir.join(name);
+    assert!(path.is_file(), "{} is not built; run the tests with `cargo xtask test` (all features)", path.display());
+    path
+}
+
+fn read_yaml(path: &Path) -> Node {
+    let text = std::fs::read_to_string(path).unwrap();
+    validate::parse(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn buildspecs() -> Vec<(String, Node)> {
+    let mut specs: Vec<(String, Node)> = std::fs::read_dir(root().join("buildspecs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yml" || e == "yaml"))
+        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), read_yaml(&p)))
+        .collect();
+    specs.sort_by(|a, b| a.0.cmp(&b.0));
+    assert!(specs.len() >= 9, "a buildspec per stage: {:?}", specs.iter().map(|s| &s.0).collect::<Vec<_>>());
+    specs
+}
+
+fn strings(node: Option<&Node>) -> Vec<String> {
+    node.map(|n| n.items().iter().filter_map(|i| i.as_str().map(str::to_owned)).collect()).unwrap_or_default()
+}
+
+/// Every command of every phase, in order.
+fn commands(spec: &Node) -> Vec<String> {
+    let Some(phases) = spec.get("phases") else { return Vec::new() };
+    phases.entries().iter().flat_map(|(_, phase)| strings(phase.get("commands"))).collect()
+}
+
+/// The toolkit calls in a shell command: the binary, then its words up to the next `;`, `&&`,
+/// `||`, `|`, `>` or `)`, quotes removed.
+fn toolkit_calls(command: &str) -> Vec<Vec<String>> {
+    let spaced = command
+        .replace("&&", " ; ")
+        .replace("||", " ; ")
+        .replace(['|', ')', '('], " ; ")
+        .replace(';', " ; ")
+        .replace('>', " ; ");
+    let mut calls = Vec::new();
+    let mut current: Option<Vec<String>> = None;
+    for word in spaced.split_whitespace() {
+        let word = word.trim_matches(|c| c == '"' || c == '\'');
+        if word == ";" {
+            calls.extend(current.take());
+            continue;
+        }
+        match &mut current {
+            Some(words) => words.push(word.to_owned()),
+            None if TOOLKIT.contains(&word) => current = Some(vec![word.to_owned()]),
+            None => {}
+        }
+    }
+    calls.extend(current);
+    calls
+}
+
+fn help(binary_name: &str, subcommand: Option<&str>) -> String {
+    let mut command = Command::new(binary(binary_name));
+    command.args(subcommand).arg("--help");
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{binary_name} {subcommand:?} --help failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn every_toolkit_command_in_a_buildspec_exists_with_its_flags() {
+    let mut checked = 0;
+    for (name, spec) in buildspecs() {
+        assert_eq!(spec.get("version").and_then(Node::as_str), Some("0.2"), "{name}: version 0.2");
+        for command in commands(&spec) {
+            for call in toolkit_calls(&command) {
+                let top = help(&call[0], None);
+                let subcommand =
+                    call.get(1).filter(|w| !w.starts_with('-') && top.contains("Commands:")).map(String::as_str);
+                let help = match subcommand {
+                    Some(sub) => {
+                        assert!(
+                            top.lines().any(|l| l.trim_start().starts_with(sub)),
+                            "{name}: `{}` has no subcommand `{sub}` (in `{command}`)",
+                            call[0]
+                        );
+                        help(&call[0], Some(sub))
+                    }
+                    None => top,
+                };
+                for (i, word) in call.iter().enumerate().skip(1) {
+                    let Some(flag) = word.strip_prefix("--") else { continue };
+                    let flag = flag.split('=').next().unwrap();
+                    assert!(
+                        help.contains(&format!("--{flag}")),
+                        "{name}: `{}` has no flag --{flag} (in `{command}`)",
+                        call[0]
+                    );
+                    // Values from a fixed set must be among the values the help lists.
+                    if matches!(flag, "format" | "step")
+                        && let Some(value) = call.get(i + 1).filter(|v| !v.starts_with('$'))
+                    {
+                        assert!(
+                            help.contains(value.as_str()),
+                            "{name}: `{} --{flag} {value}` is not a value it takes",
+                            call[0]
+                        );
+                    }
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 15, "only {checked} toolkit calls found in the buildspecs");
+}
+
+#[test]
+fn exported_variables_are_ones_source_diff_writes() {
+    let repo = test_support::sample_monorepo();
+    let out = Command::new(binary("source-diff"))
+        .current_dir(repo.path())
+        .args(["--format", "env", "--all-on-missing-base"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let written: BTreeSet<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(k, _)| k.to_owned()))
+        .collect();
+    let mut exported = 0;
+    for (name, spec) in buildspecs() {
+        for variable in strings(spec.get("env").and_then(|e| e.get("exported-variables"))) {
+            assert!(
+                written.contains(&variable),
+                "{name} exports `{variable}`, which source-diff never writes: {written:?}"
+            );
+            exported += 1;
+        }
+    }
+    assert!(exported > 0, "the diff stage exports its flags");
+}
+
+#[test]
+fn every_report_is_written_by_a_command_of_its_buildspec() {
+    for (name, spec) in buildspecs() {
+        let Some(reports) = spec.get("reports") else { continue };
+        let commands = commands(&spec).join("\n");
+        for (group, report) in reports.entries() {
+            for file in strings(report.get("files")) {
+                assert!(
+                    commands.contains(&format!("--output {file}")),
+                    "{name}: report group `{}` reads {file}, which no command writes",
+                    group.name
+                );
+            }
+        }
+    }
+}
+
+/// Every string value of a node, recursively.
+fn all_strings(node: &Node, out: &mut Vec<String>) {
+    match &node.value {
+        Value::String(s) => out.push(s.clone()),
+        Value::Seq(items) => items.iter().for_each(|i| all_strings(i, out)),
+        Value::Map(entries) => entries.iter().for_each(|(_, v)| all_strings(v, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn the_pipeline_template_wires_every_buildspec_and_artifact() {
+    let template = read_yaml(&root().join("cfn/pipeline.yaml"));
+    let resources = template.get("Resources").unwrap();
+    let mut roles = BTreeSet::new();
+    let mut specs_used = BTreeSet::new();
+    for (key, resource) in resources.entries() {
+        let props = resource.get("Properties");
+        match resource.get("Type").and_then(Node::as_str) {
+            Some("AWS::CodeBuild::Project") => {
+                let props = props.unwrap();
+                let spec = props.get("Source").and_then(|s| s.get("BuildSpec")).and_then(Node::as_str).unwrap();
+                assert!(root().join(spec).is_file(), "{}: BuildSpec {spec} is not in this repository", key.name);
+                specs_used.insert(spec.trim_start_matches("buildspecs/").to_owned());
+                let mut role = Vec::new();
+                all_strings(props.get("ServiceRole").unwrap(), &mut role);
+                assert!(roles.insert(role.concat()), "{}: shares its role with another project", key.name);
+            }
+            Some("AWS::IAM::Role") => {
+                for node in props.unwrap().walk() {
+                    for (k, v) in node.entries() {
+                        if k.name == "Action" || k.name == "NotAction" {
+                            let mut actions = Vec::new();
+                            all_strings(v, &mut actions);
+                            assert!(
+                                actions.iter().all(|a| a != "*" && !a.ends_with(":*")),
+                                "{}: an action wildcard in {actions:?}",
+                                key.name
+                            );
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let on_disk: BTreeSet<String> = buildspecs().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(specs_used, on_disk, "every buildspec has its CodeBuild project and every project its buildspec");
+
+    // Each CodeBuild action that names a state artifact takes it as an input, and every buildspec
+    // that reads the toolkit binaries gets the `Toolkit` artifact.
+    let mut actions = Vec::new();
+    for stage in resources.get("Pipeline").unwrap().get("Properties").unwrap().get("Stages").unwrap().items() {
+        actions.extend(stage.get("Actions").unwrap().items().iter().cloned());
+    }
+    let mut state_inputs = 0;
+    for action in &actions {
+        let inputs: Vec<String> = action
+            .get("InputArtifacts")
+            .map(|i| i.items().iter().filter_map(|a| a.get("Name")?.as_str().map(str::to_owned)).collect())
+            .unwrap_or_default();
+        let Some(env) = action.get("Configuration").and_then(|c| c.get("EnvironmentVariables")).and_then(Node::as_str)
+        else {
+            continue;
+        };
+        let env: serde_json::Value = serde_json::from_str(env).unwrap();
+        for var in env.as_array().unwrap() {
+            if var["name"] == "STATE_ARTIFACT" {
+                let artifact = var["value"].as_str().unwrap();
+                assert!(
+                    inputs.iter().any(|i| i == artifact),
+                    "an action reads {artifact} without taking it: {inputs:?}"
+                );
+                assert!(inputs.iter().any(|i| i == "Toolkit"), "an action runs the toolkit without its artifact");
+                state_inputs += 1;
+            }
+        }
+    }
+    assert!(state_inputs >= 7, "every stage after Diff gets the run folder of the one before");
+    for (name, spec) in buildspecs() {
+        let text = commands(&spec).join("\n");
+        if name != "toolkit.yml" {
+            assert!(
+                text.contains("CODEBUILD_SRC_DIR_Toolkit/bin"),
+                "{name}: does not put the Toolkit artifact on PATH"
+            );
+        }
+        if text.contains("STATE_ARTIFACT") {
+            assert_ne!(name, "diff.yml", "the diff stage starts the run; it has no state before it");
+        }
+    }
+}
+
+#[test]
+fn the_pipeline_template_is_clean_for_validate_and_cfn_lint() {
+    let path = root().join("cfn/pipeline.yaml");
+    let bytes = std::fs::read(&path).unwrap();
+    let findings = validate::check_template("cfn/pipeline.yaml", &path, &bytes);
+    let serious: Vec<_> = findings.iter().filter(|f| f.severity >= validate::Severity::Warning).collect();
+    assert!(serious.is_empty(), "validate finds: {serious:#?}");
+
+    let cfn_lint = test_support::python().parent().unwrap().join("cfn-lint");
+    let out = Command::new(&cfn_lint).arg(&path).output().unwrap_or_else(|e| panic!("{}: {e}", cfn_lint.display()));
+    assert!(
+        out.status.success(),
+        "cfn-lint finds:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
