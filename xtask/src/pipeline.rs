@@ -116,7 +116,7 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<bool> {
     }
 
     // Tests of the changed components.
-    let tested = step_runner::run_stage(&stage_context, &run_dir, &store, Step::Test, cancel, &|event| {
+    let tested = step_runner::run_stage(&stage_context, &run_dir, &store, Step::Test, None, cancel, &|event| {
         progress.job("test", &event)
     });
     match tested {

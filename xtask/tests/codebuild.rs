@@ -66,9 +66,7 @@ fn toolkit_calls(command: &str) -> Vec<Vec<String>> {
     let spaced = command
         .replace("&&", " ; ")
         .replace("||", " ; ")
-        .replace(['|', ')', '('], " ; ")
-        .replace(';', " ; ")
-        .replace('>', " ; ");
+        .replace(['|', ')', '(', ';', '>'], " ; ");
     let mut calls = Vec::new();
     let mut current: Option<Vec<String>> = None;
     for word in spaced.split_whitespace() {

@@ -303,3 +303,49 @@ fn validate_writing_a_report_file_still_lists_the_findings() {
     let mode = std::fs::metadata(repo.path().join("validate.sarif")).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o644, "reports are readable by the artifact upload");
 }
+
+/// `step-runner --step e2e --env dev`, as the E2E buildspec runs it after a deploy: each changed
+/// component's e2e command gets the environment's stack outputs, and is recorded; without
+/// `--env`, or for an environment the run never deployed, it refuses (exit 2) and records why.
+#[test]
+fn e2e_commands_get_the_deployed_environment_s_outputs() {
+    let repo = GitRepo::new();
+    let config = "[gate]\nrequired_steps = [\"test\"]\n\n[components.web]\npaths = [\"web/**\"]\n\
+        test = { run = \"true\" }\n\
+        e2e = { run = \"test \\\"$ApiUrl\\\" = https://api.example && test \\\"$APP_ApiUrl\\\" = https://api.example && test \\\"$PIPELINE_ENV\\\" = dev\" }\n";
+    repo.commit_files("base", &[("pipeline.toml", config), (".gitignore", ".pipeline/\n")]);
+    let base = repo.head();
+    repo.commit_files("web", &[("web/index.html", "<p>v2</p>\n")]);
+    let dir = repo.path();
+    assert_eq!(run_in(dir, "source-diff", &["--new-run", "--base", &base]).status.code(), Some(0));
+    assert_eq!(run_in(dir, "step-runner", &["--step", "test"]).status.code(), Some(0));
+
+    let missing_env = run_in(dir, "step-runner", &["--step", "e2e"]);
+    assert_eq!(missing_env.status.code(), Some(2), "{}", text(&missing_env));
+    assert!(text(&missing_env).contains("pass --env"), "{}", text(&missing_env));
+
+    let state = dir.join(".pipeline");
+    let run = RunDir::latest(&state).unwrap();
+    let not_deployed = run_in(dir, "step-runner", &["--step", "e2e", "--env", "dev"]);
+    assert_eq!(not_deployed.status.code(), Some(2), "{}", text(&not_deployed));
+    assert!(text(&not_deployed).contains("run `stack-deployer`"), "{}", text(&not_deployed));
+
+    let stack = run_state::DeployedStack {
+        stack_name: "app-dev".into(),
+        region: "us-east-1".into(),
+        stack_id: None,
+        outputs: [("ApiUrl".to_owned(), "https://api.example".to_owned())].into(),
+    };
+    let outputs = run_state::StackOutputs { environments: [("dev".into(), [("app".into(), stack)].into())].into() };
+    outputs.merge_into(&run).unwrap();
+    let prod = run_in(dir, "step-runner", &["--step", "e2e", "--env", "prod"]);
+    assert_eq!(prod.status.code(), Some(2), "{}", text(&prod));
+    assert!(text(&prod).contains("stack-deployer --env prod"), "{}", text(&prod));
+
+    let e2e = run_in(dir, "step-runner", &["--step", "e2e", "--env", "dev"]);
+    assert_eq!(e2e.status.code(), Some(0), "{}", text(&e2e));
+    let store = FileStore::open(&state).unwrap();
+    let records = store.run(&run.run_id).unwrap();
+    let web_e2e = records.iter().find(|r| r.component == "web" && r.step == Step::E2e).expect("web's e2e recorded");
+    assert_eq!(web_e2e.status, Status::Passed);
+}

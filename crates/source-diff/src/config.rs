@@ -41,6 +41,10 @@ pub struct ComponentSettings {
     /// The command that deploys the component.
     #[serde(default)]
     pub deploy: Option<StepCommand>,
+    /// The end-to-end command, run against a deployed environment with its stack outputs in
+    /// the environment (`step-runner --step e2e --env dev`).
+    #[serde(default)]
+    pub e2e: Option<StepCommand>,
 }
 
 /// A shell command run from the monorepo root for one step of one component.
@@ -100,25 +104,28 @@ pub struct Component {
     pub build: Option<StepCommand>,
     /// Its deploy command.
     pub deploy: Option<StepCommand>,
+    /// Its end-to-end command.
+    pub e2e: Option<StepCommand>,
 }
 
 impl Component {
     /// The per-component steps it has a command for, in pipeline order.
     pub fn steps(&self) -> Vec<run_state::Step> {
         use run_state::Step;
-        [(Step::Build, &self.build), (Step::Test, &self.test), (Step::Deploy, &self.deploy)]
+        [(Step::Build, &self.build), (Step::Test, &self.test), (Step::Deploy, &self.deploy), (Step::E2e, &self.e2e)]
             .into_iter()
             .filter(|(_, command)| command.is_some())
             .map(|(step, _)| step)
             .collect()
     }
 
-    /// Its command for a per-component step (`build`, `test`, `deploy`).
+    /// Its command for a per-component step (`build`, `test`, `deploy`, `e2e`).
     pub fn command(&self, step: run_state::Step) -> Option<&StepCommand> {
         match step {
             run_state::Step::Build => self.build.as_ref(),
             run_state::Step::Test => self.test.as_ref(),
             run_state::Step::Deploy => self.deploy.as_ref(),
+            run_state::Step::E2e => self.e2e.as_ref(),
             _ => None,
         }
     }
@@ -218,6 +225,7 @@ impl Components {
                 test: settings.test.clone(),
                 build: settings.build.clone(),
                 deploy: settings.deploy.clone(),
+                e2e: settings.e2e.clone(),
             });
         }
         if let Some(cycle) = find_cycle(&edges) {
@@ -278,7 +286,7 @@ impl Components {
 
 /// `coverage` is checked where it is written: only on `test`, its report path and globs sound.
 fn check_coverage(file: &Path, text: &str, key: &str, settings: &ComponentSettings) -> Result<(), ConfigError> {
-    for (step, command) in [("build", &settings.build), ("deploy", &settings.deploy)] {
+    for (step, command) in [("build", &settings.build), ("deploy", &settings.deploy), ("e2e", &settings.e2e)] {
         if command.as_ref().is_some_and(|c| c.coverage.is_some()) {
             return Err(ConfigError {
                 file: file.to_path_buf(),

@@ -39,7 +39,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, SystemTime};
 
-use run_state::{Details, PIPELINE, RunDir, RunFile, StageContext, Status, Step, StepRecord, Store};
+use run_state::{Details, PIPELINE, RunDir, RunFile, StackOutputs, StageContext, Status, Step, StepRecord, Store};
 use serde::Deserialize;
 use source_diff::{Components, DiffReport};
 use status_report::GatePolicy;
@@ -97,8 +97,14 @@ pub struct StepPlan {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// This step has no per-component command.
-    #[error("step `{0}` has no per-component command in [components]; use test, build or deploy")]
+    #[error("step `{0}` has no per-component command in [components]; use test, build, deploy or e2e")]
     NoCommand(Step),
+    /// A step that runs against a deployed environment was not told which.
+    #[error("step `{0}` runs against a deployed environment: pass --env (dev, prod …)")]
+    NeedsEnvironment(Step),
+    /// The run has no outputs for that environment.
+    #[error(transparent)]
+    Outputs(#[from] run_state::outputs::LookupError),
     /// The run folder, the store or the work tree check failed.
     #[error(transparent)]
     State(#[from] run_state::Error),
@@ -313,6 +319,51 @@ impl StageRun {
     }
 }
 
+/// The environment a command run against a deployed environment gets: `PIPELINE_ENV`, and
+/// every output of every stack deployed there as `STACK_OutputKey` (the configured stack name
+/// upper-cased, `-` as `_`), and also as plain `OutputKey` when no other stack has that key.
+///
+/// ```
+/// use std::collections::BTreeMap;
+/// use run_state::{DeployedStack, StackOutputs};
+///
+/// let stack = DeployedStack {
+///     stack_name: "app-dev".into(),
+///     region: "us-east-1".into(),
+///     stack_id: None,
+///     outputs: BTreeMap::from([("ApiUrl".to_owned(), "https://api.example".to_owned())]),
+/// };
+/// let outputs = StackOutputs { environments: BTreeMap::from([("dev".into(), BTreeMap::from([("web-app".into(), stack)]))]) };
+/// let vars = step_runner::environment_vars(&outputs, "dev").unwrap();
+/// assert!(vars.contains(&("WEB_APP_ApiUrl".into(), "https://api.example".into())));
+/// assert!(vars.contains(&("ApiUrl".into(), "https://api.example".into())));
+/// assert!(vars.contains(&("PIPELINE_ENV".into(), "dev".into())));
+/// assert!(step_runner::environment_vars(&outputs, "prod").is_err());
+/// ```
+pub fn environment_vars(outputs: &StackOutputs, environment: &str) -> Result<Vec<(String, String)>, Error> {
+    let stacks = outputs
+        .environments
+        .get(environment)
+        .ok_or_else(|| run_state::outputs::LookupError::NoEnvironment { environment: environment.to_owned() })?;
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    for stack in stacks.values() {
+        for key in stack.outputs.keys() {
+            *seen.entry(key.as_str()).or_default() += 1;
+        }
+    }
+    let mut vars = vec![("PIPELINE_ENV".to_owned(), environment.to_owned())];
+    for (name, stack) in stacks {
+        let prefix = name.to_ascii_uppercase().replace('-', "_");
+        for (key, value) in &stack.outputs {
+            vars.push((format!("{prefix}_{key}"), value.clone()));
+            if seen[key.as_str()] == 1 {
+                vars.push((key.clone(), value.clone()));
+            }
+        }
+    }
+    Ok(vars)
+}
+
 /// Loads `[components]` and `[runner]` of the context's config, and the run's diff.
 pub fn load(context: &StageContext, run_dir: &RunDir) -> Result<(Components, RunnerSettings, DiffReport), Error> {
     let config = context.required_config()?;
@@ -327,18 +378,28 @@ pub fn load(context: &StageContext, run_dir: &RunDir) -> Result<(Components, Run
 /// commit, refuses a deploy while the gate refuses, then plans, runs and records the step.
 /// An error before any command runs is recorded as the step failed (component `pipeline`),
 /// so the gate never sees a step that silently did not happen.
+///
+/// `environment` names the deployed environment an `e2e` step runs against: its stack outputs
+/// (the run's `stack-outputs.json`) reach every command as environment variables
+/// ([`environment_vars`]).
 pub fn run_stage(
     context: &StageContext,
     run_dir: &RunDir,
     store: &dyn Store,
     step: Step,
+    environment: Option<&str>,
     cancel: &AtomicBool,
     on_event: &(dyn Fn(Event<'_>) + Sync),
 ) -> Result<StageRun, Error> {
     let prepared = (|| {
-        if !matches!(step, Step::Build | Step::Test | Step::Deploy) {
+        if !matches!(step, Step::Build | Step::Test | Step::Deploy | Step::E2e) {
             return Err(Error::NoCommand(step));
         }
+        let deployed = match (step, environment) {
+            (Step::E2e, None) => return Err(Error::NeedsEnvironment(step)),
+            (_, Some(env)) => environment_vars(&StackOutputs::read(run_dir)?, env)?,
+            (_, None) => Vec::new(),
+        };
         let (components, settings, diff) = load(context, run_dir)?;
         context.check_tree(&diff.head, diff.worktree)?;
         if step >= Step::Deploy {
@@ -348,7 +409,11 @@ pub fn run_stage(
                 return Err(Error::GateRefused(gate.reasons));
             }
         }
-        let plan = plan(step, &components, &diff, run_dir, &settings);
+        let mut plan = plan(step, &components, &diff, run_dir, &settings);
+        for job in &mut plan.jobs {
+            // The deployed environment first, so a command's own `env` can still override it.
+            job.env.splice(0..0, deployed.iter().cloned());
+        }
         Ok((components, settings, diff, plan))
     })();
     let (components, settings, diff, plan) = match prepared {

@@ -8,7 +8,7 @@ use run_state::Step;
 use run_state::cli::StageArgs;
 use step_runner::Event;
 
-/// Runs the test (or build, deploy) command of every component the run's diff marks changed,
+/// Runs the test (or build, deploy, e2e) command of every component the run's diff marks changed,
 /// in parallel, each with a timeout and a log, and records each result in the status store.
 ///
 /// The checked-out tree must be the run's commit (or the run was started with
@@ -21,9 +21,13 @@ use step_runner::Event;
 struct Args {
     #[command(flatten)]
     stage: StageArgs,
-    /// The step whose command runs: test, build or deploy.
+    /// The step whose command runs: test, build, deploy or e2e.
     #[arg(long, default_value = "test")]
     step: Step,
+    /// The deployed environment (dev, prod …) whose stack outputs the commands get as
+    /// environment variables (STACK_OutputKey, OutputKey, PIPELINE_ENV); required for e2e.
+    #[arg(long = "env", value_name = "ENV")]
+    environment: Option<String>,
     /// The run folder holding diff.json [default: the latest run].
     #[arg(long)]
     run_dir: Option<PathBuf>,
@@ -49,10 +53,13 @@ fn run(args: Args) -> anyhow::Result<bool> {
     let store = context.store()?;
     let cancel = run_state::cli::cancel_flag();
     let step = args.step;
-    let done = step_runner::run_stage(&context, &run_dir, &store, step, cancel, &|event| match event {
-        Event::Started(job) => eprintln!("started  {} {step}", job.component),
-        Event::Finished(result) => eprintln!("finished {} {step}: {}", result.job.component, result.outcome),
-    });
+    let done =
+        step_runner::run_stage(&context, &run_dir, &store, step, args.environment.as_deref(), cancel, &|event| {
+            match event {
+                Event::Started(job) => eprintln!("started  {} {step}", job.component),
+                Event::Finished(result) => eprintln!("finished {} {step}: {}", result.job.component, result.outcome),
+            }
+        });
     let done = match done {
         Err(error) if error.is_verdict() => {
             eprintln!("step-runner: {error}");
