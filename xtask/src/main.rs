@@ -3,12 +3,14 @@
 //! - `cargo xtask pipeline`: the whole pipeline on a monorepo (the sample one by default).
 //! - `cargo xtask test`: formatting, lints and every test, after installing what they need.
 //! - `cargo xtask bench diff`: source-diff beside a bare `git diff` loop.
+//! - `cargo xtask codebuild BUILDSPEC`: a buildspec rehearsed as CodeBuild runs it.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod bench;
 mod bench_package;
 mod bench_validate;
+mod codebuild;
 mod faults;
 mod pipeline;
 mod progress;
@@ -55,6 +57,9 @@ enum Task {
         #[arg(last = true, hide = true)]
         command: Vec<String>,
     },
+    /// Runs a buildspec as CodeBuild would, on this machine: phases in order in one shell,
+    /// CODEBUILD_* variables, secondary sources, exported variables, reports and artifacts.
+    Codebuild(codebuild::CodebuildArgs),
     /// Starts the local AWS emulator (moto) on a free loopback port until Ctrl-C,
     /// printing the environment that points the AWS CLI and the stage binaries at it.
     Emulator,
@@ -67,6 +72,7 @@ fn main() -> ExitCode {
         Task::Bench { which } => bench::run(which).map(|()| true),
         Task::Setup => python::ensure(&workspace_root()).map(|_| true),
         Task::Emulator => emulator().map(|()| true),
+        Task::Codebuild(args) => codebuild::run(&args),
         Task::Faults { measure: true, command } => faults::measure(&command).map(|()| true),
         Task::Faults { measure: false, .. } => {
             // Taken before the build, which may put a new xtask at this path.

@@ -63,10 +63,7 @@ fn commands(spec: &Node) -> Vec<String> {
 /// The toolkit calls in a shell command: the binary, then its words up to the next `;`, `&&`,
 /// `||`, `|`, `>` or `)`, quotes removed.
 fn toolkit_calls(command: &str) -> Vec<Vec<String>> {
-    let spaced = command
-        .replace("&&", " ; ")
-        .replace("||", " ; ")
-        .replace(['|', ')', '(', ';', '>'], " ; ");
+    let spaced = command.replace("&&", " ; ").replace("||", " ; ").replace(['|', ')', '(', ';', '>'], " ; ");
     let mut calls = Vec::new();
     let mut current: Option<Vec<String>> = None;
     for word in spaced.split_whitespace() {
@@ -296,4 +293,115 @@ fn the_pipeline_template_is_clean_for_validate_and_cfn_lint() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// One stage as CodeBuild runs it: `cargo xtask codebuild` with a fresh clone of the commit as
+/// the primary source, the toolkit binaries and the previous stage's artifacts as secondary
+/// sources; returns whether it succeeded and its output folder.
+struct Rehearsal {
+    dir: tempfile::TempDir,
+    toolkit: PathBuf,
+    repo: PathBuf,
+    env: Vec<(String, String)>,
+}
+
+impl Rehearsal {
+    fn new(repo: &Path, env: Vec<(String, String)>) -> Rehearsal {
+        let dir = tempfile::tempdir().unwrap();
+        let toolkit = dir.path().join("toolkit");
+        std::fs::create_dir_all(toolkit.join("bin")).unwrap();
+        for name in TOOLKIT.iter().filter(|n| !matches!(**n, "stack-deployer" | "frontend-publisher")) {
+            std::os::unix::fs::symlink(binary(name), toolkit.join("bin").join(name)).unwrap();
+        }
+        Rehearsal { dir, toolkit, repo: repo.to_path_buf(), env }
+    }
+
+    fn stage(&self, buildspec: &str, previous: Option<&str>) -> (bool, PathBuf, String) {
+        let name = buildspec.trim_end_matches(".yml");
+        let clone = self.dir.path().join(format!("src-{name}"));
+        let cloned = Command::new("git").args(["clone", "-q"]).arg(&self.repo).arg(&clone).status().unwrap();
+        assert!(cloned.success());
+        let out = self.dir.path().join(format!("out-{name}"));
+        let mut command = Command::new(env!("CARGO_BIN_EXE_xtask"));
+        command.arg("codebuild").arg(root().join("buildspecs").join(buildspec)).arg("--src").arg(&clone);
+        command.arg("--out").arg(&out).arg("--secondary").arg(format!("Toolkit={}", self.toolkit.display()));
+        if let Some(previous) = previous {
+            let artifact = format!("State{previous}");
+            let folder = self.dir.path().join(format!("out-{}", previous.to_lowercase())).join("artifacts");
+            command.arg("--secondary").arg(format!("{artifact}={}", folder.display()));
+            command.arg("--env").arg(format!("STATE_ARTIFACT={artifact}"));
+        }
+        // The tools' venv first, as the CodeBuild image has them installed; pip finds the pinned
+        // versions already there and must not reach an index.
+        let venv = test_support::python().parent().unwrap().to_path_buf();
+        let path = std::env::join_paths(
+            std::iter::once(venv).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap())),
+        )
+        .unwrap();
+        command.env("PATH", path).env("PIP_NO_INDEX", "1").envs(self.env.iter().map(|(k, v)| (k, v)));
+        let output = command.output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        assert!(matches!(output.status.code(), Some(0 | 1)), "{buildspec}: {text}");
+        (output.status.success(), out, text)
+    }
+}
+
+/// The first half of the CodeBuild pipeline rehearsed stage by stage (Diff → Validate → Test →
+/// Status), artifacts passed between stages as folders, the emulator standing in for the
+/// artifact bucket the diff stage reads the last production state from. The Build stage needs
+/// the sample's Python dependencies from PyPI, so it is not part of this rehearsal (the
+/// packager's own tests cover it with a local wheelhouse).
+///
+/// A frontend-only change passes the gate; a failing frontend test keeps the Test stage green
+/// (its component is not deployed) and turns the Status stage red.
+#[test]
+fn the_codebuild_stages_rehearsed_pass_a_good_change_and_stop_a_failing_test() {
+    let moto = test_support::Moto::shared();
+    let aws = test_support::python().parent().unwrap().join("aws");
+    let env: Vec<(String, String)> = [
+        ("AWS_ENDPOINT_URL", moto.endpoint.as_str()),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+        ("ARTIFACT_BUCKET", "xtask-codebuild-rehearsal"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let made =
+        Command::new(&aws).args(["s3", "mb", "s3://xtask-codebuild-rehearsal"]).envs(env.clone()).output().unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+
+    let repo = test_support::sample_monorepo();
+    repo.git(&["branch", "-M", "main"]);
+    let app = std::fs::read_to_string(repo.path().join("frontend/src/app.js")).unwrap();
+    repo.commit_files("frontend change", &[("frontend/src/app.js", &format!("{app}\n// v2\n"))]);
+    let rehearsal = Rehearsal::new(repo.path(), env.clone());
+
+    let (ok, diff_out, text) = rehearsal.stage("diff.yml", None);
+    assert!(ok, "{text}");
+    let exported = std::fs::read_to_string(diff_out.join("exported.env")).unwrap();
+    assert!(exported.contains("frontend_tests_required=true"), "{exported}");
+    assert!(exported.contains("api_handler_tests_required=false"), "{exported}");
+    assert!(exported.contains("any_changed=true"), "{exported}");
+    let (ok, _, text) = rehearsal.stage("validate.yml", Some("Diff"));
+    assert!(ok, "{text}");
+    let (ok, _, text) = rehearsal.stage("test.yml", Some("Validate"));
+    assert!(ok, "{text}");
+    let (ok, status_out, text) = rehearsal.stage("status.yml", Some("Test"));
+    assert!(ok, "the gate refused a good change: {text}");
+    let report = std::fs::read_to_string(status_out.join("artifacts/report.md")).unwrap();
+    assert!(report.contains("frontend"), "{report}");
+
+    // The same stages on a commit whose frontend test fails.
+    repo.commit_files("broken test", &[("frontend/test/broken.test.mjs", "import test from 'node:test';\nimport assert from 'node:assert';\ntest('broken', () => assert.equal(1, 2));\n")]);
+    let rehearsal = Rehearsal::new(repo.path(), env);
+    assert!(rehearsal.stage("diff.yml", None).0);
+    assert!(rehearsal.stage("validate.yml", Some("Diff")).0);
+    let (ok, _, text) = rehearsal.stage("test.yml", Some("Validate"));
+    assert!(ok, "a failed test is recorded, not a failed Test stage: {text}");
+    let (ok, _, text) = rehearsal.stage("status.yml", Some("Test"));
+    assert!(!ok, "the gate let a failing test through: {text}");
+    assert!(text.contains("frontend test failed"), "{text}");
 }

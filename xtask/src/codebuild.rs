@@ -1,0 +1,249 @@
+//! `cargo xtask codebuild BUILDSPEC`: a buildspec run on this machine as CodeBuild runs it, so
+//! the CodeBuild path is rehearsed, not assumed.
+//!
+//! What is reproduced: the phases in order (`install`, `pre_build`, `build`, `post_build`) in
+//! one shell whose environment carries from command to command and phase to phase (buildspec
+//! 0.2); a failed command ends its phase; a failed `install` or `pre_build` skips the rest, a
+//! failed `build` still runs `post_build` (with `CODEBUILD_BUILD_SUCCEEDING=0`); `on-failure:
+//! CONTINUE`; `env.variables` and `env.shell`; the `CODEBUILD_*` variables, with secondary
+//! sources as `CODEBUILD_SRC_DIR_<name>`; `exported-variables` captured into
+//! `OUT/exported.env`; every `reports:` file checked to exist; `artifacts.files` copied into
+//! `OUT/artifacts/` (the folder the next stage gets as a secondary source). Not reproduced:
+//! `cache:` (nothing is cached between runs), `finally:` blocks and `secrets-manager:` (refused,
+//! so a buildspec using them is not rehearsed by accident), the container image itself.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, bail, ensure};
+use validate::Node;
+
+/// The flags of `cargo xtask codebuild`.
+#[derive(clap::Args)]
+pub struct CodebuildArgs {
+    /// The buildspec to run.
+    pub buildspec: PathBuf,
+    /// The primary source folder (CODEBUILD_SRC_DIR) [default: the current folder].
+    #[arg(long)]
+    pub src: Option<PathBuf>,
+    /// A secondary source, as NAME=DIR (CODEBUILD_SRC_DIR_NAME); repeatable.
+    #[arg(long = "secondary", value_name = "NAME=DIR")]
+    pub secondary: Vec<String>,
+    /// An environment variable of the project or action, as NAME=VALUE; repeatable.
+    #[arg(long = "env", value_name = "NAME=VALUE")]
+    pub env: Vec<String>,
+    /// Where the artifacts and exported variables go (emptied first).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+const PHASES: [&str; 4] = ["install", "pre_build", "build", "post_build"];
+
+fn split_pair(pair: &str, what: &str) -> anyhow::Result<(String, String)> {
+    let (name, value) = pair.split_once('=').with_context(|| format!("{what} `{pair}` is not NAME=VALUE"))?;
+    ensure!(
+        !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+        "{what} name `{name}` must be letters, digits and `_`"
+    );
+    Ok((name.to_owned(), value.to_owned()))
+}
+
+fn strings(node: Option<&Node>) -> Vec<String> {
+    node.map(|n| n.items().iter().filter_map(|i| i.as_str().map(str::to_owned)).collect()).unwrap_or_default()
+}
+
+// Single quotes for the shell: the value as is, a `'` closed, escaped and reopened.
+fn quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+/// Runs the buildspec; `Ok(false)` when the build failed (as CodeBuild would report it).
+pub fn run(args: &CodebuildArgs) -> anyhow::Result<bool> {
+    let text = std::fs::read_to_string(&args.buildspec)
+        .with_context(|| format!("reading the buildspec {}", args.buildspec.display()))?;
+    let spec = validate::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", args.buildspec.display()))?;
+    ensure!(
+        spec.get("version").and_then(Node::as_str) == Some("0.2"),
+        "{}: only version 0.2 is rehearsed",
+        args.buildspec.display()
+    );
+    for unsupported in ["finally"] {
+        if let Some(phases) = spec.get("phases")
+            && phases.entries().iter().any(|(_, phase)| phase.get(unsupported).is_some())
+        {
+            bail!("{}: `{unsupported}` blocks are not rehearsed", args.buildspec.display());
+        }
+    }
+    let env_section = spec.get("env");
+    if env_section.and_then(|e| e.get("secrets-manager").or_else(|| e.get("parameter-store"))).is_some() {
+        bail!(
+            "{}: secrets-manager and parameter-store are not rehearsed; pass the values with --env",
+            args.buildspec.display()
+        );
+    }
+    let src = std::path::absolute(args.src.clone().unwrap_or_else(|| PathBuf::from(".")))?;
+    let out = std::path::absolute(&args.out)?;
+    if out.exists() {
+        std::fs::remove_dir_all(&out).with_context(|| format!("emptying {}", out.display()))?;
+    }
+    std::fs::create_dir_all(&out)?;
+    let state = out.join("shell-state.sh");
+    let shell = env_section.and_then(|e| e.get("shell")).and_then(Node::as_str).unwrap_or("sh").to_owned();
+
+    // The environment: CodeBuild's own variables, the project's, then the buildspec's.
+    let mut vars: Vec<(String, String)> = vec![
+        ("CODEBUILD_CI".into(), "true".into()),
+        ("CODEBUILD_BUILD_ID".into(), format!("xtask-codebuild:{}", std::process::id())),
+        ("CODEBUILD_BUILD_NUMBER".into(), "1".into()),
+        ("CODEBUILD_INITIATOR".into(), "xtask".into()),
+        ("CODEBUILD_SRC_DIR".into(), src.display().to_string()),
+    ];
+    if let Ok(head) = Command::new("git").current_dir(&src).args(["rev-parse", "HEAD"]).output()
+        && head.status.success()
+    {
+        vars.push((
+            "CODEBUILD_RESOLVED_SOURCE_VERSION".into(),
+            String::from_utf8_lossy(&head.stdout).trim().to_owned(),
+        ));
+    }
+    for pair in &args.secondary {
+        let (name, dir) = split_pair(pair, "--secondary")?;
+        let dir = std::path::absolute(dir)?;
+        ensure!(dir.is_dir(), "secondary source {name}: {} is not a folder", dir.display());
+        vars.push((format!("CODEBUILD_SRC_DIR_{name}"), dir.display().to_string()));
+    }
+    for pair in &args.env {
+        vars.push(split_pair(pair, "--env")?);
+    }
+    if let Some(variables) = env_section.and_then(|e| e.get("variables")) {
+        for (key, value) in variables.entries() {
+            let value = value.as_str().map(str::to_owned).unwrap_or_else(|| match &value.value {
+                validate::Value::Number(n) => n.clone(),
+                validate::Value::Bool(b) => b.to_string(),
+                _ => String::new(),
+            });
+            // A project or action variable wins over the buildspec's, as in CodeBuild.
+            if !args.env.iter().any(|p| p.split('=').next() == Some(key.name.as_str())) {
+                vars.push((key.name.clone(), value));
+            }
+        }
+    }
+    let mut prelude = String::new();
+    for (name, value) in &vars {
+        prelude.push_str(&format!("export {name}={}\n", quote(value)));
+    }
+    std::fs::write(&state, prelude)?;
+
+    let mut succeeded = true;
+    let phases = spec.get("phases");
+    for phase_name in PHASES {
+        let Some(phase) = phases.and_then(|p| p.get(phase_name)) else { continue };
+        if !succeeded && phase_name != "post_build" {
+            eprintln!("[codebuild] skipping {phase_name}: an earlier phase failed");
+            continue;
+        }
+        let commands = strings(phase.get("commands"));
+        let mut script = format!(
+            ". {}\nexport CODEBUILD_BUILD_SUCCEEDING={}\n",
+            quote(&state.display().to_string()),
+            u8::from(succeeded)
+        );
+        for command in &commands {
+            let first_line = command.lines().next().unwrap_or_default();
+            script.push_str(&format!(
+                "echo {} >&2\n{{\n{command}\n}}\nrc=$?\nif [ \"$rc\" -ne 0 ]; then echo {} \"$rc\" >&2; export -p > {}; exit \"$rc\"; fi\n",
+                quote(&format!("[codebuild] {phase_name}: {first_line}")),
+                quote(&format!("[codebuild] {phase_name}: command did not exit successfully: {first_line}; exit status")),
+                quote(&state.display().to_string())
+            ));
+        }
+        script.push_str(&format!("export -p > {}\n", quote(&state.display().to_string())));
+        let status = Command::new(&shell)
+            .arg("-c")
+            .arg(&script)
+            .current_dir(&src)
+            .status()
+            .with_context(|| format!("running the {phase_name} phase with {shell}"))?;
+        if !status.success() {
+            let continue_on_failure = phase.get("on-failure").and_then(Node::as_str) == Some("CONTINUE");
+            eprintln!(
+                "[codebuild] phase {phase_name} FAILED{}",
+                if continue_on_failure { " (on-failure: CONTINUE)" } else { "" }
+            );
+            succeeded = false;
+            if continue_on_failure && phase_name != "post_build" {
+                // The build is still failed, but the next phases run.
+                succeeded = true;
+            }
+        }
+    }
+
+    // Exported variables, read from the shell's final environment.
+    let exported = strings(env_section.and_then(|e| e.get("exported-variables")));
+    if !exported.is_empty() {
+        let script = format!(
+            ". {}\nfor v in {}; do printf '%s=%s\\n' \"$v\" \"$(printenv \"$v\")\"; done",
+            quote(&state.display().to_string()),
+            exported.join(" ")
+        );
+        let output = Command::new(&shell).arg("-c").arg(script).output()?;
+        std::fs::write(out.join("exported.env"), &output.stdout)?;
+    }
+
+    let base_dir = |node: Option<&Node>| -> PathBuf {
+        match node.and_then(|n| n.get("base-directory")).and_then(Node::as_str) {
+            Some(dir) => src.join(dir),
+            None => src.clone(),
+        }
+    };
+    if let Some(reports) = spec.get("reports") {
+        for (group, report) in reports.entries() {
+            let base = base_dir(Some(report));
+            let found = matching_files(&base, &strings(report.get("files")))?;
+            if found.is_empty() {
+                eprintln!(
+                    "[codebuild] report group {}: no file matches {:?}",
+                    group.name,
+                    strings(report.get("files"))
+                );
+                succeeded = false;
+            }
+        }
+    }
+    if let Some(artifacts) = spec.get("artifacts") {
+        let base = base_dir(Some(artifacts));
+        let target = out.join("artifacts");
+        for file in matching_files(&base, &strings(artifacts.get("files")))? {
+            let to = target.join(&file);
+            std::fs::create_dir_all(to.parent().unwrap_or(&target))?;
+            std::fs::copy(base.join(&file), &to).with_context(|| format!("copying the artifact {file}"))?;
+        }
+    }
+    eprintln!("[codebuild] {} {}", args.buildspec.display(), if succeeded { "SUCCEEDED" } else { "FAILED" });
+    Ok(succeeded)
+}
+
+/// The files under `base` (relative paths) that any of the globs match; links are not followed.
+fn matching_files(base: &Path, globs: &[String]) -> anyhow::Result<Vec<String>> {
+    if globs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut builder = globset::GlobSetBuilder::new();
+    for glob in globs {
+        builder.add(pipeline_config::glob(glob).with_context(|| format!("the buildspec's glob `{glob}`"))?);
+    }
+    let set = builder.build()?;
+    let mut found = Vec::new();
+    for entry in walkdir::WalkDir::new(base).follow_links(false).sort_by_file_name() {
+        let entry = entry?;
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let relative = entry.path().strip_prefix(base)?.to_string_lossy().into_owned();
+        if set.is_match(&relative) {
+            found.push(relative);
+        }
+    }
+    found.sort();
+    Ok(found)
+}
