@@ -91,7 +91,7 @@ fn an_unaffected_change_passes_and_runs_nothing() {
 #[test]
 fn config_mistakes_are_one_line_errors_with_exit_2() {
     let repo = GitRepo::new();
-    repo.commit_files("base", &[("pipeline.toml", &format!("{CONFIG}\n[deploy]\nstage = 1\n"))]);
+    repo.commit_files("base", &[("pipeline.toml", &format!("{CONFIG}\n[deplyo]\nstage = 1\n"))]);
     let out = pipeline(&repo, &[]);
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -99,7 +99,7 @@ fn config_mistakes_are_one_line_errors_with_exit_2() {
     assert!(
         last.starts_with("xtask: ")
             && last.ends_with(
-                "pipeline.toml:25: deploy: unknown section; expected one of: diff, components, runner, gate, lambda, validate"
+                "pipeline.toml:25: deplyo: unknown section; expected one of: diff, components, runner, gate, lambda, validate, deploy, publish"
             ),
         "{stderr}"
     );
