@@ -27,7 +27,7 @@
 //! let run_dir = context.run_dir(None)?;
 //! let store = context.store()?;
 //! let cancel = std::sync::atomic::AtomicBool::new(false);
-//! let done = step_runner::run_stage(&context, &run_dir, &store, Step::Test, &cancel, &|_event| {})?;
+//! let done = step_runner::run_stage(&context, &run_dir, &store, Step::Test, None, &cancel, &|_event| {})?;
 //! println!("{}", if done.passed() { "every test passed" } else { "a test failed" });
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
