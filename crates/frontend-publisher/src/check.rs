@@ -6,9 +6,9 @@ use std::collections::BTreeSet;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use validate::{Finding, Pos, Severity};
 
+use crate::Error;
 use crate::config::PublishConfig;
 use crate::plan::MANIFEST_KEY;
-use crate::Error;
 use crate::s3::s3_error;
 
 /// The root document could not be fetched.
@@ -36,7 +36,13 @@ pub struct CheckOptions<'a> {
 }
 
 fn finding(bucket: &str, key: &str, rule: &str, severity: Severity, message: String) -> Finding {
-    Finding { path: format!("s3://{bucket}/{key}"), pos: Pos { line: 1, column: 1 }, rule: rule.into(), severity, message }
+    Finding {
+        path: format!("s3://{bucket}/{key}"),
+        pos: Pos { line: 1, column: 1 },
+        rule: rule.into(),
+        severity,
+        message,
+    }
 }
 
 /// The site paths an HTML page references (`src=` and `href=` that stay on the site),
@@ -83,8 +89,9 @@ async fn get_text(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Result<Op
             })?;
             Ok(Some(bytes.into_bytes().to_vec()))
         }
-        Err(e) if aws_target::ErrorKind::of(&e) == aws_target::ErrorKind::NotFound
-            && e.as_service_error().is_none_or(|s| s.code() != Some("NoSuchBucket")) =>
+        Err(e)
+            if aws_target::ErrorKind::of(&e) == aws_target::ErrorKind::NotFound
+                && e.as_service_error().is_none_or(|s| s.code() != Some("NoSuchBucket")) =>
         {
             Ok(None)
         }
@@ -136,7 +143,10 @@ pub async fn check_site(s3: &aws_sdk_s3::Client, options: CheckOptions<'_>) -> R
                         &key,
                         WRONG_TYPE,
                         Severity::Error,
-                        format!("served as Content-Type `{content_type}`, expected `{}`; publish again to fix the headers", expected.content_type),
+                        format!(
+                            "served as Content-Type `{content_type}`, expected `{}`; publish again to fix the headers",
+                            expected.content_type
+                        ),
                     ));
                 }
                 let cache = out.cache_control().unwrap_or_default();
@@ -146,7 +156,10 @@ pub async fn check_site(s3: &aws_sdk_s3::Client, options: CheckOptions<'_>) -> R
                         &key,
                         WRONG_CACHE,
                         Severity::Warning,
-                        format!("served with Cache-Control `{cache}`, expected `{}`; publish again to fix the headers", expected.cache_control),
+                        format!(
+                            "served with Cache-Control `{cache}`, expected `{}`; publish again to fix the headers",
+                            expected.cache_control
+                        ),
                     ));
                 }
             }

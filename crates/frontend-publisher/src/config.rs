@@ -207,8 +207,7 @@ impl PublishConfig {
             ConfigError::file(&config.path, format!("{SECTION}.{key}: missing; add it to [publish], e.g. {example}"))
         };
         let component = s.component.ok_or_else(|| missing("component", "component = \"frontend\""))?;
-        pipeline_config::check_name(component.get_ref())
-            .map_err(|m| err(config, component.span(), "component", m))?;
+        pipeline_config::check_name(component.get_ref()).map_err(|m| err(config, component.span(), "component", m))?;
         let dist = s.dist.ok_or_else(|| missing("dist", "dist = \"frontend/dist\""))?;
         if dist.get_ref().is_empty()
             || Path::new(dist.get_ref()).is_absolute()
@@ -271,7 +270,12 @@ impl PublishConfig {
         let max_delete_share = match &s.max_delete_share {
             None => 0.5,
             Some(v) if !(0.0..=1.0).contains(v.get_ref()) => {
-                return Err(err(config, v.span(), "max_delete_share", "must be between 0 and 1 (0.5 is half the objects)"));
+                return Err(err(
+                    config,
+                    v.span(),
+                    "max_delete_share",
+                    "must be between 0 and 1 (0.5 is half the objects)",
+                ));
             }
             Some(v) => *v.get_ref(),
         };
@@ -285,7 +289,12 @@ impl PublishConfig {
         let multipart_threshold = match &s.multipart_threshold_mib {
             None => 16 * MIB,
             Some(m) if !(5..=5 * 1024).contains(m.get_ref()) => {
-                return Err(err(config, m.span(), "multipart_threshold_mib", "must be between 5 and 5120 (S3's part sizes)"));
+                return Err(err(
+                    config,
+                    m.span(),
+                    "multipart_threshold_mib",
+                    "must be between 5 and 5120 (S3's part sizes)",
+                ));
             }
             Some(m) => m.get_ref() * MIB,
         };
@@ -365,7 +374,11 @@ pub fn content_type(path: &str) -> String {
     let texty = mime.type_() == mime_guess::mime::TEXT
         || matches!(
             essence,
-            "application/javascript" | "application/json" | "application/xml" | "image/svg+xml" | "application/manifest+json"
+            "application/javascript"
+                | "application/json"
+                | "application/xml"
+                | "image/svg+xml"
+                | "application/manifest+json"
         );
     if texty { format!("{essence}; charset=utf-8") } else { essence.to_owned() }
 }
@@ -410,7 +423,12 @@ fn runtime_config(config: &ConfigFile, r: RuntimeConfigSpec) -> Result<RuntimeCo
         files.push(file.get_ref().clone());
     }
     if files.is_empty() {
-        return Err(err(config, r.stack.span(), "runtime_config.files", "name at least one file, e.g. [\"aws-config.js\"]"));
+        return Err(err(
+            config,
+            r.stack.span(),
+            "runtime_config.files",
+            "name at least one file, e.g. [\"aws-config.js\"]",
+        ));
     }
     let global = match &r.global {
         None => "AWS_CONFIG".to_owned(),
@@ -472,12 +490,16 @@ mod tests {
         let err = parse(&format!("{BASE}headers = [{{ glob = \"a/[\", cache_control = \"x\" }}]\n")).unwrap_err();
         assert_eq!(err.line, Some(5), "{err}");
         let err = parse(&BASE.replace("master.SiteBucketName", "SiteBucketName")).unwrap_err();
-        assert!(err.to_string().starts_with("pipeline.toml:4: publish.bucket: `SiteBucketName` is not `STACK.OutputName`"), "{err}");
+        assert!(
+            err.to_string().starts_with("pipeline.toml:4: publish.bucket: `SiteBucketName` is not `STACK.OutputName`"),
+            "{err}"
+        );
         let err = parse(&BASE.replace("frontend/dist", "../dist")).unwrap_err();
         assert!(err.to_string().starts_with("pipeline.toml:3: publish.dist:"), "{err}");
         let err = parse("[publish]\ncomponent = \"frontend\"\n").unwrap_err();
         assert!(err.to_string().contains("publish.dist: missing"), "{err}");
-        let err = parse(&format!("{BASE}[publish.runtime_config]\nfiles = [\"../x.js\"]\nstack = \"m\"\n")).unwrap_err();
+        let err =
+            parse(&format!("{BASE}[publish.runtime_config]\nfiles = [\"../x.js\"]\nstack = \"m\"\n")).unwrap_err();
         assert_eq!(err.line, Some(6), "{err}");
     }
 }

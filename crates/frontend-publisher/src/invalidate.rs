@@ -48,7 +48,12 @@ pub async fn invalidate(
     let mut attempt = 1;
     let mut pause = backoff;
     let created = loop {
-        match cloudfront.create_invalidation().distribution_id(distribution).invalidation_batch(batch.clone()).send().await
+        match cloudfront
+            .create_invalidation()
+            .distribution_id(distribution)
+            .invalidation_batch(batch.clone())
+            .send()
+            .await
         {
             Ok(out) => break out,
             Err(e) => {

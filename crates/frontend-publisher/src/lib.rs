@@ -163,7 +163,9 @@ pub enum Error {
         message: String,
     },
     /// Too large a share of the bucket would be deleted.
-    #[error("the publish would delete {deletes} of the bucket's {objects} objects, more than publish.max_delete_share ({share}); check publish.bucket and publish.prefix, or pass --force")]
+    #[error(
+        "the publish would delete {deletes} of the bucket's {objects} objects, more than publish.max_delete_share ({share}); check publish.bucket and publish.prefix, or pass --force"
+    )]
     DeleteRefused {
         /// Objects to delete.
         deletes: usize,
@@ -173,7 +175,9 @@ pub enum Error {
         share: f64,
     },
     /// `DeleteObjects` refused some keys.
-    #[error("DeleteObjects could not delete {failed} object(s), first {object} ({code}); the site is published, publish again to retry the deletes")]
+    #[error(
+        "DeleteObjects could not delete {failed} object(s), first {object} ({code}); the site is published, publish again to retry the deletes"
+    )]
     DeleteFailed {
         /// The first key refused.
         object: String,
@@ -183,7 +187,9 @@ pub enum Error {
         failed: usize,
     },
     /// The invalidation failed.
-    #[error("invalidating distribution `{distribution}`: {kind}; the site is published, its old copies expire with their cache time")]
+    #[error(
+        "invalidating distribution `{distribution}`: {kind}; the site is published, its old copies expire with their cache time"
+    )]
     Invalidation {
         /// The distribution.
         distribution: String,
@@ -411,7 +417,8 @@ pub async fn run_stage(
     let config = context.required_config()?;
     let config = PublishConfig::from_config(config)?.ok_or_else(|| Error::NoSection { path: config.path.clone() })?;
     let work = async {
-        let (plan, distribution) = plan_publish(context, &config, run, clients.s3, &options.environment, on_event).await?;
+        let (plan, distribution) =
+            plan_publish(context, &config, run, clients.s3, &options.environment, on_event).await?;
         on_event(Event::Planned(&plan));
         if options.dry_run {
             return Ok(Summary {
@@ -457,7 +464,8 @@ pub async fn run_stage(
     match &result {
         Ok(summary) => {
             record.status = Status::Passed;
-            record.details.note = Some(format!("published to s3://{}/{}: {}", summary.bucket, summary.prefix, summary.line()));
+            record.details.note =
+                Some(format!("published to s3://{}/{}: {}", summary.bucket, summary.prefix, summary.line()));
         }
         Err(error) => {
             record.status = if matches!(error, Error::Cancelled) { Status::Cancelled } else { Status::Failed };

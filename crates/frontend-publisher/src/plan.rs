@@ -188,7 +188,8 @@ impl Plan {
             self.remote_objects,
             self.retain_releases
         );
-        let width = self.items.iter().filter(|i| i.action != Action::Unchanged).map(|i| i.path.len()).max().unwrap_or(0);
+        let width =
+            self.items.iter().filter(|i| i.action != Action::Unchanged).map(|i| i.path.len()).max().unwrap_or(0);
         for item in self.items.iter().filter(|i| i.action != Action::Unchanged) {
             let _ = writeln!(
                 out,
@@ -291,7 +292,9 @@ pub fn plan(
                     (Action::Upload, "content changed".to_owned())
                 } else {
                     match headers {
-                        Some(headers) if headers == file.headers => (Action::Unchanged, "same content and headers".into()),
+                        Some(headers) if headers == file.headers => {
+                            (Action::Unchanged, "same content and headers".into())
+                        }
                         Some(headers) => (Action::FixHeaders, describe_headers(&headers, &file.headers)),
                         None => (Action::FixHeaders, "headers unknown".into()),
                     }

@@ -154,7 +154,10 @@ pub async fn read_remote(
             .await
             .map_err(|e| s3_error("GetObject", bucket, &manifest_key, e))?;
         if out.content_length().unwrap_or_default() as usize > MAX_MANIFEST_BYTES {
-            return Err(Error::BadManifest { object: format!("s3://{bucket}/{manifest_key}"), message: "too large".into() });
+            return Err(Error::BadManifest {
+                object: format!("s3://{bucket}/{manifest_key}"),
+                message: "too large".into(),
+            });
         }
         let bytes = out.body.collect().await.map_err(|e| Error::S3 {
             op: "GetObject",
@@ -162,9 +165,8 @@ pub async fn read_remote(
             kind: ErrorKind::Unreachable,
             source: Box::new(e),
         })?;
-        let manifest: ReleaseManifest = serde_json::from_slice(&bytes.into_bytes()).map_err(|e| Error::BadManifest {
-            object: format!("s3://{bucket}/{manifest_key}"),
-            message: e.to_string(),
+        let manifest: ReleaseManifest = serde_json::from_slice(&bytes.into_bytes()).map_err(|e| {
+            Error::BadManifest { object: format!("s3://{bucket}/{manifest_key}"), message: e.to_string() }
         })?;
         remote.manifest = Some(manifest);
     }
@@ -355,11 +357,7 @@ pub async fn apply(
 ) -> Result<Summary, Error> {
     let deletes = plan.count(Action::Delete);
     if deletes > 0 && plan.delete_share() > options.max_delete_share && !options.force {
-        return Err(Error::DeleteRefused {
-            deletes,
-            objects: plan.remote_objects,
-            share: options.max_delete_share,
-        });
+        return Err(Error::DeleteRefused { deletes, objects: plan.remote_objects, share: options.max_delete_share });
     }
     let bucket = plan.bucket.clone();
     let prefix = plan.prefix.clone();
@@ -449,9 +447,10 @@ pub async fn apply(
             kind: ErrorKind::Other,
             source: Box::new(e),
         })?;
-        let out = retry("DeleteObjects", on_event, || s3.delete_objects().bucket(&bucket).delete(delete.clone()).send())
-            .await
-            .map_err(|e| s3_error("DeleteObjects", &bucket, &prefix, e))?;
+        let out =
+            retry("DeleteObjects", on_event, || s3.delete_objects().bucket(&bucket).delete(delete.clone()).send())
+                .await
+                .map_err(|e| s3_error("DeleteObjects", &bucket, &prefix, e))?;
         if let Some(first) = out.errors().first() {
             return Err(Error::DeleteFailed {
                 object: format!("s3://{bucket}/{}", first.key().unwrap_or_default()),
@@ -475,4 +474,3 @@ pub async fn apply(
         dry_run: false,
     })
 }
-

@@ -189,10 +189,11 @@ fn run(args: Args) -> anyhow::Result<bool> {
             let findings = runtime.block_on(async {
                 let config = aws_target::load(&common.target.target()).await?;
                 let s3 = aws_target::s3(&config, None);
-                anyhow::Ok(frontend_publisher::check_site(&s3, CheckOptions { bucket: &bucket, config: &publish }).await?)
+                anyhow::Ok(
+                    frontend_publisher::check_site(&s3, CheckOptions { bucket: &bucket, config: &publish }).await?,
+                )
             })?;
-            let text =
-                if json { validate::report::json(&findings) } else { validate::report::human(&findings) };
+            let text = if json { validate::report::json(&findings) } else { validate::report::human(&findings) };
             run_state::cli::print(&text)?;
             Ok(!findings.iter().any(|f| f.severity == validate::Severity::Error))
         }
