@@ -4,7 +4,6 @@
 use std::time::{Duration, Instant};
 
 use aws_sdk_cloudfront::types::{InvalidationBatch, Paths};
-use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use aws_target::ErrorKind;
 
 use crate::{Error, Event, InvalidationSummary};
@@ -57,7 +56,7 @@ pub async fn invalidate(
         {
             Ok(out) => break out,
             Err(e) => {
-                let too_many = e.as_service_error().and_then(|s| s.code()) == Some("TooManyInvalidationsInProgress");
+                let too_many = e.as_service_error().is_some_and(|s| s.is_too_many_invalidations_in_progress());
                 let kind = ErrorKind::of(&e);
                 if attempt < ATTEMPTS && (too_many || matches!(kind, ErrorKind::Throttled | ErrorKind::ServiceError)) {
                     on_event(Event::Retrying { what: "CreateInvalidation", attempt, kind });

@@ -462,3 +462,155 @@ fn the_binary_prints_a_dry_run_then_publishes() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.starts_with("frontend-publisher: bucket `fp-binary-missing` does not exist"), "{stderr}");
 }
+
+/// A distribution in moto in front of `bucket`.
+async fn distribution(cloudfront: &aws_sdk_cloudfront::Client, bucket: &str) -> String {
+    use aws_sdk_cloudfront::types::{
+        DefaultCacheBehavior, DistributionConfig, Origin, Origins, S3OriginConfig, ViewerProtocolPolicy,
+    };
+    let origin = Origin::builder()
+        .id("site")
+        .domain_name(format!("{bucket}.s3.amazonaws.com"))
+        .s3_origin_config(S3OriginConfig::builder().origin_access_identity("").build())
+        .build()
+        .unwrap();
+    let config = DistributionConfig::builder()
+        .caller_reference(bucket)
+        .comment("frontend-publisher test")
+        .enabled(true)
+        .origins(Origins::builder().quantity(1).items(origin).build().unwrap())
+        .default_cache_behavior(
+            DefaultCacheBehavior::builder()
+                .target_origin_id("site")
+                .viewer_protocol_policy(ViewerProtocolPolicy::RedirectToHttps)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let out = cloudfront.create_distribution().distribution_config(config).send().await.unwrap();
+    out.distribution().unwrap().id().to_owned()
+}
+
+#[tokio::test]
+async fn changed_html_is_invalidated_with_the_root_and_immutable_assets_are_not() {
+    let config = test_support::Moto::shared().sdk_config().await;
+    let s3 = aws_target::s3(&config, None);
+    let cloudfront = aws_target::cloudfront(&config, None);
+    let bucket = bucket(&s3, "fp-invalidate").await;
+    let id = distribution(&cloudfront, &bucket).await;
+    let mut repo = Repo::new(&bucket);
+    let text = config_text(&bucket, IMMUTABLE).replace(
+        "[publish.runtime_config]",
+        &format!("distribution = \"{id}\"\ninvalidation_wait = \"10s\"\n[publish.runtime_config]"),
+    );
+    std::fs::write(repo.root().join("pipeline.toml"), text).unwrap();
+    let publish = |repo: &mut Repo| {
+        let run = repo.new_run();
+        let (context, store) = (repo.context(), repo.store());
+        let (s3, cloudfront) = (s3.clone(), cloudfront.clone());
+        async move {
+            let options = StageOptions { environment: "dev".into(), ..Default::default() };
+            let clients = Clients { s3: &s3, cloudfront: Some(&cloudfront) };
+            frontend_publisher::run_stage(&context, &run, &store, clients, &options, None, &|_| {}).await
+        }
+    };
+    // A first publish replaces nothing a cache can hold.
+    let first = publish(&mut repo).await.unwrap();
+    assert_eq!(first.invalidation, None);
+
+    repo.build("v2", &["one", "two"]);
+    let second = publish(&mut repo).await.unwrap();
+    let invalidation = second.invalidation.expect("an invalidation");
+    assert_eq!(invalidation.paths, ["/", "/index.html"]);
+    assert!(invalidation.completed, "moto says {}", invalidation.status);
+}
+
+mod recorded {
+    //! Recorded responses shaped like AWS's (aws-smithy-mocks): moto never answers
+    //! `TooManyInvalidationsInProgress`, and says `COMPLETED` where AWS says `Completed`
+    //! after `InProgress`.
+
+    use std::time::Duration;
+
+    use aws_sdk_cloudfront::operation::create_invalidation::{CreateInvalidationError, CreateInvalidationOutput};
+    use aws_sdk_cloudfront::operation::get_invalidation::GetInvalidationOutput;
+    use aws_sdk_cloudfront::types::Invalidation;
+    use aws_sdk_cloudfront::types::error::TooManyInvalidationsInProgress;
+    use aws_smithy_mocks::{RuleMode, mock, mock_client};
+    use aws_smithy_types::error::ErrorMetadata;
+
+    fn invalidation(status: &str) -> Invalidation {
+        Invalidation::builder()
+            .id("I2J0I21PCUYOIK")
+            .status(status)
+            .create_time(aws_smithy_types::DateTime::from_secs(0))
+            .build()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn too_many_in_progress_is_waited_out_and_completion_is_waited_for() {
+        let busy = || {
+            mock!(aws_sdk_cloudfront::Client::create_invalidation).then_error(|| {
+            CreateInvalidationError::TooManyInvalidationsInProgress(
+                TooManyInvalidationsInProgress::builder()
+                    .message("Processing your request will cause you to exceed the maximum number of in-progress wildcard invalidations.")
+                    .meta(ErrorMetadata::builder().code("TooManyInvalidationsInProgress").build())
+                    .build(),
+            )
+        })
+        };
+        let created = mock!(aws_sdk_cloudfront::Client::create_invalidation)
+            .then_output(|| CreateInvalidationOutput::builder().invalidation(invalidation("InProgress")).build());
+        let running = mock!(aws_sdk_cloudfront::Client::get_invalidation)
+            .then_output(|| GetInvalidationOutput::builder().invalidation(invalidation("InProgress")).build());
+        let done = mock!(aws_sdk_cloudfront::Client::get_invalidation)
+            .then_output(|| GetInvalidationOutput::builder().invalidation(invalidation("Completed")).build());
+        let (busy1, busy2) = (busy(), busy());
+        let client =
+            mock_client!(aws_sdk_cloudfront, RuleMode::Sequential, [&busy1, &busy2, &created, &running, &done]);
+        let retries = std::sync::Mutex::new(0);
+        let summary = frontend_publisher::invalidate(
+            &client,
+            "E2QWRUHAPOMQZL",
+            "run-7",
+            &["/index.html".to_owned(), "/".to_owned()],
+            Duration::from_millis(10),
+            Some(Duration::from_secs(20)),
+            &|event| {
+                if let frontend_publisher::Event::Retrying { kind, .. } = event {
+                    assert_eq!(kind, aws_target::ErrorKind::Throttled);
+                    *retries.lock().unwrap() += 1;
+                }
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(*retries.lock().unwrap(), 2);
+        assert_eq!((summary.status.as_str(), summary.completed), ("Completed", true));
+        assert_eq!(done.num_calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_wait_is_bounded() {
+        let created = mock!(aws_sdk_cloudfront::Client::create_invalidation)
+            .then_output(|| CreateInvalidationOutput::builder().invalidation(invalidation("InProgress")).build());
+        let running = mock!(aws_sdk_cloudfront::Client::get_invalidation)
+            .then_output(|| GetInvalidationOutput::builder().invalidation(invalidation("InProgress")).build());
+        let client = mock_client!(aws_sdk_cloudfront, RuleMode::MatchAny, [&created, &running]);
+        let summary = frontend_publisher::invalidate(
+            &client,
+            "E2QWRUHAPOMQZL",
+            "run-8",
+            &["/*".to_owned()],
+            Duration::from_millis(10),
+            Some(Duration::from_millis(700)),
+            &|_| {},
+        )
+        .await
+        .unwrap();
+        assert_eq!((summary.status.as_str(), summary.completed), ("InProgress", false));
+        assert!(running.num_calls() >= 1);
+    }
+}
