@@ -502,4 +502,16 @@ mod tests {
             parse(&format!("{BASE}[publish.runtime_config]\nfiles = [\"../x.js\"]\nstack = \"m\"\n")).unwrap_err();
         assert_eq!(err.line, Some(6), "{err}");
     }
+
+    #[test]
+    fn the_sample_monorepo_publishes_its_frontend() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/monorepo/pipeline.toml");
+        let config = PublishConfig::from_config(&ConfigFile::load(&path).unwrap()).unwrap().unwrap();
+        assert_eq!((config.component.as_str(), config.dist.to_str()), ("frontend", Some("frontend/dist")));
+        assert_eq!(config.bucket, ValueSource::Output { stack: "master".into(), output: "SiteBucketName".into() });
+        let runtime = config.runtime_config.as_ref().unwrap();
+        assert_eq!(runtime.files, ["aws-config.js"]);
+        assert_eq!(config.headers("assets/app.0a1b2c3d.js").cache_control, IMMUTABLE);
+        assert_eq!(config.headers("index.html").cache_control, NO_CACHE);
+    }
 }
