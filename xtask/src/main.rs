@@ -8,6 +8,7 @@
 
 mod bench;
 mod bench_package;
+mod bench_publish;
 mod bench_validate;
 mod faults;
 mod pipeline;
