@@ -104,6 +104,12 @@ pub enum Error {
         /// The path, escaped.
         path: String,
     },
+    /// A file name S3 or a browser would mangle (a control character).
+    #[error("the file name `{path}` in dist holds a control character; rename it")]
+    BadName {
+        /// The path, escaped.
+        path: String,
+    },
     /// A link leads out of dist.
     #[error("{} links to {}, outside the dist folder; copy the file in or remove the link", path.display(), target.display())]
     SymlinkOutside {
@@ -395,6 +401,11 @@ pub async fn plan_publish(
     Ok((plan, resolved.distribution))
 }
 
+fn read_config(context: &StageContext) -> Result<PublishConfig, Error> {
+    let config = context.required_config()?;
+    PublishConfig::from_config(config)?.ok_or_else(|| Error::NoSection { path: config.path.clone() })
+}
+
 #[derive(Deserialize)]
 struct DiffHead {
     head: String,
@@ -414,8 +425,21 @@ pub async fn run_stage(
     cancel: Option<&AtomicBool>,
     on_event: &(dyn Fn(Event<'_>) + Sync),
 ) -> Result<Summary, Error> {
-    let config = context.required_config()?;
-    let config = PublishConfig::from_config(config)?.ok_or_else(|| Error::NoSection { path: config.path.clone() })?;
+    let config = match read_config(context) {
+        Ok(config) => config,
+        Err(error) => {
+            // No component to record under: the pipeline's deploy step carries the mistake.
+            if !options.dry_run {
+                let commit = run.read_json::<DiffHead>(RunFile::Diff).map(|d| d.head).unwrap_or_default();
+                let mut record =
+                    StepRecord::new(&run.run_id, &commit, run_state::PIPELINE, Step::Deploy, Status::Failed);
+                record.ended_at = Some(std::time::SystemTime::now());
+                record.details.error = Some(run_state::error_chain(&error));
+                store.record(&record)?;
+            }
+            return Err(error);
+        }
+    };
     let work = async {
         let (plan, distribution) =
             plan_publish(context, &config, run, clients.s3, &options.environment, on_event).await?;

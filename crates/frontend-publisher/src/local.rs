@@ -106,6 +106,9 @@ pub fn read_site(config: &PublishConfig, dist: &Path, runtime: Vec<(String, Vec<
             let Some(path) = relative.to_str().map(|p| p.replace(std::path::MAIN_SEPARATOR, "/")) else {
                 return Err(Error::NonUtf8Name { path: escaped(relative) });
             };
+            if path.chars().any(char::is_control) {
+                return Err(Error::BadName { path: path.escape_debug().to_string() });
+            }
             let file_type = entry.file_type().map_err(|e| Error::io(&full, e))?;
             let name = entry.file_name();
             let name = name.to_str().unwrap_or_default();

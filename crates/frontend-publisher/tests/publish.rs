@@ -346,6 +346,20 @@ async fn bad_inputs_are_one_line_errors_and_change_nothing() {
         std::fs::remove_file(repo.dist().join(name)).unwrap();
     }
 
+    std::fs::write(repo.dist().join("a\nb.txt"), "x").unwrap();
+    let error = repo.publish(&s3).await.unwrap_err();
+    assert!(matches!(error, Error::BadName { .. }), "{error}");
+    std::fs::remove_file(repo.dist().join("a\nb.txt")).unwrap();
+
+    // A config mistake is recorded as the deploy step's failure.
+    let good = std::fs::read_to_string(repo.root().join("pipeline.toml")).unwrap();
+    std::fs::write(repo.root().join("pipeline.toml"), good.replace("dist = \"dist\"", "dist = \"../dist\"")).unwrap();
+    let error = repo.publish(&s3).await.unwrap_err();
+    assert!(error.to_string().contains("publish.dist: must be a folder inside the monorepo"), "{error}");
+    let record = repo.last_record();
+    assert_eq!((record.component.as_str(), record.status), (run_state::PIPELINE, Status::Failed));
+    std::fs::write(repo.root().join("pipeline.toml"), good).unwrap();
+
     // A stack output the runtime config needs.
     let run = repo.new_run();
     outputs(&[("ApiEndpoint", "https://api.example.com")]).merge_into(&run).unwrap();
@@ -613,4 +627,39 @@ mod recorded {
         assert_eq!((summary.status.as_str(), summary.completed), ("InProgress", false));
         assert!(running.num_calls() >= 1);
     }
+}
+
+#[tokio::test]
+async fn a_multipart_object_is_compared_by_its_sha256_from_the_manifest_or_its_metadata() {
+    let counter = aws_target::RequestCounter::default();
+    let s3 = clients(Some(&counter)).await;
+    let bucket = bucket(&s3, "fp-multipart").await;
+    let mut repo = Repo::new(&bucket);
+    let text = config_text(&bucket, IMMUTABLE)
+        .replace("[publish.runtime_config]", "multipart_threshold_mib = 5\n[publish.runtime_config]");
+    std::fs::write(repo.root().join("pipeline.toml"), text).unwrap();
+    let big: Vec<u8> = (0..6 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(repo.dist().join("assets/video.0123abcd.mp4"), &big).unwrap();
+
+    let first = repo.publish(&s3).await.unwrap();
+    assert_eq!(first.uploaded, 6);
+    assert_eq!(counter.count(|op| op == "UploadPart"), 2, "{:?}", counter.snapshot());
+    let head = s3.head_object().bucket(&bucket).key("assets/video.0123abcd.mp4").send().await.unwrap();
+    assert!(head.e_tag().unwrap().contains('-'), "a multipart ETag: {:?}", head.e_tag());
+    assert_eq!(head.content_length(), Some(big.len() as i64));
+    assert_eq!(head.content_type(), Some("video/mp4"));
+
+    // Without the manifest, the object's own sha256 metadata says it is unchanged.
+    s3.delete_object().bucket(&bucket).key(frontend_publisher::MANIFEST_KEY).send().await.unwrap();
+    touch_all(&repo.dist());
+    counter.reset();
+    let second = repo.publish(&s3).await.unwrap();
+    assert_eq!((second.uploaded, second.unchanged), (0, 6), "{second:?}");
+    assert_eq!(counter.count(|op| op == "HeadObject"), 6, "{:?}", counter.snapshot());
+
+    // With the manifest back, nothing is headed.
+    counter.reset();
+    let third = repo.publish(&s3).await.unwrap();
+    assert_eq!((third.uploaded, third.unchanged), (0, 6), "{third:?}");
+    assert_eq!(counter.count(|op| op == "HeadObject"), 0, "{:?}", counter.snapshot());
 }
