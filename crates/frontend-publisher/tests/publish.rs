@@ -469,6 +469,18 @@ fn the_binary_prints_a_dry_run_then_publishes() {
     assert_eq!(summary.uploaded, 5);
     assert!(String::from_utf8_lossy(&out.stderr).contains("uploaded index.html"));
 
+    // The check: a bucket that does not block public access is an error finding (exit 1).
+    let check = std::process::Command::new(env!("CARGO_BIN_EXE_frontend-publisher"))
+        .args(["check", "--env", "dev", "--region", "us-east-1", "--endpoint-url", &moto.endpoint])
+        .args(["--repo".as_ref(), repo.root().as_os_str()])
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .output()
+        .unwrap();
+    assert_eq!(check.status.code(), Some(1), "{}", String::from_utf8_lossy(&check.stderr));
+    let report = String::from_utf8(check.stdout).unwrap();
+    assert!(report.contains("P007"), "{report}");
+
     std::fs::write(repo.root().join("pipeline.toml"), config_text("fp-binary-missing", IMMUTABLE)).unwrap();
     let out = run(&[]);
     assert_eq!(out.status.code(), Some(2));
@@ -542,8 +554,8 @@ async fn changed_html_is_invalidated_with_the_root_and_immutable_assets_are_not(
 
 mod recorded {
     //! Recorded responses shaped like AWS's (aws-smithy-mocks): moto never answers
-    //! `TooManyInvalidationsInProgress`, and says `COMPLETED` where AWS says `Completed`
-    //! after `InProgress`.
+    //! `TooManyInvalidationsInProgress`, says `COMPLETED` where AWS says `Completed`
+    //! after `InProgress`, enforces no IAM (so never denies access) and never throttles.
 
     use std::time::Duration;
 
@@ -626,6 +638,55 @@ mod recorded {
         .unwrap();
         assert_eq!((summary.status.as_str(), summary.completed), ("InProgress", false));
         assert!(running.num_calls() >= 1);
+    }
+
+    fn site(dir: &std::path::Path) -> (frontend_publisher::PublishConfig, frontend_publisher::Site) {
+        std::fs::create_dir_all(dir.join("dist")).unwrap();
+        std::fs::write(dir.join("dist/app.js"), "console.log(1)").unwrap();
+        let text = "[publish]\ncomponent = \"web\"\ndist = \"dist\"\nbucket = \"site\"\n";
+        let config = pipeline_config::ConfigFile::from_text("pipeline.toml".as_ref(), text);
+        let config = frontend_publisher::PublishConfig::from_config(&config).unwrap().unwrap();
+        let site = frontend_publisher::read_site(&config, &dir.join("dist"), Vec::new()).unwrap();
+        (config, site)
+    }
+
+    #[tokio::test]
+    async fn access_denied_names_the_call_and_what_to_do() {
+        use aws_sdk_s3::operation::list_objects_v2::ListObjectsV2Error;
+        let dir = tempfile::tempdir().unwrap();
+        let (_, site) = site(dir.path());
+        let denied = mock!(aws_sdk_s3::Client::list_objects_v2).then_error(|| {
+            ListObjectsV2Error::generic(ErrorMetadata::builder().code("AccessDenied").message("Access Denied").build())
+        });
+        let s3 = mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&denied]);
+        let error = frontend_publisher::read_remote(&s3, "site", "", &site, 4, &|_| {}).await.unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "ListObjectsV2 s3://site/: access denied; the role needs the permission named in the error"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_throttled_upload_is_tried_again() {
+        use aws_sdk_s3::operation::put_object::{PutObjectError, PutObjectOutput};
+        let dir = tempfile::tempdir().unwrap();
+        let (_, site) = site(dir.path());
+        let plan = frontend_publisher::plan("site", "", "run-1", 2, "index.html", site, &Default::default());
+        let put = mock!(aws_sdk_s3::Client::put_object)
+            .sequence()
+            .error(|| {
+                PutObjectError::generic(
+                    ErrorMetadata::builder().code("SlowDown").message("Please reduce your request rate.").build(),
+                )
+            })
+            .output(|| PutObjectOutput::builder().e_tag("\"abc\"").build())
+            .output(|| PutObjectOutput::builder().e_tag("\"def\"").build())
+            .build();
+        let s3 = mock_client!(aws_sdk_s3, RuleMode::Sequential, [&put]);
+        let options = frontend_publisher::ApplyOptions::default();
+        let summary = frontend_publisher::apply(&s3, None, plan, &options, None, &|_| {}).await.unwrap();
+        assert_eq!(summary.uploaded, 1);
+        assert_eq!(put.num_calls(), 3, "SlowDown, the asset again, the manifest");
     }
 }
 
