@@ -207,7 +207,7 @@ pub fn run(rounds: usize) -> anyhow::Result<()> {
         "republish uploads: aws s3 sync {sync_uploads} of {FILES}, frontend-publisher {ours_uploads} (the changed asset and the HTML)"
     );
     println!(
-        "republish requests: aws s3 sync ~{sync_requests} (uploads + 1 listing), frontend-publisher {ours_requests} (listing, manifest read and write, uploads); ratio {:.1}x fewer",
+        "republish requests: aws s3 sync ~{sync_requests} (uploads + 1 listing; its delete not counted), frontend-publisher {ours_requests} (listing, manifest read and write, uploads); ratio {:.1}x fewer",
         sync_requests as f64 / ours_requests.max(1) as f64
     );
     println!(
