@@ -219,16 +219,15 @@ pub fn runtime_config_files(
         object.insert(key.clone(), serde_json::Value::String(value.to_owned()));
     }
     if let Some(key) = &runtime.region_key {
-        let region = outputs
-            .environments
-            .get(environment)
-            .and_then(|stacks| stacks.get(&runtime.stack))
-            .map(|s| s.region.clone())
-            .ok_or_else(|| {
-                Error::Output(
-                    outputs.output(environment, &runtime.stack, "(region)").expect_err("the stack is missing"),
-                )
-            })?;
+        let stack = outputs.environments.get(environment).and_then(|stacks| stacks.get(&runtime.stack));
+        let region = match stack {
+            Some(stack) => stack.region.clone(),
+            // No such environment or stack: the lookup's error says which.
+            None => match outputs.output(environment, &runtime.stack, key) {
+                Err(error) => return Err(Error::Output(error)),
+                Ok(_) => String::new(),
+            },
+        };
         object.insert(key.clone(), serde_json::Value::String(region));
     }
     let json = serde_json::to_string_pretty(&serde_json::Value::Object(object)).unwrap_or_default();
