@@ -37,6 +37,13 @@ pub enum Bench {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// A generated 500-file content-hashed site into moto, touched and one asset changed, then
+    /// published again: frontend-publisher against `aws s3 sync --delete` (requests, uploads, time).
+    Publish {
+        /// Rounds; each runs both, alternating which goes first.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
 }
 
 pub fn run(which: Bench) -> anyhow::Result<()> {
@@ -44,6 +51,7 @@ pub fn run(which: Bench) -> anyhow::Result<()> {
         Bench::Diff { repo, config, rounds } => diff(repo, config, rounds),
         Bench::Package { rounds } => crate::bench_package::run(rounds),
         Bench::Validate { rounds } => crate::bench_validate::run(rounds),
+        Bench::Publish { rounds } => crate::bench_publish::run(rounds),
     }
 }
 

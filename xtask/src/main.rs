@@ -9,6 +9,7 @@
 
 mod bench;
 mod bench_package;
+mod bench_publish;
 mod bench_validate;
 mod codebuild;
 mod faults;

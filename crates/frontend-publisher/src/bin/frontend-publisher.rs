@@ -1,0 +1,201 @@
+//! `frontend-publisher`: publishes the built site of `[publish]`, or checks the published one.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use clap::{Parser, Subcommand};
+use frontend_publisher::{Action, CheckOptions, Clients, Event, PublishConfig, StageOptions, ValueSource};
+use run_state::cli::StageArgs;
+
+/// Publishes the site of [publish] in pipeline.toml to S3 and CloudFront: only changed files
+/// uploaded, headers fixed without uploading, HTML last, stale files deleted only when no
+/// retained release references them. Records the component's deploy step and writes the
+/// run's publish.json.
+///
+/// Exit codes: 0 published (or nothing to do) / check clean, 1 the check found problems,
+/// 2 usage, configuration, AWS or I/O error (nothing deleted).
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Publish the built site.
+    Publish {
+        #[command(flatten)]
+        common: Common,
+        /// Print the plan; change, record and write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Delete more than publish.max_delete_share of the bucket's objects anyway.
+        #[arg(long)]
+        force: bool,
+        /// Print the summary as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check the published site: referenced assets and their headers, no source maps or
+    /// dotfiles, public access blocked, no secret in the runtime config.
+    Check {
+        #[command(flatten)]
+        common: Common,
+        /// Print the findings as JSON (validate's format).
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::Args)]
+struct Common {
+    #[command(flatten)]
+    stage: StageArgs,
+    #[command(flatten)]
+    target: aws_target::TargetArgs,
+    /// The environment whose stack outputs name the bucket.
+    #[arg(long, default_value = "dev")]
+    env: String,
+    /// The run folder [default: the latest run].
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    run_state::cli::main("frontend-publisher", || run(args))
+}
+
+#[allow(clippy::print_stderr)]
+fn render(event: Event<'_>, bar: Option<&indicatif::ProgressBar>, done: &AtomicU64) {
+    let line = match event {
+        Event::Planned(plan) => {
+            if let Some(bar) = bar {
+                let work = plan.count(Action::Upload) + plan.count(Action::FixHeaders);
+                bar.set_length(work as u64);
+            }
+            format!(
+                "plan: {} to upload, {} header fixes, {} unchanged, {} to delete",
+                plan.count(Action::Upload),
+                plan.count(Action::FixHeaders),
+                plan.count(Action::Unchanged),
+                plan.count(Action::Delete)
+            )
+        }
+        Event::Uploaded { path, bytes } => {
+            done.fetch_add(1, Ordering::Relaxed);
+            if let Some(bar) = bar {
+                bar.inc(1);
+                bar.set_message(path.to_owned());
+                return;
+            }
+            format!("uploaded {path} ({})", frontend_publisher::human_bytes(bytes))
+        }
+        Event::HeadersFixed { path } => {
+            if let Some(bar) = bar {
+                bar.inc(1);
+                return;
+            }
+            format!("fixed headers of {path}")
+        }
+        Event::Retrying { what, attempt, kind } => format!("{what} failed (attempt {attempt}): {kind}; retrying"),
+        Event::ManifestWritten => "release manifest written: the new release is live".into(),
+        Event::Invalidating { id, paths } => format!("invalidation {id} of {paths} path(s) created"),
+        Event::Deleted { count } => format!("deleted {count} stale object(s)"),
+    };
+    match bar {
+        Some(bar) => bar.println(line),
+        None => eprintln!("{line}"),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().worker_threads(2).build()?)
+}
+
+#[allow(clippy::print_stderr)]
+fn run(args: Args) -> anyhow::Result<bool> {
+    match args.command {
+        Command::Publish { common, dry_run, force, json } => {
+            let context = common.stage.context()?;
+            let run_dir = context.run_dir(common.run_dir.as_deref())?;
+            let store = context.store()?;
+            let runtime = runtime()?;
+            let summary = runtime.block_on(async {
+                let config = aws_target::load(&common.target.target()).await?;
+                let s3 = aws_target::s3(&config, None);
+                let cloudfront = aws_target::cloudfront(&config, None);
+                let bar = (std::io::stderr().is_terminal() && !dry_run).then(|| {
+                    let bar = indicatif::ProgressBar::new(0);
+                    bar.set_style(
+                        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {wide_msg}")
+                            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                    );
+                    bar
+                });
+                let done = AtomicU64::new(0);
+                let dry_plan = std::sync::Mutex::new(String::new());
+                let on_event = |event: Event<'_>| {
+                    if let (true, Event::Planned(plan)) = (dry_run, &event) {
+                        *dry_plan.lock().unwrap_or_else(|e| e.into_inner()) = plan.describe();
+                        return;
+                    }
+                    render(event, bar.as_ref(), &done);
+                };
+                let options = StageOptions { environment: common.env.clone(), dry_run, force, ..Default::default() };
+                let clients = Clients { s3: &s3, cloudfront: Some(&cloudfront) };
+                let summary = frontend_publisher::run_stage(
+                    &context,
+                    &run_dir,
+                    &store,
+                    clients,
+                    &options,
+                    Some(run_state::cli::cancel_flag()),
+                    &on_event,
+                )
+                .await;
+                if let Some(bar) = &bar {
+                    bar.finish_and_clear();
+                }
+                let text = dry_plan.into_inner().unwrap_or_else(|e| e.into_inner());
+                anyhow::Ok((summary?, text))
+            })?;
+            let (summary, plan_text) = summary;
+            if json {
+                run_state::cli::print(&format!("{}\n", serde_json::to_string_pretty(&summary)?))?;
+            } else if dry_run {
+                run_state::cli::print(&plan_text)?;
+            } else {
+                run_state::cli::print(&format!("{}\n", summary.line()))?;
+            }
+            Ok(true)
+        }
+        Command::Check { common, json } => {
+            let context = common.stage.context()?;
+            let config = context.required_config()?;
+            let publish = PublishConfig::from_config(config)?
+                .ok_or_else(|| frontend_publisher::Error::NoSection { path: config.path.clone() })?;
+            let bucket = match &publish.bucket {
+                ValueSource::Literal(bucket) => bucket.clone(),
+                ValueSource::Output { stack, output } => {
+                    let run_dir = context.run_dir(common.run_dir.as_deref())?;
+                    run_state::StackOutputs::read(&run_dir)?.output(&common.env, stack, output)?.to_owned()
+                }
+            };
+            let runtime = runtime()?;
+            let findings = runtime.block_on(async {
+                let config = aws_target::load(&common.target.target()).await?;
+                let s3 = aws_target::s3(&config, None);
+                anyhow::Ok(
+                    frontend_publisher::check_site(&s3, CheckOptions { bucket: &bucket, config: &publish }).await?,
+                )
+            })?;
+            let text = if json { validate::report::json(&findings) } else { validate::report::human(&findings) };
+            run_state::cli::print(&text)?;
+            Ok(!findings.iter().any(|f| f.severity == validate::Severity::Error))
+        }
+    }
+}

@@ -1,0 +1,501 @@
+//! Content-addressed, zero-downtime publishing of a built site to S3 and CloudFront.
+//!
+//! `aws s3 sync` compares sizes and modification times, so a fresh CI checkout uploads
+//! every file again; its `--delete` removes the old hashed assets while visitors still hold
+//! the old `index.html`; it cannot fix the headers of an object whose content did not
+//! change. This crate publishes the `[publish]` section of `pipeline.toml` instead:
+//!
+//! 1. [`read_site`] walks the dist folder (regular files only, links leaving it refused,
+//!    dotfiles, `.env*` and source maps left out unless configured) and hashes each file;
+//!    [`runtime_config_files`] adds the runtime config made from the deploy stage's outputs.
+//! 2. [`read_remote`] lists the bucket and reads the release manifest the last publish left
+//!    (`.publish/releases.json`: every path's ETag, SHA-256 and headers for the last
+//!    releases), and heads only the objects the manifest cannot vouch for.
+//! 3. [`plan()`] (pure) decides per path: upload (new, or content changed by MD5/ETag or
+//!    SHA-256), fix headers (a metadata-only `CopyObject`), unchanged, keep (a retained
+//!    release references it) or delete; and the paths to invalidate.
+//! 4. [`apply`] publishes in the zero-downtime order: assets, runtime config, HTML, the
+//!    manifest, the invalidation, and only then the deletes.
+//!
+//! ```
+//! use frontend_publisher::{PublishConfig, RemoteState, plan, read_site};
+//! use pipeline_config::ConfigFile;
+//!
+//! let dir = tempfile::tempdir()?;
+//! std::fs::create_dir_all(dir.path().join("dist/assets"))?;
+//! std::fs::write(dir.path().join("dist/index.html"), "<script src=\"assets/app.1a2b.js\"></script>")?;
+//! std::fs::write(dir.path().join("dist/assets/app.1a2b.js"), "console.log(1)")?;
+//! std::fs::write(dir.path().join("dist/assets/app.1a2b.js.map"), "{}")?;
+//! let config = ConfigFile::from_text(
+//!     "pipeline.toml".as_ref(),
+//!     "[publish]\ncomponent = \"web\"\ndist = \"dist\"\nbucket = \"my-site\"\n\
+//!      headers = [{ glob = \"assets/**\", cache_control = \"public, max-age=31536000, immutable\" }]\n",
+//! );
+//! let config = PublishConfig::from_config(&config)?.expect("a [publish] section");
+//! let site = read_site(&config, &dir.path().join("dist"), Vec::new())?;
+//! let plan = plan("my-site", "", "run-1", 2, "index.html", site, &RemoteState::default());
+//! assert_eq!(plan.count(frontend_publisher::Action::Upload), 2);
+//! assert!(plan.describe().contains("left-out"));   // the source map
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! [`check_site`] checks a published site (the pipeline's built-in DAST), with findings in
+//! validate's format.
+
+mod check;
+mod config;
+mod invalidate;
+mod local;
+mod plan;
+mod s3;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+use aws_target::ErrorKind;
+use run_state::{RunDir, RunFile, StageContext, Status, Step, StepRecord, Store};
+use serde::{Deserialize, Serialize};
+
+pub use check::{CheckOptions, check_site};
+pub use config::{Headers, IMMUTABLE, NO_CACHE, PublishConfig, RuntimeConfig, ValueSource, content_type};
+pub use invalidate::{invalidate, is_completed};
+pub use local::{Body, Kind, LocalFile, MAX_FILE_BYTES, Site, Skipped, read_site, runtime_config_files};
+pub use plan::{
+    Action, HeadInfo, Item, MANIFEST_KEY, MAX_INVALIDATION_PATHS, MAX_WILDCARDS, ObjectRecord, Plan, Release,
+    ReleaseManifest, RemoteObject, RemoteState, collapse_invalidation, human_bytes, is_immutable, plan,
+};
+pub use s3::{ApplyOptions, DELETE_BATCH, apply, read_remote};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Everything that can go wrong, each naming what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The config is wrong.
+    #[error(transparent)]
+    Config(#[from] pipeline_config::ConfigError),
+    /// The run folder or the store.
+    #[error(transparent)]
+    State(#[from] run_state::Error),
+    /// No `[publish]` section.
+    #[error("{}: no [publish] section; add one naming the component, dist folder and bucket (see the README)", path.display())]
+    NoSection {
+        /// The config file.
+        path: PathBuf,
+    },
+    /// A stack output the config names is missing.
+    #[error(transparent)]
+    Output(run_state::outputs::LookupError),
+    /// The dist folder does not exist.
+    #[error("{} does not exist or is not a folder; build the site first, or fix publish.dist", dist.display())]
+    MissingDist {
+        /// The folder.
+        dist: PathBuf,
+    },
+    /// The dist folder holds nothing to publish.
+    #[error("{} holds no file to publish (publishing it would take the site down); build the site first, or fix publish.dist", dist.display())]
+    EmptyDist {
+        /// The folder.
+        dist: PathBuf,
+    },
+    /// A file name is not UTF-8 (an S3 key is).
+    #[error("the file name `{path}` in dist is not UTF-8 (bytes shown escaped); rename it, as an S3 key is UTF-8")]
+    NonUtf8Name {
+        /// The path, escaped.
+        path: String,
+    },
+    /// A file name S3 or a browser would mangle (a control character).
+    #[error("the file name `{path}` in dist holds a control character; rename it")]
+    BadName {
+        /// The path, escaped.
+        path: String,
+    },
+    /// A link leads out of dist.
+    #[error("{} links to {}, outside the dist folder; copy the file in or remove the link", path.display(), target.display())]
+    SymlinkOutside {
+        /// The link.
+        path: PathBuf,
+        /// Where it leads.
+        target: PathBuf,
+    },
+    /// Not a regular file (a pipe, a socket, a device).
+    #[error("{} is not a regular file; only regular files are published: remove it from dist", path.display())]
+    NotRegularFile {
+        /// The file.
+        path: PathBuf,
+    },
+    /// Over S3's 5 GB limit for one object written or copied whole.
+    #[error("{} is {size} bytes, over 5 GB; split it, or upload it in parts yourself and leave it out of dist", path.display())]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        size: u64,
+    },
+    /// Reading a local file failed.
+    #[error("cannot read {}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The bucket does not exist.
+    #[error("bucket `{bucket}` does not exist; fix publish.bucket, or deploy the stack that creates it first")]
+    NoBucket {
+        /// The bucket.
+        bucket: String,
+    },
+    /// An S3 call failed.
+    #[error("{op} {object}: {kind}")]
+    S3 {
+        /// The operation.
+        op: &'static str,
+        /// `s3://bucket/key`.
+        object: String,
+        /// What it means.
+        kind: ErrorKind,
+        /// The SDK's error.
+        #[source]
+        source: BoxError,
+    },
+    /// The release manifest is not one.
+    #[error("{object} is not a release manifest ({message}); delete it to start afresh (retention then restarts)")]
+    BadManifest {
+        /// `s3://bucket/key`.
+        object: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// Too large a share of the bucket would be deleted.
+    #[error(
+        "the publish would delete {deletes} of the bucket's {objects} objects, more than publish.max_delete_share ({share}); check publish.bucket and publish.prefix, or pass --force"
+    )]
+    DeleteRefused {
+        /// Objects to delete.
+        deletes: usize,
+        /// Objects there.
+        objects: usize,
+        /// The configured share.
+        share: f64,
+    },
+    /// `DeleteObjects` refused some keys.
+    #[error(
+        "DeleteObjects could not delete {failed} object(s), first {object} ({code}); the site is published, publish again to retry the deletes"
+    )]
+    DeleteFailed {
+        /// The first key refused.
+        object: String,
+        /// Its error code.
+        code: String,
+        /// How many failed.
+        failed: usize,
+    },
+    /// The invalidation failed.
+    #[error(
+        "invalidating distribution `{distribution}`: {kind}; the site is published, its old copies expire with their cache time"
+    )]
+    Invalidation {
+        /// The distribution.
+        distribution: String,
+        /// What it means.
+        kind: ErrorKind,
+        /// The SDK's error.
+        #[source]
+        source: BoxError,
+    },
+    /// Ctrl-C.
+    #[error("cancelled; the previous release is still whole")]
+    Cancelled,
+}
+
+impl Error {
+    /// An I/O error on `path`.
+    pub fn io(path: &Path, source: std::io::Error) -> Error {
+        Error::Io { path: path.to_path_buf(), source }
+    }
+}
+
+/// Progress, for the binary to render.
+#[derive(Debug)]
+pub enum Event<'a> {
+    /// The plan is made (printed as `--dry-run`).
+    Planned(&'a Plan),
+    /// A file was uploaded.
+    Uploaded {
+        /// Its site path.
+        path: &'a str,
+        /// Its size.
+        bytes: u64,
+    },
+    /// An object's headers were fixed.
+    HeadersFixed {
+        /// Its site path.
+        path: &'a str,
+    },
+    /// A call is tried again.
+    Retrying {
+        /// The operation.
+        what: &'a str,
+        /// Which attempt failed.
+        attempt: u32,
+        /// Why.
+        kind: ErrorKind,
+    },
+    /// The release manifest is written: the release is live.
+    ManifestWritten,
+    /// The invalidation was created.
+    Invalidating {
+        /// Its id.
+        id: &'a str,
+        /// How many paths.
+        paths: usize,
+    },
+    /// Stale objects were deleted.
+    Deleted {
+        /// How many.
+        count: usize,
+    },
+}
+
+/// The invalidation made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvalidationSummary {
+    /// Its id.
+    pub id: String,
+    /// Its paths.
+    pub paths: Vec<String>,
+    /// Its last status seen.
+    pub status: String,
+    /// Whether it completed within the wait.
+    pub completed: bool,
+}
+
+/// What a publish did: the run's `publish.json`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    /// The bucket.
+    pub bucket: String,
+    /// The key prefix.
+    pub prefix: String,
+    /// The release id.
+    pub release: String,
+    /// Files uploaded.
+    pub uploaded: usize,
+    /// Objects whose headers were fixed.
+    pub header_fixes: usize,
+    /// Objects unchanged.
+    pub unchanged: usize,
+    /// Stale objects kept for a retained release.
+    pub kept: usize,
+    /// Stale objects deleted.
+    pub deleted: usize,
+    /// Bytes uploaded.
+    pub bytes_uploaded: u64,
+    /// The invalidation, when one was made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invalidation: Option<InvalidationSummary>,
+    /// Whether nothing was done (`--dry-run`).
+    pub dry_run: bool,
+}
+
+impl Summary {
+    /// One line: `12 uploaded (1.2 MiB), 1 header fix, 480 unchanged, 3 kept, 2 deleted`.
+    pub fn line(&self) -> String {
+        let mut text = format!(
+            "{} uploaded ({}), {} header fixes, {} unchanged, {} kept, {} deleted",
+            self.uploaded,
+            human_bytes(self.bytes_uploaded),
+            self.header_fixes,
+            self.unchanged,
+            self.kept,
+            self.deleted
+        );
+        if let Some(invalidation) = &self.invalidation {
+            text.push_str(&format!(
+                "; invalidation {} of {} path(s) {}",
+                invalidation.id,
+                invalidation.paths.len(),
+                invalidation.status
+            ));
+        }
+        text
+    }
+}
+
+/// The clients a publish talks to.
+#[derive(Debug, Clone, Copy)]
+pub struct Clients<'a> {
+    /// S3.
+    pub s3: &'a aws_sdk_s3::Client,
+    /// CloudFront, for the invalidation.
+    pub cloudfront: Option<&'a aws_sdk_cloudfront::Client>,
+}
+
+/// How [`run_stage`] runs.
+#[derive(Debug, Clone, Default)]
+pub struct StageOptions {
+    /// The environment whose stack outputs name the bucket (`dev`).
+    pub environment: String,
+    /// Plan only: publish, record and write nothing.
+    pub dry_run: bool,
+    /// Delete more than `publish.max_delete_share` anyway.
+    pub force: bool,
+    /// The first pause after `TooManyInvalidationsInProgress` [default: 5 s].
+    pub invalidation_backoff: Option<std::time::Duration>,
+}
+
+/// The values the config takes from the run: bucket, distribution and runtime config files.
+struct Resolved {
+    bucket: String,
+    distribution: Option<String>,
+    runtime: Vec<(String, Vec<u8>)>,
+}
+
+fn resolve(config: &PublishConfig, run: &RunDir, environment: &str) -> Result<Resolved, Error> {
+    let needs_outputs = matches!(config.bucket, ValueSource::Output { .. })
+        || matches!(config.distribution, Some(ValueSource::Output { .. }))
+        || config.runtime_config.is_some();
+    let outputs = if needs_outputs { Some(run_state::StackOutputs::read(run)?) } else { None };
+    let value = |source: &ValueSource| -> Result<String, Error> {
+        match (source, &outputs) {
+            (ValueSource::Literal(value), _) => Ok(value.clone()),
+            (ValueSource::Output { stack, output }, Some(outputs)) => {
+                outputs.output(environment, stack, output).map(str::to_owned).map_err(Error::Output)
+            }
+            (ValueSource::Output { .. }, None) => unreachable!("outputs are read when a value needs them"),
+        }
+    };
+    let bucket = value(&config.bucket)?;
+    let distribution = config.distribution.as_ref().map(value).transpose()?;
+    let runtime = match (&config.runtime_config, &outputs) {
+        (Some(runtime), Some(outputs)) => runtime_config_files(runtime, outputs, environment)?,
+        _ => Vec::new(),
+    };
+    Ok(Resolved { bucket, distribution, runtime })
+}
+
+/// Plans a publish of the configured site for `environment` of a run: the site read, the
+/// bucket read, the plan made; nothing changed.
+pub async fn plan_publish(
+    context: &StageContext,
+    config: &PublishConfig,
+    run: &RunDir,
+    s3: &aws_sdk_s3::Client,
+    environment: &str,
+    on_event: &(dyn Fn(Event<'_>) + Sync),
+) -> Result<(Plan, Option<String>), Error> {
+    let resolved = resolve(config, run, environment)?;
+    let site = read_site(config, &context.root.join(&config.dist), resolved.runtime)?;
+    let remote = read_remote(s3, &resolved.bucket, &config.prefix, &site, config.parallelism, on_event).await?;
+    let plan = plan::plan(
+        &resolved.bucket,
+        &config.prefix,
+        &run.run_id,
+        config.retain_releases,
+        &config.root_document,
+        site,
+        &remote,
+    );
+    Ok((plan, resolved.distribution))
+}
+
+fn read_config(context: &StageContext) -> Result<PublishConfig, Error> {
+    let config = context.required_config()?;
+    PublishConfig::from_config(config)?.ok_or_else(|| Error::NoSection { path: config.path.clone() })
+}
+
+#[derive(Deserialize)]
+struct DiffHead {
+    head: String,
+}
+
+/// The publish stage of a run, as the `frontend-publisher` binary and a pipeline both run it:
+/// reads `[publish]` and the run's stack outputs, plans, publishes (unless `dry_run`), writes
+/// the summary to the run's `publish.json`, and records the component's `deploy` step
+/// (passed with the summary, or failed with the error; never left running). A dry run
+/// records and writes nothing.
+pub async fn run_stage(
+    context: &StageContext,
+    run: &RunDir,
+    store: &dyn Store,
+    clients: Clients<'_>,
+    options: &StageOptions,
+    cancel: Option<&AtomicBool>,
+    on_event: &(dyn Fn(Event<'_>) + Sync),
+) -> Result<Summary, Error> {
+    let config = match read_config(context) {
+        Ok(config) => config,
+        Err(error) => {
+            // No component to record under: the pipeline's deploy step carries the mistake.
+            if !options.dry_run {
+                let commit = run.read_json::<DiffHead>(RunFile::Diff).map(|d| d.head).unwrap_or_default();
+                let mut record =
+                    StepRecord::new(&run.run_id, &commit, run_state::PIPELINE, Step::Deploy, Status::Failed);
+                record.ended_at = Some(std::time::SystemTime::now());
+                record.details.error = Some(run_state::error_chain(&error));
+                store.record(&record)?;
+            }
+            return Err(error);
+        }
+    };
+    let work = async {
+        let (plan, distribution) =
+            plan_publish(context, &config, run, clients.s3, &options.environment, on_event).await?;
+        on_event(Event::Planned(&plan));
+        if options.dry_run {
+            return Ok(Summary {
+                bucket: plan.bucket.clone(),
+                prefix: plan.prefix.clone(),
+                release: plan.release_id.clone(),
+                uploaded: plan.count(Action::Upload),
+                header_fixes: plan.count(Action::FixHeaders),
+                unchanged: plan.count(Action::Unchanged),
+                kept: plan.count(Action::Keep),
+                deleted: plan.count(Action::Delete),
+                bytes_uploaded: plan.with(Action::Upload).map(|i| i.bytes).sum(),
+                invalidation: None,
+                dry_run: true,
+            });
+        }
+        let apply_options = ApplyOptions {
+            parallelism: config.parallelism,
+            multipart_threshold: config.multipart_threshold,
+            force: options.force,
+            max_delete_share: config.max_delete_share,
+            distribution,
+            invalidation_wait: config.invalidation_wait,
+            invalidation_backoff: options.invalidation_backoff.unwrap_or(std::time::Duration::from_secs(5)),
+        };
+        let summary = apply(clients.s3, clients.cloudfront, plan, &apply_options, cancel, on_event).await?;
+        let json = serde_json::to_vec_pretty(&summary).unwrap_or_default();
+        run.write(RunFile::Publish, &json)?;
+        Ok(summary)
+    };
+    if options.dry_run {
+        return work.await;
+    }
+    let commit = run.read_json::<DiffHead>(RunFile::Diff).map(|d| d.head).unwrap_or_default();
+    let mut record = StepRecord::new(&run.run_id, &commit, &config.component, Step::Deploy, Status::Running);
+    record.started_at = Some(std::time::SystemTime::now());
+    record.details.set_runner_to_this_process();
+    store.record(&record)?;
+    record.details.runner = None;
+    record.details.runner_process = None;
+    let result = work.await;
+    record.ended_at = Some(std::time::SystemTime::now());
+    match &result {
+        Ok(summary) => {
+            record.status = Status::Passed;
+            record.details.note =
+                Some(format!("published to s3://{}/{}: {}", summary.bucket, summary.prefix, summary.line()));
+        }
+        Err(error) => {
+            record.status = if matches!(error, Error::Cancelled) { Status::Cancelled } else { Status::Failed };
+            record.details.error = Some(run_state::error_chain(error));
+        }
+    }
+    store.record(&record)?;
+    result
+}

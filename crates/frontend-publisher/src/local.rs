@@ -1,0 +1,246 @@
+//! The site as built: the dist folder walked safely, each file hashed, plus the runtime config.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use md5::Md5;
+use sha2::{Digest, Sha256};
+
+use crate::Error;
+use crate::config::{Headers, PublishConfig, RuntimeConfig};
+
+/// S3's largest single object written without parts, and the largest CopyObject source.
+pub const MAX_FILE_BYTES: u64 = 5 * 1024 * 1024 * 1024;
+
+/// Where a file's bytes are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Body {
+    /// A file under dist.
+    File(PathBuf),
+    /// Bytes made here (the runtime config).
+    Bytes(Vec<u8>),
+}
+
+/// What a file is, for the order of publishing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    /// Anything HTML references: published first.
+    Asset,
+    /// The runtime config: published after the assets.
+    RuntimeConfig,
+    /// HTML: published last, so it never references what is not there yet.
+    Html,
+}
+
+/// One file of the site.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalFile {
+    /// Its path in the site (`assets/app.1234.js`), without the bucket prefix.
+    pub path: String,
+    /// Its bytes.
+    pub body: Body,
+    /// Its size.
+    pub size: u64,
+    /// MD5, lowercase hex (a single-part object's ETag).
+    pub md5: String,
+    /// SHA-256, lowercase hex (kept in the object's metadata).
+    pub sha256: String,
+    /// The headers it is sent with.
+    pub headers: Headers,
+    /// What it is.
+    pub kind: Kind,
+}
+
+/// A file of dist left out, and why.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Skipped {
+    /// Its path in dist.
+    pub path: String,
+    /// Why.
+    pub reason: &'static str,
+}
+
+/// The site: dist's files and the runtime config.
+#[derive(Debug, Clone, Default)]
+pub struct Site {
+    /// Every file to publish, by path.
+    pub files: BTreeMap<String, LocalFile>,
+    /// Files left out.
+    pub skipped: Vec<Skipped>,
+}
+
+fn kind_of(config: &PublishConfig, path: &str) -> Kind {
+    if config.runtime_config.as_ref().is_some_and(|r| r.files.iter().any(|f| f == path)) {
+        Kind::RuntimeConfig
+    } else if path.ends_with(".html") || path.ends_with(".htm") {
+        Kind::Html
+    } else {
+        Kind::Asset
+    }
+}
+
+/// Lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The site to publish: `dist` walked (regular files only; a link is followed only to a
+/// regular file inside dist; hidden files, `.env*` and source maps left out unless
+/// `include` names them), then the runtime config files added (`runtime`: path → bytes).
+pub fn read_site(config: &PublishConfig, dist: &Path, runtime: Vec<(String, Vec<u8>)>) -> Result<Site, Error> {
+    let meta = std::fs::symlink_metadata(dist);
+    let root = match meta {
+        Ok(m) if m.is_dir() => std::fs::canonicalize(dist).map_err(|e| Error::io(dist, e))?,
+        Ok(_) | Err(_) => return Err(Error::MissingDist { dist: dist.to_path_buf() }),
+    };
+    let mut site = Site::default();
+    let mut stack = vec![root.clone()];
+    while let Some(dir) = stack.pop() {
+        let entries = std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io(&dir, e))?;
+            let full = entry.path();
+            let relative = full.strip_prefix(&root).unwrap_or(&full);
+            let Some(path) = relative.to_str().map(|p| p.replace(std::path::MAIN_SEPARATOR, "/")) else {
+                return Err(Error::NonUtf8Name { path: escaped(relative) });
+            };
+            if path.chars().any(char::is_control) {
+                return Err(Error::BadName { path: path.escape_debug().to_string() });
+            }
+            let file_type = entry.file_type().map_err(|e| Error::io(&full, e))?;
+            let name = entry.file_name();
+            let name = name.to_str().unwrap_or_default();
+            let hidden = name.starts_with('.');
+            if hidden && !config.included(&path) && !(file_type.is_dir() && config.included(&format!("{path}/x"))) {
+                site.skipped.push(Skipped {
+                    path,
+                    reason: if name.starts_with(".env") { "an .env file" } else { "hidden (a dotfile)" },
+                });
+                continue;
+            }
+            let target = if file_type.is_symlink() {
+                let target = std::fs::canonicalize(&full).map_err(|e| Error::io(&full, e))?;
+                if !target.starts_with(&root) {
+                    return Err(Error::SymlinkOutside { path: full, target });
+                }
+                target
+            } else {
+                full.clone()
+            };
+            let target_meta = std::fs::metadata(&target).map_err(|e| Error::io(&target, e))?;
+            if target_meta.is_dir() {
+                if file_type.is_symlink() {
+                    // Its files are published under their own paths inside dist.
+                    site.skipped.push(Skipped { path, reason: "a link to a folder inside dist" });
+                } else {
+                    stack.push(full);
+                }
+                continue;
+            }
+            if !target_meta.is_file() {
+                return Err(Error::NotRegularFile { path: full });
+            }
+            if path.ends_with(".map") && !config.included(&path) {
+                site.skipped.push(Skipped { path, reason: "a source map" });
+                continue;
+            }
+            if target_meta.len() > MAX_FILE_BYTES {
+                return Err(Error::TooLarge { path: full, size: target_meta.len() });
+            }
+            let (size, md5, sha256) = hash_file(&target)?;
+            let kind = kind_of(config, &path);
+            site.files.insert(
+                path.clone(),
+                LocalFile { headers: config.headers(&path), path, body: Body::File(target), size, md5, sha256, kind },
+            );
+        }
+    }
+    if site.files.is_empty() {
+        return Err(Error::EmptyDist { dist: dist.to_path_buf() });
+    }
+    for (path, bytes) in runtime {
+        let kind = kind_of(config, &path);
+        site.files.insert(
+            path.clone(),
+            LocalFile {
+                headers: config.headers(&path),
+                size: bytes.len() as u64,
+                md5: hex(&Md5::digest(&bytes)),
+                sha256: hex(&Sha256::digest(&bytes)),
+                path,
+                body: Body::Bytes(bytes),
+                kind,
+            },
+        );
+    }
+    site.skipped.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(site)
+}
+
+fn hash_file(path: &Path) -> Result<(u64, String, String), Error> {
+    let mut file = pipeline_config::fs::open_regular(path).map_err(|e| Error::io(path, e))?;
+    let mut md5 = Md5::new();
+    let mut sha = Sha256::new();
+    let mut buffer = vec![0u8; 256 * 1024];
+    let mut size = 0u64;
+    loop {
+        let n = file.read(&mut buffer).map_err(|e| Error::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        md5.update(&buffer[..n]);
+        sha.update(&buffer[..n]);
+        size += n as u64;
+        if size > MAX_FILE_BYTES {
+            return Err(Error::TooLarge { path: path.to_path_buf(), size });
+        }
+    }
+    Ok((size, hex(&md5.finalize()), hex(&sha.finalize())))
+}
+
+fn escaped(path: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    path.as_os_str().as_bytes().escape_ascii().to_string()
+}
+
+/// The runtime config's files (path → bytes) from the stack's outputs and region: `.js` as
+/// `window.GLOBAL = {…};`, `.json` as the object. A missing output is an error naming it
+/// and the stack.
+pub fn runtime_config_files(
+    runtime: &RuntimeConfig,
+    outputs: &run_state::StackOutputs,
+    environment: &str,
+) -> Result<Vec<(String, Vec<u8>)>, Error> {
+    let mut object = serde_json::Map::new();
+    for (key, output) in &runtime.keys {
+        let value = outputs.output(environment, &runtime.stack, output).map_err(Error::Output)?;
+        object.insert(key.clone(), serde_json::Value::String(value.to_owned()));
+    }
+    if let Some(key) = &runtime.region_key {
+        let stack = outputs.environments.get(environment).and_then(|stacks| stacks.get(&runtime.stack));
+        let region = match stack {
+            Some(stack) => stack.region.clone(),
+            // No such environment or stack: the lookup's error says which.
+            None => match outputs.output(environment, &runtime.stack, key) {
+                Err(error) => return Err(Error::Output(error)),
+                Ok(_) => String::new(),
+            },
+        };
+        object.insert(key.clone(), serde_json::Value::String(region));
+    }
+    let json = serde_json::to_string_pretty(&serde_json::Value::Object(object)).unwrap_or_default();
+    Ok(runtime
+        .files
+        .iter()
+        .map(|file| {
+            let text = if file.ends_with(".js") {
+                format!("window.{} = {json};\n", runtime.global)
+            } else {
+                format!("{json}\n")
+            };
+            (file.clone(), text.into_bytes())
+        })
+        .collect())
+}
