@@ -84,7 +84,8 @@ pub struct LockRecord {
 
 impl LockRecord {
     fn stale(&self, now: SystemTime) -> bool {
-        self.since.is_none_or(|since| now.duration_since(since).unwrap_or_default() > Duration::from_secs(self.ttl_secs))
+        self.since
+            .is_none_or(|since| now.duration_since(since).unwrap_or_default() > Duration::from_secs(self.ttl_secs))
     }
 }
 
@@ -503,7 +504,10 @@ mod tests {
         // The holder may take it again (renew); another may not.
         store.acquire_lock("deploy/app-dev", "run-1 host:1", hour).unwrap();
         let refused = store.acquire_lock("deploy/app-dev", "run-2 host:2", hour).unwrap_err();
-        assert!(matches!(&refused, Error::Locked { holder, since: Some(_), .. } if holder == "run-1 host:1"), "{refused}");
+        assert!(
+            matches!(&refused, Error::Locked { holder, since: Some(_), .. } if holder == "run-1 host:1"),
+            "{refused}"
+        );
         assert!(refused.to_string().starts_with("`deploy/app-dev` is locked by run-1 host:1 since 20"), "{refused}");
         // Another lock is independent.
         store.acquire_lock("deploy/app-prod", "run-2 host:2", hour).unwrap();

@@ -169,7 +169,9 @@ impl fmt::Display for StackOutcome {
             StackOutcome::Previewed { change_set, .. } => {
                 write!(f, "change set {change_set} created and left for review (--no-execute)")
             }
-            StackOutcome::Failed { status, root_cause: Some(cause), .. } => write!(f, "failed, {status}: root cause {cause}"),
+            StackOutcome::Failed { status, root_cause: Some(cause), .. } => {
+                write!(f, "failed, {status}: root cause {cause}")
+            }
             StackOutcome::Failed { status, root_cause: None, .. } => write!(f, "failed, {status}"),
             StackOutcome::Blocked { status, next } => write!(f, "blocked: the stack is {status}; {next}"),
             StackOutcome::TimedOut { status, next } => write!(f, "still {status} when the wait ended; {next}"),
@@ -255,8 +257,10 @@ pub async fn upload_artifacts(
             }
             let bytes = match &artifact.content {
                 ArtifactContent::Template(bytes) => bytes.clone(),
-                ArtifactContent::File(path) => pipeline_config::fs::read_regular(path, lambda_packager::MAX_ZIP_BYTES * 5)
-                    .map_err(|e| Error::io(path, e))?,
+                ArtifactContent::File(path) => {
+                    pipeline_config::fs::read_regular(path, lambda_packager::MAX_ZIP_BYTES * 5)
+                        .map_err(|e| Error::io(path, e))?
+                }
             };
             s3.put_object()
                 .bucket(&plan.bucket)
@@ -373,7 +377,10 @@ pub async fn deploy_stack(
         }
         Start::Recreate(old) => {
             let id = old.stack_id().unwrap_or(&stack.stack_name).to_string();
-            say(format!("{} is ROLLBACK_COMPLETE: deleting it to create it again (--recreate-failed)", stack.stack_name));
+            say(format!(
+                "{} is ROLLBACK_COMPLETE: deleting it to create it again (--recreate-failed)",
+                stack.stack_name
+            ));
             cf.delete_stack().stack_name(&id).send().await.map_err(|e| aws("DeleteStack", &id, e))?;
             let deadline = Instant::now() + options.timeout;
             let mut pause = options.first_poll;
@@ -564,7 +571,11 @@ pub async fn deploy_stack(
 }
 
 /// Outputs of a stack that had nothing to change.
-async fn finish_unchanged(cf: &CloudFormation, stack: &StackPlan, mut result: StackResult) -> Result<StackResult, Error> {
+async fn finish_unchanged(
+    cf: &CloudFormation,
+    stack: &StackPlan,
+    mut result: StackResult,
+) -> Result<StackResult, Error> {
     if let Some(now) = describe_stack(cf, &stack.stack_name).await? {
         result.stack_id = now.stack_id().map(str::to_string);
         result.outputs = outputs_of(&now);
@@ -759,7 +770,13 @@ impl Watcher {
                         },
                     ));
                 }
-                on_event(Event::Resource { stack: stack.to_string(), path: event_path, resource_type: resource_type.to_string(), status, reason });
+                on_event(Event::Resource {
+                    stack: stack.to_string(),
+                    path: event_path,
+                    resource_type: resource_type.to_string(),
+                    status,
+                    reason,
+                });
             }
         }
         Ok(())
@@ -823,11 +840,8 @@ pub async fn update_code(
                 .send()
                 .await
                 .map_err(|e| aws("DescribeStackResource", logical, e))?;
-            current = out
-                .stack_resource_detail()
-                .and_then(|d| d.physical_resource_id())
-                .unwrap_or_default()
-                .to_string();
+            current =
+                out.stack_resource_detail().and_then(|d| d.physical_resource_id()).unwrap_or_default().to_string();
         }
         let source = lambda_packager::update::CodeSource::S3 { bucket: plan.bucket.clone(), key: update.key.clone() };
         let outcome = lambda_packager::update::update_if_changed(

@@ -183,9 +183,14 @@ impl DeploySettings {
     /// stacks ordered so dependencies come first.
     pub fn environment(&self, config: &ConfigFile, env: &str) -> Result<Environment, ConfigError> {
         let (file, text) = (config.path.as_path(), config.text.as_str());
-        let at = |span: std::ops::Range<usize>, key: String, message: String| ConfigError::at(file, text, span, key, message);
+        let at = |span: std::ops::Range<usize>, key: String, message: String| {
+            ConfigError::at(file, text, span, key, message)
+        };
         if self.stacks.is_empty() {
-            return Err(ConfigError::file(file, "deploy.stacks: no stacks; add a [deploy.stacks.NAME] with `template` and `stack_name`"));
+            return Err(ConfigError::file(
+                file,
+                "deploy.stacks: no stacks; add a [deploy.stacks.NAME] with `template` and `stack_name`",
+            ));
         }
         pipeline_config::check_name(env).map_err(|m| ConfigError::file(file, format!("environment: {m}")))?;
         let env_settings = match self.environments.get(env) {
@@ -244,13 +249,16 @@ impl DeploySettings {
                 format!("`{bucket}` is not a bucket name (3-63 lowercase letters, digits, `.` and `-`)"),
             ));
         }
-        let key_prefix = self.key_prefix.clone().unwrap_or_default().replace("{env}", env).trim_matches('/').to_string();
+        let key_prefix =
+            self.key_prefix.clone().unwrap_or_default().replace("{env}", env).trim_matches('/').to_string();
         if key_prefix.split('/').any(|part| part == ".." || part == ".")
             || !key_prefix.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
         {
             return Err(ConfigError::file(
                 file,
-                format!("deploy.key_prefix: `{key_prefix}` is not a safe key prefix; use letters, digits, `-`, `_`, `.` and `/`"),
+                format!(
+                    "deploy.key_prefix: `{key_prefix}` is not a safe key prefix; use letters, digits, `-`, `_`, `.` and `/`"
+                ),
             ));
         }
 
@@ -267,7 +275,11 @@ impl DeploySettings {
                 ));
             }
             let overrides = env_settings.stacks.get(name).cloned().unwrap_or_default();
-            let stack_name = overrides.stack_name.clone().unwrap_or_else(|| stack.stack_name.get_ref().clone()).replace("{env}", env);
+            let stack_name = overrides
+                .stack_name
+                .clone()
+                .unwrap_or_else(|| stack.stack_name.get_ref().clone())
+                .replace("{env}", env);
             if !valid_stack_name(&stack_name) {
                 return Err(at(
                     stack.stack_name.span(),
@@ -280,7 +292,11 @@ impl DeploySettings {
                     return Err(at(
                         capability.span(),
                         format!("{key}.capabilities"),
-                        format!("`{}` is not a capability; write one of {}", capability.get_ref(), CAPABILITIES.join(", ")),
+                        format!(
+                            "`{}` is not a capability; write one of {}",
+                            capability.get_ref(),
+                            CAPABILITIES.join(", ")
+                        ),
                     ));
                 }
             }
@@ -303,7 +319,9 @@ impl DeploySettings {
                 let value = match value.get_ref() {
                     ParameterValue::Literal(text) => ParameterValue::Literal(text.replace("{env}", env)),
                     ParameterValue::Output { output } => {
-                        let Some((other, _)) = output.split_once('.').filter(|(s, o)| self.stacks.contains_key(*s) && !o.is_empty() && s != name)
+                        let Some((other, _)) = output
+                            .split_once('.')
+                            .filter(|(s, o)| self.stacks.contains_key(*s) && !o.is_empty() && s != name)
                         else {
                             return Err(at(
                                 value.span(),
@@ -316,7 +334,11 @@ impl DeploySettings {
                     }
                     ParameterValue::Env { env: var } => {
                         if var.is_empty() || !var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                            return Err(at(value.span(), param_key, format!("`{var}` is not an environment variable name")));
+                            return Err(at(
+                                value.span(),
+                                param_key,
+                                format!("`{var}` is not an environment variable name"),
+                            ));
                         }
                         ParameterValue::Env { env: var.clone() }
                     }
@@ -343,7 +365,10 @@ impl DeploySettings {
             if !names.insert(stack.stack_name.clone()) {
                 return Err(ConfigError::file(
                     file,
-                    format!("deploy.stacks.{}.stack_name: `{}` is used by two stacks in `{env}`", stack.name, stack.stack_name),
+                    format!(
+                        "deploy.stacks.{}.stack_name: `{}` is used by two stacks in `{env}`",
+                        stack.name, stack.stack_name
+                    ),
                 ));
             }
         }
@@ -377,7 +402,10 @@ fn order(file: &std::path::Path, mut specs: BTreeMap<String, StackSpec>) -> Resu
             let cycle: Vec<String> = specs.keys().cloned().collect();
             return Err(ConfigError::file(
                 file,
-                format!("deploy.stacks: the stacks {} depend on each other in a cycle; remove one `depends_on` or `output`", cycle.join(", ")),
+                format!(
+                    "deploy.stacks: the stacks {} depend on each other in a cycle; remove one `depends_on` or `output`",
+                    cycle.join(", ")
+                ),
             ));
         }
         for name in ready {

@@ -125,7 +125,11 @@ impl Plan {
     pub fn describe(&self) -> String {
         let mut out = String::new();
         let region = self.region.as_deref().unwrap_or("the default region");
-        let _ = writeln!(out, "deploy `{}` to {region}; artifacts in s3://{}/{}", self.environment, self.bucket, self.key_prefix);
+        let _ = writeln!(
+            out,
+            "deploy `{}` to {region}; artifacts in s3://{}/{}",
+            self.environment, self.bucket, self.key_prefix
+        );
         let _ = writeln!(out, "artifacts ({}; each uploaded unless already there):", self.artifacts.len());
         for artifact in &self.artifacts {
             let _ = writeln!(out, "  {} -> {} ({} bytes)", artifact.source, artifact.key, artifact.size);
@@ -294,7 +298,11 @@ impl Packer<'_> {
             if let ParameterValue::Env { env } = value
                 && lookup(env).is_none()
             {
-                return Err(Error::MissingEnvVar { stack: spec.name.clone(), parameter: name.clone(), var: env.clone() });
+                return Err(Error::MissingEnvVar {
+                    stack: spec.name.clone(),
+                    parameter: name.clone(),
+                    var: env.clone(),
+                });
             }
         }
         for (capability, why) in &packaged.needs {
@@ -302,11 +310,7 @@ impl Packer<'_> {
                 // Named IAM resources acknowledged cover unnamed ones too.
                 || (*capability == "CAPABILITY_IAM" && spec.capabilities.contains("CAPABILITY_NAMED_IAM"));
             if !covered {
-                return Err(Error::MissingCapability {
-                    stack: spec.name.clone(),
-                    capability,
-                    why: why.clone(),
-                });
+                return Err(Error::MissingCapability { stack: spec.name.clone(), capability, why: why.clone() });
             }
         }
         let template_key = (packaged.body.len() > MAX_TEMPLATE_BODY).then(|| {
@@ -333,7 +337,8 @@ impl Packer<'_> {
 
     fn key(&self, kind: &str, source: &str, sha256: &str, ext: &str) -> String {
         let stem = Path::new(source).file_stem().and_then(|s| s.to_str()).unwrap_or("artifact");
-        let stem: String = stem.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' }).collect();
+        let stem: String =
+            stem.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' }).collect();
         let name = format!("{kind}/{stem}-{}.{ext}", &sha256[..16]);
         if self.env.key_prefix.is_empty() { name } else { format!("{}/{name}", self.env.key_prefix) }
     }
@@ -365,7 +370,8 @@ impl Packer<'_> {
         }
         seen.push(path.to_string());
         let full = self.inside(path, path)?;
-        let bytes = pipeline_config::fs::read_regular(&full, MAX_TEMPLATE_URL_BYTES).map_err(|e| Error::io(&full, e))?;
+        let bytes =
+            pipeline_config::fs::read_regular(&full, MAX_TEMPLATE_URL_BYTES).map_err(|e| Error::io(&full, e))?;
         let root = validate::parse_bytes(&bytes, &validate::template::Limits::default())
             .map_err(|source| Error::Template { path: path.to_string(), source })?;
         let Some(resources) = root.get("Resources").filter(|r| r.is_map()) else {
@@ -374,7 +380,8 @@ impl Packer<'_> {
         let mut declared = BTreeMap::new();
         if let Some(parameters) = root.get("Parameters") {
             for (key, value) in parameters.entries() {
-                declared.insert(key.name.clone(), value.get("Default").map(|d| d.as_str().unwrap_or_default().to_string()));
+                declared
+                    .insert(key.name.clone(), value.get("Default").map(|d| d.as_str().unwrap_or_default().to_string()));
             }
         }
         let mut needs: BTreeMap<&'static str, String> = BTreeMap::new();
@@ -394,7 +401,9 @@ impl Packer<'_> {
                     .iter()
                     .any(|p| prop(p).is_some());
                 if named {
-                    needs.entry("CAPABILITY_NAMED_IAM").or_insert_with(|| format!("{path}: {name} ({kind}) has a name"));
+                    needs
+                        .entry("CAPABILITY_NAMED_IAM")
+                        .or_insert_with(|| format!("{path}: {name} ({kind}) has a name"));
                 }
                 needs.entry("CAPABILITY_IAM").or_insert_with(|| format!("{path}: {name} is {kind}"));
             }
@@ -431,10 +440,10 @@ impl Packer<'_> {
                             Json::String(format!("s3://{}/{key}", self.env.artifact_bucket))
                         };
                         replacements.insert((name.clone(), property), value);
-                    } else if let Some(function) = self.fixed_code_function(path, name) {
+                    } else if let Some(function) = self.fixed_code_function(path, name).cloned() {
                         let mut function_path = logical.to_vec();
                         function_path.push(name.clone());
-                        code_updates.push(function_path_update(self, function, function_path));
+                        code_updates.push(function_path_update(self, &function, function_path));
                     }
                 }
                 _ => {}
@@ -502,9 +511,11 @@ impl Packer<'_> {
     /// The zip for a local `Code` path: the package of the function whose source it is, or the
     /// path itself when it is a `.zip`.
     fn zip_for(&self, code_path: &str, template: &str, resource: &str) -> Result<(String, PathBuf, String), Error> {
-        let function = self.inputs.functions.iter().find(|f| {
-            f.sources.iter().any(|s| s.from.trim_end_matches('/') == code_path.trim_end_matches('/'))
-        });
+        let function = self
+            .inputs
+            .functions
+            .iter()
+            .find(|f| f.sources.iter().any(|s| s.from.trim_end_matches('/') == code_path.trim_end_matches('/')));
         if let Some(function) = function {
             let package = self.inputs.manifest.and_then(|m| m.packages.iter().find(|p| p.name == function.name));
             return match package {
@@ -530,7 +541,9 @@ impl Packer<'_> {
             template: template.to_string(),
             resource: resource.to_string(),
             path: code_path.to_string(),
-            problem: "is neither a function of [lambda.functions] (by its `sources`) nor a .zip; declare the function there".into(),
+            problem:
+                "is neither a function of [lambda.functions] (by its `sources`) nor a .zip; declare the function there"
+                    .into(),
         })
     }
 
