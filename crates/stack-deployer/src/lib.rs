@@ -40,7 +40,7 @@
 pub mod apply;
 pub mod config;
 pub mod plan;
-mod stage;
+pub mod stage;
 
 use std::path::{Path, PathBuf};
 
