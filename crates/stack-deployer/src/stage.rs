@@ -283,6 +283,8 @@ pub fn plan_stage(
     let settings = DeploySettings::from_config(config)?;
     let env = settings.environment(config, &options.environment)?;
     let diff: source_diff::DiffReport = run.read_json(RunFile::Diff)?;
+    // The templates come from the work tree: it must be the run's commit.
+    context.check_tree(&diff.head, diff.worktree)?;
     let changed: BTreeSet<String> =
         diff.components.iter().filter(|(_, c)| c.changed).map(|(name, _)| name.clone()).collect();
     let manifest_path = run.file(RunFile::PackageManifest);
@@ -336,10 +338,7 @@ pub async fn run_stage(
     let (env, plan) = match plan_stage(context, run, options, lookup) {
         Ok(planned) => planned,
         Err(error) => {
-            let components = configured_components(context);
-            for component in &components {
-                record(component, Status::Failed, None, Some(run_state::error_chain(&error)))?;
-            }
+            record_failure(context, run, store, &error)?;
             return Err(error);
         }
     };
@@ -358,7 +357,8 @@ pub async fn run_stage(
         }
     }
     let mut apply_options = ApplyOptions::new(
-        &apply::change_set_name(&[&run.run_id, &plan_hash(&plan)]),
+        // Unique per attempt: a change set left by --no-execute keeps its name.
+        &apply::change_set_name(&[&run.run_id, &plan_hash(&plan), &unix_seconds()]),
         env.timeout,
         env.change_set_timeout,
     );
@@ -422,6 +422,24 @@ pub async fn run_stage(
     Ok(report)
 }
 
+/// Records `deploy` as failed with `error` for every component of the configured stacks (or
+/// `pipeline`): for a mistake found before the stage could plan (the config, the credentials).
+pub fn record_failure(
+    context: &run_state::StageContext,
+    run: &RunDir,
+    store: &dyn Store,
+    error: &dyn std::error::Error,
+) -> Result<(), run_state::Error> {
+    let head = run.read_json::<source_diff::DiffReport>(RunFile::Diff).map(|d| d.head).unwrap_or_default();
+    for component in configured_components(context) {
+        let mut record = StepRecord::new(&run.run_id, &head, &component, Step::Deploy, Status::Failed);
+        record.ended_at = Some(SystemTime::now());
+        record.details.error = Some(run_state::error_chain(error));
+        store.record(&record)?;
+    }
+    Ok(())
+}
+
 fn configured_components(context: &run_state::StageContext) -> Vec<String> {
     let Ok(config) = context.required_config() else { return vec![run_state::PIPELINE.into()] };
     let Ok(settings) = config.section::<DeploySettings>(DeploySettings::SECTION) else {
@@ -447,6 +465,10 @@ fn plan_hash(plan: &Plan) -> String {
         hasher.update(stack.template_sha256.as_bytes());
     }
     crate::plan::hex(&hasher.finalize())[..8].to_string()
+}
+
+fn unix_seconds() -> String {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default().to_string()
 }
 
 fn holder_process() -> String {

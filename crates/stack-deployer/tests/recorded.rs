@@ -91,9 +91,10 @@ fn options() -> ApplyOptions {
 
 async fn deploy(plan: &Plan, clients: &Clients, options: &ApplyOptions) -> (Report, Vec<Event>) {
     let events = Mutex::new(Vec::new());
-    let report = stack_deployer::deploy(plan, clients, 1, None, options, &|_| None, &|e| events.lock().unwrap().push(e))
-        .await
-        .unwrap();
+    let report =
+        stack_deployer::deploy(plan, clients, 1, None, options, &|_| None, &|e| events.lock().unwrap().push(e))
+            .await
+            .unwrap();
     (report, events.into_inner().unwrap())
 }
 
@@ -111,7 +112,16 @@ fn change_set(status: ChangeSetStatus, reason: &str) -> DescribeChangeSetOutput 
         .build()
 }
 
-fn event(id: &str, stack_id: &str, logical: &str, physical: &str, kind: &str, status: ResourceStatus, reason: &str, at: i64) -> StackEvent {
+fn event(
+    id: &str,
+    stack_id: &str,
+    logical: &str,
+    physical: &str,
+    kind: &str,
+    status: ResourceStatus,
+    reason: &str,
+    at: i64,
+) -> StackEvent {
     StackEvent::builder()
         .event_id(id)
         .stack_id(stack_id)
@@ -139,8 +149,8 @@ async fn a_rolled_back_create_names_the_root_cause_inside_the_nested_stack() {
         .build();
     let ready = mock!(aws_sdk_cloudformation::Client::describe_change_set)
         .then_output(|| change_set(ChangeSetStatus::CreateComplete, ""));
-    let execute =
-        mock!(aws_sdk_cloudformation::Client::execute_change_set).then_output(|| ExecuteChangeSetOutput::builder().build());
+    let execute = mock!(aws_sdk_cloudformation::Client::execute_change_set)
+        .then_output(|| ExecuteChangeSetOutput::builder().build());
     let root_events = mock!(aws_sdk_cloudformation::Client::describe_stack_events)
         .match_requests(|r| r.stack_name() == Some(STACK_ID))
         .then_output(|| {
@@ -157,10 +167,36 @@ async fn a_rolled_back_create_names_the_root_cause_inside_the_nested_stack() {
         .match_requests(|r| r.stack_name() == Some(NESTED_ID))
         .then_output(|| {
             DescribeStackEventsOutput::builder()
-                .stack_events(event("n3", NESTED_ID, "LambdaRole", "role-1", "AWS::IAM::Role", ResourceStatus::DeleteComplete, "", 15))
-                .stack_events(event("n2", NESTED_ID, "ApiHandlerFunction", "", "AWS::Lambda::Function", ResourceStatus::CreateFailed,
-                    "Resource handler returned message: \"Error occurred while GetObject. S3 Error Code: NoSuchKey\"", 10))
-                .stack_events(event("n1", NESTED_ID, "LambdaRole", "role-1", "AWS::IAM::Role", ResourceStatus::CreateComplete, "", 5))
+                .stack_events(event(
+                    "n3",
+                    NESTED_ID,
+                    "LambdaRole",
+                    "role-1",
+                    "AWS::IAM::Role",
+                    ResourceStatus::DeleteComplete,
+                    "",
+                    15,
+                ))
+                .stack_events(event(
+                    "n2",
+                    NESTED_ID,
+                    "ApiHandlerFunction",
+                    "",
+                    "AWS::Lambda::Function",
+                    ResourceStatus::CreateFailed,
+                    "Resource handler returned message: \"Error occurred while GetObject. S3 Error Code: NoSuchKey\"",
+                    10,
+                ))
+                .stack_events(event(
+                    "n1",
+                    NESTED_ID,
+                    "LambdaRole",
+                    "role-1",
+                    "AWS::IAM::Role",
+                    ResourceStatus::CreateComplete,
+                    "",
+                    5,
+                ))
                 .build()
         });
     let created = created();
@@ -221,8 +257,8 @@ async fn rollback_complete_is_blocked_without_the_flag_and_recreated_with_it() {
         .then_output(|| CreateChangeSetOutput::builder().id(CHANGE_SET_ID).stack_id(STACK_ID).build());
     let ready = mock!(aws_sdk_cloudformation::Client::describe_change_set)
         .then_output(|| change_set(ChangeSetStatus::CreateComplete, ""));
-    let execute =
-        mock!(aws_sdk_cloudformation::Client::execute_change_set).then_output(|| ExecuteChangeSetOutput::builder().build());
+    let execute = mock!(aws_sdk_cloudformation::Client::execute_change_set)
+        .then_output(|| ExecuteChangeSetOutput::builder().build());
     let events = mock!(aws_sdk_cloudformation::Client::describe_stack_events)
         .then_output(|| DescribeStackEventsOutput::builder().build());
     let clients = clients(&[&describe, &delete, &create, &ready, &execute, &events]);
@@ -242,11 +278,14 @@ async fn stuck_states_are_blocked_with_the_next_step() {
         (StackStatus::UpdateInProgress, "another operation is running on it"),
         (StackStatus::DeleteFailed, "delete-stack --stack-name app-dev"),
     ] {
-        let describe = mock!(aws_sdk_cloudformation::Client::describe_stacks).then_output(move || stacks(stack(status.clone(), "one")));
+        let describe = mock!(aws_sdk_cloudformation::Client::describe_stacks)
+            .then_output(move || stacks(stack(status.clone(), "one")));
         let created = created();
         let clients = clients(&[&describe, &created]);
         let (report, _) = deploy(&plan, &clients, &options()).await;
-        let StackOutcome::Blocked { next: said, .. } = &report.stacks[0].outcome else { panic!("{}", report.summary()) };
+        let StackOutcome::Blocked { next: said, .. } = &report.stacks[0].outcome else {
+            panic!("{}", report.summary())
+        };
         assert!(said.contains(next), "{said}");
         assert_eq!(report.exit_code(), 3);
         assert_eq!(created.num_calls(), 0);
@@ -258,9 +297,8 @@ async fn stuck_states_are_blocked_with_the_next_step() {
 async fn throttled_calls_are_retried() {
     let (_repo, plan) = plan();
     let body = String::from_utf8(plan.stacks[0].body.clone()).unwrap();
-    let throttled = || {
-        DescribeStacksError::generic(ErrorMetadata::builder().code("Throttling").message("Rate exceeded").build())
-    };
+    let throttled =
+        || DescribeStacksError::generic(ErrorMetadata::builder().code("Throttling").message("Rate exceeded").build());
     let describe = mock!(aws_sdk_cloudformation::Client::describe_stacks)
         .sequence()
         .error(throttled)
@@ -284,7 +322,8 @@ async fn outputs_after_a_change_set_reach_the_run_folder() {
         .error(no_such_stack)
         .output(|| {
             let mut done = stack(StackStatus::CreateComplete, "one");
-            done.outputs = Some(vec![Output::builder().output_key("TopicArn").output_value("arn:aws:sns:us-east-1:1:t").build()]);
+            done.outputs =
+                Some(vec![Output::builder().output_key("TopicArn").output_value("arn:aws:sns:us-east-1:1:t").build()]);
             stacks(done)
         })
         .repeatedly()
@@ -292,8 +331,8 @@ async fn outputs_after_a_change_set_reach_the_run_folder() {
     let created = created();
     let ready = mock!(aws_sdk_cloudformation::Client::describe_change_set)
         .then_output(|| change_set(ChangeSetStatus::CreateComplete, ""));
-    let execute =
-        mock!(aws_sdk_cloudformation::Client::execute_change_set).then_output(|| ExecuteChangeSetOutput::builder().build());
+    let execute = mock!(aws_sdk_cloudformation::Client::execute_change_set)
+        .then_output(|| ExecuteChangeSetOutput::builder().build());
     let events = mock!(aws_sdk_cloudformation::Client::describe_stack_events)
         .then_output(|| DescribeStackEventsOutput::builder().build());
     let clients = clients(&[&describe, &created, &ready, &execute, &events]);
@@ -346,14 +385,17 @@ async fn both_ways_of_saying_nothing_to_change_are_a_success() {
     assert_eq!(delete.num_calls(), 1);
 
     // 3. A change set FAILED for another reason is deleted too, and is a failure.
-    let bad = mock!(aws_sdk_cloudformation::Client::describe_change_set)
-        .then_output(|| change_set(ChangeSetStatus::Failed, "Template format error: Unresolved resource dependencies [X]"));
+    let bad = mock!(aws_sdk_cloudformation::Client::describe_change_set).then_output(|| {
+        change_set(ChangeSetStatus::Failed, "Template format error: Unresolved resource dependencies [X]")
+    });
     let delete = mock!(aws_sdk_cloudformation::Client::delete_change_set)
         .then_output(|| DeleteChangeSetOutput::builder().build());
     let created = self::created();
     let clients3 = clients(&[&describe, &created, &bad, &delete]);
     let (report, _) = deploy(&plan, &clients3, &options()).await;
-    let StackOutcome::Failed { root_cause: Some(cause), .. } = &report.stacks[0].outcome else { panic!("{}", report.summary()) };
+    let StackOutcome::Failed { root_cause: Some(cause), .. } = &report.stacks[0].outcome else {
+        panic!("{}", report.summary())
+    };
     assert!(cause.reason.starts_with("Template format error"), "{cause}");
     assert_eq!(delete.num_calls(), 1);
     assert_eq!(report.exit_code(), 1);
@@ -376,7 +418,11 @@ async fn no_execute_previews_nested_changes_and_a_long_deploy_times_out() {
         .match_requests(|r| r.change_set_name() == Some(CHANGE_SET_ID))
         .then_output(move || {
             let mut out = change_set(ChangeSetStatus::CreateComplete, "");
-            let change = |action: ChangeAction, logical: &str, kind: &str, replacement: Option<Replacement>, nested: Option<&str>| {
+            let change = |action: ChangeAction,
+                          logical: &str,
+                          kind: &str,
+                          replacement: Option<Replacement>,
+                          nested: Option<&str>| {
                 Change::builder()
                     .resource_change(
                         ResourceChange::builder()
@@ -392,7 +438,13 @@ async fn no_execute_previews_nested_changes_and_a_long_deploy_times_out() {
             out.changes = Some(vec![
                 change(ChangeAction::Add, "Queue", "AWS::SQS::Queue", None, None),
                 change(ChangeAction::Modify, "Topic", "AWS::SNS::Topic", Some(Replacement::True), None),
-                change(ChangeAction::Modify, "LambdaStack", "AWS::CloudFormation::Stack", Some(Replacement::False), Some(nested_id)),
+                change(
+                    ChangeAction::Modify,
+                    "LambdaStack",
+                    "AWS::CloudFormation::Stack",
+                    Some(Replacement::False),
+                    Some(nested_id),
+                ),
             ]);
             out
         });
@@ -413,8 +465,8 @@ async fn no_execute_previews_nested_changes_and_a_long_deploy_times_out() {
             ]);
             out
         });
-    let execute =
-        mock!(aws_sdk_cloudformation::Client::execute_change_set).then_output(|| ExecuteChangeSetOutput::builder().build());
+    let execute = mock!(aws_sdk_cloudformation::Client::execute_change_set)
+        .then_output(|| ExecuteChangeSetOutput::builder().build());
     let events = mock!(aws_sdk_cloudformation::Client::describe_stack_events)
         .then_output(|| DescribeStackEventsOutput::builder().build());
 

@@ -84,11 +84,19 @@ fn run(args: Args) -> anyhow::Result<u8> {
         first_poll: None,
     };
     let lookup = |name: &str| std::env::var(name).ok();
-    let (env, plan) = stack_deployer::plan_stage(&context, &run, &options, &lookup)?;
     if args.dry_run {
+        let (_, plan) = stack_deployer::plan_stage(&context, &run, &options, &lookup)?;
         run_state::cli::print(&plan.describe())?;
         return Ok(0);
     }
+    let store = context.store()?;
+    // What the stage cannot record itself (the environment's target, the credentials) is
+    // recorded here, so every refusal shows in the store.
+    let failed = |error: anyhow::Error| -> anyhow::Error {
+        let _ = stack_deployer::stage::record_failure(&context, &run, &store, error.as_ref());
+        error
+    };
+    let env = environment(&context, &args.environment).map_err(|e| failed(e.into()))?;
     let mut target = args.target.target();
     if target.region.is_none() {
         target.region = env.region.clone();
@@ -102,10 +110,10 @@ fn run(args: Args) -> anyhow::Result<u8> {
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let report = runtime.block_on(async {
-        let config = aws_target::load(&target).await?;
+        let config = aws_target::load(&target).await.map_err(|e| failed(e.into()))?;
         if !aws_target::has_custom_endpoint(&config) {
             // A real account: say which before anything changes.
-            let identity = aws_target::identity(&config).await?;
+            let identity = aws_target::identity(&config).await.map_err(|e| failed(e.into()))?;
             eprintln!("stack-deployer: deploying `{}` to {identity}", env.name);
         }
         let clients = Clients {
@@ -113,7 +121,6 @@ fn run(args: Args) -> anyhow::Result<u8> {
             cloudformation: aws_target::cloudformation(&config, None),
             lambda: aws_target::lambda(&config, None),
         };
-        let store = context.store()?;
         let report =
             stack_deployer::run_stage(&context, &run, &store, &clients, &options, &lookup, &|e| render(e)).await?;
         anyhow::Ok(report)
@@ -124,4 +131,12 @@ fn run(args: Args) -> anyhow::Result<u8> {
         run_state::cli::print(&report.summary())?;
     }
     Ok(report.exit_code())
+}
+
+fn environment(
+    context: &run_state::StageContext,
+    name: &str,
+) -> Result<stack_deployer::Environment, stack_deployer::Error> {
+    let config = context.required_config()?;
+    Ok(stack_deployer::DeploySettings::from_config(config)?.environment(config, name)?)
 }
