@@ -112,6 +112,7 @@ fn change_set(status: ChangeSetStatus, reason: &str) -> DescribeChangeSetOutput 
         .build()
 }
 
+#[allow(clippy::too_many_arguments)]
 fn event(
     id: &str,
     stack_id: &str,
