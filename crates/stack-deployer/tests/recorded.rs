@@ -515,3 +515,105 @@ async fn no_execute_previews_nested_changes_and_a_long_deploy_times_out() {
     assert_eq!(report.exit_code(), 4);
     assert!(started.elapsed().unwrap() < Duration::from_secs(5));
 }
+
+/// Rules for one stack created through a change set, ending CREATE_COMPLETE with `outputs`.
+fn created_stack(
+    name: &'static str,
+    id: &'static str,
+    change_set: &'static str,
+    outputs: &'static [(&'static str, &'static str)],
+) -> Vec<Rule> {
+    let done = move || {
+        let mut stack = Stack::builder()
+            .stack_name(name)
+            .stack_id(id)
+            .stack_status(StackStatus::CreateComplete)
+            .creation_time(DateTime::from_secs(0))
+            .build();
+        stack.outputs =
+            Some(outputs.iter().map(|(k, v)| Output::builder().output_key(*k).output_value(*v).build()).collect());
+        stacks(stack)
+    };
+    vec![
+        mock!(aws_sdk_cloudformation::Client::describe_stacks)
+            .match_requests(move |r| r.stack_name() == Some(name) || r.stack_name() == Some(id))
+            .sequence()
+            .error(no_such_stack)
+            .output(done)
+            .repeatedly()
+            .build(),
+        mock!(aws_sdk_cloudformation::Client::create_change_set)
+            .match_requests(move |r| r.stack_name() == Some(name))
+            .then_output(move || CreateChangeSetOutput::builder().id(change_set).stack_id(id).build()),
+        mock!(aws_sdk_cloudformation::Client::describe_change_set)
+            .match_requests(move |r| r.change_set_name() == Some(change_set))
+            .then_output(move || {
+                DescribeChangeSetOutput::builder()
+                    .change_set_id(change_set)
+                    .stack_id(id)
+                    .status(ChangeSetStatus::CreateComplete)
+                    .build()
+            }),
+        mock!(aws_sdk_cloudformation::Client::execute_change_set)
+            .match_requests(move |r| r.change_set_name() == Some(change_set))
+            .then_output(|| ExecuteChangeSetOutput::builder().build()),
+    ]
+}
+
+/// Several stacks at once, which needs stacks that take time: moto's end at once, and it drops
+/// the outputs a dependent stack reads. Independent stacks overlap; a dependent one starts after
+/// its dependency, with the dependency's output as its parameter.
+#[tokio::test]
+async fn independent_stacks_overlap_and_a_dependent_one_gets_the_output() {
+    let repo = tempfile::tempdir().unwrap();
+    std::fs::create_dir(repo.path().join("cfn")).unwrap();
+    std::fs::write(
+        repo.path().join("cfn/app.yaml"),
+        "Parameters:\n  Label:\n    Type: String\nResources:\n  Topic:\n    Type: AWS::SNS::Topic\n",
+    )
+    .unwrap();
+    let config = pipeline_config::ConfigFile::from_text(
+        &repo.path().join("pipeline.toml"),
+        "[deploy]\nartifact_bucket = \"artifacts\"\nparallelism = 2\n\
+         [deploy.stacks.a]\ntemplate = \"cfn/app.yaml\"\nstack_name = \"a-{env}\"\nparameters = { Label = \"a\" }\n\
+         [deploy.stacks.b]\ntemplate = \"cfn/app.yaml\"\nstack_name = \"b-{env}\"\nparameters = { Label = \"b\" }\n\
+         [deploy.stacks.c]\ntemplate = \"cfn/app.yaml\"\nstack_name = \"c-{env}\"\nparameters = { Label = { output = \"a.TopicArn\" } }\n",
+    );
+    let env = DeploySettings::from_config(&config).unwrap().environment(&config, "dev").unwrap();
+    let inputs = PlanInputs { repo: repo.path(), manifest: None, functions: &[], changed: None, only: &[] };
+    let plan = stack_deployer::plan(&env, inputs, &|_| None).unwrap();
+
+    let mut rules = Vec::new();
+    rules.extend(created_stack("a-dev", "arn:stack/a", "arn:cs/a", &[("TopicArn", "arn:aws:sns:us-east-1:1:a")]));
+    rules.extend(created_stack("b-dev", "arn:stack/b", "arn:cs/b", &[]));
+    // c's change set only matches with a's output as its parameter.
+    let mut c_rules = created_stack("c-dev", "arn:stack/c", "arn:cs/c", &[]);
+    c_rules[1] = mock!(aws_sdk_cloudformation::Client::create_change_set)
+        .match_requests(|r| {
+            r.stack_name() == Some("c-dev")
+                && r.parameters().first().and_then(|p| p.parameter_value()) == Some("arn:aws:sns:us-east-1:1:a")
+        })
+        .then_output(|| CreateChangeSetOutput::builder().id("arn:cs/c").stack_id("arn:stack/c").build());
+    rules.extend(c_rules);
+    rules.push(
+        mock!(aws_sdk_cloudformation::Client::describe_stack_events)
+            .then_output(|| DescribeStackEventsOutput::builder().build()),
+    );
+    let refs: Vec<&Rule> = rules.iter().collect();
+    let clients = clients(&refs);
+    let events = Mutex::new(Vec::new());
+    let report = stack_deployer::deploy(&plan, &clients, env.parallelism, None, &options(), &|_| None, &|e| match e {
+        Event::Stack { stack, message } if message.starts_with("creating change set") => {
+            events.lock().unwrap().push(format!("{stack} starts"))
+        }
+        Event::Done { stack, .. } => events.lock().unwrap().push(format!("{stack} done")),
+        _ => {}
+    })
+    .await
+    .unwrap();
+    assert!(report.stacks.iter().all(|s| matches!(s.outcome, StackOutcome::Deployed { .. })), "{}", report.summary());
+    let order = events.into_inner().unwrap();
+    let at = |what: &str| order.iter().position(|e| e == what).unwrap_or_else(|| panic!("{what} in {order:?}"));
+    assert!(at("b starts") < at("a done"), "a and b overlap: {order:?}");
+    assert!(at("a done") < at("c starts"), "c waits for a: {order:?}");
+}
