@@ -560,7 +560,10 @@ impl Packer<'_> {
 fn function_path_update(packer: &mut Packer<'_>, package: &Package, path: Vec<String>) -> CodeUpdate {
     let package = package.clone();
     let key = packer.key("lambda", &package.name, &package.sha256, "zip");
-    packer.add(&package.name, &key, &package.sha256, ArtifactContent::File(package.path.clone()));
+    // Only a package that changed in the run is uploaded (and its function's code compared).
+    if package.changed {
+        packer.add(&package.name, &key, &package.sha256, ArtifactContent::File(package.path.clone()));
+    }
     CodeUpdate { function: package.name.clone(), path, package, key }
 }
 

@@ -104,6 +104,8 @@ fn the_sample_master_stack_is_packaged_children_first_with_content_addressed_url
         ]
     );
     assert!(plan.artifacts.iter().any(|a| a.key.starts_with("pipeline-dashboard/lambda/api-handler-")));
+    // orchestration did not change in the run: its zip is not uploaded.
+    assert!(!plan.artifacts.iter().any(|a| a.key.contains("/lambda/orchestration-")));
 
     // The same inputs plan the same bytes; the dry run names what will happen.
     let again = plan_in(repo.path(), "dev", Some(&manifest), None).unwrap();
