@@ -199,7 +199,7 @@ pub struct PlanInputs<'a> {
     pub functions: &'a [FunctionSpec],
     /// The components changed in the run's diff; `None` deploys every stack.
     pub changed: Option<&'a BTreeSet<String>>,
-    /// Only these stacks (all when empty).
+    /// Only these stacks, deployed whether or not their components changed (all when empty).
     pub only: &'a [String],
 }
 
@@ -245,8 +245,9 @@ pub fn plan(env: &Environment, inputs: PlanInputs<'_>, lookup: &dyn Fn(&str) -> 
 }
 
 fn skip_reason(spec: &StackSpec, inputs: &PlanInputs<'_>) -> Option<String> {
-    if !inputs.only.is_empty() && !inputs.only.contains(&spec.name) {
-        return Some("not selected by --only".into());
+    if !inputs.only.is_empty() {
+        // Named with --only: deployed whatever the diff says.
+        return (!inputs.only.contains(&spec.name)).then(|| "not selected by --only".into());
     }
     let changed = inputs.changed?;
     if spec.components.is_empty() || spec.components.iter().any(|c| changed.contains(c)) {

@@ -55,7 +55,9 @@ impl Report {
             self.environment, self.region, self.uploaded, self.present
         );
         for stack in &self.stacks {
-            let _ = write!(out, "  {} ({}): {}", stack.name, stack.stack_name, stack.outcome);
+            // Root causes quote CloudFormation, which can quote property values.
+            let outcome = run_state::redact::redact(&stack.outcome.to_string());
+            let _ = write!(out, "  {} ({}): {outcome}", stack.name, stack.stack_name);
             if !stack.code_updated.is_empty() {
                 let _ = write!(out, "; code updated: {}", stack.code_updated.join(", "));
             }
@@ -261,7 +263,7 @@ pub async fn deploy(
 pub struct StageOptions {
     /// The environment (`dev`, `prod`).
     pub environment: String,
-    /// Only these stacks (all that the diff requires when empty).
+    /// Only these stacks, whether or not their components changed (when empty: those the diff requires).
     pub only: Vec<String>,
     /// Stop after the previews (`--no-execute`).
     pub no_execute: bool,

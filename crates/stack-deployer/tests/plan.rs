@@ -138,6 +138,18 @@ fn stacks_whose_components_did_not_change_are_skipped_with_the_reason() {
     assert_eq!(plan.skipped[0].reason, "none of its components changed (infra)");
     let infra = BTreeSet::from(["infra".to_string()]);
     assert_eq!(plan_in(repo.path(), "dev", None, Some(&infra)).unwrap().stacks.len(), 1);
+    // --only deploys the stacks it names whatever the diff says, and refuses an unknown one.
+    let config = ConfigFile::load(&repo.path().join("pipeline.toml")).unwrap();
+    let env = DeploySettings::from_config(&config).unwrap().environment(&config, "dev").unwrap();
+    let only = ["master".to_string()];
+    let inputs = PlanInputs { repo: repo.path(), manifest: None, functions: &[], changed: Some(&nothing), only: &only };
+    assert_eq!(stack_deployer::plan(&env, inputs, &|_| None).unwrap().stacks.len(), 1);
+    let typo = ["mastr".to_string()];
+    let inputs = PlanInputs { only: &typo, ..inputs };
+    assert_eq!(
+        stack_deployer::plan(&env, inputs, &|_| None).unwrap_err().to_string(),
+        "no stack `mastr` in [deploy.stacks] (there are: master); fix --only"
+    );
 }
 
 /// A small monorepo with one stack, `[deploy]` written from `stack`.

@@ -37,7 +37,7 @@ struct Args {
     /// Delete and create again a stack left ROLLBACK_COMPLETE by a failed first create.
     #[arg(long)]
     recreate_failed: bool,
-    /// Only this stack (repeatable).
+    /// Only this stack (repeatable), deployed whether or not its components changed.
     #[arg(long = "only", value_name = "STACK")]
     only: Vec<String>,
     /// Print the report as JSON on stdout.
@@ -63,12 +63,15 @@ fn render(event: Event) {
             }
         }
         Event::Resource { path, status, reason, resource_type, .. } => match reason {
-            Some(reason) if !reason.is_empty() => eprintln!("{path} ({resource_type}) {status}: {reason}"),
+            // CloudFormation's reasons can quote property values: redacted like every log.
+            Some(reason) if !reason.is_empty() => {
+                eprintln!("{path} ({resource_type}) {status}: {}", run_state::redact::redact(&reason))
+            }
             _ => eprintln!("{path} ({resource_type}) {status}"),
         },
         Event::Code { function, physical, updated: true } => eprintln!("{function}: code updated ({physical})"),
         Event::Code { function, updated: false, .. } => eprintln!("{function}: code already current"),
-        Event::Done { stack, outcome } => eprintln!("{stack}: {outcome}"),
+        Event::Done { stack, outcome } => eprintln!("{stack}: {}", run_state::redact::redact(&outcome.to_string())),
     }
 }
 
