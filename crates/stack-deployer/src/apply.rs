@@ -720,12 +720,12 @@ impl Watcher {
                 for event in out.stack_events() {
                     let event_id = event.event_id().unwrap_or_default().to_string();
                     let when = event.timestamp().and_then(|t| SystemTime::try_from(*t).ok());
-                    let ours = match event.client_request_token() {
-                        Some(token) => token == self.token,
-                        // Events without a token: those since the execute (a minute's leeway for clocks).
-                        None => when.is_none_or(|w| w + Duration::from_secs(60) >= self.since),
-                    };
-                    if self.seen.contains(&event_id) || !ours && when.is_some_and(|w| w < self.since) {
+                    // Ours: the execute's request token, or (nested stacks' events, emulators)
+                    // since the execute, with a minute's leeway for clocks.
+                    let recent = when.is_none_or(|w| w + Duration::from_secs(60) >= self.since);
+                    let ours = event.client_request_token() == Some(self.token.as_str()) || recent;
+                    // Newest first: a seen or older event means the rest is older still.
+                    if self.seen.contains(&event_id) || !ours {
                         break 'pages;
                     }
                     if ours {
