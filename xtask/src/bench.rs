@@ -44,6 +44,14 @@ pub enum Bench {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// The sample's master stack deployed into moto, then redeployed unchanged and with one
+    /// Lambda's code changed, by stack-deployer and by `aws cloudformation deploy` plus the seed's
+    /// update-function-code loop: wall time and API calls.
+    Deploy {
+        /// Rounds; each runs both, alternating which goes first.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
 }
 
 pub fn run(which: Bench) -> anyhow::Result<()> {
@@ -52,6 +60,7 @@ pub fn run(which: Bench) -> anyhow::Result<()> {
         Bench::Package { rounds } => crate::bench_package::run(rounds),
         Bench::Validate { rounds } => crate::bench_validate::run(rounds),
         Bench::Publish { rounds } => crate::bench_publish::run(rounds),
+        Bench::Deploy { rounds } => crate::bench_deploy::run(rounds),
     }
 }
 

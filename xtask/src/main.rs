@@ -4,10 +4,12 @@
 //! - `cargo xtask test`: formatting, lints and every test, after installing what they need.
 //! - `cargo xtask bench diff`: source-diff beside a bare `git diff` loop.
 //! - `cargo xtask codebuild BUILDSPEC`: a buildspec rehearsed as CodeBuild runs it.
+//! - `cargo xtask bench deploy`: stack-deployer beside `aws cloudformation deploy` and the seed's loop.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod bench;
+mod bench_deploy;
 mod bench_package;
 mod bench_publish;
 mod bench_validate;

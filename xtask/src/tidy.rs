@@ -166,8 +166,10 @@ mod tests {
         for binary in binaries {
             let code = std::fs::read_to_string(&binary).unwrap();
             assert!(
-                code.contains("StageArgs") && code.contains(".context()?") && code.contains("run_state::cli::main("),
-                "{} must take StageArgs, build the stage context and end through run_state::cli::main",
+                code.contains("StageArgs")
+                    && code.contains(".context()?")
+                    && (code.contains("run_state::cli::main(") || code.contains("run_state::cli::main_with_code(")),
+                "{} must take StageArgs, build the stage context and end through run_state::cli::main (or main_with_code)",
                 binary.display()
             );
         }

@@ -49,6 +49,19 @@ pub fn main(name: &str, body: impl FnOnce() -> anyhow::Result<bool>) -> ExitCode
     }
 }
 
+/// [`main`] for a binary with more verdicts than pass and fail: the body returns the exit code
+/// itself (0 success, 1 and 3.. the stage's own documented verdicts); an error is 2, printed as
+/// [`main`] prints it.
+pub fn main_with_code(name: &str, body: impl FnOnce() -> anyhow::Result<u8>) -> ExitCode {
+    match body() {
+        Ok(code) => ExitCode::from(code),
+        Err(error) => {
+            print_error(name, &error);
+            ExitCode::from(2)
+        }
+    }
+}
+
 /// Prints an error on one line: `{:#}` joins the causes; a newline inside a message must not split it.
 #[allow(clippy::print_stderr)]
 pub fn print_error(name: &str, error: &anyhow::Error) {

@@ -42,7 +42,7 @@ pub use outputs::{DeployedStack, StackOutputs};
 pub use pipeline_config::fs;
 pub use record::{Coverage, Details, FileCoverage, PIPELINE, Ratio, Status, Step, StepRecord, percent_text};
 pub use run_dir::{RunDir, RunFile, runs_dir, write_atomic, write_atomic_with};
-pub use store::{FileStore, Store, SuccessMark, check_success, record_pipeline_step};
+pub use store::{FileStore, LockRecord, Store, SuccessMark, check_success, record_pipeline_step};
 
 /// What can go wrong with the run folder, the store or the stage context.
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +113,16 @@ pub enum Error {
         what: &'static str,
         /// What is wrong.
         message: String,
+    },
+    /// Someone else holds a lock.
+    #[error("`{name}` is locked by {holder} since {}; wait for it to end, or for the lock to expire", since.map(|s| humantime::format_rfc3339_seconds(s).to_string()).unwrap_or_else(|| "an unknown time".into()))]
+    Locked {
+        /// The lock.
+        name: String,
+        /// Who holds it.
+        holder: String,
+        /// Since when.
+        since: Option<std::time::SystemTime>,
     },
     /// The config is wrong.
     #[error(transparent)]

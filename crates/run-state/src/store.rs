@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
@@ -54,6 +54,39 @@ pub trait Store: Send + Sync {
 
     /// The last commit marked successful.
     fn last_success(&self) -> Result<Option<SuccessMark>, Error>;
+
+    /// Takes the lock `name` for `holder` (a deploy of one stack, say) for at most `ttl`.
+    /// Refused with [`Error::Locked`] (naming the holder and since when) while another holder
+    /// has it; a lock older than its ttl is stale and taken over. Taking a lock one already
+    /// holds renews it.
+    fn acquire_lock(&self, name: &str, holder: &str, ttl: Duration) -> Result<(), Error>;
+
+    /// Gives the lock back; a lock held by someone else (taken over when stale) is left alone.
+    fn release_lock(&self, name: &str, holder: &str) -> Result<(), Error>;
+}
+
+/// A lock as the store keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockRecord {
+    /// What is locked (`deploy/us-east-1/app-dev`).
+    pub name: String,
+    /// Who holds it (a run and a process).
+    pub holder: String,
+    /// Since when.
+    #[serde(with = "crate::record::time_opt")]
+    pub since: Option<SystemTime>,
+    /// How long it holds, in seconds.
+    pub ttl_secs: u64,
+    /// Whether this line gives the lock back.
+    #[serde(default)]
+    pub released: bool,
+}
+
+impl LockRecord {
+    fn stale(&self, now: SystemTime) -> bool {
+        self.since
+            .is_none_or(|since| now.duration_since(since).unwrap_or_default() > Duration::from_secs(self.ttl_secs))
+    }
 }
 
 /// One line of the store file.
@@ -62,6 +95,7 @@ pub trait Store: Send + Sync {
 enum Line {
     Step(StepRecord),
     Success(SuccessMark),
+    Lock(LockRecord),
 }
 
 /// The embedded default: an append-only JSON-lines file under the monorepo's
@@ -273,16 +307,68 @@ impl Store for FileStore {
         })?;
         match line {
             Line::Success(mark) => Ok(mark),
-            Line::Step(_) => unreachable!("mark_success appends a success line"),
+            _ => unreachable!("mark_success appends a success line"),
         }
     }
 
     fn last_success(&self) -> Result<Option<SuccessMark>, Error> {
         Ok(self.read()?.into_iter().rev().find_map(|line| match line {
             Line::Success(mark) => Some(mark),
-            Line::Step(_) => None,
+            _ => None,
         }))
     }
+
+    fn acquire_lock(&self, name: &str, holder: &str, ttl: Duration) -> Result<(), Error> {
+        // Checked and appended under the store's exclusive lock: two deploys cannot both take it.
+        self.append_with(|file| {
+            let now = SystemTime::now();
+            if let Some(current) = current_lock(&read_lines(file, &self.path)?, name)
+                && current.holder != holder
+                && !current.stale(now)
+            {
+                return Err(Error::Locked { name: name.into(), holder: current.holder, since: current.since });
+            }
+            Ok(Line::Lock(LockRecord {
+                name: name.into(),
+                holder: holder.into(),
+                since: Some(now),
+                ttl_secs: ttl.as_secs().max(1),
+                released: false,
+            }))
+        })
+        .map(drop)
+    }
+
+    fn release_lock(&self, name: &str, holder: &str) -> Result<(), Error> {
+        let file = File::open(&self.path).map_err(|e| Error::io(&self.path, e))?;
+        file.lock_shared().map_err(|e| Error::io(&self.path, e))?;
+        let held = current_lock(&read_lines(&file, &self.path)?, name).is_some_and(|l| l.holder == holder);
+        file.unlock().map_err(|e| Error::io(&self.path, e))?;
+        drop(file);
+        if !held {
+            return Ok(());
+        }
+        // Another holder may only take it over once it is stale, so appending now is safe.
+        self.append_with(|_| {
+            Ok(Line::Lock(LockRecord {
+                name: name.into(),
+                holder: holder.into(),
+                since: Some(SystemTime::now()),
+                ttl_secs: 0,
+                released: true,
+            }))
+        })
+        .map(drop)
+    }
+}
+
+/// The lock `name` as the latest line says, when it is held.
+fn current_lock(lines: &[Line], name: &str) -> Option<LockRecord> {
+    let latest = lines.iter().rev().find_map(|line| match line {
+        Line::Lock(lock) if lock.name == name => Some(lock.clone()),
+        _ => None,
+    })?;
+    (!latest.released).then_some(latest)
 }
 
 /// Records a pipeline-wide step (component [`crate::PIPELINE`]) around `work`:
@@ -407,5 +493,41 @@ mod tests {
         assert!(seen.details.runner.as_deref().unwrap().ends_with(&format!(":{}", std::process::id())));
         let done = store.run("r1").unwrap().remove(0);
         assert_eq!((done.status, done.details.runner), (Status::Passed, None));
+    }
+
+    #[test]
+    fn a_lock_is_refused_to_another_holder_until_released_or_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path()).unwrap();
+        let hour = std::time::Duration::from_secs(3600);
+        store.acquire_lock("deploy/app-dev", "run-1 host:1", hour).unwrap();
+        // The holder may take it again (renew); another may not.
+        store.acquire_lock("deploy/app-dev", "run-1 host:1", hour).unwrap();
+        let refused = store.acquire_lock("deploy/app-dev", "run-2 host:2", hour).unwrap_err();
+        assert!(
+            matches!(&refused, Error::Locked { holder, since: Some(_), .. } if holder == "run-1 host:1"),
+            "{refused}"
+        );
+        assert!(refused.to_string().starts_with("`deploy/app-dev` is locked by run-1 host:1 since 20"), "{refused}");
+        // Another lock is independent.
+        store.acquire_lock("deploy/app-prod", "run-2 host:2", hour).unwrap();
+        // Releasing by someone else changes nothing; by the holder frees it.
+        store.release_lock("deploy/app-dev", "run-2 host:2").unwrap();
+        assert!(store.acquire_lock("deploy/app-dev", "run-2 host:2", hour).is_err());
+        store.release_lock("deploy/app-dev", "run-1 host:1").unwrap();
+        store.acquire_lock("deploy/app-dev", "run-2 host:2", hour).unwrap();
+        // Records still read around lock lines.
+        store.record(&StepRecord::new("run-1", "abc", "api", Step::Deploy, Status::Passed)).unwrap();
+        assert_eq!(store.run("run-1").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_stale_lock_is_taken_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path()).unwrap();
+        store.acquire_lock("deploy/app-dev", "crashed", std::time::Duration::from_secs(1)).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(2100));
+        store.acquire_lock("deploy/app-dev", "next", std::time::Duration::from_secs(60)).unwrap();
+        assert!(store.acquire_lock("deploy/app-dev", "crashed", std::time::Duration::from_secs(1)).is_err());
     }
 }

@@ -1,0 +1,864 @@
+//! Applying a plan: artifacts (HEAD before PUT), then each stack through one change set,
+//! watched with backoff until it ends; outputs read; changed Lambda code updated.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::time::{Duration, Instant, SystemTime};
+
+use aws_sdk_cloudformation::Client as CloudFormation;
+use aws_sdk_cloudformation::types::{
+    Capability, ChangeAction, ChangeSetStatus, ChangeSetType, Parameter, Replacement, Stack, Tag, TemplateStage,
+};
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use aws_target::ErrorKind;
+use futures_util::StreamExt;
+
+use crate::config::ParameterValue;
+use crate::plan::{ArtifactContent, Plan, StackPlan};
+use crate::{Error, Event};
+
+/// The SDK clients a deploy uses.
+#[derive(Debug, Clone)]
+pub struct Clients {
+    /// S3, for the artifacts.
+    pub s3: aws_sdk_s3::Client,
+    /// CloudFormation.
+    pub cloudformation: CloudFormation,
+    /// Lambda, for code updates after the stacks.
+    pub lambda: aws_sdk_lambda::Client,
+}
+
+/// How the stacks are applied.
+#[derive(Debug, Clone)]
+pub struct ApplyOptions {
+    /// Stop after each change set's preview and leave it (`--no-execute`).
+    pub execute: bool,
+    /// Delete and create again a stack left `ROLLBACK_COMPLETE` by a failed first create.
+    pub recreate_failed: bool,
+    /// The one change set name of this deploy (and the execute's request token).
+    pub change_set_name: String,
+    /// The first pause between polls; it doubles up to `max_poll`.
+    pub first_poll: Duration,
+    /// The longest pause between polls.
+    pub max_poll: Duration,
+    /// The longest wait for a stack.
+    pub timeout: Duration,
+    /// The longest wait for a change set to be created.
+    pub change_set_timeout: Duration,
+    /// How long a Lambda code update may take.
+    pub code_update_timeout: Duration,
+}
+
+impl ApplyOptions {
+    /// Defaults: execute, poll from 1 s up to 10 s, the timeouts given.
+    pub fn new(change_set_name: &str, timeout: Duration, change_set_timeout: Duration) -> ApplyOptions {
+        ApplyOptions {
+            execute: true,
+            recreate_failed: false,
+            change_set_name: change_set_name.to_string(),
+            first_poll: Duration::from_secs(1),
+            max_poll: Duration::from_secs(10),
+            timeout,
+            change_set_timeout,
+            code_update_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+/// A change set name (`[a-zA-Z][-a-zA-Z0-9]*`, at most 128) made of `parts`.
+pub fn change_set_name(parts: &[&str]) -> String {
+    let mut name = String::from("stack-deployer");
+    for part in parts {
+        name.push('-');
+        name.extend(part.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }));
+    }
+    name.truncate(128);
+    name
+}
+
+/// The failure that caused the others.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RootCause {
+    /// Logical path from the stack (`master/LambdasStack/ApiHandlerFunction`).
+    pub path: String,
+    /// The resource type.
+    pub resource_type: String,
+    /// `CREATE_FAILED` …
+    pub status: String,
+    /// CloudFormation's reason.
+    pub reason: String,
+}
+
+impl fmt::Display for RootCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({}) {}: {}", self.path, self.resource_type, self.status, self.reason)
+    }
+}
+
+/// How one stack ended.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum StackOutcome {
+    /// The deployed template and parameters equal the new ones: no change set made.
+    Unchanged,
+    /// CloudFormation found nothing to change; the change set (if one was made) was deleted.
+    NoChanges,
+    /// Created or updated.
+    Deployed {
+        /// The change set executed.
+        change_set: String,
+    },
+    /// `--no-execute`: the change set waits for review.
+    Previewed {
+        /// Its name.
+        change_set: String,
+        /// Its ARN.
+        change_set_id: String,
+    },
+    /// The deploy failed (rolled back, or the change set failed).
+    Failed {
+        /// The stack's (or change set's) status.
+        status: String,
+        /// The root cause, when the events give one.
+        root_cause: Option<RootCause>,
+        /// The change set, when one was made.
+        change_set: Option<String>,
+    },
+    /// The stack's state forbids a deploy until someone acts.
+    Blocked {
+        /// The status.
+        status: String,
+        /// What to do.
+        next: String,
+    },
+    /// Still in progress when the wait ended.
+    TimedOut {
+        /// The last status seen.
+        status: String,
+        /// How to keep watching.
+        next: String,
+    },
+    /// Not deployed in this run.
+    Skipped {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl StackOutcome {
+    /// Whether the stack is where the config wants it (or was left on purpose).
+    pub fn is_success(&self) -> bool {
+        matches!(
+            self,
+            StackOutcome::Unchanged
+                | StackOutcome::NoChanges
+                | StackOutcome::Deployed { .. }
+                | StackOutcome::Previewed { .. }
+                | StackOutcome::Skipped { .. }
+        )
+    }
+}
+
+impl fmt::Display for StackOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StackOutcome::Unchanged => write!(f, "unchanged (template and parameters as deployed; no change set)"),
+            StackOutcome::NoChanges => write!(f, "no changes (CloudFormation found nothing to change)"),
+            StackOutcome::Deployed { change_set } => write!(f, "deployed (change set {change_set})"),
+            StackOutcome::Previewed { change_set, .. } => {
+                write!(f, "change set {change_set} created and left for review (--no-execute)")
+            }
+            StackOutcome::Failed { status, root_cause: Some(cause), .. } => {
+                write!(f, "failed, {status}: root cause {cause}")
+            }
+            StackOutcome::Failed { status, root_cause: None, .. } => write!(f, "failed, {status}"),
+            StackOutcome::Blocked { status, next } => write!(f, "blocked: the stack is {status}; {next}"),
+            StackOutcome::TimedOut { status, next } => write!(f, "still {status} when the wait ended; {next}"),
+            StackOutcome::Skipped { reason } => write!(f, "skipped: {reason}"),
+        }
+    }
+}
+
+/// What happened to one stack.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StackResult {
+    /// Its name under `[deploy.stacks]`.
+    pub name: String,
+    /// The CloudFormation stack name.
+    pub stack_name: String,
+    /// The stack's ARN, when it exists.
+    pub stack_id: Option<String>,
+    /// Its outputs.
+    pub outputs: BTreeMap<String, String>,
+    /// How it ended.
+    pub outcome: StackOutcome,
+    /// Lambda functions whose code was updated after the stack.
+    pub code_updated: Vec<String>,
+}
+
+/// One line of a change set preview.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ResourceChange {
+    /// `Add`, `Modify`, `Remove` …
+    pub action: String,
+    /// For `Modify`: `True`, `False` or `Conditional`.
+    pub replacement: Option<String>,
+    /// Logical path (nested stacks included).
+    pub path: String,
+    /// Resource type.
+    pub resource_type: String,
+}
+
+impl fmt::Display for ResourceChange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sign = match self.action.as_str() {
+            "Add" => "+",
+            "Remove" => "-",
+            "Modify" => "~",
+            _ => "?",
+        };
+        write!(f, "{sign} {} {} ({})", self.action, self.path, self.resource_type)?;
+        if let Some(replacement) = &self.replacement {
+            write!(f, " replacement: {replacement}")?;
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn aws<E, R>(operation: &'static str, target: &str, error: SdkError<E, R>) -> Error
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: fmt::Debug + Send + Sync + 'static,
+{
+    Error::Aws { operation, target: target.to_string(), kind: ErrorKind::of(&error), source: Box::new(error) }
+}
+
+/// Checks the bucket, then uploads the artifacts missing from it (HEAD before PUT).
+/// Returns how many were uploaded and how many were already there.
+pub async fn upload_artifacts(
+    s3: &aws_sdk_s3::Client,
+    plan: &Plan,
+    on_event: &(dyn Fn(Event) + Sync),
+) -> Result<(usize, usize), Error> {
+    if let Err(error) = s3.head_bucket().bucket(&plan.bucket).send().await {
+        let kind = ErrorKind::of(&error);
+        return Err(match kind {
+            ErrorKind::NotFound => Error::BucketMissing { bucket: plan.bucket.clone() },
+            _ => aws("HeadBucket", &plan.bucket, error),
+        });
+    }
+    let results: Vec<Result<bool, Error>> = futures_util::stream::iter(plan.artifacts.iter())
+        .map(|artifact| async move {
+            match s3.head_object().bucket(&plan.bucket).key(&artifact.key).send().await {
+                Ok(_) => return Ok(false),
+                Err(error) if ErrorKind::of(&error) == ErrorKind::NotFound => {}
+                Err(error) => return Err(aws("HeadObject", &artifact.key, error)),
+            }
+            let bytes = match &artifact.content {
+                ArtifactContent::Template(bytes) => bytes.clone(),
+                ArtifactContent::File(path) => {
+                    pipeline_config::fs::read_regular(path, lambda_packager::MAX_ZIP_BYTES * 5)
+                        .map_err(|e| Error::io(path, e))?
+                }
+            };
+            s3.put_object()
+                .bucket(&plan.bucket)
+                .key(&artifact.key)
+                .metadata("sha256", &artifact.sha256)
+                .body(bytes.into())
+                .send()
+                .await
+                .map_err(|e| aws("PutObject", &artifact.key, e))?;
+            Ok(true)
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    let (mut uploaded, mut present) = (0, 0);
+    for (artifact, result) in plan.artifacts.iter().zip(&results) {
+        if let Ok(was_uploaded) = result {
+            on_event(Event::Artifact { key: artifact.key.clone(), uploaded: *was_uploaded });
+        }
+    }
+    for result in results {
+        if result? {
+            uploaded += 1;
+        } else {
+            present += 1;
+        }
+    }
+    Ok((uploaded, present))
+}
+
+/// Reads a stack; `None` when it does not exist.
+///
+/// DescribeStacks answers a stack name that does not exist with the generic `ValidationError`
+/// code (there is no NotFound code): the name was checked before, so that code means "no such
+/// stack" here.
+pub async fn describe_stack(cf: &CloudFormation, stack: &str) -> Result<Option<Stack>, Error> {
+    match cf.describe_stacks().stack_name(stack).send().await {
+        Ok(out) => Ok(out.stacks().first().cloned()),
+        Err(error) if error.as_service_error().and_then(|e| e.code()) == Some("ValidationError") => Ok(None),
+        Err(error) => Err(aws("DescribeStacks", stack, error)),
+    }
+}
+
+fn status_of(stack: &Stack) -> String {
+    stack.stack_status().map(|s| s.as_str().to_string()).unwrap_or_default()
+}
+
+fn outputs_of(stack: &Stack) -> BTreeMap<String, String> {
+    stack
+        .outputs()
+        .iter()
+        .filter_map(|o| Some((o.output_key()?.to_string(), o.output_value().unwrap_or_default().to_string())))
+        .collect()
+}
+
+/// What the stack's state allows.
+enum Start {
+    Create,
+    Update(Box<Stack>),
+    Recreate(Box<Stack>),
+    Blocked(StackOutcome),
+}
+
+fn start_from(stack: Option<Stack>, stack_name: &str, recreate_failed: bool) -> Start {
+    let Some(stack) = stack else { return Start::Create };
+    let status = status_of(&stack);
+    let blocked = |next: String| Start::Blocked(StackOutcome::Blocked { status: status.clone(), next });
+    match status.as_str() {
+        "REVIEW_IN_PROGRESS" => Start::Create,
+        "ROLLBACK_COMPLETE" if recreate_failed => Start::Recreate(Box::new(stack)),
+        "ROLLBACK_COMPLETE" => blocked(format!(
+            "its first create failed and it can only be deleted; pass --recreate-failed to delete `{stack_name}` and create it again"
+        )),
+        "ROLLBACK_FAILED" => blocked(format!(
+            "delete it (`aws cloudformation delete-stack --stack-name {stack_name}`), then deploy again"
+        )),
+        "UPDATE_ROLLBACK_FAILED" => blocked(format!(
+            "continue the rollback first (`aws cloudformation continue-update-rollback --stack-name {stack_name}`, skipping with --resources-to-skip what cannot roll back), then deploy again"
+        )),
+        "DELETE_FAILED" => blocked(format!(
+            "finish deleting it (`aws cloudformation delete-stack --stack-name {stack_name} --retain-resources ...` for what failed to delete), then deploy again"
+        )),
+        s if s.ends_with("_IN_PROGRESS") => blocked(format!(
+            "another operation is running on it; wait for it to end (`aws cloudformation describe-stacks --stack-name {stack_name}`), then deploy again"
+        )),
+        _ => Start::Update(Box::new(stack)),
+    }
+}
+
+/// Deploys one stack with its parameters resolved.
+pub async fn deploy_stack(
+    clients: &Clients,
+    plan: &Plan,
+    stack: &StackPlan,
+    parameters: &BTreeMap<String, String>,
+    options: &ApplyOptions,
+    on_event: &(dyn Fn(Event) + Sync),
+) -> Result<StackResult, Error> {
+    let cf = &clients.cloudformation;
+    let mut result = StackResult {
+        name: stack.name.clone(),
+        stack_name: stack.stack_name.clone(),
+        stack_id: None,
+        outputs: BTreeMap::new(),
+        outcome: StackOutcome::Unchanged,
+        code_updated: Vec::new(),
+    };
+    let say = |message: String| on_event(Event::Stack { stack: stack.name.clone(), message });
+    let existing = describe_stack(cf, &stack.stack_name).await?;
+    let kind = match start_from(existing, &stack.stack_name, options.recreate_failed) {
+        Start::Blocked(outcome) => {
+            result.outcome = outcome;
+            return Ok(result);
+        }
+        Start::Recreate(old) => {
+            let id = old.stack_id().unwrap_or(&stack.stack_name).to_string();
+            say(format!(
+                "{} is ROLLBACK_COMPLETE: deleting it to create it again (--recreate-failed)",
+                stack.stack_name
+            ));
+            cf.delete_stack().stack_name(&id).send().await.map_err(|e| aws("DeleteStack", &id, e))?;
+            let deadline = Instant::now() + options.timeout;
+            let mut pause = options.first_poll;
+            loop {
+                let now = describe_stack(cf, &id).await?;
+                match now.as_ref().map(status_of).as_deref() {
+                    None | Some("DELETE_COMPLETE") => break,
+                    Some("DELETE_FAILED") => {
+                        result.outcome = StackOutcome::Blocked {
+                            status: "DELETE_FAILED".into(),
+                            next: format!("delete `{}` by hand, then deploy again", stack.stack_name),
+                        };
+                        return Ok(result);
+                    }
+                    Some(status) if Instant::now() + pause > deadline => {
+                        result.outcome = StackOutcome::TimedOut {
+                            status: status.to_string(),
+                            next: format!("wait for the delete of `{}` to end, then deploy again", stack.stack_name),
+                        };
+                        return Ok(result);
+                    }
+                    Some(_) => {}
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(options.max_poll);
+            }
+            ChangeSetType::Create
+        }
+        Start::Create => ChangeSetType::Create,
+        Start::Update(current) => {
+            result.stack_id = current.stack_id().map(str::to_string);
+            if same_parameters(&current, stack, parameters) && same_tags(&current, stack) {
+                let template = cf
+                    .get_template()
+                    .stack_name(&stack.stack_name)
+                    .template_stage(TemplateStage::Original)
+                    .send()
+                    .await
+                    .map_err(|e| aws("GetTemplate", &stack.stack_name, e))?;
+                if template.template_body().map(str::as_bytes) == Some(stack.body.as_slice()) {
+                    result.outputs = outputs_of(&current);
+                    result.outcome = StackOutcome::Unchanged;
+                    return Ok(result);
+                }
+            }
+            ChangeSetType::Update
+        }
+    };
+
+    // One change set, one name, referred to by its ARN from here on.
+    say(format!("creating change set {} ({})", options.change_set_name, kind.as_str()));
+    let mut request = cf
+        .create_change_set()
+        .stack_name(&stack.stack_name)
+        .change_set_name(&options.change_set_name)
+        .change_set_type(kind.clone())
+        .include_nested_stacks(true)
+        .set_parameters(Some(
+            parameters.iter().map(|(k, v)| Parameter::builder().parameter_key(k).parameter_value(v).build()).collect(),
+        ))
+        .set_capabilities(Some(stack.capabilities.iter().map(|c| Capability::from(c.as_str())).collect()))
+        .set_tags(Some(stack.tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect()));
+    request = match &stack.template_key {
+        Some(key) => request.template_url(format!("https://{}.s3.amazonaws.com/{key}", plan.bucket)),
+        None => request.template_body(String::from_utf8_lossy(&stack.body)),
+    };
+    let created = match request.send().await {
+        Ok(created) => created,
+        Err(error) if is_no_updates_error(&error) => {
+            result.outcome = StackOutcome::NoChanges;
+            return finish_unchanged(cf, stack, result).await;
+        }
+        Err(error) => return Err(aws("CreateChangeSet", &stack.stack_name, error)),
+    };
+    let arn = created.id().unwrap_or_default().to_string();
+    if let Some(id) = created.stack_id() {
+        result.stack_id = Some(id.to_string());
+    }
+    let stack_id = result.stack_id.clone().unwrap_or_else(|| stack.stack_name.clone());
+
+    // Wait for the change set.
+    let deadline = Instant::now() + options.change_set_timeout;
+    let mut pause = options.first_poll;
+    let described = loop {
+        let described = match cf.describe_change_set().change_set_name(&arn).send().await {
+            Ok(described) => Some(described),
+            Err(error) if ErrorKind::of(&error) == ErrorKind::Throttled => None,
+            Err(error) => return Err(aws("DescribeChangeSet", &arn, error)),
+        };
+        if let Some(described) = described {
+            match described.status() {
+                Some(ChangeSetStatus::CreateComplete) => break described,
+                Some(ChangeSetStatus::Failed) => {
+                    let reason = described.status_reason().unwrap_or_default().to_string();
+                    delete_change_set(cf, &arn).await?;
+                    if is_no_changes_reason(&reason) {
+                        result.outcome = StackOutcome::NoChanges;
+                        return finish_unchanged(cf, stack, result).await;
+                    }
+                    result.outcome = StackOutcome::Failed {
+                        status: "change set FAILED".into(),
+                        root_cause: Some(RootCause {
+                            path: stack.name.clone(),
+                            resource_type: "AWS::CloudFormation::Stack".into(),
+                            status: "FAILED".into(),
+                            reason,
+                        }),
+                        change_set: Some(options.change_set_name.clone()),
+                    };
+                    return Ok(result);
+                }
+                _ => {}
+            }
+        }
+        if Instant::now() + pause > deadline {
+            delete_change_set(cf, &arn).await?;
+            result.outcome = StackOutcome::TimedOut {
+                status: "change set CREATE_IN_PROGRESS".into(),
+                next: "the change set was deleted; deploy again, or raise deploy.change_set_timeout".into(),
+            };
+            return Ok(result);
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(options.max_poll);
+    };
+
+    // The preview, nested stacks included.
+    let mut changes = Vec::new();
+    collect_changes(cf, described, &stack.name, &mut changes, 0).await?;
+    on_event(Event::Preview { stack: stack.name.clone(), change_set: options.change_set_name.clone(), changes });
+    if !options.execute {
+        result.outcome =
+            StackOutcome::Previewed { change_set: options.change_set_name.clone(), change_set_id: arn.clone() };
+        return Ok(result);
+    }
+
+    let started = SystemTime::now();
+    cf.execute_change_set()
+        .change_set_name(&arn)
+        .client_request_token(&options.change_set_name)
+        .send()
+        .await
+        .map_err(|e| aws("ExecuteChangeSet", &arn, e))?;
+    let mut watcher = Watcher::new(&stack_id, &stack.name, &options.change_set_name, started);
+    let deadline = Instant::now() + options.timeout;
+    let mut pause = options.first_poll;
+    loop {
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(options.max_poll);
+        let now = match cf.describe_stacks().stack_name(&stack_id).send().await {
+            Ok(out) => out.stacks().first().cloned(),
+            Err(error) if ErrorKind::of(&error) == ErrorKind::Throttled => continue,
+            Err(error) => return Err(aws("DescribeStacks", &stack_id, error)),
+        };
+        watcher.poll(cf, &stack.name, on_event).await?;
+        let Some(now) = now else { continue };
+        let status = status_of(&now);
+        if status.ends_with("_IN_PROGRESS") {
+            if Instant::now() + pause > deadline {
+                result.outcome = StackOutcome::TimedOut {
+                    status,
+                    next: format!(
+                        "it goes on in CloudFormation; watch it with `aws cloudformation describe-stack-events --stack-name {}`, or deploy again when it ends",
+                        stack.stack_name
+                    ),
+                };
+                return Ok(result);
+            }
+            continue;
+        }
+        result.outputs = outputs_of(&now);
+        if matches!(status.as_str(), "CREATE_COMPLETE" | "UPDATE_COMPLETE" | "IMPORT_COMPLETE") {
+            result.outcome = StackOutcome::Deployed { change_set: options.change_set_name.clone() };
+        } else {
+            let root_cause = watcher.root_cause().or_else(|| {
+                now.stack_status_reason().map(|reason| RootCause {
+                    path: stack.name.clone(),
+                    resource_type: "AWS::CloudFormation::Stack".into(),
+                    status: status.clone(),
+                    reason: reason.to_string(),
+                })
+            });
+            result.outcome =
+                StackOutcome::Failed { status, root_cause, change_set: Some(options.change_set_name.clone()) };
+        }
+        return Ok(result);
+    }
+}
+
+/// Outputs of a stack that had nothing to change.
+async fn finish_unchanged(
+    cf: &CloudFormation,
+    stack: &StackPlan,
+    mut result: StackResult,
+) -> Result<StackResult, Error> {
+    if let Some(now) = describe_stack(cf, &stack.stack_name).await? {
+        result.stack_id = now.stack_id().map(str::to_string);
+        result.outputs = outputs_of(&now);
+    }
+    Ok(result)
+}
+
+/// CreateChangeSet's way of saying "nothing to do" for an identical template and parameters.
+///
+/// CloudFormation has no code of its own for it: the error is the generic `ValidationError`
+/// whose documented message is "No updates are to be performed." (see the aws-cli's
+/// `--no-fail-on-empty-changeset`). This is the one place that reads an AWS message, and only
+/// together with that code.
+fn is_no_updates_error<E: ProvideErrorMetadata, R>(error: &SdkError<E, R>) -> bool {
+    error.as_service_error().is_some_and(|e| {
+        e.code() == Some("ValidationError") && e.message().is_some_and(|m| m.contains("No updates are to be performed"))
+    })
+}
+
+/// A change set that ended FAILED because it holds no change (its documented status reason,
+/// "The submitted information didn't contain changes. Submit different information to create
+/// a change set."). Status reasons have no codes; this is the documented no-op signal.
+fn is_no_changes_reason(reason: &str) -> bool {
+    reason.contains("didn't contain changes") || reason.contains("No updates are to be performed")
+}
+
+async fn delete_change_set(cf: &CloudFormation, arn: &str) -> Result<(), Error> {
+    match cf.delete_change_set().change_set_name(arn).send().await {
+        Ok(_) => Ok(()),
+        Err(error) if ErrorKind::of(&error) == ErrorKind::NotFound => Ok(()),
+        Err(error) => Err(aws("DeleteChangeSet", arn, error)),
+    }
+}
+
+fn same_parameters(current: &Stack, stack: &StackPlan, parameters: &BTreeMap<String, String>) -> bool {
+    let deployed: BTreeMap<&str, &str> = current
+        .parameters()
+        .iter()
+        .filter_map(|p| Some((p.parameter_key()?, p.parameter_value().unwrap_or_default())))
+        .collect();
+    let mut wanted: BTreeMap<&str, &str> = BTreeMap::new();
+    for (name, default) in &stack.declared {
+        if let Some(value) = parameters.get(name).map(String::as_str).or(default.as_deref()) {
+            wanted.insert(name, value);
+        }
+    }
+    // A NoEcho value reads back as asterisks: it cannot be compared, so let CloudFormation decide.
+    !deployed.values().any(|v| *v == "****") && deployed == wanted
+}
+
+fn same_tags(current: &Stack, stack: &StackPlan) -> bool {
+    let deployed: BTreeMap<&str, &str> =
+        current.tags().iter().filter_map(|t| Some((t.key()?, t.value().unwrap_or_default()))).collect();
+    deployed.len() == stack.tags.len() && stack.tags.iter().all(|(k, v)| deployed.get(k.as_str()) == Some(&v.as_str()))
+}
+
+/// A change set's changes, and those of its nested change sets, as preview lines.
+async fn collect_changes(
+    cf: &CloudFormation,
+    first: aws_sdk_cloudformation::operation::describe_change_set::DescribeChangeSetOutput,
+    path: &str,
+    out: &mut Vec<ResourceChange>,
+    depth: usize,
+) -> Result<(), Error> {
+    let mut page = first;
+    loop {
+        for change in page.changes() {
+            let Some(resource) = change.resource_change() else { continue };
+            let logical = resource.logical_resource_id().unwrap_or_default();
+            let line = ResourceChange {
+                action: resource.action().map(|a| a.as_str().to_string()).unwrap_or_default(),
+                replacement: (resource.action() == Some(&ChangeAction::Modify))
+                    .then(|| resource.replacement().map(Replacement::as_str).unwrap_or("False").to_string()),
+                path: format!("{path}/{logical}"),
+                resource_type: resource.resource_type().unwrap_or_default().to_string(),
+            };
+            out.push(line);
+            if let Some(nested) = resource.change_set_id().filter(|_| depth < 8) {
+                let nested_page = cf
+                    .describe_change_set()
+                    .change_set_name(nested)
+                    .send()
+                    .await
+                    .map_err(|e| aws("DescribeChangeSet", nested, e))?;
+                Box::pin(collect_changes(cf, nested_page, &format!("{path}/{logical}"), out, depth + 1)).await?;
+            }
+        }
+        let Some(token) = page.next_token().map(str::to_string) else { return Ok(()) };
+        let id = page.change_set_id().unwrap_or_default().to_string();
+        page = cf
+            .describe_change_set()
+            .change_set_name(&id)
+            .next_token(token)
+            .send()
+            .await
+            .map_err(|e| aws("DescribeChangeSet", &id, e))?;
+    }
+}
+
+/// Follows the events of a stack and of the nested stacks it reveals.
+struct Watcher {
+    /// Stack id → logical path.
+    stacks: Vec<(String, String)>,
+    seen: HashSet<String>,
+    failures: Vec<(SystemTime, RootCause)>,
+    token: String,
+    since: SystemTime,
+}
+
+/// Reasons that are consequences of another failure, never the cause.
+fn is_consequence(reason: &str) -> bool {
+    reason.contains("Resource creation cancelled")
+        || reason.contains("Resource update cancelled")
+        || reason.starts_with("Embedded stack ")
+        || reason.contains("The following resource(s) failed to")
+}
+
+impl Watcher {
+    fn new(stack_id: &str, path: &str, token: &str, since: SystemTime) -> Watcher {
+        Watcher {
+            stacks: vec![(stack_id.to_string(), path.to_string())],
+            seen: HashSet::new(),
+            failures: Vec::new(),
+            token: token.to_string(),
+            since,
+        }
+    }
+
+    async fn poll(&mut self, cf: &CloudFormation, stack: &str, on_event: &(dyn Fn(Event) + Sync)) -> Result<(), Error> {
+        let mut index = 0;
+        while index < self.stacks.len() {
+            let (id, path) = self.stacks[index].clone();
+            index += 1;
+            let mut fresh = Vec::new();
+            let mut token: Option<String> = None;
+            'pages: for _ in 0..5 {
+                let out = match cf.describe_stack_events().stack_name(&id).set_next_token(token.clone()).send().await {
+                    Ok(out) => out,
+                    Err(error) if ErrorKind::of(&error) == ErrorKind::Throttled => break,
+                    Err(error) => return Err(aws("DescribeStackEvents", &id, error)),
+                };
+                for event in out.stack_events() {
+                    let event_id = event.event_id().unwrap_or_default().to_string();
+                    let when = event.timestamp().and_then(|t| SystemTime::try_from(*t).ok());
+                    // Ours: the execute's request token, or (nested stacks' events, emulators)
+                    // since the execute, with a minute's leeway for clocks.
+                    let recent = when.is_none_or(|w| w + Duration::from_secs(60) >= self.since);
+                    let ours = event.client_request_token() == Some(self.token.as_str()) || recent;
+                    // Newest first: a seen or older event means the rest is older still.
+                    if self.seen.contains(&event_id) || !ours {
+                        break 'pages;
+                    }
+                    if ours {
+                        fresh.push(event.clone());
+                    }
+                }
+                token = out.next_token().map(str::to_string);
+                if token.is_none() {
+                    break;
+                }
+            }
+            for event in fresh.into_iter().rev() {
+                let event_id = event.event_id().unwrap_or_default().to_string();
+                if !self.seen.insert(event_id) {
+                    continue;
+                }
+                let logical = event.logical_resource_id().unwrap_or_default();
+                let physical = event.physical_resource_id().unwrap_or_default();
+                let own = event.stack_id() == Some(physical);
+                let event_path = if own { path.clone() } else { format!("{path}/{logical}") };
+                let resource_type = event.resource_type().unwrap_or_default();
+                if resource_type == "AWS::CloudFormation::Stack"
+                    && !own
+                    && physical.starts_with("arn:")
+                    && !self.stacks.iter().any(|(s, _)| s == physical)
+                {
+                    self.stacks.push((physical.to_string(), event_path.clone()));
+                }
+                let status = event.resource_status().map(|s| s.as_str().to_string()).unwrap_or_default();
+                let reason = event.resource_status_reason().map(str::to_string);
+                if status.ends_with("_FAILED")
+                    && let Some(reason) = reason.as_deref().filter(|r| !r.is_empty() && !is_consequence(r))
+                {
+                    let when = event.timestamp().and_then(|t| SystemTime::try_from(*t).ok()).unwrap_or(self.since);
+                    self.failures.push((
+                        when,
+                        RootCause {
+                            path: event_path.clone(),
+                            resource_type: resource_type.to_string(),
+                            status: status.clone(),
+                            reason: reason.to_string(),
+                        },
+                    ));
+                }
+                on_event(Event::Resource {
+                    stack: stack.to_string(),
+                    path: event_path,
+                    resource_type: resource_type.to_string(),
+                    status,
+                    reason,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn root_cause(&self) -> Option<RootCause> {
+        self.failures.iter().min_by_key(|(when, _)| *when).map(|(_, cause)| cause.clone())
+    }
+}
+
+/// Resolves a stack's parameters: literals, outputs of stacks already deployed, environment variables.
+pub fn resolve_parameters(
+    stack: &StackPlan,
+    outputs: &BTreeMap<String, BTreeMap<String, String>>,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<BTreeMap<String, String>, Error> {
+    let mut resolved = BTreeMap::new();
+    for (name, value) in &stack.parameters {
+        let text = match value {
+            ParameterValue::Literal(text) => text.clone(),
+            ParameterValue::Env { env } => lookup(env).ok_or_else(|| Error::MissingEnvVar {
+                stack: stack.name.clone(),
+                parameter: name.clone(),
+                var: env.clone(),
+            })?,
+            ParameterValue::Output { output } => {
+                let (other, key) = output.split_once('.').unwrap_or((output, ""));
+                outputs.get(other).and_then(|o| o.get(key)).cloned().ok_or_else(|| Error::MissingOutput {
+                    stack: stack.name.clone(),
+                    parameter: name.clone(),
+                    output: output.clone(),
+                })?
+            }
+        };
+        resolved.insert(name.clone(), text);
+    }
+    Ok(resolved)
+}
+
+/// Updates the code of the stack's fixed-code functions whose package changed, each only when
+/// Lambda's `CodeSha256` differs (through `lambda_packager::update`).
+pub async fn update_code(
+    clients: &Clients,
+    plan: &Plan,
+    stack: &StackPlan,
+    stack_id: &str,
+    options: &ApplyOptions,
+    on_event: &(dyn Fn(Event) + Sync),
+) -> Result<Vec<String>, Error> {
+    let limiter = lambda_packager::update::RateLimiter::per_second(lambda_packager::update::DEFAULT_CALLS_PER_SECOND);
+    let mut updated = Vec::new();
+    for update in stack.code_updates.iter().filter(|u| u.package.changed) {
+        // Walk the logical path down to the function's physical name.
+        let mut current = stack_id.to_string();
+        for logical in &update.path {
+            let out = clients
+                .cloudformation
+                .describe_stack_resource()
+                .stack_name(&current)
+                .logical_resource_id(logical)
+                .send()
+                .await
+                .map_err(|e| aws("DescribeStackResource", logical, e))?;
+            current =
+                out.stack_resource_detail().and_then(|d| d.physical_resource_id()).unwrap_or_default().to_string();
+        }
+        let source = lambda_packager::update::CodeSource::S3 { bucket: plan.bucket.clone(), key: update.key.clone() };
+        let outcome = lambda_packager::update::update_if_changed(
+            &clients.lambda,
+            &limiter,
+            &current,
+            &update.package,
+            &source,
+            options.code_update_timeout,
+        )
+        .await
+        .map_err(|source| Error::CodeUpdate { function: update.function.clone(), source })?;
+        let changed = matches!(outcome, lambda_packager::update::CodeUpdateOutcome::Updated { .. });
+        on_event(Event::Code { function: update.function.clone(), physical: current.clone(), updated: changed });
+        if changed {
+            updated.push(update.function.clone());
+        }
+    }
+    Ok(updated)
+}

@@ -1,0 +1,145 @@
+//! `stack-deployer`: deploys the CloudFormation stacks of `[deploy]` through change sets.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use aws_target::TargetArgs;
+use clap::Parser;
+use run_state::cli::StageArgs;
+use stack_deployer::{Clients, Event, StageOptions};
+
+/// Deploys the stacks of [deploy] in pipeline.toml to one environment: artifacts uploaded under
+/// content-addressed keys, unchanged stacks left alone, one change set per changed stack,
+/// previewed, executed and watched, with the root cause of a failure; the outputs go to the
+/// run's stack-outputs.json and the run's deploy step is recorded per component.
+///
+/// Exit codes: 0 deployed or unchanged, 1 a deploy failed or rolled back, 2 usage,
+/// configuration or credentials, 3 blocked by a stack's state, 4 timed out while still in progress.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    #[command(flatten)]
+    stage: StageArgs,
+    #[command(flatten)]
+    target: TargetArgs,
+    /// The environment ([deploy.environments.NAME]).
+    #[arg(long = "env", value_name = "NAME")]
+    environment: String,
+    /// The run folder [default: the latest run].
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
+    /// Print the plan and change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Stop after each change set's preview and leave the change set for review.
+    #[arg(long)]
+    no_execute: bool,
+    /// Delete and create again a stack left ROLLBACK_COMPLETE by a failed first create.
+    #[arg(long)]
+    recreate_failed: bool,
+    /// Only this stack (repeatable), deployed whether or not its components changed.
+    #[arg(long = "only", value_name = "STACK")]
+    only: Vec<String>,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    run_state::cli::main_with_code("stack-deployer", || run(args))
+}
+
+#[allow(clippy::print_stderr)]
+fn render(event: Event) {
+    match event {
+        Event::Artifact { key, uploaded: true } => eprintln!("uploaded {key}"),
+        Event::Artifact { key, uploaded: false } => eprintln!("already there: {key}"),
+        Event::Stack { stack, message } => eprintln!("{stack}: {message}"),
+        Event::Preview { stack, change_set, changes } => {
+            eprintln!("{stack}: change set {change_set}: {} change(s)", changes.len());
+            for change in changes {
+                eprintln!("  {change}");
+            }
+        }
+        Event::Resource { path, status, reason, resource_type, .. } => match reason {
+            // CloudFormation's reasons can quote property values: redacted like every log.
+            Some(reason) if !reason.is_empty() => {
+                eprintln!("{path} ({resource_type}) {status}: {}", run_state::redact::redact(&reason))
+            }
+            _ => eprintln!("{path} ({resource_type}) {status}"),
+        },
+        Event::Code { function, physical, updated: true } => eprintln!("{function}: code updated ({physical})"),
+        Event::Code { function, updated: false, .. } => eprintln!("{function}: code already current"),
+        Event::Done { stack, outcome } => eprintln!("{stack}: {}", run_state::redact::redact(&outcome.to_string())),
+    }
+}
+
+#[allow(clippy::print_stderr)]
+fn run(args: Args) -> anyhow::Result<u8> {
+    let context = args.stage.context()?;
+    let run = context.run_dir(args.run_dir.as_deref())?;
+    let options = StageOptions {
+        environment: args.environment.clone(),
+        only: args.only.clone(),
+        no_execute: args.no_execute,
+        recreate_failed: args.recreate_failed,
+        first_poll: None,
+    };
+    let lookup = |name: &str| std::env::var(name).ok();
+    if args.dry_run {
+        let (_, plan) = stack_deployer::plan_stage(&context, &run, &options, &lookup)?;
+        run_state::cli::print(&plan.describe())?;
+        return Ok(0);
+    }
+    let store = context.store()?;
+    // What the stage cannot record itself (the environment's target, the credentials) is
+    // recorded here, so every refusal shows in the store.
+    let failed = |error: anyhow::Error| -> anyhow::Error {
+        let _ = stack_deployer::stage::record_failure(&context, &run, &store, error.as_ref());
+        error
+    };
+    let env = environment(&context, &args.environment).map_err(|e| failed(e.into()))?;
+    let mut target = args.target.target();
+    if target.region.is_none() {
+        target.region = env.region.clone();
+    }
+    if let Some((role_arn, external_id)) = &env.role {
+        target.assume_role = Some(aws_target::AssumeRole {
+            role_arn: role_arn.clone(),
+            external_id: external_id.clone(),
+            session_name: format!("stack-deployer-{}", env.name),
+        });
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let report = runtime.block_on(async {
+        let config = aws_target::load(&target).await.map_err(|e| failed(e.into()))?;
+        if !aws_target::has_custom_endpoint(&config) {
+            // A real account: say which before anything changes.
+            let identity = aws_target::identity(&config).await.map_err(|e| failed(e.into()))?;
+            eprintln!("stack-deployer: deploying `{}` to {identity}", env.name);
+        }
+        let clients = Clients {
+            s3: aws_target::s3(&config, None),
+            cloudformation: aws_target::cloudformation(&config, None),
+            lambda: aws_target::lambda(&config, None),
+        };
+        let report =
+            stack_deployer::run_stage(&context, &run, &store, &clients, &options, &lookup, &|e| render(e)).await?;
+        anyhow::Ok(report)
+    })?;
+    if args.json {
+        run_state::cli::print(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
+    } else {
+        run_state::cli::print(&report.summary())?;
+    }
+    Ok(report.exit_code())
+}
+
+fn environment(
+    context: &run_state::StageContext,
+    name: &str,
+) -> Result<stack_deployer::Environment, stack_deployer::Error> {
+    let config = context.required_config()?;
+    Ok(stack_deployer::DeploySettings::from_config(config)?.environment(config, name)?)
+}

@@ -1,0 +1,522 @@
+//! `[deploy]` in `pipeline.toml`: the artifact bucket, the stacks and the environments.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use pipeline_config::{ConfigError, ConfigFile, Spanned};
+use serde::Deserialize;
+
+/// `[deploy]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploySettings {
+    /// The bucket templates and zips are uploaded to (`{env}` is replaced); an environment may
+    /// name its own.
+    #[serde(default)]
+    pub artifact_bucket: Option<Spanned<String>>,
+    /// The key prefix of every uploaded object (`{env}` is replaced).
+    #[serde(default)]
+    pub key_prefix: Option<String>,
+    /// How many independent stacks deploy at once (2 when unset).
+    #[serde(default)]
+    pub parallelism: Option<usize>,
+    /// The longest a stack may take to deploy before the deployer stops watching (30m when unset).
+    #[serde(default, deserialize_with = "pipeline_config::duration")]
+    pub timeout: Option<Duration>,
+    /// The longest a change set may take to be created (5m when unset).
+    #[serde(default, deserialize_with = "pipeline_config::duration")]
+    pub change_set_timeout: Option<Duration>,
+    /// How long a stack's lock in the status store holds before another deploy may take it over
+    /// (2h when unset).
+    #[serde(default, deserialize_with = "pipeline_config::duration")]
+    pub lock_ttl: Option<Duration>,
+    /// The stacks, by name.
+    #[serde(default)]
+    pub stacks: BTreeMap<String, StackSettings>,
+    /// Per-environment settings (`dev`, `prod`).
+    #[serde(default)]
+    pub environments: BTreeMap<String, EnvironmentSettings>,
+}
+
+/// `[deploy.stacks.NAME]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StackSettings {
+    /// The template, relative to the monorepo root.
+    pub template: Spanned<String>,
+    /// The CloudFormation stack name; `{env}` is replaced by the environment.
+    pub stack_name: Spanned<String>,
+    /// Parameter values.
+    #[serde(default)]
+    pub parameters: BTreeMap<String, Spanned<ParameterValue>>,
+    /// Stack tags.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    /// The capabilities acknowledged (`CAPABILITY_IAM`, `CAPABILITY_NAMED_IAM`, `CAPABILITY_AUTO_EXPAND`).
+    #[serde(default)]
+    pub capabilities: Vec<Spanned<String>>,
+    /// The components whose change requires this stack (from the run's diff).
+    #[serde(default)]
+    pub components: Vec<Spanned<String>>,
+    /// Stacks deployed before this one (a parameter's `output` adds its stack too).
+    #[serde(default)]
+    pub depends_on: Vec<Spanned<String>>,
+}
+
+/// A parameter's value.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum ParameterValue {
+    /// Written as is (`{env}` is replaced).
+    Literal(String),
+    /// Another stack's output: `{ output = "stack.OutputKey" }`.
+    Output {
+        /// `STACK.OUTPUT`.
+        output: String,
+    },
+    /// An environment variable of the deploying process: `{ env = "VAR" }` (never printed).
+    Env {
+        /// The variable.
+        env: String,
+    },
+}
+
+/// `[deploy.environments.NAME]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvironmentSettings {
+    /// The region its stacks live in.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Its own artifact bucket (another account's).
+    #[serde(default)]
+    pub artifact_bucket: Option<String>,
+    /// A role to assume to reach its account.
+    #[serde(default)]
+    pub role_arn: Option<String>,
+    /// The external id the role's trust policy asks for.
+    #[serde(default)]
+    pub external_id: Option<String>,
+    /// Per-stack overrides.
+    #[serde(default)]
+    pub stacks: BTreeMap<String, StackOverride>,
+}
+
+/// `[deploy.environments.ENV.stacks.NAME]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StackOverride {
+    /// Another stack name in this environment.
+    #[serde(default)]
+    pub stack_name: Option<String>,
+    /// Parameter values replacing (or adding to) the stack's.
+    #[serde(default)]
+    pub parameters: BTreeMap<String, Spanned<ParameterValue>>,
+}
+
+/// The capabilities CloudFormation knows.
+pub const CAPABILITIES: &[&str] = &["CAPABILITY_IAM", "CAPABILITY_NAMED_IAM", "CAPABILITY_AUTO_EXPAND"];
+
+/// One stack as an environment deploys it, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StackSpec {
+    /// Its name under `[deploy.stacks]`.
+    pub name: String,
+    /// The template path, relative to the monorepo root.
+    pub template: String,
+    /// The CloudFormation stack name, `{env}` replaced.
+    pub stack_name: String,
+    /// Parameter values (literals with `{env}` replaced).
+    pub parameters: BTreeMap<String, ParameterValue>,
+    /// Tags.
+    pub tags: BTreeMap<String, String>,
+    /// Capabilities acknowledged.
+    pub capabilities: BTreeSet<String>,
+    /// Components that require it.
+    pub components: Vec<String>,
+    /// Stacks deployed first (written, and those whose outputs it reads).
+    pub depends_on: BTreeSet<String>,
+}
+
+/// One environment's deploy, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Environment {
+    /// `dev`, `prod` …
+    pub name: String,
+    /// The region, if the config names one.
+    pub region: Option<String>,
+    /// The artifact bucket.
+    pub artifact_bucket: String,
+    /// The key prefix (no trailing `/`; may be empty).
+    pub key_prefix: String,
+    /// A role to assume, with its external id.
+    pub role: Option<(String, Option<String>)>,
+    /// Stacks in dependency order (dependencies first).
+    pub stacks: Vec<StackSpec>,
+    /// How many stacks deploy at once.
+    pub parallelism: usize,
+    /// The longest wait for one stack.
+    pub timeout: Duration,
+    /// The longest wait for a change set.
+    pub change_set_timeout: Duration,
+    /// The lock's time to live.
+    pub lock_ttl: Duration,
+}
+
+impl DeploySettings {
+    /// The section of `pipeline.toml` this crate owns.
+    pub const SECTION: &'static str = "deploy";
+
+    /// Parses `[deploy]` of a config read once.
+    pub fn from_config(config: &ConfigFile) -> Result<DeploySettings, ConfigError> {
+        let settings: DeploySettings = config.section(Self::SECTION)?;
+        // Check every environment (and the stacks without one) now, so a mistake in `prod`
+        // shows on the first `dev` deploy.
+        settings.environment(config, "dev")?;
+        for env in settings.environments.keys() {
+            settings.environment(config, env)?;
+        }
+        Ok(settings)
+    }
+
+    /// The deploy of one environment: names checked, overrides applied, `{env}` replaced,
+    /// stacks ordered so dependencies come first.
+    pub fn environment(&self, config: &ConfigFile, env: &str) -> Result<Environment, ConfigError> {
+        let (file, text) = (config.path.as_path(), config.text.as_str());
+        let at = |span: std::ops::Range<usize>, key: String, message: String| {
+            ConfigError::at(file, text, span, key, message)
+        };
+        if self.stacks.is_empty() {
+            return Err(ConfigError::file(
+                file,
+                "deploy.stacks: no stacks; add a [deploy.stacks.NAME] with `template` and `stack_name`",
+            ));
+        }
+        pipeline_config::check_name(env).map_err(|m| ConfigError::file(file, format!("environment: {m}")))?;
+        let env_settings = match self.environments.get(env) {
+            Some(settings) => settings.clone(),
+            None if self.environments.is_empty() => EnvironmentSettings::default(),
+            None => {
+                return Err(ConfigError::file(
+                    file,
+                    format!(
+                        "deploy.environments: no environment `{env}`; add [deploy.environments.{env}] or use one of: {}",
+                        self.environments.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+            }
+        };
+        let env_key = format!("deploy.environments.{env}");
+        if let Some(region) = &env_settings.region
+            && !aws_target::is_region_name(region)
+        {
+            return Err(ConfigError::file(
+                file,
+                format!("{env_key}.region: `{region}` is not a region name (like `us-east-1`)"),
+            ));
+        }
+        if env_settings.external_id.is_some() && env_settings.role_arn.is_none() {
+            return Err(ConfigError::file(file, format!("{env_key}.external_id: set without role_arn; add role_arn")));
+        }
+        if let Some(role) = &env_settings.role_arn
+            && !role.starts_with("arn:")
+        {
+            return Err(ConfigError::file(file, format!("{env_key}.role_arn: `{role}` is not a role ARN")));
+        }
+        for name in env_settings.stacks.keys() {
+            if !self.stacks.contains_key(name) {
+                return Err(ConfigError::file(
+                    file,
+                    format!("{env_key}.stacks.{name}: no stack `{name}` in [deploy.stacks]; fix the name"),
+                ));
+            }
+        }
+        let bucket = match (&env_settings.artifact_bucket, &self.artifact_bucket) {
+            (Some(bucket), _) => bucket.replace("{env}", env),
+            (None, Some(bucket)) => bucket.get_ref().replace("{env}", env),
+            (None, None) => {
+                return Err(ConfigError::file(
+                    file,
+                    "deploy.artifact_bucket: missing; name the bucket templates and zips are uploaded to",
+                ));
+            }
+        };
+        if !valid_bucket(&bucket) {
+            let span = self.artifact_bucket.as_ref().map_or(0..0, Spanned::span);
+            return Err(at(
+                span,
+                "deploy.artifact_bucket".into(),
+                format!("`{bucket}` is not a bucket name (3-63 lowercase letters, digits, `.` and `-`)"),
+            ));
+        }
+        let key_prefix =
+            self.key_prefix.clone().unwrap_or_default().replace("{env}", env).trim_matches('/').to_string();
+        if key_prefix.split('/').any(|part| part == ".." || part == ".")
+            || !key_prefix.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
+        {
+            return Err(ConfigError::file(
+                file,
+                format!(
+                    "deploy.key_prefix: `{key_prefix}` is not a safe key prefix; use letters, digits, `-`, `_`, `.` and `/`"
+                ),
+            ));
+        }
+
+        let mut specs = BTreeMap::new();
+        for (name, stack) in &self.stacks {
+            let key = format!("deploy.stacks.{name}");
+            pipeline_config::check_name(name).map_err(|m| at(stack.template.span(), key.clone(), m))?;
+            let template = stack.template.get_ref();
+            if template.starts_with('/') || template.split('/').any(|p| p == "..") || template.is_empty() {
+                return Err(at(
+                    stack.template.span(),
+                    format!("{key}.template"),
+                    format!("`{template}` must be a path inside the monorepo, relative to its root"),
+                ));
+            }
+            let overrides = env_settings.stacks.get(name).cloned().unwrap_or_default();
+            let stack_name = overrides
+                .stack_name
+                .clone()
+                .unwrap_or_else(|| stack.stack_name.get_ref().clone())
+                .replace("{env}", env);
+            if !valid_stack_name(&stack_name) {
+                return Err(at(
+                    stack.stack_name.span(),
+                    format!("{key}.stack_name"),
+                    format!("`{stack_name}` is not a stack name (a letter, then letters, digits and `-`, at most 128)"),
+                ));
+            }
+            for capability in &stack.capabilities {
+                if !CAPABILITIES.contains(&capability.get_ref().as_str()) {
+                    return Err(at(
+                        capability.span(),
+                        format!("{key}.capabilities"),
+                        format!(
+                            "`{}` is not a capability; write one of {}",
+                            capability.get_ref(),
+                            CAPABILITIES.join(", ")
+                        ),
+                    ));
+                }
+            }
+            let mut depends_on = BTreeSet::new();
+            for dep in &stack.depends_on {
+                if !self.stacks.contains_key(dep.get_ref()) || dep.get_ref() == name {
+                    return Err(at(
+                        dep.span(),
+                        format!("{key}.depends_on"),
+                        format!("`{}` is not another stack of [deploy.stacks]", dep.get_ref()),
+                    ));
+                }
+                depends_on.insert(dep.get_ref().clone());
+            }
+            let mut parameters = BTreeMap::new();
+            let written = stack.parameters.iter().map(|(k, v)| (k, v, format!("{key}.parameters.{k}")));
+            let overridden =
+                overrides.parameters.iter().map(|(k, v)| (k, v, format!("{env_key}.stacks.{name}.parameters.{k}")));
+            for (param, value, param_key) in written.chain(overridden) {
+                let value = match value.get_ref() {
+                    ParameterValue::Literal(text) => ParameterValue::Literal(text.replace("{env}", env)),
+                    ParameterValue::Output { output } => {
+                        let Some((other, _)) = output
+                            .split_once('.')
+                            .filter(|(s, o)| self.stacks.contains_key(*s) && !o.is_empty() && s != name)
+                        else {
+                            return Err(at(
+                                value.span(),
+                                param_key,
+                                format!("`{output}` must be `STACK.OUTPUT` naming another stack of [deploy.stacks]"),
+                            ));
+                        };
+                        depends_on.insert(other.to_string());
+                        ParameterValue::Output { output: output.clone() }
+                    }
+                    ParameterValue::Env { env: var } => {
+                        if var.is_empty() || !var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                            return Err(at(
+                                value.span(),
+                                param_key,
+                                format!("`{var}` is not an environment variable name"),
+                            ));
+                        }
+                        ParameterValue::Env { env: var.clone() }
+                    }
+                };
+                parameters.insert(param.clone(), value);
+            }
+            specs.insert(
+                name.clone(),
+                StackSpec {
+                    name: name.clone(),
+                    template: template.clone(),
+                    stack_name,
+                    parameters,
+                    tags: stack.tags.iter().map(|(k, v)| (k.clone(), v.replace("{env}", env))).collect(),
+                    capabilities: stack.capabilities.iter().map(|c| c.get_ref().clone()).collect(),
+                    components: stack.components.iter().map(|c| c.get_ref().clone()).collect(),
+                    depends_on,
+                },
+            );
+        }
+        let stacks = order(file, specs)?;
+        let mut names = BTreeSet::new();
+        for stack in &stacks {
+            if !names.insert(stack.stack_name.clone()) {
+                return Err(ConfigError::file(
+                    file,
+                    format!(
+                        "deploy.stacks.{}.stack_name: `{}` is used by two stacks in `{env}`",
+                        stack.name, stack.stack_name
+                    ),
+                ));
+            }
+        }
+        let parallelism = self.parallelism.unwrap_or(2);
+        if parallelism == 0 || parallelism > 32 {
+            return Err(ConfigError::file(file, "deploy.parallelism: write a number from 1 to 32"));
+        }
+        Ok(Environment {
+            name: env.to_string(),
+            region: env_settings.region,
+            artifact_bucket: bucket,
+            key_prefix,
+            role: env_settings.role_arn.map(|arn| (arn, env_settings.external_id)),
+            stacks,
+            parallelism,
+            timeout: self.timeout.unwrap_or(Duration::from_secs(30 * 60)),
+            change_set_timeout: self.change_set_timeout.unwrap_or(Duration::from_secs(5 * 60)),
+            lock_ttl: self.lock_ttl.unwrap_or(Duration::from_secs(2 * 3600)),
+        })
+    }
+}
+
+/// Dependencies first; a cycle is an error naming it.
+fn order(file: &std::path::Path, mut specs: BTreeMap<String, StackSpec>) -> Result<Vec<StackSpec>, ConfigError> {
+    let mut done: BTreeSet<String> = BTreeSet::new();
+    let mut ordered = Vec::new();
+    while !specs.is_empty() {
+        let ready: Vec<String> =
+            specs.values().filter(|s| s.depends_on.iter().all(|d| done.contains(d))).map(|s| s.name.clone()).collect();
+        if ready.is_empty() {
+            let cycle: Vec<String> = specs.keys().cloned().collect();
+            return Err(ConfigError::file(
+                file,
+                format!(
+                    "deploy.stacks: the stacks {} depend on each other in a cycle; remove one `depends_on` or `output`",
+                    cycle.join(", ")
+                ),
+            ));
+        }
+        for name in ready {
+            if let Some(spec) = specs.remove(&name) {
+                done.insert(name);
+                ordered.push(spec);
+            }
+        }
+    }
+    Ok(ordered)
+}
+
+/// Whether a name is a CloudFormation stack name.
+pub fn valid_stack_name(name: &str) -> bool {
+    name.len() <= 128
+        && name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+}
+
+/// Whether a name is an S3 bucket name.
+pub fn valid_bucket(name: &str) -> bool {
+    (3..=63).contains(&name.len())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric())
+        && !name.contains("..")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(text: &str) -> ConfigFile {
+        ConfigFile::from_text("pipeline.toml".as_ref(), text)
+    }
+
+    const BASE: &str = r#"
+[deploy]
+artifact_bucket = "artifacts-{env}"
+key_prefix = "app/{env}"
+
+[deploy.stacks.data]
+template = "cfn/data.yaml"
+stack_name = "app-data-{env}"
+parameters = { Environment = "{env}", Secret = { env = "DB_PASSWORD" } }
+components = ["infra"]
+
+[deploy.stacks.api]
+template = "cfn/api.yaml"
+stack_name = "app-api-{env}"
+parameters = { Table = { output = "data.TableName" } }
+
+[deploy.environments.dev]
+region = "us-east-1"
+
+[deploy.environments.prod]
+region = "eu-west-1"
+artifact_bucket = "prod-artifacts"
+role_arn = "arn:aws:iam::123456789012:role/deploy"
+external_id = "ext-1"
+
+[deploy.environments.prod.stacks.api]
+stack_name = "api-production"
+parameters = { Extra = "x" }
+"#;
+
+    #[test]
+    fn environments_apply_their_overrides_and_order_dependencies_first() {
+        let config = config(BASE);
+        let settings = DeploySettings::from_config(&config).unwrap();
+        let dev = settings.environment(&config, "dev").unwrap();
+        assert_eq!(dev.artifact_bucket, "artifacts-dev");
+        assert_eq!(dev.key_prefix, "app/dev");
+        assert_eq!(dev.stacks.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["data", "api"]);
+        assert_eq!(dev.stacks[0].parameters["Environment"], ParameterValue::Literal("dev".into()));
+        assert_eq!(dev.stacks[1].depends_on, BTreeSet::from(["data".to_string()]));
+        let prod = settings.environment(&config, "prod").unwrap();
+        assert_eq!(prod.artifact_bucket, "prod-artifacts");
+        assert_eq!(prod.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(prod.role, Some(("arn:aws:iam::123456789012:role/deploy".into(), Some("ext-1".into()))));
+        assert_eq!(prod.stacks[1].stack_name, "api-production");
+        assert_eq!(prod.stacks[1].parameters["Extra"], ParameterValue::Literal("x".into()));
+        assert_eq!(prod.stacks[0].stack_name, "app-data-prod");
+        let err = settings.environment(&config, "qa").unwrap_err().to_string();
+        assert!(err.contains("no environment `qa`"), "{err}");
+    }
+
+    #[test]
+    fn mistakes_name_the_file_line_and_key() {
+        let unknown = BASE.replace("components = [\"infra\"]", "component = [\"infra\"]");
+        let err = DeploySettings::from_config(&config(&unknown)).unwrap_err().to_string();
+        assert!(err.starts_with("pipeline.toml:10: deploy.stacks.data.component: unknown field"), "{err}");
+
+        let bad_output = BASE.replace("data.TableName", "nowhere.TableName");
+        let err = DeploySettings::from_config(&config(&bad_output)).unwrap_err().to_string();
+        assert!(err.starts_with("pipeline.toml:15: deploy.stacks.api.parameters.Table:"), "{err}");
+
+        let bad_cap = BASE.replace("components = [\"infra\"]", "capabilities = [\"CAPABILITY_ALL\"]");
+        let err = DeploySettings::from_config(&config(&bad_cap)).unwrap_err().to_string();
+        assert!(err.starts_with("pipeline.toml:10: deploy.stacks.data.capabilities: `CAPABILITY_ALL`"), "{err}");
+
+        let bad_name = BASE.replace("app-api-{env}", "app_api");
+        let err = DeploySettings::from_config(&config(&bad_name)).unwrap_err().to_string();
+        assert!(err.starts_with("pipeline.toml:14: deploy.stacks.api.stack_name:"), "{err}");
+
+        let cycle = BASE.replace("parameters = { Environment", "depends_on = [\"api\"]\nparameters = { Environment");
+        let err = DeploySettings::from_config(&config(&cycle)).unwrap_err().to_string();
+        assert!(err.contains("cycle"), "{err}");
+
+        let region = BASE.replace("eu-west-1", "eu-west1");
+        let err = DeploySettings::from_config(&config(&region)).unwrap_err().to_string();
+        assert!(err.contains("deploy.environments.prod.region"), "{err}");
+    }
+}

@@ -1,0 +1,265 @@
+//! CloudFormation deploys through change sets, done right.
+//!
+//! `[deploy]` in `pipeline.toml` names the artifact bucket and the stacks ([`DeploySettings`]).
+//! A deploy is planned first ([`plan()`], pure apart from reading the templates): each template
+//! is read with validate's parser, its local nested `TemplateURL`s and Lambda `Code`/`CodeUri`
+//! paths are rewritten to content-addressed S3 keys (children first, the hash in the key), its
+//! parameters and capabilities are checked against the config, and the stacks the run's diff
+//! does not require are skipped. [`Plan::describe`] is the `--dry-run`.
+//!
+//! Applying ([`deploy`]) uploads the artifacts the bucket lacks (HEAD before PUT), then deploys
+//! the stacks, independent ones in parallel, each under a lock in the status store: a stack
+//! whose deployed template and parameters equal the new ones is left alone without a change
+//! set; otherwise one change set, previewed, executed and watched (nested stacks' events
+//! included) until it ends, with the root cause of a failure. No change set is left behind
+//! except on purpose (`--no-execute`). [`run_stage`] is the deploy stage: it reads the run's
+//! diff and packages, records `deploy` per component and writes `stack-outputs.json`.
+//!
+//! ```
+//! use stack_deployer::{DeploySettings, PlanInputs};
+//!
+//! let repo = tempfile::tempdir()?;
+//! std::fs::create_dir(repo.path().join("cfn"))?;
+//! std::fs::write(repo.path().join("cfn/app.yaml"), "Parameters:\n  Stage: {Type: String}\nResources:\n  Queue: {Type: 'AWS::SQS::Queue'}\n")?;
+//! let config = pipeline_config::ConfigFile::from_text(
+//!     &repo.path().join("pipeline.toml"),
+//!     "[deploy]\nartifact_bucket = \"artifacts\"\n[deploy.stacks.app]\ntemplate = \"cfn/app.yaml\"\nstack_name = \"app-{env}\"\nparameters = { Stage = \"{env}\" }\n",
+//! );
+//! let settings = DeploySettings::from_config(&config)?;
+//! let env = settings.environment(&config, "dev")?;
+//! let inputs = PlanInputs { repo: repo.path(), manifest: None, functions: &[], changed: None, only: &[] };
+//! let plan = stack_deployer::plan(&env, inputs, &|_| None)?;
+//! assert_eq!(plan.stacks[0].stack_name, "app-dev");
+//! assert!(plan.describe().contains("parameters: Stage=dev"));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Exit codes of the binary: 0 deployed or unchanged, 1 a deploy failed or rolled back, 2 usage,
+//! configuration or credentials, 3 blocked by a stack's state, 4 timed out while still in progress.
+
+pub mod apply;
+pub mod config;
+pub mod plan;
+pub mod stage;
+
+use std::path::{Path, PathBuf};
+
+pub use apply::{ApplyOptions, Clients, ResourceChange, RootCause, StackOutcome, StackResult};
+pub use config::{DeploySettings, Environment, ParameterValue, StackSpec};
+pub use plan::{Artifact, Plan, PlanInputs, StackPlan, plan};
+pub use stage::{Locks, Report, StageOptions, deploy, plan_stage, run_stage};
+
+/// Everything that stops a deploy before or outside a stack's own verdict, each naming the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The config is wrong.
+    #[error(transparent)]
+    Config(#[from] pipeline_config::ConfigError),
+    /// The run folder or the store.
+    #[error(transparent)]
+    State(#[from] run_state::Error),
+    /// A file could not be read.
+    #[error("cannot read {}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A template does not parse.
+    #[error("{path}: not a readable template; fix it at the position shown")]
+    Template {
+        /// The template.
+        path: String,
+        /// Where and what.
+        #[source]
+        source: validate::ParseError,
+    },
+    /// A template without resources.
+    #[error("{path}: no Resources map; a template needs at least one resource")]
+    NoResources {
+        /// The template.
+        path: String,
+    },
+    /// Nested templates that include each other.
+    #[error("{template} is nested in itself ({chain}); fix the TemplateURLs")]
+    NestingLoop {
+        /// The template.
+        template: String,
+        /// The chain of templates.
+        chain: String,
+    },
+    /// A local path in a template that cannot be packaged.
+    #[error("{template}: {resource} names `{path}`, which {problem}")]
+    LocalArtifact {
+        /// The template.
+        template: String,
+        /// The resource.
+        resource: String,
+        /// The path as written.
+        path: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// `--only` names no stack.
+    #[error("no stack `{name}` in [deploy.stacks] (there are: {known}); fix --only")]
+    UnknownStack {
+        /// The name given.
+        name: String,
+        /// The stacks.
+        known: String,
+    },
+    /// A configured parameter the template does not declare.
+    #[error(
+        "deploy.stacks.{stack}.parameters.{parameter}: {template} declares no parameter `{parameter}` (it declares: {declared}); remove it or fix the name"
+    )]
+    UndeclaredParameter {
+        /// The stack.
+        stack: String,
+        /// The parameter.
+        parameter: String,
+        /// The template.
+        template: String,
+        /// What it declares.
+        declared: String,
+    },
+    /// A parameter without default that the config does not give.
+    #[error("deploy.stacks.{stack}.parameters: {template} requires `{parameter}` (it has no Default); add it")]
+    MissingParameter {
+        /// The stack.
+        stack: String,
+        /// The parameter.
+        parameter: String,
+        /// The template.
+        template: String,
+    },
+    /// A parameter read from an unset environment variable.
+    #[error("deploy.stacks.{stack}.parameters.{parameter}: the environment variable `{var}` is not set; export it")]
+    MissingEnvVar {
+        /// The stack.
+        stack: String,
+        /// The parameter.
+        parameter: String,
+        /// The variable.
+        var: String,
+    },
+    /// A parameter from an output the other stack does not have.
+    #[error(
+        "deploy.stacks.{stack}.parameters.{parameter}: the output `{output}` does not exist; deploy that stack first or fix the name"
+    )]
+    MissingOutput {
+        /// The stack.
+        stack: String,
+        /// The parameter.
+        parameter: String,
+        /// `STACK.OUTPUT`.
+        output: String,
+    },
+    /// The template needs a capability the config does not acknowledge.
+    #[error("deploy.stacks.{stack}.capabilities: add \"{capability}\" ({why})")]
+    MissingCapability {
+        /// The stack.
+        stack: String,
+        /// The capability.
+        capability: &'static str,
+        /// The resource that needs it.
+        why: String,
+    },
+    /// The artifact bucket does not exist.
+    #[error(
+        "the artifact bucket `{bucket}` does not exist (or is in another account); create it or fix deploy.artifact_bucket"
+    )]
+    BucketMissing {
+        /// The bucket.
+        bucket: String,
+    },
+    /// An AWS call failed.
+    #[error("{operation} {target}: {kind}")]
+    Aws {
+        /// The operation.
+        operation: &'static str,
+        /// What it was about.
+        target: String,
+        /// What kind of failure.
+        kind: aws_target::ErrorKind,
+        /// The SDK's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A Lambda code update failed.
+    #[error("updating the code of function `{function}`")]
+    CodeUpdate {
+        /// The function.
+        function: String,
+        /// What failed.
+        #[source]
+        source: lambda_packager::update::UpdateError,
+    },
+    /// The run's package manifest could not be read.
+    #[error("the run's package manifest")]
+    Manifest(#[source] lambda_packager::Error),
+}
+
+impl Error {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Error {
+        Error::Io { path: path.to_path_buf(), source }
+    }
+}
+
+/// What a deploy reports while it works (the binary renders them).
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// An artifact is in the bucket.
+    Artifact {
+        /// Its key.
+        key: String,
+        /// Whether it was uploaded now (false: it was already there).
+        uploaded: bool,
+    },
+    /// A step of a stack's deploy.
+    Stack {
+        /// The stack.
+        stack: String,
+        /// What happens.
+        message: String,
+    },
+    /// A change set's changes, before it is executed.
+    Preview {
+        /// The stack.
+        stack: String,
+        /// The change set's name.
+        change_set: String,
+        /// The changes, nested stacks included.
+        changes: Vec<ResourceChange>,
+    },
+    /// A stack event (the stack's or a nested stack's).
+    Resource {
+        /// The stack deployed.
+        stack: String,
+        /// The resource's logical path.
+        path: String,
+        /// Its type.
+        resource_type: String,
+        /// Its status.
+        status: String,
+        /// CloudFormation's reason.
+        reason: Option<String>,
+    },
+    /// A Lambda function's code after the stack.
+    Code {
+        /// The function (as in `[lambda.functions]`).
+        function: String,
+        /// Its physical name.
+        physical: String,
+        /// Whether it was updated (false: it already ran this code).
+        updated: bool,
+    },
+    /// A stack is done.
+    Done {
+        /// The stack.
+        stack: String,
+        /// How it ended.
+        outcome: StackOutcome,
+    },
+}

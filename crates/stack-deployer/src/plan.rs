@@ -1,0 +1,604 @@
+//! Planning, pure: templates read and checked, local artifacts rewritten to content-addressed
+//! S3 keys (children first), parameters and capabilities checked, stacks chosen from the diff.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::path::{Component, Path, PathBuf};
+
+use lambda_packager::{FunctionSpec, Manifest, Package};
+use serde_json::Value as Json;
+use sha2::{Digest, Sha256};
+use validate::{Node, Value};
+
+use crate::Error;
+use crate::config::{Environment, ParameterValue, StackSpec};
+
+/// A template body over this many bytes must go by `TemplateURL`.
+pub const MAX_TEMPLATE_BODY: usize = 51_200;
+/// CloudFormation reads at most this much from a `TemplateURL`.
+pub const MAX_TEMPLATE_URL_BYTES: u64 = 1024 * 1024;
+const MAX_NESTING: usize = 8;
+
+/// An object to upload under a content-addressed key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Artifact {
+    /// Where it comes from (a template path relative to the monorepo, or a zip).
+    pub source: String,
+    /// The S3 key (the content's hash is in it).
+    pub key: String,
+    /// Hex SHA-256 of the content.
+    pub sha256: String,
+    /// Bytes.
+    pub size: u64,
+    /// The content.
+    pub content: ArtifactContent,
+}
+
+/// An artifact's bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArtifactContent {
+    /// A template as rewritten (JSON).
+    Template(Vec<u8>),
+    /// A zip on disk.
+    File(PathBuf),
+}
+
+/// A Lambda function whose code the template names by a fixed S3 key: updated after the
+/// stack, from the package uploaded under its content-addressed key, when its hash differs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodeUpdate {
+    /// The function's name under `[lambda.functions]`.
+    pub function: String,
+    /// Logical ids from the stack down to the function (`LambdasStack`, `ApiHandlerFunction`).
+    pub path: Vec<String>,
+    /// The package.
+    pub package: Package,
+    /// Its key in the artifact bucket.
+    pub key: String,
+}
+
+/// One stack to deploy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StackPlan {
+    /// Its name under `[deploy.stacks]`.
+    pub name: String,
+    /// The CloudFormation stack name.
+    pub stack_name: String,
+    /// The template path.
+    pub template: String,
+    /// Hex SHA-256 of the body.
+    pub template_sha256: String,
+    /// The template as sent (JSON, local artifacts rewritten).
+    pub body: Vec<u8>,
+    /// Set when the body is over [`MAX_TEMPLATE_BODY`]: the key it is uploaded under.
+    pub template_key: Option<String>,
+    /// Parameter values as configured (environment variables unresolved).
+    pub parameters: BTreeMap<String, ParameterValue>,
+    /// The template's parameters with their defaults.
+    pub declared: BTreeMap<String, Option<String>>,
+    /// Tags.
+    pub tags: BTreeMap<String, String>,
+    /// Capabilities sent (those configured).
+    pub capabilities: Vec<String>,
+    /// Components it serves.
+    pub components: Vec<String>,
+    /// Stacks deployed first.
+    pub depends_on: BTreeSet<String>,
+    /// Functions updated after the stack when their package changed.
+    pub code_updates: Vec<CodeUpdate>,
+}
+
+/// A configured stack this run does not deploy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedStack {
+    /// Its name under `[deploy.stacks]`.
+    pub name: String,
+    /// The CloudFormation stack name (its outputs are still read).
+    pub stack_name: String,
+    /// Components it serves.
+    pub components: Vec<String>,
+    /// Why.
+    pub reason: String,
+}
+
+/// What a deploy will do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// The environment.
+    pub environment: String,
+    /// The region, if configured.
+    pub region: Option<String>,
+    /// The artifact bucket.
+    pub bucket: String,
+    /// The key prefix.
+    pub key_prefix: String,
+    /// Objects to upload (skipped when already there).
+    pub artifacts: Vec<Artifact>,
+    /// Stacks to deploy, dependencies first.
+    pub stacks: Vec<StackPlan>,
+    /// Stacks left alone.
+    pub skipped: Vec<SkippedStack>,
+}
+
+impl Plan {
+    /// The plan as `--dry-run` prints it. Values from environment variables are never shown.
+    pub fn describe(&self) -> String {
+        let mut out = String::new();
+        let region = self.region.as_deref().unwrap_or("the default region");
+        let _ = writeln!(
+            out,
+            "deploy `{}` to {region}; artifacts in s3://{}/{}",
+            self.environment, self.bucket, self.key_prefix
+        );
+        let _ = writeln!(out, "artifacts ({}; each uploaded unless already there):", self.artifacts.len());
+        for artifact in &self.artifacts {
+            let _ = writeln!(out, "  {} -> {} ({} bytes)", artifact.source, artifact.key, artifact.size);
+        }
+        let _ = writeln!(out, "stacks ({}):", self.stacks.len());
+        for stack in &self.stacks {
+            let how = match &stack.template_key {
+                Some(key) => format!("by URL, {key}"),
+                None => "inline".into(),
+            };
+            let _ = writeln!(
+                out,
+                "  {} -> {} (template {}, sha256 {}, {} bytes {how})",
+                stack.name,
+                stack.stack_name,
+                stack.template,
+                &stack.template_sha256[..16],
+                stack.body.len()
+            );
+            if !stack.parameters.is_empty() {
+                let shown: Vec<String> =
+                    stack.parameters.iter().map(|(k, v)| format!("{k}={}", describe_value(v))).collect();
+                let _ = writeln!(out, "    parameters: {}", shown.join(", "));
+            }
+            if !stack.capabilities.is_empty() {
+                let _ = writeln!(out, "    capabilities: {}", stack.capabilities.join(", "));
+            }
+            if !stack.depends_on.is_empty() {
+                let _ = writeln!(out, "    after: {}", stack.depends_on.iter().cloned().collect::<Vec<_>>().join(", "));
+            }
+            for update in &stack.code_updates {
+                let _ = writeln!(
+                    out,
+                    "    lambda code: {} ({}) from {} when its CodeSha256 differs",
+                    update.function,
+                    update.path.join("/"),
+                    update.key
+                );
+            }
+        }
+        if !self.skipped.is_empty() {
+            let _ = writeln!(out, "skipped ({}):", self.skipped.len());
+            for skipped in &self.skipped {
+                let _ = writeln!(out, "  {} ({}): {}", skipped.name, skipped.stack_name, skipped.reason);
+            }
+        }
+        out
+    }
+}
+
+fn describe_value(value: &ParameterValue) -> String {
+    match value {
+        ParameterValue::Literal(text) => text.clone(),
+        ParameterValue::Output { output } => format!("<output {output}>"),
+        ParameterValue::Env { env } => format!("${env}"),
+    }
+}
+
+/// What planning reads besides the environment's config.
+#[derive(Debug, Clone, Copy)]
+pub struct PlanInputs<'a> {
+    /// The monorepo root.
+    pub repo: &'a Path,
+    /// The run's package manifest, if the run has one.
+    pub manifest: Option<&'a Manifest>,
+    /// `[lambda.functions]`, to find a local `Code` path's package and fixed-code functions.
+    pub functions: &'a [FunctionSpec],
+    /// The components changed in the run's diff; `None` deploys every stack.
+    pub changed: Option<&'a BTreeSet<String>>,
+    /// Only these stacks, deployed whether or not their components changed (all when empty).
+    pub only: &'a [String],
+}
+
+/// Plans an environment's deploy. Reads the templates (bounded, regular files inside the
+/// monorepo) and looks environment variables up with `lookup` only to check they are set.
+pub fn plan(env: &Environment, inputs: PlanInputs<'_>, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Plan, Error> {
+    for name in inputs.only {
+        if !env.stacks.iter().any(|s| &s.name == name) {
+            return Err(Error::UnknownStack {
+                name: name.clone(),
+                known: env.stacks.iter().map(|s| s.name.clone()).collect::<Vec<_>>().join(", "),
+            });
+        }
+    }
+    let repo = inputs.repo.canonicalize().map_err(|e| Error::io(inputs.repo, e))?;
+    let mut packer = Packer { repo: &repo, env, inputs, artifacts: BTreeMap::new() };
+    let mut stacks = Vec::new();
+    let mut skipped = Vec::new();
+    for spec in &env.stacks {
+        if let Some(reason) = skip_reason(spec, &inputs) {
+            skipped.push(SkippedStack {
+                name: spec.name.clone(),
+                stack_name: spec.stack_name.clone(),
+                components: spec.components.clone(),
+                reason,
+            });
+            continue;
+        }
+        stacks.push(packer.stack(spec, lookup)?);
+    }
+    let mut artifacts: Vec<Artifact> = packer.artifacts.into_values().collect();
+    // Children before parents is what matters; keys give a stable order besides.
+    artifacts.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(Plan {
+        environment: env.name.clone(),
+        region: env.region.clone(),
+        bucket: env.artifact_bucket.clone(),
+        key_prefix: env.key_prefix.clone(),
+        artifacts,
+        stacks,
+        skipped,
+    })
+}
+
+fn skip_reason(spec: &StackSpec, inputs: &PlanInputs<'_>) -> Option<String> {
+    if !inputs.only.is_empty() {
+        // Named with --only: deployed whatever the diff says.
+        return (!inputs.only.contains(&spec.name)).then(|| "not selected by --only".into());
+    }
+    let changed = inputs.changed?;
+    if spec.components.is_empty() || spec.components.iter().any(|c| changed.contains(c)) {
+        return None;
+    }
+    Some(format!("none of its components changed ({})", spec.components.join(", ")))
+}
+
+struct Packer<'a> {
+    repo: &'a Path,
+    env: &'a Environment,
+    inputs: PlanInputs<'a>,
+    artifacts: BTreeMap<String, Artifact>,
+}
+
+/// A template packaged: its body and what it needs.
+struct Packaged {
+    body: Vec<u8>,
+    sha256: String,
+    declared: BTreeMap<String, Option<String>>,
+    /// Capability → why (`Resource LambdaRole (AWS::IAM::Role)`).
+    needs: BTreeMap<&'static str, String>,
+    code_updates: Vec<CodeUpdate>,
+}
+
+impl Packer<'_> {
+    fn stack(&mut self, spec: &StackSpec, lookup: &dyn Fn(&str) -> Option<String>) -> Result<StackPlan, Error> {
+        let packaged = self.template(&spec.template, &[], &mut Vec::new())?;
+        for name in spec.parameters.keys() {
+            if !packaged.declared.contains_key(name) {
+                return Err(Error::UndeclaredParameter {
+                    stack: spec.name.clone(),
+                    parameter: name.clone(),
+                    template: spec.template.clone(),
+                    declared: packaged.declared.keys().cloned().collect::<Vec<_>>().join(", "),
+                });
+            }
+        }
+        for (name, default) in &packaged.declared {
+            if default.is_none() && !spec.parameters.contains_key(name) {
+                return Err(Error::MissingParameter {
+                    stack: spec.name.clone(),
+                    parameter: name.clone(),
+                    template: spec.template.clone(),
+                });
+            }
+        }
+        for (name, value) in &spec.parameters {
+            if let ParameterValue::Env { env } = value
+                && lookup(env).is_none()
+            {
+                return Err(Error::MissingEnvVar {
+                    stack: spec.name.clone(),
+                    parameter: name.clone(),
+                    var: env.clone(),
+                });
+            }
+        }
+        for (capability, why) in &packaged.needs {
+            let covered = spec.capabilities.contains(*capability)
+                // Named IAM resources acknowledged cover unnamed ones too.
+                || (*capability == "CAPABILITY_IAM" && spec.capabilities.contains("CAPABILITY_NAMED_IAM"));
+            if !covered {
+                return Err(Error::MissingCapability { stack: spec.name.clone(), capability, why: why.clone() });
+            }
+        }
+        let template_key = (packaged.body.len() > MAX_TEMPLATE_BODY).then(|| {
+            let key = self.key("templates", &spec.template, &packaged.sha256, "json");
+            self.add(&spec.template, &key, &packaged.sha256, ArtifactContent::Template(packaged.body.clone()));
+            key
+        });
+        Ok(StackPlan {
+            name: spec.name.clone(),
+            stack_name: spec.stack_name.clone(),
+            template: spec.template.clone(),
+            template_sha256: packaged.sha256,
+            body: packaged.body,
+            template_key,
+            parameters: spec.parameters.clone(),
+            declared: packaged.declared,
+            tags: spec.tags.clone(),
+            capabilities: spec.capabilities.iter().cloned().collect(),
+            components: spec.components.clone(),
+            depends_on: spec.depends_on.clone(),
+            code_updates: packaged.code_updates,
+        })
+    }
+
+    fn key(&self, kind: &str, source: &str, sha256: &str, ext: &str) -> String {
+        let stem = Path::new(source).file_stem().and_then(|s| s.to_str()).unwrap_or("artifact");
+        let stem: String =
+            stem.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' }).collect();
+        let name = format!("{kind}/{stem}-{}.{ext}", &sha256[..16]);
+        if self.env.key_prefix.is_empty() { name } else { format!("{}/{name}", self.env.key_prefix) }
+    }
+
+    fn add(&mut self, source: &str, key: &str, sha256: &str, content: ArtifactContent) -> u64 {
+        let size = match &content {
+            ArtifactContent::Template(bytes) => bytes.len() as u64,
+            ArtifactContent::File(path) => std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
+        };
+        self.artifacts.entry(key.to_string()).or_insert_with(|| Artifact {
+            source: source.to_string(),
+            key: key.to_string(),
+            sha256: sha256.to_string(),
+            size,
+            content,
+        });
+        size
+    }
+
+    fn url(&self, key: &str) -> String {
+        // The virtual-host form is what CloudFormation (and the emulator) take for nested stacks.
+        format!("https://{}.s3.amazonaws.com/{key}", self.env.artifact_bucket)
+    }
+
+    /// Reads, checks and rewrites one template; nested templates first.
+    fn template(&mut self, path: &str, logical: &[String], seen: &mut Vec<String>) -> Result<Packaged, Error> {
+        if seen.contains(&path.to_string()) || seen.len() > MAX_NESTING {
+            return Err(Error::NestingLoop { template: path.to_string(), chain: seen.join(" -> ") });
+        }
+        seen.push(path.to_string());
+        let full = self.inside(path, path)?;
+        let bytes =
+            pipeline_config::fs::read_regular(&full, MAX_TEMPLATE_URL_BYTES).map_err(|e| Error::io(&full, e))?;
+        let root = validate::parse_bytes(&bytes, &validate::template::Limits::default())
+            .map_err(|source| Error::Template { path: path.to_string(), source })?;
+        let Some(resources) = root.get("Resources").filter(|r| r.is_map()) else {
+            return Err(Error::NoResources { path: path.to_string() });
+        };
+        let mut declared = BTreeMap::new();
+        if let Some(parameters) = root.get("Parameters") {
+            for (key, value) in parameters.entries() {
+                declared
+                    .insert(key.name.clone(), value.get("Default").map(|d| d.as_str().unwrap_or_default().to_string()));
+            }
+        }
+        let mut needs: BTreeMap<&'static str, String> = BTreeMap::new();
+        if root.get("Transform").is_some() {
+            needs.insert("CAPABILITY_AUTO_EXPAND", format!("{path} has a Transform"));
+        }
+        let dir = Path::new(path).parent().unwrap_or(Path::new("")).to_path_buf();
+        let mut replacements: BTreeMap<(String, &'static str), Json> = BTreeMap::new();
+        let mut code_updates = Vec::new();
+        for (key, resource) in resources.entries() {
+            let name = &key.name;
+            let kind = resource.get("Type").and_then(Node::as_str).unwrap_or_default();
+            let properties = resource.get("Properties");
+            let prop = |p: &str| properties.and_then(|ps| ps.get(p));
+            if kind.starts_with("AWS::IAM::") {
+                let named = ["RoleName", "UserName", "GroupName", "ManagedPolicyName", "InstanceProfileName"]
+                    .iter()
+                    .any(|p| prop(p).is_some());
+                if named {
+                    needs
+                        .entry("CAPABILITY_NAMED_IAM")
+                        .or_insert_with(|| format!("{path}: {name} ({kind}) has a name"));
+                }
+                needs.entry("CAPABILITY_IAM").or_insert_with(|| format!("{path}: {name} is {kind}"));
+            }
+            if kind.starts_with("AWS::Serverless::") {
+                needs.entry("CAPABILITY_AUTO_EXPAND").or_insert_with(|| format!("{path}: {name} is {kind}"));
+            }
+            let local = |p: &str| prop(p).and_then(Node::as_str).filter(|v| is_local(v)).map(str::to_string);
+            match kind {
+                "AWS::CloudFormation::Stack" => {
+                    if let Some(child) = local("TemplateURL") {
+                        let child_path = self.resolve(&dir, &child, path, name)?;
+                        let mut child_logical = logical.to_vec();
+                        child_logical.push(name.clone());
+                        let packaged = self.template(&child_path, &child_logical, seen)?;
+                        for (capability, why) in packaged.needs {
+                            needs.entry(capability).or_insert(why);
+                        }
+                        code_updates.extend(packaged.code_updates);
+                        let key = self.key("templates", &child_path, &packaged.sha256, "json");
+                        self.add(&child_path, &key, &packaged.sha256, ArtifactContent::Template(packaged.body));
+                        replacements.insert((name.clone(), "TemplateURL"), Json::String(self.url(&key)));
+                    }
+                }
+                "AWS::Lambda::Function" | "AWS::Serverless::Function" => {
+                    let property = if kind == "AWS::Lambda::Function" { "Code" } else { "CodeUri" };
+                    if let Some(code) = local(property) {
+                        let code_path = self.resolve(&dir, &code, path, name)?;
+                        let (source, file, sha256) = self.zip_for(&code_path, path, name)?;
+                        let key = self.key("lambda", &source, &sha256, "zip");
+                        self.add(&source, &key, &sha256, ArtifactContent::File(file));
+                        let value = if property == "Code" {
+                            serde_json::json!({ "S3Bucket": self.env.artifact_bucket, "S3Key": key })
+                        } else {
+                            Json::String(format!("s3://{}/{key}", self.env.artifact_bucket))
+                        };
+                        replacements.insert((name.clone(), property), value);
+                    } else if let Some(function) = self.fixed_code_function(path, name).cloned() {
+                        let mut function_path = logical.to_vec();
+                        function_path.push(name.clone());
+                        code_updates.push(function_path_update(self, &function, function_path));
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut json = to_json(&root);
+        if let Some(Json::Object(resources)) = json.get_mut("Resources") {
+            for ((name, property), value) in replacements {
+                if let Some(Json::Object(properties)) = resources.get_mut(&name).and_then(|r| r.get_mut("Properties")) {
+                    properties.insert(property.to_string(), value);
+                }
+            }
+        }
+        let body = serde_json::to_vec(&json).map_err(|e| Error::io(&full, std::io::Error::other(e)))?;
+        let sha256 = hex(&Sha256::digest(&body));
+        seen.pop();
+        Ok(Packaged { body, sha256, declared, needs, code_updates })
+    }
+
+    /// A path relative to a template's folder, as a monorepo-relative path that stays inside it.
+    fn resolve(&self, dir: &Path, relative: &str, template: &str, resource: &str) -> Result<String, Error> {
+        let mut parts: Vec<String> = Vec::new();
+        for component in dir.join(relative).components() {
+            match component {
+                Component::Normal(part) => parts.push(part.to_string_lossy().into_owned()),
+                Component::CurDir => {}
+                Component::ParentDir if !parts.is_empty() => {
+                    parts.pop();
+                }
+                _ => {
+                    return Err(Error::LocalArtifact {
+                        template: template.to_string(),
+                        resource: resource.to_string(),
+                        path: relative.to_string(),
+                        problem: "leads outside the monorepo".into(),
+                    });
+                }
+            }
+        }
+        let joined = parts.join("/");
+        self.inside(&joined, template).map_err(|_| Error::LocalArtifact {
+            template: template.to_string(),
+            resource: resource.to_string(),
+            path: relative.to_string(),
+            problem: "does not exist, or leads outside the monorepo through a link".into(),
+        })?;
+        Ok(joined)
+    }
+
+    /// The full path of a monorepo-relative path, refused when a link leads it outside.
+    fn inside(&self, path: &str, template: &str) -> Result<PathBuf, Error> {
+        let full = self.repo.join(path);
+        let real = full.canonicalize().map_err(|e| Error::io(&full, e))?;
+        if !real.starts_with(self.repo) {
+            return Err(Error::LocalArtifact {
+                template: template.to_string(),
+                resource: String::new(),
+                path: path.to_string(),
+                problem: format!("links to {}, outside the monorepo", real.display()),
+            });
+        }
+        Ok(real)
+    }
+
+    /// The zip for a local `Code` path: the package of the function whose source it is, or the
+    /// path itself when it is a `.zip`.
+    fn zip_for(&self, code_path: &str, template: &str, resource: &str) -> Result<(String, PathBuf, String), Error> {
+        let function = self
+            .inputs
+            .functions
+            .iter()
+            .find(|f| f.sources.iter().any(|s| s.from.trim_end_matches('/') == code_path.trim_end_matches('/')));
+        if let Some(function) = function {
+            let package = self.inputs.manifest.and_then(|m| m.packages.iter().find(|p| p.name == function.name));
+            return match package {
+                Some(package) => Ok((function.name.clone(), package.path.clone(), package.sha256.clone())),
+                None => Err(Error::LocalArtifact {
+                    template: template.to_string(),
+                    resource: resource.to_string(),
+                    path: code_path.to_string(),
+                    problem: format!(
+                        "is function `{}` but the run has no package for it; run `lambda-packager` for this run first",
+                        function.name
+                    ),
+                }),
+            };
+        }
+        if code_path.ends_with(".zip") {
+            let full = self.repo.join(code_path);
+            let bytes = pipeline_config::fs::read_regular(&full, lambda_packager::MAX_ZIP_BYTES)
+                .map_err(|e| Error::io(&full, e))?;
+            return Ok((code_path.to_string(), full, hex(&Sha256::digest(&bytes))));
+        }
+        Err(Error::LocalArtifact {
+            template: template.to_string(),
+            resource: resource.to_string(),
+            path: code_path.to_string(),
+            problem:
+                "is neither a function of [lambda.functions] (by its `sources`) nor a .zip; declare the function there"
+                    .into(),
+        })
+    }
+
+    /// A function of `[lambda.functions]` declared by `template` + `resource` whose code the
+    /// template names by a fixed S3 location, when the run has its package.
+    fn fixed_code_function(&self, template: &str, resource: &str) -> Option<&Package> {
+        let function = self.inputs.functions.iter().find(|f| {
+            f.template.as_ref().is_some_and(|(t, r)| t.trim_start_matches("./") == template && r == resource)
+        })?;
+        self.inputs.manifest?.packages.iter().find(|p| p.name == function.name)
+    }
+}
+
+fn function_path_update(packer: &mut Packer<'_>, package: &Package, path: Vec<String>) -> CodeUpdate {
+    let package = package.clone();
+    let key = packer.key("lambda", &package.name, &package.sha256, "zip");
+    // Only a package that changed in the run is uploaded (and its function's code compared).
+    if package.changed {
+        packer.add(&package.name, &key, &package.sha256, ArtifactContent::File(package.path.clone()));
+    }
+    CodeUpdate { function: package.name.clone(), path, package, key }
+}
+
+fn is_local(value: &str) -> bool {
+    !(value.starts_with("https://") || value.starts_with("http://") || value.starts_with("s3://") || value.is_empty())
+}
+
+/// The template as JSON (short forms are already long forms in the tree).
+fn to_json(node: &Node) -> Json {
+    match &node.value {
+        Value::Null => Json::Null,
+        Value::Bool(b) => Json::Bool(*b),
+        Value::Number(text) => {
+            let digits = text.trim_start_matches('-');
+            let leading_zero = digits.len() > 1 && digits.starts_with('0') && digits.as_bytes()[1].is_ascii_digit();
+            match text.parse::<serde_json::Number>() {
+                // `0755` or `+1` would not read back as written: keep them as text.
+                Ok(number) if !leading_zero && !text.starts_with('+') => Json::Number(number),
+                _ => Json::String(text.clone()),
+            }
+        }
+        Value::String(text) => Json::String(text.clone()),
+        Value::Seq(items) => Json::Array(items.iter().map(to_json).collect()),
+        Value::Map(entries) => {
+            let mut map = serde_json::Map::new();
+            for (key, value) in entries {
+                map.insert(key.name.clone(), to_json(value));
+            }
+            Json::Object(map)
+        }
+    }
+}
+
+/// Lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

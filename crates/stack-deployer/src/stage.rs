@@ -1,0 +1,479 @@
+//! The deploy stage: plan from the run, apply with locks and bounded parallelism, record.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::{Duration, SystemTime};
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use run_state::{DeployedStack, RunDir, RunFile, StackOutputs, Status, Step, StepRecord, Store};
+
+use crate::apply::{self, ApplyOptions, Clients, StackOutcome, StackResult};
+use crate::config::{DeploySettings, Environment};
+use crate::plan::{Plan, PlanInputs};
+use crate::{Error, Event};
+
+/// What a deploy did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Report {
+    /// The environment.
+    pub environment: String,
+    /// The region the stacks are in.
+    pub region: String,
+    /// Artifacts uploaded now.
+    pub uploaded: usize,
+    /// Artifacts already in the bucket.
+    pub present: usize,
+    /// Every configured stack, in deploy order (skipped ones included).
+    pub stacks: Vec<StackResult>,
+}
+
+impl Report {
+    /// The binary's exit code: 1 when a stack failed or rolled back, else 3 when one is blocked
+    /// by its state, else 4 when one timed out still in progress, else 0.
+    pub fn exit_code(&self) -> u8 {
+        let any = |f: fn(&StackOutcome) -> bool| self.stacks.iter().any(|s| f(&s.outcome));
+        if any(|o| matches!(o, StackOutcome::Failed { .. })) {
+            1
+        } else if any(|o| matches!(o, StackOutcome::Blocked { .. })) {
+            3
+        } else if any(|o| matches!(o, StackOutcome::TimedOut { .. })) {
+            4
+        } else {
+            0
+        }
+    }
+
+    /// One line per stack.
+    pub fn summary(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "deploy `{}` in {}: {} artifact(s) uploaded, {} already there",
+            self.environment, self.region, self.uploaded, self.present
+        );
+        for stack in &self.stacks {
+            // Root causes quote CloudFormation, which can quote property values.
+            let outcome = run_state::redact::redact(&stack.outcome.to_string());
+            let _ = write!(out, "  {} ({}): {outcome}", stack.name, stack.stack_name);
+            if !stack.code_updated.is_empty() {
+                let _ = write!(out, "; code updated: {}", stack.code_updated.join(", "));
+            }
+            out.push('\n');
+        }
+        out
+    }
+
+    /// The outputs of every stack that exists, for `stack-outputs.json`.
+    pub fn outputs(&self) -> StackOutputs {
+        let stacks = self
+            .stacks
+            .iter()
+            .filter(|s| s.stack_id.is_some() || !s.outputs.is_empty())
+            .map(|s| {
+                (
+                    s.name.clone(),
+                    DeployedStack {
+                        stack_name: s.stack_name.clone(),
+                        region: self.region.clone(),
+                        stack_id: s.stack_id.clone(),
+                        outputs: s.outputs.clone(),
+                    },
+                )
+            })
+            .collect();
+        StackOutputs { environments: BTreeMap::from([(self.environment.clone(), stacks)]) }
+    }
+}
+
+/// A lock per stack in the status store, held while it deploys.
+#[derive(Clone, Copy)]
+pub struct Locks<'a> {
+    /// The store.
+    pub store: &'a dyn Store,
+    /// Who holds the locks (the run and the process).
+    pub holder: &'a str,
+    /// How long a lock holds.
+    pub ttl: Duration,
+}
+
+type StackFuture<'a> = Pin<Box<dyn Future<Output = (usize, Result<StackResult, Error>)> + 'a>>;
+
+/// Applies a plan: artifacts, then the stacks (dependencies first, at most `parallelism` at
+/// once, each under its lock when `locks` is given), then changed Lambda code. A stack whose
+/// dependency did not deploy is skipped with the reason. An AWS or lock error stops new stacks
+/// from starting; those running finish, then the first error is returned.
+#[allow(clippy::too_many_arguments)]
+pub async fn deploy(
+    plan: &Plan,
+    clients: &Clients,
+    parallelism: usize,
+    locks: Option<Locks<'_>>,
+    options: &ApplyOptions,
+    lookup: &(dyn Fn(&str) -> Option<String> + Sync),
+    on_event: &(dyn Fn(Event) + Sync),
+) -> Result<Report, Error> {
+    let region = plan
+        .region
+        .clone()
+        .or_else(|| clients.cloudformation.config().region().map(|r| r.to_string()))
+        .unwrap_or_default();
+    let (uploaded, present) = apply::upload_artifacts(&clients.s3, plan, on_event).await?;
+
+    let mut results: BTreeMap<String, StackResult> = BTreeMap::new();
+    let mut outputs: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    for skipped in &plan.skipped {
+        let existing = apply::describe_stack(&clients.cloudformation, &skipped.stack_name).await?;
+        let result = StackResult {
+            name: skipped.name.clone(),
+            stack_name: skipped.stack_name.clone(),
+            stack_id: existing.as_ref().and_then(|s| s.stack_id()).map(str::to_string),
+            outputs: existing
+                .as_ref()
+                .map(|s| {
+                    s.outputs()
+                        .iter()
+                        .filter_map(|o| {
+                            Some((o.output_key()?.to_string(), o.output_value().unwrap_or_default().to_string()))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            outcome: StackOutcome::Skipped { reason: skipped.reason.clone() },
+            code_updated: Vec::new(),
+        };
+        outputs.insert(skipped.name.clone(), result.outputs.clone());
+        on_event(Event::Done { stack: skipped.name.clone(), outcome: result.outcome.clone() });
+        results.insert(skipped.name.clone(), result);
+    }
+
+    let mut started = vec![false; plan.stacks.len()];
+    let mut running: FuturesUnordered<StackFuture<'_>> = FuturesUnordered::new();
+    let mut first_error: Option<Error> = None;
+    loop {
+        if first_error.is_none() {
+            for (index, stack) in plan.stacks.iter().enumerate() {
+                if started[index] || running.len() >= parallelism.max(1) {
+                    continue;
+                }
+                let in_plan = |d: &String| plan.stacks.iter().any(|s| &s.name == d);
+                if stack.depends_on.iter().any(|d| in_plan(d) && !results.contains_key(d)) {
+                    continue;
+                }
+                started[index] = true;
+                let blocked_by = stack.depends_on.iter().find(|d| {
+                    results.get(*d).is_some_and(|r| {
+                        !matches!(
+                            r.outcome,
+                            StackOutcome::Unchanged
+                                | StackOutcome::NoChanges
+                                | StackOutcome::Deployed { .. }
+                                | StackOutcome::Skipped { .. }
+                        )
+                    })
+                });
+                if let Some(dep) = blocked_by {
+                    let outcome =
+                        StackOutcome::Skipped { reason: format!("`{dep}`, which it depends on, did not deploy") };
+                    on_event(Event::Done { stack: stack.name.clone(), outcome: outcome.clone() });
+                    results.insert(
+                        stack.name.clone(),
+                        StackResult {
+                            name: stack.name.clone(),
+                            stack_name: stack.stack_name.clone(),
+                            stack_id: None,
+                            outputs: BTreeMap::new(),
+                            outcome,
+                            code_updated: Vec::new(),
+                        },
+                    );
+                    continue;
+                }
+                let parameters = match apply::resolve_parameters(stack, &outputs, lookup) {
+                    Ok(parameters) => parameters,
+                    Err(error) => {
+                        first_error = Some(error);
+                        break;
+                    }
+                };
+                let lock_name = format!("deploy/{region}/{}", stack.stack_name);
+                running.push(Box::pin(async move {
+                    if let Some(locks) = locks
+                        && let Err(error) = locks.store.acquire_lock(&lock_name, locks.holder, locks.ttl)
+                    {
+                        return (index, Err(Error::State(error)));
+                    }
+                    let mut result = apply::deploy_stack(clients, plan, stack, &parameters, options, on_event).await;
+                    if let Ok(done) = &mut result
+                        && options.execute
+                        && matches!(
+                            done.outcome,
+                            StackOutcome::Unchanged | StackOutcome::NoChanges | StackOutcome::Deployed { .. }
+                        )
+                        && let Some(id) = done.stack_id.clone()
+                    {
+                        match apply::update_code(clients, plan, stack, &id, options, on_event).await {
+                            Ok(updated) => done.code_updated = updated,
+                            Err(error) => result = Err(error),
+                        }
+                    }
+                    if let Some(locks) = locks {
+                        let released = locks.store.release_lock(&lock_name, locks.holder);
+                        if result.is_ok()
+                            && let Err(error) = released
+                        {
+                            result = Err(Error::State(error));
+                        }
+                    }
+                    (index, result)
+                }));
+            }
+        }
+        let Some((index, result)) = running.next().await else { break };
+        let stack = &plan.stacks[index];
+        match result {
+            Ok(result) => {
+                outputs.insert(stack.name.clone(), result.outputs.clone());
+                on_event(Event::Done { stack: stack.name.clone(), outcome: result.outcome.clone() });
+                results.insert(stack.name.clone(), result);
+            }
+            Err(error) => {
+                first_error.get_or_insert(error);
+            }
+        }
+    }
+    if let Some(error) = first_error {
+        return Err(error);
+    }
+    // Deploy order, skipped stacks where the config has them.
+    let mut stacks = Vec::new();
+    for stack in &plan.stacks {
+        if let Some(result) = results.remove(&stack.name) {
+            stacks.push(result);
+        }
+    }
+    stacks.extend(results.into_values());
+    Ok(Report { environment: plan.environment.clone(), region, uploaded, present, stacks })
+}
+
+/// How [`run_stage`] runs.
+#[derive(Debug, Clone)]
+pub struct StageOptions {
+    /// The environment (`dev`, `prod`).
+    pub environment: String,
+    /// Only these stacks, whether or not their components changed (when empty: those the diff requires).
+    pub only: Vec<String>,
+    /// Stop after the previews (`--no-execute`).
+    pub no_execute: bool,
+    /// Recreate stacks left `ROLLBACK_COMPLETE` (`--recreate-failed`).
+    pub recreate_failed: bool,
+    /// The first pause between polls (1 s when unset; tests shorten it).
+    pub first_poll: Option<Duration>,
+}
+
+/// Reads `[deploy]`, `[lambda]`, the run's diff and package manifest, and plans the
+/// environment's deploy (nothing is changed, nothing recorded).
+pub fn plan_stage(
+    context: &run_state::StageContext,
+    run: &RunDir,
+    options: &StageOptions,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<(Environment, Plan), Error> {
+    let config = context.required_config()?;
+    let settings = DeploySettings::from_config(config)?;
+    let env = settings.environment(config, &options.environment)?;
+    let diff: source_diff::DiffReport = run.read_json(RunFile::Diff)?;
+    // The templates come from the work tree: it must be the run's commit.
+    context.check_tree(&diff.head, diff.worktree)?;
+    let changed: BTreeSet<String> =
+        diff.components.iter().filter(|(_, c)| c.changed).map(|(name, _)| name.clone()).collect();
+    let manifest_path = run.file(RunFile::PackageManifest);
+    let manifest = if manifest_path.exists() {
+        Some(lambda_packager::Manifest::read(&manifest_path).map_err(Error::Manifest)?)
+    } else {
+        None
+    };
+    let functions = match lambda_packager::LambdaSettings::from_config(config) {
+        Ok((_, functions)) => functions,
+        Err(error) => return Err(Error::Config(error)),
+    };
+    let inputs = PlanInputs {
+        repo: &context.root,
+        manifest: manifest.as_ref(),
+        functions: &functions,
+        changed: Some(&changed),
+        only: &options.only,
+    };
+    let plan = crate::plan(&env, inputs, lookup)?;
+    Ok((env, plan))
+}
+
+/// The deploy stage for one run and environment, as the binary and a pipeline run it: plans,
+/// deploys, writes the outputs of every stack into the run's `stack-outputs.json`, and records
+/// `deploy` for each component the stacks serve (the stacks without components under
+/// `pipeline`): running, then passed, failed (with the stack, the change set and the root cause)
+/// or skipped with the reason. A mistake found before anything changed is recorded as failed too.
+pub async fn run_stage(
+    context: &run_state::StageContext,
+    run: &RunDir,
+    store: &dyn Store,
+    clients: &Clients,
+    options: &StageOptions,
+    lookup: &(dyn Fn(&str) -> Option<String> + Sync),
+    on_event: &(dyn Fn(Event) + Sync),
+) -> Result<Report, Error> {
+    let head = run.read_json::<source_diff::DiffReport>(RunFile::Diff).map(|d| d.head).unwrap_or_default();
+    let record = |component: &str, status: Status, note: Option<String>, error: Option<String>| {
+        let mut record = StepRecord::new(&run.run_id, &head, component, Step::Deploy, status);
+        record.details.note = note;
+        record.details.error = error;
+        if status == Status::Running {
+            record.started_at = Some(SystemTime::now());
+            record.details.set_runner_to_this_process();
+        } else {
+            record.ended_at = Some(SystemTime::now());
+        }
+        store.record(&record)
+    };
+    let (env, plan) = match plan_stage(context, run, options, lookup) {
+        Ok(planned) => planned,
+        Err(error) => {
+            record_failure(context, run, store, &error)?;
+            return Err(error);
+        }
+    };
+    let component_of = |components: &[String]| -> Vec<String> {
+        if components.is_empty() { vec![run_state::PIPELINE.to_string()] } else { components.to_vec() }
+    };
+    let planned: BTreeSet<String> = plan.stacks.iter().flat_map(|s| component_of(&s.components)).collect();
+    for component in &planned {
+        record(component, Status::Running, None, None)?;
+    }
+    for skipped in &plan.skipped {
+        for component in component_of(&skipped.components) {
+            if !planned.contains(&component) {
+                record(&component, Status::Skipped, Some(format!("stack {}: {}", skipped.name, skipped.reason)), None)?;
+            }
+        }
+    }
+    let mut apply_options = ApplyOptions::new(
+        // Unique per attempt: a change set left by --no-execute keeps its name.
+        &apply::change_set_name(&[&run.run_id, &plan_hash(&plan), &unix_seconds()]),
+        env.timeout,
+        env.change_set_timeout,
+    );
+    apply_options.execute = !options.no_execute;
+    apply_options.recreate_failed = options.recreate_failed;
+    if let Some(first) = options.first_poll {
+        apply_options.first_poll = first;
+        apply_options.max_poll = first * 8;
+    }
+    let holder = format!("run {} ({})", run.run_id, holder_process());
+    let locks = Locks { store, holder: &holder, ttl: env.lock_ttl };
+    let report = match deploy(&plan, clients, env.parallelism, Some(locks), &apply_options, lookup, on_event).await {
+        Ok(report) => report,
+        Err(error) => {
+            for component in &planned {
+                record(component, Status::Failed, None, Some(run_state::error_chain(&error)))?;
+            }
+            return Err(error);
+        }
+    };
+    report.outputs().merge_into(run)?;
+    // Per component: the worst of its stacks.
+    let mut by_component: BTreeMap<String, Vec<&StackResult>> = BTreeMap::new();
+    for result in &report.stacks {
+        if matches!(result.outcome, StackOutcome::Skipped { .. }) && plan.skipped.iter().any(|s| s.name == result.name)
+        {
+            continue;
+        }
+        let components =
+            plan.stacks.iter().find(|s| s.name == result.name).map(|s| component_of(&s.components)).unwrap_or_default();
+        for component in components {
+            by_component.entry(component).or_default().push(result);
+        }
+    }
+    for (component, results) in by_component {
+        let note = results
+            .iter()
+            .map(|r| format!("stack {} ({}): {}", r.name, r.stack_name, r.outcome))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let failed: Vec<String> = results
+            .iter()
+            .filter(|r| {
+                matches!(
+                    r.outcome,
+                    StackOutcome::Failed { .. } | StackOutcome::Blocked { .. } | StackOutcome::TimedOut { .. }
+                )
+            })
+            .map(|r| format!("stack {} ({}): {}", r.name, r.stack_name, r.outcome))
+            .collect();
+        let not_done =
+            results.iter().any(|r| matches!(r.outcome, StackOutcome::Previewed { .. } | StackOutcome::Skipped { .. }));
+        if !failed.is_empty() {
+            record(&component, Status::Failed, Some(note), Some(failed.join("; ")))?;
+        } else if not_done {
+            record(&component, Status::Skipped, Some(note), None)?;
+        } else {
+            record(&component, Status::Passed, Some(note), None)?;
+        }
+    }
+    Ok(report)
+}
+
+/// Records `deploy` as failed with `error` for every component of the configured stacks (or
+/// `pipeline`): for a mistake found before the stage could plan (the config, the credentials).
+pub fn record_failure(
+    context: &run_state::StageContext,
+    run: &RunDir,
+    store: &dyn Store,
+    error: &dyn std::error::Error,
+) -> Result<(), run_state::Error> {
+    let head = run.read_json::<source_diff::DiffReport>(RunFile::Diff).map(|d| d.head).unwrap_or_default();
+    for component in configured_components(context) {
+        let mut record = StepRecord::new(&run.run_id, &head, &component, Step::Deploy, Status::Failed);
+        record.ended_at = Some(SystemTime::now());
+        record.details.error = Some(run_state::error_chain(error));
+        store.record(&record)?;
+    }
+    Ok(())
+}
+
+fn configured_components(context: &run_state::StageContext) -> Vec<String> {
+    let Ok(config) = context.required_config() else { return vec![run_state::PIPELINE.into()] };
+    let Ok(settings) = config.section::<DeploySettings>(DeploySettings::SECTION) else {
+        return vec![run_state::PIPELINE.into()];
+    };
+    let mut components = BTreeSet::new();
+    for stack in settings.stacks.values() {
+        if stack.components.is_empty() {
+            components.insert(run_state::PIPELINE.to_string());
+        }
+        components.extend(stack.components.iter().map(|c| c.get_ref().clone()));
+    }
+    if components.is_empty() {
+        components.insert(run_state::PIPELINE.to_string());
+    }
+    components.into_iter().collect()
+}
+
+fn plan_hash(plan: &Plan) -> String {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    for stack in &plan.stacks {
+        hasher.update(stack.template_sha256.as_bytes());
+    }
+    crate::plan::hex(&hasher.finalize())[..8].to_string()
+}
+
+fn unix_seconds() -> String {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default().to_string()
+}
+
+fn holder_process() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{}:{}", host.trim(), std::process::id())
+}

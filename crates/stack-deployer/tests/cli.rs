@@ -1,0 +1,153 @@
+//! The `stack-deployer` binary as a pipeline runs it: the dry run of the sample, a deploy to the
+//! emulator that records its step and writes the outputs file, an unchanged redeploy,
+//! `--no-execute`, and bad input refused with exit code 2 and a failed record.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use run_state::{RunDir, Status, Step, Store};
+
+const BIN: &str = env!("CARGO_BIN_EXE_stack-deployer");
+
+fn diff_json(head: &str, changed: &[&str]) -> String {
+    let components: Vec<String> = ["infra", "web"]
+        .iter()
+        .map(|c| format!("\"{c}\": {{\"changed\": {}, \"files\": [], \"because_of\": []}}", changed.contains(c)))
+        .collect();
+    format!(
+        "{{\"base\": null, \"base_reason\": \"test\", \"head\": \"{head}\", \"worktree\": true, \"files\": [], \"global_inputs_changed\": [], \"components\": {{{}}}, \"flags\": {{}}}}",
+        components.join(", ")
+    )
+}
+
+fn stage(repo: &Path, changed: &[&str]) -> RunDir {
+    let run = RunDir::create(&repo.join(".pipeline"), "run-1").unwrap();
+    run.write(run_state::RunFile::Diff, diff_json("abc", changed).as_bytes()).unwrap();
+    run
+}
+
+fn deployer(repo: &Path, run: &RunDir, args: &[&str]) -> Output {
+    let moto = test_support::Moto::shared();
+    Command::new(BIN)
+        .arg("--repo")
+        .arg(repo)
+        .arg("--run-dir")
+        .arg(&run.path)
+        .args(["--env", "dev", "--endpoint-url", &moto.endpoint, "--region", "us-east-1"])
+        .args(args)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env_remove("AWS_PROFILE")
+        .env("AWS_CONFIG_FILE", "/nonexistent")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn the_dry_run_of_the_sample_prints_the_plan_and_changes_nothing() {
+    let repo = test_support::sample_monorepo();
+    let run = stage(repo.path(), &["infra"]);
+    let out = deployer(repo.path(), &run, &["--dry-run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.starts_with(
+            "deploy `dev` to us-east-1; artifacts in s3://pipeline-dashboard-artifacts-dev/pipeline-dashboard"
+        ),
+        "{stdout}"
+    );
+    assert!(stdout.contains("master -> pipeline-dashboard-dev (template cfn/master.yaml"), "{stdout}");
+    assert!(stdout.contains("cfn/lambdas.yaml -> pipeline-dashboard/templates/lambdas-"), "{stdout}");
+    assert!(!run.file(run_state::RunFile::StackOutputs).exists());
+    let store = run_state::FileStore::open(&repo.path().join(".pipeline")).unwrap();
+    assert!(store.run("run-1").unwrap().is_empty(), "a dry run records nothing");
+}
+
+#[tokio::test]
+async fn a_deploy_records_its_step_writes_the_outputs_and_is_unchanged_the_second_time() {
+    let moto = test_support::Moto::shared();
+    let config = moto.sdk_config().await;
+    let s3 = aws_target::s3(&config, None);
+    let name = format!("sd-cli-{}", std::process::id());
+    s3.create_bucket().bucket(format!("{name}-artifacts")).send().await.unwrap();
+    let repo = tempfile::tempdir().unwrap();
+    std::fs::create_dir(repo.path().join("cfn")).unwrap();
+    std::fs::write(
+        repo.path().join("cfn/topic.yaml"),
+        "Parameters:\n  Label:\n    Type: String\nResources:\n  Topic:\n    Type: AWS::SNS::Topic\n    Properties:\n      DisplayName: !Ref Label\n",
+    )
+    .unwrap();
+    let toml = format!(
+        "[deploy]\nartifact_bucket = \"{name}-artifacts\"\n\n[deploy.stacks.topic]\ntemplate = \"cfn/topic.yaml\"\nstack_name = \"{name}-{{env}}\"\nparameters = {{ Label = {{ env = \"TOPIC_LABEL\" }} }}\ncomponents = [\"infra\"]\n\n[deploy.stacks.site]\ntemplate = \"cfn/topic.yaml\"\nstack_name = \"{name}-site-{{env}}\"\nparameters = {{ Label = \"site\" }}\ncomponents = [\"web\"]\n"
+    );
+    std::fs::write(repo.path().join("pipeline.toml"), toml).unwrap();
+    let run = stage(repo.path(), &["infra"]);
+
+    // The parameter's environment variable is missing: refused before anything changes.
+    let out = deployer(repo.path(), &run, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stderr).trim(),
+        "stack-deployer: deploy.stacks.topic.parameters.Label: the environment variable `TOPIC_LABEL` is not set; export it"
+    );
+    let store = run_state::FileStore::open(&repo.path().join(".pipeline")).unwrap();
+    let records = store.run("run-1").unwrap();
+    assert!(records.iter().any(|r| r.component == "infra" && r.status == Status::Failed && r.step == Step::Deploy));
+
+    let command = |args: &[&str], label: &str| {
+        let moto = test_support::Moto::shared();
+        Command::new(BIN)
+            .arg("--repo")
+            .arg(repo.path())
+            .arg("--run-dir")
+            .arg(&run.path)
+            .args(["--env", "dev", "--endpoint-url", &moto.endpoint, "--region", "us-east-1"])
+            .args(args)
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("TOPIC_LABEL", label)
+            .output()
+            .unwrap()
+    };
+    let out = command(&[], "secret-label-value");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains(&format!("topic ({name}-dev): deployed (change set stack-deployer-run-1-")), "{stdout}");
+    assert!(
+        stdout.contains(&format!("site ({name}-site-dev): skipped: none of its components changed (web)")),
+        "{stdout}"
+    );
+    assert!(!text(&out.stderr).contains("secret-label-value") && !stdout.contains("secret-label-value"));
+    let records = store.run("run-1").unwrap();
+    let infra = records.iter().find(|r| r.component == "infra").unwrap();
+    assert_eq!(infra.status, Status::Passed);
+    assert!(infra.details.note.as_deref().unwrap().contains("deployed (change set stack-deployer-run-1-"));
+    let web = records.iter().find(|r| r.component == "web").unwrap();
+    assert_eq!(web.status, Status::Skipped);
+    let outputs = run_state::StackOutputs::read(&run).unwrap();
+    assert_eq!(outputs.environments["dev"]["topic"].stack_name, format!("{name}-dev"));
+    assert!(outputs.environments["dev"]["topic"].stack_id.as_deref().unwrap().starts_with("arn:aws:cloudformation:"));
+
+    let out = command(&["--json"], "secret-label-value");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["stacks"][0]["outcome"]["outcome"], "unchanged", "{report}");
+
+    // A new value with --no-execute: previewed, the change set named and left, the stack as it was.
+    let out = command(&["--no-execute"], "another-label");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("created and left for review (--no-execute)"), "{stdout}");
+    // The preview is printed (moto lists no resource changes for a parameter change; the
+    // recorded tests check the lines).
+    assert!(text(&out.stderr).contains("topic: change set stack-deployer-run-1-"), "{}", text(&out.stderr));
+    let cf = aws_target::cloudformation(&config, None);
+    let stack = cf.describe_stacks().stack_name(format!("{name}-dev")).send().await.unwrap();
+    assert_eq!(stack.stacks()[0].parameters()[0].parameter_value(), Some("secret-label-value"));
+    assert_eq!(store.run("run-1").unwrap().iter().find(|r| r.component == "infra").unwrap().status, Status::Skipped);
+}

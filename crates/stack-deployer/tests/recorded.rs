@@ -1,0 +1,624 @@
+//! Recorded responses shaped like AWS's (aws-smithy-mocks), for what moto does not do: it never
+//! rolls back (a failing resource leaves the stack stuck or answers 500), keeps no per-resource
+//! stack events (so no root cause to find), never reaches `ROLLBACK_COMPLETE` or
+//! `UPDATE_ROLLBACK_FAILED`, never throttles, and drops a stack's Outputs after a change set.
+//! Each test says which of these it stands in for.
+
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use aws_sdk_cloudformation::error::ErrorMetadata;
+use aws_sdk_cloudformation::operation::create_change_set::{CreateChangeSetError, CreateChangeSetOutput};
+use aws_sdk_cloudformation::operation::delete_change_set::DeleteChangeSetOutput;
+use aws_sdk_cloudformation::operation::delete_stack::DeleteStackOutput;
+use aws_sdk_cloudformation::operation::describe_change_set::DescribeChangeSetOutput;
+use aws_sdk_cloudformation::operation::describe_stack_events::DescribeStackEventsOutput;
+use aws_sdk_cloudformation::operation::describe_stacks::{DescribeStacksError, DescribeStacksOutput};
+use aws_sdk_cloudformation::operation::execute_change_set::ExecuteChangeSetOutput;
+use aws_sdk_cloudformation::operation::get_template::GetTemplateOutput;
+use aws_sdk_cloudformation::types::{
+    Change, ChangeAction, ChangeSetStatus, ChangeSetType, Output, Parameter, Replacement, ResourceChange,
+    ResourceStatus, Stack, StackEvent, StackStatus,
+};
+use aws_sdk_s3::operation::head_bucket::HeadBucketOutput;
+use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
+use aws_smithy_types::DateTime;
+use stack_deployer::{ApplyOptions, Clients, DeploySettings, Event, Plan, PlanInputs, Report, StackOutcome};
+
+const STACK: &str = "app-dev";
+const STACK_ID: &str = "arn:aws:cloudformation:us-east-1:123456789012:stack/app-dev/1111";
+const NESTED_ID: &str = "arn:aws:cloudformation:us-east-1:123456789012:stack/app-dev-LambdaStack-X/2222";
+const CHANGE_SET_ID: &str = "arn:aws:cloudformation:us-east-1:123456789012:changeSet/stack-deployer-test/3333";
+const TOKEN: &str = "stack-deployer-test";
+
+fn plan() -> (tempfile::TempDir, Plan) {
+    let repo = tempfile::tempdir().unwrap();
+    std::fs::create_dir(repo.path().join("cfn")).unwrap();
+    std::fs::write(
+        repo.path().join("cfn/app.yaml"),
+        "Parameters:\n  Label:\n    Type: String\nResources:\n  Topic:\n    Type: AWS::SNS::Topic\n",
+    )
+    .unwrap();
+    let config = pipeline_config::ConfigFile::from_text(
+        &repo.path().join("pipeline.toml"),
+        "[deploy]\nartifact_bucket = \"artifacts\"\n[deploy.stacks.app]\ntemplate = \"cfn/app.yaml\"\nstack_name = \"app-{env}\"\nparameters = { Label = \"one\" }\n",
+    );
+    let env = DeploySettings::from_config(&config).unwrap().environment(&config, "dev").unwrap();
+    let inputs = PlanInputs { repo: repo.path(), manifest: None, functions: &[], changed: None, only: &[] };
+    let plan = stack_deployer::plan(&env, inputs, &|_| None).unwrap();
+    (repo, plan)
+}
+
+fn stack(status: StackStatus, label: &str) -> Stack {
+    Stack::builder()
+        .stack_name(STACK)
+        .stack_id(STACK_ID)
+        .stack_status(status)
+        .creation_time(DateTime::from_secs(0))
+        .parameters(Parameter::builder().parameter_key("Label").parameter_value(label).build())
+        .build()
+}
+
+fn stacks(stack: Stack) -> DescribeStacksOutput {
+    DescribeStacksOutput::builder().stacks(stack).build()
+}
+
+fn no_such_stack() -> DescribeStacksError {
+    DescribeStacksError::generic(
+        ErrorMetadata::builder().code("ValidationError").message("Stack with id app-dev does not exist").build(),
+    )
+}
+
+fn clients(rules: &[&Rule]) -> Clients {
+    let head_bucket = mock!(aws_sdk_s3::Client::head_bucket).then_output(|| HeadBucketOutput::builder().build());
+    Clients {
+        s3: mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&head_bucket]),
+        cloudformation: mock_client!(aws_sdk_cloudformation, RuleMode::MatchAny, rules, |c| c.retry_config(
+            aws_sdk_cloudformation::config::retry::RetryConfig::standard()
+                .with_max_attempts(3)
+                .with_initial_backoff(Duration::from_millis(1))
+        )),
+        lambda: mock_client!(aws_sdk_lambda, RuleMode::MatchAny, Vec::<&Rule>::new()),
+    }
+}
+
+fn options() -> ApplyOptions {
+    let mut options = ApplyOptions::new(TOKEN, Duration::from_secs(5), Duration::from_secs(5));
+    options.first_poll = Duration::from_millis(1);
+    options.max_poll = Duration::from_millis(5);
+    options
+}
+
+async fn deploy(plan: &Plan, clients: &Clients, options: &ApplyOptions) -> (Report, Vec<Event>) {
+    let events = Mutex::new(Vec::new());
+    let report =
+        stack_deployer::deploy(plan, clients, 1, None, options, &|_| None, &|e| events.lock().unwrap().push(e))
+            .await
+            .unwrap();
+    (report, events.into_inner().unwrap())
+}
+
+fn created() -> Rule {
+    mock!(aws_sdk_cloudformation::Client::create_change_set)
+        .then_output(|| CreateChangeSetOutput::builder().id(CHANGE_SET_ID).stack_id(STACK_ID).build())
+}
+
+fn change_set(status: ChangeSetStatus, reason: &str) -> DescribeChangeSetOutput {
+    DescribeChangeSetOutput::builder()
+        .change_set_id(CHANGE_SET_ID)
+        .stack_id(STACK_ID)
+        .status(status)
+        .status_reason(reason)
+        .build()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn event(
+    id: &str,
+    stack_id: &str,
+    logical: &str,
+    physical: &str,
+    kind: &str,
+    status: ResourceStatus,
+    reason: &str,
+    at: i64,
+) -> StackEvent {
+    StackEvent::builder()
+        .event_id(id)
+        .stack_id(stack_id)
+        .stack_name(STACK)
+        .logical_resource_id(logical)
+        .physical_resource_id(physical)
+        .resource_type(kind)
+        .resource_status(status)
+        .resource_status_reason(reason)
+        .client_request_token(TOKEN)
+        .timestamp(DateTime::from(SystemTime::now() + Duration::from_secs(at as u64)))
+        .build()
+}
+
+/// Stands in for a failed create with rollback: moto never rolls back and has no resource events.
+#[tokio::test]
+async fn a_rolled_back_create_names_the_root_cause_inside_the_nested_stack() {
+    let (_repo, plan) = plan();
+    let describe = mock!(aws_sdk_cloudformation::Client::describe_stacks)
+        .sequence()
+        .error(no_such_stack)
+        .output(|| stacks(stack(StackStatus::CreateInProgress, "one")))
+        .output(|| stacks(stack(StackStatus::RollbackComplete, "one")))
+        .repeatedly()
+        .build();
+    let ready = mock!(aws_sdk_cloudformation::Client::describe_change_set)
+        .then_output(|| change_set(ChangeSetStatus::CreateComplete, ""));
+    let execute = mock!(aws_sdk_cloudformation::Client::execute_change_set)
+        .then_output(|| ExecuteChangeSetOutput::builder().build());
+    let root_events = mock!(aws_sdk_cloudformation::Client::describe_stack_events)
+        .match_requests(|r| r.stack_name() == Some(STACK_ID))
+        .then_output(|| {
+            DescribeStackEventsOutput::builder()
+                .stack_events(event("r5", STACK_ID, STACK, STACK_ID, "AWS::CloudFormation::Stack", ResourceStatus::RollbackComplete, "", 20))
+                .stack_events(event("r4", STACK_ID, "LambdaStack", NESTED_ID, "AWS::CloudFormation::Stack", ResourceStatus::CreateFailed,
+                    &format!("Embedded stack {NESTED_ID} was not successfully created: The following resource(s) failed to create: [ApiHandlerFunction]."), 12))
+                .stack_events(event("r3", STACK_ID, "StorageStack", "", "AWS::CloudFormation::Stack", ResourceStatus::CreateFailed, "Resource creation cancelled", 11))
+                .stack_events(event("r2", STACK_ID, "LambdaStack", NESTED_ID, "AWS::CloudFormation::Stack", ResourceStatus::CreateInProgress, "", 2))
+                .stack_events(event("r1", STACK_ID, STACK, STACK_ID, "AWS::CloudFormation::Stack", ResourceStatus::CreateInProgress, "User Initiated", 1))
+                .build()
+        });
+    let nested_events = mock!(aws_sdk_cloudformation::Client::describe_stack_events)
+        .match_requests(|r| r.stack_name() == Some(NESTED_ID))
+        .then_output(|| {
+            // A nested stack's events may carry no request token: they count by their time.
+            let untokened = |mut event: StackEvent| {
+                event.client_request_token = None;
+                event
+            };
+            DescribeStackEventsOutput::builder()
+                .stack_events(untokened(event(
+                    "n3",
+                    NESTED_ID,
+                    "LambdaRole",
+                    "role-1",
+                    "AWS::IAM::Role",
+                    ResourceStatus::DeleteComplete,
+                    "",
+                    15,
+                )))
+                .stack_events(untokened(event(
+                    "n2",
+                    NESTED_ID,
+                    "ApiHandlerFunction",
+                    "",
+                    "AWS::Lambda::Function",
+                    ResourceStatus::CreateFailed,
+                    "Resource handler returned message: \"Error occurred while GetObject. S3 Error Code: NoSuchKey\"",
+                    10,
+                )))
+                .stack_events(untokened(event(
+                    "n1",
+                    NESTED_ID,
+                    "LambdaRole",
+                    "role-1",
+                    "AWS::IAM::Role",
+                    ResourceStatus::CreateComplete,
+                    "",
+                    5,
+                )))
+                .build()
+        });
+    let created = created();
+    let clients = clients(&[&describe, &created, &ready, &execute, &root_events, &nested_events]);
+    let (report, events) = deploy(&plan, &clients, &options()).await;
+
+    let StackOutcome::Failed { status, root_cause: Some(cause), change_set } = &report.stacks[0].outcome else {
+        panic!("{}", report.summary())
+    };
+    assert_eq!(status, "ROLLBACK_COMPLETE");
+    assert_eq!(cause.path, "app/LambdaStack/ApiHandlerFunction");
+    assert_eq!(cause.resource_type, "AWS::Lambda::Function");
+    assert!(cause.reason.contains("NoSuchKey"), "{cause}");
+    assert_eq!(change_set.as_deref(), Some(TOKEN));
+    assert_eq!(report.exit_code(), 1);
+    // The nested stack's events were rendered as they came, with their paths, in order.
+    let paths: Vec<String> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Resource { path, status, .. } => Some(format!("{path} {status}")),
+            _ => None,
+        })
+        .collect();
+    let nested_failed = paths.iter().position(|p| p == "app/LambdaStack/ApiHandlerFunction CREATE_FAILED").unwrap();
+    let nested_created = paths.iter().position(|p| p == "app/LambdaStack/LambdaRole CREATE_COMPLETE").unwrap();
+    assert!(nested_created < nested_failed, "{paths:#?}");
+    assert!(paths.contains(&"app ROLLBACK_COMPLETE".to_string()), "{paths:#?}");
+}
+
+/// Stands in for a stack left `ROLLBACK_COMPLETE` by a failed first create, which moto never reaches.
+#[tokio::test]
+async fn rollback_complete_is_blocked_without_the_flag_and_recreated_with_it() {
+    let (_repo, plan) = plan();
+    let describe = mock!(aws_sdk_cloudformation::Client::describe_stacks)
+        .then_output(|| stacks(stack(StackStatus::RollbackComplete, "one")));
+    let created = created();
+    let clients_blocked = clients(&[&describe, &created]);
+    let (report, _) = deploy(&plan, &clients_blocked, &options()).await;
+    let StackOutcome::Blocked { status, next } = &report.stacks[0].outcome else { panic!("{}", report.summary()) };
+    assert_eq!(status, "ROLLBACK_COMPLETE");
+    assert!(next.contains("--recreate-failed"), "{next}");
+    assert_eq!(report.exit_code(), 3);
+    assert_eq!(created.num_calls(), 0, "nothing is changed without the flag");
+
+    let describe = mock!(aws_sdk_cloudformation::Client::describe_stacks)
+        .sequence()
+        .output(|| stacks(stack(StackStatus::RollbackComplete, "one")))
+        .output(|| stacks(stack(StackStatus::DeleteInProgress, "one")))
+        .output(|| stacks(stack(StackStatus::DeleteComplete, "one")))
+        .output(|| stacks(stack(StackStatus::CreateComplete, "one")))
+        .repeatedly()
+        .build();
+    let delete = mock!(aws_sdk_cloudformation::Client::delete_stack)
+        .match_requests(|r| r.stack_name() == Some(STACK_ID))
+        .then_output(|| DeleteStackOutput::builder().build());
+    let create = mock!(aws_sdk_cloudformation::Client::create_change_set)
+        .match_requests(|r| r.change_set_type() == Some(&ChangeSetType::Create))
+        .then_output(|| CreateChangeSetOutput::builder().id(CHANGE_SET_ID).stack_id(STACK_ID).build());
+    let ready = mock!(aws_sdk_cloudformation::Client::describe_change_set)
+        .then_output(|| change_set(ChangeSetStatus::CreateComplete, ""));
+    let execute = mock!(aws_sdk_cloudformation::Client::execute_change_set)
+        .then_output(|| ExecuteChangeSetOutput::builder().build());
+    let events = mock!(aws_sdk_cloudformation::Client::describe_stack_events)
+        .then_output(|| DescribeStackEventsOutput::builder().build());
+    let clients = clients(&[&describe, &delete, &create, &ready, &execute, &events]);
+    let mut options = options();
+    options.recreate_failed = true;
+    let (report, _) = deploy(&plan, &clients, &options).await;
+    assert_eq!(report.stacks[0].outcome, StackOutcome::Deployed { change_set: TOKEN.into() }, "{}", report.summary());
+    assert_eq!((delete.num_calls(), create.num_calls()), (1, 1));
+}
+
+/// Stands in for `UPDATE_ROLLBACK_FAILED` and a stack busy with another operation: moto reaches neither.
+#[tokio::test]
+async fn stuck_states_are_blocked_with_the_next_step() {
+    let (_repo, plan) = plan();
+    for (status, next) in [
+        (StackStatus::UpdateRollbackFailed, "continue-update-rollback --stack-name app-dev"),
+        (StackStatus::UpdateInProgress, "another operation is running on it"),
+        (StackStatus::DeleteFailed, "delete-stack --stack-name app-dev"),
+    ] {
+        let describe = mock!(aws_sdk_cloudformation::Client::describe_stacks)
+            .then_output(move || stacks(stack(status.clone(), "one")));
+        let created = created();
+        let clients = clients(&[&describe, &created]);
+        let (report, _) = deploy(&plan, &clients, &options()).await;
+        let StackOutcome::Blocked { next: said, .. } = &report.stacks[0].outcome else {
+            panic!("{}", report.summary())
+        };
+        assert!(said.contains(next), "{said}");
+        assert_eq!(report.exit_code(), 3);
+        assert_eq!(created.num_calls(), 0);
+    }
+}
+
+/// Stands in for throttling, which moto never does: the SDK retries and the deploy goes on.
+#[tokio::test]
+async fn throttled_calls_are_retried() {
+    let (_repo, plan) = plan();
+    let body = String::from_utf8(plan.stacks[0].body.clone()).unwrap();
+    let throttled =
+        || DescribeStacksError::generic(ErrorMetadata::builder().code("Throttling").message("Rate exceeded").build());
+    let describe = mock!(aws_sdk_cloudformation::Client::describe_stacks)
+        .sequence()
+        .error(throttled)
+        .times(2)
+        .output(|| stacks(stack(StackStatus::UpdateComplete, "one")))
+        .build();
+    let template = mock!(aws_sdk_cloudformation::Client::get_template)
+        .then_output(move || GetTemplateOutput::builder().template_body(body.clone()).build());
+    let clients = clients(&[&describe, &template]);
+    let (report, _) = deploy(&plan, &clients, &options()).await;
+    assert_eq!(report.stacks[0].outcome, StackOutcome::Unchanged, "{}", report.summary());
+    assert_eq!(describe.num_calls(), 3);
+}
+
+/// Stands in for Outputs after a change set, which moto drops: they reach `stack-outputs.json`.
+#[tokio::test]
+async fn outputs_after_a_change_set_reach_the_run_folder() {
+    let (_repo, plan) = plan();
+    let describe = mock!(aws_sdk_cloudformation::Client::describe_stacks)
+        .sequence()
+        .error(no_such_stack)
+        .output(|| {
+            let mut done = stack(StackStatus::CreateComplete, "one");
+            done.outputs =
+                Some(vec![Output::builder().output_key("TopicArn").output_value("arn:aws:sns:us-east-1:1:t").build()]);
+            stacks(done)
+        })
+        .repeatedly()
+        .build();
+    let created = created();
+    let ready = mock!(aws_sdk_cloudformation::Client::describe_change_set)
+        .then_output(|| change_set(ChangeSetStatus::CreateComplete, ""));
+    let execute = mock!(aws_sdk_cloudformation::Client::execute_change_set)
+        .then_output(|| ExecuteChangeSetOutput::builder().build());
+    let events = mock!(aws_sdk_cloudformation::Client::describe_stack_events)
+        .then_output(|| DescribeStackEventsOutput::builder().build());
+    let clients = clients(&[&describe, &created, &ready, &execute, &events]);
+    let (report, _) = deploy(&plan, &clients, &options()).await;
+    assert!(matches!(report.stacks[0].outcome, StackOutcome::Deployed { .. }), "{}", report.summary());
+
+    let state = tempfile::tempdir().unwrap();
+    let run = run_state::RunDir::create(state.path(), "run-1").unwrap();
+    report.outputs().merge_into(&run).unwrap();
+    let outputs = run_state::StackOutputs::read(&run).unwrap();
+    assert_eq!(outputs.output("dev", "app", "TopicArn").unwrap(), "arn:aws:sns:us-east-1:1:t");
+    assert_eq!(outputs.environments["dev"]["app"].stack_name, STACK);
+    assert_eq!(outputs.environments["dev"]["app"].stack_id.as_deref(), Some(STACK_ID));
+}
+
+/// CloudFormation's two ways of saying "nothing to change", as AWS words them (moto shows only
+/// one of them for a given input): both are a success, and a change set made is deleted.
+#[tokio::test]
+async fn both_ways_of_saying_nothing_to_change_are_a_success() {
+    let (_repo, plan) = plan();
+    // 1. CreateChangeSet refuses: nothing was made, nothing to delete.
+    let describe = mock!(aws_sdk_cloudformation::Client::describe_stacks)
+        .then_output(|| stacks(stack(StackStatus::UpdateComplete, "other")));
+    let refused = mock!(aws_sdk_cloudformation::Client::create_change_set).then_error(|| {
+        CreateChangeSetError::generic(
+            ErrorMetadata::builder().code("ValidationError").message("No updates are to be performed.").build(),
+        )
+    });
+    let delete = mock!(aws_sdk_cloudformation::Client::delete_change_set)
+        .then_output(|| DeleteChangeSetOutput::builder().build());
+    let clients1 = clients(&[&describe, &refused, &delete]);
+    let (report, _) = deploy(&plan, &clients1, &options()).await;
+    assert_eq!(report.stacks[0].outcome, StackOutcome::NoChanges);
+    assert_eq!(delete.num_calls(), 0);
+
+    // 2. The change set ends FAILED for want of changes: deleted by its ARN.
+    let created = created();
+    let failed = mock!(aws_sdk_cloudformation::Client::describe_change_set).then_output(|| {
+        change_set(
+            ChangeSetStatus::Failed,
+            "The submitted information didn't contain changes. Submit different information to create a change set.",
+        )
+    });
+    let delete = mock!(aws_sdk_cloudformation::Client::delete_change_set)
+        .match_requests(|r| r.change_set_name() == Some(CHANGE_SET_ID))
+        .then_output(|| DeleteChangeSetOutput::builder().build());
+    let clients2 = clients(&[&describe, &created, &failed, &delete]);
+    let (report, _) = deploy(&plan, &clients2, &options()).await;
+    assert_eq!(report.stacks[0].outcome, StackOutcome::NoChanges);
+    assert_eq!(delete.num_calls(), 1);
+
+    // 3. A change set FAILED for another reason is deleted too, and is a failure.
+    let bad = mock!(aws_sdk_cloudformation::Client::describe_change_set).then_output(|| {
+        change_set(ChangeSetStatus::Failed, "Template format error: Unresolved resource dependencies [X]")
+    });
+    let delete = mock!(aws_sdk_cloudformation::Client::delete_change_set)
+        .then_output(|| DeleteChangeSetOutput::builder().build());
+    let created = self::created();
+    let clients3 = clients(&[&describe, &created, &bad, &delete]);
+    let (report, _) = deploy(&plan, &clients3, &options()).await;
+    let StackOutcome::Failed { root_cause: Some(cause), .. } = &report.stacks[0].outcome else {
+        panic!("{}", report.summary())
+    };
+    assert!(cause.reason.starts_with("Template format error"), "{cause}");
+    assert_eq!(delete.num_calls(), 1);
+    assert_eq!(report.exit_code(), 1);
+}
+
+/// A preview with nested changes and `--no-execute`; then a deploy still in progress when the
+/// wait ends. Recorded: moto's change sets list no nested change sets, and its stacks end at once.
+#[tokio::test]
+async fn no_execute_previews_nested_changes_and_a_long_deploy_times_out() {
+    let (_repo, plan) = plan();
+    let describe = mock!(aws_sdk_cloudformation::Client::describe_stacks)
+        .sequence()
+        .output(|| stacks(stack(StackStatus::UpdateComplete, "other")))
+        .output(|| stacks(stack(StackStatus::UpdateInProgress, "one")))
+        .repeatedly()
+        .build();
+    let created = created();
+    let nested_id = "arn:aws:cloudformation:us-east-1:123456789012:changeSet/nested/4444";
+    let root = mock!(aws_sdk_cloudformation::Client::describe_change_set)
+        .match_requests(|r| r.change_set_name() == Some(CHANGE_SET_ID))
+        .then_output(move || {
+            let mut out = change_set(ChangeSetStatus::CreateComplete, "");
+            let change = |action: ChangeAction,
+                          logical: &str,
+                          kind: &str,
+                          replacement: Option<Replacement>,
+                          nested: Option<&str>| {
+                Change::builder()
+                    .resource_change(
+                        ResourceChange::builder()
+                            .action(action)
+                            .logical_resource_id(logical)
+                            .resource_type(kind)
+                            .set_replacement(replacement)
+                            .set_change_set_id(nested.map(str::to_string))
+                            .build(),
+                    )
+                    .build()
+            };
+            out.changes = Some(vec![
+                change(ChangeAction::Add, "Queue", "AWS::SQS::Queue", None, None),
+                change(ChangeAction::Modify, "Topic", "AWS::SNS::Topic", Some(Replacement::True), None),
+                change(
+                    ChangeAction::Modify,
+                    "LambdaStack",
+                    "AWS::CloudFormation::Stack",
+                    Some(Replacement::False),
+                    Some(nested_id),
+                ),
+            ]);
+            out
+        });
+    let nested = mock!(aws_sdk_cloudformation::Client::describe_change_set)
+        .match_requests(move |r| r.change_set_name() == Some(nested_id))
+        .then_output(|| {
+            let mut out = change_set(ChangeSetStatus::CreateComplete, "");
+            out.changes = Some(vec![
+                Change::builder()
+                    .resource_change(
+                        ResourceChange::builder()
+                            .action(ChangeAction::Remove)
+                            .logical_resource_id("OldFunction")
+                            .resource_type("AWS::Lambda::Function")
+                            .build(),
+                    )
+                    .build(),
+            ]);
+            out
+        });
+    let execute = mock!(aws_sdk_cloudformation::Client::execute_change_set)
+        .then_output(|| ExecuteChangeSetOutput::builder().build());
+    let events = mock!(aws_sdk_cloudformation::Client::describe_stack_events)
+        .then_output(|| DescribeStackEventsOutput::builder().build());
+
+    let clients1 = clients(&[&describe, &created, &root, &nested, &execute, &events]);
+    let mut preview = options();
+    preview.execute = false;
+    let (report, events_seen) = deploy(&plan, &clients1, &preview).await;
+    assert_eq!(
+        report.stacks[0].outcome,
+        StackOutcome::Previewed { change_set: TOKEN.into(), change_set_id: CHANGE_SET_ID.into() }
+    );
+    assert_eq!(execute.num_calls(), 0);
+    let lines: Vec<String> = events_seen
+        .iter()
+        .find_map(|e| match e {
+            Event::Preview { changes, .. } => Some(changes.iter().map(ToString::to_string).collect()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(
+        lines,
+        [
+            "+ Add app/Queue (AWS::SQS::Queue)",
+            "~ Modify app/Topic (AWS::SNS::Topic) replacement: True",
+            "~ Modify app/LambdaStack (AWS::CloudFormation::Stack) replacement: False",
+            "- Remove app/LambdaStack/OldFunction (AWS::Lambda::Function)",
+        ]
+    );
+
+    // Executed, the stack stays UPDATE_IN_PROGRESS past the bound: timed out, not failed.
+    let describe = mock!(aws_sdk_cloudformation::Client::describe_stacks)
+        .sequence()
+        .output(|| stacks(stack(StackStatus::UpdateComplete, "other")))
+        .output(|| stacks(stack(StackStatus::UpdateInProgress, "one")))
+        .repeatedly()
+        .build();
+    let clients2 = clients(&[&describe, &created, &root, &nested, &execute, &events]);
+    let mut short = options();
+    short.timeout = Duration::from_millis(50);
+    let started = SystemTime::now();
+    let (report, _) = deploy(&plan, &clients2, &short).await;
+    let StackOutcome::TimedOut { status, next } = &report.stacks[0].outcome else { panic!("{}", report.summary()) };
+    assert_eq!(status, "UPDATE_IN_PROGRESS");
+    assert!(next.contains("describe-stack-events --stack-name app-dev"), "{next}");
+    assert_eq!(report.exit_code(), 4);
+    assert!(started.elapsed().unwrap() < Duration::from_secs(5));
+}
+
+/// Rules for one stack created through a change set, ending CREATE_COMPLETE with `outputs`.
+fn created_stack(
+    name: &'static str,
+    id: &'static str,
+    change_set: &'static str,
+    outputs: &'static [(&'static str, &'static str)],
+) -> Vec<Rule> {
+    let done = move || {
+        let mut stack = Stack::builder()
+            .stack_name(name)
+            .stack_id(id)
+            .stack_status(StackStatus::CreateComplete)
+            .creation_time(DateTime::from_secs(0))
+            .build();
+        stack.outputs =
+            Some(outputs.iter().map(|(k, v)| Output::builder().output_key(*k).output_value(*v).build()).collect());
+        stacks(stack)
+    };
+    vec![
+        mock!(aws_sdk_cloudformation::Client::describe_stacks)
+            .match_requests(move |r| r.stack_name() == Some(name) || r.stack_name() == Some(id))
+            .sequence()
+            .error(no_such_stack)
+            .output(done)
+            .repeatedly()
+            .build(),
+        mock!(aws_sdk_cloudformation::Client::create_change_set)
+            .match_requests(move |r| r.stack_name() == Some(name))
+            .then_output(move || CreateChangeSetOutput::builder().id(change_set).stack_id(id).build()),
+        mock!(aws_sdk_cloudformation::Client::describe_change_set)
+            .match_requests(move |r| r.change_set_name() == Some(change_set))
+            .then_output(move || {
+                DescribeChangeSetOutput::builder()
+                    .change_set_id(change_set)
+                    .stack_id(id)
+                    .status(ChangeSetStatus::CreateComplete)
+                    .build()
+            }),
+        mock!(aws_sdk_cloudformation::Client::execute_change_set)
+            .match_requests(move |r| r.change_set_name() == Some(change_set))
+            .then_output(|| ExecuteChangeSetOutput::builder().build()),
+    ]
+}
+
+/// Several stacks at once, which needs stacks that take time: moto's end at once, and it drops
+/// the outputs a dependent stack reads. Independent stacks overlap; a dependent one starts after
+/// its dependency, with the dependency's output as its parameter.
+#[tokio::test]
+async fn independent_stacks_overlap_and_a_dependent_one_gets_the_output() {
+    let repo = tempfile::tempdir().unwrap();
+    std::fs::create_dir(repo.path().join("cfn")).unwrap();
+    std::fs::write(
+        repo.path().join("cfn/app.yaml"),
+        "Parameters:\n  Label:\n    Type: String\nResources:\n  Topic:\n    Type: AWS::SNS::Topic\n",
+    )
+    .unwrap();
+    let config = pipeline_config::ConfigFile::from_text(
+        &repo.path().join("pipeline.toml"),
+        "[deploy]\nartifact_bucket = \"artifacts\"\nparallelism = 2\n\
+         [deploy.stacks.a]\ntemplate = \"cfn/app.yaml\"\nstack_name = \"a-{env}\"\nparameters = { Label = \"a\" }\n\
+         [deploy.stacks.b]\ntemplate = \"cfn/app.yaml\"\nstack_name = \"b-{env}\"\nparameters = { Label = \"b\" }\n\
+         [deploy.stacks.c]\ntemplate = \"cfn/app.yaml\"\nstack_name = \"c-{env}\"\nparameters = { Label = { output = \"a.TopicArn\" } }\n",
+    );
+    let env = DeploySettings::from_config(&config).unwrap().environment(&config, "dev").unwrap();
+    let inputs = PlanInputs { repo: repo.path(), manifest: None, functions: &[], changed: None, only: &[] };
+    let plan = stack_deployer::plan(&env, inputs, &|_| None).unwrap();
+
+    let mut rules = Vec::new();
+    rules.extend(created_stack("a-dev", "arn:stack/a", "arn:cs/a", &[("TopicArn", "arn:aws:sns:us-east-1:1:a")]));
+    rules.extend(created_stack("b-dev", "arn:stack/b", "arn:cs/b", &[]));
+    // c's change set only matches with a's output as its parameter.
+    let mut c_rules = created_stack("c-dev", "arn:stack/c", "arn:cs/c", &[]);
+    c_rules[1] = mock!(aws_sdk_cloudformation::Client::create_change_set)
+        .match_requests(|r| {
+            r.stack_name() == Some("c-dev")
+                && r.parameters().first().and_then(|p| p.parameter_value()) == Some("arn:aws:sns:us-east-1:1:a")
+        })
+        .then_output(|| CreateChangeSetOutput::builder().id("arn:cs/c").stack_id("arn:stack/c").build());
+    rules.extend(c_rules);
+    rules.push(
+        mock!(aws_sdk_cloudformation::Client::describe_stack_events)
+            .then_output(|| DescribeStackEventsOutput::builder().build()),
+    );
+    let refs: Vec<&Rule> = rules.iter().collect();
+    let clients = clients(&refs);
+    let events = Mutex::new(Vec::new());
+    let report = stack_deployer::deploy(&plan, &clients, env.parallelism, None, &options(), &|_| None, &|e| match e {
+        Event::Stack { stack, message } if message.starts_with("creating change set") => {
+            events.lock().unwrap().push(format!("{stack} starts"))
+        }
+        Event::Done { stack, .. } => events.lock().unwrap().push(format!("{stack} done")),
+        _ => {}
+    })
+    .await
+    .unwrap();
+    assert!(report.stacks.iter().all(|s| matches!(s.outcome, StackOutcome::Deployed { .. })), "{}", report.summary());
+    let order = events.into_inner().unwrap();
+    let at = |what: &str| order.iter().position(|e| e == what).unwrap_or_else(|| panic!("{what} in {order:?}"));
+    assert!(at("b starts") < at("a done"), "a and b overlap: {order:?}");
+    assert!(at("a done") < at("c starts"), "c waits for a: {order:?}");
+}
