@@ -492,7 +492,8 @@ const UPDATE_POLICIES: &[(&str, &[&str])] = &[
         "AWS::AutoScaling::AutoScalingGroup",
         &["AutoScalingInstanceRefresh", "AutoScalingReplacingUpdate", "AutoScalingRollingUpdate", "AutoScalingScheduledAction"],
     ),
-    ("AWS::Lambda::Alias", &["CodeDeployLambdaAliasUpdate"]),
+    // cfn-lint's schema lets a Lambda alias's UpdatePolicy hold other keys too.
+    ("AWS::Lambda::Alias", &[]),
     ("AWS::Elasticsearch::Domain", &["EnableVersionUpgrade"]),
     ("AWS::OpenSearchService::Domain", &["EnableVersionUpgrade"]),
     ("AWS::ElastiCache::ReplicationGroup", &["UseOnlineResharding"]),
@@ -558,7 +559,10 @@ fn resource_keys(key: &Key, resource: &Node, resource_type: Option<&str>, transf
                 policy_key.pos,
                 format!("resource `{}`: {resource_type} takes no UpdatePolicy (only Auto Scaling groups, Lambda aliases, OpenSearch and Elasticsearch domains, ElastiCache replication groups and AppStream fleets do); remove it", key.name),
             ),
-            Some((_, known)) => policy_keys(UPDATE_POLICY_INVALID, "UpdatePolicy", key, policy, known, out),
+            Some((_, known)) if !known.is_empty() => {
+                policy_keys(UPDATE_POLICY_INVALID, "UpdatePolicy", key, policy, known, out);
+            }
+            Some(_) => {}
         }
     }
     if let Some(policy) = resource.get("CreationPolicy")

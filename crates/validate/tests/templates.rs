@@ -59,6 +59,8 @@ fn read_full(file: &Path) -> Vec<Full> {
 /// for a native-only check).
 fn cfn_lint_expected(path: &Path) -> Vec<Full> {
     let mut found = read_full(&path.with_extension("expected.json"));
+    // E0002 is cfn-lint failing inside one of its rules, not a finding about the template.
+    found.retain(|f| f.rule != "E0002");
     found.sort();
     found
 }
@@ -164,6 +166,9 @@ fn cfn_lint_says_what_the_fixtures_record_and_nothing_on_good_templates() {
     let mut said: std::collections::BTreeMap<String, Vec<Full>> = std::collections::BTreeMap::new();
     for f in report.as_array().unwrap() {
         let file = Path::new(f["Filename"].as_str().unwrap()).file_name().unwrap().to_string_lossy().to_string();
+        if f["Rule"]["Id"] == "E0002" {
+            continue; // cfn-lint failing inside a rule (see cfn_lint_expected)
+        }
         let start = &f["Location"]["Start"];
         said.entry(file).or_default().push(Full {
             rule: f["Rule"]["Id"].as_str().unwrap().to_string(),
