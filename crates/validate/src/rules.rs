@@ -8,6 +8,7 @@ use crate::node::{Key, Node, Pos, Value};
 use crate::{Finding, Severity};
 
 mod conditions;
+mod warnings;
 
 /// One native rule's identity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +75,9 @@ rules! {
     UPDATE_POLICY_INVALID = "E3016", Error, "UpdatePolicy only on resource types that take it, with the keys they take";
     CREATION_POLICY_INVALID = "E3055", Error, "CreationPolicy has the keys its resource type takes";
     NESTED_TEMPLATE_MISSING = "P3001", Error, "A nested stack's local TemplateURL points to a file that exists";
+    DEPENDS_ON_IMPLIED = "W3005", Warning, "No DependsOn that a Ref, Fn::GetAtt or Fn::Sub already implies";
+    UNUSED_CONDITION = "W8001", Warning, "Every condition is used";
+    SUB_WITHOUT_VARIABLE = "W1020", Warning, "Fn::Sub has a variable (otherwise write the string)";
     IAM_WILDCARD = "P3002", Warning, "No IAM policy allows Action \"*\" on Resource \"*\"";
 }
 
@@ -301,6 +305,8 @@ pub fn check(root: &Node, path: &str, dir: &Path, size: usize) -> Vec<Finding> {
     outputs(root, names.transforms, &mut out);
     unused_parameters(root, &names, &mut out);
     cycles(&names, &mut out);
+    warnings::implied_dependencies(&names, &mut out);
+    warnings::unused_conditions(root, &names, &mut out);
     out.findings.sort();
     out.findings
 }
@@ -915,6 +921,14 @@ fn references(root: &Node, names: &Names<'_>, out: &mut Out<'_>) {
                 };
                 let Some(text_node) = text_node else { continue };
                 let Some(text) = text_node.as_str() else { continue };
+                // Like cfn-lint, not with the SAM transform.
+                if !names.transforms.sam && sub_variables(text).iter().all(|(_, v)| v.is_empty()) {
+                    out.add(
+                        SUB_WITHOUT_VARIABLE,
+                        whole,
+                        "Fn::Sub has no ${variable}: write the string without Fn::Sub".into(),
+                    );
+                }
                 let local: BTreeSet<&str> =
                     variables.map(|v| v.entries().iter().map(|(k, _)| k.name.as_str()).collect()).unwrap_or_default();
                 for (_, var) in sub_variables(text) {
