@@ -17,6 +17,7 @@
 //! assert_eq!((findings[0].pos.line, findings[0].pos.column), (4, 5));
 //! ```
 
+pub mod cfnlintrc;
 pub mod config;
 pub mod node;
 pub mod report;
@@ -123,6 +124,8 @@ pub struct Plan {
     pub tools: Vec<tools::ToolRun>,
     /// Tools not run, with why.
     pub skipped_tools: Vec<(String, String)>,
+    /// What the repository's `.cfnlintrc` sets, when it has one.
+    pub cfn_lint_settings: Option<String>,
 }
 
 impl Plan {
@@ -130,6 +133,9 @@ impl Plan {
     pub fn describe(&self) -> String {
         let mut out =
             format!("{} template(s), {} file(s) to scan for secrets\n", self.templates.len(), self.secret_files.len());
+        if let Some(settings) = &self.cfn_lint_settings {
+            out.push_str(&format!("{settings}\n"));
+        }
         for tool in &self.tools {
             out.push_str(&format!(
                 "run  {} (changed: {}): {}\n",
@@ -168,9 +174,18 @@ pub fn plan(
             files.extend(owned.files.iter().cloned());
         }
     }
-    let templates = files.iter().filter(|f| template_globs.is_match(f.as_str())).cloned().collect();
+    // As cfn-lint reads its settings: `templates` adds templates, `ignore_templates` leaves
+    // files out whichever glob named them.
+    let rc = &settings.cfnlintrc;
+    let templates = files
+        .iter()
+        .filter(|f| template_globs.is_match(f.as_str()) || rc.names_template(f))
+        .filter(|f| !rc.ignores_template(f))
+        .cloned()
+        .collect();
     let mut plan = Plan {
         templates,
+        cfn_lint_settings: rc.describe(),
         secret_files: if settings.secrets { files.into_iter().collect() } else { Vec::new() },
         ..Plan::default()
     };
@@ -438,6 +453,7 @@ pub fn apply(
     options: ApplyOptions<'_>,
 ) -> Result<Vec<Finding>, Error> {
     let mut findings = check_templates(repo, &plan.templates, &settings.ignore_checks, options.cache_dir);
+    findings.retain(|f| settings.cfnlintrc.enabled(&f.rule));
     let allowlist = match &settings.secrets_allowlist {
         Some(file) => {
             let path = repo.join(file);
@@ -525,7 +541,8 @@ pub fn plan_stage(
 ) -> Result<Plan, Error> {
     let config = context.required_config()?;
     let components = Components::from_config(config)?;
-    let settings = ValidateSettings::from_config(config)?;
+    let mut settings = ValidateSettings::from_config(config)?;
+    settings.cfnlintrc = cfnlintrc::CfnLintRc::load(&context.root)?;
     let tracked = source_diff::Repo::at_root(&context.root).tracked_files()?;
     let diff = stage_diff(context, run_dir, &components, &tracked, options.all)?;
     Ok(plan(&settings, &components, &diff, &tracked)?)
@@ -563,7 +580,8 @@ pub fn run_stage(
     let work = || -> Result<(StageOutcome, String), Error> {
         let config = context.required_config()?;
         let components = Components::from_config(config)?;
-        let settings = ValidateSettings::from_config(config)?;
+        let mut settings = ValidateSettings::from_config(config)?;
+        settings.cfnlintrc = cfnlintrc::CfnLintRc::load(&context.root)?;
         let repo = source_diff::Repo::at_root(&context.root);
         let tracked = repo.tracked_files()?;
         let diff = stage_diff(context, run.map(|(dir, _)| dir), &components, &tracked, options.all)?;

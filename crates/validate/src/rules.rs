@@ -330,7 +330,10 @@ fn sections(root: &Node, names: &Names<'_>, out: &mut Out<'_>) {
             out.add(
                 FORMAT_VERSION,
                 key.pos,
-                format!("AWSTemplateFormatVersion: {} {problem}: write \"2010-09-09\" or leave it out", value_shape(version)),
+                format!(
+                    "AWSTemplateFormatVersion: {} {problem}: write \"2010-09-09\" or leave it out",
+                    value_shape(version)
+                ),
             );
         }
     }
@@ -414,7 +417,11 @@ fn resources(root: &Node, names: &Names<'_>, dir: &Path, out: &mut Out<'_>) {
             out.add(
                 RESOURCE_TYPE_MISSING,
                 type_key.pos,
-                format!("resource `{}`: Type takes a resource type such as AWS::S3::Bucket; {} is not of type 'string'", key.name, value_shape(node)),
+                format!(
+                    "resource `{}`: Type takes a resource type such as AWS::S3::Bucket; {} is not of type 'string'",
+                    key.name,
+                    value_shape(node)
+                ),
             );
         }
         if let (Some(depends_key), Some(depends)) = (resource.key("DependsOn"), resource.get("DependsOn")) {
@@ -496,7 +503,12 @@ const RESOURCE_KEYS: &[&str] = &[
 const UPDATE_POLICIES: &[(&str, &[&str])] = &[
     (
         "AWS::AutoScaling::AutoScalingGroup",
-        &["AutoScalingInstanceRefresh", "AutoScalingReplacingUpdate", "AutoScalingRollingUpdate", "AutoScalingScheduledAction"],
+        &[
+            "AutoScalingInstanceRefresh",
+            "AutoScalingReplacingUpdate",
+            "AutoScalingRollingUpdate",
+            "AutoScalingScheduledAction",
+        ],
     ),
     // cfn-lint's schema lets a Lambda alias's UpdatePolicy hold other keys too.
     ("AWS::Lambda::Alias", &[]),
@@ -584,7 +596,12 @@ fn policy_keys(rule: Rule, what: &str, key: &Key, policy: &Node, known: &[&str],
             out.add(
                 rule,
                 k.pos,
-                format!("resource `{}`: `{}` is not a {what} key here; expected one of {}", key.name, k.name, known.join(", ")),
+                format!(
+                    "resource `{}`: `{}` is not a {what} key here; expected one of {}",
+                    key.name,
+                    k.name,
+                    known.join(", ")
+                ),
             );
         }
     }
@@ -761,8 +778,7 @@ fn walk_keyed<'a>(root: &'a Node, transforms: Transforms) -> Keyed<'a> {
         entries(root.get("Conditions"), transforms).iter().map(|e| e.node as *const Node).collect();
     let first = Pos { line: 1, column: 1 };
     let mut keyed = Keyed { sites: Vec::new(), scopes: Vec::new() };
-    let mut stack =
-        vec![Site { node: root, at: first, up: first, scope: NO_SCOPE, within: Within::default() }];
+    let mut stack = vec![Site { node: root, at: first, up: first, scope: NO_SCOPE, within: Within::default() }];
     while let Some(site) = stack.pop() {
         keyed.sites.push(site);
         let node = site.node;
@@ -864,7 +880,8 @@ fn references(root: &Node, names: &Names<'_>, out: &mut Out<'_>) {
         let whole = intrinsic_pos(key, site);
         // cfn-lint files a reference inside an output's Value under E6101, and a `Fn::GetAtt`
         // or `Fn::Sub` problem under the outermost function around it.
-        let reference_rule = |own: Rule| if within.output_value { OUTPUT_VALUE_REFERENCE } else { within.wrapper.unwrap_or(own) };
+        let reference_rule =
+            |own: Rule| if within.output_value { OUTPUT_VALUE_REFERENCE } else { within.wrapper.unwrap_or(own) };
         match key.name.as_str() {
             "Ref" => {
                 let kind = shape_of(arg);
@@ -912,7 +929,11 @@ fn references(root: &Node, names: &Names<'_>, out: &mut Out<'_>) {
                 }
                 if matches!(arg.value, Value::Null) {
                     // cfn-lint fails on it with the position of what holds the function.
-                    out.add(SUB_UNDEFINED, site.at, "Fn::Sub takes a string or [string, {variables}]: null is not of type 'array', 'string'".into());
+                    out.add(
+                        SUB_UNDEFINED,
+                        site.at,
+                        "Fn::Sub takes a string or [string, {variables}]: null is not of type 'array', 'string'".into(),
+                    );
                     continue;
                 }
                 let (text_node, variables) = match &arg.value {
@@ -997,13 +1018,18 @@ fn getatt(names: &Names<'_>, key: &Key, arg: &Node, site: &Site<'_>, undefined: 
         Value::Seq(items) if items.len() < 2 => Some((whole, invalid.to_string())),
         Value::Seq(items) if !matches!(items[0].value, Value::String(_)) => Some((
             item_pos(key, site, &items[0]),
-            format!("Fn::GetAtt takes [resource, attribute]: the resource, {}, is not of type 'string'", shape_of(&items[0])),
+            format!(
+                "Fn::GetAtt takes [resource, attribute]: the resource, {}, is not of type 'string'",
+                shape_of(&items[0])
+            ),
         )),
         // cfn-lint fails on these with the position of what holds the function.
         Value::Seq(items) if matches!(items[1].value, Value::Number(_) | Value::Bool(_) | Value::Null) => {
             Some((site.at, "Fn::GetAtt takes [resource, attribute]: the attribute must be a string".to_string()))
         }
-        Value::Null => Some((site.at, "Fn::GetAtt takes `Resource.Attribute` or [resource, attribute], not null".into())),
+        Value::Null => {
+            Some((site.at, "Fn::GetAtt takes `Resource.Attribute` or [resource, attribute], not null".into()))
+        }
         Value::String(text) if !text.contains('.') => Some((whole, invalid.to_string())),
         Value::Seq(_) | Value::String(_) | Value::Number(_) | Value::Bool(_) => None,
         Value::Map(_) => Some((
@@ -1046,7 +1072,10 @@ fn fn_if(names: &Names<'_>, key: &Key, arg: &Node, site: &Site<'_>, out: &mut Ou
             out.add(
                 IF_INVALID,
                 whole,
-                format!("Fn::If takes [condition, value if true, value if false]; {} is not of type 'array'", shape_of(arg)),
+                format!(
+                    "Fn::If takes [condition, value if true, value if false]; {} is not of type 'array'",
+                    shape_of(arg)
+                ),
             );
             return;
         }
@@ -1056,7 +1085,10 @@ fn fn_if(names: &Names<'_>, key: &Key, arg: &Node, site: &Site<'_>, out: &mut Ou
         out.add(
             IF_INVALID,
             whole,
-            format!("Fn::If takes [condition, value if true, value if false]: expected {bound} item count: 3, found: {}", items.len()),
+            format!(
+                "Fn::If takes [condition, value if true, value if false]: expected {bound} item count: 3, found: {}",
+                items.len()
+            ),
         );
         return;
     }

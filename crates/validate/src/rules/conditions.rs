@@ -5,8 +5,8 @@
 //! E8001 otherwise), and every null in the section is also E1001.
 
 use super::{
-    AND_INVALID, CONDITION_INVALID, CONDITIONS_NOT_A_MAP, CONDITIONS_NULL, EQUALS_INVALID, Entry, NOT_INVALID,
-    Names, OR_INVALID, Out, Rule, Site, entries, intrinsic_pos, item_pos, shape_of,
+    AND_INVALID, CONDITION_INVALID, CONDITIONS_NOT_A_MAP, CONDITIONS_NULL, EQUALS_INVALID, Entry, NOT_INVALID, Names,
+    OR_INVALID, Out, Rule, Site, entries, intrinsic_pos, item_pos, shape_of,
 };
 use crate::node::{Node, Value};
 
@@ -45,7 +45,10 @@ pub(super) fn section(root: &Node, names: &Names<'_>, out: &mut Out<'_>) {
             out.add(
                 CONDITION_INVALID,
                 key.pos,
-                format!("condition `{}` must be a condition function (Fn::Equals, Fn::And, Fn::Or, Fn::Not): {problem}", key.name),
+                format!(
+                    "condition `{}` must be a condition function (Fn::Equals, Fn::And, Fn::Or, Fn::Not): {problem}",
+                    key.name
+                ),
             );
         }
     }
@@ -68,7 +71,11 @@ pub(super) fn check_site(site: &Site<'_>, names: &Names<'_>, out: &mut Out<'_>) 
             Some(target) => {
                 out.add(rule, whole, format!("condition `{target}` is not defined under Conditions"));
             }
-            None => out.add(rule, whole, format!("Condition takes a condition's name; {} is not of type 'string'", shape_of(arg))),
+            None => out.add(
+                rule,
+                whole,
+                format!("Condition takes a condition's name; {} is not of type 'string'", shape_of(arg)),
+            ),
         },
         "Fn::And" | "Fn::Or" | "Fn::Not" | "Fn::Equals" => {
             let (min, max) = match name {
@@ -88,7 +95,11 @@ pub(super) fn check_site(site: &Site<'_>, names: &Names<'_>, out: &mut Out<'_>) 
                 return;
             };
             if items.len() < min || items.len() > max {
-                let bound = if items.len() < min { format!("minimum item count: {min}") } else { format!("maximum item count: {max}") };
+                let bound = if items.len() < min {
+                    format!("minimum item count: {min}")
+                } else {
+                    format!("maximum item count: {max}")
+                };
                 out.add(rule, whole, format!("{takes}: expected {bound}, found: {}", items.len()));
             }
             for item in items {
