@@ -202,7 +202,7 @@ pub fn plan(
 }
 
 /// Bump when a rule changes, so cached results are not reused.
-const CACHE_VERSION: &str = "validate-native-v2";
+const CACHE_VERSION: &str = "validate-native-v3";
 
 /// Checks templates natively (in parallel, cached by content in `cache_dir` when given),
 /// applying each template's `Metadata: cfn-lint: config: ignore_checks` and `ignore`.
