@@ -13,6 +13,7 @@ mod faults;
 mod pipeline;
 mod progress;
 mod python;
+mod schemas;
 mod tidy;
 
 use std::path::{Path, PathBuf};
@@ -55,6 +56,9 @@ enum Task {
         #[arg(last = true, hide = true)]
         command: Vec<String>,
     },
+    /// Regenerates validate's resource-schema bundle (crates/validate/data/resource-schemas.deflate)
+    /// from the schemas shipped in the pinned cfn-lint (target/py-venv).
+    Schemas,
     /// Starts the local AWS emulator (moto) on a free loopback port until Ctrl-C,
     /// printing the environment that points the AWS CLI and the stage binaries at it.
     Emulator,
@@ -67,6 +71,7 @@ fn main() -> ExitCode {
         Task::Bench { which } => bench::run(which).map(|()| true),
         Task::Setup => python::ensure(&workspace_root()).map(|_| true),
         Task::Emulator => emulator().map(|()| true),
+        Task::Schemas => schemas::run().map(|()| true),
         Task::Faults { measure: true, command } => faults::measure(&command).map(|()| true),
         Task::Faults { measure: false, .. } => {
             // Taken before the build, which may put a new xtask at this path.

@@ -22,6 +22,7 @@ pub mod config;
 pub mod node;
 pub mod report;
 pub mod rules;
+pub mod schemas;
 pub mod secrets;
 pub mod template;
 pub mod tools;
@@ -212,6 +213,18 @@ const CACHE_VERSION: &str = "validate-native-v3";
 /// it is. A tracked folder (a git submodule a template glob matched) is not a template and is
 /// skipped.
 pub fn check_templates(repo: &Path, templates: &[String], ignore: &[String], cache_dir: Option<&Path>) -> Vec<Finding> {
+    check_templates_in(repo, templates, ignore, cache_dir, &[])
+}
+
+/// [`check_templates`] for the given regions (`.cfnlintrc`'s `regions`; none is cfn-lint's
+/// default, us-east-1).
+pub fn check_templates_in(
+    repo: &Path,
+    templates: &[String],
+    ignore: &[String],
+    cache_dir: Option<&Path>,
+    regions: &[String],
+) -> Vec<Finding> {
     let root = repo.canonicalize().ok();
     let mut findings: Vec<Finding> = templates
         .par_iter()
@@ -239,7 +252,7 @@ pub fn check_templates(repo: &Path, templates: &[String], ignore: &[String], cac
                 Tracked::File => {}
             }
             match run_state::fs::read_regular(&full, Limits::default().max_bytes as u64) {
-                Ok(bytes) => check_cached(path, &full, &bytes, cache_dir),
+                Ok(bytes) => check_cached(path, &full, &bytes, cache_dir, regions),
                 Err(e) => unreadable(format!("cannot read the template: {e}")),
             }
         })
@@ -291,10 +304,15 @@ fn inspect(root: Option<&Path>, path: &str, full: &Path) -> Tracked {
     Tracked::File
 }
 
-fn check_cached(path: &str, full: &Path, bytes: &[u8], cache_dir: Option<&Path>) -> Vec<Finding> {
+fn check_cached(path: &str, full: &Path, bytes: &[u8], cache_dir: Option<&Path>, regions: &[String]) -> Vec<Finding> {
     let key = {
         let mut hasher = Sha256::new();
         hasher.update(CACHE_VERSION);
+        hasher.update(schemas::fingerprint());
+        for region in regions {
+            hasher.update(region.as_bytes());
+            hasher.update(b"\n");
+        }
         hasher.update(path.as_bytes());
         hasher.update(bytes);
         hasher.finalize().iter().map(|b| format!("{b:02x}")).collect::<String>()
@@ -307,7 +325,7 @@ fn check_cached(path: &str, full: &Path, bytes: &[u8], cache_dir: Option<&Path>)
     {
         return found;
     }
-    let findings = check_template(path, full, bytes);
+    let findings = check_template_in(path, full, bytes, regions);
     if let Some(cached) = cached {
         // A cache that cannot be written only costs time next run.
         if let Ok(json) = serde_json::to_vec(&findings) {
@@ -319,6 +337,11 @@ fn check_cached(path: &str, full: &Path, bytes: &[u8], cache_dir: Option<&Path>)
 
 /// Parses and checks one template; its own suppressions applied.
 pub fn check_template(path: &str, full: &Path, bytes: &[u8]) -> Vec<Finding> {
+    check_template_in(path, full, bytes, &[])
+}
+
+/// [`check_template`] for the given regions (none is cfn-lint's default, us-east-1).
+pub fn check_template_in(path: &str, full: &Path, bytes: &[u8], regions: &[String]) -> Vec<Finding> {
     let root = match parse_bytes(bytes, &Limits::default()) {
         Ok(root) => root,
         // Readable, with no sections: the rules say what is missing, as cfn-lint does.
@@ -334,7 +357,7 @@ pub fn check_template(path: &str, full: &Path, bytes: &[u8]) -> Vec<Finding> {
         }
     };
     let dir = full.parent().unwrap_or(Path::new("."));
-    let findings = rules::check(&root, path, dir, bytes.len());
+    let findings = rules::check_in(&root, path, dir, bytes.len(), regions);
     suppress(&root, findings)
 }
 
@@ -452,7 +475,13 @@ pub fn apply(
     plan: &Plan,
     options: ApplyOptions<'_>,
 ) -> Result<Vec<Finding>, Error> {
-    let mut findings = check_templates(repo, &plan.templates, &settings.ignore_checks, options.cache_dir);
+    let mut findings = check_templates_in(
+        repo,
+        &plan.templates,
+        &settings.ignore_checks,
+        options.cache_dir,
+        &settings.cfnlintrc.regions,
+    );
     findings.retain(|f| settings.cfnlintrc.enabled(&f.rule));
     let allowlist = match &settings.secrets_allowlist {
         Some(file) => {

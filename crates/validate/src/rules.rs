@@ -8,6 +8,7 @@ use crate::node::{Key, Node, Pos, Value};
 use crate::{Finding, Severity};
 
 mod conditions;
+pub mod schema;
 mod warnings;
 
 /// One native rule's identity.
@@ -75,6 +76,9 @@ rules! {
     UPDATE_POLICY_INVALID = "E3016", Error, "UpdatePolicy only on resource types that take it, with the keys they take";
     CREATION_POLICY_INVALID = "E3055", Error, "CreationPolicy has the keys its resource type takes";
     NESTED_TEMPLATE_MISSING = "P3001", Error, "A nested stack's local TemplateURL points to a file that exists";
+    RESOURCE_TYPE_UNKNOWN = "E3006", Error, "The resource type exists in each region the templates are for";
+    PROPERTY_UNKNOWN = "E3002", Error, "A resource has only the top-level properties its type's schema names";
+    PROPERTY_REQUIRED = "E3003", Error, "A resource has the top-level properties its type's schema requires";
     DEPENDS_ON_IMPLIED = "W3005", Warning, "No DependsOn that a Ref, Fn::GetAtt or Fn::Sub already implies";
     UNUSED_CONDITION = "W8001", Warning, "Every condition is used";
     SUB_WITHOUT_VARIABLE = "W1020", Warning, "Fn::Sub has a variable (otherwise write the string)";
@@ -288,9 +292,15 @@ impl Out<'_> {
     }
 }
 
-/// Runs every native rule on a parsed template. `path` names it in findings; `dir` is its folder
-/// (for nested templates' local TemplateURLs); `size` is its body's size in bytes.
+/// Runs every native rule on a parsed template for cfn-lint's default region (us-east-1).
+/// `path` names it in findings; `dir` is its folder (for nested templates' local
+/// TemplateURLs); `size` is its body's size in bytes.
 pub fn check(root: &Node, path: &str, dir: &Path, size: usize) -> Vec<Finding> {
+    check_in(root, path, dir, size, &[])
+}
+
+/// [`check`] for the given regions (cfn-lint's names, or `ALL_REGIONS`; none is us-east-1).
+pub fn check_in(root: &Node, path: &str, dir: &Path, size: usize, regions: &[String]) -> Vec<Finding> {
     let mut out = Out { path, findings: Vec::new() };
     if !root.is_map() {
         out.add(UNKNOWN_SECTION, root.pos, "a template is a map of sections (Resources, Parameters …)".into());
@@ -307,6 +317,7 @@ pub fn check(root: &Node, path: &str, dir: &Path, size: usize) -> Vec<Finding> {
     cycles(&names, &mut out);
     warnings::implied_dependencies(&names, &mut out);
     warnings::unused_conditions(root, &names, &mut out);
+    schema::check(root, &names, regions, &mut out);
     out.findings.sort();
     out.findings
 }
