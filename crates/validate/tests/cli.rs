@@ -272,3 +272,19 @@ fn a_cfnlintrc_cfn_lint_refuses_is_a_usage_error_naming_the_key() {
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
     }
 }
+
+/// `regions` in `.cfnlintrc.yaml` is where E3006 looks: a type us-east-1 has (cfn-lint's
+/// default region) but eu-west-1 lacks is reported for eu-west-1 once it is configured, as
+/// `cfn-lint --regions us-east-1 eu-west-1` reports it (at the `Type` key).
+#[test]
+fn regions_in_the_cfnlintrc_decide_where_resource_types_must_exist() {
+    let repo = repo("Resources:\n  Session:\n    Type: AWS::Bedrock::Session\n");
+    let out = validate(repo.path(), &["--all", "--no-tools"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    repo.commit_files("regions", &[(".cfnlintrc.yaml", "regions: [us-east-1, eu-west-1]\n")]);
+    let out = validate(repo.path(), &["--all", "--no-tools"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert!(stdout.starts_with("cfn/app.yaml:3:5: E3006 error: resource type `AWS::Bedrock::Session` does not exist in 'eu-west-1'"), "{stdout}");
+}
