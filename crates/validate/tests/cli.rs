@@ -286,5 +286,10 @@ fn regions_in_the_cfnlintrc_decide_where_resource_types_must_exist() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert_eq!(stdout.lines().count(), 1, "{stdout}");
-    assert!(stdout.starts_with("cfn/app.yaml:3:5: E3006 error: resource type `AWS::Bedrock::Session` does not exist in 'eu-west-1'"), "{stdout}");
+    assert!(
+        stdout.starts_with(
+            "cfn/app.yaml:3:5: E3006 error: resource type `AWS::Bedrock::Session` does not exist in 'eu-west-1'"
+        ),
+        "{stdout}"
+    );
 }
