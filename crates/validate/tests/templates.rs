@@ -281,3 +281,20 @@ fn parity_with_cfn_lint_in_numbers() {
     assert!(share >= 0.95, "{:.1}% of cfn-lint's findings; missed {missed:?}", share * 100.0);
     assert!(false_errors.is_empty(), "native errors on templates cfn-lint finds clean: {false_errors:?}");
 }
+
+/// The embedded resource-schema bundle comes from the cfn-lint the tools pin (regenerate it
+/// with `cargo xtask schemas` after changing the pin).
+#[test]
+fn the_schema_bundle_comes_from_the_pinned_cfn_lint() {
+    let requirements =
+        std::fs::read_to_string(test_support::workspace_root().join("xtask/python-requirements.txt")).unwrap();
+    let pinned = requirements.lines().find_map(|l| l.trim().strip_prefix("cfn-lint==")).expect("cfn-lint is pinned");
+    let source = validate::schemas::Schemas::get().source();
+    assert!(source.starts_with(&format!("cfn-lint {pinned}\t")), "bundle from {source:?}, cfn-lint {pinned} pinned");
+    let schemas = validate::schemas::Schemas::get();
+    assert!(schemas.regions().len() >= 30, "{:?}", schemas.regions());
+    for resource_type in ["AWS::S3::Bucket", "AWS::Lambda::Function", "AWS::CloudFront::Distribution"] {
+        let resource = schemas.resource(resource_type).unwrap_or_else(|| panic!("{resource_type} missing"));
+        assert!(resource.in_region(schemas.region_bit("us-east-1").unwrap()), "{resource_type}");
+    }
+}
