@@ -18,6 +18,7 @@ mod faults;
 mod pipeline;
 mod progress;
 mod python;
+mod schemas;
 mod tidy;
 
 use std::path::{Path, PathBuf};
@@ -63,6 +64,9 @@ enum Task {
     /// Runs a buildspec as CodeBuild would, on this machine: phases in order in one shell,
     /// CODEBUILD_* variables, secondary sources, exported variables, reports and artifacts.
     Codebuild(codebuild::CodebuildArgs),
+    /// Regenerates validate's resource-schema bundle (crates/validate/data/resource-schemas.deflate)
+    /// from the schemas shipped in the pinned cfn-lint (target/py-venv).
+    Schemas,
     /// Starts the local AWS emulator (moto) on a free loopback port until Ctrl-C,
     /// printing the environment that points the AWS CLI and the stage binaries at it.
     Emulator,
@@ -76,6 +80,7 @@ fn main() -> ExitCode {
         Task::Setup => python::ensure(&workspace_root()).map(|_| true),
         Task::Emulator => emulator().map(|()| true),
         Task::Codebuild(args) => codebuild::run(&args),
+        Task::Schemas => schemas::run().map(|()| true),
         Task::Faults { measure: true, command } => faults::measure(&command).map(|()| true),
         Task::Faults { measure: false, .. } => {
             // Taken before the build, which may put a new xtask at this path.

@@ -7,6 +7,7 @@ use pipeline_config::{ConfigError, ConfigFile, Spanned};
 use serde::Deserialize;
 
 use crate::Severity;
+use crate::cfnlintrc::CfnLintRc;
 
 /// `[validate]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -26,6 +27,10 @@ pub struct ValidateSettings {
     pub parallelism: Option<usize>,
     /// External tools, by name.
     pub tools: BTreeMap<String, ToolSettings>,
+    /// The repository's cfn-lint settings (not in `pipeline.toml`: read from `.cfnlintrc` by
+    /// [`crate::run_stage`] and [`crate::plan_stage`] with [`CfnLintRc::load`]).
+    #[serde(skip)]
+    pub cfnlintrc: CfnLintRc,
 }
 
 impl Default for ValidateSettings {
@@ -41,6 +46,7 @@ impl Default for ValidateSettings {
             secrets_allowlist: None,
             parallelism: None,
             tools: BTreeMap::new(),
+            cfnlintrc: CfnLintRc::default(),
         }
     }
 }

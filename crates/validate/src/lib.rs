@@ -17,10 +17,12 @@
 //! assert_eq!((findings[0].pos.line, findings[0].pos.column), (4, 5));
 //! ```
 
+pub mod cfnlintrc;
 pub mod config;
 pub mod node;
 pub mod report;
 pub mod rules;
+pub mod schemas;
 pub mod secrets;
 pub mod template;
 pub mod tools;
@@ -123,6 +125,8 @@ pub struct Plan {
     pub tools: Vec<tools::ToolRun>,
     /// Tools not run, with why.
     pub skipped_tools: Vec<(String, String)>,
+    /// What the repository's `.cfnlintrc` sets, when it has one.
+    pub cfn_lint_settings: Option<String>,
 }
 
 impl Plan {
@@ -130,6 +134,9 @@ impl Plan {
     pub fn describe(&self) -> String {
         let mut out =
             format!("{} template(s), {} file(s) to scan for secrets\n", self.templates.len(), self.secret_files.len());
+        if let Some(settings) = &self.cfn_lint_settings {
+            out.push_str(&format!("{settings}\n"));
+        }
         for tool in &self.tools {
             out.push_str(&format!(
                 "run  {} (changed: {}): {}\n",
@@ -168,9 +175,18 @@ pub fn plan(
             files.extend(owned.files.iter().cloned());
         }
     }
-    let templates = files.iter().filter(|f| template_globs.is_match(f.as_str())).cloned().collect();
+    // As cfn-lint reads its settings: `templates` adds templates, `ignore_templates` leaves
+    // files out whichever glob named them.
+    let rc = &settings.cfnlintrc;
+    let templates = files
+        .iter()
+        .filter(|f| template_globs.is_match(f.as_str()) || rc.names_template(f))
+        .filter(|f| !rc.ignores_template(f))
+        .cloned()
+        .collect();
     let mut plan = Plan {
         templates,
+        cfn_lint_settings: rc.describe(),
         secret_files: if settings.secrets { files.into_iter().collect() } else { Vec::new() },
         ..Plan::default()
     };
@@ -187,7 +203,7 @@ pub fn plan(
 }
 
 /// Bump when a rule changes, so cached results are not reused.
-const CACHE_VERSION: &str = "validate-native-v2";
+const CACHE_VERSION: &str = "validate-native-v3";
 
 /// Checks templates natively (in parallel, cached by content in `cache_dir` when given),
 /// applying each template's `Metadata: cfn-lint: config: ignore_checks` and `ignore`.
@@ -197,6 +213,18 @@ const CACHE_VERSION: &str = "validate-native-v2";
 /// it is. A tracked folder (a git submodule a template glob matched) is not a template and is
 /// skipped.
 pub fn check_templates(repo: &Path, templates: &[String], ignore: &[String], cache_dir: Option<&Path>) -> Vec<Finding> {
+    check_templates_in(repo, templates, ignore, cache_dir, &[])
+}
+
+/// [`check_templates`] for the given regions (`.cfnlintrc`'s `regions`; none is cfn-lint's
+/// default, us-east-1).
+pub fn check_templates_in(
+    repo: &Path,
+    templates: &[String],
+    ignore: &[String],
+    cache_dir: Option<&Path>,
+    regions: &[String],
+) -> Vec<Finding> {
     let root = repo.canonicalize().ok();
     let mut findings: Vec<Finding> = templates
         .par_iter()
@@ -224,7 +252,7 @@ pub fn check_templates(repo: &Path, templates: &[String], ignore: &[String], cac
                 Tracked::File => {}
             }
             match run_state::fs::read_regular(&full, Limits::default().max_bytes as u64) {
-                Ok(bytes) => check_cached(path, &full, &bytes, cache_dir),
+                Ok(bytes) => check_cached(path, &full, &bytes, cache_dir, regions),
                 Err(e) => unreadable(format!("cannot read the template: {e}")),
             }
         })
@@ -276,10 +304,15 @@ fn inspect(root: Option<&Path>, path: &str, full: &Path) -> Tracked {
     Tracked::File
 }
 
-fn check_cached(path: &str, full: &Path, bytes: &[u8], cache_dir: Option<&Path>) -> Vec<Finding> {
+fn check_cached(path: &str, full: &Path, bytes: &[u8], cache_dir: Option<&Path>, regions: &[String]) -> Vec<Finding> {
     let key = {
         let mut hasher = Sha256::new();
         hasher.update(CACHE_VERSION);
+        hasher.update(schemas::fingerprint());
+        for region in regions {
+            hasher.update(region.as_bytes());
+            hasher.update(b"\n");
+        }
         hasher.update(path.as_bytes());
         hasher.update(bytes);
         hasher.finalize().iter().map(|b| format!("{b:02x}")).collect::<String>()
@@ -292,7 +325,7 @@ fn check_cached(path: &str, full: &Path, bytes: &[u8], cache_dir: Option<&Path>)
     {
         return found;
     }
-    let findings = check_template(path, full, bytes);
+    let findings = check_template_in(path, full, bytes, regions);
     if let Some(cached) = cached {
         // A cache that cannot be written only costs time next run.
         if let Ok(json) = serde_json::to_vec(&findings) {
@@ -304,6 +337,11 @@ fn check_cached(path: &str, full: &Path, bytes: &[u8], cache_dir: Option<&Path>)
 
 /// Parses and checks one template; its own suppressions applied.
 pub fn check_template(path: &str, full: &Path, bytes: &[u8]) -> Vec<Finding> {
+    check_template_in(path, full, bytes, &[])
+}
+
+/// [`check_template`] for the given regions (none is cfn-lint's default, us-east-1).
+pub fn check_template_in(path: &str, full: &Path, bytes: &[u8], regions: &[String]) -> Vec<Finding> {
     let root = match parse_bytes(bytes, &Limits::default()) {
         Ok(root) => root,
         // Readable, with no sections: the rules say what is missing, as cfn-lint does.
@@ -319,7 +357,7 @@ pub fn check_template(path: &str, full: &Path, bytes: &[u8]) -> Vec<Finding> {
         }
     };
     let dir = full.parent().unwrap_or(Path::new("."));
-    let findings = rules::check(&root, path, dir, bytes.len());
+    let findings = rules::check_in(&root, path, dir, bytes.len(), regions);
     suppress(&root, findings)
 }
 
@@ -437,7 +475,14 @@ pub fn apply(
     plan: &Plan,
     options: ApplyOptions<'_>,
 ) -> Result<Vec<Finding>, Error> {
-    let mut findings = check_templates(repo, &plan.templates, &settings.ignore_checks, options.cache_dir);
+    let mut findings = check_templates_in(
+        repo,
+        &plan.templates,
+        &settings.ignore_checks,
+        options.cache_dir,
+        &settings.cfnlintrc.regions,
+    );
+    findings.retain(|f| settings.cfnlintrc.enabled(&f.rule));
     let allowlist = match &settings.secrets_allowlist {
         Some(file) => {
             let path = repo.join(file);
@@ -525,7 +570,8 @@ pub fn plan_stage(
 ) -> Result<Plan, Error> {
     let config = context.required_config()?;
     let components = Components::from_config(config)?;
-    let settings = ValidateSettings::from_config(config)?;
+    let mut settings = ValidateSettings::from_config(config)?;
+    settings.cfnlintrc = cfnlintrc::CfnLintRc::load(&context.root)?;
     let tracked = source_diff::Repo::at_root(&context.root).tracked_files()?;
     let diff = stage_diff(context, run_dir, &components, &tracked, options.all)?;
     Ok(plan(&settings, &components, &diff, &tracked)?)
@@ -563,7 +609,8 @@ pub fn run_stage(
     let work = || -> Result<(StageOutcome, String), Error> {
         let config = context.required_config()?;
         let components = Components::from_config(config)?;
-        let settings = ValidateSettings::from_config(config)?;
+        let mut settings = ValidateSettings::from_config(config)?;
+        settings.cfnlintrc = cfnlintrc::CfnLintRc::load(&context.root)?;
         let repo = source_diff::Repo::at_root(&context.root);
         let tracked = repo.tracked_files()?;
         let diff = stage_diff(context, run.map(|(dir, _)| dir), &components, &tracked, options.all)?;

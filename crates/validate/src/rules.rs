@@ -7,6 +7,10 @@ use std::path::Path;
 use crate::node::{Key, Node, Pos, Value};
 use crate::{Finding, Severity};
 
+mod conditions;
+pub mod schema;
+mod warnings;
+
 /// One native rule's identity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rule {
@@ -50,8 +54,34 @@ rules! {
     MAPPINGS_LIMIT = "E7010", Error, "At most 200 mappings";
     RESOURCE_CONDITION_UNDEFINED = "E3015", Error, "A resource's Condition is defined";
     OUTPUT_CONDITION_UNDEFINED = "E6005", Error, "An output's Condition is defined";
-    CONDITION_UNDEFINED = "E8004", Error, "Conditions refer to defined conditions";
+    CONDITION_INVALID = "E8001", Error, "A condition is a condition function, and names defined conditions";
+    EQUALS_INVALID = "E8003", Error, "Fn::Equals compares two values";
+    AND_INVALID = "E8004", Error, "Fn::And takes 2 to 10 defined conditions";
+    NOT_INVALID = "E8005", Error, "Fn::Not takes one defined condition";
+    OR_INVALID = "E8006", Error, "Fn::Or takes 2 to 10 defined conditions";
+    CONDITIONS_NULL = "E1001", Error, "No null in Conditions";
+    CONDITIONS_NOT_A_MAP = "E1001", Error, "Conditions is a map of names to conditions";
+    FORMAT_VERSION = "E1001", Error, "AWSTemplateFormatVersion is 2010-09-09";
+    IF_INVALID = "E1028", Error, "Fn::If takes [condition, value if true, value if false]";
+    BASE64_INVALID = "E1021", Error, "Fn::Base64 takes a string; references inside it resolve";
+    IMPORT_VALUE_INVALID = "E1016", Error, "References inside Fn::ImportValue resolve";
+    SELECT_INVALID = "E1017", Error, "References inside Fn::Select resolve";
+    SPLIT_INVALID = "E1018", Error, "References inside Fn::Split resolve";
+    JOIN_INVALID = "E1022", Error, "References inside Fn::Join resolve";
+    GETAZS_INVALID = "E1015", Error, "References inside Fn::GetAZs resolve";
+    CIDR_INVALID = "E1024", Error, "References inside Fn::Cidr resolve";
+    OUTPUT_VALUE_REFERENCE = "E6101", Error, "References in an output's Value resolve";
+    RESOURCE_KEY_UNKNOWN = "E3001", Error, "A resource has only the keys CloudFormation knows";
+    RESOURCE_CONDITION_TYPE = "E3001", Error, "A resource's Condition is a condition's name";
+    UPDATE_POLICY_INVALID = "E3016", Error, "UpdatePolicy only on resource types that take it, with the keys they take";
+    CREATION_POLICY_INVALID = "E3055", Error, "CreationPolicy has the keys its resource type takes";
     NESTED_TEMPLATE_MISSING = "P3001", Error, "A nested stack's local TemplateURL points to a file that exists";
+    RESOURCE_TYPE_UNKNOWN = "E3006", Error, "The resource type exists in each region the templates are for";
+    PROPERTY_UNKNOWN = "E3002", Error, "A resource has only the top-level properties its type's schema names";
+    PROPERTY_REQUIRED = "E3003", Error, "A resource has the top-level properties its type's schema requires";
+    DEPENDS_ON_IMPLIED = "W3005", Warning, "No DependsOn that a Ref, Fn::GetAtt or Fn::Sub already implies";
+    UNUSED_CONDITION = "W8001", Warning, "Every condition is used";
+    SUB_WITHOUT_VARIABLE = "W1020", Warning, "Fn::Sub has a variable (otherwise write the string)";
     IAM_WILDCARD = "P3002", Warning, "No IAM policy allows Action \"*\" on Resource \"*\"";
 }
 
@@ -262,9 +292,15 @@ impl Out<'_> {
     }
 }
 
-/// Runs every native rule on a parsed template. `path` names it in findings; `dir` is its folder
-/// (for nested templates' local TemplateURLs); `size` is its body's size in bytes.
+/// Runs every native rule on a parsed template for cfn-lint's default region (us-east-1).
+/// `path` names it in findings; `dir` is its folder (for nested templates' local
+/// TemplateURLs); `size` is its body's size in bytes.
 pub fn check(root: &Node, path: &str, dir: &Path, size: usize) -> Vec<Finding> {
+    check_in(root, path, dir, size, &[])
+}
+
+/// [`check`] for the given regions (cfn-lint's names, or `ALL_REGIONS`; none is us-east-1).
+pub fn check_in(root: &Node, path: &str, dir: &Path, size: usize, regions: &[String]) -> Vec<Finding> {
     let mut out = Out { path, findings: Vec::new() };
     if !root.is_map() {
         out.add(UNKNOWN_SECTION, root.pos, "a template is a map of sections (Resources, Parameters …)".into());
@@ -272,12 +308,16 @@ pub fn check(root: &Node, path: &str, dir: &Path, size: usize) -> Vec<Finding> {
     }
     let names = Names::new(root);
     sections(root, &names, &mut out);
+    conditions::section(root, &names, &mut out);
     limits(root, size, &mut out);
     resources(root, &names, dir, &mut out);
     references(root, &names, &mut out);
     outputs(root, names.transforms, &mut out);
     unused_parameters(root, &names, &mut out);
     cycles(&names, &mut out);
+    warnings::implied_dependencies(&names, &mut out);
+    warnings::unused_conditions(root, &names, &mut out);
+    schema::check(root, &names, regions, &mut out);
     out.findings.sort();
     out.findings
 }
@@ -289,6 +329,24 @@ fn sections(root: &Node, names: &Names<'_>, out: &mut Out<'_>) {
             Pos { line: 1, column: 1 },
             "the template has no Resources section: CloudFormation needs at least one resource".into(),
         );
+    }
+    if let (Some(key), Some(version)) = (root.key("AWSTemplateFormatVersion"), root.get("AWSTemplateFormatVersion")) {
+        // An unquoted date is a date to cfn-lint, and 2010-09-09 is the one it takes.
+        let problems: &[&str] = match &version.value {
+            Value::String(text) if text == "2010-09-09" => &[],
+            Value::String(_) => &["is not one of ['2010-09-09']"],
+            _ => &["is not one of ['2010-09-09']", "is not of type 'string', 'date'"],
+        };
+        for problem in problems {
+            out.add(
+                FORMAT_VERSION,
+                key.pos,
+                format!(
+                    "AWSTemplateFormatVersion: {} {problem}: write \"2010-09-09\" or leave it out",
+                    value_shape(version)
+                ),
+            );
+        }
     }
     for (key, _) in root.entries() {
         if key.name == "Globals" {
@@ -358,8 +416,24 @@ fn resources(root: &Node, names: &Names<'_>, dir: &Path, out: &mut Out<'_>) {
             );
         }
         let resource_type = resource.get("Type").and_then(Node::as_str);
-        if resource_type.is_none() {
-            out.add(RESOURCE_TYPE_MISSING, key.pos, format!("resource `{}` has no Type", key.name));
+        match resource.get("Type").map(|t| &t.value) {
+            None | Some(Value::Null) => {
+                out.add(RESOURCE_TYPE_MISSING, key.pos, format!("resource `{}` has no Type", key.name));
+            }
+            _ => {}
+        }
+        if let (Some(type_key), Some(node)) = (resource.key("Type"), resource.get("Type"))
+            && !matches!(node.value, Value::String(_))
+        {
+            out.add(
+                RESOURCE_TYPE_MISSING,
+                type_key.pos,
+                format!(
+                    "resource `{}`: Type takes a resource type such as AWS::S3::Bucket; {} is not of type 'string'",
+                    key.name,
+                    value_shape(node)
+                ),
+            );
         }
         if let (Some(depends_key), Some(depends)) = (resource.key("DependsOn"), resource.get("DependsOn")) {
             // Like cfn-lint: a list's item, or the key of a single value.
@@ -379,15 +453,28 @@ fn resources(root: &Node, names: &Names<'_>, dir: &Path, out: &mut Out<'_>) {
                 }
             }
         }
-        if let (Some(key), Some(name)) = (resource.key("Condition"), resource.get("Condition").and_then(Node::as_str))
-            && !names.is_condition(name)
-        {
-            out.add(
-                RESOURCE_CONDITION_UNDEFINED,
-                key.pos,
-                format!("condition `{name}` is not defined under Conditions"),
-            );
+        if let (Some(condition_key), Some(condition)) = (resource.key("Condition"), resource.get("Condition")) {
+            match &condition.value {
+                Value::String(name) if !names.is_condition(name) => out.add(
+                    RESOURCE_CONDITION_UNDEFINED,
+                    condition_key.pos,
+                    format!("condition `{name}` is not defined under Conditions"),
+                ),
+                Value::String(_) => {}
+                // The language extensions resolve a function there (`!Sub Is${Name}Enabled`).
+                Value::Map(_) if names.transforms.language_extensions && condition.intrinsic().is_some() => {}
+                _ => out.add(
+                    RESOURCE_CONDITION_TYPE,
+                    condition_key.pos,
+                    format!(
+                        "resource `{}`: Condition takes the name of a condition under Conditions; {} is not of type 'string'",
+                        key.name,
+                        value_shape(condition)
+                    ),
+                ),
+            }
         }
+        resource_keys(key, resource, resource_type, names.transforms, out);
         if resource_type == Some("AWS::CloudFormation::Stack") {
             nested_template(key, resource, dir, out);
         }
@@ -402,6 +489,131 @@ fn resources(root: &Node, names: &Names<'_>, dir: &Path, out: &mut Out<'_>) {
             )
         ) {
             iam_wildcards(resource, out);
+        }
+    }
+}
+
+/// The keys a resource may have beside `Type` (cfn-lint's resource schema).
+const RESOURCE_KEYS: &[&str] = &[
+    "Type",
+    "Properties",
+    "Condition",
+    "CreationPolicy",
+    "DeletionPolicy",
+    "DependsOn",
+    "Metadata",
+    "UpdatePolicy",
+    "UpdateReplacePolicy",
+    "Version",
+    // Keys the SAM transform reads.
+    "Connectors",
+    "IgnoreGlobals",
+];
+
+/// The resource types that take an `UpdatePolicy`, with the keys each takes.
+const UPDATE_POLICIES: &[(&str, &[&str])] = &[
+    (
+        "AWS::AutoScaling::AutoScalingGroup",
+        &[
+            "AutoScalingInstanceRefresh",
+            "AutoScalingReplacingUpdate",
+            "AutoScalingRollingUpdate",
+            "AutoScalingScheduledAction",
+        ],
+    ),
+    // cfn-lint's schema lets a Lambda alias's UpdatePolicy hold other keys too.
+    ("AWS::Lambda::Alias", &[]),
+    ("AWS::Elasticsearch::Domain", &["EnableVersionUpgrade"]),
+    ("AWS::OpenSearchService::Domain", &["EnableVersionUpgrade"]),
+    ("AWS::ElastiCache::ReplicationGroup", &["UseOnlineResharding"]),
+    ("AWS::AppStream::Fleet", &["StartAfterUpdate", "StopBeforeUpdate"]),
+];
+
+/// The resource types whose `CreationPolicy` cfn-lint checks, with the keys each takes (on
+/// other types CloudFormation ignores it, and cfn-lint says nothing).
+const CREATION_POLICIES: &[(&str, &[&str])] = &[
+    ("AWS::AutoScaling::AutoScalingGroup", &["AutoScalingCreationPolicy", "ResourceSignal"]),
+    ("AWS::CloudFormation::WaitCondition", &["ResourceSignal"]),
+    ("AWS::AppStream::Fleet", &["StartFleet"]),
+];
+
+/// A value as cfn-lint names it in a type mismatch.
+fn value_shape(node: &Node) -> &'static str {
+    match &node.value {
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        _ => shape_of(node),
+    }
+}
+
+/// Keys of a resource, and its `UpdatePolicy` and `CreationPolicy` where cfn-lint checks them.
+fn resource_keys(key: &Key, resource: &Node, resource_type: Option<&str>, transforms: Transforms, out: &mut Out<'_>) {
+    if !resource.is_map() {
+        return;
+    }
+    // The SAM transform rewrites its own resources; cfn-lint checks what it makes.
+    let serverless = transforms.sam && resource_type.is_some_and(|t| t.starts_with("AWS::Serverless::"));
+    if serverless {
+        return;
+    }
+    for (k, _) in resource.entries() {
+        if !RESOURCE_KEYS.contains(&k.name.as_str()) {
+            out.add(
+                RESOURCE_KEY_UNKNOWN,
+                k.pos,
+                format!(
+                    "resource `{}`: `{}` is not a resource attribute; properties go under Properties (known: {})",
+                    key.name,
+                    k.name,
+                    RESOURCE_KEYS[..10].join(", ")
+                ),
+            );
+        }
+    }
+    let Some(resource_type) = resource_type else { return };
+    let custom = resource_type == "AWS::CloudFormation::CustomResource" || resource_type.starts_with("Custom::");
+    if !custom && resource.get("Version").is_some() {
+        out.add(
+            RESOURCE_KEY_UNKNOWN,
+            key.pos,
+            format!("resource `{}`: Version is only for custom resources; remove it", key.name),
+        );
+    }
+    if let (Some(policy_key), Some(policy)) = (resource.key("UpdatePolicy"), resource.get("UpdatePolicy"))
+        && policy.intrinsic().is_none()
+    {
+        match UPDATE_POLICIES.iter().find(|(t, _)| *t == resource_type) {
+            None => out.add(
+                UPDATE_POLICY_INVALID,
+                policy_key.pos,
+                format!("resource `{}`: {resource_type} takes no UpdatePolicy (only Auto Scaling groups, Lambda aliases, OpenSearch and Elasticsearch domains, ElastiCache replication groups and AppStream fleets do); remove it", key.name),
+            ),
+            Some((_, known)) if !known.is_empty() => {
+                policy_keys(UPDATE_POLICY_INVALID, "UpdatePolicy", key, policy, known, out);
+            }
+            Some(_) => {}
+        }
+    }
+    if let Some(policy) = resource.get("CreationPolicy")
+        && let Some((_, known)) = CREATION_POLICIES.iter().find(|(t, _)| *t == resource_type)
+    {
+        policy_keys(CREATION_POLICY_INVALID, "CreationPolicy", key, policy, known, out);
+    }
+}
+
+fn policy_keys(rule: Rule, what: &str, key: &Key, policy: &Node, known: &[&str], out: &mut Out<'_>) {
+    for (k, _) in policy.entries() {
+        if !known.contains(&k.name.as_str()) {
+            out.add(
+                rule,
+                k.pos,
+                format!(
+                    "resource `{}`: `{}` is not a {what} key here; expected one of {}",
+                    key.name,
+                    k.name,
+                    known.join(", ")
+                ),
+            );
         }
     }
 }
@@ -488,13 +700,64 @@ pub fn sub_variables(text: &str) -> Vec<(usize, &str)> {
     vars
 }
 
-/// Every node with the key it sits under (`None` for list items and the root) and the loop
-/// identifiers in scope there (with `AWS::LanguageExtensions`: those of the `Fn::ForEach`
-/// blocks it is in, as an index into `scopes`, each `(identifier, enclosing scope)`).
+/// Every node of the template with where cfn-lint would point for it, the loop identifiers in
+/// scope there (with `AWS::LanguageExtensions`: those of the `Fn::ForEach` blocks it is in, as
+/// an index into `scopes`, each `(identifier, enclosing scope)`), and what it is inside.
 struct Keyed<'a> {
-    nodes: Vec<(&'a Node, Option<&'a Key>, usize)>,
+    sites: Vec<Site<'a>>,
     scopes: Vec<(&'a str, usize)>,
 }
+
+/// One node and its place.
+#[derive(Clone, Copy)]
+struct Site<'a> {
+    node: &'a Node,
+    /// cfn-lint's position for a finding whose path ends at this node: the key it sits under
+    /// (a short form's key has no position of its own), or a list item's own position when
+    /// the item is a string, a map or a list (numbers, booleans and null carry none).
+    at: Pos,
+    /// cfn-lint's position for a finding deeper down that has none of its own: the nearest
+    /// written key above (list items never give one).
+    up: Pos,
+    scope: usize,
+    within: Within,
+}
+
+/// What a node is inside, for the rule ID cfn-lint files a problem under.
+#[derive(Clone, Copy, Default)]
+struct Within {
+    /// The top-level section.
+    section: Option<Section>,
+    /// Inside an output's `Value`: references are E6101.
+    output_value: bool,
+    /// The outermost function (other than `Fn::If`) around it, whose ID a `Fn::GetAtt` or
+    /// `Fn::Sub` problem takes (`Fn::Join` E1022, `Fn::Select` E1017 …).
+    wrapper: Option<Rule>,
+    /// Inside a condition of `Conditions`: the ID its top-level function gives problems.
+    condition: Option<Rule>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Section {
+    Conditions,
+    Rules,
+    Resources,
+    Outputs,
+    Other,
+}
+
+/// The functions whose ID a `Fn::GetAtt` or `Fn::Sub` problem inside them carries.
+const WRAPPERS: &[(&str, Rule)] = &[
+    ("Fn::Base64", BASE64_INVALID),
+    ("Fn::Cidr", CIDR_INVALID),
+    ("Fn::FindInMap", FINDINMAP_UNDEFINED),
+    ("Fn::GetAZs", GETAZS_INVALID),
+    ("Fn::ImportValue", IMPORT_VALUE_INVALID),
+    ("Fn::Join", JOIN_INVALID),
+    ("Fn::Select", SELECT_INVALID),
+    ("Fn::Split", SPLIT_INVALID),
+    ("Fn::Sub", SUB_UNDEFINED),
+];
 
 /// No loop identifier in scope.
 const NO_SCOPE: usize = usize::MAX;
@@ -511,24 +774,68 @@ impl Keyed<'_> {
     }
 }
 
-fn walk_keyed(root: &Node, transforms: Transforms) -> Keyed<'_> {
-    let mut keyed = Keyed { nodes: Vec::new(), scopes: Vec::new() };
-    let mut stack = vec![(root, None, NO_SCOPE)];
-    while let Some((node, parent, scope)) = stack.pop() {
-        keyed.nodes.push((node, parent, scope));
+/// Whether cfn-lint's loader gives this node a position (strings, maps and lists do).
+fn has_mark(node: &Node) -> bool {
+    matches!(node.value, Value::String(_) | Value::Map(_) | Value::Seq(_))
+}
+
+fn walk_keyed<'a>(root: &'a Node, transforms: Transforms) -> Keyed<'a> {
+    let output_values: BTreeSet<*const Node> = entries(root.get("Outputs"), transforms)
+        .iter()
+        .filter_map(|e| e.node.get("Value"))
+        .map(|v| v as *const Node)
+        .collect();
+    let conditions: BTreeSet<*const Node> =
+        entries(root.get("Conditions"), transforms).iter().map(|e| e.node as *const Node).collect();
+    let first = Pos { line: 1, column: 1 };
+    let mut keyed = Keyed { sites: Vec::new(), scopes: Vec::new() };
+    let mut stack = vec![Site { node: root, at: first, up: first, scope: NO_SCOPE, within: Within::default() }];
+    while let Some(site) = stack.pop() {
+        keyed.sites.push(site);
+        let node = site.node;
         match &node.value {
-            Value::Seq(items) => stack.extend(items.iter().rev().map(|i| (i, None, scope))),
+            Value::Seq(items) => stack.extend(items.iter().rev().map(|item| Site {
+                node: item,
+                at: if has_mark(item) { item.pos } else { site.up },
+                up: site.up,
+                scope: site.scope,
+                within: site.within,
+            })),
             Value::Map(entries) => {
+                let intrinsic = node.intrinsic().map(|(k, _)| k.name.as_str());
                 for (k, v) in entries.iter().rev() {
-                    let mut inner = scope;
+                    let mut inner = site.scope;
                     if transforms.language_extensions
                         && k.name.starts_with(FOR_EACH)
                         && let Some(identifier) = v.items().first().and_then(Node::as_str)
                     {
-                        keyed.scopes.push((identifier, scope));
+                        keyed.scopes.push((identifier, site.scope));
                         inner = keyed.scopes.len() - 1;
                     }
-                    stack.push((v, Some(k), inner));
+                    let mut within = site.within;
+                    if std::ptr::eq(node, root) {
+                        within.section = Some(match k.name.as_str() {
+                            "Conditions" => Section::Conditions,
+                            "Rules" => Section::Rules,
+                            "Resources" => Section::Resources,
+                            "Outputs" => Section::Outputs,
+                            _ => Section::Other,
+                        });
+                    }
+                    if output_values.contains(&(v as *const Node)) {
+                        within.output_value = true;
+                    }
+                    if conditions.contains(&(v as *const Node)) {
+                        within.condition = Some(conditions::rule_of(v));
+                    }
+                    if let Some(name) = intrinsic
+                        && within.wrapper.is_none()
+                        && let Some((_, id)) = WRAPPERS.iter().find(|(f, _)| *f == name)
+                    {
+                        within.wrapper = Some(*id);
+                    }
+                    let at = if k.short_form { site.up } else { k.pos };
+                    stack.push(Site { node: v, at, up: at, scope: inner, within });
                 }
             }
             _ => {}
@@ -538,9 +845,15 @@ fn walk_keyed(root: &Node, transforms: Transforms) -> Keyed<'_> {
 }
 
 /// Where cfn-lint points for a problem with an intrinsic function as a whole: its key, or,
-/// for a short form (which has no key in the text), the key it sits under.
-fn intrinsic_pos(key: &Key, parent: Option<&Key>, node: &Node) -> Pos {
-    if key.short_form { parent.map_or(node.pos, |p| p.pos) } else { key.pos }
+/// for a short form (which has no key in the text), the nearest written key above.
+fn intrinsic_pos(key: &Key, site: &Site<'_>) -> Pos {
+    if key.short_form { site.up } else { key.pos }
+}
+
+/// Where cfn-lint points for a problem with an item of a function's list argument: the item
+/// when it has a position, otherwise the function.
+fn item_pos(key: &Key, site: &Site<'_>, item: &Node) -> Pos {
+    if has_mark(item) { item.pos } else { intrinsic_pos(key, site) }
 }
 
 /// cfn-lint points at the item of a written list, and at the whole function for `A.B`. The
@@ -569,17 +882,28 @@ const STRING: &str = "a string";
 
 fn references(root: &Node, names: &Names<'_>, out: &mut Out<'_>) {
     let keyed = walk_keyed(root, names.transforms);
-    for &(node, parent, scope) in &keyed.nodes {
+    for site in &keyed.sites {
+        let (node, scope, within) = (site.node, site.scope, site.within);
+        if within.section == Some(Section::Conditions) {
+            conditions::check_site(site, names, out);
+        }
         let Some((key, arg)) = node.intrinsic() else { continue };
-        let whole = intrinsic_pos(key, parent, node);
+        let whole = intrinsic_pos(key, site);
+        // cfn-lint files a reference inside an output's Value under E6101, and a `Fn::GetAtt`
+        // or `Fn::Sub` problem under the outermost function around it.
+        let reference_rule =
+            |own: Rule| if within.output_value { OUTPUT_VALUE_REFERENCE } else { within.wrapper.unwrap_or(own) };
         match key.name.as_str() {
             "Ref" => {
                 let kind = shape_of(arg);
+                let rule = if within.output_value { OUTPUT_VALUE_REFERENCE } else { REF_UNDEFINED };
                 if names.transforms.language_extensions && arg.intrinsic().is_some() {
                     // The language extensions resolve `Ref` of a function (`!Ref {Fn::Sub: …}`).
+                } else if matches!(arg.value, Value::Null) {
+                    // cfn-lint says nothing about `Ref:` with nothing after it.
                 } else if kind != STRING {
                     out.add(
-                        REF_UNDEFINED,
+                        rule,
                         whole,
                         format!("Ref takes the name of a parameter, resource or pseudo-parameter; {kind} is not of type 'string'"),
                     );
@@ -588,54 +912,13 @@ fn references(root: &Node, names: &Names<'_>, out: &mut Out<'_>) {
                     && !keyed.in_scope(scope, name)
                 {
                     out.add(
-                        REF_UNDEFINED,
+                        rule,
                         whole,
                         format!("Ref `{name}` is not a parameter, resource or pseudo-parameter of this template"),
                     );
                 }
             }
-            "Fn::GetAtt" => {
-                let problem = match &arg.value {
-                    Value::Seq(items) if items.len() > 2 => Some(format!(
-                        "Fn::GetAtt takes [resource, attribute]: expected maximum item count: 2, found: {}",
-                        items.len()
-                    )),
-                    Value::Seq(items) if items.len() < 2 => Some(
-                        "Fn::GetAtt is not valid: it must name a resource and an attribute (`Resource.Attribute`)"
-                            .to_string(),
-                    ),
-                    Value::String(text) if !text.contains('.') => Some(
-                        "Fn::GetAtt is not valid: it must name a resource and an attribute (`Resource.Attribute`)"
-                            .to_string(),
-                    ),
-                    Value::Seq(_) | Value::String(_) | Value::Number(_) | Value::Bool(_) => None,
-                    Value::Map(_) | Value::Null => Some(format!(
-                        "Fn::GetAtt takes `Resource.Attribute` or [resource, attribute]; {} is not of type 'string', 'array'",
-                        shape_of(arg)
-                    )),
-                };
-                if let Some(problem) = problem {
-                    out.add(GETATT_UNDEFINED, whole, problem);
-                    continue;
-                }
-                let target = match &arg.value {
-                    Value::Seq(items) => items.first(),
-                    Value::String(_) => Some(arg),
-                    _ => None,
-                };
-                if let Some(target) = target
-                    && let Some(name) = target.as_str()
-                {
-                    let resource = name.split('.').next().unwrap_or(name);
-                    if !names.is_resource(resource) {
-                        out.add(
-                            GETATT_UNDEFINED,
-                            getatt_pos(key, arg, target, whole),
-                            format!("Fn::GetAtt `{resource}` is not a resource of this template"),
-                        );
-                    }
-                }
-            }
+            "Fn::GetAtt" => getatt(names, key, arg, site, reference_rule(GETATT_UNDEFINED), out),
             "Fn::Sub" => {
                 let problem = match &arg.value {
                     Value::Seq(items) if items.len() > 2 => {
@@ -644,7 +927,7 @@ fn references(root: &Node, names: &Names<'_>, out: &mut Out<'_>) {
                     Value::Seq(items) if items.len() < 2 => {
                         Some(format!("expected minimum item count: 2, found: {}", items.len()))
                     }
-                    Value::Map(_) | Value::Null => Some(format!("{} is not of type 'array', 'string'", shape_of(arg))),
+                    Value::Map(_) => Some(format!("{} is not of type 'array', 'string'", shape_of(arg))),
                     _ => None,
                 };
                 if let Some(problem) = problem {
@@ -655,12 +938,29 @@ fn references(root: &Node, names: &Names<'_>, out: &mut Out<'_>) {
                     );
                     continue;
                 }
+                if matches!(arg.value, Value::Null) {
+                    // cfn-lint fails on it with the position of what holds the function.
+                    out.add(
+                        SUB_UNDEFINED,
+                        site.at,
+                        "Fn::Sub takes a string or [string, {variables}]: null is not of type 'array', 'string'".into(),
+                    );
+                    continue;
+                }
                 let (text_node, variables) = match &arg.value {
                     Value::Seq(items) => (items.first(), items.get(1)),
                     _ => (Some(arg), None),
                 };
                 let Some(text_node) = text_node else { continue };
                 let Some(text) = text_node.as_str() else { continue };
+                // Like cfn-lint, not with the SAM transform.
+                if !names.transforms.sam && sub_variables(text).iter().all(|(_, v)| v.is_empty()) {
+                    out.add(
+                        SUB_WITHOUT_VARIABLE,
+                        whole,
+                        "Fn::Sub has no ${variable}: write the string without Fn::Sub".into(),
+                    );
+                }
                 let local: BTreeSet<&str> =
                     variables.map(|v| v.entries().iter().map(|(k, _)| k.name.as_str()).collect()).unwrap_or_default();
                 for (_, var) in sub_variables(text) {
@@ -671,7 +971,7 @@ fn references(root: &Node, names: &Names<'_>, out: &mut Out<'_>) {
                     };
                     if !known {
                         out.add(
-                            SUB_UNDEFINED,
+                            reference_rule(SUB_UNDEFINED),
                             whole,
                             format!("Fn::Sub variable `${{{var}}}` is not a parameter, resource, attribute or pseudo-parameter; for a literal write `${{!{var}}}`"),
                         );
@@ -685,20 +985,24 @@ fn references(root: &Node, names: &Names<'_>, out: &mut Out<'_>) {
                 {
                     out.add(
                         FINDINMAP_UNDEFINED,
-                        map.pos,
+                        item_pos(key, site, map),
                         format!("Fn::FindInMap `{name}` is not a mapping of this template"),
                     );
                 }
             }
-            "Fn::If" => {
-                if let Some(condition) = arg.items().first()
-                    && let Some(name) = condition.as_str()
-                    && !names.is_condition(name)
-                {
+            "Fn::If" => fn_if(names, key, arg, site, out),
+            "Fn::Base64" => {
+                let fine = match &arg.value {
+                    Value::Map(_) => arg.intrinsic().is_some(),
+                    Value::Seq(_) => false,
+                    // cfn-lint says nothing about `Fn::Base64:` with nothing after it.
+                    Value::Null | Value::String(_) | Value::Number(_) | Value::Bool(_) => true,
+                };
+                if !fine {
                     out.add(
-                        IF_CONDITION_UNDEFINED,
-                        condition.pos,
-                        format!("Fn::If condition `{name}` is not defined under Conditions"),
+                        BASE64_INVALID,
+                        whole,
+                        format!("Fn::Base64 takes a string or a function; {} is not of type 'string'", shape_of(arg)),
                     );
                 }
             }
@@ -712,27 +1016,112 @@ fn references(root: &Node, names: &Names<'_>, out: &mut Out<'_>) {
             out.add(OUTPUT_CONDITION_UNDEFINED, key.pos, format!("condition `{name}` is not defined under Conditions"));
         }
     }
-    // Like cfn-lint, at the condition that refers to the missing one.
-    for Entry { key, node: condition } in entries(root.get("Conditions"), names.transforms) {
-        for node in condition.walk() {
-            if let Some((inner, arg)) = node.intrinsic()
-                && inner.name == "Condition"
-                && let Some(name) = arg.as_str()
-                && !names.is_condition(name)
-            {
-                out.add(
-                    CONDITION_UNDEFINED,
-                    key.pos,
-                    format!("condition `{}` refers to `{name}`, which is not defined under Conditions", key.name),
-                );
-            }
+}
+
+fn getatt(names: &Names<'_>, key: &Key, arg: &Node, site: &Site<'_>, undefined: Rule, out: &mut Out<'_>) {
+    let whole = intrinsic_pos(key, site);
+    let invalid = "Fn::GetAtt is not valid: it must name a resource and an attribute (`Resource.Attribute`)";
+    let problem = match &arg.value {
+        Value::Seq(items) if items.len() > 2 => Some((
+            whole,
+            format!("Fn::GetAtt takes [resource, attribute]: expected maximum item count: 2, found: {}", items.len()),
+        )),
+        Value::Seq(items) if items.len() < 2 => Some((whole, invalid.to_string())),
+        Value::Seq(items) if !matches!(items[0].value, Value::String(_)) => Some((
+            item_pos(key, site, &items[0]),
+            format!(
+                "Fn::GetAtt takes [resource, attribute]: the resource, {}, is not of type 'string'",
+                shape_of(&items[0])
+            ),
+        )),
+        // cfn-lint fails on these with the position of what holds the function.
+        Value::Seq(items) if matches!(items[1].value, Value::Number(_) | Value::Bool(_) | Value::Null) => {
+            Some((site.at, "Fn::GetAtt takes [resource, attribute]: the attribute must be a string".to_string()))
         }
+        Value::Null => {
+            Some((site.at, "Fn::GetAtt takes `Resource.Attribute` or [resource, attribute], not null".into()))
+        }
+        Value::String(text) if !text.contains('.') => Some((whole, invalid.to_string())),
+        Value::Seq(_) | Value::String(_) | Value::Number(_) | Value::Bool(_) => None,
+        Value::Map(_) => Some((
+            whole,
+            format!(
+                "Fn::GetAtt takes `Resource.Attribute` or [resource, attribute]; {} is not of type 'string', 'array'",
+                shape_of(arg)
+            ),
+        )),
+    };
+    if let Some((pos, problem)) = problem {
+        out.add(GETATT_UNDEFINED, pos, problem);
+        return;
+    }
+    let target = match &arg.value {
+        Value::Seq(items) => items.first(),
+        Value::String(_) => Some(arg),
+        _ => None,
+    };
+    if let Some(target) = target
+        && let Some(name) = target.as_str()
+    {
+        let resource = name.split('.').next().unwrap_or(name);
+        if !names.is_resource(resource) {
+            out.add(
+                undefined,
+                getatt_pos(key, arg, target, whole),
+                format!("Fn::GetAtt `{resource}` is not a resource of this template"),
+            );
+        }
+    }
+}
+
+/// `Fn::If`: `[condition, value if true, value if false]` with a defined condition.
+fn fn_if(names: &Names<'_>, key: &Key, arg: &Node, site: &Site<'_>, out: &mut Out<'_>) {
+    let whole = intrinsic_pos(key, site);
+    let items = match &arg.value {
+        Value::Seq(items) => items,
+        _ => {
+            out.add(
+                IF_INVALID,
+                whole,
+                format!(
+                    "Fn::If takes [condition, value if true, value if false]; {} is not of type 'array'",
+                    shape_of(arg)
+                ),
+            );
+            return;
+        }
+    };
+    if items.len() != 3 {
+        let bound = if items.len() < 3 { "minimum" } else { "maximum" };
+        out.add(
+            IF_INVALID,
+            whole,
+            format!(
+                "Fn::If takes [condition, value if true, value if false]: expected {bound} item count: 3, found: {}",
+                items.len()
+            ),
+        );
+        return;
+    }
+    let condition = &items[0];
+    match condition.as_str() {
+        Some(name) if names.is_condition(name) => {}
+        Some(name) => out.add(
+            IF_CONDITION_UNDEFINED,
+            item_pos(key, site, condition),
+            format!("Fn::If condition `{name}` is not defined under Conditions"),
+        ),
+        None => out.add(
+            IF_CONDITION_UNDEFINED,
+            item_pos(key, site, condition),
+            format!("Fn::If takes a condition's name first; {} is not one of the conditions", shape_of(condition)),
+        ),
     }
 }
 
 fn outputs(root: &Node, transforms: Transforms, out: &mut Out<'_>) {
     for Entry { key, node: output } in entries(root.get("Outputs"), transforms) {
-        if output.get("Value").is_none() {
+        if output.get("Value").is_none_or(|v| matches!(v.value, Value::Null)) {
             out.add(OUTPUT_VALUE_MISSING, key.pos, format!("output `{}` has no Value", key.name));
         }
         if let (Some(export_key), Some(export)) = (output.key("Export"), output.get("Export"))

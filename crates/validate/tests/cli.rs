@@ -202,3 +202,94 @@ fn sigterm_cancels_a_slow_tool_records_the_step_cancelled_and_leaves_nothing_run
     let step = records.iter().find(|r| r.step == run_state::Step::Validate).expect("the validate step is recorded");
     assert_eq!(step.status, run_state::Status::Cancelled, "{step:?}");
 }
+
+/// The repository's `.cfnlintrc.yaml` applies to the native checks as cfn-lint applies it:
+/// `ignore_checks` silences a rule, `mandatory_checks` keeps one an ignored prefix covers,
+/// `templates` adds files outside `[validate] templates`, `ignore_templates` leaves one out.
+#[test]
+fn the_repositorys_cfnlintrc_applies_to_the_native_checks() {
+    let repo = GitRepo::new();
+    let implied = "Resources:\n  Queue:\n    Type: AWS::SQS::Queue\n  Topic:\n    Type: AWS::SNS::Topic\n    DependsOn: Queue\n    Properties:\n      DisplayName: !GetAtt Queue.QueueName\n    BadKey: 1\n";
+    repo.commit_files(
+        "init",
+        &[
+            ("pipeline.toml", "[components.infra]\npaths = [\"cfn/**\", \"stacks/**\"]\n\n[validate]\ntemplates = [\"cfn/**/*.yaml\"]\nsecrets = false\n"),
+            ("cfn/app.yaml", implied),
+            ("cfn/legacy/old.yaml", BAD),
+            ("stacks/extra.yaml", BAD),
+            (".gitignore", ".pipeline/\n"),
+        ],
+    );
+    let before = validate(repo.path(), &["--all", "--no-tools"]);
+    let before = String::from_utf8_lossy(&before.stdout).into_owned();
+    assert_eq!(
+        before.lines().map(|l| l.split(' ').next().unwrap()).collect::<Vec<_>>(),
+        ["cfn/app.yaml:6:5:", "cfn/app.yaml:9:5:", "cfn/legacy/old.yaml:4:5:"],
+        "{before}"
+    );
+    assert!(before.contains("W3005") && before.contains("E3001"), "{before}");
+
+    repo.commit_files(
+        "cfn-lint settings",
+        &[(
+            ".cfnlintrc.yaml",
+            "templates:\n  - stacks/*.yaml\nignore_templates:\n  - cfn/legacy/**\nignore_checks:\n  - W3005\n  - E30\nmandatory_checks: [E3001]\nregions: [eu-west-1]\nconfigure_rules:\n  E3012:\n    strict: false\n",
+        )],
+    );
+    let plan = String::from_utf8_lossy(&validate(repo.path(), &["--all", "--dry-run"]).stdout).into_owned();
+    assert!(plan.starts_with("2 template(s)"), "{plan}");
+    assert!(plan.contains("cfn-lint settings from .cfnlintrc.yaml: ignore_checks [W3005, E30], mandatory_checks [E3001], templates [stacks/*.yaml], ignore_templates [cfn/legacy/**], regions [eu-west-1]"), "{plan}");
+    let out = validate(repo.path(), &["--all", "--no-tools"]);
+    let after = String::from_utf8_lossy(&out.stdout).into_owned();
+    // W3005 ignored; E3001 mandatory although E30 is ignored; E3005 (under E30) ignored; the
+    // legacy template left out; stacks/extra.yaml checked (its E3005 ignored too).
+    assert_eq!(
+        after.lines().map(|l| l.split(' ').next().unwrap()).collect::<Vec<_>>(),
+        ["cfn/app.yaml:9:5:"],
+        "{after}"
+    );
+    assert_eq!(out.status.code(), Some(1));
+
+    repo.commit_files("ignore it all", &[(".cfnlintrc.yaml", "ignore_checks: [E, W]\n")]);
+    let out = validate(repo.path(), &["--all", "--no-tools"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+}
+
+/// A settings file cfn-lint would refuse is refused here too, as one line naming the key.
+#[test]
+fn a_cfnlintrc_cfn_lint_refuses_is_a_usage_error_naming_the_key() {
+    let repo = repo(GOOD);
+    for (text, expected) in [
+        ("ignore_checks: W3005\n", ".cfnlintrc:1: ignore_checks: must be a list"),
+        ("regions: [us-east-1, mars-north-1]\n", ".cfnlintrc:1: regions: mars-north-1 not a region"),
+        ("ignore_check: [W]\n", ".cfnlintrc:1: ignore_check: is not a cfn-lint setting"),
+    ] {
+        repo.commit_files("settings", &[(".cfnlintrc", text)]);
+        let out = validate(repo.path(), &["--all", "--no-tools"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(expected), "{text}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    }
+}
+
+/// `regions` in `.cfnlintrc.yaml` is where E3006 looks: a type us-east-1 has (cfn-lint's
+/// default region) but eu-west-1 lacks is reported for eu-west-1 once it is configured, as
+/// `cfn-lint --regions us-east-1 eu-west-1` reports it (at the `Type` key).
+#[test]
+fn regions_in_the_cfnlintrc_decide_where_resource_types_must_exist() {
+    let repo = repo("Resources:\n  Session:\n    Type: AWS::Bedrock::Session\n");
+    let out = validate(repo.path(), &["--all", "--no-tools"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    repo.commit_files("regions", &[(".cfnlintrc.yaml", "regions: [us-east-1, eu-west-1]\n")]);
+    let out = validate(repo.path(), &["--all", "--no-tools"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert!(
+        stdout.starts_with(
+            "cfn/app.yaml:3:5: E3006 error: resource type `AWS::Bedrock::Session` does not exist in 'eu-west-1'"
+        ),
+        "{stdout}"
+    );
+}
