@@ -153,7 +153,9 @@ fn dry_run(
     include_worktree: bool,
 ) -> anyhow::Result<bool> {
     let diff = source_diff::diff(repo, components, request, head, include_worktree)?;
-    let validate_settings = validate::ValidateSettings::from_config(&context.config)?;
+    let mut validate_settings = validate::ValidateSettings::from_config(&context.config)?;
+    // The stage reads the repository's .cfnlintrc too; so does its dry run.
+    validate_settings.cfnlintrc = validate::cfnlintrc::CfnLintRc::load(&context.root)?;
     let validate_plan = validate::plan(&validate_settings, components, &diff, &repo.tracked_files()?)?;
     // A run folder that is never created: the plan only names the logs it would write.
     let run_dir = RunDir { run_id: "dry-run".into(), path: run_state::runs_dir(&context.state_dir).join("dry-run") };
