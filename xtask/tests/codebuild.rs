@@ -60,22 +60,26 @@ fn commands(spec: &Node) -> Vec<String> {
     phases.entries().iter().flat_map(|(_, phase)| strings(phase.get("commands"))).collect()
 }
 
-/// The toolkit calls in a shell command: the binary, then its words up to the next `;`, `&&`,
+/// The toolkit calls in a shell command: the binary in command position, then its words up to the next `;`, `&&`,
 /// `||`, `|`, `>` or `)`, quotes removed.
 fn toolkit_calls(command: &str) -> Vec<Vec<String>> {
     let spaced = command.replace("&&", " ; ").replace("||", " ; ").replace(['|', ')', '(', ';', '>'], " ; ");
     let mut calls = Vec::new();
     let mut current: Option<Vec<String>> = None;
+    // Only a word in command position is a call: `cargo build -p validate` calls cargo.
+    let mut at_start = true;
     for word in spaced.split_whitespace() {
         let word = word.trim_matches(|c| c == '"' || c == '\'');
         if word == ";" {
             calls.extend(current.take());
+            at_start = true;
             continue;
         }
         match &mut current {
             Some(words) => words.push(word.to_owned()),
-            None if TOOLKIT.contains(&word) => current = Some(vec![word.to_owned()]),
-            None => {}
+            None if at_start && TOOLKIT.contains(&word) => current = Some(vec![word.to_owned()]),
+            // `NAME=value` before a command keeps the command position.
+            None => at_start = at_start && word.contains('=') && !word.starts_with('-'),
         }
     }
     calls.extend(current);
