@@ -75,7 +75,7 @@ fn package(dir: &Path, name: &str, body: &str, changed: bool) -> anyhow::Result<
         name: name.into(),
         path,
         code_sha256: base64::engine::general_purpose::STANDARD.encode(sha),
-        sha256: stack_deployer::plan::hex(&sha),
+        sha256: hex::encode(sha),
         size: bytes.len() as u64,
         unzipped_size: 0,
         files: 1,

@@ -81,11 +81,6 @@ fn kind_of(config: &PublishConfig, path: &str) -> Kind {
     }
 }
 
-/// Lowercase hex.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// The site to publish: `dist` walked (regular files only; a link is followed only to a
 /// regular file inside dist; hidden files, `.env*` and source maps left out unless
 /// `include` names them), then the runtime config files added (`runtime`: path → bytes).
@@ -167,8 +162,8 @@ pub fn read_site(config: &PublishConfig, dist: &Path, runtime: Vec<(String, Vec<
             LocalFile {
                 headers: config.headers(&path),
                 size: bytes.len() as u64,
-                md5: hex(&Md5::digest(&bytes)),
-                sha256: hex(&Sha256::digest(&bytes)),
+                md5: hex::encode(Md5::digest(&bytes)),
+                sha256: hex::encode(Sha256::digest(&bytes)),
                 path,
                 body: Body::Bytes(bytes),
                 kind,
@@ -197,7 +192,7 @@ fn hash_file(path: &Path) -> Result<(u64, String, String), Error> {
             return Err(Error::TooLarge { path: path.to_path_buf(), size });
         }
     }
-    Ok((size, hex(&md5.finalize()), hex(&sha.finalize())))
+    Ok((size, hex::encode(md5.finalize()), hex::encode(sha.finalize())))
 }
 
 fn escaped(path: &Path) -> String {

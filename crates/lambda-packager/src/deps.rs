@@ -54,7 +54,7 @@ impl DepsKey {
             hasher.update(b"\0pip:");
             hasher.update(arg.as_bytes());
         }
-        DepsKey { hash: hex(&hasher.finalize()) }
+        DepsKey { hash: hex::encode(hasher.finalize()) }
     }
 }
 
@@ -485,11 +485,6 @@ fn elf_machine_name(machine: u16) -> String {
         183 => "arm64".into(),
         other => format!("ELF machine {other}"),
     }
-}
-
-/// Lower-case hex.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

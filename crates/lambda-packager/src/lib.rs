@@ -596,7 +596,7 @@ impl Packager {
                     name: function.name.clone(),
                     path: self.out_dir.join(format!("{}.zip", function.name)),
                     code_sha256: base64::engine::general_purpose::STANDARD.encode(written.sha256),
-                    sha256: deps::hex(&written.sha256),
+                    sha256: hex::encode(written.sha256),
                     size: written.size,
                     unzipped_size,
                     files,
@@ -666,7 +666,7 @@ fn input_hash(function: &FunctionSpec, own: &[Entry], deps: Option<&Deps>) -> St
     hasher.update(deps.map_or("", |d| d.key.hash.as_str()).as_bytes());
     hasher.update(function.runtime.as_bytes());
     hasher.update(function.architecture.as_str().as_bytes());
-    deps::hex(&hasher.finalize())
+    hex::encode(hasher.finalize())
 }
 
 /// The biggest top-level folders or files, for budget errors.

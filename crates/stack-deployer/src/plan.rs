@@ -459,7 +459,7 @@ impl Packer<'_> {
             }
         }
         let body = serde_json::to_vec(&json).map_err(|e| Error::io(&full, std::io::Error::other(e)))?;
-        let sha256 = hex(&Sha256::digest(&body));
+        let sha256 = hex::encode(Sha256::digest(&body));
         seen.pop();
         Ok(Packaged { body, sha256, declared, needs, code_updates })
     }
@@ -536,7 +536,7 @@ impl Packer<'_> {
             let full = self.repo.join(code_path);
             let bytes = pipeline_config::fs::read_regular(&full, lambda_packager::MAX_ZIP_BYTES)
                 .map_err(|e| Error::io(&full, e))?;
-            return Ok((code_path.to_string(), full, hex(&Sha256::digest(&bytes))));
+            return Ok((code_path.to_string(), full, hex::encode(Sha256::digest(&bytes))));
         }
         Err(Error::LocalArtifact {
             template: template.to_string(),
@@ -596,9 +596,4 @@ fn to_json(node: &Node) -> Json {
             Json::Object(map)
         }
     }
-}
-
-/// Lowercase hex.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

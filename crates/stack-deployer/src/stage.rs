@@ -466,7 +466,7 @@ fn plan_hash(plan: &Plan) -> String {
     for stack in &plan.stacks {
         hasher.update(stack.template_sha256.as_bytes());
     }
-    crate::plan::hex(&hasher.finalize())[..8].to_string()
+    hex::encode(hasher.finalize())[..8].to_string()
 }
 
 fn unix_seconds() -> String {

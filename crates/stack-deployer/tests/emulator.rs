@@ -223,7 +223,7 @@ fn package(dir: &Path, name: &str, body: &str, changed: bool) -> Package {
         name: name.into(),
         path,
         code_sha256: base64::engine::general_purpose::STANDARD.encode(written.sha256),
-        sha256: stack_deployer::plan::hex(&written.sha256),
+        sha256: hex::encode(written.sha256),
         size: written.size,
         unzipped_size: bytes.len() as u64,
         files: 1,

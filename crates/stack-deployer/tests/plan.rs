@@ -17,7 +17,7 @@ fn package(dir: &Path, name: &str, content: &[u8], changed: bool) -> Package {
         name: name.into(),
         path,
         code_sha256: String::new(),
-        sha256: stack_deployer::plan::hex(&sha),
+        sha256: hex::encode(sha),
         size: content.len() as u64,
         unzipped_size: 0,
         files: 1,
@@ -69,8 +69,7 @@ fn the_sample_master_stack_is_packaged_children_first_with_content_addressed_url
     let body: serde_json::Value = serde_json::from_slice(&master.body).unwrap();
     for artifact in &templates {
         let ArtifactContent::Template(bytes) = &artifact.content else { panic!("a template") };
-        let sha =
-            stack_deployer::plan::hex(&sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(bytes)));
+        let sha = hex::encode(sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(bytes)));
         assert_eq!(artifact.sha256, sha);
         assert!(
             artifact.key.starts_with("pipeline-dashboard/templates/") && artifact.key.contains(&sha[..16]),
