@@ -14,11 +14,13 @@ mod bench_package;
 mod bench_publish;
 mod bench_validate;
 mod codebuild;
+mod embedded;
 mod faults;
 mod pipeline;
 mod progress;
 mod python;
 mod schemas;
+mod stages;
 mod tidy;
 
 use std::path::{Path, PathBuf};
@@ -69,7 +71,12 @@ enum Task {
     Schemas,
     /// Starts the local AWS emulator (moto) on a free loopback port until Ctrl-C,
     /// printing the environment that points the AWS CLI and the stage binaries at it.
-    Emulator,
+    Emulator {
+        /// (internal) Write the endpoint to this file and serve until it is removed or left
+        /// untouched for 15 minutes: the emulator `cargo xtask pipeline` keeps for a monorepo.
+        #[arg(long, hide = true, value_name = "FILE")]
+        state_file: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -78,7 +85,10 @@ fn main() -> ExitCode {
         Task::Test { filter } => test(&filter).map(|()| true),
         Task::Bench { which } => bench::run(which).map(|()| true),
         Task::Setup => python::ensure(&workspace_root()).map(|_| true),
-        Task::Emulator => emulator().map(|()| true),
+        Task::Emulator { state_file: None } => emulator().map(|()| true),
+        Task::Emulator { state_file: Some(file) } => python::ensure(&workspace_root())
+            .and_then(|bin| embedded::serve(&bin.join("python"), &file))
+            .map(|()| true),
         Task::Codebuild(args) => codebuild::run(&args),
         Task::Schemas => schemas::run().map(|()| true),
         Task::Faults { measure: true, command } => faults::measure(&command).map(|()| true),
