@@ -242,7 +242,7 @@ impl Stages<'_> {
 
     /// Approval: `--approve`/`--refuse`, else the prompt on a terminal, else waiting.
     fn approval(&self, args: &PipelineArgs) -> anyhow::Result<stages::Decision> {
-        let by = stages::approver(args.approver.as_deref());
+        let by = stages::approver(args.approver.as_deref(), &self.context.root);
         let decision = if args.approve {
             stages::Decision::Approved { by, how: "--approve" }
         } else if args.refuse {

@@ -231,12 +231,19 @@ pub fn record_approval(store: &dyn Store, run_id: &str, commit: &str, decision: 
     Ok(())
 }
 
-/// Who answers: `--approver`, else the user name.
-pub fn approver(given: Option<&str>) -> String {
+/// Who answers: `--approver`, else the user name, else the repository's git identity.
+pub fn approver(given: Option<&str>, repo: &std::path::Path) -> String {
+    let git = |key: &str| {
+        let out = std::process::Command::new("git").arg("-C").arg(repo).args(["config", key]).output().ok()?;
+        let value = String::from_utf8(out.stdout).ok()?.trim().to_string();
+        (out.status.success() && !value.is_empty()).then_some(value)
+    };
     given
         .map(str::to_string)
-        .or_else(|| std::env::var("USER").ok())
-        .or_else(|| std::env::var("LOGNAME").ok())
+        .or_else(|| std::env::var("USER").ok().filter(|u| !u.is_empty()))
+        .or_else(|| std::env::var("LOGNAME").ok().filter(|u| !u.is_empty()))
+        .or_else(|| git("user.email"))
+        .or_else(|| git("user.name"))
         .unwrap_or_else(|| "unknown".into())
 }
 
