@@ -86,9 +86,9 @@ fn main() -> ExitCode {
         Task::Bench { which } => bench::run(which).map(|()| true),
         Task::Setup => python::ensure(&workspace_root()).map(|_| true),
         Task::Emulator { state_file: None } => emulator().map(|()| true),
-        Task::Emulator { state_file: Some(file) } => python::ensure(&workspace_root())
-            .and_then(|bin| embedded::serve(&bin.join("python"), &file))
-            .map(|()| true),
+        Task::Emulator { state_file: Some(file) } => {
+            python::ensure(&workspace_root()).and_then(|bin| embedded::serve(&bin.join("python"), &file)).map(|()| true)
+        }
         Task::Codebuild(args) => codebuild::run(&args),
         Task::Schemas => schemas::run().map(|()| true),
         Task::Faults { measure: true, command } => faults::measure(&command).map(|()| true),

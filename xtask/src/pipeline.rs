@@ -174,7 +174,8 @@ impl Stages<'_> {
     /// Validate: a failure refuses the gate, but the later stages before the gate still run so
     /// one run tells everything that is wrong.
     fn validate(&self) {
-        let options = validate::StageOptions { tools: true, cache: true, all: false, cancel: run_state::cli::cancel_flag() };
+        let options =
+            validate::StageOptions { tools: true, cache: true, all: false, cancel: run_state::cli::cancel_flag() };
         match validate::run_stage(self.context, Some((self.run, self.store)), options) {
             Ok(outcome) => self.progress.stage(&format!("validate: {}", outcome.summary())),
             Err(error) => self.progress.stage(&format!("validate: {}", run_state::error_chain(&error))),
@@ -204,7 +205,11 @@ impl Stages<'_> {
         let on_event = |event: step_runner::Event<'_>| self.progress.job(step.as_str(), &event);
         match step_runner::run_stage(self.context, self.run, self.store, step, environment, cancel, &on_event) {
             Ok(done) => {
-                self.progress.stage(&format!("{step}: {} run, {} skipped", done.plan.jobs.len(), done.plan.skipped.len()));
+                self.progress.stage(&format!(
+                    "{step}: {} run, {} skipped",
+                    done.plan.jobs.len(),
+                    done.plan.skipped.len()
+                ));
                 done.passed()
             }
             Err(error) => {
@@ -294,7 +299,8 @@ impl Stages<'_> {
             self.progress.stage(&reason);
             return Ok(false);
         }
-        let mut record = StepRecord::new(&self.run.run_id, &self.diff.head, PIPELINE, Step::ProdDeploy, Status::Running);
+        let mut record =
+            StepRecord::new(&self.run.run_id, &self.diff.head, PIPELINE, Step::ProdDeploy, Status::Running);
         record.started_at = Some(SystemTime::now());
         record.details.set_runner_to_this_process();
         self.store.record(&record)?;
@@ -530,7 +536,8 @@ fn approve_and_deliver(
 fn skip_publish(stages: &Stages<'_>) -> anyhow::Result<()> {
     let config = stages.context.required_config()?;
     if let Some(publish) = frontend_publisher::PublishConfig::from_config(config)? {
-        let mut record = StepRecord::new(&stages.run.run_id, &stages.diff.head, &publish.component, Step::Deploy, Status::Skipped);
+        let mut record =
+            StepRecord::new(&stages.run.run_id, &stages.diff.head, &publish.component, Step::Deploy, Status::Skipped);
         record.ended_at = Some(SystemTime::now());
         record.details.note = Some("unchanged since the base: nothing to publish".into());
         stages.store.record(&record)?;

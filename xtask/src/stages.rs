@@ -169,7 +169,8 @@ pub async fn site_check(
                 .collect();
             if errors.is_empty() {
                 record.status = Status::Passed;
-                record.details.note = Some(format!("site check of {env_name}: {} finding(s), no error", findings.len()));
+                record.details.note =
+                    Some(format!("site check of {env_name}: {} finding(s), no error", findings.len()));
             } else {
                 record.status = Status::Failed;
                 record.details.error = Some(errors.join("; "));
@@ -212,9 +213,8 @@ pub fn record_approval(store: &dyn Store, run_id: &str, commit: &str, decision: 
     record.started_at = Some(now);
     match decision {
         Decision::Waiting => {
-            record.details.note = Some(format!(
-                "waiting for approval: `cargo xtask pipeline --resume {run_id} --approve` (or --refuse)"
-            ));
+            record.details.note =
+                Some(format!("waiting for approval: `cargo xtask pipeline --resume {run_id} --approve` (or --refuse)"));
         }
         Decision::Approved { by, how } => {
             record.status = Status::Passed;
