@@ -4,6 +4,7 @@
 //! - `cargo xtask test`: formatting, lints and every test, after installing what they need.
 //! - `cargo xtask bench diff`: source-diff beside a bare `git diff` loop.
 //! - `cargo xtask codebuild BUILDSPEC`: a buildspec rehearsed as CodeBuild runs it.
+//! - `cargo xtask bench pipeline`: the whole pipeline, first run, no-change rerun, one change.
 //! - `cargo xtask bench deploy`: stack-deployer beside `aws cloudformation deploy` and the seed's loop.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -11,6 +12,7 @@
 mod bench;
 mod bench_deploy;
 mod bench_package;
+mod bench_pipeline;
 mod bench_publish;
 mod bench_validate;
 mod codebuild;
@@ -111,7 +113,7 @@ fn main() -> ExitCode {
 }
 
 /// Set in the environment of an xtask whose `PATH` already starts with the tools' venv.
-const VENV_ACTIVE: &str = "XTASK_VENV_ACTIVE";
+pub(crate) const VENV_ACTIVE: &str = "XTASK_VENV_ACTIVE";
 
 /// `cargo xtask pipeline` with the tools' virtual environment activated: xtask runs itself
 /// again with the venv's `bin` first on `PATH` (as `source bin/activate` would), so every
