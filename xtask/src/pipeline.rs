@@ -190,7 +190,21 @@ impl Stages<'_> {
             let reason = needs.no_deploy.as_deref().unwrap_or("no stack deploys, so no package is needed");
             return self.skip(&[Step::Build], reason);
         }
-        let options = lambda_packager::StageOptions { only: Vec::new(), python: None, out: None };
+        // The functions of changed components (a function is its component's when they share a
+        // name), and those no component names; the deploy keeps the others' code as it is.
+        let config = self.context.required_config()?;
+        let (_, functions) = lambda_packager::LambdaSettings::from_config(config)?;
+        let components = Components::from_config(config)?;
+        let changed: BTreeSet<&str> = self.diff.changed().collect();
+        let only: Vec<String> = functions
+            .iter()
+            .map(|f| f.name.clone())
+            .filter(|name| changed.contains(name.as_str()) || components.get(name).is_none())
+            .collect();
+        if only.is_empty() {
+            return self.skip(&[Step::Build], "no function changed");
+        }
+        let options = lambda_packager::StageOptions { only, python: None, out: None };
         let packaged = lambda_packager::run_stage(self.context, Some((self.run, self.store)), &options, &|_| {});
         match packaged {
             Ok(manifest) => self.progress.stage(&format!("package: {} function(s)", manifest.packages.len())),
