@@ -602,7 +602,36 @@ fn dry_run(
     let run_dir = RunDir { run_id: "dry-run".into(), path: run_state::runs_dir(&context.state_dir).join("dry-run") };
     println!("diff: {}", diff.summary());
     print!("validate: {}", validate_plan.describe());
+    print!("{}", step_runner::plan(Step::Build, components, &diff, &run_dir, settings).describe());
     print!("{}", step_runner::plan(Step::Test, components, &diff, &run_dir, settings).describe());
+    let needs = Needs::of(context, &diff)?;
+    if let Some(reason) = &needs.no_deploy {
+        println!("deploy, approval, e2e, prod: skipped: {reason}");
+        return Ok(true);
+    }
+    if needs.stacks {
+        // Against the packages the run would build: none yet, so code updates are not listed.
+        let changed: BTreeSet<String> = diff.changed().map(str::to_string).collect();
+        let (_, functions) = lambda_packager::LambdaSettings::from_config(&context.config)?;
+        let env = stages::environment(context, FIRST_ENV)?;
+        let inputs = stack_deployer::PlanInputs {
+            repo: &context.root,
+            manifest: None,
+            functions: &functions,
+            changed: Some(&changed),
+            only: &[],
+        };
+        match stack_deployer::plan(&env, inputs, &|name| std::env::var(name).ok()) {
+            Ok(plan) => print!("deploy {FIRST_ENV}: {}", plan.describe()),
+            Err(error) => println!("deploy {FIRST_ENV}: cannot plan: {}", run_state::error_chain(&error)),
+        }
+    }
+    if let Some(component) = &needs.publish {
+        println!("publish {FIRST_ENV}: the site of `{component}` (what uploads is decided against the bucket)");
+    }
+    println!(
+        "then: status check, approval, e2e against {FIRST_ENV} and the site check, deploy {PROD_ENV}, mark-success"
+    );
     Ok(true)
 }
 

@@ -243,6 +243,23 @@ fn the_sample_through_a_scripted_history() {
     assert_eq!(environments(&front), ["dev"], "nothing reached prod");
     assert_eq!(store.last_success().unwrap().unwrap().commit, in_prod, "the base stays where prod is");
 
+    // 4b. A run waiting for approval whose dev deploy then fails (a stage binary run again for
+    //     it): approving it does not reach prod, and the refusal is recorded with the reason.
+    let out = pipeline(&repo, &at);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let waiting = latest(&repo);
+    assert_eq!(status(&records(repo.path(), &waiting.run_id), PIPELINE, Step::Approval), Some(Status::Pending));
+    let mut late = run_state::StepRecord::new(&waiting.run_id, &repo.head(), "infra", Step::Deploy, Status::Failed);
+    late.details.error = Some("stack master (pipeline-dashboard-dev): rolled back".into());
+    store.record(&late).unwrap();
+    let out = pipeline(&repo, &[&at[..], &["--resume", &waiting.run_id, "--approve"]].concat());
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let prod = records(repo.path(), &waiting.run_id).into_iter().find(|r| r.step == Step::ProdDeploy).unwrap();
+    assert_eq!(prod.status, Status::Failed, "{}", text(&out));
+    let reason = prod.details.error.unwrap();
+    assert!(reason.starts_with("production refused: infra deploy failed: stack master"), "{reason}");
+    assert_eq!(environments(&waiting), ["dev"], "nothing reached prod");
+
     // 5. A failing Lambda test: that Lambda's stacks do not deploy, the site does; the status
     //    check refuses, so production is refused, and cannot be forced by resuming.
     let test_file = std::fs::read_to_string(repo.path().join("tests/test_api_handler.py")).unwrap();
@@ -251,24 +268,27 @@ fn the_sample_through_a_scripted_history() {
         &format!("{test_file}\n\ndef test_scripted_failure():\n    assert False\n"),
     );
     repo.commit_all("api-handler: a failing test");
-    let out = pipeline(&repo, &[&at[..], &["--approve"]].concat());
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let first_try = pipeline(&repo, &[&at[..], &["--approve"]].concat());
+    let out = &first_try;
+    assert_eq!(out.status.code(), Some(1), "{}", text(out));
     let broken = latest(&repo);
     let done = records(repo.path(), &broken.run_id);
     assert_eq!(status(&done, "api-handler", Step::Test), Some(Status::Failed));
     assert!(String::from_utf8_lossy(&out.stdout).contains("api-handler test failed"), "{}", text(&out));
     assert_eq!(status(&done, "frontend", Step::Deploy), Some(Status::Passed), "the site still deploys: {}", text(&out));
-    assert_ne!(
-        status(&done, "infra", Step::Deploy),
-        Some(Status::Passed),
-        "the stacks serving the failing Lambda must not deploy: {}",
-        text(&out)
-    );
     assert_eq!(status(&done, PIPELINE, Step::ProdDeploy), Some(Status::Skipped));
     let out = pipeline(&repo, &[&at[..], &["--resume", &broken.run_id, "--approve"]].concat());
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("is not waiting for approval"), "{}", text(&out));
     assert_eq!(environments(&broken), ["dev"], "nothing reached prod");
+    // Per-component gating inside the deploy stage: the stacks serving the failing Lambda
+    // (infra, through its dependency on api-handler) stay as they are.
+    assert_ne!(
+        status(&done, "infra", Step::Deploy),
+        Some(Status::Passed),
+        "the stacks serving the failing Lambda must not deploy: {}",
+        text(&first_try)
+    );
 }
 
 #[test]
