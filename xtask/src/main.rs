@@ -223,7 +223,9 @@ fn test(filter: &[String]) -> anyhow::Result<()> {
         say("cargo xtask faults (the bad-input corpus against the binaries)");
         run(Command::new(&xtask).arg("faults"))?;
         say("cargo xtask pipeline (end to end on the sample monorepo)");
-        let status = Command::new(&xtask).arg("pipeline").envs(venv_env()?).status()?;
+        let status = Command::new(&xtask).args(["pipeline", "--approve"]).envs(venv_env()?).status()?;
+        // The sample's emulator is not kept after the tests.
+        embedded::stop(&root.join("target/sample-monorepo/.pipeline"));
         if !status.success() {
             bail!("the pipeline on the sample monorepo did not pass its gate ({status})");
         }
