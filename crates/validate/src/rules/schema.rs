@@ -275,6 +275,9 @@ impl<'a> Check<'a, '_, '_> {
     /// E3030, E3031, E3033 on a string, number or boolean.
     fn scalar(&mut self, node: &Node, schema: &Json, at: Pos) {
         let Some(text) = node.as_str() else { return };
+        if matches!(node.value, Value::String(_)) && maybe_not_a_string(text) {
+            return;
+        }
         if let Some(allowed) = schema.get("enum").and_then(Json::as_array)
             && !allowed.iter().any(|a| enum_matches(node, text, a))
         {
@@ -338,10 +341,33 @@ fn fits(node: &Node, wanted: &str) -> bool {
         }
         ("number", Value::String(s)) => s.trim().replace('_', "").parse::<f64>().is_ok(),
         ("boolean", Value::Bool(_)) => true,
-        ("boolean", Value::String(s)) => matches!(s.as_str(), "true" | "True" | "TRUE" | "false" | "False" | "FALSE"),
+        ("boolean", Value::String(s)) => {
+            matches!(s.as_str(), "true" | "True" | "TRUE" | "false" | "False" | "FALSE") || yaml11_bool(s)
+        }
         // Unknown types: not checked.
         (other, _) => !matches!(other, "boolean" | "number" | "integer"),
     }
+}
+
+/// Whether a plain scalar with this text is a boolean to cfn-lint's YAML 1.1 loader (the tree
+/// does not say whether it was quoted, so a quoted `"yes"` passes too: a miss, never a false
+/// error).
+fn yaml11_bool(text: &str) -> bool {
+    matches!(text, "yes" | "Yes" | "YES" | "no" | "No" | "NO" | "on" | "On" | "ON" | "off" | "Off" | "OFF")
+}
+
+/// Whether cfn-lint's YAML 1.1 loader may read this text (when not quoted) as something other
+/// than a string (a boolean, a sexagesimal number, a date): enums, patterns and lengths are
+/// then not checked, as cfn-lint checks them on strings only.
+fn maybe_not_a_string(text: &str) -> bool {
+    static PLAIN: OnceLock<regex::Regex> = OnceLock::new();
+    let plain = PLAIN.get_or_init(|| {
+        regex::Regex::new(
+            r"^(?:[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?|[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}(?:(?:[Tt]|[ \t]+)[0-9]{1,2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]*)?(?:[ \t]*(?:Z|[-+][0-9]{1,2}(?::[0-9]{2})?))?)?)$",
+        )
+        .expect("a valid regex")
+    });
+    yaml11_bool(text) || plain.is_match(text)
 }
 
 /// cfn-lint's `equal` for enums: booleans by truth, numbers by value, anything else as text.
