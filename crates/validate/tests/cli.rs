@@ -293,3 +293,55 @@ fn regions_in_the_cfnlintrc_decide_where_resource_types_must_exist() {
         "{stdout}"
     );
 }
+
+/// `[validate] regions` in pipeline.toml adds to `.cfnlintrc`'s regions: E3006 is reported for
+/// each region of either that lacks the type, and the dry run names them all.
+#[test]
+fn validate_regions_in_pipeline_toml_combine_with_the_cfnlintrc() {
+    let repo = repo("Resources:\n  Session:\n    Type: AWS::Bedrock::Session\n");
+    let with_regions = |regions: &str| {
+        CONFIG.replace(
+            "templates = [\"cfn/**/*.yaml\"]\n",
+            &format!("templates = [\"cfn/**/*.yaml\"]\nregions = {regions}\n"),
+        )
+    };
+    repo.commit_files("regions", &[("pipeline.toml", &with_regions("[\"eu-west-1\"]"))]);
+    let plan = String::from_utf8_lossy(&validate(repo.path(), &["--all", "--dry-run"]).stdout).into_owned();
+    assert!(plan.contains("resource types checked for: eu-west-1\n"), "{plan}");
+    let out = validate(repo.path(), &["--all", "--no-tools"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let lines: Vec<&str> = stdout.lines().filter(|l| l.contains("E3006")).collect();
+    assert_eq!(lines.len(), 1, "{stdout}");
+    assert!(lines[0].contains("does not exist in 'eu-west-1'"), "{stdout}");
+
+    repo.commit_files("and the rc", &[(".cfnlintrc.yaml", "regions: [eu-west-3, eu-west-1]\n")]);
+    let plan = String::from_utf8_lossy(&validate(repo.path(), &["--all", "--dry-run"]).stdout).into_owned();
+    assert!(plan.contains("resource types checked for: eu-west-1, eu-west-3\n"), "{plan}");
+    let stdout = String::from_utf8_lossy(&validate(repo.path(), &["--all", "--no-tools"]).stdout).into_owned();
+    let regions: Vec<&str> =
+        stdout.lines().filter(|l| l.contains("E3006")).filter_map(|l| l.split('\'').nth(1)).collect();
+    assert_eq!(regions, ["eu-west-1", "eu-west-3"], "{stdout}");
+}
+
+/// A region nobody knows in `[validate] regions` is a usage error naming the key and its line.
+#[test]
+fn an_unknown_region_in_pipeline_toml_names_the_key_and_line() {
+    let repo = repo(GOOD);
+    let config = CONFIG.replace(
+        "templates = [\"cfn/**/*.yaml\"]\n",
+        "templates = [\"cfn/**/*.yaml\"]\nregions = [\"us-east-1\",\n  \"mars-north-1\"]\n",
+    );
+    let line = config.lines().position(|l| l.contains("mars-north-1")).unwrap() + 1;
+    repo.commit_files("regions", &[("pipeline.toml", &config)]);
+    let out = validate(repo.path(), &["--all", "--no-tools"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "pipeline.toml:{line}: validate.regions: `mars-north-1` is not a region cfn-lint knows"
+        )),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
