@@ -345,3 +345,17 @@ fn an_unknown_region_in_pipeline_toml_names_the_key_and_line() {
     );
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
 }
+
+/// The schema rules through the binary: a nested unknown property, a value outside the allowed
+/// ones and an IAM action that does not exist, each one line at cfn-lint's position.
+#[test]
+fn schema_rules_reach_the_report_through_the_binary() {
+    let template = "Resources:\n  Bucket:\n    Type: AWS::S3::Bucket\n    Properties:\n      VersioningConfiguration:\n        Status: enabled\n        Mfa: true\n  Policy:\n    Type: AWS::IAM::ManagedPolicy\n    Properties:\n      PolicyDocument:\n        Version: \"2012-10-17\"\n        Statement:\n          - Effect: Allow\n            Action: s3:GetObjekt\n            Resource: \"*\"\n";
+    let repo = repo(template);
+    let out = validate(repo.path(), &["--all", "--no-tools"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let places: Vec<&str> =
+        stdout.lines().filter_map(|l| l.split(" error:").next()).filter_map(|l| l.split(" warning:").next()).collect();
+    assert_eq!(places, ["cfn/app.yaml:6:9: E3030", "cfn/app.yaml:7:9: E3002", "cfn/app.yaml:15:13: W3037"], "{stdout}");
+}
