@@ -204,6 +204,10 @@ impl<'a> Check<'a, '_, '_> {
                 );
             }
         }
+        // `Fn::Transform` (an include) or `Fn::ForEach` among the keys: what they add is unknown.
+        if entries.iter().any(|(k, _)| k.name.starts_with("Fn::")) {
+            return;
+        }
         for required in schema.get("required").and_then(Json::as_array).into_iter().flatten().filter_map(Json::as_str) {
             // `!Ref AWS::NoValue` removes the property.
             let present = entries.iter().any(|(k, v)| {
