@@ -27,6 +27,10 @@ pub struct ValidateSettings {
     pub parallelism: Option<usize>,
     /// External tools, by name.
     pub tools: BTreeMap<String, ToolSettings>,
+    /// The regions the templates are for (cfn-lint's names, or `ALL_REGIONS`): a resource
+    /// type missing in one of them is E3006. Combined with `.cfnlintrc`'s `regions` (the
+    /// union); `us-east-1` when neither names any ([`ValidateSettings::regions`]).
+    pub regions: Vec<Spanned<String>>,
     /// The repository's cfn-lint settings (not in `pipeline.toml`: read from `.cfnlintrc` by
     /// [`crate::run_stage`] and [`crate::plan_stage`] with [`CfnLintRc::load`]).
     #[serde(skip)]
@@ -46,6 +50,7 @@ impl Default for ValidateSettings {
             secrets_allowlist: None,
             parallelism: None,
             tools: BTreeMap::new(),
+            regions: Vec::new(),
             cfnlintrc: CfnLintRc::default(),
         }
     }
@@ -60,6 +65,18 @@ impl ValidateSettings {
     pub fn from_config(config: &ConfigFile) -> Result<ValidateSettings, ConfigError> {
         let settings: ValidateSettings = config.section(Self::SECTION)?;
         settings.template_globs(config)?;
+        for region in &settings.regions {
+            let name = region.get_ref().as_str();
+            if name != "ALL_REGIONS" && !crate::cfnlintrc::REGIONS.contains(&name) {
+                return Err(ConfigError::at(
+                    &config.path,
+                    &config.text,
+                    region.span(),
+                    "validate.regions",
+                    format!("`{name}` is not a region cfn-lint knows (such as us-east-1), nor ALL_REGIONS"),
+                ));
+            }
+        }
         for name in settings.tools.keys() {
             pipeline_config::check_name(name).map_err(|message| ConfigError {
                 file: config.path.clone(),
@@ -69,6 +86,19 @@ impl ValidateSettings {
             })?;
         }
         Ok(settings)
+    }
+
+    /// The regions the native checks are for: `[validate] regions` and `.cfnlintrc`'s
+    /// `regions` together, each once, in the order written (none: the rules' default,
+    /// us-east-1).
+    pub fn regions(&self) -> Vec<String> {
+        let mut regions: Vec<String> = Vec::new();
+        for region in self.regions.iter().map(|r| r.get_ref()).chain(&self.cfnlintrc.regions) {
+            if !regions.contains(region) {
+                regions.push(region.clone());
+            }
+        }
+        regions
     }
 
     /// The template globs as one set.

@@ -127,6 +127,9 @@ pub struct Plan {
     pub skipped_tools: Vec<(String, String)>,
     /// What the repository's `.cfnlintrc` sets, when it has one.
     pub cfn_lint_settings: Option<String>,
+    /// The regions the resource types are checked for ([`ValidateSettings::regions`]; empty:
+    /// us-east-1).
+    pub regions: Vec<String>,
 }
 
 impl Plan {
@@ -137,6 +140,9 @@ impl Plan {
         if let Some(settings) = &self.cfn_lint_settings {
             out.push_str(&format!("{settings}\n"));
         }
+        let regions =
+            if self.regions.is_empty() { rules::schema::DEFAULT_REGION.to_string() } else { self.regions.join(", ") };
+        out.push_str(&format!("resource types checked for: {regions}\n"));
         for tool in &self.tools {
             out.push_str(&format!(
                 "run  {} (changed: {}): {}\n",
@@ -187,6 +193,7 @@ pub fn plan(
     let mut plan = Plan {
         templates,
         cfn_lint_settings: rc.describe(),
+        regions: settings.regions(),
         secret_files: if settings.secrets { files.into_iter().collect() } else { Vec::new() },
         ..Plan::default()
     };
@@ -475,13 +482,8 @@ pub fn apply(
     plan: &Plan,
     options: ApplyOptions<'_>,
 ) -> Result<Vec<Finding>, Error> {
-    let mut findings = check_templates_in(
-        repo,
-        &plan.templates,
-        &settings.ignore_checks,
-        options.cache_dir,
-        &settings.cfnlintrc.regions,
-    );
+    let mut findings =
+        check_templates_in(repo, &plan.templates, &settings.ignore_checks, options.cache_dir, &settings.regions());
     findings.retain(|f| settings.cfnlintrc.enabled(&f.rule));
     let allowlist = match &settings.secrets_allowlist {
         Some(file) => {

@@ -8,6 +8,7 @@ use crate::node::{Key, Node, Pos, Value};
 use crate::{Finding, Severity};
 
 mod conditions;
+mod iam;
 pub mod schema;
 mod warnings;
 
@@ -77,8 +78,14 @@ rules! {
     CREATION_POLICY_INVALID = "E3055", Error, "CreationPolicy has the keys its resource type takes";
     NESTED_TEMPLATE_MISSING = "P3001", Error, "A nested stack's local TemplateURL points to a file that exists";
     RESOURCE_TYPE_UNKNOWN = "E3006", Error, "The resource type exists in each region the templates are for";
-    PROPERTY_UNKNOWN = "E3002", Error, "A resource has only the top-level properties its type's schema names";
-    PROPERTY_REQUIRED = "E3003", Error, "A resource has the top-level properties its type's schema requires";
+    PROPERTY_UNKNOWN = "E3002", Error, "A resource's properties, nested ones included, are ones its type's schema names";
+    PROPERTY_REQUIRED = "E3003", Error, "A resource has the properties its type's schema requires, nested ones included";
+    VALUE_TYPE = "E3012", Error, "A property's value is of the type its schema says (an intrinsic function's result as cfn-lint reads it)";
+    VALUE_NOT_ALLOWED = "E3030", Error, "A property's value is one of the values its schema allows";
+    VALUE_PATTERN = "E3031", Error, "A property's string matches its schema's pattern";
+    VALUE_LENGTH = "E3033", Error, "A property's string is within its schema's minLength and maxLength";
+    READ_ONLY_PROPERTY = "E3040", Warning, "No read-only property is set (CloudFormation ignores it)";
+    IAM_ACTION_UNKNOWN = "W3037", Warning, "IAM policy actions exist in AWS's catalogue";
     DEPENDS_ON_IMPLIED = "W3005", Warning, "No DependsOn that a Ref, Fn::GetAtt or Fn::Sub already implies";
     UNUSED_CONDITION = "W8001", Warning, "Every condition is used";
     SUB_WITHOUT_VARIABLE = "W1020", Warning, "Fn::Sub has a variable (otherwise write the string)";
@@ -318,6 +325,7 @@ pub fn check_in(root: &Node, path: &str, dir: &Path, size: usize, regions: &[Str
     warnings::implied_dependencies(&names, &mut out);
     warnings::unused_conditions(root, &names, &mut out);
     schema::check(root, &names, regions, &mut out);
+    iam::actions(root, &names, &mut out);
     out.findings.sort();
     out.findings
 }

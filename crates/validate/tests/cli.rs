@@ -293,3 +293,69 @@ fn regions_in_the_cfnlintrc_decide_where_resource_types_must_exist() {
         "{stdout}"
     );
 }
+
+/// `[validate] regions` in pipeline.toml adds to `.cfnlintrc`'s regions: E3006 is reported for
+/// each region of either that lacks the type, and the dry run names them all.
+#[test]
+fn validate_regions_in_pipeline_toml_combine_with_the_cfnlintrc() {
+    let repo = repo("Resources:\n  Session:\n    Type: AWS::Bedrock::Session\n");
+    let with_regions = |regions: &str| {
+        CONFIG.replace(
+            "templates = [\"cfn/**/*.yaml\"]\n",
+            &format!("templates = [\"cfn/**/*.yaml\"]\nregions = {regions}\n"),
+        )
+    };
+    repo.commit_files("regions", &[("pipeline.toml", &with_regions("[\"eu-west-1\"]"))]);
+    let plan = String::from_utf8_lossy(&validate(repo.path(), &["--all", "--dry-run"]).stdout).into_owned();
+    assert!(plan.contains("resource types checked for: eu-west-1\n"), "{plan}");
+    let out = validate(repo.path(), &["--all", "--no-tools"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let lines: Vec<&str> = stdout.lines().filter(|l| l.contains("E3006")).collect();
+    assert_eq!(lines.len(), 1, "{stdout}");
+    assert!(lines[0].contains("does not exist in 'eu-west-1'"), "{stdout}");
+
+    repo.commit_files("and the rc", &[(".cfnlintrc.yaml", "regions: [eu-west-3, eu-west-1]\n")]);
+    let plan = String::from_utf8_lossy(&validate(repo.path(), &["--all", "--dry-run"]).stdout).into_owned();
+    assert!(plan.contains("resource types checked for: eu-west-1, eu-west-3\n"), "{plan}");
+    let stdout = String::from_utf8_lossy(&validate(repo.path(), &["--all", "--no-tools"]).stdout).into_owned();
+    let regions: Vec<&str> =
+        stdout.lines().filter(|l| l.contains("E3006")).filter_map(|l| l.split('\'').nth(1)).collect();
+    assert_eq!(regions, ["eu-west-1", "eu-west-3"], "{stdout}");
+}
+
+/// A region nobody knows in `[validate] regions` is a usage error naming the key and its line.
+#[test]
+fn an_unknown_region_in_pipeline_toml_names_the_key_and_line() {
+    let repo = repo(GOOD);
+    let config = CONFIG.replace(
+        "templates = [\"cfn/**/*.yaml\"]\n",
+        "templates = [\"cfn/**/*.yaml\"]\nregions = [\"us-east-1\",\n  \"mars-north-1\"]\n",
+    );
+    let line = config.lines().position(|l| l.contains("mars-north-1")).unwrap() + 1;
+    repo.commit_files("regions", &[("pipeline.toml", &config)]);
+    let out = validate(repo.path(), &["--all", "--no-tools"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "pipeline.toml:{line}: validate.regions: `mars-north-1` is not a region cfn-lint knows"
+        )),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
+/// The schema rules through the binary: a nested unknown property, a value outside the allowed
+/// ones and an IAM action that does not exist, each one line at cfn-lint's position.
+#[test]
+fn schema_rules_reach_the_report_through_the_binary() {
+    let template = "Resources:\n  Bucket:\n    Type: AWS::S3::Bucket\n    Properties:\n      VersioningConfiguration:\n        Status: enabled\n        Mfa: true\n  Policy:\n    Type: AWS::IAM::ManagedPolicy\n    Properties:\n      PolicyDocument:\n        Version: \"2012-10-17\"\n        Statement:\n          - Effect: Allow\n            Action: s3:GetObjekt\n            Resource: \"*\"\n";
+    let repo = repo(template);
+    let out = validate(repo.path(), &["--all", "--no-tools"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let places: Vec<&str> =
+        stdout.lines().filter_map(|l| l.split(" error:").next()).filter_map(|l| l.split(" warning:").next()).collect();
+    assert_eq!(places, ["cfn/app.yaml:6:9: E3030", "cfn/app.yaml:7:9: E3002", "cfn/app.yaml:15:13: W3037"], "{stdout}");
+}

@@ -122,7 +122,7 @@ fn where_cfn_lint_has_the_check_the_native_finding_is_at_its_place_with_its_seve
     assert!(shared >= 15, "only {shared} bad templates have a cfn-lint finding");
     // The native-only checks, each named in fixtures/templates/README.md.
     let prefixes: Vec<&str> = native_only.iter().map(|name| name.split('-').next().unwrap()).collect();
-    assert_eq!(prefixes, ["E2010", "E7010", "P1002", "P3001", "P3002", "P3002", "P3002"], "{native_only:?}");
+    assert_eq!(prefixes, ["E2010", "E3040", "E7010", "P1002", "P3001", "P3002", "P3002", "P3002"], "{native_only:?}");
 }
 
 #[test]
