@@ -42,7 +42,7 @@ pub use outputs::{DeployedStack, StackOutputs};
 pub use pipeline_config::fs;
 pub use record::{Coverage, Details, FileCoverage, PIPELINE, Ratio, Status, Step, StepRecord, percent_text};
 pub use run_dir::{RunDir, RunFile, runs_dir, write_atomic, write_atomic_with};
-pub use store::{FileStore, LockRecord, Store, SuccessMark, check_success, record_pipeline_step};
+pub use store::{DEFAULT_SUCCESS_ENV, FileStore, LockRecord, Store, SuccessMark, check_success, record_pipeline_step};
 
 /// What can go wrong with the run folder, the store or the stage context.
 #[derive(Debug, thiserror::Error)]

@@ -674,7 +674,10 @@ fn the_binary_diffs_from_the_last_run_marked_successful() {
     let record =
         run_state::StepRecord::new("run-1", &deployed, "api", run_state::Step::Deploy, run_state::Status::Passed);
     run_state::Store::record(&store, &record).unwrap();
-    run_state::Store::mark_success(&store, "run-1").unwrap();
+    // Reaching dev does not move the base: it is the last commit that reached prod by default.
+    run_state::Store::mark_success(&store, "run-1", "dev").unwrap();
+    assert_eq!(diff_by_binary().0, api);
+    run_state::Store::mark_success(&store, "run-1", "prod").unwrap();
     let (base, reason, changed) = diff_by_binary();
     assert_eq!((base.as_str(), reason.as_str()), (deployed.as_str(), "commit of the last successful run"));
     assert_eq!(changed, ["api", "infra", "web"], "infra depends on api");

@@ -67,7 +67,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     let repo = Repo::at_root(&context.root);
     let components = Components::from_config(context.required_config()?)?;
     let last_success = match (&args.base, context.existing_store()?) {
-        (None, Some(store)) => store.last_success()?.map(|mark| mark.commit),
+        (None, Some(store)) => store.last_success(components.base_environment())?.map(|mark| mark.commit),
         _ => None,
     };
     let request = BaseRequest { explicit: args.base, last_success, all_on_missing_base: args.all_on_missing_base };

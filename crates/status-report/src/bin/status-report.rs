@@ -47,11 +47,15 @@ enum Command {
         #[arg(long, value_name = "ID")]
         run: Option<String>,
     },
-    /// Makes a run's commit the next default base; refused unless its deploy passed. Prints the commit.
+    /// Records that a run's commit reached an environment (the last success of `[diff]
+    /// base_environment` is the next default base); refused unless its deploy passed. Prints the commit.
     MarkSuccess {
         /// The run [default: the newest].
         #[arg(long, value_name = "ID")]
         run: Option<String>,
+        /// The environment the run deployed to.
+        #[arg(long, value_name = "ENV", default_value = run_state::DEFAULT_SUCCESS_ENV)]
+        env: String,
     },
 }
 
@@ -164,9 +168,9 @@ fn run(cli: &Cli) -> Result<bool> {
             print(&out)?;
             return Ok(gate.allowed);
         }
-        Command::MarkSuccess { run } => {
+        Command::MarkSuccess { run, env } => {
             let (store, run_id) = pick_run(&context, run.as_deref())?;
-            let mark = store.mark_success(&run_id)?;
+            let mark = store.mark_success(&run_id, &env)?;
             print(&format!("{}\n", mark.commit))?;
         }
     }
