@@ -77,6 +77,33 @@ pub trait Store: Send + Sync {
     fn release_lock(&self, name: &str, holder: &str) -> Result<(), Error>;
 }
 
+impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
+    fn record(&self, record: &StepRecord) -> Result<(), Error> {
+        (**self).record(record)
+    }
+    fn run(&self, run_id: &str) -> Result<Vec<StepRecord>, Error> {
+        (**self).run(run_id)
+    }
+    fn run_ids(&self) -> Result<Vec<String>, Error> {
+        (**self).run_ids()
+    }
+    fn runs(&self) -> Result<Vec<(String, Vec<StepRecord>)>, Error> {
+        (**self).runs()
+    }
+    fn mark_success(&self, run_id: &str, env: &str) -> Result<SuccessMark, Error> {
+        (**self).mark_success(run_id, env)
+    }
+    fn last_success(&self, env: &str) -> Result<Option<SuccessMark>, Error> {
+        (**self).last_success(env)
+    }
+    fn acquire_lock(&self, name: &str, holder: &str, ttl: Duration) -> Result<(), Error> {
+        (**self).acquire_lock(name, holder, ttl)
+    }
+    fn release_lock(&self, name: &str, holder: &str) -> Result<(), Error> {
+        (**self).release_lock(name, holder)
+    }
+}
+
 /// A lock as the store keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LockRecord {
