@@ -71,7 +71,9 @@ impl StoreChoice {
     /// The store `given` names (a flag or `PIPELINE_STORE`), else the config's `[store]`, else the file store.
     pub fn resolve(given: Option<&str>, config: &ConfigFile) -> Result<StoreChoice, crate::Error> {
         if let Some(given) = given {
-            return given.parse().map_err(|message| crate::Error::BadName { what: "--store (PIPELINE_STORE)", message });
+            return given
+                .parse()
+                .map_err(|message| crate::Error::BadName { what: "--store (PIPELINE_STORE)", message });
         }
         let settings: StoreSettings = config.section("store")?;
         match settings.dynamodb_table {

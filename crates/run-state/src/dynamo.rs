@@ -105,7 +105,8 @@ impl DynamoStore {
     /// The store on `table` in the account and region `target` reaches (its SDK config loaded on the
     /// store's own runtime), checked to exist.
     pub fn connect(target: &aws_target::Target, table: &str) -> Result<DynamoStore, Error> {
-        let remote = |e: aws_target::Error| Error::Remote { what: format!("DynamoDB table `{table}`"), source: e.into() };
+        let remote =
+            |e: aws_target::Error| Error::Remote { what: format!("DynamoDB table `{table}`"), source: e.into() };
         let loader = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -194,7 +195,8 @@ impl DynamoStore {
     async fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>, Error> {
         let mut latest: BTreeMap<(Step, String), StepRecord> = BTreeMap::new();
         for item in self.query(&format!("run#{run_id}"), false).await? {
-            let json = text(&item, "record").ok_or_else(|| self.corrupt(format!("a step of run `{run_id}` has no record")))?;
+            let json =
+                text(&item, "record").ok_or_else(|| self.corrupt(format!("a step of run `{run_id}` has no record")))?;
             let record: StepRecord =
                 serde_json::from_str(json).map_err(|e| self.corrupt(format!("a step of run `{run_id}`: {e}")))?;
             latest.insert((record.step, record.component.clone()), record);
@@ -301,7 +303,12 @@ impl Store for DynamoStore {
             let records = self.steps(run_id).await?;
             check_success(run_id, &records)?;
             let now = SystemTime::now();
-            let mark = SuccessMark { run_id: run_id.into(), env: env.into(), commit: records[0].commit.clone(), at: Some(now) };
+            let mark = SuccessMark {
+                run_id: run_id.into(),
+                env: env.into(),
+                commit: records[0].commit.clone(),
+                at: Some(now),
+            };
             let json = serde_json::to_string(&mark).map_err(|e| self.corrupt(e.to_string()))?;
             let (pk, sk) = (format!("success#{env}"), format!("{:015}#{run_id}", millis(now)));
             self.client
@@ -335,7 +342,8 @@ impl Store for DynamoStore {
         items
             .first()
             .map(|item| {
-                let json = text(item, "record").ok_or_else(|| self.corrupt(format!("a success of `{env}` has no record")))?;
+                let json =
+                    text(item, "record").ok_or_else(|| self.corrupt(format!("a success of `{env}` has no record")))?;
                 serde_json::from_str(json).map_err(|e| self.corrupt(format!("a success of `{env}`: {e}")))
             })
             .transpose()

@@ -41,9 +41,9 @@ mod store;
 use std::path::{Path, PathBuf};
 
 pub use choice::{StoreChoice, StoreSettings, check_table_name};
+pub use context::{StageContext, StageOptions, TreeState};
 #[cfg(feature = "dynamodb")]
 pub use dynamo::DynamoStore;
-pub use context::{StageContext, StageOptions, TreeState};
 pub use outputs::{DeployedStack, StackOutputs};
 pub use pipeline_config::fs;
 pub use record::{Coverage, Details, FileCoverage, PIPELINE, Ratio, Status, Step, StepRecord, percent_text};
@@ -143,7 +143,9 @@ pub enum Error {
         status: Status,
     },
     /// The status table does not exist.
-    #[error("DynamoDB table `{table}` does not exist; create it with cfn/pipeline.yaml (StatusTable), or name another with --store dynamodb://TABLE, PIPELINE_STORE or `[store] dynamodb_table` in pipeline.toml")]
+    #[error(
+        "DynamoDB table `{table}` does not exist; create it with cfn/pipeline.yaml (StatusTable), or name another with --store dynamodb://TABLE, PIPELINE_STORE or `[store] dynamodb_table` in pipeline.toml"
+    )]
     NoTable {
         /// The table.
         table: String,
@@ -158,7 +160,9 @@ pub enum Error {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// The store is remote and the caller gave no way to reach it.
-    #[error("the status store is {choice}; open it with `run_state::cli::StageArgs::context_on` (a binary built with the `dynamodb` feature)")]
+    #[error(
+        "the status store is {choice}; open it with `run_state::cli::StageArgs::context_on` (a binary built with the `dynamodb` feature)"
+    )]
     StoreNotConnected {
         /// The store chosen.
         choice: StoreChoice,
