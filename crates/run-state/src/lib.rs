@@ -26,7 +26,11 @@
 //!
 //! The last successful commit, which `source-diff` uses as the next base,
 //! moves only through [`Store::mark_success`], which refuses a run whose
-//! deploy did not pass.
+//! deploy did not pass; it is kept per environment ([`Store::last_success`]).
+//!
+//! With the `dynamodb` feature, `DynamoStore` keeps the same records in a
+//! DynamoDB table shared by CodeBuild actions; [`StoreChoice`] (`--store`,
+//! `PIPELINE_STORE`, `[store]`) says which store a stage uses.
 
 mod choice;
 mod context;

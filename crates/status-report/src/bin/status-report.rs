@@ -230,7 +230,7 @@ fn run(cli: &Cli) -> Result<bool> {
         }
         Command::MarkSuccess { run, env } => {
             let (store, run_id) = pick_run(&context, run.as_deref())?;
-            let mark = store.mark_success(&run_id, &env)?;
+            let mark = store.mark_success(&run_id, env)?;
             print(&format!("{}\n", mark.commit))?;
         }
     }
