@@ -103,6 +103,7 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<bool> {
             repo: Some(worktree.path.clone()),
             config: None,
             state_dir: Some(context.state_dir.clone()),
+            store: Some(context.store_choice.to_string()),
         })?,
         None => context.clone(),
     };
