@@ -8,7 +8,7 @@
 //! | a step | `run#RUN` | `step#STEP#COMPONENT` | `record` (the record's JSON), `status`, `finished` |
 //! | a run in the run list | `runs` | `run#RUN` | `created` (ms since the epoch, set once) |
 //! | a success | `success#ENV` | `AT_MS#RUN` (zero-padded) | `record` (the mark's JSON) |
-//! | a lock | `lock#NAME` | `lock` | `holder`, `since` (ms), `ttl_secs`, `expires_at` (s) |
+//! | a lock | `lock#NAME` | `lock` | `holder`, `since` (ms), `ttl_secs`, `expires_ms`, `expires_at` (s, the TTL) |
 //!
 //! Every read is a `Query` on one partition or a `GetItem` (strongly consistent), never a scan;
 //! the calls used are those the pipeline's role allows (`GetItem`, `PutItem`, `UpdateItem`,
@@ -19,7 +19,7 @@
 //!   is not finished. A late `running` or a second finish loses with
 //!   [`Error::StepFinished`](crate::Error::StepFinished) (a retry of the very same write is
 //!   not an error).
-//! - **A lock has one holder**: it is put only when absent, expired (`expires_at` in the past;
+//! - **A lock has one holder**: it is put only when absent, expired (`expires_ms` in the past;
 //!   DynamoDB's TTL removes it later, lazily) or already the caller's; it is deleted only by
 //!   its holder.
 //!
@@ -355,7 +355,7 @@ impl Store for DynamoStore {
             for _ in 0..3 {
                 let now = SystemTime::now();
                 let ttl_secs = ttl.as_secs().max(1);
-                let expires = (millis(now) / 1000 + ttl_secs).to_string();
+                let expires_ms = millis(now) + ttl_secs * 1000;
                 let put = self
                     .client
                     .put_item()
@@ -365,9 +365,11 @@ impl Store for DynamoStore {
                     .item("holder", s(holder))
                     .item("since", AttributeValue::N(millis(now).to_string()))
                     .item("ttl_secs", AttributeValue::N(ttl_secs.to_string()))
-                    .item("expires_at", AttributeValue::N(expires))
-                    .condition_expression("attribute_not_exists(pk) OR expires_at < :now OR holder = :holder")
-                    .expression_attribute_values(":now", AttributeValue::N((millis(now) / 1000).to_string()))
+                    // Seconds for DynamoDB's TTL (which deletes late and lazily); milliseconds for the check.
+                    .item("expires_at", AttributeValue::N(expires_ms.div_ceil(1000).to_string()))
+                    .item("expires_ms", AttributeValue::N(expires_ms.to_string()))
+                    .condition_expression("attribute_not_exists(pk) OR expires_ms < :now OR holder = :holder")
+                    .expression_attribute_values(":now", AttributeValue::N(millis(now).to_string()))
                     .expression_attribute_values(":holder", s(holder))
                     .send()
                     .await;

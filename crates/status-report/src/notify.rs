@@ -248,6 +248,19 @@ mod tests {
     }
 
     #[test]
+    fn a_mistake_in_the_section_names_the_key_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pipeline.toml");
+        std::fs::write(&path, "[notify]\ntopic_arn = \"arn:aws:sns:us-east-1:1:t\"\ntopic = \"x\"\n").unwrap();
+        let config = pipeline_config::ConfigFile::load(&path).unwrap();
+        let error = config.section::<NotifySettings>(NotifySettings::SECTION).unwrap_err().to_string();
+        assert!(error.contains("pipeline.toml:3: notify.topic"), "{error}");
+        std::fs::write(&path, "[gate]\n").unwrap();
+        let config = pipeline_config::ConfigFile::load(&path).unwrap();
+        assert_eq!(config.section::<NotifySettings>(NotifySettings::SECTION).unwrap(), NotifySettings::default());
+    }
+
+    #[test]
     fn metrics_are_a_duration_and_an_outcome_per_finished_step() {
         let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         let mut test = StepRecord::new("r1", "abc", "api", Step::Test, Status::Passed);
