@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+pub use aws_target::TargetArgs;
+
 use crate::{Error, StageContext, StageOptions};
 
 /// The flags every stage binary takes (`#[command(flatten)]`).

@@ -16,6 +16,9 @@ use source_diff::{BaseRequest, Components, Repo};
 struct Args {
     #[command(flatten)]
     stage: StageArgs,
+    /// Where the status store is, when it is DynamoDB (`--store dynamodb://TABLE`).
+    #[command(flatten)]
+    target: run_state::cli::TargetArgs,
     /// The base revision; without it: last successful run, merge-base with the default branch, HEAD~1, empty tree.
     #[arg(long)]
     base: Option<String>,
@@ -56,7 +59,7 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let context = args.stage.context()?;
+    let context = args.stage.context_on(&args.target.target())?;
     if !context.is_git {
         return Err(source_diff::Error::NotARepo {
             path: context.root.clone(),
