@@ -387,7 +387,7 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<bool> {
     let repo = Repo::at_root(&context.root);
     let head_rev = args.head.clone().unwrap_or_else(|| "HEAD".into());
     let last_success = match (&args.base, context.existing_store()?) {
-        (None, Some(store)) => store.last_success()?.map(|m| m.commit),
+        (None, Some(store)) => store.last_success(components.base_environment())?.map(|m| m.commit),
         _ => None,
     };
     let request =
@@ -447,6 +447,7 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<bool> {
             repo: Some(worktree.path.clone()),
             config: None,
             state_dir: Some(context.state_dir.clone()),
+            store: Some(context.store_choice.to_string()),
         })?,
         None => context.clone(),
     };

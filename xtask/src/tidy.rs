@@ -167,7 +167,7 @@ mod tests {
             let code = std::fs::read_to_string(&binary).unwrap();
             assert!(
                 code.contains("StageArgs")
-                    && code.contains(".context()?")
+                    && (code.contains(".context()?") || code.contains(".context_on("))
                     && (code.contains("run_state::cli::main(") || code.contains("run_state::cli::main_with_code(")),
                 "{} must take StageArgs, build the stage context and end through run_state::cli::main (or main_with_code)",
                 binary.display()

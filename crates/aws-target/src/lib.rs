@@ -8,7 +8,8 @@
 //!   and an optional role to assume with an external id (cross-account deploys).
 //! - [`load`] turns it into an [`aws_config::SdkConfig`], and [`identity`] asks STS
 //!   who that is, so a binary can print the account and region before it changes anything.
-//! - Client builders (features `s3`, `cloudformation`, `cloudfront`, `lambda`) apply
+//! - Client builders (features `s3`, `cloudformation`, `cloudfront`, `lambda`, `dynamodb`,
+//!   `sns`, `cloudwatch`) apply
 //!   what each service needs: S3 switches to path-style addressing when an endpoint is
 //!   set (emulators do not resolve virtual-host names), and every client can carry a
 //!   [`RequestCounter`] that benchmarks and tests read.
@@ -232,6 +233,51 @@ pub fn lambda(config: &SdkConfig, counter: Option<&RequestCounter>) -> aws_sdk_l
         builder = builder.interceptor(counter.clone());
     }
     aws_sdk_lambda::Client::from_conf(builder.build())
+}
+
+/// A DynamoDB client (the status store).
+#[cfg(feature = "dynamodb")]
+pub fn dynamodb(config: &SdkConfig, counter: Option<&RequestCounter>) -> aws_sdk_dynamodb::Client {
+    let mut builder = aws_sdk_dynamodb::config::Builder::from(config);
+    if let Some(counter) = counter {
+        builder = builder.interceptor(counter.clone());
+    }
+    aws_sdk_dynamodb::Client::from_conf(builder.build())
+}
+
+/// An SNS client (notifications).
+#[cfg(feature = "sns")]
+pub fn sns(config: &SdkConfig, counter: Option<&RequestCounter>) -> aws_sdk_sns::Client {
+    let mut builder = aws_sdk_sns::config::Builder::from(config);
+    if let Some(counter) = counter {
+        builder = builder.interceptor(counter.clone());
+    }
+    aws_sdk_sns::Client::from_conf(builder.build())
+}
+
+/// A CloudWatch client (metrics).
+#[cfg(feature = "cloudwatch")]
+pub fn cloudwatch(config: &SdkConfig, counter: Option<&RequestCounter>) -> aws_sdk_cloudwatch::Client {
+    let mut builder = aws_sdk_cloudwatch::config::Builder::from(config);
+    if let Some(counter) = counter {
+        builder = builder.interceptor(counter.clone());
+    }
+    aws_sdk_cloudwatch::Client::from_conf(builder.build())
+}
+
+/// The same config with an HTTP client (a connection pool) of its own.
+///
+/// The SDK's HTTP client spawns each connection's task on the runtime that opened it, and
+/// clients built from one `SdkConfig` share one pool. A client driven from another runtime
+/// (the status store runs its calls on a runtime of its own) must not pick up a connection
+/// whose task lives on a runtime that is blocked waiting for it, or already gone: give it its
+/// own pool with this.
+pub fn own_http_client(config: &SdkConfig) -> SdkConfig {
+    use aws_smithy_http_client::tls;
+    let client = aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::AwsLc))
+        .build_https();
+    config.to_builder().http_client(client).build()
 }
 
 /// Counts the HTTP requests clients send (retries included), by `Service.Operation`.

@@ -83,7 +83,7 @@ impl Repo {
     }
 
     fn store(&self) -> FileStore {
-        self.context().store().unwrap()
+        self.context().file_store().unwrap()
     }
 
     async fn publish(&mut self, s3: &aws_sdk_s3::Client) -> Result<Summary, Error> {

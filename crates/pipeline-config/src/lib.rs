@@ -50,6 +50,8 @@ pub const SECTIONS: &[(&str, &str)] = &[
     ("validate", "validate"),
     ("deploy", "stack-deployer"),
     ("publish", "frontend-publisher"),
+    ("store", "run-state"),
+    ("notify", "status-report"),
 ];
 
 /// The largest `pipeline.toml` read; a config is a few kilobytes.

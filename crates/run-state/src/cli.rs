@@ -7,6 +7,8 @@ use std::process::ExitCode;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+pub use aws_target::TargetArgs;
+
 use crate::{Error, StageContext, StageOptions};
 
 /// The flags every stage binary takes (`#[command(flatten)]`).
@@ -21,17 +23,35 @@ pub struct StageArgs {
     /// The pipeline state folder (store, runs, caches) [default: ROOT/.pipeline].
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// The status store: `file` (STATE_DIR/state.jsonl) or `dynamodb://TABLE` [env: PIPELINE_STORE]
+    /// [default: `[store] dynamodb_table` in the config, else `file`].
+    #[arg(long, value_name = "STORE")]
+    pub store: Option<String>,
 }
 
 impl StageArgs {
     /// The options as the library takes them.
     pub fn options(&self) -> StageOptions {
-        StageOptions { repo: self.repo.clone(), config: self.config.clone(), state_dir: self.state_dir.clone() }
+        StageOptions {
+            repo: self.repo.clone(),
+            config: self.config.clone(),
+            state_dir: self.state_dir.clone(),
+            store: self.store.clone().or_else(|| std::env::var("PIPELINE_STORE").ok().filter(|s| !s.is_empty())),
+        }
     }
 
-    /// The stage context these flags describe.
+    /// The stage context these flags describe, its store connected through the standard AWS chain
+    /// (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_PROFILE`) when it is remote.
     pub fn context(&self) -> Result<StageContext, Error> {
-        StageContext::open(&self.options())
+        self.context_on(&aws_target::Target::default())
+    }
+
+    /// The stage context these flags describe, a remote store reached through `target` (the
+    /// binary's `TargetArgs`).
+    pub fn context_on(&self, target: &aws_target::Target) -> Result<StageContext, Error> {
+        let mut context = StageContext::open(&self.options())?;
+        context.connect_store(target)?;
+        Ok(context)
     }
 }
 

@@ -5,7 +5,9 @@ use std::process::{Command, Stdio};
 
 use pipeline_config::{ConfigError, ConfigFile};
 
-use crate::{Error, FileStore, RunDir};
+use std::sync::Arc;
+
+use crate::{Error, FileStore, RunDir, Store, StoreChoice};
 
 /// The options every stage shares, as a binary's flags or a caller's values give them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -16,6 +18,8 @@ pub struct StageOptions {
     pub config: Option<PathBuf>,
     /// The state folder (store, runs, caches) [default: ROOT/.pipeline].
     pub state_dir: Option<PathBuf>,
+    /// The status store (`file`, `dynamodb://TABLE`) [default: `[store]` in the config, else `file`].
+    pub store: Option<String>,
 }
 
 /// What every stage starts from: the monorepo's root, its config read once and its section
@@ -35,6 +39,19 @@ pub struct StageContext {
     pub config: ConfigFile,
     /// The state folder.
     pub state_dir: PathBuf,
+    /// Which status store the stage records to.
+    pub store_choice: StoreChoice,
+    remote: Option<RemoteStore>,
+}
+
+/// A connected remote store (the context stays `Debug` and `Clone`).
+#[derive(Clone)]
+struct RemoteStore(Arc<dyn Store>);
+
+impl std::fmt::Debug for RemoteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RemoteStore")
+    }
 }
 
 /// How the checked-out tree relates to a run's commit.
@@ -72,7 +89,8 @@ impl StageContext {
         };
         config.check_section_names()?;
         let state_dir = options.state_dir.clone().unwrap_or_else(|| root.join(pipeline_config::STATE_DIR));
-        Ok(StageContext { root, is_git, config, state_dir })
+        let store_choice = StoreChoice::resolve(options.store.as_deref(), &config)?;
+        Ok(StageContext { root, is_git, config, state_dir, store_choice, remote: None })
     }
 
     /// The config, which this stage cannot do without: an error naming where it was looked for.
@@ -90,14 +108,46 @@ impl StageContext {
         }
     }
 
-    /// The status store, created when needed.
-    pub fn store(&self) -> Result<FileStore, Error> {
+    /// The status store chosen ([`StoreChoice`]): the file store, created when needed, or the
+    /// remote store [`connect_store`](Self::connect_store) connected (else
+    /// [`Error::StoreNotConnected`]).
+    pub fn store(&self) -> Result<Arc<dyn Store>, Error> {
+        match (&self.store_choice, &self.remote) {
+            (_, Some(remote)) => Ok(remote.0.clone()),
+            (StoreChoice::File, None) => Ok(Arc::new(self.file_store()?)),
+            (choice, None) => Err(Error::StoreNotConnected { choice: choice.clone() }),
+        }
+    }
+
+    /// The file store in the state folder, whatever the choice.
+    pub fn file_store(&self) -> Result<FileStore, Error> {
         FileStore::open(&self.state_dir)
     }
 
-    /// The store when one exists: reading commands must not create `.pipeline/` in the wrong folder.
-    pub fn existing_store(&self) -> Result<Option<FileStore>, Error> {
-        if self.state_dir.join(FileStore::FILE_NAME).is_file() { Ok(Some(self.store()?)) } else { Ok(None) }
+    /// The store when one exists: reading commands must not create `.pipeline/` in the wrong
+    /// folder (a remote store always exists once connected).
+    pub fn existing_store(&self) -> Result<Option<Arc<dyn Store>>, Error> {
+        if self.store_choice != StoreChoice::File || self.state_dir.join(FileStore::FILE_NAME).is_file() {
+            Ok(Some(self.store()?))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Uses `store` as the status store (a store the caller opened: tests, other backends).
+    pub fn set_store(&mut self, store: Arc<dyn Store>) {
+        self.remote = Some(RemoteStore(store));
+    }
+
+    /// Connects the remote store the choice names, in the account `target` reaches (a no-op for
+    /// the file store); [`Error::NoTable`] when the table does not exist.
+    #[cfg(feature = "dynamodb")]
+    pub fn connect_store(&mut self, target: &aws_target::Target) -> Result<(), Error> {
+        if let StoreChoice::DynamoDb { table } = &self.store_choice {
+            let store = crate::DynamoStore::connect(target, table)?;
+            self.set_store(Arc::new(store));
+        }
+        Ok(())
     }
 
     /// `--run-dir` when given, else the newest run.
@@ -216,7 +266,7 @@ mod tests {
 
         std::fs::write(root.join("pipeline.toml"), "[gate]\n\n[valdate]\nx = 1\n").unwrap();
         let err = StageContext::open(&StageOptions { repo: Some(root.clone()), ..Default::default() }).unwrap_err();
-        assert!(err.to_string().ends_with("pipeline.toml:3: valdate: unknown section; expected one of: diff, components, runner, gate, lambda, validate, deploy, publish"), "{err}");
+        assert!(err.to_string().ends_with("pipeline.toml:3: valdate: unknown section; expected one of: diff, components, runner, gate, lambda, validate, deploy, publish, store, notify"), "{err}");
     }
 
     #[test]

@@ -26,9 +26,16 @@
 //!
 //! The last successful commit, which `source-diff` uses as the next base,
 //! moves only through [`Store::mark_success`], which refuses a run whose
-//! deploy did not pass.
+//! deploy did not pass; it is kept per environment ([`Store::last_success`]).
+//!
+//! With the `dynamodb` feature, `DynamoStore` keeps the same records in a
+//! DynamoDB table shared by CodeBuild actions; [`StoreChoice`] (`--store`,
+//! `PIPELINE_STORE`, `[store]`) says which store a stage uses.
 
+mod choice;
 mod context;
+#[cfg(feature = "dynamodb")]
+pub mod dynamo;
 pub mod outputs;
 mod record;
 pub mod redact;
@@ -37,12 +44,15 @@ mod store;
 
 use std::path::{Path, PathBuf};
 
+pub use choice::{StoreChoice, StoreSettings, check_table_name};
 pub use context::{StageContext, StageOptions, TreeState};
+#[cfg(feature = "dynamodb")]
+pub use dynamo::DynamoStore;
 pub use outputs::{DeployedStack, StackOutputs};
 pub use pipeline_config::fs;
 pub use record::{Coverage, Details, FileCoverage, PIPELINE, Ratio, Status, Step, StepRecord, percent_text};
 pub use run_dir::{RunDir, RunFile, runs_dir, write_atomic, write_atomic_with};
-pub use store::{FileStore, LockRecord, Store, SuccessMark, check_success, record_pipeline_step};
+pub use store::{DEFAULT_SUCCESS_ENV, FileStore, LockRecord, Store, SuccessMark, check_success, record_pipeline_step};
 
 /// What can go wrong with the run folder, the store or the stage context.
 #[derive(Debug, thiserror::Error)]
@@ -123,6 +133,43 @@ pub enum Error {
         holder: String,
         /// Since when.
         since: Option<std::time::SystemTime>,
+    },
+    /// A step already finished; a finished step is never recorded again (a late writer loses).
+    #[error("{component} {step} of run `{run_id}` already finished ({status}); a finished step is not recorded again")]
+    StepFinished {
+        /// The run.
+        run_id: String,
+        /// The component.
+        component: String,
+        /// The step.
+        step: Step,
+        /// How it finished.
+        status: Status,
+    },
+    /// The status table does not exist.
+    #[error(
+        "DynamoDB table `{table}` does not exist; create it with cfn/pipeline.yaml (StatusTable), or name another with --store dynamodb://TABLE, PIPELINE_STORE or `[store] dynamodb_table` in pipeline.toml"
+    )]
+    NoTable {
+        /// The table.
+        table: String,
+    },
+    /// A call to the remote store failed.
+    #[error("{what}")]
+    Remote {
+        /// Which store, and what kind of failure.
+        what: String,
+        /// The SDK's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The store is remote and the caller gave no way to reach it.
+    #[error(
+        "the status store is {choice}; open it with `run_state::cli::StageArgs::context_on` (a binary built with the `dynamodb` feature)"
+    )]
+    StoreNotConnected {
+        /// The store chosen.
+        choice: StoreChoice,
     },
     /// The config is wrong.
     #[error(transparent)]

@@ -16,11 +16,22 @@ use crate::{Error, redact};
 pub struct SuccessMark {
     /// The run.
     pub run_id: String,
+    /// The environment it reached. Marks written before environments were kept have none and
+    /// count for [`DEFAULT_SUCCESS_ENV`] (`prod`), so an existing store keeps its base.
+    #[serde(default = "default_env")]
+    pub env: String,
     /// Its commit.
     pub commit: String,
     /// When it was marked.
     #[serde(with = "crate::record::time_opt")]
     pub at: Option<SystemTime>,
+}
+
+/// The environment a success mark without one counts for, and the default diff base.
+pub const DEFAULT_SUCCESS_ENV: &str = "prod";
+
+fn default_env() -> String {
+    DEFAULT_SUCCESS_ENV.into()
 }
 
 /// A place that keeps step records. Implementations must not lose a record
@@ -48,12 +59,13 @@ pub trait Store: Send + Sync {
             .collect()
     }
 
-    /// Records that `run_id` deployed its commit, which becomes the next default base.
-    /// Refused unless the run has a passed deploy step and nothing failed or still running.
-    fn mark_success(&self, run_id: &str) -> Result<SuccessMark, Error>;
+    /// Records that `run_id` deployed its commit to `env`; the last success of the environment
+    /// `[diff] base_environment` names is the next default base. Refused unless the run has a
+    /// passed deploy step and nothing failed or still running.
+    fn mark_success(&self, run_id: &str, env: &str) -> Result<SuccessMark, Error>;
 
-    /// The last commit marked successful.
-    fn last_success(&self) -> Result<Option<SuccessMark>, Error>;
+    /// The last commit marked successful for `env`.
+    fn last_success(&self, env: &str) -> Result<Option<SuccessMark>, Error>;
 
     /// Takes the lock `name` for `holder` (a deploy of one stack, say) for at most `ttl`.
     /// Refused with [`Error::Locked`] (naming the holder and since when) while another holder
@@ -63,6 +75,33 @@ pub trait Store: Send + Sync {
 
     /// Gives the lock back; a lock held by someone else (taken over when stale) is left alone.
     fn release_lock(&self, name: &str, holder: &str) -> Result<(), Error>;
+}
+
+impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
+    fn record(&self, record: &StepRecord) -> Result<(), Error> {
+        (**self).record(record)
+    }
+    fn run(&self, run_id: &str) -> Result<Vec<StepRecord>, Error> {
+        (**self).run(run_id)
+    }
+    fn run_ids(&self) -> Result<Vec<String>, Error> {
+        (**self).run_ids()
+    }
+    fn runs(&self) -> Result<Vec<(String, Vec<StepRecord>)>, Error> {
+        (**self).runs()
+    }
+    fn mark_success(&self, run_id: &str, env: &str) -> Result<SuccessMark, Error> {
+        (**self).mark_success(run_id, env)
+    }
+    fn last_success(&self, env: &str) -> Result<Option<SuccessMark>, Error> {
+        (**self).last_success(env)
+    }
+    fn acquire_lock(&self, name: &str, holder: &str, ttl: Duration) -> Result<(), Error> {
+        (**self).acquire_lock(name, holder, ttl)
+    }
+    fn release_lock(&self, name: &str, holder: &str) -> Result<(), Error> {
+        (**self).release_lock(name, holder)
+    }
 }
 
 /// A lock as the store keeps it.
@@ -294,13 +333,15 @@ impl Store for FileStore {
             .collect())
     }
 
-    fn mark_success(&self, run_id: &str) -> Result<SuccessMark, Error> {
+    fn mark_success(&self, run_id: &str, env: &str) -> Result<SuccessMark, Error> {
+        crate::check_name("environment", env)?;
         // Checked and appended under one lock, so no failing record can slip in between.
         let line = self.append_with(|file| {
             let records = latest_steps(read_lines(file, &self.path)?.iter(), run_id);
             check_success(run_id, &records)?;
             Ok(Line::Success(SuccessMark {
                 run_id: run_id.into(),
+                env: env.into(),
                 commit: records[0].commit.clone(),
                 at: Some(SystemTime::now()),
             }))
@@ -311,9 +352,9 @@ impl Store for FileStore {
         }
     }
 
-    fn last_success(&self) -> Result<Option<SuccessMark>, Error> {
+    fn last_success(&self, env: &str) -> Result<Option<SuccessMark>, Error> {
         Ok(self.read()?.into_iter().rev().find_map(|line| match line {
-            Line::Success(mark) => Some(mark),
+            Line::Success(mark) if mark.env == env => Some(mark),
             _ => None,
         }))
     }
@@ -449,7 +490,7 @@ mod tests {
         let runs = store.runs().unwrap();
         let (_, listed) = runs.iter().find(|(id, _)| id == "r1").unwrap();
         assert_eq!(listed.iter().find(|r| r.component == "api").unwrap().status, Status::Failed);
-        let refused = store.mark_success("r1").unwrap_err().to_string();
+        let refused = store.mark_success("r1", "dev").unwrap_err().to_string();
         assert!(refused.contains("api test is failed"), "{refused}");
         // The step this process runs is alive, so it stays running.
         assert_eq!(store.run("r2").unwrap()[0].status, Status::Running);

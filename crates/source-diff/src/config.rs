@@ -15,6 +15,9 @@ pub struct DiffSettings {
     /// The branch whose merge-base is a fallback base; `main` when unset.
     #[serde(default)]
     pub default_branch: Option<String>,
+    /// The environment whose last success is the diff base; `prod` when unset.
+    #[serde(default)]
+    pub base_environment: Option<String>,
     /// Globs of files that mark every component changed (the pipeline's own config, say).
     #[serde(default)]
     pub global_inputs: Vec<Spanned<String>>,
@@ -77,6 +80,7 @@ pub struct RawConfig {
 #[derive(Debug, Clone)]
 pub struct Components {
     pub(crate) default_branch: String,
+    pub(crate) base_environment: String,
     pub(crate) global_inputs: GlobSet,
     pub(crate) components: Vec<Component>,
     /// One set for every component's `paths`, `include_owner[i]` naming the component of glob `i`.
@@ -250,6 +254,7 @@ impl Components {
         let dependents = direct_dependents(&edges);
         Ok(Components {
             default_branch: raw.diff.default_branch.unwrap_or_else(|| "main".into()),
+            base_environment: raw.diff.base_environment.unwrap_or_else(|| run_state::DEFAULT_SUCCESS_ENV.into()),
             global_inputs: build(global, "diff.global_inputs")?,
             includes: build(includes, "components")?,
             include_owner,
@@ -281,6 +286,12 @@ impl Components {
     /// The branch whose merge-base is a fallback base.
     pub fn default_branch(&self) -> &str {
         &self.default_branch
+    }
+
+    /// The environment whose last success is the default base (`[diff] base_environment`,
+    /// `prod` when unset): the last commit that reached it.
+    pub fn base_environment(&self) -> &str {
+        &self.base_environment
     }
 }
 

@@ -674,8 +674,24 @@ fn the_binary_diffs_from_the_last_run_marked_successful() {
     let record =
         run_state::StepRecord::new("run-1", &deployed, "api", run_state::Step::Deploy, run_state::Status::Passed);
     run_state::Store::record(&store, &record).unwrap();
-    run_state::Store::mark_success(&store, "run-1").unwrap();
+    // Reaching dev does not move the base: it is the last commit that reached prod by default.
+    run_state::Store::mark_success(&store, "run-1", "dev").unwrap();
+    assert_eq!(diff_by_binary().0, api);
+    run_state::Store::mark_success(&store, "run-1", "prod").unwrap();
     let (base, reason, changed) = diff_by_binary();
     assert_eq!((base.as_str(), reason.as_str()), (deployed.as_str(), "commit of the last successful run"));
     assert_eq!(changed, ["api", "infra", "web"], "infra depends on api");
+
+    // A later commit reached dev: the base stays prod's, unless `[diff] base_environment` says dev.
+    let record = run_state::StepRecord::new("run-2", &api, "api", run_state::Step::Deploy, run_state::Status::Passed);
+    run_state::Store::record(&store, &record).unwrap();
+    run_state::Store::mark_success(&store, "run-2", "dev").unwrap();
+    assert_eq!(diff_by_binary().0, deployed);
+    std::fs::write(
+        repo.path().join("pipeline.toml"),
+        CONFIG.replace("[diff]\n", "[diff]\nbase_environment = \"dev\"\n"),
+    )
+    .unwrap();
+    let (base, _, changed) = diff_by_binary();
+    assert_eq!((base.as_str(), changed.as_slice()), (api.as_str(), ["web".to_string()].as_slice()));
 }

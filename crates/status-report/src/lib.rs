@@ -26,6 +26,7 @@
 //! ```
 
 mod gate;
+pub mod notify;
 mod report;
 
 pub use gate::{GateDecision, GatePolicy, Requirements, decide, decide_before, run_gate};

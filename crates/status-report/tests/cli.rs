@@ -345,4 +345,13 @@ fn mark_success_prints_the_commit_only_after_a_passed_deploy() {
     let output = status_report(repo.path(), &["mark-success", "--run", "r1"]);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     assert_eq!(stdout(&output), "c0ffee1234567890\n");
+    let output = status_report(repo.path(), &["mark-success", "--run", "r1", "--env", "dev"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let state = std::fs::read_to_string(repo.path().join(".pipeline/state.jsonl")).unwrap();
+    let envs: Vec<&str> = state
+        .lines()
+        .filter(|l| l.contains(r#""kind":"success""#))
+        .map(|l| l.split(r#""env":""#).nth(1).unwrap().split('"').next().unwrap())
+        .collect();
+    assert_eq!(envs, ["prod", "dev"]);
 }

@@ -181,12 +181,12 @@ fn mark_success_is_refused_without_a_passed_deploy() {
     store.record(&rec("r1", "abc", "api", Step::Test, Status::Passed)).unwrap();
     store.record(&rec("r1", "abc", "api", Step::Deploy, Status::Skipped)).unwrap();
 
-    let error = store.mark_success("r1").unwrap_err();
+    let error = store.mark_success("r1", "prod").unwrap_err();
     assert!(matches!(error, Error::NotSuccessful { .. }), "{error:?}");
     assert!(error.to_string().contains("no deploy step passed"), "{error}");
-    assert_eq!(store.last_success().unwrap(), None);
+    assert_eq!(store.last_success("prod").unwrap(), None);
 
-    let error = store.mark_success("no-such-run").unwrap_err();
+    let error = store.mark_success("no-such-run", "prod").unwrap_err();
     assert!(matches!(error, Error::UnknownRun { .. }), "{error:?}");
 }
 
@@ -197,10 +197,10 @@ fn mark_success_is_refused_when_a_step_failed_or_is_unfinished() {
     for (run, status) in [("failed", Status::Failed), ("running", Status::Running), ("cancelled", Status::Cancelled)] {
         store.record(&rec(run, "abc", "api", Step::Deploy, Status::Passed)).unwrap();
         store.record(&rec(run, "abc", "web", Step::E2e, status)).unwrap();
-        let error = store.mark_success(run).unwrap_err();
+        let error = store.mark_success(run, "prod").unwrap_err();
         assert!(error.to_string().contains(&format!("web e2e is {status}")), "{error}");
     }
-    assert_eq!(store.last_success().unwrap(), None);
+    assert_eq!(store.last_success("prod").unwrap(), None);
 }
 
 #[test]
@@ -208,19 +208,19 @@ fn mark_success_accepts_a_passed_deploy_and_last_success_is_the_newest() {
     let dir = tempfile::tempdir().unwrap();
     let store = FileStore::open(dir.path()).unwrap();
     store.record(&rec("r1", "aaa", "api", Step::Deploy, Status::Passed)).unwrap();
-    let mark = store.mark_success("r1").unwrap();
+    let mark = store.mark_success("r1", "prod").unwrap();
     assert_eq!((mark.run_id.as_str(), mark.commit.as_str()), ("r1", "aaa"));
-    assert_eq!(store.last_success().unwrap().unwrap().commit, "aaa");
+    assert_eq!(store.last_success("prod").unwrap().unwrap().commit, "aaa");
 
     store.record(&rec("r2", "bbb", "api", Step::Test, Status::Skipped)).unwrap();
     store.record(&rec("r2", "bbb", "api", Step::Deploy, Status::Passed)).unwrap();
-    store.mark_success("r2").unwrap();
+    store.mark_success("r2", "prod").unwrap();
     // A later failed run does not move the base.
     store.record(&rec("r3", "ccc", "api", Step::Deploy, Status::Failed)).unwrap();
-    assert!(store.mark_success("r3").is_err());
+    assert!(store.mark_success("r3", "prod").is_err());
 
     let reopened = FileStore::open(dir.path()).unwrap();
-    let last = reopened.last_success().unwrap().unwrap();
+    let last = reopened.last_success("prod").unwrap().unwrap();
     assert_eq!((last.run_id.as_str(), last.commit.as_str()), ("r2", "bbb"));
     assert!(last.at.is_some());
 }
@@ -272,7 +272,9 @@ fn mark_success_racing_a_failing_writer_never_marks_a_run_after_its_failure_land
         let marking = scope.spawn(|| {
             let store = FileStore::open(dir.path()).unwrap();
             start.wait();
-            (0..RUNS).map(|i| store.mark_success(&format!("r{i}")).map(drop).map_err(|e| e.to_string())).collect()
+            (0..RUNS)
+                .map(|i| store.mark_success(&format!("r{i}"), "prod").map(drop).map_err(|e| e.to_string()))
+                .collect()
         });
         failing.join().unwrap();
         marking.join().unwrap()
@@ -298,5 +300,25 @@ fn mark_success_racing_a_failing_writer_never_marks_a_run_after_its_failure_land
     }
     // The base is the newest mark in the file, whichever runs won the race.
     let newest = lines.iter().rev().find(|l| l["kind"] == "success").map(|l| l["commit"].as_str().unwrap().to_string());
-    assert_eq!(store.last_success().unwrap().map(|m| m.commit), newest);
+    assert_eq!(store.last_success("prod").unwrap().map(|m| m.commit), newest);
+}
+
+#[test]
+fn the_last_success_is_kept_per_environment_and_old_marks_count_for_prod() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileStore::open(dir.path()).unwrap();
+    // A mark written before environments were kept: no `env`.
+    append_raw(&store, r#"{"kind":"success","run_id":"r0","commit":"old","at":null}"#);
+    assert_eq!(store.last_success("prod").unwrap().unwrap().commit, "old");
+    assert_eq!(store.last_success("dev").unwrap(), None);
+
+    store.record(&rec("r1", "aaa", "api", Step::Deploy, Status::Passed)).unwrap();
+    assert_eq!(store.mark_success("r1", "dev").unwrap().env, "dev");
+    // dev moved; prod did not.
+    assert_eq!(store.last_success("dev").unwrap().unwrap().commit, "aaa");
+    assert_eq!(store.last_success("prod").unwrap().unwrap().commit, "old");
+    store.mark_success("r1", "prod").unwrap();
+    assert_eq!(store.last_success("prod").unwrap().unwrap().commit, "aaa");
+    // An environment name that could not be a name is refused.
+    assert!(matches!(store.mark_success("r1", "../prod"), Err(Error::BadName { .. })));
 }

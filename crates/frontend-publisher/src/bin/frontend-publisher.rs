@@ -120,7 +120,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 fn run(args: Args) -> anyhow::Result<bool> {
     match args.command {
         Command::Publish { common, dry_run, force, json } => {
-            let context = common.stage.context()?;
+            let context = common.stage.context_on(&common.target.target())?;
             let run_dir = context.run_dir(common.run_dir.as_deref())?;
             let store = context.store()?;
             let runtime = runtime()?;

@@ -18,6 +18,9 @@ use run_state::cli::StageArgs;
 struct Args {
     #[command(flatten)]
     stage: StageArgs,
+    /// Where the status store is, when it is DynamoDB (`--store dynamodb://TABLE`).
+    #[command(flatten)]
+    target: run_state::cli::TargetArgs,
     /// The run folder whose packages/ receives the zips [default: the latest run].
     #[arg(long)]
     run_dir: Option<PathBuf>,
@@ -42,7 +45,7 @@ fn main() -> ExitCode {
 
 #[allow(clippy::print_stderr)]
 fn run(args: Args) -> anyhow::Result<bool> {
-    let context = args.stage.context()?;
+    let context = args.stage.context_on(&args.target.target())?;
     let run_dir = match &args.out {
         Some(_) => None,
         None => Some(context.run_dir(args.run_dir.as_deref()).map_err(|error| match error {

@@ -16,6 +16,9 @@ use source_diff::{BaseRequest, Components, Repo};
 struct Args {
     #[command(flatten)]
     stage: StageArgs,
+    /// Where the status store is, when it is DynamoDB (`--store dynamodb://TABLE`).
+    #[command(flatten)]
+    target: run_state::cli::TargetArgs,
     /// The base revision; without it: last successful run, merge-base with the default branch, HEAD~1, empty tree.
     #[arg(long)]
     base: Option<String>,
@@ -56,7 +59,7 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let context = args.stage.context()?;
+    let context = args.stage.context_on(&args.target.target())?;
     if !context.is_git {
         return Err(source_diff::Error::NotARepo {
             path: context.root.clone(),
@@ -67,7 +70,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     let repo = Repo::at_root(&context.root);
     let components = Components::from_config(context.required_config()?)?;
     let last_success = match (&args.base, context.existing_store()?) {
-        (None, Some(store)) => store.last_success()?.map(|mark| mark.commit),
+        (None, Some(store)) => store.last_success(components.base_environment())?.map(|mark| mark.commit),
         _ => None,
     };
     let request = BaseRequest { explicit: args.base, last_success, all_on_missing_base: args.all_on_missing_base };

@@ -10,7 +10,10 @@ use std::time::SystemTime;
 use anyhow::{Result, anyhow, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use run_state::cli::{StageArgs, print};
-use run_state::{Error, FileStore, RunDir, StageContext, Status, Step, StepRecord, Store, redact};
+use std::sync::Arc;
+
+use run_state::{Error, FileStore, RunDir, StageContext, Status, Step, StepRecord, Store, StoreChoice, redact};
+use status_report::notify::{self, Event, NotifySettings};
 use status_report::{GatePolicy, RunReport, run_gate};
 
 /// The record of every pipeline step, the gate decision, and reports.
@@ -19,6 +22,8 @@ use status_report::{GatePolicy, RunReport, run_gate};
 struct Cli {
     #[command(flatten)]
     stage: StageArgs,
+    #[command(flatten)]
+    target: aws_target::TargetArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -47,11 +52,38 @@ enum Command {
         #[arg(long, value_name = "ID")]
         run: Option<String>,
     },
-    /// Makes a run's commit the next default base; refused unless its deploy passed. Prints the commit.
+    /// Records that a run's commit reached an environment (the last success of `[diff]
+    /// base_environment` is the next default base); refused unless its deploy passed. Prints the commit.
+    /// Publishes the run's report to the SNS topic of `[notify] topic_arn` (nothing when unset).
+    /// Prints the message id.
+    Notify {
+        /// Why: `failure`, `approval` or `success`.
+        #[arg(long, value_name = "EVENT")]
+        event: String,
+        /// The run [default: the newest].
+        #[arg(long, value_name = "ID")]
+        run: Option<String>,
+        /// The topic, over `[notify] topic_arn`.
+        #[arg(long, value_name = "ARN")]
+        topic_arn: Option<String>,
+    },
+    /// Puts the run's step durations and outcomes in CloudWatch under `[notify] metrics_namespace`
+    /// (nothing when unset). Prints how many data were sent.
+    Metrics {
+        /// The run [default: the newest].
+        #[arg(long, value_name = "ID")]
+        run: Option<String>,
+        /// The namespace, over `[notify] metrics_namespace`.
+        #[arg(long, value_name = "NAMESPACE")]
+        namespace: Option<String>,
+    },
     MarkSuccess {
         /// The run [default: the newest].
         #[arg(long, value_name = "ID")]
         run: Option<String>,
+        /// The environment the run deployed to.
+        #[arg(long, value_name = "ENV", default_value = run_state::DEFAULT_SUCCESS_ENV)]
+        env: String,
     },
 }
 
@@ -109,7 +141,7 @@ fn warn(message: &str) {
 }
 
 fn run(cli: &Cli) -> Result<bool> {
-    let context = cli.stage.context()?;
+    let context = cli.stage.context_on(&cli.target.target())?;
     match &cli.command {
         Command::Record(args) => record(&context, args)?,
         Command::Runs => {
@@ -164,9 +196,41 @@ fn run(cli: &Cli) -> Result<bool> {
             print(&out)?;
             return Ok(gate.allowed);
         }
-        Command::MarkSuccess { run } => {
+        Command::Notify { event, run, topic_arn } => {
+            let event: Event = event.parse().map_err(|e: String| anyhow!(e))?;
+            let settings = context.config.section::<NotifySettings>(NotifySettings::SECTION)?;
+            let Some(topic) = topic_arn.clone().or(settings.topic_arn) else {
+                warn("no [notify] topic_arn in the config: nothing published");
+                return Ok(true);
+            };
+            let policy = policy(&context)?;
             let (store, run_id) = pick_run(&context, run.as_deref())?;
-            let mark = store.mark_success(&run_id)?;
+            let (records, gate) = run_gate(&store, &run_folder(&context, &run_id), &policy, None)?;
+            if records.is_empty() {
+                bail!(Error::UnknownRun { run_id });
+            }
+            let message = notify::message(event, &RunReport::new(&run_id, records, gate));
+            let id = aws(&cli.target, |config| async move {
+                Ok(notify::publish(&aws_target::sns(&config, None), &topic, &message).await?)
+            })?;
+            print(&format!("{id}\n"))?;
+        }
+        Command::Metrics { run, namespace } => {
+            let settings = context.config.section::<NotifySettings>(NotifySettings::SECTION)?;
+            let Some(namespace) = namespace.clone().or(settings.metrics_namespace) else {
+                warn("no [notify] metrics_namespace in the config: no metrics sent");
+                return Ok(true);
+            };
+            let (store, run_id) = pick_run(&context, run.as_deref())?;
+            let metrics = notify::metrics(&store.run(&run_id)?);
+            let sent = aws(&cli.target, |config| async move {
+                Ok(notify::put_metrics(&aws_target::cloudwatch(&config, None), &namespace, &metrics).await?)
+            })?;
+            print(&format!("{sent}\n"))?;
+        }
+        Command::MarkSuccess { run, env } => {
+            let (store, run_id) = pick_run(&context, run.as_deref())?;
+            let mark = store.mark_success(&run_id, env)?;
             print(&format!("{}\n", mark.commit))?;
         }
     }
@@ -214,13 +278,27 @@ fn policy(context: &StageContext) -> Result<GatePolicy> {
     Ok(context.config.section::<GatePolicy>(GatePolicy::SECTION)?)
 }
 
+/// Runs `work` with the SDK config of the target, on a runtime of its own.
+fn aws<T, F: std::future::Future<Output = Result<T>>>(
+    target: &aws_target::TargetArgs,
+    work: impl FnOnce(aws_config::SdkConfig) -> F,
+) -> Result<T> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let config = aws_target::load(&target.target()).await?;
+        work(config).await
+    })
+}
+
 /// The store and the run to read: `run` when given, else the newest.
-fn pick_run(context: &StageContext, run: Option<&str>) -> Result<(FileStore, String)> {
-    let path = context.state_dir.join(FileStore::FILE_NAME);
+fn pick_run(context: &StageContext, run: Option<&str>) -> Result<(Arc<dyn Store>, String)> {
+    let place = match &context.store_choice {
+        StoreChoice::File => context.state_dir.join(FileStore::FILE_NAME).display().to_string(),
+        remote => remote.to_string(),
+    };
     let no_runs = || {
         anyhow!(
-            "no runs recorded in {}; record a step first (`status-report record`) or pass --repo or --state-dir",
-            path.display()
+            "no runs recorded in {place}; record a step first (`status-report record`) or pass --repo, --state-dir or --store"
         )
     };
     let store = context.existing_store()?.ok_or_else(no_runs)?;

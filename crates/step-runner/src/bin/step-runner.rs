@@ -21,6 +21,9 @@ use step_runner::Event;
 struct Args {
     #[command(flatten)]
     stage: StageArgs,
+    /// Where the status store is, when it is DynamoDB (`--store dynamodb://TABLE`).
+    #[command(flatten)]
+    target: run_state::cli::TargetArgs,
     /// The step whose command runs: test, build, deploy or e2e.
     #[arg(long, default_value = "test")]
     step: Step,
@@ -43,7 +46,7 @@ fn main() -> ExitCode {
 
 #[allow(clippy::print_stderr)]
 fn run(args: Args) -> anyhow::Result<bool> {
-    let context = args.stage.context()?;
+    let context = args.stage.context_on(&args.target.target())?;
     let run_dir = context.run_dir(args.run_dir.as_deref())?;
     if args.dry_run {
         let (components, settings, diff) = step_runner::load(&context, &run_dir)?;

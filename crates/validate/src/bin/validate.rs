@@ -17,6 +17,9 @@ use validate::report;
 struct Args {
     #[command(flatten)]
     stage: StageArgs,
+    /// Where the status store is, when it is DynamoDB (`--store dynamodb://TABLE`).
+    #[command(flatten)]
+    target: run_state::cli::TargetArgs,
     /// The run folder holding diff.json [default: the latest run].
     #[arg(long)]
     run_dir: Option<PathBuf>,
@@ -59,7 +62,7 @@ fn main() -> ExitCode {
 
 #[allow(clippy::print_stderr)]
 fn run(args: Args) -> anyhow::Result<bool> {
-    let context = args.stage.context()?;
+    let context = args.stage.context_on(&args.target.target())?;
     // With --all outside any run, nothing is recorded; otherwise the run's step is.
     let run_dir = match (&args.run_dir, args.all) {
         (None, true) => context.run_dir(None).ok(),

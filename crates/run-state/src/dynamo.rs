@@ -1,0 +1,415 @@
+//! The [`Store`] on DynamoDB (feature `dynamodb`), so CodeBuild actions share one state.
+//!
+//! One table with a string partition key `pk`, a string sort key `sk` and the TTL attribute
+//! `expires_at` (the `StatusTable` of `cfn/pipeline.yaml`):
+//!
+//! | item | `pk` | `sk` | other attributes |
+//! |---|---|---|---|
+//! | a step | `run#RUN` | `step#STEP#COMPONENT` | `record` (the record's JSON), `status`, `finished` |
+//! | a run in the run list | `runs` | `run#RUN` | `created` (ms since the epoch, set once) |
+//! | a success | `success#ENV` | `AT_MS#RUN` (zero-padded) | `record` (the mark's JSON) |
+//! | a lock | `lock#NAME` | `lock` | `holder`, `since` (ms), `ttl_secs`, `expires_ms`, `expires_at` (s, the TTL) |
+//!
+//! Every read is a `Query` on one partition or a `GetItem` (strongly consistent), never a scan;
+//! the calls used are those the pipeline's role allows (`GetItem`, `PutItem`, `UpdateItem`,
+//! `DeleteItem`, `Query`).
+//!
+//! Invariants, held by conditional writes rather than by the writers' good timing:
+//! - **A finished step is never overwritten**: a step is written only when it does not exist or
+//!   is not finished. A late `running` or a second finish loses with
+//!   [`Error::StepFinished`](crate::Error::StepFinished) (a retry of the very same write is
+//!   not an error).
+//! - **A lock has one holder**: it is put only when absent, expired (`expires_ms` in the past;
+//!   DynamoDB's TTL removes it later, lazily) or already the caller's; it is deleted only by
+//!   its holder.
+//!
+//! The trait is synchronous and the SDK asynchronous: the store owns a one-worker runtime and
+//! runs each call on it, from a scoped thread when the caller is itself on a runtime's worker
+//! (stack-deployer's apply), so it never blocks a runtime on its own worker.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_target::ErrorKind;
+
+use crate::record::{Status, Step, StepRecord};
+use crate::store::{SuccessMark, check_success};
+use crate::{Error, Store, redact};
+
+type Item = HashMap<String, AttributeValue>;
+
+/// The status store on a DynamoDB table (see the module docs for its layout and invariants).
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+    runtime: Option<tokio::runtime::Runtime>,
+    /// Runs this store already put in the run list (one write per run, not per record).
+    listed: Mutex<HashSet<String>>,
+}
+
+impl std::fmt::Debug for DynamoStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DynamoStore").field("table", &self.table).finish_non_exhaustive()
+    }
+}
+
+impl Drop for DynamoStore {
+    fn drop(&mut self) {
+        // Dropping a runtime blocks, which panics on another runtime's worker: let it go instead.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+fn s(text: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(text.into())
+}
+
+fn millis(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
+}
+
+fn text<'a>(item: &'a Item, key: &str) -> Option<&'a str> {
+    item.get(key).and_then(|v| v.as_s().ok()).map(String::as_str)
+}
+
+fn number(item: &Item, key: &str) -> Option<u64> {
+    item.get(key).and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok())
+}
+
+fn is_condition_failed<E: ProvideErrorMetadata, R>(error: &SdkError<E, R>) -> bool {
+    matches!(error, SdkError::ServiceError(e) if e.err().code() == Some("ConditionalCheckFailedException"))
+}
+
+impl DynamoStore {
+    /// The store on `table`, with a client made from `config` (with a connection pool of its own,
+    /// see [`aws_target::own_http_client`]). Nothing is sent until the first call; [`check`](Self::check)
+    /// asks whether the table is there.
+    pub fn new(config: &aws_config::SdkConfig, table: &str) -> Result<DynamoStore, Error> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("dynamo-store")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Remote { what: format!("DynamoDB table `{table}`"), source: e.into() })?;
+        let client = aws_target::dynamodb(&aws_target::own_http_client(config), None);
+        Ok(DynamoStore { client, table: table.into(), runtime: Some(runtime), listed: Mutex::default() })
+    }
+
+    /// The store on `table` in the account and region `target` reaches (its SDK config loaded on the
+    /// store's own runtime), checked to exist.
+    pub fn connect(target: &aws_target::Target, table: &str) -> Result<DynamoStore, Error> {
+        let remote =
+            |e: aws_target::Error| Error::Remote { what: format!("DynamoDB table `{table}`"), source: e.into() };
+        let loader = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Remote { what: format!("DynamoDB table `{table}`"), source: e.into() })?;
+        let target = target.clone();
+        let config = std::thread::scope(|scope| {
+            scope.spawn(|| loader.block_on(aws_target::load(&target))).join().expect("loading the AWS config panicked")
+        })
+        .map_err(remote)?;
+        let store = DynamoStore::new(&config, table)?;
+        store.check()?;
+        Ok(store)
+    }
+
+    /// The table's name.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// Whether the table answers: [`Error::NoTable`] when it does not exist.
+    pub fn check(&self) -> Result<(), Error> {
+        self.block(async {
+            self.client
+                .get_item()
+                .table_name(&self.table)
+                .key("pk", s("check"))
+                .key("sk", s("check"))
+                .send()
+                .await
+                .map_err(|e| self.error(e))
+        })
+        .map(drop)
+    }
+
+    /// Runs `work` on the store's runtime; from a scoped thread when this thread is a runtime's.
+    fn block<T: Send>(&self, work: impl Future<Output = T> + Send) -> T {
+        let runtime = self.runtime.as_ref().expect("the runtime lives as long as the store");
+        if tokio::runtime::Handle::try_current().is_ok() {
+            std::thread::scope(|scope| scope.spawn(|| runtime.block_on(work)).join().expect("a store call panicked"))
+        } else {
+            runtime.block_on(work)
+        }
+    }
+
+    fn error<E, R>(&self, error: SdkError<E, R>) -> Error
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        R: std::fmt::Debug + Send + Sync + 'static,
+    {
+        let kind = ErrorKind::of(&error);
+        if matches!(&error, SdkError::ServiceError(e) if e.err().code() == Some("ResourceNotFoundException")) {
+            return Error::NoTable { table: self.table.clone() };
+        }
+        Error::Remote { what: format!("DynamoDB table `{}` ({kind})", self.table), source: error.into() }
+    }
+
+    fn corrupt(&self, message: String) -> Error {
+        Error::Corrupt { path: format!("dynamodb://{}", self.table).into(), message }
+    }
+
+    /// Every item of a partition, following pages, strongly consistent.
+    async fn query(&self, pk: &str, newest_first_one: bool) -> Result<Vec<Item>, Error> {
+        let mut items = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let mut query = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s(pk))
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take());
+            if newest_first_one {
+                query = query.scan_index_forward(false).limit(1);
+            }
+            let out = query.send().await.map_err(|e| self.error(e))?;
+            items.extend(out.items.unwrap_or_default());
+            match out.last_evaluated_key {
+                Some(key) if !newest_first_one && !key.is_empty() => start = Some(key),
+                _ => return Ok(items),
+            }
+        }
+    }
+
+    async fn steps(&self, run_id: &str) -> Result<Vec<StepRecord>, Error> {
+        let mut latest: BTreeMap<(Step, String), StepRecord> = BTreeMap::new();
+        for item in self.query(&format!("run#{run_id}"), false).await? {
+            let json =
+                text(&item, "record").ok_or_else(|| self.corrupt(format!("a step of run `{run_id}` has no record")))?;
+            let record: StepRecord =
+                serde_json::from_str(json).map_err(|e| self.corrupt(format!("a step of run `{run_id}`: {e}")))?;
+            latest.insert((record.step, record.component.clone()), record);
+        }
+        Ok(latest.into_values().map(StepRecord::with_dead_runner_failed).collect())
+    }
+
+    async fn list_run(&self, run_id: &str) -> Result<(), Error> {
+        if self.listed.lock().unwrap_or_else(|e| e.into_inner()).contains(run_id) {
+            return Ok(());
+        }
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s("runs"))
+            .key("sk", s(format!("run#{run_id}")))
+            .update_expression("SET created = if_not_exists(created, :now)")
+            .expression_attribute_values(":now", AttributeValue::N(millis(SystemTime::now()).to_string()))
+            .send()
+            .await
+            .map_err(|e| self.error(e))?;
+        self.listed.lock().unwrap_or_else(|e| e.into_inner()).insert(run_id.to_string());
+        Ok(())
+    }
+
+    async fn get(&self, pk: &str, sk: &str) -> Result<Option<Item>, Error> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(pk))
+            .key("sk", s(sk))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(out.item)
+    }
+}
+
+impl Store for DynamoStore {
+    fn record(&self, record: &StepRecord) -> Result<(), Error> {
+        let mut record = record.clone();
+        record.details = redact::details(record.details);
+        let json = serde_json::to_string(&record).map_err(|e| self.corrupt(e.to_string()))?;
+        let (pk, sk) = (format!("run#{}", record.run_id), format!("step#{}#{}", record.step, record.component));
+        self.block(async {
+            self.list_run(&record.run_id).await?;
+            let put = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .item("pk", s(&pk))
+                .item("sk", s(&sk))
+                .item("record", s(&json))
+                .item("status", s(record.status.as_str()))
+                .item("finished", AttributeValue::Bool(record.status.is_final()))
+                .condition_expression("attribute_not_exists(pk) OR finished = :no")
+                .expression_attribute_values(":no", AttributeValue::Bool(false))
+                .send()
+                .await;
+            match put {
+                Ok(_) => Ok(()),
+                Err(e) if is_condition_failed(&e) => {
+                    // The same write again (the SDK retried one that had landed) is no conflict.
+                    let current = self.get(&pk, &sk).await?;
+                    if current.as_ref().and_then(|item| text(item, "record")) == Some(json.as_str()) {
+                        return Ok(());
+                    }
+                    let status = current
+                        .as_ref()
+                        .and_then(|item| text(item, "status"))
+                        .and_then(|s| s.parse::<Status>().ok())
+                        .unwrap_or(Status::Passed);
+                    Err(Error::StepFinished {
+                        run_id: record.run_id.clone(),
+                        component: record.component.clone(),
+                        step: record.step,
+                        status,
+                    })
+                }
+                Err(e) => Err(self.error(e)),
+            }
+        })
+    }
+
+    fn run(&self, run_id: &str) -> Result<Vec<StepRecord>, Error> {
+        self.block(self.steps(run_id))
+    }
+
+    fn run_ids(&self) -> Result<Vec<String>, Error> {
+        let items = self.block(self.query("runs", false))?;
+        let mut runs: Vec<(u64, String)> = items
+            .iter()
+            .filter_map(|item| Some((number(item, "created")?, text(item, "sk")?.strip_prefix("run#")?.to_string())))
+            .collect();
+        runs.sort();
+        Ok(runs.into_iter().map(|(_, id)| id).collect())
+    }
+
+    fn mark_success(&self, run_id: &str, env: &str) -> Result<SuccessMark, Error> {
+        crate::check_name("environment", env)?;
+        self.block(async {
+            let records = self.steps(run_id).await?;
+            check_success(run_id, &records)?;
+            let now = SystemTime::now();
+            let mark = SuccessMark {
+                run_id: run_id.into(),
+                env: env.into(),
+                commit: records[0].commit.clone(),
+                at: Some(now),
+            };
+            let json = serde_json::to_string(&mark).map_err(|e| self.corrupt(e.to_string()))?;
+            let (pk, sk) = (format!("success#{env}"), format!("{:015}#{run_id}", millis(now)));
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .item("pk", s(&pk))
+                .item("sk", s(&sk))
+                .item("record", s(json))
+                .send()
+                .await
+                .map_err(|e| self.error(e))?;
+            // A failure recorded while the mark was written: take the mark back, so the base never
+            // moves to a run that failed.
+            if let Err(refused) = check_success(run_id, &self.steps(run_id).await?) {
+                self.client
+                    .delete_item()
+                    .table_name(&self.table)
+                    .key("pk", s(&pk))
+                    .key("sk", s(&sk))
+                    .send()
+                    .await
+                    .map_err(|e| self.error(e))?;
+                return Err(refused);
+            }
+            Ok(mark)
+        })
+    }
+
+    fn last_success(&self, env: &str) -> Result<Option<SuccessMark>, Error> {
+        let items = self.block(self.query(&format!("success#{env}"), true))?;
+        items
+            .first()
+            .map(|item| {
+                let json =
+                    text(item, "record").ok_or_else(|| self.corrupt(format!("a success of `{env}` has no record")))?;
+                serde_json::from_str(json).map_err(|e| self.corrupt(format!("a success of `{env}`: {e}")))
+            })
+            .transpose()
+    }
+
+    fn acquire_lock(&self, name: &str, holder: &str, ttl: Duration) -> Result<(), Error> {
+        let pk = format!("lock#{name}");
+        self.block(async {
+            for _ in 0..3 {
+                let now = SystemTime::now();
+                let ttl_secs = ttl.as_secs().max(1);
+                let expires_ms = millis(now) + ttl_secs * 1000;
+                let put = self
+                    .client
+                    .put_item()
+                    .table_name(&self.table)
+                    .item("pk", s(&pk))
+                    .item("sk", s("lock"))
+                    .item("holder", s(holder))
+                    .item("since", AttributeValue::N(millis(now).to_string()))
+                    .item("ttl_secs", AttributeValue::N(ttl_secs.to_string()))
+                    // Seconds for DynamoDB's TTL (which deletes late and lazily); milliseconds for the check.
+                    .item("expires_at", AttributeValue::N(expires_ms.div_ceil(1000).to_string()))
+                    .item("expires_ms", AttributeValue::N(expires_ms.to_string()))
+                    .condition_expression("attribute_not_exists(pk) OR expires_ms < :now OR holder = :holder")
+                    .expression_attribute_values(":now", AttributeValue::N(millis(now).to_string()))
+                    .expression_attribute_values(":holder", s(holder))
+                    .send()
+                    .await;
+                match put {
+                    Ok(_) => return Ok(()),
+                    Err(e) if is_condition_failed(&e) => {
+                        // Held by someone else: say who; gone meanwhile: try again.
+                        if let Some(item) = self.get(&pk, "lock").await? {
+                            return Err(Error::Locked {
+                                name: name.into(),
+                                holder: text(&item, "holder").unwrap_or("an unknown holder").into(),
+                                since: number(&item, "since").map(|ms| UNIX_EPOCH + Duration::from_millis(ms)),
+                            });
+                        }
+                    }
+                    Err(e) => return Err(self.error(e)),
+                }
+            }
+            Err(Error::Locked { name: name.into(), holder: "another holder, changing fast".into(), since: None })
+        })
+    }
+
+    fn release_lock(&self, name: &str, holder: &str) -> Result<(), Error> {
+        self.block(async {
+            let deleted = self
+                .client
+                .delete_item()
+                .table_name(&self.table)
+                .key("pk", s(format!("lock#{name}")))
+                .key("sk", s("lock"))
+                .condition_expression("holder = :holder")
+                .expression_attribute_values(":holder", s(holder))
+                .send()
+                .await;
+            match deleted {
+                // Someone else's (taken over when stale) or already gone: left alone.
+                Err(e) if is_condition_failed(&e) => Ok(()),
+                Err(e) => Err(self.error(e)),
+                Ok(_) => Ok(()),
+            }
+        })
+    }
+}
