@@ -642,6 +642,8 @@ impl Packager {
             ));
         }
         if !problems.is_empty() {
+            // In the functions' order (the unzipped limit is checked before the zips are written).
+            problems.sort_by_key(|p| functions.iter().position(|f| f.name == p.function));
             return Err(Error::OverBudget(problems));
         }
         std::fs::create_dir_all(&self.out_dir).map_err(|e| Error::io(&self.out_dir, e))?;
