@@ -1,26 +1,27 @@
-//! `cargo xtask bench package`: the packager against the seed's packaging loop.
+//! `cargo xtask bench package`: the packager against the seed's packaging loop, as users run
+//! each: the `lambda-packager` release binary, one process per run, beside the `zip -r` loop.
 //!
-//! The seed zipped each function with `zip -r`, then zipped the same installed
-//! `package/` folder again into each of the five zips. Both sides get the same
-//! sources and the same dependency folder (a copy of the tools' own
-//! site-packages, tens of MB, boto3 included, minus the biggest tools no Lambda
-//! would ship, pip's per-install records and bytecode), and neither runs pip, so
-//! the comparison is the packaging itself.
+//! The seed zipped each function with `zip -r`, then zipped the same installed `package/`
+//! folder again into each of the five zips. Both sides get the same sources and the same
+//! dependency folder, and neither runs pip, so the comparison is the packaging itself. The
+//! dependency folder is a real Lambda's: boto3, botocore, s3transfer, requests, PyYAML and
+//! their friends, copied from the tools' own site-packages (about 2,400 files, 32 MB), minus
+//! pip's per-install records and bytecode.
 //!
 //! Two configurations: the default one (boto3, botocore and s3transfer left out, as Lambda's
 //! runtime has them: our zips hold less) and the like-for-like one (`keep_packages` lists
-//! them: both sides ship the same entries, checked). Every pair alternates which side goes
-//! first; both sides get one untimed warm-up run.
+//! them: both sides ship the same entries, checked). Cold means a fresh cache and fresh output
+//! folders for every run (removed before the clock starts, for both sides). Every round
+//! alternates which side goes first; both sides get one untimed warm-up run.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use lambda_packager::{FunctionSpec, LambdaSettings, Packager, Pip};
 
-use crate::bench::{machine, print_header, print_row};
+use crate::bench::{Spread, machine, print_header, print_row};
 
 /// Each function's sources as (folder to run `zip` in, what to add from there): the zip
 /// holds the handler at its root, as Lambda needs, and the built frontend under `dist/`.
@@ -32,9 +33,36 @@ const FUNCTIONS: &[(&str, &[(&str, &str)])] = &[
     ("frontend-builder", &[("lambda/frontend-builder", "."), ("frontend", "dist")]),
 ];
 
-/// Left out of the dependency folder: what pip itself is, and the biggest tools that no Lambda would ship.
-const NOT_DEPENDENCIES: &[&str] =
-    &["pip", "setuptools", "_distutils_hack", "pkg_resources", "sympy", "moto", "cfnlint", "mpmath"];
+/// The dependency folder: these projects' top-level entries (packages, modules, `.dist-info`
+/// folders) from the venv's site-packages, by normalised name. A Lambda's usual set (the AWS
+/// SDK with its dependencies, requests with its, PyYAML) plus a JSON-schema validator and
+/// `regex`, which bring the folder to about 2,400 files and 32 MB.
+const DEPENDENCIES: &[&str] = &[
+    "boto3",
+    "botocore",
+    "s3transfer",
+    "jmespath",
+    "dateutil",
+    "python_dateutil",
+    "six",
+    "urllib3",
+    "requests",
+    "idna",
+    "certifi",
+    "charset_normalizer",
+    "yaml",
+    "_yaml",
+    "pyyaml",
+    "regex",
+    "jsonschema",
+    "jsonschema_specifications",
+    "referencing",
+    "rpds",
+    "rpds_py",
+    "attr",
+    "attrs",
+    "typing_extensions",
+];
 
 /// pip's per-install files, which the packager drops (they change on every install).
 const VOLATILE_METADATA: &[&str] = &["RECORD", "INSTALLER", "REQUESTED", "direct_url.json"];
@@ -42,59 +70,88 @@ const VOLATILE_METADATA: &[&str] = &["RECORD", "INSTALLER", "REQUESTED", "direct
 /// What the packager leaves out by default and the like-for-like case keeps.
 const RUNTIME_PACKAGES: &str = r#"["boto3", "botocore", "s3transfer"]"#;
 
+/// The configurations the binary is run with.
+const DEFAULT_CONFIG: &str = "pipeline.toml";
+const LIKE_CONFIG: &str = "pipeline-like-for-like.toml";
+
 pub fn run(rounds: usize) -> anyhow::Result<()> {
     let root = crate::workspace_root();
-    let bin = crate::python::ensure(&root)?;
+    let python_bin = crate::python::ensure(&root)?;
     let work = root.join("target/bench-package");
-    let repo = prepare(&root, &bin, &work)?;
-    let (_, default_functions) = LambdaSettings::load(&repo.join("pipeline.toml"))?;
-    let (_, like_functions) = LambdaSettings::load(&repo.join("pipeline-like-for-like.toml"))?;
-    let deps_size = folder_size(&repo.join("lambda/package"));
+    let repo = prepare(&root, &python_bin, &work)?;
+    let deps = repo.join("lambda/package");
+    let (deps_files, deps_size) = folder_counts(&deps)?;
     let rounds = rounds.max(1);
+    crate::say("building the lambda-packager release binary (when out of date)");
+    let packager = crate::bench::release_binary(&root, "lambda-packager")?;
 
     let seed_out = work.join("seed-out");
     let seed = |only: Option<&str>| -> anyhow::Result<()> {
-        let _ = std::fs::remove_dir_all(&seed_out);
-        std::fs::create_dir_all(&seed_out)?;
         for (name, sources) in FUNCTIONS.iter().filter(|(n, _)| only.is_none_or(|o| o == *n)) {
             let zip = seed_out.join(format!("{name}.zip"));
             for (dir, what) in *sources {
                 crate::run(Command::new("zip").args(["-r", "-q"]).arg(&zip).arg(what).current_dir(repo.join(dir)))?;
             }
-            crate::run(
-                Command::new("zip").args(["-r", "-q"]).arg(&zip).arg(".").current_dir(repo.join("lambda/package")),
-            )?;
+            crate::run(Command::new("zip").args(["-r", "-q"]).arg(&zip).arg(".").current_dir(&deps))?;
         }
         Ok(())
     };
     let ours_out = work.join("ours-out");
-    let ours = |functions: &[FunctionSpec], only: Option<&str>, cache: &Path| -> anyhow::Result<()> {
-        let selected: Vec<_> = functions.iter().filter(|f| only.is_none_or(|o| o == f.name)).cloned().collect();
-        let packager = Packager {
-            repo: repo.clone(),
-            cache_dir: cache.to_path_buf(),
-            out_dir: ours_out.clone(),
-            pip: Pip { python: bin.join("python"), extra_args: Vec::new() },
-        };
-        packager.build(&selected, &|_| {})?;
+    // One CLI call, as a user runs it: `lambda-packager --repo R --config C --state-dir S --out O`.
+    let ours = |config: &str, only: Option<&str>, state: &Path| -> anyhow::Result<()> {
+        let mut command = Command::new(&packager);
+        command
+            .arg("--repo")
+            .arg(&repo)
+            .arg("--config")
+            .arg(repo.join(config))
+            .arg("--state-dir")
+            .arg(state)
+            .arg("--out")
+            .arg(&ours_out)
+            .arg("--python")
+            .arg(python_bin.join("python"))
+            .stdout(Stdio::null());
+        if let Some(only) = only {
+            command.args(["--only", only]);
+        }
+        let out = command.output().with_context(|| format!("starting {}", packager.display()))?;
+        if !out.status.success() {
+            bail!("lambda-packager --config {config} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        }
         Ok(())
     };
-    let cold_cache = work.join("cache-cold");
-    let cold = |functions: &[FunctionSpec], only: Option<&str>| -> anyhow::Result<()> {
-        let _ = std::fs::remove_dir_all(&cold_cache);
-        ours(functions, only, &cold_cache)
+    let cold_state = work.join("state-cold");
+    let fresh = |dirs: &[&Path]| -> anyhow::Result<()> {
+        for dir in dirs {
+            if dir.exists() {
+                std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
+            }
+        }
+        Ok(())
     };
+    let fresh_seed = || -> anyhow::Result<()> {
+        fresh(&[&seed_out])?;
+        Ok(std::fs::create_dir_all(&seed_out)?)
+    };
+    let fresh_ours = || fresh(&[&ours_out, &cold_state]);
 
     // Warm-up, untimed, both sides; the entries each side ships, checked.
+    fresh_seed()?;
     seed(None)?;
     let seed_entries = zip_entries(&seed_out)?;
-    cold(&like_functions, None)?;
+    let seed_bytes = zip_bytes(&seed_out)?;
+    fresh_ours()?;
+    ours(LIKE_CONFIG, None, &cold_state)?;
     let like_entries = zip_entries(&ours_out)?;
+    let like_bytes = zip_bytes(&ours_out)?;
     if like_entries != seed_entries {
         bail!("like for like, the zips differ:\n{}", entry_difference(&seed_entries, &like_entries));
     }
-    cold(&default_functions, None)?;
+    fresh_ours()?;
+    ours(DEFAULT_CONFIG, None, &cold_state)?;
     let default_entries = zip_entries(&ours_out)?;
+    let default_bytes = zip_bytes(&ours_out)?;
     let left_out: BTreeSet<&str> =
         seed_entries.difference(&default_entries).map(|(_, entry)| entry.split('/').next().unwrap_or(entry)).collect();
     if !default_entries.is_subset(&seed_entries) {
@@ -104,9 +161,9 @@ pub fn run(rounds: usize) -> anyhow::Result<()> {
         );
     }
     // The cache-hit case starts from a filled cache.
-    let warm_cache = work.join("cache-warm");
-    let _ = std::fs::remove_dir_all(&warm_cache);
-    ours(&default_functions, None, &warm_cache)?;
+    let warm_state = work.join("state-warm");
+    fresh(&[&warm_state])?;
+    ours(DEFAULT_CONFIG, None, &warm_state)?;
 
     let mut seed_five = Vec::new();
     let mut default_five = Vec::new();
@@ -114,39 +171,46 @@ pub fn run(rounds: usize) -> anyhow::Result<()> {
     let mut seed_one = Vec::new();
     let mut like_one = Vec::new();
     let mut cache_hit = Vec::new();
-    let time = |f: &dyn Fn() -> anyhow::Result<()>, into: &mut Vec<Duration>| -> anyhow::Result<()> {
+    // Only the run itself is timed: the folders are made fresh before the clock starts.
+    let time = |prepare: &dyn Fn() -> anyhow::Result<()>,
+                f: &dyn Fn() -> anyhow::Result<()>,
+                into: &mut Vec<Duration>|
+     -> anyhow::Result<()> {
+        prepare()?;
         let start = Instant::now();
         f()?;
         into.push(start.elapsed());
         Ok(())
     };
     for round in 0..rounds {
+        crate::say(&format!("round {} of {rounds}", round + 1));
         let seed_all = || seed(None);
-        let default_all = || cold(&default_functions, None);
-        let like_all = || cold(&like_functions, None);
+        let default_all = || ours(DEFAULT_CONFIG, None, &cold_state);
+        let like_all = || ours(LIKE_CONFIG, None, &cold_state);
         let seed_api = || seed(Some("api-handler"));
-        let like_api = || cold(&like_functions, Some("api-handler"));
+        let like_api = || ours(LIKE_CONFIG, Some("api-handler"), &cold_state);
         if round % 2 == 0 {
-            time(&seed_all, &mut seed_five)?;
-            time(&default_all, &mut default_five)?;
-            time(&like_all, &mut like_five)?;
-            time(&seed_api, &mut seed_one)?;
-            time(&like_api, &mut like_one)?;
+            time(&fresh_seed, &seed_all, &mut seed_five)?;
+            time(&fresh_ours, &like_all, &mut like_five)?;
+            time(&fresh_ours, &default_all, &mut default_five)?;
+            time(&fresh_seed, &seed_api, &mut seed_one)?;
+            time(&fresh_ours, &like_api, &mut like_one)?;
         } else {
-            time(&like_all, &mut like_five)?;
-            time(&default_all, &mut default_five)?;
-            time(&seed_all, &mut seed_five)?;
-            time(&like_api, &mut like_one)?;
-            time(&seed_api, &mut seed_one)?;
+            time(&fresh_ours, &like_all, &mut like_five)?;
+            time(&fresh_seed, &seed_all, &mut seed_five)?;
+            time(&fresh_ours, &default_all, &mut default_five)?;
+            time(&fresh_ours, &like_api, &mut like_one)?;
+            time(&fresh_seed, &seed_api, &mut seed_one)?;
         }
-        time(&|| ours(&default_functions, None, &warm_cache), &mut cache_hit)?;
+        time(&|| Ok(()), &|| ours(DEFAULT_CONFIG, None, &warm_state), &mut cache_hit)?;
     }
 
     println!(
-        "bench package: 5 functions, dependency folder {:.1} MB (boto3 included), {rounds} rounds, both sides warmed once, pairs alternating",
+        "bench package: 5 functions, dependency folder {deps_files} files, {:.1} MB (boto3, botocore, s3transfer, requests, PyYAML …), {rounds} rounds, cold (fresh cache and output folders per run), both sides warmed once, order alternating",
         deps_size as f64 / 1e6,
     );
     println!("  {}", machine());
+    println!("  ours: {} (release, one process per run)", packager.display());
     println!(
         "  entries: seed {} (zip -r, files only); like for like {} (the same names, checked); default {} (left out: {})",
         seed_entries.len(),
@@ -154,39 +218,45 @@ pub fn run(rounds: usize) -> anyhow::Result<()> {
         default_entries.len(),
         left_out.iter().copied().collect::<Vec<_>>().join(", ")
     );
+    println!(
+        "  zip bytes, five zips: seed {:.1} MB; like for like {:.1} MB ({:+.1}% against the seed); default {:.1} MB",
+        seed_bytes as f64 / 1e6,
+        like_bytes as f64 / 1e6,
+        (like_bytes as f64 / seed_bytes as f64 - 1.0) * 100.0,
+        default_bytes as f64 / 1e6,
+    );
     let width = 66;
     print_header("ms per run", width);
-    let seed_median = print_row("seed loop, five zips (zip -r per function + package/ again)", width, &seed_five);
-    let like_median = print_row("lambda-packager, five zips, like for like (keep_packages boto3…)", width, &like_five);
-    let default_median = print_row("lambda-packager, five zips, default (boto3… left out)", width, &default_five);
-    let seed_one_median = print_row("one function (api-handler): zip -r", width, &seed_one);
-    let like_one_median = print_row("one function (api-handler): lambda-packager, like for like", width, &like_one);
+    print_row("seed loop, five zips (zip -r per function + package/ again)", width, &seed_five);
+    print_row("lambda-packager, five zips, like for like (keep_packages boto3…)", width, &like_five);
+    print_row("lambda-packager, five zips, default (boto3… left out)", width, &default_five);
+    print_row("one function (api-handler): zip -r", width, &seed_one);
+    print_row("one function (api-handler): lambda-packager, like for like", width, &like_one);
     print_row("lambda-packager re-run, nothing changed (cache hit: no zip built)", width, &cache_hit);
-    let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
-    println!(
-        "  speed-up, five zips, like for like (seed / packager): {:.1}x (goal: at least 5x)",
-        ratio(seed_median, like_median)
-    );
-    println!("  speed-up, five zips, default (smaller zips):          {:.1}x", ratio(seed_median, default_median));
-    println!(
-        "  speed-up, one function, like for like:                {:.2}x (goal: above 1x)",
-        ratio(seed_one_median, like_one_median)
-    );
+    println!("  speed-up per round (seed / lambda-packager, the same round):");
+    print_header("", width);
+    ratio_row("five zips, cold, like for like (goal: at least 5x)", width, &seed_five, &like_five);
+    ratio_row("five zips, cold, default (smaller zips)", width, &seed_five, &default_five);
+    ratio_row("one function, cold, like for like (goal: above 1x)", width, &seed_one, &like_one);
     println!("  (the cache hit has no seed counterpart: the seed loop rebuilds every zip every time)");
     Ok(())
+}
+
+/// One row of ratios, `seed[i] / ours[i]` for each round: min, median, max.
+fn ratio_row(name: &str, width: usize, seed: &[Duration], ours: &[Duration]) {
+    // Spread sorts durations; a ratio is kept as one (seconds), printed as a plain number.
+    let ratios: Vec<Duration> =
+        seed.iter().zip(ours).map(|(s, o)| Duration::from_secs_f64(s.as_secs_f64() / o.as_secs_f64())).collect();
+    let spread = Spread::of(&ratios);
+    let x = |d: Duration| format!("{:.2}x", d.as_secs_f64());
+    println!("  {name:<width$} {:>9} {:>9} {:>9}", x(spread.min), x(spread.median), x(spread.max));
 }
 
 /// Every file entry of every zip in a folder, as (zip name, entry name); folder entries
 /// (`zip -r` writes them, the packager does not) are left aside.
 fn zip_entries(dir: &Path) -> anyhow::Result<BTreeSet<(String, String)>> {
     let mut entries = BTreeSet::new();
-    let mut zips = 0;
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.extension().is_none_or(|e| e != "zip") {
-            continue;
-        }
-        zips += 1;
+    for path in zips_in(dir)? {
         let name = path.file_name().context("a file name")?.to_string_lossy().to_string();
         let archive =
             zip::ZipArchive::new(std::fs::File::open(&path)?).with_context(|| format!("reading {}", path.display()))?;
@@ -197,10 +267,28 @@ fn zip_entries(dir: &Path) -> anyhow::Result<BTreeSet<(String, String)>> {
             }
         }
     }
-    if zips != FUNCTIONS.len() {
-        bail!("{} holds {zips} zips, not {}", dir.display(), FUNCTIONS.len());
-    }
     Ok(entries)
+}
+
+/// The total size of the zips in a folder.
+fn zip_bytes(dir: &Path) -> anyhow::Result<u64> {
+    zips_in(dir)?.iter().map(|path| Ok(std::fs::metadata(path)?.len())).sum()
+}
+
+/// The zips in a folder: one per function, or an error.
+fn zips_in(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut zips = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "zip") {
+            zips.push(path);
+        }
+    }
+    if zips.len() != FUNCTIONS.len() {
+        bail!("{} holds {} zips, not {}", dir.display(), zips.len(), FUNCTIONS.len());
+    }
+    zips.sort();
+    Ok(zips)
 }
 
 /// The first few entries only one side has.
@@ -212,19 +300,30 @@ fn entry_difference(seed: &BTreeSet<(String, String)>, ours: &BTreeSet<(String, 
     format!("  only the seed's: {}\n  only ours: {}", only(seed, ours), only(ours, seed))
 }
 
-/// The bench monorepo: the sample's Lambda sources, its built frontend, and a dependency folder.
+/// The normalised project name of a site-packages entry: `PyYAML-6.0.3.dist-info` → `pyyaml`,
+/// `six.py` → `six`, `_yaml` → `_yaml`.
+fn project_of(entry: &str) -> String {
+    let stem = entry.strip_suffix(".py").unwrap_or(entry);
+    let project = stem.split_once('-').map_or(stem, |(name, _)| name);
+    project.to_ascii_lowercase().replace(['-', '.'], "_")
+}
+
+/// The bench monorepo (a git work tree, as a user's is): the sample's Lambda sources, its built
+/// frontend, and the dependency folder.
 fn prepare(root: &Path, python_bin: &Path, work: &Path) -> anyhow::Result<PathBuf> {
     if Command::new("zip").arg("-v").output().is_err() {
         bail!("`zip` is not installed; the seed's loop needs it (apt-get install zip)");
     }
     let repo = work.join("repo");
-    // (`-runtime`: the config names the runtime of the copied site-packages.)
-    let done = repo.join(".ready-v2-runtime");
+    // (`-v3`: a Lambda's dependency set rather than all of the tools' site-packages.)
+    let done = repo.join(".ready-v3");
     if done.exists() {
         return Ok(repo);
     }
     let _ = std::fs::remove_dir_all(&repo);
     std::fs::create_dir_all(repo.join("lambda"))?;
+    // Its own work tree: the binary finds the monorepo's root by `.git`, which must not be ours.
+    crate::run(Command::new("git").args(["init", "-q"]).arg(&repo))?;
     crate::run(Command::new("cp").arg("-R").arg(root.join("fixtures/monorepo/lambda/.")).arg(repo.join("lambda")))?;
     crate::run(Command::new("cp").arg("-R").arg(root.join("fixtures/monorepo/frontend")).arg(&repo))?;
     let built = Command::new("node").arg("frontend/build.mjs").current_dir(&repo).output().context("running node")?;
@@ -233,15 +332,20 @@ fn prepare(root: &Path, python_bin: &Path, work: &Path) -> anyhow::Result<PathBu
     }
     let site = python_site_packages(python_bin)?;
     let package = repo.join("lambda/package");
-    crate::run(Command::new("cp").arg("-R").arg(site.join(".")).arg(&package))?;
-    for entry in std::fs::read_dir(&package)? {
+    std::fs::create_dir_all(&package)?;
+    let mut found = BTreeSet::new();
+    for entry in std::fs::read_dir(&site)? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().to_string();
-        let project = name.split(['-', '.']).next().unwrap_or("").to_ascii_lowercase();
-        if NOT_DEPENDENCIES.contains(&project.as_str()) || name == "__pycache__" || name.ends_with(".pth") {
-            let path = entry.path();
-            if path.is_dir() { std::fs::remove_dir_all(&path)? } else { std::fs::remove_file(&path)? }
+        let project = project_of(&name);
+        if DEPENDENCIES.contains(&project.as_str()) {
+            found.insert(project);
+            crate::run(Command::new("cp").arg("-R").arg(entry.path()).arg(&package))?;
         }
+    }
+    let missing: Vec<&str> = DEPENDENCIES.iter().copied().filter(|d| !found.contains(*d)).collect();
+    if !missing.is_empty() {
+        bail!("{} lacks {}; run `cargo xtask setup` to install the Python tools", site.display(), missing.join(", "));
     }
     crate::run(Command::new("find").arg(&package).args([
         "-name",
@@ -264,20 +368,19 @@ fn prepare(root: &Path, python_bin: &Path, work: &Path) -> anyhow::Result<PathBu
         .args(["-c", "import sys; print(f'python{sys.version_info[0]}.{sys.version_info[1]}')"])
         .output()?;
     let runtime = String::from_utf8(version.stdout)?.trim().to_string();
-    for (file, keep) in [("pipeline.toml", None), ("pipeline-like-for-like.toml", Some(RUNTIME_PACKAGES))] {
+    for (file, keep) in [(DEFAULT_CONFIG, None), (LIKE_CONFIG, Some(RUNTIME_PACKAGES))] {
         let mut config = format!("[lambda]\narchitecture = \"{architecture}\"\nruntime = \"{runtime}\"\n");
+        config.push_str("dependencies_dir = \"lambda/package\"\n");
+        if let Some(keep) = keep {
+            config.push_str(&format!("keep_packages = {keep}\n"));
+        }
         for (name, sources) in FUNCTIONS {
             let (own, include) = sources.split_at(1);
             let (dir, what) = own[0];
             let source = if what == "." { dir.to_string() } else { format!("{dir}/{what}") };
-            config.push_str(&format!(
-                "\n[lambda.functions.{name}]\nsources = [\"{source}\"]\ndependencies_dir = \"lambda/package\"\n"
-            ));
+            config.push_str(&format!("\n[lambda.functions.{name}]\nsources = [\"{source}\"]\n"));
             for (dir, what) in include {
                 config.push_str(&format!("include = [{{ from = \"{dir}/{what}\", to = \"{what}\" }}]\n"));
-            }
-            if let Some(keep) = keep {
-                config.push_str(&format!("keep_packages = {keep}\n"));
             }
         }
         std::fs::write(repo.join(file), config)?;
@@ -293,10 +396,15 @@ fn python_site_packages(python_bin: &Path) -> anyhow::Result<PathBuf> {
     Ok(PathBuf::from(String::from_utf8(out.stdout)?.trim()))
 }
 
-fn folder_size(dir: &Path) -> u64 {
-    let out = Command::new("du").args(["-sb"]).arg(dir).output();
-    out.ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.split_whitespace().next().and_then(|n| n.parse().ok()))
-        .unwrap_or(0)
+/// Files and bytes under a folder (regular files, links not followed).
+fn folder_counts(dir: &Path) -> anyhow::Result<(usize, u64)> {
+    let (mut files, mut bytes) = (0, 0);
+    for entry in walkdir::WalkDir::new(dir) {
+        let entry = entry?;
+        if entry.file_type().is_file() {
+            files += 1;
+            bytes += entry.metadata()?.len();
+        }
+    }
+    Ok((files, bytes))
 }

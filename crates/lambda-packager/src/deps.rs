@@ -6,6 +6,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
 use crate::Error;
@@ -44,7 +45,8 @@ impl DepsKey {
         let mut hasher = Sha256::new();
         // Bump when the layout of the cache or of deps.zip changes.
         // v2: dependencies are checked for the runtime's Python and platform when cached.
-        hasher.update(b"lambda-deps-v2\0");
+        // v3: already-compressed and incompressible files are stored, not deflated.
+        hasher.update(b"lambda-deps-v3\0");
         hasher.update(requirements);
         for part in [runtime, architecture.as_str()].into_iter().chain(leave_out.iter().map(String::as_str)) {
             hasher.update(b"\0");
@@ -416,7 +418,7 @@ fn install(
 
 /// The installed files, minus bytecode, volatile metadata and left-out packages, sorted.
 fn installed_entries(function: &str, site: &Path, leave_out: &[String]) -> Result<Vec<Entry>, Error> {
-    let mut entries = Vec::new();
+    let mut files = Vec::new();
     for item in walkdir::WalkDir::new(site).sort_by_file_name() {
         let item = item.map_err(|e| Error::Walk { path: site.to_path_buf(), message: e.to_string() })?;
         if !item.file_type().is_file() {
@@ -434,8 +436,12 @@ fn installed_entries(function: &str, site: &Path, leave_out: &[String]) -> Resul
         if in_cache || name.ends_with(".pyc") || volatile || is_left_out(top, leave_out) {
             continue;
         }
-        entries.push(crate::entries::entry(function, relative, item.path())?);
+        files.push((relative, item.into_path()));
     }
+    // Hashed on all cores; the first failing file in name order is the error.
+    let hashed: Vec<Result<Entry, Error>> =
+        files.into_par_iter().map(|(relative, path)| crate::entries::entry(function, relative, &path)).collect();
+    let mut entries = hashed.into_iter().collect::<Result<Vec<Entry>, Error>>()?;
     entries.sort_by(|a, b| a.zip_path.cmp(&b.zip_path));
     Ok(entries)
 }

@@ -533,6 +533,7 @@ impl Packager {
         let mut deps_by_key: BTreeMap<(DepsSource, String, Architecture, Vec<String>), Deps> = BTreeMap::new();
         let mut built = Vec::new();
         let mut problems = Vec::new();
+        let mut jobs = Vec::new();
         for function in functions {
             let own = entries::collect(&self.repo, function)?;
             let deps = match &function.dependencies {
@@ -573,13 +574,45 @@ impl Packager {
                 continue;
             }
             let cached = self.cache_dir.join("packages").join(format!("{}-{}.zip", function.name, &input_hash[..16]));
-            // The cache is not synced to disk: a zip cut short by a crash reads as missing.
-            let reused = archive::list(&cached).is_ok_and(|names| names.len() == files);
-            let written = if reused {
-                archive::describe(&cached)?
-            } else {
-                archive::write_zip(&cached, &own, deps.as_ref().map(|d| d.archive.as_path()))?
-            };
+            jobs.push(Job { function, own, deps, unzipped_size, files, input_hash, cached });
+        }
+        // The zips are written on all cores, one task per function (each compresses its own files
+        // on all cores too); the cache is checked first.
+        // The cache is not synced to disk: a zip cut short by a crash reads as missing.
+        let reused: Vec<bool> =
+            jobs.par_iter().map(|job| archive::list(&job.cached).is_ok_and(|names| names.len() == job.files)).collect();
+        // Each `deps.zip` a zip is built from is read once, for all the functions that copy from it.
+        let mut deps_zips: BTreeMap<&Path, archive::DepsZip> = BTreeMap::new();
+        for (job, _) in jobs.iter().zip(&reused).filter(|(_, reused)| !**reused) {
+            if let Some(deps) = &job.deps
+                && !deps_zips.contains_key(deps.archive.as_path())
+            {
+                deps_zips.insert(&deps.archive, archive::DepsZip::open(&deps.archive)?);
+            }
+        }
+        let syncing = std::sync::Mutex::new(Vec::new());
+        let written: Vec<Result<(bool, archive::Written), Error>> = jobs
+            .par_iter()
+            .zip(&reused)
+            .map(|(job, &reused)| {
+                let written = if reused {
+                    archive::describe(&job.cached)?
+                } else {
+                    let deps = job.deps.as_ref().map(|d| &deps_zips[d.archive.as_path()]);
+                    let written = archive::write_zip_from(&job.cached, &job.own, deps)?;
+                    // This zip is published below: its disk write starts now, behind the other
+                    // zips' work, so the sync that publishes it has little left to wait for.
+                    let path = job.cached.clone();
+                    let sync = std::thread::spawn(move || std::fs::File::open(&path).and_then(|f| f.sync_data()));
+                    syncing.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(sync);
+                    written
+                };
+                Ok((reused, written))
+            })
+            .collect();
+        for (job, written) in jobs.into_iter().zip(written) {
+            let (reused, written) = written?;
+            let Job { function, own, deps, unzipped_size, files, input_hash, cached } = job;
             if written.size > MAX_ZIP_BYTES {
                 problems.push(BudgetProblem {
                     function: function.name.clone(),
@@ -609,11 +642,17 @@ impl Packager {
             ));
         }
         if !problems.is_empty() {
+            // In the functions' order (the unzipped limit is checked before the zips are written).
+            problems.sort_by_key(|p| functions.iter().position(|f| f.name == p.function));
             return Err(Error::OverBudget(problems));
         }
         std::fs::create_dir_all(&self.out_dir).map_err(|e| Error::io(&self.out_dir, e))?;
         // Durable where it matters: each zip is synced as it leaves the cache (all at once, so the
-        // disk sees them together), then the folder, then the manifest, last.
+        // disk sees them together), then the folder, then the manifest, last. The early syncs of
+        // the zips written now are done first (their errors, if any, come back from `publish`).
+        for sync in syncing.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner) {
+            let _ = sync.join();
+        }
         built.par_iter().enumerate().try_for_each(|(i, (cached, package))| publish(cached, &package.path, i))?;
         sync_dir(&self.out_dir)?;
         let mut manifest = Manifest::default();
@@ -625,6 +664,17 @@ impl Packager {
         sync_dir(&self.out_dir)?;
         Ok(manifest)
     }
+}
+
+/// One function's zip to write (or find in the cache).
+struct Job<'a> {
+    function: &'a FunctionSpec,
+    own: Vec<Entry>,
+    deps: Option<Deps>,
+    unzipped_size: u64,
+    files: usize,
+    input_hash: String,
+    cached: PathBuf,
 }
 
 /// The zip (the function's own files, then its dependencies) must hold the handler's module.
@@ -655,7 +705,7 @@ fn check_handler_module(
 fn input_hash(function: &FunctionSpec, own: &[Entry], deps: Option<&Deps>) -> String {
     let mut hasher = Sha256::new();
     // Bump when the zip layout or compression changes.
-    hasher.update(b"lambda-package-v1\0");
+    hasher.update(b"lambda-package-v2\0");
     for entry in own {
         hasher.update(entry.zip_path.as_bytes());
         hasher.update(b"\0");

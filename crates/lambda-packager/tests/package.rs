@@ -304,3 +304,57 @@ fn the_sample_monorepos_handlers_are_checked_against_its_templates() {
     );
     no_zip_left(&out);
 }
+
+/// Content compressed already (botocore's `.json.gz` models) and content deflate cannot shrink
+/// are stored; text is deflated; every entry reads back as the file it came from, and the zip's
+/// recorded size and hash are the file's.
+#[test]
+fn compressed_and_incompressible_files_are_stored_and_text_is_deflated() {
+    let dir = tempfile::tempdir().unwrap();
+    // A simple generator: bytes deflate cannot shrink, the same on every run.
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let noise: Vec<u8> = (0..20_000)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect();
+    let files: [(&str, Vec<u8>); 4] = [
+        ("data/service-2.json.gz", b"{\"version\": 2}".repeat(500)),
+        ("data/noise.bin", noise),
+        ("empty.py", Vec::new()),
+        ("index.py", b"def handler(event, context):\n    return event\n".repeat(200)),
+    ];
+    let mut entries = Vec::new();
+    for (name, bytes) in &files {
+        let source = dir.path().join(name.replace('/', "_"));
+        std::fs::write(&source, bytes).unwrap();
+        entries.push(lambda_packager::Entry {
+            zip_path: (*name).into(),
+            source,
+            mode: 0o644,
+            size: bytes.len() as u64,
+            sha256: Sha256::digest(bytes).into(),
+        });
+    }
+    entries.sort_by(|a, b| a.zip_path.cmp(&b.zip_path));
+    let path = dir.path().join("f.zip");
+    let written = archive::write_zip(&path, &entries, None).unwrap();
+    let on_disk = std::fs::read(&path).unwrap();
+    assert_eq!(written.size, on_disk.len() as u64);
+    assert_eq!(written.sha256, <[u8; 32]>::from(Sha256::digest(&on_disk)));
+
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(on_disk)).unwrap();
+    for (name, bytes) in &files {
+        let mut entry = zip.by_name(name).unwrap();
+        let method = entry.compression();
+        let mut content = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut content).unwrap();
+        assert_eq!(&content, bytes, "{name} reads back as written");
+        let expected =
+            if *name == "index.py" { zip::CompressionMethod::Deflated } else { zip::CompressionMethod::Stored };
+        assert_eq!(method, expected, "{name}");
+    }
+}
