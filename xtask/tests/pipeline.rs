@@ -204,7 +204,7 @@ fn the_sample_through_a_scripted_history() {
     assert_eq!(environments(&first), ["dev", "prod"]);
     let store = FileStore::open(&repo.path().join(".pipeline")).unwrap();
     let in_prod = repo.head();
-    assert_eq!(store.last_success().unwrap().unwrap().commit, in_prod);
+    assert_eq!(store.last_success("prod").unwrap().unwrap().commit, in_prod);
 
     // 3. No change since production: every stage skipped, nothing deployed.
     let out = pipeline(&repo, &[&at[..], &["--approve"]].concat());
@@ -241,7 +241,7 @@ fn the_sample_through_a_scripted_history() {
     assert!(approval.details.error.as_deref().unwrap().contains("refused by reviewer"), "{approval:?}");
     assert_eq!(status(&done, PIPELINE, Step::ProdDeploy), Some(Status::Skipped));
     assert_eq!(environments(&front), ["dev"], "nothing reached prod");
-    assert_eq!(store.last_success().unwrap().unwrap().commit, in_prod, "the base stays where prod is");
+    assert_eq!(store.last_success("prod").unwrap().unwrap().commit, in_prod, "the base stays where prod is");
 
     // 4b. A run waiting for approval whose dev deploy then fails (a stage binary run again for
     //     it): approving it does not reach prod, and the refusal is recorded with the reason.
