@@ -111,13 +111,58 @@ pub fn stop(state_dir: &Path) {
     let _ = std::fs::remove_file(state_file(state_dir));
 }
 
-/// Creates the artifact bucket of an environment in the emulator (already there is fine). The
-/// status store stays the run's file store until the DynamoDB store is wired in.
+/// Creates the artifact bucket of an environment in the emulator (already there is fine).
 pub async fn bootstrap(s3: &aws_sdk_s3::Client, bucket: &str) -> anyhow::Result<()> {
     use aws_sdk_s3::error::ProvideErrorMetadata;
     match s3.create_bucket().bucket(bucket).send().await {
         Ok(_) => Ok(()),
         Err(error) if matches!(error.code(), Some("BucketAlreadyOwnedByYou")) => Ok(()),
         Err(error) => Err(anyhow::Error::new(error).context(format!("creating bucket {bucket} in the emulator"))),
+    }
+}
+
+/// The SDK config of the emulator at `endpoint`: test credentials (never the caller's), `us-east-1`.
+pub async fn config(endpoint: &str) -> anyhow::Result<aws_config::SdkConfig> {
+    let target = aws_target::Target {
+        endpoint_url: Some(endpoint.into()),
+        region: Some("us-east-1".into()),
+        profile: None,
+        assume_role: None,
+    };
+    let loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).test_credentials();
+    Ok(aws_target::load_with(&target, loader).await?)
+}
+
+/// The status table `table` in the emulator, created as `cfn/pipeline.yaml`'s `StatusTable` is
+/// (string keys `pk` and `sk`, TTL on `expires_at`) when it is not there yet.
+pub async fn status_table(config: &aws_config::SdkConfig, table: &str) -> anyhow::Result<()> {
+    use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TimeToLiveSpecification,
+    };
+    let dynamodb = aws_target::dynamodb(config, None);
+    let key = |name: &str, kind: KeyType| KeySchemaElement::builder().attribute_name(name).key_type(kind).build();
+    let attribute =
+        |name: &str| AttributeDefinition::builder().attribute_name(name).attribute_type(ScalarAttributeType::S).build();
+    let created = dynamodb
+        .create_table()
+        .table_name(table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .key_schema(key("pk", KeyType::Hash)?)
+        .key_schema(key("sk", KeyType::Range)?)
+        .attribute_definitions(attribute("pk")?)
+        .attribute_definitions(attribute("sk")?)
+        .send()
+        .await;
+    match created {
+        Ok(_) => {
+            let ttl = TimeToLiveSpecification::builder().attribute_name("expires_at").enabled(true).build()?;
+            dynamodb.update_time_to_live().table_name(table).time_to_live_specification(ttl).send().await?;
+            Ok(())
+        }
+        Err(error) if matches!(error.code(), Some("ResourceInUseException")) => Ok(()),
+        Err(error) => {
+            Err(anyhow::Error::new(error).context(format!("creating the status table {table} in the emulator")))
+        }
     }
 }

@@ -73,6 +73,10 @@ pub struct PipelineArgs {
     /// Who approves or refuses, as recorded [default: $USER].
     #[arg(long, value_name = "NAME")]
     pub approver: Option<String>,
+    /// The status store: `file` (the state folder's) or `dynamodb://TABLE` [default: `[store]` in
+    /// pipeline.toml, else file]. In the emulator the table is created first.
+    #[arg(long, value_name = "file|dynamodb://TABLE")]
+    pub store: Option<String>,
     /// Continue a run that stopped at approval, without redoing its earlier stages.
     #[arg(long, value_name = "RUN_ID", conflicts_with_all = ["base", "head", "include_worktree", "all_on_missing_base", "dry_run"])]
     pub resume: Option<String>,
@@ -379,11 +383,13 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<bool> {
         Some(dir) => dir.clone(),
         None => prepare_sample(&root)?,
     };
-    let context = StageContext::open(&StageOptions { repo: Some(repo_dir), ..Default::default() })?;
+    let mut context =
+        StageContext::open(&StageOptions { repo: Some(repo_dir), store: args.store.clone(), ..Default::default() })?;
     let (components, settings, policy) = check_config(&context)?;
     if args.target == TargetKind::Aws && args.endpoint_url.is_some() {
         bail!("--endpoint-url names an emulator: drop it to deploy to AWS, or drop --target aws");
     }
+    connect_store(&mut context, &args)?;
     let repo = Repo::at_root(&context.root);
     let head_rev = args.head.clone().unwrap_or_else(|| "HEAD".into());
     let last_success = match (&args.base, context.existing_store()?) {
@@ -443,12 +449,16 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<bool> {
         Err(other) => return Err(other.into()),
     };
     let stage_context = match &worktree {
-        Some(worktree) => StageContext::open(&StageOptions {
-            repo: Some(worktree.path.clone()),
-            config: None,
-            state_dir: Some(context.state_dir.clone()),
-            store: Some(context.store_choice.to_string()),
-        })?,
+        Some(worktree) => {
+            let mut stage_context = StageContext::open(&StageOptions {
+                repo: Some(worktree.path.clone()),
+                config: None,
+                state_dir: Some(context.state_dir.clone()),
+                store: Some(context.store_choice.to_string()),
+            })?;
+            stage_context.set_store(store.clone());
+            stage_context
+        }
         None => context.clone(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -518,6 +528,31 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<bool> {
     finish_reports(&store, &run_dir, &policy)?;
     drop(worktree);
     Ok(passed)
+}
+
+/// Connects a DynamoDB status store before anything is recorded (the file store needs nothing):
+/// in AWS through the ordinary chain, in the emulator (the monorepo's own, or `--endpoint-url`)
+/// with its table created as `cfn/pipeline.yaml` makes it in AWS.
+fn connect_store(context: &mut StageContext, args: &PipelineArgs) -> anyhow::Result<()> {
+    let run_state::StoreChoice::DynamoDb { table } = context.store_choice.clone() else { return Ok(()) };
+    if args.target == TargetKind::Aws {
+        context.connect_store(&aws_target::Target::default())?;
+        return Ok(());
+    }
+    let endpoint = match &args.endpoint_url {
+        Some(url) => url.clone(),
+        None => crate::embedded::endpoint(&context.state_dir)?,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let config = runtime.block_on(async {
+        let config = crate::embedded::config(&endpoint).await?;
+        crate::embedded::status_table(&config, &table).await?;
+        anyhow::Ok(config)
+    })?;
+    let store = run_state::DynamoStore::new(&config, &table)?;
+    store.check()?;
+    context.set_store(std::sync::Arc::new(store));
+    Ok(())
 }
 
 /// Approval, then E2E and the site check, then production.

@@ -314,3 +314,34 @@ fn a_second_pipeline_on_the_same_repository_is_refused_and_recorded() {
     let out = pipeline(&repo, &[]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 }
+
+/// The status store on DynamoDB (`--store dynamodb://TABLE`) in the emulator: the pipeline makes
+/// the table as `cfn/pipeline.yaml` does, every step lands there (read back through the
+/// `status-report` binary, as another CodeBuild action would) and none in the file store.
+#[test]
+fn the_pipeline_records_to_a_dynamodb_status_table() {
+    let moto = test_support::Moto::shared();
+    let repo = GitRepo::new();
+    repo.write("pipeline.toml", "[components.ok]\npaths = [\"ok/**\"]\ntest = { run = \"echo fine\" }\n");
+    repo.write("ok/a.txt", "1");
+    repo.commit_all("first");
+    repo.write("ok/a.txt", "2");
+    repo.commit_all("change");
+    let table = "xtask-pipeline-status";
+    let out = pipeline(&repo, &["--endpoint-url", &moto.endpoint, "--store", &format!("dynamodb://{table}")]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(!repo.path().join(".pipeline").join(FileStore::FILE_NAME).exists(), "nothing in the file store");
+
+    let runs = Command::new(std::path::Path::new(env!("CARGO_BIN_EXE_xtask")).with_file_name("status-report"))
+        .args(["--repo"])
+        .arg(repo.path())
+        .args(["--store", &format!("dynamodb://{table}"), "--endpoint-url", &moto.endpoint, "--region", "us-east-1"])
+        .args(["show", "--format", "json"])
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .output()
+        .unwrap();
+    assert_eq!(runs.status.code(), Some(0), "{}", text(&runs));
+    let shown = String::from_utf8_lossy(&runs.stdout);
+    assert!(shown.contains("\"ok\"") && shown.contains("\"test\"") && shown.contains("\"passed\""), "{shown}");
+}

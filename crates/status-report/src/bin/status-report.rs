@@ -52,8 +52,6 @@ enum Command {
         #[arg(long, value_name = "ID")]
         run: Option<String>,
     },
-    /// Records that a run's commit reached an environment (the last success of `[diff]
-    /// base_environment` is the next default base); refused unless its deploy passed. Prints the commit.
     /// Publishes the run's report to the SNS topic of `[notify] topic_arn` (nothing when unset).
     /// Prints the message id.
     Notify {
@@ -77,6 +75,8 @@ enum Command {
         #[arg(long, value_name = "NAMESPACE")]
         namespace: Option<String>,
     },
+    /// Records that a run's commit reached an environment (the last success of `[diff]
+    /// base_environment` is the next default base); refused unless its deploy passed. Prints the commit.
     MarkSuccess {
         /// The run [default: the newest].
         #[arg(long, value_name = "ID")]
