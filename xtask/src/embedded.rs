@@ -57,7 +57,7 @@ pub fn endpoint(state_dir: &Path) -> anyhow::Result<String> {
 }
 
 /// The endpoint in the state file, when moto answers there.
-fn running(file: &Path) -> Option<String> {
+pub fn running(file: &Path) -> Option<String> {
     let text = std::fs::read_to_string(file).ok()?;
     let state: serde_json::Value = serde_json::from_str(&text).ok()?;
     let endpoint = state.get("endpoint")?.as_str()?;

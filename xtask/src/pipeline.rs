@@ -526,6 +526,7 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<bool> {
         }
     };
     finish_reports(&store, &run_dir, &policy)?;
+    notify(&context, &args, store.as_ref(), &run_dir, &policy, passed)?;
     drop(worktree);
     Ok(passed)
 }
@@ -607,6 +608,59 @@ fn report(store: &dyn Store, run_dir: &RunDir, policy: &GatePolicy, print: bool)
         println!("reports: {}", run_dir.path.display());
     }
     Ok(report.gate.allowed)
+}
+
+/// The topic the embedded run's notifications go to in the emulator when `[notify] topic_arn` is unset.
+pub const EMULATOR_TOPIC: &str = "pipeline-notifications";
+
+/// The run's outcome to SNS (failure, waiting for approval, success) with its report: to
+/// `[notify] topic_arn` when set; in the emulator (once a deploy or the store started it, or
+/// `--endpoint-url`) to its [`EMULATOR_TOPIC`], made when missing. Nothing otherwise.
+fn notify(
+    context: &StageContext,
+    args: &PipelineArgs,
+    store: &dyn Store,
+    run_dir: &RunDir,
+    policy: &GatePolicy,
+    passed: bool,
+) -> anyhow::Result<()> {
+    use status_report::notify::{Event, NotifySettings};
+    let settings = context.config.section::<NotifySettings>(NotifySettings::SECTION)?;
+    let endpoint = match (args.target, &args.endpoint_url) {
+        (TargetKind::Aws, _) => None,
+        (TargetKind::Emulator, Some(url)) => Some(url.clone()),
+        (TargetKind::Emulator, None) => crate::embedded::running(&crate::embedded::state_file(&context.state_dir)),
+    };
+    if settings.topic_arn.is_none() && endpoint.is_none() {
+        return Ok(());
+    }
+    let (records, gate) = status_report::run_gate(store, run_dir, policy, None)?;
+    let waiting = records.iter().any(|r| r.step == Step::Approval && r.status == Status::Pending);
+    let event = match (passed, waiting) {
+        (false, _) => Event::Failure,
+        (true, true) => Event::Approval,
+        (true, false) => Event::Success,
+    };
+    let message = status_report::notify::message(event, &RunReport::new(&run_dir.run_id, records, gate));
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let (topic, id) = runtime.block_on(async {
+        let config = match &endpoint {
+            Some(endpoint) => crate::embedded::config(endpoint).await?,
+            None => aws_target::load(&aws_target::Target::default()).await?,
+        };
+        let sns = aws_target::sns(&config, None);
+        let topic = match settings.topic_arn {
+            Some(topic) => topic,
+            None => {
+                let made = sns.create_topic().name(EMULATOR_TOPIC).send().await?;
+                made.topic_arn().context("the emulator made a topic without an ARN")?.to_string()
+            }
+        };
+        let id = status_report::notify::publish(&sns, &topic, &message).await?;
+        anyhow::Ok((topic, id))
+    })?;
+    println!("notified {event} to {topic} (message {id})");
+    Ok(())
 }
 
 /// The reports again with every step of the run, and the steps after the status check printed.

@@ -317,9 +317,10 @@ fn a_second_pipeline_on_the_same_repository_is_refused_and_recorded() {
 
 /// The status store on DynamoDB (`--store dynamodb://TABLE`) in the emulator: the pipeline makes
 /// the table as `cfn/pipeline.yaml` does, every step lands there (read back through the
-/// `status-report` binary, as another CodeBuild action would) and none in the file store.
+/// `status-report` binary, as another CodeBuild action would) and none in the file store; the
+/// run's outcome reaches the emulator's SNS topic.
 #[test]
-fn the_pipeline_records_to_a_dynamodb_status_table() {
+fn the_pipeline_records_to_a_dynamodb_status_table_and_notifies_the_topic() {
     let moto = test_support::Moto::shared();
     let repo = GitRepo::new();
     repo.write("pipeline.toml", "[components.ok]\npaths = [\"ok/**\"]\ntest = { run = \"echo fine\" }\n");
@@ -328,6 +329,14 @@ fn the_pipeline_records_to_a_dynamodb_status_table() {
     repo.write("ok/a.txt", "2");
     repo.commit_all("change");
     let table = "xtask-pipeline-status";
+    // Subscribed before the run: the embedded run's notifications go to the emulator's topic.
+    let (url, received) = test_support::http_sink();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let sns = aws_sdk_sns::Client::new(&moto.sdk_config().await);
+        let topic = sns.create_topic().name("pipeline-notifications").send().await.unwrap();
+        sns.subscribe().topic_arn(topic.topic_arn().unwrap()).protocol("http").endpoint(&url).send().await.unwrap();
+    });
     let out = pipeline(&repo, &["--endpoint-url", &moto.endpoint, "--store", &format!("dynamodb://{table}")]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(!repo.path().join(".pipeline").join(FileStore::FILE_NAME).exists(), "nothing in the file store");
@@ -344,4 +353,15 @@ fn the_pipeline_records_to_a_dynamodb_status_table() {
     assert_eq!(runs.status.code(), Some(0), "{}", text(&runs));
     let shown = String::from_utf8_lossy(&runs.stdout);
     assert!(shown.contains("\"ok\"") && shown.contains("\"test\"") && shown.contains("\"passed\""), "{shown}");
+
+    // The run's success reached the topic with its report.
+    let notification = loop {
+        let body = received.recv_timeout(std::time::Duration::from_secs(10)).expect("no SNS notification arrived");
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if json["Type"] == "Notification" {
+            break json;
+        }
+    };
+    assert!(notification["Subject"].as_str().unwrap().starts_with("Pipeline succeeded: run "), "{notification}");
+    assert!(notification["Message"].as_str().unwrap().contains("ok"), "{notification}");
 }

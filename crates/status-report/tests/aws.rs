@@ -3,11 +3,8 @@
 //! CloudWatch metrics with recorded responses: the SDK speaks CloudWatch's RPCv2 CBOR protocol,
 //! which moto 5.2.5 does not answer (it returns an XML 404).
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, Output};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{AttributeDefinition, KeySchemaElement, KeyType, ScalarAttributeType};
@@ -53,36 +50,6 @@ async fn create_table(config: &aws_config::SdkConfig, name: &str) {
         .unwrap();
 }
 
-/// An HTTP endpoint on loopback that answers 200 and hands on each request's body.
-fn listener() -> (String, mpsc::Receiver<String>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/sns", listener.local_addr().unwrap());
-    let (send, receive) = mpsc::channel();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut length = 0;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                if let Some((name, value)) = line.split_once(':')
-                    && name.eq_ignore_ascii_case("content-length")
-                {
-                    length = value.trim().parse().unwrap_or(0);
-                }
-            }
-            let mut body = vec![0; length];
-            let _ = reader.read_exact(&mut body);
-            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-            let _ = send.send(String::from_utf8_lossy(&body).into_owned());
-        }
-    });
-    (url, receive)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_run_recorded_in_dynamodb_is_published_to_sns() {
     let moto = Moto::shared();
@@ -90,7 +57,7 @@ async fn a_failed_run_recorded_in_dynamodb_is_published_to_sns() {
     create_table(&config, "status-report-binary").await;
     let sns = aws_sdk_sns::Client::new(&config);
     let topic = sns.create_topic().name("pipeline-events").send().await.unwrap().topic_arn.unwrap();
-    let (url, received) = listener();
+    let (url, received) = test_support::http_sink();
     sns.subscribe().topic_arn(&topic).protocol("http").endpoint(&url).send().await.unwrap();
 
     let repo = tempfile::tempdir().unwrap();

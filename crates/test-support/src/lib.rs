@@ -10,17 +10,20 @@
 //!   handling of what AWS does there is tested with recorded AWS responses.
 //! - [`GitRepo`]: a throw-away git repository with a scripted, reproducible history.
 //! - [`sample_monorepo`]: a copy of `fixtures/monorepo` to work on.
+//! - [`http_sink`]: an HTTP endpoint on loopback that hands on what is posted to it (an SNS subscriber).
 //! - [`process`]: whether a process still runs, read from `/proc` (a test fails when it cannot tell).
 
 #![allow(clippy::print_stderr)]
 
 mod git;
+mod http;
 mod moto;
 pub mod process;
 
 use std::path::{Path, PathBuf};
 
 pub use git::GitRepo;
+pub use http::http_sink;
 pub use moto::{Moto, python};
 
 /// The workspace root.
