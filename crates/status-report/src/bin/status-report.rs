@@ -1,6 +1,7 @@
 //! `status-report`: records pipeline steps, decides the gate and renders a run's report.
 //!
-//! Exit codes: 0 success, 1 the gate refused (`gate`), 2 usage, configuration,
+//! Exit codes: 0 success, 1 the gate refused (`gate`) or the environment is refused
+//! (`deploy-decision`), 2 usage, configuration,
 //! I/O or store errors (including a run that `mark-success` refuses).
 
 use std::path::PathBuf;
@@ -11,7 +12,7 @@ use anyhow::{Result, anyhow, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use run_state::cli::{StageArgs, print};
 use run_state::{Error, FileStore, RunDir, StageContext, Status, Step, StepRecord, Store, redact};
-use status_report::{GatePolicy, RunReport, run_gate};
+use status_report::{GatePolicy, RunReport, approval, run_deploy_decision, run_gate};
 
 /// The record of every pipeline step, the gate decision, and reports.
 #[derive(Debug, Parser)]
@@ -46,6 +47,41 @@ enum Command {
         /// The run [default: the newest].
         #[arg(long, value_name = "ID")]
         run: Option<String>,
+    },
+    /// Records a run's approval: approved by `--by`, or refused with `--refuse` (production is
+    /// then refused for that run).
+    Approve {
+        /// The run [default: the newest].
+        #[arg(long, value_name = "ID")]
+        run: Option<String>,
+        /// Who decides (in CodeBuild after a CodePipeline approval: the approver the pipeline passes).
+        #[arg(long, value_name = "NAME")]
+        by: String,
+        /// Why, on one line.
+        #[arg(long, value_name = "TEXT")]
+        comment: Option<String>,
+        /// Refuses instead of approving.
+        #[arg(long)]
+        refuse: bool,
+    },
+    /// Records that a run waits for approval, with what production will receive.
+    RequestApproval {
+        /// The run [default: the newest].
+        #[arg(long, value_name = "ID")]
+        run: Option<String>,
+        /// What production will receive, on one line.
+        #[arg(long, value_name = "TEXT")]
+        summary: String,
+    },
+    /// Prints what may be deployed to an environment, per component: exit 0 when the
+    /// environment may be deployed, 1 when it is refused as a whole.
+    DeployDecision {
+        /// The run [default: the newest].
+        #[arg(long, value_name = "ID")]
+        run: Option<String>,
+        /// The environment (`dev`, `prod`).
+        #[arg(long, value_name = "NAME")]
+        env: String,
     },
     /// Makes a run's commit the next default base; refused unless its deploy passed. Prints the commit.
     MarkSuccess {
@@ -164,6 +200,29 @@ fn run(cli: &Cli) -> Result<bool> {
             print(&out)?;
             return Ok(gate.allowed);
         }
+        Command::Approve { run, by, comment, refuse } => {
+            let (store, run_id) = pick_run(&context, run.as_deref())?;
+            let record = if *refuse {
+                approval::refuse(&store, &run_id, by, comment.as_deref())?
+            } else {
+                approval::approve(&store, &run_id, by, comment.as_deref())?
+            };
+            let verdict = if *refuse { "refused" } else { "approved" };
+            print(&format!("run {run_id} ({}): {verdict} by {by}\n", record.commit))?;
+        }
+        Command::RequestApproval { run, summary } => {
+            let (store, run_id) = pick_run(&context, run.as_deref())?;
+            let commit = store.run(&run_id)?.first().map(|r| r.commit.clone()).unwrap_or_default();
+            approval::request(&store, &run_id, &commit, summary)?;
+            print(&format!("run {run_id}: waiting for approval\n"))?;
+        }
+        Command::DeployDecision { run, env } => {
+            let policy = policy(&context)?;
+            let (store, run_id) = pick_run(&context, run.as_deref())?;
+            let decision = run_deploy_decision(&store, &run_folder(&context, &run_id), &policy, env)?;
+            print(&decision.describe())?;
+            return Ok(decision.refused.is_empty());
+        }
         Command::MarkSuccess { run } => {
             let (store, run_id) = pick_run(&context, run.as_deref())?;
             let mark = store.mark_success(&run_id)?;
@@ -211,7 +270,7 @@ fn record(context: &StageContext, args: &RecordArgs) -> Result<()> {
 
 /// The gate policy: `[gate]` of the config when it exists, else the default.
 fn policy(context: &StageContext) -> Result<GatePolicy> {
-    Ok(context.config.section::<GatePolicy>(GatePolicy::SECTION)?)
+    Ok(GatePolicy::from_config(&context.config)?)
 }
 
 /// The store and the run to read: `run` when given, else the newest.
