@@ -2,7 +2,12 @@
 //! and used by xtask for `cargo xtask emulator`. Not for the crates' own code.
 //!
 //! - [`Moto`]: a moto server on a free loopback port, one per test binary,
-//!   stopped when the test process exits.
+//!   stopped when the test process exits. It runs with the harness's patches
+//!   (`src/moto_harness.py`) for gaps that would stop the sample monorepo deploying at
+//!   all: outputs kept after a change set runs, `!GetAtt Nested.Outputs.X`, and the
+//!   CloudFront distribution, origin access control, HTTP API and bucket policy resource
+//!   types made in moto's own service backends. The product never relies on them: its
+//!   handling of what AWS does there is tested with recorded AWS responses.
 //! - [`GitRepo`]: a throw-away git repository with a scripted, reproducible history.
 //! - [`sample_monorepo`]: a copy of `fixtures/monorepo` to work on.
 //! - [`process`]: whether a process still runs, read from `/proc` (a test fails when it cannot tell).

@@ -25,15 +25,19 @@ pub fn python() -> PathBuf {
     crate::workspace_root().join("target/py-venv/bin/python")
 }
 
-// moto's own entry point, plus a watchdog: exit when the parent (the test binary) is gone.
+// moto's own entry point, plus a watchdog: exit when the parent (the test binary) is gone, and the
+// harness's patches (`moto_harness.py`), passed as the second argument.
+const HARNESS: &str = include_str!("moto_harness.py");
 const LAUNCHER: &str = r#"
 import os, sys, threading, time
+HARNESS = sys.argv[2]
 parent = os.getppid()
 def watch():
     while os.getppid() == parent:
         time.sleep(0.5)
     os._exit(0)
 threading.Thread(target=watch, daemon=True).start()
+exec(HARNESS)
 from moto.server import main
 main(["-H", "127.0.0.1", "-p", sys.argv[1]])
 "#;
@@ -59,7 +63,7 @@ impl Moto {
         );
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let child = Command::new(python)
-            .args(["-c", LAUNCHER, &port.to_string()])
+            .args(["-c", LAUNCHER, &port.to_string(), HARNESS])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
