@@ -164,9 +164,9 @@ pub struct Details {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runner_process: Option<String>,
     /// Who decided the step, for steps a person decides (an approval or a refusal of
-    /// `approval`: the approver's name).
+    /// `approval`: the approver's name). Boxed to keep records small.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub by: Option<String>,
+    pub by: Option<Box<String>>,
     /// The coverage figures of a test step whose command has `coverage = { … }`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub coverage: Option<Box<Coverage>>,

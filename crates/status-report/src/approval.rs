@@ -101,7 +101,7 @@ pub fn state(records: &[StepRecord]) -> ApprovalState {
     let Some(record) = records.iter().find(|r| r.component == PIPELINE && r.step == Step::Approval) else {
         return ApprovalState::NotRequested;
     };
-    let by = record.details.by.clone().unwrap_or_else(|| "someone unnamed".to_string());
+    let by = record.details.by.as_deref().cloned().unwrap_or_else(|| "someone unnamed".to_string());
     match record.status {
         Status::Passed => ApprovalState::Approved { by, at: record.ended_at, comment: record.details.note.clone() },
         Status::Failed | Status::Cancelled => {
@@ -175,7 +175,7 @@ fn decide(
     let now = SystemTime::now();
     record.started_at = requested.and_then(|r| r.started_at).or(Some(now));
     record.ended_at = Some(now);
-    record.details.by = Some(by.to_string());
+    record.details.by = Some(Box::new(by.to_string()));
     record.details.note = comment.map(str::to_string);
     if status == Status::Failed {
         record.details.error = Some(format!("refused by {by}"));

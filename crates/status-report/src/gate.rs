@@ -600,7 +600,7 @@ mod tests {
 
     fn approved(mut records: Vec<StepRecord>, status: Status) -> Vec<StepRecord> {
         let mut approval = rec(PIPELINE, Step::Approval, status);
-        approval.details.by = Some("alice".into());
+        approval.details.by = Some(Box::new("alice".into()));
         records.push(approval);
         records
     }
