@@ -53,7 +53,10 @@ pub enum Error {
         flag: &'static str,
     },
     /// The approval was already decided.
-    #[error("run `{run_id}`'s approval was already {status} by {by}; start a new run to ask again")]
+    #[error(
+        "run `{run_id}`'s approval was already {} by {by}; start a new run to ask again",
+        if *status == Status::Passed { "given" } else { "refused" }
+    )]
     AlreadyDecided {
         /// The run.
         run_id: String,
