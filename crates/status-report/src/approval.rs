@@ -136,7 +136,9 @@ pub fn request(store: &dyn Store, run_id: &str, commit: &str, summary: &str) -> 
     Ok(record)
 }
 
-/// Records the run approved by `by`, with an optional comment.
+/// Records the run approved by `by`, with an optional comment. The same approval by the same
+/// person again returns the first record unchanged; any other change of a decided approval is
+/// [`Error::AlreadyDecided`].
 pub fn approve(store: &dyn Store, run_id: &str, by: &str, comment: Option<&str>) -> Result<StepRecord, Error> {
     decide(store, run_id, by, comment, Status::Passed)
 }
@@ -172,6 +174,13 @@ fn decide(
     }
     let records = store.run(run_id)?;
     let Some(first) = records.first() else { return Err(Error::UnknownRun { run_id: run_id.to_string() }) };
+    // The same decision by the same person again (a retried CodeBuild action) is no change.
+    if let Some(decided) = records.iter().find(|r| r.component == PIPELINE && r.step == Step::Approval)
+        && decided.status == status
+        && decided.details.by.as_deref().is_some_and(|b| b == by)
+    {
+        return Ok(decided.clone());
+    }
     undecided(run_id, &records)?;
     let requested = records.iter().find(|r| r.component == PIPELINE && r.step == Step::Approval);
     let mut record = StepRecord::new(run_id, &first.commit, PIPELINE, Step::Approval, status);
@@ -216,7 +225,8 @@ mod tests {
     #[test]
     fn a_decided_approval_is_not_decided_again() {
         let (_dir, store) = store_with_run();
-        approve(&store, "r1", "alice", None).unwrap();
+        let first = approve(&store, "r1", "alice", None).unwrap();
+        assert_eq!(approve(&store, "r1", "alice", Some("again")).unwrap(), first, "a retry changes nothing");
         let err = refuse(&store, "r1", "mallory", None).unwrap_err();
         assert!(matches!(err, Error::AlreadyDecided { status: Status::Passed, ref by, .. } if by == "alice"), "{err}");
         assert!(matches!(request(&store, "r1", "abc", "again"), Err(Error::AlreadyDecided { .. })));
