@@ -52,6 +52,14 @@ pub enum Bench {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// The whole pipeline on a fresh copy of the sample against its own emulator, one
+    /// `cargo xtask pipeline --approve` per run: a first full run, a no-change rerun and a
+    /// one-Lambda change, with ratios to the first run.
+    Pipeline {
+        /// Rounds; each on a fresh copy with a fresh emulator.
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
+    },
 }
 
 pub fn run(which: Bench) -> anyhow::Result<()> {
@@ -61,6 +69,7 @@ pub fn run(which: Bench) -> anyhow::Result<()> {
         Bench::Validate { rounds } => crate::bench_validate::run(rounds),
         Bench::Publish { rounds } => crate::bench_publish::run(rounds),
         Bench::Deploy { rounds } => crate::bench_deploy::run(rounds),
+        Bench::Pipeline { rounds } => crate::bench_pipeline::run(rounds),
     }
 }
 

@@ -4,6 +4,7 @@
 //! - `cargo xtask test`: formatting, lints and every test, after installing what they need.
 //! - `cargo xtask bench diff`: source-diff beside a bare `git diff` loop.
 //! - `cargo xtask codebuild BUILDSPEC`: a buildspec rehearsed as CodeBuild runs it.
+//! - `cargo xtask bench pipeline`: the whole pipeline, first run, no-change rerun, one change.
 //! - `cargo xtask bench deploy`: stack-deployer beside `aws cloudformation deploy` and the seed's loop.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -11,14 +12,17 @@
 mod bench;
 mod bench_deploy;
 mod bench_package;
+mod bench_pipeline;
 mod bench_publish;
 mod bench_validate;
 mod codebuild;
+mod embedded;
 mod faults;
 mod pipeline;
 mod progress;
 mod python;
 mod schemas;
+mod stages;
 mod tidy;
 
 use std::path::{Path, PathBuf};
@@ -69,7 +73,12 @@ enum Task {
     Schemas,
     /// Starts the local AWS emulator (moto) on a free loopback port until Ctrl-C,
     /// printing the environment that points the AWS CLI and the stage binaries at it.
-    Emulator,
+    Emulator {
+        /// (internal) Write the endpoint to this file and serve until it is removed or left
+        /// untouched for 15 minutes: the emulator `cargo xtask pipeline` keeps for a monorepo.
+        #[arg(long, hide = true, value_name = "FILE")]
+        state_file: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -78,7 +87,10 @@ fn main() -> ExitCode {
         Task::Test { filter } => test(&filter).map(|()| true),
         Task::Bench { which } => bench::run(which).map(|()| true),
         Task::Setup => python::ensure(&workspace_root()).map(|_| true),
-        Task::Emulator => emulator().map(|()| true),
+        Task::Emulator { state_file: None } => emulator().map(|()| true),
+        Task::Emulator { state_file: Some(file) } => {
+            python::ensure(&workspace_root()).and_then(|bin| embedded::serve(&bin.join("python"), &file)).map(|()| true)
+        }
         Task::Codebuild(args) => codebuild::run(&args),
         Task::Schemas => schemas::run().map(|()| true),
         Task::Faults { measure: true, command } => faults::measure(&command).map(|()| true),
@@ -101,7 +113,7 @@ fn main() -> ExitCode {
 }
 
 /// Set in the environment of an xtask whose `PATH` already starts with the tools' venv.
-const VENV_ACTIVE: &str = "XTASK_VENV_ACTIVE";
+pub(crate) const VENV_ACTIVE: &str = "XTASK_VENV_ACTIVE";
 
 /// `cargo xtask pipeline` with the tools' virtual environment activated: xtask runs itself
 /// again with the venv's `bin` first on `PATH` (as `source bin/activate` would), so every
@@ -211,7 +223,9 @@ fn test(filter: &[String]) -> anyhow::Result<()> {
         say("cargo xtask faults (the bad-input corpus against the binaries)");
         run(Command::new(&xtask).arg("faults"))?;
         say("cargo xtask pipeline (end to end on the sample monorepo)");
-        let status = Command::new(&xtask).arg("pipeline").envs(venv_env()?).status()?;
+        let status = Command::new(&xtask).args(["pipeline", "--approve"]).envs(venv_env()?).status()?;
+        // The sample's emulator is not kept after the tests.
+        embedded::stop(&root.join("target/sample-monorepo/.pipeline"));
         if !status.success() {
             bail!("the pipeline on the sample monorepo did not pass its gate ({status})");
         }

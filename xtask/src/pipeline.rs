@@ -1,16 +1,39 @@
 //! `cargo xtask pipeline`: the stages in order and the rules between them. Each stage is its
-//! crate's library function, the same one its binary calls, and records its own step.
+//! crate's library function, the same one its binary calls, and records its own step:
+//!
+//! diff → validate → build (commands, packages) → test → deploy `dev` (stacks, site) → status
+//! (the gate, every failure printed) → approval → E2E (commands with `dev`'s outputs) and the
+//! site check → deploy `prod` → mark-success.
+//!
+//! The rules: a deploy (and so the packages, the approval, E2E and production) happens only
+//! when a changed component is deployed by a stack or is the site; nothing after the status
+//! check runs while it refuses; production only after approval and when every earlier stage
+//! passed; one pipeline at a time per repository (the store's lock). A stage nothing requires
+//! is recorded skipped with the reason.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, bail};
-use run_state::{RunDir, RunFile, StageContext, StageOptions, Step, Store};
-use source_diff::{BaseRequest, Components, Repo};
+use run_state::{PIPELINE, RunDir, RunFile, StageContext, StageOptions, Status, Step, StepRecord, Store};
+use source_diff::{BaseRequest, Components, DiffReport, Repo};
 use status_report::{GatePolicy, RunReport};
 use step_runner::RunnerSettings;
 
 use crate::progress::Progress;
+use crate::stages;
+
+/// Where the deploys go.
+#[derive(clap::ValueEnum, Clone, Copy, Default, Debug, PartialEq, Eq)]
+pub enum TargetKind {
+    /// The monorepo's own emulator (moto), started when a run first needs it and kept for later runs.
+    #[default]
+    Emulator,
+    /// AWS through the ordinary credential chain; the account and region are printed before anything changes.
+    Aws,
+}
 
 /// Options of `cargo xtask pipeline`.
 #[derive(clap::Args, Default, Clone)]
@@ -34,7 +57,30 @@ pub struct PipelineArgs {
     /// Print what would run and stop: nothing is installed, recorded or run.
     #[arg(long)]
     pub dry_run: bool,
+    /// Where the deploys go. Real AWS only when asked for here, never because credentials
+    /// happen to be in the environment.
+    #[arg(long, value_enum, default_value_t)]
+    pub target: TargetKind,
+    /// Deploy to an emulator already running at this URL instead of the monorepo's own.
+    #[arg(long, value_name = "URL")]
+    pub endpoint_url: Option<String>,
+    /// Approve production for this run without asking (scripted runs).
+    #[arg(long, conflicts_with = "refuse")]
+    pub approve: bool,
+    /// Refuse production for this run: recorded, and nothing reaches production.
+    #[arg(long)]
+    pub refuse: bool,
+    /// Who approves or refuses, as recorded [default: $USER].
+    #[arg(long, value_name = "NAME")]
+    pub approver: Option<String>,
+    /// Continue a run that stopped at approval, without redoing its earlier stages.
+    #[arg(long, value_name = "RUN_ID", conflicts_with_all = ["base", "head", "include_worktree", "all_on_missing_base", "dry_run"])]
+    pub resume: Option<String>,
 }
+
+/// The environments, in order: deployed first, and deployed after approval.
+const FIRST_ENV: &str = "dev";
+const PROD_ENV: &str = "prod";
 
 /// Every section's content, checked before any stage runs: a mistake is exit 2, never a
 /// refused gate half way through a run.
@@ -45,10 +91,288 @@ fn check_config(context: &StageContext) -> anyhow::Result<(Components, RunnerSet
     let policy: GatePolicy = config.section(GatePolicy::SECTION)?;
     validate::ValidateSettings::from_config(config)?;
     lambda_packager::LambdaSettings::from_config(config)?;
+    if has_section(context, stack_deployer::DeploySettings::SECTION)? {
+        stack_deployer::DeploySettings::from_config(config)?;
+    }
+    frontend_publisher::PublishConfig::from_config(config)?;
     Ok((components, settings, policy))
 }
 
-/// Runs the pipeline; `Ok(false)` when the gate refuses.
+fn has_section(context: &StageContext, name: &str) -> anyhow::Result<bool> {
+    let config = context.required_config()?;
+    Ok(pipeline_config::top_level_keys(&config.path, &config.text)?.iter().any(|(key, _)| key == name))
+}
+
+/// What this run's change asks of the deploy stages (the rules between the stages).
+struct Needs {
+    /// Why nothing is deployed, when nothing is: no changed component is served by a stack of
+    /// `[deploy]` or is the `[publish]` component.
+    no_deploy: Option<String>,
+    /// Whether the stacks deploy (a changed component is served by one).
+    stacks: bool,
+    /// The `[publish]` component, when it changed.
+    publish: Option<String>,
+}
+
+impl Needs {
+    fn of(context: &StageContext, diff: &DiffReport) -> anyhow::Result<Needs> {
+        let changed: BTreeSet<&str> = diff.changed().collect();
+        let stacks = has_section(context, stack_deployer::DeploySettings::SECTION)?
+            && stages::environment(context, FIRST_ENV)?
+                .stacks
+                .iter()
+                .any(|s| s.components.iter().any(|c| changed.contains(c.as_str())));
+        let config = context.required_config()?;
+        let publish = frontend_publisher::PublishConfig::from_config(config)?
+            .map(|p| p.component)
+            .filter(|c| changed.contains(c.as_str()));
+        let no_deploy = (!stacks && publish.is_none()).then(|| {
+            if changed.is_empty() {
+                "nothing changed since the base".to_string()
+            } else {
+                "no changed component is deployed by [deploy] or [publish]".to_string()
+            }
+        });
+        Ok(Needs { no_deploy, stacks, publish })
+    }
+}
+
+/// One run's stages, with what they share.
+struct Stages<'a> {
+    context: &'a StageContext,
+    run: &'a RunDir,
+    store: &'a dyn Store,
+    diff: &'a DiffReport,
+    policy: &'a GatePolicy,
+    progress: &'a Progress,
+    runtime: &'a tokio::runtime::Runtime,
+}
+
+impl Stages<'_> {
+    /// Records a whole-pipeline step as skipped with the reason.
+    fn skip(&self, steps: &[Step], reason: &str) -> anyhow::Result<()> {
+        for &step in steps {
+            self.finish(step, Status::Skipped, reason)?;
+            self.progress.stage(&format!("{step}: skipped: {reason}"));
+        }
+        Ok(())
+    }
+
+    /// Records a whole-pipeline step as ended (a note, or the error when it failed).
+    fn finish(&self, step: Step, status: Status, text: &str) -> anyhow::Result<()> {
+        let mut record = StepRecord::new(&self.run.run_id, &self.diff.head, PIPELINE, step, status);
+        record.ended_at = Some(SystemTime::now());
+        if status == Status::Failed {
+            record.details.error = Some(text.to_string());
+        } else {
+            record.details.note = Some(text.to_string());
+        }
+        self.store.record(&record)?;
+        Ok(())
+    }
+
+    /// Validate: a failure refuses the gate, but the later stages before the gate still run so
+    /// one run tells everything that is wrong.
+    fn validate(&self) {
+        let options =
+            validate::StageOptions { tools: true, cache: true, all: false, cancel: run_state::cli::cancel_flag() };
+        match validate::run_stage(self.context, Some((self.run, self.store)), options) {
+            Ok(outcome) => self.progress.stage(&format!("validate: {}", outcome.summary())),
+            Err(error) => self.progress.stage(&format!("validate: {}", run_state::error_chain(&error))),
+        }
+    }
+
+    /// Build: the changed components' `build` commands, then the Lambda packages when a deploy
+    /// will use them.
+    fn build(&self, needs: &Needs) -> anyhow::Result<()> {
+        self.step(Step::Build, None);
+        if !needs.stacks {
+            let reason = needs.no_deploy.as_deref().unwrap_or("no stack deploys, so no package is needed");
+            return self.skip(&[Step::Build], reason);
+        }
+        // The functions of changed components (a function is its component's when they share a
+        // name), and those no component names; the deploy keeps the others' code as it is.
+        let config = self.context.required_config()?;
+        let (_, functions) = lambda_packager::LambdaSettings::from_config(config)?;
+        let components = Components::from_config(config)?;
+        let changed: BTreeSet<&str> = self.diff.changed().collect();
+        let only: Vec<String> = functions
+            .iter()
+            .map(|f| f.name.clone())
+            .filter(|name| changed.contains(name.as_str()) || components.get(name).is_none())
+            .collect();
+        if only.is_empty() {
+            return self.skip(&[Step::Build], "no function changed");
+        }
+        let options = lambda_packager::StageOptions { only, python: None, out: None };
+        let packaged = lambda_packager::run_stage(self.context, Some((self.run, self.store)), &options, &|_| {});
+        match packaged {
+            Ok(manifest) => self.progress.stage(&format!("package: {} function(s)", manifest.packages.len())),
+            Err(error) => self.progress.stage(&format!("package: {}", run_state::error_chain(&error))),
+        }
+        Ok(())
+    }
+
+    /// A per-component step (`build`, `test`, `e2e`) through step-runner; whether it passed.
+    fn step(&self, step: Step, environment: Option<&str>) -> bool {
+        let cancel = run_state::cli::cancel_flag();
+        let on_event = |event: step_runner::Event<'_>| self.progress.job(step.as_str(), &event);
+        match step_runner::run_stage(self.context, self.run, self.store, step, environment, cancel, &on_event) {
+            Ok(done) => {
+                self.progress.stage(&format!(
+                    "{step}: {} run, {} skipped",
+                    done.plan.jobs.len(),
+                    done.plan.skipped.len()
+                ));
+                done.passed()
+            }
+            Err(error) => {
+                self.progress.stage(&format!("{step}: {}", run_state::error_chain(&error)));
+                false
+            }
+        }
+    }
+
+    /// The deploy of one environment (its stacks, then the site when its component changed).
+    fn deploy(&self, target: &stages::Where, env: &str, needs: &Needs) -> bool {
+        let deployed = self.runtime.block_on(stages::deploy(
+            self.context,
+            self.run,
+            self.store,
+            target,
+            env,
+            needs.publish.is_some(),
+            self.progress,
+        ));
+        match deployed {
+            Ok(passed) => passed,
+            Err(error) => {
+                self.progress.stage(&format!("deploy {env}: {error:#}"));
+                false
+            }
+        }
+    }
+
+    /// The status check: the gate over everything recorded so far and what the diff required;
+    /// the reports written and the table printed with every failure.
+    fn status(&self) -> anyhow::Result<bool> {
+        report(self.store, self.run, self.policy, true)
+    }
+
+    /// Approval: `--approve`/`--refuse`, else the prompt on a terminal, else waiting.
+    fn approval(&self, args: &PipelineArgs) -> anyhow::Result<stages::Decision> {
+        let by = stages::approver(args.approver.as_deref(), &self.context.root);
+        let decision = if args.approve {
+            stages::Decision::Approved { by, how: "--approve" }
+        } else if args.refuse {
+            stages::Decision::Refused { by, how: "--refuse" }
+        } else if stages::can_prompt() {
+            if stages::prompt(&stages::production_plan(self.context, self.run, PROD_ENV))? {
+                stages::Decision::Approved { by, how: "prompt" }
+            } else {
+                stages::Decision::Refused { by, how: "prompt" }
+            }
+        } else {
+            stages::Decision::Waiting
+        };
+        stages::record_approval(self.store, &self.run.run_id, &self.diff.head, &decision)?;
+        Ok(decision)
+    }
+
+    /// E2E against the first environment (the configured `e2e` commands with its stack
+    /// outputs) and the publisher's site check of the site deployed there.
+    fn e2e(&self, target: &stages::Where, needs: &Needs) -> anyhow::Result<()> {
+        self.step(Step::E2e, Some(FIRST_ENV));
+        if needs.publish.is_some() {
+            let checked = self.runtime.block_on(stages::site_check(
+                self.context,
+                self.run,
+                self.store,
+                target,
+                FIRST_ENV,
+                &self.diff.head,
+                self.progress,
+            ));
+            if let Err(error) = checked {
+                self.progress.stage(&format!("site check: {error:#}"));
+            }
+        } else {
+            self.skip(&[Step::Dast], "the site did not change")?;
+        }
+        Ok(())
+    }
+
+    /// Production: only when every earlier stage passed (the gate before `prod-deploy`, which
+    /// the approval is part of); recorded as `prod-deploy`. Then the run becomes the base of
+    /// the next one (`mark-success`).
+    fn production(&self, target: &stages::Where, needs: &Needs) -> anyhow::Result<bool> {
+        let (_, gate) = status_report::run_gate(self.store, self.run, self.policy, Some(Step::ProdDeploy))?;
+        if !gate.allowed {
+            let reason = format!("production refused: {}", gate.reasons.join("; "));
+            self.finish(Step::ProdDeploy, Status::Failed, &reason)?;
+            self.progress.stage(&reason);
+            return Ok(false);
+        }
+        let mut record =
+            StepRecord::new(&self.run.run_id, &self.diff.head, PIPELINE, Step::ProdDeploy, Status::Running);
+        record.started_at = Some(SystemTime::now());
+        record.details.set_runner_to_this_process();
+        self.store.record(&record)?;
+        let passed = self.deploy(target, PROD_ENV, needs);
+        let (status, text) = if passed {
+            (Status::Passed, format!("deployed to {PROD_ENV}"))
+        } else {
+            (Status::Failed, format!("the deploy to {PROD_ENV} failed; see its deploy steps"))
+        };
+        self.finish(Step::ProdDeploy, status, &text)?;
+        if !passed {
+            return Ok(false);
+        }
+        let mark = self.store.mark_success(&self.run.run_id)?;
+        self.progress.stage(&format!("{PROD_ENV} is at {}: the next run's base", mark.commit));
+        Ok(true)
+    }
+}
+
+/// Takes the repository's pipeline lock for this process; released when dropped.
+struct PipelineLock<'a> {
+    store: &'a dyn Store,
+    holder: String,
+}
+
+impl<'a> PipelineLock<'a> {
+    const NAME: &'static str = "pipeline";
+    /// Long enough for a whole run; a run that died leaves it stale after this.
+    const TTL: Duration = Duration::from_secs(60 * 60);
+
+    fn take(store: &'a dyn Store, run_id: &str) -> Result<PipelineLock<'a>, run_state::Error> {
+        let holder = format!("run {run_id} (pid {})", std::process::id());
+        store.acquire_lock(Self::NAME, &holder, Self::TTL)?;
+        Ok(PipelineLock { store, holder })
+    }
+}
+
+impl Drop for PipelineLock<'_> {
+    fn drop(&mut self) {
+        let _ = self.store.release_lock(Self::NAME, &self.holder);
+    }
+}
+
+/// The run `--resume` names, which must be waiting for approval.
+fn resume_run(context: &StageContext, store: &dyn Store, run_id: &str) -> anyhow::Result<(RunDir, DiffReport)> {
+    pipeline_config::check_name(run_id).map_err(|m| anyhow::anyhow!("--resume: {m}"))?;
+    let run = RunDir::open(&run_state::runs_dir(&context.state_dir).join(run_id))?;
+    let diff: DiffReport = run.read_json(RunFile::Diff)?;
+    let records = store.run(run_id)?;
+    match records.iter().find(|r| r.component == PIPELINE && r.step == Step::Approval) {
+        Some(r) if r.status == Status::Pending => Ok((run, diff)),
+        Some(r) => bail!("run {run_id} is not waiting for approval (its approval is {}); start a new run", r.status),
+        None => bail!("run {run_id} did not stop at approval; start a new run"),
+    }
+}
+
+/// Runs the pipeline; `Ok(false)` when the run ends refused (a failure, a refused gate or a
+/// refused approval), `Ok(true)` when it passed, had nothing to do, or waits for approval.
 pub fn run(args: PipelineArgs) -> anyhow::Result<bool> {
     let root = crate::workspace_root();
     let repo_dir = match &args.repo {
@@ -57,6 +381,9 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<bool> {
     };
     let context = StageContext::open(&StageOptions { repo: Some(repo_dir), ..Default::default() })?;
     let (components, settings, policy) = check_config(&context)?;
+    if args.target == TargetKind::Aws && args.endpoint_url.is_some() {
+        bail!("--endpoint-url names an emulator: drop it to deploy to AWS, or drop --target aws");
+    }
     let repo = Repo::at_root(&context.root);
     let head_rev = args.head.clone().unwrap_or_else(|| "HEAD".into());
     let last_success = match (&args.base, context.existing_store()?) {
@@ -72,20 +399,37 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<bool> {
 
     let store = context.store()?;
     let progress = Progress::new();
-    let cancel = run_state::cli::cancel_flag();
 
-    // Source and diff.
-    let (run_dir, diff) = source_diff::begin_run(
-        &repo,
-        &components,
-        &request,
-        &head_rev,
-        args.include_worktree,
-        &store,
-        &context.state_dir,
-    )?;
+    // Source and diff, or the run waiting for approval.
+    let (run_dir, diff) = match &args.resume {
+        None => source_diff::begin_run(
+            &repo,
+            &components,
+            &request,
+            &head_rev,
+            args.include_worktree,
+            &store,
+            &context.state_dir,
+        )?,
+        Some(run_id) => resume_run(&context, &store, run_id)?,
+    };
     progress.stage(&format!("run {} in {}", run_dir.run_id, context.root.display()));
     progress.stage(&format!("diff: {}", diff.summary()));
+
+    // One pipeline at a time on a repository.
+    let _lock = match PipelineLock::take(&store, &run_dir.run_id) {
+        Ok(lock) => lock,
+        Err(error) => {
+            let message = format!("another pipeline is running on this repository: {error}");
+            if args.resume.is_none() {
+                let mut record = StepRecord::new(&run_dir.run_id, &diff.head, PIPELINE, Step::Source, Status::Failed);
+                record.ended_at = Some(SystemTime::now());
+                record.details.error = Some(message.clone());
+                store.record(&record)?;
+            }
+            bail!(message);
+        }
+    };
 
     // The stages see the tree of the commit they record: the checkout itself when it is that
     // commit, clean, else a clean worktree of it.
@@ -106,40 +450,137 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<bool> {
         })?,
         None => context.clone(),
     };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let stages = Stages {
+        context: &stage_context,
+        run: &run_dir,
+        store: &store,
+        diff: &diff,
+        policy: &policy,
+        progress: &progress,
+        runtime: &runtime,
+    };
+    let needs = Needs::of(&stage_context, &diff)?;
+    // The emulator is started (or found) only when a deploy needs it.
+    let target = || -> anyhow::Result<stages::Where> {
+        Ok(match (args.target, &args.endpoint_url) {
+            (TargetKind::Aws, _) => stages::Where::Aws,
+            (TargetKind::Emulator, Some(url)) => stages::Where::Emulator(url.clone()),
+            (TargetKind::Emulator, None) => {
+                let endpoint = crate::embedded::endpoint(&context.state_dir)?;
+                progress.stage(&format!("emulator at {endpoint}"));
+                stages::Where::Emulator(endpoint)
+            }
+        })
+    };
 
-    // Validate: a failure refuses the gate, but the tests still run so one run tells
-    // everything that is wrong.
-    let options = validate::StageOptions { tools: true, cache: true, all: false, cancel };
-    match validate::run_stage(&stage_context, Some((&run_dir, &store)), options) {
-        Ok(outcome) => progress.stage(&format!("validate: {}", outcome.summary())),
-        Err(error) => progress.stage(&format!("validate: {}", run_state::error_chain(&error))),
-    }
-
-    // Tests of the changed components.
-    let tested = step_runner::run_stage(&stage_context, &run_dir, &store, Step::Test, None, cancel, &|event| {
-        progress.job("test", &event)
-    });
-    match tested {
-        Ok(done) => progress.stage(&format!("test: {} run, {} skipped", done.plan.jobs.len(), done.plan.skipped.len())),
-        Err(error) => progress.stage(&format!("test: {}", run_state::error_chain(&error))),
-    }
-
-    // The gate, from what the diff required and what was recorded; then the reports.
-    let allowed = report(&store, &run_dir, &policy)?;
+    let later = [Step::Approval, Step::E2e, Step::Dast, Step::ProdDeploy];
+    let passed = if args.resume.is_none() {
+        stages.validate();
+        stages.build(&needs)?;
+        stages.step(Step::Test, None);
+        let target = match &needs.no_deploy {
+            Some(reason) => {
+                stages.skip(&[Step::Deploy], reason)?;
+                None
+            }
+            None => {
+                let target = target()?;
+                if needs.publish.is_none() {
+                    skip_publish(&stages)?;
+                }
+                stages.deploy(&target, FIRST_ENV, &needs);
+                Some(target)
+            }
+        };
+        if !stages.status()? {
+            stages.skip(&later, "the status check refused: fix the failures above, then run again")?;
+            false
+        } else if let Some(reason) = &needs.no_deploy {
+            stages.skip(&later, &format!("nothing to deploy: {reason}"))?;
+            true
+        } else {
+            approve_and_deliver(&stages, &args, &needs, target.expect("a deploy ran"))?
+        }
+    } else {
+        // Resumed: only a run whose earlier stages all passed goes on.
+        let (_, gate) = status_report::run_gate(&store, &run_dir, &policy, Some(Step::Approval))?;
+        if gate.allowed {
+            approve_and_deliver(&stages, &args, &needs, target()?)?
+        } else {
+            let reason = format!("production refused: {}", gate.reasons.join("; "));
+            stages.finish(Step::ProdDeploy, Status::Failed, &reason)?;
+            progress.stage(&reason);
+            false
+        }
+    };
+    finish_reports(&store, &run_dir, &policy)?;
     drop(worktree);
-    Ok(allowed)
+    Ok(passed)
 }
 
-/// Decides the gate and writes the run's reports; prints the table.
-fn report(store: &dyn Store, run_dir: &RunDir, policy: &GatePolicy) -> anyhow::Result<bool> {
+/// Approval, then E2E and the site check, then production.
+fn approve_and_deliver(
+    stages: &Stages<'_>,
+    args: &PipelineArgs,
+    needs: &Needs,
+    target: stages::Where,
+) -> anyhow::Result<bool> {
+    match stages.approval(args)? {
+        stages::Decision::Waiting => {
+            stages.progress.stage(&format!(
+                "waiting for approval: `cargo xtask pipeline --resume {} --approve` continues this run",
+                stages.run.run_id
+            ));
+            Ok(true)
+        }
+        stages::Decision::Refused { by, .. } => {
+            stages.skip(&[Step::E2e, Step::Dast, Step::ProdDeploy], &format!("production refused by {by}"))?;
+            Ok(false)
+        }
+        stages::Decision::Approved { by, .. } => {
+            stages.progress.stage(&format!("approval: approved by {by}"));
+            stages.e2e(&target, needs)?;
+            stages.production(&target, needs)
+        }
+    }
+}
+
+/// The site did not change: its deploy is skipped (recorded under its component).
+fn skip_publish(stages: &Stages<'_>) -> anyhow::Result<()> {
+    let config = stages.context.required_config()?;
+    if let Some(publish) = frontend_publisher::PublishConfig::from_config(config)? {
+        let mut record =
+            StepRecord::new(&stages.run.run_id, &stages.diff.head, &publish.component, Step::Deploy, Status::Skipped);
+        record.ended_at = Some(SystemTime::now());
+        record.details.note = Some("unchanged since the base: nothing to publish".into());
+        stages.store.record(&record)?;
+    }
+    Ok(())
+}
+
+/// Decides the gate and writes the run's reports; prints the table when `print`.
+fn report(store: &dyn Store, run_dir: &RunDir, policy: &GatePolicy, print: bool) -> anyhow::Result<bool> {
     let (records, gate) = status_report::run_gate(store, run_dir, policy, None)?;
     let report = RunReport::new(&run_dir.run_id, records, gate);
     run_dir.write(RunFile::ReportMarkdown, report.to_markdown().as_bytes())?;
     run_dir.write(RunFile::ReportJson, report.to_json().as_bytes())?;
     run_dir.write(RunFile::Junit, report.to_junit().as_bytes())?;
-    print!("{}", report.to_table());
-    println!("reports: {}", run_dir.path.display());
+    if print {
+        print!("{}", report.to_table());
+        println!("reports: {}", run_dir.path.display());
+    }
     Ok(report.gate.allowed)
+}
+
+/// The reports again with every step of the run, and the steps after the status check printed.
+fn finish_reports(store: &dyn Store, run_dir: &RunDir, policy: &GatePolicy) -> anyhow::Result<()> {
+    report(store, run_dir, policy, false)?;
+    for record in store.run(&run_dir.run_id)?.iter().filter(|r| r.step >= Step::Approval) {
+        let text = record.details.error.as_deref().or(record.details.note.as_deref()).unwrap_or_default();
+        println!("{} {}: {} {text}", record.component, record.step, record.status);
+    }
+    Ok(())
 }
 
 /// Plans every stage and prints the plans: nothing is installed, recorded or run.
@@ -161,7 +602,36 @@ fn dry_run(
     let run_dir = RunDir { run_id: "dry-run".into(), path: run_state::runs_dir(&context.state_dir).join("dry-run") };
     println!("diff: {}", diff.summary());
     print!("validate: {}", validate_plan.describe());
+    print!("{}", step_runner::plan(Step::Build, components, &diff, &run_dir, settings).describe());
     print!("{}", step_runner::plan(Step::Test, components, &diff, &run_dir, settings).describe());
+    let needs = Needs::of(context, &diff)?;
+    if let Some(reason) = &needs.no_deploy {
+        println!("deploy, approval, e2e, prod: skipped: {reason}");
+        return Ok(true);
+    }
+    if needs.stacks {
+        // Against the packages the run would build: none yet, so code updates are not listed.
+        let changed: BTreeSet<String> = diff.changed().map(str::to_string).collect();
+        let (_, functions) = lambda_packager::LambdaSettings::from_config(&context.config)?;
+        let env = stages::environment(context, FIRST_ENV)?;
+        let inputs = stack_deployer::PlanInputs {
+            repo: &context.root,
+            manifest: None,
+            functions: &functions,
+            changed: Some(&changed),
+            only: &[],
+        };
+        match stack_deployer::plan(&env, inputs, &|name| std::env::var(name).ok()) {
+            Ok(plan) => print!("deploy {FIRST_ENV}: {}", plan.describe()),
+            Err(error) => println!("deploy {FIRST_ENV}: cannot plan: {}", run_state::error_chain(&error)),
+        }
+    }
+    if let Some(component) = &needs.publish {
+        println!("publish {FIRST_ENV}: the site of `{component}` (what uploads is decided against the bucket)");
+    }
+    println!(
+        "then: status check, approval, e2e against {FIRST_ENV} and the site check, deploy {PROD_ENV}, mark-success"
+    );
     Ok(true)
 }
 

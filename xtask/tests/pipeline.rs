@@ -62,7 +62,8 @@ fn failures_refuse_the_gate_and_leave_nothing_running() {
     }
     let records = FileStore::open(&state).unwrap().run(&run.run_id).unwrap();
     assert!(records.iter().all(|r| r.status.is_final()), "{records:#?}");
-    let status_of = |name: &str| records.iter().find(|r| r.component == name).map(|r| r.status);
+    let status_of =
+        |name: &str| records.iter().find(|r| r.component == name && r.step == run_state::Step::Test).map(|r| r.status);
     assert_eq!(status_of("ok"), Some(Status::Passed));
     assert_eq!(status_of("untouched"), Some(Status::Skipped));
     let junit = std::fs::read_to_string(run.path.join("junit.xml")).unwrap();
@@ -131,4 +132,185 @@ fn a_dry_run_prints_the_plan_and_records_nothing() {
     assert!(stdout.contains("run  broken test: echo boom; exit 2"), "{stdout}");
     assert!(stdout.contains("skip untouched test: unchanged since the base"), "{stdout}");
     assert!(!repo.path().join(".pipeline/runs").exists(), "a dry run must not record a run");
+}
+
+/// A run's records, latest state of each step.
+fn records(repo: &std::path::Path, run_id: &str) -> Vec<run_state::StepRecord> {
+    FileStore::open(&repo.join(".pipeline")).unwrap().run(run_id).unwrap()
+}
+
+fn status(records: &[run_state::StepRecord], component: &str, step: run_state::Step) -> Option<Status> {
+    records.iter().find(|r| r.component == component && r.step == step).map(|r| r.status)
+}
+
+fn latest(repo: &GitRepo) -> RunDir {
+    RunDir::latest(&repo.path().join(".pipeline")).unwrap()
+}
+
+fn environments(run: &RunDir) -> Vec<String> {
+    match run_state::StackOutputs::read(run) {
+        Ok(outputs) => outputs.environments.keys().cloned().collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+fn text(out: &Output) -> String {
+    format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// The sample monorepo through a scripted history, against the emulator (the test's own moto,
+/// passed with --endpoint-url, so the runs share it as the embedded default's runs share the
+/// monorepo's): a first run waits for approval and its resumption reaches production without
+/// redoing a stage; a run with no change skips every stage; a frontend-only change tests and
+/// publishes only the frontend (and the Lambda that ships it), and a refused approval keeps
+/// it from production; a failing Lambda test stops that Lambda's deploy but not the site's, and
+/// production is then refused.
+#[test]
+fn the_sample_through_a_scripted_history() {
+    use run_state::{PIPELINE, Step};
+    let moto = test_support::Moto::shared();
+    let repo = test_support::sample_monorepo();
+    let at = ["--endpoint-url", moto.endpoint.as_str()];
+
+    // 1. First run, no terminal and no --approve: it stops at approval, with nothing in prod.
+    let out = pipeline(&repo, &at);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let first = latest(&repo);
+    let before = records(repo.path(), &first.run_id);
+    assert_eq!(status(&before, PIPELINE, Step::Approval), Some(Status::Pending), "{}", text(&out));
+    assert_eq!(status(&before, "infra", Step::Deploy), Some(Status::Passed), "{}", text(&out));
+    assert_eq!(status(&before, "frontend", Step::Deploy), Some(Status::Passed), "{}", text(&out));
+    assert_eq!(status(&before, PIPELINE, Step::ProdDeploy), None);
+    assert_eq!(environments(&first), ["dev"]);
+    assert!(text(&out).contains(&format!("--resume {} --approve", first.run_id)), "{}", text(&out));
+
+    // 2. Resumed with --approve: the same run goes on from approval to production.
+    let out = pipeline(&repo, &[&at[..], &["--resume", &first.run_id, "--approve", "--approver", "ci-bot"]].concat());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(latest(&repo).run_id, first.run_id, "a resumed run is the same run");
+    let after = records(repo.path(), &first.run_id);
+    let approval = after.iter().find(|r| r.step == Step::Approval).unwrap();
+    assert_eq!(approval.status, Status::Passed);
+    assert!(approval.details.note.as_deref().unwrap().contains("approved by ci-bot"), "{approval:?}");
+    assert!(approval.ended_at.is_some(), "when it was approved is recorded");
+    for step in [Step::Test, Step::Build, Step::Validate] {
+        let was: Vec<_> = before.iter().filter(|r| r.step == step).collect();
+        let is: Vec<_> = after.iter().filter(|r| r.step == step).collect();
+        assert_eq!(was, is, "{step} was not run again");
+    }
+    assert_eq!(status(&after, "api-handler", Step::E2e), Some(Status::Passed), "{}", text(&out));
+    assert_eq!(status(&after, "frontend", Step::Dast), Some(Status::Passed), "{}", text(&out));
+    assert_eq!(status(&after, PIPELINE, Step::ProdDeploy), Some(Status::Passed), "{}", text(&out));
+    assert_eq!(environments(&first), ["dev", "prod"]);
+    let store = FileStore::open(&repo.path().join(".pipeline")).unwrap();
+    let in_prod = repo.head();
+    assert_eq!(store.last_success().unwrap().unwrap().commit, in_prod);
+
+    // 3. No change since production: every stage skipped, nothing deployed.
+    let out = pipeline(&repo, &[&at[..], &["--approve"]].concat());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let idle = latest(&repo);
+    let done = records(repo.path(), &idle.run_id);
+    let ran: Vec<_> = done
+        .iter()
+        .filter(|r| !matches!(r.step, Step::Source | Step::Diff) && r.status != Status::Skipped)
+        .filter(|r| {
+            !(r.step == Step::Validate && r.details.note.as_deref().is_some_and(|n| n.starts_with("0 template")))
+        })
+        .collect();
+    assert!(ran.is_empty(), "nothing should run: {ran:#?}");
+    assert_eq!(status(&done, PIPELINE, Step::ProdDeploy), Some(Status::Skipped));
+    assert!(environments(&idle).is_empty(), "nothing deployed");
+
+    // 4. A frontend-only change, refused at approval: only the frontend (and frontend-builder,
+    //    which ships it) is tested, the site is published to dev, nothing reaches prod.
+    let styles = std::fs::read_to_string(repo.path().join("frontend/src/styles.css")).unwrap();
+    repo.write("frontend/src/styles.css", &format!("{styles}\n/* scripted change */\n"));
+    repo.commit_all("frontend: style");
+    let out = pipeline(&repo, &[&at[..], &["--refuse", "--approver", "reviewer"]].concat());
+    assert_eq!(out.status.code(), Some(1), "a refused approval ends the run refused: {}", text(&out));
+    let front = latest(&repo);
+    let done = records(repo.path(), &front.run_id);
+    assert_eq!(status(&done, "frontend", Step::Test), Some(Status::Passed));
+    for lambda in ["api-handler", "orchestration", "execution-finder", "execution-poller"] {
+        assert_eq!(status(&done, lambda, Step::Test), Some(Status::Skipped), "{lambda}: {}", text(&out));
+    }
+    assert_eq!(status(&done, "frontend", Step::Deploy), Some(Status::Passed), "{}", text(&out));
+    let approval = done.iter().find(|r| r.step == Step::Approval).unwrap();
+    assert_eq!(approval.status, Status::Failed);
+    assert!(approval.details.error.as_deref().unwrap().contains("refused by reviewer"), "{approval:?}");
+    assert_eq!(status(&done, PIPELINE, Step::ProdDeploy), Some(Status::Skipped));
+    assert_eq!(environments(&front), ["dev"], "nothing reached prod");
+    assert_eq!(store.last_success().unwrap().unwrap().commit, in_prod, "the base stays where prod is");
+
+    // 4b. A run waiting for approval whose dev deploy then fails (a stage binary run again for
+    //     it): approving it does not reach prod, and the refusal is recorded with the reason.
+    let out = pipeline(&repo, &at);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let waiting = latest(&repo);
+    assert_eq!(status(&records(repo.path(), &waiting.run_id), PIPELINE, Step::Approval), Some(Status::Pending));
+    let mut late = run_state::StepRecord::new(&waiting.run_id, &repo.head(), "infra", Step::Deploy, Status::Failed);
+    late.details.error = Some("stack master (pipeline-dashboard-dev): rolled back".into());
+    store.record(&late).unwrap();
+    let out = pipeline(&repo, &[&at[..], &["--resume", &waiting.run_id, "--approve"]].concat());
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let prod = records(repo.path(), &waiting.run_id).into_iter().find(|r| r.step == Step::ProdDeploy).unwrap();
+    assert_eq!(prod.status, Status::Failed, "{}", text(&out));
+    let reason = prod.details.error.unwrap();
+    assert!(reason.starts_with("production refused: infra deploy failed: stack master"), "{reason}");
+    assert_eq!(environments(&waiting), ["dev"], "nothing reached prod");
+
+    // 5. A failing Lambda test: that Lambda's stacks do not deploy, the site does; the status
+    //    check refuses, so production is refused, and cannot be forced by resuming.
+    let test_file = std::fs::read_to_string(repo.path().join("tests/test_api_handler.py")).unwrap();
+    repo.write(
+        "tests/test_api_handler.py",
+        &format!("{test_file}\n\ndef test_scripted_failure():\n    assert False\n"),
+    );
+    repo.commit_all("api-handler: a failing test");
+    let first_try = pipeline(&repo, &[&at[..], &["--approve"]].concat());
+    let out = &first_try;
+    assert_eq!(out.status.code(), Some(1), "{}", text(out));
+    let broken = latest(&repo);
+    let done = records(repo.path(), &broken.run_id);
+    assert_eq!(status(&done, "api-handler", Step::Test), Some(Status::Failed));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("api-handler test failed"), "{}", text(out));
+    assert_eq!(status(&done, "frontend", Step::Deploy), Some(Status::Passed), "the site still deploys: {}", text(out));
+    assert_eq!(status(&done, PIPELINE, Step::ProdDeploy), Some(Status::Skipped));
+    let out = pipeline(&repo, &[&at[..], &["--resume", &broken.run_id, "--approve"]].concat());
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("is not waiting for approval"), "{}", text(&out));
+    assert_eq!(environments(&broken), ["dev"], "nothing reached prod");
+    // Per-component gating inside the deploy stage: the stacks serving the failing Lambda
+    // (infra, through its dependency on api-handler) stay as they are.
+    assert_ne!(
+        status(&done, "infra", Step::Deploy),
+        Some(Status::Passed),
+        "the stacks serving the failing Lambda must not deploy: {}",
+        text(&first_try)
+    );
+}
+
+#[test]
+fn a_second_pipeline_on_the_same_repository_is_refused_and_recorded() {
+    let repo = GitRepo::new();
+    repo.commit_files("base", &[("pipeline.toml", CONFIG), (".gitignore", ".pipeline/\n")]);
+    repo.commit_files("docs", &[("ok/a", "2")]);
+    let store = FileStore::open(&repo.path().join(".pipeline")).unwrap();
+    store.acquire_lock("pipeline", "run other (pid 1)", std::time::Duration::from_secs(600)).unwrap();
+    let out = pipeline(&repo, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("another pipeline is running on this repository"), "{stderr}");
+    assert!(stderr.contains("run other (pid 1)"), "{stderr}");
+    let run = latest(&repo);
+    let done = records(repo.path(), &run.run_id);
+    let source = done.iter().find(|r| r.step == run_state::Step::Source).unwrap();
+    assert_eq!(source.status, Status::Failed);
+    assert!(source.details.error.as_deref().unwrap().contains("another pipeline"), "{source:?}");
+    assert!(done.iter().all(|r| r.step != run_state::Step::Test), "no stage ran: {done:#?}");
+    // Once the other run ends, the next run goes ahead.
+    store.release_lock("pipeline", "run other (pid 1)").unwrap();
+    let out = pipeline(&repo, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 }

@@ -215,3 +215,26 @@ class HarnessBucketPolicy(CloudFormationModel):
     @property
     def physical_resource_id(self):
         return self.bucket
+
+
+# 4. AWS::S3::Bucket's PublicAccessBlockConfiguration: moto's CloudFormation applies the
+#    bucket's encryption and tags but drops this, so a bucket the template locks down reads as
+#    public to GetPublicAccessBlock (and the publisher's site check reports P007).
+from moto.s3.models import FakeBucket  # noqa: E402
+
+_create_bucket_from_cfn = FakeBucket.create_from_cloudformation_json.__func__
+
+
+@classmethod
+def _create_bucket_with_access_block(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs):
+    from moto.s3.models import s3_backends
+    from moto.utilities.utils import get_partition
+
+    bucket = _create_bucket_from_cfn(cls, resource_name, cloudformation_json, account_id, region_name, **kwargs)
+    block = cloudformation_json.get("Properties", {}).get("PublicAccessBlockConfiguration")
+    if block:
+        s3_backends[account_id][get_partition(region_name)].put_public_access_block(bucket.name, block)
+    return bucket
+
+
+FakeBucket.create_from_cloudformation_json = _create_bucket_with_access_block

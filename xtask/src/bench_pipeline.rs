@@ -1,0 +1,120 @@
+//! `cargo xtask bench pipeline`: the whole pipeline on a fresh copy of the sample monorepo, as a
+//! user runs it (`cargo xtask pipeline --approve`, one process per run, its own emulator
+//! started by the first run): a first full run, a no-change rerun and a one-Lambda change,
+//! with ratios to the first run.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use run_state::{FileStore, PIPELINE, RunDir, Status, Step, Store};
+
+use crate::bench::{Spread, bench_git, machine, ms};
+
+/// The goal for a no-change rerun: under 2 s and under 5% of the first run.
+const GOAL_WALL: Duration = Duration::from_secs(2);
+const GOAL_SHARE: f64 = 0.05;
+
+pub fn run(rounds: usize) -> anyhow::Result<()> {
+    let root = crate::workspace_root();
+    let xtask = std::env::current_exe()?;
+    let mut first = Vec::new();
+    let mut unchanged = Vec::new();
+    let mut one = Vec::new();
+    for round in 0..rounds.max(1) {
+        let dir = tempfile::Builder::new().prefix("bench-pipeline-").tempdir_in(root.join("target"))?;
+        let repo = dir.path();
+        test_support::copy_tree(&root.join("fixtures/monorepo"), repo);
+        bench_git(repo, &["init", "-q", "-b", "main"])?;
+        bench_git(repo, &["add", "-A"])?;
+        bench_git(repo, &["commit", "-q", "-m", "sample monorepo"])?;
+        let timed = || -> anyhow::Result<(Duration, Duration, Duration)> {
+            let a = pipeline(&xtask, repo, true)?;
+            let b = pipeline(&xtask, repo, false)?;
+            let handler = repo.join("lambda/api-handler/index.py");
+            let text = std::fs::read_to_string(&handler)?;
+            std::fs::write(&handler, format!("{text}\n# bench round {round}: one Lambda changed\n"))?;
+            bench_git(repo, &["commit", "-q", "-am", "api-handler: one change"])?;
+            let c = pipeline(&xtask, repo, true)?;
+            Ok((a, b, c))
+        };
+        let result = timed();
+        // The emulator the first run started stops with its state file.
+        crate::embedded::stop(&repo.join(".pipeline"));
+        let (a, b, c) = result?;
+        crate::say(&format!(
+            "round {}: first {:.1} s, no change {:.0} ms, one Lambda {:.1} s",
+            round + 1,
+            a.as_secs_f64(),
+            ms(b),
+            c.as_secs_f64()
+        ));
+        first.push(a);
+        unchanged.push(b);
+        one.push(c);
+    }
+    let base = Spread::of(&first).median;
+    println!("{}", machine());
+    println!(
+        "the sample monorepo, `cargo xtask pipeline --approve` per run (dev, approval, e2e, prod), rounds: {rounds}"
+    );
+    println!("  {:<34} {:>10} {:>10} {:>10} {:>9}", "run", "min", "median", "max", "÷ first");
+    let row = |name: &str, times: &[Duration]| {
+        let s = Spread::of(times);
+        println!(
+            "  {name:<34} {:>9.2}s {:>9.2}s {:>9.2}s {:>8.1}%",
+            s.min.as_secs_f64(),
+            s.median.as_secs_f64(),
+            s.max.as_secs_f64(),
+            100.0 * s.median.as_secs_f64() / base.as_secs_f64()
+        );
+        s.median
+    };
+    row("first full run (emulator started)", &first);
+    let idle = row("no-change rerun", &unchanged);
+    row("one Lambda changed (api-handler)", &one);
+    let share = idle.as_secs_f64() / base.as_secs_f64();
+    let met = idle < GOAL_WALL && share < GOAL_SHARE;
+    println!(
+        "goal (no-change rerun < {} s and < {:.0}% of the first run): {} ({:.2} s, {:.1}%)",
+        GOAL_WALL.as_secs(),
+        GOAL_SHARE * 100.0,
+        if met { "met" } else { "NOT met" },
+        idle.as_secs_f64(),
+        share * 100.0
+    );
+    Ok(())
+}
+
+/// One `cargo xtask pipeline --repo DIR --approve` (the binary users run, which activates the
+/// tools' venv itself); its wall time. The run must pass, and reach production exactly when
+/// `deploys`.
+fn pipeline(xtask: &Path, repo: &Path, deploys: bool) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    let out = Command::new(xtask)
+        .args(["pipeline", "--approve", "--repo"])
+        .arg(repo)
+        .env_remove(crate::VENV_ACTIVE)
+        .stdin(Stdio::null())
+        .output()
+        .context("running xtask pipeline")?;
+    let took = start.elapsed();
+    if !out.status.success() {
+        bail!(
+            "the pipeline failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let state = repo.join(".pipeline");
+    let run = RunDir::latest(&state)?;
+    let records = FileStore::open(&state)?.run(&run.run_id)?;
+    let prod = records.iter().find(|r| r.component == PIPELINE && r.step == Step::ProdDeploy).map(|r| r.status);
+    let expected = if deploys { Status::Passed } else { Status::Skipped };
+    if prod != Some(expected) {
+        bail!("run {}: prod-deploy is {prod:?}, expected {expected}", run.run_id);
+    }
+    Ok(took)
+}

@@ -1,0 +1,302 @@
+//! The AWS-facing stages as `cargo xtask pipeline` calls them: each builds the clients its
+//! crate's binary builds (through aws-target: the environment's region, its role assumed) and
+//! calls that crate's one stage function with the same inputs. Plus the approval record and
+//! prompt, until `status_report::approval` replaces them.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::time::SystemTime;
+
+use anyhow::Context;
+use aws_config::{BehaviorVersion, SdkConfig};
+use aws_target::{AssumeRole, Target};
+use frontend_publisher::{CheckOptions, PublishConfig, ValueSource};
+use run_state::{PIPELINE, RunDir, StageContext, Status, Step, StepRecord, Store};
+use stack_deployer::{DeploySettings, Environment};
+
+use crate::progress::Progress;
+
+/// Where the deploys go.
+#[derive(Debug, Clone)]
+pub enum Where {
+    /// An emulator at this endpoint, with test credentials (never the caller's).
+    Emulator(String),
+    /// AWS through the ordinary credential chain (`--target aws`).
+    Aws,
+}
+
+impl Where {
+    /// The SDK config of one environment: its region, its role assumed. The account and region
+    /// are printed before anything changes; in the emulator, the environment's artifact bucket is
+    /// created (the sample's pipeline stack makes it in AWS).
+    pub async fn config(&self, env: &Environment, progress: &Progress) -> anyhow::Result<SdkConfig> {
+        let assume_role = env.role.as_ref().map(|(role_arn, external_id)| AssumeRole {
+            role_arn: role_arn.clone(),
+            external_id: external_id.clone(),
+            session_name: format!("xtask-pipeline-{}", env.name),
+        });
+        let config = match self {
+            Where::Emulator(endpoint) => {
+                let target = Target {
+                    endpoint_url: Some(endpoint.clone()),
+                    region: Some(env.region.clone().unwrap_or_else(|| "us-east-1".into())),
+                    profile: None,
+                    assume_role,
+                };
+                aws_target::load_with(&target, aws_config::defaults(BehaviorVersion::latest()).test_credentials())
+                    .await?
+            }
+            Where::Aws => {
+                let target = Target { endpoint_url: None, region: env.region.clone(), profile: None, assume_role };
+                aws_target::load(&target).await?
+            }
+        };
+        let identity = aws_target::identity(&config)
+            .await
+            .with_context(|| format!("who deploys `{}`? check the credentials (or the role it assumes)", env.name))?;
+        progress.stage(&format!("{}: {identity}", env.name));
+        if let Where::Emulator(_) = self {
+            crate::embedded::bootstrap(&aws_target::s3(&config, None), &env.artifact_bucket).await?;
+        }
+        Ok(config)
+    }
+}
+
+/// `[deploy]`'s environment `name`.
+pub fn environment(context: &StageContext, name: &str) -> anyhow::Result<Environment> {
+    let config = context.required_config()?;
+    Ok(DeploySettings::from_config(config)?.environment(config, name)?)
+}
+
+/// The deploy of one environment: `stack_deployer::run_stage`, then, when `publish`,
+/// `frontend_publisher::run_stage`. Both record their own `deploy` steps. `Ok(false)` when a
+/// stack or the publish failed.
+pub async fn deploy(
+    context: &StageContext,
+    run: &RunDir,
+    store: &dyn Store,
+    target: &Where,
+    env_name: &str,
+    publish: bool,
+    progress: &Progress,
+) -> anyhow::Result<bool> {
+    let (env, config) = match async { anyhow::Ok(environment(context, env_name)?) }.await {
+        Ok(env) => match target.config(&env, progress).await {
+            Ok(config) => (env, config),
+            Err(error) => {
+                stack_deployer::stage::record_failure(context, run, store, error.as_ref())?;
+                return Err(error);
+            }
+        },
+        Err(error) => {
+            stack_deployer::stage::record_failure(context, run, store, error.as_ref())?;
+            return Err(error);
+        }
+    };
+    let clients = stack_deployer::Clients {
+        s3: aws_target::s3(&config, None),
+        cloudformation: aws_target::cloudformation(&config, None),
+        lambda: aws_target::lambda(&config, None),
+    };
+    let options = stack_deployer::StageOptions {
+        environment: env.name.clone(),
+        only: Vec::new(),
+        no_execute: false,
+        recreate_failed: false,
+        first_poll: None,
+    };
+    let lookup = |name: &str| std::env::var(name).ok();
+    let on_event = |event: stack_deployer::Event| {
+        if let stack_deployer::Event::Done { stack, outcome } = event {
+            progress.stage(&format!("deploy {env_name}: {stack}: {}", run_state::redact::redact(&outcome.to_string())));
+        }
+    };
+    let report = stack_deployer::run_stage(context, run, store, &clients, &options, &lookup, &on_event).await?;
+    let mut passed = report.exit_code() == 0;
+    if publish {
+        let cloudfront = aws_target::cloudfront(&config, None);
+        let clients = frontend_publisher::Clients { s3: &clients.s3, cloudfront: Some(&cloudfront) };
+        let options = frontend_publisher::StageOptions { environment: env.name.clone(), ..Default::default() };
+        let cancel = run_state::cli::cancel_flag();
+        match frontend_publisher::run_stage(context, run, store, clients, &options, Some(cancel), &|_| {}).await {
+            Ok(summary) => progress.stage(&format!("publish {env_name}: {}", summary.line())),
+            Err(error) => {
+                progress.stage(&format!("publish {env_name}: {}", run_state::error_chain(&error)));
+                passed = false;
+            }
+        }
+    }
+    Ok(passed)
+}
+
+/// The publisher's site check against the site deployed to `env_name`, recorded as the publish
+/// component's `dast` step: passed with the count of findings, or failed with the errors.
+pub async fn site_check(
+    context: &StageContext,
+    run: &RunDir,
+    store: &dyn Store,
+    target: &Where,
+    env_name: &str,
+    commit: &str,
+    progress: &Progress,
+) -> anyhow::Result<bool> {
+    let config = context.required_config()?;
+    let Some(publish) = PublishConfig::from_config(config)? else { return Ok(true) };
+    let mut record = StepRecord::new(&run.run_id, commit, &publish.component, Step::Dast, Status::Running);
+    record.started_at = Some(SystemTime::now());
+    record.details.set_runner_to_this_process();
+    store.record(&record)?;
+    record.details.runner = None;
+    record.details.runner_process = None;
+    let findings = async {
+        let bucket = match &publish.bucket {
+            ValueSource::Literal(bucket) => bucket.clone(),
+            ValueSource::Output { stack, output } => {
+                run_state::StackOutputs::read(run)?.output(env_name, stack, output)?.to_owned()
+            }
+        };
+        let sdk = target.config(&environment(context, env_name)?, progress).await?;
+        let s3 = aws_target::s3(&sdk, None);
+        anyhow::Ok(frontend_publisher::check_site(&s3, CheckOptions { bucket: &bucket, config: &publish }).await?)
+    }
+    .await;
+    record.ended_at = Some(SystemTime::now());
+    let passed = match &findings {
+        Ok(findings) => {
+            let errors: Vec<String> = findings
+                .iter()
+                .filter(|f| f.severity == validate::Severity::Error)
+                .map(|f| format!("{} {}: {}", f.rule, f.path, f.message))
+                .collect();
+            if errors.is_empty() {
+                record.status = Status::Passed;
+                record.details.note =
+                    Some(format!("site check of {env_name}: {} finding(s), no error", findings.len()));
+            } else {
+                record.status = Status::Failed;
+                record.details.error = Some(errors.join("; "));
+            }
+            errors.is_empty()
+        }
+        Err(error) => {
+            record.status = Status::Failed;
+            record.details.error = Some(format!("{error:#}"));
+            false
+        }
+    };
+    store.record(&record)?;
+    progress.stage(&format!(
+        "site check {env_name}: {}",
+        record.details.note.as_deref().or(record.details.error.as_deref()).unwrap_or_default()
+    ));
+    findings.map(|_| passed)
+}
+
+/// What was decided about production.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Nobody has answered yet: the run stops here (`--resume RUN_ID --approve` continues it).
+    Waiting,
+    /// Approved by this person, this way (`--approve`, the prompt).
+    Approved { by: String, how: &'static str },
+    /// Refused by this person, this way (`--refuse`, the prompt).
+    Refused { by: String, how: &'static str },
+}
+
+/// Records the run's `approval` step (component `pipeline`): pending while waiting, passed with
+/// who and how when approved, failed with who when refused; the record's end time is when.
+///
+/// The one place to swap for `status_report::approval` (`request`/`approve`/`refuse`) once it
+/// lands.
+pub fn record_approval(store: &dyn Store, run_id: &str, commit: &str, decision: &Decision) -> anyhow::Result<()> {
+    let now = SystemTime::now();
+    let mut record = StepRecord::new(run_id, commit, PIPELINE, Step::Approval, Status::Pending);
+    record.started_at = Some(now);
+    match decision {
+        Decision::Waiting => {
+            record.details.note =
+                Some(format!("waiting for approval: `cargo xtask pipeline --resume {run_id} --approve` (or --refuse)"));
+        }
+        Decision::Approved { by, how } => {
+            record.status = Status::Passed;
+            record.ended_at = Some(now);
+            record.details.note = Some(format!("approved by {by} ({how})"));
+        }
+        Decision::Refused { by, how } => {
+            record.status = Status::Failed;
+            record.ended_at = Some(now);
+            record.details.error = Some(format!("production refused by {by} ({how})"));
+        }
+    }
+    store.record(&record)?;
+    Ok(())
+}
+
+/// Who answers: `--approver`, else the user name, else the repository's git identity.
+pub fn approver(given: Option<&str>, repo: &std::path::Path) -> String {
+    let git = |key: &str| {
+        let out = std::process::Command::new("git").arg("-C").arg(repo).args(["config", key]).output().ok()?;
+        let value = String::from_utf8(out.stdout).ok()?.trim().to_string();
+        (out.status.success() && !value.is_empty()).then_some(value)
+    };
+    given
+        .map(str::to_string)
+        .or_else(|| std::env::var("USER").ok().filter(|u| !u.is_empty()))
+        .or_else(|| std::env::var("LOGNAME").ok().filter(|u| !u.is_empty()))
+        .or_else(|| git("user.email"))
+        .or_else(|| git("user.name"))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Whether a person can be asked (stdin and stderr are a terminal).
+pub fn can_prompt() -> bool {
+    std::io::stdin().is_terminal() && std::io::stderr().is_terminal()
+}
+
+/// Shows what production will receive and asks; `true` for yes.
+#[allow(clippy::print_stderr)]
+pub fn prompt(what: &str) -> anyhow::Result<bool> {
+    eprintln!("\nProduction will receive:\n{what}");
+    loop {
+        eprint!("Deploy this to production? [yes/no] ");
+        std::io::stderr().flush()?;
+        let mut answer = String::new();
+        if std::io::stdin().lock().read_line(&mut answer)? == 0 {
+            return Ok(false);
+        }
+        match answer.trim().to_ascii_lowercase().as_str() {
+            "y" | "yes" => return Ok(true),
+            "n" | "no" => return Ok(false),
+            _ => eprintln!("answer yes or no"),
+        }
+    }
+}
+
+/// What the prod deploy would do: the stack plan (`stack-deployer --env prod --dry-run`) and the
+/// site's files (what the publish uploads is decided against the bucket once the stacks exist).
+pub fn production_plan(context: &StageContext, run: &RunDir, env: &str) -> String {
+    let options = stack_deployer::StageOptions {
+        environment: env.into(),
+        only: Vec::new(),
+        no_execute: false,
+        recreate_failed: false,
+        first_poll: None,
+    };
+    let lookup = |name: &str| std::env::var(name).ok();
+    let mut text = match stack_deployer::plan_stage(context, run, &options, &lookup) {
+        Ok((_, plan)) => plan.describe(),
+        Err(error) => format!("stacks: cannot plan ({})\n", run_state::error_chain(&error)),
+    };
+    let publish = context.required_config().ok().and_then(|c| PublishConfig::from_config(c).ok().flatten());
+    if let Some(publish) = publish {
+        match frontend_publisher::read_site(&publish, &context.root.join(&publish.dist), Vec::new()) {
+            Ok(site) => {
+                text.push_str(&format!("site ({}), {} file(s):\n", publish.dist.display(), site.files.len()));
+                for (path, file) in &site.files {
+                    text.push_str(&format!("  {path} ({})\n", frontend_publisher::human_bytes(file.size)));
+                }
+            }
+            Err(error) => text.push_str(&format!("site: cannot read ({})\n", run_state::error_chain(&error))),
+        }
+    }
+    text
+}
