@@ -83,12 +83,12 @@ pub async fn deploy(
         Ok(env) => match target.config(&env, progress).await {
             Ok(config) => (env, config),
             Err(error) => {
-                stack_deployer::stage::record_failure(context, run, store, error.as_ref())?;
+                stack_deployer::stage::record_failure(context, run, store, env_name, error.as_ref())?;
                 return Err(error);
             }
         },
         Err(error) => {
-            stack_deployer::stage::record_failure(context, run, store, error.as_ref())?;
+            stack_deployer::stage::record_failure(context, run, store, env_name, error.as_ref())?;
             return Err(error);
         }
     };
@@ -282,7 +282,7 @@ pub fn production_plan(context: &StageContext, run: &RunDir, env: &str) -> Strin
         first_poll: None,
     };
     let lookup = |name: &str| std::env::var(name).ok();
-    let mut text = match stack_deployer::plan_stage(context, run, &options, &lookup) {
+    let mut text = match stack_deployer::plan_stage(context, run, &options, None, &lookup) {
         Ok((_, plan)) => plan.describe(),
         Err(error) => format!("stacks: cannot plan ({})\n", run_state::error_chain(&error)),
     };
