@@ -417,7 +417,11 @@ fn records(out: &Path) -> Vec<run_state::StepRecord> {
     store.run(&run).unwrap()
 }
 
-fn record<'a>(records: &'a [run_state::StepRecord], component: &str, step: run_state::Step) -> &'a run_state::StepRecord {
+fn record<'a>(
+    records: &'a [run_state::StepRecord],
+    component: &str,
+    step: run_state::Step,
+) -> &'a run_state::StepRecord {
     records
         .iter()
         .find(|r| r.component == component && r.step == step)
@@ -468,9 +472,12 @@ fn the_deploy_path_rehearsed_deploys_what_passed_and_keeps_production_out() {
         ],
     );
     let rehearsal = Rehearsal::new(repo.path(), env);
-    for (buildspec, previous) in
-        [("diff.yml", None), ("validate.yml", Some("Diff")), ("build.yml", Some("Validate")), ("test.yml", Some("Build"))]
-    {
+    for (buildspec, previous) in [
+        ("diff.yml", None),
+        ("validate.yml", Some("Diff")),
+        ("build.yml", Some("Validate")),
+        ("test.yml", Some("Build")),
+    ] {
         let (ok, _, text) = rehearsal.stage(buildspec, previous);
         assert!(ok, "{buildspec}: {text}");
     }
@@ -486,12 +493,12 @@ fn the_deploy_path_rehearsed_deploys_what_passed_and_keeps_production_out() {
     assert!(text.contains("index.html"), "the frontend was published: {text}");
     assert!(!text.contains("api-handler: code updated"), "{text}");
 
-    let (ok, _, text) = rehearsal.stage("status.yml", Some("DeployDev"));
+    let (ok, _, text) = rehearsal.stage("status.yml", Some("Deploy"));
     assert!(!ok, "Status lets a failed test through: {text}");
     assert!(text.contains("api-handler test failed"), "{text}");
 
     // Production asked for anyway, after an approval: refused, recorded, nothing created.
-    let (ok, prod_out, text) = rehearsal.stage("deploy-prod.yml", Some("DeployDev"));
+    let (ok, prod_out, text) = rehearsal.stage("deploy-prod.yml", Some("Deploy"));
     assert!(!ok, "production deployed after a failed test: {text}");
     assert!(text.contains("deploying `prod` is refused: before promotion: api-handler test failed"), "{text}");
     let prod = records(&prod_out);
