@@ -109,6 +109,9 @@ pub struct Requirements {
     pub changed: BTreeSet<String>,
     /// Per-component steps the change requires (a changed component with a command for the step).
     pub steps: BTreeSet<(String, Step)>,
+    /// Components changed only through their dependencies (none of their own files, no global
+    /// input), with those dependencies: such a component has nothing of its own to deploy.
+    pub through: BTreeMap<String, BTreeSet<String>>,
 }
 
 impl Requirements {
@@ -119,6 +122,9 @@ impl Requirements {
             required.changed.insert(name.clone());
             for &step in &change.steps {
                 required.steps.insert((name.clone(), step));
+            }
+            if change.files.is_empty() && !change.because_of.is_empty() && diff.global_inputs_changed.is_empty() {
+                required.through.insert(name.clone(), change.because_of.iter().cloned().collect());
             }
         }
         required
@@ -392,6 +398,24 @@ pub fn decide_deploy(
             if refusals.is_empty() { ComponentVerdict::Deploy } else { ComponentVerdict::Refused(refusals.join("; ")) };
         decision.components.insert(component.clone(), verdict);
     }
+    // A component changed only through its dependencies carries their changes: when every one
+    // of them is refused, it has nothing to deploy and is refused too.
+    for (component, dependencies) in &required.through {
+        if decision.components.get(component) != Some(&ComponentVerdict::Deploy) {
+            continue;
+        }
+        let refused: Vec<&str> = dependencies
+            .iter()
+            .filter(|d| matches!(decision.components.get(*d), Some(ComponentVerdict::Refused(_))))
+            .map(String::as_str)
+            .collect();
+        if !refused.is_empty() && refused.len() == dependencies.len() {
+            decision.components.insert(
+                component.clone(),
+                ComponentVerdict::Refused(format!("it changed only through {}, refused", refused.join(", "))),
+            );
+        }
+    }
     decision
 }
 
@@ -576,6 +600,26 @@ mod tests {
             "{}",
             decision.describe()
         );
+    }
+
+    #[test]
+    fn a_component_changed_only_through_refused_dependencies_is_refused() {
+        let mut failed = rec("api-handler", Step::Test, Status::Failed);
+        failed.details.error = Some("exit 1".into());
+        let records = validated(vec![failed, rec("frontend-builder", Step::Test, Status::Passed)]);
+        let mut required = Requirements::from_pairs([("api-handler", Step::Test), ("frontend-builder", Step::Test)]);
+        required.changed.insert("infra".into());
+        required.through.insert("infra".into(), BTreeSet::from(["api-handler".to_string()]));
+        let decision = decide_deploy(&records, Some(&required), &GatePolicy::default(), "dev");
+        assert_eq!(
+            decision.verdict("infra"),
+            ComponentVerdict::Refused("it changed only through api-handler, refused".into())
+        );
+        // One of its dependencies allowed: it deploys (carrying that one's change).
+        required.through.insert("infra".into(), BTreeSet::from(["api-handler".into(), "frontend-builder".into()]));
+        let decision = decide_deploy(&records, Some(&required), &GatePolicy::default(), "dev");
+        assert_eq!(decision.verdict("infra"), ComponentVerdict::Deploy);
+        assert!(!decision.allows("api-handler"));
     }
 
     #[test]
