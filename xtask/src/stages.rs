@@ -10,7 +10,7 @@ use anyhow::Context;
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_target::{AssumeRole, Target};
 use frontend_publisher::{CheckOptions, PublishConfig, ValueSource};
-use run_state::{PIPELINE, RunDir, StageContext, Status, Step, StepRecord, Store};
+use run_state::{RunDir, StageContext, Status, Step, StepRecord, Store};
 use stack_deployer::{DeploySettings, Environment};
 
 use crate::progress::Progress;
@@ -83,12 +83,12 @@ pub async fn deploy(
         Ok(env) => match target.config(&env, progress).await {
             Ok(config) => (env, config),
             Err(error) => {
-                stack_deployer::stage::record_failure(context, run, store, error.as_ref())?;
+                stack_deployer::stage::record_failure(context, run, store, env_name, error.as_ref())?;
                 return Err(error);
             }
         },
         Err(error) => {
-            stack_deployer::stage::record_failure(context, run, store, error.as_ref())?;
+            stack_deployer::stage::record_failure(context, run, store, env_name, error.as_ref())?;
             return Err(error);
         }
     };
@@ -202,32 +202,24 @@ pub enum Decision {
     Refused { by: String, how: &'static str },
 }
 
-/// Records the run's `approval` step (component `pipeline`): pending while waiting, passed with
-/// who and how when approved, failed with who when refused; the record's end time is when.
-///
-/// The one place to swap for `status_report::approval` (`request`/`approve`/`refuse`) once it
-/// lands.
+/// Records the run's `approval` step through `status_report::approval`: pending while waiting,
+/// passed or failed with who decided, how (`--approve`, `--refuse`, the prompt) as the comment,
+/// and when.
 pub fn record_approval(store: &dyn Store, run_id: &str, commit: &str, decision: &Decision) -> anyhow::Result<()> {
-    let now = SystemTime::now();
-    let mut record = StepRecord::new(run_id, commit, PIPELINE, Step::Approval, Status::Pending);
-    record.started_at = Some(now);
+    use status_report::approval;
     match decision {
         Decision::Waiting => {
-            record.details.note =
-                Some(format!("waiting for approval: `cargo xtask pipeline --resume {run_id} --approve` (or --refuse)"));
+            let summary =
+                format!("waiting for approval: `cargo xtask pipeline --resume {run_id} --approve` (or --refuse)");
+            approval::request(store, run_id, commit, &summary)?;
         }
         Decision::Approved { by, how } => {
-            record.status = Status::Passed;
-            record.ended_at = Some(now);
-            record.details.note = Some(format!("approved by {by} ({how})"));
+            approval::approve(store, run_id, by, Some(&format!("approved with {how}")))?;
         }
         Decision::Refused { by, how } => {
-            record.status = Status::Failed;
-            record.ended_at = Some(now);
-            record.details.error = Some(format!("production refused by {by} ({how})"));
+            approval::refuse(store, run_id, by, Some(&format!("refused with {how}")))?;
         }
     }
-    store.record(&record)?;
     Ok(())
 }
 
@@ -282,7 +274,7 @@ pub fn production_plan(context: &StageContext, run: &RunDir, env: &str) -> Strin
         first_poll: None,
     };
     let lookup = |name: &str| std::env::var(name).ok();
-    let mut text = match stack_deployer::plan_stage(context, run, &options, &lookup) {
+    let mut text = match stack_deployer::plan_stage(context, run, &options, None, &lookup) {
         Ok((_, plan)) => plan.describe(),
         Err(error) => format!("stacks: cannot plan ({})\n", run_state::error_chain(&error)),
     };

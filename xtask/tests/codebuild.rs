@@ -314,7 +314,7 @@ impl Rehearsal {
         let dir = tempfile::tempdir().unwrap();
         let toolkit = dir.path().join("toolkit");
         std::fs::create_dir_all(toolkit.join("bin")).unwrap();
-        for name in TOOLKIT.iter().filter(|n| !matches!(**n, "stack-deployer" | "frontend-publisher")) {
+        for name in TOOLKIT {
             std::os::unix::fs::symlink(binary(name), toolkit.join("bin").join(name)).unwrap();
         }
         Rehearsal { dir, toolkit, repo: repo.to_path_buf(), env }
@@ -408,4 +408,107 @@ fn the_codebuild_stages_rehearsed_pass_a_good_change_and_stop_a_failing_test() {
     let (ok, _, text) = rehearsal.stage("status.yml", Some("Test"));
     assert!(!ok, "the gate let a failing test through: {text}");
     assert!(text.contains("frontend test failed"), "{text}");
+}
+
+fn records(out: &Path) -> Vec<run_state::StepRecord> {
+    use run_state::Store;
+    let store = run_state::FileStore::open(&out.join("artifacts/.pipeline")).unwrap();
+    let run = store.run_ids().unwrap().pop().expect("a run in the stage's artifacts");
+    store.run(&run).unwrap()
+}
+
+fn record<'a>(
+    records: &'a [run_state::StepRecord],
+    component: &str,
+    step: run_state::Step,
+) -> &'a run_state::StepRecord {
+    records
+        .iter()
+        .find(|r| r.component == component && r.step == step)
+        .unwrap_or_else(|| panic!("no {component} {step} record in {records:#?}"))
+}
+
+/// The deploy path rehearsed stage by stage (Diff → Validate → Build → Test → DeployDev →
+/// Status, then DeployProd), artifacts passed as folders, against the emulator with the moto
+/// harness (the sample's master stack deploys whole). The change touches the frontend and
+/// breaks an `api-handler` test: DeployDev deploys the stacks and publishes the frontend, but
+/// `api-handler`'s code is not updated (recorded skipped, with why); Status turns red; and a
+/// DeployProd asked for anyway (approval recorded with `status-report approve`) is refused,
+/// recorded, and creates nothing.
+///
+/// The sample's requirements are emptied first: pip must not reach an index here.
+#[test]
+fn the_deploy_path_rehearsed_deploys_what_passed_and_keeps_production_out() {
+    use run_state::{PIPELINE, Status, Step};
+    let moto = test_support::Moto::shared();
+    let aws = test_support::python().parent().unwrap().join("aws");
+    let env: Vec<(String, String)> = [
+        ("AWS_ENDPOINT_URL", moto.endpoint.as_str()),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+        ("ARTIFACT_BUCKET", "xtask-codebuild-deploy-path"),
+        ("APPROVED_BY", "alice"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    for bucket in ["xtask-codebuild-deploy-path", "pipeline-dashboard-artifacts-dev"] {
+        let made = Command::new(&aws).args(["s3", "mb", &format!("s3://{bucket}")]).envs(env.clone()).output().unwrap();
+        assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    }
+
+    let repo = test_support::sample_monorepo();
+    repo.git(&["branch", "-M", "main"]);
+    repo.commit_files("no third-party requirements", &[("lambda/requirements.txt", "# none\n")]);
+    let app = std::fs::read_to_string(repo.path().join("frontend/src/app.js")).unwrap();
+    let tests = std::fs::read_to_string(repo.path().join("tests/test_api_handler.py")).unwrap();
+    repo.commit_files(
+        "frontend change, broken api-handler test",
+        &[
+            ("frontend/src/app.js", &format!("{app}\n// v2\n")),
+            ("tests/test_api_handler.py", &format!("{tests}\n\ndef test_broken():\n    assert 1 == 2\n")),
+        ],
+    );
+    let rehearsal = Rehearsal::new(repo.path(), env);
+    for (buildspec, previous) in [
+        ("diff.yml", None),
+        ("validate.yml", Some("Diff")),
+        ("build.yml", Some("Validate")),
+        ("test.yml", Some("Build")),
+    ] {
+        let (ok, _, text) = rehearsal.stage(buildspec, previous);
+        assert!(ok, "{buildspec}: {text}");
+    }
+    let (ok, deploy_out, text) = rehearsal.stage("deploy.yml", Some("Test"));
+    assert!(ok, "DeployDev deploys what passed: {text}");
+    let dev = records(&deploy_out);
+    assert_eq!(record(&dev, "api-handler", Step::Test).status, Status::Failed);
+    let api = record(&dev, "api-handler", Step::Deploy);
+    assert_eq!(api.status, Status::Skipped, "{api:?}");
+    assert!(api.details.note.as_deref().unwrap_or_default().contains("its test failed"), "{api:?}");
+    assert_eq!(record(&dev, "infra", Step::Deploy).status, Status::Passed);
+    assert_eq!(record(&dev, "frontend", Step::Deploy).status, Status::Passed);
+    assert!(text.contains("index.html"), "the frontend was published: {text}");
+    assert!(!text.contains("api-handler: code updated"), "{text}");
+
+    let (ok, _, text) = rehearsal.stage("status.yml", Some("Deploy"));
+    assert!(!ok, "Status lets a failed test through: {text}");
+    assert!(text.contains("api-handler test failed"), "{text}");
+
+    // Production asked for anyway, after an approval: refused, recorded, nothing created.
+    let (ok, prod_out, text) = rehearsal.stage("deploy-prod.yml", Some("Deploy"));
+    assert!(!ok, "production deployed after a failed test: {text}");
+    assert!(text.contains("deploying `prod` is refused: before promotion: api-handler test failed"), "{text}");
+    let prod = records(&prod_out);
+    let approval = record(&prod, PIPELINE, Step::Approval);
+    assert_eq!((approval.status, approval.details.by.as_deref().map(String::as_str)), (Status::Passed, Some("alice")));
+    assert_eq!(record(&prod, "infra", Step::ProdDeploy).status, Status::Failed);
+    let stacks = Command::new(&aws)
+        .args(["cloudformation", "describe-stacks", "--stack-name", "pipeline-dashboard-prod"])
+        .envs(rehearsal.env.clone())
+        .output()
+        .unwrap();
+    assert!(!stacks.status.success(), "a prod stack exists: {}", String::from_utf8_lossy(&stacks.stdout));
 }

@@ -55,6 +55,7 @@ use std::sync::atomic::AtomicBool;
 use aws_target::ErrorKind;
 use run_state::{RunDir, RunFile, StageContext, Status, Step, StepRecord, Store};
 use serde::{Deserialize, Serialize};
+use status_report::ComponentVerdict;
 
 pub use check::{CheckOptions, check_site};
 pub use config::{Headers, IMMUTABLE, NO_CACHE, PublishConfig, RuntimeConfig, ValueSource, content_type};
@@ -71,6 +72,15 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Everything that can go wrong, each naming what to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The deploy decision refuses the whole environment (a promotion not earned, a
+    /// pipeline-wide required step that did not pass). Nothing was read or changed.
+    #[error("publishing to `{environment}` is refused: {}", reasons.join("; "))]
+    Refused {
+        /// The environment.
+        environment: String,
+        /// Every reason, each naming what to do.
+        reasons: Vec<String>,
+    },
     /// The config is wrong.
     #[error(transparent)]
     Config(#[from] pipeline_config::ConfigError),
@@ -298,11 +308,18 @@ pub struct Summary {
     pub invalidation: Option<InvalidationSummary>,
     /// Whether nothing was done (`--dry-run`).
     pub dry_run: bool,
+    /// Why nothing was published: the deploy decision skipped the component (it did not
+    /// change, or a step it needs did not pass).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
 }
 
 impl Summary {
     /// One line: `12 uploaded (1.2 MiB), 1 header fix, 480 unchanged, 3 kept, 2 deleted`.
     pub fn line(&self) -> String {
+        if let Some(reason) = &self.skipped {
+            return format!("skipped: {reason}");
+        }
         let mut text = format!(
             "{} uploaded ({}), {} header fixes, {} unchanged, {} kept, {} deleted",
             self.uploaded,
@@ -401,6 +418,18 @@ pub async fn plan_publish(
     Ok((plan, resolved.distribution))
 }
 
+/// Reads `[gate]`, the run's diff and records, and decides what may be published to
+/// `environment` ([`status_report::decide_deploy`]); a missing diff names source-diff.
+pub fn deploy_decision(
+    context: &StageContext,
+    run: &RunDir,
+    store: &dyn Store,
+    environment: &str,
+) -> Result<status_report::DeployDecision, Error> {
+    let policy = status_report::GatePolicy::from_config(context.required_config()?)?;
+    Ok(status_report::run_deploy_decision(store, run, &policy, environment)?)
+}
+
 fn read_config(context: &StageContext) -> Result<PublishConfig, Error> {
     let config = context.required_config()?;
     PublishConfig::from_config(config)?.ok_or_else(|| Error::NoSection { path: config.path.clone() })
@@ -440,6 +469,40 @@ pub async fn run_stage(
             return Err(error);
         }
     };
+    // Ask the deploy decision before anything is read from the bucket.
+    let commit = run.read_json::<DiffHead>(RunFile::Diff).map(|d| d.head).unwrap_or_default();
+    let finish = |step: Step, status: Status, note: Option<String>, error: Option<String>| {
+        if options.dry_run {
+            return Ok(());
+        }
+        let mut record = StepRecord::new(&run.run_id, &commit, &config.component, step, status);
+        record.ended_at = Some(std::time::SystemTime::now());
+        record.details.note = note;
+        record.details.error = error;
+        store.record(&record)
+    };
+    let decision = match deploy_decision(context, run, store, &options.environment) {
+        Ok(decision) => decision,
+        Err(error) => {
+            finish(Step::Deploy, Status::Failed, None, Some(run_state::error_chain(&error)))?;
+            return Err(error);
+        }
+    };
+    let step = decision.step;
+    if !decision.refused.is_empty() {
+        let error = Error::Refused { environment: options.environment.clone(), reasons: decision.refused.clone() };
+        finish(step, Status::Failed, None, Some(run_state::error_chain(&error)))?;
+        return Err(error);
+    }
+    let skipped = match decision.verdict(&config.component) {
+        ComponentVerdict::Deploy => None,
+        ComponentVerdict::Unchanged => Some(format!("{} did not change in this run", config.component)),
+        ComponentVerdict::Refused(why) => Some(format!("{} is refused: {why}", config.component)),
+    };
+    if let Some(reason) = skipped {
+        finish(step, Status::Skipped, Some(reason.clone()), None)?;
+        return Ok(Summary { dry_run: options.dry_run, skipped: Some(reason), ..Summary::default() });
+    }
     let work = async {
         let (plan, distribution) =
             plan_publish(context, &config, run, clients.s3, &options.environment, on_event).await?;
@@ -457,6 +520,7 @@ pub async fn run_stage(
                 bytes_uploaded: plan.with(Action::Upload).map(|i| i.bytes).sum(),
                 invalidation: None,
                 dry_run: true,
+                skipped: None,
             });
         }
         let apply_options = ApplyOptions {
@@ -476,8 +540,7 @@ pub async fn run_stage(
     if options.dry_run {
         return work.await;
     }
-    let commit = run.read_json::<DiffHead>(RunFile::Diff).map(|d| d.head).unwrap_or_default();
-    let mut record = StepRecord::new(&run.run_id, &commit, &config.component, Step::Deploy, Status::Running);
+    let mut record = StepRecord::new(&run.run_id, &commit, &config.component, step, Status::Running);
     record.started_at = Some(std::time::SystemTime::now());
     record.details.set_runner_to_this_process();
     store.record(&record)?;

@@ -472,5 +472,6 @@ pub async fn apply(
         bytes_uploaded,
         invalidation,
         dry_run: false,
+        skipped: None,
     })
 }

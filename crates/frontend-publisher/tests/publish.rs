@@ -79,6 +79,7 @@ impl Repo {
         outputs(&[("ApiEndpoint", "https://api.example.com"), ("UserPoolId", "us-east-1_abc")])
             .merge_into(&run)
             .unwrap();
+        frontend_changed(&run, &self.store());
         run
     }
 
@@ -109,6 +110,21 @@ impl Repo {
         let run = format!("run-{}", self.runs);
         self.store().run(&run).unwrap().into_iter().find(|r| r.step == Step::Deploy).unwrap()
     }
+}
+
+/// What the earlier stages leave for a publish: a diff marking `frontend` changed, and the
+/// pipeline's validate passed (the default [gate] requires it before any deploy).
+fn frontend_changed(run: &RunDir, store: &dyn run_state::Store) {
+    diff_with(run, store, true);
+}
+
+fn diff_with(run: &RunDir, store: &dyn run_state::Store, changed: bool) {
+    let diff = format!(
+        "{{\"base\": null, \"base_reason\": \"test\", \"head\": \"abc\", \"worktree\": true, \"files\": [], \"global_inputs_changed\": [], \"components\": {{\"frontend\": {{\"changed\": {changed}, \"files\": [], \"because_of\": []}}}}, \"flags\": {{}}}}"
+    );
+    run.write(run_state::RunFile::Diff, diff.as_bytes()).unwrap();
+    let validated = run_state::StepRecord::new(&run.run_id, "abc", run_state::PIPELINE, Step::Validate, Status::Passed);
+    store.record(&validated).unwrap();
 }
 
 fn outputs(values: &[(&str, &str)]) -> StackOutputs {
@@ -723,4 +739,74 @@ async fn a_multipart_object_is_compared_by_its_sha256_from_the_manifest_or_its_m
     let third = repo.publish(&s3).await.unwrap();
     assert_eq!((third.uploaded, third.unchanged), (0, 6), "{third:?}");
     assert_eq!(counter.count(|op| op == "HeadObject"), 0, "{:?}", counter.snapshot());
+}
+
+/// The deploy decision, asked by the publisher itself: an unchanged frontend and a frontend
+/// whose test failed are skipped with the reason and nothing is uploaded; a prod publish while
+/// dev failed is refused through the binary (exit 1, recorded failed, nothing uploaded).
+#[test]
+fn the_publisher_asks_the_deploy_decision_itself() {
+    let moto = test_support::Moto::shared();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let s3 = runtime.block_on(clients(None));
+    let bucket = runtime.block_on(bucket(&s3, "fp-decision"));
+    let mut repo = Repo::new(&bucket);
+    let store = repo.store();
+    let publish = |repo: &Repo, run: &RunDir| {
+        let options = StageOptions { environment: "dev".into(), ..Default::default() };
+        runtime.block_on(frontend_publisher::run_stage(
+            &repo.context(),
+            run,
+            &store,
+            Clients { s3: &s3, cloudfront: None },
+            &options,
+            None,
+            &|_| {},
+        ))
+    };
+
+    let unchanged = repo.new_run();
+    diff_with(&unchanged, &store, false);
+    let summary = publish(&repo, &unchanged).unwrap();
+    assert_eq!(summary.skipped.as_deref(), Some("frontend did not change in this run"));
+    assert_eq!(repo.last_record().status, Status::Skipped);
+
+    let failed_test = repo.new_run();
+    let mut test = run_state::StepRecord::new(&failed_test.run_id, "abc", "frontend", Step::Test, Status::Failed);
+    test.details.error = Some("exit 1".into());
+    store.record(&test).unwrap();
+    let summary = publish(&repo, &failed_test).unwrap();
+    assert_eq!(summary.skipped.as_deref(), Some("frontend is refused: its test failed: exit 1"));
+    let record = repo.last_record();
+    assert_eq!((record.status, record.details.note.as_deref()), (Status::Skipped, summary.skipped.as_deref()));
+    assert!(runtime.block_on(keys(&s3, &bucket)).is_empty(), "nothing uploaded");
+
+    // prod is promoted after dev with approval; dev's publish of this run failed.
+    let text = std::fs::read_to_string(repo.root().join("pipeline.toml")).unwrap();
+    std::fs::write(
+        repo.root().join("pipeline.toml"),
+        format!("{text}[gate.environments.prod]\nafter = \"dev\"\napproval = true\n"),
+    )
+    .unwrap();
+    let run = repo.new_run();
+    let mut dev = run_state::StepRecord::new(&run.run_id, "abc", "frontend", Step::Deploy, Status::Failed);
+    dev.details.error = Some("bucket gone".into());
+    store.record(&dev).unwrap();
+    status_report::approval::approve(&store, &run.run_id, "alice", None).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_frontend-publisher"))
+        .args(["publish", "--env", "prod", "--region", "us-east-1", "--endpoint-url", &moto.endpoint])
+        .args(["--repo".as_ref(), repo.root().as_os_str()])
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "frontend-publisher: publishing to `prod` is refused: before promotion: frontend deploy failed: bucket gone"
+    );
+    let records = store.run(&run.run_id).unwrap();
+    let prod = records.iter().find(|r| r.step == Step::ProdDeploy).expect("prod recorded");
+    assert_eq!((prod.component.as_str(), prod.status), ("frontend", Status::Failed));
+    assert!(runtime.block_on(keys(&s3, &bucket)).is_empty(), "nothing uploaded");
 }

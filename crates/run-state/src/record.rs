@@ -163,6 +163,10 @@ pub struct Details {
     /// is not taken for the runner.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runner_process: Option<String>,
+    /// Who decided the step, for steps a person decides (an approval or a refusal of
+    /// `approval`: the approver's name). Boxed to keep records small.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<Box<String>>,
     /// The coverage figures of a test step whose command has `coverage = { … }`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub coverage: Option<Box<Coverage>>,

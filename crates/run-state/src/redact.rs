@@ -217,6 +217,7 @@ pub(crate) fn details(details: Details) -> Details {
         log_path: details.log_path,
         runner: details.runner,
         runner_process: details.runner_process,
+        by: details.by.as_deref().map(|by| Box::new(redact(by))),
         coverage: details.coverage,
     }
 }

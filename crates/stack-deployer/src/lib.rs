@@ -196,6 +196,15 @@ pub enum Error {
         #[source]
         source: lambda_packager::update::UpdateError,
     },
+    /// The deploy decision refuses the whole environment (a promotion not earned, a
+    /// pipeline-wide required step that did not pass). Nothing was changed.
+    #[error("deploying `{environment}` is refused: {}", reasons.join("; "))]
+    Refused {
+        /// The environment.
+        environment: String,
+        /// Every reason, each naming what to do.
+        reasons: Vec<String>,
+    },
     /// The run's package manifest could not be read.
     #[error("the run's package manifest")]
     Manifest(#[source] lambda_packager::Error),

@@ -49,6 +49,8 @@ pub enum ArtifactContent {
 pub struct CodeUpdate {
     /// The function's name under `[lambda.functions]`.
     pub function: String,
+    /// Its component (whose deploy decision allows or refuses the update).
+    pub component: String,
     /// Logical ids from the stack down to the function (`LambdasStack`, `ApiHandlerFunction`).
     pub path: Vec<String>,
     /// The package.
@@ -86,6 +88,9 @@ pub struct StackPlan {
     pub depends_on: BTreeSet<String>,
     /// Functions updated after the stack when their package changed.
     pub code_updates: Vec<CodeUpdate>,
+    /// Components of the functions whose code the template embeds (a local `Code` path):
+    /// their code travels with the stack, so a refused one refuses the stack.
+    pub inline_components: BTreeSet<String>,
 }
 
 /// A configured stack this run does not deploy.
@@ -118,6 +123,8 @@ pub struct Plan {
     pub stacks: Vec<StackPlan>,
     /// Stacks left alone.
     pub skipped: Vec<SkippedStack>,
+    /// Function code updates the deploy decision refused: (function, component, why).
+    pub refused_code: Vec<(String, String, String)>,
 }
 
 impl Plan {
@@ -169,6 +176,9 @@ impl Plan {
                     update.key
                 );
             }
+        }
+        for (function, component, why) in &self.refused_code {
+            let _ = writeln!(out, "lambda code not updated: {function} (component {component}): {why}");
         }
         if !self.skipped.is_empty() {
             let _ = writeln!(out, "skipped ({}):", self.skipped.len());
@@ -241,6 +251,7 @@ pub fn plan(env: &Environment, inputs: PlanInputs<'_>, lookup: &dyn Fn(&str) -> 
         artifacts,
         stacks,
         skipped,
+        refused_code: Vec::new(),
     })
 }
 
@@ -271,6 +282,7 @@ struct Packaged {
     /// Capability → why (`Resource LambdaRole (AWS::IAM::Role)`).
     needs: BTreeMap<&'static str, String>,
     code_updates: Vec<CodeUpdate>,
+    inline_components: BTreeSet<String>,
 }
 
 impl Packer<'_> {
@@ -333,6 +345,7 @@ impl Packer<'_> {
             components: spec.components.clone(),
             depends_on: spec.depends_on.clone(),
             code_updates: packaged.code_updates,
+            inline_components: packaged.inline_components,
         })
     }
 
@@ -392,6 +405,7 @@ impl Packer<'_> {
         let dir = Path::new(path).parent().unwrap_or(Path::new("")).to_path_buf();
         let mut replacements: BTreeMap<(String, &'static str), Json> = BTreeMap::new();
         let mut code_updates = Vec::new();
+        let mut inline_components = BTreeSet::new();
         for (key, resource) in resources.entries() {
             let name = &key.name;
             let kind = resource.get("Type").and_then(Node::as_str).unwrap_or_default();
@@ -423,6 +437,7 @@ impl Packer<'_> {
                             needs.entry(capability).or_insert(why);
                         }
                         code_updates.extend(packaged.code_updates);
+                        inline_components.extend(packaged.inline_components);
                         let key = self.key("templates", &child_path, &packaged.sha256, "json");
                         self.add(&child_path, &key, &packaged.sha256, ArtifactContent::Template(packaged.body));
                         replacements.insert((name.clone(), "TemplateURL"), Json::String(self.url(&key)));
@@ -433,6 +448,9 @@ impl Packer<'_> {
                     if let Some(code) = local(property) {
                         let code_path = self.resolve(&dir, &code, path, name)?;
                         let (source, file, sha256) = self.zip_for(&code_path, path, name)?;
+                        if let Some(function) = self.inputs.functions.iter().find(|f| f.name == source) {
+                            inline_components.insert(function.component.clone());
+                        }
                         let key = self.key("lambda", &source, &sha256, "zip");
                         self.add(&source, &key, &sha256, ArtifactContent::File(file));
                         let value = if property == "Code" {
@@ -461,7 +479,7 @@ impl Packer<'_> {
         let body = serde_json::to_vec(&json).map_err(|e| Error::io(&full, std::io::Error::other(e)))?;
         let sha256 = hex::encode(Sha256::digest(&body));
         seen.pop();
-        Ok(Packaged { body, sha256, declared, needs, code_updates })
+        Ok(Packaged { body, sha256, declared, needs, code_updates, inline_components })
     }
 
     /// A path relative to a template's folder, as a monorepo-relative path that stays inside it.
@@ -565,7 +583,13 @@ fn function_path_update(packer: &mut Packer<'_>, package: &Package, path: Vec<St
     if package.changed {
         packer.add(&package.name, &key, &package.sha256, ArtifactContent::File(package.path.clone()));
     }
-    CodeUpdate { function: package.name.clone(), path, package, key }
+    let component = packer
+        .inputs
+        .functions
+        .iter()
+        .find(|f| f.name == package.name)
+        .map_or_else(|| package.name.clone(), |f| f.component.clone());
+    CodeUpdate { function: package.name.clone(), component, path, package, key }
 }
 
 fn is_local(value: &str) -> bool {

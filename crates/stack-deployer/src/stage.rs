@@ -8,7 +8,8 @@ use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
-use run_state::{DeployedStack, RunDir, RunFile, StackOutputs, Status, Step, StepRecord, Store};
+use run_state::{DeployedStack, PIPELINE, RunDir, RunFile, StackOutputs, Status, Step, StepRecord, Store};
+use status_report::{ComponentVerdict, DeployDecision, GatePolicy};
 
 use crate::apply::{self, ApplyOptions, Clients, StackOutcome, StackResult};
 use crate::config::{DeploySettings, Environment};
@@ -273,12 +274,107 @@ pub struct StageOptions {
     pub first_poll: Option<Duration>,
 }
 
+/// Reads `[gate]`, the run's diff and its records, and decides what may be deployed to
+/// `environment` ([`status_report::decide_deploy`]). A missing diff is an error naming
+/// source-diff.
+pub fn deploy_decision(
+    context: &run_state::StageContext,
+    run: &RunDir,
+    store: &dyn Store,
+    environment: &str,
+) -> Result<DeployDecision, Error> {
+    let config = context.required_config()?;
+    let policy = GatePolicy::from_config(config)?;
+    Ok(status_report::run_deploy_decision(store, run, &policy, environment)?)
+}
+
+/// Applies a deploy decision to a plan (pure). A stack is skipped when the environment is
+/// refused, when every component it serves is refused (a stack serving no component follows
+/// the environment), or when its template embeds the code of a refused component's function.
+/// In the stacks kept, the code update of a refused component's function is dropped. The
+/// artifacts only dropped parts needed are dropped too, so nothing of a refused component is
+/// uploaded. Returns the refused components with why.
+pub fn apply_decision(plan: &mut Plan, decision: &DeployDecision) -> BTreeMap<String, String> {
+    let mut refused: BTreeMap<String, String> = BTreeMap::new();
+    let why = |component: &str| match decision.verdict(component) {
+        ComponentVerdict::Refused(reason) => Some(reason),
+        _ => None,
+    };
+    let mut kept = Vec::new();
+    for mut stack in std::mem::take(&mut plan.stacks) {
+        let served: Vec<String> =
+            if stack.components.is_empty() { vec![PIPELINE.to_string()] } else { stack.components.clone() };
+        let all_refused = served.iter().all(|c| why(c).is_some());
+        let inline_refused = stack.inline_components.iter().find_map(|c| why(c).map(|w| (c.clone(), w)));
+        let reason = if all_refused {
+            served.iter().find_map(|c| why(c).map(|w| format!("refused: {c}: {w}")))
+        } else {
+            inline_refused.map(|(c, w)| format!("refused: its template embeds the code of {c}, and {c}: {w}"))
+        };
+        if let Some(reason) = reason {
+            for component in &served {
+                refused.entry(component.clone()).or_insert_with(|| reason.clone());
+            }
+            for update in &stack.code_updates {
+                plan.refused_code.push((update.function.clone(), update.component.clone(), reason.clone()));
+            }
+            plan.skipped.push(crate::plan::SkippedStack {
+                name: stack.name.clone(),
+                stack_name: stack.stack_name.clone(),
+                components: stack.components.clone(),
+                reason,
+            });
+            continue;
+        }
+        stack.code_updates.retain(|update| match why(&update.component) {
+            Some(reason) => {
+                refused.insert(update.component.clone(), reason.clone());
+                plan.refused_code.push((update.function.clone(), update.component.clone(), reason));
+                false
+            }
+            None => true,
+        });
+        kept.push(stack);
+    }
+    plan.stacks = kept;
+    // Keep the artifacts something kept refers to: kept code updates, kept stacks' bodies,
+    // and (to a fixpoint) the nested templates those refer to.
+    let mut needed: BTreeSet<String> =
+        plan.stacks.iter().flat_map(|s| s.code_updates.iter().map(|u| u.key.clone())).collect();
+    let mut bodies: Vec<Vec<u8>> = plan.stacks.iter().map(|s| s.body.clone()).collect();
+    while let Some(body) = bodies.pop() {
+        for artifact in &plan.artifacts {
+            if needed.contains(&artifact.key) || !contains(&body, artifact.key.as_bytes()) {
+                continue;
+            }
+            needed.insert(artifact.key.clone());
+            if let crate::plan::ArtifactContent::Template(child) = &artifact.content {
+                bodies.push(child.clone());
+            }
+        }
+    }
+    for stack in &plan.stacks {
+        if let Some(key) = &stack.template_key {
+            needed.insert(key.clone());
+        }
+    }
+    plan.artifacts.retain(|a| needed.contains(&a.key));
+    refused
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+}
+
 /// Reads `[deploy]`, `[lambda]`, the run's diff and package manifest, and plans the
-/// environment's deploy (nothing is changed, nothing recorded).
+/// environment's deploy (nothing is changed, nothing recorded), then applies `decision`
+/// when given ([`apply_decision`]). A changed function component without the run's package
+/// manifest is an error naming lambda-packager.
 pub fn plan_stage(
     context: &run_state::StageContext,
     run: &RunDir,
     options: &StageOptions,
+    decision: Option<&DeployDecision>,
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<(Environment, Plan), Error> {
     let config = context.required_config()?;
@@ -299,6 +395,12 @@ pub fn plan_stage(
         Ok((_, functions)) => functions,
         Err(error) => return Err(Error::Config(error)),
     };
+    if manifest.is_none() && functions.iter().any(|f| changed.contains(&f.component)) {
+        return Err(Error::State(run_state::Error::MissingInput {
+            path: manifest_path,
+            written_by: RunFile::PackageManifest.written_by(),
+        }));
+    }
     let inputs = PlanInputs {
         repo: &context.root,
         manifest: manifest.as_ref(),
@@ -306,7 +408,10 @@ pub fn plan_stage(
         changed: Some(&changed),
         only: &options.only,
     };
-    let plan = crate::plan(&env, inputs, lookup)?;
+    let mut plan = crate::plan(&env, inputs, lookup)?;
+    if let Some(decision) = decision {
+        apply_decision(&mut plan, decision);
+    }
     Ok((env, plan))
 }
 
@@ -325,8 +430,21 @@ pub async fn run_stage(
     on_event: &(dyn Fn(Event) + Sync),
 ) -> Result<Report, Error> {
     let head = run.read_json::<source_diff::DiffReport>(RunFile::Diff).map(|d| d.head).unwrap_or_default();
+    let decision = match deploy_decision(context, run, store, &options.environment) {
+        Ok(decision) => decision,
+        Err(error) => {
+            record_failure(context, run, store, &options.environment, &error)?;
+            return Err(error);
+        }
+    };
+    if !decision.refused.is_empty() {
+        let error = Error::Refused { environment: options.environment.clone(), reasons: decision.refused.clone() };
+        record_failure(context, run, store, &options.environment, &error)?;
+        return Err(error);
+    }
+    let step = decision.step;
     let record = |component: &str, status: Status, note: Option<String>, error: Option<String>| {
-        let mut record = StepRecord::new(&run.run_id, &head, component, Step::Deploy, status);
+        let mut record = StepRecord::new(&run.run_id, &head, component, step, status);
         record.details.note = note;
         record.details.error = error;
         if status == Status::Running {
@@ -337,10 +455,10 @@ pub async fn run_stage(
         }
         store.record(&record)
     };
-    let (env, plan) = match plan_stage(context, run, options, lookup) {
+    let (env, plan) = match plan_stage(context, run, options, Some(&decision), lookup) {
         Ok(planned) => planned,
         Err(error) => {
-            record_failure(context, run, store, &error)?;
+            record_failure(context, run, store, &options.environment, &error)?;
             return Err(error);
         }
     };
@@ -356,6 +474,12 @@ pub async fn run_stage(
             if !planned.contains(&component) {
                 record(&component, Status::Skipped, Some(format!("stack {}: {}", skipped.name, skipped.reason)), None)?;
             }
+        }
+    }
+    // A refused function's code is not updated: its component's deploy is skipped with why.
+    for (function, component, why) in &plan.refused_code {
+        if !planned.contains(component) {
+            record(component, Status::Skipped, Some(format!("function {function}: code not updated: {why}")), None)?;
         }
     }
     let mut apply_options = ApplyOptions::new(
@@ -424,17 +548,25 @@ pub async fn run_stage(
     Ok(report)
 }
 
-/// Records `deploy` as failed with `error` for every component of the configured stacks (or
-/// `pipeline`): for a mistake found before the stage could plan (the config, the credentials).
+/// Records the environment's deploy step (`deploy`, or `prod-deploy` for a promoted
+/// environment) as failed with `error` for every component of the configured stacks (or
+/// `pipeline`): for a mistake found before the stage could plan (the config, a missing input,
+/// the credentials) and for a refused environment.
 pub fn record_failure(
     context: &run_state::StageContext,
     run: &RunDir,
     store: &dyn Store,
+    environment: &str,
     error: &dyn std::error::Error,
 ) -> Result<(), run_state::Error> {
     let head = run.read_json::<source_diff::DiffReport>(RunFile::Diff).map(|d| d.head).unwrap_or_default();
+    let step = context
+        .required_config()
+        .ok()
+        .and_then(|config| GatePolicy::from_config(config).ok())
+        .map_or(Step::Deploy, |policy| policy.deploy_step(environment));
     for component in configured_components(context) {
-        let mut record = StepRecord::new(&run.run_id, &head, &component, Step::Deploy, Status::Failed);
+        let mut record = StepRecord::new(&run.run_id, &head, &component, step, Status::Failed);
         record.ended_at = Some(SystemTime::now());
         record.details.error = Some(run_state::error_chain(error));
         store.record(&record)?;

@@ -55,9 +55,10 @@ fn the_dry_run_of_the_sample_prints_the_plan_and_changes_nothing() {
     let out = deployer(repo.path(), &run, &["--dry-run"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
+    assert!(stdout.starts_with("deploy decision for `dev` (recorded as deploy):\n  infra: deploy\n"), "{stdout}");
     assert!(
-        stdout.starts_with(
-            "deploy `dev` to us-east-1; artifacts in s3://pipeline-dashboard-artifacts-dev/pipeline-dashboard"
+        stdout.contains(
+            "\ndeploy `dev` to us-east-1; artifacts in s3://pipeline-dashboard-artifacts-dev/pipeline-dashboard"
         ),
         "{stdout}"
     );
@@ -87,6 +88,11 @@ async fn a_deploy_records_its_step_writes_the_outputs_and_is_unchanged_the_secon
     );
     std::fs::write(repo.path().join("pipeline.toml"), toml).unwrap();
     let run = stage(repo.path(), &["infra"]);
+    // The default [gate] requires validate before any deploy; this run passed it.
+    let store = run_state::FileStore::open(&repo.path().join(".pipeline")).unwrap();
+    store
+        .record(&run_state::StepRecord::new("run-1", "abc", run_state::PIPELINE, Step::Validate, Status::Passed))
+        .unwrap();
 
     // The parameter's environment variable is missing: refused before anything changes.
     let out = deployer(repo.path(), &run, &[]);
@@ -150,4 +156,106 @@ async fn a_deploy_records_its_step_writes_the_outputs_and_is_unchanged_the_secon
     let stack = cf.describe_stacks().stack_name(format!("{name}-dev")).send().await.unwrap();
     assert_eq!(stack.stacks()[0].parameters()[0].parameter_value(), Some("secret-label-value"));
     assert_eq!(store.run("run-1").unwrap().iter().find(|r| r.component == "infra").unwrap().status, Status::Skipped);
+}
+
+/// A repository with one stack of component `infra`, a prod that is promoted after dev with
+/// approval, and a run whose diff marks `infra` changed.
+fn promoted_repo(name: &str) -> (tempfile::TempDir, RunDir) {
+    let repo = tempfile::tempdir().unwrap();
+    std::fs::create_dir(repo.path().join("cfn")).unwrap();
+    std::fs::write(repo.path().join("cfn/topic.yaml"), "Resources:\n  Topic:\n    Type: AWS::SNS::Topic\n").unwrap();
+    let toml = format!(
+        "[gate]\nrequired_steps = [\"validate\", \"test\"]\n[gate.environments.prod]\nafter = \"dev\"\napproval = true\n\n[deploy]\nartifact_bucket = \"{name}-artifacts\"\n[deploy.stacks.topic]\ntemplate = \"cfn/topic.yaml\"\nstack_name = \"{name}-{{env}}\"\ncomponents = [\"infra\"]\n[deploy.environments.dev]\n[deploy.environments.prod]\n"
+    );
+    std::fs::write(repo.path().join("pipeline.toml"), toml).unwrap();
+    let run = stage(repo.path(), &["infra"]);
+    (repo, run)
+}
+
+fn in_env(repo: &Path, run: &RunDir, env: &str) -> Output {
+    let moto = test_support::Moto::shared();
+    Command::new(BIN)
+        .arg("--repo")
+        .arg(repo)
+        .arg("--run-dir")
+        .arg(&run.path)
+        .args(["--env", env, "--endpoint-url", &moto.endpoint, "--region", "us-east-1"])
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .output()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_prod_deploy_asked_for_while_dev_failed_is_refused_recorded_and_changes_nothing() {
+    let name = format!("sd-prod-{}", std::process::id());
+    let (repo, run) = promoted_repo(&name);
+    let store = run_state::FileStore::open(&repo.path().join(".pipeline")).unwrap();
+    let rec = |component: &str, step: Step, status: Status| {
+        store.record(&run_state::StepRecord::new("run-1", "abc", component, step, status)).unwrap()
+    };
+    rec(run_state::PIPELINE, Step::Validate, Status::Passed);
+    let mut failed = run_state::StepRecord::new("run-1", "abc", "infra", Step::Deploy, Status::Failed);
+    failed.details.error = Some("stack topic: failed".into());
+    store.record(&failed).unwrap();
+    status_report::approval::approve(&store, "run-1", "alice", None).unwrap();
+
+    let out = in_env(repo.path(), &run, "prod");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stderr).trim(),
+        "stack-deployer: deploying `prod` is refused: before promotion: infra deploy failed: stack topic: failed"
+    );
+    let records = store.run("run-1").unwrap();
+    let prod = records.iter().find(|r| r.step == Step::ProdDeploy && r.component == "infra").expect("prod recorded");
+    assert_eq!(prod.status, Status::Failed);
+    assert!(prod.details.error.as_deref().unwrap().contains("before promotion: infra deploy failed"));
+    // The dev record is still the dev record.
+    assert_eq!(records.iter().find(|r| r.step == Step::Deploy).unwrap().status, Status::Failed);
+    let moto = test_support::Moto::shared();
+    let cf = aws_target::cloudformation(&moto.sdk_config().await, None);
+    assert!(cf.describe_stacks().stack_name(format!("{name}-prod")).send().await.is_err(), "no prod stack");
+    // The dry run says the same and exits 1 too.
+    let moto_args = ["--endpoint-url", moto.endpoint.as_str()];
+    let dry = Command::new(BIN)
+        .arg("--repo")
+        .arg(repo.path())
+        .args(["--env", "prod", "--dry-run"])
+        .args(moto_args)
+        .output()
+        .unwrap();
+    assert_eq!(dry.status.code(), Some(1), "{}", text(&dry.stderr));
+    assert!(text(&dry.stdout).contains("refused: before promotion: infra deploy failed"), "{}", text(&dry.stdout));
+}
+
+#[test]
+fn a_deploy_run_before_the_stages_it_needs_names_them_and_records_the_failure() {
+    // No diff.json: source-diff first.
+    let name = format!("sd-order-{}", std::process::id());
+    let (repo, run) = promoted_repo(&name);
+    std::fs::remove_file(run.file(run_state::RunFile::Diff)).unwrap();
+    let out = in_env(repo.path(), &run, "dev");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("diff.json is missing; run `source-diff --new-run` for this run first"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    let store = run_state::FileStore::open(&repo.path().join(".pipeline")).unwrap();
+    let records = store.run("run-1").unwrap();
+    assert!(records.iter().any(|r| r.component == "infra" && r.step == Step::Deploy && r.status == Status::Failed));
+
+    // The sample with a changed function and no packages: lambda-packager first.
+    let sample = test_support::sample_monorepo();
+    let run = RunDir::create(&sample.path().join(".pipeline"), "run-1").unwrap();
+    let diff = diff_json("abc", &["infra", "web"]).replace("\"web\"", "\"api-handler\"");
+    run.write(run_state::RunFile::Diff, diff.as_bytes()).unwrap();
+    let store = run_state::FileStore::open(&sample.path().join(".pipeline")).unwrap();
+    store
+        .record(&run_state::StepRecord::new("run-1", "abc", run_state::PIPELINE, Step::Validate, Status::Passed))
+        .unwrap();
+    let out = deployer(sample.path(), &run, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("packages/manifest.json is missing; run `lambda-packager` for this run first"), "{stderr}");
+    let records = store.run("run-1").unwrap();
+    assert!(records.iter().any(|r| r.component == "infra" && r.step == Step::Deploy && r.status == Status::Failed));
 }

@@ -233,3 +233,67 @@ fn a_local_zip_is_rewritten_and_a_big_template_goes_by_url() {
     let text = plan.describe();
     assert!(text.contains("Stage=$SET_VAR") && !text.contains("value"), "{text}");
 }
+
+/// The seed's rule: a failing Lambda test stops that Lambda's code update and nothing else.
+/// The master stack (component `infra`, whose own checks passed) is kept; `api-handler`'s
+/// update and its zip are dropped from the plan, `frontend-builder`'s stay.
+#[test]
+fn a_refused_function_loses_its_code_update_and_its_upload_but_not_the_stack() {
+    use run_state::{PIPELINE, Status, Step, StepRecord};
+    let repo = test_support::sample_monorepo();
+    let zips = tempfile::tempdir().unwrap();
+    let manifest = Manifest {
+        packages: vec![
+            package(zips.path(), "api-handler", b"api v2", true),
+            package(zips.path(), "frontend-builder", b"builder v2", true),
+        ],
+    };
+    let changed: BTreeSet<String> =
+        ["infra", "api-handler", "frontend-builder"].into_iter().map(String::from).collect();
+    let mut plan = plan_in(repo.path(), "dev", Some(&manifest), Some(&changed)).unwrap();
+    assert!(plan.artifacts.iter().any(|a| a.source == "api-handler"));
+
+    let rec = |component: &str, step: Step, status: Status| StepRecord::new("r1", "abc", component, step, status);
+    let records = vec![
+        rec(PIPELINE, Step::Validate, Status::Passed),
+        rec("api-handler", Step::Test, Status::Failed),
+        rec("frontend-builder", Step::Test, Status::Passed),
+    ];
+    let required = status_report::Requirements::from_pairs([
+        ("api-handler", Step::Test),
+        ("frontend-builder", Step::Test),
+        ("infra", Step::Build),
+    ]);
+    let decision =
+        status_report::decide_deploy(&records, Some(&required), &status_report::GatePolicy::default(), "dev");
+    let refused = stack_deployer::stage::apply_decision(&mut plan, &decision);
+
+    assert_eq!(refused.keys().collect::<Vec<_>>(), ["api-handler"]);
+    assert_eq!(plan.stacks.len(), 1, "the master stack still deploys");
+    let updates: Vec<&str> = plan.stacks[0].code_updates.iter().map(|u| u.function.as_str()).collect();
+    assert_eq!(updates, ["frontend-builder"]);
+    assert!(!plan.artifacts.iter().any(|a| a.source == "api-handler"), "the refused zip is not uploaded");
+    assert!(plan.artifacts.iter().any(|a| a.source == "frontend-builder"));
+    assert!(plan.artifacts.iter().any(|a| a.source == "cfn/lambdas.yaml"), "nested templates stay");
+    let described = plan.describe();
+    assert!(
+        described.contains("lambda code not updated: api-handler (component api-handler): its test failed"),
+        "{described}"
+    );
+}
+
+/// A refused environment (validate failed) skips every stack and uploads nothing.
+#[test]
+fn a_refused_environment_keeps_nothing() {
+    use run_state::{PIPELINE, Status, Step, StepRecord};
+    let repo = test_support::sample_monorepo();
+    let changed: BTreeSet<String> = ["infra"].into_iter().map(String::from).collect();
+    let mut plan = plan_in(repo.path(), "dev", None, Some(&changed)).unwrap();
+    let records = vec![StepRecord::new("r1", "abc", PIPELINE, Step::Validate, Status::Failed)];
+    let required = status_report::Requirements::from_pairs([("infra", Step::Build)]);
+    let decision =
+        status_report::decide_deploy(&records, Some(&required), &status_report::GatePolicy::default(), "dev");
+    stack_deployer::stage::apply_decision(&mut plan, &decision);
+    assert!(plan.stacks.is_empty() && plan.artifacts.is_empty(), "{}", plan.describe());
+    assert!(plan.skipped[0].reason.starts_with("refused: infra: `dev` refused: validate failed"), "{:?}", plan.skipped);
+}

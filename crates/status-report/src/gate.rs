@@ -1,8 +1,9 @@
 //! The gate: may the pipeline go on? A pure function of a run's records, what the run
 //! requires, and a policy.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
+use pipeline_config::{ConfigError, ConfigFile, Spanned};
 use run_state::{PIPELINE, RunDir, RunFile, Status, Step, StepRecord, Store};
 use serde::{Deserialize, Serialize};
 use source_diff::DiffReport;
@@ -18,17 +19,87 @@ pub struct GatePolicy {
     /// Whether a required step skipped for an unchanged component counts as passed. A changed
     /// component's required step never counts as passed when skipped.
     pub allow_skipped: bool,
+    /// What an environment's deploy needs besides the required steps (`[gate.environments.NAME]`).
+    /// An environment not listed deploys after the gate alone, recorded as `deploy`.
+    pub environments: BTreeMap<String, EnvironmentRule>,
+}
+
+/// `[gate.environments.NAME]`: a promoted environment (production).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvironmentRule {
+    /// The environment whose deploy must have passed in the same run first (`"dev"`). Setting
+    /// it makes this environment a promotion: its deploy is recorded as `prod-deploy` and the
+    /// end-to-end tests must have passed too.
+    #[serde(default)]
+    pub after: Option<Spanned<String>>,
+    /// Whether an approval (`status-report approve`) must have been recorded in the run.
+    #[serde(default)]
+    pub approval: bool,
 }
 
 impl Default for GatePolicy {
     fn default() -> Self {
-        GatePolicy { required_steps: vec![Step::Validate, Step::Test], allow_skipped: true }
+        GatePolicy {
+            required_steps: vec![Step::Validate, Step::Test],
+            allow_skipped: true,
+            environments: BTreeMap::new(),
+        }
     }
 }
 
 impl GatePolicy {
     /// The section of `pipeline.toml` this crate owns.
     pub const SECTION: &'static str = "gate";
+
+    /// Parses `[gate]` of a config read once and checks its environments: `after` names
+    /// another environment that is not itself promoted (two tiers: `deploy`, then
+    /// `prod-deploy`), and `approval` is only set with `after`. Errors name the key and line.
+    pub fn from_config(config: &ConfigFile) -> Result<GatePolicy, ConfigError> {
+        let policy: GatePolicy = config.section(Self::SECTION)?;
+        for (name, rule) in &policy.environments {
+            let key = format!("gate.environments.{name}");
+            pipeline_config::check_name(name).map_err(|m| ConfigError::file(&config.path, format!("{key}: {m}")))?;
+            match &rule.after {
+                Some(after) => {
+                    let at = |message: String| {
+                        ConfigError::at(&config.path, &config.text, after.span(), format!("{key}.after"), message)
+                    };
+                    let earlier = after.get_ref();
+                    pipeline_config::check_name(earlier).map_err(at)?;
+                    if earlier == name {
+                        return Err(at(format!(
+                            "`{name}` cannot come after itself; name the environment deployed before it"
+                        )));
+                    }
+                    if policy.environments.get(earlier).is_some_and(|r| r.after.is_some()) {
+                        return Err(at(format!(
+                            "`{earlier}` is itself deployed after another environment; a promotion must follow an environment without `after` (two tiers)"
+                        )));
+                    }
+                }
+                None if rule.approval => {
+                    return Err(ConfigError::file(
+                        &config.path,
+                        format!(
+                            "{key}.approval: set without `after`; name the environment deployed before it (after = \"dev\")"
+                        ),
+                    ));
+                }
+                None => {}
+            }
+        }
+        Ok(policy)
+    }
+
+    /// The step an environment's deploy is recorded under: `prod-deploy` for a promoted
+    /// environment (one with `after`), `deploy` for any other.
+    pub fn deploy_step(&self, environment: &str) -> Step {
+        match self.environments.get(environment) {
+            Some(rule) if rule.after.is_some() => Step::ProdDeploy,
+            _ => Step::Deploy,
+        }
+    }
 }
 
 /// What a run requires, from its diff: the (component, step) pairs that must pass.
@@ -38,6 +109,9 @@ pub struct Requirements {
     pub changed: BTreeSet<String>,
     /// Per-component steps the change requires (a changed component with a command for the step).
     pub steps: BTreeSet<(String, Step)>,
+    /// Components changed only through their dependencies (none of their own files, no global
+    /// input), with those dependencies: such a component has nothing of its own to deploy.
+    pub through: BTreeMap<String, BTreeSet<String>>,
 }
 
 impl Requirements {
@@ -48,6 +122,9 @@ impl Requirements {
             required.changed.insert(name.clone());
             for &step in &change.steps {
                 required.steps.insert((name.clone(), step));
+            }
+            if change.files.is_empty() && !change.because_of.is_empty() && diff.global_inputs_changed.is_empty() {
+                required.through.insert(name.clone(), change.because_of.iter().cloned().collect());
             }
         }
         required
@@ -75,7 +152,7 @@ pub struct GateDecision {
 
 /// Whether a step concerns the whole pipeline rather than one component.
 fn pipeline_wide(step: Step) -> bool {
-    matches!(step, Step::Source | Step::Diff | Step::Validate)
+    matches!(step, Step::Source | Step::Diff | Step::Validate | Step::Approval)
 }
 
 /// Decides from the records of one run and what its diff requires (`None`: the run has no
@@ -146,7 +223,7 @@ pub fn decide_before(
     let earlier: Vec<StepRecord> = records.iter().filter(|r| r.step < step).cloned().collect();
     let policy = GatePolicy {
         required_steps: policy.required_steps.iter().copied().filter(|s| *s < step).collect(),
-        allow_skipped: policy.allow_skipped,
+        ..policy.clone()
     };
     decide(&earlier, required, &policy)
 }
@@ -169,6 +246,238 @@ pub fn run_gate(
         None => decide(&records, required.as_ref(), policy),
     };
     Ok((records, decision))
+}
+
+/// Whether one component is deployed to an environment, and why not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "verdict", content = "reason", rename_all = "lowercase")]
+pub enum ComponentVerdict {
+    /// It changed and its own required steps passed: deploy it.
+    Deploy,
+    /// It did not change in this run: nothing to deploy (recorded skipped).
+    Unchanged,
+    /// It changed, but a step it needs did not pass (recorded skipped with the reason).
+    Refused(String),
+}
+
+/// The deploy decision for one environment of one run: whether the environment may be
+/// deployed at all, and then per component.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeployDecision {
+    /// The environment.
+    pub environment: String,
+    /// The step its deploy is recorded under ([`GatePolicy::deploy_step`]).
+    pub step: Step,
+    /// Why nothing at all may be deployed (empty: the environment may be deployed). A
+    /// promotion not earned (earlier environment, end-to-end tests, approval) or a
+    /// pipeline-wide required step (validate) that did not pass.
+    pub refused: Vec<String>,
+    /// The changed components' verdicts (every other component is [`ComponentVerdict::Unchanged`]).
+    pub components: BTreeMap<String, ComponentVerdict>,
+    /// Conditions that did not apply, with why (`e2e: not required …`).
+    pub notes: Vec<String>,
+}
+
+impl DeployDecision {
+    /// The verdict for `component` ([`PIPELINE`] stands for what serves no component and is
+    /// deployed whenever the environment is not refused).
+    pub fn verdict(&self, component: &str) -> ComponentVerdict {
+        if let Some(reason) = self.refused.first() {
+            let more =
+                if self.refused.len() > 1 { format!(" (and {} more)", self.refused.len() - 1) } else { String::new() };
+            return ComponentVerdict::Refused(format!("`{}` refused: {reason}{more}", self.environment));
+        }
+        if component == PIPELINE {
+            return ComponentVerdict::Deploy;
+        }
+        self.components.get(component).cloned().unwrap_or(ComponentVerdict::Unchanged)
+    }
+
+    /// Whether `component` is deployed.
+    pub fn allows(&self, component: &str) -> bool {
+        self.verdict(component) == ComponentVerdict::Deploy
+    }
+
+    /// The decision as `--dry-run` shows it: one line per component.
+    pub fn describe(&self) -> String {
+        let mut out = format!("deploy decision for `{}` (recorded as {}):\n", self.environment, self.step);
+        for reason in &self.refused {
+            out.push_str(&format!("  refused: {reason}\n"));
+        }
+        for (component, verdict) in &self.components {
+            match verdict {
+                ComponentVerdict::Deploy => out.push_str(&format!("  {component}: deploy\n")),
+                ComponentVerdict::Unchanged => out.push_str(&format!("  {component}: unchanged\n")),
+                ComponentVerdict::Refused(why) => out.push_str(&format!("  {component}: refused: {why}\n")),
+            }
+        }
+        for note in &self.notes {
+            out.push_str(&format!("  note: {note}\n"));
+        }
+        out
+    }
+}
+
+/// Whether a record of a required step counts as passed: passed, or skipped while the
+/// component did not require it and the policy allows skipping.
+fn why_not_passed(record: Option<&StepRecord>, required_by_change: bool, policy: &GatePolicy) -> Option<String> {
+    let Some(record) = record else { return Some("never ran".to_string()) };
+    match record.status {
+        Status::Passed => None,
+        Status::Skipped if !required_by_change && policy.allow_skipped => None,
+        Status::Skipped if required_by_change => Some("was skipped, but the change requires it".to_string()),
+        Status::Skipped => Some("was skipped but [gate] allow_skipped = false requires it".to_string()),
+        Status::Failed => Some(match &record.details.error {
+            Some(error) => format!("failed: {error}"),
+            None => "failed".to_string(),
+        }),
+        Status::Cancelled => Some("was cancelled".to_string()),
+        Status::Running | Status::Pending => Some(format!("has not finished ({})", record.status)),
+    }
+}
+
+/// Decides what may be deployed to `environment` (pure).
+///
+/// A component is deployed only when the diff marks it changed and each of its own required
+/// steps before the deploy (`[gate] required_steps`: `test`, `build`, … for which it has a
+/// command) passed; a pipeline-wide required step (`validate`) that did not pass refuses every
+/// component. A promoted environment (`[gate.environments.NAME] after = "dev"`) is refused
+/// as a whole unless, in the same run, everything before it passed: every required step, the
+/// earlier environment's deploy of every component that has one (and at least one deploy
+/// record), every end-to-end test the change requires, and, with `approval = true`, an
+/// approval ([`crate::approval`]). Without a diff (`required` is `None`) everything is refused.
+pub fn decide_deploy(
+    records: &[StepRecord],
+    required: Option<&Requirements>,
+    policy: &GatePolicy,
+    environment: &str,
+) -> DeployDecision {
+    let step = policy.deploy_step(environment);
+    let mut decision = DeployDecision {
+        environment: environment.to_string(),
+        step,
+        refused: Vec::new(),
+        components: BTreeMap::new(),
+        notes: Vec::new(),
+    };
+    let Some(required) = required else {
+        decision.refused.push(format!(
+            "the run has no diff ({}); run source-diff for this run first",
+            RunFile::Diff.relative_path()
+        ));
+        return decision;
+    };
+    let find = |component: &str, step: Step| records.iter().find(|r| r.component == component && r.step == step);
+    let own_steps: Vec<Step> = policy.required_steps.iter().copied().filter(|s| *s < Step::Deploy).collect();
+    for &required_step in own_steps.iter().filter(|s| pipeline_wide(**s)) {
+        if let Some(why) = why_not_passed(find(PIPELINE, required_step), false, policy) {
+            decision
+                .refused
+                .push(format!("{required_step} {why}; [gate] required_steps requires it before any deploy"));
+        }
+    }
+    if let Some(rule) = policy.environments.get(environment)
+        && let Some(after) = &rule.after
+    {
+        promotion_refusals(records, required, policy, rule, after.get_ref(), &mut decision);
+    }
+    for component in &required.changed {
+        let mut refusals = Vec::new();
+        for &own in own_steps.iter().filter(|s| !pipeline_wide(**s)) {
+            let required_by_change = required.steps.contains(&(component.clone(), own));
+            let record = find(component, own);
+            if !required_by_change && record.is_none() {
+                // No command for this step: nothing to pass.
+                continue;
+            }
+            if let Some(why) = why_not_passed(record, required_by_change, policy) {
+                refusals.push(format!("its {own} {why}"));
+            }
+        }
+        let verdict =
+            if refusals.is_empty() { ComponentVerdict::Deploy } else { ComponentVerdict::Refused(refusals.join("; ")) };
+        decision.components.insert(component.clone(), verdict);
+    }
+    // A component changed only through its dependencies carries their changes: when every one
+    // of them is refused, it has nothing to deploy and is refused too.
+    for (component, dependencies) in &required.through {
+        if decision.components.get(component) != Some(&ComponentVerdict::Deploy) {
+            continue;
+        }
+        let refused: Vec<&str> = dependencies
+            .iter()
+            .filter(|d| matches!(decision.components.get(*d), Some(ComponentVerdict::Refused(_))))
+            .map(String::as_str)
+            .collect();
+        if !refused.is_empty() && refused.len() == dependencies.len() {
+            decision.components.insert(
+                component.clone(),
+                ComponentVerdict::Refused(format!("it changed only through {}, refused", refused.join(", "))),
+            );
+        }
+    }
+    decision
+}
+
+/// What stops a promotion: anything before it that did not pass.
+fn promotion_refusals(
+    records: &[StepRecord],
+    required: &Requirements,
+    policy: &GatePolicy,
+    rule: &EnvironmentRule,
+    after: &str,
+    decision: &mut DeployDecision,
+) {
+    // Everything recorded before the promotion must have passed, approval aside (below).
+    let earlier: Vec<StepRecord> =
+        records.iter().filter(|r| r.step < Step::ProdDeploy && r.step != Step::Approval).cloned().collect();
+    let mut steps: Vec<Step> = policy.required_steps.iter().copied().filter(|s| *s != Step::Approval).collect();
+    for step in [Step::Deploy, Step::E2e] {
+        if !steps.contains(&step) {
+            steps.push(step);
+        }
+    }
+    let gate = decide(&earlier, Some(required), &GatePolicy { required_steps: steps, ..policy.clone() });
+    decision.refused.extend(gate.reasons.into_iter().map(|r| format!("before promotion: {r}")));
+    if !records.iter().any(|r| r.step == Step::Deploy) {
+        decision.refused.push(format!("the `{after}` deploy never ran in this run; deploy to `{after}` first"));
+    }
+    if !required.steps.iter().any(|(_, s)| *s == Step::E2e) {
+        decision.notes.push("e2e: not required (no changed component has an `e2e` command)".to_string());
+    }
+    if rule.approval {
+        match crate::approval::state(records) {
+            crate::approval::ApprovalState::Approved { .. } => {}
+            crate::approval::ApprovalState::Refused { by, comment, .. } => decision.refused.push(match comment {
+                Some(comment) => format!("approval was refused by {by}: {comment}"),
+                None => format!("approval was refused by {by}"),
+            }),
+            crate::approval::ApprovalState::Waiting { .. } => decision
+                .refused
+                .push("approval is still waiting; approve with `status-report approve --by NAME`".to_string()),
+            crate::approval::ApprovalState::NotRequested => decision
+                .refused
+                .push("no approval recorded for this run; approve with `status-report approve --by NAME`".to_string()),
+        }
+    } else {
+        decision
+            .notes
+            .push(format!("approval: not required ([gate.environments.{}] approval = false)", decision.environment));
+    }
+}
+
+/// Reads a run's records and diff and decides what may be deployed to `environment`. A
+/// missing diff is an error naming the stage to run first.
+pub fn run_deploy_decision(
+    store: &dyn Store,
+    run_dir: &RunDir,
+    policy: &GatePolicy,
+    environment: &str,
+) -> Result<DeployDecision, run_state::Error> {
+    let diff: DiffReport = run_dir.read_json(RunFile::Diff)?;
+    let records: Vec<StepRecord> =
+        store.run(&run_dir.run_id)?.into_iter().map(StepRecord::with_dead_runner_failed).collect();
+    Ok(decide_deploy(&records, Some(&Requirements::from_diff(&diff)), policy, environment))
 }
 
 #[cfg(test)]
@@ -236,10 +545,10 @@ mod tests {
 
     #[test]
     fn strict_policy_refuses_skipped_steps_of_unchanged_components() {
-        let policy = GatePolicy { required_steps: vec![Step::Test], allow_skipped: false };
+        let policy = GatePolicy { required_steps: vec![Step::Test], allow_skipped: false, ..Default::default() };
         let decision = decide(&[rec("api", Step::Test, Status::Skipped)], Some(&Requirements::default()), &policy);
         assert!(!decision.allowed);
-        let lenient = GatePolicy { required_steps: vec![Step::Test], allow_skipped: true };
+        let lenient = GatePolicy { required_steps: vec![Step::Test], allow_skipped: true, ..Default::default() };
         assert!(decide(&[rec("api", Step::Test, Status::Skipped)], Some(&Requirements::default()), &lenient).allowed);
     }
 
@@ -258,5 +567,163 @@ mod tests {
     #[test]
     fn empty_run_is_refused() {
         assert!(!decide(&[], Some(&Requirements::default()), &GatePolicy::default()).allowed);
+    }
+
+    fn prod_policy(approval: bool) -> GatePolicy {
+        let text = format!(
+            "[gate]\nrequired_steps = [\"validate\", \"test\"]\n[gate.environments.prod]\nafter = \"dev\"\napproval = {approval}\n"
+        );
+        GatePolicy::from_config(&ConfigFile::from_text("pipeline.toml".as_ref(), &text)).unwrap()
+    }
+
+    fn sample_required() -> Requirements {
+        let mut required = Requirements::from_pairs([("api-handler", Step::Test), ("frontend", Step::Test)]);
+        required.changed.insert("infra".into());
+        required
+    }
+
+    #[test]
+    fn a_failing_lambda_test_refuses_that_lambda_only() {
+        let mut failed = rec("api-handler", Step::Test, Status::Failed);
+        failed.details.error = Some("exit 1".into());
+        let records = validated(vec![failed, rec("frontend", Step::Test, Status::Passed)]);
+        let decision = decide_deploy(&records, Some(&sample_required()), &prod_policy(true), "dev");
+        assert_eq!(decision.step, Step::Deploy);
+        assert!(decision.refused.is_empty(), "{decision:?}");
+        assert_eq!(decision.verdict("api-handler"), ComponentVerdict::Refused("its test failed: exit 1".into()));
+        assert_eq!(decision.verdict("frontend"), ComponentVerdict::Deploy);
+        // infra has no test command: its own checks are validate's, which passed.
+        assert_eq!(decision.verdict("infra"), ComponentVerdict::Deploy);
+        assert_eq!(decision.verdict("orchestration"), ComponentVerdict::Unchanged);
+        assert!(
+            decision.describe().contains("api-handler: refused: its test failed: exit 1"),
+            "{}",
+            decision.describe()
+        );
+    }
+
+    #[test]
+    fn a_component_changed_only_through_refused_dependencies_is_refused() {
+        let mut failed = rec("api-handler", Step::Test, Status::Failed);
+        failed.details.error = Some("exit 1".into());
+        let records = validated(vec![failed, rec("frontend-builder", Step::Test, Status::Passed)]);
+        let mut required = Requirements::from_pairs([("api-handler", Step::Test), ("frontend-builder", Step::Test)]);
+        required.changed.insert("infra".into());
+        required.through.insert("infra".into(), BTreeSet::from(["api-handler".to_string()]));
+        let decision = decide_deploy(&records, Some(&required), &GatePolicy::default(), "dev");
+        assert_eq!(
+            decision.verdict("infra"),
+            ComponentVerdict::Refused("it changed only through api-handler, refused".into())
+        );
+        // One of its dependencies allowed: it deploys (carrying that one's change).
+        required.through.insert("infra".into(), BTreeSet::from(["api-handler".into(), "frontend-builder".into()]));
+        let decision = decide_deploy(&records, Some(&required), &GatePolicy::default(), "dev");
+        assert_eq!(decision.verdict("infra"), ComponentVerdict::Deploy);
+        assert!(!decision.allows("api-handler"));
+    }
+
+    #[test]
+    fn a_test_that_never_ran_or_a_failed_validate_refuses() {
+        let records = vec![rec(PIPELINE, Step::Validate, Status::Failed), rec("frontend", Step::Test, Status::Passed)];
+        let decision = decide_deploy(&records, Some(&sample_required()), &GatePolicy::default(), "dev");
+        assert_eq!(decision.refused, ["validate failed; [gate] required_steps requires it before any deploy"]);
+        assert!(!decision.allows("frontend") && !decision.allows(PIPELINE));
+        assert_eq!(decision.components["api-handler"], ComponentVerdict::Refused("its test never ran".into()));
+        let no_diff = decide_deploy(&records, None, &GatePolicy::default(), "dev");
+        assert!(no_diff.refused[0].contains("run source-diff for this run first"), "{no_diff:?}");
+    }
+
+    fn dev_done() -> Vec<StepRecord> {
+        validated(vec![
+            rec("api-handler", Step::Test, Status::Passed),
+            rec("frontend", Step::Test, Status::Passed),
+            rec("infra", Step::Deploy, Status::Passed),
+            rec("frontend", Step::Deploy, Status::Passed),
+        ])
+    }
+
+    fn approved(mut records: Vec<StepRecord>, status: Status) -> Vec<StepRecord> {
+        let mut approval = rec(PIPELINE, Step::Approval, status);
+        approval.details.by = Some(Box::new("alice".into()));
+        records.push(approval);
+        records
+    }
+
+    #[test]
+    fn production_needs_dev_e2e_and_approval_in_the_same_run() {
+        let policy = prod_policy(true);
+        let ok = decide_deploy(&approved(dev_done(), Status::Passed), Some(&sample_required()), &policy, "prod");
+        assert_eq!(ok.step, Step::ProdDeploy);
+        assert!(ok.refused.is_empty(), "{ok:?}");
+        assert!(ok.allows("infra") && ok.allows("frontend"));
+        assert_eq!(ok.notes, ["e2e: not required (no changed component has an `e2e` command)"]);
+
+        let waiting = decide_deploy(&approved(dev_done(), Status::Pending), Some(&sample_required()), &policy, "prod");
+        assert_eq!(waiting.refused, ["approval is still waiting; approve with `status-report approve --by NAME`"]);
+        let refused = decide_deploy(&approved(dev_done(), Status::Failed), Some(&sample_required()), &policy, "prod");
+        assert_eq!(refused.refused, ["approval was refused by alice"]);
+        assert!(!refused.allows("frontend") && !refused.allows(PIPELINE));
+        let none = decide_deploy(&dev_done(), Some(&sample_required()), &policy, "prod");
+        assert_eq!(none.refused, ["no approval recorded for this run; approve with `status-report approve --by NAME`"]);
+        // Without approval = true, no approval is needed, and the decision says so.
+        let lenient = decide_deploy(&dev_done(), Some(&sample_required()), &prod_policy(false), "prod");
+        assert!(lenient.refused.is_empty() && lenient.notes.iter().any(|n| n.starts_with("approval: not required")));
+    }
+
+    #[test]
+    fn production_is_refused_when_dev_failed_or_never_ran_or_e2e_failed() {
+        let policy = prod_policy(true);
+        let mut records = approved(dev_done(), Status::Passed);
+        records[3].status = Status::Failed;
+        records[3].details.error = Some("stack master: failed".into());
+        let decision = decide_deploy(&records, Some(&sample_required()), &policy, "prod");
+        assert_eq!(decision.refused, ["before promotion: infra deploy failed: stack master: failed"]);
+        assert_eq!(
+            decision.verdict("frontend"),
+            ComponentVerdict::Refused(
+                "`prod` refused: before promotion: infra deploy failed: stack master: failed".into()
+            )
+        );
+
+        let never = approved(
+            validated(vec![
+                rec("api-handler", Step::Test, Status::Passed),
+                rec("frontend", Step::Test, Status::Passed),
+            ]),
+            Status::Passed,
+        );
+        let decision = decide_deploy(&never, Some(&sample_required()), &policy, "prod");
+        assert_eq!(decision.refused, ["the `dev` deploy never ran in this run; deploy to `dev` first"]);
+
+        let mut required = sample_required();
+        required.steps.insert(("frontend".into(), Step::E2e));
+        let decision = decide_deploy(&approved(dev_done(), Status::Passed), Some(&required), &policy, "prod");
+        assert_eq!(decision.refused, ["before promotion: frontend e2e never ran, but the change requires it"]);
+        let mut e2e_failed = approved(dev_done(), Status::Passed);
+        e2e_failed.push(rec("frontend", Step::E2e, Status::Failed));
+        let decision = decide_deploy(&e2e_failed, Some(&required), &policy, "prod");
+        assert_eq!(decision.refused, ["before promotion: frontend e2e failed"]);
+    }
+
+    #[test]
+    fn environment_rules_are_checked_with_their_key_and_line() {
+        let parse = |text: &str| GatePolicy::from_config(&ConfigFile::from_text("pipeline.toml".as_ref(), text));
+        let err = parse("[gate]\n[gate.environments.prod]\nafter = \"prod\"\n").unwrap_err().to_string();
+        assert!(
+            err.starts_with("pipeline.toml:3: gate.environments.prod.after: `prod` cannot come after itself"),
+            "{err}"
+        );
+        let chain = "[gate.environments.staging]\nafter = \"dev\"\n[gate.environments.prod]\nafter = \"staging\"\n";
+        let err = parse(chain).unwrap_err().to_string();
+        assert!(
+            err.starts_with("pipeline.toml:4: gate.environments.prod.after: `staging` is itself deployed after"),
+            "{err}"
+        );
+        let err = parse("[gate.environments.prod]\napproval = true\n").unwrap_err().to_string();
+        assert!(err.contains("gate.environments.prod.approval: set without `after`"), "{err}");
+        let err = parse("[gate.environments.prod]\naproval = true\n").unwrap_err().to_string();
+        assert!(err.starts_with("pipeline.toml:2: gate.environments.prod.aproval: unknown field"), "{err}");
+        assert_eq!(prod_policy(true).deploy_step("prod"), Step::ProdDeploy);
+        assert_eq!(prod_policy(true).deploy_step("dev"), Step::Deploy);
     }
 }

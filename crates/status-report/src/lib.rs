@@ -25,9 +25,13 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod approval;
 mod gate;
 pub mod notify;
 mod report;
 
-pub use gate::{GateDecision, GatePolicy, Requirements, decide, decide_before, run_gate};
+pub use gate::{
+    ComponentVerdict, DeployDecision, EnvironmentRule, GateDecision, GatePolicy, Requirements, decide, decide_before,
+    decide_deploy, run_deploy_decision, run_gate,
+};
 pub use report::{MARKDOWN_LIMIT, RunReport, format_duration};

@@ -355,3 +355,49 @@ fn mark_success_prints_the_commit_only_after_a_passed_deploy() {
         .collect();
     assert_eq!(envs, ["prod", "dev"]);
 }
+
+#[test]
+fn approval_is_requested_then_approved_or_refused_and_the_prod_decision_follows() {
+    let repo = tempfile::tempdir().unwrap();
+    std::fs::write(
+        repo.path().join("pipeline.toml"),
+        "[gate]\nrequired_steps = [\"validate\", \"test\"]\n[gate.environments.prod]\nafter = \"dev\"\napproval = true\n",
+    )
+    .unwrap();
+    let state = repo.path().join(".pipeline");
+    for run in ["r1", "r2"] {
+        start_run(repo.path(), &state, run, &[("api", "test")]);
+        record(repo.path(), run, "api", "test", "passed", &[]);
+        record(repo.path(), run, "api", "deploy", "passed", &[]);
+    }
+    let decision = |run: &str| status_report(repo.path(), &["deploy-decision", "--run", run, "--env", "prod"]);
+
+    let waiting = status_report(repo.path(), &["request-approval", "--run", "r1", "--summary", "prod receives: api"]);
+    assert_eq!(waiting.status.code(), Some(0), "{}", stderr(&waiting));
+    let refused = decision("r1");
+    assert_eq!(refused.status.code(), Some(1), "{}", stderr(&refused));
+    assert!(stdout(&refused).contains("refused: approval is still waiting"), "{}", stdout(&refused));
+
+    let approved = status_report(repo.path(), &["approve", "--run", "r1", "--by", "alice", "--comment", "ship it"]);
+    assert_eq!(approved.status.code(), Some(0), "{}", stderr(&approved));
+    assert_eq!(stdout(&approved), "run r1 (c0ffee1234567890): approved by alice\n");
+    let allowed = decision("r1");
+    assert_eq!(allowed.status.code(), Some(0), "{}", stdout(&allowed));
+    assert!(stdout(&allowed).contains("deploy decision for `prod` (recorded as prod-deploy):\n  api: deploy\n"));
+    let shown = status_report(repo.path(), &["show", "--run", "r1", "--format", "json"]);
+    assert!(stdout(&shown).contains("\"by\": \"alice\""), "{}", stdout(&shown));
+
+    // r2 (the newest, no --run): refused, then production is refused; deciding again is an error.
+    let no = status_report(repo.path(), &["approve", "--by", "bob", "--refuse", "--comment", "not today"]);
+    assert_eq!(no.status.code(), Some(0), "{}", stderr(&no));
+    let refused = decision("r2");
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(stdout(&refused).contains("refused: approval was refused by bob: not today"), "{}", stdout(&refused));
+    let again = assert_error(&status_report(repo.path(), &["approve", "--run", "r2", "--by", "alice"]));
+    assert_eq!(
+        again.trim(),
+        "status-report: run `r2`'s approval was already refused by bob; start a new run to ask again"
+    );
+    let bad = assert_error(&status_report(repo.path(), &["approve", "--run", "r1", "--by", ""]));
+    assert!(bad.contains("fix --by"), "{bad}");
+}

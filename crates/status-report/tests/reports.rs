@@ -15,7 +15,7 @@ fn rec(component: &str, step: Step, status: Status) -> StepRecord {
 
 /// The gate of a run whose diff required nothing, with tests required: these tests are about rendering.
 fn gate(records: &[StepRecord]) -> GateDecision {
-    let policy = GatePolicy { required_steps: vec![Step::Test], allow_skipped: true };
+    let policy = GatePolicy { required_steps: vec![Step::Test], allow_skipped: true, ..Default::default() };
     decide(records, Some(&Requirements::default()), &policy)
 }
 

@@ -298,6 +298,7 @@ pub fn finished_record(run_id: &str, commit: &str, step: Step, result: &JobResul
         note: result.note.clone(),
         runner: None,
         runner_process: None,
+        by: None,
         coverage: result.coverage.clone().map(Box::new),
     };
     record

@@ -14,8 +14,14 @@ use run_state::cli::StageArgs;
 /// retained release references them. Records the component's deploy step and writes the
 /// run's publish.json.
 ///
-/// Exit codes: 0 published (or nothing to do) / check clean, 1 the check found problems,
-/// 2 usage, configuration, AWS or I/O error (nothing deleted).
+/// Before anything is read from the bucket, publish asks the deploy decision ([gate]): the
+/// component is published only when it changed and its own required steps passed; otherwise
+/// it is recorded skipped with why (exit 0: the step that refused it already failed).
+///
+/// Exit codes: 0 published (or nothing to do, or skipped by the deploy decision) / check clean,
+/// 1 the check found problems, or the environment is refused as a whole (a promotion not
+/// earned; recorded failed, nothing changed), 2 usage, configuration, AWS or I/O error, or a
+/// missing input (run the stage it names first; nothing deleted).
 #[derive(Parser)]
 #[command(version)]
 struct Args {
@@ -161,12 +167,21 @@ fn run(args: Args) -> anyhow::Result<bool> {
                     bar.finish_and_clear();
                 }
                 let text = dry_plan.into_inner().unwrap_or_else(|e| e.into_inner());
-                anyhow::Ok((summary?, text))
+                anyhow::Ok((summary, text))
             })?;
             let (summary, plan_text) = summary;
+            let summary = match summary {
+                Ok(summary) => summary,
+                // A refused environment is the stage's own verdict: exit 1, recorded failed.
+                Err(error @ frontend_publisher::Error::Refused { .. }) => {
+                    run_state::cli::print_error("frontend-publisher", &error.into());
+                    return Ok(false);
+                }
+                Err(error) => return Err(error.into()),
+            };
             if json {
                 run_state::cli::print(&format!("{}\n", serde_json::to_string_pretty(&summary)?))?;
-            } else if dry_run {
+            } else if dry_run && summary.skipped.is_none() {
                 run_state::cli::print(&plan_text)?;
             } else {
                 run_state::cli::print(&format!("{}\n", summary.line()))?;

@@ -13,8 +13,14 @@ use stack_deployer::{Clients, Event, StageOptions};
 /// previewed, executed and watched, with the root cause of a failure; the outputs go to the
 /// run's stack-outputs.json and the run's deploy step is recorded per component.
 ///
-/// Exit codes: 0 deployed or unchanged, 1 a deploy failed or rolled back, 2 usage,
-/// configuration or credentials, 3 blocked by a stack's state, 4 timed out while still in progress.
+/// Before anything changes, it asks the deploy decision ([gate]): a component whose own
+/// required steps did not pass is not deployed (recorded skipped, with why); a promoted
+/// environment ([gate.environments.NAME] after/approval) not earned is refused as a whole.
+///
+/// Exit codes: 0 deployed or unchanged (refused components included: the step that refused
+/// them already failed), 1 a deploy failed or rolled back, or the environment was refused
+/// (recorded failed, nothing changed), 2 usage, configuration, credentials or a missing input
+/// (run the stage it names first), 3 blocked by a stack's state, 4 timed out while still in progress.
 #[derive(Parser)]
 #[command(version)]
 struct Args {
@@ -88,15 +94,25 @@ fn run(args: Args) -> anyhow::Result<u8> {
     };
     let lookup = |name: &str| std::env::var(name).ok();
     if args.dry_run {
-        let (_, plan) = stack_deployer::plan_stage(&context, &run, &options, &lookup)?;
-        run_state::cli::print(&plan.describe())?;
-        return Ok(0);
+        // A dry run creates no store: with none yet, the run has no records.
+        let decision = match context.existing_store()? {
+            Some(store) => stack_deployer::stage::deploy_decision(&context, &run, &store, &args.environment)?,
+            None => {
+                let diff: source_diff::DiffReport = run.read_json(run_state::RunFile::Diff)?;
+                let policy = status_report::GatePolicy::from_config(context.required_config()?)?;
+                let required = status_report::Requirements::from_diff(&diff);
+                status_report::decide_deploy(&[], Some(&required), &policy, &args.environment)
+            }
+        };
+        let (_, plan) = stack_deployer::plan_stage(&context, &run, &options, Some(&decision), &lookup)?;
+        run_state::cli::print(&format!("{}{}", decision.describe(), plan.describe()))?;
+        return Ok(if decision.refused.is_empty() { 0 } else { 1 });
     }
     let store = context.store()?;
     // What the stage cannot record itself (the environment's target, the credentials) is
     // recorded here, so every refusal shows in the store.
     let failed = |error: anyhow::Error| -> anyhow::Error {
-        let _ = stack_deployer::stage::record_failure(&context, &run, &store, error.as_ref());
+        let _ = stack_deployer::stage::record_failure(&context, &run, &store, &args.environment, error.as_ref());
         error
     };
     let env = environment(&context, &args.environment).map_err(|e| failed(e.into()))?;
@@ -125,9 +141,17 @@ fn run(args: Args) -> anyhow::Result<u8> {
             lambda: aws_target::lambda(&config, None),
         };
         let report =
-            stack_deployer::run_stage(&context, &run, &store, &clients, &options, &lookup, &|e| render(e)).await?;
+            stack_deployer::run_stage(&context, &run, &store, &clients, &options, &lookup, &|e| render(e)).await;
         anyhow::Ok(report)
     })?;
+    let report = match report {
+        Ok(report) => report,
+        Err(error @ stack_deployer::Error::Refused { .. }) => {
+            run_state::cli::print_error("stack-deployer", &error.into());
+            return Ok(1);
+        }
+        Err(error) => return Err(error.into()),
+    };
     if args.json {
         run_state::cli::print(&format!("{}\n", serde_json::to_string_pretty(&report)?))?;
     } else {

@@ -1,6 +1,7 @@
 //! `status-report`: records pipeline steps, decides the gate and renders a run's report.
 //!
-//! Exit codes: 0 success, 1 the gate refused (`gate`), 2 usage, configuration,
+//! Exit codes: 0 success, 1 the gate refused (`gate`) or the environment is refused
+//! (`deploy-decision`), 2 usage, configuration,
 //! I/O or store errors (including a run that `mark-success` refuses).
 
 use std::path::PathBuf;
@@ -14,7 +15,7 @@ use std::sync::Arc;
 
 use run_state::{Error, FileStore, RunDir, StageContext, Status, Step, StepRecord, Store, StoreChoice, redact};
 use status_report::notify::{self, Event, NotifySettings};
-use status_report::{GatePolicy, RunReport, run_gate};
+use status_report::{GatePolicy, RunReport, approval, run_deploy_decision, run_gate};
 
 /// The record of every pipeline step, the gate decision, and reports.
 #[derive(Debug, Parser)]
@@ -74,6 +75,41 @@ enum Command {
         /// The namespace, over `[notify] metrics_namespace`.
         #[arg(long, value_name = "NAMESPACE")]
         namespace: Option<String>,
+    },
+    /// Records a run's approval: approved by `--by`, or refused with `--refuse` (production is
+    /// then refused for that run).
+    Approve {
+        /// The run [default: the newest].
+        #[arg(long, value_name = "ID")]
+        run: Option<String>,
+        /// Who decides (in CodeBuild after a CodePipeline approval: the approver the pipeline passes).
+        #[arg(long, value_name = "NAME")]
+        by: String,
+        /// Why, on one line.
+        #[arg(long, value_name = "TEXT")]
+        comment: Option<String>,
+        /// Refuses instead of approving.
+        #[arg(long)]
+        refuse: bool,
+    },
+    /// Records that a run waits for approval, with what production will receive.
+    RequestApproval {
+        /// The run [default: the newest].
+        #[arg(long, value_name = "ID")]
+        run: Option<String>,
+        /// What production will receive, on one line.
+        #[arg(long, value_name = "TEXT")]
+        summary: String,
+    },
+    /// Prints what may be deployed to an environment, per component: exit 0 when the
+    /// environment may be deployed, 1 when it is refused as a whole.
+    DeployDecision {
+        /// The run [default: the newest].
+        #[arg(long, value_name = "ID")]
+        run: Option<String>,
+        /// The environment (`dev`, `prod`).
+        #[arg(long, value_name = "NAME")]
+        env: String,
     },
     /// Records that a run's commit reached an environment (the last success of `[diff]
     /// base_environment` is the next default base); refused unless its deploy passed. Prints the commit.
@@ -196,6 +232,29 @@ fn run(cli: &Cli) -> Result<bool> {
             print(&out)?;
             return Ok(gate.allowed);
         }
+        Command::Approve { run, by, comment, refuse } => {
+            let (store, run_id) = pick_run(&context, run.as_deref())?;
+            let record = if *refuse {
+                approval::refuse(&store, &run_id, by, comment.as_deref())?
+            } else {
+                approval::approve(&store, &run_id, by, comment.as_deref())?
+            };
+            let verdict = if *refuse { "refused" } else { "approved" };
+            print(&format!("run {run_id} ({}): {verdict} by {by}\n", record.commit))?;
+        }
+        Command::RequestApproval { run, summary } => {
+            let (store, run_id) = pick_run(&context, run.as_deref())?;
+            let commit = store.run(&run_id)?.first().map(|r| r.commit.clone()).unwrap_or_default();
+            approval::request(&store, &run_id, &commit, summary)?;
+            print(&format!("run {run_id}: waiting for approval\n"))?;
+        }
+        Command::DeployDecision { run, env } => {
+            let policy = policy(&context)?;
+            let (store, run_id) = pick_run(&context, run.as_deref())?;
+            let decision = run_deploy_decision(&store, &run_folder(&context, &run_id), &policy, env)?;
+            print(&decision.describe())?;
+            return Ok(decision.refused.is_empty());
+        }
         Command::Notify { event, run, topic_arn } => {
             let event: Event = event.parse().map_err(|e: String| anyhow!(e))?;
             let settings = context.config.section::<NotifySettings>(NotifySettings::SECTION)?;
@@ -275,7 +334,7 @@ fn record(context: &StageContext, args: &RecordArgs) -> Result<()> {
 
 /// The gate policy: `[gate]` of the config when it exists, else the default.
 fn policy(context: &StageContext) -> Result<GatePolicy> {
-    Ok(context.config.section::<GatePolicy>(GatePolicy::SECTION)?)
+    Ok(GatePolicy::from_config(&context.config)?)
 }
 
 /// Runs `work` with the SDK config of the target, on a runtime of its own.
