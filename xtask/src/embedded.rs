@@ -133,36 +133,9 @@ pub async fn config(endpoint: &str) -> anyhow::Result<aws_config::SdkConfig> {
     Ok(aws_target::load_with(&target, loader).await?)
 }
 
-/// The status table `table` in the emulator, created as `cfn/pipeline.yaml`'s `StatusTable` is
-/// (string keys `pk` and `sk`, TTL on `expires_at`) when it is not there yet.
+/// The status table `table` in the emulator, made as `cfn/pipeline.yaml` makes it in AWS when it
+/// is not there yet.
 pub async fn status_table(config: &aws_config::SdkConfig, table: &str) -> anyhow::Result<()> {
-    use aws_sdk_dynamodb::error::ProvideErrorMetadata;
-    use aws_sdk_dynamodb::types::{
-        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TimeToLiveSpecification,
-    };
-    let dynamodb = aws_target::dynamodb(config, None);
-    let key = |name: &str, kind: KeyType| KeySchemaElement::builder().attribute_name(name).key_type(kind).build();
-    let attribute =
-        |name: &str| AttributeDefinition::builder().attribute_name(name).attribute_type(ScalarAttributeType::S).build();
-    let created = dynamodb
-        .create_table()
-        .table_name(table)
-        .billing_mode(BillingMode::PayPerRequest)
-        .key_schema(key("pk", KeyType::Hash)?)
-        .key_schema(key("sk", KeyType::Range)?)
-        .attribute_definitions(attribute("pk")?)
-        .attribute_definitions(attribute("sk")?)
-        .send()
-        .await;
-    match created {
-        Ok(_) => {
-            let ttl = TimeToLiveSpecification::builder().attribute_name("expires_at").enabled(true).build()?;
-            dynamodb.update_time_to_live().table_name(table).time_to_live_specification(ttl).send().await?;
-            Ok(())
-        }
-        Err(error) if matches!(error.code(), Some("ResourceInUseException")) => Ok(()),
-        Err(error) => {
-            Err(anyhow::Error::new(error).context(format!("creating the status table {table} in the emulator")))
-        }
-    }
+    run_state::DynamoStore::create_table(&aws_target::dynamodb(config, None), table).await?;
+    Ok(())
 }

@@ -121,6 +121,58 @@ impl DynamoStore {
         Ok(store)
     }
 
+    /// Creates a status table as `cfn/pipeline.yaml`'s `StatusTable` is (string keys `pk` and
+    /// `sk`, pay per request, TTL on `expires_at`): for the emulator and tests, where no stack
+    /// made it. `Ok(false)` when it is already there.
+    pub async fn create_table(client: &aws_sdk_dynamodb::Client, table: &str) -> Result<bool, Error> {
+        use aws_sdk_dynamodb::types::{
+            AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TimeToLiveSpecification,
+        };
+        let remote = |e: Box<dyn std::error::Error + Send + Sync>| Error::Remote {
+            what: format!("creating DynamoDB table `{table}`"),
+            source: e,
+        };
+        let key = |name: &str, kind: KeyType| {
+            KeySchemaElement::builder().attribute_name(name).key_type(kind).build().map_err(|e| remote(e.into()))
+        };
+        let attribute = |name: &str| {
+            AttributeDefinition::builder()
+                .attribute_name(name)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .map_err(|e| remote(e.into()))
+        };
+        let created = client
+            .create_table()
+            .table_name(table)
+            .billing_mode(BillingMode::PayPerRequest)
+            .key_schema(key("pk", KeyType::Hash)?)
+            .key_schema(key("sk", KeyType::Range)?)
+            .attribute_definitions(attribute("pk")?)
+            .attribute_definitions(attribute("sk")?)
+            .send()
+            .await;
+        match created {
+            Ok(_) => {
+                let ttl = TimeToLiveSpecification::builder()
+                    .attribute_name("expires_at")
+                    .enabled(true)
+                    .build()
+                    .map_err(|e| remote(e.into()))?;
+                client
+                    .update_time_to_live()
+                    .table_name(table)
+                    .time_to_live_specification(ttl)
+                    .send()
+                    .await
+                    .map_err(|e| remote(e.into()))?;
+                Ok(true)
+            }
+            Err(error) if error.code() == Some("ResourceInUseException") => Ok(false),
+            Err(error) => Err(remote(error.into())),
+        }
+    }
+
     /// The table's name.
     pub fn table(&self) -> &str {
         &self.table

@@ -4,7 +4,6 @@
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::{AttributeDefinition, KeySchemaElement, KeyType, ScalarAttributeType};
 use run_state::{DynamoStore, Error, Status, Step, StepRecord, Store};
 use test_support::Moto;
 
@@ -19,21 +18,7 @@ fn store(name: &str) -> DynamoStore {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let client = aws_sdk_dynamodb::Client::new(&config);
     runtime.block_on(async {
-        let key = |name: &str, kind| KeySchemaElement::builder().attribute_name(name).key_type(kind).build().unwrap();
-        let attr = |name: &str| {
-            AttributeDefinition::builder().attribute_name(name).attribute_type(ScalarAttributeType::S).build().unwrap()
-        };
-        client
-            .create_table()
-            .table_name(name)
-            .billing_mode(aws_sdk_dynamodb::types::BillingMode::PayPerRequest)
-            .attribute_definitions(attr("pk"))
-            .attribute_definitions(attr("sk"))
-            .key_schema(key("pk", KeyType::Hash))
-            .key_schema(key("sk", KeyType::Range))
-            .send()
-            .await
-            .unwrap();
+        DynamoStore::create_table(&client, name).await.unwrap();
     });
     DynamoStore::new(&config, name).unwrap()
 }

@@ -7,7 +7,6 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::{AttributeDefinition, KeySchemaElement, KeyType, ScalarAttributeType};
 use test_support::Moto;
 
 const SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
@@ -32,29 +31,13 @@ fn ok(output: &Output) -> String {
     String::from_utf8(output.stdout.clone()).unwrap()
 }
 
-async fn create_table(config: &aws_config::SdkConfig, name: &str) {
-    let key = |name: &str, kind| KeySchemaElement::builder().attribute_name(name).key_type(kind).build().unwrap();
-    let attr = |name: &str| {
-        AttributeDefinition::builder().attribute_name(name).attribute_type(ScalarAttributeType::S).build().unwrap()
-    };
-    aws_sdk_dynamodb::Client::new(config)
-        .create_table()
-        .table_name(name)
-        .billing_mode(aws_sdk_dynamodb::types::BillingMode::PayPerRequest)
-        .attribute_definitions(attr("pk"))
-        .attribute_definitions(attr("sk"))
-        .key_schema(key("pk", KeyType::Hash))
-        .key_schema(key("sk", KeyType::Range))
-        .send()
-        .await
-        .unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_run_recorded_in_dynamodb_is_published_to_sns() {
     let moto = Moto::shared();
     let config = moto.sdk_config().await;
-    create_table(&config, "status-report-binary").await;
+    run_state::DynamoStore::create_table(&aws_sdk_dynamodb::Client::new(&config), "status-report-binary")
+        .await
+        .unwrap();
     let sns = aws_sdk_sns::Client::new(&config);
     let topic = sns.create_topic().name("pipeline-events").send().await.unwrap().topic_arn.unwrap();
     let (url, received) = test_support::http_sink();
