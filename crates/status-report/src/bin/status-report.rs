@@ -6,13 +6,12 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use anyhow::{Result, anyhow, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use run_state::cli::{StageArgs, print};
-use std::sync::Arc;
-
 use run_state::{Error, FileStore, RunDir, StageContext, Status, Step, StepRecord, Store, StoreChoice, redact};
 use status_report::notify::{self, Event, NotifySettings};
 use status_report::{GatePolicy, RunReport, approval, run_deploy_decision, run_gate};
