@@ -525,8 +525,8 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<bool> {
             false
         }
     };
-    finish_reports(&store, &run_dir, &policy)?;
-    notify(&context, &args, store.as_ref(), &run_dir, &policy, passed)?;
+    let report = finish_reports(&store, &run_dir, &policy)?;
+    notify(&context, &args, report, passed)?;
     drop(worktree);
     Ok(passed)
 }
@@ -598,6 +598,11 @@ fn skip_publish(stages: &Stages<'_>) -> anyhow::Result<()> {
 
 /// Decides the gate and writes the run's reports; prints the table when `print`.
 fn report(store: &dyn Store, run_dir: &RunDir, policy: &GatePolicy, print: bool) -> anyhow::Result<bool> {
+    Ok(write_report(store, run_dir, policy, print)?.gate.allowed)
+}
+
+/// The run's report, written to the run folder (and printed when `print`).
+fn write_report(store: &dyn Store, run_dir: &RunDir, policy: &GatePolicy, print: bool) -> anyhow::Result<RunReport> {
     let (records, gate) = status_report::run_gate(store, run_dir, policy, None)?;
     let report = RunReport::new(&run_dir.run_id, records, gate);
     run_dir.write(RunFile::ReportMarkdown, report.to_markdown().as_bytes())?;
@@ -607,7 +612,7 @@ fn report(store: &dyn Store, run_dir: &RunDir, policy: &GatePolicy, print: bool)
         print!("{}", report.to_table());
         println!("reports: {}", run_dir.path.display());
     }
-    Ok(report.gate.allowed)
+    Ok(report)
 }
 
 /// The topic the embedded run's notifications go to in the emulator when `[notify] topic_arn` is unset.
@@ -616,14 +621,7 @@ pub const EMULATOR_TOPIC: &str = "pipeline-notifications";
 /// The run's outcome to SNS (failure, waiting for approval, success) with its report: to
 /// `[notify] topic_arn` when set; in the emulator (once a deploy or the store started it, or
 /// `--endpoint-url`) to its [`EMULATOR_TOPIC`], made when missing. Nothing otherwise.
-fn notify(
-    context: &StageContext,
-    args: &PipelineArgs,
-    store: &dyn Store,
-    run_dir: &RunDir,
-    policy: &GatePolicy,
-    passed: bool,
-) -> anyhow::Result<()> {
+fn notify(context: &StageContext, args: &PipelineArgs, report: RunReport, passed: bool) -> anyhow::Result<()> {
     use status_report::notify::{Event, NotifySettings};
     let settings = context.config.section::<NotifySettings>(NotifySettings::SECTION)?;
     let endpoint = match (args.target, &args.endpoint_url) {
@@ -634,14 +632,13 @@ fn notify(
     if settings.topic_arn.is_none() && endpoint.is_none() {
         return Ok(());
     }
-    let (records, gate) = status_report::run_gate(store, run_dir, policy, None)?;
-    let waiting = records.iter().any(|r| r.step == Step::Approval && r.status == Status::Pending);
+    let waiting = report.steps.iter().any(|r| r.step == Step::Approval && r.status == Status::Pending);
     let event = match (passed, waiting) {
         (false, _) => Event::Failure,
         (true, true) => Event::Approval,
         (true, false) => Event::Success,
     };
-    let message = status_report::notify::message(event, &RunReport::new(&run_dir.run_id, records, gate));
+    let message = status_report::notify::message(event, &report);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let (topic, id) = runtime.block_on(async {
         let config = match &endpoint {
@@ -664,13 +661,13 @@ fn notify(
 }
 
 /// The reports again with every step of the run, and the steps after the status check printed.
-fn finish_reports(store: &dyn Store, run_dir: &RunDir, policy: &GatePolicy) -> anyhow::Result<()> {
-    report(store, run_dir, policy, false)?;
-    for record in store.run(&run_dir.run_id)?.iter().filter(|r| r.step >= Step::Approval) {
+fn finish_reports(store: &dyn Store, run_dir: &RunDir, policy: &GatePolicy) -> anyhow::Result<RunReport> {
+    let report = write_report(store, run_dir, policy, false)?;
+    for record in report.steps.iter().filter(|r| r.step >= Step::Approval) {
         let text = record.details.error.as_deref().or(record.details.note.as_deref()).unwrap_or_default();
         println!("{} {}: {} {text}", record.component, record.step, record.status);
     }
-    Ok(())
+    Ok(report)
 }
 
 /// Plans every stage and prints the plans: nothing is installed, recorded or run.
