@@ -15,10 +15,11 @@
 //! `DeleteItem`, `Query`).
 //!
 //! Invariants, held by conditional writes rather than by the writers' good timing:
-//! - **A finished step is never overwritten**: a step is written only when it does not exist or
-//!   is not finished. A late `running` or a second finish loses with
+//! - **A finished step is never overwritten**: a step is written only when it does not exist, is
+//!   not finished, or was skipped. A late `running` or a second result loses with
 //!   [`Error::StepFinished`](crate::Error::StepFinished) (a retry of the very same write is
-//!   not an error).
+//!   not an error). A skip recorded after a result is weaker ([`crate::supersede`], the rule
+//!   the file store reads with): the result stays and the skip's reason is kept in its note.
 //! - **A lock has one holder**: it is put only when absent, expired (`expires_ms` in the past;
 //!   DynamoDB's TTL removes it later, lazily) or already the caller's; it is deleted only by
 //!   its holder.
@@ -37,7 +38,7 @@ use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_target::ErrorKind;
 
-use crate::record::{Status, Step, StepRecord};
+use crate::record::{Status, Step, StepRecord, Supersede, merge_later, supersede};
 use crate::store::{SuccessMark, check_success};
 use crate::{Error, Store, redact};
 
@@ -274,6 +275,68 @@ impl DynamoStore {
         Ok(())
     }
 
+    /// A write refused because the step holds a result: the same write again is no conflict; a
+    /// later skip is kept beside the result ([`merge_later`], written only over the record it
+    /// read); anything else is a late writer ([`Error::StepFinished`]).
+    async fn record_after_result(&self, record: &StepRecord, json: &str, pk: &str, sk: &str) -> Result<(), Error> {
+        let mut last = Status::Passed;
+        for _ in 0..3 {
+            let current = self.get(pk, sk).await?;
+            let current_json = current.as_ref().and_then(|item| text(item, "record"));
+            if current_json == Some(json) {
+                return Ok(());
+            }
+            let current_record = current_json.and_then(|j| serde_json::from_str::<StepRecord>(j).ok());
+            let finished = |status: Status| Error::StepFinished {
+                run_id: record.run_id.clone(),
+                component: record.component.clone(),
+                step: record.step,
+                status,
+            };
+            let Some(current_record) = current_record else {
+                let status = current
+                    .as_ref()
+                    .and_then(|item| text(item, "status"))
+                    .and_then(|s| s.parse::<Status>().ok())
+                    .unwrap_or(Status::Passed);
+                return Err(finished(status));
+            };
+            let status = current_record.status;
+            last = status;
+            if record.status != Status::Skipped || supersede(&current_record, record) != Supersede::Keep {
+                return Err(finished(status));
+            }
+            let merged = merge_later(current_record, record.clone());
+            let merged_json = serde_json::to_string(&merged).map_err(|e| self.corrupt(e.to_string()))?;
+            let put = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .item("pk", s(pk))
+                .item("sk", s(sk))
+                .item("record", s(&merged_json))
+                .item("status", s(merged.status.as_str()))
+                .item("finished", AttributeValue::Bool(merged.status.is_final()))
+                .condition_expression("#record = :current")
+                .expression_attribute_names("#record", "record")
+                .expression_attribute_values(":current", s(current_json.unwrap_or_default()))
+                .send()
+                .await;
+            match put {
+                Ok(_) => return Ok(()),
+                // Changed meanwhile: read it again.
+                Err(e) if is_condition_failed(&e) => continue,
+                Err(e) => return Err(self.error(e)),
+            }
+        }
+        Err(Error::StepFinished {
+            run_id: record.run_id.clone(),
+            component: record.component.clone(),
+            step: record.step,
+            status: last,
+        })
+    }
+
     async fn get(&self, pk: &str, sk: &str) -> Result<Option<Item>, Error> {
         let out = self
             .client
@@ -306,30 +369,15 @@ impl Store for DynamoStore {
                 .item("record", s(&json))
                 .item("status", s(record.status.as_str()))
                 .item("finished", AttributeValue::Bool(record.status.is_final()))
-                .condition_expression("attribute_not_exists(pk) OR finished = :no")
+                .condition_expression("attribute_not_exists(pk) OR finished = :no OR #status = :skipped")
+                .expression_attribute_names("#status", "status")
                 .expression_attribute_values(":no", AttributeValue::Bool(false))
+                .expression_attribute_values(":skipped", s(Status::Skipped.as_str()))
                 .send()
                 .await;
             match put {
                 Ok(_) => Ok(()),
-                Err(e) if is_condition_failed(&e) => {
-                    // The same write again (the SDK retried one that had landed) is no conflict.
-                    let current = self.get(&pk, &sk).await?;
-                    if current.as_ref().and_then(|item| text(item, "record")) == Some(json.as_str()) {
-                        return Ok(());
-                    }
-                    let status = current
-                        .as_ref()
-                        .and_then(|item| text(item, "status"))
-                        .and_then(|s| s.parse::<Status>().ok())
-                        .unwrap_or(Status::Passed);
-                    Err(Error::StepFinished {
-                        run_id: record.run_id.clone(),
-                        component: record.component.clone(),
-                        step: record.step,
-                        status,
-                    })
-                }
+                Err(e) if is_condition_failed(&e) => self.record_after_result(&record, &json, &pk, &sk).await,
                 Err(e) => Err(self.error(e)),
             }
         })
@@ -349,11 +397,11 @@ impl Store for DynamoStore {
         Ok(runs.into_iter().map(|(_, id)| id).collect())
     }
 
-    fn mark_success(&self, run_id: &str, env: &str) -> Result<SuccessMark, Error> {
+    fn mark_success_for(&self, run_id: &str, env: &str, deploy_step: Step) -> Result<SuccessMark, Error> {
         crate::check_name("environment", env)?;
         self.block(async {
             let records = self.steps(run_id).await?;
-            check_success(run_id, &records)?;
+            check_success(run_id, deploy_step, &records)?;
             let now = SystemTime::now();
             let mark = SuccessMark {
                 run_id: run_id.into(),
@@ -374,7 +422,7 @@ impl Store for DynamoStore {
                 .map_err(|e| self.error(e))?;
             // A failure recorded while the mark was written: take the mark back, so the base never
             // moves to a run that failed.
-            if let Err(refused) = check_success(run_id, &self.steps(run_id).await?) {
+            if let Err(refused) = check_success(run_id, deploy_step, &self.steps(run_id).await?) {
                 self.client
                     .delete_item()
                     .table_name(&self.table)

@@ -50,7 +50,10 @@ pub use context::{StageContext, StageOptions, TreeState};
 pub use dynamo::DynamoStore;
 pub use outputs::{DeployedStack, StackOutputs};
 pub use pipeline_config::fs;
-pub use record::{Coverage, Details, FileCoverage, PIPELINE, Ratio, Status, Step, StepRecord, percent_text};
+pub use record::{
+    Coverage, Details, FileCoverage, PIPELINE, Ratio, Status, Step, StepRecord, Supersede, merge_later, percent_text,
+    supersede,
+};
 pub use run_dir::{RunDir, RunFile, runs_dir, write_atomic, write_atomic_with};
 pub use store::{DEFAULT_SUCCESS_ENV, FileStore, LockRecord, Store, SuccessMark, check_success, record_pipeline_step};
 

@@ -55,6 +55,59 @@ impl Status {
     pub fn is_final(self) -> bool {
         !matches!(self, Status::Pending | Status::Running)
     }
+
+    /// Whether the step ran to a result: passed, failed or cancelled. A skip (a preview, a
+    /// step nothing required) ended without one.
+    pub fn is_result(self) -> bool {
+        matches!(self, Status::Passed | Status::Failed | Status::Cancelled)
+    }
+}
+
+/// What a later record of the same run, component and step does to the one readers see now
+/// ([`supersede`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Supersede {
+    /// The later record is the step's state from now on.
+    Replace,
+    /// The current record stays: it is a result and the later one is weaker (a skip, a preview,
+    /// a rerun not finished yet). A later skip is kept beside it, in its note.
+    Keep,
+}
+
+/// The rule both stores follow (pure): a finished step is never replaced by a weaker record.
+/// A result (passed, failed, cancelled) is replaced only by another result, so a failure stays
+/// a failure until a real run of the same step passes, and a later preview or skip never turns
+/// a failed or passed step into a skipped one; anything else (running → passed, skipped →
+/// running, pending → passed) replaces as recorded.
+pub fn supersede(current: &StepRecord, later: &StepRecord) -> Supersede {
+    if current.status.is_result() && !later.status.is_result() { Supersede::Keep } else { Supersede::Replace }
+}
+
+/// What a note says of a later skip kept beside a result ([`merge_later`]).
+const LATER_SKIP: &str = " | later skipped: ";
+
+/// The record readers see once `later` is recorded after `current` ([`supersede`]): `later`
+/// itself, or `current` with a later skip's reason kept in its note (the newest skip only).
+pub fn merge_later(mut current: StepRecord, later: StepRecord) -> StepRecord {
+    match supersede(&current, &later) {
+        Supersede::Replace => later,
+        Supersede::Keep if later.status == Status::Skipped => {
+            let note = current.details.note.as_deref().unwrap_or_default();
+            let base = if note.starts_with(LATER_SKIP.trim_start_matches(" | ")) {
+                ""
+            } else {
+                note.split_once(LATER_SKIP).map_or(note, |(base, _)| base)
+            };
+            let why = later.details.note.or(later.details.error).unwrap_or_else(|| "no reason given".into());
+            current.details.note = Some(if base.is_empty() {
+                format!("{}{why}", LATER_SKIP.trim_start_matches(" | "))
+            } else {
+                format!("{base}{LATER_SKIP}{why}")
+            });
+            current
+        }
+        Supersede::Keep => current,
+    }
 }
 
 macro_rules! text_enum {

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::record::{Status, Step, StepRecord};
+use crate::record::{Status, Step, StepRecord, merge_later};
 use crate::{Error, redact};
 
 /// The commit a successful run deployed: the next run's default base.
@@ -37,7 +37,9 @@ fn default_env() -> String {
 /// A place that keeps step records. Implementations must not lose a record
 /// when several processes write at once.
 pub trait Store: Send + Sync {
-    /// Records the state of a step, replacing the earlier state of the same run, component and step.
+    /// Records the state of a step, replacing the earlier state of the same run, component and
+    /// step unless that one is a result and this one is weaker ([`crate::supersede`]: a skip or
+    /// a rerun never replaces a passed, failed or cancelled step).
     fn record(&self, record: &StepRecord) -> Result<(), Error>;
 
     /// The latest state of every step of a run, in pipeline order. A pending or running step
@@ -59,10 +61,19 @@ pub trait Store: Send + Sync {
             .collect()
     }
 
-    /// Records that `run_id` deployed its commit to `env`; the last success of the environment
-    /// `[diff] base_environment` names is the next default base. Refused unless the run has a
-    /// passed deploy step and nothing failed or still running.
-    fn mark_success(&self, run_id: &str, env: &str) -> Result<SuccessMark, Error>;
+    /// Records that `run_id` deployed its commit to `env`, whose deploy is recorded as `deploy`
+    /// ([`Store::mark_success_for`] with [`Step::Deploy`]). A promoted environment's mark goes
+    /// through [`Store::mark_success_for`] with its step (`prod-deploy`).
+    fn mark_success(&self, run_id: &str, env: &str) -> Result<SuccessMark, Error> {
+        self.mark_success_for(run_id, env, Step::Deploy)
+    }
+
+    /// Records that `run_id` deployed its commit to `env`, whose deploy is recorded as
+    /// `deploy_step` (`deploy`, or `prod-deploy` for a promoted environment); the last success
+    /// of the environment `[diff] base_environment` names is the next default base. Refused
+    /// ([`check_success`]) unless `deploy_step` passed, nothing failed or is still running, and,
+    /// for `prod-deploy`, every component whose `deploy` passed also passed `prod-deploy`.
+    fn mark_success_for(&self, run_id: &str, env: &str, deploy_step: Step) -> Result<SuccessMark, Error>;
 
     /// The last commit marked successful for `env`.
     fn last_success(&self, env: &str) -> Result<Option<SuccessMark>, Error>;
@@ -92,6 +103,9 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     }
     fn mark_success(&self, run_id: &str, env: &str) -> Result<SuccessMark, Error> {
         (**self).mark_success(run_id, env)
+    }
+    fn mark_success_for(&self, run_id: &str, env: &str, deploy_step: Step) -> Result<SuccessMark, Error> {
+        (**self).mark_success_for(run_id, env, deploy_step)
     }
     fn last_success(&self, env: &str) -> Result<Option<SuccessMark>, Error> {
         (**self).last_success(env)
@@ -256,20 +270,33 @@ fn read_lines(file: &File, path: &Path) -> Result<Vec<Line>, Error> {
     Ok(lines)
 }
 
+/// Folds one more record of a run into the state readers see ([`merge_later`]).
+fn fold(steps: &mut BTreeMap<(Step, String), StepRecord>, record: StepRecord) {
+    let key = (record.step, record.component.clone());
+    let seen = match steps.remove(&key) {
+        Some(current) => merge_later(current, record),
+        None => record,
+    };
+    steps.insert(key, seen);
+}
+
 fn latest_steps<'a>(lines: impl Iterator<Item = &'a Line>, run_id: &str) -> Vec<StepRecord> {
     let mut latest: BTreeMap<(Step, String), StepRecord> = BTreeMap::new();
     for line in lines {
         if let Line::Step(record) = line
             && record.run_id == run_id
         {
-            latest.insert((record.step, record.component.clone()), record.clone());
+            fold(&mut latest, record.clone());
         }
     }
     latest.into_values().map(StepRecord::with_dead_runner_failed).collect()
 }
 
-/// Whether a run may become the new base: its deploy passed and nothing failed or is unfinished.
-pub fn check_success(run_id: &str, records: &[StepRecord]) -> Result<(), Error> {
+/// Whether a run may become the new base of an environment whose deploy is recorded as
+/// `deploy_step`: nothing failed or is unfinished, `deploy_step` passed (a preview or a skip is
+/// no deploy), and for `prod-deploy`, every component whose `deploy` passed passed
+/// `prod-deploy` too (what reached the earlier environment reached this one).
+pub fn check_success(run_id: &str, deploy_step: Step, records: &[StepRecord]) -> Result<(), Error> {
     if records.is_empty() {
         return Err(Error::UnknownRun { run_id: run_id.into() });
     }
@@ -281,8 +308,24 @@ pub fn check_success(run_id: &str, records: &[StepRecord]) -> Result<(), Error> 
             reason: format!("{} {} is {}", bad.component, bad.step, bad.status),
         });
     }
-    if !records.iter().any(|r| r.step == Step::Deploy && r.status == Status::Passed) {
-        return Err(Error::NotSuccessful { run_id: run_id.into(), reason: "no deploy step passed".into() });
+    let refused = |reason: String| Err(Error::NotSuccessful { run_id: run_id.into(), reason });
+    if !records.iter().any(|r| r.step == deploy_step && r.status == Status::Passed) {
+        return refused(format!("no {deploy_step} step passed"));
+    }
+    if deploy_step == Step::ProdDeploy {
+        for deployed in records.iter().filter(|r| r.step == Step::Deploy && r.status == Status::Passed) {
+            let promoted = records.iter().find(|r| r.step == deploy_step && r.component == deployed.component);
+            match promoted.map(|r| r.status) {
+                Some(Status::Passed) => {}
+                status => {
+                    let what = status.map_or_else(|| "never ran".to_string(), |s| format!("is {s}"));
+                    return refused(format!(
+                        "{} {deploy_step} {what}, but its deploy passed; deploy it with the run's other components first",
+                        deployed.component
+                    ));
+                }
+            }
+        }
     }
     Ok(())
 }
@@ -321,7 +364,7 @@ impl Store for FileStore {
                     order.push(record.run_id.clone());
                     BTreeMap::new()
                 });
-                steps.insert((record.step, record.component.clone()), record);
+                fold(steps, record);
             }
         }
         Ok(order
@@ -333,12 +376,12 @@ impl Store for FileStore {
             .collect())
     }
 
-    fn mark_success(&self, run_id: &str, env: &str) -> Result<SuccessMark, Error> {
+    fn mark_success_for(&self, run_id: &str, env: &str, deploy_step: Step) -> Result<SuccessMark, Error> {
         crate::check_name("environment", env)?;
         // Checked and appended under one lock, so no failing record can slip in between.
         let line = self.append_with(|file| {
             let records = latest_steps(read_lines(file, &self.path)?.iter(), run_id);
-            check_success(run_id, &records)?;
+            check_success(run_id, deploy_step, &records)?;
             Ok(Line::Success(SuccessMark {
                 run_id: run_id.into(),
                 env: env.into(),
@@ -534,6 +577,82 @@ mod tests {
         assert!(seen.details.runner.as_deref().unwrap().ends_with(&format!(":{}", std::process::id())));
         let done = store.run("r1").unwrap().remove(0);
         assert_eq!((done.status, done.details.runner), (Status::Passed, None));
+    }
+
+    fn with_note(mut record: StepRecord, note: &str) -> StepRecord {
+        record.details.note = Some(note.into());
+        record
+    }
+
+    #[test]
+    fn a_later_skip_or_rerun_never_replaces_a_result_and_a_failure_stays_until_a_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path()).unwrap();
+        let rec = |status| StepRecord::new("r1", "abc", "infra", Step::Deploy, status);
+        let mut failed = rec(Status::Failed);
+        failed.details.error = Some("stack master: rolled back".into());
+        store.record(&rec(Status::Running)).unwrap();
+        store.record(&failed).unwrap();
+        // A rerun as a preview: running, then skipped. The failure stays; the skip is noted.
+        store.record(&rec(Status::Running)).unwrap();
+        store.record(&with_note(rec(Status::Skipped), "preview only (--no-execute)")).unwrap();
+        let read = |store: &FileStore| {
+            let from_run = store.run("r1").unwrap().remove(0);
+            let (_, mut listed) = store.runs().unwrap().remove(0);
+            assert_eq!(listed.remove(0), from_run, "run and runs read the same");
+            from_run
+        };
+        let seen = read(&store);
+        assert_eq!(seen.status, Status::Failed);
+        assert_eq!(seen.details.error.as_deref(), Some("stack master: rolled back"));
+        assert_eq!(seen.details.note.as_deref(), Some("later skipped: preview only (--no-execute)"));
+        // A second skip keeps only the newest reason.
+        store.record(&with_note(rec(Status::Skipped), "preview again")).unwrap();
+        assert_eq!(read(&store).details.note.as_deref(), Some("later skipped: preview again"));
+        // The success check reads the failure.
+        let refused = store.mark_success("r1", "dev").unwrap_err().to_string();
+        assert!(refused.contains("infra deploy is failed"), "{refused}");
+        // A real deploy that passes replaces it; a later skip then keeps the pass.
+        store.record(&with_note(rec(Status::Passed), "stack master: deployed")).unwrap();
+        store.record(&with_note(rec(Status::Skipped), "preview only")).unwrap();
+        let seen = read(&store);
+        assert_eq!(seen.status, Status::Passed);
+        assert_eq!(seen.details.note.as_deref(), Some("stack master: deployed | later skipped: preview only"));
+        // A skip is no result: whatever comes after it replaces it.
+        let other = |status| StepRecord::new("r1", "abc", "web", Step::Deploy, status);
+        store.record(&other(Status::Skipped)).unwrap();
+        store.record(&other(Status::Running)).unwrap();
+        assert_eq!(store.run("r1").unwrap()[1].status, Status::Running);
+        store.record(&other(Status::Passed)).unwrap();
+        assert_eq!(store.run("r1").unwrap()[1].status, Status::Passed);
+        // The lines are all kept: the weaker records are in the file beside the results.
+        let lines = std::fs::read_to_string(store.path()).unwrap();
+        assert_eq!(lines.matches(r#""status":"skipped""#).count(), 4, "{lines}");
+    }
+
+    #[test]
+    fn a_mark_for_a_promoted_environment_needs_every_deployed_component_promoted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path()).unwrap();
+        let rec = |component: &str, step, status| StepRecord::new("r1", "abc", component, step, status);
+        store.record(&rec("infra", Step::Deploy, Status::Passed)).unwrap();
+        store.record(&rec("frontend", Step::Deploy, Status::Passed)).unwrap();
+        // Dev only: a dev mark is fine, a prod mark is refused, and nothing is marked for prod.
+        store.mark_success_for("r1", "dev", Step::Deploy).unwrap();
+        let refused = store.mark_success_for("r1", "prod", Step::ProdDeploy).unwrap_err();
+        assert!(
+            matches!(&refused, Error::NotSuccessful { reason, .. } if reason == "no prod-deploy step passed"),
+            "{refused}"
+        );
+        // One component promoted, the other not.
+        store.record(&rec("infra", Step::ProdDeploy, Status::Passed)).unwrap();
+        store.record(&rec("frontend", Step::ProdDeploy, Status::Skipped)).unwrap();
+        let refused = store.mark_success_for("r1", "prod", Step::ProdDeploy).unwrap_err().to_string();
+        assert!(refused.contains("frontend prod-deploy is skipped, but its deploy passed"), "{refused}");
+        assert_eq!(store.last_success("prod").unwrap(), None);
+        store.record(&rec("frontend", Step::ProdDeploy, Status::Passed)).unwrap();
+        assert_eq!(store.mark_success_for("r1", "prod", Step::ProdDeploy).unwrap().commit, "abc");
+        assert_eq!(store.last_success("prod").unwrap().unwrap().run_id, "r1");
     }
 
     #[test]

@@ -158,3 +158,60 @@ async fn the_store_works_from_inside_a_runtime() {
     assert_eq!(store.run("r1").unwrap()[0].status, Status::Passed);
     drop(store);
 }
+
+#[test]
+fn a_later_skip_is_kept_beside_a_result_and_a_skip_gives_way_to_a_result() {
+    let store = store("weaker");
+    let deploy = |component: &str, status: Status, note: &str| {
+        let mut record = rec("r1", "abc", component, Step::Deploy, status);
+        record.details.note = Some(note.into());
+        record
+    };
+    // A failed deploy, then a preview: the failure stays, the preview is noted beside it.
+    store.record(&deploy("infra", Status::Failed, "stack master: rolled back")).unwrap();
+    store.record(&deploy("infra", Status::Skipped, "preview only (--no-execute)")).unwrap();
+    let infra = store.run("r1").unwrap().remove(0);
+    assert_eq!(infra.status, Status::Failed);
+    assert_eq!(
+        infra.details.note.as_deref(),
+        Some("stack master: rolled back | later skipped: preview only (--no-execute)")
+    );
+    // The same skip again is no change; a rerun is a late writer, as any second result.
+    store.record(&deploy("infra", Status::Skipped, "preview only (--no-execute)")).unwrap();
+    assert_eq!(store.run("r1").unwrap().remove(0), infra);
+    assert!(matches!(
+        store.record(&rec("r1", "abc", "infra", Step::Deploy, Status::Running)),
+        Err(Error::StepFinished { status: Status::Failed, .. })
+    ));
+    // A passed deploy, then a skip: still passed, and the success check reads the pass.
+    store.record(&deploy("web", Status::Passed, "published")).unwrap();
+    store.record(&deploy("web", Status::Skipped, "web did not change in this run")).unwrap();
+    let web = store.run("r1").unwrap().into_iter().find(|r| r.component == "web").unwrap();
+    assert_eq!(web.status, Status::Passed);
+    // A skip first (a preview), then the real deploy: the deploy replaces it.
+    store.record(&deploy("api", Status::Skipped, "preview only (--no-execute)")).unwrap();
+    store.record(&deploy("api", Status::Running, "")).unwrap();
+    store.record(&deploy("api", Status::Passed, "deployed")).unwrap();
+    let api = store.run("r1").unwrap().into_iter().find(|r| r.component == "api").unwrap();
+    assert_eq!((api.status, api.details.note.as_deref()), (Status::Passed, Some("deployed")));
+}
+
+#[test]
+fn a_mark_for_a_promoted_environment_needs_its_promotion_passed() {
+    let store = store("promoted-marks");
+    store.record(&rec("r1", "abc", "infra", Step::Deploy, Status::Passed)).unwrap();
+    store.record(&rec("r1", "abc", "web", Step::Deploy, Status::Passed)).unwrap();
+    // Dev deployed only: refused for prod, and no mark is kept.
+    let refused = store.mark_success_for("r1", "prod", Step::ProdDeploy).unwrap_err();
+    assert!(
+        matches!(&refused, Error::NotSuccessful { reason, .. } if reason == "no prod-deploy step passed"),
+        "{refused}"
+    );
+    store.record(&rec("r1", "abc", "infra", Step::ProdDeploy, Status::Passed)).unwrap();
+    let refused = store.mark_success_for("r1", "prod", Step::ProdDeploy).unwrap_err().to_string();
+    assert!(refused.contains("web prod-deploy never ran, but its deploy passed"), "{refused}");
+    assert_eq!(store.last_success("prod").unwrap(), None);
+    store.record(&rec("r1", "abc", "web", Step::ProdDeploy, Status::Passed)).unwrap();
+    assert_eq!(store.mark_success_for("r1", "prod", Step::ProdDeploy).unwrap().commit, "abc");
+    assert_eq!(store.last_success("prod").unwrap().unwrap().run_id, "r1");
+}
