@@ -8,7 +8,7 @@ use std::time::SystemTime;
 
 use anyhow::Context;
 use aws_config::{BehaviorVersion, SdkConfig};
-use aws_target::{AssumeRole, Target};
+use aws_target::Target;
 use frontend_publisher::{CheckOptions, PublishConfig, ValueSource};
 use run_state::{RunDir, StageContext, Status, Step, StepRecord, Store};
 use stack_deployer::{DeploySettings, Environment};
@@ -29,25 +29,16 @@ impl Where {
     /// are printed before anything changes; in the emulator, the environment's artifact bucket is
     /// created (the sample's pipeline stack makes it in AWS).
     pub async fn config(&self, env: &Environment, progress: &Progress) -> anyhow::Result<SdkConfig> {
-        let assume_role = env.role.as_ref().map(|(role_arn, external_id)| AssumeRole {
-            role_arn: role_arn.clone(),
-            external_id: external_id.clone(),
-            session_name: format!("xtask-pipeline-{}", env.name),
-        });
         let config = match self {
             Where::Emulator(endpoint) => {
-                let target = Target {
-                    endpoint_url: Some(endpoint.clone()),
-                    region: Some(env.region.clone().unwrap_or_else(|| "us-east-1".into())),
-                    profile: None,
-                    assume_role,
-                };
+                let base = Target { endpoint_url: Some(endpoint.clone()), ..Target::default() };
+                let mut target = base.for_environment(&env.name, &env.account, "xtask-pipeline")?;
+                target.region.get_or_insert_with(|| "us-east-1".into());
                 aws_target::load_with(&target, aws_config::defaults(BehaviorVersion::latest()).test_credentials())
                     .await?
             }
             Where::Aws => {
-                let target = Target { endpoint_url: None, region: env.region.clone(), profile: None, assume_role };
-                aws_target::load(&target).await?
+                aws_target::load_environment(&Target::default(), &env.name, &env.account, "xtask-pipeline").await?
             }
         };
         let identity = aws_target::identity(&config)

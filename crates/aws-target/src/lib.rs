@@ -13,6 +13,9 @@
 //!   what each service needs: S3 switches to path-style addressing when an endpoint is
 //!   set (emulators do not resolve virtual-host names), and every client can carry a
 //!   [`RequestCounter`] that benchmarks and tests read.
+//! - [`Target::for_environment`] aims a target at one environment's account, from
+//!   [`Account::from_config`] (`[deploy.environments.NAME]`: its region, its role assumed with
+//!   its external id): the one way every stage and the pipeline reach an environment.
 //! - [`ErrorKind::of`] sorts any SDK error into what a user can act on (throttled,
 //!   access denied, no credentials, not found …), from the error's code, never its text.
 //!
@@ -45,8 +48,10 @@ use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 #[cfg(feature = "cli")]
 mod cli;
+mod environment;
 #[cfg(feature = "cli")]
 pub use cli::TargetArgs;
+pub use environment::{Account, role_account, session_name};
 
 /// What went wrong while reaching AWS.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +62,18 @@ pub enum Error {
     /// No region anywhere.
     #[error("no AWS region: pass --region, set AWS_REGION, or set one in the profile")]
     NoRegion,
+    /// `--region` names another region than the environment's own.
+    #[error(
+        "`{environment}` lives in {own} (deploy.environments.{environment}.region), not {given}; drop --region (or AWS's region setting) or fix the config"
+    )]
+    RegionConflict {
+        /// The environment.
+        environment: String,
+        /// The region the caller named.
+        given: String,
+        /// The environment's region.
+        own: String,
+    },
     /// An endpoint that is not an http(s) URL.
     #[error("endpoint `{0}` is not an http:// or https:// URL; fix --endpoint-url or AWS_ENDPOINT_URL")]
     BadEndpoint(String),
@@ -104,6 +121,17 @@ pub fn is_region_name(name: &str) -> bool {
         && parts[0].len() == 2
         && parts[0].bytes().all(|b| b.is_ascii_lowercase())
         && parts.last().is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The SDK config of an environment's account: [`Target::for_environment`], then [`load`].
+/// `who` names the caller in the assumed role's session (`stack-deployer-prod`).
+pub async fn load_environment(
+    base: &Target,
+    environment: &str,
+    account: &Account,
+    who: &str,
+) -> Result<SdkConfig, Error> {
+    load(&base.for_environment(environment, account, who)?).await
 }
 
 /// The SDK config for a target: the standard chain plus what the target overrides.

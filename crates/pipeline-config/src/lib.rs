@@ -261,6 +261,18 @@ pub fn duration<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Opt
     Ok(Some(duration))
 }
 
+/// [`duration`] for a timeout or a time to live: `"0s"` (no time at all) is refused too.
+pub fn positive_duration<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<std::time::Duration>, D::Error> {
+    match duration(deserializer)? {
+        Some(d) if d.is_zero() => {
+            Err(serde::de::Error::custom("is zero, which would give up at once; write e.g. \"90s\" or \"10m\""))
+        }
+        other => Ok(other),
+    }
+}
+
 fn find_key(text: &str, key: &str) -> Option<Range<usize>> {
     let mut offset = 0;
     for line in text.split_inclusive('\n') {

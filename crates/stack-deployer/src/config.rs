@@ -21,14 +21,14 @@ pub struct DeploySettings {
     #[serde(default)]
     pub parallelism: Option<usize>,
     /// The longest a stack may take to deploy before the deployer stops watching (30m when unset).
-    #[serde(default, deserialize_with = "pipeline_config::duration")]
+    #[serde(default, deserialize_with = "pipeline_config::positive_duration")]
     pub timeout: Option<Duration>,
     /// The longest a change set may take to be created (5m when unset).
-    #[serde(default, deserialize_with = "pipeline_config::duration")]
+    #[serde(default, deserialize_with = "pipeline_config::positive_duration")]
     pub change_set_timeout: Option<Duration>,
     /// How long a stack's lock in the status store holds before another deploy may take it over
     /// (2h when unset).
-    #[serde(default, deserialize_with = "pipeline_config::duration")]
+    #[serde(default, deserialize_with = "pipeline_config::positive_duration")]
     pub lock_ttl: Option<Duration>,
     /// The stacks, by name.
     #[serde(default)]
@@ -108,7 +108,7 @@ pub struct EnvironmentSettings {
 pub struct StackOverride {
     /// Another stack name in this environment.
     #[serde(default)]
-    pub stack_name: Option<String>,
+    pub stack_name: Option<Spanned<String>>,
     /// Parameter values replacing (or adding to) the stack's.
     #[serde(default)]
     pub parameters: BTreeMap<String, Spanned<ParameterValue>>,
@@ -143,14 +143,15 @@ pub struct StackSpec {
 pub struct Environment {
     /// `dev`, `prod` …
     pub name: String,
-    /// The region, if the config names one.
+    /// The region, if the config names one (the same as `account.region`).
     pub region: Option<String>,
+    /// The account it lives in: its region and the role to assume, for
+    /// [`aws_target::Target::for_environment`].
+    pub account: aws_target::Account,
     /// The artifact bucket.
     pub artifact_bucket: String,
     /// The key prefix (no trailing `/`; may be empty).
     pub key_prefix: String,
-    /// A role to assume, with its external id.
-    pub role: Option<(String, Option<String>)>,
     /// Stacks in dependency order (dependencies first).
     pub stacks: Vec<StackSpec>,
     /// How many stacks deploy at once.
@@ -173,9 +174,11 @@ impl DeploySettings {
         // Check every environment (and the stacks without one) now, so a mistake in `prod`
         // shows on the first `dev` deploy.
         settings.environment(config, "dev")?;
+        let mut environments = Vec::new();
         for env in settings.environments.keys() {
-            settings.environment(config, env)?;
+            environments.push(settings.environment(config, env)?);
         }
+        settings.check_distinct_stacks(config, &environments)?;
         Ok(settings)
     }
 
@@ -207,22 +210,8 @@ impl DeploySettings {
             }
         };
         let env_key = format!("deploy.environments.{env}");
-        if let Some(region) = &env_settings.region
-            && !aws_target::is_region_name(region)
-        {
-            return Err(ConfigError::file(
-                file,
-                format!("{env_key}.region: `{region}` is not a region name (like `us-east-1`)"),
-            ));
-        }
-        if env_settings.external_id.is_some() && env_settings.role_arn.is_none() {
-            return Err(ConfigError::file(file, format!("{env_key}.external_id: set without role_arn; add role_arn")));
-        }
-        if let Some(role) = &env_settings.role_arn
-            && !role.starts_with("arn:")
-        {
-            return Err(ConfigError::file(file, format!("{env_key}.role_arn: `{role}` is not a role ARN")));
-        }
+        // The region, the role and its external id: read and checked where every stage reads them.
+        let account = aws_target::Account::from_config(config, env)?;
         for name in env_settings.stacks.keys() {
             if !self.stacks.contains_key(name) {
                 return Err(ConfigError::file(
@@ -275,15 +264,15 @@ impl DeploySettings {
                 ));
             }
             let overrides = env_settings.stacks.get(name).cloned().unwrap_or_default();
-            let stack_name = overrides
-                .stack_name
-                .clone()
-                .unwrap_or_else(|| stack.stack_name.get_ref().clone())
-                .replace("{env}", env);
+            let (stack_name, stack_name_span, stack_name_key) = match &overrides.stack_name {
+                Some(given) => (given.get_ref().clone(), given.span(), format!("{env_key}.stacks.{name}.stack_name")),
+                None => (stack.stack_name.get_ref().clone(), stack.stack_name.span(), format!("{key}.stack_name")),
+            };
+            let stack_name = stack_name.replace("{env}", env);
             if !valid_stack_name(&stack_name) {
                 return Err(at(
-                    stack.stack_name.span(),
-                    format!("{key}.stack_name"),
+                    stack_name_span,
+                    stack_name_key,
                     format!("`{stack_name}` is not a stack name (a letter, then letters, digits and `-`, at most 128)"),
                 ));
             }
@@ -378,16 +367,61 @@ impl DeploySettings {
         }
         Ok(Environment {
             name: env.to_string(),
-            region: env_settings.region,
+            region: account.region.clone(),
+            account,
             artifact_bucket: bucket,
             key_prefix,
-            role: env_settings.role_arn.map(|arn| (arn, env_settings.external_id)),
             stacks,
             parallelism,
             timeout: self.timeout.unwrap_or(Duration::from_secs(30 * 60)),
             change_set_timeout: self.change_set_timeout.unwrap_or(Duration::from_secs(5 * 60)),
             lock_ttl: self.lock_ttl.unwrap_or(Duration::from_secs(2 * 3600)),
         })
+    }
+}
+
+impl DeploySettings {
+    /// Two environments in one account and region must not share a stack name: the second
+    /// deploy would update the first's stack. Environments whose account or region the config
+    /// leaves to the caller (no `role_arn`, no `region`) count as the caller's.
+    fn check_distinct_stacks(&self, config: &ConfigFile, environments: &[Environment]) -> Result<(), ConfigError> {
+        let mut seen: BTreeMap<(Option<&str>, Option<&str>, &str), &str> = BTreeMap::new();
+        for env in environments {
+            for stack in &env.stacks {
+                let place = (env.account.account_id(), env.region.as_deref(), stack.stack_name.as_str());
+                let Some(first) = seen.insert(place, &env.name) else { continue };
+                let (key, span) = match self
+                    .environments
+                    .get(&env.name)
+                    .and_then(|e| e.stacks.get(&stack.name))
+                    .and_then(|o| o.stack_name.as_ref())
+                {
+                    Some(name) => {
+                        (format!("deploy.environments.{}.stacks.{}.stack_name", env.name, stack.name), name.span())
+                    }
+                    None => (
+                        format!("deploy.stacks.{}.stack_name", stack.name),
+                        self.stacks.get(&stack.name).map_or(0..0, |s| s.stack_name.span()),
+                    ),
+                };
+                let account = env
+                    .account
+                    .account_id()
+                    .map_or("the pipeline's own account".to_string(), |a| format!("account {a}"));
+                let region = env.region.as_deref().unwrap_or("the default region");
+                return Err(ConfigError::at(
+                    &config.path,
+                    &config.text,
+                    span,
+                    key,
+                    format!(
+                        "`{}` is the stack of both `{first}` and `{}` in {account}, {region}: one deploy would overwrite the other's; put `{{env}}` in the name or give one environment its own stack_name",
+                        stack.stack_name, env.name
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -485,7 +519,8 @@ parameters = { Extra = "x" }
         let prod = settings.environment(&config, "prod").unwrap();
         assert_eq!(prod.artifact_bucket, "prod-artifacts");
         assert_eq!(prod.region.as_deref(), Some("eu-west-1"));
-        assert_eq!(prod.role, Some(("arn:aws:iam::123456789012:role/deploy".into(), Some("ext-1".into()))));
+        assert_eq!(prod.account.role_arn.as_deref(), Some("arn:aws:iam::123456789012:role/deploy"));
+        assert_eq!(prod.account.external_id.as_deref(), Some("ext-1"));
         assert_eq!(prod.stacks[1].stack_name, "api-production");
         assert_eq!(prod.stacks[1].parameters["Extra"], ParameterValue::Literal("x".into()));
         assert_eq!(prod.stacks[0].stack_name, "app-data-prod");
@@ -517,6 +552,47 @@ parameters = { Extra = "x" }
 
         let region = BASE.replace("eu-west-1", "eu-west1");
         let err = DeploySettings::from_config(&config(&region)).unwrap_err().to_string();
-        assert!(err.contains("deploy.environments.prod.region"), "{err}");
+        assert!(err.starts_with("pipeline.toml:21: deploy.environments.prod.region:"), "{err}");
+    }
+
+    #[test]
+    fn zero_timeouts_are_refused_with_their_line() {
+        for key in ["timeout", "change_set_timeout", "lock_ttl"] {
+            let text =
+                BASE.replace("key_prefix = \"app/{env}\"", &format!("key_prefix = \"app/{{env}}\"\n{key} = \"0s\""));
+            let err = DeploySettings::from_config(&config(&text)).unwrap_err();
+            assert_eq!((err.line, err.key.clone()), (Some(5), format!("deploy.{key}")), "{err}");
+            assert!(err.message.contains("zero"), "{err}");
+            let fine =
+                BASE.replace("key_prefix = \"app/{env}\"", &format!("key_prefix = \"app/{{env}}\"\n{key} = \"1s\""));
+            DeploySettings::from_config(&config(&fine)).unwrap();
+        }
+    }
+
+    #[test]
+    fn one_stack_name_for_two_environments_in_one_account_and_region_is_refused() {
+        // prod is in another account: the same name there is another stack.
+        let other_account = BASE.replace("stack_name = \"api-production\"", "stack_name = \"app-api-dev\"");
+        DeploySettings::from_config(&config(&other_account)).unwrap();
+        // Same account (no role) and region: refused at the override's line.
+        let same = other_account
+            .replace("role_arn = \"arn:aws:iam::123456789012:role/deploy\"\nexternal_id = \"ext-1\"\n", "")
+            .replace("eu-west-1", "us-east-1");
+        let err = DeploySettings::from_config(&config(&same)).unwrap_err();
+        assert_eq!(err.key, "deploy.environments.prod.stacks.api.stack_name", "{err}");
+        assert_eq!(err.line, Some(25), "{err}");
+        assert!(err.message.contains("`app-api-dev` is the stack of both `dev` and `prod`"), "{err}");
+        // A name without `{env}` shared by every environment: refused at the stack's line.
+        let fixed = BASE
+            .replace("app-data-{env}", "app-data")
+            .replace("eu-west-1", "us-east-1")
+            .replace("role_arn = \"arn:aws:iam::123456789012:role/deploy\"\nexternal_id = \"ext-1\"\n", "");
+        let err = DeploySettings::from_config(&config(&fixed)).unwrap_err();
+        assert_eq!((err.line, err.key.as_str()), (Some(8), "deploy.stacks.data.stack_name"), "{err}");
+        // Another region is another stack.
+        let regions = BASE
+            .replace("app-data-{env}", "app-data")
+            .replace("role_arn = \"arn:aws:iam::123456789012:role/deploy\"\nexternal_id = \"ext-1\"\n", "");
+        DeploySettings::from_config(&config(&regions)).unwrap();
     }
 }

@@ -116,17 +116,11 @@ fn run(args: Args) -> anyhow::Result<u8> {
         error
     };
     let env = environment(&context, &args.environment).map_err(|e| failed(e.into()))?;
-    let mut target = args.target.target();
-    if target.region.is_none() {
-        target.region = env.region.clone();
-    }
-    if let Some((role_arn, external_id)) = &env.role {
-        target.assume_role = Some(aws_target::AssumeRole {
-            role_arn: role_arn.clone(),
-            external_id: external_id.clone(),
-            session_name: format!("stack-deployer-{}", env.name),
-        });
-    }
+    let target = args
+        .target
+        .target()
+        .for_environment(&env.name, &env.account, "stack-deployer")
+        .map_err(|e| failed(e.into()))?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let report = runtime.block_on(async {
         let config = aws_target::load(&target).await.map_err(|e| failed(e.into()))?;
