@@ -265,6 +265,16 @@ impl PublishConfig {
             Some(k) if *k.get_ref() == 0 => {
                 return Err(err(config, k.span(), "retain_releases", "must be at least 1 (the live release)"));
             }
+            Some(k) if *k.get_ref() > MAX_RETAIN_RELEASES => {
+                return Err(err(
+                    config,
+                    k.span(),
+                    "retain_releases",
+                    format!(
+                        "must be at most {MAX_RETAIN_RELEASES}: every retained release keeps its files in the bucket and its entry in the release manifest"
+                    ),
+                ));
+            }
             Some(k) => *k.get_ref() as usize,
         };
         let max_delete_share = match &s.max_delete_share {
@@ -298,6 +308,25 @@ impl PublishConfig {
             }
             Some(m) => m.get_ref() * MIB,
         };
+        let in_memory = multipart_threshold.saturating_mul(parallelism as u64);
+        if in_memory > MAX_UPLOAD_MEMORY {
+            let (key, span) = match (&s.multipart_threshold_mib, &s.parallelism) {
+                (Some(m), _) => ("multipart_threshold_mib", m.span()),
+                (None, Some(p)) => ("parallelism", p.span()),
+                (None, None) => ("parallelism", 0..0),
+            };
+            return Err(err(
+                config,
+                span,
+                key,
+                format!(
+                    "publish.multipart_threshold_mib ({}) × publish.parallelism ({parallelism}) is {} MiB of files held in memory at once, over {} MiB; lower one of them",
+                    multipart_threshold / MIB,
+                    in_memory / MIB,
+                    MAX_UPLOAD_MEMORY / MIB
+                ),
+            ));
+        }
         let root_document = match &s.root_document {
             None => "index.html".to_owned(),
             Some(r) => {
@@ -366,6 +395,13 @@ impl PublishConfig {
 }
 
 const MIB: u64 = 1024 * 1024;
+
+/// The most releases `retain_releases` may keep.
+pub const MAX_RETAIN_RELEASES: u32 = 100;
+
+/// The most bytes of files the uploads may hold at once: a file up to the multipart threshold
+/// is read whole, and `parallelism` of them go up together.
+pub const MAX_UPLOAD_MEMORY: u64 = 2 * 1024 * MIB;
 
 /// The Content-Type of a path from the MIME table; text types get `charset=utf-8`.
 pub fn content_type(path: &str) -> String {
@@ -487,6 +523,16 @@ mod tests {
         assert_eq!((err.line, err.key.as_str()), (Some(5), "publish.retain"), "{err}");
         let err = parse(&format!("{BASE}retain_releases = 0\n")).unwrap_err();
         assert_eq!(err.to_string(), "pipeline.toml:5: publish.retain_releases: must be at least 1 (the live release)");
+        let err = parse(&format!("{BASE}retain_releases = 100000\n")).unwrap_err();
+        assert_eq!((err.line, err.key.as_str()), (Some(5), "publish.retain_releases"), "{err}");
+        assert!(err.message.contains("at most 100"), "{err}");
+        parse(&format!("{BASE}retain_releases = 100\n")).unwrap();
+        let err = parse(&format!("{BASE}parallelism = 64\nmultipart_threshold_mib = 64\n")).unwrap_err();
+        assert_eq!((err.line, err.key.as_str()), (Some(6), "publish.multipart_threshold_mib"), "{err}");
+        assert!(err.message.contains("4096 MiB"), "{err}");
+        let err = parse(&format!("{BASE}parallelism = 256\n")).unwrap_err();
+        assert_eq!((err.line, err.key.as_str()), (Some(5), "publish.parallelism"), "{err}");
+        parse(&format!("{BASE}parallelism = 128\nmultipart_threshold_mib = 16\n")).unwrap();
         let err = parse(&format!("{BASE}headers = [{{ glob = \"a/[\", cache_control = \"x\" }}]\n")).unwrap_err();
         assert_eq!(err.line, Some(5), "{err}");
         let err = parse(&BASE.replace("master.SiteBucketName", "SiteBucketName")).unwrap_err();

@@ -58,9 +58,14 @@ use serde::{Deserialize, Serialize};
 use status_report::ComponentVerdict;
 
 pub use check::{CheckOptions, check_site};
-pub use config::{Headers, IMMUTABLE, NO_CACHE, PublishConfig, RuntimeConfig, ValueSource, content_type};
+pub use config::{
+    Headers, IMMUTABLE, MAX_RETAIN_RELEASES, MAX_UPLOAD_MEMORY, NO_CACHE, PublishConfig, RuntimeConfig, ValueSource,
+    content_type,
+};
 pub use invalidate::{invalidate, is_completed};
-pub use local::{Body, Kind, LocalFile, MAX_FILE_BYTES, Site, Skipped, read_site, runtime_config_files};
+pub use local::{
+    Body, Kind, LocalFile, MAX_FILE_BYTES, Site, Skipped, check_runtime_secrets, read_site, runtime_config_files,
+};
 pub use plan::{
     Action, HeadInfo, Item, MANIFEST_KEY, MAX_INVALIDATION_PATHS, MAX_WILDCARDS, ObjectRecord, Plan, Release,
     ReleaseManifest, RemoteObject, RemoteState, collapse_invalidation, human_bytes, is_immutable, plan,
@@ -127,6 +132,25 @@ pub enum Error {
         path: PathBuf,
         /// Where it leads.
         target: PathBuf,
+    },
+    /// A link in dist to what the rules keep out (a dotfile, an `.env*` file, a source map).
+    #[error("{} links to {}, {what}, which is never published; remove the link, or name its target in publish.include", path.display(), target.display())]
+    LinkToHidden {
+        /// The link.
+        path: PathBuf,
+        /// Its target, resolved.
+        target: PathBuf,
+        /// What the target is.
+        what: &'static str,
+    },
+    /// The runtime config (made from the stack outputs) holds a secret: the site is public.
+    #[error(
+        "the runtime config would publish a secret on the public site ({}); nothing was uploaded: take the stack output that carries it out of publish.runtime_config.keys",
+        findings.join("; ")
+    )]
+    SecretInRuntimeConfig {
+        /// Each finding (`aws-config.js:2: S004 …`), never the secret.
+        findings: Vec<String>,
     },
     /// Not a regular file (a pipe, a socket, a device).
     #[error("{} is not a regular file; only regular files are published: remove it from dist", path.display())]
@@ -390,6 +414,7 @@ fn resolve(config: &PublishConfig, run: &RunDir, environment: &str) -> Result<Re
         (Some(runtime), Some(outputs)) => runtime_config_files(runtime, outputs, environment)?,
         _ => Vec::new(),
     };
+    check_runtime_secrets(&runtime)?;
     Ok(Resolved { bucket, distribution, runtime })
 }
 
@@ -419,7 +444,9 @@ pub async fn plan_publish(
 }
 
 /// Reads `[gate]`, the run's diff and records, and decides what may be published to
-/// `environment` ([`status_report::decide_deploy`]); a missing diff names source-diff.
+/// `environment` ([`status_report::decide_deploy`]); the site's component is deployed under
+/// its own name, so for a promoted environment it needs a passed publish to the earlier
+/// environment. A missing diff names source-diff.
 pub fn deploy_decision(
     context: &StageContext,
     run: &RunDir,

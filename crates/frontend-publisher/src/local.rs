@@ -84,6 +84,11 @@ fn kind_of(config: &PublishConfig, path: &str) -> Kind {
 /// The site to publish: `dist` walked (regular files only; a link is followed only to a
 /// regular file inside dist; hidden files, `.env*` and source maps left out unless
 /// `include` names them), then the runtime config files added (`runtime`: path → bytes).
+///
+/// A link is resolved, never followed out of dist, and the same rules apply to its target's
+/// path: a link to a dotfile, an `.env*` file or a source map (`config.json -> .env.production`)
+/// is refused ([`Error::LinkToHidden`]), since publishing it under the link's name would
+/// publish what the rules keep out.
 pub fn read_site(config: &PublishConfig, dist: &Path, runtime: Vec<(String, Vec<u8>)>) -> Result<Site, Error> {
     let meta = std::fs::symlink_metadata(dist);
     let root = match meta {
@@ -115,7 +120,8 @@ pub fn read_site(config: &PublishConfig, dist: &Path, runtime: Vec<(String, Vec<
                 });
                 continue;
             }
-            let target = if file_type.is_symlink() {
+            let is_link = file_type.is_symlink();
+            let target = if is_link {
                 let target = std::fs::canonicalize(&full).map_err(|e| Error::io(&full, e))?;
                 if !target.starts_with(&root) {
                     return Err(Error::SymlinkOutside { path: full, target });
@@ -136,6 +142,9 @@ pub fn read_site(config: &PublishConfig, dist: &Path, runtime: Vec<(String, Vec<
             }
             if !target_meta.is_file() {
                 return Err(Error::NotRegularFile { path: full });
+            }
+            if is_link {
+                check_link_target(config, &root, &full, &target)?;
             }
             if path.ends_with(".map") && !config.included(&path) {
                 site.skipped.push(Skipped { path, reason: "a source map" });
@@ -172,6 +181,42 @@ pub fn read_site(config: &PublishConfig, dist: &Path, runtime: Vec<(String, Vec<
     }
     site.skipped.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(site)
+}
+
+/// The rules for names, applied to a link's target (inside dist): no part of its path hidden, and
+/// not a source map, unless `include` names it.
+fn check_link_target(config: &PublishConfig, root: &Path, link: &Path, target: &Path) -> Result<(), Error> {
+    let inside = target.strip_prefix(root).unwrap_or(target);
+    let path = inside.to_string_lossy().replace(std::path::MAIN_SEPARATOR, "/");
+    if config.included(&path) {
+        return Ok(());
+    }
+    let names: Vec<String> = inside.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+    let what = if names.iter().any(|n| n.starts_with(".env")) {
+        "an .env file"
+    } else if names.iter().any(|n| n.starts_with('.')) {
+        "hidden (a dotfile)"
+    } else if path.ends_with(".map") {
+        "a source map"
+    } else {
+        return Ok(());
+    };
+    Err(Error::LinkToHidden { path: link.to_path_buf(), target: target.to_path_buf(), what })
+}
+
+/// Scans the runtime config's files (`runtime`: path → bytes) with validate's secret scanner
+/// (the patterns the redactor shares) before anything is uploaded: the site is public, so an
+/// error finding (a key, a password-like value) refuses the publish. The findings never hold
+/// the secret.
+pub fn check_runtime_secrets(runtime: &[(String, Vec<u8>)]) -> Result<(), Error> {
+    let scanner = validate::secrets::SecretScanner::default();
+    let findings: Vec<String> = runtime
+        .iter()
+        .flat_map(|(path, bytes)| scanner.scan(path, bytes))
+        .filter(|f| f.severity == validate::Severity::Error)
+        .map(|f| format!("{}:{}: {} {}", f.path, f.pos.line, f.rule, f.message))
+        .collect();
+    if findings.is_empty() { Ok(()) } else { Err(Error::SecretInRuntimeConfig { findings }) }
 }
 
 fn hash_file(path: &Path) -> Result<(u64, String, String), Error> {

@@ -70,6 +70,15 @@ struct Common {
     run_dir: Option<PathBuf>,
 }
 
+impl Common {
+    /// The environment's account, reached the one way every stage reaches it: its region, its
+    /// role assumed ([deploy.environments.NAME]).
+    fn environment_target(&self, context: &run_state::StageContext) -> anyhow::Result<aws_target::Target> {
+        let account = aws_target::Account::from_config(&context.config, &self.env)?;
+        Ok(self.target.target().for_environment(&self.env, &account, "frontend-publisher")?)
+    }
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     run_state::cli::main("frontend-publisher", || run(args))
@@ -129,9 +138,15 @@ fn run(args: Args) -> anyhow::Result<bool> {
             let context = common.stage.context_on(&common.target.target())?;
             let run_dir = context.run_dir(common.run_dir.as_deref())?;
             let store = context.store()?;
+            let target = common.environment_target(&context)?;
             let runtime = runtime()?;
             let summary = runtime.block_on(async {
-                let config = aws_target::load(&common.target.target()).await?;
+                let config = aws_target::load(&target).await?;
+                if !aws_target::has_custom_endpoint(&config) {
+                    // A real account: say which before anything changes.
+                    let identity = aws_target::identity(&config).await?;
+                    eprintln!("frontend-publisher: publishing `{}` to {identity}", common.env);
+                }
                 let s3 = aws_target::s3(&config, None);
                 let cloudfront = aws_target::cloudfront(&config, None);
                 let bar = (std::io::stderr().is_terminal() && !dry_run).then(|| {
@@ -172,8 +187,12 @@ fn run(args: Args) -> anyhow::Result<bool> {
             let (summary, plan_text) = summary;
             let summary = match summary {
                 Ok(summary) => summary,
-                // A refused environment is the stage's own verdict: exit 1, recorded failed.
-                Err(error @ frontend_publisher::Error::Refused { .. }) => {
+                // A refused environment or a secret in the runtime config is the stage's own
+                // verdict: exit 1, recorded failed, nothing uploaded.
+                Err(
+                    error @ (frontend_publisher::Error::Refused { .. }
+                    | frontend_publisher::Error::SecretInRuntimeConfig { .. }),
+                ) => {
                     run_state::cli::print_error("frontend-publisher", &error.into());
                     return Ok(false);
                 }
@@ -200,9 +219,10 @@ fn run(args: Args) -> anyhow::Result<bool> {
                     run_state::StackOutputs::read(&run_dir)?.output(&common.env, stack, output)?.to_owned()
                 }
             };
+            let target = common.environment_target(&context)?;
             let runtime = runtime()?;
             let findings = runtime.block_on(async {
-                let config = aws_target::load(&common.target.target()).await?;
+                let config = aws_target::load(&target).await?;
                 let s3 = aws_target::s3(&config, None);
                 anyhow::Ok(
                     frontend_publisher::check_site(&s3, CheckOptions { bucket: &bucket, config: &publish }).await?,
