@@ -351,7 +351,81 @@ fn start_from(stack: Option<Stack>, stack_name: &str, recreate_failed: bool) -> 
 }
 
 /// Deploys one stack with its parameters resolved.
+///
+/// The values of the template's `NoEcho` parameters never leave in full: CloudFormation's
+/// reasons (stack events, a failed change set, the root cause) that quote one show
+/// [`MASK`](crate::plan::MASK) instead, in the events and in the outcome that is printed and recorded.
 pub async fn deploy_stack(
+    clients: &Clients,
+    plan: &Plan,
+    stack: &StackPlan,
+    parameters: &BTreeMap<String, String>,
+    options: &ApplyOptions,
+    on_event: &(dyn Fn(Event) + Sync),
+) -> Result<StackResult, Error> {
+    let secrets = no_echo_values(stack, parameters);
+    if secrets.is_empty() {
+        return deploy_stack_as_is(clients, plan, stack, parameters, options, on_event).await;
+    }
+    let masked = |event: Event| {
+        on_event(match event {
+            Event::Resource { stack, path, resource_type, status, reason } => {
+                Event::Resource { stack, path, resource_type, status, reason: reason.map(|r| mask(&r, &secrets)) }
+            }
+            Event::Stack { stack, message } => Event::Stack { stack, message: mask(&message, &secrets) },
+            other => other,
+        })
+    };
+    let mut result = deploy_stack_as_is(clients, plan, stack, parameters, options, &masked).await?;
+    mask_outcome(&mut result.outcome, &secrets);
+    Ok(result)
+}
+
+/// The values of a stack's `NoEcho` parameters as resolved, longest first; values under 3
+/// characters are left (masking every `a` would hide the reason, not a secret).
+pub fn no_echo_values(stack: &StackPlan, parameters: &BTreeMap<String, String>) -> Vec<String> {
+    let mut values: Vec<String> = stack
+        .no_echo
+        .iter()
+        .filter_map(|name| parameters.get(name).or_else(|| stack.declared.get(name).and_then(Option::as_ref)))
+        .filter(|v| v.chars().count() >= 3)
+        .cloned()
+        .collect();
+    values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    values.dedup();
+    values
+}
+
+/// `text` with every one of `secrets` replaced by [`MASK`](crate::plan::MASK).
+pub fn mask(text: &str, secrets: &[String]) -> String {
+    let mut out = text.to_string();
+    for secret in secrets {
+        if out.contains(secret.as_str()) {
+            out = out.replace(secret.as_str(), crate::plan::MASK);
+        }
+    }
+    out
+}
+
+/// Masks the reasons an outcome quotes.
+fn mask_outcome(outcome: &mut StackOutcome, secrets: &[String]) {
+    match outcome {
+        StackOutcome::Failed { status, root_cause, .. } => {
+            *status = mask(status, secrets);
+            if let Some(cause) = root_cause {
+                cause.reason = mask(&cause.reason, secrets);
+            }
+        }
+        StackOutcome::Blocked { next, .. } | StackOutcome::TimedOut { next, .. } => *next = mask(next, secrets),
+        StackOutcome::Skipped { reason } => *reason = mask(reason, secrets),
+        StackOutcome::Unchanged
+        | StackOutcome::NoChanges
+        | StackOutcome::Deployed { .. }
+        | StackOutcome::Previewed { .. } => {}
+    }
+}
+
+async fn deploy_stack_as_is(
     clients: &Clients,
     plan: &Plan,
     stack: &StackPlan,
@@ -861,4 +935,30 @@ pub async fn update_code(
         }
     }
     Ok(updated)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_echo_values_are_masked_in_reasons() {
+        let secrets = vec!["hunter2-long-secret".to_string(), "abc".to_string()];
+        assert_eq!(mask("value hunter2-long-secret is bad; abc", &secrets), "value **** is bad; ****");
+        let mut outcome = StackOutcome::Failed {
+            status: "ROLLBACK_COMPLETE".into(),
+            root_cause: Some(RootCause {
+                path: "app/Db".into(),
+                resource_type: "AWS::RDS::DBInstance".into(),
+                status: "CREATE_FAILED".into(),
+                reason: "MasterUserPassword `hunter2-long-secret` is not valid".into(),
+            }),
+            change_set: None,
+        };
+        mask_outcome(&mut outcome, &secrets);
+        assert_eq!(
+            outcome.to_string(),
+            "failed, ROLLBACK_COMPLETE: root cause app/Db (AWS::RDS::DBInstance) CREATE_FAILED: MasterUserPassword `****` is not valid"
+        );
+    }
 }

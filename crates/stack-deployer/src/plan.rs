@@ -13,6 +13,9 @@ use validate::{Node, Value};
 use crate::Error;
 use crate::config::{Environment, ParameterValue, StackSpec};
 
+/// What a `NoEcho` parameter's value is shown as (CloudFormation's own mask).
+pub const MASK: &str = "****";
+
 /// A template body over this many bytes must go by `TemplateURL`.
 pub const MAX_TEMPLATE_BODY: usize = 51_200;
 /// CloudFormation reads at most this much from a `TemplateURL`.
@@ -78,6 +81,8 @@ pub struct StackPlan {
     pub parameters: BTreeMap<String, ParameterValue>,
     /// The template's parameters with their defaults.
     pub declared: BTreeMap<String, Option<String>>,
+    /// The template's `NoEcho` parameters: their values are shown as [`MASK`], never in full.
+    pub no_echo: BTreeSet<String>,
     /// Tags.
     pub tags: BTreeMap<String, String>,
     /// Capabilities sent (those configured).
@@ -128,7 +133,8 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// The plan as `--dry-run` prints it. Values from environment variables are never shown.
+    /// The plan as `--dry-run` prints it. Values from environment variables are never shown,
+    /// nor those of the template's `NoEcho` parameters ([`MASK`]).
     pub fn describe(&self) -> String {
         let mut out = String::new();
         let region = self.region.as_deref().unwrap_or("the default region");
@@ -157,8 +163,17 @@ impl Plan {
                 stack.body.len()
             );
             if !stack.parameters.is_empty() {
-                let shown: Vec<String> =
-                    stack.parameters.iter().map(|(k, v)| format!("{k}={}", describe_value(v))).collect();
+                let shown: Vec<String> = stack
+                    .parameters
+                    .iter()
+                    .map(|(k, v)| {
+                        if stack.no_echo.contains(k) {
+                            format!("{k}={MASK}")
+                        } else {
+                            format!("{k}={}", describe_value(v))
+                        }
+                    })
+                    .collect();
                 let _ = writeln!(out, "    parameters: {}", shown.join(", "));
             }
             if !stack.capabilities.is_empty() {
@@ -188,6 +203,11 @@ impl Plan {
         }
         out
     }
+}
+
+/// `NoEcho: true` (CloudFormation also takes the string `"true"`, in any case).
+fn is_true(node: &Node) -> bool {
+    node.as_str().is_some_and(|v| v.eq_ignore_ascii_case("true"))
 }
 
 fn describe_value(value: &ParameterValue) -> String {
@@ -279,6 +299,7 @@ struct Packaged {
     body: Vec<u8>,
     sha256: String,
     declared: BTreeMap<String, Option<String>>,
+    no_echo: BTreeSet<String>,
     /// Capability → why (`Resource LambdaRole (AWS::IAM::Role)`).
     needs: BTreeMap<&'static str, String>,
     code_updates: Vec<CodeUpdate>,
@@ -340,6 +361,7 @@ impl Packer<'_> {
             template_key,
             parameters: spec.parameters.clone(),
             declared: packaged.declared,
+            no_echo: packaged.no_echo,
             tags: spec.tags.clone(),
             capabilities: spec.capabilities.iter().cloned().collect(),
             components: spec.components.clone(),
@@ -392,10 +414,14 @@ impl Packer<'_> {
             return Err(Error::NoResources { path: path.to_string() });
         };
         let mut declared = BTreeMap::new();
+        let mut no_echo = BTreeSet::new();
         if let Some(parameters) = root.get("Parameters") {
             for (key, value) in parameters.entries() {
                 declared
                     .insert(key.name.clone(), value.get("Default").map(|d| d.as_str().unwrap_or_default().to_string()));
+                if value.get("NoEcho").is_some_and(is_true) {
+                    no_echo.insert(key.name.clone());
+                }
             }
         }
         let mut needs: BTreeMap<&'static str, String> = BTreeMap::new();
@@ -479,7 +505,7 @@ impl Packer<'_> {
         let body = serde_json::to_vec(&json).map_err(|e| Error::io(&full, std::io::Error::other(e)))?;
         let sha256 = hex::encode(Sha256::digest(&body));
         seen.pop();
-        Ok(Packaged { body, sha256, declared, needs, code_updates, inline_components })
+        Ok(Packaged { body, sha256, declared, no_echo, needs, code_updates, inline_components })
     }
 
     /// A path relative to a template's folder, as a monorepo-relative path that stays inside it.
