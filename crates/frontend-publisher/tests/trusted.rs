@@ -4,11 +4,8 @@
 //! under a link's name.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Command, Output};
-use std::sync::{Arc, Mutex};
 
 use aws_target::{AssumeRole, Target};
 use run_state::{DeployedStack, FileStore, RunDir, StackOutputs, Status, Step, StepRecord, Store};
@@ -128,88 +125,6 @@ async fn keys(s3: &aws_sdk_s3::Client, bucket: &str) -> Vec<String> {
     out.contents().iter().filter_map(|o| o.key().map(str::to_owned)).collect()
 }
 
-/// The bytes one way of one connection, as they pass.
-type Log = Arc<Mutex<Vec<u8>>>;
-
-/// A TCP relay in front of moto that keeps every byte each way, per connection: what the
-/// binary sent (its signatures) and what it was answered (the keys STS gave it).
-struct Relay {
-    endpoint: String,
-    connections: Arc<Mutex<Vec<(Log, Log)>>>,
-}
-
-impl Relay {
-    fn start(upstream: &str) -> Relay {
-        let upstream = upstream.trim_start_matches("http://").to_owned();
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let endpoint = format!("http://{}", listener.local_addr().unwrap());
-        let connections: Arc<Mutex<Vec<_>>> = Arc::default();
-        let kept = connections.clone();
-        std::thread::spawn(move || {
-            for client in listener.incoming() {
-                let Ok(client) = client else { break };
-                let Ok(server) = TcpStream::connect(&upstream) else { break };
-                let (sent, answered) = (Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(Vec::new())));
-                kept.lock().unwrap().push((sent.clone(), answered.clone()));
-                pipe(client.try_clone().unwrap(), server.try_clone().unwrap(), sent);
-                pipe(server, client, answered);
-            }
-        });
-        Relay { endpoint, connections }
-    }
-
-    /// Every signed request: (access key id, region, service) from its `Authorization` header.
-    fn signatures(&self) -> Vec<(String, String, String)> {
-        let mut out = Vec::new();
-        for (sent, _) in self.connections.lock().unwrap().iter() {
-            let text = String::from_utf8_lossy(&sent.lock().unwrap()).to_ascii_lowercase();
-            let original = String::from_utf8_lossy(&sent.lock().unwrap()).into_owned();
-            let mut from = 0;
-            while let Some(at) = text[from..].find("\r\nauthorization:") {
-                let start = from + at;
-                let line = &original[start + 2..];
-                let line = &line[..line.find("\r\n").unwrap_or(line.len())];
-                let credential = line.split("Credential=").nth(1).unwrap_or_default();
-                let parts: Vec<&str> = credential.split(['/', ',']).collect();
-                assert!(parts.len() >= 4, "an Authorization header without a SigV4 credential: {line}");
-                out.push((parts[0].to_owned(), parts[2].to_owned(), parts[3].to_owned()));
-                from = start + 2;
-            }
-        }
-        out
-    }
-
-    /// The access key ids STS handed out (`<AccessKeyId>` in its answers).
-    fn issued_keys(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        for (_, answered) in self.connections.lock().unwrap().iter() {
-            let text = String::from_utf8_lossy(&answered.lock().unwrap()).into_owned();
-            for piece in text.split("<AccessKeyId>").skip(1) {
-                out.push(piece.split('<').next().unwrap_or_default().trim().to_owned());
-            }
-        }
-        out
-    }
-}
-
-fn pipe(mut from: TcpStream, mut to: TcpStream, log: Log) {
-    std::thread::spawn(move || {
-        let mut buffer = vec![0u8; 64 * 1024];
-        loop {
-            match from.read(&mut buffer) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    log.lock().unwrap().extend_from_slice(&buffer[..n]);
-                    if to.write_all(&buffer[..n]).is_err() {
-                        break;
-                    }
-                }
-            }
-        }
-        let _ = to.shutdown(Shutdown::Write);
-    });
-}
-
 /// A distribution in front of `bucket`, made with `cloudfront`'s account.
 async fn distribution(cloudfront: &aws_sdk_cloudfront::Client, bucket: &str) -> String {
     use aws_sdk_cloudfront::types::{
@@ -269,7 +184,7 @@ fn publishing_to_prod_signs_every_call_with_prods_role_in_prods_region() {
         "prod",
         &[("ApiEndpoint", "https://api.example.com")],
     );
-    let relay = Relay::start(&test_support::Moto::shared().endpoint);
+    let relay = test_support::Relay::start(&test_support::Moto::shared().endpoint);
 
     // The first publish, then a changed page (whose cached copies are invalidated).
     let out = repo.publish("prod", &relay.endpoint);
@@ -282,20 +197,20 @@ fn publishing_to_prod_signs_every_call_with_prods_role_in_prods_region() {
     assert_eq!(issued.len(), 2, "one AssumeRole per process: {issued:?}");
     assert!(issued.iter().all(|k| k.starts_with("ASIA")), "{issued:?}");
     let signatures = relay.signatures();
-    let by = |service: &str| signatures.iter().filter(|(_, _, s)| s == service).collect::<Vec<_>>();
+    let by = |service: &str| signatures.iter().filter(|s| s.service == service).collect::<Vec<_>>();
     // The pipeline's own keys sign the AssumeRole only, in prod's region.
     assert_eq!(
-        by("sts").iter().map(|(k, r, _)| (k.as_str(), r.as_str())).collect::<Vec<_>>(),
+        by("sts").iter().map(|s| (s.key.as_str(), s.region.as_str())).collect::<Vec<_>>(),
         [("testing", PROD_REGION); 2],
         "{signatures:?}"
     );
     let s3_calls = by("s3");
     assert!(s3_calls.len() >= 6, "lists, puts, manifests: {signatures:?}");
-    assert!(s3_calls.iter().all(|(k, r, _)| issued.contains(k) && r == PROD_REGION), "{signatures:?}");
+    assert!(s3_calls.iter().all(|s| issued.contains(&s.key) && s.region == PROD_REGION), "{signatures:?}");
     let cloudfront_calls = by("cloudfront");
     assert!(!cloudfront_calls.is_empty(), "the invalidation: {signatures:?}");
-    assert!(cloudfront_calls.iter().all(|(k, _, _)| issued.contains(k)), "{signatures:?}");
-    assert!(signatures.iter().all(|(k, _, s)| issued.contains(k) || s == "sts"), "{signatures:?}");
+    assert!(cloudfront_calls.iter().all(|s| issued.contains(&s.key)), "{signatures:?}");
+    assert!(signatures.iter().all(|s| issued.contains(&s.key) || s.service == "sts"), "{signatures:?}");
 
     // What prod's account holds: the site, and the invalidation of its distribution.
     runtime.block_on(async {

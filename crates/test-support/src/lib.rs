@@ -11,6 +11,8 @@
 //! - [`GitRepo`]: a throw-away git repository with a scripted, reproducible history.
 //! - [`sample_monorepo`]: a copy of `fixtures/monorepo` to work on.
 //! - [`http_sink`]: an HTTP endpoint on loopback that hands on what is posted to it (an SNS subscriber).
+//! - [`Relay`]: a TCP relay in front of moto that keeps what passes, so a test reads the
+//!   signatures of a binary's calls (which keys, which region) and the keys STS issued.
 //! - [`process`]: whether a process still runs, read from `/proc` (a test fails when it cannot tell).
 
 #![allow(clippy::print_stderr)]
@@ -19,12 +21,14 @@ mod git;
 mod http;
 mod moto;
 pub mod process;
+mod relay;
 
 use std::path::{Path, PathBuf};
 
 pub use git::GitRepo;
 pub use http::http_sink;
 pub use moto::{Moto, python};
+pub use relay::{Relay, Signature};
 
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {
