@@ -454,7 +454,8 @@ pub fn deploy_decision(
     environment: &str,
 ) -> Result<status_report::DeployDecision, Error> {
     let policy = status_report::GatePolicy::from_config(context.required_config()?)?;
-    Ok(status_report::run_deploy_decision(store, run, &policy, environment)?)
+    let site = read_config(context).ok().map(|config| config.component);
+    Ok(status_report::run_deploy_decision_for(store, run, &policy, environment, site)?)
 }
 
 fn read_config(context: &StageContext) -> Result<PublishConfig, Error> {

@@ -801,12 +801,45 @@ fn the_publisher_asks_the_deploy_decision_itself() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(
-        String::from_utf8_lossy(&out.stderr).trim(),
-        "frontend-publisher: publishing to `prod` is refused: before promotion: frontend deploy failed: bucket gone"
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with(
+            "frontend-publisher: publishing to `prod` is refused: before promotion: frontend deploy failed: bucket gone; "
+        ),
+        "{stderr}"
     );
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     let records = store.run(&run.run_id).unwrap();
     let prod = records.iter().find(|r| r.step == Step::ProdDeploy).expect("prod recorded");
     assert_eq!((prod.component.as_str(), prod.status), ("frontend", Status::Failed));
+    assert!(runtime.block_on(keys(&s3, &bucket)).is_empty(), "nothing uploaded");
+
+    // A run (from a commit) whose site was never published to dev, only another component
+    // deployed there, then approved: the site is refused for prod, saying what to do, and
+    // nothing is uploaded.
+    let never = repo.new_run();
+    let diff = std::fs::read_to_string(never.file(run_state::RunFile::Diff)).unwrap();
+    never
+        .write(run_state::RunFile::Diff, diff.replace("\"worktree\": true", "\"worktree\": false").as_bytes())
+        .unwrap();
+    store.record(&run_state::StepRecord::new(&never.run_id, "abc", "infra", Step::Deploy, Status::Passed)).unwrap();
+    status_report::approval::approve(&store, &never.run_id, "alice", None).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_frontend-publisher"))
+        .args(["publish", "--env", "prod", "--region", "us-east-1", "--endpoint-url", &moto.endpoint])
+        .args(["--repo".as_ref(), repo.root().as_os_str()])
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let records = store.run(&never.run_id).unwrap();
+    let prod = records.iter().find(|r| r.step == Step::ProdDeploy).expect("prod recorded");
+    assert_eq!((prod.component.as_str(), prod.status), ("frontend", Status::Skipped));
+    assert_eq!(
+        prod.details.note.as_deref(),
+        Some(
+            "frontend is refused: it was never deployed to `dev` in this run; deploy it to `dev` first (a preview is no deploy)"
+        )
+    );
     assert!(runtime.block_on(keys(&s3, &bucket)).is_empty(), "nothing uploaded");
 }

@@ -275,8 +275,9 @@ pub struct StageOptions {
 }
 
 /// Reads `[gate]`, the run's diff and its records, and decides what may be deployed to
-/// `environment` ([`status_report::decide_deploy`]). A missing diff is an error naming
-/// source-diff.
+/// `environment` ([`status_report::decide_deploy`]); the configured stacks' components are
+/// deployed under their own names, so for a promoted environment each changed one needs a
+/// passed deploy to the earlier environment. A missing diff is an error naming source-diff.
 pub fn deploy_decision(
     context: &run_state::StageContext,
     run: &RunDir,
@@ -285,7 +286,8 @@ pub fn deploy_decision(
 ) -> Result<DeployDecision, Error> {
     let config = context.required_config()?;
     let policy = GatePolicy::from_config(config)?;
-    Ok(status_report::run_deploy_decision(store, run, &policy, environment)?)
+    let deployed = configured_components(context);
+    Ok(status_report::run_deploy_decision_for(store, run, &policy, environment, deployed)?)
 }
 
 /// Applies a deploy decision to a plan (pure). A stack is skipped when the environment is
@@ -420,6 +422,8 @@ pub fn plan_stage(
 /// `deploy` for each component the stacks serve (the stacks without components under
 /// `pipeline`): running, then passed, failed (with the stack, the change set and the root cause)
 /// or skipped with the reason. A mistake found before anything changed is recorded as failed too.
+/// A preview (`no_execute`) is no deploy: it records no `running`, and each component it
+/// previewed as skipped (which never replaces an earlier result, [`run_state::supersede`]).
 pub async fn run_stage(
     context: &run_state::StageContext,
     run: &RunDir,
@@ -466,8 +470,10 @@ pub async fn run_stage(
         if components.is_empty() { vec![run_state::PIPELINE.to_string()] } else { components.to_vec() }
     };
     let planned: BTreeSet<String> = plan.stacks.iter().flat_map(|s| component_of(&s.components)).collect();
-    for component in &planned {
-        record(component, Status::Running, None, None)?;
+    if !options.no_execute {
+        for component in &planned {
+            record(component, Status::Running, None, None)?;
+        }
     }
     for skipped in &plan.skipped {
         for component in component_of(&skipped.components) {
@@ -539,6 +545,9 @@ pub async fn run_stage(
             results.iter().any(|r| matches!(r.outcome, StackOutcome::Previewed { .. } | StackOutcome::Skipped { .. }));
         if !failed.is_empty() {
             record(&component, Status::Failed, Some(note), Some(failed.join("; ")))?;
+        } else if options.no_execute {
+            let note = format!("preview only (--no-execute), nothing deployed: {note}");
+            record(&component, Status::Skipped, Some(note), None)?;
         } else if not_done {
             record(&component, Status::Skipped, Some(note), None)?;
         } else {
@@ -549,9 +558,11 @@ pub async fn run_stage(
 }
 
 /// Records the environment's deploy step (`deploy`, or `prod-deploy` for a promoted
-/// environment) as failed with `error` for every component of the configured stacks (or
-/// `pipeline`): for a mistake found before the stage could plan (the config, a missing input,
-/// the credentials) and for a refused environment.
+/// environment) as failed with `error` for every component of the configured stacks that the
+/// run's diff marks changed (all of them without a diff; `pipeline` when none): for a mistake
+/// found before the stage could plan (the config, a missing input, the credentials) and for a
+/// refused environment. An unchanged component is left alone: a failure is a result, which a
+/// later skip would never replace ([`run_state::supersede`]).
 pub fn record_failure(
     context: &run_state::StageContext,
     run: &RunDir,
@@ -565,7 +576,14 @@ pub fn record_failure(
         .ok()
         .and_then(|config| GatePolicy::from_config(config).ok())
         .map_or(Step::Deploy, |policy| policy.deploy_step(environment));
-    for component in configured_components(context) {
+    let mut components = configured_components(context);
+    if let Ok(diff) = run.read_json::<source_diff::DiffReport>(RunFile::Diff) {
+        components.retain(|c| c == PIPELINE || diff.components.get(c).is_some_and(|change| change.changed));
+        if components.is_empty() {
+            components.push(PIPELINE.to_string());
+        }
+    }
+    for component in components {
         let mut record = StepRecord::new(&run.run_id, &head, &component, step, Status::Failed);
         record.ended_at = Some(SystemTime::now());
         record.details.error = Some(run_state::error_chain(error));

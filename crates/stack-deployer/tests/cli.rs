@@ -155,7 +155,11 @@ async fn a_deploy_records_its_step_writes_the_outputs_and_is_unchanged_the_secon
     let cf = aws_target::cloudformation(&config, None);
     let stack = cf.describe_stacks().stack_name(format!("{name}-dev")).send().await.unwrap();
     assert_eq!(stack.stacks()[0].parameters()[0].parameter_value(), Some("secret-label-value"));
-    assert_eq!(store.run("run-1").unwrap().iter().find(|r| r.component == "infra").unwrap().status, Status::Skipped);
+    // A preview is no deploy: the passed deploy stays the step's state, the preview noted beside it.
+    let infra = store.run("run-1").unwrap().into_iter().find(|r| r.component == "infra").unwrap();
+    assert_eq!(infra.status, Status::Passed);
+    let note = infra.details.note.unwrap();
+    assert!(note.contains(" | later skipped: preview only (--no-execute), nothing deployed: stack topic"), "{note}");
 }
 
 /// A repository with one stack of component `infra`, a prod that is promoted after dev with
@@ -202,10 +206,19 @@ async fn a_prod_deploy_asked_for_while_dev_failed_is_refused_recorded_and_change
 
     let out = in_env(repo.path(), &run, "prod");
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
-    assert_eq!(
-        text(&out.stderr).trim(),
-        "stack-deployer: deploying `prod` is refused: before promotion: infra deploy failed: stack topic: failed"
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.starts_with(
+            "stack-deployer: deploying `prod` is refused: before promotion: infra deploy failed: stack topic: failed; "
+        ),
+        "{stderr}"
     );
+    // The run's diff says it was begun with --include-worktree: never promoted either.
+    assert!(
+        stderr.contains("the run was begun with --include-worktree, so what `dev` received is no commit"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     let records = store.run("run-1").unwrap();
     let prod = records.iter().find(|r| r.step == Step::ProdDeploy && r.component == "infra").expect("prod recorded");
     assert_eq!(prod.status, Status::Failed);
@@ -258,4 +271,114 @@ fn a_deploy_run_before_the_stages_it_needs_names_them_and_records_the_failure() 
     assert!(stderr.contains("packages/manifest.json is missing; run `lambda-packager` for this run first"), "{stderr}");
     let records = store.run("run-1").unwrap();
     assert!(records.iter().any(|r| r.component == "infra" && r.step == Step::Deploy && r.status == Status::Failed));
+}
+
+/// `promoted_repo` with a run begun from a commit (not `--include-worktree`) and its artifact
+/// bucket, validate passed.
+async fn committed_promoted_repo(name: &str) -> (tempfile::TempDir, RunDir, run_state::FileStore) {
+    let moto = test_support::Moto::shared();
+    let s3 = aws_target::s3(&moto.sdk_config().await, None);
+    s3.create_bucket().bucket(format!("{name}-artifacts")).send().await.unwrap();
+    let (repo, run) = promoted_repo(name);
+    let diff = diff_json("abc", &["infra"]).replace("\"worktree\": true", "\"worktree\": false");
+    run.write(run_state::RunFile::Diff, diff.as_bytes()).unwrap();
+    let store = run_state::FileStore::open(&repo.path().join(".pipeline")).unwrap();
+    store
+        .record(&run_state::StepRecord::new("run-1", "abc", run_state::PIPELINE, Step::Validate, Status::Passed))
+        .unwrap();
+    (repo, run, store)
+}
+
+#[tokio::test]
+async fn a_preview_in_dev_is_no_deploy_and_production_stays_refused_after_an_approval() {
+    let name = format!("sd-preview-{}", std::process::id());
+    let (repo, run, store) = committed_promoted_repo(&name).await;
+    let preview = tokio::task::spawn_blocking({
+        let (repo, run) = (repo.path().to_path_buf(), run.clone());
+        move || {
+            let moto = test_support::Moto::shared();
+            Command::new(BIN)
+                .arg("--repo")
+                .arg(&repo)
+                .arg("--run-dir")
+                .arg(&run.path)
+                .args(["--env", "dev", "--no-execute", "--endpoint-url", &moto.endpoint, "--region", "us-east-1"])
+                .env("AWS_ACCESS_KEY_ID", "testing")
+                .env("AWS_SECRET_ACCESS_KEY", "testing")
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(preview.status.code(), Some(0), "{}", text(&preview.stderr));
+    let infra = store.run("run-1").unwrap().into_iter().find(|r| r.component == "infra").unwrap();
+    assert_eq!((infra.step, infra.status), (Step::Deploy, Status::Skipped));
+    assert!(infra.details.note.as_deref().unwrap().starts_with("preview only (--no-execute), nothing deployed"));
+    status_report::approval::approve(&store, "run-1", "alice", None).unwrap();
+
+    let out = tokio::task::spawn_blocking({
+        let (repo, run) = (repo.path().to_path_buf(), run.clone());
+        move || in_env(&repo, &run, "prod")
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stderr).trim(),
+        "stack-deployer: deploying `prod` is refused: no `dev` deploy passed in this run (a preview is no deploy); deploy to `dev` first"
+    );
+    let prod = store.run("run-1").unwrap().into_iter().find(|r| r.step == Step::ProdDeploy).expect("prod recorded");
+    assert_eq!((prod.component.as_str(), prod.status), ("infra", Status::Failed));
+    let cf = aws_target::cloudformation(&test_support::Moto::shared().sdk_config().await, None);
+    assert!(cf.describe_stacks().stack_name(format!("{name}-prod")).send().await.is_err(), "no prod stack");
+}
+
+#[tokio::test]
+async fn a_failed_dev_deploy_then_a_preview_stays_failed_and_production_refused() {
+    let name = format!("sd-failed-preview-{}", std::process::id());
+    let (repo, run, store) = committed_promoted_repo(&name).await;
+    let mut failed = run_state::StepRecord::new("run-1", "abc", "infra", Step::Deploy, Status::Failed);
+    failed.details.error = Some("stack topic: rolled back".into());
+    store.record(&failed).unwrap();
+    let preview = tokio::task::spawn_blocking({
+        let (repo, run) = (repo.path().to_path_buf(), run.clone());
+        move || {
+            let moto = test_support::Moto::shared();
+            Command::new(BIN)
+                .arg("--repo")
+                .arg(&repo)
+                .arg("--run-dir")
+                .arg(&run.path)
+                .args(["--env", "dev", "--no-execute", "--endpoint-url", &moto.endpoint, "--region", "us-east-1"])
+                .env("AWS_ACCESS_KEY_ID", "testing")
+                .env("AWS_SECRET_ACCESS_KEY", "testing")
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(preview.status.code(), Some(0), "{}", text(&preview.stderr));
+    let infra = store.run("run-1").unwrap().into_iter().find(|r| r.component == "infra").unwrap();
+    assert_eq!(infra.status, Status::Failed, "the preview replaced the failure: {infra:?}");
+    assert_eq!(infra.details.error.as_deref(), Some("stack topic: rolled back"));
+    status_report::approval::approve(&store, "run-1", "alice", None).unwrap();
+
+    let out = tokio::task::spawn_blocking({
+        let (repo, run) = (repo.path().to_path_buf(), run.clone());
+        move || in_env(&repo, &run, "prod")
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.starts_with(
+            "stack-deployer: deploying `prod` is refused: before promotion: infra deploy failed: stack topic: rolled back"
+        ),
+        "{stderr}"
+    );
+    let cf = aws_target::cloudformation(&test_support::Moto::shared().sdk_config().await, None);
+    assert!(cf.describe_stacks().stack_name(format!("{name}-prod")).send().await.is_err(), "no prod stack");
 }

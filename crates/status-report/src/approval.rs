@@ -79,6 +79,9 @@ pub enum ApprovalState {
         /// When it was asked for.
         since: Option<SystemTime>,
     },
+    /// Recorded passed, but naming no approver (not written by [`approve`], which needs one):
+    /// no approval.
+    Unnamed,
     /// Approved.
     Approved {
         /// Who.
@@ -104,8 +107,10 @@ pub fn state(records: &[StepRecord]) -> ApprovalState {
     let Some(record) = records.iter().find(|r| r.component == PIPELINE && r.step == Step::Approval) else {
         return ApprovalState::NotRequested;
     };
-    let by = record.details.by.as_deref().cloned().unwrap_or_else(|| "someone unnamed".to_string());
+    let named = record.details.by.as_deref().filter(|by| !by.trim().is_empty()).cloned();
+    let by = named.clone().unwrap_or_else(|| "someone unnamed".to_string());
     match record.status {
+        Status::Passed if named.is_none() => ApprovalState::Unnamed,
         Status::Passed => ApprovalState::Approved { by, at: record.ended_at, comment: record.details.note.clone() },
         Status::Failed | Status::Cancelled => {
             ApprovalState::Refused { by, at: record.ended_at, comment: record.details.note.clone() }

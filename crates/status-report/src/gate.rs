@@ -112,6 +112,15 @@ pub struct Requirements {
     /// Components changed only through their dependencies (none of their own files, no global
     /// input), with those dependencies: such a component has nothing of its own to deploy.
     pub through: BTreeMap<String, BTreeSet<String>>,
+    /// Whether the run was begun with `--include-worktree` (its tree is no commit): it may be
+    /// deployed to an environment without `after`, never promoted.
+    pub worktree: bool,
+    /// Components a deploy stage deploys under their own name (a stack's components, the
+    /// site's): a changed one is promoted only when its deploy to the earlier environment
+    /// passed, even when that deploy left no record at all. Set by the stage that asks
+    /// ([`Requirements::deployed_by`]); a changed component with a record of the earlier deploy
+    /// is held to it whether listed or not.
+    pub deployed: BTreeSet<String>,
 }
 
 impl Requirements {
@@ -127,7 +136,15 @@ impl Requirements {
                 required.through.insert(name.clone(), change.because_of.iter().cloned().collect());
             }
         }
+        required.worktree = diff.worktree;
         required
+    }
+
+    /// The same requirements, with `components` deployed under their own name by the stage
+    /// that asks ([`Requirements::deployed`]).
+    pub fn deployed_by<I: IntoIterator<Item = S>, S: Into<String>>(mut self, components: I) -> Requirements {
+        self.deployed.extend(components.into_iter().map(Into::into).filter(|c| c != PIPELINE));
+        self
     }
 
     /// Requirements given directly (tests, other pipelines).
@@ -376,13 +393,19 @@ pub fn decide_deploy(
                 .push(format!("{required_step} {why}; [gate] required_steps requires it before any deploy"));
         }
     }
-    if let Some(rule) = policy.environments.get(environment)
-        && let Some(after) = &rule.after
-    {
+    let promoted_after = policy.environments.get(environment).and_then(|rule| rule.after.as_ref().map(|a| (rule, a)));
+    if let Some((rule, after)) = promoted_after {
         promotion_refusals(records, required, policy, rule, after.get_ref(), &mut decision);
     }
     for component in &required.changed {
         let mut refusals = Vec::new();
+        if let Some((_, after)) = promoted_after
+            && let Some(why) = not_deployed_before(find(component, Step::Deploy), required.deployed.contains(component))
+        {
+            let after = after.get_ref();
+            refusals
+                .push(format!("{why} `{after}` in this run; deploy it to `{after}` first (a preview is no deploy)"));
+        }
         for &own in own_steps.iter().filter(|s| !pipeline_wide(**s)) {
             let required_by_change = required.steps.contains(&(component.clone(), own));
             let record = find(component, own);
@@ -419,6 +442,27 @@ pub fn decide_deploy(
     decision
 }
 
+/// Why a component's earlier deploy does not let it be promoted: its record of the earlier
+/// environment's `deploy` did not pass, or there is none while the asking stage deploys it
+/// (`listed`). `None`: promoted.
+fn not_deployed_before(record: Option<&StepRecord>, listed: bool) -> Option<String> {
+    let Some(record) = record else { return listed.then(|| "it was never deployed to".to_string()) };
+    let why = |text: Option<&String>| text.map(|t| format!(" ({t})")).unwrap_or_default();
+    match record.status {
+        Status::Passed => None,
+        Status::Skipped => {
+            Some(format!("its deploy was skipped{}, so it was never deployed to", why(record.details.note.as_ref())))
+        }
+        Status::Failed => {
+            Some(format!("its deploy failed{}, so it was never deployed to", why(record.details.error.as_ref())))
+        }
+        Status::Cancelled => Some("its deploy was cancelled, so it was never deployed to".to_string()),
+        Status::Running | Status::Pending => {
+            Some(format!("its deploy has not finished ({}), so it is not yet deployed to", record.status))
+        }
+    }
+}
+
 /// What stops a promotion: anything before it that did not pass.
 fn promotion_refusals(
     records: &[StepRecord],
@@ -439,8 +483,17 @@ fn promotion_refusals(
     }
     let gate = decide(&earlier, Some(required), &GatePolicy { required_steps: steps, ..policy.clone() });
     decision.refused.extend(gate.reasons.into_iter().map(|r| format!("before promotion: {r}")));
+    if required.worktree {
+        decision.refused.push(format!(
+            "the run was begun with --include-worktree, so what `{after}` received is no commit and cannot be promoted; commit the change and start a new run"
+        ));
+    }
     if !records.iter().any(|r| r.step == Step::Deploy) {
         decision.refused.push(format!("the `{after}` deploy never ran in this run; deploy to `{after}` first"));
+    } else if !records.iter().any(|r| r.step == Step::Deploy && r.status == Status::Passed) {
+        decision.refused.push(format!(
+            "no `{after}` deploy passed in this run (a preview is no deploy); deploy to `{after}` first"
+        ));
     }
     if !required.steps.iter().any(|(_, s)| *s == Step::E2e) {
         decision.notes.push("e2e: not required (no changed component has an `e2e` command)".to_string());
@@ -448,6 +501,9 @@ fn promotion_refusals(
     if rule.approval {
         match crate::approval::state(records) {
             crate::approval::ApprovalState::Approved { .. } => {}
+            crate::approval::ApprovalState::Unnamed => decision
+                .refused
+                .push("the approval names no approver; approve with `status-report approve --by NAME`".to_string()),
             crate::approval::ApprovalState::Refused { by, comment, .. } => decision.refused.push(match comment {
                 Some(comment) => format!("approval was refused by {by}: {comment}"),
                 None => format!("approval was refused by {by}"),
@@ -474,10 +530,63 @@ pub fn run_deploy_decision(
     policy: &GatePolicy,
     environment: &str,
 ) -> Result<DeployDecision, run_state::Error> {
+    run_deploy_decision_for(store, run_dir, policy, environment, std::iter::empty::<String>())
+}
+
+/// [`run_deploy_decision`] for a stage that deploys `deployed` under their own names (a
+/// stack's components, the site's; [`Requirements::deployed`]).
+pub fn run_deploy_decision_for<S: Into<String>>(
+    store: &dyn Store,
+    run_dir: &RunDir,
+    policy: &GatePolicy,
+    environment: &str,
+    deployed: impl IntoIterator<Item = S>,
+) -> Result<DeployDecision, run_state::Error> {
     let diff: DiffReport = run_dir.read_json(RunFile::Diff)?;
     let records: Vec<StepRecord> =
         store.run(&run_dir.run_id)?.into_iter().map(StepRecord::with_dead_runner_failed).collect();
-    Ok(decide_deploy(&records, Some(&Requirements::from_diff(&diff)), policy, environment))
+    let required = Requirements::from_diff(&diff).deployed_by(deployed);
+    Ok(decide_deploy(&records, Some(&required), policy, environment))
+}
+
+/// Why a run may not become `environment`'s last success (pure; `status-report mark-success`
+/// asks it before the store's own check, [`run_state::check_success`]): the environment's
+/// deploy step ([`GatePolicy::deploy_step`]) must have passed in the run, every changed
+/// component that has a record of it must have passed it, and for a promoted environment every
+/// changed component whose earlier deploy passed must have passed its promotion too. Empty:
+/// it may.
+pub fn success_refusals(
+    records: &[StepRecord],
+    required: &Requirements,
+    policy: &GatePolicy,
+    environment: &str,
+) -> Vec<String> {
+    let step = policy.deploy_step(environment);
+    let find = |component: &str, step: Step| records.iter().find(|r| r.component == component && r.step == step);
+    let mut reasons = Vec::new();
+    if !records.iter().any(|r| r.step == step && r.status == Status::Passed) {
+        reasons.push(format!(
+            "no {step} passed in this run, so nothing reached `{environment}`; deploy to `{environment}` first"
+        ));
+    }
+    for component in &required.changed {
+        match find(component, step) {
+            Some(record) if record.status != Status::Passed => reasons.push(format!(
+                "{component} {step} is {}, so its change has not reached `{environment}`; deploy it first",
+                record.status
+            )),
+            Some(_) => {}
+            None if step == Step::ProdDeploy
+                && find(component, Step::Deploy).is_some_and(|r| r.status == Status::Passed) =>
+            {
+                reasons.push(format!(
+                    "{component} was deployed before but its {step} never ran, so its change has not reached `{environment}`; deploy it first"
+                ));
+            }
+            None => {}
+        }
+    }
+    reasons
 }
 
 #[cfg(test)]
@@ -703,6 +812,141 @@ mod tests {
         e2e_failed.push(rec("frontend", Step::E2e, Status::Failed));
         let decision = decide_deploy(&e2e_failed, Some(&required), &policy, "prod");
         assert_eq!(decision.refused, ["before promotion: frontend e2e failed"]);
+    }
+
+    #[test]
+    fn a_component_whose_dev_deploy_did_not_pass_is_refused_for_production() {
+        let policy = prod_policy(true);
+        // infra only previewed in dev (recorded skipped); frontend, the site, never published.
+        let mut preview = rec("infra", Step::Deploy, Status::Skipped);
+        preview.details.note = Some("preview only (--no-execute)".into());
+        let mut records = approved(
+            validated(vec![
+                rec("api-handler", Step::Test, Status::Passed),
+                rec("frontend", Step::Test, Status::Passed),
+                preview,
+            ]),
+            Status::Passed,
+        );
+        let required = sample_required().deployed_by(["infra", "frontend", PIPELINE]);
+        let decision = decide_deploy(&records, Some(&required), &policy, "prod");
+        assert_eq!(
+            decision.refused,
+            ["no `dev` deploy passed in this run (a preview is no deploy); deploy to `dev` first"]
+        );
+        // With another component deployed, the environment may go on, but not those two.
+        records.push(rec("api-handler", Step::Deploy, Status::Passed));
+        let decision = decide_deploy(&records, Some(&required), &policy, "prod");
+        assert!(decision.refused.is_empty(), "{decision:?}");
+        assert_eq!(
+            decision.components["infra"],
+            ComponentVerdict::Refused(
+                "its deploy was skipped (preview only (--no-execute)), so it was never deployed to `dev` in this run; deploy it to `dev` first (a preview is no deploy)".into()
+            )
+        );
+        assert_eq!(
+            decision.components["frontend"],
+            ComponentVerdict::Refused(
+                "it was never deployed to `dev` in this run; deploy it to `dev` first (a preview is no deploy)".into()
+            )
+        );
+        assert!(
+            decision.describe().contains("  frontend: refused: it was never deployed to `dev`"),
+            "{}",
+            decision.describe()
+        );
+        assert_eq!(decision.components["api-handler"], ComponentVerdict::Deploy);
+        // Not listed by the asking stage and no record (a function carried by a stack, a
+        // component with nothing to deploy): not held back.
+        let unlisted = decide_deploy(&records, Some(&sample_required()), &policy, "prod");
+        assert_eq!(unlisted.components["frontend"], ComponentVerdict::Deploy);
+        // dev itself is no promotion: nothing of this applies.
+        let dev = decide_deploy(&records, Some(&required), &policy, "dev");
+        assert!(dev.allows("infra") && dev.allows("frontend"), "{dev:?}");
+    }
+
+    #[test]
+    fn a_failed_dev_deploy_stays_refused_for_production() {
+        let mut failed = rec("infra", Step::Deploy, Status::Failed);
+        failed.details.error = Some("stack master: rolled back".into());
+        let records = approved(validated(vec![rec("frontend", Step::Deploy, Status::Passed), failed]), Status::Passed);
+        let required = sample_required().deployed_by(["infra", "frontend"]);
+        let decision = decide_deploy(&records, Some(&required), &prod_policy(true), "prod");
+        assert!(decision.refused.iter().any(|r| r.contains("infra deploy failed")), "{decision:?}");
+        assert_eq!(
+            decision.components["infra"],
+            ComponentVerdict::Refused(
+                "its deploy failed (stack master: rolled back), so it was never deployed to `dev` in this run; deploy it to `dev` first (a preview is no deploy)".into()
+            )
+        );
+    }
+
+    #[test]
+    fn a_worktree_run_may_go_to_dev_but_is_never_promoted() {
+        let mut required = sample_required();
+        required.worktree = true;
+        let records = approved(dev_done(), Status::Passed);
+        let prod = decide_deploy(&records, Some(&required), &prod_policy(true), "prod");
+        assert_eq!(
+            prod.refused,
+            [
+                "the run was begun with --include-worktree, so what `dev` received is no commit and cannot be promoted; commit the change and start a new run"
+            ]
+        );
+        assert!(!prod.allows("infra"));
+        let dev = decide_deploy(&records, Some(&required), &prod_policy(true), "dev");
+        assert!(dev.refused.is_empty() && dev.allows("infra"), "{dev:?}");
+        // The flag comes from the diff.
+        let diff: DiffReport = serde_json::from_value(serde_json::json!({
+            "base": null, "base_reason": "test", "head": "abc", "worktree": true,
+            "files": [], "global_inputs_changed": [], "components": {}, "flags": {}
+        }))
+        .unwrap();
+        assert!(Requirements::from_diff(&diff).worktree);
+    }
+
+    #[test]
+    fn an_approval_naming_no_approver_is_no_approval() {
+        let mut records = dev_done();
+        records.push(rec(PIPELINE, Step::Approval, Status::Passed));
+        let decision = decide_deploy(&records, Some(&sample_required()), &prod_policy(true), "prod");
+        assert_eq!(
+            decision.refused,
+            ["the approval names no approver; approve with `status-report approve --by NAME`"]
+        );
+    }
+
+    #[test]
+    fn success_needs_the_environments_own_deploy_of_every_changed_component() {
+        let policy = prod_policy(true);
+        let required = sample_required();
+        let mut records = approved(dev_done(), Status::Passed);
+        assert!(success_refusals(&records, &required, &policy, "dev").is_empty());
+        // Dev deployed only: prod is refused.
+        assert_eq!(
+            success_refusals(&records, &required, &policy, "prod"),
+            [
+                "no prod-deploy passed in this run, so nothing reached `prod`; deploy to `prod` first",
+                "frontend was deployed before but its prod-deploy never ran, so its change has not reached `prod`; deploy it first",
+                "infra was deployed before but its prod-deploy never ran, so its change has not reached `prod`; deploy it first",
+            ]
+        );
+        records.push(rec("infra", Step::ProdDeploy, Status::Passed));
+        records.push(rec("frontend", Step::ProdDeploy, Status::Skipped));
+        assert_eq!(
+            success_refusals(&records, &required, &policy, "prod"),
+            ["frontend prod-deploy is skipped, so its change has not reached `prod`; deploy it first"]
+        );
+        records.pop();
+        records.push(rec("frontend", Step::ProdDeploy, Status::Passed));
+        assert!(success_refusals(&records, &required, &policy, "prod").is_empty());
+        // A changed component whose dev deploy was only previewed keeps dev unmarked.
+        let mut previewed = dev_done();
+        previewed[4].status = Status::Skipped;
+        assert_eq!(
+            success_refusals(&previewed, &required, &policy, "dev"),
+            ["frontend deploy is skipped, so its change has not reached `dev`; deploy it first"]
+        );
     }
 
     #[test]

@@ -32,6 +32,6 @@ mod report;
 
 pub use gate::{
     ComponentVerdict, DeployDecision, EnvironmentRule, GateDecision, GatePolicy, Requirements, decide, decide_before,
-    decide_deploy, run_deploy_decision, run_gate,
+    decide_deploy, run_deploy_decision, run_deploy_decision_for, run_gate, success_refusals,
 };
 pub use report::{MARKDOWN_LIMIT, RunReport, format_duration};

@@ -3,6 +3,8 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+use run_state::{FileStore, PIPELINE, Status, Step, StepRecord, Store};
+
 /// Runs the binary against the monorepo at `repo`.
 fn status_report(repo: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_status-report")).arg("--repo").arg(repo).args(args).output().unwrap()
@@ -23,6 +25,17 @@ fn record(repo: &Path, run: &str, component: &str, step: &str, status: &str, ext
     args.extend(extra);
     let output = status_report(repo, &args);
     assert_eq!(output.status.code(), Some(0), "record failed: {}", stderr(&output));
+}
+
+/// Records a step the binary refuses to record (a deploy, an approval), as its stage would.
+fn stage_record(repo: &Path, run: &str, component: &str, step: Step, status: Status) {
+    let store = FileStore::open(&repo.join(".pipeline")).unwrap();
+    store.record(&StepRecord::new(run, "c0ffee1234567890", component, step, status)).unwrap();
+}
+
+fn success_lines(repo: &Path) -> usize {
+    let state = std::fs::read_to_string(repo.join(".pipeline/state.jsonl")).unwrap_or_default();
+    state.lines().filter(|l| l.contains(r#""kind":"success""#)).count()
 }
 
 /// Starts run `run` as `source-diff --new-run` and `validate` would: a `diff.json` whose changed
@@ -341,7 +354,7 @@ fn mark_success_prints_the_commit_only_after_a_passed_deploy() {
     let message = assert_error(&status_report(repo.path(), &["mark-success", "--run", "r1"]));
     assert!(message.contains("run `r1` cannot be marked successful: no deploy step passed"), "{message}");
 
-    record(repo.path(), "r1", "api", "deploy", "passed", &[]);
+    stage_record(repo.path(), "r1", "api", Step::Deploy, Status::Passed);
     let output = status_report(repo.path(), &["mark-success", "--run", "r1"]);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     assert_eq!(stdout(&output), "c0ffee1234567890\n");
@@ -368,7 +381,7 @@ fn approval_is_requested_then_approved_or_refused_and_the_prod_decision_follows(
     for run in ["r1", "r2"] {
         start_run(repo.path(), &state, run, &[("api", "test")]);
         record(repo.path(), run, "api", "test", "passed", &[]);
-        record(repo.path(), run, "api", "deploy", "passed", &[]);
+        stage_record(repo.path(), run, "api", Step::Deploy, Status::Passed);
     }
     let decision = |run: &str| status_report(repo.path(), &["deploy-decision", "--run", run, "--env", "prod"]);
 
@@ -400,4 +413,119 @@ fn approval_is_requested_then_approved_or_refused_and_the_prod_decision_follows(
     );
     let bad = assert_error(&status_report(repo.path(), &["approve", "--run", "r1", "--by", ""]));
     assert!(bad.contains("fix --by"), "{bad}");
+}
+
+#[test]
+fn record_refuses_the_steps_only_stages_write() {
+    let repo = tempfile::tempdir().unwrap();
+    start_run(repo.path(), &repo.path().join(".pipeline"), "r1", &[("api", "test")]);
+    let run = ["record", "--run", "r1", "--commit", "c0ffee1234567890"];
+    for (component, step, names) in [
+        ("pipeline", "approval", "status-report approve --by NAME"),
+        ("api", "deploy", "stack-deployer, frontend-publisher"),
+        ("api", "prod-deploy", "stack-deployer, frontend-publisher"),
+    ] {
+        for status in ["passed", "running", "skipped"] {
+            let output = status_report(
+                repo.path(),
+                &[&run[..], &["--component", component, "--step", step, "--status", status]].concat(),
+            );
+            let message = assert_error(&output);
+            assert!(message.starts_with(&format!("status-report: `record --step {step}` is refused: ")), "{message}");
+            assert!(message.contains(names), "{message}");
+        }
+    }
+    let store = FileStore::open(&repo.path().join(".pipeline")).unwrap();
+    let steps: Vec<Step> = store.run("r1").unwrap().iter().map(|r| r.step).collect();
+    assert_eq!(steps, [Step::Validate], "nothing forged was recorded");
+}
+
+#[test]
+fn a_forged_or_unnamed_approval_does_not_open_production() {
+    let repo = tempfile::tempdir().unwrap();
+    std::fs::write(
+        repo.path().join("pipeline.toml"),
+        "[gate]\nrequired_steps = [\"validate\", \"test\"]\n[gate.environments.prod]\nafter = \"dev\"\napproval = true\n",
+    )
+    .unwrap();
+    start_run(repo.path(), &repo.path().join(".pipeline"), "r1", &[("api", "test")]);
+    record(repo.path(), "r1", "api", "test", "passed", &[]);
+    stage_record(repo.path(), "r1", "api", Step::Deploy, Status::Passed);
+    // Through the binary: refused.
+    let forged = status_report(
+        repo.path(),
+        &[
+            "record",
+            "--run",
+            "r1",
+            "--commit",
+            "x",
+            "--component",
+            "pipeline",
+            "--step",
+            "approval",
+            "--status",
+            "passed",
+        ],
+    );
+    assert_error(&forged);
+    // Written into the store some other way, naming nobody: no approval.
+    stage_record(repo.path(), "r1", PIPELINE, Step::Approval, Status::Passed);
+    let decision = status_report(repo.path(), &["deploy-decision", "--run", "r1", "--env", "prod"]);
+    assert_eq!(decision.status.code(), Some(1), "{}", stdout(&decision));
+    assert!(
+        stdout(&decision)
+            .contains("refused: the approval names no approver; approve with `status-report approve --by NAME`"),
+        "{}",
+        stdout(&decision)
+    );
+    // An approval needs a name.
+    let unnamed = assert_error(&status_report(repo.path(), &["approve", "--run", "r1", "--by", " "]));
+    assert!(unnamed.contains("the approver's name: must be one line"), "{unnamed}");
+    // A named approval then opens it.
+    let approved = status_report(repo.path(), &["approve", "--run", "r1", "--by", "alice"]);
+    assert_eq!(approved.status.code(), Some(0), "{}", stderr(&approved));
+    let decision = status_report(repo.path(), &["deploy-decision", "--run", "r1", "--env", "prod"]);
+    assert_eq!(decision.status.code(), Some(0), "{}", stdout(&decision));
+}
+
+#[test]
+fn mark_success_for_prod_needs_the_prod_deploy_of_every_changed_component() {
+    let repo = tempfile::tempdir().unwrap();
+    std::fs::write(
+        repo.path().join("pipeline.toml"),
+        "[gate]\nrequired_steps = [\"validate\", \"test\"]\n[gate.environments.prod]\nafter = \"dev\"\napproval = true\n",
+    )
+    .unwrap();
+    start_run(repo.path(), &repo.path().join(".pipeline"), "r1", &[("api", "test"), ("web", "test")]);
+    for component in ["api", "web"] {
+        record(repo.path(), "r1", component, "test", "passed", &[]);
+        stage_record(repo.path(), "r1", component, Step::Deploy, Status::Passed);
+    }
+    // Dev only: prod (the default environment) is refused, and no mark is kept.
+    let message = assert_error(&status_report(repo.path(), &["mark-success", "--run", "r1"]));
+    assert!(
+        message.starts_with(
+            "status-report: run `r1` cannot be marked successful: no prod-deploy passed in this run, so nothing reached `prod`; deploy to `prod` first; api was deployed before"
+        ),
+        "{message}"
+    );
+    assert_eq!(success_lines(repo.path()), 0);
+    // One component promoted, the other skipped.
+    stage_record(repo.path(), "r1", "api", Step::ProdDeploy, Status::Passed);
+    stage_record(repo.path(), "r1", "web", Step::ProdDeploy, Status::Skipped);
+    let message = assert_error(&status_report(repo.path(), &["mark-success", "--run", "r1", "--env", "prod"]));
+    assert!(
+        message.ends_with("web prod-deploy is skipped, so its change has not reached `prod`; deploy it first\n"),
+        "{message}"
+    );
+    assert_eq!(success_lines(repo.path()), 0);
+    // Dev itself may be marked: its deploys passed.
+    let output = status_report(repo.path(), &["mark-success", "--run", "r1", "--env", "dev"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    stage_record(repo.path(), "r1", "web", Step::ProdDeploy, Status::Passed);
+    let output = status_report(repo.path(), &["mark-success", "--run", "r1"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(stdout(&output), "c0ffee1234567890\n");
+    assert_eq!(success_lines(repo.path()), 2);
 }

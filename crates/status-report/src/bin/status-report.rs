@@ -14,7 +14,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use run_state::cli::{StageArgs, print};
 use run_state::{Error, FileStore, RunDir, StageContext, Status, Step, StepRecord, Store, StoreChoice, redact};
 use status_report::notify::{self, Event, NotifySettings};
-use status_report::{GatePolicy, RunReport, approval, run_deploy_decision, run_gate};
+use status_report::{GatePolicy, Requirements, RunReport, approval, run_deploy_decision, run_gate, success_refusals};
 
 /// The record of every pipeline step, the gate decision, and reports.
 #[derive(Debug, Parser)]
@@ -30,7 +30,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Records the state of one step of one component (for shell steps in CodeBuild).
+    /// Records the state of one step of one component (for shell steps in CodeBuild). The
+    /// steps only their stages write are refused: `deploy` and `prod-deploy` (stack-deployer,
+    /// frontend-publisher) and `approval` (`approve --by NAME`).
     Record(RecordArgs),
     /// Lists run ids, newest last, each with its gate decision.
     Runs,
@@ -111,7 +113,8 @@ enum Command {
         env: String,
     },
     /// Records that a run's commit reached an environment (the last success of `[diff]
-    /// base_environment` is the next default base); refused unless its deploy passed. Prints the commit.
+    /// base_environment` is the next default base); refused unless the environment's own deploy
+    /// (`prod-deploy` for a promoted one) passed for every changed component it deploys. Prints the commit.
     MarkSuccess {
         /// The run [default: the newest].
         #[arg(long, value_name = "ID")]
@@ -133,7 +136,8 @@ struct RecordArgs {
     /// The component, or `pipeline` for steps of the whole pipeline.
     #[arg(long, value_name = "NAME")]
     component: String,
-    /// The step: source, diff, validate, build, test, deploy, approval, e2e, dast or prod-deploy.
+    /// The step: source, diff, validate, build, test, e2e or dast (deploy, prod-deploy and
+    /// approval are refused: only their stages record them).
     // Taken as text and parsed with `Step::from_str`, so a mistake is one line listing the valid steps.
     #[arg(long, value_name = "STEP")]
     step: String,
@@ -287,8 +291,23 @@ fn run(cli: &Cli) -> Result<bool> {
             print(&format!("{sent}\n"))?;
         }
         Command::MarkSuccess { run, env } => {
+            let policy = policy(&context)?;
             let (store, run_id) = pick_run(&context, run.as_deref())?;
-            let mark = store.mark_success(&run_id, env)?;
+            // What the run changed must have reached `env`: checked here against the diff (when
+            // the run has one), then by the store under its lock with the environment's step.
+            let step = policy.deploy_step(env);
+            match run_folder(&context, &run_id).read_json::<source_diff::DiffReport>(run_state::RunFile::Diff) {
+                Ok(diff) => {
+                    let refusals =
+                        success_refusals(&store.run(&run_id)?, &Requirements::from_diff(&diff), &policy, env);
+                    if !refusals.is_empty() {
+                        bail!(Error::NotSuccessful { run_id, reason: refusals.join("; ") });
+                    }
+                }
+                Err(Error::MissingInput { .. }) => {}
+                Err(other) => bail!(other),
+            }
+            let mark = store.mark_success_for(&run_id, env, step)?;
             print(&format!("{}\n", mark.commit))?;
         }
     }
@@ -303,6 +322,17 @@ fn run_folder(context: &StageContext, run_id: &str) -> RunDir {
 fn record(context: &StageContext, args: &RecordArgs) -> Result<()> {
     let step: Step = args.step.parse().map_err(|e: String| anyhow!(e))?;
     let status: Status = args.status.parse().map_err(|e: String| anyhow!(e))?;
+    // Steps only their stages write: a shell step recording them could forge a deploy or an
+    // approval and let production through.
+    match step {
+        Step::Approval => bail!(
+            "`record --step approval` is refused: an approval is recorded by `status-report approve --by NAME` (or refused with --refuse)"
+        ),
+        Step::Deploy | Step::ProdDeploy => bail!(
+            "`record --step {step}` is refused: a deploy is recorded only by the deploy stages (stack-deployer, frontend-publisher)"
+        ),
+        _ => {}
+    }
     run_state::check_name("--run", &args.run)?;
     let store = context.store()?;
     let now = SystemTime::now();
