@@ -1,7 +1,9 @@
 //! `cargo xtask bench pipeline`: the whole pipeline on a fresh copy of the sample monorepo, as a
 //! user runs it (`cargo xtask pipeline --approve`, one process per run, its own emulator
 //! started by the first run): a first full run, a no-change rerun and a one-Lambda change,
-//! with ratios to the first run.
+//! with ratios to the first run, and where each run's time goes (per stage, from the store).
+//! The one-Lambda change must find the emulator the first run started (an update of what is
+//! deployed, not a second first run), or the bench fails.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -22,6 +24,7 @@ pub fn run(rounds: usize) -> anyhow::Result<()> {
     let mut first = Vec::new();
     let mut unchanged = Vec::new();
     let mut one = Vec::new();
+    let mut breakdown = Vec::new();
     for round in 0..rounds.max(1) {
         let dir = tempfile::Builder::new().prefix("bench-pipeline-").tempdir_in(root.join("target"))?;
         let repo = dir.path();
@@ -29,7 +32,7 @@ pub fn run(rounds: usize) -> anyhow::Result<()> {
         bench_git(repo, &["init", "-q", "-b", "main"])?;
         bench_git(repo, &["add", "-A"])?;
         bench_git(repo, &["commit", "-q", "-m", "sample monorepo"])?;
-        let timed = || -> anyhow::Result<(Duration, Duration, Duration)> {
+        let timed = || -> anyhow::Result<(Run, Run, Run)> {
             let a = pipeline(&xtask, repo, true)?;
             let b = pipeline(&xtask, repo, false)?;
             let handler = repo.join("lambda/api-handler/index.py");
@@ -37,12 +40,17 @@ pub fn run(rounds: usize) -> anyhow::Result<()> {
             std::fs::write(&handler, format!("{text}\n# bench round {round}: one Lambda changed\n"))?;
             bench_git(repo, &["commit", "-q", "-am", "api-handler: one change"])?;
             let c = pipeline(&xtask, repo, true)?;
+            if !c.reused {
+                bail!("the one-Lambda run did not find the first run's emulator: it measured a second first run");
+            }
             Ok((a, b, c))
         };
         let result = timed();
         // The emulator the first run started stops with its state file.
         crate::embedded::stop(&repo.join(".pipeline"));
         let (a, b, c) = result?;
+        breakdown = vec![a.stages, c.stages];
+        let (a, b, c) = (a.took, b.took, c.took);
         crate::say(&format!(
             "round {}: first {:.1} s, no change {:.0} ms, one Lambda {:.1} s",
             round + 1,
@@ -74,6 +82,14 @@ pub fn run(rounds: usize) -> anyhow::Result<()> {
     row("first full run (emulator started)", &first);
     let idle = row("no-change rerun", &unchanged);
     row("one Lambda changed (api-handler)", &one);
+    if let [full, changed] = &breakdown[..] {
+        println!("where the time goes (last round, each stage's span from the store):");
+        println!("  {:<12} {:>10} {:>12}", "stage", "first run", "one Lambda");
+        for (step, time) in full {
+            let other = changed.iter().find(|(s, _)| s == step).map(|(_, t)| *t).unwrap_or_default();
+            println!("  {:<12} {:>9.2}s {:>11.2}s", step.as_str(), time.as_secs_f64(), other.as_secs_f64());
+        }
+    }
     let share = idle.as_secs_f64() / base.as_secs_f64();
     let met = idle < GOAL_WALL && share < GOAL_SHARE;
     println!(
@@ -87,10 +103,17 @@ pub fn run(rounds: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One timed run: its wall time, each stage's span, and whether it found the emulator an
+/// earlier run started.
+struct Run {
+    took: Duration,
+    stages: Vec<(Step, Duration)>,
+    reused: bool,
+}
+
 /// One `cargo xtask pipeline --repo DIR --approve` (the binary users run, which activates the
-/// tools' venv itself); its wall time. The run must pass, and reach production exactly when
-/// `deploys`.
-fn pipeline(xtask: &Path, repo: &Path, deploys: bool) -> anyhow::Result<Duration> {
+/// tools' venv itself). The run must pass, and reach production exactly when `deploys`.
+fn pipeline(xtask: &Path, repo: &Path, deploys: bool) -> anyhow::Result<Run> {
     let start = Instant::now();
     let out = Command::new(xtask)
         .args(["pipeline", "--approve", "--repo"])
@@ -116,5 +139,16 @@ fn pipeline(xtask: &Path, repo: &Path, deploys: bool) -> anyhow::Result<Duration
     if prod != Some(expected) {
         bail!("run {}: prod-deploy is {prod:?}, expected {expected}", run.run_id);
     }
-    Ok(took)
+    // Each stage's span: its first start to its last end over every component.
+    let mut stages = Vec::new();
+    for &step in Step::ALL {
+        let of_step = records.iter().filter(|r| r.step == step);
+        let start = of_step.clone().filter_map(|r| r.started_at).min();
+        let end = of_step.filter_map(|r| r.ended_at).max();
+        if let (Some(start), Some(end)) = (start, end) {
+            stages.push((step, end.duration_since(start).unwrap_or_default()));
+        }
+    }
+    let reused = String::from_utf8_lossy(&out.stderr).contains("(kept from earlier runs");
+    Ok(Run { took, stages, reused })
 }

@@ -150,7 +150,7 @@ pub fn run(rounds: usize) -> anyhow::Result<()> {
 
     // The stage on the sample monorepo when nothing changed since the base, and on every
     // component with the result cache warm (tools off: they only run for changed components).
-    let sample = root.join("target/sample-monorepo");
+    let sample = root.join(crate::pipeline::SAMPLE_DIR);
     let mut unchanged = Vec::new();
     let mut warm_all = Vec::new();
     if sample.join(".git").exists() {

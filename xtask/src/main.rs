@@ -40,7 +40,9 @@ struct Args {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Runs the pipeline: source, diff, tests of the affected components, gate, report.
+    /// Runs the whole pipeline on a monorepo (the sample by default): diff, validate, build,
+    /// test, deploy dev, status check, approval, E2E and site check, deploy prod, mark-success.
+    /// Deploys go to the monorepo's own emulator, kept between runs, unless `--target aws`.
     Pipeline(pipeline::PipelineArgs),
     /// Checks formatting and lints and runs every test (installs the Python tools first).
     Test {
@@ -71,9 +73,16 @@ enum Task {
     /// Regenerates validate's resource-schema bundle (crates/validate/data/resource-schemas.deflate)
     /// from the schemas shipped in the pinned cfn-lint (target/py-venv).
     Schemas,
-    /// Starts the local AWS emulator (moto) on a free loopback port until Ctrl-C,
-    /// printing the environment that points the AWS CLI and the stage binaries at it.
+    /// Starts the local AWS emulator (moto) on a free loopback port until Ctrl-C, printing the
+    /// environment that points the AWS CLI and the stage binaries at it; with `--stop`, stops
+    /// the emulator `cargo xtask pipeline` keeps for a monorepo (and what it deployed).
     Emulator {
+        /// Stop the monorepo's kept emulator (the sample's, or `--repo`'s) and exit.
+        #[arg(long, conflicts_with = "state_file")]
+        stop: bool,
+        /// With `--stop`: the monorepo [default: the sample under target/sample-monorepo].
+        #[arg(long, requires = "stop")]
+        repo: Option<PathBuf>,
         /// (internal) Write the endpoint to this file and serve until it is removed or left
         /// untouched for 15 minutes: the emulator `cargo xtask pipeline` keeps for a monorepo.
         #[arg(long, hide = true, value_name = "FILE")]
@@ -87,8 +96,9 @@ fn main() -> ExitCode {
         Task::Test { filter } => test(&filter).map(|()| true),
         Task::Bench { which } => bench::run(which).map(|()| true),
         Task::Setup => python::ensure(&workspace_root()).map(|_| true),
-        Task::Emulator { state_file: None } => emulator().map(|()| true),
-        Task::Emulator { state_file: Some(file) } => {
+        Task::Emulator { stop: true, repo, .. } => stop_emulator(repo).map(|()| true),
+        Task::Emulator { state_file: None, .. } => emulator().map(|()| true),
+        Task::Emulator { state_file: Some(file), .. } => {
             python::ensure(&workspace_root()).and_then(|bin| embedded::serve(&bin.join("python"), &file)).map(|()| true)
         }
         Task::Codebuild(args) => codebuild::run(&args),
@@ -176,6 +186,17 @@ pub fn run(command: &mut Command) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `cargo xtask emulator --stop`: the monorepo's kept emulator stopped, said in one line.
+fn stop_emulator(repo: Option<PathBuf>) -> anyhow::Result<()> {
+    let repo = repo.unwrap_or_else(|| workspace_root().join(pipeline::SAMPLE_DIR));
+    let context = run_state::StageContext::open(&run_state::StageOptions { repo: Some(repo), ..Default::default() })?;
+    match embedded::stop(&context.state_dir) {
+        Some(endpoint) => println!("stopped the emulator at {endpoint}; the next pipeline run starts a new one"),
+        None => println!("no emulator was running for {}", context.root.display()),
+    }
+    Ok(())
+}
+
 fn emulator() -> anyhow::Result<()> {
     let bin = python::ensure(&workspace_root())?;
     let stop = run_state::cli::cancel_flag();
@@ -225,7 +246,7 @@ fn test(filter: &[String]) -> anyhow::Result<()> {
         say("cargo xtask pipeline (end to end on the sample monorepo)");
         let status = Command::new(&xtask).args(["pipeline", "--approve"]).envs(venv_env()?).status()?;
         // The sample's emulator is not kept after the tests.
-        embedded::stop(&root.join("target/sample-monorepo/.pipeline"));
+        embedded::stop(&root.join(pipeline::SAMPLE_DIR).join(".pipeline"));
         if !status.success() {
             bail!("the pipeline on the sample monorepo did not pass its gate ({status})");
         }

@@ -375,6 +375,33 @@ fn resume_run(context: &StageContext, store: &dyn Store, run_id: &str) -> anyhow
     }
 }
 
+/// A resumed run goes on only against the emulator its dev deploy went to: a later emulator
+/// (even on the same port) does not hold what it deployed, and its E2E, site check and
+/// promotion would be checks of something else.
+fn check_emulator_kept(run: &RunDir, state_dir: &Path) -> anyhow::Result<()> {
+    let used: serde_json::Value = match run.read_json(RunFile::Emulator) {
+        Ok(used) => used,
+        // The run deployed nothing to the embedded emulator: nothing of it to lose.
+        Err(run_state::Error::MissingInput { .. }) => return Ok(()),
+        Err(other) => return Err(other.into()),
+    };
+    let id = used.get("id").and_then(serde_json::Value::as_str).unwrap_or_default();
+    let why = match crate::embedded::inspect(state_dir) {
+        crate::embedded::Found::Alive(instance) if instance.id == id => return Ok(()),
+        crate::embedded::Found::Alive(instance) => {
+            format!("the emulator at {} is a later one than the one it deployed to", instance.endpoint)
+        }
+        crate::embedded::Found::Missing => {
+            "the monorepo's emulator is no longer running (stopped, or idle for 15 minutes)".to_string()
+        }
+        crate::embedded::Found::Gone(why) => why,
+    };
+    bail!(
+        "run {} cannot be resumed: {why}, so its dev deploy is gone and there is nothing to check or promote; start a new run with `cargo xtask pipeline`",
+        run.run_id
+    )
+}
+
 /// Runs the pipeline; `Ok(false)` when the run ends refused (a failure, a refused gate or a
 /// refused approval), `Ok(true)` when it passed, had nothing to do, or waits for approval.
 pub fn run(args: PipelineArgs) -> anyhow::Result<bool> {
@@ -389,6 +416,10 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<bool> {
     if args.target == TargetKind::Aws && args.endpoint_url.is_some() {
         bail!("--endpoint-url names an emulator: drop it to deploy to AWS, or drop --target aws");
     }
+    // The embedded emulator as it is before this run starts one: when it is not there, what
+    // earlier runs deployed is gone with it.
+    let embedded = (args.target == TargetKind::Emulator && args.endpoint_url.is_none())
+        .then(|| crate::embedded::inspect(&context.state_dir));
     connect_store(&mut context, &args)?;
     let repo = Repo::at_root(&context.root);
     let head_rev = args.head.clone().unwrap_or_else(|| "HEAD".into());
@@ -396,8 +427,22 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<bool> {
         (None, Some(store)) => store.last_success(components.base_environment())?.map(|m| m.commit),
         _ => None,
     };
-    let request =
-        BaseRequest { explicit: args.base.clone(), last_success, all_on_missing_base: args.all_on_missing_base };
+    // A base from an earlier run counts only while the emulator it deployed to holds its deploys.
+    let everything = match (&embedded, &last_success) {
+        (Some(crate::embedded::Found::Missing), Some(_)) => Some(
+            "the monorepo's emulator is not running (stopped, or idle for 15 minutes), so what earlier runs deployed is gone: every component is deployed again".to_string(),
+        ),
+        (Some(crate::embedded::Found::Gone(why)), Some(_)) => {
+            Some(format!("{why}, so what earlier runs deployed is gone: every component is deployed again"))
+        }
+        _ => None,
+    };
+    let request = BaseRequest {
+        explicit: args.base.clone(),
+        last_success,
+        all_on_missing_base: args.all_on_missing_base,
+        everything,
+    };
 
     if args.dry_run {
         return dry_run(&context, &repo, &components, &settings, &request, &head_rev, args.include_worktree);
@@ -417,7 +462,13 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<bool> {
             &store,
             &context.state_dir,
         )?,
-        Some(run_id) => resume_run(&context, &store, run_id)?,
+        Some(run_id) => {
+            let resumed = resume_run(&context, &store, run_id)?;
+            if embedded.is_some() {
+                check_emulator_kept(&resumed.0, &context.state_dir)?;
+            }
+            resumed
+        }
     };
     progress.stage(&format!("run {} in {}", run_dir.run_id, context.root.display()));
     progress.stage(&format!("diff: {}", diff.summary()));
@@ -478,9 +529,12 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<bool> {
             (TargetKind::Aws, _) => stages::Where::Aws,
             (TargetKind::Emulator, Some(url)) => stages::Where::Emulator(url.clone()),
             (TargetKind::Emulator, None) => {
-                let endpoint = crate::embedded::endpoint(&context.state_dir)?;
-                progress.stage(&format!("emulator at {endpoint}"));
-                stages::Where::Emulator(endpoint)
+                let emulator = crate::embedded::endpoint(&context.state_dir)?;
+                progress.stage(&emulator.describe());
+                let instance = &emulator.instance;
+                let used = serde_json::json!({ "endpoint": instance.endpoint, "id": instance.id });
+                run_dir.write(RunFile::Emulator, used.to_string().as_bytes())?;
+                stages::Where::Emulator(emulator.instance.endpoint)
             }
         })
     };
@@ -542,7 +596,11 @@ fn connect_store(context: &mut StageContext, args: &PipelineArgs) -> anyhow::Res
     }
     let endpoint = match &args.endpoint_url {
         Some(url) => url.clone(),
-        None => crate::embedded::endpoint(&context.state_dir)?,
+        None => {
+            let emulator = crate::embedded::endpoint(&context.state_dir)?;
+            crate::say(&emulator.describe());
+            emulator.instance.endpoint
+        }
     };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let config = runtime.block_on(async {
@@ -609,7 +667,13 @@ fn write_report(store: &dyn Store, run_dir: &RunDir, policy: &GatePolicy, print:
     run_dir.write(RunFile::ReportJson, report.to_json().as_bytes())?;
     run_dir.write(RunFile::Junit, report.to_junit().as_bytes())?;
     if print {
-        print!("{}", report.to_table());
+        // A table fitted to the terminal, else a line per step (the full text is in report.md).
+        use std::io::IsTerminal;
+        if std::io::stdout().is_terminal() {
+            print!("{}", report.to_table())
+        } else {
+            print!("{}", report.to_lines())
+        }
         println!("reports: {}", run_dir.path.display());
     }
     Ok(report)
@@ -627,7 +691,7 @@ fn notify(context: &StageContext, args: &PipelineArgs, report: RunReport, passed
     let endpoint = match (args.target, &args.endpoint_url) {
         (TargetKind::Aws, _) => None,
         (TargetKind::Emulator, Some(url)) => Some(url.clone()),
-        (TargetKind::Emulator, None) => crate::embedded::running(&crate::embedded::state_file(&context.state_dir)),
+        (TargetKind::Emulator, None) => crate::embedded::running(&context.state_dir),
     };
     if settings.topic_arn.is_none() && endpoint.is_none() {
         return Ok(());
@@ -757,10 +821,20 @@ impl Drop for Worktree {
     }
 }
 
-/// Keeps `target/sample-monorepo` a git repository whose last commit holds `fixtures/monorepo` as it is now.
+/// Where `cargo xtask pipeline` keeps its git copy of `fixtures/monorepo` (under the workspace).
+pub const SAMPLE_DIR: &str = "target/sample-monorepo";
+
+/// The subject of the commits that sync the sample from the fixture; the fixture's fingerprint
+/// follows in parentheses.
+const SYNC_SUBJECT: &str = "sync from fixtures/monorepo";
+
+/// Keeps [`SAMPLE_DIR`] a git repository holding `fixtures/monorepo` as it is now, as a
+/// playground: commits (and edits) made there are kept while the fixture has not changed since
+/// the last sync; when both changed, the run refuses rather than overwrite them, and says where
+/// to edit.
 fn prepare_sample(root: &Path) -> anyhow::Result<PathBuf> {
     let fixture = root.join("fixtures/monorepo");
-    let dir = root.join("target/sample-monorepo");
+    let dir = root.join(SAMPLE_DIR);
     let git = |args: &[&str]| -> anyhow::Result<String> {
         let out = Command::new("git")
             .arg("-C")
@@ -774,11 +848,42 @@ fn prepare_sample(root: &Path) -> anyhow::Result<PathBuf> {
         if !out.status.success() {
             bail!("git {} in {}: {}", args.join(" "), dir.display(), String::from_utf8_lossy(&out.stderr).trim());
         }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     };
+    let fingerprint = fixture_fingerprint(&fixture)?;
+    let subject = format!("{SYNC_SUBJECT} (fixture {fingerprint})");
     if !dir.join(".git").exists() {
         std::fs::create_dir_all(&dir)?;
         git(&["init", "-q", "-b", "main"])?;
+    } else if git(&["rev-parse", "--verify", "--quiet", "HEAD"]).is_ok() {
+        let last_sync = git(&["log", "-1", "--format=%H%n%s", "--fixed-strings", "--grep", SYNC_SUBJECT])?;
+        let (sync_commit, sync_subject) = last_sync.split_once('\n').unwrap_or((last_sync.as_str(), ""));
+        let own = if sync_commit.is_empty() {
+            git(&["rev-list", "--count", "HEAD"])?
+        } else {
+            git(&["rev-list", "--count", &format!("{sync_commit}..HEAD")])?
+        };
+        let own: usize = own.parse().unwrap_or(0);
+        let edited = !git(&["status", "--porcelain", "--untracked-files=no"])?.is_empty();
+        if own > 0 || edited {
+            let yours = match (own, edited) {
+                (0, _) => "uncommitted edits".to_string(),
+                (n, false) => format!("{n} commit(s) of yours"),
+                (n, true) => format!("{n} commit(s) of yours and uncommitted edits"),
+            };
+            if sync_subject == subject {
+                crate::say(&format!(
+                    "{SAMPLE_DIR}: {yours} since the last sync from fixtures/monorepo kept (the fixture has not changed since)"
+                ));
+                return Ok(dir);
+            }
+            bail!(
+                "{SAMPLE_DIR} has {yours}, and fixtures/monorepo changed since it was last synced: make the change in fixtures/monorepo (the sample's source) and remove {SAMPLE_DIR}, or run on your copy as it is with `--repo {SAMPLE_DIR}`"
+            );
+        }
+        if sync_subject == subject {
+            return Ok(dir);
+        }
     }
     // Mirror the fixture: drop what the last sync put there, keep .git and the pipeline's state.
     for entry in std::fs::read_dir(&dir)? {
@@ -793,8 +898,26 @@ fn prepare_sample(root: &Path) -> anyhow::Result<PathBuf> {
     // The fixture's own .gitignore keeps build output and caches out of the commit.
     crate::run(Command::new("cp").arg("-R").arg(fixture.join(".")).arg(&dir))?;
     git(&["add", "-A"])?;
-    if !git(&["status", "--porcelain"])?.trim().is_empty() {
-        git(&["commit", "-q", "-m", "sync from fixtures/monorepo"])?;
-    }
+    // Always a commit, empty when only the fingerprint is new: the last sync commit says which
+    // state of the fixture the sample holds.
+    git(&["commit", "-q", "--allow-empty", "-m", &subject])?;
     Ok(dir)
+}
+
+/// A short digest of every file under the fixture (paths and contents, in order).
+fn fixture_fingerprint(fixture: &Path) -> anyhow::Result<String> {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    for entry in walkdir::WalkDir::new(fixture).sort_by_file_name() {
+        let entry = entry?;
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let relative = entry.path().strip_prefix(fixture)?;
+        hasher.update(relative.to_string_lossy().as_bytes());
+        hasher.update([0]);
+        hasher.update(std::fs::read(entry.path()).with_context(|| entry.path().display().to_string())?);
+        hasher.update([0]);
+    }
+    Ok(hex::encode(&hasher.finalize()[..8]))
 }

@@ -28,6 +28,9 @@ pub enum RunFile {
     ReportJson,
     /// `junit.xml`: the run's JUnit report.
     Junit,
+    /// `deployed-to.json`: the embedded emulator a run deployed to (`cargo xtask pipeline`), so a
+    /// resumed run can tell it is still the one that holds its deploys.
+    Emulator,
 }
 
 impl RunFile {
@@ -41,6 +44,7 @@ impl RunFile {
         RunFile::ReportMarkdown,
         RunFile::ReportJson,
         RunFile::Junit,
+        RunFile::Emulator,
     ];
 
     /// Its file name (the last part of [`RunFile::relative_path`]).
@@ -62,6 +66,7 @@ impl RunFile {
             RunFile::ReportMarkdown => "report.md",
             RunFile::ReportJson => "report.json",
             RunFile::Junit => "junit.xml",
+            RunFile::Emulator => "deployed-to.json",
         }
     }
 
@@ -74,6 +79,7 @@ impl RunFile {
             RunFile::StackOutputs => "`stack-deployer`",
             RunFile::Publish => "`frontend-publisher`",
             RunFile::ReportMarkdown | RunFile::ReportJson | RunFile::Junit => "`status-report show`",
+            RunFile::Emulator => "`cargo xtask pipeline` (its deploy to the embedded emulator)",
         }
     }
 }

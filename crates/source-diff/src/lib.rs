@@ -101,6 +101,10 @@ pub struct BaseRequest {
     pub last_success: Option<String>,
     /// Mark every component changed, with the reason, instead of failing when a shallow clone lacks the base.
     pub all_on_missing_base: bool,
+    /// Mark every component changed for this reason, unless `explicit` names a base: the
+    /// environment the last successful run deployed to no longer holds its deploys (the
+    /// embedded emulator was replaced), so nothing can be skipped as already deployed.
+    pub everything: Option<String>,
 }
 
 /// The base chosen for a diff.
@@ -280,6 +284,9 @@ fn pick_base(
         };
     }
 
+    if let Some(reason) = &request.everything {
+        return Ok(Base::Everything { reason: reason.clone() });
+    }
     let mut skipped = Vec::new();
     if let Some((last, answer)) = asked.last {
         let short = &last[..last.len().min(12)];

@@ -165,6 +165,24 @@ fn the_last_successful_commit_is_the_base_while_it_is_an_ancestor() {
     assert_eq!(changed(&report), ["api", "infra", "shared"]);
 }
 
+/// The environment the last success deployed to holds nothing any more (the embedded emulator
+/// was replaced): every component is marked changed with the reason, and `--base` still wins.
+#[test]
+fn everything_is_changed_when_the_last_deploys_are_gone_unless_a_base_is_given() {
+    let repo = repo_with_config();
+    let deployed = repo.commit_files("web", &[("web/app.js", "1\n")]);
+    repo.commit_files("api", &[("api/handler.py", "1\n")]);
+    let gone = "the emulator is gone".to_string();
+    let request =
+        BaseRequest { last_success: Some(deployed.clone()), everything: Some(gone.clone()), ..Default::default() };
+    let report = diff(&repo, &request).unwrap();
+    assert_eq!(report.base, None);
+    assert!(report.base_reason.contains(&gone), "{}", report.base_reason);
+    assert_eq!(changed(&report), ["api", "infra", "shared", "web"]);
+    let explicit = BaseRequest { explicit: Some(deployed), everything: Some(gone), ..Default::default() };
+    assert_eq!(changed(&diff(&repo, &explicit).unwrap()), ["api", "infra"]);
+}
+
 #[test]
 fn a_base_that_vanished_after_a_force_push_falls_back_with_the_reason() {
     let repo = repo_with_config();

@@ -34,11 +34,47 @@ impl RunReport {
         RunReport { run_id: run_id.into(), commit, gate, steps }
     }
 
-    /// A plain table for a terminal, followed by the gate's decision.
+    /// A table for a terminal, followed by the gate's decision: on a terminal it fits the
+    /// terminal's width (long cells wrap; `report.md` keeps the full text).
     #[cfg(feature = "cli")]
     pub fn to_table(&self) -> String {
+        self.table(None)
+    }
+
+    /// The table fitted to `width` columns, long cells wrapped.
+    #[cfg(feature = "cli")]
+    pub fn to_table_width(&self, width: u16) -> String {
+        self.table(Some(width))
+    }
+
+    /// One line per step (`component step: status (time) details`), then the gate's decision:
+    /// for logs and anything that is not a terminal.
+    pub fn to_lines(&self) -> String {
+        let mut out = format!("run {} at {}\n", self.run_id, short(&self.commit));
+        for step in &self.steps {
+            let _ = write!(out, "{} {}: {}", step.component, step.step, step.status);
+            if let Some(duration) = step.duration() {
+                let _ = write!(out, " ({})", format_duration(duration));
+            }
+            let detail = one_line_detail(step, true);
+            if !detail.is_empty() {
+                let _ = write!(out, ": {detail}");
+            }
+            out.push('\n');
+        }
+        out.push_str(&self.gate_line());
+        out
+    }
+
+    #[cfg(feature = "cli")]
+    fn table(&self, width: Option<u16>) -> String {
         let mut table = comfy_table::Table::new();
         table.load_style(comfy_table::presets::UTF8_FULL_CONDENSED);
+        // Fitted to the terminal (or `width`): long cells wrap instead of pushing the table wide.
+        table.set_content_arrangement(comfy_table::ContentArrangement::Dynamic);
+        if let Some(width) = width {
+            table.set_width(width);
+        }
         let with_coverage = self.steps.iter().any(|s| s.details.coverage.is_some());
         let mut header = vec!["component", "step", "status", "time"];
         if with_coverage {
@@ -64,7 +100,6 @@ impl RunReport {
         out
     }
 
-    #[cfg(feature = "cli")]
     fn gate_line(&self) -> String {
         if self.gate.allowed {
             "gate: passed\n".to_string()

@@ -273,3 +273,29 @@ fn coverage_figures_reach_every_report_and_the_gate_explains_the_refusal_in_one_
         assert!(table.contains("coverage: lines") || table.contains("coverage below the minimum"), "{table}");
     }
 }
+
+/// The run's table in an 80-column terminal: a long error and coverage figures wrap instead of
+/// pushing the table to 200 columns; off a terminal, one line per step.
+#[test]
+fn the_table_fits_a_narrow_terminal_and_logs_get_a_line_per_step() {
+    let mut failed = rec("api-handler", Step::Test, Status::Failed);
+    failed.details.error = Some(format!("AssertionError: {}", "expected the handler to answer 200 ".repeat(4)));
+    let records = vec![failed, rec("web", Step::Deploy, Status::Passed)];
+    let report = RunReport::new("r1", records.clone(), gate(&records));
+    #[cfg(feature = "cli")]
+    for width in [80u16, 120] {
+        let table = report.to_table_width(width);
+        // The table's rows (the gate's reasons below it are prose the terminal wraps).
+        let rows = table.lines().filter(|l| l.starts_with(['┌', '│', '╞', '├', '└']));
+        let widest = rows.map(|l| l.chars().count()).max().unwrap();
+        assert!(widest <= usize::from(width), "{widest} columns at {width}:\n{table}");
+        assert!(table.contains("api-handler"), "{table}");
+    }
+    let lines = report.to_lines();
+    assert!(
+        lines.lines().any(|l| l.starts_with("api-handler test: failed") && l.contains("AssertionError")),
+        "{lines}"
+    );
+    assert!(lines.lines().any(|l| l.starts_with("web deploy: passed")), "{lines}");
+    assert!(lines.contains("gate: refused"), "{lines}");
+}

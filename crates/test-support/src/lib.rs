@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 
 pub use git::GitRepo;
 pub use http::http_sink;
-pub use moto::{Moto, python};
+pub use moto::{Moto, health, python};
 pub use relay::{Relay, Signature};
 
 /// The workspace root.

@@ -69,13 +69,19 @@ impl Moto {
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start moto with {}: {e}", python.display()));
+        let pid = child.id();
         let moto = Moto { endpoint: format!("http://127.0.0.1:{port}"), _child: child };
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !ready(port) {
+        while !ready(port, pid) {
             assert!(Instant::now() < deadline, "moto did not answer on port {port} within 30 s");
             std::thread::sleep(Duration::from_millis(50));
         }
         moto
+    }
+
+    /// The moto server's process id (what [`health`] answers for it).
+    pub fn pid(&self) -> u32 {
+        self._child.id()
     }
 
     /// SDK config for this server: test credentials, `us-east-1`, the endpoint set.
@@ -90,13 +96,30 @@ impl Moto {
     }
 }
 
-fn ready(port: u16) -> bool {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else { return false };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    let request = "GET /moto-api/data.json HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
-    if stream.write_all(request.as_bytes()).is_err() {
-        return false;
+fn ready(port: u16, pid: u32) -> bool {
+    health(&format!("http://127.0.0.1:{port}")) == Some(pid)
+}
+
+/// The health route the harness adds (`/moto-harness/health`, answered whatever the server
+/// holds): the moto server's pid when a harness moto answers at `endpoint`
+/// (`http://127.0.0.1:PORT`), `None` when nothing answers or something else does.
+pub fn health(endpoint: &str) -> Option<u32> {
+    let addr: std::net::SocketAddr = endpoint.strip_prefix("http://")?.trim_end_matches('/').parse().ok()?;
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    let request = "GET /moto-harness/health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut response = Vec::new();
+    // Bounded: the answer is a few dozen bytes; something else on the port may send more.
+    stream.take(4096).read_to_end(&mut response).ok()?;
+    let text = String::from_utf8_lossy(&response);
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    if !(head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200")) {
+        return None;
     }
-    let mut head = [0u8; 12];
-    stream.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.1 200") || head.starts_with(b"HTTP/1.0 200")
+    if !body.contains("\"emulator\": \"moto-harness\"") {
+        return None;
+    }
+    let pid = body.split_once("\"pid\": ")?.1;
+    pid.chars().take_while(char::is_ascii_digit).collect::<String>().parse().ok()
 }

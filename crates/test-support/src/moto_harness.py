@@ -238,3 +238,27 @@ def _create_bucket_with_access_block(cls, resource_name, cloudformation_json, ac
 
 
 FakeBucket.create_from_cloudformation_json = _create_bucket_with_access_block
+
+
+# 5. A health check that says what it means: moto's own `/moto-api/data.json` answers 500 as
+#    soon as some resources are deployed, so a live emulator read as dead. This route answers
+#    whatever the server holds, without touching its state, and names the server (its pid), so a
+#    caller can tell its own emulator from something else listening on the port.
+import json as _json  # noqa: E402
+import os as _os  # noqa: E402
+
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication  # noqa: E402
+
+HEALTH_PATH = "/moto-harness/health"
+_dispatch = DomainDispatcherApplication.__call__
+
+
+def _dispatch_with_health(self, environ, start_response):
+    if environ.get("PATH_INFO") == HEALTH_PATH and environ.get("REQUEST_METHOD") == "GET":
+        body = _json.dumps({"emulator": "moto-harness", "pid": _os.getpid()}).encode()
+        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+        return [body]
+    return _dispatch(self, environ, start_response)
+
+
+DomainDispatcherApplication.__call__ = _dispatch_with_health

@@ -73,7 +73,12 @@ fn run(args: Args) -> anyhow::Result<()> {
         (None, Some(store)) => store.last_success(components.base_environment())?.map(|mark| mark.commit),
         _ => None,
     };
-    let request = BaseRequest { explicit: args.base, last_success, all_on_missing_base: args.all_on_missing_base };
+    let request = BaseRequest {
+        explicit: args.base,
+        last_success,
+        all_on_missing_base: args.all_on_missing_base,
+        everything: None,
+    };
     let report = if args.new_run {
         let store = context.store()?;
         let (run_dir, report) = source_diff::begin_run(
