@@ -833,12 +833,17 @@ const SYNC_SUBJECT: &str = "sync from fixtures/monorepo";
 /// the last sync; when both changed, the run refuses rather than overwrite them, and says where
 /// to edit.
 fn prepare_sample(root: &Path) -> anyhow::Result<PathBuf> {
-    let fixture = root.join("fixtures/monorepo");
     let dir = root.join(SAMPLE_DIR);
+    sync_sample(&root.join("fixtures/monorepo"), &dir)?;
+    Ok(dir)
+}
+
+/// [`prepare_sample`] for a fixture and a copy anywhere.
+fn sync_sample(fixture: &Path, dir: &Path) -> anyhow::Result<()> {
     let git = |args: &[&str]| -> anyhow::Result<String> {
         let out = Command::new("git")
             .arg("-C")
-            .arg(&dir)
+            .arg(dir)
             .args(args)
             .env("GIT_AUTHOR_NAME", "xtask")
             .env("GIT_AUTHOR_EMAIL", "xtask@localhost")
@@ -850,10 +855,10 @@ fn prepare_sample(root: &Path) -> anyhow::Result<PathBuf> {
         }
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     };
-    let fingerprint = fixture_fingerprint(&fixture)?;
+    let fingerprint = fixture_fingerprint(fixture)?;
     let subject = format!("{SYNC_SUBJECT} (fixture {fingerprint})");
     if !dir.join(".git").exists() {
-        std::fs::create_dir_all(&dir)?;
+        std::fs::create_dir_all(dir)?;
         git(&["init", "-q", "-b", "main"])?;
     } else if git(&["rev-parse", "--verify", "--quiet", "HEAD"]).is_ok() {
         let last_sync = git(&["log", "-1", "--format=%H%n%s", "--fixed-strings", "--grep", SYNC_SUBJECT])?;
@@ -875,18 +880,18 @@ fn prepare_sample(root: &Path) -> anyhow::Result<PathBuf> {
                 crate::say(&format!(
                     "{SAMPLE_DIR}: {yours} since the last sync from fixtures/monorepo kept (the fixture has not changed since)"
                 ));
-                return Ok(dir);
+                return Ok(());
             }
             bail!(
                 "{SAMPLE_DIR} has {yours}, and fixtures/monorepo changed since it was last synced: make the change in fixtures/monorepo (the sample's source) and remove {SAMPLE_DIR}, or run on your copy as it is with `--repo {SAMPLE_DIR}`"
             );
         }
         if sync_subject == subject {
-            return Ok(dir);
+            return Ok(());
         }
     }
     // Mirror the fixture: drop what the last sync put there, keep .git and the pipeline's state.
-    for entry in std::fs::read_dir(&dir)? {
+    for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name();
         if name == ".git" || name == ".pipeline" {
@@ -896,12 +901,12 @@ fn prepare_sample(root: &Path) -> anyhow::Result<PathBuf> {
         if entry.file_type()?.is_dir() { std::fs::remove_dir_all(&path)? } else { std::fs::remove_file(&path)? }
     }
     // The fixture's own .gitignore keeps build output and caches out of the commit.
-    crate::run(Command::new("cp").arg("-R").arg(fixture.join(".")).arg(&dir))?;
+    crate::run(Command::new("cp").arg("-R").arg(fixture.join(".")).arg(dir))?;
     git(&["add", "-A"])?;
     // Always a commit, empty when only the fingerprint is new: the last sync commit says which
     // state of the fixture the sample holds.
     git(&["commit", "-q", "--allow-empty", "-m", &subject])?;
-    Ok(dir)
+    Ok(())
 }
 
 /// A short digest of every file under the fixture (paths and contents, in order).
@@ -920,4 +925,62 @@ fn fixture_fingerprint(fixture: &Path) -> anyhow::Result<String> {
         hasher.update([0]);
     }
     Ok(hex::encode(&hasher.finalize()[..8]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn git(dir: &Path, args: &[&str]) -> String {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(args)
+            .env("GIT_AUTHOR_NAME", "t")
+            .env("GIT_AUTHOR_EMAIL", "t@localhost")
+            .env("GIT_COMMITTER_NAME", "t")
+            .env("GIT_COMMITTER_EMAIL", "t@localhost")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// The sample as a playground: a user's commits and edits survive the next run while the
+    /// fixture is unchanged; when both changed, the sync refuses and names where to edit; a
+    /// copy with nothing of the user's follows the fixture.
+    #[test]
+    fn the_sample_keeps_your_commits_or_refuses_to_overwrite_them() {
+        let fixture = tempfile::tempdir().unwrap();
+        let copy = tempfile::tempdir().unwrap();
+        let dir = copy.path().join("sample");
+        std::fs::write(fixture.path().join("a.txt"), "1\n").unwrap();
+        sync_sample(fixture.path(), &dir).unwrap();
+        let synced = git(&dir, &["rev-parse", "HEAD"]);
+        sync_sample(fixture.path(), &dir).unwrap();
+        assert_eq!(git(&dir, &["rev-parse", "HEAD"]), synced, "nothing new to sync: no commit");
+
+        // Your commit, and an uncommitted edit: kept.
+        std::fs::write(dir.join("a.txt"), "mine\n").unwrap();
+        git(&dir, &["commit", "-q", "-am", "my change"]);
+        let mine = git(&dir, &["rev-parse", "HEAD"]);
+        std::fs::write(dir.join("a.txt"), "mine, not committed\n").unwrap();
+        sync_sample(fixture.path(), &dir).unwrap();
+        assert_eq!(git(&dir, &["rev-parse", "HEAD"]), mine);
+        assert_eq!(std::fs::read_to_string(dir.join("a.txt")).unwrap(), "mine, not committed\n");
+
+        // The fixture changed too: refused, nothing overwritten.
+        std::fs::write(fixture.path().join("b.txt"), "2\n").unwrap();
+        let error = sync_sample(fixture.path(), &dir).unwrap_err().to_string();
+        assert!(error.contains("1 commit(s) of yours and uncommitted edits"), "{error}");
+        assert!(error.contains("make the change in fixtures/monorepo"), "{error}");
+        assert_eq!(std::fs::read_to_string(dir.join("a.txt")).unwrap(), "mine, not committed\n");
+        assert!(!dir.join("b.txt").exists());
+
+        // Back to what the sync left: the fixture's change arrives.
+        git(&dir, &["reset", "-q", "--hard", &synced]);
+        sync_sample(fixture.path(), &dir).unwrap();
+        assert_eq!(std::fs::read_to_string(dir.join("b.txt")).unwrap(), "2\n");
+        assert_eq!(std::fs::read_to_string(dir.join("a.txt")).unwrap(), "1\n");
+    }
 }
