@@ -240,6 +240,19 @@ mod tests {
     }
 
     #[test]
+    fn a_passed_approval_naming_nobody_is_no_approval_and_a_named_one_replaces_it() {
+        let (_dir, store) = store_with_run();
+        store.record(&StepRecord::new("r1", "abc", PIPELINE, Step::Approval, Status::Passed)).unwrap();
+        assert_eq!(state(&store.run("r1").unwrap()), ApprovalState::Unnamed);
+        let mut blank = StepRecord::new("r1", "abc", PIPELINE, Step::Approval, Status::Passed);
+        blank.details.by = Some(Box::new("  ".into()));
+        store.record(&blank).unwrap();
+        assert_eq!(state(&store.run("r1").unwrap()), ApprovalState::Unnamed);
+        approve(&store, "r1", "alice", None).unwrap();
+        assert!(matches!(state(&store.run("r1").unwrap()), ApprovalState::Approved { by, .. } if by == "alice"));
+    }
+
+    #[test]
     fn bad_names_and_unknown_runs_are_refused() {
         let (_dir, store) = store_with_run();
         assert!(matches!(approve(&store, "r1", " ", None), Err(Error::BadText { flag: "--by", .. })));
