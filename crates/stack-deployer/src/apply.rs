@@ -7,7 +7,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use aws_sdk_cloudformation::Client as CloudFormation;
 use aws_sdk_cloudformation::types::{
-    Capability, ChangeAction, ChangeSetStatus, ChangeSetType, Parameter, Replacement, Stack, Tag, TemplateStage,
+    Capability, ChangeAction, ChangeSetStatus, ChangeSetType, ExecutionStatus, Parameter, Replacement, Stack, Tag,
+    TemplateStage,
 };
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
@@ -584,7 +585,11 @@ async fn deploy_stack_as_is(
     // The preview, nested stacks included.
     let mut changes = Vec::new();
     collect_changes(cf, described, &stack.name, &mut changes, 0).await?;
-    on_event(Event::Preview { stack: stack.name.clone(), change_set: options.change_set_name.clone(), changes });
+    on_event(Event::Preview {
+        stack: stack.name.clone(),
+        change_set: options.change_set_name.clone(),
+        changes: changes.clone(),
+    });
     if !options.execute {
         result.outcome =
             StackOutcome::Previewed { change_set: options.change_set_name.clone(), change_set_id: arn.clone() };
@@ -592,12 +597,10 @@ async fn deploy_stack_as_is(
     }
 
     let started = SystemTime::now();
-    cf.execute_change_set()
-        .change_set_name(&arn)
-        .client_request_token(&options.change_set_name)
-        .send()
-        .await
-        .map_err(|e| aws("ExecuteChangeSet", &arn, e))?;
+    if let Some(outcome) = execute(cf, &arn, options, &say).await? {
+        result.outcome = outcome;
+        return Ok(result);
+    }
     let mut watcher = Watcher::new(&stack_id, &stack.name, &options.change_set_name, started);
     let deadline = Instant::now() + options.timeout;
     let mut pause = options.first_poll;
@@ -627,7 +630,24 @@ async fn deploy_stack_as_is(
         }
         result.outputs = outputs_of(&now);
         if matches!(status.as_str(), "CREATE_COMPLETE" | "UPDATE_COMPLETE" | "IMPORT_COMPLETE") {
-            result.outcome = StackOutcome::Deployed { change_set: options.change_set_name.clone() };
+            // Deployed means deployed: the stack holds what the change set said it would.
+            let missing = verify(cf, &stack_id, &stack.name, &changes).await?;
+            result.outcome = match missing.first() {
+                None => StackOutcome::Deployed { change_set: options.change_set_name.clone() },
+                Some(first) => StackOutcome::Failed {
+                    status,
+                    root_cause: Some(RootCause {
+                        path: first.path.clone(),
+                        resource_type: first.resource_type.clone(),
+                        status: first.action.clone(),
+                        reason: format!(
+                            "the change set was executed but the stack does not match it: {}",
+                            missing.iter().map(Mismatch::to_string).collect::<Vec<_>>().join("; ")
+                        ),
+                    }),
+                    change_set: Some(options.change_set_name.clone()),
+                },
+            };
         } else {
             let root_cause = watcher.root_cause().or_else(|| {
                 now.stack_status_reason().map(|reason| RootCause {
@@ -642,6 +662,159 @@ async fn deploy_stack_as_is(
         }
         return Ok(result);
     }
+}
+
+/// Executes the change set, once: an answer that leaves it unknown whether CloudFormation
+/// started (a 5xx, a reset connection, a timeout) is not retried blindly, since a second
+/// execute of a change set that did run is no deploy of it. The change set's own execution
+/// status is read instead: it ran (`EXECUTE_*`: watch the stack as usual), it did not
+/// (`AVAILABLE`: execute it again, at most three times in all), or it can no longer run
+/// (a failure with its status). A clear refusal (4xx) is an error as before.
+///
+/// Returns an outcome when the deploy ends here.
+async fn execute(
+    cf: &CloudFormation,
+    arn: &str,
+    options: &ApplyOptions,
+    say: &(dyn Fn(String) + Sync),
+) -> Result<Option<StackOutcome>, Error> {
+    const ATTEMPTS: usize = 3;
+    let mut pause = options.first_poll;
+    for attempt in 1..=ATTEMPTS {
+        let sent = cf
+            .execute_change_set()
+            .change_set_name(arn)
+            .client_request_token(&options.change_set_name)
+            .customize()
+            .config_override(
+                aws_sdk_cloudformation::config::Builder::default()
+                    .retry_config(aws_sdk_cloudformation::config::retry::RetryConfig::disabled()),
+            )
+            .send()
+            .await;
+        let error = match sent {
+            Ok(_) => return Ok(None),
+            Err(error) => error,
+        };
+        let kind = ErrorKind::of(&error);
+        let ambiguous = matches!(kind, ErrorKind::ServiceError | ErrorKind::Unreachable | ErrorKind::Throttled)
+            || matches!(error, SdkError::ResponseError(_) | SdkError::TimeoutError(_));
+        if !ambiguous {
+            return Err(aws("ExecuteChangeSet", arn, error));
+        }
+        say(format!("ExecuteChangeSet got no clear answer ({kind}); reading the change set to learn whether it ran"));
+        let described =
+            cf.describe_change_set().change_set_name(arn).send().await.map_err(|e| aws("DescribeChangeSet", arn, e))?;
+        match described.execution_status() {
+            Some(
+                ExecutionStatus::ExecuteInProgress | ExecutionStatus::ExecuteComplete | ExecutionStatus::ExecuteFailed,
+            ) => {
+                say("the change set is executing: watching the stack".to_string());
+                return Ok(None);
+            }
+            Some(ExecutionStatus::Available) if attempt < ATTEMPTS => {
+                say(format!("the change set did not start: executing it again ({} of {ATTEMPTS})", attempt + 1));
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(options.max_poll);
+            }
+            Some(ExecutionStatus::Available) => return Err(aws("ExecuteChangeSet", arn, error)),
+            other => {
+                let status = other.map(|s| s.as_str().to_string()).unwrap_or_else(|| "unknown".into());
+                return Ok(Some(StackOutcome::Failed {
+                    status: format!("change set {status} after ExecuteChangeSet failed ({kind})"),
+                    root_cause: None,
+                    change_set: Some(options.change_set_name.clone()),
+                }));
+            }
+        }
+    }
+    unreachable!("the last attempt returns")
+}
+
+/// A difference between an executed change set and the stack after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Mismatch {
+    path: String,
+    resource_type: String,
+    action: String,
+}
+
+impl fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = if self.action == "Remove" { "still present after its Remove" } else { "missing" };
+        write!(f, "{} ({}) {what} (change set: {})", self.path, self.resource_type, self.action)
+    }
+}
+
+/// The stack's resources (logical ID → physical ID and status), every page.
+async fn list_resources(cf: &CloudFormation, stack_id: &str) -> Result<BTreeMap<String, (String, String)>, Error> {
+    let mut resources = BTreeMap::new();
+    let mut token: Option<String> = None;
+    loop {
+        let out = cf
+            .list_stack_resources()
+            .stack_name(stack_id)
+            .set_next_token(token)
+            .send()
+            .await
+            .map_err(|e| aws("ListStackResources", stack_id, e))?;
+        for summary in out.stack_resource_summaries() {
+            resources.insert(
+                summary.logical_resource_id().unwrap_or_default().to_string(),
+                (
+                    summary.physical_resource_id().unwrap_or_default().to_string(),
+                    summary.resource_status().map(|s| s.as_str().to_string()).unwrap_or_default(),
+                ),
+            );
+        }
+        token = out.next_token().map(str::to_string);
+        if token.is_none() {
+            return Ok(resources);
+        }
+    }
+}
+
+/// Compares a completed stack (nested stacks included) with the change set it executed: every
+/// resource the change set adds, modifies or imports is there, every one it removes is gone.
+async fn verify(
+    cf: &CloudFormation,
+    stack_id: &str,
+    root: &str,
+    changes: &[ResourceChange],
+) -> Result<Vec<Mismatch>, Error> {
+    let mut ordered: Vec<&ResourceChange> = changes.iter().collect();
+    ordered.sort_by_key(|c| c.path.matches('/').count());
+    let mut stacks: BTreeMap<String, String> = BTreeMap::from([(root.to_string(), stack_id.to_string())]);
+    let mut listed: BTreeMap<String, BTreeMap<String, (String, String)>> = BTreeMap::new();
+    let mut mismatches = Vec::new();
+    for change in ordered {
+        let Some((parent, logical)) = change.path.rsplit_once('/') else { continue };
+        // A nested stack already found missing has its own line; its resources add nothing.
+        let Some(parent_id) = stacks.get(parent).cloned() else { continue };
+        if !listed.contains_key(parent) {
+            listed.insert(parent.to_string(), list_resources(cf, &parent_id).await?);
+        }
+        let present = listed[parent]
+            .get(logical)
+            .filter(|(_, status)| !status.starts_with("DELETE_") && status != "CREATE_FAILED")
+            .map(|(physical, _)| physical.clone());
+        let mismatch = || Mismatch {
+            path: change.path.clone(),
+            resource_type: change.resource_type.clone(),
+            action: change.action.clone(),
+        };
+        match (change.action.as_str(), present) {
+            ("Remove", Some(_)) => mismatches.push(mismatch()),
+            ("Add" | "Modify" | "Import" | "Dynamic", None) => mismatches.push(mismatch()),
+            ("Add" | "Modify" | "Import" | "Dynamic", Some(physical))
+                if change.resource_type == "AWS::CloudFormation::Stack" =>
+            {
+                stacks.insert(change.path.clone(), physical);
+            }
+            _ => {}
+        }
+    }
+    Ok(mismatches)
 }
 
 /// Outputs of a stack that had nothing to change.

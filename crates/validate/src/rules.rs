@@ -76,7 +76,7 @@ rules! {
     RESOURCE_CONDITION_TYPE = "E3001", Error, "A resource's Condition is a condition's name";
     UPDATE_POLICY_INVALID = "E3016", Error, "UpdatePolicy only on resource types that take it, with the keys they take";
     CREATION_POLICY_INVALID = "E3055", Error, "CreationPolicy has the keys its resource type takes";
-    NESTED_TEMPLATE_MISSING = "P3001", Error, "A nested stack's local TemplateURL points to a file that exists";
+    NESTED_TEMPLATE_MISSING = "P3001", Warning, "A nested stack's local TemplateURL points to a file that exists";
     RESOURCE_TYPE_UNKNOWN = "E3006", Error, "The resource type exists in each region the templates are for";
     PROPERTY_UNKNOWN = "E3002", Error, "A resource's properties, nested ones included, are ones its type's schema names";
     PROPERTY_REQUIRED = "E3003", Error, "A resource has the properties its type's schema requires, nested ones included";
@@ -226,6 +226,9 @@ struct Names<'a> {
     mappings: BTreeSet<&'a str>,
     /// Logical IDs of `AWS::Serverless::*` resources, with the SAM transform.
     serverless: Vec<&'a str>,
+    /// Logical IDs of modules (`…::MODULE` types): a module's resources are named by its
+    /// logical ID followed by their own (`Network` makes `NetworkVpc`).
+    modules: Vec<&'a str>,
 }
 
 impl<'a> Names<'a> {
@@ -247,6 +250,11 @@ impl<'a> Names<'a> {
         } else {
             Vec::new()
         };
+        let modules = resources
+            .iter()
+            .filter(|(_, (_, r))| r.get("Type").and_then(Node::as_str).is_some_and(|t| t.ends_with("::MODULE")))
+            .map(|(&name, _)| name)
+            .collect();
         Names {
             transforms,
             parameters: keys("Parameters").iter().map(|(k, _)| (k.name.as_str(), k)).collect(),
@@ -254,15 +262,19 @@ impl<'a> Names<'a> {
             conditions: entries(root.get("Conditions"), transforms).into_iter().map(|e| e.key.name.as_str()).collect(),
             mappings: keys("Mappings").iter().map(|(k, _)| k.name.as_str()).collect(),
             serverless,
+            modules,
         }
     }
 
     /// Whether `name` is a resource of the template: one written, one a `Fn::ForEach` block
     /// makes, or (with the SAM transform) one whose name is of those SAM generates. SAM's names
     /// are matched by pattern, not worked out: a typo after a function's name passes here (the
-    /// deployed template, or cfn-lint, which runs the transform, catches it).
+    /// deployed template, or cfn-lint, which runs the transform, catches it). A module's
+    /// resources are matched as cfn-lint matches them: the module's logical ID and at least
+    /// one more character.
     fn is_resource(&self, name: &str) -> bool {
         self.resources.contains_key(name)
+            || self.modules.iter().any(|m| name.len() > m.len() && name.starts_with(m))
             || (self.transforms.language_extensions
                 && self.resources.keys().any(|k| is_templated(k) && fits_template(k, name)))
             || (self.transforms.sam
@@ -645,8 +657,9 @@ fn valid_logical_id(name: &str, transforms: Transforms) -> bool {
 
 fn nested_template(key: &Key, resource: &Node, dir: &Path, out: &mut Out<'_>) {
     let Some(url) = resource.get("Properties").and_then(|p| p.get("TemplateURL")) else { return };
+    // A function (a parameter's `Ref`, a `Fn::Sub`) is not a path, nor is a dynamic reference.
     let Some(text) = url.as_str() else { return };
-    if text.contains("://") || text.starts_with("s3.") {
+    if text.contains("://") || text.starts_with("s3.") || text.contains("{{resolve:") {
         return;
     }
     if !dir.join(text).is_file() {
@@ -743,6 +756,9 @@ struct Within {
     wrapper: Option<Rule>,
     /// Inside a condition of `Conditions`: the ID its top-level function gives problems.
     condition: Option<Rule>,
+    /// Inside a `Fn::Transform`'s argument, which the transform (a macro) reads before
+    /// CloudFormation, and cfn-lint, see the template: its functions are not checked.
+    transform: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -836,6 +852,9 @@ fn walk_keyed<'a>(root: &'a Node, transforms: Transforms) -> Keyed<'a> {
                     if conditions.contains(&(v as *const Node)) {
                         within.condition = Some(conditions::rule_of(v));
                     }
+                    if intrinsic == Some("Fn::Transform") {
+                        within.transform = true;
+                    }
                     if let Some(name) = intrinsic
                         && within.wrapper.is_none()
                         && let Some((_, id)) = WRAPPERS.iter().find(|(f, _)| *f == name)
@@ -894,6 +913,12 @@ fn references(root: &Node, names: &Names<'_>, out: &mut Out<'_>) {
         let (node, scope, within) = (site.node, site.scope, site.within);
         if within.section == Some(Section::Conditions) {
             conditions::check_site(site, names, out);
+        }
+        // Like cfn-lint, functions are checked where CloudFormation resolves them: not in the
+        // template's Metadata, Parameters or Mappings (cfn-lint files a function there under
+        // those sections' own rules), nor inside a `Fn::Transform`.
+        if within.section == Some(Section::Other) || within.transform {
+            continue;
         }
         let Some((key, arg)) = node.intrinsic() else { continue };
         let whole = intrinsic_pos(key, site);
@@ -1035,6 +1060,9 @@ fn getatt(names: &Names<'_>, key: &Key, arg: &Node, site: &Site<'_>, undefined: 
             format!("Fn::GetAtt takes [resource, attribute]: expected maximum item count: 2, found: {}", items.len()),
         )),
         Value::Seq(items) if items.len() < 2 => Some((whole, invalid.to_string())),
+        // The language extensions resolve a function there (`!GetAtt [!Sub "${Name}Queue", Arn]`
+        // in a `Fn::ForEach` block); the resolved name is not worked out here.
+        Value::Seq(items) if names.transforms.language_extensions && items[0].intrinsic().is_some() => return,
         Value::Seq(items) if !matches!(items[0].value, Value::String(_)) => Some((
             item_pos(key, site, &items[0]),
             format!(
