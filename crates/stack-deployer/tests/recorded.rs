@@ -16,9 +16,10 @@ use aws_sdk_cloudformation::operation::describe_stack_events::DescribeStackEvent
 use aws_sdk_cloudformation::operation::describe_stacks::{DescribeStacksError, DescribeStacksOutput};
 use aws_sdk_cloudformation::operation::execute_change_set::ExecuteChangeSetOutput;
 use aws_sdk_cloudformation::operation::get_template::GetTemplateOutput;
+use aws_sdk_cloudformation::operation::list_stack_resources::ListStackResourcesOutput;
 use aws_sdk_cloudformation::types::{
-    Change, ChangeAction, ChangeSetStatus, ChangeSetType, Output, Parameter, Replacement, ResourceChange,
-    ResourceStatus, Stack, StackEvent, StackStatus,
+    Change, ChangeAction, ChangeSetStatus, ChangeSetType, ExecutionStatus, Output, Parameter, Replacement,
+    ResourceChange, ResourceStatus, Stack, StackEvent, StackResourceSummary, StackStatus,
 };
 use aws_sdk_s3::operation::head_bucket::HeadBucketOutput;
 use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
@@ -621,4 +622,115 @@ async fn independent_stacks_overlap_and_a_dependent_one_gets_the_output() {
     let at = |what: &str| order.iter().position(|e| e == what).unwrap_or_else(|| panic!("{what} in {order:?}"));
     assert!(at("b starts") < at("a done"), "a and b overlap: {order:?}");
     assert!(at("a done") < at("c starts"), "c waits for a: {order:?}");
+}
+
+fn change_set_adding_topic(execution: ExecutionStatus) -> DescribeChangeSetOutput {
+    DescribeChangeSetOutput::builder()
+        .change_set_id(CHANGE_SET_ID)
+        .stack_id(STACK_ID)
+        .status(ChangeSetStatus::CreateComplete)
+        .execution_status(execution)
+        .changes(
+            Change::builder()
+                .resource_change(
+                    ResourceChange::builder()
+                        .action(ChangeAction::Add)
+                        .logical_resource_id("Topic")
+                        .resource_type("AWS::SNS::Topic")
+                        .build(),
+                )
+                .build(),
+        )
+        .build()
+}
+
+fn resources(logical: &[&str]) -> ListStackResourcesOutput {
+    ListStackResourcesOutput::builder()
+        .set_stack_resource_summaries(Some(
+            logical
+                .iter()
+                .map(|id| {
+                    StackResourceSummary::builder()
+                        .logical_resource_id(*id)
+                        .physical_resource_id(format!("arn:aws:sns:us-east-1:123456789012:{id}"))
+                        .resource_type("AWS::SNS::Topic")
+                        .resource_status(ResourceStatus::CreateComplete)
+                        .last_updated_timestamp(DateTime::from_secs(0))
+                        .build()
+                })
+                .collect(),
+        ))
+        .build()
+}
+
+/// Rules for a first create whose ExecuteChangeSet is first answered with a 500, the stack
+/// ending CREATE_COMPLETE, the change set's execution status after the 500 as given.
+fn create_with_a_500(after: ExecutionStatus, listed: &'static [&'static str]) -> Vec<Rule> {
+    vec![
+        mock!(aws_sdk_cloudformation::Client::describe_stacks)
+            .sequence()
+            .error(no_such_stack)
+            .output(|| stacks(stack(StackStatus::CreateComplete, "one")))
+            .repeatedly()
+            .build(),
+        created(),
+        mock!(aws_sdk_cloudformation::Client::describe_change_set)
+            .sequence()
+            .output(|| change_set_adding_topic(ExecutionStatus::Available))
+            .output(move || change_set_adding_topic(after.clone()))
+            .repeatedly()
+            .build(),
+        mock!(aws_sdk_cloudformation::Client::execute_change_set)
+            .sequence()
+            .http_status(500, Some("<ErrorResponse><Error><Code>InternalFailure</Code></Error></ErrorResponse>".into()))
+            .output(|| ExecuteChangeSetOutput::builder().build())
+            .repeatedly()
+            .build(),
+        mock!(aws_sdk_cloudformation::Client::describe_stack_events)
+            .then_output(|| DescribeStackEventsOutput::builder().build()),
+        mock!(aws_sdk_cloudformation::Client::list_stack_resources).then_output(move || resources(listed)),
+    ]
+}
+
+/// Stands in for a 5xx on ExecuteChangeSet (moto answers 500 when a resource fails, and the
+/// SDK's retry executed the change set a second time: the stack ended CREATE_COMPLETE with
+/// none of its resources, read as "deployed"). Recorded AWS-shaped responses: the execute is
+/// not retried blindly; the change set says it ran; the completed stack lacks the change set's
+/// resource, so the deploy fails naming it.
+#[tokio::test]
+async fn an_execute_answered_500_is_not_retried_and_a_stack_without_its_resources_fails() {
+    let (_repo, plan) = plan();
+    let rules = create_with_a_500(ExecutionStatus::ExecuteComplete, &[]);
+    let refs: Vec<&Rule> = rules.iter().collect();
+    let clients = clients(&refs);
+    let (report, _) = deploy(&plan, &clients, &options()).await;
+    assert_eq!(rules[3].num_calls(), 1, "ExecuteChangeSet is sent once");
+    let StackOutcome::Failed { status, root_cause: Some(cause), .. } = &report.stacks[0].outcome else {
+        panic!("{}", report.summary())
+    };
+    assert_eq!(status, "CREATE_COMPLETE");
+    assert_eq!(cause.path, "app/Topic");
+    assert!(cause.reason.contains("app/Topic (AWS::SNS::Topic) missing"), "{}", cause.reason);
+    assert_ne!(report.exit_code(), 0);
+}
+
+/// Stands in for a 5xx on ExecuteChangeSet after which the change set is still AVAILABLE (it
+/// never started; recorded AWS-shaped responses): it is executed again, and the stack, which
+/// holds the change set's resource, is deployed, as ListStackResources shows.
+#[tokio::test]
+async fn an_execute_that_never_started_is_sent_again_and_the_result_verified() {
+    let (_repo, plan) = plan();
+    let rules = create_with_a_500(ExecutionStatus::Available, &["Topic"]);
+    let refs: Vec<&Rule> = rules.iter().collect();
+    let clients = clients(&refs);
+    let (report, events) = deploy(&plan, &clients, &options()).await;
+    assert!(matches!(report.stacks[0].outcome, StackOutcome::Deployed { .. }), "{}", report.summary());
+    assert_eq!(rules[3].num_calls(), 2, "sent again once the change set says it did not start");
+    assert_eq!(rules[5].num_calls(), 1, "the stack's resources were compared with the change set");
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Stack { message, .. } if message.contains("the change set did not start"))),
+        "{events:?}"
+    );
 }

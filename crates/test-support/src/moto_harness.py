@@ -240,6 +240,35 @@ def _create_bucket_with_access_block(cls, resource_name, cloudformation_json, ac
 FakeBucket.create_from_cloudformation_json = _create_bucket_with_access_block
 
 
+# 6. ListStackResources: moto lists a resource type it does not support (skipped silently at
+#    create) with an empty logical ID and type, where AWS lists every resource of the template.
+#    The deployer compares a completed stack with its change set, so the harness names them.
+class _Unsupported:
+    def __init__(self, logical_id, resource_type):
+        self.logical_resource_id = logical_id
+        self.physical_resource_id = f"{logical_id}-unsupported-by-moto"
+        self.cf_resource_type = resource_type
+
+
+_list_stack_resources = CloudFormationBackend.list_stack_resources
+
+
+def list_stack_resources(self, stack_name_or_id):
+    stack, resources = _list_stack_resources(self, stack_name_or_id)
+    resource_map = stack.resource_map
+    named = []
+    for logical_id in resource_map:
+        resource = resource_map._parsed_resources.get(logical_id)
+        if resource is None or not getattr(resource, "logical_resource_id", ""):
+            kind = resource_map._resource_json_map.get(logical_id, {}).get("Type", "")
+            resource = _Unsupported(logical_id, kind)
+        named.append(resource)
+    return stack, named
+
+
+CloudFormationBackend.list_stack_resources = list_stack_resources
+
+
 # 5. A health check that says what it means: moto's own `/moto-api/data.json` answers 500 as
 #    soon as some resources are deployed, so a live emulator read as dead. This route answers
 #    whatever the server holds, without touching its state, and names the server (its pid), so a
