@@ -26,6 +26,8 @@
 //! ```
 
 pub mod approval;
+#[cfg(feature = "aws")]
+pub mod codepipeline;
 mod gate;
 pub mod notify;
 mod report;

@@ -1,7 +1,7 @@
 //! `status-report`: records pipeline steps, decides the gate and renders a run's report.
 //!
-//! Exit codes: 0 success, 1 the gate refused (`gate`) or the environment is refused
-//! (`deploy-decision`), 2 usage, configuration,
+//! Exit codes: 0 success, 1 the gate refused (`gate`), the environment is refused
+//! (`deploy-decision`) or CodePipeline holds no approval (`approve --codepipeline`), 2 usage, configuration,
 //! I/O or store errors (including a run that `mark-success` refuses).
 
 use std::path::PathBuf;
@@ -12,7 +12,10 @@ use std::time::SystemTime;
 use anyhow::{Result, anyhow, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use run_state::cli::{StageArgs, print};
-use run_state::{Error, FileStore, RunDir, StageContext, Status, Step, StepRecord, Store, StoreChoice, redact};
+use run_state::{
+    Error, FileStore, PIPELINE, RunDir, StageContext, Status, Step, StepRecord, Store, StoreChoice, redact,
+};
+use status_report::codepipeline::{self, PipelineApproval};
 use status_report::notify::{self, Event, NotifySettings};
 use status_report::{GatePolicy, Requirements, RunReport, approval, run_deploy_decision, run_gate, success_refusals};
 
@@ -83,9 +86,18 @@ enum Command {
         /// The run [default: the newest].
         #[arg(long, value_name = "ID")]
         run: Option<String>,
-        /// Who decides (in CodeBuild after a CodePipeline approval: the approver the pipeline passes).
-        #[arg(long, value_name = "NAME")]
-        by: String,
+        /// Who decides (a person approving by hand, or locally).
+        #[arg(long, value_name = "NAME", required_unless_present = "codepipeline", conflicts_with = "codepipeline")]
+        by: Option<String>,
+        /// In CodeBuild: record the approval CodePipeline holds for this execution (its
+        /// manual-approval action's result, approver and comment, read with
+        /// ListActionExecutions), not a name given on the command line. A rejected or
+        /// undecided action, or none, is recorded and exits 1.
+        #[arg(long, value_name = "PIPELINE", requires = "execution")]
+        codepipeline: Option<String>,
+        /// With --codepipeline: the pipeline execution id (`#{codepipeline.PipelineExecutionId}`).
+        #[arg(long, value_name = "ID", requires = "codepipeline")]
+        execution: Option<String>,
         /// Why, on one line.
         #[arg(long, value_name = "TEXT")]
         comment: Option<String>,
@@ -235,7 +247,47 @@ fn run(cli: &Cli) -> Result<bool> {
             print(&out)?;
             return Ok(gate.allowed);
         }
-        Command::Approve { run, by, comment, refuse } => {
+        Command::Approve {
+            run, codepipeline: Some(pipeline), execution: Some(execution), comment: _, refuse, ..
+        } => {
+            if *refuse {
+                bail!("--refuse with --codepipeline: the refusal is CodePipeline's (reject the approval action there)");
+            }
+            let (store, run_id) = pick_run(&context, run.as_deref())?;
+            let (pipeline, execution) = (pipeline.clone(), execution.clone());
+            let (p, e) = (pipeline.clone(), execution.clone());
+            let found = aws(&cli.target, |config| async move {
+                Ok(codepipeline::approval_of(&aws_sdk_codepipeline::Client::new(&config), &p, &e).await?)
+            })?;
+            let said = found.describe(&pipeline, &execution);
+            match found {
+                PipelineApproval::Approved { by, comment, .. } => {
+                    let comment = comment.map(|c| format!("{c} ({said})")).unwrap_or(said);
+                    let record = approval::approve(&store, &run_id, &by, Some(&comment))?;
+                    print(&format!(
+                        "run {run_id} ({}): approved by {by}, as CodePipeline records it\n",
+                        record.commit
+                    ))?;
+                }
+                PipelineApproval::Rejected { by, comment, .. } => {
+                    let comment = comment.map(|c| format!("{c} ({said})")).unwrap_or(said.clone());
+                    approval::refuse(&store, &run_id, &by, Some(&comment))?;
+                    warn(&format!("run {run_id}: {said}"));
+                    return Ok(false);
+                }
+                PipelineApproval::Undecided { .. } | PipelineApproval::NoApprovalAction => {
+                    let commit = store.run(&run_id)?.first().map(|r| r.commit.clone()).unwrap_or_default();
+                    let mut record = StepRecord::new(&run_id, &commit, PIPELINE, Step::Approval, Status::Failed);
+                    record.ended_at = Some(SystemTime::now());
+                    record.details.error = Some(said.clone());
+                    store.record(&record)?;
+                    warn(&format!("run {run_id}: {said}; production stays refused"));
+                    return Ok(false);
+                }
+            }
+        }
+        Command::Approve { run, by, comment, refuse, .. } => {
+            let by = by.as_deref().unwrap_or_default();
             let (store, run_id) = pick_run(&context, run.as_deref())?;
             let record = if *refuse {
                 approval::refuse(&store, &run_id, by, comment.as_deref())?
