@@ -332,7 +332,7 @@ impl Stages<'_> {
         if !passed {
             return Ok(false);
         }
-        let mark = self.store.mark_success(&self.run.run_id, PROD_ENV)?;
+        let mark = self.store.mark_success_for(&self.run.run_id, PROD_ENV, self.policy.deploy_step(PROD_ENV))?;
         self.progress.stage(&format!("{PROD_ENV} is at {}: the next run's base", mark.commit));
         Ok(true)
     }

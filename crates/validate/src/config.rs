@@ -129,6 +129,12 @@ pub struct ToolSettings {
     /// How long it may run (10 minutes when unset).
     #[serde(default, deserialize_with = "pipeline_config::duration")]
     pub timeout: Option<Duration>,
+    /// Run it only when one of its components changed files of its own (or a global input
+    /// changed), not when they changed only through their dependencies: for linters that read
+    /// only the component's own files (cfn-lint on templates, a formatter). Off by default,
+    /// since a type checker reads its dependencies too.
+    #[serde(default)]
+    pub own_changes_only: bool,
 }
 
 /// A tool's output format.

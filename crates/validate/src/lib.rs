@@ -190,6 +190,11 @@ pub fn plan(
         .filter(|f| !rc.ignores_template(f))
         .cloned()
         .collect();
+    // pipeline.toml is scanned for secrets whatever changed: a value pasted there (a NoEcho
+    // parameter, a token) reaches every stage that reads the config.
+    if tracked.iter().any(|p| p == pipeline_config::FILE_NAME) {
+        files.insert(pipeline_config::FILE_NAME.to_string());
+    }
     let mut plan = Plan {
         templates,
         cfn_lint_settings: rc.describe(),
@@ -197,11 +202,30 @@ pub fn plan(
         secret_files: if settings.secrets { files.into_iter().collect() } else { Vec::new() },
         ..Plan::default()
     };
+    // Components changed only through their dependencies: none of their own files, no global input.
+    let only_through = |name: &str| {
+        diff.components.get(name).is_some_and(|c| {
+            c.changed && c.files.is_empty() && !c.because_of.is_empty() && diff.global_inputs_changed.is_empty()
+        })
+    };
     for (name, tool) in &settings.tools {
-        let because_of: Vec<String> =
-            tool.components.iter().filter(|c| changed.contains(c.as_str())).cloned().collect();
+        let because_of: Vec<String> = tool
+            .components
+            .iter()
+            .filter(|c| changed.contains(c.as_str()))
+            .filter(|c| !(tool.own_changes_only && only_through(c)))
+            .cloned()
+            .collect();
         if because_of.is_empty() {
-            plan.skipped_tools.push((name.clone(), format!("none of {} changed", tool.components.join(", "))));
+            let why = if tool.components.iter().any(|c| changed.contains(c.as_str())) {
+                format!(
+                    "{} changed only through their dependencies, and own_changes_only = true",
+                    tool.components.join(", ")
+                )
+            } else {
+                format!("none of {} changed", tool.components.join(", "))
+            };
+            plan.skipped_tools.push((name.clone(), why));
         } else {
             plan.tools.push(tools::ToolRun { name: name.clone(), settings: tool.clone(), because_of });
         }

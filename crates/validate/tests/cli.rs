@@ -107,12 +107,67 @@ fn only_changed_components_are_checked_and_their_tools_run() {
 
     let out = validate(repo.path(), &["--dry-run"]);
     let plan = String::from_utf8_lossy(&out.stdout);
-    assert!(plan.starts_with("0 template(s), 1 file(s) to scan for secrets"), "{plan}");
+    // app's file, and pipeline.toml, which is always scanned for secrets.
+    assert!(plan.starts_with("0 template(s), 2 file(s) to scan for secrets"), "{plan}");
     assert!(plan.contains("skip fake-lint: none of infra changed"), "{plan}");
     // The broken template is not part of the change: nothing to report.
     let out = validate(repo.path(), &[]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
     assert!(run_dir.path.join("validate.json").is_file());
+}
+
+/// pipeline.toml is scanned for secrets on every run, whichever component changed, and the
+/// finding does not quote the value.
+#[test]
+fn a_secret_in_pipeline_toml_is_found_on_any_change() {
+    let repo = repo(GOOD);
+    let key = ["AKIA", "IOSFODNN7EXAMPLE"].concat();
+    let secret = ["wJalrXUtnFEMI/K7MDENG/", "bPxRfiCYEXAMPLEKEY"].concat();
+    let config = format!("{CONFIG}# deploy key {key}\n# aws_secret_access_key = \"{secret}\"\n");
+    repo.commit_files("config", &[("pipeline.toml", &config)]);
+    repo.commit_files("app only", &[("app/main.py", "print('x')\n")]);
+    let state = repo.path().join(".pipeline");
+    let handle = source_diff::Repo::open(repo.path()).unwrap();
+    let components = source_diff::Components::load(&repo.path().join("pipeline.toml")).unwrap();
+    let store = run_state::FileStore::open(&state).unwrap();
+    let request = source_diff::BaseRequest { explicit: Some("HEAD~1".into()), ..Default::default() };
+    let (_, diff) = source_diff::begin_run(&handle, &components, &request, "HEAD", false, &store, &state).unwrap();
+    assert_eq!(diff.changed().collect::<Vec<_>>(), ["app"]);
+    let out = validate(repo.path(), &["--no-tools"]);
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("pipeline.toml:"), "{said}");
+    assert!(!said.contains(&secret[4..]), "the secret is not quoted: {said}");
+}
+
+/// A linter of a component's own files (`own_changes_only = true`) is not run when the
+/// component changed only through a dependency; without the setting it still is (a type
+/// checker reads its dependencies).
+#[test]
+fn a_tool_for_own_changes_only_skips_a_change_through_dependencies() {
+    let repo = repo(GOOD);
+    let config = CONFIG.replace(
+        "[components.infra]\npaths = [\"cfn/**\"]",
+        "[components.infra]\npaths = [\"cfn/**\"]\ndepends_on = [\"app\"]",
+    );
+    let state = repo.path().join(".pipeline");
+    for (own_only, expected) in [
+        (true, "skip fake-lint: infra changed only through their dependencies, and own_changes_only = true"),
+        (false, "fake-lint (changed: infra)"),
+    ] {
+        let config = if own_only { format!("{config}own_changes_only = true\n") } else { config.clone() };
+        repo.commit_files("config", &[("pipeline.toml", &config)]);
+        repo.commit_files("app only", &[("app/main.py", &format!("print({own_only})\n"))]);
+        let handle = source_diff::Repo::open(repo.path()).unwrap();
+        let components = source_diff::Components::load(&repo.path().join("pipeline.toml")).unwrap();
+        let store = run_state::FileStore::open(&state).unwrap();
+        let request = source_diff::BaseRequest { explicit: Some("HEAD~1".into()), ..Default::default() };
+        let (_, diff) = source_diff::begin_run(&handle, &components, &request, "HEAD", false, &store, &state).unwrap();
+        assert_eq!(diff.changed().collect::<Vec<_>>(), ["app", "infra"]);
+        let out = validate(repo.path(), &["--dry-run"]);
+        let plan = String::from_utf8_lossy(&out.stdout);
+        assert!(plan.contains(expected), "own_changes_only = {own_only}: {plan}");
+    }
 }
 
 #[test]
