@@ -94,6 +94,7 @@ pub async fn deploy(
         no_execute: false,
         recreate_failed: false,
         first_poll: None,
+        cancel: Some(run_state::cli::cancel_flag()),
     };
     let lookup = |name: &str| std::env::var(name).ok();
     let on_event = |event: stack_deployer::Event| {
@@ -263,6 +264,7 @@ pub fn production_plan(context: &StageContext, run: &RunDir, env: &str) -> Strin
         no_execute: false,
         recreate_failed: false,
         first_poll: None,
+        cancel: Some(run_state::cli::cancel_flag()),
     };
     let lookup = |name: &str| std::env::var(name).ok();
     let mut text = match stack_deployer::plan_stage(context, run, &options, None, &lookup) {

@@ -451,12 +451,15 @@ impl Store for DynamoStore {
 
     fn acquire_lock(&self, name: &str, holder: &str, ttl: Duration) -> Result<(), Error> {
         let pk = format!("lock#{name}");
+        let (process, identity) = crate::this_process().unzip();
         self.block(async {
+            // A holder found dead: (its holder, its since), taken over only if still that lock.
+            let mut dead: Option<(String, String)> = None;
             for _ in 0..3 {
                 let now = SystemTime::now();
                 let ttl_secs = ttl.as_secs().max(1);
                 let expires_ms = millis(now) + ttl_secs * 1000;
-                let put = self
+                let mut put = self
                     .client
                     .put_item()
                     .table_name(&self.table)
@@ -468,16 +471,37 @@ impl Store for DynamoStore {
                     // Seconds for DynamoDB's TTL (which deletes late and lazily); milliseconds for the check.
                     .item("expires_at", AttributeValue::N(expires_ms.div_ceil(1000).to_string()))
                     .item("expires_ms", AttributeValue::N(expires_ms.to_string()))
-                    .condition_expression("attribute_not_exists(pk) OR expires_ms < :now OR holder = :holder")
                     .expression_attribute_values(":now", AttributeValue::N(millis(now).to_string()))
-                    .expression_attribute_values(":holder", s(holder))
-                    .send()
-                    .await;
-                match put {
+                    .expression_attribute_values(":holder", s(holder));
+                if let (Some(process), Some(identity)) = (&process, &identity) {
+                    put = put.item("process", s(process)).item("process_identity", s(identity));
+                }
+                put = match &dead {
+                    None => put.condition_expression("attribute_not_exists(pk) OR expires_ms < :now OR holder = :holder"),
+                    Some((old, since)) => put
+                        .condition_expression(
+                            "attribute_not_exists(pk) OR expires_ms < :now OR holder = :holder OR (holder = :old AND since = :since)",
+                        )
+                        .expression_attribute_values(":old", s(old))
+                        .expression_attribute_values(":since", AttributeValue::N(since.clone())),
+                };
+                match put.send().await {
                     Ok(_) => return Ok(()),
                     Err(e) if is_condition_failed(&e) => {
-                        // Held by someone else: say who; gone meanwhile: try again.
+                        // Held by someone else: taken over when its process is provably dead,
+                        // else say who; gone meanwhile: try again.
                         if let Some(item) = self.get(&pk, "lock").await? {
+                            let died = text(&item, "process")
+                                .zip(text(&item, "process_identity"))
+                                .and_then(|(p, i)| crate::process_died(p, i));
+                            let since = match item.get("since") {
+                                Some(AttributeValue::N(since)) => Some(since.clone()),
+                                _ => None,
+                            };
+                            if let (Some(_), Some(since), Some(old)) = (died, since, text(&item, "holder")) {
+                                dead = Some((old.to_string(), since));
+                                continue;
+                            }
                             return Err(Error::Locked {
                                 name: name.into(),
                                 holder: text(&item, "holder").unwrap_or("an unknown holder").into(),

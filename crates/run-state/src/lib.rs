@@ -52,7 +52,7 @@ pub use outputs::{DeployedStack, StackOutputs};
 pub use pipeline_config::fs;
 pub use record::{
     Coverage, Details, FileCoverage, PIPELINE, Ratio, Status, Step, StepRecord, Supersede, merge_later, percent_text,
-    supersede,
+    process_died, supersede, this_process,
 };
 pub use run_dir::{RunDir, RunFile, runs_dir, write_atomic, write_atomic_with};
 pub use store::{DEFAULT_SUCCESS_ENV, FileStore, LockRecord, Store, SuccessMark, check_success, record_pipeline_step};

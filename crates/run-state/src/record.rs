@@ -386,20 +386,7 @@ impl StepRecord {
         if self.status.is_final() {
             return None;
         }
-        let (host, pid) = self.details.runner.as_deref()?.rsplit_once(':')?;
-        let pid: u32 = pid.parse().ok()?;
-        let recorded = self.details.runner_process.as_deref()?;
-        let (namespace, _) = recorded.split_once('/')?;
-        if this_host()? != host || pid_namespace()? != namespace {
-            return None;
-        }
-        let alive = match read_stat(pid) {
-            ProcState::Gone => false,
-            ProcState::Unknown => return None,
-            ProcState::Zombie => false,
-            ProcState::Alive { start } => process_identity_from(namespace, start) == recorded,
-        };
-        (!alive).then(|| format!("runner died (pid {pid} on {host})"))
+        process_died(self.details.runner.as_deref()?, self.details.runner_process.as_deref()?)
     }
 
     /// The record as a reader should see it: a pending or running step whose runner died
@@ -422,6 +409,33 @@ impl StepRecord {
 fn this_host() -> Option<String> {
     let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
     let name = name.trim();
+/// This process as [`Details::runner`] and [`Details::runner_process`] name one (`HOST:PID`,
+/// `NAMESPACE/START`), when `/proc` says.
+pub fn this_process() -> Option<(String, String)> {
+    let pid = std::process::id();
+    Some((format!("{}:{pid}", this_host()?), process_identity(pid)?))
+}
+
+/// `runner died (pid N on HOST)` when the process named `runner` (`HOST:PID`) with the
+/// identity `process` (`NAMESPACE/START`) is provably gone: on this host, in this pid
+/// namespace, and its pid free, a zombie or another process. `None` when it is alive or cannot
+/// be checked from here: "cannot tell" never counts as dead.
+pub fn process_died(runner: &str, process: &str) -> Option<String> {
+    let (host, pid) = runner.rsplit_once(':')?;
+    let pid: u32 = pid.parse().ok()?;
+    let (namespace, _) = process.split_once('/')?;
+    if this_host()? != host || pid_namespace()? != namespace {
+        return None;
+    }
+    let alive = match read_stat(pid) {
+        ProcState::Gone => false,
+        ProcState::Unknown => return None,
+        ProcState::Zombie => false,
+        ProcState::Alive { start } => process_identity_from(namespace, start) == process,
+    };
+    (!alive).then(|| format!("runner died (pid {pid} on {host})"))
+}
+
     (!name.is_empty() && !name.contains(':')).then(|| name.to_string())
 }
 

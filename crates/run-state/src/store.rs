@@ -133,12 +133,26 @@ pub struct LockRecord {
     /// Whether this line gives the lock back.
     #[serde(default)]
     pub released: bool,
+    /// The process that took it (`HOST:PID`, as [`crate::Details::runner`]), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<String>,
+    /// Which process exactly (`NAMESPACE/START`, as [`crate::Details::runner_process`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process_identity: Option<String>,
 }
 
 impl LockRecord {
+    /// Stale: past its ttl, or its process provably gone ([`crate::process_died`]: on this
+    /// host, in this pid namespace, the pid free or another process), so nobody will release it.
     fn stale(&self, now: SystemTime) -> bool {
         self.since
             .is_none_or(|since| now.duration_since(since).unwrap_or_default() > Duration::from_secs(self.ttl_secs))
+            || self.holder_died().is_some()
+    }
+
+    /// `runner died (pid N on HOST)` when the process that took the lock is provably gone.
+    pub fn holder_died(&self) -> Option<String> {
+        crate::process_died(self.process.as_deref()?, self.process_identity.as_deref()?)
     }
 }
 
@@ -412,12 +426,15 @@ impl Store for FileStore {
             {
                 return Err(Error::Locked { name: name.into(), holder: current.holder, since: current.since });
             }
+            let (process, process_identity) = crate::this_process().unzip();
             Ok(Line::Lock(LockRecord {
                 name: name.into(),
                 holder: holder.into(),
                 since: Some(now),
                 ttl_secs: ttl.as_secs().max(1),
                 released: false,
+                process,
+                process_identity,
             }))
         })
         .map(drop)
@@ -440,6 +457,8 @@ impl Store for FileStore {
                 since: Some(SystemTime::now()),
                 ttl_secs: 0,
                 released: true,
+                process: None,
+                process_identity: None,
             }))
         })
         .map(drop)
@@ -689,5 +708,44 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(2100));
         store.acquire_lock("deploy/app-dev", "next", std::time::Duration::from_secs(60)).unwrap();
         assert!(store.acquire_lock("deploy/app-dev", "crashed", std::time::Duration::from_secs(1)).is_err());
+    }
+
+    #[test]
+    fn a_lock_whose_process_died_on_this_host_is_taken_over_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path()).unwrap();
+        let hour = std::time::Duration::from_secs(3600);
+        let (this, identity) = crate::this_process().expect("/proc is readable here");
+        let host = this.rsplit_once(':').unwrap().0;
+        let namespace = identity.split_once('/').unwrap().0;
+        // A process that has ended (reaped): its pid is free.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        let lock = |process: &str, identity: String| {
+            let line = Line::Lock(LockRecord {
+                name: "deploy/app-dev".into(),
+                holder: "run-1 (killed)".into(),
+                since: Some(SystemTime::now()),
+                ttl_secs: 7200,
+                released: false,
+                process: Some(process.into()),
+                process_identity: Some(identity),
+            });
+            let mut text = serde_json::to_string(&line).unwrap();
+            text.push('\n');
+            std::fs::OpenOptions::new().append(true).open(store.path()).unwrap().write_all(text.as_bytes()).unwrap();
+        };
+        // A live holder (this very process) keeps it for its ttl.
+        lock(&this, identity.clone());
+        let refused = store.acquire_lock("deploy/app-dev", "run-2", hour).unwrap_err();
+        assert!(matches!(&refused, Error::Locked { holder, .. } if holder == "run-1 (killed)"), "{refused}");
+        // So does one on another host: "cannot tell" is not dead.
+        lock(&format!("elsewhere:{pid}"), format!("{namespace}/1"));
+        assert!(store.acquire_lock("deploy/app-dev", "run-2", hour).is_err());
+        // A dead one on this host: taken over at once, well inside its two hours.
+        lock(&format!("{host}:{pid}"), format!("{namespace}/1"));
+        store.acquire_lock("deploy/app-dev", "run-2", hour).unwrap();
+        assert!(store.acquire_lock("deploy/app-dev", "run-3", hour).is_err(), "run-2, alive, holds it now");
     }
 }

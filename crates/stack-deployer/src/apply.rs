@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use aws_sdk_cloudformation::Client as CloudFormation;
@@ -49,6 +50,16 @@ pub struct ApplyOptions {
     pub change_set_timeout: Duration,
     /// How long a Lambda code update may take.
     pub code_update_timeout: Duration,
+    /// Set (by SIGINT or SIGTERM) to stop: no stack starts, a change set not yet executed is
+    /// deleted, one executing is watched to its end.
+    pub cancel: Option<&'static AtomicBool>,
+}
+
+impl ApplyOptions {
+    /// Whether the deploy was asked to stop.
+    pub fn cancelled(&self) -> bool {
+        self.cancel.is_some_and(|c| c.load(Ordering::SeqCst))
+    }
 }
 
 impl ApplyOptions {
@@ -63,9 +74,13 @@ impl ApplyOptions {
             timeout,
             change_set_timeout,
             code_update_timeout: Duration::from_secs(300),
+            cancel: None,
         }
     }
 }
+
+/// The prefix of every change set this crate makes: one left by a deploy that died is found by it.
+pub const CHANGE_SET_PREFIX: &str = "stack-deployer-";
 
 /// A change set name (`[a-zA-Z][-a-zA-Z0-9]*`, at most 128) made of `parts`.
 pub fn change_set_name(parts: &[&str]) -> String {
@@ -145,6 +160,11 @@ pub enum StackOutcome {
         /// Why.
         reason: String,
     },
+    /// Stopped by SIGINT or SIGTERM before its change set executed (the change set deleted).
+    Cancelled {
+        /// When it stopped.
+        reason: String,
+    },
 }
 
 impl StackOutcome {
@@ -177,6 +197,7 @@ impl fmt::Display for StackOutcome {
             StackOutcome::Blocked { status, next } => write!(f, "blocked: the stack is {status}; {next}"),
             StackOutcome::TimedOut { status, next } => write!(f, "still {status} when the wait ended; {next}"),
             StackOutcome::Skipped { reason } => write!(f, "skipped: {reason}"),
+            StackOutcome::Cancelled { reason } => write!(f, "cancelled: {reason}"),
         }
     }
 }
@@ -418,7 +439,7 @@ fn mask_outcome(outcome: &mut StackOutcome, secrets: &[String]) {
             }
         }
         StackOutcome::Blocked { next, .. } | StackOutcome::TimedOut { next, .. } => *next = mask(next, secrets),
-        StackOutcome::Skipped { reason } => *reason = mask(reason, secrets),
+        StackOutcome::Skipped { reason } | StackOutcome::Cancelled { reason } => *reason = mask(reason, secrets),
         StackOutcome::Unchanged
         | StackOutcome::NoChanges
         | StackOutcome::Deployed { .. }
@@ -452,6 +473,7 @@ async fn deploy_stack_as_is(
         }
         Start::Recreate(old) => {
             let id = old.stack_id().unwrap_or(&stack.stack_name).to_string();
+    let exists = existing.is_some();
             say(format!(
                 "{} is ROLLBACK_COMPLETE: deleting it to create it again (--recreate-failed)",
                 stack.stack_name
@@ -512,6 +534,13 @@ async fn deploy_stack_as_is(
         .stack_name(&stack.stack_name)
         .change_set_name(&options.change_set_name)
         .change_set_type(kind.clone())
+    if exists {
+        delete_leftovers(cf, &stack.stack_name, options, &say).await?;
+    }
+    if options.cancelled() {
+        result.outcome = StackOutcome::Cancelled { reason: "before its change set was made".into() };
+        return Ok(result);
+    }
         .include_nested_stacks(true)
         .set_parameters(Some(
             parameters.iter().map(|(k, v)| Parameter::builder().parameter_key(k).parameter_value(v).build()).collect(),
@@ -553,6 +582,9 @@ async fn deploy_stack_as_is(
                     delete_change_set(cf, &arn).await?;
                     if is_no_changes_reason(&reason) {
                         result.outcome = StackOutcome::NoChanges;
+        if options.cancelled() {
+            return cancel_change_set(cf, &arn, result, "while its change set was being made").await;
+        }
                         return finish_unchanged(cf, stack, result).await;
                     }
                     result.outcome = StackOutcome::Failed {
@@ -604,6 +636,9 @@ async fn deploy_stack_as_is(
     let mut watcher = Watcher::new(&stack_id, &stack.name, &options.change_set_name, started);
     let deadline = Instant::now() + options.timeout;
     let mut pause = options.first_poll;
+    if options.cancelled() {
+        return cancel_change_set(cf, &arn, result, "before its change set was executed").await;
+    }
     loop {
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(options.max_poll);
@@ -672,6 +707,58 @@ async fn deploy_stack_as_is(
 /// (a failure with its status). A clear refusal (4xx) is an error as before.
 ///
 /// Returns an outcome when the deploy ends here.
+/// Deletes the change set made for a deploy that was asked to stop before executing it.
+async fn cancel_change_set(
+    cf: &CloudFormation,
+    arn: &str,
+    mut result: StackResult,
+    when: &str,
+) -> Result<StackResult, Error> {
+    delete_change_set(cf, arn).await?;
+    result.outcome = StackOutcome::Cancelled { reason: format!("{when}; the change set was deleted") };
+    Ok(result)
+}
+
+/// Deletes the change sets of `stack_name` that a deploy of this crate made and left (killed
+/// before it executed or deleted them, or a `--no-execute` preview this deploy supersedes):
+/// found by [`CHANGE_SET_PREFIX`], while this deploy holds the stack's lock. One executing is
+/// left alone.
+async fn delete_leftovers(
+    cf: &CloudFormation,
+    stack_name: &str,
+    options: &ApplyOptions,
+    say: &(dyn Fn(String) + Sync),
+) -> Result<(), Error> {
+    let mut token: Option<String> = None;
+    let mut leftovers = Vec::new();
+    loop {
+        let out = match cf.list_change_sets().stack_name(stack_name).set_next_token(token).send().await {
+            Ok(out) => out,
+            Err(error) if ErrorKind::of(&error) == ErrorKind::NotFound => return Ok(()),
+            Err(error) if error.as_service_error().and_then(|e| e.code()) == Some("ValidationError") => return Ok(()),
+            Err(error) => return Err(aws("ListChangeSets", stack_name, error)),
+        };
+        for summary in out.summaries() {
+            let name = summary.change_set_name().unwrap_or_default();
+            // The stack's own: an emulator may list every stack's change sets.
+            let ours = summary.stack_name() == Some(stack_name) || summary.stack_name().is_none();
+            let executing = summary.execution_status() == Some(&ExecutionStatus::ExecuteInProgress);
+            if ours && name.starts_with(CHANGE_SET_PREFIX) && name != options.change_set_name && !executing {
+                leftovers.push((name.to_string(), summary.change_set_id().unwrap_or(name).to_string()));
+            }
+        }
+        token = out.next_token().map(str::to_string);
+        if token.is_none() {
+            break;
+        }
+    }
+    for (name, id) in leftovers {
+        delete_change_set(cf, &id).await?;
+        say(format!("deleted change set {name}, left by an earlier deploy"));
+    }
+    Ok(())
+}
+
 async fn execute(
     cf: &CloudFormation,
     arn: &str,

@@ -36,7 +36,7 @@ impl Report {
     /// by its state, else 4 when one timed out still in progress, else 0.
     pub fn exit_code(&self) -> u8 {
         let any = |f: fn(&StackOutcome) -> bool| self.stacks.iter().any(|s| f(&s.outcome));
-        if any(|o| matches!(o, StackOutcome::Failed { .. })) {
+        if any(|o| matches!(o, StackOutcome::Failed { .. } | StackOutcome::Cancelled { .. })) {
             1
         } else if any(|o| matches!(o, StackOutcome::Blocked { .. })) {
             3
@@ -164,6 +164,22 @@ pub async fn deploy(
                     continue;
                 }
                 started[index] = true;
+                if options.cancelled() {
+                    let outcome = StackOutcome::Cancelled { reason: "before it started".into() };
+                    on_event(Event::Done { stack: stack.name.clone(), outcome: outcome.clone() });
+                    results.insert(
+                        stack.name.clone(),
+                        StackResult {
+                            name: stack.name.clone(),
+                            stack_name: stack.stack_name.clone(),
+                            stack_id: None,
+                            outputs: BTreeMap::new(),
+                            outcome,
+                            code_updated: Vec::new(),
+                        },
+                    );
+                    continue;
+                }
                 let blocked_by = stack.depends_on.iter().find(|d| {
                     results.get(*d).is_some_and(|r| {
                         !matches!(
@@ -272,6 +288,8 @@ pub struct StageOptions {
     pub recreate_failed: bool,
     /// The first pause between polls (1 s when unset; tests shorten it).
     pub first_poll: Option<Duration>,
+    /// Set to stop ([`ApplyOptions::cancel`]): the binaries pass `run_state::cli::cancel_flag()`.
+    pub cancel: Option<&'static std::sync::atomic::AtomicBool>,
 }
 
 /// Reads `[gate]`, the run's diff and its records, and decides what may be deployed to
@@ -496,6 +514,7 @@ pub async fn run_stage(
     );
     apply_options.execute = !options.no_execute;
     apply_options.recreate_failed = options.recreate_failed;
+    apply_options.cancel = options.cancel;
     if let Some(first) = options.first_poll {
         apply_options.first_poll = first;
         apply_options.max_poll = first * 8;
@@ -543,8 +562,11 @@ pub async fn run_stage(
             .collect();
         let not_done =
             results.iter().any(|r| matches!(r.outcome, StackOutcome::Previewed { .. } | StackOutcome::Skipped { .. }));
+        let cancelled = results.iter().any(|r| matches!(r.outcome, StackOutcome::Cancelled { .. }));
         if !failed.is_empty() {
             record(&component, Status::Failed, Some(note), Some(failed.join("; ")))?;
+        } else if cancelled {
+            record(&component, Status::Cancelled, Some(note), Some("cancelled (SIGINT or SIGTERM)".into()))?;
         } else if options.no_execute {
             let note = format!("preview only (--no-execute), nothing deployed: {note}");
             record(&component, Status::Skipped, Some(note), None)?;

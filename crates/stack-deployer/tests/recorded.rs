@@ -16,6 +16,7 @@ use aws_sdk_cloudformation::operation::describe_stack_events::DescribeStackEvent
 use aws_sdk_cloudformation::operation::describe_stacks::{DescribeStacksError, DescribeStacksOutput};
 use aws_sdk_cloudformation::operation::execute_change_set::ExecuteChangeSetOutput;
 use aws_sdk_cloudformation::operation::get_template::GetTemplateOutput;
+use aws_sdk_cloudformation::operation::list_change_sets::ListChangeSetsOutput;
 use aws_sdk_cloudformation::operation::list_stack_resources::ListStackResourcesOutput;
 use aws_sdk_cloudformation::types::{
     Change, ChangeAction, ChangeSetStatus, ChangeSetType, ExecutionStatus, Output, Parameter, Replacement,
@@ -72,9 +73,14 @@ fn no_such_stack() -> DescribeStacksError {
 
 fn clients(rules: &[&Rule]) -> Clients {
     let head_bucket = mock!(aws_sdk_s3::Client::head_bucket).then_output(|| HeadBucketOutput::builder().build());
+    // No change set left behind, unless a test says otherwise (its rule comes first).
+    let no_leftovers =
+        mock!(aws_sdk_cloudformation::Client::list_change_sets).then_output(|| ListChangeSetsOutput::builder().build());
+    let mut rules = rules.to_vec();
+    rules.push(&no_leftovers);
     Clients {
         s3: mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&head_bucket]),
-        cloudformation: mock_client!(aws_sdk_cloudformation, RuleMode::MatchAny, rules, |c| c.retry_config(
+        cloudformation: mock_client!(aws_sdk_cloudformation, RuleMode::MatchAny, &rules, |c| c.retry_config(
             aws_sdk_cloudformation::config::retry::RetryConfig::standard()
                 .with_max_attempts(3)
                 .with_initial_backoff(Duration::from_millis(1))

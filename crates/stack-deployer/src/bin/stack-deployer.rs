@@ -91,6 +91,7 @@ fn run(args: Args) -> anyhow::Result<u8> {
         no_execute: args.no_execute,
         recreate_failed: args.recreate_failed,
         first_poll: None,
+        cancel: Some(run_state::cli::cancel_flag()),
     };
     let lookup = |name: &str| std::env::var(name).ok();
     if args.dry_run {
