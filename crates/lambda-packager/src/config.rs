@@ -94,6 +94,11 @@ pub struct Include {
     pub from: Spanned<String>,
     /// Where it goes in the zip.
     pub to: String,
+    /// The `[components]` entry whose build writes `from` (`frontend` for `frontend/dist`): its
+    /// change rebuilds the function too, and while neither changed, a checkout without `from`
+    /// (a fresh CI clone) leaves the function out of the run's packages instead of failing.
+    #[serde(default)]
+    pub component: Option<Spanned<String>>,
 }
 
 /// The instruction set a function runs on.
@@ -151,6 +156,8 @@ pub struct SourceMapping {
     /// `None`: a folder's contents at the zip's root, a file under its own name there.
     /// `Some(path)`: a folder's contents under `path/`, a file as `path`.
     pub to: Option<String>,
+    /// For an `include`, the component whose build writes `from`, if declared.
+    pub component: Option<String>,
 }
 
 /// Where a function's dependencies come from (paths relative to the monorepo root).
@@ -243,7 +250,7 @@ impl LambdaSettings {
             let mut sources = Vec::new();
             for source in &function.sources {
                 let from = checked_relative(file, text, source, &format!("{key}.sources"))?;
-                sources.push(SourceMapping { from, to: None });
+                sources.push(SourceMapping { from, to: None, component: None });
             }
             for include in &function.include {
                 let from = checked_relative(file, text, &include.from, &format!("{key}.include"))?;
@@ -257,7 +264,8 @@ impl LambdaSettings {
                         format!("`to = \"{}\"` leaves the zip; use a path inside it", include.to),
                     ));
                 }
-                sources.push(SourceMapping { from, to: Some(to) });
+                let component = include.component.as_ref().map(|c| c.get_ref().clone());
+                sources.push(SourceMapping { from, to: Some(to), component });
             }
             let exclude_written = function.exclude.as_ref().or(self.exclude.as_ref());
             let mut patterns: Vec<(String, std::ops::Range<usize>)> =

@@ -72,6 +72,21 @@ pub enum Error {
         /// The configured path.
         path: String,
     },
+    /// An `include` that another component's build writes is missing, and the function changed.
+    #[error(
+        "function `{function}`: include `{path}` does not exist: it is the output of component `{component}`'s build{}, which has not run in this checkout; run that build first (`step-runner --step build` builds `{component}` when it changed)",
+        command.as_ref().map(|c| format!(" (`{c}`)")).unwrap_or_default()
+    )]
+    MissingBuildOutput {
+        /// The function.
+        function: String,
+        /// The include's `from`.
+        path: String,
+        /// The component whose build writes it.
+        component: String,
+        /// That component's build command, when it has one.
+        command: Option<String>,
+    },
     /// A requirements file does not exist.
     #[error("function `{function}`: requirements file {} does not exist; fix {}", path.display(), shown_key(key))]
     MissingRequirements {
@@ -487,6 +502,15 @@ pub enum Event<'a> {
     },
     /// A package is ready.
     Packaged(&'a Package),
+    /// A function left out of the run's packages: it did not change, and an `include` it
+    /// ships (another component's build output) is not in this checkout. Its deployed code
+    /// stays as it is.
+    NotPackaged {
+        /// The function.
+        function: &'a str,
+        /// Why, naming the include and the component that builds it.
+        reason: String,
+    },
 }
 
 /// Builds packages.
@@ -535,6 +559,32 @@ impl Packager {
         let mut problems = Vec::new();
         let mut jobs = Vec::new();
         for function in functions {
+            let missing = function
+                .sources
+                .iter()
+                .find(|s| s.to.is_some() && std::fs::symlink_metadata(self.repo.join(&s.from)).is_err());
+            if let Some(missing) = missing {
+                let built_by =
+                    missing.component.as_ref().map(|c| format!(" (the output of `{c}`'s build)")).unwrap_or_default();
+                if unchanged.contains(&function.name) {
+                    on_event(Event::NotPackaged {
+                        function: &function.name,
+                        reason: format!(
+                            "its include `{}`{built_by} is not in this checkout, and it did not change: its deployed code stays as it is",
+                            missing.from
+                        ),
+                    });
+                    continue;
+                }
+                if let Some(component) = &missing.component {
+                    return Err(Error::MissingBuildOutput {
+                        function: function.name.clone(),
+                        path: missing.from.clone(),
+                        component: component.clone(),
+                        command: None,
+                    });
+                }
+            }
             let own = entries::collect(&self.repo, function)?;
             let deps = match &function.dependencies {
                 Some(source) => {
@@ -766,6 +816,23 @@ fn sync_dir(dir: &Path) -> Result<(), Error> {
 fn unchanged_functions(functions: &[FunctionSpec], diff: &source_diff::DiffReport) -> Result<BTreeSet<String>, Error> {
     let mut unchanged = BTreeSet::new();
     for function in functions {
+        // A component whose build output the function ships changes the function too.
+        let mut built_from_changed = false;
+        for component in function.sources.iter().filter_map(|s| s.component.as_ref()) {
+            match diff.components.get(component) {
+                Some(change) => built_from_changed |= change.changed,
+                None => {
+                    return Err(Error::UnknownComponent {
+                        function: function.name.clone(),
+                        component: component.clone(),
+                        known: diff.components.keys().cloned().collect(),
+                    });
+                }
+            }
+        }
+        if built_from_changed {
+            continue;
+        }
         match diff.components.get(&function.component) {
             Some(component) if !component.changed => {
                 unchanged.insert(function.name.clone());
@@ -841,7 +908,17 @@ pub fn run_stage(
                 extra_args: settings.pip_args.clone(),
             },
         };
-        packager.build_changed(&functions, &unchanged, on_event)
+        packager.build_changed(&functions, &unchanged, on_event).map_err(|error| match error {
+            // Name the build that writes the missing include.
+            Error::MissingBuildOutput { function, path, component, command: None } => {
+                let command = source_diff::Components::from_config(config)
+                    .ok()
+                    .and_then(|components| components.get(&component).and_then(|c| c.build.clone()))
+                    .map(|build| build.run);
+                Error::MissingBuildOutput { function, path, component, command }
+            }
+            other => other,
+        })
     };
     let Some((run_dir, store)) = run.filter(|_| options.out.is_none()) else {
         return work();

@@ -172,6 +172,7 @@ fn unchanged_inputs_are_neither_installed_nor_zipped_again() {
         events.lock().unwrap().push(match event {
             Event::Installing { requirements } => format!("install {requirements}"),
             Event::Packaged(p) => format!("{} reused={}", p.name, p.reused),
+            Event::NotPackaged { function, reason } => format!("{function} not packaged: {reason}"),
         })
     };
     let packager = sample.packager(&cache, &work.path().join("one"));

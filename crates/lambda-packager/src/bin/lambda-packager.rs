@@ -62,9 +62,11 @@ fn run(args: Args) -> anyhow::Result<bool> {
     let manifest = lambda_packager::run_stage(&context, run, &options, &|event| match event {
         Event::Installing { requirements } => eprintln!("installing {requirements} with pip"),
         Event::Packaged(package) => {
-            let how = if package.reused { "unchanged, reused" } else { "built" };
+            // `reused` is about the zip (same inputs, from the cache), not the diff.
+            let how = if package.reused { "reused from the cache (same inputs)" } else { "built" };
             eprintln!("{} {how}", package.name);
         }
+        Event::NotPackaged { function, reason } => eprintln!("{function} not packaged: {reason}"),
     });
     let manifest = match manifest {
         Err(error @ Error::OverBudget(_)) => {
