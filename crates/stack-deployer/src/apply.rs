@@ -273,7 +273,14 @@ pub async fn upload_artifacts(
     let results: Vec<Result<bool, Error>> = futures_util::stream::iter(plan.artifacts.iter())
         .map(|artifact| async move {
             match s3.head_object().bucket(&plan.bucket).key(&artifact.key).send().await {
-                Ok(_) => return Ok(false),
+                // A content-addressed key holds its content; a key the template reads is
+                // uploaded again unless it holds the same bytes.
+                Ok(head)
+                    if !artifact.fixed || head.metadata().and_then(|m| m.get("sha256")) == Some(&artifact.sha256) =>
+                {
+                    return Ok(false);
+                }
+                Ok(_) => {}
                 Err(error) if ErrorKind::of(&error) == ErrorKind::NotFound => {}
                 Err(error) => return Err(aws("HeadObject", &artifact.key, error)),
             }

@@ -30,12 +30,36 @@ pub struct DeploySettings {
     /// (2h when unset).
     #[serde(default, deserialize_with = "pipeline_config::positive_duration")]
     pub lock_ttl: Option<Duration>,
+    /// How the S3 references of templates (nested `TemplateURL`s, Lambda code keys) map to the
+    /// repository's files and packages.
+    #[serde(default)]
+    pub artifacts: ArtifactSettings,
     /// The stacks, by name.
     #[serde(default)]
     pub stacks: BTreeMap<String, StackSettings>,
     /// Per-environment settings (`dev`, `prod`).
     #[serde(default)]
     pub environments: BTreeMap<String, EnvironmentSettings>,
+}
+
+/// `[deploy.artifacts]`: how a template's S3 references map to the repository. By default a
+/// nested stack's `TemplateURL` key maps to the repository file at the key's longest tail that
+/// exists (`cfn/db.yaml` of `https://s3.amazonaws.com/${Bucket}/cfn/db.yaml`), and a function's
+/// `S3Key` to the function of `[lambda.functions]` that declares it (`template` and `resource`)
+/// or is named after the zip (`lambda/api-handler.zip` → `api-handler`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArtifactSettings {
+    /// S3 key (as the template builds it) → the repository file deployed for it.
+    #[serde(default)]
+    pub templates: BTreeMap<String, String>,
+    /// S3 key of Lambda code → the function of `[lambda.functions]` whose package goes there.
+    #[serde(default)]
+    pub functions: BTreeMap<String, String>,
+    /// Deploy a reference that maps to nothing as it is, with a warning in the plan, instead
+    /// of refusing the deploy (for templates and code that another pipeline publishes).
+    #[serde(default)]
+    pub allow_remote: bool,
 }
 
 /// `[deploy.stacks.NAME]`.
@@ -158,6 +182,8 @@ pub struct Environment {
     pub parallelism: usize,
     /// The longest wait for one stack.
     pub timeout: Duration,
+    /// How the templates' S3 references map to the repository (`[deploy.artifacts]`).
+    pub artifacts: ArtifactSettings,
     /// The longest wait for a change set.
     pub change_set_timeout: Duration,
     /// The lock's time to live.
@@ -284,6 +310,16 @@ impl DeploySettings {
                         format!(
                             "`{}` is not a capability; write one of {}",
                             capability.get_ref(),
+        for (key, path) in &self.artifacts.templates {
+            if path.starts_with('/') || path.split('/').any(|p| p == "..") || path.is_empty() || key.is_empty() {
+                return Err(ConfigError::file(
+                    file,
+                    format!(
+                        "deploy.artifacts.templates.\"{key}\": `{path}` must be a path inside the monorepo, relative to its root"
+                    ),
+                ));
+            }
+        }
                             CAPABILITIES.join(", ")
                         ),
                     ));
@@ -405,6 +441,7 @@ impl DeploySettings {
                     ),
                 };
                 let account = env
+            artifacts: self.artifacts.clone(),
                     .account
                     .account_id()
                     .map_or("the pipeline's own account".to_string(), |a| format!("account {a}"));

@@ -45,7 +45,7 @@ pub mod stage;
 use std::path::{Path, PathBuf};
 
 pub use apply::{ApplyOptions, Clients, ResourceChange, RootCause, StackOutcome, StackResult};
-pub use config::{DeploySettings, Environment, ParameterValue, StackSpec};
+pub use config::{ArtifactSettings, DeploySettings, Environment, ParameterValue, StackSpec};
 pub use plan::{Artifact, Plan, PlanInputs, StackPlan, plan};
 pub use stage::{Locks, Report, StageOptions, deploy, plan_stage, run_stage};
 
@@ -103,6 +103,10 @@ pub enum Error {
         problem: String,
     },
     /// `--only` names no stack.
+    /// An S3 reference in a template (a nested stack's `TemplateURL`, a function's code) that
+    /// maps to no file or package of the repository: never passed over in silence.
+    #[error("{0}")]
+    RemoteReference(Box<RemoteReference>),
     #[error("no stack `{name}` in [deploy.stacks] (there are: {known}); fix --only")]
     UnknownStack {
         /// The name given.
@@ -211,6 +215,32 @@ pub enum Error {
 }
 
 impl Error {
+/// Where a template's S3 reference is and why it cannot be deployed ([`Error::RemoteReference`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteReference {
+    /// The template.
+    pub template: String,
+    /// The property's line.
+    pub line: u32,
+    /// The resource's logical id.
+    pub resource: String,
+    /// `TemplateURL`, `Code`, `CodeUri`.
+    pub property: &'static str,
+    /// The reference as the template builds it (`https://s3.amazonaws.com/${Bucket}/cfn/x.yaml`).
+    pub reference: String,
+    /// What is wrong.
+    pub problem: String,
+    /// What to configure.
+    pub fix: String,
+}
+
+impl std::fmt::Display for RemoteReference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let RemoteReference { template, line, resource, property, reference, problem, fix } = self;
+        write!(f, "{template}:{line}: {resource} {property} `{reference}` {problem}; {fix}")
+    }
+}
+
     pub(crate) fn io(path: &Path, source: std::io::Error) -> Error {
         Error::Io { path: path.to_path_buf(), source }
     }

@@ -35,6 +35,9 @@ pub struct Artifact {
     pub size: u64,
     /// The content.
     pub content: ArtifactContent,
+    /// Whether the key is the one a template reads (`S3Key: lambda/api-handler.zip`) rather than
+    /// content-addressed: uploaded unless the object there has the same hash.
+    pub fixed: bool,
 }
 
 /// An artifact's bytes.
@@ -60,6 +63,10 @@ pub struct CodeUpdate {
     pub package: Package,
     /// Its key in the artifact bucket.
     pub key: String,
+    /// The key the template reads the code from, when it is in the artifact bucket: the
+    /// package is uploaded there too (before the stack), so a stack created or replaced later
+    /// finds this code.
+    pub fixed_key: Option<String>,
 }
 
 /// One stack to deploy.
@@ -132,6 +139,9 @@ pub struct Plan {
     pub refused_code: Vec<(String, String, String)>,
 }
 
+    /// What the deploy passes over on purpose (`[deploy.artifacts] allow_remote`), each naming
+    /// the template and resource.
+    pub warnings: Vec<String>,
 impl Plan {
     /// The plan as `--dry-run` prints it. Values from environment variables are never shown,
     /// nor those of the template's `NoEcho` parameters ([`MASK`]).
@@ -145,7 +155,8 @@ impl Plan {
         );
         let _ = writeln!(out, "artifacts ({}; each uploaded unless already there):", self.artifacts.len());
         for artifact in &self.artifacts {
-            let _ = writeln!(out, "  {} -> {} ({} bytes)", artifact.source, artifact.key, artifact.size);
+            let fixed = if artifact.fixed { ", the key the template reads" } else { "" };
+            let _ = writeln!(out, "  {} -> {} ({} bytes{fixed})", artifact.source, artifact.key, artifact.size);
         }
         let _ = writeln!(out, "stacks ({}):", self.stacks.len());
         for stack in &self.stacks {
@@ -185,10 +196,15 @@ impl Plan {
             for update in &stack.code_updates {
                 let _ = writeln!(
                     out,
-                    "    lambda code: {} ({}) from {} when its CodeSha256 differs",
+                    "    lambda code: {} ({}) from {} when its CodeSha256 differs{}",
                     update.function,
                     update.path.join("/"),
-                    update.key
+                    update.key,
+                    update
+                        .fixed_key
+                        .as_ref()
+                        .map(|k| format!("; also uploaded to {k}, the key the template reads"))
+                        .unwrap_or_default()
                 );
             }
         }
@@ -200,6 +216,9 @@ impl Plan {
             for skipped in &self.skipped {
                 let _ = writeln!(out, "  {} ({}): {}", skipped.name, skipped.stack_name, skipped.reason);
             }
+        for warning in &self.warnings {
+            let _ = writeln!(out, "warning: {warning}");
+        }
         }
         out
     }
@@ -245,7 +264,7 @@ pub fn plan(env: &Environment, inputs: PlanInputs<'_>, lookup: &dyn Fn(&str) -> 
         }
     }
     let repo = inputs.repo.canonicalize().map_err(|e| Error::io(inputs.repo, e))?;
-    let mut packer = Packer { repo: &repo, env, inputs, artifacts: BTreeMap::new() };
+    let mut packer = Packer { repo: &repo, env, inputs, artifacts: BTreeMap::new(), warnings: Vec::new() };
     let mut stacks = Vec::new();
     let mut skipped = Vec::new();
     for spec in &env.stacks {
@@ -265,6 +284,7 @@ pub fn plan(env: &Environment, inputs: PlanInputs<'_>, lookup: &dyn Fn(&str) -> 
     artifacts.sort_by(|a, b| a.key.cmp(&b.key));
     Ok(Plan {
         environment: env.name.clone(),
+    let warnings = packer.warnings;
         region: env.region.clone(),
         bucket: env.artifact_bucket.clone(),
         key_prefix: env.key_prefix.clone(),
@@ -278,6 +298,7 @@ pub fn plan(env: &Environment, inputs: PlanInputs<'_>, lookup: &dyn Fn(&str) -> 
 fn skip_reason(spec: &StackSpec, inputs: &PlanInputs<'_>) -> Option<String> {
     if !inputs.only.is_empty() {
         // Named with --only: deployed whatever the diff says.
+        warnings,
         return (!inputs.only.contains(&spec.name)).then(|| "not selected by --only".into());
     }
     let changed = inputs.changed?;
@@ -298,6 +319,7 @@ struct Packer<'a> {
 struct Packaged {
     body: Vec<u8>,
     sha256: String,
+    warnings: Vec<String>,
     declared: BTreeMap<String, Option<String>>,
     no_echo: BTreeSet<String>,
     /// Capability → why (`Resource LambdaRole (AWS::IAM::Role)`).
@@ -308,7 +330,16 @@ struct Packaged {
 
 impl Packer<'_> {
     fn stack(&mut self, spec: &StackSpec, lookup: &dyn Fn(&str) -> Option<String>) -> Result<StackPlan, Error> {
-        let packaged = self.template(&spec.template, &[], &mut Vec::new())?;
+        // What the template's parameters are known to be: the literals configured (an output
+        // or an environment variable is given, but not known while planning).
+        let given: BTreeMap<String, Option<String>> = spec
+            .parameters
+            .iter()
+            .map(|(name, value)| {
+                (name.clone(), if let ParameterValue::Literal(text) = value { Some(text.clone()) } else { None })
+            })
+            .collect();
+        let packaged = self.template(&spec.template, &[], &mut Vec::new(), &given)?;
         for name in spec.parameters.keys() {
             if !packaged.declared.contains_key(name) {
                 return Err(Error::UndeclaredParameter {
@@ -396,11 +427,19 @@ impl Packer<'_> {
 
     fn url(&self, key: &str) -> String {
         // The virtual-host form is what CloudFormation (and the emulator) take for nested stacks.
+            fixed: false,
         format!("https://{}.s3.amazonaws.com/{key}", self.env.artifact_bucket)
     }
 
-    /// Reads, checks and rewrites one template; nested templates first.
-    fn template(&mut self, path: &str, logical: &[String], seen: &mut Vec<String>) -> Result<Packaged, Error> {
+    /// Reads, checks and rewrites one template; nested templates first. `given` holds the
+    /// parameters its parent (or the config) passes it: `Some` when the value is known.
+    fn template(
+        &mut self,
+        path: &str,
+        logical: &[String],
+        seen: &mut Vec<String>,
+        given: &BTreeMap<String, Option<String>>,
+    ) -> Result<Packaged, Error> {
         if seen.contains(&path.to_string()) || seen.len() > MAX_NESTING {
             return Err(Error::NestingLoop { template: path.to_string(), chain: seen.join(" -> ") });
         }
@@ -430,6 +469,25 @@ impl Packer<'_> {
         }
         let dir = Path::new(path).parent().unwrap_or(Path::new("")).to_path_buf();
         let mut replacements: BTreeMap<(String, &'static str), Json> = BTreeMap::new();
+        // The values known while planning: what is passed in, else the defaults, and the
+        // pseudo parameters that do not depend on the stack.
+        let mut values: BTreeMap<String, String> = BTreeMap::new();
+        for (name, default) in &declared {
+            match (given.get(name), default) {
+                (Some(Some(value)), _) => {
+                    values.insert(name.clone(), value.clone());
+                }
+                (None, Some(default)) => {
+                    values.insert(name.clone(), default.clone());
+                }
+                _ => {}
+            }
+        }
+        values.insert("AWS::URLSuffix".into(), "amazonaws.com".into());
+        values.insert("AWS::Partition".into(), "aws".into());
+        if let Some(region) = &self.env.region {
+            values.insert("AWS::Region".into(), region.clone());
+        }
         let mut code_updates = Vec::new();
         let mut inline_components = BTreeSet::new();
         for (key, resource) in resources.entries() {
@@ -454,11 +512,22 @@ impl Packer<'_> {
             let local = |p: &str| prop(p).and_then(Node::as_str).filter(|v| is_local(v)).map(str::to_string);
             match kind {
                 "AWS::CloudFormation::Stack" => {
-                    if let Some(child) = local("TemplateURL") {
-                        let child_path = self.resolve(&dir, &child, path, name)?;
+                    let child = match (local("TemplateURL"), prop("TemplateURL")) {
+                        (Some(child), _) => Some(self.resolve(&dir, &child, path, name)?),
+                        (None, Some(url)) => self.remote_template(url, &values, path, name)?,
+                        (None, None) => None,
+                    };
+                    if let Some(child_path) = child {
                         let mut child_logical = logical.to_vec();
                         child_logical.push(name.clone());
-                        let packaged = self.template(&child_path, &child_logical, seen)?;
+                        // What the parent passes, resolved where it is known.
+                        let passed: BTreeMap<String, Option<String>> = prop("Parameters")
+                            .map(Node::entries)
+                            .unwrap_or_default()
+                            .iter()
+                            .map(|(k, v)| (k.name.clone(), resolve(v, &values).filter(|v| !v.contains(UNKNOWN))))
+                            .collect();
+                        let packaged = self.template(&child_path, &child_logical, seen, &passed)?;
                         for (capability, why) in packaged.needs {
                             needs.entry(capability).or_insert(why);
                         }
@@ -485,10 +554,22 @@ impl Packer<'_> {
                             Json::String(format!("s3://{}/{key}", self.env.artifact_bucket))
                         };
                         replacements.insert((name.clone(), property), value);
-                    } else if let Some(function) = self.fixed_code_function(path, name).cloned() {
-                        let mut function_path = logical.to_vec();
-                        function_path.push(name.clone());
-                        code_updates.push(function_path_update(self, &function, function_path));
+                    } else {
+                        let location = prop(property).and_then(|code| code_location(code, &values));
+                        let at = Reference {
+                            template: path,
+                            line: prop(property).map_or(key.pos.line, |n| n.pos.line),
+                            resource: name,
+                            property,
+                        };
+                        if let Some((function, package)) = self.code_function(&at, location.as_ref())? {
+                            let mut function_path = logical.to_vec();
+                            function_path.push(name.clone());
+                            let fixed_key = self.fixed_code_key(&at, &function, &package, location.as_ref())?;
+                            let mut update = function_path_update(self, &package, function_path);
+                            update.fixed_key = fixed_key;
+                            code_updates.push(update);
+                        }
                     }
                 }
                 _ => {}
@@ -514,6 +595,217 @@ impl Packer<'_> {
         for component in dir.join(relative).components() {
             match component {
                 Component::Normal(part) => parts.push(part.to_string_lossy().into_owned()),
+    /// The repository template a nested stack's S3 `TemplateURL` names: the file
+    /// `[deploy.artifacts] templates` maps its key to, else the longest tail of the key that
+    /// is a file of the repository. `None` (with a warning) only with `allow_remote`.
+    fn remote_template(
+        &mut self,
+        url: &Node,
+        values: &BTreeMap<String, String>,
+        template: &str,
+        resource: &str,
+    ) -> Result<Option<String>, Error> {
+        let resolved = resolve(url, values);
+        let at = Reference { template, line: url.pos.line, resource, property: "TemplateURL" };
+        let shown = resolved.as_deref().map_or_else(|| "(an expression)".to_string(), shown);
+        let fix_map = format!(
+            "map its key to the file with [deploy.artifacts] templates = {{ \"KEY\" = \"cfn/FILE.yaml\" }}, use a local path, or set [deploy.artifacts] allow_remote = true to deploy {} as it is",
+            "it"
+        );
+        let Some((_, key)) = resolved.as_deref().and_then(s3_location) else {
+            return self.refuse(
+                &at,
+                shown,
+                "is not an S3 URL the deployer can read (`https://s3.amazonaws.com/BUCKET/KEY`, `https://BUCKET.s3.REGION.amazonaws.com/KEY`, `s3://BUCKET/KEY`, from a string, !Sub or !Join)".into(),
+                fix_map,
+            );
+        };
+        if let Some(name) = unknown_name(&key) {
+            return self.refuse(
+                &at,
+                shown,
+                format!("builds its key from `{name}`, whose value is not known while planning"),
+                format!(
+                    "give `{name}` a literal value (in [deploy.stacks.NAME] parameters, or a Default), or {fix_map}"
+                ),
+            );
+        }
+        if let Some(mapped) = self.env.artifacts.templates.get(&key) {
+            return match self.inside(mapped, template) {
+                Ok(full) if full.is_file() => Ok(Some(mapped.clone())),
+                _ => self.refuse(
+                    &at,
+                    shown,
+                    format!(
+                        "is mapped by [deploy.artifacts] templates to `{mapped}`, which is no file of the repository"
+                    ),
+                    "fix the mapping".into(),
+                ),
+            };
+        }
+        let parts: Vec<&str> = key.split('/').filter(|p| !p.is_empty()).collect();
+        let found = (0..parts.len()).map(|i| parts[i..].join("/")).find(|candidate| {
+            !candidate.split('/').any(|p| p == ".." || p == ".")
+                && self.inside(candidate, template).is_ok_and(|full| full.is_file())
+        });
+        match found {
+            Some(path) => Ok(Some(path)),
+            None => self.refuse(
+                &at,
+                shown,
+                format!("has the key `{key}`, and no tail of it is a file of the repository"),
+                fix_map,
+            ),
+        }
+    }
+
+    /// A reference nothing maps: an error, or with `allow_remote` a warning and `None`.
+    fn refuse<T>(
+        &mut self,
+        at: &Reference<'_>,
+        reference: String,
+        problem: String,
+        fix: String,
+    ) -> Result<Option<T>, Error> {
+        if self.env.artifacts.allow_remote {
+            self.warnings.push(format!(
+                "{}:{}: {} {} `{reference}` {problem}; deployed as it is ([deploy.artifacts] allow_remote)",
+                at.template, at.line, at.resource, at.property
+            ));
+            return Ok(None);
+        }
+        Err(Error::RemoteReference(Box::new(crate::RemoteReference {
+            template: at.template.to_string(),
+            line: at.line,
+            resource: at.resource.to_string(),
+            property: at.property,
+            reference,
+            problem,
+            fix,
+        })))
+    }
+
+    /// The function of `[lambda.functions]` whose code a function resource reads from S3, and
+    /// its package in the run: declared by `template` + `resource`, else mapped by
+    /// `[deploy.artifacts] functions`, else named after the zip. `None` when the run has no
+    /// package for it and needs none (no manifest, or its component did not change).
+    fn code_function(
+        &mut self,
+        at: &Reference<'_>,
+        location: Option<&(String, String)>,
+    ) -> Result<Option<(FunctionSpec, Package)>, Error> {
+        let functions = self.inputs.functions;
+        let declared = functions.iter().find(|f| {
+            f.template.as_ref().is_some_and(|(t, r)| t.trim_start_matches("./") == at.template && r == at.resource)
+        });
+        let function = match (declared, location) {
+            (Some(function), _) => function,
+            // Inline code (`ZipFile`), an image, or nothing the deployer reads.
+            (None, None) => return Ok(None),
+            (None, Some((bucket, key))) => {
+                let reference = shown(&format!("s3://{bucket}/{key}"));
+                let fix = format!(
+                    "declare the function with `template = \"{}\"` and `resource = \"{}\"` in [lambda.functions.NAME], map the key with [deploy.artifacts] functions = {{ \"KEY\" = \"NAME\" }}, or set [deploy.artifacts] allow_remote = true to leave its code as it is",
+                    at.template, at.resource
+                );
+                if let Some(name) = self.env.artifacts.functions.get(key) {
+                    match functions.iter().find(|f| &f.name == name) {
+                        Some(function) => function,
+                        None => {
+                            return self.refuse(
+                                at,
+                                reference,
+                                format!("is mapped by [deploy.artifacts] functions to `{name}`, which is no function of [lambda.functions]"),
+                                "fix the mapping".into(),
+                            );
+                        }
+                    }
+                } else {
+                    let stem = key.rsplit('/').next().unwrap_or(key).trim_end_matches(".zip");
+                    match functions.iter().find(|f| f.name == stem) {
+                        Some(function) if unknown_name(key).is_none() => function,
+                        _ => {
+                            let problem = match unknown_name(key) {
+                                Some(name) => format!("builds its key from `{name}`, whose value is not known while planning, and no function declares this resource"),
+                                None => "names no function of [lambda.functions] (by `template` and `resource`, or by the zip's name)".to_string(),
+                            };
+                            return self.refuse(at, reference, problem, fix);
+                        }
+                    }
+                }
+            }
+        };
+        let package = self.inputs.manifest.and_then(|m| m.packages.iter().find(|p| p.name == function.name));
+        match package {
+            Some(package) => Ok(Some((function.clone(), package.clone()))),
+            None => {
+                let needed = self.inputs.manifest.is_some()
+                    && self.inputs.changed.is_some_and(|changed| changed.contains(&function.component));
+                if needed {
+                    return Err(Error::RemoteReference(Box::new(crate::RemoteReference {
+                        template: at.template.to_string(),
+                        line: at.line,
+                        resource: at.resource.to_string(),
+                        property: at.property,
+                        reference: location.map_or_else(String::new, |(b, k)| shown(&format!("s3://{b}/{k}"))),
+                        problem: format!(
+                            "is function `{}`, which changed, and the run has no package for it",
+                            function.name
+                        ),
+                        fix: "run `lambda-packager` for this run (without --only) first".into(),
+                    })));
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// The key the template reads a function's code from, when its bucket is the environment's
+    /// artifact bucket: the package goes there too. Another bucket (or one not known while
+    /// planning) is left alone, with a warning: the code is still updated after the stack.
+    fn fixed_code_key(
+        &mut self,
+        at: &Reference<'_>,
+        function: &FunctionSpec,
+        package: &Package,
+        location: Option<&(String, String)>,
+    ) -> Result<Option<String>, Error> {
+        let Some((bucket, key)) = location else { return Ok(None) };
+        if bucket != &self.env.artifact_bucket || unknown_name(key).is_some() {
+            self.warnings.push(format!(
+                "{}:{}: {} {} `{}` is not in the artifact bucket `{}` (or not known while planning): function `{}` is updated after the stack, and that key is left as it is",
+                at.template,
+                at.line,
+                at.resource,
+                at.property,
+                shown(&format!("s3://{bucket}/{key}")),
+                self.env.artifact_bucket,
+                function.name
+            ));
+            return Ok(None);
+        }
+        if let Some(other) = self.artifacts.get(key).filter(|a| a.sha256 != package.sha256) {
+            return Err(Error::RemoteReference(Box::new(crate::RemoteReference {
+                template: at.template.to_string(),
+                line: at.line,
+                resource: at.resource.to_string(),
+                property: at.property,
+                reference: shown(&format!("s3://{bucket}/{key}")),
+                problem: format!("is also where `{}` goes, with other content", other.source),
+                fix: "give each function its own key".into(),
+            })));
+        }
+        self.artifacts.entry(key.clone()).or_insert_with(|| Artifact {
+            source: package.name.clone(),
+            key: key.clone(),
+            sha256: package.sha256.clone(),
+            size: package.size,
+            content: ArtifactContent::File(package.path.clone()),
+            fixed: true,
+        });
+        Ok(Some(key.clone()))
+    }
+
                 Component::CurDir => {}
                 Component::ParentDir if !parts.is_empty() => {
                     parts.pop();
@@ -591,15 +883,6 @@ impl Packer<'_> {
                     .into(),
         })
     }
-
-    /// A function of `[lambda.functions]` declared by `template` + `resource` whose code the
-    /// template names by a fixed S3 location, when the run has its package.
-    fn fixed_code_function(&self, template: &str, resource: &str) -> Option<&Package> {
-        let function = self.inputs.functions.iter().find(|f| {
-            f.template.as_ref().is_some_and(|(t, r)| t.trim_start_matches("./") == template && r == resource)
-        })?;
-        self.inputs.manifest?.packages.iter().find(|p| p.name == function.name)
-    }
 }
 
 fn function_path_update(packer: &mut Packer<'_>, package: &Package, path: Vec<String>) -> CodeUpdate {
@@ -615,7 +898,129 @@ fn function_path_update(packer: &mut Packer<'_>, package: &Package, path: Vec<St
         .iter()
         .find(|f| f.name == package.name)
         .map_or_else(|| package.name.clone(), |f| f.component.clone());
-    CodeUpdate { function: package.name.clone(), component, path, package, key }
+    CodeUpdate { function: package.name.clone(), component, path, package, key, fixed_key: None }
+}
+
+/// Where a function's code is read from S3: `(bucket, key)` as far as they are known.
+fn code_location(code: &Node, values: &BTreeMap<String, String>) -> Option<(String, String)> {
+    if code.intrinsic().is_none() && code.is_map() {
+        let part = |names: &[&str]| names.iter().find_map(|n| code.get(n)).and_then(|n| resolve(n, values));
+        let key = part(&["S3Key", "Key"])?;
+        let bucket = part(&["S3Bucket", "Bucket"]).unwrap_or_else(|| unknown("S3Bucket"));
+        return Some((bucket, key));
+    }
+    s3_location(&resolve(code, values)?)
+}
+
+/// What stands for a value not known while planning, inside a resolved string.
+const UNKNOWN: char = '\u{1}';
+
+fn unknown(name: &str) -> String {
+    format!("{UNKNOWN}{name}{UNKNOWN}")
+}
+
+/// The first value not known in a resolved string.
+fn unknown_name(text: &str) -> Option<&str> {
+    let start = text.find(UNKNOWN)? + UNKNOWN.len_utf8();
+    let end = text[start..].find(UNKNOWN)?;
+    Some(&text[start..start + end])
+}
+
+/// A resolved string as the template writes it: unknown values as `${NAME}`.
+fn shown(text: &str) -> String {
+    let mut out = String::new();
+    for (i, part) in text.split(UNKNOWN).enumerate() {
+        if i % 2 == 1 {
+            let _ = write!(out, "${{{part}}}");
+        } else {
+            out.push_str(part);
+        }
+    }
+    out
+}
+
+/// A string-valued expression with what is known filled in (a literal, `Ref`, `Fn::Sub` in
+/// both forms, `Fn::Join`); what is not known stays as a marker ([`unknown_name`]). `None` for
+/// any other form.
+fn resolve(node: &Node, values: &BTreeMap<String, String>) -> Option<String> {
+    if let Some(text) = node.as_str() {
+        return Some(text.to_string());
+    }
+    let (function, argument) = node.intrinsic()?;
+    match function.name.as_str() {
+        "Ref" => {
+            let name = argument.as_str()?;
+            Some(values.get(name).cloned().unwrap_or_else(|| unknown(name)))
+        }
+        "Fn::Sub" => {
+            let (text, variables) = match argument.as_str() {
+                Some(text) => (text, None),
+                None => (argument.items().first()?.as_str()?, argument.items().get(1)),
+            };
+            let mut local = values.clone();
+            for (key, value) in variables.map(Node::entries).unwrap_or_default() {
+                local.insert(key.name.clone(), resolve(value, values).unwrap_or_else(|| unknown(&key.name)));
+            }
+            Some(substitute(text, &local))
+        }
+        "Fn::Join" => {
+            let [separator, parts] = argument.items() else { return None };
+            let parts: Option<Vec<String>> = parts.items().iter().map(|p| resolve(p, values)).collect();
+            Some(parts?.join(separator.as_str()?))
+        }
+        _ => None,
+    }
+}
+
+/// `Fn::Sub`'s `${NAME}` (and `${!literal}`) filled from `values`.
+fn substitute(text: &str, values: &BTreeMap<String, String>) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        if let Some(literal) = after.strip_prefix('!') {
+            out.push_str("${");
+            rest = literal;
+            continue;
+        }
+        let Some(end) = after.find('}') else {
+            out.push_str(&rest[start..]);
+            return out;
+        };
+        let name = &after[..end];
+        out.push_str(&values.get(name).cloned().unwrap_or_else(|| unknown(name)));
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `(bucket, key)` of an S3 URL: `s3://BUCKET/KEY`, path-style
+/// `https://s3[.-]REGION.amazonaws.com/BUCKET/KEY` and virtual-hosted
+/// `https://BUCKET.s3[.-]REGION.amazonaws.com/KEY`.
+fn s3_location(url: &str) -> Option<(String, String)> {
+    let url = url.split(['?', '#']).next().unwrap_or(url);
+    if let Some(rest) = url.strip_prefix("s3://") {
+        let (bucket, key) = rest.split_once('/')?;
+        return (!bucket.is_empty() && !key.is_empty()).then(|| (bucket.to_string(), key.to_string()));
+    }
+    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"))?;
+    let (host, path) = rest.split_once('/')?;
+    if host.starts_with("s3.") || host.starts_with("s3-") {
+        let (bucket, key) = path.split_once('/')?;
+        return (!bucket.is_empty() && !key.is_empty()).then(|| (bucket.to_string(), key.to_string()));
+    }
+    let at = host.find(".s3.").or_else(|| host.find(".s3-"))?;
+    (at > 0 && !path.is_empty()).then(|| (host[..at].to_string(), path.to_string()))
+}
+
+/// Where a reference is, for its error.
+struct Reference<'a> {
+    template: &'a str,
+    line: u32,
+    resource: &'a str,
+    property: &'static str,
 }
 
 fn is_local(value: &str) -> bool {

@@ -359,8 +359,11 @@ pub fn apply_decision(plan: &mut Plan, decision: &DeployDecision) -> BTreeMap<St
     plan.stacks = kept;
     // Keep the artifacts something kept refers to: kept code updates, kept stacks' bodies,
     // and (to a fixpoint) the nested templates those refer to.
-    let mut needed: BTreeSet<String> =
-        plan.stacks.iter().flat_map(|s| s.code_updates.iter().map(|u| u.key.clone())).collect();
+    let mut needed: BTreeSet<String> = plan
+        .stacks
+        .iter()
+        .flat_map(|s| s.code_updates.iter().flat_map(|u| [Some(u.key.clone()), u.fixed_key.clone()]).flatten())
+        .collect();
     let mut bodies: Vec<Vec<u8>> = plan.stacks.iter().map(|s| s.body.clone()).collect();
     while let Some(body) = bodies.pop() {
         for artifact in &plan.artifacts {

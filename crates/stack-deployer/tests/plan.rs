@@ -141,7 +141,9 @@ fn stacks_whose_components_did_not_change_are_skipped_with_the_reason() {
     let config = ConfigFile::load(&repo.path().join("pipeline.toml")).unwrap();
     let env = DeploySettings::from_config(&config).unwrap().environment(&config, "dev").unwrap();
     let only = ["master".to_string()];
-    let inputs = PlanInputs { repo: repo.path(), manifest: None, functions: &[], changed: Some(&nothing), only: &only };
+    let functions = LambdaSettings::from_config(&config).unwrap().1;
+    let inputs =
+        PlanInputs { repo: repo.path(), manifest: None, functions: &functions, changed: Some(&nothing), only: &only };
     assert_eq!(stack_deployer::plan(&env, inputs, &|_| None).unwrap().stacks.len(), 1);
     let typo = ["mastr".to_string()];
     let inputs = PlanInputs { only: &typo, ..inputs };

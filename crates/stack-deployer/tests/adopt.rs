@@ -1,0 +1,331 @@
+//! A repository adopted as it is (`fixtures/adopt`): a master template nesting its stacks by
+//! S3 URL built from a parameter, functions reading their code from fixed keys, and a function
+//! shipping another component's build output. Packaged through lambda-packager's stage and
+//! deployed through the `stack-deployer` binary against the emulator; the tests read what AWS
+//! holds after each step.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use run_state::{FileStore, RunDir, Status, Step, StepRecord, Store};
+
+const BIN: &str = env!("CARGO_BIN_EXE_stack-deployer");
+
+/// The fixture in a fresh git repository, its names made unique to this test.
+fn adopted(tag: &str) -> (test_support::GitRepo, String) {
+    let repo = test_support::GitRepo::new();
+    test_support::copy_tree(&test_support::workspace_root().join("fixtures/adopt"), repo.path());
+    let prefix = format!("t{}{tag}", std::process::id());
+    let toml = std::fs::read_to_string(repo.path().join("pipeline.toml")).unwrap();
+    std::fs::write(repo.path().join("pipeline.toml"), toml.replace("\"adopt-", &format!("\"{prefix}-adopt-"))).unwrap();
+    repo.commit_all("adopted repository");
+    (repo, format!("{prefix}-adopt"))
+}
+
+fn diff_json(head: &str, changed: &[&str]) -> String {
+    let components: Vec<String> = ["api-handler", "frontend", "frontend-builder", "infra"]
+        .iter()
+        .map(|c| format!("\"{c}\": {{\"changed\": {}, \"files\": [], \"because_of\": []}}", changed.contains(c)))
+        .collect();
+    format!(
+        "{{\"base\": null, \"base_reason\": \"test\", \"head\": \"{head}\", \"worktree\": true, \"files\": [], \"global_inputs_changed\": [], \"components\": {{{}}}, \"flags\": {{}}}}",
+        components.join(", ")
+    )
+}
+
+/// A run whose diff marks `changed`, validated (the default gate requires it).
+fn run(repo: &Path, id: &str, head: &str, changed: &[&str]) -> RunDir {
+    let run = RunDir::create(&repo.join(".pipeline"), id).unwrap();
+    run.write(run_state::RunFile::Diff, diff_json(head, changed).as_bytes()).unwrap();
+    let store = FileStore::open(&repo.join(".pipeline")).unwrap();
+    store.record(&StepRecord::new(id, head, run_state::PIPELINE, Step::Validate, Status::Passed)).unwrap();
+    run
+}
+
+fn context(repo: &Path) -> run_state::StageContext {
+    run_state::StageContext::open(&run_state::StageOptions { repo: Some(repo.to_path_buf()), ..Default::default() })
+        .unwrap()
+}
+
+/// The packaging stage of the run, as the `lambda-packager` binary runs it; its events as lines.
+fn package(repo: &Path, run: &RunDir) -> (Result<lambda_packager::Manifest, lambda_packager::Error>, Vec<String>) {
+    let store = FileStore::open(&repo.join(".pipeline")).unwrap();
+    let events = std::sync::Mutex::new(Vec::new());
+    let result = lambda_packager::run_stage(
+        &context(repo),
+        Some((run, &store)),
+        &lambda_packager::StageOptions::default(),
+        &|event| {
+            if let lambda_packager::Event::NotPackaged { function, reason } = event {
+                events.lock().unwrap().push(format!("{function} not packaged: {reason}"));
+            }
+        },
+    );
+    (result, events.into_inner().unwrap())
+}
+
+fn deployer(repo: &Path, run: &RunDir, args: &[&str]) -> Output {
+    let moto = test_support::Moto::shared();
+    Command::new(BIN)
+        .arg("--repo")
+        .arg(repo)
+        .arg("--run-dir")
+        .arg(&run.path)
+        .args(["--env", "dev", "--endpoint-url", &moto.endpoint, "--region", "us-east-1"])
+        .args(args)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env_remove("AWS_PROFILE")
+        .env("AWS_CONFIG_FILE", "/nonexistent")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+struct Aws {
+    s3: aws_sdk_s3::Client,
+    cloudformation: aws_sdk_cloudformation::Client,
+    lambda: aws_sdk_lambda::Client,
+}
+
+async fn aws() -> Aws {
+    let config = test_support::Moto::shared().sdk_config().await;
+    Aws {
+        s3: aws_target::s3(&config, None),
+        cloudformation: aws_target::cloudformation(&config, None),
+        lambda: aws_target::lambda(&config, None),
+    }
+}
+
+impl Aws {
+    /// The physical id of a resource, down a path of logical ids from a stack.
+    async fn physical(&self, stack: &str, path: &[&str]) -> String {
+        let mut current = stack.to_string();
+        for logical in path {
+            let out = self
+                .cloudformation
+                .describe_stack_resource()
+                .stack_name(&current)
+                .logical_resource_id(*logical)
+                .send()
+                .await
+                .unwrap();
+            current = out.stack_resource_detail().unwrap().physical_resource_id().unwrap().to_string();
+        }
+        current
+    }
+
+    async fn code_sha256(&self, function: &str) -> String {
+        let out = self.lambda.get_function_configuration().function_name(function).send().await.unwrap();
+        out.code_sha256().unwrap().to_string()
+    }
+
+    /// The hex SHA-256 of an object's bytes, `None` when it does not exist.
+    async fn object_sha256(&self, bucket: &str, key: &str) -> Option<String> {
+        let object = self.s3.get_object().bucket(bucket).key(key).send().await.ok()?;
+        let bytes = object.body.collect().await.unwrap().into_bytes();
+        Some(hex::encode(sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(&bytes))))
+    }
+
+    async fn keys(&self, bucket: &str) -> Vec<String> {
+        let out = self.s3.list_objects_v2().bucket(bucket).send().await.unwrap();
+        out.contents().iter().filter_map(|o| o.key().map(str::to_string)).collect()
+    }
+}
+
+fn records(repo: &Path, run: &str) -> Vec<StepRecord> {
+    FileStore::open(&repo.join(".pipeline")).unwrap().run(run).unwrap()
+}
+
+#[tokio::test]
+async fn s3_url_nested_stacks_and_fixed_key_code_are_deployed_then_a_backend_change_updates_only_its_function() {
+    let (repo, name) = adopted("a");
+    let aws = aws().await;
+    let bucket = format!("{name}-artifacts-dev");
+    let stack = format!("{name}-dev");
+    aws.s3.create_bucket().bucket(&bucket).send().await.unwrap();
+
+    // First run: everything changed; the frontend's build ran first (step-runner's build).
+    let status = Command::new("sh").arg("frontend/build.sh").current_dir(repo.path()).status().unwrap();
+    assert!(status.success());
+    let first = run(repo.path(), "run-1", &repo.head(), &["api-handler", "frontend", "frontend-builder", "infra"]);
+    let (manifest, _) = package(repo.path(), &first);
+    let manifest = manifest.unwrap();
+    let package_of = |m: &lambda_packager::Manifest, f: &str| m.packages.iter().find(|p| p.name == f).unwrap().clone();
+    let api_v1 = package_of(&manifest, "api-handler");
+    let builder_v1 = package_of(&manifest, "frontend-builder");
+
+    // The dry run maps every S3 reference to the repository: nested templates uploaded under
+    // content-addressed keys, each zip to the key its template reads, code updated after.
+    let out = deployer(repo.path(), &first, &["--dry-run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let plan = text(&out.stdout);
+    assert!(plan.contains("artifacts (6; each uploaded unless already there):"), "{plan}");
+    assert!(plan.contains("  cfn/database-stack.yaml -> templates/database-stack-"), "{plan}");
+    assert!(plan.contains("  cfn/lambda-stack.yaml -> templates/lambda-stack-"), "{plan}");
+    assert!(plan.contains("  api-handler -> lambda/api-handler.zip ("), "{plan}");
+    assert!(plan.contains("  frontend-builder -> lambda/frontend-builder.zip ("), "{plan}");
+    assert!(
+        plan.contains("    lambda code: api-handler (LambdaStack/ApiHandlerFunction) from lambda/api-handler-")
+            && plan.contains("also uploaded to lambda/api-handler.zip, the key the template reads"),
+        "{plan}"
+    );
+    assert!(plan.contains("    lambda code: frontend-builder (LambdaStack/FrontendBuilderFunction)"), "{plan}");
+    assert!(aws.keys(&bucket).await.is_empty(), "a dry run uploads nothing");
+
+    let out = deployer(repo.path(), &first, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    // What AWS holds: both nested stacks, each zip at the key the template reads, and each
+    // function running its package.
+    let database = aws.physical(&stack, &["DatabaseStack"]).await;
+    let nested = aws.cloudformation.describe_stacks().stack_name(&database).send().await.unwrap();
+    assert_eq!(nested.stacks()[0].stack_status().map(|s| s.as_str()), Some("CREATE_COMPLETE"));
+    let api = aws.physical(&stack, &["LambdaStack", "ApiHandlerFunction"]).await;
+    let builder = aws.physical(&stack, &["LambdaStack", "FrontendBuilderFunction"]).await;
+    assert_eq!(aws.object_sha256(&bucket, "lambda/api-handler.zip").await.as_deref(), Some(api_v1.sha256.as_str()));
+    assert_eq!(
+        aws.object_sha256(&bucket, "lambda/frontend-builder.zip").await.as_deref(),
+        Some(builder_v1.sha256.as_str())
+    );
+    assert_eq!(aws.code_sha256(&api).await, api_v1.code_sha256);
+    assert_eq!(aws.code_sha256(&builder).await, builder_v1.code_sha256);
+    let deployed = records(repo.path(), "run-1");
+    assert!(
+        deployed.iter().any(|r| r.component == "infra" && r.step == Step::Deploy && r.status == Status::Passed),
+        "{deployed:#?}"
+    );
+
+    // Second run: a backend-only change in a fresh clone, which has no frontend/dist.
+    std::fs::remove_dir_all(repo.path().join("frontend/dist")).unwrap();
+    repo.write(
+        "lambda/rbac_middleware.py",
+        "\"\"\"Role checks for the API handler.\"\"\"\n\nWRITERS = {\"admin\"}\n\n\ndef allowed(role, method):\n    return method == \"GET\" or role in WRITERS\n",
+    );
+    repo.commit_all("only admins write");
+    let second = run(repo.path(), "run-2", &repo.head(), &["api-handler", "infra"]);
+    let (manifest, events) = package(repo.path(), &second);
+    let manifest = manifest.unwrap();
+    assert_eq!(
+        events,
+        [
+            "frontend-builder not packaged: its include `frontend/dist` (the output of `frontend`'s build) is not in this checkout, and it did not change: its deployed code stays as it is"
+        ]
+    );
+    assert_eq!(manifest.packages.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["api-handler"]);
+    let api_v2 = package_of(&manifest, "api-handler");
+    assert_ne!(api_v2.sha256, api_v1.sha256);
+
+    let out = deployer(repo.path(), &second, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    assert!(text(&out.stdout).contains("code updated: api-handler\n"), "{}", text(&out.stdout));
+    assert_eq!(aws.code_sha256(&api).await, api_v2.code_sha256);
+    assert_eq!(aws.object_sha256(&bucket, "lambda/api-handler.zip").await.as_deref(), Some(api_v2.sha256.as_str()));
+    // The function whose package the run does not have is left as it is.
+    assert_eq!(aws.code_sha256(&builder).await, builder_v1.code_sha256);
+    assert_eq!(
+        aws.object_sha256(&bucket, "lambda/frontend-builder.zip").await.as_deref(),
+        Some(builder_v1.sha256.as_str())
+    );
+}
+
+#[tokio::test]
+async fn a_template_url_that_maps_to_no_file_is_refused_before_anything_is_uploaded() {
+    let (repo, name) = adopted("b");
+    let aws = aws().await;
+    let bucket = format!("{name}-artifacts-dev");
+    aws.s3.create_bucket().bucket(&bucket).send().await.unwrap();
+    let master = std::fs::read_to_string(repo.path().join("cfn/master.yaml")).unwrap();
+    repo.write("cfn/master.yaml", &master.replace("cfn/database-stack.yaml", "cfn/db/nowhere.yaml"));
+    repo.commit_all("a nested template the repository does not have");
+    let status = Command::new("sh").arg("frontend/build.sh").current_dir(repo.path()).status().unwrap();
+    assert!(status.success());
+    let run = run(repo.path(), "run-1", &repo.head(), &["api-handler", "frontend", "frontend-builder", "infra"]);
+    package(repo.path(), &run).0.unwrap();
+
+    let out = deployer(repo.path(), &run, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stderr).trim(),
+        format!(
+            "stack-deployer: cfn/master.yaml:16: DatabaseStack TemplateURL `https://s3.amazonaws.com/{bucket}/cfn/db/nowhere.yaml` has the key `cfn/db/nowhere.yaml`, and no tail of it is a file of the repository; map its key to the file with [deploy.artifacts] templates = {{ \"KEY\" = \"cfn/FILE.yaml\" }}, use a local path, or set [deploy.artifacts] allow_remote = true to deploy it as it is"
+        )
+    );
+    assert!(aws.keys(&bucket).await.is_empty(), "nothing uploaded");
+    let failed = records(repo.path(), "run-1");
+    assert!(
+        failed.iter().any(|r| r.component == "infra" && r.step == Step::Deploy && r.status == Status::Failed),
+        "{failed:#?}"
+    );
+    let stacks = aws.cloudformation.describe_stacks().stack_name(format!("{name}-dev")).send().await;
+    assert!(stacks.is_err(), "no stack was created");
+}
+
+/// Plans the fixture's dev deploy with `edit` applied to its pipeline.toml.
+fn plan_with(edit: impl Fn(String) -> String) -> Result<stack_deployer::Plan, stack_deployer::Error> {
+    let (repo, _) = adopted("p");
+    let path = repo.path().join("pipeline.toml");
+    let config = pipeline_config::ConfigFile::from_text(&path, &edit(std::fs::read_to_string(&path).unwrap()));
+    let env = stack_deployer::DeploySettings::from_config(&config)?.environment(&config, "dev")?;
+    let functions = lambda_packager::LambdaSettings::from_config(&config)?.1;
+    let changed = BTreeSet::from(["infra".to_string()]);
+    let inputs = stack_deployer::PlanInputs {
+        repo: repo.path(),
+        manifest: None,
+        functions: &functions,
+        changed: Some(&changed),
+        only: &[],
+    };
+    stack_deployer::plan(&env, inputs, &|_| None)
+}
+
+#[test]
+fn the_capability_check_sees_iam_resources_in_templates_nested_by_s3_url() {
+    let error = plan_with(|toml| toml.replace("capabilities = [\"CAPABILITY_IAM\"]\n", "")).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "deploy.stacks.master.capabilities: add \"CAPABILITY_IAM\" (cfn/lambda-stack.yaml: FunctionRole is AWS::IAM::Role)"
+    );
+}
+
+#[test]
+fn fixed_code_no_function_maps_is_refused_naming_the_resource_or_passed_with_a_warning_when_allowed() {
+    // Without api-handler in [lambda.functions], the key `lambda/api-handler.zip` is no package.
+    let without = |toml: String| {
+        toml.replace(
+            "[lambda.functions.api-handler]\nsources = [\"lambda/index.py\", \"lambda/rbac_middleware.py\"]\n",
+            "",
+        )
+    };
+    let error = plan_with(without).unwrap_err();
+    assert!(
+        error.to_string().starts_with(
+            "cfn/lambda-stack.yaml:48: ApiHandlerFunction Code `s3://"
+        ) && error.to_string().contains(
+            "-adopt-artifacts-dev/lambda/api-handler.zip` names no function of [lambda.functions] (by `template` and `resource`, or by the zip's name); declare the function with `template = \"cfn/lambda-stack.yaml\"` and `resource = \"ApiHandlerFunction\"` in [lambda.functions.NAME]"
+        ),
+        "{error}"
+    );
+    let plan = plan_with(|toml| without(toml) + "\n[deploy.artifacts]\nallow_remote = true\n").unwrap();
+    assert_eq!(plan.warnings.len(), 1, "{:?}", plan.warnings);
+    assert!(
+        plan.describe().contains("\nwarning: cfn/lambda-stack.yaml:48: ApiHandlerFunction Code `s3://"),
+        "{}",
+        plan.describe()
+    );
+}
+
+#[test]
+fn a_changed_function_whose_include_is_missing_names_the_build_that_writes_it() {
+    let (repo, _) = adopted("c");
+    let run = run(repo.path(), "run-1", &repo.head(), &["frontend-builder", "infra"]);
+    let error = package(repo.path(), &run).0.unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "function `frontend-builder`: include `frontend/dist` does not exist: it is the output of component `frontend`'s build (`sh frontend/build.sh`), which has not run in this checkout; run that build first (`step-runner --step build` builds `frontend` when it changed)"
+    );
+}
