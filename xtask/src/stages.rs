@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use anyhow::Context;
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_target::Target;
-use frontend_publisher::{CheckOptions, PublishConfig, ValueSource};
+use frontend_publisher::PublishConfig;
 use run_state::{RunDir, StageContext, Status, Step, StepRecord, Store};
 use stack_deployer::{DeploySettings, Environment};
 
@@ -120,8 +120,10 @@ pub async fn deploy(
     Ok(passed)
 }
 
-/// The publisher's site check against the site deployed to `env_name`, recorded as the publish
-/// component's `dast` step: passed with the count of findings, or failed with the errors.
+/// The publisher's site check against the site deployed to `env_name`:
+/// `frontend_publisher::check_stage`, which records the publish component's `dast` step as
+/// `frontend-publisher check` does (passed with the count of findings, or failed with the
+/// errors). Reaching the account is part of the check: a failure there is recorded too.
 pub async fn site_check(
     context: &StageContext,
     run: &RunDir,
@@ -133,54 +135,31 @@ pub async fn site_check(
 ) -> anyhow::Result<bool> {
     let config = context.required_config()?;
     let Some(publish) = PublishConfig::from_config(config)? else { return Ok(true) };
-    let mut record = StepRecord::new(&run.run_id, commit, &publish.component, Step::Dast, Status::Running);
-    record.started_at = Some(SystemTime::now());
-    record.details.set_runner_to_this_process();
-    store.record(&record)?;
-    record.details.runner = None;
-    record.details.runner_process = None;
-    let findings = async {
-        let bucket = match &publish.bucket {
-            ValueSource::Literal(bucket) => bucket.clone(),
-            ValueSource::Output { stack, output } => {
-                run_state::StackOutputs::read(run)?.output(env_name, stack, output)?.to_owned()
-            }
-        };
-        let sdk = target.config(&environment(context, env_name)?, progress).await?;
-        let s3 = aws_target::s3(&sdk, None);
-        anyhow::Ok(frontend_publisher::check_site(&s3, CheckOptions { bucket: &bucket, config: &publish }).await?)
-    }
-    .await;
-    record.ended_at = Some(SystemTime::now());
-    let passed = match &findings {
-        Ok(findings) => {
-            let errors: Vec<String> = findings
-                .iter()
-                .filter(|f| f.severity == validate::Severity::Error)
-                .map(|f| format!("{} {}: {}", f.rule, f.path, f.message))
-                .collect();
-            if errors.is_empty() {
-                record.status = Status::Passed;
-                record.details.note =
-                    Some(format!("site check of {env_name}: {} finding(s), no error", findings.len()));
-            } else {
-                record.status = Status::Failed;
-                record.details.error = Some(errors.join("; "));
-            }
-            errors.is_empty()
-        }
+    let sdk = match async { target.config(&environment(context, env_name)?, progress).await }.await {
+        Ok(sdk) => sdk,
         Err(error) => {
-            record.status = Status::Failed;
+            let mut record = StepRecord::new(&run.run_id, commit, &publish.component, Step::Dast, Status::Failed);
+            record.ended_at = Some(SystemTime::now());
             record.details.error = Some(format!("{error:#}"));
-            false
+            store.record(&record)?;
+            progress.stage(&format!("site check {env_name}: {error:#}"));
+            return Err(error);
         }
     };
-    store.record(&record)?;
-    progress.stage(&format!(
-        "site check {env_name}: {}",
-        record.details.note.as_deref().or(record.details.error.as_deref()).unwrap_or_default()
-    ));
-    findings.map(|_| passed)
+    let s3 = aws_target::s3(&sdk, None);
+    let findings = frontend_publisher::check_stage(context, run, store, &s3, env_name).await;
+    let errors = match &findings {
+        Ok(findings) => findings.iter().filter(|f| f.severity == validate::Severity::Error).count(),
+        Err(_) => 0,
+    };
+    let line = match &findings {
+        Ok(findings) if errors == 0 => format!("{} finding(s), no error", findings.len()),
+        Ok(findings) => format!("{} finding(s), {errors} error(s)", findings.len()),
+        Err(error) => run_state::error_chain(error),
+    };
+    progress.stage(&format!("site check {env_name}: {line}"));
+    findings?;
+    Ok(errors == 0)
 }
 
 /// What was decided about production.

@@ -590,3 +590,70 @@ pub async fn run_stage(
     store.record(&record)?;
     result
 }
+
+/// The site check of a run, as the `frontend-publisher check` binary and a pipeline both run
+/// it: reads `[publish]` and (for a bucket named by a stack output) the run's outputs of
+/// `environment`, checks the published site ([`check_site`]) and records the site component's
+/// `dast` step: running, then passed with the count of findings, or failed with the errors
+/// (an error finding, or a check that could not run). A `[publish]` that cannot be read is
+/// recorded failed under `pipeline`. The findings are returned for the caller to report.
+pub async fn check_stage(
+    context: &StageContext,
+    run: &RunDir,
+    store: &dyn Store,
+    s3: &aws_sdk_s3::Client,
+    environment: &str,
+) -> Result<Vec<validate::Finding>, Error> {
+    let commit = run.read_json::<DiffHead>(RunFile::Diff).map(|d| d.head).unwrap_or_default();
+    let config = match read_config(context) {
+        Ok(config) => config,
+        Err(error) => {
+            let mut record = StepRecord::new(&run.run_id, &commit, run_state::PIPELINE, Step::Dast, Status::Failed);
+            record.ended_at = Some(std::time::SystemTime::now());
+            record.details.error = Some(run_state::error_chain(&error));
+            store.record(&record)?;
+            return Err(error);
+        }
+    };
+    let mut record = StepRecord::new(&run.run_id, &commit, &config.component, Step::Dast, Status::Running);
+    record.started_at = Some(std::time::SystemTime::now());
+    record.details.set_runner_to_this_process();
+    store.record(&record)?;
+    record.details.runner = None;
+    record.details.runner_process = None;
+    let findings = async {
+        let bucket = match &config.bucket {
+            ValueSource::Literal(bucket) => bucket.clone(),
+            ValueSource::Output { stack, output } => run_state::StackOutputs::read(run)?
+                .output(environment, stack, output)
+                .map_err(Error::Output)?
+                .to_owned(),
+        };
+        check_site(s3, CheckOptions { bucket: &bucket, config: &config }).await
+    }
+    .await;
+    record.ended_at = Some(std::time::SystemTime::now());
+    match &findings {
+        Ok(findings) => {
+            let errors: Vec<String> = findings
+                .iter()
+                .filter(|f| f.severity == validate::Severity::Error)
+                .map(|f| format!("{} {}: {}", f.rule, f.path, f.message))
+                .collect();
+            if errors.is_empty() {
+                record.status = Status::Passed;
+                record.details.note =
+                    Some(format!("site check of {environment}: {} finding(s), no error", findings.len()));
+            } else {
+                record.status = Status::Failed;
+                record.details.error = Some(errors.join("; "));
+            }
+        }
+        Err(error) => {
+            record.status = Status::Failed;
+            record.details.error = Some(run_state::error_chain(error));
+        }
+    }
+    store.record(&record)?;
+    findings
+}

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use clap::{Parser, Subcommand};
-use frontend_publisher::{Action, CheckOptions, Clients, Event, PublishConfig, StageOptions, ValueSource};
+use frontend_publisher::{Action, Clients, Event, StageOptions};
 use run_state::cli::StageArgs;
 
 /// Publishes the site of [publish] in pipeline.toml to S3 and CloudFront: only changed files
@@ -46,7 +46,8 @@ enum Command {
         json: bool,
     },
     /// Check the published site: referenced assets and their headers, no source maps or
-    /// dotfiles, public access blocked, no secret in the runtime config.
+    /// dotfiles, public access blocked, no secret in the runtime config. Records the site
+    /// component's `dast` step in the run, which a promotion to production requires passed.
     Check {
         #[command(flatten)]
         common: Common,
@@ -208,25 +209,16 @@ fn run(args: Args) -> anyhow::Result<bool> {
             Ok(true)
         }
         Command::Check { common, json } => {
-            let context = common.stage.context()?;
-            let config = context.required_config()?;
-            let publish = PublishConfig::from_config(config)?
-                .ok_or_else(|| frontend_publisher::Error::NoSection { path: config.path.clone() })?;
-            let bucket = match &publish.bucket {
-                ValueSource::Literal(bucket) => bucket.clone(),
-                ValueSource::Output { stack, output } => {
-                    let run_dir = context.run_dir(common.run_dir.as_deref())?;
-                    run_state::StackOutputs::read(&run_dir)?.output(&common.env, stack, output)?.to_owned()
-                }
-            };
+            // The run's step (`dast` of the site's component) is recorded, as in a pipeline.
+            let context = common.stage.context_on(&common.target.target())?;
+            let run_dir = context.run_dir(common.run_dir.as_deref())?;
+            let store = context.store()?;
             let target = common.environment_target(&context)?;
             let runtime = runtime()?;
             let findings = runtime.block_on(async {
                 let config = aws_target::load(&target).await?;
                 let s3 = aws_target::s3(&config, None);
-                anyhow::Ok(
-                    frontend_publisher::check_site(&s3, CheckOptions { bucket: &bucket, config: &publish }).await?,
-                )
+                anyhow::Ok(frontend_publisher::check_stage(&context, &run_dir, &store, &s3, &common.env).await?)
             })?;
             let text = if json { validate::report::json(&findings) } else { validate::report::human(&findings) };
             run_state::cli::print(&text)?;
