@@ -321,7 +321,10 @@ pub fn plan(
         items.push(Item { path: path.clone(), action, reason, bytes: file.size, kind: Some(file.kind) });
     }
     let previous = remote.manifest.as_ref().map(|m| m.releases.as_slice()).unwrap_or_default();
-    let retained: Vec<&Release> = previous.iter().rev().take(retain_releases.saturating_sub(1)).collect();
+    // A release published again under the same id (a retried action) replaces its earlier
+    // entry rather than pushing an older release out of the retained ones.
+    let retained: Vec<&Release> =
+        previous.iter().rev().filter(|r| r.id != release_id).take(retain_releases.saturating_sub(1)).collect();
     for (path, object) in &remote.objects {
         if site.files.contains_key(path) {
             continue;
@@ -396,6 +399,31 @@ pub fn collapse_invalidation(paths: Vec<String>, max_paths: usize, max_wildcards
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn release(id: &str, paths: &[&str]) -> Release {
+        let record = |path: &&str| {
+            let headers =
+                Headers { cache_control: "no-cache".into(), content_type: "text/html".into(), content_encoding: None };
+            (path.to_string(), ObjectRecord { etag: "e".into(), sha256: "s".into(), size: 1, headers })
+        };
+        Release { id: id.into(), files: paths.iter().map(record).collect() }
+    }
+
+    /// Publishing the same release id again (a retried action) keeps the older releases the
+    /// retention promises: `old.js` of release r1 stays while r1 is one of the last two.
+    #[test]
+    fn republishing_one_release_id_does_not_evict_an_older_release() {
+        let objects: BTreeMap<String, RemoteObject> =
+            ["old.js", "new.js"].iter().map(|p| (p.to_string(), RemoteObject { etag: "e".into(), size: 1 })).collect();
+        let manifest = ReleaseManifest { releases: vec![release("r1", &["old.js"]), release("r2", &["new.js"])] };
+        let remote = RemoteState { objects, manifest: Some(manifest), heads: BTreeMap::new() };
+        let site = Site { files: BTreeMap::new(), skipped: Vec::new() };
+        let plan = plan("b", "", "r2", 2, "index.html", site, &remote);
+        let ids: Vec<&str> = plan.manifest.releases.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["r1", "r2"], "r2 once, r1 still retained");
+        let old = plan.items.iter().find(|i| i.path == "old.js").unwrap();
+        assert_eq!(old.action, Action::Keep, "{old:?}");
+    }
 
     #[test]
     fn invalidations_collapse_to_wildcards_past_the_limits() {
