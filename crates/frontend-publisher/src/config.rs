@@ -86,13 +86,24 @@ pub struct RuntimeConfigSpec {
     pub files: Vec<Spanned<String>>,
     /// The configured stack whose outputs fill it.
     pub stack: Spanned<String>,
-    /// Config key to output name (`userPoolId = "UserPoolId"`).
+    /// Config key to output name (`userPoolId = "UserPoolId"`, or `"STACK.Output"` for another
+    /// stack's), nested as deep as the site reads it (`[publish.runtime_config.keys.Auth.Cognito]`).
     #[serde(default)]
-    pub keys: BTreeMap<String, String>,
+    pub keys: BTreeMap<String, RuntimeKey>,
     /// The key that receives the stack's region (`region`); none when unset.
     pub region_key: Option<String>,
     /// The global the `.js` form assigns [default: `AWS_CONFIG`].
     pub global: Option<Spanned<String>>,
+}
+
+/// A key of the runtime config: an output, or an object of keys.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum RuntimeKey {
+    /// `Output` of the runtime config's `stack`, or `STACK.Output` of another configured stack.
+    Output(String),
+    /// Nested keys (`Auth = { Cognito = { userPoolId = "UserPoolId" } }`).
+    Nested(BTreeMap<String, RuntimeKey>),
 }
 
 /// Where a value comes from, checked.
@@ -128,8 +139,8 @@ pub struct RuntimeConfig {
     pub files: Vec<String>,
     /// The configured stack.
     pub stack: String,
-    /// Config key to output name.
-    pub keys: BTreeMap<String, String>,
+    /// Config key to output name, nested.
+    pub keys: BTreeMap<String, RuntimeKey>,
     /// The key that receives the region.
     pub region_key: Option<String>,
     /// The global of the `.js` form.
@@ -559,5 +570,48 @@ mod tests {
         assert_eq!(runtime.files, ["aws-config.js"]);
         assert_eq!(config.headers("assets/app.0a1b2c3d.js").cache_control, IMMUTABLE);
         assert_eq!(config.headers("index.html").cache_control, NO_CACHE);
+    }
+
+    #[test]
+    fn a_nested_runtime_config_takes_outputs_of_several_stacks() {
+        let config = parse(&format!(
+            "{BASE}[publish.runtime_config]\nfiles = [\"assets/aws-config.js\", \"aws-config.json\"]\nstack = \"auth\"\nregion_key = \"region\"\n\
+             [publish.runtime_config.keys.Auth.Cognito]\nuserPoolId = \"UserPoolId\"\nuserPoolClientId = \"UserPoolClientId\"\n\
+             [publish.runtime_config.keys.API.REST]\nendpoint = \"api.ApiEndpoint\"\n"
+        ))
+        .unwrap()
+        .unwrap();
+        let runtime = config.runtime_config.as_ref().unwrap();
+        let stack = |outputs: &[(&str, &str)]| run_state::DeployedStack {
+            stack_name: "s".into(),
+            region: "eu-west-1".into(),
+            stack_id: None,
+            outputs: outputs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        };
+        let mut outputs = run_state::StackOutputs {
+            environments: BTreeMap::from([(
+                "dev".to_string(),
+                BTreeMap::from([
+                    ("auth".to_string(), stack(&[("UserPoolId", "eu-west-1_abc"), ("UserPoolClientId", "client")])),
+                    ("api".to_string(), stack(&[("ApiEndpoint", "https://api.example.com")])),
+                ]),
+            )]),
+        };
+        let files = crate::runtime_config_files(runtime, &outputs, "dev").unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&files[1].1).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "API": { "REST": { "endpoint": "https://api.example.com" } },
+                "Auth": { "Cognito": { "userPoolClientId": "client", "userPoolId": "eu-west-1_abc" } },
+                "region": "eu-west-1"
+            })
+        );
+        let js = String::from_utf8(files[0].1.clone()).unwrap();
+        assert!(js.starts_with("window.AWS_CONFIG = {") && js.contains("\"Cognito\": {"), "{js}");
+        // A missing output names itself and its stack.
+        outputs.environments.get_mut("dev").unwrap().get_mut("api").unwrap().outputs.clear();
+        let error = crate::runtime_config_files(runtime, &outputs, "dev").unwrap_err().to_string();
+        assert!(error.contains("ApiEndpoint") && error.contains("api"), "{error}");
     }
 }

@@ -59,8 +59,8 @@ use status_report::ComponentVerdict;
 
 pub use check::{CheckOptions, check_site};
 pub use config::{
-    Headers, IMMUTABLE, MAX_RETAIN_RELEASES, MAX_UPLOAD_MEMORY, NO_CACHE, PublishConfig, RuntimeConfig, ValueSource,
-    content_type,
+    Headers, IMMUTABLE, MAX_RETAIN_RELEASES, MAX_UPLOAD_MEMORY, NO_CACHE, PublishConfig, RuntimeConfig, RuntimeKey,
+    ValueSource, content_type,
 };
 pub use invalidate::{invalidate, is_completed};
 pub use local::{

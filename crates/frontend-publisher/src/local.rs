@@ -8,7 +8,7 @@ use md5::Md5;
 use sha2::{Digest, Sha256};
 
 use crate::Error;
-use crate::config::{Headers, PublishConfig, RuntimeConfig};
+use crate::config::{Headers, PublishConfig, RuntimeConfig, RuntimeKey};
 
 /// S3's largest single object written without parts, and the largest CopyObject source.
 pub const MAX_FILE_BYTES: u64 = 5 * 1024 * 1024 * 1024;
@@ -245,6 +245,31 @@ fn escaped(path: &Path) -> String {
     path.as_os_str().as_bytes().escape_ascii().to_string()
 }
 
+/// The runtime config's keys filled from the outputs, nested as configured; `STACK.Output`
+/// names another configured stack's output (an output's name has no `.`).
+fn runtime_object(
+    keys: &BTreeMap<String, RuntimeKey>,
+    runtime: &RuntimeConfig,
+    outputs: &run_state::StackOutputs,
+    environment: &str,
+) -> Result<serde_json::Map<String, serde_json::Value>, Error> {
+    let mut object = serde_json::Map::new();
+    for (key, spec) in keys {
+        let value = match spec {
+            RuntimeKey::Output(name) => {
+                let (stack, output) = name.split_once('.').unwrap_or((&runtime.stack, name));
+                let value = outputs.output(environment, stack, output).map_err(Error::Output)?;
+                serde_json::Value::String(value.to_owned())
+            }
+            RuntimeKey::Nested(inner) => {
+                serde_json::Value::Object(runtime_object(inner, runtime, outputs, environment)?)
+            }
+        };
+        object.insert(key.clone(), value);
+    }
+    Ok(object)
+}
+
 /// The runtime config's files (path → bytes) from the stack's outputs and region: `.js` as
 /// `window.GLOBAL = {…};`, `.json` as the object. A missing output is an error naming it
 /// and the stack.
@@ -253,11 +278,7 @@ pub fn runtime_config_files(
     outputs: &run_state::StackOutputs,
     environment: &str,
 ) -> Result<Vec<(String, Vec<u8>)>, Error> {
-    let mut object = serde_json::Map::new();
-    for (key, output) in &runtime.keys {
-        let value = outputs.output(environment, &runtime.stack, output).map_err(Error::Output)?;
-        object.insert(key.clone(), serde_json::Value::String(value.to_owned()));
-    }
+    let mut object = runtime_object(&runtime.keys, runtime, outputs, environment)?;
     if let Some(key) = &runtime.region_key {
         let stack = outputs.environments.get(environment).and_then(|stacks| stacks.get(&runtime.stack));
         let region = match stack {
