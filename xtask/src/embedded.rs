@@ -255,6 +255,7 @@ pub async fn config(endpoint: &str) -> anyhow::Result<aws_config::SdkConfig> {
         region: Some("us-east-1".into()),
         profile: None,
         assume_role: None,
+        external_id: None,
     };
     let loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).test_credentials();
     Ok(aws_target::load_with(&target, loader).await?)

@@ -94,6 +94,7 @@ pub async fn deploy(
         no_execute: false,
         recreate_failed: false,
         first_poll: None,
+        cfn_role_arn: None,
         cancel: Some(run_state::cli::cancel_flag()),
     };
     let lookup = |name: &str| std::env::var(name).ok();
@@ -243,6 +244,7 @@ pub fn production_plan(context: &StageContext, run: &RunDir, env: &str) -> Strin
         no_execute: false,
         recreate_failed: false,
         first_poll: None,
+        cfn_role_arn: None,
         cancel: Some(run_state::cli::cancel_flag()),
     };
     let lookup = |name: &str| std::env::var(name).ok();

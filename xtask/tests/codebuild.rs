@@ -159,7 +159,8 @@ fn exported_variables_are_ones_source_diff_writes() {
         .filter_map(|l| l.split_once('=').map(|(k, _)| k.to_owned()))
         .collect();
     let mut exported = 0;
-    for (name, spec) in buildspecs() {
+    // The toolkit stage exports its own (toolkit_sha256, checked with the template below).
+    for (name, spec) in buildspecs().into_iter().filter(|(n, _)| n != "toolkit.yml") {
         for variable in strings(spec.get("env").and_then(|e| e.get("exported-variables"))) {
             assert!(
                 written.contains(&variable),
@@ -450,6 +451,7 @@ fn the_deploy_path_rehearsed_deploys_what_passed_and_keeps_production_out() {
         ("AWS_EC2_METADATA_DISABLED", "true"),
         ("ARTIFACT_BUCKET", "xtask-codebuild-deploy-path"),
         ("APPROVED_BY", "alice"),
+        ("CFN_ROLE_ARN", "arn:aws:iam::123456789012:role/xtask-cfn-dev"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -492,6 +494,20 @@ fn the_deploy_path_rehearsed_deploys_what_passed_and_keeps_production_out() {
     assert_eq!(record(&dev, "frontend", Step::Deploy).status, Status::Passed);
     assert!(text.contains("index.html"), "the frontend was published: {text}");
     assert!(!text.contains("api-handler: code updated"), "{text}");
+    // CloudFormation acted as the execution role the buildspec passed, not as the stage's.
+    let stacks = Command::new(&aws)
+        .args([
+            "cloudformation",
+            "describe-stacks",
+            "--stack-name",
+            "pipeline-dashboard-dev",
+            "--query",
+            "Stacks[0].RoleARN",
+        ])
+        .envs(rehearsal.env.clone())
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&stacks.stdout).trim(), "\"arn:aws:iam::123456789012:role/xtask-cfn-dev\"");
 
     let (ok, _, text) = rehearsal.stage("status.yml", Some("Deploy"));
     assert!(!ok, "Status lets a failed test through: {text}");
@@ -511,4 +527,330 @@ fn the_deploy_path_rehearsed_deploys_what_passed_and_keeps_production_out() {
         .output()
         .unwrap();
     assert!(!stacks.status.success(), "a prod stack exists: {}", String::from_utf8_lossy(&stacks.stdout));
+}
+
+/// The template's resources by logical id.
+fn template_resources() -> Vec<(String, Node)> {
+    let template = read_yaml(&root().join("cfn/pipeline.yaml"));
+    template.get("Resources").unwrap().entries().iter().map(|(k, v)| (k.name.clone(), v.clone())).collect()
+}
+
+fn resource(resources: &[(String, Node)], name: &str) -> Node {
+    resources.iter().find(|(k, _)| k == name).unwrap_or_else(|| panic!("no resource {name}")).1.clone()
+}
+
+/// Every policy statement of a role (inline policies) or a managed policy, with its policy's owner.
+fn statements(node: &Node) -> Vec<Node> {
+    let mut out = Vec::new();
+    for n in node.walk() {
+        if let Some(list) = n.get("Statement") {
+            out.extend(list.items().iter().cloned());
+        }
+    }
+    out
+}
+
+fn words(node: Option<&Node>) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(node) = node {
+        all_strings(node, &mut out);
+    }
+    out
+}
+
+fn is_allow(statement: &Node) -> bool {
+    statement.get("Effect").and_then(Node::as_str) == Some("Allow")
+}
+
+/// The dev CloudFormation role: every role it creates carries the boundary (the condition on
+/// each action that creates a role or gives it rights), it cannot remove or change the
+/// boundary, and it passes roles only to the services the application's templates hand them to.
+#[test]
+fn the_cloudformation_role_creates_only_bounded_roles_and_passes_them_only_to_their_services() {
+    let resources = template_resources();
+    let role = resource(&resources, "CloudFormationRoleDev");
+    let all = statements(&role);
+    let mut bounded = BTreeSet::new();
+    for statement in all.iter().filter(|s| is_allow(s)) {
+        let actions = words(statement.get("Action"));
+        let condition = statement.get("Condition");
+        for action in &actions {
+            if ["iam:CreateRole", "iam:PutRolePolicy", "iam:AttachRolePolicy"].contains(&action.as_str()) {
+                let boundary =
+                    condition.and_then(|c| c.get("StringEquals")).and_then(|c| c.get("iam:PermissionsBoundary"));
+                assert_eq!(words(boundary), ["AppRoleBoundary"], "{action} without the boundary condition");
+                bounded.insert(action.clone());
+            }
+            if action == "iam:PassRole" {
+                let to =
+                    words(condition.and_then(|c| c.get("StringEquals")).and_then(|c| c.get("iam:PassedToService")));
+                assert_eq!(to, ["lambda.amazonaws.com", "states.amazonaws.com"], "PassRole to any service");
+            }
+            assert!(!action.starts_with("iam:") || !action.contains('*'), "{action}");
+        }
+    }
+    assert_eq!(bounded.len(), 3, "the role may create roles with the boundary");
+    let denied: Vec<String> = all.iter().filter(|s| !is_allow(s)).flat_map(|s| words(s.get("Action"))).collect();
+    for action in ["iam:DeleteRolePermissionsBoundary", "iam:PutRolePermissionsBoundary", "iam:CreatePolicyVersion"] {
+        assert!(denied.iter().any(|a| a == action), "{action} is not denied: {denied:?}");
+    }
+    // The boundary itself grants no IAM, STS or KMS right.
+    let boundary = resource(&resources, "AppRoleBoundary");
+    for action in statements(&boundary).iter().flat_map(|s| words(s.get("Action"))) {
+        assert!(!["iam:", "sts:", "kms:", "organizations:"].iter().any(|p| action.starts_with(p)), "{action}");
+    }
+    // The deploy role passes only this role, only to CloudFormation.
+    let deploy = resource(&resources, "DeployDevRole");
+    let pass: Vec<Node> = statements(&deploy)
+        .into_iter()
+        .filter(|s| words(s.get("Action")).iter().any(|a| a == "iam:PassRole"))
+        .collect();
+    assert_eq!(pass.len(), 1);
+    assert_eq!(words(pass[0].get("Resource")).join("."), "CloudFormationRoleDev.Arn");
+}
+
+/// What stack-deployer and the site check call is what their roles allow: DescribeStackResource
+/// (the path to a function), the artifact bucket's HEAD (GetObject, and ListBucket so a missing
+/// key is a 404), PUT and GET; the site check's HEAD, list and public access block.
+#[test]
+fn the_deploy_and_site_check_roles_allow_what_the_code_calls() {
+    let resources = template_resources();
+    let allowed = |role: &str| -> Vec<(String, Vec<String>)> {
+        statements(&resource(&resources, role))
+            .into_iter()
+            .filter(is_allow)
+            .flat_map(|s| {
+                let on = words(s.get("Resource"));
+                words(s.get("Action")).into_iter().map(move |a| (a, on.clone()))
+            })
+            .collect()
+    };
+    let grants = |role: &str, action: &str, on: &str| {
+        allowed(role).iter().any(|(a, r)| a == action && r.iter().any(|r| r.contains(on)))
+    };
+    for (action, on) in [
+        ("cloudformation:DescribeStackResource", "stack/${AppStackPrefix}-dev*"),
+        ("cloudformation:CreateChangeSet", "stack/${AppStackPrefix}-dev*"),
+        ("s3:ListBucket", "s3:::${DevArtifactBucketName}"),
+        ("s3:GetObject", "s3:::${DevArtifactBucketName}/*"),
+        ("s3:PutObject", "s3:::${DevArtifactBucketName}/*"),
+        ("lambda:UpdateFunctionCode", "function:${AppStackPrefix}-dev*"),
+        ("lambda:GetFunctionConfiguration", "function:${AppStackPrefix}-dev*"),
+    ] {
+        assert!(grants("DeployDevRole", action, on), "DeployDevRole lacks {action} on {on}");
+    }
+    for (action, on) in [
+        ("s3:GetObject", "site-dev-${AWS::AccountId}/*"),
+        ("s3:ListBucket", "site-dev-${AWS::AccountId}"),
+        ("s3:GetBucketPublicAccessBlock", "site-dev-${AWS::AccountId}"),
+    ] {
+        assert!(grants("E2ERole", action, on), "E2ERole lacks {action} on {on}");
+    }
+    assert!(!allowed("E2ERole").iter().any(|(a, _)| a.starts_with("cloudformation:")), "the check reads no stack");
+    // The execution role reads the nested templates and zips where stack-deployer put them.
+    assert!(grants("CloudFormationRoleDev", "s3:GetObject", "s3:::${DevArtifactBucketName}/*"));
+}
+
+/// Each CodeBuild project writes only its own output artifact (no stage can replace the toolkit
+/// or another stage's run folder), the status table's writes are bound to their partitions
+/// (only DeployProd marks a success), the bucket is TLS-only for every action, the topic's key
+/// is the pipeline's own with EventBridge and CodeStar Notifications allowed, and the external
+/// id is read from Parameter Store, never a plaintext variable.
+#[test]
+fn the_pipeline_template_keeps_each_stage_to_its_own_artifacts_records_and_secrets() {
+    let resources = template_resources();
+    // project -> role, and project -> the output artifact of its action.
+    let mut outputs = std::collections::BTreeMap::new();
+    let pipeline = resource(&resources, "Pipeline");
+    for stage in pipeline.get("Properties").unwrap().get("Stages").unwrap().items() {
+        for action in stage.get("Actions").unwrap().items() {
+            let Some(project) = action.get("Configuration").and_then(|c| c.get("ProjectName")) else { continue };
+            let output =
+                action.get("OutputArtifacts").unwrap().items()[0].get("Name").unwrap().as_str().unwrap().to_owned();
+            outputs.insert(words(Some(project)).concat(), output);
+        }
+    }
+    let common = resource(&resources, "StageCommonPolicy");
+    let writes = |node: &Node| -> Vec<String> {
+        statements(node)
+            .into_iter()
+            .filter(|s| is_allow(s) && words(s.get("Action")).iter().any(|a| a == "s3:PutObject"))
+            .flat_map(|s| words(s.get("Resource")))
+            .collect()
+    };
+    assert!(writes(&common).is_empty(), "every stage may write any artifact: {:?}", writes(&common));
+    assert_eq!(outputs.len(), 9, "{outputs:?}");
+    for (key, project) in
+        resources.iter().filter(|(_, r)| r.get("Type").and_then(Node::as_str) == Some("AWS::CodeBuild::Project"))
+    {
+        let role_name = words(project.get("Properties").unwrap().get("ServiceRole"))
+            .concat()
+            .trim_end_matches("Arn")
+            .trim_end_matches('.')
+            .to_owned();
+        let output = &outputs[key];
+        let role = resource(&resources, &role_name);
+        let written: Vec<String> =
+            writes(&role).into_iter().filter(|r| r.starts_with("${ArtifactBucket.Arn}")).collect();
+        assert_eq!(written, [format!("${{ArtifactBucket.Arn}}/*/{output}/*")], "{role_name} ({key})");
+        // Reading the status table is every stage's; writing is bound to partitions.
+        for statement in statements(&role).iter().chain(statements(&common).iter()).filter(|s| is_allow(s)) {
+            let actions = words(statement.get("Action"));
+            if !actions
+                .iter()
+                .any(|a| ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"].contains(&a.as_str()))
+            {
+                continue;
+            }
+            let keys = words(
+                statement
+                    .get("Condition")
+                    .and_then(|c| c.get("ForAllValues:StringLike"))
+                    .and_then(|c| c.get("dynamodb:LeadingKeys")),
+            );
+            assert!(!keys.is_empty(), "{role_name}: a write to the status table without a partition condition");
+            if keys.iter().any(|k| k == "success#*") {
+                assert_eq!(role_name, "DeployProdRole", "only production's deploy marks a success");
+            }
+        }
+    }
+
+    // TLS only, for every action on the bucket and its objects.
+    let policy = resource(&resources, "ArtifactBucketPolicy");
+    let tls = statements(&policy)
+        .into_iter()
+        .find(|s| {
+            !is_allow(s)
+                && words(s.get("Condition").and_then(|c| c.get("Bool")).and_then(|b| b.get("aws:SecureTransport")))
+                    == ["false"]
+        })
+        .expect("a TLS-only statement");
+    assert_eq!(words(tls.get("Action")), ["s3:*"]);
+    assert_eq!(words(tls.get("Resource")), ["ArtifactBucket", "Arn", "${ArtifactBucket.Arn}/*"]);
+
+    // The topic's key: customer-managed, EventBridge and CodeStar Notifications may use it.
+    let topic = resource(&resources, "NotificationTopic");
+    let key_name = words(topic.get("Properties").unwrap().get("KmsMasterKeyId")).concat();
+    let key = resource(&resources, &key_name);
+    assert_eq!(key.get("Type").and_then(Node::as_str), Some("AWS::KMS::Key"));
+    let services: Vec<String> = statements(&key)
+        .iter()
+        .filter(|s| words(s.get("Action")).iter().any(|a| a.starts_with("kms:GenerateDataKey")))
+        .flat_map(|s| words(s.get("Principal").and_then(|p| p.get("Service"))))
+        .collect();
+    assert!(services.iter().any(|s| s == "events.amazonaws.com"), "{services:?}");
+    assert!(services.iter().any(|s| s == "codestar-notifications.amazonaws.com"), "{services:?}");
+
+    // No NoEcho parameter becomes a plaintext variable; the external id comes from Parameter Store.
+    let template = read_yaml(&root().join("cfn/pipeline.yaml"));
+    let secret: Vec<String> = template
+        .get("Parameters")
+        .unwrap()
+        .entries()
+        .iter()
+        .filter(|(_, p)| p.get("NoEcho").is_some())
+        .map(|(k, _)| k.name.clone())
+        .collect();
+    let mut external_id = None;
+    for (key, project) in
+        resources.iter().filter(|(_, r)| r.get("Type").and_then(Node::as_str) == Some("AWS::CodeBuild::Project"))
+    {
+        let env = project.get("Properties").unwrap().get("Environment").unwrap().get("EnvironmentVariables").unwrap();
+        for var in env.items() {
+            let value = words(var.get("Value")).concat();
+            let kind = var.get("Type").and_then(Node::as_str).unwrap_or("PLAINTEXT");
+            assert!(
+                !(kind == "PLAINTEXT" && secret.contains(&value)),
+                "{key}: the NoEcho {value} as a plaintext variable"
+            );
+            if var.get("Name").and_then(Node::as_str) == Some("PROD_EXTERNAL_ID") {
+                external_id = Some((key.clone(), kind.to_owned(), value));
+            }
+        }
+    }
+    assert_eq!(
+        external_id,
+        Some(("DeployProdProject".into(), "PARAMETER_STORE".into(), "ProdExternalIdParameter".into()))
+    );
+}
+
+/// The buildspecs pass what the template gives them: the execution role to every stack deploy,
+/// the external id read from Parameter Store to both production deployers, and the toolkit's
+/// hash from the Toolkit action (an output variable no stage can write) to DeployProd.
+#[test]
+fn the_buildspecs_pass_the_execution_role_the_external_id_and_the_toolkit_hash() {
+    let specs: std::collections::BTreeMap<String, Node> = buildspecs().into_iter().collect();
+    for name in ["deploy.yml", "deploy-prod.yml"] {
+        let calls: Vec<Vec<String>> = commands(&specs[name]).iter().flat_map(|c| toolkit_calls(c)).collect();
+        let deployer = calls.iter().find(|c| c[0] == "stack-deployer").unwrap();
+        assert!(deployer.windows(2).any(|w| w == ["--cfn-role-arn", "$CFN_ROLE_ARN"]), "{name}: {deployer:?}");
+    }
+    let prod = commands(&specs["deploy-prod.yml"]).join("\n");
+    for tool in ["stack-deployer --env", "frontend-publisher publish"] {
+        let line = prod.lines().find(|l| l.trim_start().starts_with(tool)).unwrap();
+        assert!(line.contains("--external-id \"$PROD_EXTERNAL_ID\""), "{line}");
+    }
+    assert!(help("stack-deployer", None).contains("--external-id"));
+    assert!(help("frontend-publisher", Some("publish")).contains("--external-id"));
+    let exported = strings(specs["toolkit.yml"].get("env").and_then(|e| e.get("exported-variables")));
+    assert_eq!(exported, ["toolkit_sha256"]);
+    let template = std::fs::read_to_string(root().join("cfn/pipeline.yaml")).unwrap();
+    assert!(
+        template
+            .contains(r##"{"name":"TOOLKIT_SHA256","value":"#{ToolkitVariables.toolkit_sha256}","type":"PLAINTEXT"}"##)
+    );
+    let resources = template_resources();
+    for project in ["DeployDevProject", "DeployProdProject"] {
+        let env = resource(&resources, project);
+        let names = words(env.get("Properties").unwrap().get("Environment").unwrap().get("EnvironmentVariables"));
+        assert!(names.iter().any(|n| n == "CFN_ROLE_ARN"), "{project}: {names:?}");
+    }
+}
+
+/// A Toolkit artifact whose binaries do not match the hash the Toolkit stage recorded refuses
+/// DeployProd before any binary runs; the matching one goes on.
+#[test]
+fn a_toolkit_artifact_that_does_not_match_its_hash_refuses_deploy_prod() {
+    let repo = test_support::sample_monorepo();
+    let sums = |dir: &Path| {
+        let out = Command::new("sh")
+            .current_dir(dir.join("bin"))
+            .arg("-c")
+            .arg(format!("sha256sum {} > SHA256SUMS && sha256sum SHA256SUMS", TOOLKIT.join(" ")))
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap().to_owned()
+    };
+    let env = |hash: &str| {
+        vec![("TOOLKIT_SHA256".to_owned(), hash.to_owned()), ("APPROVED_BY".to_owned(), "alice".to_owned())]
+    };
+
+    // A binary replaced after the Toolkit stage: the sums no longer match.
+    let rehearsal = Rehearsal::new(repo.path(), Vec::new());
+    let hash = sums(&rehearsal.toolkit);
+    let bin = rehearsal.toolkit.join("bin/stack-deployer");
+    std::fs::remove_file(&bin).unwrap();
+    std::fs::write(&bin, "#!/bin/sh\necho replaced\n").unwrap();
+    let tampered = Rehearsal { env: env(&hash), ..rehearsal };
+    let (ok, _, text) = tampered.stage("deploy-prod.yml", None);
+    assert!(!ok, "{text}");
+    assert!(text.contains("the Toolkit artifact does not match the hash its stage recorded"), "{text}");
+    assert!(!text.contains("status-report") && !text.contains("replaced"), "a binary ran: {text}");
+
+    // The sums file rewritten to match: its own hash (held by the pipeline) does not.
+    let rehearsal = Rehearsal::new(repo.path(), Vec::new());
+    let hash = sums(&rehearsal.toolkit);
+    let _ = sums(&Rehearsal::new(repo.path(), Vec::new()).toolkit);
+    std::fs::write(rehearsal.toolkit.join("bin/SHA256SUMS"), "0000  stack-deployer\n").unwrap();
+    let tampered = Rehearsal { env: env(&hash), ..rehearsal };
+    let (ok, _, text) = tampered.stage("deploy-prod.yml", None);
+    assert!(!ok && text.contains("does not match"), "{text}");
+
+    // The artifact as built: verified, and the stage goes on to the toolkit.
+    let rehearsal = Rehearsal::new(repo.path(), Vec::new());
+    let hash = sums(&rehearsal.toolkit);
+    let good = Rehearsal { env: env(&hash), ..rehearsal };
+    let (_, _, text) = good.stage("deploy-prod.yml", None);
+    assert!(!text.contains("does not match"), "{text}");
 }

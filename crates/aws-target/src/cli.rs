@@ -14,6 +14,10 @@ pub struct TargetArgs {
     /// The AWS profile [default: AWS_PROFILE or `default`].
     #[arg(long)]
     pub profile: Option<String>,
+    /// The external id to assume the environment's role with, replacing
+    /// [deploy.environments.NAME] external_id (CodeBuild reads it from Parameter Store).
+    #[arg(long, value_name = "ID")]
+    pub external_id: Option<String>,
 }
 
 impl TargetArgs {
@@ -24,6 +28,7 @@ impl TargetArgs {
             region: self.region.clone(),
             profile: self.profile.clone(),
             assume_role: None,
+            external_id: self.external_id.clone(),
         }
     }
 }

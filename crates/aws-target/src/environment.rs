@@ -161,7 +161,7 @@ impl Target {
         }
         target.assume_role = account.role_arn.as_ref().map(|role_arn| AssumeRole {
             role_arn: role_arn.clone(),
-            external_id: account.external_id.clone(),
+            external_id: self.external_id.clone().or_else(|| account.external_id.clone()),
             session_name: session_name(who, environment),
         });
         Ok(target)
@@ -193,6 +193,11 @@ mod tests {
         assert_eq!(role.role_arn, "arn:aws:iam::111111111111:role/deploy");
         assert_eq!(role.external_id.as_deref(), Some("ext-1"));
         assert_eq!(role.session_name, "frontend-publisher-prod");
+
+        // An external id handed over by the caller (from a secret store) replaces the config's.
+        let given = Target { external_id: Some("from-ssm".into()), ..base.clone() };
+        let role = given.for_environment("prod", &prod, "x").unwrap().assume_role.unwrap();
+        assert_eq!(role.external_id.as_deref(), Some("from-ssm"));
 
         let dev = Account::from_config(&config(TEXT), "dev").unwrap();
         let target = base.for_environment("dev", &dev, "x").unwrap();

@@ -99,6 +99,9 @@ pub struct Target {
     pub profile: Option<String>,
     /// A role to assume on top of the chain's credentials.
     pub assume_role: Option<AssumeRole>,
+    /// The external id [`Target::for_environment`] assumes the environment's role with, in
+    /// place of the config's (kept in a secret store, handed over by the caller).
+    pub external_id: Option<String>,
 }
 
 /// A role to assume (a production account reached from the tools account).

@@ -115,6 +115,7 @@ async fn sdk(role: Option<&str>, region: &str) -> aws_config::SdkConfig {
             external_id: Some("site-ext".into()),
             session_name: "test".into(),
         }),
+        external_id: None,
     };
     let loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).test_credentials();
     aws_target::load_with(&target, loader).await.unwrap()

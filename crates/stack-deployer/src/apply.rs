@@ -549,6 +549,7 @@ async fn deploy_stack_as_is(
         return Ok(result);
     }
         .include_nested_stacks(true)
+        .set_role_arn(plan.cfn_role_arn.clone())
         .set_parameters(Some(
             parameters.iter().map(|(k, v)| Parameter::builder().parameter_key(k).parameter_value(v).build()).collect(),
         ))

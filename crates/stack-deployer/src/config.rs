@@ -121,6 +121,10 @@ pub struct EnvironmentSettings {
     /// The external id the role's trust policy asks for.
     #[serde(default)]
     pub external_id: Option<String>,
+    /// The role CloudFormation acts as for this environment's stacks (`RoleARN` of every change
+    /// set), in the environment's account; otherwise CloudFormation acts as the deployer.
+    #[serde(default)]
+    pub cfn_role_arn: Option<Spanned<String>>,
     /// Per-stack overrides.
     #[serde(default)]
     pub stacks: BTreeMap<String, StackOverride>,
@@ -174,6 +178,8 @@ pub struct Environment {
     pub account: aws_target::Account,
     /// The artifact bucket.
     pub artifact_bucket: String,
+    /// The role CloudFormation acts as (`RoleARN` on every change set), if the config names one.
+    pub cfn_role_arn: Option<String>,
     /// The key prefix (no trailing `/`; may be empty).
     pub key_prefix: String,
     /// Stacks in dependency order (dependencies first).
@@ -238,6 +244,33 @@ impl DeploySettings {
         let env_key = format!("deploy.environments.{env}");
         // The region, the role and its external id: read and checked where every stage reads them.
         let account = aws_target::Account::from_config(config, env)?;
+        let cfn_role_arn = match &env_settings.cfn_role_arn {
+            None => None,
+            Some(role) => {
+                let role_key = format!("{env_key}.cfn_role_arn");
+                let Some(role_account) = aws_target::role_account(role.get_ref()) else {
+                    return Err(at(
+                        role.span(),
+                        role_key,
+                        format!(
+                            "`{}` is not a role ARN (like `arn:aws:iam::111111111111:role/cfn-exec`)",
+                            role.get_ref()
+                        ),
+                    ));
+                };
+                // CloudFormation takes a role only from its own account.
+                if let Some(own) = account.account_id().filter(|own| *own != role_account) {
+                    return Err(at(
+                        role.span(),
+                        role_key,
+                        format!(
+                            "the role is in account {role_account}, but `{env}`'s stacks are in {own} (role_arn); name a role of {own}"
+                        ),
+                    ));
+                }
+                Some(role.get_ref().clone())
+            }
+        };
         for name in env_settings.stacks.keys() {
             if !self.stacks.contains_key(name) {
                 return Err(ConfigError::file(
@@ -406,6 +439,7 @@ impl DeploySettings {
             region: account.region.clone(),
             account,
             artifact_bucket: bucket,
+            cfn_role_arn,
             key_prefix,
             stacks,
             parallelism,
@@ -590,6 +624,43 @@ parameters = { Extra = "x" }
         let region = BASE.replace("eu-west-1", "eu-west1");
         let err = DeploySettings::from_config(&config(&region)).unwrap_err().to_string();
         assert!(err.starts_with("pipeline.toml:21: deploy.environments.prod.region:"), "{err}");
+    }
+
+    #[test]
+    fn the_cloudformation_role_is_checked_like_the_deploy_role() {
+        let with = |dev: &str, prod: &str| {
+            BASE.replace("region = \"us-east-1\"\n", &format!("region = \"us-east-1\"\n{dev}"))
+                .replace("external_id = \"ext-1\"\n", &format!("external_id = \"ext-1\"\n{prod}"))
+        };
+        let text = with(
+            "cfn_role_arn = \"arn:aws:iam::222222222222:role/cfn-dev\"\n",
+            "cfn_role_arn = \"arn:aws:iam::123456789012:role/cfn-prod\"\n",
+        );
+        let config = config(&text);
+        let settings = DeploySettings::from_config(&config).unwrap();
+        let dev = settings.environment(&config, "dev").unwrap();
+        assert_eq!(dev.cfn_role_arn.as_deref(), Some("arn:aws:iam::222222222222:role/cfn-dev"));
+        let prod = settings.environment(&config, "prod").unwrap();
+        assert_eq!(prod.cfn_role_arn.as_deref(), Some("arn:aws:iam::123456789012:role/cfn-prod"));
+        assert_eq!(
+            DeploySettings::from_config(&self::config(BASE))
+                .unwrap()
+                .environment(&self::config(BASE), "dev")
+                .unwrap()
+                .cfn_role_arn,
+            None
+        );
+
+        let not_a_role = with("cfn_role_arn = \"arn:aws:s3:::bucket\"\n", "");
+        let err = DeploySettings::from_config(&self::config(&not_a_role)).unwrap_err();
+        assert_eq!((err.line, err.key.as_str()), (Some(19), "deploy.environments.dev.cfn_role_arn"), "{err}");
+        assert!(err.message.contains("is not a role ARN"), "{err}");
+
+        // CloudFormation takes a role of the stack's own account only.
+        let elsewhere = with("", "cfn_role_arn = \"arn:aws:iam::999999999999:role/cfn-prod\"\n");
+        let err = DeploySettings::from_config(&self::config(&elsewhere)).unwrap_err();
+        assert_eq!((err.line, err.key.as_str()), (Some(25), "deploy.environments.prod.cfn_role_arn"), "{err}");
+        assert!(err.message.contains("999999999999") && err.message.contains("123456789012"), "{err}");
     }
 
     #[test]

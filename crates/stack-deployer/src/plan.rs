@@ -129,6 +129,8 @@ pub struct Plan {
     pub bucket: String,
     /// The key prefix.
     pub key_prefix: String,
+    /// The role CloudFormation acts as (`RoleARN` on every change set); otherwise the deployer's.
+    pub cfn_role_arn: Option<String>,
     /// Objects to upload (skipped when already there).
     pub artifacts: Vec<Artifact>,
     /// Stacks to deploy, dependencies first.
@@ -153,6 +155,9 @@ impl Plan {
             "deploy `{}` to {region}; artifacts in s3://{}/{}",
             self.environment, self.bucket, self.key_prefix
         );
+        if let Some(role) = &self.cfn_role_arn {
+            let _ = writeln!(out, "CloudFormation acts as {role}");
+        }
         let _ = writeln!(out, "artifacts ({}; each uploaded unless already there):", self.artifacts.len());
         for artifact in &self.artifacts {
             let fixed = if artifact.fixed { ", the key the template reads" } else { "" };
@@ -288,6 +293,7 @@ pub fn plan(env: &Environment, inputs: PlanInputs<'_>, lookup: &dyn Fn(&str) -> 
         region: env.region.clone(),
         bucket: env.artifact_bucket.clone(),
         key_prefix: env.key_prefix.clone(),
+        cfn_role_arn: env.cfn_role_arn.clone(),
         artifacts,
         stacks,
         skipped,

@@ -288,6 +288,9 @@ pub struct StageOptions {
     pub recreate_failed: bool,
     /// The first pause between polls (1 s when unset; tests shorten it).
     pub first_poll: Option<Duration>,
+    /// The role CloudFormation acts as, replacing the environment's `cfn_role_arn`
+    /// (`--cfn-role-arn`: the pipeline's template names it).
+    pub cfn_role_arn: Option<String>,
     /// Set to stop ([`ApplyOptions::cancel`]): the binaries pass `run_state::cli::cancel_flag()`.
     pub cancel: Option<&'static std::sync::atomic::AtomicBool>,
 }
@@ -402,7 +405,10 @@ pub fn plan_stage(
 ) -> Result<(Environment, Plan), Error> {
     let config = context.required_config()?;
     let settings = DeploySettings::from_config(config)?;
-    let env = settings.environment(config, &options.environment)?;
+    let mut env = settings.environment(config, &options.environment)?;
+    if let Some(role) = &options.cfn_role_arn {
+        env.cfn_role_arn = Some(role.clone());
+    }
     let diff: source_diff::DiffReport = run.read_json(RunFile::Diff)?;
     // The templates come from the work tree: it must be the run's commit.
     context.check_tree(&diff.head, diff.worktree)?;

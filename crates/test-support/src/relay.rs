@@ -73,6 +73,13 @@ impl Relay {
         out
     }
 
+    /// Every byte sent through the relay so far (requests' headers and bodies), as text, in
+    /// the order of the connections: a test reads a request's parameters from it.
+    pub fn sent(&self) -> String {
+        let connections = self.connections.lock().unwrap();
+        connections.iter().map(|(sent, _)| String::from_utf8_lossy(&sent.lock().unwrap()).into_owned()).collect()
+    }
+
     /// The access key ids STS handed out so far (`<AccessKeyId>` in its answers).
     pub fn issued_keys(&self) -> Vec<String> {
         let mut out = Vec::new();

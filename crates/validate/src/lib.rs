@@ -19,6 +19,7 @@
 
 pub mod cfnlintrc;
 pub mod config;
+pub mod mask;
 pub mod node;
 pub mod report;
 pub mod rules;
@@ -234,7 +235,7 @@ pub fn plan(
 }
 
 /// Bump when a rule changes, so cached results are not reused.
-const CACHE_VERSION: &str = "validate-native-v3";
+const CACHE_VERSION: &str = "validate-native-v4";
 
 /// Checks templates natively (in parallel, cached by content in `cache_dir` when given),
 /// applying each template's `Metadata: cfn-lint: config: ignore_checks` and `ignore`.
@@ -255,6 +256,18 @@ pub fn check_templates_in(
     ignore: &[String],
     cache_dir: Option<&Path>,
     regions: &[String],
+) -> Vec<Finding> {
+    check_templates_masked(repo, templates, ignore, cache_dir, regions, &mask::Masker::default())
+}
+
+/// [`check_templates_in`] with the run's secrets masked in every message, the cached ones too.
+pub fn check_templates_masked(
+    repo: &Path,
+    templates: &[String],
+    ignore: &[String],
+    cache_dir: Option<&Path>,
+    regions: &[String],
+    masker: &mask::Masker,
 ) -> Vec<Finding> {
     let root = repo.canonicalize().ok();
     let mut findings: Vec<Finding> = templates
@@ -279,11 +292,19 @@ pub fn check_templates_in(
                         target.display()
                     ));
                 }
-                Tracked::NonUtf8Name => return unreadable(non_utf8_name("read")),
+                Tracked::NonUtf8Name => match resolve_lossy(repo, path) {
+                    Some((real, shown)) => {
+                        return match run_state::fs::read_regular(&real, Limits::default().max_bytes as u64) {
+                            Ok(bytes) => check_cached(&shown, &real, &bytes, cache_dir, regions, masker),
+                            Err(e) => unreadable(format!("cannot read the template: {e}")),
+                        };
+                    }
+                    None => return unreadable(non_utf8_name("read")),
+                },
                 Tracked::File => {}
             }
             match run_state::fs::read_regular(&full, Limits::default().max_bytes as u64) {
-                Ok(bytes) => check_cached(path, &full, &bytes, cache_dir, regions),
+                Ok(bytes) => check_cached(path, &full, &bytes, cache_dir, regions, masker),
                 Err(e) => unreadable(format!("cannot read the template: {e}")),
             }
         })
@@ -312,6 +333,50 @@ fn non_utf8_name(what: &str) -> String {
     )
 }
 
+/// The file git named lossily (`caf\u{FFFD}.py` for the bytes `caf\xE9.py`): found by listing
+/// each folder for the one entry whose name reads the same, with its name shown with escapes
+/// (`caf\xE9.py`). `None` when no entry, or more than one, fits.
+fn resolve_lossy(repo: &Path, path: &str) -> Option<(PathBuf, String)> {
+    let mut full = repo.to_path_buf();
+    let mut shown = Vec::new();
+    for part in path.split('/') {
+        if !part.contains('\u{FFFD}') {
+            full.push(part);
+            shown.push(part.to_string());
+            continue;
+        }
+        let mut fits = std::fs::read_dir(&full)
+            .ok()?
+            .filter_map(Result::ok)
+            .map(|entry| entry.file_name())
+            .filter(|name| name.to_string_lossy() == part);
+        let (Some(name), None) = (fits.next(), fits.next()) else { return None };
+        shown.push(escaped_name(&name));
+        full.push(name);
+    }
+    Some((full, shown.join("/")))
+}
+
+/// A file name with the bytes that are not UTF-8 written as `\xNN`.
+fn escaped_name(name: &std::ffi::OsStr) -> String {
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let mut out = String::new();
+        for chunk in name.as_bytes().utf8_chunks() {
+            out.push_str(chunk.valid());
+            for byte in chunk.invalid() {
+                out.push_str(&format!("\\x{byte:02X}"));
+            }
+        }
+        out
+    }
+    #[cfg(not(unix))]
+    {
+        name.to_string_lossy().into_owned()
+    }
+}
+
 /// Looks at a tracked path without reading it: links are resolved only to see where they lead.
 fn inspect(root: Option<&Path>, path: &str, full: &Path) -> Tracked {
     let meta = match std::fs::symlink_metadata(full) {
@@ -335,7 +400,14 @@ fn inspect(root: Option<&Path>, path: &str, full: &Path) -> Tracked {
     Tracked::File
 }
 
-fn check_cached(path: &str, full: &Path, bytes: &[u8], cache_dir: Option<&Path>, regions: &[String]) -> Vec<Finding> {
+fn check_cached(
+    path: &str,
+    full: &Path,
+    bytes: &[u8],
+    cache_dir: Option<&Path>,
+    regions: &[String],
+    masker: &mask::Masker,
+) -> Vec<Finding> {
     let key = {
         let mut hasher = Sha256::new();
         hasher.update(CACHE_VERSION);
@@ -352,11 +424,15 @@ fn check_cached(path: &str, full: &Path, bytes: &[u8], cache_dir: Option<&Path>,
     if let Some(found) = cached
         .as_ref()
         .and_then(|p| run_state::fs::read_regular(p, run_state::fs::MAX_RUN_FILE_BYTES).ok())
-        .and_then(|b| serde_json::from_slice(&b).ok())
+        .and_then(|b| serde_json::from_slice::<Vec<Finding>>(&b).ok())
     {
+        let mut found = found;
+        masker.apply(&mut found);
         return found;
     }
-    let findings = check_template_in(path, full, bytes, regions);
+    let mut findings = check_template_in(path, full, bytes, regions);
+    // Masked before it is stored: the cache never holds a secret either.
+    masker.apply(&mut findings);
     if let Some(cached) = cached {
         // A cache that cannot be written only costs time next run.
         if let Ok(json) = serde_json::to_vec(&findings) {
@@ -432,22 +508,32 @@ pub fn ignored(rule: &str, ignore: &[String]) -> bool {
 /// that cannot be read) is an `S000` warning naming what it is, never silence. A tracked folder
 /// (a git submodule) is left to its own repository's checks.
 pub fn scan_secrets(repo: &Path, files: &[String], scanner: &secrets::SecretScanner) -> Vec<Finding> {
+    scan_secrets_with_values(repo, files, scanner).0
+}
+
+/// [`scan_secrets`], and the secret values it flagged (for [`mask::Masker`]).
+pub fn scan_secrets_with_values(
+    repo: &Path,
+    files: &[String],
+    scanner: &secrets::SecretScanner,
+) -> (Vec<Finding>, Vec<String>) {
     let root = repo.canonicalize().ok();
-    let mut findings: Vec<Finding> = files
+    let scanned: Vec<(Vec<Finding>, Vec<String>)> = files
         .par_iter()
-        .flat_map_iter(|path| {
+        .map(|path| {
             let full = repo.join(path);
             let not_scanned = |message: String| {
-                vec![Finding {
+                let finding = Finding {
                     path: path.clone(),
                     pos: Pos { line: 1, column: 1 },
                     rule: "S000".into(),
                     severity: Severity::Warning,
                     message,
-                }]
+                };
+                (vec![finding], Vec::new())
             };
             match inspect(root.as_deref(), path, &full) {
-                Tracked::Folder => return Vec::new(),
+                Tracked::Folder => return (Vec::new(), Vec::new()),
                 Tracked::Outside(target) => {
                     return not_scanned(format!(
                         "the file links outside the repository (to {}) and was not read or scanned for secrets: \
@@ -455,11 +541,20 @@ pub fn scan_secrets(repo: &Path, files: &[String], scanner: &secrets::SecretScan
                         target.display()
                     ));
                 }
-                Tracked::NonUtf8Name => return not_scanned(non_utf8_name("scanned for secrets")),
+                // Scanned like any other, named with escapes for the bytes that are not UTF-8.
+                Tracked::NonUtf8Name => match resolve_lossy(repo, path) {
+                    Some((real, shown)) => {
+                        return match run_state::fs::read_regular(&real, secrets::MAX_READ_BYTES) {
+                            Ok(bytes) => scanner.scan_with_values(&shown, &bytes),
+                            Err(e) => not_scanned(format!("cannot read the file to scan it for secrets: {e}")),
+                        };
+                    }
+                    None => return not_scanned(non_utf8_name("scanned for secrets")),
+                },
                 Tracked::File => {}
             }
             match run_state::fs::read_regular(&full, secrets::MAX_READ_BYTES) {
-                Ok(bytes) => scanner.scan(path, &bytes),
+                Ok(bytes) => scanner.scan_with_values(path, &bytes),
                 Err(e) if e.kind() == std::io::ErrorKind::FileTooLarge => not_scanned(format!(
                     "too large to scan ({e}): not scanned for secrets; keep such files out of the repository or check \
                      it by hand"
@@ -469,8 +564,29 @@ pub fn scan_secrets(repo: &Path, files: &[String], scanner: &secrets::SecretScan
             }
         })
         .collect();
+    let mut findings = Vec::new();
+    let mut values = Vec::new();
+    for (found, flagged) in scanned {
+        findings.extend(found);
+        values.extend(flagged);
+    }
     findings.sort();
-    findings
+    (findings, values)
+}
+
+/// The values of the templates that no finding may quote ([`mask::template_secrets`]).
+fn templates_secrets(repo: &Path, templates: &[String]) -> Vec<String> {
+    templates
+        .par_iter()
+        .flat_map_iter(|path| {
+            let full = resolve_lossy(repo, path).map_or_else(|| repo.join(path), |(real, _)| real);
+            run_state::fs::read_regular(&full, Limits::default().max_bytes as u64)
+                .ok()
+                .and_then(|bytes| parse_bytes(&bytes, &Limits::default()).ok())
+                .map(|root| mask::template_secrets(&root))
+                .unwrap_or_default()
+        })
+        .collect()
 }
 
 /// Adds a tool's findings to the native ones, leaving out those the native core already
@@ -506,9 +622,6 @@ pub fn apply(
     plan: &Plan,
     options: ApplyOptions<'_>,
 ) -> Result<Vec<Finding>, Error> {
-    let mut findings =
-        check_templates_in(repo, &plan.templates, &settings.ignore_checks, options.cache_dir, &settings.regions());
-    findings.retain(|f| settings.cfnlintrc.enabled(&f.rule));
     let allowlist = match &settings.secrets_allowlist {
         Some(file) => {
             let path = repo.join(file);
@@ -517,13 +630,29 @@ pub fn apply(
         }
         None => String::new(),
     };
-    findings.extend(scan_secrets(repo, &plan.secret_files, &secrets::SecretScanner::new(&allowlist)?));
+    // Secrets first: what the scanner flags anywhere in the run, NoEcho defaults, secret-named
+    // properties and high-entropy literals are masked in every finding (native, cached, tools').
+    let (secret_findings, mut secret_values) =
+        scan_secrets_with_values(repo, &plan.secret_files, &secrets::SecretScanner::new(&allowlist)?);
+    secret_values.extend(templates_secrets(repo, &plan.templates));
+    let masker = mask::Masker::new(secret_values);
+    let mut findings = check_templates_masked(
+        repo,
+        &plan.templates,
+        &settings.ignore_checks,
+        options.cache_dir,
+        &settings.regions(),
+        &masker,
+    );
+    findings.retain(|f| settings.cfnlintrc.enabled(&f.rule));
+    findings.extend(secret_findings);
     findings.sort();
     if options.tools && !plan.tools.is_empty() {
         let parallelism = settings.parallelism.unwrap_or_else(step_runner::default_parallelism);
         let mut found =
             tools::run(repo, &plan.tools, parallelism, options.tool_path_prefix, options.log_dir, options.cancel)?;
         found.retain(|f| !ignored(&f.rule, &settings.ignore_checks));
+        masker.apply(&mut found);
         merge(&mut findings, found);
     }
     Ok(findings)

@@ -186,6 +186,12 @@ impl SecretScanner {
     ///
     /// Findings come sorted by line, column and rule.
     pub fn scan(&self, path: &str, bytes: &[u8]) -> Vec<Finding> {
+        self.scan_with_values(path, bytes).0
+    }
+
+    /// [`SecretScanner::scan`], and the values it flagged (the secrets themselves: secret access
+    /// keys, access key IDs, generic secrets), so that no other finding of the run quotes them.
+    pub fn scan_with_values(&self, path: &str, bytes: &[u8]) -> (Vec<Finding>, Vec<String>) {
         let partial = if bytes.len() > MAX_FULL_SCAN_BYTES {
             Some(format!(
                 "too large to scan in full ({} bytes, over {} MiB)",
@@ -209,18 +215,19 @@ impl SecretScanner {
             origin: None,
             claimed: HashMap::new(),
             findings: Vec::new(),
+            values: Vec::new(),
         };
         scan.aws_keys();
         scan.private_keys();
         scan.generic_secrets();
         let mut findings = scan.findings;
         findings.sort();
-        findings
+        (findings, scan.values)
     }
 
     /// A binary or huge file: its printable runs searched for AWS keys and private keys, and an
     /// `S000` warning that the rest was not.
-    fn scan_runs(&self, path: &str, bytes: &[u8], reason: &str) -> Vec<Finding> {
+    fn scan_runs(&self, path: &str, bytes: &[u8], reason: &str) -> (Vec<Finding>, Vec<String>) {
         let mut offsets = Vec::new();
         let mut lines = Vec::new();
         let mut start = None;
@@ -250,6 +257,7 @@ impl SecretScanner {
             origin: Some(&origin),
             claimed: HashMap::new(),
             findings: Vec::new(),
+            values: Vec::new(),
         };
         if !lines.is_empty() {
             scan.aws_keys();
@@ -267,7 +275,7 @@ impl SecretScanner {
             ),
         });
         findings.sort();
-        findings
+        (findings, scan.values)
     }
 }
 
@@ -299,6 +307,8 @@ struct Scan<'a> {
     /// Byte spans (per line index) already taken by a specific rule, so `S004` does not report them again.
     claimed: HashMap<usize, Vec<(usize, usize)>>,
     findings: Vec<Finding>,
+    /// The secrets reported.
+    values: Vec<String>,
 }
 
 impl Scan<'_> {
@@ -323,6 +333,14 @@ impl Scan<'_> {
         };
         let pos = Pos { line: to_u32(line), column: to_u32(column) };
         self.findings.push(Finding { path: self.path.to_owned(), pos, rule: rule.to_owned(), severity, message });
+    }
+
+    /// [`Scan::report`] of a finding about `value`, which is kept (unless the line is allow-listed).
+    fn report_value(&mut self, line: usize, byte: usize, rule: &str, severity: Severity, message: String, value: &str) {
+        if !self.allowed(line) {
+            self.values.push(value.to_owned());
+        }
+        self.report(line, byte, rule, severity, message);
     }
 
     fn claim(&mut self, line: usize, span: (usize, usize)) {
@@ -390,7 +408,7 @@ impl Scan<'_> {
                      and load it from Secrets Manager or the environment",
                     self.line_number(key_line)
                 );
-                self.report(index, m.start(), "S001", Severity::Error, message);
+                self.report_value(index, m.start(), "S001", Severity::Error, message, run);
             }
         }
         for (k, &(index, start, end)) in key_ids.iter().enumerate() {
@@ -399,7 +417,8 @@ impl Scan<'_> {
                 let message = "AWS access key ID without a secret nearby: remove it; if the key is live, rotate it \
                                and load credentials from the environment or an IAM role"
                     .to_owned();
-                self.report(index, start, "S002", Severity::Warning, message);
+                let key_id = self.lines[index][start..end].to_owned();
+                self.report_value(index, start, "S002", Severity::Warning, message, &key_id);
             }
         }
     }
@@ -478,7 +497,8 @@ impl Scan<'_> {
                 }
                 reported.push(span);
                 let message = generic_message(&secret_name, value);
-                self.report(index, literal.start, "S004", Severity::Error, message);
+                let value = value.to_owned();
+                self.report_value(index, literal.start, "S004", Severity::Error, message, &value);
             }
         }
     }
@@ -580,7 +600,9 @@ fn normalize(name: &str) -> String {
 }
 
 /// Whether a variable or key name says it holds a secret.
-fn is_secret_name(name: &str) -> bool {
+/// Whether a name (a variable, a key, a property such as `MasterUserPassword`) says its value
+/// is a secret.
+pub fn is_secret_name(name: &str) -> bool {
     let key = normalize(name);
     let keyword = KEYWORDS.iter().any(|k| key.contains(k)) || mentions_auth(&key);
     keyword && {
@@ -668,6 +690,17 @@ pub fn could_be_secret(value: &str) -> bool {
         && !value.contains([':', '/', '.', '$', '{'])
         && !made_of_words(value)
         && value.chars().any(|c| c.is_ascii_digit())
+        && value.chars().any(|c| c.is_ascii_alphabetic())
+}
+
+/// Whether a value found in a template is a high-entropy literal that could be a secret, even
+/// with no digit (`could_be_secret` without that condition): long, random, not a name, a path,
+/// an ARN, a URL or a reference. Such values are never quoted in a finding.
+pub fn high_entropy(value: &str) -> bool {
+    looks_like_secret(value, true, false)
+        && !looks_like_a_name(value)
+        && !value.contains([':', '/', '.', '$', '{'])
+        && !made_of_words(value)
         && value.chars().any(|c| c.is_ascii_alphabetic())
 }
 

@@ -125,3 +125,28 @@ fn a_name_git_showed_lossily_is_said_not_read() {
     let findings = check_templates(repo.path(), std::slice::from_ref(&name), &[], None);
     assert_eq!(summary(&findings), [(name.as_str(), "E0000", Severity::Error)]);
 }
+
+#[cfg(unix)]
+#[test]
+fn a_file_whose_name_is_not_utf8_is_scanned_and_named_with_escapes() {
+    use std::os::unix::ffi::OsStrExt;
+    let repo = tempfile::tempdir().unwrap();
+    std::fs::create_dir(repo.path().join("app")).unwrap();
+    let real = repo.path().join("app").join(std::ffi::OsStr::from_bytes(b"caf\xe9.py"));
+    std::fs::write(&real, "DB_PASSWORD = \"Velvet4Quokka8Jigsaw\"\n").unwrap();
+    std::fs::write(
+        repo.path().join("app/caf\u{FFFD}.txt"),
+        "another file with the same lossy name but another extension\n",
+    )
+    .unwrap();
+    // git ls-files gave `app/caf\xe9.py`; the name reaches validate as `app/caf\u{FFFD}.py`.
+    let name = "app/caf\u{FFFD}.py".to_string();
+    let findings = scan_secrets(repo.path(), std::slice::from_ref(&name), &SecretScanner::default());
+    assert_eq!(summary(&findings), [("app/caf\\xE9.py", "S004", Severity::Error)], "{findings:?}");
+    assert!(!findings[0].message.contains("Velvet4Quokka8Jigsaw"), "{findings:?}");
+    // A template so named is checked too.
+    let template = repo.path().join("app").join(std::ffi::OsStr::from_bytes(b"t\xe9.yaml"));
+    std::fs::write(&template, "Resources:\n  Topic:\n    Type: AWS::SNS::Topic\n    DependsOn: Missing\n").unwrap();
+    let findings = check_templates(repo.path(), &["app/t\u{FFFD}.yaml".to_string()], &[], None);
+    assert_eq!(summary(&findings), [("app/t\\xE9.yaml", "E3005", Severity::Error)], "{findings:?}");
+}

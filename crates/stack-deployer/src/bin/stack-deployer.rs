@@ -46,9 +46,20 @@ struct Args {
     /// Only this stack (repeatable), deployed whether or not its components changed.
     #[arg(long = "only", value_name = "STACK")]
     only: Vec<String>,
+    /// The role CloudFormation acts as (RoleARN of every change set), in the environment's
+    /// account; replaces [deploy.environments.NAME] cfn_role_arn.
+    #[arg(long, value_name = "ARN", value_parser = role_arn)]
+    cfn_role_arn: Option<String>,
     /// Print the report as JSON on stdout.
     #[arg(long)]
     json: bool,
+}
+
+fn role_arn(value: &str) -> Result<String, String> {
+    match aws_target::role_account(value) {
+        Some(_) => Ok(value.to_owned()),
+        None => Err(format!("`{value}` is not a role ARN (like `arn:aws:iam::111111111111:role/cfn-exec`)")),
+    }
 }
 
 fn main() -> ExitCode {
@@ -91,6 +102,7 @@ fn run(args: Args) -> anyhow::Result<u8> {
         no_execute: args.no_execute,
         recreate_failed: args.recreate_failed,
         first_poll: None,
+        cfn_role_arn: args.cfn_role_arn.clone(),
         cancel: Some(run_state::cli::cancel_flag()),
     };
     let lookup = |name: &str| std::env::var(name).ok();

@@ -128,6 +128,16 @@ impl<'a> Check<'a, '_, '_> {
         None
     }
 
+    /// A value as a message quotes it: cut short, or [`crate::mask::REDACTED`] when the property's
+    /// name says it is secret (`MasterUserPassword`) or the value could be one (high entropy).
+    fn quote(&self, text: &str) -> String {
+        if crate::secrets::high_entropy(text) || self.path.iter().any(|p| crate::secrets::is_secret_name(p)) {
+            crate::mask::REDACTED.to_string()
+        } else {
+            short(text)
+        }
+    }
+
     fn shown(&self) -> String {
         if self.path.is_empty() {
             self.resource_type.to_string()
@@ -266,7 +276,7 @@ impl<'a> Check<'a, '_, '_> {
         let shown = match &node.value {
             Value::Map(_) => "a map".to_string(),
             Value::Seq(_) => "a list".to_string(),
-            Value::String(s) => format!("'{}'", short(s)),
+            Value::String(s) => format!("'{}'", self.quote(s)),
             Value::Number(n) => n.clone(),
             Value::Bool(b) => b.to_string(),
             Value::Null => "null".into(),
@@ -290,7 +300,7 @@ impl<'a> Check<'a, '_, '_> {
             self.out.add(
                 VALUE_NOT_ALLOWED,
                 at,
-                format!("{}: '{}' is not one of [{}{more}]", self.shown(), short(text), shown.join(", ")),
+                format!("{}: '{}' is not one of [{}{more}]", self.shown(), self.quote(text), shown.join(", ")),
             );
         }
         let Value::String(text) = &node.value else { return };
@@ -300,7 +310,11 @@ impl<'a> Check<'a, '_, '_> {
             && !regex.is_match(text)
             && !text.strip_suffix('\n').is_some_and(|t| regex.is_match(t))
         {
-            self.out.add(VALUE_PATTERN, at, format!("{}: '{}' does not match '{pattern}'", self.shown(), short(text)));
+            self.out.add(
+                VALUE_PATTERN,
+                at,
+                format!("{}: '{}' does not match '{pattern}'", self.shown(), self.quote(text)),
+            );
         }
         if schema.get("format").is_some() {
             return;
@@ -309,12 +323,12 @@ impl<'a> Check<'a, '_, '_> {
         if let Some(min) = schema.get("minLength").and_then(Json::as_u64)
             && (length as u64) < min
         {
-            self.out.add(VALUE_LENGTH, at, format!("{}: '{}' is shorter than {min}", self.shown(), short(text)));
+            self.out.add(VALUE_LENGTH, at, format!("{}: '{}' is shorter than {min}", self.shown(), self.quote(text)));
         }
         if let Some(max) = schema.get("maxLength").and_then(Json::as_u64)
             && length as u64 > max
         {
-            self.out.add(VALUE_LENGTH, at, format!("{}: '{}' is longer than {max}", self.shown(), short(text)));
+            self.out.add(VALUE_LENGTH, at, format!("{}: '{}' is longer than {max}", self.shown(), self.quote(text)));
         }
     }
 }
