@@ -69,6 +69,13 @@ static PATTERNS: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
             r#"\b((?:mysql|mysqldump|mysqladmin|mysqlimport|mysqlshow|mysqlcheck|mysqlpump|mysqlsh|mariadb(?:-[a-z]+)?|sshpass)\b[^\n;&|]*?\s-p["']?)[^\s"']+"#.to_string(),
             "$1[REDACTED]",
         ),
+        // A registry password after `-p`: `docker login -u me -p X` (podman, nerdctl, buildah,
+        // skopeo, `helm registry login` alike), only on the login's own command line.
+        (
+            r#"\b((?:docker|podman|nerdctl|buildah|skopeo|helm\s+registry)\s+login\b[^\n;&|]*?\s-p\s*["']?)[^\s"']+"#
+                .to_string(),
+            "$1[REDACTED]",
+        ),
         // A quoted assignment, as `set -x` prints one whose value has spaces: `+ export 'TOKEN=a b'`.
         (format!(r#"(?i)'({name})=[^'\n]*'"#), "'$1=[REDACTED]'"),
         (format!(r#"(?i)"({name})=[^"\n]*""#), "\"$1=[REDACTED]\""),
@@ -316,3 +323,21 @@ mod tests {
         }
     }
 }
+
+    #[test]
+    fn hides_a_registry_login_password_after_p_and_keeps_other_p_flags() {
+        assert_eq!(
+            redact("+ docker login -u ci -p hunter2 reg.example.com"),
+            "+ docker login -u ci -p [REDACTED] reg.example.com"
+        );
+        assert_eq!(redact("docker login -p 'hunter2' reg"), "docker login -p '[REDACTED]' reg");
+        assert_eq!(redact("+ helm registry login -u me -phunter2 reg"), "+ helm registry login -u me -p[REDACTED] reg");
+        for kept in ["docker run -p 8080:80 nginx", "docker login reg; mkdir -p out"] {
+            assert_eq!(redact(kept), kept);
+        }
+        // A failing step's log, written through the same writer.
+        let mut writer = super::RedactingWriter::new(Vec::new());
+        std::io::Write::write_all(&mut writer, b"+ docker login -u ci -p hunter2 reg\nLogin failed\n").unwrap();
+        let log = String::from_utf8(writer.finish().unwrap()).unwrap();
+        assert_eq!(log, "+ docker login -u ci -p [REDACTED] reg\nLogin failed\n");
+    }
