@@ -100,7 +100,7 @@ fn config_mistakes_are_one_line_errors_with_exit_2() {
     assert!(
         last.starts_with("xtask: ")
             && last.ends_with(
-                "pipeline.toml:25: deplyo: unknown section; expected one of: diff, components, runner, gate, lambda, validate, deploy, publish, store, notify"
+                "pipeline.toml:25: deplyo: unknown section; expected one of: diff, components, runner, gate, lambda, validate, deploy, publish, store, notify, stats"
             ),
         "{stderr}"
     );

@@ -52,6 +52,7 @@ pub const SECTIONS: &[(&str, &str)] = &[
     ("publish", "frontend-publisher"),
     ("store", "run-state"),
     ("notify", "status-report"),
+    ("stats", "status-report"),
 ];
 
 /// The largest `pipeline.toml` read; a config is a few kilobytes.

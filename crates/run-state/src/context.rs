@@ -266,7 +266,7 @@ mod tests {
 
         std::fs::write(root.join("pipeline.toml"), "[gate]\n\n[valdate]\nx = 1\n").unwrap();
         let err = StageContext::open(&StageOptions { repo: Some(root.clone()), ..Default::default() }).unwrap_err();
-        assert!(err.to_string().ends_with("pipeline.toml:3: valdate: unknown section; expected one of: diff, components, runner, gate, lambda, validate, deploy, publish, store, notify"), "{err}");
+        assert!(err.to_string().ends_with("pipeline.toml:3: valdate: unknown section; expected one of: diff, components, runner, gate, lambda, validate, deploy, publish, store, notify, stats"), "{err}");
     }
 
     #[test]

@@ -31,6 +31,7 @@ pub mod codepipeline;
 mod gate;
 pub mod notify;
 mod report;
+pub mod stats;
 
 pub use gate::{
     ComponentVerdict, DeployDecision, EnvironmentRule, GateDecision, GatePolicy, Requirements, decide, decide_before,

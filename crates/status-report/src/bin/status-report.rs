@@ -1,7 +1,8 @@
 //! `status-report`: records pipeline steps, decides the gate and renders a run's report.
 //!
 //! Exit codes: 0 success, 1 the gate refused (`gate`), the environment is refused
-//! (`deploy-decision`) or CodePipeline holds no approval (`approve --codepipeline`), 2 usage, configuration,
+//! (`deploy-decision`), CodePipeline holds no approval (`approve --codepipeline`) or the newest run
+//! regressed (`stats --check`), 2 usage, configuration,
 //! I/O or store errors (including a run that `mark-success` refuses).
 
 use std::path::PathBuf;
@@ -124,6 +125,11 @@ enum Command {
         #[arg(long, value_name = "NAME")]
         env: String,
     },
+    /// Trends over the runs in the store (per day, success rates, durations per stage, approval
+    /// waits, lead time, slowest components, coverage, findings). With --check: exit 1 naming
+    /// each regression of the newest run against `[stats]` (duration over factor × P95, success
+    /// rate under the minimum, coverage fallen), published to --topic-arn when given.
+    Stats(StatsArgs),
     /// Records that a run's commit reached an environment (the last success of `[diff]
     /// base_environment` is the next default base); refused unless the environment's own deploy
     /// (`prod-deploy` for a promoted one) passed for every changed component it deploys. Prints the commit.
@@ -171,6 +177,32 @@ struct RecordArgs {
     /// Sets the end time to now whatever the status.
     #[arg(long)]
     ended: bool,
+}
+
+#[derive(Debug, Args)]
+struct StatsArgs {
+    /// Only runs started within this long before now (`30d`, `12h`, `2weeks`).
+    #[arg(long, value_name = "DURATION")]
+    since: Option<String>,
+    /// Only runs that deployed to this environment (recorded its deploy step); the lead time ends there.
+    #[arg(long, value_name = "ENV")]
+    env: Option<String>,
+    /// The figures' format.
+    #[arg(long, value_enum, default_value_t = StatsFormat::Table)]
+    format: StatsFormat,
+    /// Judges the newest run instead of printing the figures: exit 1 naming each regression.
+    #[arg(long)]
+    check: bool,
+    /// With --check: publishes the regressions to this SNS topic.
+    #[arg(long, value_name = "ARN", requires = "check")]
+    topic_arn: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum StatsFormat {
+    Table,
+    Markdown,
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -342,6 +374,7 @@ fn run(cli: &Cli) -> Result<bool> {
             })?;
             print(&format!("{sent}\n"))?;
         }
+        Command::Stats(args) => return stats(cli, &context, args),
         Command::MarkSuccess { run, env } => {
             let policy = policy(&context)?;
             let (store, run_id) = pick_run(&context, run.as_deref())?;
@@ -364,6 +397,39 @@ fn run(cli: &Cli) -> Result<bool> {
         }
     }
     Ok(true)
+}
+
+/// `stats`: the figures, or with --check the regressions of the newest run (false: some).
+fn stats(cli: &Cli, context: &StageContext, args: &StatsArgs) -> Result<bool> {
+    use status_report::stats::{self, StatsSettings};
+    let thresholds = StatsSettings::policy(&context.config)?;
+    let query = stats::Query::new(args.since.as_deref(), args.env.as_deref(), &policy(context)?, SystemTime::now())?;
+    let figures = match context.existing_store()? {
+        Some(store) => stats::from_store(&store, query, thresholds)?,
+        None => stats::Collector::new(query, thresholds).finish(),
+    };
+    if !args.check {
+        return match args.format {
+            StatsFormat::Table => print(&figures.to_table()),
+            StatsFormat::Markdown => print(&figures.to_markdown()),
+            StatsFormat::Json => print(&format!("{}\n", figures.to_json())),
+        }
+        .map(|()| true);
+    }
+    let alerts = stats::check(&figures, &thresholds);
+    let run = figures.last_run().unwrap_or("none");
+    if alerts.is_empty() {
+        print(&format!("no regression in run {run}\n"))?;
+        return Ok(true);
+    }
+    print(&alerts.iter().map(|a| format!("regression: {}: {}\n", a.stage, a.message)).collect::<String>())?;
+    if let Some(topic) = args.topic_arn.clone() {
+        let message = stats::alert_message(&figures, &alerts);
+        aws(&cli.target, |config| async move {
+            Ok(notify::publish(&aws_target::sns(&config, None), &topic, &message).await?)
+        })?;
+    }
+    Ok(false)
 }
 
 /// The folder of a run (it may not exist for runs recorded only through `record`).
