@@ -25,6 +25,7 @@ mod schemas;
 mod stages;
 mod tidy;
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
@@ -129,20 +130,28 @@ pub(crate) const VENV_ACTIVE: &str = "XTASK_VENV_ACTIVE";
 /// again with the venv's `bin` first on `PATH` (as `source bin/activate` would), so every
 /// command a stage starts, in this process or in a stage binary it runs, finds the same
 /// `python3`. A dry run installs nothing.
+///
+/// No process outlives the pipeline, however it ends: xtask replaces itself (`exec`, the same
+/// pid) rather than waiting on a second xtask, so a signal to the pipeline reaches the process
+/// whose jobs step-runner ties to it (`PR_SET_PDEATHSIG` and a watchdog per job); and the
+/// pipeline asks the kernel for SIGTERM when its parent (`cargo`, a shell) dies, which cancels
+/// it as Ctrl-C does.
 fn pipeline_with_tools(args: pipeline::PipelineArgs) -> anyhow::Result<bool> {
+    end_with_parent();
     if args.dry_run || std::env::var_os(VENV_ACTIVE).is_some() {
         return pipeline::run(args);
     }
-    let status = Command::new(std::env::current_exe()?)
-        .args(std::env::args_os().skip(1))
-        .envs(venv_env()?)
-        .status()
-        .context("running xtask again with the tools' virtual environment")?;
-    match status.code() {
-        Some(0) => Ok(true),
-        Some(1) => Ok(false),
-        // The child printed its error already.
-        _ => std::process::exit(status.code().unwrap_or(2)),
+    let error = Command::new(std::env::current_exe()?).args(std::env::args_os().skip(1)).envs(venv_env()?).exec();
+    Err(anyhow::Error::from(error).context("running xtask again with the tools' virtual environment"))
+}
+
+/// SIGTERM to this process when its parent dies (`PR_SET_PDEATHSIG`, kept across `exec`); a
+/// parent already gone before the request took effect ends the pipeline at once.
+fn end_with_parent() {
+    let parent = nix::unistd::getppid();
+    if nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM).is_ok() && nix::unistd::getppid() != parent {
+        eprintln!("xtask: the process that started the pipeline has ended");
+        std::process::exit(2);
     }
 }
 
