@@ -399,6 +399,47 @@ impl fmt::Display for ErrorKind {
     }
 }
 
+/// A refusal said so the user knows what to grant: `role X lacks action Y on Z`. Built once an
+/// error's code said AccessDenied ([`ErrorKind::of`]), from what the caller knows: the role it
+/// acts as (when the config names one), the operation it called and what it was about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denied {
+    /// The role the call was made as; `None` when only the credentials' chain knows it.
+    pub role: Option<String>,
+    /// The IAM action ([`iam_action`]): `cloudformation:CreateChangeSet`, `s3:GetObject`.
+    pub action: String,
+    /// What the call was about: a stack, a bucket, a key.
+    pub resource: String,
+}
+
+impl fmt::Display for Denied {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.role {
+            Some(role) => write!(f, "role {role} lacks action {} on {}", self.action, self.resource),
+            None => write!(
+                f,
+                "the role these credentials act as lacks action {} on {}; grant it",
+                self.action, self.resource
+            ),
+        }
+    }
+}
+
+/// The IAM action an SDK operation is authorized as: `service:Operation` for most, S3's reads and
+/// lists under the action IAM checks (`HeadObject` is `s3:GetObject`, `HeadBucket` and
+/// `ListObjectsV2` are `s3:ListBucket`, `DeleteObjects` is `s3:DeleteObject`).
+pub fn iam_action(service: &str, operation: &str) -> String {
+    let service = service.to_ascii_lowercase();
+    let operation = match (service.as_str(), operation) {
+        ("s3", "HeadObject") => "GetObject",
+        ("s3", "HeadBucket" | "ListObjectsV2" | "ListObjects") => "ListBucket",
+        ("s3", "DeleteObjects") => "DeleteObject",
+        ("s3", "GetPublicAccessBlock") => "GetBucketPublicAccessBlock",
+        (_, operation) => operation,
+    };
+    format!("{service}:{operation}")
+}
+
 const THROTTLING: &[&str] = &[
     "Throttling",
     "ThrottlingException",
@@ -513,6 +554,28 @@ mod tests {
         assert_eq!(ErrorKind::from_code("", Some(404)), ErrorKind::NotFound);
         assert_eq!(ErrorKind::from_code("InternalError", Some(500)), ErrorKind::ServiceError);
         assert_eq!(ErrorKind::from_code("ValidationError", Some(400)), ErrorKind::Other);
+    }
+
+    #[test]
+    fn a_refusal_names_the_role_the_action_and_the_resource() {
+        assert_eq!(iam_action("CloudFormation", "CreateChangeSet"), "cloudformation:CreateChangeSet");
+        assert_eq!(iam_action("s3", "HeadObject"), "s3:GetObject");
+        assert_eq!(iam_action("S3", "HeadBucket"), "s3:ListBucket");
+        let denied = Denied {
+            role: Some("arn:aws:iam::111111111111:role/deploy".into()),
+            action: iam_action("cloudformation", "CreateChangeSet"),
+            resource: "app-prod".into(),
+        };
+        assert_eq!(
+            denied.to_string(),
+            "role arn:aws:iam::111111111111:role/deploy lacks action cloudformation:CreateChangeSet on app-prod"
+        );
+        let unnamed = Denied { role: None, ..denied };
+        assert!(
+            unnamed.to_string().starts_with(
+                "the role these credentials act as lacks action cloudformation:CreateChangeSet on app-prod"
+            )
+        );
     }
 
     #[test]

@@ -191,6 +191,17 @@ pub enum Error {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// AWS refused a call (AccessDenied, from the error's code): the role, the action and what it
+    /// was about, so the user knows what to grant. Raised before any change or where the deploy
+    /// stopped, as the record says.
+    #[error("{denied}")]
+    Denied {
+        /// Who lacks what on what.
+        denied: aws_target::Denied,
+        /// The SDK's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// A Lambda code update failed.
     #[error("updating the code of function `{function}`")]
     CodeUpdate {
@@ -243,6 +254,27 @@ impl std::fmt::Display for RemoteReference {
 
     pub(crate) fn io(path: &Path, source: std::io::Error) -> Error {
         Error::Io { path: path.to_path_buf(), source }
+    }
+
+    /// An AccessDenied ([`Error::Aws`] whose code said so) as [`Error::Denied`], naming `role`
+    /// (the role the environment is reached through, when the config names one); any other
+    /// error as it is.
+    pub fn naming_role(self, role: Option<&str>) -> Error {
+        match self {
+            Error::Aws { operation, target, kind: aws_target::ErrorKind::AccessDenied, source } => {
+                // stack-deployer's S3 calls; every other operation it makes is CloudFormation's.
+                let service = match operation {
+                    "HeadBucket" | "HeadObject" | "PutObject" | "GetObject" => "s3",
+                    _ => "cloudformation",
+                };
+                let action = aws_target::iam_action(service, operation);
+                Error::Denied {
+                    denied: aws_target::Denied { role: role.map(str::to_owned), action, resource: target },
+                    source,
+                }
+            }
+            other => other,
+        }
     }
 }
 

@@ -131,6 +131,8 @@ pub struct Plan {
     pub key_prefix: String,
     /// The role CloudFormation acts as (`RoleARN` on every change set); otherwise the deployer's.
     pub cfn_role_arn: Option<String>,
+    /// The role the deploy assumes to reach the environment (`role_arn`), named in a refusal.
+    pub role_arn: Option<String>,
     /// Objects to upload (skipped when already there).
     pub artifacts: Vec<Artifact>,
     /// Stacks to deploy, dependencies first.
@@ -294,6 +296,7 @@ pub fn plan(env: &Environment, inputs: PlanInputs<'_>, lookup: &dyn Fn(&str) -> 
         bucket: env.artifact_bucket.clone(),
         key_prefix: env.key_prefix.clone(),
         cfn_role_arn: env.cfn_role_arn.clone(),
+        role_arn: env.account.role_arn.clone(),
         artifacts,
         stacks,
         skipped,

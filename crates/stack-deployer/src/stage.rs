@@ -105,9 +105,25 @@ type StackFuture<'a> = Pin<Box<dyn Future<Output = (usize, Result<StackResult, E
 /// Applies a plan: artifacts, then the stacks (dependencies first, at most `parallelism` at
 /// once, each under its lock when `locks` is given), then changed Lambda code. A stack whose
 /// dependency did not deploy is skipped with the reason. An AWS or lock error stops new stacks
-/// from starting; those running finish, then the first error is returned.
+/// from starting; those running finish, then the first error is returned (an AccessDenied as
+/// [`Error::Denied`], naming the plan's role).
 #[allow(clippy::too_many_arguments)]
 pub async fn deploy(
+    plan: &Plan,
+    clients: &Clients,
+    parallelism: usize,
+    locks: Option<Locks<'_>>,
+    options: &ApplyOptions,
+    lookup: &(dyn Fn(&str) -> Option<String> + Sync),
+    on_event: &(dyn Fn(Event) + Sync),
+) -> Result<Report, Error> {
+    deploy_plan(plan, clients, parallelism, locks, options, lookup, on_event)
+        .await
+        .map_err(|error| error.naming_role(plan.role_arn.as_deref()))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn deploy_plan(
     plan: &Plan,
     clients: &Clients,
     parallelism: usize,
