@@ -60,8 +60,9 @@ static PATTERNS: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
         (format!(r"\b{}\b", patterns::AWS_KEY_ID), "[REDACTED AWS KEY ID]"),
         // `aws configure set aws_secret_access_key VALUE` and the like, as `set -x` prints them.
         (format!(r#"(?i)\b(configure\s+set\s+{name}\s+)[^\s"']+"#), "$1[REDACTED]"),
-        // Command-line flags whose name says secret, with the value after a space: `--password X`.
-        (format!(r#"(?i)(\s--?{name})(\s+["']?)[^\s"'=-][^\s"']*"#), "$1$2[REDACTED]"),
+        // Command-line flags whose name says secret, with the value after a space: `--password X`
+        // (on the same line: `--password-stdin` ending a line takes nothing from the next).
+        (format!(r#"(?i)(\s--?{name})([ \t]+["']?)[^\s"'=-][^\s"']*"#), "$1$2[REDACTED]"),
         // A password glued to `-p`, as the MySQL clients and sshpass take it: `mysql -u root -pX`.
         // Only for those commands, and only on their own command line (not past `;`, `&`, `|`),
         // so `mkdir -pv dir` keeps its flags.
@@ -322,7 +323,6 @@ mod tests {
             assert!(out.contains(kept), "{kept} was redacted in {out}");
         }
     }
-}
 
     #[test]
     fn hides_a_registry_login_password_after_p_and_keeps_other_p_flags() {
@@ -341,3 +341,4 @@ mod tests {
         let log = String::from_utf8(writer.finish().unwrap()).unwrap();
         assert_eq!(log, "+ docker login -u ci -p [REDACTED] reg\nLogin failed\n");
     }
+}

@@ -15,6 +15,9 @@ const FORMS: &[(&str, &str)] = &[
     ("+ mysql -u root -ps3cr3t-mysql-glued -h db", "s3cr3t-mysql-glued"),
     ("+ docker login -u ci -p s3cr3t-docker-p registry.example.com", "s3cr3t-docker-p"),
     ("+ docker login -u ci -p 's3cr3t-docker-quoted' registry.example.com", "s3cr3t-docker-quoted"),
+    // A flag ending its line takes nothing from the next one, so the next login is still seen.
+    ("+ docker login --password-stdin registry.example.com\n+ docker login --password-stdin", ""),
+    ("+ docker login -u me -p \"s3cr3t-after-stdin\" registry.example.com", "s3cr3t-after-stdin"),
     ("+ podman login --password s3cr3t-podman registry.example.com", "s3cr3t-podman"),
     ("+ aws configure set aws_secret_access_key s3cr3t-aws-configure", "s3cr3t-aws-configure"),
     ("+ export 'DB_PASSWORD=s3cr3t with space'", "s3cr3t with space"),
@@ -66,7 +69,7 @@ fn no_form_of_a_secret_survives_record_show_or_the_reports() {
         "AKIAABCDEFGHIJKLMNOP",
         "s3cr3t-note-docker",
     ]);
-    for secret in secrets {
+    for secret in secrets.filter(|secret| !secret.is_empty()) {
         for (name, text) in &texts {
             assert!(!text.contains(secret), "{secret} kept in {name}:\n{text}");
         }
