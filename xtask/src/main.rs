@@ -20,6 +20,7 @@ mod embedded;
 mod faults;
 mod pipeline;
 mod progress;
+mod init;
 mod python;
 mod schemas;
 mod stages;
@@ -47,6 +48,11 @@ enum Task {
     Pipeline(pipeline::PipelineArgs),
     /// Checks formatting and lints and runs every test (installs the Python tools first).
     Test {
+    /// Reads a repository as it is and writes a commented pipeline.toml to start from
+    /// (templates and their nesting, functions from the templates' handlers and code keys, the
+    /// frontend from package.json, pytest files); `--check` explains what each component owns,
+    /// the files no component owns and every template reference it could not map.
+    Init(init::InitArgs),
         /// Arguments passed to `cargo test` (e.g. a test name filter).
         #[arg(trailing_var_arg = true)]
         filter: Vec<String>,
@@ -96,6 +102,7 @@ fn main() -> ExitCode {
         Task::Pipeline(args) => pipeline_with_tools(args),
         Task::Test { filter } => test(&filter).map(|()| true),
         Task::Bench { which } => bench::run(which).map(|()| true),
+        Task::Init(args) => init::run(&args),
         Task::Setup => python::ensure(&workspace_root()).map(|_| true),
         Task::Emulator { stop: true, repo, .. } => stop_emulator(repo).map(|()| true),
         Task::Emulator { state_file: None, .. } => emulator().map(|()| true),
