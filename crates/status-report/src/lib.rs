@@ -30,6 +30,7 @@ pub mod approval;
 pub mod codepipeline;
 mod gate;
 pub mod notify;
+pub mod page;
 mod report;
 pub mod stats;
 

@@ -231,3 +231,42 @@ fn stats_reads_a_dynamodb_store_in_one_pass() {
     assert_eq!(stages, ["run", "test"]);
     assert!(!repo.path().join(".pipeline/state.jsonl").exists());
 }
+
+/// `html --out DIR`: one page a person opens, the failed step marked with its error shown as
+/// text, a chart point per day; an --out that is a file is one line.
+#[test]
+fn html_writes_one_page_with_the_failed_step_and_the_trends() {
+    let repo = tempfile::tempdir().unwrap();
+    let store = FileStore::open(&repo.path().join(".pipeline")).unwrap();
+    let first = history(&store, (60, 80));
+    let mut broken = StepRecord::new("r12", "c0ffee1234567890", "web", Step::Test, Status::Failed);
+    broken.started_at = Some(first + Duration::from_secs(12 * 3600));
+    broken.ended_at = Some(first + Duration::from_secs(12 * 3600 + 5));
+    broken.details.error = Some("<script>document.title='owned'</script> 1 failed".into());
+    store.record(&broken).unwrap();
+
+    let out = repo.path().join("site");
+    let output = status_report(repo.path(), &["html", "--out", out.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    assert_eq!(text(&output.stdout), format!("{}\n", out.join("pipeline.html").display()));
+    let html = std::fs::read_to_string(out.join("pipeline.html")).unwrap();
+    assert!(html.contains("<h1>Pipeline run r12"), "the newest run");
+    assert!(html.contains("&lt;script&gt;document.title=&#39;owned&#39;&lt;/script&gt; 1 failed"));
+    assert!(!html.contains("<script"));
+    assert!(html.contains("<td class=\"failed\">failed</td>"));
+    let days = {
+        let json: serde_json::Value =
+            serde_json::from_slice(&status_report(repo.path(), &["stats", "--format", "json"]).stdout).unwrap();
+        json["per_day"].as_array().unwrap().len()
+    };
+    let runs_chart = &html[html.find("id=\"chart-runs\"").unwrap()..];
+    let runs_chart = &runs_chart[..runs_chart.find("</svg>").unwrap()];
+    assert_eq!(runs_chart.matches("<rect").count(), days);
+
+    let file = repo.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let output = status_report(repo.path(), &["html", "--out", file.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2));
+    let error = text(&output.stderr);
+    assert!(error.ends_with("a-file: not a folder; name the folder to write pipeline.html into\n"), "{error}");
+}

@@ -5,7 +5,7 @@
 //! regressed (`stats --check`), 2 usage, configuration,
 //! I/O or store errors (including a run that `mark-success` refuses).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -130,6 +130,19 @@ enum Command {
     /// each regression of the newest run against `[stats]` (duration over factor × P95, success
     /// rate under the minimum, coverage fallen), published to --topic-arn when given.
     Stats(StatsArgs),
+    /// Writes one self-contained HTML page, DIR/pipeline.html (no script, no network): the run's
+    /// steps as a timeline, the gate's decision, and the trends of `stats` as charts. Prints its path.
+    Html {
+        /// The folder to write into (created when missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// The run [default: the newest].
+        #[arg(long, value_name = "ID")]
+        run: Option<String>,
+        /// The trends cover runs started within this long before now.
+        #[arg(long, value_name = "DURATION", default_value = "30d")]
+        since: String,
+    },
     /// Records that a run's commit reached an environment (the last success of `[diff]
     /// base_environment` is the next default base); refused unless the environment's own deploy
     /// (`prod-deploy` for a promoted one) passed for every changed component it deploys. Prints the commit.
@@ -375,6 +388,7 @@ fn run(cli: &Cli) -> Result<bool> {
             print(&format!("{sent}\n"))?;
         }
         Command::Stats(args) => return stats(cli, &context, args),
+        Command::Html { out, run, since } => html(&context, out, run.as_deref(), since)?,
         Command::MarkSuccess { run, env } => {
             let policy = policy(&context)?;
             let (store, run_id) = pick_run(&context, run.as_deref())?;
@@ -430,6 +444,27 @@ fn stats(cli: &Cli, context: &StageContext, args: &StatsArgs) -> Result<bool> {
         })?;
     }
     Ok(false)
+}
+
+/// `html`: the page of a run and the trends, written into `out`.
+fn html(context: &StageContext, out: &Path, run: Option<&str>, since: &str) -> Result<()> {
+    use status_report::{page, stats};
+    if out.exists() && !out.is_dir() {
+        bail!("--out {}: not a folder; name the folder to write {} into", out.display(), page::FILE_NAME);
+    }
+    let policy = policy(context)?;
+    let query = stats::Query::new(Some(since), None, &policy, SystemTime::now())?;
+    let (store, run_id) = pick_run(context, run)?;
+    let (records, gate) = run_gate(&store, &run_folder(context, &run_id), &policy, None)?;
+    if records.is_empty() {
+        bail!(Error::UnknownRun { run_id });
+    }
+    let figures = stats::from_store(&store, query, stats::StatsSettings::policy(&context.config)?)?;
+    let text = page::render(&RunReport::new(&run_id, records, gate), &figures);
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let path = out.join(page::FILE_NAME);
+    run_state::write_atomic(&path, text.as_bytes())?;
+    print(&format!("{}\n", path.display()))
 }
 
 /// The folder of a run (it may not exist for runs recorded only through `record`).
