@@ -284,9 +284,15 @@ fn the_pipeline_template_wires_every_buildspec_and_artifact() {
 
 #[test]
 fn the_pipeline_template_is_clean_for_validate_and_cfn_lint() {
-    let path = root().join("cfn/pipeline.yaml");
+    for template in ["cfn/pipeline.yaml", "cfn/app-account.yaml"] {
+        template_is_clean(template);
+    }
+}
+
+fn template_is_clean(name: &str) {
+    let path = root().join(name);
     let bytes = std::fs::read(&path).unwrap();
-    let findings = validate::check_template("cfn/pipeline.yaml", &path, &bytes);
+    let findings = validate::check_template(name, &path, &bytes);
     let serious: Vec<_> = findings.iter().filter(|f| f.severity >= validate::Severity::Warning).collect();
     assert!(serious.is_empty(), "validate finds: {serious:#?}");
 
@@ -529,9 +535,14 @@ fn the_deploy_path_rehearsed_deploys_what_passed_and_keeps_production_out() {
     assert!(!stacks.status.success(), "a prod stack exists: {}", String::from_utf8_lossy(&stacks.stdout));
 }
 
-/// The template's resources by logical id.
+/// The pipeline template's resources by logical id.
 fn template_resources() -> Vec<(String, Node)> {
-    let template = read_yaml(&root().join("cfn/pipeline.yaml"));
+    resources_of("cfn/pipeline.yaml")
+}
+
+/// A template's resources by logical id.
+fn resources_of(path: &str) -> Vec<(String, Node)> {
+    let template = read_yaml(&root().join(path));
     template.get("Resources").unwrap().entries().iter().map(|(k, v)| (k.name.clone(), v.clone())).collect()
 }
 
@@ -562,13 +573,15 @@ fn is_allow(statement: &Node) -> bool {
     statement.get("Effect").and_then(Node::as_str) == Some("Allow")
 }
 
-/// The dev CloudFormation role: every role it creates carries the boundary (the condition on
-/// each action that creates a role or gives it rights), it cannot remove or change the
-/// boundary, and it passes roles only to the services the application's templates hand them to.
+/// An environment's CloudFormation role (cfn/app-account.yaml): every role it creates carries the
+/// boundary (the condition on each action that creates a role or gives it rights), it cannot
+/// remove or change the boundary, and it passes roles only to the services the application's
+/// templates hand them to; production's deploy role is assumable only by the pipeline's
+/// DeployProd role with the external id.
 #[test]
 fn the_cloudformation_role_creates_only_bounded_roles_and_passes_them_only_to_their_services() {
-    let resources = template_resources();
-    let role = resource(&resources, "CloudFormationRoleDev");
+    let resources = resources_of("cfn/app-account.yaml");
+    let role = resource(&resources, "CloudFormationRole");
     let all = statements(&role);
     let mut bounded = BTreeSet::new();
     for statement in all.iter().filter(|s| is_allow(s)) {
@@ -599,14 +612,30 @@ fn the_cloudformation_role_creates_only_bounded_roles_and_passes_them_only_to_th
     for action in statements(&boundary).iter().flat_map(|s| words(s.get("Action"))) {
         assert!(!["iam:", "sts:", "kms:", "organizations:"].iter().any(|p| action.starts_with(p)), "{action}");
     }
-    // The deploy role passes only this role, only to CloudFormation.
-    let deploy = resource(&resources, "DeployDevRole");
-    let pass: Vec<Node> = statements(&deploy)
-        .into_iter()
-        .filter(|s| words(s.get("Action")).iter().any(|a| a == "iam:PassRole"))
-        .collect();
-    assert_eq!(pass.len(), 1);
-    assert_eq!(words(pass[0].get("Resource")).join("."), "CloudFormationRoleDev.Arn");
+    // The deploy roles pass only this role, only to CloudFormation.
+    let pipeline = template_resources();
+    for (deploy, role) in [
+        (resource(&pipeline, "DeployDevRole"), "DevCloudFormationRoleArn"),
+        (resource(&resources, "DeployRole"), "CloudFormationRole.Arn"),
+    ] {
+        let pass: Vec<Node> = statements(&deploy)
+            .into_iter()
+            .filter(|s| words(s.get("Action")).iter().any(|a| a == "iam:PassRole"))
+            .collect();
+        assert_eq!(pass.len(), 1);
+        assert_eq!(words(pass[0].get("Resource")).join("."), role);
+        let to = words(
+            pass[0].get("Condition").and_then(|c| c.get("StringEquals")).and_then(|c| c.get("iam:PassedToService")),
+        );
+        assert_eq!(to, ["cloudformation.amazonaws.com"]);
+    }
+    let deploy = resource(&resources, "DeployRole");
+    let trust = deploy.get("Properties").unwrap().get("AssumeRolePolicyDocument").unwrap();
+    let statement = &statements(trust)[0];
+    assert_eq!(words(statement.get("Principal").and_then(|p| p.get("AWS"))), ["DeployPrincipalArn"]);
+    let external_id =
+        statement.get("Condition").and_then(|c| c.get("StringEquals")).and_then(|c| c.get("sts:ExternalId"));
+    assert_eq!(words(external_id), ["ExternalId"]);
 }
 
 /// What stack-deployer and the site check call is what their roles allow: DescribeStackResource
@@ -648,7 +677,12 @@ fn the_deploy_and_site_check_roles_allow_what_the_code_calls() {
     }
     assert!(!allowed("E2ERole").iter().any(|(a, _)| a.starts_with("cloudformation:")), "the check reads no stack");
     // The execution role reads the nested templates and zips where stack-deployer put them.
-    assert!(grants("CloudFormationRoleDev", "s3:GetObject", "s3:::${DevArtifactBucketName}/*"));
+    let account = resources_of("cfn/app-account.yaml");
+    let role = resource(&account, "CloudFormationRole");
+    assert!(statements(&role).iter().filter(|s| is_allow(s)).any(|s| {
+        words(s.get("Action")).iter().any(|a| a == "s3:GetObject")
+            && words(s.get("Resource")).iter().any(|r| r.ends_with("s3:::${ArtifactBucketName}/*"))
+    }));
 }
 
 /// Each CodeBuild project writes only its own output artifact (no stage can replace the toolkit
