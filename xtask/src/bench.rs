@@ -22,6 +22,11 @@ pub enum Bench {
         /// Rounds; each runs both loops, alternating which goes first.
         #[arg(long, default_value_t = 5)]
         rounds: usize,
+        /// Instead: a generated 100,000-file, 500-component monorepo and a 5,000-file change
+        /// across 1,000 commits, one `source-diff` call against one `git diff` call (time and
+        /// peak memory).
+        #[arg(long, conflicts_with_all = ["repo", "config"])]
+        scale: bool,
     },
     /// The `validate` binary (native checks) against `cfn-lint -f json` on the same templates, one
     /// process each per round, outputs checked; the stage on an unchanged repo beside it.
@@ -64,7 +69,8 @@ pub enum Bench {
 
 pub fn run(which: Bench) -> anyhow::Result<()> {
     match which {
-        Bench::Diff { repo, config, rounds } => diff(repo, config, rounds),
+        Bench::Diff { scale: true, rounds, .. } => crate::bench_diff_scale::run(rounds),
+        Bench::Diff { repo, config, rounds, .. } => diff(repo, config, rounds),
         Bench::Package { rounds } => crate::bench_package::run(rounds),
         Bench::Validate { rounds } => crate::bench_validate::run(rounds),
         Bench::Publish { rounds } => crate::bench_publish::run(rounds),

@@ -2,7 +2,8 @@
 //!
 //! - `cargo xtask pipeline`: the whole pipeline on a monorepo (the sample one by default).
 //! - `cargo xtask test`: formatting, lints and every test, after installing what they need.
-//! - `cargo xtask bench diff`: source-diff beside a bare `git diff` loop.
+//! - `cargo xtask bench diff [--scale]`: source-diff beside a bare `git diff` loop (or one call
+//!   on a generated 100,000-file monorepo).
 //! - `cargo xtask codebuild BUILDSPEC`: a buildspec rehearsed as CodeBuild runs it.
 //! - `cargo xtask bench pipeline`: the whole pipeline, first run, no-change rerun, one change.
 //! - `cargo xtask bench deploy`: stack-deployer beside `aws cloudformation deploy` and the seed's loop.
@@ -11,6 +12,7 @@
 
 mod bench;
 mod bench_deploy;
+mod bench_diff_scale;
 mod bench_package;
 mod bench_pipeline;
 mod bench_publish;
