@@ -127,3 +127,38 @@ fn a_cloudformation_role_that_is_not_one_is_refused_with_its_key_and_line() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("`cfn-exec` is not a role ARN"), "{}", text(&out.stderr));
 }
+
+/// Production reached through its role: the session CloudTrail shows names the stage, the
+/// environment and the run, and the external id given on the command line (CodeBuild reads it
+/// from Parameter Store) is the one sent, not the config's.
+#[tokio::test]
+async fn the_role_is_assumed_with_the_external_id_given_and_a_session_named_for_the_run() {
+    let moto = test_support::Moto::shared();
+    let name = format!("sd-session-{}", std::process::id());
+    let prod = "[deploy.environments.prod]\nregion = \"us-east-1\"\nrole_arn = \"arn:aws:iam::111111111111:role/deploy\"\nexternal_id = \"from-the-config\"\n";
+    let (repo, run) = make_repo(&name, prod);
+    // The bucket in the role's account (moto's STS credentials act in it).
+    let relay = test_support::Relay::start(&moto.endpoint);
+    let out = Command::new(BIN)
+        .arg("--repo")
+        .arg(repo.path())
+        .arg("--run-dir")
+        .arg(&run.path)
+        .args(["--env", "prod", "--endpoint-url", &relay.endpoint, "--external-id", "from-parameter-store"])
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_ENDPOINT_URL")
+        .env("AWS_CONFIG_FILE", "/nonexistent")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+        .output()
+        .unwrap();
+    let sent = relay.sent();
+    let assume =
+        sent.split("Action=AssumeRole").nth(1).unwrap_or_else(|| panic!("no AssumeRole: {}", text(&out.stderr)));
+    let assume = assume.split("\r\n").next().unwrap();
+    assert!(assume.contains("RoleSessionName=stack-deployer-prod-run-1"), "{assume}");
+    assert!(assume.contains("ExternalId=from-parameter-store"), "{assume}");
+    assert!(!sent.contains("from-the-config"), "the config's external id was sent");
+}

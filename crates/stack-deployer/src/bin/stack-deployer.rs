@@ -129,11 +129,15 @@ fn run(args: Args) -> anyhow::Result<u8> {
         error
     };
     let env = environment(&context, &args.environment).map_err(|e| failed(e.into()))?;
-    let target = args
+    let mut target = args
         .target
         .target()
         .for_environment(&env.name, &env.account, "stack-deployer")
         .map_err(|e| failed(e.into()))?;
+    // CloudTrail names the stage, the environment and the run: stack-deployer-prod-RUN.
+    if let Some(role) = &mut target.assume_role {
+        role.session_name = aws_target::session_name(&role.session_name, &run.run_id);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let report = runtime.block_on(async {
         let config = aws_target::load(&target).await.map_err(|e| failed(e.into()))?;
