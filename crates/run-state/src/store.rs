@@ -216,7 +216,51 @@ impl FileStore {
         file.lock_shared().map_err(|e| Error::io(&self.path, e))?;
         read_lines(&file, &self.path)
     }
+
+    /// Streams the store's lines to `each` under a shared lock, one line in memory at a time;
+    /// with `containing`, only lines holding those bytes are parsed (a run's id: its records
+    /// cannot lack it), so reading one run of a large store costs a scan, not a parse.
+    fn scan(&self, containing: Option<&[u8]>, mut each: impl FnMut(Line)) -> Result<(), Error> {
+        let file = File::open(&self.path).map_err(|e| Error::io(&self.path, e))?;
+        file.lock_shared().map_err(|e| Error::io(&self.path, e))?;
+        let mut reader = BufReader::with_capacity(1 << 20, &file);
+        let mut buffer = Vec::new();
+        let mut number = 0;
+        let finder = match containing {
+            Some(bytes) => Some(
+                regex::bytes::Regex::new(&regex::escape(&String::from_utf8_lossy(bytes)))
+                    .map_err(|e| Error::Corrupt { path: self.path.clone(), message: e.to_string() })?,
+            ),
+            None => None,
+        };
+        loop {
+            buffer.clear();
+            let read = reader.read_until(b'\n', &mut buffer).map_err(|e| Error::io(&self.path, e))?;
+            if read == 0 {
+                return Ok(());
+            }
+            number += 1;
+            if let Some(finder) = &finder
+                && !finder.is_match(&buffer)
+            {
+                continue;
+            }
+            match serde_json::from_slice::<Line>(&buffer) {
+                Ok(line) => each(line),
+                // A torn last line from a crash mid-write: it never finished, so it never happened.
+                Err(_) if !buffer.ends_with(b"\n") => return Ok(()),
+                Err(e) => {
+                    return Err(Error::Corrupt { path: self.path.clone(), message: format!("line {number}: {e}") });
+                }
+            }
+        }
+    }
 }
+
+/// The start of a step line as the store writes it, with a run id that needs no unescaping.
+static STEP_HEAD: std::sync::LazyLock<regex::bytes::Regex> = std::sync::LazyLock::new(|| {
+    regex::bytes::Regex::new(r#"^\{"kind":"step","run_id":"([^"\\]*)""#).expect("the step head pattern is valid")
+});
 
 /// Makes the file end with a newline before a line is appended (the caller holds the exclusive lock).
 ///
@@ -352,17 +396,56 @@ impl Store for FileStore {
     }
 
     fn run(&self, run_id: &str) -> Result<Vec<StepRecord>, Error> {
-        Ok(latest_steps(self.read()?.iter(), run_id))
+        let mut latest: BTreeMap<(Step, String), StepRecord> = BTreeMap::new();
+        self.scan(Some(run_id.as_bytes()), |line| {
+            if let Line::Step(record) = line
+                && record.run_id == run_id
+            {
+                fold(&mut latest, record);
+            }
+        })?;
+        Ok(latest.into_values().map(StepRecord::with_dead_runner_failed).collect())
     }
 
     fn run_ids(&self) -> Result<Vec<String>, Error> {
         let mut ids: Vec<String> = Vec::new();
         let mut seen = HashSet::new();
-        for line in self.read()? {
-            if let Line::Step(record) = line
-                && seen.insert(record.run_id.clone())
+        // Only the kind and the run id of each line are read (the rest is skipped, not built).
+        #[derive(Deserialize)]
+        struct Head<'a> {
+            kind: &'a str,
+            #[serde(borrow)]
+            run_id: Option<std::borrow::Cow<'a, str>>,
+        }
+        let file = File::open(&self.path).map_err(|e| Error::io(&self.path, e))?;
+        file.lock_shared().map_err(|e| Error::io(&self.path, e))?;
+        let mut reader = BufReader::with_capacity(1 << 20, &file);
+        let mut buffer = Vec::new();
+        loop {
+            buffer.clear();
+            if reader.read_until(b'\n', &mut buffer).map_err(|e| Error::io(&self.path, e))? == 0 {
+                break;
+            }
+            // The store writes a step as `{"kind":"step","run_id":"ID",...`: read the id there
+            // without parsing the line; any other shape (a hand edit) is parsed.
+            if let Some(id) = STEP_HEAD.captures(&buffer).and_then(|c| c.get(1))
+                && buffer.ends_with(b"\n")
             {
-                ids.push(record.run_id);
+                let id = String::from_utf8_lossy(id.as_bytes());
+                if !seen.contains(id.as_ref()) {
+                    seen.insert(id.to_string());
+                    ids.push(id.into_owned());
+                }
+                continue;
+            }
+            match serde_json::from_slice::<Head>(&buffer) {
+                Ok(Head { kind: "step", run_id: Some(id) }) if !seen.contains(id.as_ref()) => {
+                    seen.insert(id.to_string());
+                    ids.push(id.into_owned());
+                }
+                Ok(_) => {}
+                Err(_) if !buffer.ends_with(b"\n") => break,
+                Err(e) => return Err(Error::Corrupt { path: self.path.clone(), message: e.to_string() }),
             }
         }
         Ok(ids)
@@ -372,7 +455,7 @@ impl Store for FileStore {
     fn runs(&self) -> Result<Vec<(String, Vec<StepRecord>)>, Error> {
         let mut order: Vec<String> = Vec::new();
         let mut latest: HashMap<String, BTreeMap<(Step, String), StepRecord>> = HashMap::new();
-        for line in self.read()? {
+        self.scan(None, |line| {
             if let Line::Step(record) = line {
                 let steps = latest.entry(record.run_id.clone()).or_insert_with(|| {
                     order.push(record.run_id.clone());
@@ -380,7 +463,7 @@ impl Store for FileStore {
                 });
                 fold(steps, record);
             }
-        }
+        })?;
         Ok(order
             .into_iter()
             .map(|id| {

@@ -244,8 +244,16 @@ fn run(cli: &Cli) -> Result<bool> {
             let policy = policy(&context)?;
             let mut out = String::new();
             if let Some(store) = context.existing_store()? {
-                for run_id in store.run_ids()? {
-                    let (_, gate) = run_gate(&store, &run_folder(&context, &run_id), &policy, None)?;
+                // One read of the store for every run, not one per run.
+                for (run_id, records) in store.runs()? {
+                    let required = match run_folder(&context, &run_id)
+                        .read_json::<source_diff::DiffReport>(run_state::RunFile::Diff)
+                    {
+                        Ok(diff) => Some(Requirements::from_diff(&diff)),
+                        Err(Error::MissingInput { .. }) => None,
+                        Err(other) => return Err(other.into()),
+                    };
+                    let gate = status_report::decide(&records, required.as_ref(), &policy);
                     let verdict = match gate.reasons.len() {
                         0 => "passed".to_string(),
                         1 => "refused (1 reason)".to_string(),
