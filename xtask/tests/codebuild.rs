@@ -888,3 +888,43 @@ fn a_toolkit_artifact_that_does_not_match_its_hash_refuses_deploy_prod() {
     let (_, _, text) = good.stage("deploy-prod.yml", None);
     assert!(!text.contains("does not match"), "{text}");
 }
+
+/// DeployProd records the approval CodePipeline holds for its own execution, not a name from
+/// an environment variable: the buildspec asks `status-report approve --codepipeline` with the
+/// pipeline's name and the execution id the template passes (CodePipeline's, which no stage can
+/// write), a real build without them refuses, the role may read that pipeline's action
+/// executions only, and production's site is checked before the commit is marked.
+#[test]
+fn deploy_prod_takes_the_approval_from_codepipeline_and_checks_the_site_before_the_mark() {
+    let specs: std::collections::BTreeMap<String, Node> = buildspecs().into_iter().collect();
+    let prod = commands(&specs["deploy-prod.yml"]).join("\n");
+    assert!(
+        prod.contains(r#"status-report approve --codepipeline "$PIPELINE_NAME" --execution "$PIPELINE_EXECUTION_ID""#),
+        "{prod}"
+    );
+    assert!(prod.contains("refusing to deploy to production"), "{prod}");
+    let help = help("status-report", Some("approve"));
+    assert!(help.contains("--codepipeline") && help.contains("--execution"), "{help}");
+    let check = prod.find("frontend-publisher check --env").expect("the site check runs in DeployProd");
+    let mark = prod.find("status-report mark-success").unwrap();
+    let publish = prod.find("frontend-publisher publish").unwrap();
+    assert!(publish < check && check < mark, "publish, check, then the mark: {prod}");
+
+    let template = std::fs::read_to_string(root().join("cfn/pipeline.yaml")).unwrap();
+    assert!(
+        template.contains(
+            r##"{"name":"PIPELINE_EXECUTION_ID","value":"#{codepipeline.PipelineExecutionId}","type":"PLAINTEXT"}"##
+        ),
+        "the DeployProd action passes its execution id"
+    );
+    let resources = template_resources();
+    let project = resource(&resources, "DeployProdProject");
+    let names = words(project.get("Properties").unwrap().get("Environment").unwrap().get("EnvironmentVariables"));
+    assert!(names.iter().any(|n| n == "PIPELINE_NAME"), "{names:?}");
+    let role = std::fs::read_to_string(root().join("cfn/pipeline.yaml")).unwrap();
+    let start = role.find("  DeployProdRole:").unwrap();
+    let end = start + role[start..].find("\n  # ").unwrap_or(role.len() - start);
+    let block = &role[start..end];
+    assert!(block.contains("codepipeline:ListActionExecutions"), "{block}");
+    assert!(block.contains(":${ProjectName}-pipeline\""), "only this pipeline: {block}");
+}
