@@ -851,6 +851,34 @@ fn unchanged_functions(functions: &[FunctionSpec], diff: &source_diff::DiffRepor
     Ok(unchanged)
 }
 
+/// An `include` naming the component whose build writes it needs that component to have a
+/// `build` command in `[components]`: nothing else in a pipeline writes it.
+fn check_include_builds(config: &pipeline_config::ConfigFile, settings: &LambdaSettings) -> Result<(), Error> {
+    let Ok(components) = source_diff::Components::from_config(config) else { return Ok(()) };
+    for (name, function) in &settings.functions {
+        for include in &function.include {
+            let Some(component) = &include.component else { continue };
+            let problem = match components.get(component.get_ref()) {
+                None => format!("`{}` is no component of [components]", component.get_ref()),
+                Some(found) if found.build.is_none() => format!(
+                    "component `{}` has no `build` command, so nothing in the pipeline writes `{}`; add its build, or name the component whose build writes it",
+                    component.get_ref(),
+                    include.from.get_ref()
+                ),
+                Some(_) => continue,
+            };
+            return Err(Error::Config(ConfigError::at(
+                &config.path,
+                &config.text,
+                component.span(),
+                format!("lambda.functions.{name}.include"),
+                problem,
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// How [`run_stage`] runs.
 #[derive(Debug, Clone, Default)]
 pub struct StageOptions {
@@ -877,6 +905,7 @@ pub fn run_stage(
     let work = || -> Result<Manifest, Error> {
         let config = context.required_config()?;
         let (settings, mut functions) = LambdaSettings::from_config(config)?;
+        check_include_builds(config, &settings)?;
         for name in &options.only {
             if !functions.iter().any(|f| &f.name == name) {
                 return Err(Error::UnknownFunction {

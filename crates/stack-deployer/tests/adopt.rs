@@ -329,3 +329,20 @@ fn a_changed_function_whose_include_is_missing_names_the_build_that_writes_it() 
         "function `frontend-builder`: include `frontend/dist` does not exist: it is the output of component `frontend`'s build (`sh frontend/build.sh`), which has not run in this checkout; run that build first (`step-runner --step build` builds `frontend` when it changed)"
     );
 }
+
+#[test]
+fn an_include_built_by_a_component_without_a_build_command_is_refused_naming_the_key() {
+    let (repo, _) = adopted("d");
+    let toml = std::fs::read_to_string(repo.path().join("pipeline.toml")).unwrap();
+    repo.write("pipeline.toml", &toml.replace("build = { run = \"sh frontend/build.sh\", timeout = \"1m\" }\n", ""));
+    repo.commit_all("the frontend's build removed");
+    let run = run(repo.path(), "run-1", &repo.head(), &["api-handler", "infra"]);
+    let error = package(repo.path(), &run).0.unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        format!(
+            "{}:31: lambda.functions.frontend-builder.include: component `frontend` has no `build` command, so nothing in the pipeline writes `frontend/dist`; add its build, or name the component whose build writes it",
+            repo.path().join("pipeline.toml").display()
+        )
+    );
+}
