@@ -659,6 +659,8 @@ fn the_deploy_and_site_check_roles_allow_what_the_code_calls() {
     };
     for (action, on) in [
         ("cloudformation:DescribeStackResource", "stack/${AppStackPrefix}-dev*"),
+        ("cloudformation:ListChangeSets", "stack/${AppStackPrefix}-dev*"),
+        ("cloudformation:ListStackResources", "stack/${AppStackPrefix}-dev*"),
         ("cloudformation:CreateChangeSet", "stack/${AppStackPrefix}-dev*"),
         ("s3:ListBucket", "s3:::${DevArtifactBucketName}"),
         ("s3:GetObject", "s3:::${DevArtifactBucketName}/*"),

@@ -28,6 +28,7 @@
 pub mod approval;
 #[cfg(feature = "aws")]
 pub mod codepipeline;
+pub mod dashboard;
 mod gate;
 pub mod notify;
 pub mod page;

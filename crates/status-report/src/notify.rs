@@ -127,7 +127,10 @@ pub struct Metric {
 }
 
 /// The metrics of a run's finished steps (pure): for each, `StepOutcome` = 1 and, when it has
-/// a start and an end, `StepDuration` in seconds; dimensions Step, Component, Outcome.
+/// a start and an end, `StepDuration` in seconds; dimensions Step, Component, Outcome; a test
+/// step's `LineCoverage` in percent (dimension Component). Then per stage with a result,
+/// `StageOutcome` = 1 (Step, Outcome `passed` or `failed`) and `StageDuration`, its span over
+/// the components in seconds (Step): what [`crate::dashboard`] charts.
 pub fn metrics(records: &[StepRecord]) -> Vec<Metric> {
     let mut out = Vec::new();
     for record in records.iter().filter(|r| r.status.is_final()) {
@@ -149,6 +152,25 @@ pub fn metrics(records: &[StepRecord]) -> Vec<Metric> {
             });
         }
         out.push(Metric { name: "StepOutcome", value: 1.0, unit: "Count", dimensions, at: record.ended_at });
+        if let Some(coverage) = record.details.coverage.as_deref()
+            && let Some(percent) = coverage.lines.percent()
+        {
+            let dimensions = vec![("Component", record.component.clone())];
+            out.push(Metric { name: "LineCoverage", value: percent, unit: "Percent", dimensions, at: record.ended_at });
+        }
+    }
+    // Each stage over its components ([`crate::stats::stage_results`]): what the dashboard
+    // charts per stage (dimension Step alone, so one series a stage).
+    for (step, stage) in crate::stats::stage_results(records) {
+        let Some(passed) = stage.result else { continue };
+        let outcome = if passed { "passed" } else { "failed" };
+        let dimensions = vec![("Step", step.as_str().to_string()), ("Outcome", outcome.to_string())];
+        out.push(Metric { name: "StageOutcome", value: 1.0, unit: "Count", dimensions, at: stage.ended });
+        if let Some(span) = stage.span {
+            let dimensions = vec![("Step", step.as_str().to_string())];
+            let value = span as f64 / 1000.0;
+            out.push(Metric { name: "StageDuration", value, unit: "Seconds", dimensions, at: stage.ended });
+        }
     }
     out
 }
@@ -271,7 +293,36 @@ mod tests {
         let metrics = metrics(&[test, running, skipped]);
         let names: Vec<(&str, f64, &str)> =
             metrics.iter().map(|m| (m.name, m.value, m.dimensions[1].1.as_str())).collect();
-        assert_eq!(names, [("StepDuration", 2.5, "api"), ("StepOutcome", 1.0, "api"), ("StepOutcome", 1.0, "web")]);
+        assert_eq!(
+            names[..3],
+            [("StepDuration", 2.5, "api"), ("StepOutcome", 1.0, "api"), ("StepOutcome", 1.0, "web")]
+        );
         assert_eq!(metrics[0].dimensions[2], ("Outcome", "passed".to_string()));
+        // The test stage is not finished (web's test runs): no stage figures; deploy only skipped.
+        assert_eq!(metrics.len(), 3);
+    }
+
+    #[test]
+    fn stage_metrics_and_coverage_carry_the_dimensions_the_dashboard_charts() {
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let step = |component: &str, status, from: u64, secs: u64| {
+            let mut record = StepRecord::new("r1", "abc", component, Step::Test, status);
+            record.started_at = Some(start + Duration::from_secs(from));
+            record.ended_at = Some(start + Duration::from_secs(from + secs));
+            record
+        };
+        let mut api = step("api", Status::Passed, 0, 30);
+        api.details.coverage = Some(Box::new(run_state::Coverage {
+            lines: run_state::Ratio { covered: 3, total: 4 },
+            ..run_state::Coverage::default()
+        }));
+        let metrics = metrics(&[api, step("web", Status::Failed, 10, 50)]);
+        let find = |name: &str| metrics.iter().find(|m| m.name == name).unwrap();
+        assert_eq!((find("LineCoverage").value, find("LineCoverage").unit), (75.0, "Percent"));
+        assert_eq!(find("LineCoverage").dimensions, [("Component", "api".to_string())]);
+        // The stage: first start to last end over api and web, failed because web failed.
+        assert_eq!(find("StageDuration").value, 60.0);
+        assert_eq!(find("StageDuration").dimensions, [("Step", "test".to_string())]);
+        assert_eq!(find("StageOutcome").dimensions, [("Step", "test".to_string()), ("Outcome", "failed".to_string())]);
     }
 }

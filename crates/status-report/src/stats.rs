@@ -406,6 +406,51 @@ pub struct RunFigures {
     pub stages: BTreeMap<Step, (Option<bool>, Option<u64>)>,
 }
 
+/// One stage (step) of one run, over its components.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StageResult {
+    /// `Some(false)` when a component failed or was cancelled, `Some(true)` when every record
+    /// ended and one passed, `None` otherwise (only skipped, or not finished).
+    pub result: Option<bool>,
+    /// Whether every record of the stage is a skip.
+    pub skipped: bool,
+    /// First start to last end of the records that ran, in milliseconds, once all ended. Never
+    /// for the approval, whose span is a person's wait ([`Stats::approval_wait`]).
+    pub span: Option<u64>,
+    /// When its last record ended.
+    pub ended: Option<SystemTime>,
+}
+
+/// Each stage of one run (pure), in pipeline order.
+pub fn stage_results(records: &[StepRecord]) -> BTreeMap<Step, StageResult> {
+    let mut stages = BTreeMap::new();
+    for step in Step::ALL {
+        let of_step: Vec<&StepRecord> = records.iter().filter(|r| r.step == *step).collect();
+        if of_step.is_empty() {
+            continue;
+        }
+        let result = if of_step.iter().any(|r| matches!(r.status, Status::Failed | Status::Cancelled)) {
+            Some(false)
+        } else if of_step.iter().any(|r| r.status == Status::Passed) && of_step.iter().all(|r| r.status.is_final()) {
+            Some(true)
+        } else {
+            None
+        };
+        let ran: Vec<&&StepRecord> = of_step.iter().filter(|r| r.status != Status::Skipped).collect();
+        let ended = of_step.iter().filter(|r| r.status.is_final()).filter_map(|r| r.ended_at).max();
+        let ran_end = ran.iter().filter_map(|r| r.ended_at).max();
+        let span = match (ran.iter().filter_map(|r| r.started_at).min(), ran_end) {
+            (Some(from), Some(to)) if *step != Step::Approval && ran.iter().all(|r| r.status.is_final()) => {
+                Some(millis(from, to))
+            }
+            _ => None,
+        };
+        let skipped = of_step.iter().all(|r| r.status == Status::Skipped);
+        stages.insert(*step, StageResult { result, skipped, span, ended });
+    }
+    stages
+}
+
 /// Builds [`Stats`] one run at a time.
 #[derive(Debug)]
 pub struct Collector {
@@ -518,39 +563,16 @@ impl Collector {
 
         // Each stage: its result over the components, and its span.
         let mut stages = BTreeMap::new();
-        for step in Step::ALL {
-            let of_step: Vec<&StepRecord> = records.iter().filter(|r| r.step == *step).collect();
-            if of_step.is_empty() {
-                continue;
-            }
-            let result = if of_step.iter().any(|r| matches!(r.status, Status::Failed | Status::Cancelled)) {
-                Some(false)
-            } else if of_step.iter().any(|r| r.status == Status::Passed) && of_step.iter().all(|r| r.status.is_final())
-            {
-                Some(true)
-            } else {
-                None
-            };
-            let ran: Vec<&&StepRecord> = of_step.iter().filter(|r| r.status != Status::Skipped).collect();
-            let span = match (
-                ran.iter().filter_map(|r| r.started_at).min(),
-                ran.iter().filter(|r| r.status.is_final()).filter_map(|r| r.ended_at).max(),
-            ) {
-                (Some(from), Some(to)) if ran.iter().all(|r| r.status.is_final()) => Some(millis(from, to)),
-                _ => None,
-            };
-            let entry = self.stages.entry(*step).or_default();
-            match result {
+        for (step, stage) in stage_results(records) {
+            let entry = self.stages.entry(step).or_default();
+            match stage.result {
                 Some(true) => entry.0 += 1,
                 Some(false) => entry.1 += 1,
-                None if of_step.iter().all(|r| r.status == Status::Skipped) => entry.2 += 1,
+                None if stage.skipped => entry.2 += 1,
                 None => {}
             }
-            // The approval's span is a person's wait, not the stage's work: counted apart.
-            if *step != Step::Approval {
-                entry.3.extend(span);
-            }
-            stages.insert(*step, (result, if *step == Step::Approval { None } else { span }));
+            entry.3.extend(stage.span);
+            stages.insert(step, (stage.result, stage.span));
         }
 
         // The approval wait, and the lead time.

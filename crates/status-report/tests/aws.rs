@@ -130,7 +130,8 @@ async fn a_failed_run_recorded_in_dynamodb_is_published_to_sns() {
 
 /// Recorded responses (aws-smithy-mocks): moto 5.2.5 does not speak the RPCv2 CBOR protocol the
 /// CloudWatch SDK uses. What is checked is what we send: every finished step's outcome, the
-/// duration where there is one, the three dimensions, at most 20 data a call.
+/// duration where there is one, the three dimensions, the stage's outcome and span (dimension
+/// Step, for the dashboard), at most 20 data a call.
 #[tokio::test]
 async fn metrics_are_sent_in_batches_with_their_dimensions() {
     use aws_smithy_mocks::{RuleMode, mock, mock_client};
@@ -146,21 +147,24 @@ async fn metrics_are_sent_in_batches_with_their_dimensions() {
         })
         .collect();
     let metrics = status_report::notify::metrics(&records);
-    assert_eq!(metrics.len(), 24);
+    // 12 steps × (outcome, duration), then the test stage: failed, over 12 seconds.
+    assert_eq!(metrics.len(), 26);
+    assert_eq!((metrics[24].name, metrics[25].name, metrics[25].value), ("StageOutcome", "StageDuration", 12.0));
     let put = mock!(aws_sdk_cloudwatch::Client::put_metric_data)
         .match_requests(|request| {
             request.namespace() == Some("Pipeline/Test")
                 && request.metric_data().len() <= 20
                 && request.metric_data().iter().all(|datum| {
                     let names: Vec<&str> = datum.dimensions().iter().filter_map(|d| d.name()).collect();
-                    names == ["Step", "Component", "Outcome"] && datum.timestamp().is_some()
+                    [&["Step", "Component", "Outcome"][..], &["Step", "Outcome"], &["Step"]].contains(&names.as_slice())
+                        && datum.timestamp().is_some()
                 })
         })
         .then_output(|| aws_sdk_cloudwatch::operation::put_metric_data::PutMetricDataOutput::builder().build());
     let client = mock_client!(aws_sdk_cloudwatch, RuleMode::MatchAny, [&put]);
     let sent = status_report::notify::put_metrics(&client, "Pipeline/Test", &metrics).await.unwrap();
-    assert_eq!(sent, 24);
-    assert_eq!(put.num_calls(), 2, "24 data in calls of at most 20");
+    assert_eq!(sent, 26);
+    assert_eq!(put.num_calls(), 2, "26 data in calls of at most 20");
     let first = &metrics[0];
     assert_eq!((first.name, first.value, first.unit), ("StepDuration", 1.0, "Seconds"));
 }

@@ -270,3 +270,29 @@ fn html_writes_one_page_with_the_failed_step_and_the_trends() {
     let error = text(&output.stderr);
     assert!(error.ends_with("a-file: not a folder; name the folder to write pipeline.html into\n"), "{error}");
 }
+
+/// `dashboard` prints a body CloudWatch takes: the namespace of [notify], the region given.
+#[test]
+fn dashboard_prints_the_body_for_the_configured_namespace() {
+    let repo = tempfile::tempdir().unwrap();
+    std::fs::write(repo.path().join("pipeline.toml"), "[notify]\nmetrics_namespace = \"Pipeline/Mine\"\n").unwrap();
+    let output = status_report(repo.path(), &["--region", "eu-west-1", "dashboard"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let durations = &json["widgets"][2]["properties"];
+    assert_eq!(
+        (durations["title"].as_str(), durations["region"].as_str()),
+        (Some("Stage duration P95 (s)"), Some("eu-west-1"))
+    );
+    assert_eq!(durations["metrics"][0][0], "Pipeline/Mine");
+    let output = Command::new(env!("CARGO_BIN_EXE_status-report"))
+        .args(["--repo", repo.path().to_str().unwrap(), "dashboard", "--namespace", "X"])
+        .env_remove("AWS_REGION")
+        .env_remove("AWS_DEFAULT_REGION")
+        .output()
+        .unwrap();
+    assert_eq!(
+        (output.status.code(), text(&output.stderr)),
+        (Some(2), "status-report: no region: pass --region or set AWS_REGION\n".to_string())
+    );
+}

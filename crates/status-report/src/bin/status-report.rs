@@ -130,6 +130,13 @@ enum Command {
     /// each regression of the newest run against `[stats]` (duration over factor × P95, success
     /// rate under the minimum, coverage fallen), published to --topic-arn when given.
     Stats(StatsArgs),
+    /// Prints the CloudWatch dashboard body (runs, success rate per stage, stage duration P95,
+    /// coverage) of the metrics `metrics` puts, for `aws cloudwatch put-dashboard`.
+    Dashboard {
+        /// The namespace, over `[notify] metrics_namespace`.
+        #[arg(long, value_name = "NAMESPACE")]
+        namespace: Option<String>,
+    },
     /// Writes one self-contained HTML page, DIR/pipeline.html (no script, no network): the run's
     /// steps as a timeline, the gate's decision, and the trends of `stats` as charts. Prints its path.
     Html {
@@ -396,6 +403,16 @@ fn run(cli: &Cli) -> Result<bool> {
             print(&format!("{sent}\n"))?;
         }
         Command::Stats(args) => return stats(cli, &context, args),
+        Command::Dashboard { namespace } => {
+            let settings = context.config.section::<NotifySettings>(NotifySettings::SECTION)?;
+            let namespace = namespace
+                .clone()
+                .or(settings.metrics_namespace)
+                .ok_or_else(|| anyhow!("no namespace: pass --namespace or set [notify] metrics_namespace"))?;
+            let region = cli.target.region.clone().or_else(|| std::env::var("AWS_REGION").ok());
+            let region = region.ok_or_else(|| anyhow!("no region: pass --region or set AWS_REGION"))?;
+            print(&format!("{}\n", status_report::dashboard::body(&namespace, &region)))?;
+        }
         Command::Html { out, run, since } => html(&context, out, run.as_deref(), since)?,
         Command::MarkSuccess { run, env } => {
             let policy = policy(&context)?;
