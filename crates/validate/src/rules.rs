@@ -10,6 +10,7 @@ use crate::{Finding, Severity};
 mod conditions;
 mod iam;
 pub mod schema;
+mod shapes;
 mod warnings;
 
 /// One native rule's identity.
@@ -1023,20 +1024,19 @@ fn references(root: &Node, names: &Names<'_>, out: &mut Out<'_>) {
                     );
                 }
             }
-            "Fn::If" => fn_if(names, key, arg, site, out),
-            "Fn::Base64" => {
-                let fine = match &arg.value {
-                    Value::Map(_) => arg.intrinsic().is_some(),
-                    Value::Seq(_) => false,
-                    // cfn-lint says nothing about `Fn::Base64:` with nothing after it.
-                    Value::Null | Value::String(_) | Value::Number(_) | Value::Bool(_) => true,
+            "Fn::If" => fn_if(names, key, arg, site, reference_rule(IF_CONDITION_UNDEFINED), out),
+            name if shapes::shape_of_function(name).is_some() => {
+                let own = match name {
+                    "Fn::Base64" => BASE64_INVALID,
+                    "Fn::ImportValue" => IMPORT_VALUE_INVALID,
+                    "Fn::GetAZs" => GETAZS_INVALID,
+                    "Fn::Select" => SELECT_INVALID,
+                    "Fn::Join" => JOIN_INVALID,
+                    "Fn::Split" => SPLIT_INVALID,
+                    _ => CIDR_INVALID,
                 };
-                if !fine {
-                    out.add(
-                        BASE64_INVALID,
-                        whole,
-                        format!("Fn::Base64 takes a string or a function; {} is not of type 'string'", shape_of(arg)),
-                    );
+                if let Some(shape) = shapes::shape_of_function(name) {
+                    shapes::check(name, arg, shape, whole, reference_rule(own), out);
                 }
             }
             _ => {}
@@ -1111,7 +1111,9 @@ fn getatt(names: &Names<'_>, key: &Key, arg: &Node, site: &Site<'_>, undefined: 
 }
 
 /// `Fn::If`: `[condition, value if true, value if false]` with a defined condition.
-fn fn_if(names: &Names<'_>, key: &Key, arg: &Node, site: &Site<'_>, out: &mut Out<'_>) {
+/// An undefined condition is `undefined` (E1028, or the ID of the outermost function around it,
+/// or E6101 in an output's value, as cfn-lint files it).
+fn fn_if(names: &Names<'_>, key: &Key, arg: &Node, site: &Site<'_>, undefined: Rule, out: &mut Out<'_>) {
     let whole = intrinsic_pos(key, site);
     let items = match &arg.value {
         Value::Seq(items) => items,
@@ -1143,12 +1145,12 @@ fn fn_if(names: &Names<'_>, key: &Key, arg: &Node, site: &Site<'_>, out: &mut Ou
     match condition.as_str() {
         Some(name) if names.is_condition(name) => {}
         Some(name) => out.add(
-            IF_CONDITION_UNDEFINED,
+            undefined,
             item_pos(key, site, condition),
             format!("Fn::If condition `{name}` is not defined under Conditions"),
         ),
         None => out.add(
-            IF_CONDITION_UNDEFINED,
+            undefined,
             item_pos(key, site, condition),
             format!("Fn::If takes a condition's name first; {} is not one of the conditions", shape_of(condition)),
         ),
