@@ -92,7 +92,21 @@ pub fn run(args: &InitArgs) -> anyhow::Result<bool> {
     for line in &found.unmapped {
         println!("not mapped: {line}");
     }
+    print!("{}", exported_variables(&text)?);
     Ok(true)
+}
+
+/// The `env.exported-variables` of `buildspecs/diff.yml` for the config's components: the
+/// flags `source-diff --format env` writes, so nobody lists them by hand.
+fn exported_variables(text: &str) -> anyhow::Result<String> {
+    let config = pipeline_config::ConfigFile::from_text(Path::new("pipeline.toml"), text);
+    let components = source_diff::Components::from_config(&config)?;
+    let mut out = String::from("buildspecs/diff.yml, env.exported-variables:\n    - any_changed\n");
+    for component in components.iter() {
+        let prefix = &component.flag_prefix;
+        let _ = writeln!(out, "    - {prefix}_tests_required\n    - {prefix}_deploy_required");
+    }
+    Ok(out)
 }
 
 /// The repository's files (relative, sorted), build output, dependencies and hidden folders left out.
@@ -512,6 +526,7 @@ fn explain(repo: &Path, files: &[String], found: &Found, text: &str) -> anyhow::
     for file in unowned {
         let _ = writeln!(out, "  {file}");
     }
+    out.push_str(&exported_variables(&config.text)?);
     let _ = writeln!(out, "template references not mapped: {}", found.unmapped.len());
     for line in &found.unmapped {
         let _ = writeln!(out, "  {line}");

@@ -25,7 +25,8 @@ fn init_writes_a_config_that_maps_the_templates_and_functions_of_the_repository(
     let config = pipeline_config::ConfigFile::load(&path).unwrap();
 
     let (_, functions) = lambda_packager::LambdaSettings::from_config(&config).unwrap();
-    let found: Vec<(String, Vec<String>, Option<(String, String)>)> = functions
+    type Declared = (String, Vec<String>, Option<(String, String)>);
+    let found: Vec<Declared> = functions
         .iter()
         .map(|f| (f.name.clone(), f.sources.iter().map(|s| s.from.clone()).collect(), f.template.clone()))
         .collect();
@@ -89,6 +90,10 @@ fn init_check_says_what_each_component_owns_and_what_nothing_owns() {
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("api-handler: 2 file(s)\n  lambda/index.py\n  lambda/rbac_middleware.py\n"), "{text}");
     assert!(text.contains("owned by no component: ") && text.contains("\n  README.md\n"), "{text}");
+    assert!(
+        text.contains("buildspecs/diff.yml, env.exported-variables:\n    - any_changed\n    - api_handler_tests_required\n    - api_handler_deploy_required\n"),
+        "{text}"
+    );
     assert!(text.ends_with("template references not mapped: 0\n"), "{text}");
     assert!(!dir.path().join("pipeline.toml").exists(), "--check writes nothing");
 
