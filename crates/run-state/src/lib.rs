@@ -38,6 +38,7 @@ mod context;
 pub mod dynamo;
 pub mod outputs;
 mod record;
+mod prune;
 pub mod redact;
 mod run_dir;
 mod store;
@@ -52,6 +53,7 @@ pub use outputs::{DeployedStack, StackOutputs};
 pub use pipeline_config::fs;
 pub use record::{
     Coverage, Details, FileCoverage, PIPELINE, Ratio, Status, Step, StepRecord, Supersede, merge_later, percent_text,
+pub use prune::{Prune, Pruned};
     process_died, supersede, this_process,
 };
 pub use run_dir::{RunDir, RunFile, runs_dir, write_atomic, write_atomic_with};

@@ -159,7 +159,7 @@ impl LockRecord {
 /// One line of the store file.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
-enum Line {
+pub(crate) enum Line {
     Step(StepRecord),
     Success(SuccessMark),
     Lock(LockRecord),
@@ -196,9 +196,7 @@ impl FileStore {
     /// Appends the line `make` returns, under an exclusive lock held while
     /// `make` reads the file (when it needs to check something first).
     fn append_with(&self, make: impl FnOnce(&File) -> Result<Line, Error>) -> Result<Line, Error> {
-        let mut file =
-            OpenOptions::new().append(true).read(true).open(&self.path).map_err(|e| Error::io(&self.path, e))?;
-        file.lock().map_err(|e| Error::io(&self.path, e))?;
+        let mut file = self.open_locked()?;
         repair_tail(&mut file).map_err(|e| Error::io(&self.path, e))?;
         file.rewind().map_err(|e| Error::io(&self.path, e))?;
         let line = make(&file)?;
@@ -209,6 +207,24 @@ impl FileStore {
         file.write_all(&bytes).map_err(|e| Error::io(&self.path, e))?;
         file.sync_data().map_err(|e| Error::io(&self.path, e))?;
         Ok(line)
+    }
+
+    /// The store file opened for appending, under its exclusive lock. A prune renames a new
+    /// file over the path while holding the lock: a lock taken on the file it replaced is let
+    /// go and the new one opened, so no line lands in a file nobody reads.
+    fn open_locked(&self) -> Result<File, Error> {
+        use std::os::unix::fs::MetadataExt;
+        loop {
+            let file =
+                OpenOptions::new().append(true).read(true).open(&self.path).map_err(|e| Error::io(&self.path, e))?;
+            file.lock().map_err(|e| Error::io(&self.path, e))?;
+            let held = file.metadata().map_err(|e| Error::io(&self.path, e))?;
+            match std::fs::metadata(&self.path) {
+                Ok(now) if now.ino() == held.ino() && now.dev() == held.dev() => return Ok(file),
+                Ok(_) => continue,
+                Err(e) => return Err(Error::io(&self.path, e)),
+            }
+        }
     }
 
     fn read(&self) -> Result<Vec<Line>, Error> {

@@ -40,6 +40,17 @@ enum Command {
     Record(RecordArgs),
     /// Lists run ids, newest last, each with its gate decision.
     Runs,
+    /// Removes old runs from the file store (`.pipeline/state.jsonl`), rewritten atomically
+    /// under its lock: success marks, held locks, each environment's latest success and runs
+    /// still running are kept. Prints what was removed.
+    Prune {
+        /// Keep the newest N runs.
+        #[arg(long, value_name = "N", required_unless_present = "older_than")]
+        keep_runs: Option<usize>,
+        /// Remove runs whose last record is older than AGE (`90d`, `12w`, `48h`).
+        #[arg(long, value_name = "AGE", value_parser = parse_age)]
+        older_than: Option<std::time::Duration>,
+    },
     /// Shows a run as a table, Markdown, JSON or JUnit XML.
     Show {
         /// The run [default: the newest].
@@ -247,6 +258,27 @@ fn run(cli: &Cli) -> Result<bool> {
     let context = cli.stage.context_on(&cli.target.target())?;
     match &cli.command {
         Command::Record(args) => record(&context, args)?,
+        Command::Prune { keep_runs, older_than } => {
+            if context.store_choice != StoreChoice::File {
+                bail!(
+                    "prune rewrites the file store; a DynamoDB table keeps its runs (delete old items with its TTL or by hand)"
+                );
+            }
+            let store = context.file_store()?;
+            let rule = run_state::Prune { keep_runs: *keep_runs, older_than: *older_than };
+            let pruned = store.prune(rule, SystemTime::now())?;
+            let mut out = format!(
+                "removed {} run(s), kept {}; {} -> {} bytes\n",
+                pruned.removed.len(),
+                pruned.kept,
+                pruned.bytes_before,
+                pruned.bytes_after
+            );
+            for (run_id, why) in &pruned.protected {
+                out.push_str(&format!("kept {run_id}: {why}\n"));
+            }
+            print(&out)?;
+        }
         Command::Runs => {
             let policy = policy(&context)?;
             let mut out = String::new();
@@ -507,6 +539,22 @@ fn record(context: &StageContext, args: &RecordArgs) -> Result<()> {
             "`record --step approval` is refused: an approval is recorded by `status-report approve --by NAME` (or refused with --refuse)"
         ),
         Step::Deploy | Step::ProdDeploy => bail!(
+/// An age for `prune --older-than`: a number and a unit (`s`, `m`, `h`, `d`, `w`).
+fn parse_age(text: &str) -> std::result::Result<std::time::Duration, String> {
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().map_err(|_| format!("`{text}` is not an age; write e.g. 90d, 12w or 48h"))?;
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        "w" => 7 * 86400,
+        _ => return Err(format!("`{text}` is not an age; write e.g. 90d, 12w or 48h")),
+    };
+    Ok(std::time::Duration::from_secs(number.saturating_mul(seconds)))
+}
+
             "`record --step {step}` is refused: a deploy is recorded only by the deploy stages (stack-deployer, frontend-publisher)"
         ),
         _ => {}
