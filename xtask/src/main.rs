@@ -20,9 +20,9 @@ mod bench_validate;
 mod codebuild;
 mod embedded;
 mod faults;
+mod init;
 mod pipeline;
 mod progress;
-mod init;
 mod python;
 mod schemas;
 mod stages;
@@ -48,13 +48,13 @@ enum Task {
     /// test, deploy dev, status check, approval, E2E and site check, deploy prod, mark-success.
     /// Deploys go to the monorepo's own emulator, kept between runs, unless `--target aws`.
     Pipeline(pipeline::PipelineArgs),
-    /// Checks formatting and lints and runs every test (installs the Python tools first).
-    Test {
     /// Reads a repository as it is and writes a commented pipeline.toml to start from
     /// (templates and their nesting, functions from the templates' handlers and code keys, the
     /// frontend from package.json, pytest files); `--check` explains what each component owns,
     /// the files no component owns and every template reference it could not map.
     Init(init::InitArgs),
+    /// Checks formatting and lints and runs every test (installs the Python tools first).
+    Test {
         /// Arguments passed to `cargo test` (e.g. a test name filter).
         #[arg(trailing_var_arg = true)]
         filter: Vec<String>,
@@ -102,9 +102,9 @@ enum Task {
 fn main() -> ExitCode {
     let result = match Args::parse().task {
         Task::Pipeline(args) => pipeline_with_tools(args),
+        Task::Init(args) => init::run(&args),
         Task::Test { filter } => test(&filter).map(|()| true),
         Task::Bench { which } => bench::run(which).map(|()| true),
-        Task::Init(args) => init::run(&args),
         Task::Setup => python::ensure(&workspace_root()).map(|_| true),
         Task::Emulator { stop: true, repo, .. } => stop_emulator(repo).map(|()| true),
         Task::Emulator { state_file: None, .. } => emulator().map(|()| true),

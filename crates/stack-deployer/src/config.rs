@@ -182,14 +182,14 @@ pub struct Environment {
     pub cfn_role_arn: Option<String>,
     /// The key prefix (no trailing `/`; may be empty).
     pub key_prefix: String,
+    /// How the templates' S3 references map to the repository (`[deploy.artifacts]`).
+    pub artifacts: ArtifactSettings,
     /// Stacks in dependency order (dependencies first).
     pub stacks: Vec<StackSpec>,
     /// How many stacks deploy at once.
     pub parallelism: usize,
     /// The longest wait for one stack.
     pub timeout: Duration,
-    /// How the templates' S3 references map to the repository (`[deploy.artifacts]`).
-    pub artifacts: ArtifactSettings,
     /// The longest wait for a change set.
     pub change_set_timeout: Duration,
     /// The lock's time to live.
@@ -310,6 +310,16 @@ impl DeploySettings {
             ));
         }
 
+        for (key, path) in &self.artifacts.templates {
+            if path.starts_with('/') || path.split('/').any(|p| p == "..") || path.is_empty() || key.is_empty() {
+                return Err(ConfigError::file(
+                    file,
+                    format!(
+                        "deploy.artifacts.templates.\"{key}\": `{path}` must be a path inside the monorepo, relative to its root"
+                    ),
+                ));
+            }
+        }
         let mut specs = BTreeMap::new();
         for (name, stack) in &self.stacks {
             let key = format!("deploy.stacks.{name}");
@@ -343,16 +353,6 @@ impl DeploySettings {
                         format!(
                             "`{}` is not a capability; write one of {}",
                             capability.get_ref(),
-        for (key, path) in &self.artifacts.templates {
-            if path.starts_with('/') || path.split('/').any(|p| p == "..") || path.is_empty() || key.is_empty() {
-                return Err(ConfigError::file(
-                    file,
-                    format!(
-                        "deploy.artifacts.templates.\"{key}\": `{path}` must be a path inside the monorepo, relative to its root"
-                    ),
-                ));
-            }
-        }
                             CAPABILITIES.join(", ")
                         ),
                     ));
@@ -441,6 +441,7 @@ impl DeploySettings {
             artifact_bucket: bucket,
             cfn_role_arn,
             key_prefix,
+            artifacts: self.artifacts.clone(),
             stacks,
             parallelism,
             timeout: self.timeout.unwrap_or(Duration::from_secs(30 * 60)),
@@ -475,7 +476,6 @@ impl DeploySettings {
                     ),
                 };
                 let account = env
-            artifacts: self.artifacts.clone(),
                     .account
                     .account_id()
                     .map_or("the pipeline's own account".to_string(), |a| format!("account {a}"));

@@ -102,11 +102,11 @@ pub enum Error {
         /// What is wrong.
         problem: String,
     },
-    /// `--only` names no stack.
     /// An S3 reference in a template (a nested stack's `TemplateURL`, a function's code) that
     /// maps to no file or package of the repository: never passed over in silence.
     #[error("{0}")]
     RemoteReference(Box<RemoteReference>),
+    /// `--only` names no stack.
     #[error("no stack `{name}` in [deploy.stacks] (there are: {known}); fix --only")]
     UnknownStack {
         /// The name given.
@@ -225,7 +225,6 @@ pub enum Error {
     Manifest(#[source] lambda_packager::Error),
 }
 
-impl Error {
 /// Where a template's S3 reference is and why it cannot be deployed ([`Error::RemoteReference`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteReference {
@@ -252,6 +251,7 @@ impl std::fmt::Display for RemoteReference {
     }
 }
 
+impl Error {
     pub(crate) fn io(path: &Path, source: std::io::Error) -> Error {
         Error::Io { path: path.to_path_buf(), source }
     }

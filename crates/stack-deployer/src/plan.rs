@@ -141,11 +141,11 @@ pub struct Plan {
     pub skipped: Vec<SkippedStack>,
     /// Function code updates the deploy decision refused: (function, component, why).
     pub refused_code: Vec<(String, String, String)>,
-}
-
     /// What the deploy passes over on purpose (`[deploy.artifacts] allow_remote`), each naming
     /// the template and resource.
     pub warnings: Vec<String>,
+}
+
 impl Plan {
     /// The plan as `--dry-run` prints it. Values from environment variables are never shown,
     /// nor those of the template's `NoEcho` parameters ([`MASK`]).
@@ -218,14 +218,14 @@ impl Plan {
         for (function, component, why) in &self.refused_code {
             let _ = writeln!(out, "lambda code not updated: {function} (component {component}): {why}");
         }
+        for warning in &self.warnings {
+            let _ = writeln!(out, "warning: {warning}");
+        }
         if !self.skipped.is_empty() {
             let _ = writeln!(out, "skipped ({}):", self.skipped.len());
             for skipped in &self.skipped {
                 let _ = writeln!(out, "  {} ({}): {}", skipped.name, skipped.stack_name, skipped.reason);
             }
-        for warning in &self.warnings {
-            let _ = writeln!(out, "warning: {warning}");
-        }
         }
         out
     }
@@ -286,12 +286,12 @@ pub fn plan(env: &Environment, inputs: PlanInputs<'_>, lookup: &dyn Fn(&str) -> 
         }
         stacks.push(packer.stack(spec, lookup)?);
     }
+    let warnings = packer.warnings;
     let mut artifacts: Vec<Artifact> = packer.artifacts.into_values().collect();
     // Children before parents is what matters; keys give a stable order besides.
     artifacts.sort_by(|a, b| a.key.cmp(&b.key));
     Ok(Plan {
         environment: env.name.clone(),
-    let warnings = packer.warnings;
         region: env.region.clone(),
         bucket: env.artifact_bucket.clone(),
         key_prefix: env.key_prefix.clone(),
@@ -301,13 +301,13 @@ pub fn plan(env: &Environment, inputs: PlanInputs<'_>, lookup: &dyn Fn(&str) -> 
         stacks,
         skipped,
         refused_code: Vec::new(),
+        warnings,
     })
 }
 
 fn skip_reason(spec: &StackSpec, inputs: &PlanInputs<'_>) -> Option<String> {
     if !inputs.only.is_empty() {
         // Named with --only: deployed whatever the diff says.
-        warnings,
         return (!inputs.only.contains(&spec.name)).then(|| "not selected by --only".into());
     }
     let changed = inputs.changed?;
@@ -322,13 +322,13 @@ struct Packer<'a> {
     env: &'a Environment,
     inputs: PlanInputs<'a>,
     artifacts: BTreeMap<String, Artifact>,
+    warnings: Vec<String>,
 }
 
 /// A template packaged: its body and what it needs.
 struct Packaged {
     body: Vec<u8>,
     sha256: String,
-    warnings: Vec<String>,
     declared: BTreeMap<String, Option<String>>,
     no_echo: BTreeSet<String>,
     /// Capability → why (`Resource LambdaRole (AWS::IAM::Role)`).
@@ -430,13 +430,13 @@ impl Packer<'_> {
             sha256: sha256.to_string(),
             size,
             content,
+            fixed: false,
         });
         size
     }
 
     fn url(&self, key: &str) -> String {
         // The virtual-host form is what CloudFormation (and the emulator) take for nested stacks.
-            fixed: false,
         format!("https://{}.s3.amazonaws.com/{key}", self.env.artifact_bucket)
     }
 
@@ -472,12 +472,6 @@ impl Packer<'_> {
                 }
             }
         }
-        let mut needs: BTreeMap<&'static str, String> = BTreeMap::new();
-        if root.get("Transform").is_some() {
-            needs.insert("CAPABILITY_AUTO_EXPAND", format!("{path} has a Transform"));
-        }
-        let dir = Path::new(path).parent().unwrap_or(Path::new("")).to_path_buf();
-        let mut replacements: BTreeMap<(String, &'static str), Json> = BTreeMap::new();
         // The values known while planning: what is passed in, else the defaults, and the
         // pseudo parameters that do not depend on the stack.
         let mut values: BTreeMap<String, String> = BTreeMap::new();
@@ -497,6 +491,12 @@ impl Packer<'_> {
         if let Some(region) = &self.env.region {
             values.insert("AWS::Region".into(), region.clone());
         }
+        let mut needs: BTreeMap<&'static str, String> = BTreeMap::new();
+        if root.get("Transform").is_some() {
+            needs.insert("CAPABILITY_AUTO_EXPAND", format!("{path} has a Transform"));
+        }
+        let dir = Path::new(path).parent().unwrap_or(Path::new("")).to_path_buf();
+        let mut replacements: BTreeMap<(String, &'static str), Json> = BTreeMap::new();
         let mut code_updates = Vec::new();
         let mut inline_components = BTreeSet::new();
         for (key, resource) in resources.entries() {
@@ -598,12 +598,6 @@ impl Packer<'_> {
         Ok(Packaged { body, sha256, declared, no_echo, needs, code_updates, inline_components })
     }
 
-    /// A path relative to a template's folder, as a monorepo-relative path that stays inside it.
-    fn resolve(&self, dir: &Path, relative: &str, template: &str, resource: &str) -> Result<String, Error> {
-        let mut parts: Vec<String> = Vec::new();
-        for component in dir.join(relative).components() {
-            match component {
-                Component::Normal(part) => parts.push(part.to_string_lossy().into_owned()),
     /// The repository template a nested stack's S3 `TemplateURL` names: the file
     /// `[deploy.artifacts] templates` maps its key to, else the longest tail of the key that
     /// is a file of the repository. `None` (with a warning) only with `allow_remote`.
@@ -815,6 +809,12 @@ impl Packer<'_> {
         Ok(Some(key.clone()))
     }
 
+    /// A path relative to a template's folder, as a monorepo-relative path that stays inside it.
+    fn resolve(&self, dir: &Path, relative: &str, template: &str, resource: &str) -> Result<String, Error> {
+        let mut parts: Vec<String> = Vec::new();
+        for component in dir.join(relative).components() {
+            match component {
+                Component::Normal(part) => parts.push(part.to_string_lossy().into_owned()),
                 Component::CurDir => {}
                 Component::ParentDir if !parts.is_empty() => {
                     parts.pop();

@@ -1,6 +1,7 @@
 //! One self-contained HTML page (no network, no script; inline SVG and CSS): a run as a
-//! timeline of its steps per component, the gate's decision with its reasons, and the trends
-//! of [`crate::stats`] as small charts.
+//! timeline of its steps per component, the gate's decision with its reasons, each promotion's
+//! decision ([`crate::DeployDecision`]) with its reasons, and the trends of [`crate::stats`] as
+//! small charts.
 //!
 //! Pure: [`render`] takes the run's report and the figures and returns the page. Every text
 //! taken from records is escaped ([`escape`]), so a step's error is shown, never run.
@@ -15,7 +16,7 @@
 //! let records = vec![failed];
 //! let gate = decide(&records, None, &GatePolicy::default());
 //! let stats = Collector::new(Query::default(), StatsPolicy::default()).finish();
-//! let html = page::render(&RunReport::new("r1", records, gate), &stats);
+//! let html = page::render(&RunReport::new("r1", records, gate), &[], &stats);
 //! assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
 //! assert!(!html.contains("<script>"));
 //! ```
@@ -26,7 +27,7 @@ use std::time::SystemTime;
 use run_state::{Status, percent_text};
 
 use crate::stats::Stats;
-use crate::{RunReport, format_duration};
+use crate::{DeployDecision, RunReport, format_duration};
 
 /// The file name [`render`]'s page is written under in `--out DIR`.
 pub const FILE_NAME: &str = "pipeline.html";
@@ -56,8 +57,8 @@ table{border-collapse:collapse}td,th{padding:2px 8px;text-align:left;border-bott
 .chart{display:inline-block;margin:0 1.5em 1em 0;vertical-align:top}.chart svg{border:1px solid #ddd;background:#fafafa}\
 .point{fill:#2b5fad}.bar{fill:#7aa3d9}";
 
-/// The page of a run and the trends (pure).
-pub fn render(report: &RunReport, stats: &Stats) -> String {
+/// The page of a run, its promotions' decisions and the trends (pure).
+pub fn render(report: &RunReport, promotions: &[DeployDecision], stats: &Stats) -> String {
     let mut out = String::new();
     let _ = write!(
         out,
@@ -69,6 +70,9 @@ pub fn render(report: &RunReport, stats: &Stats) -> String {
         commit = escape(run_state::prefix(&report.commit, 12)),
     );
     gate(&mut out, report);
+    for decision in promotions {
+        promotion(&mut out, decision);
+    }
     timeline(&mut out, report);
     trends(&mut out, stats);
     out.push_str("</body></html>\n");
@@ -85,6 +89,16 @@ fn gate(out: &mut String, report: &RunReport) {
         }
         out.push_str("</ul>\n");
     }
+}
+
+fn promotion(out: &mut String, decision: &DeployDecision) {
+    let (class, verdict) = if decision.refused.is_empty() { ("allowed", "allowed") } else { ("refused", "refused") };
+    let _ = writeln!(
+        out,
+        "<h2>Promotion to {env}: <span class=\"{class}\" id=\"promotion-{env}\">{verdict}</span></h2>",
+        env = escape(&decision.environment)
+    );
+    let _ = writeln!(out, "<details><summary>why</summary><pre>{}</pre></details>", escape(&decision.describe()));
 }
 
 fn secs_since(from: SystemTime, to: SystemTime) -> f64 {
@@ -274,7 +288,16 @@ mod tests {
         }
         let stats = collector.finish();
         let gate = decide(&last, None, &GatePolicy::default());
-        let html = render(&RunReport::new("r2", last, gate), &stats);
+        let promotion = DeployDecision {
+            environment: "prod".into(),
+            step: Step::ProdDeploy,
+            refused: vec!["web test <failed>".into()],
+            components: Default::default(),
+            notes: vec![],
+        };
+        let html = render(&RunReport::new("r2", last, gate), &[promotion], &stats);
+        assert!(html.contains("<span class=\"refused\" id=\"promotion-prod\">refused</span>"));
+        assert!(html.contains("refused: web test &lt;failed&gt;"));
         assert!(!html.contains("<script"), "a record's text reached the page as markup");
         assert!(html.contains(
             "<details class=\"error\"><summary>error</summary><pre>expected &lt;b&gt;1&lt;/b&gt; &amp; got &quot;2&quot; &lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;</pre></details>"

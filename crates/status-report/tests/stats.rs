@@ -245,6 +245,8 @@ fn html_writes_one_page_with_the_failed_step_and_the_trends() {
     broken.details.error = Some("<script>document.title='owned'</script> 1 failed".into());
     store.record(&broken).unwrap();
 
+    std::fs::write(repo.path().join("pipeline.toml"), "[gate.environments.prod]\nafter = \"dev\"\napproval = true\n")
+        .unwrap();
     let out = repo.path().join("site");
     let output = status_report(repo.path(), &["html", "--out", out.to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
@@ -254,6 +256,9 @@ fn html_writes_one_page_with_the_failed_step_and_the_trends() {
     assert!(html.contains("&lt;script&gt;document.title=&#39;owned&#39;&lt;/script&gt; 1 failed"));
     assert!(!html.contains("<script"));
     assert!(html.contains("<td class=\"failed\">failed</td>"));
+    // Production is refused for this run (nothing approved), and the page says so with why.
+    assert!(html.contains("<span class=\"refused\" id=\"promotion-prod\">refused</span>"), "{html}");
+    assert!(html.contains("diff.json is missing; run `source-diff --new-run` for this run first"), "{html}");
     let days = {
         let json: serde_json::Value =
             serde_json::from_slice(&status_report(repo.path(), &["stats", "--format", "json"]).stdout).unwrap();

@@ -517,7 +517,21 @@ fn html(context: &StageContext, out: &Path, run: Option<&str>, since: &str) -> R
         bail!(Error::UnknownRun { run_id });
     }
     let figures = stats::from_store(&store, query, stats::StatsSettings::policy(&context.config)?)?;
-    let text = page::render(&RunReport::new(&run_id, records, gate), &figures);
+    let mut promotions = Vec::new();
+    for (env, _) in policy.environments.iter().filter(|(_, rule)| rule.after.is_some()) {
+        // A run that cannot be decided (no diff) is shown refused, with why.
+        let decision = run_deploy_decision(&store, &run_folder(context, &run_id), &policy, env).unwrap_or_else(|e| {
+            status_report::DeployDecision {
+                environment: env.clone(),
+                step: policy.deploy_step(env),
+                refused: vec![run_state::error_chain(&e)],
+                components: Default::default(),
+                notes: Vec::new(),
+            }
+        });
+        promotions.push(decision);
+    }
+    let text = page::render(&RunReport::new(&run_id, records, gate), &promotions, &figures);
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let path = out.join(page::FILE_NAME);
     run_state::write_atomic(&path, text.as_bytes())?;
