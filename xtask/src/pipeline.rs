@@ -279,7 +279,8 @@ impl Stages<'_> {
         } else {
             stages::Decision::Waiting
         };
-        stages::record_approval(self.store, &self.run.run_id, &self.diff.head, &decision)?;
+        let digest = stages::production_digest(self.context, self.run, PROD_ENV);
+        stages::record_approval(self.store, &self.run.run_id, &self.diff.head, &decision, digest)?;
         Ok(decision)
     }
 

@@ -177,16 +177,32 @@ pub enum Decision {
 /// Records the run's `approval` step through `status_report::approval`: pending while waiting,
 /// passed or failed with who decided, how (`--approve`, `--refuse`, the prompt) as the comment,
 /// and when.
-pub fn record_approval(store: &dyn Store, run_id: &str, commit: &str, decision: &Decision) -> anyhow::Result<()> {
+/// `digest` is what production will receive as the approver is shown it: the approval covers
+/// exactly that, and the prod deploy refuses anything changed since.
+pub fn record_approval(
+    store: &dyn Store,
+    run_id: &str,
+    commit: &str,
+    decision: &Decision,
+    digest: run_state::ReleaseDigest,
+) -> anyhow::Result<()> {
     use status_report::approval;
     match decision {
         Decision::Waiting => {
             let summary =
                 format!("waiting for approval: `cargo xtask pipeline --resume {run_id} --approve` (or --refuse)");
-            approval::request(store, run_id, commit, &summary)?;
+            approval::request_covering(store, run_id, commit, &summary, Some(digest))?;
         }
         Decision::Approved { by, how } => {
-            approval::approve(store, run_id, by, Some(&format!("approved with {how}")))?;
+            // A resumed run's approval covers what its request showed (carried over).
+            let records = store.run(run_id)?;
+            let requested = records.iter().any(|r| r.step == run_state::Step::Approval && r.details.digest.is_some());
+            let comment = format!("approved with {how}");
+            if requested {
+                approval::approve(store, run_id, by, Some(&comment))?;
+            } else {
+                approval::approve_covering(store, run_id, by, Some(&comment), digest)?;
+            }
         }
         Decision::Refused { by, how } => {
             approval::refuse(store, run_id, by, Some(&format!("refused with {how}")))?;
@@ -235,34 +251,55 @@ pub fn prompt(what: &str) -> anyhow::Result<bool> {
     }
 }
 
-/// What the prod deploy would do: the stack plan (`stack-deployer --env prod --dry-run`) and the
-/// site's files (what the publish uploads is decided against the bucket once the stacks exist).
+/// The stack plan `stack-deployer --env ENV` would make for this run (before its deploy decision).
+fn stack_plan(context: &StageContext, run: &RunDir, env: &str) -> Result<stack_deployer::Plan, stack_deployer::Error> {
+    let options = stack_deployer::StageOptions::new(env);
+    stack_deployer::plan_stage(context, run, &options, None, &env_lookup).map(|(_, plan)| plan)
+}
+
+fn env_lookup(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// The configured site as it is in dist, when there is a `[publish]` section.
+fn site(
+    context: &StageContext,
+) -> Option<(PublishConfig, Result<frontend_publisher::Site, frontend_publisher::Error>)> {
+    let publish = context.required_config().ok().and_then(|c| PublishConfig::from_config(c).ok().flatten())?;
+    let site = frontend_publisher::read_site(&publish, &context.root.join(&publish.dist), Vec::new());
+    Some((publish, site))
+}
+
+/// What `env` will receive, part by part ([`run_state::ReleaseDigest`]): the stacks and
+/// function packages as `stack-deployer` would deploy them, and the site as it is in dist.
+pub fn production_digest(context: &StageContext, run: &RunDir, env: &str) -> run_state::ReleaseDigest {
+    let mut digest = run_state::ReleaseDigest::default();
+    if let Ok(plan) = stack_plan(context, run, env) {
+        digest.extend(plan.digest(&env_lookup));
+    }
+    if let Some((publish, Ok(site))) = site(context) {
+        digest.extend(frontend_publisher::site_digest(&publish.component, &site));
+    }
+    digest
+}
+
+/// What the prod deploy would do, as the approval prompt shows it: the stack plan
+/// (`stack-deployer --env prod --dry-run`) and the site's files (what the publish uploads is
+/// decided against the bucket once the stacks exist).
 pub fn production_plan(context: &StageContext, run: &RunDir, env: &str) -> String {
-    let options = stack_deployer::StageOptions {
-        environment: env.into(),
-        only: Vec::new(),
-        no_execute: false,
-        recreate_failed: false,
-        first_poll: None,
-        cfn_role_arn: None,
-        cancel: Some(run_state::cli::cancel_flag()),
-    };
-    let lookup = |name: &str| std::env::var(name).ok();
-    let mut text = match stack_deployer::plan_stage(context, run, &options, None, &lookup) {
-        Ok((_, plan)) => plan.describe(),
+    let mut text = match stack_plan(context, run, env) {
+        Ok(plan) => plan.describe(),
         Err(error) => format!("stacks: cannot plan ({})\n", run_state::error_chain(&error)),
     };
-    let publish = context.required_config().ok().and_then(|c| PublishConfig::from_config(c).ok().flatten());
-    if let Some(publish) = publish {
-        match frontend_publisher::read_site(&publish, &context.root.join(&publish.dist), Vec::new()) {
-            Ok(site) => {
-                text.push_str(&format!("site ({}), {} file(s):\n", publish.dist.display(), site.files.len()));
-                for (path, file) in &site.files {
-                    text.push_str(&format!("  {path} ({})\n", frontend_publisher::human_bytes(file.size)));
-                }
+    match site(context) {
+        Some((publish, Ok(site))) => {
+            text.push_str(&format!("site ({}), {} file(s):\n", publish.dist.display(), site.files.len()));
+            for (path, file) in &site.files {
+                text.push_str(&format!("  {path} ({})\n", frontend_publisher::human_bytes(file.size)));
             }
-            Err(error) => text.push_str(&format!("site: cannot read ({})\n", run_state::error_chain(&error))),
         }
+        Some((_, Err(error))) => text.push_str(&format!("site: cannot read ({})\n", run_state::error_chain(&error))),
+        None => {}
     }
     text
 }

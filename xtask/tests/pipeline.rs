@@ -368,3 +368,36 @@ fn the_pipeline_records_to_a_dynamodb_status_table_and_notifies_the_topic() {
     assert!(notification["Subject"].as_str().unwrap().starts_with("Pipeline succeeded: run "), "{notification}");
     assert!(notification["Message"].as_str().unwrap().contains("ok"), "{notification}");
 }
+
+/// The approval covers what it was asked for: a run waiting for approval records what
+/// production will receive (stacks, packages, the site), and a site rebuilt before the resumed
+/// approval is refused in production, naming the site; nothing is published to prod.
+#[test]
+fn a_site_changed_while_waiting_for_approval_is_refused_in_production() {
+    use run_state::{PIPELINE, Step};
+    let moto = test_support::Moto::shared();
+    let repo = test_support::sample_monorepo();
+    let at = ["--endpoint-url", moto.endpoint.as_str()];
+    let out = pipeline(&repo, &at);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let waiting = latest(&repo);
+    let requested = records(repo.path(), &waiting.run_id).into_iter().find(|r| r.step == Step::Approval).unwrap();
+    let digest = requested.details.digest.expect("the request names what prod will receive");
+    for part in ["stack:master", "code:api-handler", "site:frontend"] {
+        assert!(digest.parts.contains_key(part), "{part}: {digest:?}");
+    }
+    // The built site changes (a rebuild with other content) before anyone approves.
+    let index = repo.path().join("frontend/dist/index.html");
+    let html = std::fs::read_to_string(&index).unwrap();
+    std::fs::write(&index, html.replace("</body>", "<p>changed after the request</p></body>")).unwrap();
+    let out = pipeline(&repo, &[&at[..], &["--resume", &waiting.run_id, "--approve", "--approver", "ci-bot"]].concat());
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let done = records(repo.path(), &waiting.run_id);
+    let site = done.iter().find(|r| r.component == "frontend" && r.step == Step::ProdDeploy).expect("recorded");
+    assert_eq!(site.status, Status::Failed, "{}", text(&out));
+    let why = site.details.error.as_deref().unwrap_or_default();
+    assert!(why.contains("site:frontend changed since the approval"), "{why}");
+    assert_ne!(status(&done, PIPELINE, Step::ProdDeploy), Some(Status::Passed), "{}", text(&out));
+    let store = FileStore::open(&repo.path().join(".pipeline")).unwrap();
+    assert!(store.last_success("prod").unwrap().is_none(), "nothing marked: {}", text(&out));
+}

@@ -44,6 +44,7 @@
 
 mod check;
 mod config;
+mod digest;
 mod invalidate;
 mod local;
 mod plan;
@@ -62,6 +63,7 @@ pub use config::{
     Headers, IMMUTABLE, MAX_RETAIN_RELEASES, MAX_UPLOAD_MEMORY, NO_CACHE, PublishConfig, RuntimeConfig, RuntimeKey,
     ValueSource, content_type,
 };
+pub use digest::site_digest;
 pub use invalidate::{invalidate, is_completed};
 pub use local::{
     Body, Kind, LocalFile, MAX_FILE_BYTES, Site, Skipped, check_runtime_secrets, read_site, runtime_config_files,
@@ -530,6 +532,24 @@ pub async fn run_stage(
     if let Some(reason) = skipped {
         finish(step, Status::Skipped, Some(reason.clone()), None)?;
         return Ok(Summary { dry_run: options.dry_run, skipped: Some(reason), ..Summary::default() });
+    }
+    // An approval that names what production receives covers exactly that site: a file
+    // changed since (a rebuild, an edit in dist) refuses the promotion.
+    if step == Step::ProdDeploy
+        && !options.dry_run
+        && let Some(approved) = status_report::approval::digest(&store.run(&run.run_id)?)
+    {
+        let site = read_site(&config, &context.root.join(&config.dist), Vec::new())?;
+        let changed: Vec<String> = approved
+            .differences(&site_digest(&config.component, &site), digest::PART)
+            .into_iter()
+            .map(|difference| format!("{difference}: what was approved is not what would be published; approve again"))
+            .collect();
+        if !changed.is_empty() {
+            let error = Error::Refused { environment: options.environment.clone(), reasons: changed };
+            finish(step, Status::Failed, None, Some(run_state::error_chain(&error)))?;
+            return Err(error);
+        }
     }
     let work = async {
         let (plan, distribution) =

@@ -34,11 +34,12 @@
 
 mod choice;
 mod context;
+mod digest;
 #[cfg(feature = "dynamodb")]
 pub mod dynamo;
 pub mod outputs;
-mod record;
 mod prune;
+mod record;
 pub mod redact;
 mod run_dir;
 mod store;
@@ -47,13 +48,14 @@ use std::path::{Path, PathBuf};
 
 pub use choice::{StoreChoice, StoreSettings, check_table_name};
 pub use context::{StageContext, StageOptions, TreeState};
+pub use digest::ReleaseDigest;
 #[cfg(feature = "dynamodb")]
 pub use dynamo::DynamoStore;
 pub use outputs::{DeployedStack, StackOutputs};
 pub use pipeline_config::fs;
+pub use prune::{Prune, Pruned};
 pub use record::{
     Coverage, Details, FileCoverage, PIPELINE, Ratio, Status, Step, StepRecord, Supersede, merge_later, percent_text,
-pub use prune::{Prune, Pruned};
     process_died, supersede, this_process,
 };
 pub use run_dir::{RunDir, RunFile, runs_dir, write_atomic, write_atomic_with};

@@ -223,6 +223,10 @@ pub struct Details {
     /// The coverage figures of a test step whose command has `coverage = { … }`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub coverage: Option<Box<Coverage>>,
+    /// What production will receive, part by part, as the approver was shown it (the
+    /// `approval` step): the deploys after it compare their own parts and refuse any change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<Box<crate::ReleaseDigest>>,
 }
 
 /// `covered` of `total` (lines, branches or changed lines).
@@ -405,10 +409,6 @@ impl StepRecord {
     }
 }
 
-/// This machine's host name (`/proc/sys/kernel/hostname`).
-fn this_host() -> Option<String> {
-    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
-    let name = name.trim();
 /// This process as [`Details::runner`] and [`Details::runner_process`] name one (`HOST:PID`,
 /// `NAMESPACE/START`), when `/proc` says.
 pub fn this_process() -> Option<(String, String)> {
@@ -436,6 +436,10 @@ pub fn process_died(runner: &str, process: &str) -> Option<String> {
     (!alive).then(|| format!("runner died (pid {pid} on {host})"))
 }
 
+/// This machine's host name (`/proc/sys/kernel/hostname`).
+fn this_host() -> Option<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    let name = name.trim();
     (!name.is_empty() && !name.contains(':')).then(|| name.to_string())
 }
 

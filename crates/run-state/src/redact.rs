@@ -227,6 +227,8 @@ pub(crate) fn details(details: Details) -> Details {
         runner_process: details.runner_process,
         by: details.by.as_deref().map(|by| Box::new(redact(by))),
         coverage: details.coverage,
+        // Hex digests and part names only.
+        digest: details.digest,
     }
 }
 

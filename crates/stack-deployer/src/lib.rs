@@ -39,6 +39,7 @@
 
 pub mod apply;
 pub mod config;
+pub mod digest;
 pub mod plan;
 pub mod stage;
 

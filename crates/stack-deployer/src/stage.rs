@@ -311,6 +311,21 @@ pub struct StageOptions {
     pub cancel: Option<&'static std::sync::atomic::AtomicBool>,
 }
 
+impl StageOptions {
+    /// A deploy of every stack the diff requires to `environment`, with nothing else set.
+    pub fn new(environment: &str) -> StageOptions {
+        StageOptions {
+            environment: environment.to_string(),
+            only: Vec::new(),
+            no_execute: false,
+            recreate_failed: false,
+            first_poll: None,
+            cfn_role_arn: None,
+            cancel: None,
+        }
+    }
+}
+
 /// Reads `[gate]`, the run's diff and its records, and decides what may be deployed to
 /// `environment` ([`status_report::decide_deploy`]); the configured stacks' components are
 /// deployed under their own names, so for a promoted environment each changed one needs a
@@ -509,6 +524,24 @@ pub async fn run_stage(
             return Err(error);
         }
     };
+    // An approval that names what production receives covers exactly that: any stack or
+    // function changed since (a template edited, a package rebuilt) refuses the promotion.
+    if step == Step::ProdDeploy
+        && !options.no_execute
+        && let Some(approved) = status_report::approval::digest(&store.run(&run.run_id)?)
+    {
+        let now = plan.digest(lookup);
+        let changed: Vec<String> = crate::digest::PARTS
+            .iter()
+            .flat_map(|prefix| approved.differences(&now, prefix))
+            .map(|difference| format!("{difference}: what was approved is not what would be deployed; approve again"))
+            .collect();
+        if !changed.is_empty() {
+            let error = Error::Refused { environment: options.environment.clone(), reasons: changed };
+            record_failure(context, run, store, &options.environment, &error)?;
+            return Err(error);
+        }
+    }
     let component_of = |components: &[String]| -> Vec<String> {
         if components.is_empty() { vec![run_state::PIPELINE.to_string()] } else { components.to_vec() }
     };

@@ -382,3 +382,63 @@ async fn a_failed_dev_deploy_then_a_preview_stays_failed_and_production_refused(
     let cf = aws_target::cloudformation(&test_support::Moto::shared().sdk_config().await, None);
     assert!(cf.describe_stacks().stack_name(format!("{name}-prod")).send().await.is_err(), "no prod stack");
 }
+
+/// An approval covers what the approver was shown: the prod deploy recomputes each stack's
+/// part of the digest and refuses a template edited since, naming the stack; nothing reaches
+/// prod. The same approval over the template as it was deploys.
+#[tokio::test]
+async fn a_template_edited_after_the_approval_refuses_production_naming_the_stack() {
+    let name = format!("sd-digest-{}", std::process::id());
+    let (repo, run, store) = committed_promoted_repo(&name).await;
+    let dev = tokio::task::spawn_blocking({
+        let (repo, run) = (repo.path().to_path_buf(), run.clone());
+        move || in_env(&repo, &run, "dev")
+    })
+    .await
+    .unwrap();
+    assert_eq!(dev.status.code(), Some(0), "{}", text(&dev.stderr));
+    // What the approver is shown of prod, as `cargo xtask pipeline` computes it.
+    let context = run_state::StageContext::open(&run_state::StageOptions {
+        repo: Some(repo.path().into()),
+        ..Default::default()
+    })
+    .unwrap();
+    let options = stack_deployer::StageOptions::new("prod");
+    let lookup = |_: &str| None;
+    let (_, plan) = stack_deployer::plan_stage(&context, &run, &options, None, &lookup).unwrap();
+    let shown = plan.digest(&lookup);
+    assert!(shown.parts.contains_key("stack:topic"), "{shown:?}");
+    status_report::approval::approve_covering(&store, "run-1", "alice", None, shown).unwrap();
+    // Then the template changes under the approval.
+    std::fs::write(
+        repo.path().join("cfn/topic.yaml"),
+        "Resources:\n  Topic:\n    Type: AWS::SNS::Topic\n  Extra:\n    Type: AWS::SNS::Topic\n",
+    )
+    .unwrap();
+    let out = tokio::task::spawn_blocking({
+        let (repo, run) = (repo.path().to_path_buf(), run.clone());
+        move || in_env(&repo, &run, "prod")
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stderr).trim(),
+        "stack-deployer: deploying `prod` is refused: stack:topic changed since the approval: what was approved is not what would be deployed; approve again"
+    );
+    let prod = store.run("run-1").unwrap().into_iter().find(|r| r.step == Step::ProdDeploy).expect("prod recorded");
+    assert_eq!(prod.status, Status::Failed);
+    let cf = aws_target::cloudformation(&test_support::Moto::shared().sdk_config().await, None);
+    assert!(cf.describe_stacks().stack_name(format!("{name}-prod")).send().await.is_err(), "no prod stack");
+
+    // Back to what was approved: production deploys.
+    std::fs::write(repo.path().join("cfn/topic.yaml"), "Resources:\n  Topic:\n    Type: AWS::SNS::Topic\n").unwrap();
+    let out = tokio::task::spawn_blocking({
+        let (repo, run) = (repo.path().to_path_buf(), run.clone());
+        move || in_env(&repo, &run, "prod")
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(cf.describe_stacks().stack_name(format!("{name}-prod")).send().await.is_ok(), "the prod stack");
+}

@@ -27,7 +27,7 @@
 
 use std::time::SystemTime;
 
-use run_state::{PIPELINE, Status, Step, StepRecord, Store};
+use run_state::{PIPELINE, ReleaseDigest, Status, Step, StepRecord, Store};
 
 /// The longest approver name or comment kept (longer ones are refused).
 pub const MAX_TEXT: usize = 500;
@@ -131,26 +131,59 @@ fn check_text(text: &str, what: &'static str, flag: &'static str) -> Result<(), 
 /// Records that the run waits for approval (`approval` pending), with `summary`: what
 /// production will receive. Refused when the approval was already decided.
 pub fn request(store: &dyn Store, run_id: &str, commit: &str, summary: &str) -> Result<StepRecord, Error> {
+    request_covering(store, run_id, commit, summary, None)
+}
+
+/// [`request`] with the digest of what production will receive, as the approver is shown it:
+/// an approval given later covers exactly that ([`approve`] carries it over).
+pub fn request_covering(
+    store: &dyn Store,
+    run_id: &str,
+    commit: &str,
+    summary: &str,
+    digest: Option<ReleaseDigest>,
+) -> Result<StepRecord, Error> {
     run_state::check_name("run id", run_id)?;
     let records = store.run(run_id)?;
     undecided(run_id, &records)?;
     let mut record = StepRecord::new(run_id, commit, PIPELINE, Step::Approval, Status::Pending);
     record.started_at = Some(SystemTime::now());
     record.details.note = Some(summary.to_string());
+    record.details.digest = digest.map(Box::new);
     store.record(&record)?;
     Ok(record)
+}
+
+/// What a given approval covers, part by part, when the approver was shown it (pure): the
+/// digest of the run's passed, named approval.
+pub fn digest(records: &[StepRecord]) -> Option<ReleaseDigest> {
+    let record = records.iter().find(|r| r.component == PIPELINE && r.step == Step::Approval)?;
+    let named = record.details.by.as_deref().is_some_and(|by| !by.trim().is_empty());
+    (record.status == Status::Passed && named).then(|| record.details.digest.as_deref().cloned()).flatten()
+}
+
+/// [`approve`] covering `digest` (what the approver was shown), in place of any digest the
+/// request carried.
+pub fn approve_covering(
+    store: &dyn Store,
+    run_id: &str,
+    by: &str,
+    comment: Option<&str>,
+    digest: ReleaseDigest,
+) -> Result<StepRecord, Error> {
+    decide(store, run_id, by, comment, Status::Passed, Some(digest))
 }
 
 /// Records the run approved by `by`, with an optional comment. The same approval by the same
 /// person again returns the first record unchanged; any other change of a decided approval is
 /// [`Error::AlreadyDecided`].
 pub fn approve(store: &dyn Store, run_id: &str, by: &str, comment: Option<&str>) -> Result<StepRecord, Error> {
-    decide(store, run_id, by, comment, Status::Passed)
+    decide(store, run_id, by, comment, Status::Passed, None)
 }
 
 /// Records the run's approval refused by `by` (the step fails; production is then refused).
 pub fn refuse(store: &dyn Store, run_id: &str, by: &str, comment: Option<&str>) -> Result<StepRecord, Error> {
-    decide(store, run_id, by, comment, Status::Failed)
+    decide(store, run_id, by, comment, Status::Failed, None)
 }
 
 fn undecided(run_id: &str, records: &[StepRecord]) -> Result<(), Error> {
@@ -171,6 +204,7 @@ fn decide(
     by: &str,
     comment: Option<&str>,
     status: Status,
+    digest: Option<ReleaseDigest>,
 ) -> Result<StepRecord, Error> {
     run_state::check_name("run id", run_id)?;
     check_text(by, "the approver's name", "--by")?;
@@ -194,6 +228,8 @@ fn decide(
     record.ended_at = Some(now);
     record.details.by = Some(Box::new(by.to_string()));
     record.details.note = comment.map(str::to_string);
+    // What the approver was shown: given now, else what the request carried.
+    record.details.digest = digest.map(Box::new).or_else(|| requested.and_then(|r| r.details.digest.clone()));
     if status == Status::Failed {
         record.details.error = Some(format!("refused by {by}"));
     }

@@ -300,6 +300,7 @@ pub fn finished_record(run_id: &str, commit: &str, step: Step, result: &JobResul
         runner_process: None,
         by: None,
         coverage: result.coverage.clone().map(Box::new),
+        digest: None,
     };
     record
 }
