@@ -42,6 +42,7 @@ fn finding(bucket: &str, key: &str, rule: &str, severity: Severity, message: Str
         rule: rule.into(),
         severity,
         message,
+        check: None,
     }
 }
 

@@ -65,6 +65,10 @@ pub struct Finding {
     pub severity: Severity,
     /// What is wrong and what to do.
     pub message: String,
+    /// The native rule's own name (`unknown-section`), where several share the ID; `None` for
+    /// a tool's finding and the secret scanner's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<String>,
 }
 
 /// The ID of "this template could not be read" (cfn-lint's E0000).
@@ -235,7 +239,7 @@ pub fn plan(
 }
 
 /// Bump when a rule changes, so cached results are not reused.
-const CACHE_VERSION: &str = "validate-native-v4";
+const CACHE_VERSION: &str = "validate-native-v5";
 
 /// Checks templates natively (in parallel, cached by content in `cache_dir` when given),
 /// applying each template's `Metadata: cfn-lint: config: ignore_checks` and `ignore`.
@@ -281,6 +285,7 @@ pub fn check_templates_masked(
                     rule: PARSE_ERROR.into(),
                     severity: Severity::Error,
                     message,
+                    check: None,
                 }]
             };
             match inspect(root.as_deref(), path, &full) {
@@ -460,6 +465,7 @@ pub fn check_template_in(path: &str, full: &Path, bytes: &[u8], regions: &[Strin
                 rule: PARSE_ERROR.into(),
                 severity: Severity::Error,
                 message: format!("the template cannot be read: {}", error.message),
+                check: None,
             }];
         }
     };
@@ -529,6 +535,7 @@ pub fn scan_secrets_with_values(
                     rule: "S000".into(),
                     severity: Severity::Warning,
                     message,
+                    check: None,
                 };
                 (vec![finding], Vec::new())
             };

@@ -68,23 +68,37 @@ pub fn junit(files: &[String], findings: &[Finding], fail_on: Severity) -> Strin
     report.to_string().expect("a JUnit report serialises")
 }
 
-/// SARIF 2.1.0, for code-scanning tools.
+/// A finding's SARIF rule: its ID, or, for a native rule that shares its ID with others,
+/// the hierarchical `ID/name` (`E1001/unknown-section`), with the rule's own summary.
+fn sarif_rule(finding: &Finding) -> (String, &str) {
+    match rules::Rule::of(finding) {
+        Some(rule) if rule.shares_id() => (format!("{}/{}", rule.id, rule.name), rule.summary),
+        Some(rule) => (rule.id.to_string(), rule.summary),
+        None => {
+            let summary = rules::ALL.iter().find(|r| r.id == finding.rule && !r.shares_id()).map(|r| r.summary);
+            (finding.rule.clone(), summary.unwrap_or(finding.rule.as_str()))
+        }
+    }
+}
+
+/// SARIF 2.1.0, for code-scanning tools: one rule entry per native rule (rules that share a
+/// cfn-lint ID each have their own, `E1001/unknown-section`), each result pointing at its rule.
 pub fn sarif(findings: &[Finding]) -> String {
-    let mut rule_ids: Vec<&str> = findings.iter().map(|f| f.rule.as_str()).collect();
-    rule_ids.sort_unstable();
-    rule_ids.dedup();
-    let rules: Vec<_> = rule_ids
-        .iter()
-        .map(|id| {
-            let summary = rules::ALL.iter().find(|r| r.id == *id).map_or(*id, |r| r.summary);
-            json!({ "id": id, "shortDescription": { "text": summary } })
-        })
-        .collect();
+    let mut entries: BTreeMap<String, &str> = BTreeMap::new();
+    for f in findings {
+        let (id, summary) = sarif_rule(f);
+        entries.entry(id).or_insert(summary);
+    }
+    let index: BTreeMap<&str, usize> = entries.keys().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
+    let rules: Vec<_> =
+        entries.iter().map(|(id, summary)| json!({ "id": id, "shortDescription": { "text": summary } })).collect();
     let results: Vec<_> = findings
         .iter()
         .map(|f| {
+            let (id, _) = sarif_rule(f);
             json!({
-                "ruleId": f.rule,
+                "ruleId": id,
+                "ruleIndex": index[id.as_str()],
                 "level": match f.severity { Severity::Error => "error", Severity::Warning => "warning", Severity::Info => "note" },
                 "message": { "text": f.message },
                 "locations": [{ "physicalLocation": {

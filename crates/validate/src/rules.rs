@@ -22,11 +22,54 @@ pub struct Rule {
     pub severity: Severity,
     /// One line on what it checks.
     pub summary: &'static str,
+    /// Its own name (`unknown-section`), which tells apart rules that share an ID: findings
+    /// carry it as [`Finding::check`], SARIF names the rule `E1001/unknown-section`.
+    pub name: &'static str,
+}
+
+impl Rule {
+    /// Whether another native rule has the same ID.
+    pub fn shares_id(&self) -> bool {
+        ALL.iter().filter(|r| r.id == self.id).count() > 1
+    }
+
+    /// The native rule a finding came from, when it names one.
+    pub fn of(finding: &Finding) -> Option<&'static Rule> {
+        let check = finding.check.as_deref()?;
+        ALL.iter().find(|r| r.name == check && r.id == finding.rule)
+    }
+}
+
+/// `UNKNOWN_SECTION` as `unknown-section`, at compile time.
+const fn kebab<const N: usize>(name: &str) -> [u8; N] {
+    let bytes = name.as_bytes();
+    let mut out = [0u8; N];
+    let mut i = 0;
+    while i < N {
+        out[i] = match bytes[i] {
+            b'_' => b'-',
+            b => b.to_ascii_lowercase(),
+        };
+        i += 1;
+    }
+    out
 }
 
 macro_rules! rules {
     ($($name:ident = $id:literal, $severity:ident, $summary:literal;)+) => {
-        $(#[doc = $summary] pub const $name: Rule = Rule { id: $id, severity: Severity::$severity, summary: $summary };)+
+        $(#[doc = $summary] pub const $name: Rule = Rule {
+            id: $id,
+            severity: Severity::$severity,
+            summary: $summary,
+            name: {
+                const NAME: &str = stringify!($name);
+                const BYTES: [u8; NAME.len()] = kebab::<{ NAME.len() }>(NAME);
+                match std::str::from_utf8(&BYTES) {
+                    Ok(name) => name,
+                    Err(_) => panic!("rule names are ASCII"),
+                }
+            },
+        };)+
         /// Every native rule.
         pub const ALL: &[Rule] = &[$($name),+];
     };
@@ -297,18 +340,23 @@ impl<'a> Names<'a> {
 /// Collects findings for one template.
 struct Out<'a> {
     path: &'a str,
-    findings: Vec<Finding>,
+    /// Each finding with the rule that made it (several rules share an ID).
+    findings: Vec<(Rule, Finding)>,
 }
 
 impl Out<'_> {
     fn add(&mut self, rule: Rule, pos: Pos, message: String) {
-        self.findings.push(Finding {
-            path: self.path.to_string(),
-            pos,
-            rule: rule.id.to_string(),
-            severity: rule.severity,
-            message,
-        });
+        self.findings.push((
+            rule,
+            Finding {
+                path: self.path.to_string(),
+                pos,
+                rule: rule.id.to_string(),
+                severity: rule.severity,
+                message,
+                check: Some(rule.name.to_string()),
+            },
+        ));
     }
 }
 
@@ -321,6 +369,13 @@ pub fn check(root: &Node, path: &str, dir: &Path, size: usize) -> Vec<Finding> {
 
 /// [`check`] for the given regions (cfn-lint's names, or `ALL_REGIONS`; none is us-east-1).
 pub fn check_in(root: &Node, path: &str, dir: &Path, size: usize, regions: &[String]) -> Vec<Finding> {
+    check_by_rule(root, path, dir, size, regions).into_iter().map(|(_, finding)| finding).collect()
+}
+
+/// [`check_in`], each finding with the native rule that made it: several rules share a
+/// cfn-lint ID (E1001 is an unknown section, a missing `Resources`, a bad format version …),
+/// and each has its own fixture and its own summary.
+pub fn check_by_rule(root: &Node, path: &str, dir: &Path, size: usize, regions: &[String]) -> Vec<(Rule, Finding)> {
     let mut out = Out { path, findings: Vec::new() };
     if !root.is_map() {
         out.add(UNKNOWN_SECTION, root.pos, "a template is a map of sections (Resources, Parameters …)".into());
@@ -339,7 +394,7 @@ pub fn check_in(root: &Node, path: &str, dir: &Path, size: usize, regions: &[Str
     warnings::unused_conditions(root, &names, &mut out);
     schema::check(root, &names, regions, &mut out);
     iam::actions(root, &names, &mut out);
-    out.findings.sort();
+    out.findings.sort_by(|a, b| a.1.cmp(&b.1));
     out.findings
 }
 

@@ -273,6 +273,7 @@ impl SecretScanner {
                 "{reason}: not scanned for passwords and tokens, only its text runs for AWS keys and private keys; \
                  check it by hand, or keep such files out of the component"
             ),
+            check: None,
         });
         findings.sort();
         (findings, scan.values)
@@ -332,7 +333,14 @@ impl Scan<'_> {
             None => (line + 1, self.lines[line][..byte].chars().count() + 1),
         };
         let pos = Pos { line: to_u32(line), column: to_u32(column) };
-        self.findings.push(Finding { path: self.path.to_owned(), pos, rule: rule.to_owned(), severity, message });
+        self.findings.push(Finding {
+            path: self.path.to_owned(),
+            pos,
+            rule: rule.to_owned(),
+            severity,
+            message,
+            check: None,
+        });
     }
 
     /// [`Scan::report`] of a finding about `value`, which is kept (unless the line is allow-listed).

@@ -116,6 +116,7 @@ fn tool_finding(tool: &ToolRun, message: String) -> Finding {
         rule: tool.name.clone(),
         severity: Severity::Error,
         message,
+        check: None,
     }
 }
 
@@ -145,6 +146,7 @@ pub fn parse(format: ToolFormat, stdout: &str, repo: &Path) -> Option<Vec<Findin
                         _ => Severity::Info,
                     },
                     message: item["Message"].as_str().unwrap_or("").to_string(),
+                    check: None,
                 });
             }
         }
@@ -156,6 +158,7 @@ pub fn parse(format: ToolFormat, stdout: &str, repo: &Path) -> Option<Vec<Findin
                     rule: item["code"].as_str().unwrap_or("ruff").to_string(),
                     severity: Severity::Error,
                     message: item["message"].as_str().unwrap_or("").to_string(),
+                    check: None,
                 });
             }
         }
@@ -173,6 +176,7 @@ pub fn parse(format: ToolFormat, stdout: &str, repo: &Path) -> Option<Vec<Findin
                             Severity::Warning
                         },
                         message: message["message"].as_str().unwrap_or("").to_string(),
+                        check: None,
                     });
                 }
             }

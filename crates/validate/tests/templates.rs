@@ -97,7 +97,31 @@ fn every_bad_template_gives_its_snapshot_in_full() {
         mismatches.join("\n")
     );
     let untested: Vec<&str> = rules::ALL.iter().map(|r| r.id).filter(|id| !covered.contains(*id)).collect();
-    assert!(untested.is_empty(), "rules without a bad template: {untested:?}");
+    assert!(untested.is_empty(), "rule IDs without a bad template: {untested:?}");
+}
+
+/// Every native rule, not only every ID (58 rules share 49 IDs: E1001 is an unknown section, a
+/// missing `Resources`, a bad format version …), has a bad template that makes it fire.
+#[test]
+fn every_rule_not_only_every_id_has_a_bad_template() {
+    let mut covered: BTreeSet<(&str, &str)> = BTreeSet::new();
+    for path in templates(&fixtures().join("bad")) {
+        let bytes = std::fs::read(&path).unwrap();
+        let root = match validate::parse_bytes(&bytes, &validate::Limits::default()) {
+            Ok(root) => root,
+            Err(error) if error.empty => validate::Node::new(error.pos, validate::Value::Map(Vec::new())),
+            Err(_) => continue,
+        };
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        for (rule, _) in rules::check_by_rule(&root, &name, path.parent().unwrap(), bytes.len(), &[]) {
+            covered.insert((rule.id, rule.summary));
+        }
+    }
+    let untested: Vec<(&str, &str)> =
+        rules::ALL.iter().map(|r| (r.id, r.summary)).filter(|r| !covered.contains(r)).collect();
+    assert!(untested.is_empty(), "rules without a bad template: {untested:#?}");
+    let summaries: BTreeSet<&str> = rules::ALL.iter().map(|r| r.summary).collect();
+    assert_eq!(summaries.len(), rules::ALL.len(), "each rule has its own summary");
 }
 
 #[test]
@@ -297,4 +321,29 @@ fn the_schema_bundle_comes_from_the_pinned_cfn_lint() {
         let resource = schemas.resource(resource_type).unwrap_or_else(|| panic!("{resource_type} missing"));
         assert!(resource.in_region(schemas.region_bit("us-east-1").unwrap()), "{resource_type}");
     }
+}
+
+/// In SARIF, rules that share a cfn-lint ID each have their own entry (`E1001/unknown-section`,
+/// `E1001/format-version` …) with their own summary, and each result points at its own.
+#[test]
+fn sarif_gives_rules_that_share_an_id_their_own_entries() {
+    let mut findings = Vec::new();
+    for name in ["E1001-unknown-section.yaml", "E1001-format-version-wrong.yaml", "E1001-empty-file.yaml"] {
+        findings.extend(native(&fixtures().join("bad").join(name)));
+    }
+    let sarif: serde_json::Value = serde_json::from_str(&validate::report::sarif(&findings)).unwrap();
+    let rules = sarif["runs"][0]["tool"]["driver"]["rules"].as_array().unwrap();
+    let ids: BTreeSet<&str> = rules.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(
+        ids,
+        BTreeSet::from(["E1001/format-version", "E1001/resources-missing", "E1001/unknown-section"]),
+        "{rules:#?}"
+    );
+    let summaries: BTreeSet<&str> = rules.iter().map(|r| r["shortDescription"]["text"].as_str().unwrap()).collect();
+    assert_eq!(summaries.len(), rules.len(), "each entry its own summary: {rules:#?}");
+    for result in sarif["runs"][0]["results"].as_array().unwrap() {
+        let index = result["ruleIndex"].as_u64().unwrap() as usize;
+        assert_eq!(rules[index]["id"], result["ruleId"], "{result:#?}");
+    }
+    assert_eq!(sarif["runs"][0]["results"].as_array().unwrap().len(), findings.len());
 }
