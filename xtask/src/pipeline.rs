@@ -82,9 +82,20 @@ pub struct PipelineArgs {
     pub resume: Option<String>,
 }
 
-/// The environments, in order: deployed first, and deployed after approval.
-const FIRST_ENV: &str = "dev";
-const PROD_ENV: &str = "prod";
+/// The environments, in order: deployed first, and deployed after approval: the first
+/// promotion of `[gate.environments]` (`prod` after `dev`, `prod` after `staging` …), else
+/// `dev` then `prod`.
+struct Envs {
+    first: String,
+    prod: String,
+}
+
+impl Envs {
+    fn of(policy: &GatePolicy) -> Envs {
+        let (first, prod) = policy.promotion().unwrap_or(("dev", "prod"));
+        Envs { first: first.to_string(), prod: prod.to_string() }
+    }
+}
 
 /// Every section's content, checked before any stage runs: a mistake is exit 2, never a
 /// refused gate half way through a run.
@@ -119,10 +130,10 @@ struct Needs {
 }
 
 impl Needs {
-    fn of(context: &StageContext, diff: &DiffReport) -> anyhow::Result<Needs> {
+    fn of(context: &StageContext, diff: &DiffReport, first: &str) -> anyhow::Result<Needs> {
         let changed: BTreeSet<&str> = diff.changed().collect();
         let stacks = has_section(context, stack_deployer::DeploySettings::SECTION)?
-            && stages::environment(context, FIRST_ENV)?
+            && stages::environment(context, first)?
                 .stacks
                 .iter()
                 .any(|s| s.components.iter().any(|c| changed.contains(c.as_str())));
@@ -148,6 +159,7 @@ struct Stages<'a> {
     store: &'a dyn Store,
     diff: &'a DiffReport,
     policy: &'a GatePolicy,
+    envs: &'a Envs,
     progress: &'a Progress,
     runtime: &'a tokio::runtime::Runtime,
 }
@@ -271,7 +283,7 @@ impl Stages<'_> {
         } else if args.refuse {
             stages::Decision::Refused { by, how: "--refuse" }
         } else if stages::can_prompt() {
-            if stages::prompt(&stages::production_plan(self.context, self.run, PROD_ENV))? {
+            if stages::prompt(&stages::production_plan(self.context, self.run, &self.envs.prod))? {
                 stages::Decision::Approved { by, how: "prompt" }
             } else {
                 stages::Decision::Refused { by, how: "prompt" }
@@ -279,7 +291,7 @@ impl Stages<'_> {
         } else {
             stages::Decision::Waiting
         };
-        let digest = stages::production_digest(self.context, self.run, PROD_ENV);
+        let digest = stages::production_digest(self.context, self.run, &self.envs.prod);
         stages::record_approval(self.store, &self.run.run_id, &self.diff.head, &decision, digest)?;
         Ok(decision)
     }
@@ -287,14 +299,14 @@ impl Stages<'_> {
     /// E2E against the first environment (the configured `e2e` commands with its stack
     /// outputs) and the publisher's site check of the site deployed there.
     fn e2e(&self, target: &stages::Where, needs: &Needs) -> anyhow::Result<()> {
-        self.step(Step::E2e, Some(FIRST_ENV));
+        self.step(Step::E2e, Some(&self.envs.first));
         if needs.publish.is_some() {
             let checked = self.runtime.block_on(stages::site_check(
                 self.context,
                 self.run,
                 self.store,
                 target,
-                FIRST_ENV,
+                &self.envs.first,
                 &self.diff.head,
                 self.progress,
             ));
@@ -323,18 +335,19 @@ impl Stages<'_> {
         record.started_at = Some(SystemTime::now());
         record.details.set_runner_to_this_process();
         self.store.record(&record)?;
-        let passed = self.deploy(target, PROD_ENV, needs);
+        let prod = &self.envs.prod;
+        let passed = self.deploy(target, prod, needs);
         let (status, text) = if passed {
-            (Status::Passed, format!("deployed to {PROD_ENV}"))
+            (Status::Passed, format!("deployed to {prod}"))
         } else {
-            (Status::Failed, format!("the deploy to {PROD_ENV} failed; see its deploy steps"))
+            (Status::Failed, format!("the deploy to {prod} failed; see its deploy steps"))
         };
         self.finish(Step::ProdDeploy, status, &text)?;
         if !passed {
             return Ok(false);
         }
-        let mark = self.store.mark_success_for(&self.run.run_id, PROD_ENV, self.policy.deploy_step(PROD_ENV))?;
-        self.progress.stage(&format!("{PROD_ENV} is at {}: the next run's base", mark.commit));
+        let mark = self.store.mark_success_for(&self.run.run_id, prod, self.policy.deploy_step(prod))?;
+        self.progress.stage(&format!("{prod} is at {}: the next run's base", mark.commit));
         Ok(true)
     }
 }
@@ -514,16 +527,18 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<bool> {
         None => context.clone(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let envs = Envs::of(&policy);
     let stages = Stages {
         context: &stage_context,
         run: &run_dir,
         store: &store,
         diff: &diff,
         policy: &policy,
+        envs: &envs,
         progress: &progress,
         runtime: &runtime,
     };
-    let needs = Needs::of(&stage_context, &diff)?;
+    let needs = Needs::of(&stage_context, &diff, &envs.first)?;
     // The emulator is started (or found) only when a deploy needs it.
     let target = || -> anyhow::Result<stages::Where> {
         Ok(match (args.target, &args.endpoint_url) {
@@ -555,7 +570,7 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<bool> {
                 if needs.publish.is_none() {
                     skip_publish(&stages)?;
                 }
-                stages.deploy(&target, FIRST_ENV, &needs);
+                stages.deploy(&target, &envs.first, &needs);
                 Some(target)
             }
         };
@@ -746,6 +761,7 @@ fn dry_run(
     include_worktree: bool,
 ) -> anyhow::Result<bool> {
     let diff = source_diff::diff(repo, components, request, head, include_worktree)?;
+    let Envs { first, prod } = Envs::of(&context.config.section::<GatePolicy>(GatePolicy::SECTION)?);
     let mut validate_settings = validate::ValidateSettings::from_config(&context.config)?;
     // The stage reads the repository's .cfnlintrc too; so does its dry run.
     validate_settings.cfnlintrc = validate::cfnlintrc::CfnLintRc::load(&context.root)?;
@@ -756,7 +772,7 @@ fn dry_run(
     print!("validate: {}", validate_plan.describe());
     print!("{}", step_runner::plan(Step::Build, components, &diff, &run_dir, settings).describe());
     print!("{}", step_runner::plan(Step::Test, components, &diff, &run_dir, settings).describe());
-    let needs = Needs::of(context, &diff)?;
+    let needs = Needs::of(context, &diff, &first)?;
     if let Some(reason) = &needs.no_deploy {
         println!("deploy, approval, e2e, prod: skipped: {reason}");
         return Ok(true);
@@ -765,7 +781,7 @@ fn dry_run(
         // Against the packages the run would build: none yet, so code updates are not listed.
         let changed: BTreeSet<String> = diff.changed().map(str::to_string).collect();
         let (_, functions) = lambda_packager::LambdaSettings::from_config(&context.config)?;
-        let env = stages::environment(context, FIRST_ENV)?;
+        let env = stages::environment(context, &first)?;
         let inputs = stack_deployer::PlanInputs {
             repo: &context.root,
             manifest: None,
@@ -774,16 +790,14 @@ fn dry_run(
             only: &[],
         };
         match stack_deployer::plan(&env, inputs, &|name| std::env::var(name).ok()) {
-            Ok(plan) => print!("deploy {FIRST_ENV}: {}", plan.describe()),
-            Err(error) => println!("deploy {FIRST_ENV}: cannot plan: {}", run_state::error_chain(&error)),
+            Ok(plan) => print!("deploy {first}: {}", plan.describe()),
+            Err(error) => println!("deploy {first}: cannot plan: {}", run_state::error_chain(&error)),
         }
     }
     if let Some(component) = &needs.publish {
-        println!("publish {FIRST_ENV}: the site of `{component}` (what uploads is decided against the bucket)");
+        println!("publish {first}: the site of `{component}` (what uploads is decided against the bucket)");
     }
-    println!(
-        "then: status check, approval, e2e against {FIRST_ENV} and the site check, deploy {PROD_ENV}, mark-success"
-    );
+    println!("then: status check, approval, e2e against {first} and the site check, deploy {prod}, mark-success");
     Ok(true)
 }
 

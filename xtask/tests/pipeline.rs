@@ -375,7 +375,9 @@ fn the_pipeline_records_to_a_dynamodb_status_table_and_notifies_the_topic() {
 #[test]
 fn a_site_changed_while_waiting_for_approval_is_refused_in_production() {
     use run_state::{PIPELINE, Step};
-    let moto = test_support::Moto::shared();
+    // Its own emulator: the sample's stack and bucket names would collide with another
+    // sample test running at the same time in the shared one.
+    let moto = test_support::Moto::start();
     let repo = test_support::sample_monorepo();
     let at = ["--endpoint-url", moto.endpoint.as_str()];
     let out = pipeline(&repo, &at);
@@ -400,4 +402,31 @@ fn a_site_changed_while_waiting_for_approval_is_refused_in_production() {
     assert_ne!(status(&done, PIPELINE, Step::ProdDeploy), Some(Status::Passed), "{}", text(&out));
     let store = FileStore::open(&repo.path().join(".pipeline")).unwrap();
     assert!(store.last_success("prod").unwrap().is_none(), "nothing marked: {}", text(&out));
+}
+
+/// No environment name is special: the sample with `staging` in place of `dev` (prod after
+/// staging) deploys staging, is approved and reaches prod, and the base moves for prod.
+#[test]
+fn a_staging_then_prod_config_runs_the_whole_pipeline() {
+    use run_state::{PIPELINE, Step};
+    // Its own emulator: the sample's stack and bucket names would collide with another
+    // sample test running at the same time in the shared one.
+    let moto = test_support::Moto::start();
+    let repo = test_support::sample_monorepo();
+    let config = std::fs::read_to_string(repo.path().join("pipeline.toml")).unwrap();
+    let config = config
+        .replace("[deploy.environments.dev]", "[deploy.environments.staging]")
+        .replace("after = \"dev\"", "after = \"staging\"");
+    assert!(!config.contains("environments.dev"), "{config}");
+    repo.write("pipeline.toml", &config);
+    repo.commit_all("staging before prod");
+    let out = pipeline(&repo, &["--endpoint-url", moto.endpoint.as_str(), "--approve", "--approver", "ci-bot"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let run = latest(&repo);
+    let done = records(repo.path(), &run.run_id);
+    assert_eq!(status(&done, "infra", Step::Deploy), Some(Status::Passed), "{}", text(&out));
+    assert_eq!(status(&done, PIPELINE, Step::ProdDeploy), Some(Status::Passed), "{}", text(&out));
+    assert_eq!(environments(&run), ["prod", "staging"]);
+    let store = FileStore::open(&repo.path().join(".pipeline")).unwrap();
+    assert_eq!(store.last_success("prod").unwrap().unwrap().commit, repo.head());
 }

@@ -203,9 +203,12 @@ impl DeploySettings {
     /// Parses `[deploy]` of a config read once.
     pub fn from_config(config: &ConfigFile) -> Result<DeploySettings, ConfigError> {
         let settings: DeploySettings = config.section(Self::SECTION)?;
-        // Check every environment (and the stacks without one) now, so a mistake in `prod`
-        // shows on the first `dev` deploy.
-        settings.environment(config, "dev")?;
+        // Check every environment now, so a mistake in `prod` shows on the first deploy of the
+        // environment before it. No name is special: without `[deploy.environments]` the stacks
+        // are checked as any environment would see them.
+        if settings.environments.is_empty() {
+            settings.environment(config, "any")?;
+        }
         let mut environments = Vec::new();
         for env in settings.environments.keys() {
             environments.push(settings.environment(config, env)?);

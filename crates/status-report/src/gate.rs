@@ -92,6 +92,14 @@ impl GatePolicy {
         Ok(policy)
     }
 
+    /// The first promoted environment and the one it comes after (`("dev", "prod")`), by name:
+    /// no environment name is special.
+    pub fn promotion(&self) -> Option<(&str, &str)> {
+        self.environments
+            .iter()
+            .find_map(|(name, rule)| rule.after.as_ref().map(|a| (a.get_ref().as_str(), name.as_str())))
+    }
+
     /// The step an environment's deploy is recorded under: `prod-deploy` for a promoted
     /// environment (one with `after`), `deploy` for any other.
     pub fn deploy_step(&self, environment: &str) -> Step {
