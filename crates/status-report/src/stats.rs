@@ -359,7 +359,7 @@ pub struct Stats {
     pub per_day: Vec<Period>,
     /// Runs per week (from Monday), oldest first.
     pub per_week: Vec<Period>,
-    /// The whole run: first start to last end, of finished runs.
+    /// The whole run: first start to last end less the wait for approval, of finished runs.
     pub run_duration: Figures,
     /// Each stage.
     pub stages: Vec<StageStats>,
@@ -555,8 +555,14 @@ impl Collector {
         }
         let end = records.iter().filter_map(|r| r.ended_at).max();
         let first_start = records.iter().filter_map(|r| r.started_at).min();
+        // A person's wait for approval is no pipeline time: taken out of the run's duration.
+        let waited = records
+            .iter()
+            .find(|r| r.step == Step::Approval && r.component == PIPELINE && r.status.is_final())
+            .and_then(StepRecord::duration)
+            .map_or(0, |d| d.as_millis().min(u128::from(u64::MAX)) as u64);
         let duration = match (first_start, end) {
-            (Some(from), Some(to)) if outcome != Outcome::Unfinished => Some(millis(from, to)),
+            (Some(from), Some(to)) if outcome != Outcome::Unfinished => Some(millis(from, to).saturating_sub(waited)),
             _ => None,
         };
         self.run_durations.extend(duration);
@@ -1078,9 +1084,9 @@ mod tests {
         assert_eq!(test.success_rate, Some(75.0));
         // 60, 120, 30, 40 seconds: average 62.5, P95 (nearest rank of 4) 120.
         assert_eq!((test.duration.average_secs, test.duration.p95_secs), (Some(62.5), Some(120.0)));
-        // Finished runs: r1 10+60+20+600+30 = 720s, r2 780s, r3 40s.
+        // Finished runs, less the 600s approval wait: r1 10+60+20+30 = 120s, r2 180s, r3 40s.
         assert_eq!(stats.run_duration.count, 3);
-        assert_eq!(stats.run_duration.p95_secs, Some(780.0));
+        assert_eq!(stats.run_duration.p95_secs, Some(180.0));
         // Approvals: two decided after 600s, one waiting.
         assert_eq!((stats.approval_wait.count, stats.approval_wait.average_secs), (2, Some(600.0)));
         assert_eq!(stats.approvals_waiting, 1);
@@ -1184,11 +1190,15 @@ mod tests {
         let policy = StatsPolicy::default();
         let mut runs = steady(10);
         assert_eq!(alerts(&runs, policy), Vec::<String>::new());
-        // Tests took 62s at most before; 200s is over 1.5 × 62.
+        // Tests took 62s at most before; 200s is over 1.5 × 62 (the run, less its approval wait,
+        // 260s over 1.5 × 122).
         runs.push(("r10".into(), run("r10", T0 + 20 * 3600, 200, Status::Passed, 80)));
         assert_eq!(
             alerts(&runs, policy),
-            ["test: test took 3m20s in run r10, over 1.5 × its P95 of 1m02s over the 10 runs before"]
+            [
+                "run: run took 4m20s in run r10, over 1.5 × its P95 of 2m02s over the 10 runs before",
+                "test: test took 3m20s in run r10, over 1.5 × its P95 of 1m02s over the 10 runs before"
+            ]
         );
         // 90s is within 1.5 × 62 = 93.
         runs.pop();
