@@ -35,6 +35,23 @@ pub struct ValidateSettings {
     /// [`crate::run_stage`] and [`crate::plan_stage`] with [`CfnLintRc::load`]).
     #[serde(skip)]
     pub cfnlintrc: CfnLintRc,
+    /// The templates deployed as a body: the top-level stacks of `[deploy]` (read from it by
+    /// [`ValidateSettings::from_config`]; empty when there is none: every template). Only they
+    /// get P1002 (a body over 51,200 bytes); a nested template is deployed by URL.
+    #[serde(skip)]
+    pub body_templates: Vec<String>,
+}
+
+/// What validate reads of `[deploy]` (stack-deployer owns and checks the section).
+#[derive(Debug, Default, Deserialize)]
+struct DeployTemplates {
+    #[serde(default)]
+    stacks: BTreeMap<String, DeployStack>,
+}
+
+#[derive(Debug, Deserialize)]
+struct DeployStack {
+    template: Option<String>,
 }
 
 impl Default for ValidateSettings {
@@ -52,6 +69,7 @@ impl Default for ValidateSettings {
             tools: BTreeMap::new(),
             regions: Vec::new(),
             cfnlintrc: CfnLintRc::default(),
+            body_templates: Vec::new(),
         }
     }
 }
@@ -63,7 +81,19 @@ impl ValidateSettings {
     /// Parses and checks `[validate]`: template globs compile (a bad one names its line) and
     /// tool names are safe as file names.
     pub fn from_config(config: &ConfigFile) -> Result<ValidateSettings, ConfigError> {
-        let settings: ValidateSettings = config.section(Self::SECTION)?;
+        let mut settings: ValidateSettings = config.section(Self::SECTION)?;
+        // stack-deployer reports a malformed [deploy]; here it only means "every template".
+        settings.body_templates = config
+            .section::<DeployTemplates>("deploy")
+            .map(|deploy| {
+                deploy
+                    .stacks
+                    .into_values()
+                    .filter_map(|s| s.template)
+                    .map(|t| t.trim_start_matches("./").to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
         settings.template_globs(config)?;
         for region in &settings.regions {
             let name = region.get_ref().as_str();

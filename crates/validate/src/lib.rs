@@ -652,6 +652,10 @@ pub fn apply(
         &masker,
     );
     findings.retain(|f| settings.cfnlintrc.enabled(&f.rule));
+    // A body over 51,200 bytes matters only for a template deployed as a body.
+    if !settings.body_templates.is_empty() {
+        findings.retain(|f| f.rule != rules::INLINE_BODY_TOO_BIG.id || settings.body_templates.contains(&f.path));
+    }
     findings.extend(secret_findings);
     findings.sort();
     if options.tools && !plan.tools.is_empty() {
