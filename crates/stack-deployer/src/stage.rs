@@ -183,17 +183,7 @@ async fn deploy_plan(
                 if options.cancelled() {
                     let outcome = StackOutcome::Cancelled { reason: "before it started".into() };
                     on_event(Event::Done { stack: stack.name.clone(), outcome: outcome.clone() });
-                    results.insert(
-                        stack.name.clone(),
-                        StackResult {
-                            name: stack.name.clone(),
-                            stack_name: stack.stack_name.clone(),
-                            stack_id: None,
-                            outputs: BTreeMap::new(),
-                            outcome,
-                            code_updated: Vec::new(),
-                        },
-                    );
+                    results.insert(stack.name.clone(), not_started(stack, outcome));
                     continue;
                 }
                 let blocked_by = stack.depends_on.iter().find(|d| {
@@ -211,17 +201,7 @@ async fn deploy_plan(
                     let outcome =
                         StackOutcome::Skipped { reason: format!("`{dep}`, which it depends on, did not deploy") };
                     on_event(Event::Done { stack: stack.name.clone(), outcome: outcome.clone() });
-                    results.insert(
-                        stack.name.clone(),
-                        StackResult {
-                            name: stack.name.clone(),
-                            stack_name: stack.stack_name.clone(),
-                            stack_id: None,
-                            outputs: BTreeMap::new(),
-                            outcome,
-                            code_updated: Vec::new(),
-                        },
-                    );
+                    results.insert(stack.name.clone(), not_started(stack, outcome));
                     continue;
                 }
                 let parameters = match apply::resolve_parameters(stack, &outputs, lookup) {
@@ -309,6 +289,18 @@ pub struct StageOptions {
     pub cfn_role_arn: Option<String>,
     /// Set to stop ([`ApplyOptions::cancel`]): the binaries pass `run_state::cli::cancel_flag()`.
     pub cancel: Option<&'static std::sync::atomic::AtomicBool>,
+}
+
+/// The result of a stack that was not started (cancelled first, or blocked by a dependency).
+fn not_started(stack: &crate::plan::StackPlan, outcome: StackOutcome) -> StackResult {
+    StackResult {
+        name: stack.name.clone(),
+        stack_name: stack.stack_name.clone(),
+        stack_id: None,
+        outputs: BTreeMap::new(),
+        outcome,
+        code_updated: Vec::new(),
+    }
 }
 
 impl StageOptions {
