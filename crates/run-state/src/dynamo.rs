@@ -257,6 +257,70 @@ impl DynamoStore {
         Ok(latest.into_values().map(StepRecord::with_dead_runner_failed).collect())
     }
 
+    /// Deletes old runs' items (see [`crate::Prune`]; a run's age is when it was first
+    /// recorded, `created`), keeping the run of each of `environments`' latest success and any
+    /// run with a step still running. A run's steps go first and its entry in the run list
+    /// last, so a prune cut short leaves the run listed, and the next prune finishes it.
+    pub fn prune(&self, rule: crate::Prune, now: SystemTime, environments: &[String]) -> Result<crate::Pruned, Error> {
+        let mut protected_runs = BTreeMap::new();
+        for env in environments {
+            if let Some(mark) = self.last_success(env)? {
+                protected_runs.insert(mark.run_id, "the latest success of an environment");
+            }
+        }
+        self.block(async {
+            let mut runs: Vec<(u64, String)> = self
+                .query("runs", false)
+                .await?
+                .iter()
+                .filter_map(|item| {
+                    Some((number(item, "created")?, text(item, "sk")?.strip_prefix("run#")?.to_string()))
+                })
+                .collect();
+            runs.sort();
+            let cutoff = rule.older_than.and_then(|age| now.checked_sub(age)).map(millis);
+            let first_kept = rule.keep_runs.map(|n| runs.len().saturating_sub(n));
+            let mut pruned = crate::Pruned::default();
+            for (index, (created, run_id)) in runs.iter().enumerate() {
+                let by_count = first_kept.is_some_and(|first| index < first);
+                let by_age = cutoff.is_some_and(|cutoff| *created < cutoff);
+                if !(by_count || by_age) {
+                    continue;
+                }
+                if let Some(why) = protected_runs.get(run_id) {
+                    pruned.protected.push((run_id.clone(), why.to_string()));
+                    continue;
+                }
+                if self.steps(run_id).await?.iter().any(|r| !r.status.is_final()) {
+                    pruned.protected.push((run_id.clone(), "a step is still running".into()));
+                    continue;
+                }
+                for item in self.query(&format!("run#{run_id}"), false).await? {
+                    let (Some(pk), Some(sk)) = (item.get("pk").cloned(), item.get("sk").cloned()) else { continue };
+                    self.client
+                        .delete_item()
+                        .table_name(&self.table)
+                        .key("pk", pk)
+                        .key("sk", sk)
+                        .send()
+                        .await
+                        .map_err(|e| self.error(e))?;
+                }
+                self.client
+                    .delete_item()
+                    .table_name(&self.table)
+                    .key("pk", s("runs"))
+                    .key("sk", s(format!("run#{run_id}")))
+                    .send()
+                    .await
+                    .map_err(|e| self.error(e))?;
+                pruned.removed.push(run_id.clone());
+            }
+            pruned.kept = runs.len() - pruned.removed.len();
+            Ok(pruned)
+        })
+    }
+
     async fn list_run(&self, run_id: &str) -> Result<(), Error> {
         if self.listed.lock().unwrap_or_else(|e| e.into_inner()).contains(run_id) {
             return Ok(());

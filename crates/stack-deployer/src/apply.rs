@@ -473,6 +473,7 @@ async fn deploy_stack_as_is(
     };
     let say = |message: String| on_event(Event::Stack { stack: stack.name.clone(), message });
     let existing = describe_stack(cf, &stack.stack_name).await?;
+    let exists = existing.is_some();
     let kind = match start_from(existing, &stack.stack_name, options.recreate_failed) {
         Start::Blocked(outcome) => {
             result.outcome = outcome;
@@ -480,7 +481,6 @@ async fn deploy_stack_as_is(
         }
         Start::Recreate(old) => {
             let id = old.stack_id().unwrap_or(&stack.stack_name).to_string();
-    let exists = existing.is_some();
             say(format!(
                 "{} is ROLLBACK_COMPLETE: deleting it to create it again (--recreate-failed)",
                 stack.stack_name
@@ -534,13 +534,6 @@ async fn deploy_stack_as_is(
         }
     };
 
-    // One change set, one name, referred to by its ARN from here on.
-    say(format!("creating change set {} ({})", options.change_set_name, kind.as_str()));
-    let mut request = cf
-        .create_change_set()
-        .stack_name(&stack.stack_name)
-        .change_set_name(&options.change_set_name)
-        .change_set_type(kind.clone())
     if exists {
         delete_leftovers(cf, &stack.stack_name, options, &say).await?;
     }
@@ -548,6 +541,13 @@ async fn deploy_stack_as_is(
         result.outcome = StackOutcome::Cancelled { reason: "before its change set was made".into() };
         return Ok(result);
     }
+    // One change set, one name, referred to by its ARN from here on.
+    say(format!("creating change set {} ({})", options.change_set_name, kind.as_str()));
+    let mut request = cf
+        .create_change_set()
+        .stack_name(&stack.stack_name)
+        .change_set_name(&options.change_set_name)
+        .change_set_type(kind.clone())
         .include_nested_stacks(true)
         .set_role_arn(plan.cfn_role_arn.clone())
         .set_parameters(Some(
@@ -582,6 +582,9 @@ async fn deploy_stack_as_is(
             Err(error) if ErrorKind::of(&error) == ErrorKind::Throttled => None,
             Err(error) => return Err(aws("DescribeChangeSet", &arn, error)),
         };
+        if options.cancelled() {
+            return cancel_change_set(cf, &arn, result, "while its change set was being made").await;
+        }
         if let Some(described) = described {
             match described.status() {
                 Some(ChangeSetStatus::CreateComplete) => break described,
@@ -590,9 +593,6 @@ async fn deploy_stack_as_is(
                     delete_change_set(cf, &arn).await?;
                     if is_no_changes_reason(&reason) {
                         result.outcome = StackOutcome::NoChanges;
-        if options.cancelled() {
-            return cancel_change_set(cf, &arn, result, "while its change set was being made").await;
-        }
                         return finish_unchanged(cf, stack, result).await;
                     }
                     result.outcome = StackOutcome::Failed {
@@ -636,6 +636,9 @@ async fn deploy_stack_as_is(
         return Ok(result);
     }
 
+    if options.cancelled() {
+        return cancel_change_set(cf, &arn, result, "before its change set was executed").await;
+    }
     let started = SystemTime::now();
     if let Some(outcome) = execute(cf, &arn, options, &say).await? {
         result.outcome = outcome;
@@ -644,9 +647,6 @@ async fn deploy_stack_as_is(
     let mut watcher = Watcher::new(&stack_id, &stack.name, &options.change_set_name, started);
     let deadline = Instant::now() + options.timeout;
     let mut pause = options.first_poll;
-    if options.cancelled() {
-        return cancel_change_set(cf, &arn, result, "before its change set was executed").await;
-    }
     loop {
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(options.max_poll);
@@ -707,14 +707,6 @@ async fn deploy_stack_as_is(
     }
 }
 
-/// Executes the change set, once: an answer that leaves it unknown whether CloudFormation
-/// started (a 5xx, a reset connection, a timeout) is not retried blindly, since a second
-/// execute of a change set that did run is no deploy of it. The change set's own execution
-/// status is read instead: it ran (`EXECUTE_*`: watch the stack as usual), it did not
-/// (`AVAILABLE`: execute it again, at most three times in all), or it can no longer run
-/// (a failure with its status). A clear refusal (4xx) is an error as before.
-///
-/// Returns an outcome when the deploy ends here.
 /// Deletes the change set made for a deploy that was asked to stop before executing it.
 async fn cancel_change_set(
     cf: &CloudFormation,
@@ -767,6 +759,14 @@ async fn delete_leftovers(
     Ok(())
 }
 
+/// Executes the change set, once: an answer that leaves it unknown whether CloudFormation
+/// started (a 5xx, a reset connection, a timeout) is not retried blindly, since a second
+/// execute of a change set that did run is no deploy of it. The change set's own execution
+/// status is read instead: it ran (`EXECUTE_*`: watch the stack as usual), it did not
+/// (`AVAILABLE`: execute it again, at most three times in all), or it can no longer run
+/// (a failure with its status). A clear refusal (4xx) is an error as before.
+///
+/// Returns an outcome when the deploy ends here.
 async fn execute(
     cf: &CloudFormation,
     arn: &str,

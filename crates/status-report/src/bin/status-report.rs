@@ -40,9 +40,9 @@ enum Command {
     Record(RecordArgs),
     /// Lists run ids, newest last, each with its gate decision.
     Runs,
-    /// Removes old runs from the file store (`.pipeline/state.jsonl`), rewritten atomically
-    /// under its lock: success marks, held locks, each environment's latest success and runs
-    /// still running are kept. Prints what was removed.
+    /// Removes old runs from the store: the file store (`.pipeline/state.jsonl`) rewritten
+    /// atomically under its lock, a DynamoDB table's items deleted. Success marks, held locks,
+    /// each environment's latest success and runs still running are kept. Prints what was removed.
     Prune {
         /// Keep the newest N runs.
         #[arg(long, value_name = "N", required_unless_present = "older_than")]
@@ -259,14 +259,23 @@ fn run(cli: &Cli) -> Result<bool> {
     match &cli.command {
         Command::Record(args) => record(&context, args)?,
         Command::Prune { keep_runs, older_than } => {
-            if context.store_choice != StoreChoice::File {
-                bail!(
-                    "prune rewrites the file store; a DynamoDB table keeps its runs (delete old items with its TTL or by hand)"
-                );
-            }
-            let store = context.file_store()?;
             let rule = run_state::Prune { keep_runs: *keep_runs, older_than: *older_than };
-            let pruned = store.prune(rule, SystemTime::now())?;
+            let pruned = match &context.store_choice {
+                StoreChoice::File => context.file_store()?.prune(rule, SystemTime::now())?,
+                StoreChoice::DynamoDb { table } => {
+                    // Each environment's latest success is kept: those the gate names, and the default.
+                    let policy = policy(&context)?;
+                    let mut environments: Vec<String> = policy.environments.keys().cloned().collect();
+                    environments.extend(
+                        policy.environments.values().filter_map(|r| r.after.as_ref()).map(|a| a.get_ref().clone()),
+                    );
+                    environments.push(run_state::DEFAULT_SUCCESS_ENV.to_string());
+                    environments.sort();
+                    environments.dedup();
+                    let store = run_state::DynamoStore::connect(&cli.target.target(), table)?;
+                    store.prune(rule, SystemTime::now(), &environments)?
+                }
+            };
             let mut out = format!(
                 "removed {} run(s), kept {}; {} -> {} bytes\n",
                 pruned.removed.len(),
@@ -539,20 +548,6 @@ fn html(context: &StageContext, out: &Path, run: Option<&str>, since: &str) -> R
 }
 
 /// The folder of a run (it may not exist for runs recorded only through `record`).
-fn run_folder(context: &StageContext, run_id: &str) -> RunDir {
-    RunDir { run_id: run_id.to_string(), path: run_state::runs_dir(&context.state_dir).join(run_id) }
-}
-
-fn record(context: &StageContext, args: &RecordArgs) -> Result<()> {
-    let step: Step = args.step.parse().map_err(|e: String| anyhow!(e))?;
-    let status: Status = args.status.parse().map_err(|e: String| anyhow!(e))?;
-    // Steps only their stages write: a shell step recording them could forge a deploy or an
-    // approval and let production through.
-    match step {
-        Step::Approval => bail!(
-            "`record --step approval` is refused: an approval is recorded by `status-report approve --by NAME` (or refused with --refuse)"
-        ),
-        Step::Deploy | Step::ProdDeploy => bail!(
 /// An age for `prune --older-than`: a number and a unit (`s`, `m`, `h`, `d`, `w`).
 fn parse_age(text: &str) -> std::result::Result<std::time::Duration, String> {
     let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
@@ -569,6 +564,20 @@ fn parse_age(text: &str) -> std::result::Result<std::time::Duration, String> {
     Ok(std::time::Duration::from_secs(number.saturating_mul(seconds)))
 }
 
+fn run_folder(context: &StageContext, run_id: &str) -> RunDir {
+    RunDir { run_id: run_id.to_string(), path: run_state::runs_dir(&context.state_dir).join(run_id) }
+}
+
+fn record(context: &StageContext, args: &RecordArgs) -> Result<()> {
+    let step: Step = args.step.parse().map_err(|e: String| anyhow!(e))?;
+    let status: Status = args.status.parse().map_err(|e: String| anyhow!(e))?;
+    // Steps only their stages write: a shell step recording them could forge a deploy or an
+    // approval and let production through.
+    match step {
+        Step::Approval => bail!(
+            "`record --step approval` is refused: an approval is recorded by `status-report approve --by NAME` (or refused with --refuse)"
+        ),
+        Step::Deploy | Step::ProdDeploy => bail!(
             "`record --step {step}` is refused: a deploy is recorded only by the deploy stages (stack-deployer, frontend-publisher)"
         ),
         _ => {}
