@@ -6,11 +6,12 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use run_state::{FileStore, RunDir, Status, Step, StepRecord, Store};
 
-const BIN: &str = env!("CARGO_BIN_EXE_stack-deployer");
+mod support;
+use support::{deployer, text};
 
 /// The fixture in a fresh git repository, its names made unique to this test.
 fn adopted(tag: &str) -> (test_support::GitRepo, String) {
@@ -63,28 +64,6 @@ fn package(repo: &Path, run: &RunDir) -> (Result<lambda_packager::Manifest, lamb
         },
     );
     (result, events.into_inner().unwrap())
-}
-
-fn deployer(repo: &Path, run: &RunDir, args: &[&str]) -> Output {
-    let moto = test_support::Moto::shared();
-    Command::new(BIN)
-        .arg("--repo")
-        .arg(repo)
-        .arg("--run-dir")
-        .arg(&run.path)
-        .args(["--env", "dev", "--endpoint-url", &moto.endpoint, "--region", "us-east-1"])
-        .args(args)
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env_remove("AWS_PROFILE")
-        .env("AWS_CONFIG_FILE", "/nonexistent")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-        .output()
-        .unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 struct Aws {

@@ -13,6 +13,9 @@ use std::process::{Command, Output};
 
 use run_state::{RunDir, Status, Step, Store};
 
+mod support;
+use support::text;
+
 const BIN: &str = env!("CARGO_BIN_EXE_stack-deployer");
 
 fn repo(name: &str) -> (tempfile::TempDir, RunDir) {
@@ -74,10 +77,6 @@ fn deployer(repo: &Path, run: &RunDir, args: &[&str]) -> Output {
         .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
         .output()
         .unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 #[tokio::test]

@@ -13,6 +13,9 @@ use std::process::{Command, Output};
 
 use run_state::{RunDir, Status, Step, Store};
 
+mod support;
+use support::text;
+
 const BIN: &str = env!("CARGO_BIN_EXE_stack-deployer");
 
 /// A repository whose one stack serves `infra`, changed in run `run-1` whose validate passed.
@@ -54,10 +57,6 @@ fn deploy(repo: &Path, run: &RunDir, endpoint: &str, args: &[&str]) -> Output {
         .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
         .output()
         .unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// The `RoleARN` of each CreateChangeSet request the relay passed, in order (None: not set).

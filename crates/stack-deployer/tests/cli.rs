@@ -7,6 +7,9 @@ use std::process::{Command, Output};
 
 use run_state::{RunDir, Status, Step, Store};
 
+mod support;
+use support::{deployer, text};
+
 const BIN: &str = env!("CARGO_BIN_EXE_stack-deployer");
 
 fn diff_json(head: &str, changed: &[&str]) -> String {
@@ -24,28 +27,6 @@ fn stage(repo: &Path, changed: &[&str]) -> RunDir {
     let run = RunDir::create(&repo.join(".pipeline"), "run-1").unwrap();
     run.write(run_state::RunFile::Diff, diff_json("abc", changed).as_bytes()).unwrap();
     run
-}
-
-fn deployer(repo: &Path, run: &RunDir, args: &[&str]) -> Output {
-    let moto = test_support::Moto::shared();
-    Command::new(BIN)
-        .arg("--repo")
-        .arg(repo)
-        .arg("--run-dir")
-        .arg(&run.path)
-        .args(["--env", "dev", "--endpoint-url", &moto.endpoint, "--region", "us-east-1"])
-        .args(args)
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env_remove("AWS_PROFILE")
-        .env("AWS_CONFIG_FILE", "/nonexistent")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-        .output()
-        .unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 #[test]
@@ -295,19 +276,7 @@ async fn a_preview_in_dev_is_no_deploy_and_production_stays_refused_after_an_app
     let (repo, run, store) = committed_promoted_repo(&name).await;
     let preview = tokio::task::spawn_blocking({
         let (repo, run) = (repo.path().to_path_buf(), run.clone());
-        move || {
-            let moto = test_support::Moto::shared();
-            Command::new(BIN)
-                .arg("--repo")
-                .arg(&repo)
-                .arg("--run-dir")
-                .arg(&run.path)
-                .args(["--env", "dev", "--no-execute", "--endpoint-url", &moto.endpoint, "--region", "us-east-1"])
-                .env("AWS_ACCESS_KEY_ID", "testing")
-                .env("AWS_SECRET_ACCESS_KEY", "testing")
-                .output()
-                .unwrap()
-        }
+        move || deployer(&repo, &run, &["--no-execute"])
     })
     .await
     .unwrap();
@@ -343,19 +312,7 @@ async fn a_failed_dev_deploy_then_a_preview_stays_failed_and_production_refused(
     store.record(&failed).unwrap();
     let preview = tokio::task::spawn_blocking({
         let (repo, run) = (repo.path().to_path_buf(), run.clone());
-        move || {
-            let moto = test_support::Moto::shared();
-            Command::new(BIN)
-                .arg("--repo")
-                .arg(&repo)
-                .arg("--run-dir")
-                .arg(&run.path)
-                .args(["--env", "dev", "--no-execute", "--endpoint-url", &moto.endpoint, "--region", "us-east-1"])
-                .env("AWS_ACCESS_KEY_ID", "testing")
-                .env("AWS_SECRET_ACCESS_KEY", "testing")
-                .output()
-                .unwrap()
-        }
+        move || deployer(&repo, &run, &["--no-execute"])
     })
     .await
     .unwrap();

@@ -3,30 +3,13 @@
 //! the run keeps (the store, the run folder) holds it, while CloudFormation gets it.
 
 use std::path::Path;
-use std::process::{Command, Output};
 
 use run_state::{RunDir, Status, Step, Store};
 
-const BIN: &str = env!("CARGO_BIN_EXE_stack-deployer");
-const SECRET: &str = "Vq8rT3mZp6LwX2nK";
+mod support;
+use support::deployer;
 
-fn deployer(repo: &Path, run: &RunDir, args: &[&str]) -> Output {
-    let moto = test_support::Moto::shared();
-    Command::new(BIN)
-        .arg("--repo")
-        .arg(repo)
-        .arg("--run-dir")
-        .arg(&run.path)
-        .args(["--env", "dev", "--endpoint-url", &moto.endpoint, "--region", "us-east-1"])
-        .args(args)
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env_remove("AWS_PROFILE")
-        .env("AWS_CONFIG_FILE", "/nonexistent")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-        .output()
-        .unwrap()
-}
+const SECRET: &str = "Vq8rT3mZp6LwX2nK";
 
 /// Every file under `dir`, read as text.
 fn everything_under(dir: &Path) -> String {
