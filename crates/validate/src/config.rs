@@ -40,6 +40,9 @@ pub struct ValidateSettings {
     /// get P1002 (a body over 51,200 bytes); a nested template is deployed by URL.
     #[serde(skip)]
     pub body_templates: Vec<String>,
+    /// `[validate.dependencies]`: pinned Python requirements and `package-lock.json` files of
+    /// changed components checked against a local OSV advisory database.
+    pub dependencies: Option<crate::dependencies::DependencySettings>,
 }
 
 /// What validate reads of `[deploy]` (stack-deployer owns and checks the section).
@@ -70,6 +73,7 @@ impl Default for ValidateSettings {
             regions: Vec::new(),
             cfnlintrc: CfnLintRc::default(),
             body_templates: Vec::new(),
+            dependencies: None,
         }
     }
 }
@@ -150,7 +154,8 @@ pub struct ToolSettings {
     pub components: Vec<String>,
     /// The command, run with `sh -c` from the monorepo root; its stdout is parsed by `format`.
     pub run: String,
-    /// How its stdout reads: `cfn-lint` (`-f json`), `ruff` (`--output-format json`), `eslint` (`-f json`), or `text`.
+    /// How its stdout reads: `cfn-lint` (`-f json`), `ruff` (`--output-format json`), `eslint` (`-f json`),
+    /// `pip-audit` (`-f json`), `npm-audit` (`npm audit --json`), or `text`.
     #[serde(default)]
     pub format: ToolFormat,
     /// How to install it, shown when it is missing.
@@ -177,6 +182,10 @@ pub enum ToolFormat {
     Ruff,
     /// `eslint -f json`.
     Eslint,
+    /// `pip-audit -f json`: each vulnerable package a `D001` finding.
+    PipAudit,
+    /// `npm audit --json`: each vulnerable package a `D001` finding.
+    NpmAudit,
     /// Anything else: a non-zero exit is one finding, the output kept in the log.
     #[default]
     Text,

@@ -19,6 +19,7 @@
 
 pub mod cfnlintrc;
 pub mod config;
+pub mod dependencies;
 pub mod mask;
 pub mod node;
 pub mod report;
@@ -83,6 +84,9 @@ pub enum Error {
     /// The secrets allow-list is wrong.
     #[error(transparent)]
     Allowlist(#[from] secrets::AllowlistError),
+    /// The advisory database of `[validate.dependencies]` cannot be read.
+    #[error(transparent)]
+    Advisories(#[from] dependencies::AdvisoryError),
     /// A configured tool is not installed.
     #[error("validate.tools.{tool}: {} not installed; {install}", match program { Some(p) => format!("`{p}` is"), None => "a command it runs is".to_string() })]
     ToolMissing {
@@ -126,6 +130,9 @@ pub struct Plan {
     pub templates: Vec<String>,
     /// Files to scan for secrets.
     pub secret_files: Vec<String>,
+    /// Dependency files (`requirements*.txt`, `package-lock.json`) to check against the
+    /// advisories of `[validate.dependencies]`.
+    pub dependency_files: Vec<String>,
     /// External tools to run.
     pub tools: Vec<tools::ToolRun>,
     /// Tools not run, with why.
@@ -144,6 +151,9 @@ impl Plan {
             format!("{} template(s), {} file(s) to scan for secrets\n", self.templates.len(), self.secret_files.len());
         if let Some(settings) = &self.cfn_lint_settings {
             out.push_str(&format!("{settings}\n"));
+        }
+        if !self.dependency_files.is_empty() {
+            out.push_str(&format!("{} dependency file(s) to check for vulnerabilities\n", self.dependency_files.len()));
         }
         let regions =
             if self.regions.is_empty() { rules::schema::DEFAULT_REGION.to_string() } else { self.regions.join(", ") };
@@ -195,6 +205,11 @@ pub fn plan(
         .filter(|f| !rc.ignores_template(f))
         .cloned()
         .collect();
+    let dependency_files = if settings.dependencies.is_some() {
+        files.iter().filter(|f| dependencies::is_dependency_file(f)).cloned().collect()
+    } else {
+        Vec::new()
+    };
     // pipeline.toml is scanned for secrets whatever changed: a value pasted there (a NoEcho
     // parameter, a token) reaches every stage that reads the config.
     if tracked.iter().any(|p| p == pipeline_config::FILE_NAME) {
@@ -205,6 +220,7 @@ pub fn plan(
         cfn_lint_settings: rc.describe(),
         regions: settings.regions(),
         secret_files: if settings.secrets { files.into_iter().collect() } else { Vec::new() },
+        dependency_files,
         ..Plan::default()
     };
     // Components changed only through their dependencies: none of their own files, no global input.
@@ -657,6 +673,16 @@ pub fn apply(
         findings.retain(|f| f.rule != rules::INLINE_BODY_TOO_BIG.id || settings.body_templates.contains(&f.path));
     }
     findings.extend(secret_findings);
+    if let Some(deps) = &settings.dependencies
+        && !plan.dependency_files.is_empty()
+    {
+        let db = dependencies::Database::load(&repo.join(&deps.advisories))?;
+        for path in &plan.dependency_files {
+            if let Ok(bytes) = run_state::fs::read_regular(&repo.join(path), 64 * 1024 * 1024) {
+                findings.extend(dependencies::check(path, &String::from_utf8_lossy(&bytes), &db));
+            }
+        }
+    }
     findings.sort();
     if options.tools && !plan.tools.is_empty() {
         let parallelism = settings.parallelism.unwrap_or_else(step_runner::default_parallelism);

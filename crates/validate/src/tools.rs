@@ -181,6 +181,76 @@ pub fn parse(format: ToolFormat, stdout: &str, repo: &Path) -> Option<Vec<Findin
                 }
             }
         }
+        ToolFormat::PipAudit => {
+            // `{"dependencies": [...]}` (pip-audit 2.5 and later) or the list itself.
+            let dependencies = json.get("dependencies").unwrap_or(&json).as_array()?;
+            for dependency in dependencies {
+                let (name, version) =
+                    (dependency["name"].as_str().unwrap_or(""), dependency["version"].as_str().unwrap_or(""));
+                for vuln in dependency["vulns"].as_array().into_iter().flatten() {
+                    let fixes: Vec<&str> =
+                        vuln["fix_versions"].as_array().into_iter().flatten().filter_map(Json::as_str).collect();
+                    let fix = match fixes.first() {
+                        Some(fixed) => format!("upgrade to {fixed} or later"),
+                        None => "no fixed version is known".to_string(),
+                    };
+                    findings.push(Finding {
+                        path: String::new(),
+                        pos: Pos { line: 1, column: 1 },
+                        rule: crate::dependencies::VULNERABLE.to_string(),
+                        severity: Severity::Error,
+                        message: format!(
+                            "{name} {version} is vulnerable: {} (pip-audit); {fix}",
+                            vuln["id"].as_str().unwrap_or("an advisory")
+                        ),
+                        check: None,
+                    });
+                }
+            }
+        }
+        ToolFormat::NpmAudit => {
+            for (name, vuln) in json.get("vulnerabilities")?.as_object()? {
+                let advisories: Vec<String> = vuln["via"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|via| {
+                        let url = via["url"].as_str()?;
+                        let id = url.rsplit('/').next().unwrap_or(url);
+                        Some(format!("{id} ({})", via["title"].as_str().unwrap_or("")))
+                    })
+                    .collect();
+                if advisories.is_empty() {
+                    continue; // vulnerable only through another package, reported under it
+                }
+                let severity = match vuln["severity"].as_str() {
+                    Some("low" | "info") => Severity::Info,
+                    Some("moderate") => Severity::Warning,
+                    _ => Severity::Error,
+                };
+                let fix = match &vuln["fixAvailable"] {
+                    Json::Bool(false) => "no fix is available".to_string(),
+                    Json::Object(fix) => format!(
+                        "fixed by {} {}",
+                        fix.get("name").and_then(Json::as_str).unwrap_or(name),
+                        fix.get("version").and_then(Json::as_str).unwrap_or("")
+                    ),
+                    _ => "`npm audit fix` fixes it".to_string(),
+                };
+                findings.push(Finding {
+                    path: String::new(),
+                    pos: Pos { line: 1, column: 1 },
+                    rule: crate::dependencies::VULNERABLE.to_string(),
+                    severity,
+                    message: format!(
+                        "{name} ({}) is vulnerable: {}; {fix}",
+                        vuln["range"].as_str().unwrap_or("some versions"),
+                        advisories.join(", ")
+                    ),
+                    check: None,
+                });
+            }
+        }
         ToolFormat::Text => return None,
     }
     Some(findings)
@@ -189,6 +259,31 @@ pub fn parse(format: ToolFormat, stdout: &str, repo: &Path) -> Option<Vec<Findin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pip_audit_and_npm_audit_reports_become_d001_findings() {
+        let repo = Path::new("/repo");
+        let pip = r#"{"dependencies": [{"name": "requests", "version": "2.19.0", "vulns": [{"id": "PYSEC-2018-28", "fix_versions": ["2.20.0"]}]},
+            {"name": "flask", "version": "3.0.3", "vulns": []}], "fixes": []}"#;
+        let found = parse(ToolFormat::PipAudit, pip, repo).unwrap();
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].rule, "D001");
+        assert_eq!(
+            found[0].message,
+            "requests 2.19.0 is vulnerable: PYSEC-2018-28 (pip-audit); upgrade to 2.20.0 or later"
+        );
+        let npm = r#"{"auditReportVersion": 2, "vulnerabilities": {
+            "lodash": {"name": "lodash", "severity": "moderate", "range": "<4.17.21", "fixAvailable": true,
+                       "via": [{"source": 1, "title": "Command injection", "url": "https://github.com/advisories/GHSA-35jh-r3h4-6jhm", "severity": "high"}]},
+            "wrapper": {"name": "wrapper", "severity": "moderate", "range": "*", "fixAvailable": true, "via": ["lodash"]}}}"#;
+        let found = parse(ToolFormat::NpmAudit, npm, repo).unwrap();
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].severity, Severity::Warning);
+        assert_eq!(
+            found[0].message,
+            "lodash (<4.17.21) is vulnerable: GHSA-35jh-r3h4-6jhm (Command injection); `npm audit fix` fixes it"
+        );
+    }
 
     #[test]
     fn ruff_and_eslint_reports_become_findings() {
