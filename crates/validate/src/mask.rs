@@ -111,15 +111,37 @@ pub fn template_secrets(root: &Node) -> Vec<String> {
     found
 }
 
-/// Every string literal under a node that is not a reference (`{{resolve:…}}`, `${…}`).
+/// The string literal a secret-named key holds (or the items of a list it holds), unless it is a
+/// reference (`{{resolve:…}}`, `${…}`). Not deeper: under `GenerateSecretString` sit settings
+/// (`GenerateStringKey: password`), not secrets.
 fn collect_literals(node: &Node, found: &mut Vec<String>) {
-    for inner in node.walk() {
-        if let Value::String(text) = &inner.value
+    let values: Vec<&Node> = match &node.value {
+        Value::Seq(items) => items.iter().collect(),
+        _ => vec![node],
+    };
+    for value in values {
+        if let Value::String(text) = &value.value
             && !text.contains("{{resolve:")
             && !text.contains("${")
         {
             found.push(text.clone());
         }
+    }
+}
+
+#[cfg(test)]
+mod template_tests {
+    use super::template_secrets;
+
+    #[test]
+    fn settings_under_a_secret_named_map_are_not_secrets() {
+        let root = crate::parse(
+            "Parameters:\n  Pw:\n    Type: String\n    NoEcho: true\n    Default: letmein-2024\nResources:\n  S:\n    Type: AWS::SecretsManager::Secret\n    Properties:\n      GenerateSecretString:\n        GenerateStringKey: password\n  D:\n    Type: AWS::RDS::DBInstance\n    Properties:\n      MasterUserPassword: opensesame-77\n      MasterUsername: !Sub '${AWS::StackName}'\n",
+        )
+        .unwrap();
+        let mut found = template_secrets(&root);
+        found.sort();
+        assert_eq!(found, ["letmein-2024", "opensesame-77"]);
     }
 }
 
