@@ -27,8 +27,8 @@ pub struct DependencySettings {
 /// What can go wrong reading the advisory database.
 #[derive(Debug, thiserror::Error)]
 pub enum AdvisoryError {
-    /// The folder or a file cannot be read.
-    #[error("validate.dependencies.advisories: cannot read {}: {source}", path.display())]
+    /// The folder, the zip or a file cannot be read.
+    #[error("validate.dependencies.advisories: cannot read {}", path.display())]
     Read {
         /// The folder or file.
         path: PathBuf,
@@ -36,16 +36,28 @@ pub enum AdvisoryError {
         #[source]
         source: std::io::Error,
     },
+    /// The zip is not one.
+    #[error("validate.dependencies.advisories: {} is not a readable zip of OSV advisories", path.display())]
+    Zip {
+        /// The zip.
+        path: PathBuf,
+        /// What is wrong.
+        #[source]
+        source: zip::result::ZipError,
+    },
     /// An advisory is not OSV JSON.
-    #[error("validate.dependencies.advisories: {} is not an OSV advisory: {source}", path.display())]
+    #[error("validate.dependencies.advisories: {} is not an OSV advisory", path.display())]
     Parse {
-        /// The file.
+        /// The file (`ZIP/ENTRY` for one in a zip).
         path: PathBuf,
         /// What is wrong.
         #[source]
         source: serde_json::Error,
     },
 }
+
+/// The largest advisory read, in a folder or a zip.
+pub const MAX_ADVISORY_BYTES: u64 = 16 * 1024 * 1024;
 
 /// One OSV advisory (the fields used).
 #[derive(Debug, Clone, Deserialize)]
@@ -105,8 +117,13 @@ fn normalise(ecosystem: &str, name: &str) -> (String, String) {
 }
 
 impl Database {
-    /// Reads every `*.json` under `dir`.
+    /// Reads every `*.json` under `dir`, or in it when it is a `.zip` (as OSV publishes an
+    /// ecosystem's advisories: `all.zip`). Each advisory is bounded to [`MAX_ADVISORY_BYTES`];
+    /// links are not followed.
     pub fn load(dir: &Path) -> Result<Database, AdvisoryError> {
+        if dir.extension().is_some_and(|e| e == "zip") {
+            return Database::load_zip(dir);
+        }
         let mut db = Database::default();
         let mut folders = vec![dir.to_path_buf()];
         while let Some(folder) = folders.pop() {
@@ -115,16 +132,53 @@ impl Database {
             for entry in entries {
                 let entry = entry.map_err(|source| AdvisoryError::Read { path: folder.clone(), source })?;
                 let path = entry.path();
-                if path.is_dir() {
+                let kind = entry.file_type().map_err(|source| AdvisoryError::Read { path: path.clone(), source })?;
+                if kind.is_dir() {
                     folders.push(path);
                 } else if path.extension().is_some_and(|e| e == "json") {
-                    let bytes = run_state::fs::read_regular(&path, 16 * 1024 * 1024)
+                    let bytes = run_state::fs::read_regular(&path, MAX_ADVISORY_BYTES)
                         .map_err(|source| AdvisoryError::Read { path: path.clone(), source })?;
                     let advisory: Advisory = serde_json::from_slice(&bytes)
                         .map_err(|source| AdvisoryError::Parse { path: path.clone(), source })?;
                     db.add(advisory);
                 }
             }
+        }
+        Ok(db)
+    }
+
+    fn load_zip(path: &Path) -> Result<Database, AdvisoryError> {
+        use std::io::Read;
+        let file = pipeline_config::fs::open_regular(path)
+            .map_err(|source| AdvisoryError::Read { path: path.to_path_buf(), source })?;
+        let mut archive =
+            zip::ZipArchive::new(file).map_err(|source| AdvisoryError::Zip { path: path.to_path_buf(), source })?;
+        let mut db = Database::default();
+        for index in 0..archive.len() {
+            let entry =
+                archive.by_index(index).map_err(|source| AdvisoryError::Zip { path: path.to_path_buf(), source })?;
+            let entry_name =
+                entry.name().map_err(|source| AdvisoryError::Zip { path: path.to_path_buf(), source })?.into_owned();
+            if !entry.is_file() || !entry_name.ends_with(".json") {
+                continue;
+            }
+            let name = path.join(&entry_name);
+            let mut bytes = Vec::new();
+            // Bounded like a file in a folder: the entry's declared size is not trusted.
+            entry
+                .take(MAX_ADVISORY_BYTES + 1)
+                .read_to_end(&mut bytes)
+                .map_err(|source| AdvisoryError::Read { path: name.clone(), source })?;
+            if bytes.len() as u64 > MAX_ADVISORY_BYTES {
+                let source = std::io::Error::new(
+                    std::io::ErrorKind::FileTooLarge,
+                    format!("is larger than {MAX_ADVISORY_BYTES} bytes"),
+                );
+                return Err(AdvisoryError::Read { path: name, source });
+            }
+            let advisory: Advisory =
+                serde_json::from_slice(&bytes).map_err(|source| AdvisoryError::Parse { path: name, source })?;
+            db.add(advisory);
         }
         Ok(db)
     }

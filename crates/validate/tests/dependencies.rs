@@ -111,3 +111,33 @@ fn a_broken_advisory_is_an_error_naming_it() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("bad.json is not an OSV advisory"), "{stderr}");
 }
+
+/// The advisory database as OSV publishes it, one zip per ecosystem: the same findings as
+/// from a folder; a zip that is not one is an error naming it.
+#[test]
+fn a_zip_of_advisories_gives_the_same_findings_and_a_broken_zip_is_named() {
+    use std::io::Write;
+    let repo = repo();
+    let zip_path = repo.path().join("all.zip");
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(&zip_path).unwrap());
+    for (name, body) in [("PYSEC-2018-28.json", REQUESTS), ("GHSA-35jh-r3h4-6jhm.json", LODASH)] {
+        zip.start_file(name, zip::write::SimpleFileOptions::default()).unwrap();
+        zip.write_all(body.as_bytes()).unwrap();
+    }
+    zip.finish().unwrap();
+    let config = CONFIG.replace("advisories = \"advisories\"", "advisories = \"all.zip\"");
+    repo.commit_files("zip", &[("pipeline.toml", &config)]);
+    let out = validate(repo.path(), &["--all", "--no-tools"]);
+    let human = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{human}{}", String::from_utf8_lossy(&out.stderr));
+    let d001: Vec<&str> = human.lines().filter(|l| l.contains(" D001 ")).collect();
+    assert_eq!(d001.len(), 2, "{human}");
+    assert!(d001[0].contains("PYSEC-2018-28") && d001[1].contains("GHSA-35jh-r3h4-6jhm"), "{human}");
+
+    std::fs::write(&zip_path, "not a zip").unwrap();
+    let out = validate(repo.path(), &["--all", "--no-tools"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("all.zip is not a readable zip of OSV advisories"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+}
