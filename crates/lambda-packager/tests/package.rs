@@ -299,9 +299,13 @@ fn the_sample_monorepos_handlers_are_checked_against_its_templates() {
     let work = tempfile::tempdir().unwrap();
     let out = work.path().join("out");
     let error = sample.build(&work.path().join("cache"), &out).unwrap_err();
+    // The handler's line in the template as it is (the error points at it).
+    let line = template.lines().position(|l| l.trim() == "Handler: execution_poller.handler").unwrap() + 1;
     assert_eq!(
         error.to_string(),
-        "function `execution-poller`: handler `poller.handler` (ExecutionPollerFunction at cfn/lambdas.yaml:232) needs `poller.py` or `poller/__init__.py` at the zip's root, and the zip has neither; fix the handler, or the function's `sources` in [lambda.functions.execution-poller]"
+        format!(
+            "function `execution-poller`: handler `poller.handler` (ExecutionPollerFunction at cfn/lambdas.yaml:{line}) needs `poller.py` or `poller/__init__.py` at the zip's root, and the zip has neither; fix the handler, or the function's `sources` in [lambda.functions.execution-poller]"
+        )
     );
     no_zip_left(&out);
 }
