@@ -259,6 +259,16 @@ impl FileStore {
             if let Some(finder) = &finder
                 && !finder.is_match(&buffer)
             {
+                // Skipped unparsed, but it must still look like a line the store writes: anything
+                // else (a hand edit, another file's bytes) is reported by every read, never passed
+                // over. A torn last line (no newline) is the crash case, skipped as below.
+                let written = buffer.starts_with(b"{\"kind\":\"") && buffer.trim_ascii_end().ends_with(b"}");
+                if buffer.ends_with(b"\n") && !written {
+                    return Err(Error::Corrupt {
+                        path: self.path.clone(),
+                        message: format!("line {number}: not a record this store wrote"),
+                    });
+                }
                 continue;
             }
             match serde_json::from_slice::<Line>(&buffer) {
