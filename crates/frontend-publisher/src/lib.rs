@@ -244,6 +244,9 @@ pub enum Error {
     /// Ctrl-C.
     #[error("cancelled; the previous release is still whole")]
     Cancelled,
+    /// The approval request could not be recorded.
+    #[error("recording what the approval covers")]
+    Approval(#[source] status_report::approval::Error),
 }
 
 impl Error {
@@ -458,6 +461,37 @@ pub fn deploy_decision(
     let policy = status_report::GatePolicy::from_config(context.required_config()?)?;
     let site = read_config(context).ok().map(|config| config.component);
     Ok(status_report::run_deploy_decision_for(store, run, &policy, environment, site)?)
+}
+
+/// Records the run waiting for approval of `environment`, with the site this stage would
+/// publish there ([`site_digest`], the runtime config aside), as CodeBuild's Status stage asks
+/// before the manual approval: the approval then covers exactly that site. Nothing is read from
+/// AWS. Returns the part.
+pub fn request_approval(
+    context: &StageContext,
+    run: &RunDir,
+    store: &dyn Store,
+    environment: &str,
+) -> Result<run_state::ReleaseDigest, Error> {
+    // No site, or a site this run does not change: nothing of it to approve.
+    let Some(config) = PublishConfig::from_config(context.required_config()?)? else {
+        return Ok(run_state::ReleaseDigest::default());
+    };
+    let diff: source_diff::DiffReport = run.read_json(RunFile::Diff)?;
+    let published = store
+        .run(&run.run_id)?
+        .iter()
+        .any(|r| r.component == config.component && r.step == Step::Deploy && r.status == Status::Passed);
+    if !diff.changed().any(|c| c == config.component) || !published {
+        return Ok(run_state::ReleaseDigest::default());
+    }
+    let site = read_site(&config, &context.root.join(&config.dist), Vec::new())?;
+    let digest = site_digest(&config.component, &site);
+    let commit = diff.head;
+    let summary = format!("`{environment}` receives the site `{}` ({} file(s))", config.component, site.files.len());
+    status_report::approval::request_covering(store, &run.run_id, &commit, &summary, Some(digest.clone()))
+        .map_err(Error::Approval)?;
+    Ok(digest)
 }
 
 fn read_config(context: &StageContext) -> Result<PublishConfig, Error> {

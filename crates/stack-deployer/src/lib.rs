@@ -224,6 +224,9 @@ pub enum Error {
     /// The run's package manifest could not be read.
     #[error("the run's package manifest")]
     Manifest(#[source] lambda_packager::Error),
+    /// The approval request could not be recorded.
+    #[error("recording what the approval covers")]
+    Approval(#[source] status_report::approval::Error),
 }
 
 /// Where a template's S3 reference is and why it cannot be deployed ([`Error::RemoteReference`]).

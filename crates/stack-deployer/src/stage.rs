@@ -291,6 +291,37 @@ pub struct StageOptions {
     pub cancel: Option<&'static std::sync::atomic::AtomicBool>,
 }
 
+/// Records the run waiting for approval of `options.environment`, with what this stage would
+/// deploy there (each stack and function package, [`Plan::digest`]), as CodeBuild's Status
+/// stage asks before the manual approval: the approval then covers exactly that, and the
+/// promoted deploy refuses anything changed since. Nothing is read from AWS. Returns the parts.
+pub fn request_approval(
+    context: &run_state::StageContext,
+    run: &RunDir,
+    store: &dyn Store,
+    options: &StageOptions,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<run_state::ReleaseDigest, Error> {
+    // Only what reached the earlier environment can be promoted: without a passed deploy in
+    // this run there is nothing to approve (and a partial run may lack its packages).
+    let records = store.run(&run.run_id)?;
+    if !records.iter().any(|r| r.step == Step::Deploy && r.status == Status::Passed) {
+        return Ok(run_state::ReleaseDigest::default());
+    }
+    let (_, plan) = plan_stage(context, run, options, None, lookup)?;
+    let digest = plan.digest(lookup);
+    if digest.is_empty() {
+        // Nothing of this run reaches the environment through this stage: nothing to approve.
+        return Ok(digest);
+    }
+    let head = run.read_json::<source_diff::DiffReport>(RunFile::Diff)?.head;
+    let stacks: Vec<&str> = plan.stacks.iter().map(|s| s.name.as_str()).collect();
+    let summary = format!("`{}` receives stacks: {}", options.environment, stacks.join(", "));
+    status_report::approval::request_covering(store, &run.run_id, &head, &summary, Some(digest.clone()))
+        .map_err(Error::Approval)?;
+    Ok(digest)
+}
+
 /// The result of a stack that was not started (cancelled first, or blocked by a dependency).
 fn not_started(stack: &crate::plan::StackPlan, outcome: StackOutcome) -> StackResult {
     StackResult {

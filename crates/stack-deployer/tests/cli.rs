@@ -340,9 +340,10 @@ async fn a_failed_dev_deploy_then_a_preview_stays_failed_and_production_refused(
     assert!(cf.describe_stacks().stack_name(format!("{name}-prod")).send().await.is_err(), "no prod stack");
 }
 
-/// An approval covers what the approver was shown: the prod deploy recomputes each stack's
-/// part of the digest and refuses a template edited since, naming the stack; nothing reaches
-/// prod. The same approval over the template as it was deploys.
+/// An approval covers what the approver was shown: `--request-approval` records what prod
+/// will receive before the approval, the prod deploy recomputes each stack's part of the digest
+/// and refuses a template edited since, naming the stack; nothing reaches prod. The same
+/// approval over the template as it was deploys.
 #[tokio::test]
 async fn a_template_edited_after_the_approval_refuses_production_naming_the_stack() {
     let name = format!("sd-digest-{}", std::process::id());
@@ -354,18 +355,32 @@ async fn a_template_edited_after_the_approval_refuses_production_naming_the_stac
     .await
     .unwrap();
     assert_eq!(dev.status.code(), Some(0), "{}", text(&dev.stderr));
-    // What the approver is shown of prod, as `cargo xtask pipeline` computes it.
-    let context = run_state::StageContext::open(&run_state::StageOptions {
-        repo: Some(repo.path().into()),
-        ..Default::default()
+    // What prod will receive, recorded with the approval request as CodeBuild's Status stage
+    // does before the manual approval; the approval then given (as `approve --codepipeline`
+    // records it) covers exactly that.
+    let requested = tokio::task::spawn_blocking({
+        let (repo, run) = (repo.path().to_path_buf(), run.clone());
+        move || {
+            let moto = test_support::Moto::shared();
+            Command::new(BIN)
+                .arg("--repo")
+                .arg(&repo)
+                .arg("--run-dir")
+                .arg(&run.path)
+                .args(["--env", "prod", "--request-approval", "--endpoint-url", &moto.endpoint])
+                .output()
+                .unwrap()
+        }
     })
+    .await
     .unwrap();
-    let options = stack_deployer::StageOptions::new("prod");
-    let lookup = |_: &str| None;
-    let (_, plan) = stack_deployer::plan_stage(&context, &run, &options, None, &lookup).unwrap();
-    let shown = plan.digest(&lookup);
-    assert!(shown.parts.contains_key("stack:topic"), "{shown:?}");
-    status_report::approval::approve_covering(&store, "run-1", "alice", None, shown).unwrap();
+    assert_eq!(requested.status.code(), Some(0), "{}", text(&requested.stderr));
+    assert!(text(&requested.stdout).contains("waiting for approval of `prod`, covering 1 part(s)"));
+    let records = store.run("run-1").unwrap();
+    let waiting = records.iter().find(|r| r.step == Step::Approval).unwrap();
+    assert_eq!(waiting.status, Status::Pending);
+    assert!(waiting.details.digest.as_ref().is_some_and(|d| d.parts.contains_key("stack:topic")), "{waiting:?}");
+    status_report::approval::approve(&store, "run-1", "alice", None).unwrap();
     // Then the template changes under the approval.
     std::fs::write(
         repo.path().join("cfn/topic.yaml"),

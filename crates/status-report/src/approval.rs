@@ -135,7 +135,9 @@ pub fn request(store: &dyn Store, run_id: &str, commit: &str, summary: &str) -> 
 }
 
 /// [`request`] with the digest of what production will receive, as the approver is shown it:
-/// an approval given later covers exactly that ([`approve`] carries it over).
+/// an approval given later covers exactly that ([`approve`] carries it over). Each deploying
+/// stage may add its own parts (the stacks, the site): a request already waiting keeps the
+/// parts and the summary it has, and takes these beside them.
 pub fn request_covering(
     store: &dyn Store,
     run_id: &str,
@@ -146,10 +148,22 @@ pub fn request_covering(
     run_state::check_name("run id", run_id)?;
     let records = store.run(run_id)?;
     undecided(run_id, &records)?;
+    let waiting =
+        records.iter().find(|r| r.component == PIPELINE && r.step == Step::Approval && r.status == Status::Pending);
     let mut record = StepRecord::new(run_id, commit, PIPELINE, Step::Approval, Status::Pending);
-    record.started_at = Some(SystemTime::now());
-    record.details.note = Some(summary.to_string());
-    record.details.digest = digest.map(Box::new);
+    record.started_at = waiting.and_then(|r| r.started_at).or(Some(SystemTime::now()));
+    record.details.note = match waiting.and_then(|r| r.details.note.as_deref()) {
+        Some(earlier) if earlier != summary && !earlier.split("; ").any(|part| part == summary) => {
+            Some(format!("{earlier}; {summary}"))
+        }
+        Some(earlier) => Some(earlier.to_string()),
+        None => Some(summary.to_string()),
+    };
+    let mut parts = waiting.and_then(|r| r.details.digest.as_deref().cloned()).unwrap_or_default();
+    if let Some(digest) = digest {
+        parts.extend(digest);
+    }
+    record.details.digest = (!parts.is_empty()).then(|| Box::new(parts));
     store.record(&record)?;
     Ok(record)
 }

@@ -44,6 +44,11 @@ enum Command {
         /// Print the summary as JSON on stdout.
         #[arg(long)]
         json: bool,
+        /// Record the run waiting for approval of this environment, with the site it would
+        /// receive (digested): the approval then covers exactly that. Publishes nothing and
+        /// reads nothing from AWS (CodeBuild's Status stage, before the manual approval).
+        #[arg(long, conflicts_with_all = ["dry_run", "force"])]
+        request_approval: bool,
     },
     /// Check the published site: referenced assets and their headers, no source maps or
     /// dotfiles, public access blocked, no secret in the runtime config. Records the site
@@ -135,7 +140,20 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 #[allow(clippy::print_stderr)]
 fn run(args: Args) -> anyhow::Result<bool> {
     match args.command {
-        Command::Publish { common, dry_run, force, json } => {
+        Command::Publish { common, request_approval: true, .. } => {
+            let context = common.stage.context_on(&common.target.target())?;
+            let run_dir = context.run_dir(common.run_dir.as_deref())?;
+            let store = context.store()?;
+            let digest = frontend_publisher::request_approval(&context, &run_dir, &store, &common.env)?;
+            run_state::cli::print(&format!(
+                "run {}: waiting for approval of `{}`, covering {} part(s)\n",
+                run_dir.run_id,
+                common.env,
+                digest.parts.len()
+            ))?;
+            Ok(true)
+        }
+        Command::Publish { common, dry_run, force, json, .. } => {
             let context = common.stage.context_on(&common.target.target())?;
             let run_dir = context.run_dir(common.run_dir.as_deref())?;
             let store = context.store()?;

@@ -40,6 +40,11 @@ struct Args {
     /// Stop after each change set's preview and leave the change set for review.
     #[arg(long)]
     no_execute: bool,
+    /// Record the run waiting for approval of this environment, with what it would receive
+    /// (each stack and package, digested): the approval then covers exactly that. Changes
+    /// nothing and reads nothing from AWS (CodeBuild's Status stage, before the manual approval).
+    #[arg(long, conflicts_with_all = ["dry_run", "no_execute"])]
+    request_approval: bool,
     /// Delete and create again a stack left ROLLBACK_COMPLETE by a failed first create.
     #[arg(long)]
     recreate_failed: bool,
@@ -106,6 +111,17 @@ fn run(args: Args) -> anyhow::Result<u8> {
         cancel: Some(run_state::cli::cancel_flag()),
     };
     let lookup = |name: &str| std::env::var(name).ok();
+    if args.request_approval {
+        let store = context.store()?;
+        let digest = stack_deployer::stage::request_approval(&context, &run, &store, &options, &lookup)?;
+        run_state::cli::print(&format!(
+            "run {}: waiting for approval of `{}`, covering {} part(s)\n",
+            run.run_id,
+            args.environment,
+            digest.parts.len()
+        ))?;
+        return Ok(0);
+    }
     if args.dry_run {
         // A dry run creates no store: with none yet, the run has no records.
         let decision = match context.existing_store()? {
