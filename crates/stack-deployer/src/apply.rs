@@ -392,6 +392,25 @@ pub async fn deploy_stack(
     options: &ApplyOptions,
     on_event: &(dyn Fn(Event) + Sync),
 ) -> Result<StackResult, Error> {
+    let result = deploy_stack_masked(clients, plan, stack, parameters, options, on_event).await?;
+    // The sweep before the change set was made can miss one that a killed deploy's request
+    // made after it (the request was in flight when the process died): a second sweep once this
+    // deploy has ended, still under the stack's lock, leaves nothing of an earlier deploy behind.
+    if matches!(result.outcome, StackOutcome::Deployed { .. } | StackOutcome::NoChanges | StackOutcome::Failed { .. }) {
+        let say = |message: String| on_event(Event::Stack { stack: stack.name.clone(), message });
+        delete_leftovers(&clients.cloudformation, &stack.stack_name, options, &say).await?;
+    }
+    Ok(result)
+}
+
+async fn deploy_stack_masked(
+    clients: &Clients,
+    plan: &Plan,
+    stack: &StackPlan,
+    parameters: &BTreeMap<String, String>,
+    options: &ApplyOptions,
+    on_event: &(dyn Fn(Event) + Sync),
+) -> Result<StackResult, Error> {
     let secrets = no_echo_values(stack, parameters);
     if secrets.is_empty() {
         return deploy_stack_as_is(clients, plan, stack, parameters, options, on_event).await;
