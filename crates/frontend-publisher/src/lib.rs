@@ -535,11 +535,14 @@ pub async fn run_stage(
     };
     // Ask the deploy decision before anything is read from the bucket.
     let commit = run.read_json::<DiffHead>(RunFile::Diff).map(|d| d.head).unwrap_or_default();
+    // The stage's start, so the recorded publish has a duration.
+    let started = std::time::SystemTime::now();
     let finish = |step: Step, status: Status, note: Option<String>, error: Option<String>| {
         if options.dry_run {
             return Ok(());
         }
         let mut record = StepRecord::new(&run.run_id, &commit, &config.component, step, status);
+        record.started_at = Some(started);
         record.ended_at = Some(std::time::SystemTime::now());
         record.details.note = note;
         record.details.error = error;

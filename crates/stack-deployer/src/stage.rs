@@ -528,12 +528,15 @@ pub async fn run_stage(
         return Err(error);
     }
     let step = decision.step;
+    // Every record of the stage carries its start, so a finished deploy has a duration (the
+    // running record it replaces is gone).
+    let started = SystemTime::now();
     let record = |component: &str, status: Status, note: Option<String>, error: Option<String>| {
         let mut record = StepRecord::new(&run.run_id, &head, component, step, status);
         record.details.note = note;
         record.details.error = error;
+        record.started_at = Some(started);
         if status == Status::Running {
-            record.started_at = Some(SystemTime::now());
             record.details.set_runner_to_this_process();
         } else {
             record.ended_at = Some(SystemTime::now());
