@@ -157,6 +157,18 @@ fn promoted_repo(name: &str) -> (tempfile::TempDir, RunDir) {
     (repo, run)
 }
 
+/// [`in_env`] off the test's runtime (the binary blocks).
+async fn in_env_later(repo: &Path, run: &RunDir, env: &'static str) -> Output {
+    let (repo, run) = (repo.to_path_buf(), run.clone());
+    tokio::task::spawn_blocking(move || in_env(&repo, &run, env)).await.unwrap()
+}
+
+/// `--env dev --no-execute` off the test's runtime.
+async fn preview_later(repo: &Path, run: &RunDir) -> Output {
+    let (repo, run) = (repo.to_path_buf(), run.clone());
+    tokio::task::spawn_blocking(move || deployer(&repo, &run, &["--no-execute"])).await.unwrap()
+}
+
 fn in_env(repo: &Path, run: &RunDir, env: &str) -> Output {
     let moto = test_support::Moto::shared();
     Command::new(BIN)
@@ -274,24 +286,14 @@ async fn committed_promoted_repo(name: &str) -> (tempfile::TempDir, RunDir, run_
 async fn a_preview_in_dev_is_no_deploy_and_production_stays_refused_after_an_approval() {
     let name = format!("sd-preview-{}", std::process::id());
     let (repo, run, store) = committed_promoted_repo(&name).await;
-    let preview = tokio::task::spawn_blocking({
-        let (repo, run) = (repo.path().to_path_buf(), run.clone());
-        move || deployer(&repo, &run, &["--no-execute"])
-    })
-    .await
-    .unwrap();
+    let preview = preview_later(repo.path(), &run).await;
     assert_eq!(preview.status.code(), Some(0), "{}", text(&preview.stderr));
     let infra = store.run("run-1").unwrap().into_iter().find(|r| r.component == "infra").unwrap();
     assert_eq!((infra.step, infra.status), (Step::Deploy, Status::Skipped));
     assert!(infra.details.note.as_deref().unwrap().starts_with("preview only (--no-execute), nothing deployed"));
     status_report::approval::approve(&store, "run-1", "alice", None).unwrap();
 
-    let out = tokio::task::spawn_blocking({
-        let (repo, run) = (repo.path().to_path_buf(), run.clone());
-        move || in_env(&repo, &run, "prod")
-    })
-    .await
-    .unwrap();
+    let out = in_env_later(repo.path(), &run, "prod").await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     assert_eq!(
         text(&out.stderr).trim(),
@@ -310,24 +312,14 @@ async fn a_failed_dev_deploy_then_a_preview_stays_failed_and_production_refused(
     let mut failed = run_state::StepRecord::new("run-1", "abc", "infra", Step::Deploy, Status::Failed);
     failed.details.error = Some("stack topic: rolled back".into());
     store.record(&failed).unwrap();
-    let preview = tokio::task::spawn_blocking({
-        let (repo, run) = (repo.path().to_path_buf(), run.clone());
-        move || deployer(&repo, &run, &["--no-execute"])
-    })
-    .await
-    .unwrap();
+    let preview = preview_later(repo.path(), &run).await;
     assert_eq!(preview.status.code(), Some(0), "{}", text(&preview.stderr));
     let infra = store.run("run-1").unwrap().into_iter().find(|r| r.component == "infra").unwrap();
     assert_eq!(infra.status, Status::Failed, "the preview replaced the failure: {infra:?}");
     assert_eq!(infra.details.error.as_deref(), Some("stack topic: rolled back"));
     status_report::approval::approve(&store, "run-1", "alice", None).unwrap();
 
-    let out = tokio::task::spawn_blocking({
-        let (repo, run) = (repo.path().to_path_buf(), run.clone());
-        move || in_env(&repo, &run, "prod")
-    })
-    .await
-    .unwrap();
+    let out = in_env_later(repo.path(), &run, "prod").await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     let stderr = text(&out.stderr);
     assert!(
@@ -348,12 +340,7 @@ async fn a_failed_dev_deploy_then_a_preview_stays_failed_and_production_refused(
 async fn a_template_edited_after_the_approval_refuses_production_naming_the_stack() {
     let name = format!("sd-digest-{}", std::process::id());
     let (repo, run, store) = committed_promoted_repo(&name).await;
-    let dev = tokio::task::spawn_blocking({
-        let (repo, run) = (repo.path().to_path_buf(), run.clone());
-        move || in_env(&repo, &run, "dev")
-    })
-    .await
-    .unwrap();
+    let dev = in_env_later(repo.path(), &run, "dev").await;
     assert_eq!(dev.status.code(), Some(0), "{}", text(&dev.stderr));
     // What prod will receive, recorded with the approval request as CodeBuild's Status stage
     // does before the manual approval; the approval then given (as `approve --codepipeline`
@@ -387,12 +374,7 @@ async fn a_template_edited_after_the_approval_refuses_production_naming_the_stac
         "Resources:\n  Topic:\n    Type: AWS::SNS::Topic\n  Extra:\n    Type: AWS::SNS::Topic\n",
     )
     .unwrap();
-    let out = tokio::task::spawn_blocking({
-        let (repo, run) = (repo.path().to_path_buf(), run.clone());
-        move || in_env(&repo, &run, "prod")
-    })
-    .await
-    .unwrap();
+    let out = in_env_later(repo.path(), &run, "prod").await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     assert_eq!(
         text(&out.stderr).trim(),
@@ -405,12 +387,7 @@ async fn a_template_edited_after_the_approval_refuses_production_naming_the_stac
 
     // Back to what was approved: production deploys.
     std::fs::write(repo.path().join("cfn/topic.yaml"), "Resources:\n  Topic:\n    Type: AWS::SNS::Topic\n").unwrap();
-    let out = tokio::task::spawn_blocking({
-        let (repo, run) = (repo.path().to_path_buf(), run.clone());
-        move || in_env(&repo, &run, "prod")
-    })
-    .await
-    .unwrap();
+    let out = in_env_later(repo.path(), &run, "prod").await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(cf.describe_stacks().stack_name(format!("{name}-prod")).send().await.is_ok(), "the prod stack");
 }
