@@ -16,6 +16,9 @@ use aws_smithy_types::config_bag::ConfigBag;
 use frontend_publisher::{CheckOptions, Clients, Error, PublishConfig, StageOptions, Summary};
 use run_state::{DeployedStack, FileStore, RunDir, StackOutputs, StageContext, Status, Step, Store};
 
+mod support;
+use support::{distribution, keys};
+
 /// A monorepo in a temp folder with a `[publish]` section for `bucket` and a built site.
 struct Repo {
     dir: tempfile::TempDir,
@@ -145,11 +148,6 @@ async fn clients(counter: Option<&aws_target::RequestCounter>) -> aws_sdk_s3::Cl
 async fn bucket(s3: &aws_sdk_s3::Client, name: &str) -> String {
     s3.create_bucket().bucket(name).send().await.unwrap();
     name.to_owned()
-}
-
-async fn keys(s3: &aws_sdk_s3::Client, bucket: &str) -> Vec<String> {
-    let out = s3.list_objects_v2().bucket(bucket).send().await.unwrap();
-    out.contents().iter().filter_map(|o| o.key().map(str::to_owned)).collect()
 }
 
 async fn body(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> String {
@@ -503,35 +501,6 @@ fn the_binary_prints_a_dry_run_then_publishes() {
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.starts_with("frontend-publisher: bucket `fp-binary-missing` does not exist"), "{stderr}");
-}
-
-/// A distribution in moto in front of `bucket`.
-async fn distribution(cloudfront: &aws_sdk_cloudfront::Client, bucket: &str) -> String {
-    use aws_sdk_cloudfront::types::{
-        DefaultCacheBehavior, DistributionConfig, Origin, Origins, S3OriginConfig, ViewerProtocolPolicy,
-    };
-    let origin = Origin::builder()
-        .id("site")
-        .domain_name(format!("{bucket}.s3.amazonaws.com"))
-        .s3_origin_config(S3OriginConfig::builder().origin_access_identity("").build())
-        .build()
-        .unwrap();
-    let config = DistributionConfig::builder()
-        .caller_reference(bucket)
-        .comment("frontend-publisher test")
-        .enabled(true)
-        .origins(Origins::builder().quantity(1).items(origin).build().unwrap())
-        .default_cache_behavior(
-            DefaultCacheBehavior::builder()
-                .target_origin_id("site")
-                .viewer_protocol_policy(ViewerProtocolPolicy::RedirectToHttps)
-                .build()
-                .unwrap(),
-        )
-        .build()
-        .unwrap();
-    let out = cloudfront.create_distribution().distribution_config(config).send().await.unwrap();
-    out.distribution().unwrap().id().to_owned()
 }
 
 #[tokio::test]

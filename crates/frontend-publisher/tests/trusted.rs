@@ -10,6 +10,9 @@ use std::process::{Command, Output};
 use aws_target::{AssumeRole, Target};
 use run_state::{DeployedStack, FileStore, RunDir, StackOutputs, Status, Step, StepRecord, Store};
 
+mod support;
+use support::{distribution, keys};
+
 const BIN: &str = env!("CARGO_BIN_EXE_frontend-publisher");
 const PROD_ROLE: &str = "arn:aws:iam::111111111111:role/site-deploy";
 const PROD_REGION: &str = "eu-west-1";
@@ -119,40 +122,6 @@ async fn sdk(role: Option<&str>, region: &str) -> aws_config::SdkConfig {
     };
     let loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).test_credentials();
     aws_target::load_with(&target, loader).await.unwrap()
-}
-
-async fn keys(s3: &aws_sdk_s3::Client, bucket: &str) -> Vec<String> {
-    let out = s3.list_objects_v2().bucket(bucket).send().await.unwrap();
-    out.contents().iter().filter_map(|o| o.key().map(str::to_owned)).collect()
-}
-
-/// A distribution in front of `bucket`, made with `cloudfront`'s account.
-async fn distribution(cloudfront: &aws_sdk_cloudfront::Client, bucket: &str) -> String {
-    use aws_sdk_cloudfront::types::{
-        DefaultCacheBehavior, DistributionConfig, Origin, Origins, S3OriginConfig, ViewerProtocolPolicy,
-    };
-    let origin = Origin::builder()
-        .id("site")
-        .domain_name(format!("{bucket}.s3.amazonaws.com"))
-        .s3_origin_config(S3OriginConfig::builder().origin_access_identity("").build())
-        .build()
-        .unwrap();
-    let config = DistributionConfig::builder()
-        .caller_reference(bucket)
-        .comment("trusted promotion test")
-        .enabled(true)
-        .origins(Origins::builder().quantity(1).items(origin).build().unwrap())
-        .default_cache_behavior(
-            DefaultCacheBehavior::builder()
-                .target_origin_id("site")
-                .viewer_protocol_policy(ViewerProtocolPolicy::RedirectToHttps)
-                .build()
-                .unwrap(),
-        )
-        .build()
-        .unwrap();
-    let out = cloudfront.create_distribution().distribution_config(config).send().await.unwrap();
-    out.distribution().unwrap().id().to_owned()
 }
 
 /// `publish --env prod` reaches prod the way the stack deployer does: prod's role assumed (with
