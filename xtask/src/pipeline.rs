@@ -278,12 +278,13 @@ impl Stages<'_> {
     /// Approval: `--approve`/`--refuse`, else the prompt on a terminal, else waiting.
     fn approval(&self, args: &PipelineArgs) -> anyhow::Result<stages::Decision> {
         let by = stages::approver(args.approver.as_deref(), &self.context.root);
+        let (shown, digest) = stages::production_view(self.context, self.run, &self.envs.prod);
         let decision = if args.approve {
             stages::Decision::Approved { by, how: "--approve" }
         } else if args.refuse {
             stages::Decision::Refused { by, how: "--refuse" }
         } else if stages::can_prompt() {
-            if stages::prompt(&stages::production_plan(self.context, self.run, &self.envs.prod))? {
+            if stages::prompt(&shown)? {
                 stages::Decision::Approved { by, how: "prompt" }
             } else {
                 stages::Decision::Refused { by, how: "prompt" }
@@ -291,7 +292,6 @@ impl Stages<'_> {
         } else {
             stages::Decision::Waiting
         };
-        let digest = stages::production_digest(self.context, self.run, &self.envs.prod);
         stages::record_approval(self.store, &self.run.run_id, &self.diff.head, &decision, digest)?;
         Ok(decision)
     }

@@ -270,25 +270,19 @@ fn site(
     Some((publish, site))
 }
 
-/// What `env` will receive, part by part ([`run_state::ReleaseDigest`]): the stacks and
-/// function packages as `stack-deployer` would deploy them, and the site as it is in dist.
-pub fn production_digest(context: &StageContext, run: &RunDir, env: &str) -> run_state::ReleaseDigest {
+/// What the prod deploy would do, as the approval prompt shows it (the stack plan, as
+/// `stack-deployer --env prod --dry-run` prints it, and the site's files; what the publish
+/// uploads is decided against the bucket once the stacks exist), and the same, part by part
+/// ([`run_state::ReleaseDigest`]), for the approval to cover: one plan and one read of the site
+/// for both, so the approval covers exactly what was shown. A part that cannot be planned or
+/// read is shown as such and left out of the digest, so the deploy that needs it is refused.
+pub fn production_view(context: &StageContext, run: &RunDir, env: &str) -> (String, run_state::ReleaseDigest) {
     let mut digest = run_state::ReleaseDigest::default();
-    if let Ok(plan) = stack_plan(context, run, env) {
-        digest.extend(plan.digest(&env_lookup));
-    }
-    if let Some((publish, Ok(site))) = site(context) {
-        digest.extend(frontend_publisher::site_digest(&publish.component, &site));
-    }
-    digest
-}
-
-/// What the prod deploy would do, as the approval prompt shows it: the stack plan
-/// (`stack-deployer --env prod --dry-run`) and the site's files (what the publish uploads is
-/// decided against the bucket once the stacks exist).
-pub fn production_plan(context: &StageContext, run: &RunDir, env: &str) -> String {
     let mut text = match stack_plan(context, run, env) {
-        Ok(plan) => plan.describe(),
+        Ok(plan) => {
+            digest.extend(plan.digest(&env_lookup));
+            plan.describe()
+        }
         Err(error) => format!("stacks: cannot plan ({})\n", run_state::error_chain(&error)),
     };
     match site(context) {
@@ -297,9 +291,10 @@ pub fn production_plan(context: &StageContext, run: &RunDir, env: &str) -> Strin
             for (path, file) in &site.files {
                 text.push_str(&format!("  {path} ({})\n", frontend_publisher::human_bytes(file.size)));
             }
+            digest.extend(frontend_publisher::site_digest(&publish.component, &site));
         }
         Some((_, Err(error))) => text.push_str(&format!("site: cannot read ({})\n", run_state::error_chain(&error))),
         None => {}
     }
-    text
+    (text, digest)
 }
