@@ -92,7 +92,7 @@ struct Envs {
 
 impl Envs {
     fn of(policy: &GatePolicy) -> Envs {
-        let (first, prod) = policy.promotion().unwrap_or(("dev", "prod"));
+        let (first, prod) = policy.promotion().unwrap_or(("dev", run_state::DEFAULT_SUCCESS_ENV));
         Envs { first: first.to_string(), prod: prod.to_string() }
     }
 }
