@@ -591,8 +591,10 @@ pub async fn run_stage(
         }
     }
     let mut apply_options = ApplyOptions::new(
-        // Unique per attempt: a change set left by --no-execute keeps its name.
-        &apply::change_set_name(&[&run.run_id, &plan_hash(&plan), &unix_seconds()]),
+        // Unique per attempt, also for two attempts in one second (a rerun right after a killed
+        // deploy): a change set left by --no-execute or a dead deploy keeps its name, and this
+        // deploy's sweep of leftovers must not take it for its own.
+        &apply::change_set_name(&[&run.run_id, &plan_hash(&plan), &unix_seconds(), &std::process::id().to_string()]),
         env.timeout,
         env.change_set_timeout,
     );
