@@ -252,6 +252,8 @@ fn test(filter: &[String]) -> anyhow::Result<()> {
     ]))?;
     say("libraries build without their binaries' dependencies");
     tidy::check_light_libraries(&root, &cargo)?;
+    say("the crate graph keeps ARCHITECTURE.md's layers");
+    tidy::check_layers(&root, &cargo)?;
     say("cargo test");
     run(Command::new(&cargo)
         .current_dir(&root)

@@ -1,7 +1,8 @@
 //! The repository's own rules, checked by `cargo xtask test` (as rust-analyzer's tidy does):
 //! libraries never print, run-folder file names live in the run-state crate only, every stage
-//! binary goes through the stage context, every crate documents its public items, and each
-//! library builds without its binary's dependencies.
+//! binary goes through the stage context, every crate documents its public items, each
+//! library builds without its binary's dependencies, and the crate graph keeps the layers
+//! ARCHITECTURE.md lists.
 
 use std::path::Path;
 #[cfg(test)]
@@ -51,6 +52,103 @@ pub fn check_light_libraries(root: &Path, cargo: &std::ffi::OsStr) -> anyhow::Re
     problems.dedup();
     if !problems.is_empty() {
         bail!("libraries must build without their binaries' dependencies: {}", problems.join("; "));
+    }
+    Ok(())
+}
+
+/// The crate layers: ARCHITECTURE.md's table between `<!-- layers:begin -->` and
+/// `<!-- layers:end -->`, each crate with the workspace crates it may depend on (`any` for xtask).
+pub fn allowed_layers(architecture: &str) -> anyhow::Result<std::collections::BTreeMap<String, Option<Vec<String>>>> {
+    let begin = architecture.find("<!-- layers:begin -->").context("ARCHITECTURE.md has no `<!-- layers:begin -->`")?;
+    let end = architecture.find("<!-- layers:end -->").context("ARCHITECTURE.md has no `<!-- layers:end -->`")?;
+    let mut layers = std::collections::BTreeMap::new();
+    for line in architecture[begin..end].lines().filter(|l| l.starts_with('|')) {
+        let cells: Vec<&str> = line.trim_matches('|').split('|').map(|c| c.trim().trim_matches('`')).collect();
+        let [name, allowed] = cells[..] else { bail!("ARCHITECTURE.md layers: `{line}` is not `| crate | allowed |`") };
+        if name == "crate" || name.starts_with('-') {
+            continue;
+        }
+        let allowed = match allowed {
+            "any" => None,
+            "none" => Some(Vec::new()),
+            list => Some(list.split(',').map(|c| c.trim().trim_matches('`').to_string()).collect()),
+        };
+        if layers.insert(name.to_string(), allowed).is_some() {
+            bail!("ARCHITECTURE.md layers: `{name}` is listed twice");
+        }
+    }
+    Ok(layers)
+}
+
+/// Each workspace crate's normal dependencies on other workspace crates, from `cargo metadata`.
+pub fn workspace_dependencies(
+    root: &Path,
+    cargo: &std::ffi::OsStr,
+) -> anyhow::Result<std::collections::BTreeMap<String, Vec<String>>> {
+    let out = Command::new(cargo)
+        .current_dir(root)
+        .args(["metadata", "--format-version", "1", "--no-deps", "--offline"])
+        .output()
+        .context("running cargo metadata")?;
+    if !out.status.success() {
+        bail!("cargo metadata: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    let metadata: serde_json::Value = serde_json::from_slice(&out.stdout).context("reading cargo metadata's JSON")?;
+    let packages = metadata["packages"].as_array().context("cargo metadata has no packages")?;
+    let names: std::collections::BTreeSet<&str> = packages.iter().filter_map(|p| p["name"].as_str()).collect();
+    let mut graph = std::collections::BTreeMap::new();
+    for package in packages {
+        let name = package["name"].as_str().context("a package without a name")?;
+        let mut deps: Vec<String> = package["dependencies"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            // `kind` is null for normal dependencies, "dev" or "build" otherwise.
+            .filter(|d| d["kind"].is_null())
+            .filter_map(|d| d["name"].as_str())
+            .filter(|d| names.contains(d) && *d != name)
+            .map(str::to_string)
+            .collect();
+        deps.sort();
+        deps.dedup();
+        graph.insert(name.to_string(), deps);
+    }
+    Ok(graph)
+}
+
+/// What breaks the layers: a crate not in the table, a table row for no crate, or a dependency
+/// the table does not allow (optional ones included: a feature must not cross a layer either).
+pub fn layer_violations(
+    layers: &std::collections::BTreeMap<String, Option<Vec<String>>>,
+    graph: &std::collections::BTreeMap<String, Vec<String>>,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (name, deps) in graph {
+        match layers.get(name) {
+            None => problems.push(format!("crate `{name}` has no row in ARCHITECTURE.md's layers table; add one")),
+            Some(None) => {}
+            Some(Some(allowed)) => {
+                for dep in deps.iter().filter(|d| !allowed.contains(d)) {
+                    problems.push(format!(
+                        "`{name}` depends on `{dep}`, which ARCHITECTURE.md's layers table does not allow; \
+                         move what it needs lower or change the table with a reason"
+                    ));
+                }
+            }
+        }
+    }
+    for name in layers.keys().filter(|n| !graph.contains_key(*n)) {
+        problems.push(format!("ARCHITECTURE.md's layers table lists `{name}`, which is not a workspace crate"));
+    }
+    problems
+}
+
+/// The crate graph against ARCHITECTURE.md's layers table.
+pub fn check_layers(root: &Path, cargo: &std::ffi::OsStr) -> anyhow::Result<()> {
+    let architecture = std::fs::read_to_string(root.join("ARCHITECTURE.md")).context("reading ARCHITECTURE.md")?;
+    let problems = layer_violations(&allowed_layers(&architecture)?, &workspace_dependencies(root, cargo)?);
+    if !problems.is_empty() {
+        bail!("the crate graph breaks its layers: {}", problems.join("; "));
     }
     Ok(())
 }
@@ -108,6 +206,28 @@ mod tests {
         }
         assert!(files.len() > 20, "found only {} library files: is the layout what tidy expects?", files.len());
         files
+    }
+
+    #[test]
+    fn the_crate_graph_keeps_the_layers_architecture_md_lists() {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        check_layers(&root(), &cargo).unwrap();
+    }
+
+    #[test]
+    fn a_dependency_across_a_layer_is_named_with_the_fix() {
+        let table = "<!-- layers:begin -->\n| crate | may depend on |\n|---|---|\n| `low` | none |\n\
+                     | `mid` | `low` |\n| `top` | any |\n| `gone` | none |\n<!-- layers:end -->";
+        let layers = allowed_layers(table).unwrap();
+        let graph = [("low", vec!["mid"]), ("mid", vec!["low"]), ("top", vec!["low", "mid"]), ("new", vec![])]
+            .into_iter()
+            .map(|(n, d)| (n.to_string(), d.into_iter().map(str::to_string).collect()))
+            .collect();
+        let problems = layer_violations(&layers, &graph);
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(problems[0].starts_with("`low` depends on `mid`, which ARCHITECTURE.md's layers table does not allow"));
+        assert!(problems[1].starts_with("crate `new` has no row"));
+        assert!(problems[2].contains("lists `gone`, which is not a workspace crate"));
     }
 
     #[test]

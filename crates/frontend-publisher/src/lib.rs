@@ -56,7 +56,7 @@ use std::sync::atomic::AtomicBool;
 use aws_target::ErrorKind;
 use run_state::{RunDir, RunFile, StageContext, Status, Step, StepRecord, Store};
 use serde::{Deserialize, Serialize};
-use status_report::ComponentVerdict;
+use gate::ComponentVerdict;
 
 pub use check::{CheckOptions, check_site};
 pub use config::{
@@ -246,7 +246,7 @@ pub enum Error {
     Cancelled,
     /// The approval request could not be recorded.
     #[error("recording what the approval covers")]
-    Approval(#[source] status_report::approval::Error),
+    Approval(#[source] gate::approval::Error),
 }
 
 impl Error {
@@ -449,7 +449,7 @@ pub async fn plan_publish(
 }
 
 /// Reads `[gate]`, the run's diff and records, and decides what may be published to
-/// `environment` ([`status_report::decide_deploy`]); the site's component is deployed under
+/// `environment` ([`gate::decide_deploy`]); the site's component is deployed under
 /// its own name, so for a promoted environment it needs a passed publish to the earlier
 /// environment. A missing diff names source-diff.
 pub fn deploy_decision(
@@ -457,10 +457,10 @@ pub fn deploy_decision(
     run: &RunDir,
     store: &dyn Store,
     environment: &str,
-) -> Result<status_report::DeployDecision, Error> {
-    let policy = status_report::GatePolicy::from_config(context.required_config()?)?;
+) -> Result<gate::DeployDecision, Error> {
+    let policy = gate::GatePolicy::from_config(context.required_config()?)?;
     let site = read_config(context).ok().map(|config| config.component);
-    Ok(status_report::run_deploy_decision_for(store, run, &policy, environment, site)?)
+    Ok(gate::run_deploy_decision_for(store, run, &policy, environment, site)?)
 }
 
 /// Records the run waiting for approval of `environment`, with the site this stage would
@@ -489,7 +489,7 @@ pub fn request_approval(
     let digest = site_digest(&config.component, &site);
     let commit = diff.head;
     let summary = format!("`{environment}` receives the site `{}` ({} file(s))", config.component, site.files.len());
-    status_report::approval::request_covering(store, &run.run_id, &commit, &summary, Some(digest.clone()))
+    gate::approval::request_covering(store, &run.run_id, &commit, &summary, Some(digest.clone()))
         .map_err(Error::Approval)?;
     Ok(digest)
 }
@@ -574,7 +574,7 @@ pub async fn run_stage(
     // changed since (a rebuild, an edit in dist) refuses the promotion.
     if step == Step::ProdDeploy
         && !options.dry_run
-        && let Some(approved) = status_report::approval::digest(&store.run(&run.run_id)?)
+        && let Some(approved) = gate::approval::digest(&store.run(&run.run_id)?)
     {
         let site = read_site(&config, &context.root.join(&config.dist), Vec::new())?;
         let changed: Vec<String> = approved

@@ -49,7 +49,7 @@ fn the_check_run_alone_records_dast_and_a_failed_check_refuses_production() {
     assert!(dast.details.error.as_deref().is_some_and(|e| e.contains("root document")), "{dast:#?}");
 
     let config = pipeline_config::ConfigFile::load(&root.join("pipeline.toml")).unwrap();
-    let policy = status_report::GatePolicy::from_config(&config).unwrap();
-    let decision = status_report::run_deploy_decision(&store, &run, &policy, "prod").unwrap();
+    let policy = gate::GatePolicy::from_config(&config).unwrap();
+    let decision = gate::run_deploy_decision(&store, &run, &policy, "prod").unwrap();
     assert!(decision.refused.iter().any(|r| r.contains("dast")), "{:#?}", decision.refused);
 }

@@ -761,7 +761,7 @@ fn the_publisher_asks_the_deploy_decision_itself() {
     let mut dev = run_state::StepRecord::new(&run.run_id, "abc", "frontend", Step::Deploy, Status::Failed);
     dev.details.error = Some("bucket gone".into());
     store.record(&dev).unwrap();
-    status_report::approval::approve(&store, &run.run_id, "alice", None).unwrap();
+    gate::approval::approve(&store, &run.run_id, "alice", None).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_frontend-publisher"))
         .args(["publish", "--env", "prod", "--region", "us-east-1", "--endpoint-url", &moto.endpoint])
         .args(["--repo".as_ref(), repo.root().as_os_str()])
@@ -792,7 +792,7 @@ fn the_publisher_asks_the_deploy_decision_itself() {
         .write(run_state::RunFile::Diff, diff.replace("\"worktree\": true", "\"worktree\": false").as_bytes())
         .unwrap();
     store.record(&run_state::StepRecord::new(&never.run_id, "abc", "infra", Step::Deploy, Status::Passed)).unwrap();
-    status_report::approval::approve(&store, &never.run_id, "alice", None).unwrap();
+    gate::approval::approve(&store, &never.run_id, "alice", None).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_frontend-publisher"))
         .args(["publish", "--env", "prod", "--region", "us-east-1", "--endpoint-url", &moto.endpoint])
         .args(["--repo".as_ref(), repo.root().as_os_str()])

@@ -250,7 +250,7 @@ pub enum Error {
         key: String,
         /// The parser's error, with the position.
         #[source]
-        source: validate::ParseError,
+        source: cfn_template::ParseError,
     },
     /// `resource` names no function of `template`.
     #[error(

@@ -16,7 +16,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path};
 
-use validate::Node;
+use cfn_template::Node;
 
 use crate::Error;
 use crate::config::FunctionSpec;
@@ -127,8 +127,8 @@ fn read(repo: &Path, template: &str, key: &str) -> Result<Vec<Declaration>, Erro
     let path = repo.join(template);
     let bytes = pipeline_config::fs::read_regular(&path, MAX_TEMPLATE_BYTES)
         .map_err(|source| Error::TemplateUnreadable { template: template.to_string(), key: key.to_string(), source })?;
-    let limits = validate::Limits { max_bytes: MAX_TEMPLATE_BYTES as usize, ..Default::default() };
-    let root = validate::parse_bytes(&bytes, &limits).map_err(|source| Error::TemplateParse {
+    let limits = cfn_template::Limits { max_bytes: MAX_TEMPLATE_BYTES as usize, ..Default::default() };
+    let root = cfn_template::parse_bytes(&bytes, &limits).map_err(|source| Error::TemplateParse {
         template: template.to_string(),
         key: key.to_string(),
         source,

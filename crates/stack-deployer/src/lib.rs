@@ -75,7 +75,7 @@ pub enum Error {
         path: String,
         /// Where and what.
         #[source]
-        source: validate::ParseError,
+        source: cfn_template::ParseError,
     },
     /// A template without resources.
     #[error("{path}: no Resources map; a template needs at least one resource")]
@@ -226,7 +226,7 @@ pub enum Error {
     Manifest(#[source] lambda_packager::Error),
     /// The approval request could not be recorded.
     #[error("recording what the approval covers")]
-    Approval(#[source] status_report::approval::Error),
+    Approval(#[source] gate::approval::Error),
 }
 
 /// Where a template's S3 reference is and why it cannot be deployed ([`Error::RemoteReference`]).

@@ -8,7 +8,7 @@ use std::path::{Component, Path, PathBuf};
 use lambda_packager::{FunctionSpec, Manifest, Package};
 use serde_json::Value as Json;
 use sha2::{Digest, Sha256};
-use validate::{Node, Value};
+use cfn_template::{Node, Value};
 
 use crate::Error;
 use crate::config::{Environment, ParameterValue, StackSpec};
@@ -456,7 +456,7 @@ impl Packer<'_> {
         let full = self.inside(path, path)?;
         let bytes =
             pipeline_config::fs::read_regular(&full, MAX_TEMPLATE_URL_BYTES).map_err(|e| Error::io(&full, e))?;
-        let root = validate::parse_bytes(&bytes, &validate::template::Limits::default())
+        let root = cfn_template::parse_bytes(&bytes, &cfn_template::Limits::default())
             .map_err(|source| Error::Template { path: path.to_string(), source })?;
         let Some(resources) = root.get("Resources").filter(|r| r.is_map()) else {
             return Err(Error::NoResources { path: path.to_string() });

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use run_state::{DeployedStack, PIPELINE, RunDir, RunFile, StackOutputs, Status, Step, StepRecord, Store};
-use status_report::{ComponentVerdict, DeployDecision, GatePolicy};
+use gate::{ComponentVerdict, DeployDecision, GatePolicy};
 
 use crate::apply::{self, ApplyOptions, Clients, StackOutcome, StackResult};
 use crate::config::{DeploySettings, Environment};
@@ -317,7 +317,7 @@ pub fn request_approval(
     let head = run.read_json::<source_diff::DiffReport>(RunFile::Diff)?.head;
     let stacks: Vec<&str> = plan.stacks.iter().map(|s| s.name.as_str()).collect();
     let summary = format!("`{}` receives stacks: {}", options.environment, stacks.join(", "));
-    status_report::approval::request_covering(store, &run.run_id, &head, &summary, Some(digest.clone()))
+    gate::approval::request_covering(store, &run.run_id, &head, &summary, Some(digest.clone()))
         .map_err(Error::Approval)?;
     Ok(digest)
 }
@@ -350,7 +350,7 @@ impl StageOptions {
 }
 
 /// Reads `[gate]`, the run's diff and its records, and decides what may be deployed to
-/// `environment` ([`status_report::decide_deploy`]); the configured stacks' components are
+/// `environment` ([`gate::decide_deploy`]); the configured stacks' components are
 /// deployed under their own names, so for a promoted environment each changed one needs a
 /// passed deploy to the earlier environment. A missing diff is an error naming source-diff.
 pub fn deploy_decision(
@@ -362,7 +362,7 @@ pub fn deploy_decision(
     let config = context.required_config()?;
     let policy = GatePolicy::from_config(config)?;
     let deployed = configured_components(context);
-    Ok(status_report::run_deploy_decision_for(store, run, &policy, environment, deployed)?)
+    Ok(gate::run_deploy_decision_for(store, run, &policy, environment, deployed)?)
 }
 
 /// Applies a deploy decision to a plan (pure). A stack is skipped when the environment is
@@ -554,7 +554,7 @@ pub async fn run_stage(
     // function changed since (a template edited, a package rebuilt) refuses the promotion.
     if step == Step::ProdDeploy
         && !options.no_execute
-        && let Some(approved) = status_report::approval::digest(&store.run(&run.run_id)?)
+        && let Some(approved) = gate::approval::digest(&store.run(&run.run_id)?)
     {
         let now = plan.digest(lookup);
         let changed: Vec<String> = crate::digest::PARTS

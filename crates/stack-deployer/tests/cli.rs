@@ -195,7 +195,7 @@ async fn a_prod_deploy_asked_for_while_dev_failed_is_refused_recorded_and_change
     let mut failed = run_state::StepRecord::new("run-1", "abc", "infra", Step::Deploy, Status::Failed);
     failed.details.error = Some("stack topic: failed".into());
     store.record(&failed).unwrap();
-    status_report::approval::approve(&store, "run-1", "alice", None).unwrap();
+    gate::approval::approve(&store, "run-1", "alice", None).unwrap();
 
     let out = in_env(repo.path(), &run, "prod");
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
@@ -291,7 +291,7 @@ async fn a_preview_in_dev_is_no_deploy_and_production_stays_refused_after_an_app
     let infra = store.run("run-1").unwrap().into_iter().find(|r| r.component == "infra").unwrap();
     assert_eq!((infra.step, infra.status), (Step::Deploy, Status::Skipped));
     assert!(infra.details.note.as_deref().unwrap().starts_with("preview only (--no-execute), nothing deployed"));
-    status_report::approval::approve(&store, "run-1", "alice", None).unwrap();
+    gate::approval::approve(&store, "run-1", "alice", None).unwrap();
 
     let out = in_env_later(repo.path(), &run, "prod").await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
@@ -317,7 +317,7 @@ async fn a_failed_dev_deploy_then_a_preview_stays_failed_and_production_refused(
     let infra = store.run("run-1").unwrap().into_iter().find(|r| r.component == "infra").unwrap();
     assert_eq!(infra.status, Status::Failed, "the preview replaced the failure: {infra:?}");
     assert_eq!(infra.details.error.as_deref(), Some("stack topic: rolled back"));
-    status_report::approval::approve(&store, "run-1", "alice", None).unwrap();
+    gate::approval::approve(&store, "run-1", "alice", None).unwrap();
 
     let out = in_env_later(repo.path(), &run, "prod").await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
@@ -367,7 +367,7 @@ async fn a_template_edited_after_the_approval_refuses_production_naming_the_stac
     let waiting = records.iter().find(|r| r.step == Step::Approval).unwrap();
     assert_eq!(waiting.status, Status::Pending);
     assert!(waiting.details.digest.as_ref().is_some_and(|d| d.parts.contains_key("stack:topic")), "{waiting:?}");
-    status_report::approval::approve(&store, "run-1", "alice", None).unwrap();
+    gate::approval::approve(&store, "run-1", "alice", None).unwrap();
     // Then the template changes under the approval.
     std::fs::write(
         repo.path().join("cfn/topic.yaml"),

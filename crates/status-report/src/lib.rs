@@ -1,10 +1,10 @@
 //! The gate decision and reports of a pipeline run.
 //!
 //! Each stage records the state of its steps in the status store
-//! ([`run_state::Store`]). The gate ([`decide`]) is a pure function of a
-//! run's records, what the run's diff requires ([`Requirements`]) and a
-//! [`GatePolicy`]: it refuses what failed, what never finished, and what was
-//! required but never ran. [`RunReport`] renders a run as Markdown, JSON,
+//! ([`run_state::Store`]). The gate ([`decide`], from the [`gate`] crate and
+//! re-exported here) is a pure function of a run's records, what the run's
+//! diff requires ([`Requirements`]) and a [`GatePolicy`]: it refuses what
+//! failed, what never finished, and what was required but never ran. [`RunReport`] renders a run as Markdown, JSON,
 //! JUnit XML, or (with the `cli` feature) a terminal table.
 //!
 //! ```
@@ -25,16 +25,15 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-pub mod approval;
 #[cfg(feature = "aws")]
 pub mod codepipeline;
 pub mod dashboard;
-mod gate;
 pub mod notify;
 pub mod page;
 mod report;
 pub mod stats;
 
+pub use gate::approval;
 pub use gate::{
     ComponentVerdict, DeployDecision, EnvironmentRule, GateDecision, GatePolicy, Requirements, decide, decide_before,
     decide_deploy, run_deploy_decision, run_deploy_decision_for, run_gate, success_refusals,

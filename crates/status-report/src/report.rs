@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::gate::GateDecision;
+use gate::GateDecision;
 use run_state::{Coverage, Ratio, Status, StepRecord, percent_text};
 
 /// Everything a report shows: the run, its steps and the gate's decision.

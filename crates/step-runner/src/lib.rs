@@ -33,7 +33,6 @@
 //! ```
 
 mod coverage;
-mod run;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
@@ -42,10 +41,10 @@ use std::time::{Duration, SystemTime};
 use run_state::{Details, PIPELINE, RunDir, RunFile, StackOutputs, StageContext, Status, Step, StepRecord, Store};
 use serde::Deserialize;
 use source_diff::{Components, DiffReport};
-use status_report::GatePolicy;
+use gate::GatePolicy;
 
 pub use crate::coverage::CoverageScope;
-pub use run::{Event, Job, JobResult, Outcome, Runner, missing_program};
+pub use process_pool::{DEFAULT_TIMEOUT, Event, Job, JobResult, Outcome, Runner, default_parallelism, missing_program};
 
 /// `[runner]` in `pipeline.toml`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -72,13 +71,6 @@ impl RunnerSettings {
     }
 }
 
-/// How many commands run at once when the config sets no bound: the number of CPUs.
-pub fn default_parallelism() -> usize {
-    std::thread::available_parallelism().map_or(2, |n| n.get())
-}
-
-/// How long a command may run when the config sets no timeout.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// What a step will do: the jobs to run and the components skipped, with why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -230,19 +222,20 @@ pub fn run_step(
         Event::Finished(result) => {
             let spec = plan.coverage.get(&result.job.component).filter(|_| result.outcome == Outcome::Passed);
             let Some(spec) = spec else {
-                keep(store.record(&finished_record(run_id, commit, plan.step, result)));
+                keep(store.record(&finished_record(run_id, commit, plan.step, result, None)));
                 on_event(event);
                 return;
             };
             let mut result = result.clone();
+            let mut coverage = None;
             let failure = match checker.check(&result.job.component, spec, &result.job.config_key, result.started_at) {
                 Ok(measured) => {
-                    result.coverage = Some(measured.coverage);
+                    coverage = Some(measured.coverage);
                     measured.failure
                 }
                 Err(line) => Some(line),
             };
-            let line = match (&failure, &result.coverage) {
+            let line = match (&failure, &coverage) {
                 (Some(failure), _) => failure.clone(),
                 (None, Some(coverage)) => format!("coverage: {}", coverage.summary()),
                 (None, None) => String::new(),
@@ -256,7 +249,7 @@ pub fn run_step(
                 result.outcome = Outcome::Failed(failure);
                 result.log_tail = run_state::redact::read_log_tail(&result.job.log_path).unwrap_or_default();
             }
-            keep(store.record(&finished_record(run_id, commit, plan.step, &result)));
+            keep(store.record(&finished_record(run_id, commit, plan.step, &result, coverage.as_ref())));
             on_event(Event::Finished(&result));
             checked.lock().unwrap_or_else(|p| p.into_inner()).insert(result.job.component.clone(), result);
         }
@@ -273,8 +266,14 @@ pub fn run_step(
     }
 }
 
-/// The final record of a job.
-pub fn finished_record(run_id: &str, commit: &str, step: Step, result: &JobResult) -> StepRecord {
+/// The final record of a job, with the component's coverage when its test command measures it.
+pub fn finished_record(
+    run_id: &str,
+    commit: &str,
+    step: Step,
+    result: &JobResult,
+    coverage: Option<&run_state::Coverage>,
+) -> StepRecord {
     let (status, error) = match &result.outcome {
         Outcome::Passed => (Status::Passed, None),
         Outcome::Failed(_) | Outcome::NotFound { .. } => (Status::Failed, result.outcome.message()),
@@ -299,7 +298,7 @@ pub fn finished_record(run_id: &str, commit: &str, step: Step, result: &JobResul
         runner: None,
         runner_process: None,
         by: None,
-        coverage: result.coverage.clone().map(Box::new),
+        coverage: coverage.cloned().map(Box::new),
         digest: None,
     };
     record
@@ -406,7 +405,7 @@ pub fn run_stage(
         context.check_tree(&diff.head, diff.worktree)?;
         if step >= Step::Deploy {
             let policy: GatePolicy = context.config.section(GatePolicy::SECTION)?;
-            let (_, gate) = status_report::run_gate(store, run_dir, &policy, Some(step))?;
+            let (_, gate) = gate::run_gate(store, run_dir, &policy, Some(step))?;
             if !gate.allowed {
                 return Err(Error::GateRefused(gate.reasons));
             }

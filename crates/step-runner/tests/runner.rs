@@ -105,7 +105,7 @@ fn a_process_left_behind_by_a_passing_command_is_stopped_when_its_job_ends() {
     assert!(note.contains("left processes running"), "{note:?}");
     let log = std::fs::read_to_string(dir.path().join("logs/leaky-test.log")).unwrap();
     assert!(log.starts_with("ok\n") && log.contains("left processes running"), "{log}");
-    let record = step_runner::finished_record("r1", "abc", Step::Test, &results[0]);
+    let record = step_runner::finished_record("r1", "abc", Step::Test, &results[0], None);
     assert!(record.details.note.as_deref().unwrap_or_default().contains("left processes running"));
 }
 
@@ -241,8 +241,8 @@ fn a_step_is_planned_from_the_diff_and_every_state_is_recorded() {
     assert!(tail.contains("password=[REDACTED]") && !tail.contains("hunter2"), "{tail}");
     // The full log stays in the run folder.
     assert!(std::fs::read_to_string(run_dir.log_path("web", "test")).unwrap().contains("in the log"));
-    let required = status_report::Requirements::from_diff(&diff);
-    let gate = status_report::decide(&records, Some(&required), &Default::default());
+    let required = gate::Requirements::from_diff(&diff);
+    let gate = gate::decide(&records, Some(&required), &Default::default());
     assert!(!gate.allowed);
     assert!(gate.reasons.iter().any(|r| r.starts_with("web test failed")), "{gate:?}");
 }

@@ -21,12 +21,10 @@ pub mod cfnlintrc;
 pub mod config;
 pub mod dependencies;
 pub mod mask;
-pub mod node;
 pub mod report;
 pub mod rules;
 pub mod schemas;
 pub mod secrets;
-pub mod template;
 pub mod tools;
 
 use std::collections::BTreeSet;
@@ -38,6 +36,14 @@ use sha2::{Digest, Sha256};
 use source_diff::{Components, DiffReport, FileChange, FileStatus};
 
 pub use config::{ToolFormat, ToolSettings, ValidateSettings};
+/// The template tree, from [`cfn_template`] (re-exported so checks and their callers name one type).
+pub mod node {
+    pub use cfn_template::{Key, Node, Pos, Value, Walk};
+}
+/// The template reader, from [`cfn_template`].
+pub mod template {
+    pub use cfn_template::{Limits, ParseError, parse, parse_bytes, parse_with};
+}
 pub use node::{Key, Node, Pos, Value};
 pub use template::{Limits, ParseError, parse, parse_bytes};
 
@@ -685,7 +691,7 @@ pub fn apply(
     }
     findings.sort();
     if options.tools && !plan.tools.is_empty() {
-        let parallelism = settings.parallelism.unwrap_or_else(step_runner::default_parallelism);
+        let parallelism = settings.parallelism.unwrap_or_else(process_pool::default_parallelism);
         let mut found =
             tools::run(repo, &plan.tools, parallelism, options.tool_path_prefix, options.log_dir, options.cancel)?;
         found.retain(|f| !ignored(&f.rule, &settings.ignore_checks));

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
 use serde_json::Value as Json;
-use step_runner::{Job, Outcome, Runner};
+use process_pool::{Job, Outcome, Runner};
 
 use crate::config::{ToolFormat, ToolSettings};
 use crate::{Error, Finding, Pos, Severity};
@@ -38,7 +38,7 @@ pub fn run(
         .map(|tool| Job {
             component: tool.name.clone(),
             command: tool.settings.run.clone(),
-            timeout: tool.settings.timeout.unwrap_or(step_runner::DEFAULT_TIMEOUT),
+            timeout: tool.settings.timeout.unwrap_or(process_pool::DEFAULT_TIMEOUT),
             log_path: log_dir.join(format!("validate-{}.log", tool.name)),
             config_key: format!("validate.tools.{}", tool.name),
             stdout_path: Some(log_dir.join(format!("validate-{}.out", tool.name))),

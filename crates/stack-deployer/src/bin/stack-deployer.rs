@@ -128,9 +128,9 @@ fn run(args: Args) -> anyhow::Result<u8> {
             Some(store) => stack_deployer::stage::deploy_decision(&context, &run, &store, &args.environment)?,
             None => {
                 let diff: source_diff::DiffReport = run.read_json(run_state::RunFile::Diff)?;
-                let policy = status_report::GatePolicy::from_config(context.required_config()?)?;
-                let required = status_report::Requirements::from_diff(&diff);
-                status_report::decide_deploy(&[], Some(&required), &policy, &args.environment)
+                let policy = gate::GatePolicy::from_config(context.required_config()?)?;
+                let required = gate::Requirements::from_diff(&diff);
+                gate::decide_deploy(&[], Some(&required), &policy, &args.environment)
             }
         };
         let (_, plan) = stack_deployer::plan_stage(&context, &run, &options, Some(&decision), &lookup)?;

@@ -12,6 +12,34 @@
 //! A job's stdout and stderr reach its log through a pipe and a
 //! [`RedactingWriter`], so the log on disk never holds the secrets a command
 //! printed. A tool's machine-readable stdout (`stdout_path`) is kept as it was printed.
+//!
+//! Used by step-runner (each component's commands) and validate (the external
+//! linters); it knows nothing of steps or components beyond the names it logs.
+//!
+//! ```
+//! use std::time::Duration;
+//! let dir = tempfile::tempdir()?;
+//! let cancel = std::sync::atomic::AtomicBool::new(false);
+//! let runner = process_pool::Runner {
+//!     workdir: dir.path().to_path_buf(),
+//!     parallelism: 2,
+//!     path_prefix: Vec::new(),
+//!     cancel: &cancel,
+//! };
+//! let job = process_pool::Job {
+//!     component: "api".into(),
+//!     command: "echo hello".into(),
+//!     timeout: Duration::from_secs(10),
+//!     log_path: dir.path().join("api.log"),
+//!     config_key: "components.api.test".into(),
+//!     stdout_path: None,
+//!     env: Vec::new(),
+//! };
+//! let results = runner.run(vec![job], &|_event| {});
+//! assert_eq!(results[0].outcome, process_pool::Outcome::Passed);
+//! # Ok::<(), std::io::Error>(())
+//! ```
+
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
@@ -30,6 +58,14 @@ use nix::sys::signal::{Signal, killpg};
 use nix::sys::wait::{WaitPidFlag, waitpid};
 use nix::unistd::Pid;
 use run_state::redact::RedactingWriter;
+
+/// How many commands run at once when the config sets no bound: the number of CPUs.
+pub fn default_parallelism() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+/// How long a command may run when the config sets no timeout.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// One command to run for one component.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,8 +169,6 @@ pub struct JobResult {
     /// What the runner had to do beyond running the command (processes it left behind
     /// stopped, output not logged), on one line; also at the end of the log.
     pub note: Option<String>,
-    /// The component's coverage, read after a test job whose command has `coverage = { … }`.
-    pub coverage: Option<run_state::Coverage>,
 }
 
 /// What the runner reports while it works.
@@ -184,7 +218,6 @@ impl Runner<'_> {
                                 ended_at: SystemTime::now(),
                                 log_tail: String::new(),
                                 note: None,
-                                coverage: None,
                             }
                         } else {
                             self.run_one(job, path.as_ref(), on_event)
@@ -232,7 +265,6 @@ impl Runner<'_> {
             ended_at: SystemTime::now(),
             log_tail,
             note,
-            coverage: None,
         }
     }
 

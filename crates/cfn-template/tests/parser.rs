@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 
 use proptest::prelude::*;
-use validate::template::{Limits, ParseError, parse, parse_bytes, parse_with};
-use validate::{Node, Pos, Value};
+use cfn_template::{Limits, ParseError, parse, parse_bytes, parse_with};
+use cfn_template::{Node, Pos, Value};
 
 fn at(line: u32, column: u32) -> Pos {
     Pos { line, column }
@@ -690,7 +690,7 @@ fn check_expected_tree(path: &Path, root: &Node) {
     }
     let want = std::fs::read_to_string(&expected_path).unwrap_or_else(|e| {
         panic!(
-            "{}: {e}; to write it: UPDATE_EXPECTED=1 cargo test -p validate --all-features --test parser corpus, then check it by eye",
+            "{}: {e}; to write it: UPDATE_EXPECTED=1 cargo test -p cfn-template --test parser corpus, then check it by eye",
             expected_path.display()
         )
     });
@@ -701,7 +701,7 @@ fn check_expected_tree(path: &Path, root: &Node) {
             .position(|(a, b)| a != b)
             .map_or_else(|| got.lines().count().min(want.lines().count()) + 1, |i| i + 1);
         panic!(
-            "{}: the parsed tree differs from {} at line {line}:\n  parsed:   {:?}\n  expected: {:?}\nif the parser is right, regenerate with UPDATE_EXPECTED=1 cargo test -p validate --all-features --test parser corpus and check the change by eye",
+            "{}: the parsed tree differs from {} at line {line}:\n  parsed:   {:?}\n  expected: {:?}\nif the parser is right, regenerate with UPDATE_EXPECTED=1 cargo test -p cfn-template --test parser corpus and check the change by eye",
             path.display(),
             expected_path.display(),
             got.lines().nth(line - 1).unwrap_or(""),

@@ -8,7 +8,7 @@
 //!
 //! ```
 //! use run_state::{FileStore, Store};
-//! use status_report::approval::{self, ApprovalState};
+//! use gate::approval::{self, ApprovalState};
 //!
 //! let dir = tempfile::tempdir()?;
 //! let store = FileStore::open(dir.path())?;
