@@ -249,17 +249,11 @@ impl Stages<'_> {
         }
     }
 
-    /// The deploy of one environment (its stacks, then the site when its component changed).
-    fn deploy(&self, target: &stages::Where, env: &str, needs: &Needs) -> bool {
-        let deployed = self.runtime.block_on(stages::deploy(
-            self.context,
-            self.run,
-            self.store,
-            target,
-            env,
-            needs.publish.is_some(),
-            self.progress,
-        ));
+    /// The deploy of one environment (its stacks, then the site; each stage skips, and records
+    /// why, what did not change).
+    fn deploy(&self, target: &stages::Where, env: &str) -> bool {
+        let deployed =
+            self.runtime.block_on(stages::deploy(self.context, self.run, self.store, target, env, self.progress));
         match deployed {
             Ok(passed) => passed,
             Err(error) => {
@@ -298,57 +292,57 @@ impl Stages<'_> {
 
     /// E2E against the first environment (the configured `e2e` commands with its stack
     /// outputs) and the publisher's site check of the site deployed there.
-    fn e2e(&self, target: &stages::Where, needs: &Needs) -> anyhow::Result<()> {
+    fn e2e(&self, target: &stages::Where) -> anyhow::Result<()> {
         self.step(Step::E2e, Some(&self.envs.first));
-        if needs.publish.is_some() {
-            let checked = self.runtime.block_on(stages::site_check(
-                self.context,
-                self.run,
-                self.store,
-                target,
-                &self.envs.first,
-                &self.diff.head,
-                self.progress,
-            ));
-            if let Err(error) = checked {
-                self.progress.stage(&format!("site check: {error:#}"));
-            }
-        } else {
-            self.skip(&[Step::Dast], "the site did not change")?;
-        }
+        self.site_check(target, &self.envs.first)?;
         Ok(())
     }
 
-    /// Production: only when every earlier stage passed (the gate before `prod-deploy`, which
-    /// the approval is part of); recorded as `prod-deploy`. Then the run becomes the base of
-    /// the next one (`mark-success`).
-    fn production(&self, target: &stages::Where, needs: &Needs) -> anyhow::Result<bool> {
-        let (_, gate) = status_report::run_gate(self.store, self.run, self.policy, Some(Step::ProdDeploy))?;
-        if !gate.allowed {
-            let reason = format!("production refused: {}", gate.reasons.join("; "));
-            self.finish(Step::ProdDeploy, Status::Failed, &reason)?;
-            self.progress.stage(&reason);
-            return Ok(false);
-        }
-        let mut record =
-            StepRecord::new(&self.run.run_id, &self.diff.head, PIPELINE, Step::ProdDeploy, Status::Running);
-        record.started_at = Some(SystemTime::now());
-        record.details.set_runner_to_this_process();
-        self.store.record(&record)?;
+    /// Production, as the DeployProd buildspec runs it: the deploy stages with production's
+    /// target (each asks the promotion decision and records its own `prod-deploy` steps: refused
+    /// unless dev, E2E and the approval passed in this run), production's site check, then the
+    /// run becomes the next run's base there (`gate::mark_success`, as `status-report
+    /// mark-success`). Nothing here records a step of its own.
+    fn production(&self, target: &stages::Where) -> anyhow::Result<bool> {
         let prod = &self.envs.prod;
-        let passed = self.deploy(target, prod, needs);
-        let (status, text) = if passed {
-            (Status::Passed, format!("deployed to {prod}"))
-        } else {
-            (Status::Failed, format!("the deploy to {prod} failed; see its deploy steps"))
-        };
-        self.finish(Step::ProdDeploy, status, &text)?;
-        if !passed {
+        if !self.deploy(target, prod) {
+            self.progress.stage(&format!("the deploy to {prod} failed or was refused; see its prod-deploy steps"));
             return Ok(false);
         }
-        let mark = self.store.mark_success_for(&self.run.run_id, prod, self.policy.deploy_step(prod))?;
-        self.progress.stage(&format!("{prod} is at {}: the next run's base", mark.commit));
-        Ok(true)
+        if !self.site_check(target, prod)? {
+            return Ok(false);
+        }
+        match status_report::mark_success(self.store, self.run, self.policy, prod) {
+            Ok(mark) => {
+                self.progress.stage(&format!("{prod} is at {}: the next run's base", mark.commit));
+                Ok(true)
+            }
+            Err(error) => {
+                self.progress.stage(&format!("{prod} not marked: {}", run_state::error_chain(&error)));
+                Ok(false)
+            }
+        }
+    }
+
+    /// The publisher's site check of `env` (skipped by the publisher, and recorded so, when the
+    /// site did not change); whether it let the site through.
+    fn site_check(&self, target: &stages::Where, env: &str) -> anyhow::Result<bool> {
+        if frontend_publisher::PublishConfig::from_config(self.context.required_config()?)?.is_none() {
+            return Ok(true);
+        }
+        let checked = self.runtime.block_on(stages::site_check(
+            self.context,
+            self.run,
+            self.store,
+            target,
+            env,
+            &self.diff.head,
+            self.progress,
+        ));
+        Ok(checked.unwrap_or_else(|error| {
+            self.progress.stage(&format!("site check {env}: {error:#}"));
+            false
+        }))
     }
 }
 
@@ -567,10 +561,7 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<bool> {
             }
             None => {
                 let target = target()?;
-                if needs.publish.is_none() {
-                    skip_publish(&stages)?;
-                }
-                stages.deploy(&target, &envs.first, &needs);
+                stages.deploy(&target, &envs.first);
                 Some(target)
             }
         };
@@ -581,13 +572,13 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<bool> {
             stages.skip(&later, &format!("nothing to deploy: {reason}"))?;
             true
         } else {
-            approve_and_deliver(&stages, &args, &needs, target.expect("a deploy ran"))?
+            approve_and_deliver(&stages, &args, target.expect("a deploy ran"))?
         }
     } else {
         // Resumed: only a run whose earlier stages all passed goes on.
         let (_, gate) = status_report::run_gate(&store, &run_dir, &policy, Some(Step::Approval))?;
         if gate.allowed {
-            approve_and_deliver(&stages, &args, &needs, target()?)?
+            approve_and_deliver(&stages, &args, target()?)?
         } else {
             let reason = format!("production refused: {}", gate.reasons.join("; "));
             stages.finish(Step::ProdDeploy, Status::Failed, &reason)?;
@@ -631,12 +622,7 @@ fn connect_store(context: &mut StageContext, args: &PipelineArgs) -> anyhow::Res
 }
 
 /// Approval, then E2E and the site check, then production.
-fn approve_and_deliver(
-    stages: &Stages<'_>,
-    args: &PipelineArgs,
-    needs: &Needs,
-    target: stages::Where,
-) -> anyhow::Result<bool> {
+fn approve_and_deliver(stages: &Stages<'_>, args: &PipelineArgs, target: stages::Where) -> anyhow::Result<bool> {
     match stages.approval(args)? {
         stages::Decision::Waiting => {
             stages.progress.stage(&format!(
@@ -651,23 +637,10 @@ fn approve_and_deliver(
         }
         stages::Decision::Approved { by, .. } => {
             stages.progress.stage(&format!("approval: approved by {by}"));
-            stages.e2e(&target, needs)?;
-            stages.production(&target, needs)
+            stages.e2e(&target)?;
+            stages.production(&target)
         }
     }
-}
-
-/// The site did not change: its deploy is skipped (recorded under its component).
-fn skip_publish(stages: &Stages<'_>) -> anyhow::Result<()> {
-    let config = stages.context.required_config()?;
-    if let Some(publish) = frontend_publisher::PublishConfig::from_config(config)? {
-        let mut record =
-            StepRecord::new(&stages.run.run_id, &stages.diff.head, &publish.component, Step::Deploy, Status::Skipped);
-        record.ended_at = Some(SystemTime::now());
-        record.details.note = Some("unchanged since the base: nothing to publish".into());
-        stages.store.record(&record)?;
-    }
-    Ok(())
 }
 
 /// Decides the gate and writes the run's reports; prints the table when `print`.

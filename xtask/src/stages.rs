@@ -58,16 +58,16 @@ pub fn environment(context: &StageContext, name: &str) -> anyhow::Result<Environ
     Ok(DeploySettings::from_config(config)?.environment(config, name)?)
 }
 
-/// The deploy of one environment: `stack_deployer::run_stage`, then, when `publish`,
-/// `frontend_publisher::run_stage`. Both record their own `deploy` steps. `Ok(false)` when a
-/// stack or the publish failed.
+/// The deploy of one environment: `stack_deployer::run_stage`, then, when there is a
+/// `[publish]`, `frontend_publisher::run_stage`, as the Deploy buildspecs run both binaries.
+/// Both record their own steps (and skip, with why, what did not change). `Ok(false)` when a
+/// stack or the publish failed or was refused.
 pub async fn deploy(
     context: &StageContext,
     run: &RunDir,
     store: &dyn Store,
     target: &Where,
     env_name: &str,
-    publish: bool,
     progress: &Progress,
 ) -> anyhow::Result<bool> {
     let (env, config) = match async { anyhow::Ok(environment(context, env_name)?) }.await {
@@ -105,7 +105,7 @@ pub async fn deploy(
     };
     let report = stack_deployer::run_stage(context, run, store, &clients, &options, &lookup, &on_event).await?;
     let mut passed = report.exit_code() == 0;
-    if publish {
+    if PublishConfig::from_config(context.required_config()?)?.is_some() {
         let cloudfront = aws_target::cloudfront(&config, None);
         let clients = frontend_publisher::Clients { s3: &clients.s3, cloudfront: Some(&cloudfront) };
         let options = frontend_publisher::StageOptions { environment: env.name.clone(), ..Default::default() };
@@ -148,19 +148,17 @@ pub async fn site_check(
         }
     };
     let s3 = aws_target::s3(&sdk, None);
-    let findings = frontend_publisher::check_stage(context, run, store, &s3, env_name).await;
-    let errors = match &findings {
-        Ok(findings) => findings.iter().filter(|f| f.severity == validate::Severity::Error).count(),
-        Err(_) => 0,
-    };
-    let line = match &findings {
-        Ok(findings) if errors == 0 => format!("{} finding(s), no error", findings.len()),
-        Ok(findings) => format!("{} finding(s), {errors} error(s)", findings.len()),
+    let checked = frontend_publisher::check_stage(context, run, store, &s3, env_name).await;
+    let line = match &checked {
+        Ok(frontend_publisher::SiteCheck::Skipped(reason)) => format!("skipped: {reason}"),
+        Ok(checked) => {
+            let errors = checked.findings().iter().filter(|f| f.severity == validate::Severity::Error).count();
+            format!("{} finding(s), {errors} error(s)", checked.findings().len())
+        }
         Err(error) => run_state::error_chain(error),
     };
     progress.stage(&format!("site check {env_name}: {line}"));
-    findings?;
-    Ok(errors == 0)
+    Ok(checked?.passed())
 }
 
 /// What was decided about production.

@@ -930,3 +930,244 @@ fn deploy_prod_takes_the_approval_from_codepipeline_and_checks_the_site_before_t
     assert!(block.contains("codepipeline:ListActionExecutions"), "{block}");
     assert!(block.contains(":${ProjectName}-pipeline\""), "only this pipeline: {block}");
 }
+
+/// A run's records as the contract compares them: each (component, step)'s last status, and the
+/// note of a skip (why it was skipped is part of the verdict). Times, ids, log paths and the
+/// process that ran a step are not.
+fn verdicts(records: &[run_state::StepRecord]) -> std::collections::BTreeMap<(String, String), String> {
+    let mut out = std::collections::BTreeMap::new();
+    for record in records {
+        let mut verdict = record.status.to_string();
+        if record.status == run_state::Status::Skipped {
+            verdict = format!("{verdict}: {}", record.details.note.as_deref().unwrap_or_default());
+        }
+        out.insert((record.component.clone(), record.step.to_string()), verdict);
+    }
+    out
+}
+
+type Production = (Vec<(String, String)>, Vec<(String, String)>, Vec<String>);
+
+/// What AWS holds after production: the prod stack's outputs, each function's code hash and the
+/// site's files.
+fn production_state(endpoint: &str) -> Production {
+    let aws = test_support::python().parent().unwrap().join("aws");
+    let env = [
+        ("AWS_ENDPOINT_URL", endpoint),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ];
+    let run = |args: &[&str], env: &[(&str, &str)]| -> serde_json::Value {
+        let out = Command::new(&aws).args(args).args(["--output", "json"]).envs(env.iter().copied()).output().unwrap();
+        assert!(out.status.success(), "aws {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    // Production is the sample's other account, reached through its role as the deployers reach it.
+    let assumed = run(
+        &[
+            "sts",
+            "assume-role",
+            "--role-arn",
+            "arn:aws:iam::111111111111:role/pipeline-deploy",
+            "--role-session-name",
+            "contract-test",
+            "--external-id",
+            "pipeline-dashboard",
+        ],
+        &env,
+    );
+    let credentials = &assumed["Credentials"];
+    let key = credentials["AccessKeyId"].as_str().unwrap().to_owned();
+    let secret = credentials["SecretAccessKey"].as_str().unwrap().to_owned();
+    let token = credentials["SessionToken"].as_str().unwrap().to_owned();
+    let prod = [
+        ("AWS_ENDPOINT_URL", endpoint),
+        ("AWS_ACCESS_KEY_ID", key.as_str()),
+        ("AWS_SECRET_ACCESS_KEY", secret.as_str()),
+        ("AWS_SESSION_TOKEN", token.as_str()),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ];
+    let json = |args: &[&str]| run(args, &prod);
+    let stacks = json(&["cloudformation", "describe-stacks", "--stack-name", "pipeline-dashboard-prod"]);
+    let mut outputs: Vec<(String, String)> = stacks["Stacks"][0]["Outputs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|o| (o["OutputKey"].as_str().unwrap().to_owned(), o["OutputValue"].as_str().unwrap_or_default().to_owned()))
+        // Generated names and ARNs differ between two emulators; the keys, and the values
+        // that do not embed a generated id, are what must agree.
+        .map(|(k, v)| {
+            let id = v.len() >= 13 && v.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
+            (k, if v.contains("arn:") || v.contains("://") || id { "<generated>".into() } else { v })
+        })
+        .collect();
+    outputs.sort();
+    let functions = json(&["lambda", "list-functions"]);
+    let mut code: Vec<(String, String)> = functions["Functions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|f| (f["FunctionName"].as_str().unwrap().to_owned(), f["CodeSha256"].as_str().unwrap().to_owned()))
+        .collect();
+    code.sort();
+    // The published site: the same files (the runtime config's content holds generated
+    // endpoints, so names are compared, not hashes).
+    let site = outputs.iter().find(|(k, _)| k == "SiteBucketName").map(|(_, v)| v.clone()).expect("a site bucket");
+    let listed = json(&["s3api", "list-objects-v2", "--bucket", &site]);
+    let mut files: Vec<String> =
+        listed["Contents"].as_array().into_iter().flatten().map(|o| o["Key"].as_str().unwrap().to_owned()).collect();
+    files.sort();
+    (outputs, code, files)
+}
+
+/// Both paths' records of one commit compared; what differs, one line each.
+fn compare_runs(binaries: &[run_state::StepRecord], pipeline: &[run_state::StepRecord]) -> Vec<String> {
+    let (by_binaries, by_pipeline) = (verdicts(binaries), verdicts(pipeline));
+    by_binaries
+        .keys()
+        .chain(by_pipeline.keys())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .filter(|key| by_binaries.get(*key) != by_pipeline.get(*key))
+        .map(|key| {
+            format!(
+                "{} {}: binaries {:?}, pipeline {:?}",
+                key.0,
+                key.1,
+                by_binaries.get(key).map(String::as_str).unwrap_or("(none)"),
+                by_pipeline.get(key).map(String::as_str).unwrap_or("(none)")
+            )
+        })
+        .collect()
+}
+
+/// The stage binaries in the README's CodeBuild order, one `xtask codebuild` per stage,
+/// artifacts passed as folders; the last stage's output folder.
+fn codebuild_run(repo: &Path, env: &[(String, String)]) -> PathBuf {
+    let rehearsal = Rehearsal::new(repo, env.to_vec());
+    let mut last = PathBuf::new();
+    for (buildspec, previous) in [
+        ("diff.yml", None),
+        ("validate.yml", Some("Diff")),
+        ("build.yml", Some("Validate")),
+        ("test.yml", Some("Build")),
+        ("deploy.yml", Some("Test")),
+        ("status.yml", Some("Deploy")),
+        ("e2e.yml", Some("Status")),
+        ("deploy-prod.yml", Some("E2e")),
+    ] {
+        let (ok, out, text) = rehearsal.stage(buildspec, previous);
+        let check = std::fs::read_to_string(out.join("artifacts/site-check.json")).unwrap_or_default();
+        assert!(ok, "{buildspec}: {text}\n{check}");
+        last = out;
+    }
+    // The rehearsal's folders go with it; the last stage's artifacts are what the next run reads.
+    let kept = repo.parent().unwrap().join(format!("contract-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&kept);
+    let copied = Command::new("cp").arg("-a").arg(&last).arg(&kept).status().unwrap();
+    assert!(copied.success());
+    kept
+}
+
+/// The stage contract through production: the same commits run by the stage binaries in the
+/// README's CodeBuild order (Diff → Validate → Build → Test → DeployDev → Status → E2E →
+/// DeployProd, artifacts passed as folders, the approval by `status-report approve`) and by
+/// `cargo xtask pipeline --approve`, each against its own emulator, record the same steps
+/// with the same statuses and skip reasons, mark the same commit as production's, and leave
+/// production holding the same outputs, the same site files and the same Lambda code (the
+/// zips are deterministic, so the code hashes must match byte for byte). Two commits: the
+/// first deploys everything; the second changes one function only, so the stacks, the site
+/// and its check are skipped by both paths with the same reasons.
+#[test]
+fn the_binaries_and_the_pipeline_record_the_same_run_through_production() {
+    // One commit and no earlier production: every component changed (`--all-on-missing-base`),
+    // so both paths create every stack, publish the site and update every function.
+    let repo = test_support::sample_monorepo();
+    repo.git(&["branch", "-M", "main"]);
+    std::fs::write(repo.path().join("lambda/requirements.txt"), "# none\n").unwrap();
+    repo.git(&["commit", "-q", "-a", "--amend", "--no-edit"]);
+    assert_eq!(repo.git(&["rev-list", "--count", "HEAD"]).trim(), "1");
+
+    let binaries_moto = test_support::Moto::start();
+    let aws = test_support::python().parent().unwrap().join("aws");
+    let env: Vec<(String, String)> = [
+        ("AWS_ENDPOINT_URL", binaries_moto.endpoint.as_str()),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+        ("ARTIFACT_BUCKET", "xtask-contract-artifacts"),
+        ("APPROVED_BY", "alice"),
+        // What CloudFormation acts as (the template's execution roles); not compared, as the
+        // sample's pipeline.toml names none for the pipeline's path.
+        ("CFN_ROLE_ARN", "arn:aws:iam::123456789012:role/xtask-contract-cfn"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    for bucket in ["xtask-contract-artifacts", "pipeline-dashboard-artifacts-dev", "pipeline-dashboard-artifacts-prod"] {
+        let made = Command::new(&aws).args(["s3", "mb", &format!("s3://{bucket}")]).envs(env.clone()).output().unwrap();
+        assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    }
+    let pipeline_moto = test_support::Moto::start();
+    let clone = tempfile::tempdir().unwrap();
+    let cloned = Command::new("git").args(["clone", "-q"]).arg(repo.path()).arg(clone.path()).status().unwrap();
+    assert!(cloned.success());
+
+    let handler = std::fs::read_to_string(repo.path().join("lambda/api-handler/index.py")).unwrap();
+    for round in ["every component", "one function"] {
+        if round == "one function" {
+            repo.commit_files("api-handler only", &[("lambda/api-handler/index.py", &format!("{handler}\n# v2\n"))]);
+            let pulled = Command::new("git").args(["pull", "-q", "--ff-only"]).current_dir(clone.path()).status().unwrap();
+            assert!(pulled.success());
+        }
+        let head = repo.git(&["rev-parse", "HEAD"]).trim().to_owned();
+        let last = codebuild_run(repo.path(), &env);
+        let binaries = records(&last);
+
+        let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .args(["pipeline", "--repo"])
+            .arg(clone.path())
+            .args(["--endpoint-url", &pipeline_moto.endpoint, "--all-on-missing-base", "--approve", "--approver", "alice"])
+            .env("PIP_NO_INDEX", "1")
+            .output()
+            .unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "{round}: xtask pipeline: {text}");
+        let store = run_state::FileStore::open(&clone.path().join(".pipeline")).unwrap();
+        let pipeline = {
+            use run_state::Store;
+            let run = store.run_ids().unwrap().pop().expect("the pipeline's run");
+            store.run(&run).unwrap()
+        };
+
+        assert!(binaries.iter().chain(&pipeline).all(|r| r.commit == head), "{round}: a record of another commit");
+        let differences = compare_runs(&binaries, &pipeline);
+        assert!(differences.is_empty(), "{round}: the two paths recorded different runs:\n{}", differences.join("\n"));
+        let prod: Vec<_> = binaries.iter().filter(|r| r.step == run_state::Step::ProdDeploy).collect();
+        assert!(prod.iter().any(|r| r.status == run_state::Status::Passed), "{round}: nothing reached production: {prod:#?}");
+        if round == "one function" {
+            let site = prod.iter().find(|r| r.component == "frontend").expect("the site's prod-deploy");
+            assert_eq!(site.status, run_state::Status::Skipped, "{round}: {site:?}");
+        }
+        // Both mark the commit as production's (the next run's base).
+        let binaries_store = run_state::FileStore::open(&last.join("artifacts/.pipeline")).unwrap();
+        for (name, store) in [("binaries", &binaries_store), ("pipeline", &store)] {
+            use run_state::Store;
+            let success = store.last_success("prod").unwrap().unwrap_or_else(|| panic!("{name}: prod not marked"));
+            assert_eq!(success.commit, head, "{round}: {name}");
+        }
+        // And production holds the same thing.
+        let (binaries_outputs, binaries_code, binaries_site) = production_state(&binaries_moto.endpoint);
+        let (pipeline_outputs, pipeline_code, pipeline_site) = production_state(&pipeline_moto.endpoint);
+        assert!(!binaries_code.is_empty(), "{round}: no Lambda function in production");
+        assert_eq!(binaries_code, pipeline_code, "{round}: different Lambda code in production");
+        assert_eq!(binaries_outputs, pipeline_outputs, "{round}: different stack outputs in production");
+        assert!(binaries_site.iter().any(|k| k == "index.html"), "{round}: no site in production: {binaries_site:?}");
+        assert_eq!(binaries_site, pipeline_site, "{round}: different sites in production");
+        let _ = std::fs::remove_dir_all(&last);
+    }
+}

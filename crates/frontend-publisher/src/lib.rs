@@ -653,14 +653,16 @@ pub async fn run_stage(
 /// `environment`, checks the published site ([`check_site`]) and records the site component's
 /// `dast` step: running, then passed with the count of findings, or failed with the errors
 /// (an error finding, or a check that could not run). A `[publish]` that cannot be read is
-/// recorded failed under `pipeline`. The findings are returned for the caller to report.
+/// recorded failed under `pipeline`. When the site's component did not change in the run,
+/// nothing was published, so there is no new site to check: the step is recorded skipped with
+/// why (as the publish is). The findings are returned for the caller to report.
 pub async fn check_stage(
     context: &StageContext,
     run: &RunDir,
     store: &dyn Store,
     s3: &aws_sdk_s3::Client,
     environment: &str,
-) -> Result<Vec<validate::Finding>, Error> {
+) -> Result<SiteCheck, Error> {
     let commit = run.read_json::<DiffHead>(RunFile::Diff).map(|d| d.head).unwrap_or_default();
     let config = match read_config(context) {
         Ok(config) => config,
@@ -672,6 +674,17 @@ pub async fn check_stage(
             return Err(error);
         }
     };
+    if let Ok(diff) = run.read_json::<source_diff::DiffReport>(RunFile::Diff)
+        && !diff.changed().any(|c| c == config.component)
+    {
+        // The same words as the publish's skip, so a report reads one reason for both.
+        let reason = format!("{} did not change in this run", config.component);
+        let mut record = StepRecord::new(&run.run_id, &commit, &config.component, Step::Dast, Status::Skipped);
+        record.ended_at = Some(std::time::SystemTime::now());
+        record.details.note = Some(reason.clone());
+        store.record(&record)?;
+        return Ok(SiteCheck::Skipped(reason));
+    }
     let mut record = StepRecord::new(&run.run_id, &commit, &config.component, Step::Dast, Status::Running);
     record.started_at = Some(std::time::SystemTime::now());
     record.details.set_runner_to_this_process();
@@ -712,5 +725,29 @@ pub async fn check_stage(
         }
     }
     store.record(&record)?;
-    findings
+    findings.map(SiteCheck::Checked)
+}
+
+/// What [`check_stage`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SiteCheck {
+    /// The site was checked: these findings (an error among them failed the step).
+    Checked(Vec<validate::Finding>),
+    /// Not checked, and why (recorded as the step's note).
+    Skipped(String),
+}
+
+impl SiteCheck {
+    /// The findings (none when skipped).
+    pub fn findings(&self) -> &[validate::Finding] {
+        match self {
+            SiteCheck::Checked(findings) => findings,
+            SiteCheck::Skipped(_) => &[],
+        }
+    }
+
+    /// Whether the check let the site through: no error finding, or nothing to check.
+    pub fn passed(&self) -> bool {
+        !self.findings().iter().any(|f| f.severity == validate::Severity::Error)
+    }
 }

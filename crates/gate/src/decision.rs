@@ -597,6 +597,34 @@ pub fn success_refusals(
     reasons
 }
 
+/// Marks the run as `environment`'s last success (the next run's diff base there), as
+/// `status-report mark-success` and a pipeline both do: refused with
+/// [`run_state::Error::NotSuccessful`] when [`success_refusals`] names a reason (checked against
+/// the run's diff when it has one), then by the store under its lock with the environment's
+/// deploy step.
+pub fn mark_success(
+    store: &dyn Store,
+    run_dir: &RunDir,
+    policy: &GatePolicy,
+    environment: &str,
+) -> Result<run_state::SuccessMark, run_state::Error> {
+    match run_dir.read_json::<DiffReport>(RunFile::Diff) {
+        Ok(diff) => {
+            let refusals =
+                success_refusals(&store.run(&run_dir.run_id)?, &Requirements::from_diff(&diff), policy, environment);
+            if !refusals.is_empty() {
+                return Err(run_state::Error::NotSuccessful {
+                    run_id: run_dir.run_id.clone(),
+                    reason: refusals.join("; "),
+                });
+            }
+        }
+        Err(run_state::Error::MissingInput { .. }) => {}
+        Err(other) => return Err(other),
+    }
+    store.mark_success_for(&run_dir.run_id, environment, policy.deploy_step(environment))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -29,5 +29,5 @@ mod decision;
 
 pub use decision::{
     ComponentVerdict, DeployDecision, EnvironmentRule, GateDecision, GatePolicy, Requirements, decide, decide_before,
-    decide_deploy, run_deploy_decision, run_deploy_decision_for, run_gate, success_refusals,
+    decide_deploy, mark_success, run_deploy_decision, run_deploy_decision_for, run_gate, success_refusals,
 };

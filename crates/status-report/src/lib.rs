@@ -36,6 +36,6 @@ pub mod stats;
 pub use gate::approval;
 pub use gate::{
     ComponentVerdict, DeployDecision, EnvironmentRule, GateDecision, GatePolicy, Requirements, decide, decide_before,
-    decide_deploy, run_deploy_decision, run_deploy_decision_for, run_gate, success_refusals,
+    decide_deploy, mark_success, run_deploy_decision, run_deploy_decision_for, run_gate, success_refusals,
 };
 pub use report::{MARKDOWN_LIMIT, RunReport, format_duration};

@@ -233,14 +233,18 @@ fn run(args: Args) -> anyhow::Result<bool> {
             let store = context.store()?;
             let target = common.environment_target(&context)?;
             let runtime = runtime()?;
-            let findings = runtime.block_on(async {
+            let checked = runtime.block_on(async {
                 let config = aws_target::load(&target).await?;
                 let s3 = aws_target::s3(&config, None);
                 anyhow::Ok(frontend_publisher::check_stage(&context, &run_dir, &store, &s3, &common.env).await?)
             })?;
-            let text = if json { validate::report::json(&findings) } else { validate::report::human(&findings) };
+            if let frontend_publisher::SiteCheck::Skipped(reason) = &checked {
+                eprintln!("frontend-publisher: site check skipped: {reason}");
+            }
+            let findings = checked.findings();
+            let text = if json { validate::report::json(findings) } else { validate::report::human(findings) };
             run_state::cli::print(&text)?;
-            Ok(!findings.iter().any(|f| f.severity == validate::Severity::Error))
+            Ok(checked.passed())
         }
     }
 }

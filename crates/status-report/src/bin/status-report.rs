@@ -18,7 +18,7 @@ use run_state::{
 };
 use status_report::codepipeline::{self, PipelineApproval};
 use status_report::notify::{self, Event, NotifySettings};
-use status_report::{GatePolicy, Requirements, RunReport, approval, run_deploy_decision, run_gate, success_refusals};
+use status_report::{GatePolicy, Requirements, RunReport, approval, run_deploy_decision, run_gate};
 
 /// The record of every pipeline step, the gate decision, and reports.
 #[derive(Debug, Parser)]
@@ -458,21 +458,7 @@ fn run(cli: &Cli) -> Result<bool> {
         Command::MarkSuccess { run, env } => {
             let policy = policy(&context)?;
             let (store, run_id) = pick_run(&context, run.as_deref())?;
-            // What the run changed must have reached `env`: checked here against the diff (when
-            // the run has one), then by the store under its lock with the environment's step.
-            let step = policy.deploy_step(env);
-            match run_folder(&context, &run_id).read_json::<source_diff::DiffReport>(run_state::RunFile::Diff) {
-                Ok(diff) => {
-                    let refusals =
-                        success_refusals(&store.run(&run_id)?, &Requirements::from_diff(&diff), &policy, env);
-                    if !refusals.is_empty() {
-                        bail!(Error::NotSuccessful { run_id, reason: refusals.join("; ") });
-                    }
-                }
-                Err(Error::MissingInput { .. }) => {}
-                Err(other) => bail!(other),
-            }
-            let mark = store.mark_success_for(&run_id, env, step)?;
+            let mark = status_report::mark_success(store.as_ref(), &run_folder(&context, &run_id), &policy, env)?;
             print(&format!("{}\n", mark.commit))?;
         }
     }
