@@ -328,6 +328,11 @@ impl Rehearsal {
     }
 
     fn stage(&self, buildspec: &str, previous: Option<&str>) -> (bool, PathBuf, String) {
+        self.stage_with(buildspec, previous, &[])
+    }
+
+    /// A stage with variables of its own on top of the rehearsal's (a relay's endpoint).
+    fn stage_with(&self, buildspec: &str, previous: Option<&str>, extra: &[(&str, &str)]) -> (bool, PathBuf, String) {
         let name = buildspec.trim_end_matches(".yml");
         let clone = self.dir.path().join(format!("src-{name}"));
         let cloned = Command::new("git").args(["clone", "-q"]).arg(&self.repo).arg(&clone).status().unwrap();
@@ -350,6 +355,7 @@ impl Rehearsal {
         )
         .unwrap();
         command.env("PATH", path).env("PIP_NO_INDEX", "1").envs(self.env.iter().map(|(k, v)| (k, v)));
+        command.envs(extra.iter().copied());
         let output = command.output().unwrap();
         let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
         assert!(matches!(output.status.code(), Some(0 | 1)), "{buildspec}: {text}");
@@ -1045,9 +1051,15 @@ fn compare_runs(binaries: &[run_state::StepRecord], pipeline: &[run_state::StepR
 }
 
 /// The stage binaries in the README's CodeBuild order, one `xtask codebuild` per stage,
-/// artifacts passed as folders; the last stage's output folder.
+/// artifacts passed as folders; the last stage's output folder. DeployProd talks to the
+/// emulator through a relay, which shows who signed each of its calls: every Lambda,
+/// CloudFormation, CloudFront and S3 call of production must be signed with keys STS issued
+/// for prod's role, the pipeline's own keys used only for that AssumeRole (and the state file
+/// the buildspec copies to the pipeline's artifact bucket).
 fn codebuild_run(repo: &Path, env: &[(String, String)]) -> PathBuf {
     let rehearsal = Rehearsal::new(repo, env.to_vec());
+    let endpoint = env.iter().find(|(k, _)| k == "AWS_ENDPOINT_URL").map(|(_, v)| v.clone()).unwrap();
+    let relay = test_support::Relay::start(&endpoint);
     let mut last = PathBuf::new();
     for (buildspec, previous) in [
         ("diff.yml", None),
@@ -1059,11 +1071,25 @@ fn codebuild_run(repo: &Path, env: &[(String, String)]) -> PathBuf {
         ("e2e.yml", Some("Status")),
         ("deploy-prod.yml", Some("E2e")),
     ] {
-        let (ok, out, text) = rehearsal.stage(buildspec, previous);
+        let extra: &[(&str, &str)] =
+            if buildspec == "deploy-prod.yml" { &[("AWS_ENDPOINT_URL", relay.endpoint.as_str())] } else { &[] };
+        let (ok, out, text) = rehearsal.stage_with(buildspec, previous, extra);
         let check = std::fs::read_to_string(out.join("artifacts/site-check.json")).unwrap_or_default();
         assert!(ok, "{buildspec}: {text}\n{check}");
         last = out;
     }
+    let issued = relay.issued_keys();
+    let signatures = relay.signatures();
+    assert!(!issued.is_empty(), "DeployProd never assumed prod's role: {signatures:?}");
+    let mine = |s: &&test_support::Signature| issued.contains(&s.key);
+    for service in ["lambda", "cloudformation", "s3"] {
+        assert!(signatures.iter().any(|s| s.service == service && mine(&s)), "no {service} call in prod: {signatures:?}");
+    }
+    let pipelines: Vec<_> = signatures.iter().filter(|s| !mine(s)).collect();
+    assert!(
+        pipelines.iter().all(|s| s.service == "sts" || s.service == "s3") && pipelines.iter().filter(|s| s.service == "s3").count() <= 1,
+        "production calls signed with the pipeline's own keys: {pipelines:?}"
+    );
     // The rehearsal's folders go with it; the last stage's artifacts are what the next run reads.
     let kept = repo.parent().unwrap().join(format!("contract-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&kept);
