@@ -238,29 +238,6 @@ pub fn stop(state_dir: &Path) -> Option<String> {
     Some(instance.endpoint)
 }
 
-/// Creates the artifact bucket of an environment in the emulator (already there is fine).
-pub async fn bootstrap(s3: &aws_sdk_s3::Client, bucket: &str) -> anyhow::Result<()> {
-    use aws_sdk_s3::error::ProvideErrorMetadata;
-    match s3.create_bucket().bucket(bucket).send().await {
-        Ok(_) => Ok(()),
-        Err(error) if matches!(error.code(), Some("BucketAlreadyOwnedByYou")) => Ok(()),
-        Err(error) => Err(anyhow::Error::new(error).context(format!("creating bucket {bucket} in the emulator"))),
-    }
-}
-
-/// The SDK config of the emulator at `endpoint`: test credentials (never the caller's), `us-east-1`.
-pub async fn config(endpoint: &str) -> anyhow::Result<aws_config::SdkConfig> {
-    let target = aws_target::Target {
-        endpoint_url: Some(endpoint.into()),
-        region: Some("us-east-1".into()),
-        profile: None,
-        assume_role: None,
-        external_id: None,
-    };
-    let loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).test_credentials();
-    Ok(aws_target::load_with(&target, loader).await?)
-}
-
 /// The status table `table` in the emulator, made as `cfn/pipeline.yaml` makes it in AWS when it
 /// is not there yet.
 pub async fn status_table(config: &aws_config::SdkConfig, table: &str) -> anyhow::Result<()> {

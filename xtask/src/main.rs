@@ -25,7 +25,6 @@ mod pipeline;
 mod progress;
 mod python;
 mod schemas;
-mod stages;
 mod tidy;
 
 use std::os::unix::process::CommandExt;

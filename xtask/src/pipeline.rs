@@ -1,29 +1,18 @@
-//! `cargo xtask pipeline`: the stages in order and the rules between them. Each stage is its
-//! crate's library function, the same one its binary calls, and records its own step:
-//!
-//! diff → validate → build (commands, packages) → test → deploy `dev` (stacks, site) → status
-//! (the gate, every failure printed) → approval → E2E (commands with `dev`'s outputs) and the
-//! site check → deploy `prod` → mark-success.
-//!
-//! The rules: a deploy (and so the packages, the approval, E2E and production) happens only
-//! when a changed component is deployed by a stack or is the site; nothing after the status
-//! check runs while it refuses; production only after approval and when every earlier stage
-//! passed; one pipeline at a time per repository (the store's lock). A stage nothing requires
-//! is recorded skipped with the reason.
+//! `cargo xtask pipeline`: the `pipeline` crate's run (the stages in order and the rules
+//! between them) with what only a command line has: the flags, the sample playground, the
+//! worktree a run's commit is checked out in, the embedded emulator, the approval prompt, and
+//! the rendering of the run's events and reports.
 
-use std::collections::BTreeSet;
+use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, bail};
-use run_state::{PIPELINE, RunDir, RunFile, StageContext, StageOptions, Status, Step, StepRecord, Store};
-use source_diff::{BaseRequest, Components, DiffReport, Repo};
-use status_report::{GatePolicy, RunReport};
-use step_runner::RunnerSettings;
+use pipeline::{Decision, Start, Target};
+use run_state::{RunDir, RunFile, StageContext, StageOptions, Step};
+use source_diff::{BaseRequest, Repo};
 
 use crate::progress::Progress;
-use crate::stages;
 
 /// Where the deploys go.
 #[derive(clap::ValueEnum, Clone, Copy, Default, Debug, PartialEq, Eq)]
@@ -82,307 +71,6 @@ pub struct PipelineArgs {
     pub resume: Option<String>,
 }
 
-/// The environments, in order: deployed first, and deployed after approval: the first
-/// promotion of `[gate.environments]` (`prod` after `dev`, `prod` after `staging` …), else
-/// `dev` then `prod`.
-struct Envs {
-    first: String,
-    prod: String,
-}
-
-impl Envs {
-    fn of(policy: &GatePolicy) -> Envs {
-        let (first, prod) = policy.promotion().unwrap_or(("dev", run_state::DEFAULT_SUCCESS_ENV));
-        Envs { first: first.to_string(), prod: prod.to_string() }
-    }
-}
-
-/// Every section's content, checked before any stage runs: a mistake is exit 2, never a
-/// refused gate half way through a run.
-fn check_config(context: &StageContext) -> anyhow::Result<(Components, RunnerSettings, GatePolicy)> {
-    let config = context.required_config()?;
-    let components = Components::from_config(config)?;
-    let settings: RunnerSettings = config.section(RunnerSettings::SECTION)?;
-    let policy: GatePolicy = config.section(GatePolicy::SECTION)?;
-    validate::ValidateSettings::from_config(config)?;
-    lambda_packager::LambdaSettings::from_config(config)?;
-    if has_section(context, stack_deployer::DeploySettings::SECTION)? {
-        stack_deployer::DeploySettings::from_config(config)?;
-    }
-    frontend_publisher::PublishConfig::from_config(config)?;
-    Ok((components, settings, policy))
-}
-
-fn has_section(context: &StageContext, name: &str) -> anyhow::Result<bool> {
-    let config = context.required_config()?;
-    Ok(pipeline_config::top_level_keys(&config.path, &config.text)?.iter().any(|(key, _)| key == name))
-}
-
-/// What this run's change asks of the deploy stages (the rules between the stages).
-struct Needs {
-    /// Why nothing is deployed, when nothing is: no changed component is served by a stack of
-    /// `[deploy]` or is the `[publish]` component.
-    no_deploy: Option<String>,
-    /// Whether the stacks deploy (a changed component is served by one).
-    stacks: bool,
-    /// The `[publish]` component, when it changed.
-    publish: Option<String>,
-}
-
-impl Needs {
-    fn of(context: &StageContext, diff: &DiffReport, first: &str) -> anyhow::Result<Needs> {
-        let changed: BTreeSet<&str> = diff.changed().collect();
-        let stacks = has_section(context, stack_deployer::DeploySettings::SECTION)?
-            && stages::environment(context, first)?
-                .stacks
-                .iter()
-                .any(|s| s.components.iter().any(|c| changed.contains(c.as_str())));
-        let config = context.required_config()?;
-        let publish = frontend_publisher::PublishConfig::from_config(config)?
-            .map(|p| p.component)
-            .filter(|c| changed.contains(c.as_str()));
-        let no_deploy = (!stacks && publish.is_none()).then(|| {
-            if changed.is_empty() {
-                "nothing changed since the base".to_string()
-            } else {
-                "no changed component is deployed by [deploy] or [publish]".to_string()
-            }
-        });
-        Ok(Needs { no_deploy, stacks, publish })
-    }
-}
-
-/// One run's stages, with what they share.
-struct Stages<'a> {
-    context: &'a StageContext,
-    run: &'a RunDir,
-    store: &'a dyn Store,
-    diff: &'a DiffReport,
-    policy: &'a GatePolicy,
-    envs: &'a Envs,
-    progress: &'a Progress,
-    runtime: &'a tokio::runtime::Runtime,
-}
-
-impl Stages<'_> {
-    /// Records a whole-pipeline step as skipped with the reason.
-    fn skip(&self, steps: &[Step], reason: &str) -> anyhow::Result<()> {
-        for &step in steps {
-            self.finish(step, Status::Skipped, reason)?;
-            self.progress.stage(&format!("{step}: skipped: {reason}"));
-        }
-        Ok(())
-    }
-
-    /// Records a whole-pipeline step as ended (a note, or the error when it failed).
-    fn finish(&self, step: Step, status: Status, text: &str) -> anyhow::Result<()> {
-        let mut record = StepRecord::new(&self.run.run_id, &self.diff.head, PIPELINE, step, status);
-        record.ended_at = Some(SystemTime::now());
-        if status == Status::Failed {
-            record.details.error = Some(text.to_string());
-        } else {
-            record.details.note = Some(text.to_string());
-        }
-        self.store.record(&record)?;
-        Ok(())
-    }
-
-    /// Validate: a failure refuses the gate, but the later stages before the gate still run so
-    /// one run tells everything that is wrong.
-    fn validate(&self) {
-        let options =
-            validate::StageOptions { tools: true, cache: true, all: false, cancel: run_state::cli::cancel_flag() };
-        match validate::run_stage(self.context, Some((self.run, self.store)), options) {
-            Ok(outcome) => self.progress.stage(&format!("validate: {}", outcome.summary())),
-            Err(error) => self.progress.stage(&format!("validate: {}", run_state::error_chain(&error))),
-        }
-    }
-
-    /// Build: the changed components' `build` commands, then the Lambda packages when a deploy
-    /// will use them.
-    fn build(&self, needs: &Needs) -> anyhow::Result<()> {
-        self.step(Step::Build, None);
-        if !needs.stacks {
-            let reason = needs.no_deploy.as_deref().unwrap_or("no stack deploys, so no package is needed");
-            return self.skip(&[Step::Build], reason);
-        }
-        // The functions of changed components (a function is its component's when they share a
-        // name), and those no component names; the deploy keeps the others' code as it is.
-        let config = self.context.required_config()?;
-        let (_, functions) = lambda_packager::LambdaSettings::from_config(config)?;
-        let components = Components::from_config(config)?;
-        let changed: BTreeSet<&str> = self.diff.changed().collect();
-        let only: Vec<String> = functions
-            .iter()
-            .map(|f| f.name.clone())
-            .filter(|name| changed.contains(name.as_str()) || components.get(name).is_none())
-            .collect();
-        if only.is_empty() {
-            return self.skip(&[Step::Build], "no function changed");
-        }
-        let options = lambda_packager::StageOptions { only, python: None, out: None };
-        let packaged = lambda_packager::run_stage(self.context, Some((self.run, self.store)), &options, &|_| {});
-        match packaged {
-            Ok(manifest) => self.progress.stage(&format!("package: {} function(s)", manifest.packages.len())),
-            Err(error) => self.progress.stage(&format!("package: {}", run_state::error_chain(&error))),
-        }
-        Ok(())
-    }
-
-    /// A per-component step (`build`, `test`, `e2e`) through step-runner; whether it passed.
-    fn step(&self, step: Step, environment: Option<&str>) -> bool {
-        let cancel = run_state::cli::cancel_flag();
-        let on_event = |event: step_runner::Event<'_>| self.progress.job(step.as_str(), &event);
-        match step_runner::run_stage(self.context, self.run, self.store, step, environment, cancel, &on_event) {
-            Ok(done) => {
-                self.progress.stage(&format!(
-                    "{step}: {} run, {} skipped",
-                    done.plan.jobs.len(),
-                    done.plan.skipped.len()
-                ));
-                done.passed()
-            }
-            Err(error) => {
-                self.progress.stage(&format!("{step}: {}", run_state::error_chain(&error)));
-                false
-            }
-        }
-    }
-
-    /// The deploy of one environment (its stacks, then the site; each stage skips, and records
-    /// why, what did not change).
-    fn deploy(&self, target: &stages::Where, env: &str) -> bool {
-        let deployed =
-            self.runtime.block_on(stages::deploy(self.context, self.run, self.store, target, env, self.progress));
-        match deployed {
-            Ok(passed) => passed,
-            Err(error) => {
-                self.progress.stage(&format!("deploy {env}: {error:#}"));
-                false
-            }
-        }
-    }
-
-    /// The status check: the gate over everything recorded so far and what the diff required;
-    /// the reports written and the table printed with every failure.
-    fn status(&self) -> anyhow::Result<bool> {
-        report(self.store, self.run, self.policy, true)
-    }
-
-    /// Approval: `--approve`/`--refuse`, else the prompt on a terminal, else waiting.
-    fn approval(&self, args: &PipelineArgs) -> anyhow::Result<stages::Decision> {
-        let by = stages::approver(args.approver.as_deref(), &self.context.root);
-        let (shown, digest) = stages::production_view(self.context, self.run, &self.envs.prod);
-        let decision = if args.approve {
-            stages::Decision::Approved { by, how: "--approve" }
-        } else if args.refuse {
-            stages::Decision::Refused { by, how: "--refuse" }
-        } else if stages::can_prompt() {
-            if stages::prompt(&shown)? {
-                stages::Decision::Approved { by, how: "prompt" }
-            } else {
-                stages::Decision::Refused { by, how: "prompt" }
-            }
-        } else {
-            stages::Decision::Waiting
-        };
-        stages::record_approval(self.store, &self.run.run_id, &self.diff.head, &decision, digest)?;
-        Ok(decision)
-    }
-
-    /// E2E against the first environment (the configured `e2e` commands with its stack
-    /// outputs) and the publisher's site check of the site deployed there.
-    fn e2e(&self, target: &stages::Where) -> anyhow::Result<()> {
-        self.step(Step::E2e, Some(&self.envs.first));
-        self.site_check(target, &self.envs.first)?;
-        Ok(())
-    }
-
-    /// Production, as the DeployProd buildspec runs it: the deploy stages with production's
-    /// target (each asks the promotion decision and records its own `prod-deploy` steps: refused
-    /// unless dev, E2E and the approval passed in this run), production's site check, then the
-    /// run becomes the next run's base there (`gate::mark_success`, as `status-report
-    /// mark-success`). Nothing here records a step of its own.
-    fn production(&self, target: &stages::Where) -> anyhow::Result<bool> {
-        let prod = &self.envs.prod;
-        if !self.deploy(target, prod) {
-            self.progress.stage(&format!("the deploy to {prod} failed or was refused; see its prod-deploy steps"));
-            return Ok(false);
-        }
-        if !self.site_check(target, prod)? {
-            return Ok(false);
-        }
-        match status_report::mark_success(self.store, self.run, self.policy, prod) {
-            Ok(mark) => {
-                self.progress.stage(&format!("{prod} is at {}: the next run's base", mark.commit));
-                Ok(true)
-            }
-            Err(error) => {
-                self.progress.stage(&format!("{prod} not marked: {}", run_state::error_chain(&error)));
-                Ok(false)
-            }
-        }
-    }
-
-    /// The publisher's site check of `env` (skipped by the publisher, and recorded so, when the
-    /// site did not change); whether it let the site through.
-    fn site_check(&self, target: &stages::Where, env: &str) -> anyhow::Result<bool> {
-        if frontend_publisher::PublishConfig::from_config(self.context.required_config()?)?.is_none() {
-            return Ok(true);
-        }
-        let checked = self.runtime.block_on(stages::site_check(
-            self.context,
-            self.run,
-            self.store,
-            target,
-            env,
-            &self.diff.head,
-            self.progress,
-        ));
-        Ok(checked.unwrap_or_else(|error| {
-            self.progress.stage(&format!("site check {env}: {error:#}"));
-            false
-        }))
-    }
-}
-
-/// Takes the repository's pipeline lock for this process; released when dropped.
-struct PipelineLock<'a> {
-    store: &'a dyn Store,
-    holder: String,
-}
-
-impl<'a> PipelineLock<'a> {
-    const NAME: &'static str = "pipeline";
-    /// Long enough for a whole run; a run that died leaves it stale after this.
-    const TTL: Duration = Duration::from_secs(60 * 60);
-
-    fn take(store: &'a dyn Store, run_id: &str) -> Result<PipelineLock<'a>, run_state::Error> {
-        let holder = format!("run {run_id} (pid {})", std::process::id());
-        store.acquire_lock(Self::NAME, &holder, Self::TTL)?;
-        Ok(PipelineLock { store, holder })
-    }
-}
-
-impl Drop for PipelineLock<'_> {
-    fn drop(&mut self) {
-        let _ = self.store.release_lock(Self::NAME, &self.holder);
-    }
-}
-
-/// The run `--resume` names, which must be waiting for approval.
-fn resume_run(context: &StageContext, store: &dyn Store, run_id: &str) -> anyhow::Result<(RunDir, DiffReport)> {
-    pipeline_config::check_name(run_id).map_err(|m| anyhow::anyhow!("--resume: {m}"))?;
-    let run = RunDir::open(&run_state::runs_dir(&context.state_dir).join(run_id))?;
-    let diff: DiffReport = run.read_json(RunFile::Diff)?;
-    let records = store.run(run_id)?;
-    match records.iter().find(|r| r.component == PIPELINE && r.step == Step::Approval) {
-        Some(r) if r.status == Status::Pending => Ok((run, diff)),
-        Some(r) => bail!("run {run_id} is not waiting for approval (its approval is {}); start a new run", r.status),
-        None => bail!("run {run_id} did not stop at approval; start a new run"),
-    }
-}
-
 /// A resumed run goes on only against the emulator its dev deploy went to: a later emulator
 /// (even on the same port) does not hold what it deployed, and its E2E, site check and
 /// promotion would be checks of something else.
@@ -420,7 +108,7 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<bool> {
     };
     let mut context =
         StageContext::open(&StageOptions { repo: Some(repo_dir), store: args.store.clone(), ..Default::default() })?;
-    let (components, settings, policy) = check_config(&context)?;
+    let (components, settings, policy) = pipeline::check_config(&context)?;
     if args.target == TargetKind::Aws && args.endpoint_url.is_some() {
         bail!("--endpoint-url names an emulator: drop it to deploy to AWS, or drop --target aws");
     }
@@ -453,7 +141,10 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<bool> {
     };
 
     if args.dry_run {
-        return dry_run(&context, &repo, &components, &settings, &request, &head_rev, args.include_worktree);
+        let plan =
+            pipeline::dry_run(&context, &repo, &components, &settings, &request, &head_rev, args.include_worktree)?;
+        print!("{plan}");
+        return Ok(true);
     }
 
     let store = context.store()?;
@@ -471,7 +162,7 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<bool> {
             &context.state_dir,
         )?,
         Some(run_id) => {
-            let resumed = resume_run(&context, &store, run_id)?;
+            let resumed = pipeline::resume(&context, store.as_ref(), run_id)?;
             if embedded.is_some() {
                 check_emulator_kept(&resumed.0, &context.state_dir)?;
             }
@@ -482,19 +173,8 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<bool> {
     progress.stage(&format!("diff: {}", diff.summary()));
 
     // One pipeline at a time on a repository.
-    let _lock = match PipelineLock::take(&store, &run_dir.run_id) {
-        Ok(lock) => lock,
-        Err(error) => {
-            let message = format!("another pipeline is running on this repository: {error}");
-            if args.resume.is_none() {
-                let mut record = StepRecord::new(&run_dir.run_id, &diff.head, PIPELINE, Step::Source, Status::Failed);
-                record.ended_at = Some(SystemTime::now());
-                record.details.error = Some(message.clone());
-                store.record(&record)?;
-            }
-            bail!(message);
-        }
-    };
+    let start = if args.resume.is_some() { Start::Resumed } else { Start::New };
+    let _lock = pipeline::PipelineLock::take(store.as_ref(), &run_dir.run_id, &diff.head, start)?;
 
     // The stages see the tree of the commit they record: the checkout itself when it is that
     // commit, clean, else a clean worktree of it.
@@ -520,76 +200,79 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<bool> {
         }
         None => context.clone(),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let envs = Envs::of(&policy);
-    let stages = Stages {
-        context: &stage_context,
-        run: &run_dir,
-        store: &store,
-        diff: &diff,
-        policy: &policy,
-        envs: &envs,
-        progress: &progress,
-        runtime: &runtime,
-    };
-    let needs = Needs::of(&stage_context, &diff, &envs.first)?;
     // The emulator is started (or found) only when a deploy needs it.
-    let target = || -> anyhow::Result<stages::Where> {
+    let target = || -> Result<Target, pipeline::Error> {
         Ok(match (args.target, &args.endpoint_url) {
-            (TargetKind::Aws, _) => stages::Where::Aws,
-            (TargetKind::Emulator, Some(url)) => stages::Where::Emulator(url.clone()),
+            (TargetKind::Aws, _) => Target::Aws,
+            (TargetKind::Emulator, Some(url)) => Target::Emulator(url.clone()),
             (TargetKind::Emulator, None) => {
-                let emulator = crate::embedded::endpoint(&context.state_dir)?;
+                let emulator = crate::embedded::endpoint(&context.state_dir)
+                    .map_err(|e| pipeline::Error::Caller { what: "the monorepo's emulator", source: e.into() })?;
                 progress.stage(&emulator.describe());
                 let instance = &emulator.instance;
-                let used = serde_json::json!({ "endpoint": instance.endpoint, "id": instance.id });
-                run_dir.write(RunFile::Emulator, used.to_string().as_bytes())?;
-                stages::Where::Emulator(emulator.instance.endpoint)
+                let used = format!("{{\"endpoint\": {:?}, \"id\": {:?}}}", instance.endpoint, instance.id);
+                run_dir.write(RunFile::Emulator, used.as_bytes())?;
+                Target::Emulator(emulator.instance.endpoint)
             }
         })
     };
-
-    let later = [Step::Approval, Step::E2e, Step::Dast, Step::ProdDeploy];
-    let passed = if args.resume.is_none() {
-        stages.validate();
-        stages.build(&needs)?;
-        stages.step(Step::Test, None);
-        let target = match &needs.no_deploy {
-            Some(reason) => {
-                stages.skip(&[Step::Deploy], reason)?;
-                None
+    let by = approver(args.approver.as_deref(), &stage_context.root);
+    let approve = |shown: &str| -> Result<Decision, pipeline::Error> {
+        let prompted = |shown| prompt(shown).map_err(|e| pipeline::Error::Caller { what: "the approval prompt", source: e.into() });
+        Ok(if args.approve {
+            Decision::Approved { by: by.clone(), how: "--approve" }
+        } else if args.refuse {
+            Decision::Refused { by: by.clone(), how: "--refuse" }
+        } else if can_prompt() {
+            if prompted(shown)? {
+                Decision::Approved { by: by.clone(), how: "prompt" }
+            } else {
+                Decision::Refused { by: by.clone(), how: "prompt" }
             }
-            None => {
-                let target = target()?;
-                stages.deploy(&target, &envs.first);
-                Some(target)
-            }
-        };
-        if !stages.status()? {
-            stages.skip(&later, "the status check refused: fix the failures above, then run again")?;
-            false
-        } else if let Some(reason) = &needs.no_deploy {
-            stages.skip(&later, &format!("nothing to deploy: {reason}"))?;
-            true
         } else {
-            approve_and_deliver(&stages, &args, target.expect("a deploy ran"))?
-        }
-    } else {
-        // Resumed: only a run whose earlier stages all passed goes on.
-        let (_, gate) = status_report::run_gate(&store, &run_dir, &policy, Some(Step::Approval))?;
-        if gate.allowed {
-            approve_and_deliver(&stages, &args, target()?)?
-        } else {
-            let reason = format!("production refused: {}", gate.reasons.join("; "));
-            stages.finish(Step::ProdDeploy, Status::Failed, &reason)?;
-            progress.stage(&reason);
-            false
-        }
+            Decision::Waiting
+        })
     };
-    let report = finish_reports(&store, &run_dir, &policy)?;
-    notify(&context, &args, report, passed)?;
+    let on_event = |event: pipeline::Event<'_>| match event {
+        pipeline::Event::Line(line) => progress.stage(&line),
+        pipeline::Event::Job(step, job) => progress.job(step.as_str(), job),
+        pipeline::Event::Status(report) => print_report(report, &run_dir),
+    };
+    let inputs = pipeline::Inputs {
+        context: &stage_context,
+        run: &run_dir,
+        store: store.as_ref(),
+        diff: &diff,
+        policy: &policy,
+        cancel: run_state::cli::cancel_flag(),
+        resume_hint: "cargo xtask pipeline --resume",
+        on_event: &on_event,
+    };
+    let passed = pipeline::run(&inputs, start, &target, &approve)?;
+    let report = pipeline::write_report(store.as_ref(), &run_dir, &policy)?;
+    // The steps after the status check (its table was printed with every failure).
+    for record in report.steps.iter().filter(|r| r.step >= Step::Approval) {
+        let text = record.details.error.as_deref().or(record.details.note.as_deref()).unwrap_or_default();
+        println!("{} {}: {} {text}", record.component, record.step, record.status);
+    }
+    let emulator = match (args.target, &args.endpoint_url) {
+        (TargetKind::Aws, _) => None,
+        (TargetKind::Emulator, Some(url)) => Some(url.clone()),
+        (TargetKind::Emulator, None) => crate::embedded::running(&context.state_dir),
+    };
+    if let Some(sent) = pipeline::notify(&context, emulator.as_deref(), &report, passed)? {
+        println!("notified {} to {} (message {})", sent.event, sent.topic, sent.message_id);
+    }
     drop(worktree);
     Ok(passed)
+}
+
+/// The status check's report: a table fitted to the terminal, else a line per step (the full
+/// text is in report.md).
+fn print_report(report: &status_report::RunReport, run_dir: &run_state::RunDir) {
+    use std::io::IsTerminal;
+    if std::io::stdout().is_terminal() { print!("{}", report.to_table()) } else { print!("{}", report.to_lines()) }
+    println!("reports: {}", run_dir.path.display());
 }
 
 /// Connects a DynamoDB status store before anything is recorded (the file store needs nothing):
@@ -611,7 +294,7 @@ fn connect_store(context: &mut StageContext, args: &PipelineArgs) -> anyhow::Res
     };
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let config = runtime.block_on(async {
-        let config = crate::embedded::config(&endpoint).await?;
+        let config = pipeline::emulator_config(&endpoint).await?;
         crate::embedded::status_table(&config, &table).await?;
         anyhow::Ok(config)
     })?;
@@ -621,157 +304,44 @@ fn connect_store(context: &mut StageContext, args: &PipelineArgs) -> anyhow::Res
     Ok(())
 }
 
-/// Approval, then E2E and the site check, then production.
-fn approve_and_deliver(stages: &Stages<'_>, args: &PipelineArgs, target: stages::Where) -> anyhow::Result<bool> {
-    match stages.approval(args)? {
-        stages::Decision::Waiting => {
-            stages.progress.stage(&format!(
-                "waiting for approval: `cargo xtask pipeline --resume {} --approve` continues this run",
-                stages.run.run_id
-            ));
-            Ok(true)
-        }
-        stages::Decision::Refused { by, .. } => {
-            stages.skip(&[Step::E2e, Step::Dast, Step::ProdDeploy], &format!("production refused by {by}"))?;
-            Ok(false)
-        }
-        stages::Decision::Approved { by, .. } => {
-            stages.progress.stage(&format!("approval: approved by {by}"));
-            stages.e2e(&target)?;
-            stages.production(&target)
-        }
-    }
-}
-
-/// Decides the gate and writes the run's reports; prints the table when `print`.
-fn report(store: &dyn Store, run_dir: &RunDir, policy: &GatePolicy, print: bool) -> anyhow::Result<bool> {
-    Ok(write_report(store, run_dir, policy, print)?.gate.allowed)
-}
-
-/// The run's report, written to the run folder (and printed when `print`).
-fn write_report(store: &dyn Store, run_dir: &RunDir, policy: &GatePolicy, print: bool) -> anyhow::Result<RunReport> {
-    let (records, gate) = status_report::run_gate(store, run_dir, policy, None)?;
-    let report = RunReport::new(&run_dir.run_id, records, gate);
-    run_dir.write(RunFile::ReportMarkdown, report.to_markdown().as_bytes())?;
-    run_dir.write(RunFile::ReportJson, report.to_json().as_bytes())?;
-    run_dir.write(RunFile::Junit, report.to_junit().as_bytes())?;
-    if print {
-        // A table fitted to the terminal, else a line per step (the full text is in report.md).
-        use std::io::IsTerminal;
-        if std::io::stdout().is_terminal() {
-            print!("{}", report.to_table())
-        } else {
-            print!("{}", report.to_lines())
-        }
-        println!("reports: {}", run_dir.path.display());
-    }
-    Ok(report)
-}
-
-/// The topic the embedded run's notifications go to in the emulator when `[notify] topic_arn` is unset.
-pub const EMULATOR_TOPIC: &str = "pipeline-notifications";
-
-/// The run's outcome to SNS (failure, waiting for approval, success) with its report: to
-/// `[notify] topic_arn` when set; in the emulator (once a deploy or the store started it, or
-/// `--endpoint-url`) to its [`EMULATOR_TOPIC`], made when missing. Nothing otherwise.
-fn notify(context: &StageContext, args: &PipelineArgs, report: RunReport, passed: bool) -> anyhow::Result<()> {
-    use status_report::notify::{Event, NotifySettings};
-    let settings = context.config.section::<NotifySettings>(NotifySettings::SECTION)?;
-    let endpoint = match (args.target, &args.endpoint_url) {
-        (TargetKind::Aws, _) => None,
-        (TargetKind::Emulator, Some(url)) => Some(url.clone()),
-        (TargetKind::Emulator, None) => crate::embedded::running(&context.state_dir),
+/// Who answers: `--approver`, else the user name, else the repository's git identity.
+pub fn approver(given: Option<&str>, repo: &std::path::Path) -> String {
+    let git = |key: &str| {
+        let out = std::process::Command::new("git").arg("-C").arg(repo).args(["config", key]).output().ok()?;
+        let value = String::from_utf8(out.stdout).ok()?.trim().to_string();
+        (out.status.success() && !value.is_empty()).then_some(value)
     };
-    if settings.topic_arn.is_none() && endpoint.is_none() {
-        return Ok(());
-    }
-    let waiting = report.steps.iter().any(|r| r.step == Step::Approval && r.status == Status::Pending);
-    let event = match (passed, waiting) {
-        (false, _) => Event::Failure,
-        (true, true) => Event::Approval,
-        (true, false) => Event::Success,
-    };
-    let message = status_report::notify::message(event, &report);
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let (topic, id) = runtime.block_on(async {
-        let config = match &endpoint {
-            Some(endpoint) => crate::embedded::config(endpoint).await?,
-            None => aws_target::load(&aws_target::Target::default()).await?,
-        };
-        let sns = aws_target::sns(&config, None);
-        let topic = match settings.topic_arn {
-            Some(topic) => topic,
-            None => {
-                let made = sns.create_topic().name(EMULATOR_TOPIC).send().await?;
-                made.topic_arn().context("the emulator made a topic without an ARN")?.to_string()
-            }
-        };
-        let id = status_report::notify::publish(&sns, &topic, &message).await?;
-        anyhow::Ok((topic, id))
-    })?;
-    println!("notified {event} to {topic} (message {id})");
-    Ok(())
+    given
+        .map(str::to_string)
+        .or_else(|| std::env::var("USER").ok().filter(|u| !u.is_empty()))
+        .or_else(|| std::env::var("LOGNAME").ok().filter(|u| !u.is_empty()))
+        .or_else(|| git("user.email"))
+        .or_else(|| git("user.name"))
+        .unwrap_or_else(|| "unknown".into())
 }
 
-/// The reports again with every step of the run, and the steps after the status check printed.
-fn finish_reports(store: &dyn Store, run_dir: &RunDir, policy: &GatePolicy) -> anyhow::Result<RunReport> {
-    let report = write_report(store, run_dir, policy, false)?;
-    for record in report.steps.iter().filter(|r| r.step >= Step::Approval) {
-        let text = record.details.error.as_deref().or(record.details.note.as_deref()).unwrap_or_default();
-        println!("{} {}: {} {text}", record.component, record.step, record.status);
-    }
-    Ok(report)
+/// Whether a person can be asked (stdin and stderr are a terminal).
+pub fn can_prompt() -> bool {
+    std::io::stdin().is_terminal() && std::io::stderr().is_terminal()
 }
 
-/// Plans every stage and prints the plans: nothing is installed, recorded or run.
-fn dry_run(
-    context: &StageContext,
-    repo: &Repo,
-    components: &Components,
-    settings: &RunnerSettings,
-    request: &BaseRequest,
-    head: &str,
-    include_worktree: bool,
-) -> anyhow::Result<bool> {
-    let diff = source_diff::diff(repo, components, request, head, include_worktree)?;
-    let Envs { first, prod } = Envs::of(&context.config.section::<GatePolicy>(GatePolicy::SECTION)?);
-    let mut validate_settings = validate::ValidateSettings::from_config(&context.config)?;
-    // The stage reads the repository's .cfnlintrc too; so does its dry run.
-    validate_settings.cfnlintrc = validate::cfnlintrc::CfnLintRc::load(&context.root)?;
-    let validate_plan = validate::plan(&validate_settings, components, &diff, &repo.tracked_files()?)?;
-    // A run folder that is never created: the plan only names the logs it would write.
-    let run_dir = RunDir { run_id: "dry-run".into(), path: run_state::runs_dir(&context.state_dir).join("dry-run") };
-    println!("diff: {}", diff.summary());
-    print!("validate: {}", validate_plan.describe());
-    print!("{}", step_runner::plan(Step::Build, components, &diff, &run_dir, settings).describe());
-    print!("{}", step_runner::plan(Step::Test, components, &diff, &run_dir, settings).describe());
-    let needs = Needs::of(context, &diff, &first)?;
-    if let Some(reason) = &needs.no_deploy {
-        println!("deploy, approval, e2e, prod: skipped: {reason}");
-        return Ok(true);
-    }
-    if needs.stacks {
-        // Against the packages the run would build: none yet, so code updates are not listed.
-        let changed: BTreeSet<String> = diff.changed().map(str::to_string).collect();
-        let (_, functions) = lambda_packager::LambdaSettings::from_config(&context.config)?;
-        let env = stages::environment(context, &first)?;
-        let inputs = stack_deployer::PlanInputs {
-            repo: &context.root,
-            manifest: None,
-            functions: &functions,
-            changed: Some(&changed),
-            only: &[],
-        };
-        match stack_deployer::plan(&env, inputs, &|name| std::env::var(name).ok()) {
-            Ok(plan) => print!("deploy {first}: {}", plan.describe()),
-            Err(error) => println!("deploy {first}: cannot plan: {}", run_state::error_chain(&error)),
+/// Shows what production will receive and asks; `true` for yes.
+#[allow(clippy::print_stderr)]
+pub fn prompt(what: &str) -> anyhow::Result<bool> {
+    eprintln!("\nProduction will receive:\n{what}");
+    loop {
+        eprint!("Deploy this to production? [yes/no] ");
+        std::io::stderr().flush()?;
+        let mut answer = String::new();
+        if std::io::stdin().lock().read_line(&mut answer)? == 0 {
+            return Ok(false);
+        }
+        match answer.trim().to_ascii_lowercase().as_str() {
+            "y" | "yes" => return Ok(true),
+            "n" | "no" => return Ok(false),
+            _ => eprintln!("answer yes or no"),
         }
     }
-    if let Some(component) = &needs.publish {
-        println!("publish {first}: the site of `{component}` (what uploads is decided against the bucket)");
-    }
-    println!("then: status check, approval, e2e against {first} and the site check, deploy {prod}, mark-success");
-    Ok(true)
 }
 
 /// A detached git worktree of one commit, removed when dropped.
