@@ -40,6 +40,7 @@ pub mod dynamo;
 pub mod outputs;
 mod prune;
 mod record;
+mod recording;
 pub mod redact;
 mod run_dir;
 mod store;
@@ -59,7 +60,8 @@ pub use record::{
     process_died, supersede, this_process,
 };
 pub use run_dir::{RunDir, RunFile, runs_dir, write_atomic, write_atomic_with};
-pub use store::{DEFAULT_SUCCESS_ENV, FileStore, LockRecord, Store, SuccessMark, check_success, record_pipeline_step};
+pub use recording::{Recording, record_pipeline_step, record_step, record_step_async};
+pub use store::{DEFAULT_SUCCESS_ENV, FileStore, LockRecord, Store, SuccessMark, check_success};
 
 /// What can go wrong with the run folder, the store or the stage context.
 #[derive(Debug, thiserror::Error)]

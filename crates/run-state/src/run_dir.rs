@@ -165,6 +165,16 @@ impl RunDir {
         })
     }
 
+    /// The commit the run diffed (`head` of the diff stage's file), read without the rest of
+    /// the diff: the commit every stage records its steps under.
+    pub fn head(&self) -> Result<String, Error> {
+        #[derive(serde::Deserialize)]
+        struct Head {
+            head: String,
+        }
+        Ok(self.read_json::<Head>(RunFile::Diff)?.head)
+    }
+
     /// Writes a file of the run atomically.
     pub fn write(&self, file: RunFile, bytes: &[u8]) -> Result<PathBuf, Error> {
         let path = self.file(file);

@@ -583,40 +583,6 @@ fn current_lock(lines: &[Line], name: &str) -> Option<LockRecord> {
     (!latest.released).then_some(latest)
 }
 
-/// Records a pipeline-wide step (component [`crate::PIPELINE`]) around `work`:
-/// running before it, then passed with the note `work` returns, or failed with
-/// its error, so the step is never left running. The outer error is the store's.
-pub fn record_pipeline_step<T, E: std::error::Error>(
-    store: &dyn Store,
-    run_id: &str,
-    commit: &str,
-    step: Step,
-    work: impl FnOnce() -> Result<(T, String), E>,
-) -> Result<Result<T, E>, Error> {
-    let mut record = StepRecord::new(run_id, commit, crate::PIPELINE, step, Status::Running);
-    record.started_at = Some(SystemTime::now());
-    record.details.set_runner_to_this_process();
-    store.record(&record)?;
-    record.details.runner = None;
-    record.details.runner_process = None;
-    let result = work();
-    record.ended_at = Some(SystemTime::now());
-    let value = match result {
-        Ok((value, note)) => {
-            record.status = Status::Passed;
-            record.details.note = Some(note);
-            Ok(value)
-        }
-        Err(error) => {
-            record.status = Status::Failed;
-            record.details.error = Some(crate::error_chain(&error));
-            Err(error)
-        }
-    };
-    store.record(&record)?;
-    Ok(value)
-}
-
 #[cfg(test)]
 mod tests {
     use std::process::Command;
@@ -695,7 +661,7 @@ mod tests {
     fn a_pipeline_step_names_its_runner_while_it_runs() {
         let dir = tempfile::tempdir().unwrap();
         let store = FileStore::open(dir.path()).unwrap();
-        let seen = record_pipeline_step(&store, "r1", "abc", Step::Diff, || {
+        let seen = crate::record_pipeline_step(&store, "r1", "abc", Step::Diff, || {
             let record = store.run("r1").unwrap().remove(0);
             Ok::<_, std::io::Error>((record, "done".to_string()))
         })

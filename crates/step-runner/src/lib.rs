@@ -210,19 +210,34 @@ pub fn run_step(
     let checker = coverage::Checker::new(&runner.workdir, scope);
     // Results changed by their coverage check, by component, put back in place at the end.
     let checked = std::sync::Mutex::new(BTreeMap::new());
+    // Each started job's record, ended when the job ends (run-state's one running → finished path).
+    let running = std::sync::Mutex::new(BTreeMap::new());
+    let end = |result: &JobResult, coverage: Option<&run_state::Coverage>| {
+        let finished = finished_record(run_id, commit, plan.step, result, coverage);
+        let started = running.lock().unwrap_or_else(|p| p.into_inner()).remove(&result.job.component);
+        keep(match started {
+            Some(recording) => run_state::Recording::end(recording, finished.status, |d| *d = finished.details).map(drop),
+            // Never started (cancelled before its turn): its end is its only record.
+            None => store.record(&finished),
+        });
+    };
     let mut results = runner.run(plan.jobs.clone(), &|event| match event {
         Event::Started(job) => {
-            let mut record = StepRecord::new(run_id, commit, &job.component, plan.step, Status::Running);
-            record.started_at = Some(std::time::SystemTime::now());
-            record.details.log_path = Some(job.log_path.display().to_string());
-            record.details.set_runner_to_this_process();
-            keep(store.record(&record));
+            let log = job.log_path.display().to_string();
+            match run_state::Recording::begin_with(store, run_id, commit, &job.component, plan.step, |d| {
+                d.log_path = Some(log)
+            }) {
+                Ok(recording) => {
+                    running.lock().unwrap_or_else(|p| p.into_inner()).insert(job.component.clone(), recording);
+                }
+                Err(error) => keep(Err(error)),
+            }
             on_event(event);
         }
         Event::Finished(result) => {
             let spec = plan.coverage.get(&result.job.component).filter(|_| result.outcome == Outcome::Passed);
             let Some(spec) = spec else {
-                keep(store.record(&finished_record(run_id, commit, plan.step, result, None)));
+                end(result, None);
                 on_event(event);
                 return;
             };
@@ -249,7 +264,7 @@ pub fn run_step(
                 result.outcome = Outcome::Failed(failure);
                 result.log_tail = run_state::redact::read_log_tail(&result.job.log_path).unwrap_or_default();
             }
-            keep(store.record(&finished_record(run_id, commit, plan.step, &result, coverage.as_ref())));
+            end(&result, coverage.as_ref());
             on_event(Event::Finished(&result));
             checked.lock().unwrap_or_else(|p| p.into_inner()).insert(result.job.component.clone(), result);
         }
@@ -420,7 +435,7 @@ pub fn run_stage(
     let (components, settings, diff, plan) = match prepared {
         Ok(prepared) => prepared,
         Err(error) => {
-            let head = run_dir.read_json::<DiffReport>(RunFile::Diff).map(|d| d.head).unwrap_or_default();
+            let head = run_dir.head().unwrap_or_default();
             let mut record = StepRecord::new(&run_dir.run_id, &head, PIPELINE, step, Status::Failed);
             record.started_at = Some(SystemTime::now());
             record.ended_at = record.started_at;

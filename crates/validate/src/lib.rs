@@ -836,42 +836,29 @@ pub fn run_stage(
     let Some((run_dir, store)) = run else {
         return work().map(|(outcome, _)| outcome);
     };
-    let head = run_dir.read_json::<DiffReport>(run_state::RunFile::Diff).map(|d| d.head).unwrap_or_default();
-    let mut record = run_state::StepRecord::new(
-        &run_dir.run_id,
-        &head,
-        run_state::PIPELINE,
-        run_state::Step::Validate,
-        run_state::Status::Running,
-    );
-    record.started_at = Some(std::time::SystemTime::now());
-    store.record(&record)?;
+    let head = run_dir.head().unwrap_or_default();
+    let recording =
+        run_state::Recording::begin(store, &run_dir.run_id, &head, run_state::PIPELINE, run_state::Step::Validate)?;
     let result = work();
-    record.ended_at = Some(std::time::SystemTime::now());
     match &result {
         Ok((outcome, summary)) if outcome.passed() => {
-            record.status = run_state::Status::Passed;
-            record.details.note = Some(summary.clone());
+            recording.end(run_state::Status::Passed, |d| d.note = Some(summary.clone()))?;
         }
         Ok((outcome, summary)) => {
-            record.status = run_state::Status::Failed;
             let first = outcome.findings.iter().find(|f| f.severity >= outcome.fail_on);
-            record.details.error = Some(match first {
+            let error = match first {
                 Some(f) => {
                     format!("{summary}; first {}:{}:{}: {} {}", f.path, f.pos.line, f.pos.column, f.rule, f.message)
                 }
                 None => summary.clone(),
-            });
+            };
+            recording.end(run_state::Status::Failed, |d| d.error = Some(error))?;
         }
         Err(error) => {
-            record.status = if matches!(error, Error::Cancelled) {
-                run_state::Status::Cancelled
-            } else {
-                run_state::Status::Failed
-            };
-            record.details.error = Some(run_state::error_chain(error));
+            let status =
+                if matches!(error, Error::Cancelled) { run_state::Status::Cancelled } else { run_state::Status::Failed };
+            recording.end(status, |d| d.error = Some(run_state::error_chain(error)))?;
         }
     }
-    store.record(&record)?;
     result.map(|(outcome, _)| outcome)
 }
