@@ -173,16 +173,6 @@ fn rust_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-/// The text of a file with its `#[cfg(test)]` module cut off (tests may print and name files).
-#[cfg(test)]
-fn non_test_code(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    match text.find("#[cfg(test)]\nmod tests") {
-        Some(at) => text[..at].to_string(),
-        None => text,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,22 +220,112 @@ mod tests {
         assert!(problems[2].contains("lists `gone`, which is not a workspace crate"));
     }
 
+    /// A file's Rust outside `#[cfg(test)]` items, parsed.
+    fn parsed(path: &Path) -> syn::File {
+        let text = std::fs::read_to_string(path).unwrap();
+        let mut file = syn::parse_file(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        file.items.retain(|item| !is_test_only(item));
+        file
+    }
+
+    fn is_test_only(item: &syn::Item) -> bool {
+        let attrs = match item {
+            syn::Item::Mod(m) => &m.attrs,
+            syn::Item::Fn(f) => &f.attrs,
+            syn::Item::Use(u) => &u.attrs,
+            syn::Item::Impl(i) => &i.attrs,
+            _ => return false,
+        };
+        attrs.iter().any(|a| {
+            a.path().is_ident("cfg") && matches!(&a.meta, syn::Meta::List(list) if list.tokens.to_string().contains("test"))
+        })
+    }
+
+    use syn::visit::Visit;
+
+    /// What a file calls and writes: macro names, string literals, method names, function paths
+    /// and the types it names.
+    #[derive(Default)]
+    struct Seen {
+        macros: Vec<(String, usize)>,
+        strings: Vec<(String, usize)>,
+        methods: Vec<String>,
+        calls: Vec<String>,
+        types: Vec<String>,
+    }
+
+    impl<'ast> Visit<'ast> for Seen {
+        fn visit_macro(&mut self, mac: &'ast syn::Macro) {
+            let name = mac.path.segments.last().map(|s| s.ident.to_string()).unwrap_or_default();
+            self.macros.push((name, mac.path.segments.first().map_or(0, |s| s.ident.span().start().line)));
+            // A macro's arguments are tokens: read them as expressions where they are (format
+            // macros, vec!), so the literals and calls among them are seen too.
+            let comma_separated = syn::punctuated::Punctuated::<syn::Expr, syn::Token![,]>::parse_terminated;
+            if let Ok(args) = mac.parse_body_with(comma_separated) {
+                for arg in &args {
+                    self.visit_expr(arg);
+                }
+            }
+        }
+        fn visit_lit_str(&mut self, lit: &'ast syn::LitStr) {
+            self.strings.push((lit.value(), lit.span().start().line));
+        }
+        fn visit_expr_method_call(&mut self, call: &'ast syn::ExprMethodCall) {
+            self.methods.push(call.method.to_string());
+            syn::visit::visit_expr_method_call(self, call);
+        }
+        fn visit_expr_call(&mut self, call: &'ast syn::ExprCall) {
+            if let syn::Expr::Path(path) = &*call.func {
+                let names: Vec<String> = path.path.segments.iter().map(|s| s.ident.to_string()).collect();
+                self.calls.push(names.join("::"));
+            }
+            syn::visit::visit_expr_call(self, call);
+        }
+        fn visit_type_path(&mut self, ty: &'ast syn::TypePath) {
+            if let Some(last) = ty.path.segments.last() {
+                self.types.push(last.ident.to_string());
+            }
+            syn::visit::visit_type_path(self, ty);
+        }
+    }
+
+    fn seen(path: &Path) -> Seen {
+        let mut seen = Seen::default();
+        seen.visit_file(&parsed(path));
+        seen
+    }
+
     #[test]
     fn libraries_never_print() {
         let mut offenders = Vec::new();
         for file in library_sources() {
-            let code = non_test_code(&file);
-            for (number, line) in code.lines().enumerate() {
-                let line = line.trim_start();
-                if line.starts_with("//") {
-                    continue;
-                }
-                if ["println!(", "eprintln!(", "print!(", "eprint!(", "dbg!("].iter().any(|m| line.contains(m)) {
-                    offenders.push(format!("{}:{}", file.display(), number + 1));
+            for (name, line) in seen(&file).macros {
+                if ["println", "eprintln", "print", "eprint", "dbg"].contains(&name.as_str()) {
+                    offenders.push(format!("{}:{line}: {name}!", file.display()));
                 }
             }
         }
         assert!(offenders.is_empty(), "libraries return values and report events; they never print: {offenders:#?}");
+    }
+
+    #[test]
+    fn the_tidy_reader_sees_what_it_looks_for() {
+        // The checks below are only as good as the reader: a print in a format macro's
+        // arguments, a file name in a literal and a call path must all be seen.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("probe.rs");
+        std::fs::write(
+            &file,
+            "fn f() { let x = format!(\"{}\", \"diff.json\"); println!(\"hi\"); run_state::cli::main(g); x.context()?; }\n\
+             struct A { s: StageArgs }\n#[cfg(test)]\nmod tests { fn t() { eprintln!(\"fine in tests\"); } }\n",
+        )
+        .unwrap();
+        let seen = seen(&file);
+        assert_eq!(seen.macros.iter().map(|(m, _)| m.as_str()).collect::<Vec<_>>(), ["format", "println"]);
+        assert!(seen.strings.iter().any(|(s, _)| s == "diff.json"), "{:?}", seen.strings);
+        assert!(seen.calls.contains(&"run_state::cli::main".to_string()), "{:?}", seen.calls);
+        assert!(seen.methods.contains(&"context".to_string()));
+        assert!(seen.types.contains(&"StageArgs".to_string()));
     }
 
     #[test]
@@ -256,19 +336,12 @@ mod tests {
             .filter(|f| !f.starts_with(root.join("crates/run-state")) && f.components().any(|c| c.as_os_str() == "src"))
             .collect();
         files.extend(rust_files(&root.join("xtask/src")));
-        let names: Vec<String> = run_state::RunFile::ALL
-            .iter()
-            .map(|f| format!("\"{}\"", f.file_name()))
-            .chain(["\"LATEST\"".to_string(), "\"runs/".to_string()])
-            .collect();
+        let names: Vec<String> = run_state::RunFile::ALL.iter().map(|f| f.file_name().to_string()).collect();
         let mut offenders = Vec::new();
         for file in &files {
-            for (number, line) in non_test_code(file).lines().enumerate() {
-                if line.trim_start().starts_with("//") {
-                    continue;
-                }
-                if let Some(name) = names.iter().find(|n| line.contains(n.as_str())) {
-                    offenders.push(format!("{}:{}: {name}", file.display(), number + 1));
+            for (text, line) in seen(file).strings {
+                if names.contains(&text) || text == "LATEST" || text.starts_with("runs/") {
+                    offenders.push(format!("{}:{line}: {text:?}", file.display()));
                 }
             }
         }
@@ -284,12 +357,20 @@ mod tests {
         }
         assert!(binaries.len() >= 5, "expected the five stage binaries, found {binaries:?}");
         for binary in binaries {
-            let code = std::fs::read_to_string(&binary).unwrap();
+            let seen = seen(&binary);
+            let main = parsed(&binary).items.into_iter().find_map(|item| match item {
+                syn::Item::Fn(f) if f.sig.ident == "main" => Some(f),
+                _ => None,
+            });
+            let mut in_main = Seen::default();
+            if let Some(main) = &main {
+                in_main.visit_item_fn(main);
+            }
             assert!(
-                code.contains("StageArgs")
-                    && (code.contains(".context()?") || code.contains(".context_on("))
-                    && (code.contains("run_state::cli::main(") || code.contains("run_state::cli::main_with_code(")),
-                "{} must take StageArgs, build the stage context and end through run_state::cli::main (or main_with_code)",
+                seen.types.iter().any(|t| t == "StageArgs")
+                    && seen.methods.iter().any(|m| m == "context" || m == "context_on")
+                    && in_main.calls.iter().any(|c| c == "run_state::cli::main" || c == "run_state::cli::main_with_code"),
+                "{} must take StageArgs, build the stage context and end main through run_state::cli::main (or main_with_code)",
                 binary.display()
             );
         }
