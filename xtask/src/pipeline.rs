@@ -101,10 +101,9 @@ fn check_emulator_kept(run: &RunDir, state_dir: &Path) -> anyhow::Result<()> {
 /// Runs the pipeline; `Ok(false)` when the run ends refused (a failure, a refused gate or a
 /// refused approval), `Ok(true)` when it passed, had nothing to do, or waits for approval.
 pub fn run(args: PipelineArgs) -> anyhow::Result<bool> {
-    let root = crate::workspace_root();
     let repo_dir = match &args.repo {
         Some(dir) => dir.clone(),
-        None => prepare_sample(&root)?,
+        None => prepare_sample(&crate::workspace_root())?,
     };
     let mut context =
         StageContext::open(&StageOptions { repo: Some(repo_dir), store: args.store.clone(), ..Default::default() })?;
@@ -119,27 +118,7 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<bool> {
     connect_store(&mut context, &args)?;
     let repo = Repo::at_root(&context.root);
     let head_rev = args.head.clone().unwrap_or_else(|| "HEAD".into());
-    let last_success = match (&args.base, context.existing_store()?) {
-        (None, Some(store)) => store.last_success(components.base_environment())?.map(|m| m.commit),
-        _ => None,
-    };
-    // A base from an earlier run counts only while the emulator it deployed to holds its deploys.
-    let everything = match (&embedded, &last_success) {
-        (Some(crate::embedded::Found::Missing), Some(_)) => Some(
-            "the monorepo's emulator is not running (stopped, or idle for 15 minutes), so what earlier runs deployed is gone: every component is deployed again".to_string(),
-        ),
-        (Some(crate::embedded::Found::Gone(why)), Some(_)) => {
-            Some(format!("{why}, so what earlier runs deployed is gone: every component is deployed again"))
-        }
-        _ => None,
-    };
-    let request = BaseRequest {
-        explicit: args.base.clone(),
-        last_success,
-        all_on_missing_base: args.all_on_missing_base,
-        everything,
-    };
-
+    let request = base_request(&args, &context, &components, embedded.as_ref())?;
     if args.dry_run {
         let plan =
             pipeline::dry_run(&context, &repo, &components, &settings, &request, &head_rev, args.include_worktree)?;
@@ -149,7 +128,6 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<bool> {
 
     let store = context.store()?;
     let progress = Progress::new();
-
     // Source and diff, or the run waiting for approval.
     let (run_dir, diff) = match &args.resume {
         None => source_diff::begin_run(
@@ -175,64 +153,11 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<bool> {
     // One pipeline at a time on a repository.
     let start = if args.resume.is_some() { Start::Resumed } else { Start::New };
     let _lock = pipeline::PipelineLock::take(store.as_ref(), &run_dir.run_id, &diff.head, start)?;
-
-    // The stages see the tree of the commit they record: the checkout itself when it is that
-    // commit, clean, else a clean worktree of it.
-    let worktree = match context.check_tree(&diff.head, diff.worktree) {
-        Ok(_) => None,
-        Err(run_state::Error::TreeMismatch { reason, .. }) => {
-            let path = context.state_dir.join("worktrees").join(&run_dir.run_id);
-            progress.stage(&format!("{reason}: the stages run in a clean worktree at {}", path.display()));
-            Some(Worktree::add(&context.root, &path, &diff.head)?)
-        }
-        Err(other) => return Err(other.into()),
-    };
-    let stage_context = match &worktree {
-        Some(worktree) => {
-            let mut stage_context = StageContext::open(&StageOptions {
-                repo: Some(worktree.path.clone()),
-                config: None,
-                state_dir: Some(context.state_dir.clone()),
-                store: Some(context.store_choice.to_string()),
-            })?;
-            stage_context.set_store(store.clone());
-            stage_context
-        }
-        None => context.clone(),
-    };
+    let (worktree, stage_context) = stage_tree(&context, &store, &run_dir, &diff, &progress)?;
     // The emulator is started (or found) only when a deploy needs it.
-    let target = || -> Result<Target, pipeline::Error> {
-        Ok(match (args.target, &args.endpoint_url) {
-            (TargetKind::Aws, _) => Target::Aws,
-            (TargetKind::Emulator, Some(url)) => Target::Emulator(url.clone()),
-            (TargetKind::Emulator, None) => {
-                let emulator = crate::embedded::endpoint(&context.state_dir)
-                    .map_err(|e| pipeline::Error::Caller { what: "the monorepo's emulator", source: e.into() })?;
-                progress.stage(&emulator.describe());
-                let instance = &emulator.instance;
-                let used = format!("{{\"endpoint\": {:?}, \"id\": {:?}}}", instance.endpoint, instance.id);
-                run_dir.write(RunFile::Emulator, used.as_bytes())?;
-                Target::Emulator(emulator.instance.endpoint)
-            }
-        })
-    };
+    let target = || target(&args, &context, &run_dir, &progress);
     let by = approver(args.approver.as_deref(), &stage_context.root);
-    let approve = |shown: &str| -> Result<Decision, pipeline::Error> {
-        let prompted = |shown| prompt(shown).map_err(|e| pipeline::Error::Caller { what: "the approval prompt", source: e.into() });
-        Ok(if args.approve {
-            Decision::Approved { by: by.clone(), how: "--approve" }
-        } else if args.refuse {
-            Decision::Refused { by: by.clone(), how: "--refuse" }
-        } else if can_prompt() {
-            if prompted(shown)? {
-                Decision::Approved { by: by.clone(), how: "prompt" }
-            } else {
-                Decision::Refused { by: by.clone(), how: "prompt" }
-            }
-        } else {
-            Decision::Waiting
-        })
-    };
+    let approve = |shown: &str| decide(&args, &by, shown);
     let on_event = |event: pipeline::Event<'_>| match event {
         pipeline::Event::Line(line) => progress.stage(&line),
         pipeline::Event::Job(step, job) => progress.job(step.as_str(), job),
@@ -249,8 +174,115 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<bool> {
         on_event: &on_event,
     };
     let passed = pipeline::run(&inputs, start, &target, &approve)?;
-    let report = pipeline::write_report(store.as_ref(), &run_dir, &policy)?;
-    // The steps after the status check (its table was printed with every failure).
+    end_of_run(&args, &context, &inputs, passed)?;
+    drop(worktree);
+    Ok(passed)
+}
+
+/// Where the diff starts: `--base`, else the base environment's last success (while the
+/// emulator it deployed to still holds it; else everything again).
+fn base_request(
+    args: &PipelineArgs,
+    context: &StageContext,
+    components: &source_diff::Components,
+    embedded: Option<&crate::embedded::Found>,
+) -> anyhow::Result<BaseRequest> {
+    let last_success = match (&args.base, context.existing_store()?) {
+        (None, Some(store)) => store.last_success(components.base_environment())?.map(|m| m.commit),
+        _ => None,
+    };
+    let gone = "so what earlier runs deployed is gone: every component is deployed again";
+    let everything = match (embedded, &last_success) {
+        (Some(crate::embedded::Found::Missing), Some(_)) => {
+            Some(format!("the monorepo's emulator is not running (stopped, or idle for 15 minutes), {gone}"))
+        }
+        (Some(crate::embedded::Found::Gone(why)), Some(_)) => Some(format!("{why}, {gone}")),
+        _ => None,
+    };
+    Ok(BaseRequest {
+        explicit: args.base.clone(),
+        last_success,
+        all_on_missing_base: args.all_on_missing_base,
+        everything,
+    })
+}
+
+/// The stages see the tree of the commit they record: the checkout itself when it is that
+/// commit, clean, else a clean worktree of it (removed when the returned guard drops).
+fn stage_tree(
+    context: &StageContext,
+    store: &std::sync::Arc<dyn run_state::Store>,
+    run_dir: &RunDir,
+    diff: &source_diff::DiffReport,
+    progress: &Progress,
+) -> anyhow::Result<(Option<Worktree>, StageContext)> {
+    let worktree = match context.check_tree(&diff.head, diff.worktree) {
+        Ok(_) => return Ok((None, context.clone())),
+        Err(run_state::Error::TreeMismatch { reason, .. }) => {
+            let path = context.state_dir.join("worktrees").join(&run_dir.run_id);
+            progress.stage(&format!("{reason}: the stages run in a clean worktree at {}", path.display()));
+            Worktree::add(&context.root, &path, &diff.head)?
+        }
+        Err(other) => return Err(other.into()),
+    };
+    let mut stage_context = StageContext::open(&StageOptions {
+        repo: Some(worktree.path.clone()),
+        config: None,
+        state_dir: Some(context.state_dir.clone()),
+        store: Some(context.store_choice.to_string()),
+    })?;
+    stage_context.set_store(store.clone());
+    Ok((Some(worktree), stage_context))
+}
+
+/// Where the deploys go: AWS, `--endpoint-url`, or the monorepo's own emulator (started or
+/// found now, and named in the run so a resume can tell it is still the same one).
+fn target(
+    args: &PipelineArgs,
+    context: &StageContext,
+    run_dir: &RunDir,
+    progress: &Progress,
+) -> Result<Target, pipeline::Error> {
+    Ok(match (args.target, &args.endpoint_url) {
+        (TargetKind::Aws, _) => Target::Aws,
+        (TargetKind::Emulator, Some(url)) => Target::Emulator(url.clone()),
+        (TargetKind::Emulator, None) => {
+            let emulator = crate::embedded::endpoint(&context.state_dir)
+                .map_err(|e| pipeline::Error::Caller { what: "the monorepo's emulator", source: e.into() })?;
+            progress.stage(&emulator.describe());
+            let instance = &emulator.instance;
+            let used = serde_json::json!({ "endpoint": instance.endpoint, "id": instance.id });
+            run_dir.write(RunFile::Emulator, used.to_string().as_bytes())?;
+            Target::Emulator(emulator.instance.endpoint)
+        }
+    })
+}
+
+/// Approval: `--approve`/`--refuse`, else the prompt on a terminal, else waiting.
+fn decide(args: &PipelineArgs, by: &str, shown: &str) -> Result<Decision, pipeline::Error> {
+    let by = by.to_string();
+    Ok(if args.approve {
+        Decision::Approved { by, how: "--approve" }
+    } else if args.refuse {
+        Decision::Refused { by, how: "--refuse" }
+    } else if can_prompt() {
+        let yes =
+            prompt(shown).map_err(|e| pipeline::Error::Caller { what: "the approval prompt", source: e.into() })?;
+        if yes { Decision::Approved { by, how: "prompt" } } else { Decision::Refused { by, how: "prompt" } }
+    } else {
+        Decision::Waiting
+    })
+}
+
+/// The run's reports (the steps after the status check printed; its table was printed with
+/// every failure) and its notification.
+fn end_of_run(
+    args: &PipelineArgs,
+    context: &StageContext,
+    inputs: &pipeline::Inputs<'_>,
+    passed: bool,
+) -> anyhow::Result<()> {
+    let report = pipeline::write_report(inputs.store, inputs.run, inputs.policy)?;
     for record in report.steps.iter().filter(|r| r.step >= Step::Approval) {
         let text = record.details.error.as_deref().or(record.details.note.as_deref()).unwrap_or_default();
         println!("{} {}: {} {text}", record.component, record.step, record.status);
@@ -260,18 +292,21 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<bool> {
         (TargetKind::Emulator, Some(url)) => Some(url.clone()),
         (TargetKind::Emulator, None) => crate::embedded::running(&context.state_dir),
     };
-    if let Some(sent) = pipeline::notify(&context, emulator.as_deref(), &report, passed)? {
+    if let Some(sent) = pipeline::notify(context, emulator.as_deref(), &report, passed)? {
         println!("notified {} to {} (message {})", sent.event, sent.topic, sent.message_id);
     }
-    drop(worktree);
-    Ok(passed)
+    Ok(())
 }
 
 /// The status check's report: a table fitted to the terminal, else a line per step (the full
 /// text is in report.md).
 fn print_report(report: &status_report::RunReport, run_dir: &run_state::RunDir) {
     use std::io::IsTerminal;
-    if std::io::stdout().is_terminal() { print!("{}", report.to_table()) } else { print!("{}", report.to_lines()) }
+    if std::io::stdout().is_terminal() {
+        print!("{}", report.to_table())
+    } else {
+        print!("{}", report.to_lines())
+    }
     println!("reports: {}", run_dir.path.display());
 }
 

@@ -71,7 +71,9 @@ fn stack_plan(context: &StageContext, run: &RunDir, env: &str) -> Result<stack_d
 }
 
 /// The configured site as it is in dist, when there is a `[publish]` section.
-fn site(context: &StageContext) -> Option<(PublishConfig, Result<frontend_publisher::Site, frontend_publisher::Error>)> {
+fn site(
+    context: &StageContext,
+) -> Option<(PublishConfig, Result<frontend_publisher::Site, frontend_publisher::Error>)> {
     let publish = context.required_config().ok().and_then(|c| PublishConfig::from_config(c).ok().flatten())?;
     let site = frontend_publisher::read_site(&publish, &context.root.join(&publish.dist), Vec::new());
     Some((publish, site))

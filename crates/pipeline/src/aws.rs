@@ -34,9 +34,11 @@ impl Target {
                     .await
                     .map_err(identity_error)?
             }
-            Target::Aws => aws_target::load_environment(&aws_target::Target::default(), &env.name, &env.account, "pipeline")
-                .await
-                .map_err(identity_error)?,
+            Target::Aws => {
+                aws_target::load_environment(&aws_target::Target::default(), &env.name, &env.account, "pipeline")
+                    .await
+                    .map_err(identity_error)?
+            }
         };
         let identity = aws_target::identity(&config).await.map_err(identity_error)?;
         on_event(Event::Line(format!("{}: {identity}", env.name)));
@@ -66,7 +68,9 @@ async fn create_bucket(s3: &aws_sdk_s3::Client, bucket: &str) -> Result<(), Erro
     match s3.create_bucket().bucket(bucket).send().await {
         Ok(_) => Ok(()),
         Err(error) if matches!(error.code(), Some("BucketAlreadyOwnedByYou")) => Ok(()),
-        Err(error) => Err(Error::Aws { what: format!("creating bucket {bucket} in the emulator"), source: error.into() }),
+        Err(error) => {
+            Err(Error::Aws { what: format!("creating bucket {bucket} in the emulator"), source: error.into() })
+        }
     }
 }
 

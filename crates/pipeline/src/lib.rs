@@ -597,10 +597,9 @@ pub fn notify(
     let (topic, message_id) = runtime.block_on(async {
         let config = match emulator {
             Some(endpoint) => emulator_config(endpoint).await?,
-            None => aws_target::load(&aws_target::Target::default()).await.map_err(|source| Error::Identity {
-                environment: "the pipeline's account".into(),
-                source,
-            })?,
+            None => aws_target::load(&aws_target::Target::default())
+                .await
+                .map_err(|source| Error::Identity { environment: "the pipeline's account".into(), source })?,
         };
         let sns = aws_target::sns(&config, None);
         let topic = match settings.topic_arn {

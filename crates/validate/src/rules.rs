@@ -966,7 +966,7 @@ const STRING: &str = "a string";
 fn references(root: &Node, names: &Names<'_>, out: &mut Out<'_>) {
     let keyed = walk_keyed(root, names.transforms);
     for site in &keyed.sites {
-        let (node, scope, within) = (site.node, site.scope, site.within);
+        let (node, within) = (site.node, site.within);
         if within.section == Some(Section::Conditions) {
             conditions::check_site(site, names, out);
         }
@@ -977,96 +977,14 @@ fn references(root: &Node, names: &Names<'_>, out: &mut Out<'_>) {
             continue;
         }
         let Some((key, arg)) = node.intrinsic() else { continue };
-        let whole = intrinsic_pos(key, site);
         // cfn-lint files a reference inside an output's Value under E6101, and a `Fn::GetAtt`
         // or `Fn::Sub` problem under the outermost function around it.
         let reference_rule =
             |own: Rule| if within.output_value { OUTPUT_VALUE_REFERENCE } else { within.wrapper.unwrap_or(own) };
         match key.name.as_str() {
-            "Ref" => {
-                let kind = shape_of(arg);
-                let rule = if within.output_value { OUTPUT_VALUE_REFERENCE } else { REF_UNDEFINED };
-                if names.transforms.language_extensions && arg.intrinsic().is_some() {
-                    // The language extensions resolve `Ref` of a function (`!Ref {Fn::Sub: …}`).
-                } else if matches!(arg.value, Value::Null) {
-                    // cfn-lint says nothing about `Ref:` with nothing after it.
-                } else if kind != STRING {
-                    out.add(
-                        rule,
-                        whole,
-                        format!("Ref takes the name of a parameter, resource or pseudo-parameter; {kind} is not of type 'string'"),
-                    );
-                } else if let Some(name) = arg.as_str()
-                    && !names.is_ref_target(name)
-                    && !keyed.in_scope(scope, name)
-                {
-                    out.add(
-                        rule,
-                        whole,
-                        format!("Ref `{name}` is not a parameter, resource or pseudo-parameter of this template"),
-                    );
-                }
-            }
+            "Ref" => fn_ref(names, &keyed, key, arg, site, out),
             "Fn::GetAtt" => getatt(names, key, arg, site, reference_rule(GETATT_UNDEFINED), out),
-            "Fn::Sub" => {
-                let problem = match &arg.value {
-                    Value::Seq(items) if items.len() > 2 => {
-                        Some(format!("expected maximum item count: 2, found: {}", items.len()))
-                    }
-                    Value::Seq(items) if items.len() < 2 => {
-                        Some(format!("expected minimum item count: 2, found: {}", items.len()))
-                    }
-                    Value::Map(_) => Some(format!("{} is not of type 'array', 'string'", shape_of(arg))),
-                    _ => None,
-                };
-                if let Some(problem) = problem {
-                    out.add(
-                        SUB_UNDEFINED,
-                        whole,
-                        format!("Fn::Sub takes a string or [string, {{variables}}]: {problem}"),
-                    );
-                    continue;
-                }
-                if matches!(arg.value, Value::Null) {
-                    // cfn-lint fails on it with the position of what holds the function.
-                    out.add(
-                        SUB_UNDEFINED,
-                        site.at,
-                        "Fn::Sub takes a string or [string, {variables}]: null is not of type 'array', 'string'".into(),
-                    );
-                    continue;
-                }
-                let (text_node, variables) = match &arg.value {
-                    Value::Seq(items) => (items.first(), items.get(1)),
-                    _ => (Some(arg), None),
-                };
-                let Some(text_node) = text_node else { continue };
-                let Some(text) = text_node.as_str() else { continue };
-                // Like cfn-lint, not with the SAM transform.
-                if !names.transforms.sam && sub_variables(text).iter().all(|(_, v)| v.is_empty()) {
-                    out.add(
-                        SUB_WITHOUT_VARIABLE,
-                        whole,
-                        "Fn::Sub has no ${variable}: write the string without Fn::Sub".into(),
-                    );
-                }
-                let local: BTreeSet<&str> =
-                    variables.map(|v| v.entries().iter().map(|(k, _)| k.name.as_str()).collect()).unwrap_or_default();
-                for (_, var) in sub_variables(text) {
-                    let known = match var.split_once('.') {
-                        _ if local.contains(var) || names.is_ref_target(var) || keyed.in_scope(scope, var) => true,
-                        Some((resource, _)) => names.is_resource(resource) || local.contains(resource),
-                        None => false,
-                    };
-                    if !known {
-                        out.add(
-                            reference_rule(SUB_UNDEFINED),
-                            whole,
-                            format!("Fn::Sub variable `${{{var}}}` is not a parameter, resource, attribute or pseudo-parameter; for a literal write `${{!{var}}}`"),
-                        );
-                    }
-                }
-            }
+            "Fn::Sub" => fn_sub(names, &keyed, key, arg, site, reference_rule(SUB_UNDEFINED), out),
             "Fn::FindInMap" => {
                 if let Some(map) = arg.items().first()
                     && let Some(name) = map.as_str()
@@ -1080,7 +998,7 @@ fn references(root: &Node, names: &Names<'_>, out: &mut Out<'_>) {
                 }
             }
             "Fn::If" => fn_if(names, key, arg, site, reference_rule(IF_CONDITION_UNDEFINED), out),
-            name if shapes::shape_of_function(name).is_some() => {
+            name if let Some(shape) = shapes::shape_of_function(name) => {
                 let own = match name {
                     "Fn::Base64" => BASE64_INVALID,
                     "Fn::ImportValue" => IMPORT_VALUE_INVALID,
@@ -1090,13 +1008,97 @@ fn references(root: &Node, names: &Names<'_>, out: &mut Out<'_>) {
                     "Fn::Split" => SPLIT_INVALID,
                     _ => CIDR_INVALID,
                 };
-                if let Some(shape) = shapes::shape_of_function(name) {
-                    shapes::check(name, arg, shape, whole, reference_rule(own), out);
-                }
+                shapes::check(name, arg, shape, intrinsic_pos(key, site), reference_rule(own), out);
             }
             _ => {}
         }
     }
+    output_conditions(root, names, out);
+}
+
+/// `Ref`: a string naming a parameter, resource or pseudo-parameter (or a loop's variable).
+fn fn_ref(names: &Names<'_>, keyed: &Keyed<'_>, key: &Key, arg: &Node, site: &Site<'_>, out: &mut Out<'_>) {
+    let whole = intrinsic_pos(key, site);
+    let kind = shape_of(arg);
+    let rule = if site.within.output_value { OUTPUT_VALUE_REFERENCE } else { REF_UNDEFINED };
+    if names.transforms.language_extensions && arg.intrinsic().is_some() {
+        // The language extensions resolve `Ref` of a function (`!Ref {Fn::Sub: …}`).
+    } else if matches!(arg.value, Value::Null) {
+        // cfn-lint says nothing about `Ref:` with nothing after it.
+    } else if kind != STRING {
+        out.add(
+            rule,
+            whole,
+            format!("Ref takes the name of a parameter, resource or pseudo-parameter; {kind} is not of type 'string'"),
+        );
+    } else if let Some(name) = arg.as_str()
+        && !names.is_ref_target(name)
+        && !keyed.in_scope(site.scope, name)
+    {
+        out.add(rule, whole, format!("Ref `{name}` is not a parameter, resource or pseudo-parameter of this template"));
+    }
+}
+
+/// `Fn::Sub`: its shape, that it has a variable at all, and that each variable is known
+/// (`undefined` is the rule a reference problem is filed under).
+fn fn_sub(
+    names: &Names<'_>,
+    keyed: &Keyed<'_>,
+    key: &Key,
+    arg: &Node,
+    site: &Site<'_>,
+    undefined: Rule,
+    out: &mut Out<'_>,
+) {
+    let whole = intrinsic_pos(key, site);
+    let problem = match &arg.value {
+        Value::Seq(items) if items.len() > 2 => Some(format!("expected maximum item count: 2, found: {}", items.len())),
+        Value::Seq(items) if items.len() < 2 => Some(format!("expected minimum item count: 2, found: {}", items.len())),
+        Value::Map(_) => Some(format!("{} is not of type 'array', 'string'", shape_of(arg))),
+        _ => None,
+    };
+    if let Some(problem) = problem {
+        out.add(SUB_UNDEFINED, whole, format!("Fn::Sub takes a string or [string, {{variables}}]: {problem}"));
+        return;
+    }
+    if matches!(arg.value, Value::Null) {
+        // cfn-lint fails on it with the position of what holds the function.
+        out.add(
+            SUB_UNDEFINED,
+            site.at,
+            "Fn::Sub takes a string or [string, {variables}]: null is not of type 'array', 'string'".into(),
+        );
+        return;
+    }
+    let (text_node, variables) = match &arg.value {
+        Value::Seq(items) => (items.first(), items.get(1)),
+        _ => (Some(arg), None),
+    };
+    let Some(text) = text_node.and_then(Node::as_str) else { return };
+    // Like cfn-lint, not with the SAM transform.
+    if !names.transforms.sam && sub_variables(text).iter().all(|(_, v)| v.is_empty()) {
+        out.add(SUB_WITHOUT_VARIABLE, whole, "Fn::Sub has no ${variable}: write the string without Fn::Sub".into());
+    }
+    let local: BTreeSet<&str> =
+        variables.map(|v| v.entries().iter().map(|(k, _)| k.name.as_str()).collect()).unwrap_or_default();
+    for (_, var) in sub_variables(text) {
+        let known = match var.split_once('.') {
+            _ if local.contains(var) || names.is_ref_target(var) || keyed.in_scope(site.scope, var) => true,
+            Some((resource, _)) => names.is_resource(resource) || local.contains(resource),
+            None => false,
+        };
+        if !known {
+            out.add(
+                undefined,
+                whole,
+                format!("Fn::Sub variable `${{{var}}}` is not a parameter, resource, attribute or pseudo-parameter; for a literal write `${{!{var}}}`"),
+            );
+        }
+    }
+}
+
+/// An output's `Condition` names a condition of the template.
+fn output_conditions(root: &Node, names: &Names<'_>, out: &mut Out<'_>) {
     for Entry { node: output, .. } in entries(root.get("Outputs"), names.transforms) {
         if let (Some(key), Some(name)) = (output.key("Condition"), output.get("Condition").and_then(Node::as_str))
             && !names.is_condition(name)
