@@ -128,6 +128,9 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<bool> {
 
     let store = context.store()?;
     let progress = Progress::new();
+    // One pipeline at a time on a repository: the lock first, so a refused run leaves nothing.
+    let holder = format!("`cargo xtask pipeline` in {} (pid {})", context.root.display(), std::process::id());
+    let _lock = pipeline::PipelineLock::take(store.as_ref(), &holder)?;
     // Source and diff, or the run waiting for approval.
     let (run_dir, diff) = match &args.resume {
         None => source_diff::begin_run(
@@ -150,9 +153,7 @@ pub fn run(args: PipelineArgs) -> anyhow::Result<bool> {
     progress.stage(&format!("run {} in {}", run_dir.run_id, context.root.display()));
     progress.stage(&format!("diff: {}", diff.summary()));
 
-    // One pipeline at a time on a repository.
     let start = if args.resume.is_some() { Start::Resumed } else { Start::New };
-    let _lock = pipeline::PipelineLock::take(store.as_ref(), &run_dir.run_id, &diff.head, start)?;
     let (worktree, stage_context) = stage_tree(&context, &store, &run_dir, &diff, &progress)?;
     // The emulator is started (or found) only when a deploy needs it.
     let target = || target(&args, &context, &run_dir, &progress);

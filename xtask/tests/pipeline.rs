@@ -295,7 +295,7 @@ fn the_sample_through_a_scripted_history() {
 }
 
 #[test]
-fn a_second_pipeline_on_the_same_repository_is_refused_and_recorded() {
+fn a_second_pipeline_on_the_same_repository_is_refused_before_it_begins() {
     let repo = GitRepo::new();
     repo.commit_files("base", &[("pipeline.toml", CONFIG), (".gitignore", ".pipeline/\n")]);
     repo.commit_files("docs", &[("ok/a", "2")]);
@@ -306,12 +306,8 @@ fn a_second_pipeline_on_the_same_repository_is_refused_and_recorded() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("another pipeline is running on this repository"), "{stderr}");
     assert!(stderr.contains("run other (pid 1)"), "{stderr}");
-    let run = latest(&repo);
-    let done = records(repo.path(), &run.run_id);
-    let source = done.iter().find(|r| r.step == run_state::Step::Source).unwrap();
-    assert_eq!(source.status, Status::Failed);
-    assert!(source.details.error.as_deref().unwrap().contains("another pipeline"), "{source:?}");
-    assert!(done.iter().all(|r| r.step != run_state::Step::Test), "no stage ran: {done:#?}");
+    // Refused before anything began: no run was made, nothing half-written.
+    assert!(store.run_ids().unwrap().is_empty(), "{:?}", store.run_ids());
     // Once the other run ends, the next run goes ahead.
     store.release_lock("pipeline", "run other (pid 1)").unwrap();
     let out = pipeline(&repo, &[]);
@@ -428,4 +424,101 @@ fn a_staging_then_prod_config_runs_the_whole_pipeline() {
     assert_eq!(environments(&run), ["prod", "staging"]);
     let store = FileStore::open(&repo.path().join(".pipeline")).unwrap();
     assert_eq!(store.last_success("prod").unwrap().unwrap().commit, repo.head());
+}
+
+/// Two pipelines racing on one repository through the DynamoDB store (two clones, two
+/// processes, one table in the emulator, as two CodeBuild executions would): while the first
+/// holds the repository's lock, the second is refused at once, exit 2, naming the holder, and
+/// its refusal is recorded; the first finishes with every record of its run, none lost or
+/// overwritten by the second.
+#[test]
+fn two_pipelines_racing_on_one_dynamodb_store_run_one_at_a_time() {
+    use std::io::BufRead;
+    let moto = test_support::Moto::shared();
+    let repo = GitRepo::new();
+    // The test holds the lock long enough for the second pipeline to try.
+    repo.write(
+        "pipeline.toml",
+        "[components.slow]\npaths = [\"slow/**\"]\ntest = { run = \"sleep 4; echo done\" }\n",
+    );
+    repo.write("slow/a.txt", "1");
+    repo.commit_all("first");
+    repo.write("slow/a.txt", "2");
+    repo.commit_all("change");
+    let table = "xtask-pipeline-race";
+    let clone = |name: &str| {
+        let dir = repo.path().parent().unwrap().join(format!("{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let cloned = Command::new("git").args(["clone", "-q"]).arg(repo.path()).arg(&dir).status().unwrap();
+        assert!(cloned.success());
+        dir
+    };
+    let (one, two) = (clone("race-one"), clone("race-two"));
+    let start = |dir: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .args(["pipeline", "--repo"])
+            .arg(dir)
+            .args(["--endpoint-url", &moto.endpoint, "--store", &format!("dynamodb://{table}"), "--approve"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut first = start(&one);
+    // Until the first is running its test (and so holds the lock).
+    let mut first_err = std::io::BufReader::new(first.stderr.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        assert!(first_err.read_line(&mut line).unwrap() > 0, "the first pipeline ended early: {seen}");
+        seen.push_str(&line);
+        if line.contains("started slow test") {
+            break;
+        }
+    }
+    let second = start(&two).wait_with_output().unwrap();
+    let said = text(&second);
+    assert_eq!(second.status.code(), Some(2), "{said}");
+    assert!(said.contains("another pipeline is running on this repository"), "{said}");
+    let holder = format!("`cargo xtask pipeline` in {} (pid {})", one.canonicalize().unwrap().display(), first.id());
+    assert!(said.contains(&holder), "the holder is named: {said}");
+    assert!(!said.contains("pipeline: run "), "the refused pipeline began no run: {said}");
+    let first_run = seen.lines().find_map(|l| l.split("pipeline: run ").nth(1)).and_then(|r| r.split(' ').next()).unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut first_err, &mut rest).unwrap();
+    assert!(first.wait().unwrap().success(), "{seen}{rest}");
+    let show = |run: Option<&str>| {
+        let mut command = Command::new(std::path::Path::new(env!("CARGO_BIN_EXE_xtask")).with_file_name("status-report"));
+        command.arg("--repo").arg(&one);
+        command.args(["--store", &format!("dynamodb://{table}"), "--endpoint-url", &moto.endpoint, "--region", "us-east-1"]);
+        command.args(["show", "--format", "json"]).args(run.map(|r| vec!["--run", r]).unwrap_or_default());
+        let out = command.env("AWS_ACCESS_KEY_ID", "testing").env("AWS_SECRET_ACCESS_KEY", "testing").output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let report = show(Some(first_run));
+    let steps = report["steps"].as_array().unwrap();
+    let test = steps.iter().find(|s| s["component"] == "slow" && s["step"] == "test").expect("the first's test record");
+    assert_eq!(test["status"], "passed", "{report}");
+    assert!(steps.iter().all(|s| s["status"] != "running"), "nothing left running: {report}");
+    // Only the first run exists in the shared store.
+    let runs = report_runs(&one, table, &moto.endpoint);
+    assert_eq!(runs, [first_run.to_string()], "one run, the first's");
+}
+
+/// The run ids a DynamoDB store holds, through `status-report runs` (a line per run: its id,
+/// then its verdict).
+fn report_runs(repo: &std::path::Path, table: &str, endpoint: &str) -> Vec<String> {
+    let out = Command::new(std::path::Path::new(env!("CARGO_BIN_EXE_xtask")).with_file_name("status-report"))
+        .arg("--repo")
+        .arg(repo)
+        .args(["--store", &format!("dynamodb://{table}"), "--endpoint-url", endpoint, "--region", "us-east-1"])
+        .arg("runs")
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let listed = String::from_utf8_lossy(&out.stdout).into_owned();
+    listed.lines().filter_map(|l| l.split_whitespace().next()).map(str::to_string).collect()
 }

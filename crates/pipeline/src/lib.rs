@@ -509,20 +509,12 @@ impl<'a> PipelineLock<'a> {
     /// Long enough for a whole run; a run that died leaves it stale after this.
     const TTL: Duration = Duration::from_secs(60 * 60);
 
-    /// The lock for `run_id`, or [`Error::Locked`] naming its holder. A new run that cannot
-    /// take it is recorded failed (`pipeline source`), so the refusal is in its history.
-    pub fn take(store: &'a dyn Store, run_id: &str, head: &str, start: Start) -> Result<PipelineLock<'a>, Error> {
-        let holder = format!("run {run_id} (pid {})", std::process::id());
-        if let Err(error) = store.acquire_lock(Self::NAME, &holder, Self::TTL) {
-            if start == Start::New {
-                let mut record = StepRecord::new(run_id, head, PIPELINE, Step::Source, Status::Failed);
-                record.ended_at = Some(SystemTime::now());
-                record.details.error = Some(format!("another pipeline is running on this repository: {error}"));
-                store.record(&record)?;
-            }
-            return Err(Error::Locked(error));
-        }
-        Ok(PipelineLock { store, holder })
+    /// The repository's lock for `holder` (who runs, named for whoever is refused: where and
+    /// which process), or [`Error::Locked`] naming the current holder. Taken before the run is
+    /// begun, so a refused pipeline leaves no run behind.
+    pub fn take(store: &'a dyn Store, holder: &str) -> Result<PipelineLock<'a>, Error> {
+        store.acquire_lock(Self::NAME, holder, Self::TTL).map_err(Error::Locked)?;
+        Ok(PipelineLock { store, holder: holder.to_string() })
     }
 }
 
