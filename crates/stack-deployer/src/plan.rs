@@ -329,6 +329,11 @@ struct Packer<'a> {
 struct Packaged {
     body: Vec<u8>,
     sha256: String,
+    /// The file as the repository holds it, with its extension, when nothing in it was
+    /// rewritten: a nested template is uploaded as it is (byte for byte what the repository
+    /// and its own `aws s3 sync` would hold), not re-serialised as JSON, which drops comments
+    /// and rewrites numbers (`1.10` becomes `1.1`).
+    unchanged: Option<(Vec<u8>, String)>,
     declared: BTreeMap<String, Option<String>>,
     no_echo: BTreeSet<String>,
     /// Capability → why (`Resource LambdaRole (AWS::IAM::Role)`).
@@ -542,8 +547,15 @@ impl Packer<'_> {
                         }
                         code_updates.extend(packaged.code_updates);
                         inline_components.extend(packaged.inline_components);
-                        let key = self.key("templates", &child_path, &packaged.sha256, "json");
-                        self.add(&child_path, &key, &packaged.sha256, ArtifactContent::Template(packaged.body));
+                        let (body, sha256, ext) = match packaged.unchanged {
+                            Some((bytes, ext)) => {
+                                let sha256 = hex::encode(Sha256::digest(&bytes));
+                                (bytes, sha256, ext)
+                            }
+                            None => (packaged.body, packaged.sha256, "json".to_string()),
+                        };
+                        let key = self.key("templates", &child_path, &sha256, &ext);
+                        self.add(&child_path, &key, &sha256, ArtifactContent::Template(body));
                         replacements.insert((name.clone(), "TemplateURL"), Json::String(self.url(&key)));
                     }
                 }
@@ -584,6 +596,11 @@ impl Packer<'_> {
                 _ => {}
             }
         }
+        let extension = Path::new(path).extension().and_then(|e| e.to_str()).unwrap_or_default();
+        let unchanged = (replacements.is_empty()
+            && !extension.is_empty()
+            && extension.chars().all(|c| c.is_ascii_alphanumeric()))
+        .then(|| (bytes.clone(), extension.to_ascii_lowercase()));
         let mut json = to_json(&root);
         if let Some(Json::Object(resources)) = json.get_mut("Resources") {
             for ((name, property), value) in replacements {
@@ -595,7 +612,7 @@ impl Packer<'_> {
         let body = serde_json::to_vec(&json).map_err(|e| Error::io(&full, std::io::Error::other(e)))?;
         let sha256 = hex::encode(Sha256::digest(&body));
         seen.pop();
-        Ok(Packaged { body, sha256, declared, no_echo, needs, code_updates, inline_components })
+        Ok(Packaged { body, sha256, unchanged, declared, no_echo, needs, code_updates, inline_components })
     }
 
     /// The repository template a nested stack's S3 `TemplateURL` names: the file

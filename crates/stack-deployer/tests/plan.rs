@@ -299,3 +299,31 @@ fn a_refused_environment_keeps_nothing() {
     assert!(plan.stacks.is_empty() && plan.artifacts.is_empty(), "{}", plan.describe());
     assert!(plan.skipped[0].reason.starts_with("refused: infra: `dev` refused: validate failed"), "{:?}", plan.skipped);
 }
+
+/// A nested template nothing is rewritten in is uploaded as the repository holds it (comments
+/// and number forms kept, under its own extension): what the repository's own `aws s3 sync`
+/// would hold, not a JSON re-serialisation of it.
+#[test]
+fn a_nested_template_with_nothing_rewritten_is_uploaded_byte_for_byte() {
+    let repo = test_support::sample_monorepo();
+    let zips = tempfile::tempdir().unwrap();
+    let manifest = Manifest {
+        packages: vec![
+            package(zips.path(), "api-handler", b"api v1", true),
+            package(zips.path(), "orchestration", b"orch v1", false),
+        ],
+    };
+    let storage = repo.path().join("cfn/storage.yaml");
+    let text = std::fs::read_to_string(&storage).unwrap();
+    std::fs::write(&storage, format!("# kept as written\n{text}\nMetadata:\n  Version: 1.10\n")).unwrap();
+    let plan = plan_in(repo.path(), "dev", Some(&manifest), None).unwrap();
+    for source in ["cfn/storage.yaml", "cfn/lambdas.yaml", "cfn/frontend-hosting.yaml"] {
+        let artifact = plan.artifacts.iter().find(|a| a.source == source).unwrap();
+        let ArtifactContent::Template(bytes) = &artifact.content else { panic!("{source}: a template") };
+        assert_eq!(bytes, &std::fs::read(repo.path().join(source)).unwrap(), "{source}");
+        assert!(artifact.key.ends_with(".yaml"), "{}", artifact.key);
+    }
+    // The master, whose TemplateURLs are rewritten, is sent as JSON.
+    let body: serde_json::Value = serde_json::from_slice(&plan.stacks[0].body).unwrap();
+    assert!(body["Resources"]["StorageStack"]["Properties"]["TemplateURL"].as_str().unwrap().ends_with(".yaml"));
+}
