@@ -35,7 +35,8 @@ pub struct InitArgs {
 struct Template {
     /// Templates it nests (repository paths).
     children: Vec<String>,
-    /// Parameters without a default.
+    /// Parameters without a default, and the environment's (`Environment`, `Env`, `Stage`)
+    /// even with one: a default (`dev`) would deploy every environment as that one.
     required: Vec<String>,
     /// Parameters whose value builds a nested TemplateURL or a code key's bucket.
     bucket_parameters: BTreeSet<String>,
@@ -62,6 +63,8 @@ struct Found {
     /// (package.json's folder, its scripts).
     frontend: Option<(String, BTreeSet<String>)>,
     unmapped: Vec<String>,
+    /// The repository has a `.secrets-allowlist`.
+    secrets_allowlist: bool,
 }
 
 pub fn run(args: &InitArgs) -> anyhow::Result<bool> {
@@ -190,13 +193,13 @@ fn normalise(path: &Path) -> Option<String> {
 }
 
 fn find(repo: &Path, files: &[String]) -> anyhow::Result<Found> {
-    let mut found = Found::default();
+    let mut found = Found { secrets_allowlist: files.iter().any(|f| f == SECRETS_ALLOWLIST), ..Found::default() };
     let python: Vec<&String> = files.iter().filter(|f| f.ends_with(".py")).collect();
     for path in files.iter().filter(|f| f.ends_with(".yaml") || f.ends_with(".yml") || f.ends_with(".json")) {
         let Some(root) = parse(repo, path) else { continue };
         let mut template = Template::default();
         for (key, value) in root.get("Parameters").map(Node::entries).unwrap_or_default() {
-            if value.get("Default").is_none() {
+            if value.get("Default").is_none() || is_environment(&key.name) {
                 template.required.push(key.name.clone());
             }
         }
@@ -261,8 +264,11 @@ fn find(repo: &Path, files: &[String]) -> anyhow::Result<Found> {
                     };
                     let folder =
                         Path::new(&sources[0]).parent().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
-                    let requirements = [format!("{folder}/requirements.txt"), "requirements.txt".into()]
-                        .into_iter()
+                    // The nearest requirements file up from the handler's folder: one shared
+                    // `lambda/requirements.txt` serves `lambda/poller/execution_finder.py` too.
+                    let requirements = Path::new(&folder)
+                        .ancestors()
+                        .map(|dir| dir.join("requirements.txt").to_string_lossy().into_owned())
                         .find(|r| files.contains(r));
                     let stem = Path::new(&module_file)
                         .file_stem()
@@ -339,6 +345,14 @@ fn with_imports(repo: &Path, files: &[String], module: &str) -> Vec<String> {
     }
     found.sort();
     found
+}
+
+/// The secrets allow-list's conventional name (the README's), read when the repository has it.
+const SECRETS_ALLOWLIST: &str = ".secrets-allowlist";
+
+/// A parameter naming the environment deployed to, which init sets to `{env}`.
+fn is_environment(name: &str) -> bool {
+    ["environment", "env", "stage", "environmentname", "envname"].iter().any(|n| name.eq_ignore_ascii_case(n))
 }
 
 fn kebab(name: &str) -> String {
@@ -453,7 +467,7 @@ fn config(repo: &Path, found: &Found) -> String {
                 .map(|p| {
                     if buckets.contains(p) {
                         format!("{p} = \"{name}-artifacts-{{env}}\"")
-                    } else if p.eq_ignore_ascii_case("environment") {
+                    } else if is_environment(p) {
                         format!("{p} = \"{{env}}\"")
                     } else {
                         format!("{p} = \"TODO\"")
@@ -473,6 +487,10 @@ fn config(repo: &Path, found: &Found) -> String {
     if !template_dirs.is_empty() {
         let globs: Vec<String> = found.templates.keys().cloned().collect();
         let _ = writeln!(out, "[validate]\ntemplates = [{}]", quoted(&globs));
+        if found.secrets_allowlist {
+            let _ = writeln!(out, "# One regex a line: matching lines are not secrets.");
+            let _ = writeln!(out, "secrets_allowlist = \"{SECRETS_ALLOWLIST}\"");
+        }
     }
     if let Some((folder, _)) = &found.frontend {
         let _ = writeln!(out, "\n# TODO: the site's bucket and distribution, from the stacks' outputs:");
