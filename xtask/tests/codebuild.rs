@@ -7,31 +7,13 @@
 //! template does not know about fails here, not in the user's first CodeBuild run.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use validate::{Node, Value};
 
-const TOOLKIT: &[&str] = &[
-    "source-diff",
-    "validate",
-    "lambda-packager",
-    "step-runner",
-    "status-report",
-    "stack-deployer",
-    "frontend-publisher",
-];
-
-fn root() -> PathBuf {
-    test_support::workspace_root()
-}
-
-fn binary(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_BIN_EXE_xtask")).parent().expect("the binaries' folder");
-    let path = dir.join(name);
-    assert!(path.is_file(), "{} is not built; run the tests with `cargo xtask test` (all features)", path.display());
-    path
-}
+mod support;
+use support::{Rehearsal, SAMPLE_PROD, TOOLKIT, binary, codebuild_run, compare_runs, production_state, records, root};
 
 fn read_yaml(path: &Path) -> Node {
     let text = std::fs::read_to_string(path).unwrap();
@@ -306,63 +288,6 @@ fn template_is_clean(name: &str) {
     );
 }
 
-/// One stage as CodeBuild runs it: `cargo xtask codebuild` with a fresh clone of the commit as
-/// the primary source, the toolkit binaries and the previous stage's artifacts as secondary
-/// sources; returns whether it succeeded and its output folder.
-struct Rehearsal {
-    dir: tempfile::TempDir,
-    toolkit: PathBuf,
-    repo: PathBuf,
-    env: Vec<(String, String)>,
-}
-
-impl Rehearsal {
-    fn new(repo: &Path, env: Vec<(String, String)>) -> Rehearsal {
-        let dir = tempfile::tempdir().unwrap();
-        let toolkit = dir.path().join("toolkit");
-        std::fs::create_dir_all(toolkit.join("bin")).unwrap();
-        for name in TOOLKIT {
-            std::os::unix::fs::symlink(binary(name), toolkit.join("bin").join(name)).unwrap();
-        }
-        Rehearsal { dir, toolkit, repo: repo.to_path_buf(), env }
-    }
-
-    fn stage(&self, buildspec: &str, previous: Option<&str>) -> (bool, PathBuf, String) {
-        self.stage_with(buildspec, previous, &[])
-    }
-
-    /// A stage with variables of its own on top of the rehearsal's (a relay's endpoint).
-    fn stage_with(&self, buildspec: &str, previous: Option<&str>, extra: &[(&str, &str)]) -> (bool, PathBuf, String) {
-        let name = buildspec.trim_end_matches(".yml");
-        let clone = self.dir.path().join(format!("src-{name}"));
-        let cloned = Command::new("git").args(["clone", "-q"]).arg(&self.repo).arg(&clone).status().unwrap();
-        assert!(cloned.success());
-        let out = self.dir.path().join(format!("out-{name}"));
-        let mut command = Command::new(env!("CARGO_BIN_EXE_xtask"));
-        command.arg("codebuild").arg(root().join("buildspecs").join(buildspec)).arg("--src").arg(&clone);
-        command.arg("--out").arg(&out).arg("--secondary").arg(format!("Toolkit={}", self.toolkit.display()));
-        if let Some(previous) = previous {
-            let artifact = format!("State{previous}");
-            let folder = self.dir.path().join(format!("out-{}", previous.to_lowercase())).join("artifacts");
-            command.arg("--secondary").arg(format!("{artifact}={}", folder.display()));
-            command.arg("--env").arg(format!("STATE_ARTIFACT={artifact}"));
-        }
-        // The tools' venv first, as the CodeBuild image has them installed; pip finds the pinned
-        // versions already there and must not reach an index.
-        let venv = test_support::python().parent().unwrap().to_path_buf();
-        let path = std::env::join_paths(
-            std::iter::once(venv).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap())),
-        )
-        .unwrap();
-        command.env("PATH", path).env("PIP_NO_INDEX", "1").envs(self.env.iter().map(|(k, v)| (k, v)));
-        command.envs(extra.iter().copied());
-        let output = command.output().unwrap();
-        let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-        assert!(matches!(output.status.code(), Some(0 | 1)), "{buildspec}: {text}");
-        (output.status.success(), out, text)
-    }
-}
-
 /// The first half of the CodeBuild pipeline rehearsed stage by stage (Diff → Validate → Test →
 /// Status), artifacts passed between stages as folders, the emulator standing in for the
 /// artifact bucket the diff stage reads the last production state from. The Build stage needs
@@ -421,13 +346,6 @@ fn the_codebuild_stages_rehearsed_pass_a_good_change_and_stop_a_failing_test() {
     let (ok, _, text) = rehearsal.stage("status.yml", Some("Test"));
     assert!(!ok, "the gate let a failing test through: {text}");
     assert!(text.contains("frontend test failed"), "{text}");
-}
-
-fn records(out: &Path) -> Vec<run_state::StepRecord> {
-    use run_state::Store;
-    let store = run_state::FileStore::open(&out.join("artifacts/.pipeline")).unwrap();
-    let run = store.run_ids().unwrap().pop().expect("a run in the stage's artifacts");
-    store.run(&run).unwrap()
 }
 
 fn record<'a>(
@@ -937,167 +855,6 @@ fn deploy_prod_takes_the_approval_from_codepipeline_and_checks_the_site_before_t
     assert!(block.contains(":${ProjectName}-pipeline\""), "only this pipeline: {block}");
 }
 
-/// A run's records as the contract compares them: each (component, step)'s last status, and the
-/// note of a skip (why it was skipped is part of the verdict). Times, ids, log paths and the
-/// process that ran a step are not.
-fn verdicts(records: &[run_state::StepRecord]) -> std::collections::BTreeMap<(String, String), String> {
-    let mut out = std::collections::BTreeMap::new();
-    for record in records {
-        let mut verdict = record.status.to_string();
-        if record.status == run_state::Status::Skipped {
-            verdict = format!("{verdict}: {}", record.details.note.as_deref().unwrap_or_default());
-        }
-        out.insert((record.component.clone(), record.step.to_string()), verdict);
-    }
-    out
-}
-
-type Production = (Vec<(String, String)>, Vec<(String, String)>, Vec<String>);
-
-/// What AWS holds after production: the prod stack's outputs, each function's code hash and the
-/// site's files.
-fn production_state(endpoint: &str) -> Production {
-    let aws = test_support::python().parent().unwrap().join("aws");
-    let env = [
-        ("AWS_ENDPOINT_URL", endpoint),
-        ("AWS_ACCESS_KEY_ID", "testing"),
-        ("AWS_SECRET_ACCESS_KEY", "testing"),
-        ("AWS_DEFAULT_REGION", "us-east-1"),
-        ("AWS_EC2_METADATA_DISABLED", "true"),
-    ];
-    let run = |args: &[&str], env: &[(&str, &str)]| -> serde_json::Value {
-        let out = Command::new(&aws).args(args).args(["--output", "json"]).envs(env.iter().copied()).output().unwrap();
-        assert!(out.status.success(), "aws {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        serde_json::from_slice(&out.stdout).unwrap()
-    };
-    // Production is the sample's other account, reached through its role as the deployers reach it.
-    let assumed = run(
-        &[
-            "sts",
-            "assume-role",
-            "--role-arn",
-            "arn:aws:iam::111111111111:role/pipeline-deploy",
-            "--role-session-name",
-            "contract-test",
-            "--external-id",
-            "pipeline-dashboard",
-        ],
-        &env,
-    );
-    let credentials = &assumed["Credentials"];
-    let key = credentials["AccessKeyId"].as_str().unwrap().to_owned();
-    let secret = credentials["SecretAccessKey"].as_str().unwrap().to_owned();
-    let token = credentials["SessionToken"].as_str().unwrap().to_owned();
-    let prod = [
-        ("AWS_ENDPOINT_URL", endpoint),
-        ("AWS_ACCESS_KEY_ID", key.as_str()),
-        ("AWS_SECRET_ACCESS_KEY", secret.as_str()),
-        ("AWS_SESSION_TOKEN", token.as_str()),
-        ("AWS_DEFAULT_REGION", "us-east-1"),
-        ("AWS_EC2_METADATA_DISABLED", "true"),
-    ];
-    let json = |args: &[&str]| run(args, &prod);
-    let stacks = json(&["cloudformation", "describe-stacks", "--stack-name", "pipeline-dashboard-prod"]);
-    let mut outputs: Vec<(String, String)> = stacks["Stacks"][0]["Outputs"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|o| (o["OutputKey"].as_str().unwrap().to_owned(), o["OutputValue"].as_str().unwrap_or_default().to_owned()))
-        // Generated names and ARNs differ between two emulators; the keys, and the values
-        // that do not embed a generated id, are what must agree.
-        .map(|(k, v)| {
-            let id = v.len() >= 13 && v.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
-            (k, if v.contains("arn:") || v.contains("://") || id { "<generated>".into() } else { v })
-        })
-        .collect();
-    outputs.sort();
-    let functions = json(&["lambda", "list-functions"]);
-    let mut code: Vec<(String, String)> = functions["Functions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|f| (f["FunctionName"].as_str().unwrap().to_owned(), f["CodeSha256"].as_str().unwrap().to_owned()))
-        .collect();
-    code.sort();
-    // The published site: the same files (the runtime config's content holds generated
-    // endpoints, so names are compared, not hashes).
-    let site = outputs.iter().find(|(k, _)| k == "SiteBucketName").map(|(_, v)| v.clone()).expect("a site bucket");
-    let listed = json(&["s3api", "list-objects-v2", "--bucket", &site]);
-    let mut files: Vec<String> =
-        listed["Contents"].as_array().into_iter().flatten().map(|o| o["Key"].as_str().unwrap().to_owned()).collect();
-    files.sort();
-    (outputs, code, files)
-}
-
-/// Both paths' records of one commit compared; what differs, one line each.
-fn compare_runs(binaries: &[run_state::StepRecord], pipeline: &[run_state::StepRecord]) -> Vec<String> {
-    let (by_binaries, by_pipeline) = (verdicts(binaries), verdicts(pipeline));
-    by_binaries
-        .keys()
-        .chain(by_pipeline.keys())
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .filter(|key| by_binaries.get(*key) != by_pipeline.get(*key))
-        .map(|key| {
-            format!(
-                "{} {}: binaries {:?}, pipeline {:?}",
-                key.0,
-                key.1,
-                by_binaries.get(key).map(String::as_str).unwrap_or("(none)"),
-                by_pipeline.get(key).map(String::as_str).unwrap_or("(none)")
-            )
-        })
-        .collect()
-}
-
-/// The stage binaries in the README's CodeBuild order, one `xtask codebuild` per stage,
-/// artifacts passed as folders; the last stage's output folder. DeployProd talks to the
-/// emulator through a relay, which shows who signed each of its calls: every Lambda,
-/// CloudFormation, CloudFront and S3 call of production must be signed with keys STS issued
-/// for prod's role, the pipeline's own keys used only for that AssumeRole (and the state file
-/// the buildspec copies to the pipeline's artifact bucket).
-fn codebuild_run(repo: &Path, env: &[(String, String)]) -> PathBuf {
-    let rehearsal = Rehearsal::new(repo, env.to_vec());
-    let endpoint = env.iter().find(|(k, _)| k == "AWS_ENDPOINT_URL").map(|(_, v)| v.clone()).unwrap();
-    let relay = test_support::Relay::start(&endpoint);
-    let mut last = PathBuf::new();
-    for (buildspec, previous) in [
-        ("diff.yml", None),
-        ("validate.yml", Some("Diff")),
-        ("build.yml", Some("Validate")),
-        ("test.yml", Some("Build")),
-        ("deploy.yml", Some("Test")),
-        ("status.yml", Some("Deploy")),
-        ("e2e.yml", Some("Status")),
-        ("deploy-prod.yml", Some("E2e")),
-    ] {
-        let extra: &[(&str, &str)] =
-            if buildspec == "deploy-prod.yml" { &[("AWS_ENDPOINT_URL", relay.endpoint.as_str())] } else { &[] };
-        let (ok, out, text) = rehearsal.stage_with(buildspec, previous, extra);
-        let check = std::fs::read_to_string(out.join("artifacts/site-check.json")).unwrap_or_default();
-        assert!(ok, "{buildspec}: {text}\n{check}");
-        last = out;
-    }
-    let issued = relay.issued_keys();
-    let signatures = relay.signatures();
-    assert!(!issued.is_empty(), "DeployProd never assumed prod's role: {signatures:?}");
-    let mine = |s: &&test_support::Signature| issued.contains(&s.key);
-    for service in ["lambda", "cloudformation", "s3"] {
-        assert!(signatures.iter().any(|s| s.service == service && mine(&s)), "no {service} call in prod: {signatures:?}");
-    }
-    let pipelines: Vec<_> = signatures.iter().filter(|s| !mine(s)).collect();
-    assert!(
-        pipelines.iter().all(|s| s.service == "sts" || s.service == "s3") && pipelines.iter().filter(|s| s.service == "s3").count() <= 1,
-        "production calls signed with the pipeline's own keys: {pipelines:?}"
-    );
-    // The rehearsal's folders go with it; the last stage's artifacts are what the next run reads.
-    let kept = repo.parent().unwrap().join(format!("contract-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&kept);
-    let copied = Command::new("cp").arg("-a").arg(&last).arg(&kept).status().unwrap();
-    assert!(copied.success());
-    kept
-}
-
 /// The stage contract through production: the same commits run by the stage binaries in the
 /// README's CodeBuild order (Diff → Validate → Build → Test → DeployDev → Status → E2E →
 /// DeployProd, artifacts passed as folders, the approval by `status-report approve`) and by
@@ -1134,7 +891,8 @@ fn the_binaries_and_the_pipeline_record_the_same_run_through_production() {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect();
-    for bucket in ["xtask-contract-artifacts", "pipeline-dashboard-artifacts-dev", "pipeline-dashboard-artifacts-prod"] {
+    for bucket in ["xtask-contract-artifacts", "pipeline-dashboard-artifacts-dev", "pipeline-dashboard-artifacts-prod"]
+    {
         let made = Command::new(&aws).args(["s3", "mb", &format!("s3://{bucket}")]).envs(env.clone()).output().unwrap();
         assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
     }
@@ -1147,7 +905,8 @@ fn the_binaries_and_the_pipeline_record_the_same_run_through_production() {
     for round in ["every component", "one function"] {
         if round == "one function" {
             repo.commit_files("api-handler only", &[("lambda/api-handler/index.py", &format!("{handler}\n# v2\n"))]);
-            let pulled = Command::new("git").args(["pull", "-q", "--ff-only"]).current_dir(clone.path()).status().unwrap();
+            let pulled =
+                Command::new("git").args(["pull", "-q", "--ff-only"]).current_dir(clone.path()).status().unwrap();
             assert!(pulled.success());
         }
         let head = repo.git(&["rev-parse", "HEAD"]).trim().to_owned();
@@ -1157,7 +916,14 @@ fn the_binaries_and_the_pipeline_record_the_same_run_through_production() {
         let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
             .args(["pipeline", "--repo"])
             .arg(clone.path())
-            .args(["--endpoint-url", &pipeline_moto.endpoint, "--all-on-missing-base", "--approve", "--approver", "alice"])
+            .args([
+                "--endpoint-url",
+                &pipeline_moto.endpoint,
+                "--all-on-missing-base",
+                "--approve",
+                "--approver",
+                "alice",
+            ])
             .env("PIP_NO_INDEX", "1")
             .output()
             .unwrap();
@@ -1174,7 +940,10 @@ fn the_binaries_and_the_pipeline_record_the_same_run_through_production() {
         let differences = compare_runs(&binaries, &pipeline);
         assert!(differences.is_empty(), "{round}: the two paths recorded different runs:\n{}", differences.join("\n"));
         let prod: Vec<_> = binaries.iter().filter(|r| r.step == run_state::Step::ProdDeploy).collect();
-        assert!(prod.iter().any(|r| r.status == run_state::Status::Passed), "{round}: nothing reached production: {prod:#?}");
+        assert!(
+            prod.iter().any(|r| r.status == run_state::Status::Passed),
+            "{round}: nothing reached production: {prod:#?}"
+        );
         if round == "one function" {
             let site = prod.iter().find(|r| r.component == "frontend").expect("the site's prod-deploy");
             assert_eq!(site.status, run_state::Status::Skipped, "{round}: {site:?}");
@@ -1187,8 +956,8 @@ fn the_binaries_and_the_pipeline_record_the_same_run_through_production() {
             assert_eq!(success.commit, head, "{round}: {name}");
         }
         // And production holds the same thing.
-        let (binaries_outputs, binaries_code, binaries_site) = production_state(&binaries_moto.endpoint);
-        let (pipeline_outputs, pipeline_code, pipeline_site) = production_state(&pipeline_moto.endpoint);
+        let (binaries_outputs, binaries_code, binaries_site) = production_state(&binaries_moto.endpoint, &SAMPLE_PROD);
+        let (pipeline_outputs, pipeline_code, pipeline_site) = production_state(&pipeline_moto.endpoint, &SAMPLE_PROD);
         assert!(!binaries_code.is_empty(), "{round}: no Lambda function in production");
         assert_eq!(binaries_code, pipeline_code, "{round}: different Lambda code in production");
         assert_eq!(binaries_outputs, pipeline_outputs, "{round}: different stack outputs in production");
