@@ -392,6 +392,10 @@ fn config(repo: &Path, found: &Found) -> String {
     for function in &found.functions {
         let mut paths: Vec<String> =
             function.sources.iter().map(|s| if s.ends_with(".py") { s.clone() } else { format!("{s}/**") }).collect();
+        // Its requirements are part of its package: a change there repackages and redeploys it.
+        if let Some(requirements) = &function.requirements {
+            paths.push(requirements.clone());
+        }
         if let Some(test) = &function.test {
             paths.push(test.clone());
         }

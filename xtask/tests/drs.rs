@@ -92,7 +92,14 @@ fn repository() -> test_support::GitRepo {
     let check = text(&out);
     assert!(out.status.success(), "init --check: {check}");
     assert!(check.ends_with("template references not mapped: 0\n"), "{check}");
-    assert!(check.contains("api-handler: 3 file(s)\n  lambda/index.py\n  lambda/rbac_middleware.py\n"), "{check}");
+    assert!(
+        check.contains(
+            "api-handler: 4 file(s)\n  lambda/index.py\n  lambda/rbac_middleware.py\n  lambda/requirements.txt\n"
+        ),
+        "{check}"
+    );
+    let unowned = check.split("owned by no component: ").nth(1).unwrap().split("buildspecs/").next().unwrap();
+    assert!(!unowned.contains("lambda/"), "every Lambda file is a function's: {unowned}");
     assert!(check.contains("infra: 11 file(s)\n"), "{check}");
 
     std::fs::write(
