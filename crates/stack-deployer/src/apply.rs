@@ -584,6 +584,27 @@ async fn deploy_stack_as_is(
             result.outcome = StackOutcome::NoChanges;
             return finish_unchanged(cf, stack, result).await;
         }
+        Err(error) if transient(&error) => {
+            // The request may have reached CloudFormation with only its answer lost (a cut
+            // connection, a timeout): the change set may exist. Delete it by its name so the
+            // failure leaves nothing behind (if this fails too, the next deploy's sweep of
+            // change sets left by earlier deploys removes it). Until CloudFormation says there
+            // is none: the SDK may have retried the request, and the emulator, unlike AWS,
+            // makes one change set per attempt.
+            for _ in 0..4 {
+                let deleted = cf
+                    .delete_change_set()
+                    .stack_name(&stack.stack_name)
+                    .change_set_name(&options.change_set_name)
+                    .send()
+                    .await;
+                if deleted.is_err() {
+                    break;
+                }
+            }
+            return Err(aws("CreateChangeSet", &stack.stack_name, error));
+        }
+        // Refused outright (denied, invalid): nothing was made.
         Err(error) => return Err(aws("CreateChangeSet", &stack.stack_name, error)),
     };
     let arn = created.id().unwrap_or_default().to_string();
@@ -598,8 +619,13 @@ async fn deploy_stack_as_is(
     let described = loop {
         let described = match cf.describe_change_set().change_set_name(&arn).send().await {
             Ok(described) => Some(described),
-            Err(error) if ErrorKind::of(&error) == ErrorKind::Throttled => None,
-            Err(error) => return Err(aws("DescribeChangeSet", &arn, error)),
+            // A read: asked again at the next poll, until the deadline.
+            Err(error) if transient(&error) => None,
+            Err(error) => {
+                // Not executed, so nothing of it may stay.
+                let _ = delete_change_set(cf, &arn).await;
+                return Err(aws("DescribeChangeSet", &arn, error));
+            }
         };
         if options.cancelled() {
             return cancel_change_set(cf, &arn, result, "while its change set was being made").await;
@@ -643,7 +669,10 @@ async fn deploy_stack_as_is(
 
     // The preview, nested stacks included.
     let mut changes = Vec::new();
-    collect_changes(cf, described, &stack.name, &mut changes, 0).await?;
+    if let Err(error) = collect_changes(cf, described, &stack.name, &mut changes, 0).await {
+        let _ = delete_change_set(cf, &arn).await;
+        return Err(error);
+    }
     on_event(Event::Preview {
         stack: stack.name.clone(),
         change_set: options.change_set_name.clone(),
@@ -671,7 +700,8 @@ async fn deploy_stack_as_is(
         pause = (pause * 2).min(options.max_poll);
         let now = match cf.describe_stacks().stack_name(&stack_id).send().await {
             Ok(out) => out.stacks().first().cloned(),
-            Err(error) if ErrorKind::of(&error) == ErrorKind::Throttled => continue,
+            // A read: asked again at the next poll, until the deadline.
+            Err(error) if transient(&error) => continue,
             Err(error) => return Err(aws("DescribeStacks", &stack_id, error)),
         };
         watcher.poll(cf, &stack.name, on_event).await?;
@@ -811,14 +841,13 @@ async fn execute(
             Err(error) => error,
         };
         let kind = ErrorKind::of(&error);
-        let ambiguous = matches!(kind, ErrorKind::ServiceError | ErrorKind::Unreachable | ErrorKind::Throttled)
-            || matches!(error, SdkError::ResponseError(_) | SdkError::TimeoutError(_));
-        if !ambiguous {
+        if !transient(&error) {
+            // Refused outright: it did not run, so the change set goes.
+            let _ = delete_change_set(cf, arn).await;
             return Err(aws("ExecuteChangeSet", arn, error));
         }
         say(format!("ExecuteChangeSet got no clear answer ({kind}); reading the change set to learn whether it ran"));
-        let described =
-            cf.describe_change_set().change_set_name(arn).send().await.map_err(|e| aws("DescribeChangeSet", arn, e))?;
+        let described = describe_after_doubt(cf, arn, options).await?;
         match described.execution_status() {
             Some(
                 ExecutionStatus::ExecuteInProgress | ExecutionStatus::ExecuteComplete | ExecutionStatus::ExecuteFailed,
@@ -831,7 +860,10 @@ async fn execute(
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(options.max_poll);
             }
-            Some(ExecutionStatus::Available) => return Err(aws("ExecuteChangeSet", arn, error)),
+            Some(ExecutionStatus::Available) => {
+                let _ = delete_change_set(cf, arn).await;
+                return Err(aws("ExecuteChangeSet", arn, error));
+            }
             other => {
                 let status = other.map(|s| s.as_str().to_string()).unwrap_or_else(|| "unknown".into());
                 return Ok(Some(StackOutcome::Failed {
@@ -843,6 +875,27 @@ async fn execute(
         }
     }
     unreachable!("the last attempt returns")
+}
+
+/// The change set, read after an answer that did not arrive: asked again (a few times, with
+/// backoff) while the network is what failed, since whether it ran decides what comes next.
+async fn describe_after_doubt(
+    cf: &CloudFormation,
+    arn: &str,
+    options: &ApplyOptions,
+) -> Result<aws_sdk_cloudformation::operation::describe_change_set::DescribeChangeSetOutput, Error> {
+    let mut pause = options.first_poll;
+    for _ in 0..4 {
+        match cf.describe_change_set().change_set_name(arn).send().await {
+            Ok(described) => return Ok(described),
+            Err(error) if transient(&error) => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(options.max_poll);
+            }
+            Err(error) => return Err(aws("DescribeChangeSet", arn, error)),
+        }
+    }
+    cf.describe_change_set().change_set_name(arn).send().await.map_err(|e| aws("DescribeChangeSet", arn, e))
 }
 
 /// A difference between an executed change set and the stack after it.
@@ -963,6 +1016,17 @@ fn is_no_changes_reason(reason: &str) -> bool {
     reason.contains("didn't contain changes") || reason.contains("No updates are to be performed")
 }
 
+/// An error worth asking again for a read: throttling, a 5xx, the endpoint unreachable, a
+/// connection cut or an answer that did not arrive whole (the SDK already retried it).
+fn transient<E, R>(error: &SdkError<E, R>) -> bool
+where
+    E: aws_sdk_cloudformation::error::ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug + 'static,
+{
+    matches!(ErrorKind::of(error), ErrorKind::Throttled | ErrorKind::Unreachable | ErrorKind::ServiceError)
+        || matches!(error, SdkError::DispatchFailure(_) | SdkError::ResponseError(_) | SdkError::TimeoutError(_))
+}
+
 async fn delete_change_set(cf: &CloudFormation, arn: &str) -> Result<(), Error> {
     match cf.delete_change_set().change_set_name(arn).send().await {
         Ok(_) => Ok(()),
@@ -1075,7 +1139,7 @@ impl Watcher {
             'pages: for _ in 0..5 {
                 let out = match cf.describe_stack_events().stack_name(&id).set_next_token(token.clone()).send().await {
                     Ok(out) => out,
-                    Err(error) if ErrorKind::of(&error) == ErrorKind::Throttled => break,
+                    Err(error) if transient(&error) => break,
                     Err(error) => return Err(aws("DescribeStackEvents", &id, error)),
                 };
                 for event in out.stack_events() {

@@ -17,6 +17,7 @@
 
 #![allow(clippy::print_stderr)]
 
+mod faults;
 mod git;
 mod http;
 mod moto;
@@ -25,6 +26,7 @@ mod relay;
 
 use std::path::{Path, PathBuf};
 
+pub use faults::{Fault, FaultProxy, Rule};
 pub use git::GitRepo;
 pub use http::http_sink;
 pub use moto::{Moto, health, python};
