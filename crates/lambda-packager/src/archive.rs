@@ -62,8 +62,8 @@ fn prepare_one(entry: &Entry, bytes: &[u8]) -> Result<PreparedZipFile, Error> {
     Ok(deflated)
 }
 
-fn zip_error(path: &Path, error: zip::result::ZipError) -> Error {
-    Error::Zip { path: path.to_path_buf(), message: error.to_string() }
+fn zip_error(path: &Path, source: zip::result::ZipError) -> Error {
+    Error::Zip { path: path.to_path_buf(), source }
 }
 
 /// Compresses entries on all cores: one task per file, largest first, so a big library (a 14 MB

@@ -402,7 +402,7 @@ fn install(
         .args(&pip.extra_args)
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| Error::PipNotRunnable { python: pip.python.clone(), message: e.to_string() })?;
+        .map_err(|source| Error::PipNotRunnable { python: pip.python.clone(), source })?;
     if output.status.success() {
         return Ok(());
     }
@@ -420,7 +420,7 @@ fn install(
 fn installed_entries(function: &str, site: &Path, leave_out: &[String]) -> Result<Vec<Entry>, Error> {
     let mut files = Vec::new();
     for item in walkdir::WalkDir::new(site).sort_by_file_name() {
-        let item = item.map_err(|e| Error::Walk { path: site.to_path_buf(), message: e.to_string() })?;
+        let item = item.map_err(|source| Error::Walk { path: site.to_path_buf(), source })?;
         if !item.file_type().is_file() {
             continue;
         }

@@ -77,7 +77,7 @@ fn collect_dir(
 ) -> Result<(), Error> {
     // Links are followed only inside the source folder; walkdir reports loops.
     for item in walkdir::WalkDir::new(root).follow_links(true).sort_by_file_name() {
-        let item = item.map_err(|e| Error::Walk { path: root.to_path_buf(), message: e.to_string() })?;
+        let item = item.map_err(|source| Error::Walk { path: root.to_path_buf(), source })?;
         if item.path_is_symlink() {
             let target = item.path().canonicalize().map_err(|e| Error::io(item.path(), e))?;
             if !target.starts_with(root) {

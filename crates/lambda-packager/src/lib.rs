@@ -158,12 +158,22 @@ pub enum Error {
         target: PathBuf,
     },
     /// Walking a folder failed (a link loop, a folder that cannot be read).
-    #[error("cannot read {}: {message}", path.display())]
+    #[error("cannot read the folder {}; fix its permissions or the link loop in it", path.display())]
     Walk {
         /// The folder.
         path: PathBuf,
-        /// What went wrong.
-        message: String,
+        /// What went wrong, and where.
+        #[source]
+        source: walkdir::Error,
+    },
+    /// The template globs (`lambda.templates`) do not compile.
+    #[error("the template globs ({globs}) do not compile; fix [lambda] templates in pipeline.toml")]
+    TemplateGlobs {
+        /// The globs, comma-separated.
+        globs: String,
+        /// What is wrong.
+        #[source]
+        source: globset::Error,
     },
     /// Two of a function's files land on the same path in the zip.
     #[error("function `{function}`: {} and {} both become `{zip_path}` in the zip; rename one or change `include.to`", first.display(), second.display())]
@@ -186,12 +196,13 @@ pub enum Error {
         source_file: PathBuf,
     },
     /// pip could not be started.
-    #[error("cannot run pip with {} ({message}); install Python 3 with pip or set the packager's python", python.display())]
+    #[error("cannot run pip with {}; install Python 3 with pip or set the packager's python", python.display())]
     PipNotRunnable {
         /// The Python used.
         python: PathBuf,
         /// The OS error.
-        message: String,
+        #[source]
+        source: std::io::Error,
     },
     /// pip failed; its own message is kept.
     #[error("pip could not install {}: {message}", requirements.display())]
@@ -333,12 +344,22 @@ pub enum Error {
     #[error("{}", budget_message(.0))]
     OverBudget(Vec<BudgetProblem>),
     /// Reading or writing a zip failed.
-    #[error("{}: {message}", path.display())]
+    #[error("{}: the zip cannot be read or written; check the file, or delete it to package again", path.display())]
     Zip {
         /// The file.
         path: PathBuf,
         /// What went wrong.
-        message: String,
+        #[source]
+        source: zip::result::ZipError,
+    },
+    /// A package manifest does not parse.
+    #[error("{} is not a package manifest; run lambda-packager again to write it", path.display())]
+    NotAManifest {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, and where.
+        #[source]
+        source: serde_json::Error,
     },
     /// Writing the manifest, reading the run folder or recording the step failed.
     #[error(transparent)]
@@ -472,7 +493,7 @@ impl Manifest {
         let bytes =
             run_state::fs::read_regular(path, run_state::fs::MAX_RUN_FILE_BYTES).map_err(|e| Error::io(path, e))?;
         let mut manifest: Manifest = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::Zip { path: path.to_path_buf(), message: format!("not a package manifest: {e}") })?;
+            .map_err(|source| Error::NotAManifest { path: path.to_path_buf(), source })?;
         let dir = path.parent().unwrap_or(Path::new(""));
         for package in &mut manifest.packages {
             package.path = dir.join(&package.path);

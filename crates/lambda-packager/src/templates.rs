@@ -72,13 +72,16 @@ pub fn declarations(repo: &Path, functions: &[FunctionSpec]) -> Result<BTreeMap<
     if globs.is_empty() {
         return Ok(found);
     }
+    let glob_error = |source| Error::TemplateGlobs {
+        globs: globs.iter().map(|g| format!("`{g}`")).collect::<Vec<_>>().join(", "),
+        source,
+    };
     let mut builder = globset::GlobSetBuilder::new();
     for glob in &globs {
         // Checked when the config was read.
-        builder
-            .add(pipeline_config::glob(glob).map_err(|e| Error::Walk { path: repo.into(), message: e.to_string() })?);
+        builder.add(pipeline_config::glob(glob).map_err(glob_error)?);
     }
-    let set = builder.build().map_err(|e| Error::Walk { path: repo.into(), message: e.to_string() })?;
+    let set = builder.build().map_err(glob_error)?;
     for template in search(repo, &set)? {
         if !parsed.contains_key(&template) {
             parsed.insert(template.clone(), read(repo, &template, "lambda.templates")?);
@@ -110,7 +113,7 @@ fn search(repo: &Path, set: &globset::GlobSet) -> Result<Vec<String>, Error> {
         }
     });
     for item in walk {
-        let item = item.map_err(|e| Error::Walk { path: repo.to_path_buf(), message: e.to_string() })?;
+        let item = item.map_err(|source| Error::Walk { path: repo.to_path_buf(), source })?;
         if !item.file_type().is_file() {
             continue;
         }
