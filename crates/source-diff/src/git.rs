@@ -332,7 +332,7 @@ fn run<I: IntoIterator<Item = S>, S: AsRef<OsStr>>(dir: &Path, args: I) -> Resul
         .env_remove("GIT_ICASE_PATHSPECS")
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| Error::GitNotRunnable { message: e.to_string() })
+        .map_err(|source| Error::GitNotRunnable { source })
 }
 
 fn first_line(bytes: &[u8]) -> String {

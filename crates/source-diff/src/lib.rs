@@ -56,10 +56,11 @@ pub enum Error {
         detail: String,
     },
     /// `git` could not be started.
-    #[error("cannot run git ({message}); install git and put it on PATH")]
+    #[error("cannot run git; install git and put it on PATH")]
     GitNotRunnable {
         /// The OS error.
-        message: String,
+        #[source]
+        source: std::io::Error,
     },
     /// A git command failed.
     #[error("git {command} failed: {message}")]
