@@ -99,9 +99,17 @@ impl DynamoStore {
             .enable_all()
             .build()
             .map_err(|e| Error::Remote { what: format!("DynamoDB table `{table}`"), source: e.into() })?;
-        let client = aws_target::dynamodb(&aws_target::own_http_client(config), None);
+        // A record must not be lost to a flaky network: each call is tried up to ATTEMPTS
+        // times with the SDK's backoff before the stage fails (a retried conditional write
+        // that had reached the table is told apart from a late writer, see `record`).
+        let retry = aws_config::retry::RetryConfig::standard().with_max_attempts(Self::ATTEMPTS);
+        let config = aws_target::own_http_client(config).to_builder().retry_config(retry).build();
+        let client = aws_target::dynamodb(&config, None);
         Ok(DynamoStore { client, table: table.into(), runtime: Some(runtime), listed: Mutex::default() })
     }
+
+    /// How many times a call to the table is tried (throttling, a 5xx, a cut connection).
+    pub const ATTEMPTS: u32 = 8;
 
     /// The store on `table` in the account and region `target` reaches (its SDK config loaded on the
     /// store's own runtime), checked to exist.

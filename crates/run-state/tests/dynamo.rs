@@ -215,3 +215,54 @@ fn a_mark_for_a_promoted_environment_needs_its_promotion_passed() {
     assert_eq!(store.mark_success_for("r1", "prod", Step::ProdDeploy).unwrap().commit, "abc");
     assert_eq!(store.last_success("prod").unwrap().unwrap().run_id, "r1");
 }
+
+/// The store on a flaky network (test-support's fault proxy between the SDK and the
+/// emulator): every third call throttled, every seventh cut after it reached the table. Eight
+/// writers record 40 steps at once; each ends recorded exactly as written, and a late writer
+/// of a finished step is still refused (`StepFinished`), never let through by a retry.
+#[test]
+fn under_throttling_and_cut_connections_no_record_is_lost_or_overwritten() {
+    let table = "run-state-flaky";
+    let _ = store(table);
+    let proxy = test_support::FaultProxy::start(&Moto::shared().endpoint);
+    let flaky = {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let config = runtime.block_on(async {
+            aws_config::defaults(aws_config::BehaviorVersion::latest())
+                .test_credentials()
+                .region(aws_config::Region::new("us-east-1"))
+                .endpoint_url(&proxy.endpoint)
+                .load()
+                .await
+        });
+        Arc::new(DynamoStore::new(&config, table).unwrap())
+    };
+    proxy.set(vec![
+        test_support::Rule { matching: None, at: (1..400).map(|n| n * 3).collect(), fault: test_support::Fault::Status(503) },
+        test_support::Rule { matching: None, at: (1..400).map(|n| n * 7).collect(), fault: test_support::Fault::ResetAfter },
+    ]);
+    let components: Vec<String> = (0..40).map(|n| format!("c{n}")).collect();
+    let status_of = |n: usize| if n % 4 == 0 { Status::Failed } else { Status::Passed };
+    std::thread::scope(|scope| {
+        for writer in 0..8 {
+            let (flaky, components) = (flaky.clone(), &components);
+            scope.spawn(move || {
+                for (n, component) in components.iter().enumerate().filter(|(n, _)| n % 8 == writer) {
+                    flaky.record(&rec("flaky-run", "abc", component, Step::Test, status_of(n))).unwrap();
+                }
+            });
+        }
+    });
+    let faulted = proxy.seen().iter().filter(|s| !s.ends_with("forwarded")).count();
+    assert!(faulted >= 10, "the faults were felt: {:#?}", proxy.seen());
+    // A late writer of a finished step, still on the flaky network.
+    let late = flaky.record(&rec("flaky-run", "abc", "c1", Step::Test, Status::Failed));
+    assert!(matches!(late, Err(Error::StepFinished { .. })), "{late:?}");
+    proxy.clear();
+    let records = store(table).run("flaky-run").unwrap();
+    assert_eq!(records.len(), 40, "{records:#?}");
+    for (n, component) in components.iter().enumerate() {
+        let record = records.iter().find(|r| &r.component == component).unwrap();
+        assert_eq!(record.status, status_of(n), "{record:?}");
+    }
+}
