@@ -38,10 +38,11 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_credential_types::provider::error::CredentialsError;
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef;
-use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_runtime_api::client::orchestrator::{HttpResponse, Metadata};
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
@@ -212,7 +213,11 @@ impl fmt::Display for Identity {
 
 /// Asks STS (`GetCallerIdentity`) which account and principal the config's credentials are.
 pub async fn identity(config: &SdkConfig) -> Result<Identity, Error> {
-    let sts = aws_sdk_sts::Client::new(config);
+    identity_from(&aws_sdk_sts::Client::new(config), config).await
+}
+
+/// [`identity`] through a client the caller built (tests give it recorded responses).
+async fn identity_from(sts: &aws_sdk_sts::Client, config: &SdkConfig) -> Result<Identity, Error> {
     let out = sts
         .get_caller_identity()
         .send()
@@ -476,15 +481,14 @@ impl ErrorKind {
         use aws_smithy_runtime_api::client::result::SdkError;
         match error {
             SdkError::ServiceError(service) => {
-                let code = service.err().code().unwrap_or_default();
-                let status = raw_status(format!("{:?}", service.raw()));
-                ErrorKind::from_code(code, status)
+                ErrorKind::from_code(service.err().code().unwrap_or_default(), http_status(error))
             }
             SdkError::DispatchFailure(dispatch) if dispatch.is_io() || dispatch.is_timeout() => ErrorKind::Unreachable,
             SdkError::TimeoutError(_) => ErrorKind::Unreachable,
             SdkError::DispatchFailure(_) | SdkError::ConstructionFailure(_) => {
-                // Missing credentials surface here, before a request is sent.
-                if source_chain_mentions_credentials(error) { ErrorKind::NoCredentials } else { ErrorKind::Other }
+                // Missing credentials surface here, before a request is sent: the credentials
+                // provider's own error is in the source chain.
+                if credentials_error(error).is_some() { ErrorKind::NoCredentials } else { ErrorKind::Other }
             }
             _ => ErrorKind::Other,
         }
@@ -508,25 +512,17 @@ impl ErrorKind {
     }
 }
 
-// The raw response's type differs by SDK version; its Debug output always shows the status.
-fn raw_status(debug: String) -> Option<u16> {
-    let at = debug.find("status: ")? + "status: ".len();
-    let digits: String = debug[at..].chars().skip_while(|c| !c.is_ascii_digit()).take(3).collect();
-    digits.parse().ok()
+/// The HTTP status of the response an error came with, from the typed response (every SDK
+/// client's `R` is [`HttpResponse`]); `None` without a response.
+fn http_status<E, R: 'static>(error: &aws_smithy_runtime_api::client::result::SdkError<E, R>) -> Option<u16> {
+    let raw: &dyn std::any::Any = error.raw_response()?;
+    raw.downcast_ref::<HttpResponse>().map(|response| response.status().as_u16())
 }
 
-fn source_chain_mentions_credentials(error: &dyn std::error::Error) -> bool {
-    // The credentials provider's error type is private to the SDK; its type is the only
-    // stable marker, and its Debug name carries it.
-    let mut current: Option<&dyn std::error::Error> = Some(error);
-    while let Some(e) = current {
-        let debug = format!("{e:?}");
-        if debug.contains("CredentialsNotLoaded") || debug.contains("ProviderError") && debug.contains("credential") {
-            return true;
-        }
-        current = e.source();
-    }
-    false
+/// The credentials provider's error (no profile, no SSO session, a role that cannot be assumed)
+/// in an error's source chain.
+fn credentials_error<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a CredentialsError> {
+    std::iter::successors(Some(error), |e| e.source()).find_map(|e| e.downcast_ref::<CredentialsError>())
 }
 
 #[cfg(test)]
@@ -579,8 +575,155 @@ mod tests {
     }
 
     #[test]
-    fn status_is_read_from_the_raw_response() {
-        assert_eq!(raw_status("HttpResponse { status: StatusCode(404), headers: {} }".into()), Some(404));
-        assert_eq!(raw_status("nothing here".into()), None);
+    fn status_is_read_from_the_typed_raw_response() {
+        use aws_sdk_sts::operation::get_caller_identity::GetCallerIdentityError;
+        use aws_smithy_runtime_api::client::result::SdkError;
+        use aws_smithy_types::body::SdkBody;
+        use aws_smithy_types::error::ErrorMetadata;
+        let unknown = || GetCallerIdentityError::generic(ErrorMetadata::builder().build());
+        let response = HttpResponse::new(404.try_into().unwrap(), SdkBody::empty());
+        let error = SdkError::service_error(unknown(), response);
+        assert_eq!(http_status(&error), Some(404));
+        assert_eq!(ErrorKind::of(&error), ErrorKind::NotFound);
+        // A response of another type than the SDK's carries no status this can read.
+        let other: SdkError<_, String> = SdkError::service_error(unknown(), "HTTP/1.1 404".to_string());
+        assert_eq!(http_status(&other), None);
+        assert_eq!(ErrorKind::of(&other), ErrorKind::Other);
+    }
+
+    /// Classification of recorded STS responses and a failing credentials provider, through
+    /// [`identity`]: the one-line message a user sees, the typed cause in `source()` only.
+    mod recorded {
+        use aws_credential_types::Credentials;
+        use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider, future};
+        use aws_sdk_sts::operation::get_caller_identity::GetCallerIdentityError;
+        use aws_smithy_mocks::{MockResponseInterceptor, Rule, RuleMode, create_mock_http_client, mock};
+        use aws_smithy_runtime_api::client::result::SdkError;
+        use aws_smithy_types::body::SdkBody;
+        use aws_smithy_types::retry::RetryConfig;
+
+        use super::super::*;
+
+        fn config(credentials: impl ProvideCredentials + 'static) -> SdkConfig {
+            SdkConfig::builder()
+                .behavior_version(BehaviorVersion::latest())
+                .region(Region::new("us-east-1"))
+                .credentials_provider(SharedCredentialsProvider::new(credentials))
+                .retry_config(RetryConfig::disabled())
+                .http_client(create_mock_http_client())
+                .build()
+        }
+
+        fn fixed() -> Credentials {
+            Credentials::new("AKIDEXAMPLE", "not-a-secret", None, None, "test")
+        }
+
+        /// STS's answer to `GetCallerIdentity`: `status` with an error `code`, as recorded.
+        fn refusal(status: u16, code: &'static str) -> Rule {
+            mock!(aws_sdk_sts::Client::get_caller_identity).then_http_response(move || {
+                let body = format!(
+                    "<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><Error><Type>Sender</Type>\
+                     <Code>{code}</Code><Message>{MESSAGE}</Message></Error>\
+                     <RequestId>c6104cbe-af31-11e0-8154-cbc7ccf896c7</RequestId></ErrorResponse>"
+                );
+                HttpResponse::new(status.try_into().unwrap(), SdkBody::from(body))
+            })
+        }
+
+        const MESSAGE: &str =
+            "User: arn:aws:iam::111111111111:user/dev is not authorized to perform: sts:GetCallerIdentity";
+
+        async fn identity_with(config: &SdkConfig, rule: &Rule) -> Result<Identity, Error> {
+            let mocks = MockResponseInterceptor::new().rule_mode(RuleMode::Sequential).with_rule(rule);
+            let sts =
+                aws_sdk_sts::Client::from_conf(aws_sdk_sts::config::Builder::from(config).interceptor(mocks).build());
+            identity_from(&sts, config).await
+        }
+
+        /// The message, and the STS error in `source()`; the cause's text is not in the message.
+        fn split(error: &Error) -> (String, &SdkError<GetCallerIdentityError, HttpResponse>) {
+            let top = error.to_string();
+            assert_eq!(top.lines().count(), 1, "{top}");
+            let source = std::error::Error::source(error).expect("a source");
+            let sdk = source.downcast_ref::<SdkError<GetCallerIdentityError, HttpResponse>>().expect("the SDK error");
+            assert!(!top.contains(&sdk.to_string()), "{top}");
+            (top, sdk)
+        }
+
+        #[tokio::test]
+        async fn a_recorded_403_access_denied_is_access_denied() {
+            let error = identity_with(&config(fixed()), &refusal(403, "AccessDenied")).await.unwrap_err();
+            let Error::Identity { kind, .. } = &error else { panic!("{error:?}") };
+            assert_eq!(*kind, ErrorKind::AccessDenied);
+            let (top, sdk) = split(&error);
+            assert_eq!(
+                top,
+                "cannot tell which AWS account these credentials reach (access denied; the role needs the permission named in the error)"
+            );
+            assert!(!top.contains(MESSAGE));
+            assert_eq!(http_status(sdk), Some(403));
+            assert_eq!(sdk.as_service_error().and_then(|e| e.code()), Some("AccessDenied"));
+            assert_eq!(sdk.as_service_error().and_then(|e| e.message()), Some(MESSAGE));
+        }
+
+        #[tokio::test]
+        async fn the_code_outranks_the_status_and_the_status_stands_alone() {
+            let expired = identity_with(&config(fixed()), &refusal(403, "ExpiredToken")).await.unwrap_err();
+            assert!(matches!(expired, Error::Identity { kind: ErrorKind::ExpiredCredentials, .. }), "{expired:?}");
+            assert_eq!(
+                split(&expired).0,
+                "cannot tell which AWS account these credentials reach (the AWS credentials have expired; log in again (`aws sso login`))"
+            );
+            let throttled = identity_with(&config(fixed()), &refusal(400, "Throttling")).await.unwrap_err();
+            assert!(matches!(throttled, Error::Identity { kind: ErrorKind::Throttled, .. }), "{throttled:?}");
+            // No code STS lists: a 403 alone is a refusal.
+            let unnamed = identity_with(&config(fixed()), &refusal(403, "SignatureDoesNotMatch")).await.unwrap_err();
+            assert!(matches!(unnamed, Error::Identity { kind: ErrorKind::AccessDenied, .. }), "{unnamed:?}");
+        }
+
+        #[derive(Debug)]
+        struct NoProfile;
+
+        impl ProvideCredentials for NoProfile {
+            fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+            where
+                Self: 'a,
+            {
+                future::ProvideCredentials::ready(Err(CredentialsError::not_loaded(
+                    "the profile `dev` has no credentials",
+                )))
+            }
+        }
+
+        #[tokio::test]
+        async fn a_credentials_provider_failure_is_no_credentials() {
+            let error = identity(&config(NoProfile)).await.unwrap_err();
+            let Error::Identity { kind, .. } = &error else { panic!("{error:?}") };
+            assert_eq!(*kind, ErrorKind::NoCredentials);
+            let (top, sdk) = split(&error);
+            assert_eq!(
+                top,
+                "cannot tell which AWS account these credentials reach (no AWS credentials found; set AWS_PROFILE, run `aws sso login`, or export AWS_ACCESS_KEY_ID)"
+            );
+            assert!(matches!(sdk, SdkError::DispatchFailure(_)), "{sdk:?}");
+            let credentials = credentials_error(sdk).expect("the provider's error in the chain");
+            assert!(matches!(credentials, CredentialsError::CredentialsNotLoaded(_)), "{credentials:?}");
+        }
+
+        #[tokio::test]
+        async fn a_refused_connection_is_unreachable() {
+            // Port 1 on loopback: nothing listens, the connection is refused at once.
+            let config = SdkConfig::builder()
+                .behavior_version(BehaviorVersion::latest())
+                .region(Region::new("us-east-1"))
+                .endpoint_url("http://127.0.0.1:1")
+                .credentials_provider(SharedCredentialsProvider::new(fixed()))
+                .retry_config(RetryConfig::disabled())
+                .build();
+            let error = identity(&config).await.unwrap_err();
+            assert!(matches!(error, Error::Identity { kind: ErrorKind::Unreachable, .. }), "{error:?}");
+            let (_, sdk) = split(&error);
+            assert!(matches!(sdk, SdkError::DispatchFailure(d) if d.is_io()), "{sdk:?}");
+        }
     }
 }
