@@ -456,6 +456,63 @@ enum LogError {
     Io(std::io::Error),
 }
 
+/// How much of a job's output its log keeps from the start, and from the end: a command that
+/// prints without end must not fill the disk, and the end is where the failure usually is.
+pub const LOG_HEAD_BYTES: usize = 8 << 20;
+/// See [`LOG_HEAD_BYTES`].
+pub const LOG_TAIL_BYTES: usize = 8 << 20;
+
+/// Keeps the first [`LOG_HEAD_BYTES`] written, then only the last [`LOG_TAIL_BYTES`] in memory;
+/// [`finish`](Self::finish) writes a line saying how much was cut, then that tail.
+struct CappedWriter<W: Write> {
+    inner: W,
+    head_left: usize,
+    tail: VecDeque<u8>,
+    cut: u64,
+}
+
+impl<W: Write> CappedWriter<W> {
+    fn new(inner: W) -> Self {
+        CappedWriter { inner, head_left: LOG_HEAD_BYTES, tail: VecDeque::new(), cut: 0 }
+    }
+
+    fn finish(mut self) -> std::io::Result<W> {
+        if self.cut > 0 {
+            writeln!(
+                self.inner,
+                "\n[process-pool] {} bytes of output cut here: the log keeps the first {} MiB and the last {} MiB",
+                self.cut,
+                LOG_HEAD_BYTES >> 20,
+                LOG_TAIL_BYTES >> 20
+            )?;
+        }
+        let (front, back) = self.tail.as_slices();
+        self.inner.write_all(front)?;
+        self.inner.write_all(back)?;
+        self.inner.flush()?;
+        Ok(self.inner)
+    }
+}
+
+impl<W: Write> Write for CappedWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let head = buf.len().min(self.head_left);
+        self.inner.write_all(&buf[..head])?;
+        self.head_left -= head;
+        self.tail.extend(&buf[head..]);
+        let over = self.tail.len().saturating_sub(LOG_TAIL_BYTES);
+        if over > 0 {
+            self.tail.drain(..over);
+            self.cut += over as u64;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// How long the log may take to drain once every process of the job has ended.
 const LOG_DRAIN: Duration = Duration::from_secs(3);
 
@@ -463,8 +520,9 @@ impl Logger {
     fn start(mut reader: PipeReader, log: File) -> std::io::Result<Logger> {
         let (send, done) = mpsc::channel();
         std::thread::Builder::new().name("step-log".into()).spawn(move || {
-            let mut writer = RedactingWriter::new(log);
-            let result = std::io::copy(&mut reader, &mut writer).and_then(|_| writer.finish());
+            let mut writer = RedactingWriter::new(CappedWriter::new(log));
+            let result =
+                std::io::copy(&mut reader, &mut writer).and_then(|_| writer.finish()).and_then(CappedWriter::finish);
             let _ = send.send(result);
         })?;
         Ok(Logger { done })
@@ -577,7 +635,30 @@ fn stop_group(group: Pid, mut shell: Option<&mut Child>) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::missing_program;
+    use super::{CappedWriter, LOG_HEAD_BYTES, LOG_TAIL_BYTES, missing_program};
+    use std::io::Write;
+
+    #[test]
+    fn a_log_keeps_its_start_and_its_end_and_says_what_was_cut() {
+        let mut writer = CappedWriter::new(Vec::new());
+        writer.write_all(b"START\n").unwrap();
+        let chunk = vec![b'a'; 1 << 20];
+        for _ in 0..20 {
+            writer.write_all(&chunk).unwrap();
+        }
+        writer.write_all(b"\nEND\n").unwrap();
+        let log = writer.finish().unwrap();
+        let written = 6 + 20 * (1 << 20) + 5;
+        let cut = written - LOG_HEAD_BYTES - LOG_TAIL_BYTES;
+        let text = String::from_utf8(log).unwrap();
+        assert!(text.starts_with("START\n") && text.ends_with("\nEND\n"));
+        assert!(text.contains(&format!("[process-pool] {cut} bytes of output cut here")), "the marker says how much");
+        assert!(text.len() < LOG_HEAD_BYTES + LOG_TAIL_BYTES + 200);
+
+        let mut small = CappedWriter::new(Vec::new());
+        small.write_all(b"short").unwrap();
+        assert_eq!(small.finish().unwrap(), b"short", "a short log is kept whole, with no marker");
+    }
 
     #[test]
     fn the_missing_program_is_the_word_the_shell_named() {
