@@ -589,7 +589,7 @@ fn record(context: &StageContext, args: &RecordArgs) -> Result<()> {
         // A missing log must not lose the step's record (the gate would then see it unfinished).
         match redact::read_log_tail(log) {
             Ok(tail) => record.details.log_tail = Some(tail),
-            Err(e) => warn(&format!("{e}; recorded the step without its log tail")),
+            Err(e) => warn(&format!("{}; recorded the step without its log tail", run_state::error_chain(&e))),
         }
     }
     store.record(&record)?;
