@@ -65,6 +65,13 @@ pub enum Bench {
         #[arg(long, default_value_t = 1)]
         rounds: usize,
     },
+    /// Generated file stores of 1, 10 and 100 MB (a year of runs): `status-report runs`, `show`,
+    /// `gate` and `record`, one call each, wall time and peak memory.
+    Store {
+        /// Rounds of each call.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
 }
 
 pub fn run(which: Bench) -> anyhow::Result<()> {
@@ -76,6 +83,7 @@ pub fn run(which: Bench) -> anyhow::Result<()> {
         Bench::Publish { rounds } => crate::bench_publish::run(rounds),
         Bench::Deploy { rounds } => crate::bench_deploy::run(rounds),
         Bench::Pipeline { rounds } => crate::bench_pipeline::run(rounds),
+        Bench::Store { rounds } => crate::bench_store::run(rounds),
     }
 }
 

@@ -109,7 +109,7 @@ pub fn run(rounds: usize) -> anyhow::Result<()> {
 
 /// One command through `xtask faults --measure` (its own process, so the peak memory is that
 /// command's alone): wall time and peak resident KiB.
-fn measured(xtask: &Path, program: &str, args: &[String]) -> anyhow::Result<(Duration, u64)> {
+pub(crate) fn measured(xtask: &Path, program: &str, args: &[String]) -> anyhow::Result<(Duration, u64)> {
     let start = Instant::now();
     let out = Command::new(xtask)
         .args(["faults", "--measure", "--", program])
