@@ -344,7 +344,7 @@ pub enum Error {
     #[error("{}", budget_message(.0))]
     OverBudget(Vec<BudgetProblem>),
     /// Reading or writing a zip failed.
-    #[error("{}: the zip cannot be read or written; check the file, or delete it to package again", path.display())]
+    #[error("{}: the zip cannot be read or written; check the file and the free disk space", path.display())]
     Zip {
         /// The file.
         path: PathBuf,

@@ -35,7 +35,7 @@ fn a_file_that_is_not_a_zip_is_a_zip_error_with_the_zip_cause() {
     let (top, _) = split::<zip::result::ZipError>(&error);
     assert_eq!(
         top,
-        format!("{}: the zip cannot be read or written; check the file, or delete it to package again", path.display())
+        format!("{}: the zip cannot be read or written; check the file and the free disk space", path.display())
     );
 }
 
