@@ -483,12 +483,26 @@ impl ErrorKind {
             SdkError::ServiceError(service) => {
                 ErrorKind::from_code(service.err().code().unwrap_or_default(), http_status(error))
             }
-            SdkError::DispatchFailure(dispatch) if dispatch.is_io() || dispatch.is_timeout() => ErrorKind::Unreachable,
+            // A connection refused, timed out, or cut before the answer came (the connector's
+            // transient errors): the network, not AWS, failed.
+            SdkError::DispatchFailure(dispatch)
+                if dispatch.is_io()
+                    || dispatch.is_timeout()
+                    || dispatch.as_other() == Some(aws_smithy_types::retry::ErrorKind::TransientError) =>
+            {
+                ErrorKind::Unreachable
+            }
             SdkError::TimeoutError(_) => ErrorKind::Unreachable,
             SdkError::DispatchFailure(_) | SdkError::ConstructionFailure(_) => {
                 // Missing credentials surface here, before a request is sent: the credentials
                 // provider's own error is in the source chain.
-                if credentials_error(error).is_some() { ErrorKind::NoCredentials } else { ErrorKind::Other }
+                // Only a provider that found nothing is "no credentials": a role STS refused or a
+                // bad profile is the provider's own error, shown by the chain after the message.
+                match credentials_error(error) {
+                    Some(CredentialsError::CredentialsNotLoaded(_)) => ErrorKind::NoCredentials,
+                    Some(CredentialsError::ProviderTimedOut(_)) => ErrorKind::Unreachable,
+                    _ => ErrorKind::Other,
+                }
             }
             _ => ErrorKind::Other,
         }
