@@ -50,6 +50,7 @@ use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 #[cfg(feature = "cli")]
 mod cli;
 mod environment;
+pub mod poll;
 #[cfg(feature = "cli")]
 pub use cli::TargetArgs;
 pub use environment::{Account, role_account, session_name};
