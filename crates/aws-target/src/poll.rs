@@ -145,11 +145,11 @@ impl<E: std::error::Error + 'static> std::error::Error for PollError<E> {
 /// Polls `probe` until it is [`Poll::Ready`], pausing with `sleep` between polls as `wait`
 /// says. A probe's error ends the wait at once ([`PollError::Failed`]); after each answered
 /// poll the cancel flag is checked, then a pending poll whose next pause would end past the
-/// deadline ends it ([`PollError::TimedOut`]).
-pub async fn until<T, E, F, Fut, S, SFut>(wait: Wait<'_>, sleep: S, mut probe: F) -> Result<T, PollError<E>>
+/// deadline ends it ([`PollError::TimedOut`]). The probe is an async closure, so it may keep
+/// state between polls (the last status seen).
+pub async fn until<T, E, F, S, SFut>(wait: Wait<'_>, sleep: S, mut probe: F) -> Result<T, PollError<E>>
 where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<Poll<T>, E>>,
+    F: AsyncFnMut() -> Result<Poll<T>, E>,
     S: Fn(Duration) -> SFut,
     SFut: Future<Output = ()>,
 {

@@ -4,9 +4,10 @@
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use aws_sdk_cloudformation::Client as CloudFormation;
+use aws_sdk_cloudformation::operation::describe_change_set::DescribeChangeSetOutput;
 use aws_sdk_cloudformation::types::{
     Capability, ChangeAction, ChangeSetStatus, ChangeSetType, ExecutionStatus, Parameter, Replacement, Stack, Tag,
     TemplateStage,
@@ -14,6 +15,7 @@ use aws_sdk_cloudformation::types::{
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use aws_target::ErrorKind;
+use aws_target::poll::{self, Backoff, Poll, PollError, Wait};
 use futures_util::StreamExt;
 
 use crate::config::ParameterValue;
@@ -473,6 +475,29 @@ fn mask_outcome(outcome: &mut StackOutcome, secrets: &[String]) {
     }
 }
 
+/// What a part of a stack's deploy says: go on with its value, or the deploy ends with this result.
+enum Step<T> {
+    Go(T, StackResult),
+    End(StackResult),
+}
+
+/// The value of a [`Step::Go`] and the result; returns the result at a [`Step::End`].
+macro_rules! go {
+    ($step:expr) => {
+        match $step {
+            Step::Go(value, result) => (value, result),
+            Step::End(result) => return Ok(result),
+        }
+    };
+}
+
+impl ApplyOptions {
+    /// The polling of this deploy: from `first_poll`, doubled up to `max_poll`, until `deadline`.
+    fn wait(&self, deadline: Duration) -> Wait<'static> {
+        Wait::new(Backoff { first: self.first_poll, max: self.max_poll, factor: 2 }, deadline)
+    }
+}
+
 async fn deploy_stack_as_is(
     clients: &Clients,
     plan: &Plan,
@@ -482,7 +507,7 @@ async fn deploy_stack_as_is(
     on_event: &(dyn Fn(Event) + Sync),
 ) -> Result<StackResult, Error> {
     let cf = &clients.cloudformation;
-    let mut result = StackResult {
+    let result = StackResult {
         name: stack.name.clone(),
         stack_name: stack.stack_name.clone(),
         stack_id: None,
@@ -491,12 +516,63 @@ async fn deploy_stack_as_is(
         code_updated: Vec::new(),
     };
     let say = |message: String| on_event(Event::Stack { stack: stack.name.clone(), message });
+    let ((kind, exists), mut result) = go!(start_stack(cf, stack, parameters, options, &say, result).await?);
+    if exists {
+        delete_leftovers(cf, &stack.stack_name, options, &say).await?;
+    }
+    if options.cancelled() {
+        result.outcome = StackOutcome::Cancelled { reason: "before its change set was made".into() };
+        return Ok(result);
+    }
+    let (arn, result) = go!(create_change_set(cf, plan, stack, parameters, options, kind, &say, result).await?);
+    let stack_id = result.stack_id.clone().unwrap_or_else(|| stack.stack_name.clone());
+    let (described, mut result) = go!(wait_for_change_set(cf, stack, &arn, options, result).await?);
+
+    // The preview, nested stacks included.
+    let mut changes = Vec::new();
+    if let Err(error) = collect_changes(cf, described, &stack.name, &mut changes, 0).await {
+        let _ = delete_change_set(cf, &arn).await;
+        return Err(error);
+    }
+    on_event(Event::Preview {
+        stack: stack.name.clone(),
+        change_set: options.change_set_name.clone(),
+        changes: changes.clone(),
+    });
+    if !options.execute {
+        result.outcome =
+            StackOutcome::Previewed { change_set: options.change_set_name.clone(), change_set_id: arn.clone() };
+        return Ok(result);
+    }
+
+    if options.cancelled() {
+        return cancel_change_set(cf, &arn, result, "before its change set was executed").await;
+    }
+    let started = SystemTime::now();
+    if let Some(outcome) = execute(cf, &arn, options, &say).await? {
+        result.outcome = outcome;
+        return Ok(result);
+    }
+    watch_stack(cf, stack, &stack_id, &changes, started, options, on_event, result).await
+}
+
+/// Where the stack starts from: the change set's type and whether the stack exists; the
+/// deploy ends here when the stack is blocked, its delete for `--recreate-failed` does not
+/// end, or it holds the template and parameters already.
+async fn start_stack(
+    cf: &CloudFormation,
+    stack: &StackPlan,
+    parameters: &BTreeMap<String, String>,
+    options: &ApplyOptions,
+    say: &(dyn Fn(String) + Sync),
+    mut result: StackResult,
+) -> Result<Step<(ChangeSetType, bool)>, Error> {
     let existing = describe_stack(cf, &stack.stack_name).await?;
     let exists = existing.is_some();
     let kind = match start_from(existing, &stack.stack_name, options.recreate_failed) {
         Start::Blocked(outcome) => {
             result.outcome = outcome;
-            return Ok(result);
+            return Ok(Step::End(result));
         }
         Start::Recreate(old) => {
             let id = old.stack_id().unwrap_or(&stack.stack_name).to_string();
@@ -505,30 +581,9 @@ async fn deploy_stack_as_is(
                 stack.stack_name
             ));
             cf.delete_stack().stack_name(&id).send().await.map_err(|e| aws("DeleteStack", &id, e))?;
-            let deadline = Instant::now() + options.timeout;
-            let mut pause = options.first_poll;
-            loop {
-                let now = describe_stack(cf, &id).await?;
-                match now.as_ref().map(status_of).as_deref() {
-                    None | Some("DELETE_COMPLETE") => break,
-                    Some("DELETE_FAILED") => {
-                        result.outcome = StackOutcome::Blocked {
-                            status: "DELETE_FAILED".into(),
-                            next: format!("delete `{}` by hand, then deploy again", stack.stack_name),
-                        };
-                        return Ok(result);
-                    }
-                    Some(status) if Instant::now() + pause > deadline => {
-                        result.outcome = StackOutcome::TimedOut {
-                            status: status.to_string(),
-                            next: format!("wait for the delete of `{}` to end, then deploy again", stack.stack_name),
-                        };
-                        return Ok(result);
-                    }
-                    Some(_) => {}
-                }
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(options.max_poll);
+            if let Some(outcome) = wait_for_delete(cf, &id, &stack.stack_name, options).await? {
+                result.outcome = outcome;
+                return Ok(Step::End(result));
             }
             ChangeSetType::Create
         }
@@ -546,21 +601,61 @@ async fn deploy_stack_as_is(
                 if template.template_body().map(str::as_bytes) == Some(stack.body.as_slice()) {
                     result.outputs = outputs_of(&current);
                     result.outcome = StackOutcome::Unchanged;
-                    return Ok(result);
+                    return Ok(Step::End(result));
                 }
             }
             ChangeSetType::Update
         }
     };
+    Ok(Step::Go((kind, exists), result))
+}
 
-    if exists {
-        delete_leftovers(cf, &stack.stack_name, options, &say).await?;
+/// Waits for the delete of a `ROLLBACK_COMPLETE` stack (`id`); an outcome when it does not end
+/// deleted.
+async fn wait_for_delete(
+    cf: &CloudFormation,
+    id: &str,
+    stack_name: &str,
+    options: &ApplyOptions,
+) -> Result<Option<StackOutcome>, Error> {
+    let mut last = String::new();
+    let deleted = poll::until(options.wait(options.timeout), tokio::time::sleep, async || {
+        let now = describe_stack(cf, id).await?;
+        Ok(match now.as_ref().map(status_of).as_deref() {
+            None | Some("DELETE_COMPLETE") => Poll::Ready(None),
+            Some("DELETE_FAILED") => Poll::Ready(Some(StackOutcome::Blocked {
+                status: "DELETE_FAILED".into(),
+                next: format!("delete `{stack_name}` by hand, then deploy again"),
+            })),
+            Some(status) => {
+                last = status.to_string();
+                Poll::Pending
+            }
+        })
+    })
+    .await;
+    match deleted {
+        Ok(outcome) => Ok(outcome),
+        Err(PollError::Failed(error)) => Err(error),
+        Err(PollError::TimedOut { .. } | PollError::Cancelled { .. }) => Ok(Some(StackOutcome::TimedOut {
+            status: last,
+            next: format!("wait for the delete of `{stack_name}` to end, then deploy again"),
+        })),
     }
-    if options.cancelled() {
-        result.outcome = StackOutcome::Cancelled { reason: "before its change set was made".into() };
-        return Ok(result);
-    }
-    // One change set, one name, referred to by its ARN from here on.
+}
+
+/// Creates the deploy's one change set; its ARN, by which it is referred to from here on.
+#[allow(clippy::too_many_arguments)]
+async fn create_change_set(
+    cf: &CloudFormation,
+    plan: &Plan,
+    stack: &StackPlan,
+    parameters: &BTreeMap<String, String>,
+    options: &ApplyOptions,
+    kind: ChangeSetType,
+    say: &(dyn Fn(String) + Sync),
+    mut result: StackResult,
+) -> Result<Step<String>, Error> {
     say(format!("creating change set {} ({})", options.change_set_name, kind.as_str()));
     let mut request = cf
         .create_change_set()
@@ -582,7 +677,7 @@ async fn deploy_stack_as_is(
         Ok(created) => created,
         Err(error) if is_no_updates_error(&error) => {
             result.outcome = StackOutcome::NoChanges;
-            return finish_unchanged(cf, stack, result).await;
+            return finish_unchanged(cf, stack, result).await.map(Step::End);
         }
         Err(error) if transient(&error) => {
             // The request may have reached CloudFormation with only its answer lost (a cut
@@ -611,149 +706,152 @@ async fn deploy_stack_as_is(
     if let Some(id) = created.stack_id() {
         result.stack_id = Some(id.to_string());
     }
-    let stack_id = result.stack_id.clone().unwrap_or_else(|| stack.stack_name.clone());
+    Ok(Step::Go(arn, result))
+}
 
-    // Wait for the change set.
-    let deadline = Instant::now() + options.change_set_timeout;
-    let mut pause = options.first_poll;
-    let described = loop {
-        let described = match cf.describe_change_set().change_set_name(&arn).send().await {
-            Ok(described) => Some(described),
+/// Waits for the change set to be made (deleted when cancelled or too slow); the deploy ends
+/// here when it failed, or found nothing to change.
+async fn wait_for_change_set(
+    cf: &CloudFormation,
+    stack: &StackPlan,
+    arn: &str,
+    options: &ApplyOptions,
+    mut result: StackResult,
+) -> Result<Step<DescribeChangeSetOutput>, Error> {
+    let wait = Wait { cancel: options.cancel, ..options.wait(options.change_set_timeout) };
+    let made = poll::until(wait, tokio::time::sleep, async || {
+        match cf.describe_change_set().change_set_name(arn).send().await {
+            Ok(described) => Ok(match described.status() {
+                Some(ChangeSetStatus::CreateComplete | ChangeSetStatus::Failed) => Poll::Ready(described),
+                _ => Poll::Pending,
+            }),
             // A read: asked again at the next poll, until the deadline.
-            Err(error) if transient(&error) => None,
-            Err(error) => {
-                // Not executed, so nothing of it may stay.
-                let _ = delete_change_set(cf, &arn).await;
-                return Err(aws("DescribeChangeSet", &arn, error));
-            }
-        };
-        if options.cancelled() {
-            return cancel_change_set(cf, &arn, result, "while its change set was being made").await;
+            Err(error) if transient(&error) => Ok(Poll::Pending),
+            Err(error) => Err(error),
         }
-        if let Some(described) = described {
-            match described.status() {
-                Some(ChangeSetStatus::CreateComplete) => break described,
-                Some(ChangeSetStatus::Failed) => {
-                    let reason = described.status_reason().unwrap_or_default().to_string();
-                    delete_change_set(cf, &arn).await?;
-                    if is_no_changes_reason(&reason) {
-                        result.outcome = StackOutcome::NoChanges;
-                        return finish_unchanged(cf, stack, result).await;
-                    }
-                    result.outcome = StackOutcome::Failed {
-                        status: "change set FAILED".into(),
-                        root_cause: Some(RootCause {
-                            path: stack.name.clone(),
-                            resource_type: "AWS::CloudFormation::Stack".into(),
-                            status: "FAILED".into(),
-                            reason,
-                        }),
-                        change_set: Some(options.change_set_name.clone()),
-                    };
-                    return Ok(result);
-                }
-                _ => {}
-            }
+    })
+    .await;
+    let described = match made {
+        Ok(described) => described,
+        Err(PollError::Failed(error)) => {
+            // Not executed, so nothing of it may stay.
+            let _ = delete_change_set(cf, arn).await;
+            return Err(aws("DescribeChangeSet", arn, error));
         }
-        if Instant::now() + pause > deadline {
-            delete_change_set(cf, &arn).await?;
+        Err(PollError::Cancelled { .. }) => {
+            return cancel_change_set(cf, arn, result, "while its change set was being made").await.map(Step::End);
+        }
+        Err(PollError::TimedOut { .. }) => {
+            delete_change_set(cf, arn).await?;
             result.outcome = StackOutcome::TimedOut {
                 status: "change set CREATE_IN_PROGRESS".into(),
                 next: "the change set was deleted; deploy again, or raise deploy.change_set_timeout".into(),
             };
-            return Ok(result);
+            return Ok(Step::End(result));
         }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(options.max_poll);
     };
+    if described.status() == Some(&ChangeSetStatus::Failed) {
+        let reason = described.status_reason().unwrap_or_default().to_string();
+        delete_change_set(cf, arn).await?;
+        if is_no_changes_reason(&reason) {
+            result.outcome = StackOutcome::NoChanges;
+            return finish_unchanged(cf, stack, result).await.map(Step::End);
+        }
+        result.outcome = StackOutcome::Failed {
+            status: "change set FAILED".into(),
+            root_cause: Some(RootCause {
+                path: stack.name.clone(),
+                resource_type: "AWS::CloudFormation::Stack".into(),
+                status: "FAILED".into(),
+                reason,
+            }),
+            change_set: Some(options.change_set_name.clone()),
+        };
+        return Ok(Step::End(result));
+    }
+    Ok(Step::Go(described, result))
+}
 
-    // The preview, nested stacks included.
-    let mut changes = Vec::new();
-    if let Err(error) = collect_changes(cf, described, &stack.name, &mut changes, 0).await {
-        let _ = delete_change_set(cf, &arn).await;
-        return Err(error);
-    }
-    on_event(Event::Preview {
-        stack: stack.name.clone(),
-        change_set: options.change_set_name.clone(),
-        changes: changes.clone(),
-    });
-    if !options.execute {
-        result.outcome =
-            StackOutcome::Previewed { change_set: options.change_set_name.clone(), change_set_id: arn.clone() };
-        return Ok(result);
-    }
-
-    if options.cancelled() {
-        return cancel_change_set(cf, &arn, result, "before its change set was executed").await;
-    }
-    let started = SystemTime::now();
-    if let Some(outcome) = execute(cf, &arn, options, &say).await? {
-        result.outcome = outcome;
-        return Ok(result);
-    }
-    let mut watcher = Watcher::new(&stack_id, &stack.name, &options.change_set_name, started);
-    let deadline = Instant::now() + options.timeout;
-    let mut pause = options.first_poll;
-    loop {
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(options.max_poll);
-        let now = match cf.describe_stacks().stack_name(&stack_id).send().await {
+/// Watches the executed stack to its end (its events as they come), then checks it holds
+/// what the change set said.
+#[allow(clippy::too_many_arguments)]
+async fn watch_stack(
+    cf: &CloudFormation,
+    stack: &StackPlan,
+    stack_id: &str,
+    changes: &[ResourceChange],
+    started: SystemTime,
+    options: &ApplyOptions,
+    on_event: &(dyn Fn(Event) + Sync),
+    mut result: StackResult,
+) -> Result<StackResult, Error> {
+    let mut watcher = Watcher::new(stack_id, &stack.name, &options.change_set_name, started);
+    let mut last = String::new();
+    let wait = Wait { pause_first: true, ..options.wait(options.timeout) };
+    let ended = poll::until(wait, tokio::time::sleep, async || {
+        let now = match cf.describe_stacks().stack_name(stack_id).send().await {
             Ok(out) => out.stacks().first().cloned(),
             // A read: asked again at the next poll, until the deadline.
-            Err(error) if transient(&error) => continue,
-            Err(error) => return Err(aws("DescribeStacks", &stack_id, error)),
+            Err(error) if transient(&error) => return Ok(Poll::Again),
+            Err(error) => return Err(aws("DescribeStacks", stack_id, error)),
         };
         watcher.poll(cf, &stack.name, on_event).await?;
-        let Some(now) = now else { continue };
+        let Some(now) = now else { return Ok(Poll::Again) };
         let status = status_of(&now);
         if status.ends_with("_IN_PROGRESS") {
-            if Instant::now() + pause > deadline {
-                result.outcome = StackOutcome::TimedOut {
-                    status,
-                    next: format!(
-                        "it goes on in CloudFormation; watch it with `aws cloudformation describe-stack-events --stack-name {}`, or deploy again when it ends",
-                        stack.stack_name
-                    ),
-                };
-                return Ok(result);
-            }
-            continue;
+            last = status;
+            return Ok(Poll::Pending);
         }
-        result.outputs = outputs_of(&now);
-        if matches!(status.as_str(), "CREATE_COMPLETE" | "UPDATE_COMPLETE" | "IMPORT_COMPLETE") {
-            // Deployed means deployed: the stack holds what the change set said it would.
-            let missing = verify(cf, &stack_id, &stack.name, &changes).await?;
-            result.outcome = match missing.first() {
-                None => StackOutcome::Deployed { change_set: options.change_set_name.clone() },
-                Some(first) => StackOutcome::Failed {
-                    status,
-                    root_cause: Some(RootCause {
-                        path: first.path.clone(),
-                        resource_type: first.resource_type.clone(),
-                        status: first.action.clone(),
-                        reason: format!(
-                            "the change set was executed but the stack does not match it: {}",
-                            missing.iter().map(Mismatch::to_string).collect::<Vec<_>>().join("; ")
-                        ),
-                    }),
-                    change_set: Some(options.change_set_name.clone()),
-                },
+        Ok(Poll::Ready(now))
+    })
+    .await;
+    let now = match ended {
+        Ok(now) => now,
+        Err(PollError::Failed(error)) => return Err(error),
+        Err(PollError::TimedOut { .. } | PollError::Cancelled { .. }) => {
+            result.outcome = StackOutcome::TimedOut {
+                status: last,
+                next: format!(
+                    "it goes on in CloudFormation; watch it with `aws cloudformation describe-stack-events --stack-name {}`, or deploy again when it ends",
+                    stack.stack_name
+                ),
             };
-        } else {
-            let root_cause = watcher.root_cause().or_else(|| {
-                now.stack_status_reason().map(|reason| RootCause {
-                    path: stack.name.clone(),
-                    resource_type: "AWS::CloudFormation::Stack".into(),
-                    status: status.clone(),
-                    reason: reason.to_string(),
-                })
-            });
-            result.outcome =
-                StackOutcome::Failed { status, root_cause, change_set: Some(options.change_set_name.clone()) };
+            return Ok(result);
         }
-        return Ok(result);
+    };
+    let status = status_of(&now);
+    result.outputs = outputs_of(&now);
+    if matches!(status.as_str(), "CREATE_COMPLETE" | "UPDATE_COMPLETE" | "IMPORT_COMPLETE") {
+        // Deployed means deployed: the stack holds what the change set said it would.
+        let missing = verify(cf, stack_id, &stack.name, changes).await?;
+        result.outcome = match missing.first() {
+            None => StackOutcome::Deployed { change_set: options.change_set_name.clone() },
+            Some(first) => StackOutcome::Failed {
+                status,
+                root_cause: Some(RootCause {
+                    path: first.path.clone(),
+                    resource_type: first.resource_type.clone(),
+                    status: first.action.clone(),
+                    reason: format!(
+                        "the change set was executed but the stack does not match it: {}",
+                        missing.iter().map(Mismatch::to_string).collect::<Vec<_>>().join("; ")
+                    ),
+                }),
+                change_set: Some(options.change_set_name.clone()),
+            },
+        };
+    } else {
+        let root_cause = watcher.root_cause().or_else(|| {
+            now.stack_status_reason().map(|reason| RootCause {
+                path: stack.name.clone(),
+                resource_type: "AWS::CloudFormation::Stack".into(),
+                status: status.clone(),
+                reason: reason.to_string(),
+            })
+        });
+        result.outcome = StackOutcome::Failed { status, root_cause, change_set: Some(options.change_set_name.clone()) };
     }
+    Ok(result)
 }
 
 /// Deletes the change set made for a deploy that was asked to stop before executing it.
