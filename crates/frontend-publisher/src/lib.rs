@@ -54,9 +54,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 use aws_target::ErrorKind;
+use gate::ComponentVerdict;
 use run_state::{RunDir, RunFile, StageContext, Status, Step, StepRecord, Store};
 use serde::{Deserialize, Serialize};
-use gate::ComponentVerdict;
 
 pub use check::{CheckOptions, check_site};
 pub use config::{
@@ -518,21 +518,7 @@ pub async fn run_stage(
     cancel: Option<&AtomicBool>,
     on_event: &(dyn Fn(Event<'_>) + Sync),
 ) -> Result<Summary, Error> {
-    let config = match read_config(context) {
-        Ok(config) => config,
-        Err(error) => {
-            // No component to record under: the pipeline's deploy step carries the mistake.
-            if !options.dry_run {
-                let commit = run.read_json::<DiffHead>(RunFile::Diff).map(|d| d.head).unwrap_or_default();
-                let mut record =
-                    StepRecord::new(&run.run_id, &commit, run_state::PIPELINE, Step::Deploy, Status::Failed);
-                record.ended_at = Some(std::time::SystemTime::now());
-                record.details.error = Some(run_state::error_chain(&error));
-                store.record(&record)?;
-            }
-            return Err(error);
-        }
-    };
+    let config = read_config_or_record(context, run, store, options)?;
     // Ask the deploy decision before anything is read from the bucket.
     let commit = run.read_json::<DiffHead>(RunFile::Diff).map(|d| d.head).unwrap_or_default();
     // The stage's start, so the recorded publish has a duration.
@@ -570,62 +556,118 @@ pub async fn run_stage(
         finish(step, Status::Skipped, Some(reason.clone()), None)?;
         return Ok(Summary { dry_run: options.dry_run, skipped: Some(reason), ..Summary::default() });
     }
-    // An approval that names what production receives covers exactly that site: a file
-    // changed since (a rebuild, an edit in dist) refuses the promotion.
-    if step == Step::ProdDeploy
-        && !options.dry_run
-        && let Some(approved) = gate::approval::digest(&store.run(&run.run_id)?)
-    {
-        let site = read_site(&config, &context.root.join(&config.dist), Vec::new())?;
-        let changed: Vec<String> = approved
-            .differences(&site_digest(&config.component, &site), digest::PART)
-            .into_iter()
-            .map(|difference| format!("{difference}: what was approved is not what would be published; approve again"))
-            .collect();
+    if step == Step::ProdDeploy && !options.dry_run {
+        let changed = unapproved_changes(context, &config, run, store)?;
         if !changed.is_empty() {
             let error = Error::Refused { environment: options.environment.clone(), reasons: changed };
             finish(step, Status::Failed, None, Some(run_state::error_chain(&error)))?;
             return Err(error);
         }
     }
-    let work = async {
-        let (plan, distribution) =
-            plan_publish(context, &config, run, clients.s3, &options.environment, on_event).await?;
-        on_event(Event::Planned(&plan));
-        if options.dry_run {
-            return Ok(Summary {
-                bucket: plan.bucket.clone(),
-                prefix: plan.prefix.clone(),
-                release: plan.release_id.clone(),
-                uploaded: plan.count(Action::Upload),
-                header_fixes: plan.count(Action::FixHeaders),
-                unchanged: plan.count(Action::Unchanged),
-                kept: plan.count(Action::Keep),
-                deleted: plan.count(Action::Delete),
-                bytes_uploaded: plan.with(Action::Upload).map(|i| i.bytes).sum(),
-                invalidation: None,
-                dry_run: true,
-                skipped: None,
-            });
-        }
-        let apply_options = ApplyOptions {
-            parallelism: config.parallelism,
-            multipart_threshold: config.multipart_threshold,
-            force: options.force,
-            max_delete_share: config.max_delete_share,
-            distribution,
-            invalidation_wait: config.invalidation_wait,
-            invalidation_backoff: options.invalidation_backoff.unwrap_or(std::time::Duration::from_secs(5)),
-        };
-        let summary = apply(clients.s3, clients.cloudfront, plan, &apply_options, cancel, on_event).await?;
-        let json = serde_json::to_vec_pretty(&summary).unwrap_or_default();
-        run.write(RunFile::Publish, &json)?;
-        Ok(summary)
-    };
+    let work = publish(context, &config, run, clients, options, cancel, on_event);
     if options.dry_run {
         return work.await;
     }
-    let mut record = StepRecord::new(&run.run_id, &commit, &config.component, step, Status::Running);
+    record_publish(run, store, &commit, &config.component, step, work).await
+}
+
+/// The stage's `[publish]`; one that cannot be read is recorded (unless a dry run) as the
+/// pipeline's failed deploy step, since there is no component to record it under.
+fn read_config_or_record(
+    context: &StageContext,
+    run: &RunDir,
+    store: &dyn Store,
+    options: &StageOptions,
+) -> Result<PublishConfig, Error> {
+    match read_config(context) {
+        Ok(config) => Ok(config),
+        Err(error) => {
+            // No component to record under: the pipeline's deploy step carries the mistake.
+            if !options.dry_run {
+                let commit = run.read_json::<DiffHead>(RunFile::Diff).map(|d| d.head).unwrap_or_default();
+                let mut record =
+                    StepRecord::new(&run.run_id, &commit, run_state::PIPELINE, Step::Deploy, Status::Failed);
+                record.ended_at = Some(std::time::SystemTime::now());
+                record.details.error = Some(run_state::error_chain(&error));
+                store.record(&record)?;
+            }
+            Err(error)
+        }
+    }
+}
+
+/// What differs between the site approved for production (when an approval names it) and the
+/// one that would be published: an approval covers exactly that site, so a file changed since
+/// (a rebuild, an edit in dist) refuses the promotion.
+fn unapproved_changes(
+    context: &StageContext,
+    config: &PublishConfig,
+    run: &RunDir,
+    store: &dyn Store,
+) -> Result<Vec<String>, Error> {
+    let Some(approved) = gate::approval::digest(&store.run(&run.run_id)?) else { return Ok(Vec::new()) };
+    let site = read_site(config, &context.root.join(&config.dist), Vec::new())?;
+    Ok(approved
+        .differences(&site_digest(&config.component, &site), digest::PART)
+        .into_iter()
+        .map(|difference| format!("{difference}: what was approved is not what would be published; approve again"))
+        .collect())
+}
+
+/// Plans and (unless a dry run) publishes the site, writing the summary to `publish.json`.
+async fn publish(
+    context: &StageContext,
+    config: &PublishConfig,
+    run: &RunDir,
+    clients: Clients<'_>,
+    options: &StageOptions,
+    cancel: Option<&AtomicBool>,
+    on_event: &(dyn Fn(Event<'_>) + Sync),
+) -> Result<Summary, Error> {
+    let (plan, distribution) = plan_publish(context, config, run, clients.s3, &options.environment, on_event).await?;
+    on_event(Event::Planned(&plan));
+    if options.dry_run {
+        return Ok(Summary {
+            bucket: plan.bucket.clone(),
+            prefix: plan.prefix.clone(),
+            release: plan.release_id.clone(),
+            uploaded: plan.count(Action::Upload),
+            header_fixes: plan.count(Action::FixHeaders),
+            unchanged: plan.count(Action::Unchanged),
+            kept: plan.count(Action::Keep),
+            deleted: plan.count(Action::Delete),
+            bytes_uploaded: plan.with(Action::Upload).map(|i| i.bytes).sum(),
+            invalidation: None,
+            dry_run: true,
+            skipped: None,
+        });
+    }
+    let apply_options = ApplyOptions {
+        parallelism: config.parallelism,
+        multipart_threshold: config.multipart_threshold,
+        force: options.force,
+        max_delete_share: config.max_delete_share,
+        distribution,
+        invalidation_wait: config.invalidation_wait,
+        invalidation_backoff: options.invalidation_backoff.unwrap_or(std::time::Duration::from_secs(5)),
+    };
+    let summary = apply(clients.s3, clients.cloudfront, plan, &apply_options, cancel, on_event).await?;
+    let json = serde_json::to_vec_pretty(&summary).unwrap_or_default();
+    run.write(RunFile::Publish, &json)?;
+    Ok(summary)
+}
+
+/// Records the component's step running (this process its runner), runs `work`, and records
+/// how it ended: passed with the summary, cancelled, or failed with the error.
+async fn record_publish(
+    run: &RunDir,
+    store: &dyn Store,
+    commit: &str,
+    component: &str,
+    step: Step,
+    work: impl std::future::Future<Output = Result<Summary, Error>>,
+) -> Result<Summary, Error> {
+    let mut record = StepRecord::new(&run.run_id, commit, component, step, Status::Running);
     record.started_at = Some(std::time::SystemTime::now());
     record.details.set_runner_to_this_process();
     store.record(&record)?;
