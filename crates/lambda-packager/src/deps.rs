@@ -243,9 +243,9 @@ fn check_python(function: &FunctionSpec, entries: &[Entry], origin: &Origin) -> 
         return Err(Error::WrongPython {
             function: function.name.clone(),
             file,
-            what,
+            what: what.into(),
             target: format!("{runtime} on {arch}"),
-            fix,
+            fix: fix.into(),
         });
     }
     Ok(())

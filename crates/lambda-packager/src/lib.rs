@@ -232,11 +232,11 @@ pub enum Error {
         /// The file (a compiled module or a wheel's `WHEEL`), and where it came from.
         file: String,
         /// What it is for (`is built for CPython 3.11`, `says \`x\` is for …`).
-        what: String,
+        what: Box<str>,
         /// The function's runtime and architecture (`python3.12 on x86_64`).
         target: String,
-        /// What to do.
-        fix: String,
+        /// What to do (boxed: the error type stays small).
+        fix: Box<str>,
     },
     /// A template cannot be read.
     #[error("template `{template}` cannot be read; fix {} in pipeline.toml", shown_key(key))]
@@ -288,9 +288,9 @@ pub enum Error {
         /// `Runtime` or `Architectures`.
         property: &'static str,
         /// The template's value.
-        declared: String,
+        declared: Box<str>,
         /// The config's value (of `runtime` or `architecture`).
-        configured: String,
+        configured: Box<str>,
     },
     /// Two declarations of a function name different handlers.
     #[error(
@@ -575,8 +575,60 @@ impl Packager {
                 handlers.insert(function.name.clone(), handler);
             }
         }
-        let mut deps_by_key: BTreeMap<(DepsSource, String, Architecture, Vec<String>), Deps> = BTreeMap::new();
+        let (jobs, mut problems) = self.plan_jobs(functions, unchanged, &handlers, on_event)?;
+        let (written, syncing) = write_zips(&jobs)?;
         let mut built = Vec::new();
+        for (job, written) in jobs.into_iter().zip(written) {
+            let (reused, written) = written?;
+            let Job { function, own, deps, unzipped_size, files, input_hash, cached } = job;
+            if written.size > MAX_ZIP_BYTES {
+                problems.push(BudgetProblem {
+                    function: function.name.clone(),
+                    limit: "zipped",
+                    size: written.size,
+                    max: MAX_ZIP_BYTES,
+                    largest: largest(&own, deps.as_ref())?,
+                });
+                continue;
+            }
+            built.push((
+                cached,
+                Package {
+                    name: function.name.clone(),
+                    path: self.out_dir.join(format!("{}.zip", function.name)),
+                    code_sha256: base64::engine::general_purpose::STANDARD.encode(written.sha256),
+                    sha256: hex::encode(written.sha256),
+                    size: written.size,
+                    unzipped_size,
+                    files,
+                    runtime: function.runtime.clone(),
+                    architecture: function.architecture,
+                    input_hash,
+                    reused,
+                    changed: !unchanged.contains(&function.name),
+                },
+            ));
+        }
+        if !problems.is_empty() {
+            // In the functions' order (the unzipped limit is checked before the zips are written).
+            problems.sort_by_key(|p| functions.iter().position(|f| f.name == p.function));
+            return Err(Error::OverBudget(problems));
+        }
+        self.publish_packages(built, syncing, on_event)
+    }
+
+    /// The zips to write: each function's entries and dependencies (installed once per
+    /// requirements, runtime, architecture and leave-out list), its handler checked, and the
+    /// functions over the unzipped budget set apart. A function whose include is absent and
+    /// that did not change is left out (said by `NotPackaged`).
+    fn plan_jobs<'f>(
+        &self,
+        functions: &'f [FunctionSpec],
+        unchanged: &BTreeSet<String>,
+        handlers: &BTreeMap<String, (String, String)>,
+        on_event: &dyn Fn(Event<'_>),
+    ) -> Result<(Vec<Job<'f>>, Vec<BudgetProblem>), Error> {
+        let mut deps_by_key: BTreeMap<(DepsSource, String, Architecture, Vec<String>), Deps> = BTreeMap::new();
         let mut problems = Vec::new();
         let mut jobs = Vec::new();
         for function in functions {
@@ -647,76 +699,17 @@ impl Packager {
             let cached = self.cache_dir.join("packages").join(format!("{}-{}.zip", function.name, &input_hash[..16]));
             jobs.push(Job { function, own, deps, unzipped_size, files, input_hash, cached });
         }
-        // The zips are written on all cores, one task per function (each compresses its own files
-        // on all cores too); the cache is checked first.
-        // The cache is not synced to disk: a zip cut short by a crash reads as missing.
-        let reused: Vec<bool> =
-            jobs.par_iter().map(|job| archive::list(&job.cached).is_ok_and(|names| names.len() == job.files)).collect();
-        // Each `deps.zip` a zip is built from is read once, for all the functions that copy from it.
-        let mut deps_zips: BTreeMap<&Path, archive::DepsZip> = BTreeMap::new();
-        for (job, _) in jobs.iter().zip(&reused).filter(|(_, reused)| !**reused) {
-            if let Some(deps) = &job.deps
-                && !deps_zips.contains_key(deps.archive.as_path())
-            {
-                deps_zips.insert(&deps.archive, archive::DepsZip::open(&deps.archive)?);
-            }
-        }
-        let syncing = std::sync::Mutex::new(Vec::new());
-        let written: Vec<Result<(bool, archive::Written), Error>> = jobs
-            .par_iter()
-            .zip(&reused)
-            .map(|(job, &reused)| {
-                let written = if reused {
-                    archive::describe(&job.cached)?
-                } else {
-                    let deps = job.deps.as_ref().map(|d| &deps_zips[d.archive.as_path()]);
-                    let written = archive::write_zip_from(&job.cached, &job.own, deps)?;
-                    // This zip is published below: its disk write starts now, behind the other
-                    // zips' work, so the sync that publishes it has little left to wait for.
-                    let path = job.cached.clone();
-                    let sync = std::thread::spawn(move || std::fs::File::open(&path).and_then(|f| f.sync_data()));
-                    syncing.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(sync);
-                    written
-                };
-                Ok((reused, written))
-            })
-            .collect();
-        for (job, written) in jobs.into_iter().zip(written) {
-            let (reused, written) = written?;
-            let Job { function, own, deps, unzipped_size, files, input_hash, cached } = job;
-            if written.size > MAX_ZIP_BYTES {
-                problems.push(BudgetProblem {
-                    function: function.name.clone(),
-                    limit: "zipped",
-                    size: written.size,
-                    max: MAX_ZIP_BYTES,
-                    largest: largest(&own, deps.as_ref())?,
-                });
-                continue;
-            }
-            built.push((
-                cached,
-                Package {
-                    name: function.name.clone(),
-                    path: self.out_dir.join(format!("{}.zip", function.name)),
-                    code_sha256: base64::engine::general_purpose::STANDARD.encode(written.sha256),
-                    sha256: hex::encode(written.sha256),
-                    size: written.size,
-                    unzipped_size,
-                    files,
-                    runtime: function.runtime.clone(),
-                    architecture: function.architecture,
-                    input_hash,
-                    reused,
-                    changed: !unchanged.contains(&function.name),
-                },
-            ));
-        }
-        if !problems.is_empty() {
-            // In the functions' order (the unzipped limit is checked before the zips are written).
-            problems.sort_by_key(|p| functions.iter().position(|f| f.name == p.function));
-            return Err(Error::OverBudget(problems));
-        }
+        Ok((jobs, problems))
+    }
+
+    /// Copies the zips from the cache into the output folder, each synced, then the folder,
+    /// then the manifest, last.
+    fn publish_packages(
+        &self,
+        built: Vec<(PathBuf, Package)>,
+        syncing: std::sync::Mutex<Vec<std::thread::JoinHandle<std::io::Result<()>>>>,
+        on_event: &dyn Fn(Event<'_>),
+    ) -> Result<Manifest, Error> {
         std::fs::create_dir_all(&self.out_dir).map_err(|e| Error::io(&self.out_dir, e))?;
         // Durable where it matters: each zip is synced as it leaves the cache (all at once, so the
         // disk sees them together), then the folder, then the manifest, last. The early syncs of
@@ -735,6 +728,52 @@ impl Packager {
         sync_dir(&self.out_dir)?;
         Ok(manifest)
     }
+}
+
+/// Writes the jobs' zips on all cores (or finds them in the cache): per job, whether it was
+/// reused and what was written; and the early syncs of the zips written now.
+#[allow(clippy::type_complexity)]
+fn write_zips(
+    jobs: &[Job<'_>],
+) -> Result<
+    (Vec<Result<(bool, archive::Written), Error>>, std::sync::Mutex<Vec<std::thread::JoinHandle<std::io::Result<()>>>>),
+    Error,
+> {
+    // The zips are written on all cores, one task per function (each compresses its own files
+    // on all cores too); the cache is checked first.
+    // The cache is not synced to disk: a zip cut short by a crash reads as missing.
+    let reused: Vec<bool> =
+        jobs.par_iter().map(|job| archive::list(&job.cached).is_ok_and(|names| names.len() == job.files)).collect();
+    // Each `deps.zip` a zip is built from is read once, for all the functions that copy from it.
+    let mut deps_zips: BTreeMap<&Path, archive::DepsZip> = BTreeMap::new();
+    for (job, _) in jobs.iter().zip(&reused).filter(|(_, reused)| !**reused) {
+        if let Some(deps) = &job.deps
+            && !deps_zips.contains_key(deps.archive.as_path())
+        {
+            deps_zips.insert(&deps.archive, archive::DepsZip::open(&deps.archive)?);
+        }
+    }
+    let syncing = std::sync::Mutex::new(Vec::new());
+    let written: Vec<Result<(bool, archive::Written), Error>> = jobs
+        .par_iter()
+        .zip(&reused)
+        .map(|(job, &reused)| {
+            let written = if reused {
+                archive::describe(&job.cached)?
+            } else {
+                let deps = job.deps.as_ref().map(|d| &deps_zips[d.archive.as_path()]);
+                let written = archive::write_zip_from(&job.cached, &job.own, deps)?;
+                // This zip is published below: its disk write starts now, behind the other
+                // zips' work, so the sync that publishes it has little left to wait for.
+                let path = job.cached.clone();
+                let sync = std::thread::spawn(move || std::fs::File::open(&path).and_then(|f| f.sync_data()));
+                syncing.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(sync);
+                written
+            };
+            Ok((reused, written))
+        })
+        .collect();
+    Ok((written, syncing))
 }
 
 /// One function's zip to write (or find in the cache).

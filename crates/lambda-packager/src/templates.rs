@@ -213,8 +213,8 @@ pub fn check(function: &FunctionSpec, declared: &[Declaration]) -> Result<Option
                 function: function.name.clone(),
                 at: declaration.at(*line),
                 property: "Runtime",
-                declared: runtime.clone(),
-                configured: function.runtime.clone(),
+                declared: runtime.as_str().into(),
+                configured: function.runtime.as_str().into(),
             });
         }
         if let Some((architecture, line)) = &declaration.architecture
@@ -224,8 +224,8 @@ pub fn check(function: &FunctionSpec, declared: &[Declaration]) -> Result<Option
                 function: function.name.clone(),
                 at: declaration.at(*line),
                 property: "Architectures",
-                declared: architecture.clone(),
-                configured: function.architecture.as_str().to_string(),
+                declared: architecture.as_str().into(),
+                configured: function.architecture.as_str().into(),
             });
         }
     }

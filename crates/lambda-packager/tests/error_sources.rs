@@ -8,7 +8,7 @@ use std::path::Path;
 use lambda_packager::{Error, LambdaSettings, Manifest, Packager, Pip};
 
 /// The message and the typed cause; asserts the message is one line without the cause's text.
-fn split<'a, T: std::error::Error + 'static>(error: &'a Error) -> (String, &'a T) {
+fn split<T: std::error::Error + 'static>(error: &Error) -> (String, &T) {
     let top = error.to_string();
     assert_eq!(top.lines().count(), 1, "{top}");
     let source = error.source().expect("a source");

@@ -77,9 +77,9 @@ pub enum Error {
     /// The diff.
     #[error("the diff")]
     Diff(#[from] source_diff::Error),
-    /// `[lambda]`.
+    /// `[lambda]` (boxed: the error type stays small).
     #[error("the Lambda packages")]
-    Package(#[from] lambda_packager::Error),
+    Package(#[source] Box<lambda_packager::Error>),
     /// A stack deploy could not be planned or run.
     #[error("the stack deploy")]
     Deploy(#[from] stack_deployer::Error),
@@ -136,6 +136,12 @@ pub enum Error {
     /// The async runtime could not start.
     #[error("cannot start the async runtime")]
     Runtime(#[source] std::io::Error),
+}
+
+impl From<lambda_packager::Error> for Error {
+    fn from(error: lambda_packager::Error) -> Error {
+        Error::Package(Box::new(error))
+    }
 }
 
 /// What the pipeline reports while it works; the caller renders it.

@@ -242,7 +242,7 @@ fn under_throttling_and_cut_connections_no_record_is_lost_or_overwritten() {
         test_support::Rule { matching: None, at: (1..400).map(|n| n * 7).collect(), fault: test_support::Fault::ResetAfter },
     ]);
     let components: Vec<String> = (0..40).map(|n| format!("c{n}")).collect();
-    let status_of = |n: usize| if n % 4 == 0 { Status::Failed } else { Status::Passed };
+    let status_of = |n: usize| if n.is_multiple_of(4) { Status::Failed } else { Status::Passed };
     std::thread::scope(|scope| {
         for writer in 0..8 {
             let (flaky, components) = (flaky.clone(), &components);

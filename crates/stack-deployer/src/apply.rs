@@ -791,12 +791,13 @@ async fn watch_stack(
     let ended = poll::until(wait, tokio::time::sleep, async || {
         let now = match cf.describe_stacks().stack_name(stack_id).send().await {
             Ok(out) => out.stacks().first().cloned(),
-            // A read: asked again at the next poll, until the deadline.
-            Err(error) if transient(&error) => return Ok(Poll::Again),
+            // A read: asked again at the next poll; the deadline still counts, so a network
+            // that never comes back ends in a timeout, not a hang.
+            Err(error) if transient(&error) => return Ok(Poll::Pending),
             Err(error) => return Err(aws("DescribeStacks", stack_id, error)),
         };
         watcher.poll(cf, &stack.name, on_event).await?;
-        let Some(now) = now else { return Ok(Poll::Again) };
+        let Some(now) = now else { return Ok(Poll::Pending) };
         let status = status_of(&now);
         if status.ends_with("_IN_PROGRESS") {
             last = status;

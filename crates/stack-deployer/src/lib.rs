@@ -223,7 +223,7 @@ pub enum Error {
     },
     /// The run's package manifest could not be read.
     #[error("the run's package manifest")]
-    Manifest(#[source] lambda_packager::Error),
+    Manifest(#[source] Box<lambda_packager::Error>),
     /// The approval request could not be recorded.
     #[error("recording what the approval covers")]
     Approval(#[source] gate::approval::Error),

@@ -470,7 +470,7 @@ pub fn plan_stage(
         diff.components.iter().filter(|(_, c)| c.changed).map(|(name, _)| name.clone()).collect();
     let manifest_path = run.file(RunFile::PackageManifest);
     let manifest = if manifest_path.exists() {
-        Some(lambda_packager::Manifest::read(&manifest_path).map_err(Error::Manifest)?)
+        Some(lambda_packager::Manifest::read(&manifest_path).map_err(|e| Error::Manifest(Box::new(e)))?)
     } else {
         None
     };
