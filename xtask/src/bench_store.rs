@@ -109,6 +109,8 @@ fn generate(workspace: &Path, mb: u64) -> anyhow::Result<PathBuf> {
     let _ = std::fs::remove_dir_all(&repo);
     std::fs::create_dir_all(&state)?;
     std::fs::write(repo.join("pipeline.toml"), "[components.api]\npaths = [\"api/**\"]\n")?;
+    // Its own repository: inside the workspace, the root would be the workspace's.
+    crate::run(std::process::Command::new("git").arg("-C").arg(&repo).args(["init", "-q"]))?;
     // One run's records through the store itself, so the lines are what the store writes.
     let template_dir = tempfile::tempdir()?;
     let template = FileStore::open(template_dir.path())?;
