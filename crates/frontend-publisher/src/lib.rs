@@ -499,11 +499,6 @@ fn read_config(context: &StageContext) -> Result<PublishConfig, Error> {
     PublishConfig::from_config(config)?.ok_or_else(|| Error::NoSection { path: config.path.clone() })
 }
 
-#[derive(Deserialize)]
-struct DiffHead {
-    head: String,
-}
-
 /// The publish stage of a run, as the `frontend-publisher` binary and a pipeline both run it:
 /// reads `[publish]` and the run's stack outputs, plans, publishes (unless `dry_run`), writes
 /// the summary to the run's `publish.json`, and records the component's `deploy` step
@@ -520,7 +515,7 @@ pub async fn run_stage(
 ) -> Result<Summary, Error> {
     let config = read_config_or_record(context, run, store, options)?;
     // Ask the deploy decision before anything is read from the bucket.
-    let commit = run.read_json::<DiffHead>(RunFile::Diff).map(|d| d.head).unwrap_or_default();
+    let commit = run.head().unwrap_or_default();
     // The stage's start, so the recorded publish has a duration.
     let started = std::time::SystemTime::now();
     let finish = |step: Step, status: Status, note: Option<String>, error: Option<String>| {
@@ -584,7 +579,7 @@ fn read_config_or_record(
         Err(error) => {
             // No component to record under: the pipeline's deploy step carries the mistake.
             if !options.dry_run {
-                let commit = run.read_json::<DiffHead>(RunFile::Diff).map(|d| d.head).unwrap_or_default();
+                let commit = run.head().unwrap_or_default();
                 let mut record =
                     StepRecord::new(&run.run_id, &commit, run_state::PIPELINE, Step::Deploy, Status::Failed);
                 record.ended_at = Some(std::time::SystemTime::now());
@@ -667,26 +662,18 @@ async fn record_publish(
     step: Step,
     work: impl std::future::Future<Output = Result<Summary, Error>>,
 ) -> Result<Summary, Error> {
-    let mut record = StepRecord::new(&run.run_id, commit, component, step, Status::Running);
-    record.started_at = Some(std::time::SystemTime::now());
-    record.details.set_runner_to_this_process();
-    store.record(&record)?;
-    record.details.runner = None;
-    record.details.runner_process = None;
+    let recording = run_state::Recording::begin(store, &run.run_id, commit, component, step)?;
     let result = work.await;
-    record.ended_at = Some(std::time::SystemTime::now());
     match &result {
         Ok(summary) => {
-            record.status = Status::Passed;
-            record.details.note =
-                Some(format!("published to s3://{}/{}: {}", summary.bucket, summary.prefix, summary.line()));
+            let note = format!("published to s3://{}/{}: {}", summary.bucket, summary.prefix, summary.line());
+            recording.end(Status::Passed, |d| d.note = Some(note))?;
         }
         Err(error) => {
-            record.status = if matches!(error, Error::Cancelled) { Status::Cancelled } else { Status::Failed };
-            record.details.error = Some(run_state::error_chain(error));
+            let status = if matches!(error, Error::Cancelled) { Status::Cancelled } else { Status::Failed };
+            recording.end(status, |d| d.error = Some(run_state::error_chain(error)))?;
         }
     }
-    store.record(&record)?;
     result
 }
 
@@ -705,7 +692,7 @@ pub async fn check_stage(
     s3: &aws_sdk_s3::Client,
     environment: &str,
 ) -> Result<SiteCheck, Error> {
-    let commit = run.read_json::<DiffHead>(RunFile::Diff).map(|d| d.head).unwrap_or_default();
+    let commit = run.head().unwrap_or_default();
     let config = match read_config(context) {
         Ok(config) => config,
         Err(error) => {
@@ -727,12 +714,7 @@ pub async fn check_stage(
         store.record(&record)?;
         return Ok(SiteCheck::Skipped(reason));
     }
-    let mut record = StepRecord::new(&run.run_id, &commit, &config.component, Step::Dast, Status::Running);
-    record.started_at = Some(std::time::SystemTime::now());
-    record.details.set_runner_to_this_process();
-    store.record(&record)?;
-    record.details.runner = None;
-    record.details.runner_process = None;
+    let recording = run_state::Recording::begin(store, &run.run_id, &commit, &config.component, Step::Dast)?;
     let findings = async {
         let bucket = match &config.bucket {
             ValueSource::Literal(bucket) => bucket.clone(),
@@ -744,7 +726,6 @@ pub async fn check_stage(
         check_site(s3, CheckOptions { bucket: &bucket, config: &config }).await
     }
     .await;
-    record.ended_at = Some(std::time::SystemTime::now());
     match &findings {
         Ok(findings) => {
             let errors: Vec<String> = findings
@@ -753,20 +734,16 @@ pub async fn check_stage(
                 .map(|f| format!("{} {}: {}", f.rule, f.path, f.message))
                 .collect();
             if errors.is_empty() {
-                record.status = Status::Passed;
-                record.details.note =
-                    Some(format!("site check of {environment}: {} finding(s), no error", findings.len()));
+                let note = format!("site check of {environment}: {} finding(s), no error", findings.len());
+                recording.end(Status::Passed, |d| d.note = Some(note))?;
             } else {
-                record.status = Status::Failed;
-                record.details.error = Some(errors.join("; "));
+                recording.end(Status::Failed, |d| d.error = Some(errors.join("; ")))?;
             }
         }
         Err(error) => {
-            record.status = Status::Failed;
-            record.details.error = Some(run_state::error_chain(error));
+            recording.end(Status::Failed, |d| d.error = Some(run_state::error_chain(error)))?;
         }
     }
-    store.record(&record)?;
     findings.map(SiteCheck::Checked)
 }
 

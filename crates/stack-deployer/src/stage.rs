@@ -314,7 +314,7 @@ pub fn request_approval(
         // Nothing of this run reaches the environment through this stage: nothing to approve.
         return Ok(digest);
     }
-    let head = run.read_json::<source_diff::DiffReport>(RunFile::Diff)?.head;
+    let head = run.head()?;
     let stacks: Vec<&str> = plan.stacks.iter().map(|s| s.name.as_str()).collect();
     let summary = format!("`{}` receives stacks: {}", options.environment, stacks.join(", "));
     gate::approval::request_covering(store, &run.run_id, &head, &summary, Some(digest.clone()))
@@ -514,7 +514,7 @@ pub async fn run_stage(
     lookup: &(dyn Fn(&str) -> Option<String> + Sync),
     on_event: &(dyn Fn(Event) + Sync),
 ) -> Result<Report, Error> {
-    let head = run.read_json::<source_diff::DiffReport>(RunFile::Diff).map(|d| d.head).unwrap_or_default();
+    let head = run.head().unwrap_or_default();
     let decision = match deploy_decision(context, run, store, &options.environment) {
         Ok(decision) => decision,
         Err(error) => {
@@ -678,7 +678,7 @@ pub fn record_failure(
     environment: &str,
     error: &dyn std::error::Error,
 ) -> Result<(), run_state::Error> {
-    let head = run.read_json::<source_diff::DiffReport>(RunFile::Diff).map(|d| d.head).unwrap_or_default();
+    let head = run.head().unwrap_or_default();
     let step = context
         .required_config()
         .ok()
