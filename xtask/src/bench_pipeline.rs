@@ -137,7 +137,8 @@ fn pipeline(xtask: &Path, repo: &Path, deploys: bool) -> anyhow::Result<Run> {
     // A deploying run reaches production (some component's prod-deploy passed); a run with
     // nothing to deploy records production skipped.
     let reached = records.iter().any(|r| r.step == Step::ProdDeploy && r.status == Status::Passed);
-    let skipped = records.iter().any(|r| r.component == PIPELINE && r.step == Step::ProdDeploy && r.status == Status::Skipped);
+    let skipped =
+        records.iter().any(|r| r.component == PIPELINE && r.step == Step::ProdDeploy && r.status == Status::Skipped);
     if (deploys && !reached) || (!deploys && !skipped) {
         let expected = if deploys { "a passed prod-deploy" } else { "prod-deploy skipped" };
         bail!("run {}: expected {expected}", run.run_id);

@@ -25,14 +25,20 @@ pub fn run(rounds: usize) -> anyhow::Result<()> {
     let xtask = std::env::current_exe()?;
     let mut out = String::new();
     let _ = writeln!(out, "{}", machine());
-    let _ = writeln!(out, "status-report on file stores, one call each ({rounds} round(s)); ms median [min–max], peak MiB");
+    let _ =
+        writeln!(out, "status-report on file stores, one call each ({rounds} round(s)); ms median [min–max], peak MiB");
     let mut met = true;
     for mb in SIZES_MB {
         let repo = generate(&workspace, mb)?;
         let store = FileStore::open(&repo.join(".pipeline"))?;
         let newest = store.run_ids()?.pop().context("a generated run")?;
         let size = std::fs::metadata(repo.join(".pipeline").join(FileStore::FILE_NAME))?.len();
-        let _ = writeln!(out, "  {mb} MB store ({:.1} MiB, {} runs):", size as f64 / (1 << 20) as f64, store.run_ids()?.len());
+        let _ = writeln!(
+            out,
+            "  {mb} MB store ({:.1} MiB, {} runs):",
+            size as f64 / (1 << 20) as f64,
+            store.run_ids()?.len()
+        );
         let repo_arg = repo.display().to_string();
         let calls: [(&str, Vec<String>); 4] = [
             ("runs", vec!["runs".into()]),
@@ -40,9 +46,21 @@ pub fn run(rounds: usize) -> anyhow::Result<()> {
             ("gate (newest)", vec!["gate".into()]),
             (
                 "record (one step)",
-                ["record", "--run", &newest, "--commit", "abc", "--component", "bench-extra", "--step", "test", "--status", "passed"]
-                    .map(str::to_string)
-                    .to_vec(),
+                [
+                    "record",
+                    "--run",
+                    &newest,
+                    "--commit",
+                    "abc",
+                    "--component",
+                    "bench-extra",
+                    "--step",
+                    "test",
+                    "--status",
+                    "passed",
+                ]
+                .map(str::to_string)
+                .to_vec(),
             ),
         ];
         for (name, args) in calls {

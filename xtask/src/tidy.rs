@@ -237,7 +237,8 @@ mod tests {
             _ => return false,
         };
         attrs.iter().any(|a| {
-            a.path().is_ident("cfg") && matches!(&a.meta, syn::Meta::List(list) if list.tokens.to_string().contains("test"))
+            a.path().is_ident("cfg")
+                && matches!(&a.meta, syn::Meta::List(list) if list.tokens.to_string().contains("test"))
         })
     }
 
@@ -369,7 +370,10 @@ mod tests {
             assert!(
                 seen.types.iter().any(|t| t == "StageArgs")
                     && seen.methods.iter().any(|m| m == "context" || m == "context_on")
-                    && in_main.calls.iter().any(|c| c == "run_state::cli::main" || c == "run_state::cli::main_with_code"),
+                    && in_main
+                        .calls
+                        .iter()
+                        .any(|c| c == "run_state::cli::main" || c == "run_state::cli::main_with_code"),
                 "{} must take StageArgs, build the stage context and end main through run_state::cli::main (or main_with_code)",
                 binary.display()
             );

@@ -437,10 +437,7 @@ fn two_pipelines_racing_on_one_dynamodb_store_run_one_at_a_time() {
     let moto = test_support::Moto::shared();
     let repo = GitRepo::new();
     // The test holds the lock long enough for the second pipeline to try.
-    repo.write(
-        "pipeline.toml",
-        "[components.slow]\npaths = [\"slow/**\"]\ntest = { run = \"sleep 4; echo done\" }\n",
-    );
+    repo.write("pipeline.toml", "[components.slow]\npaths = [\"slow/**\"]\ntest = { run = \"sleep 4; echo done\" }\n");
     repo.write("slow/a.txt", "1");
     repo.commit_all("first");
     repo.write("slow/a.txt", "2");
@@ -483,14 +480,23 @@ fn two_pipelines_racing_on_one_dynamodb_store_run_one_at_a_time() {
     let holder = format!("`cargo xtask pipeline` in {} (pid {})", one.canonicalize().unwrap().display(), first.id());
     assert!(said.contains(&holder), "the holder is named: {said}");
     assert!(!said.contains("pipeline: run "), "the refused pipeline began no run: {said}");
-    let first_run = seen.lines().find_map(|l| l.split("pipeline: run ").nth(1)).and_then(|r| r.split(' ').next()).unwrap();
+    let first_run =
+        seen.lines().find_map(|l| l.split("pipeline: run ").nth(1)).and_then(|r| r.split(' ').next()).unwrap();
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut first_err, &mut rest).unwrap();
     assert!(first.wait().unwrap().success(), "{seen}{rest}");
     let show = |run: Option<&str>| {
-        let mut command = Command::new(std::path::Path::new(env!("CARGO_BIN_EXE_xtask")).with_file_name("status-report"));
+        let mut command =
+            Command::new(std::path::Path::new(env!("CARGO_BIN_EXE_xtask")).with_file_name("status-report"));
         command.arg("--repo").arg(&one);
-        command.args(["--store", &format!("dynamodb://{table}"), "--endpoint-url", &moto.endpoint, "--region", "us-east-1"]);
+        command.args([
+            "--store",
+            &format!("dynamodb://{table}"),
+            "--endpoint-url",
+            &moto.endpoint,
+            "--region",
+            "us-east-1",
+        ]);
         command.args(["show", "--format", "json"]).args(run.map(|r| vec!["--run", r]).unwrap_or_default());
         let out = command.env("AWS_ACCESS_KEY_ID", "testing").env("AWS_SECRET_ACCESS_KEY", "testing").output().unwrap();
         assert_eq!(out.status.code(), Some(0), "{}", text(&out));

@@ -1,4 +1,3 @@
-
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 

@@ -4,9 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use proptest::prelude::*;
 use cfn_template::{Limits, ParseError, parse, parse_bytes, parse_with};
 use cfn_template::{Node, Pos, Value};
+use proptest::prelude::*;
 
 fn at(line: u32, column: u32) -> Pos {
     Pos { line, column }

@@ -28,7 +28,9 @@ fn build(root: &Path, n: usize) -> String {
     let dist = root.join("dist");
     let _ = std::fs::remove_dir_all(&dist);
     std::fs::create_dir_all(dist.join("assets")).unwrap();
-    let html = format!("<html><script src=\"/aws-config.js\"></script><script src=\"/assets/app.v{n}.js\"></script>release {n}</html>");
+    let html = format!(
+        "<html><script src=\"/aws-config.js\"></script><script src=\"/assets/app.v{n}.js\"></script>release {n}</html>"
+    );
     std::fs::write(dist.join("index.html"), &html).unwrap();
     std::fs::write(dist.join(format!("assets/app.v{n}.js")), format!("console.log({n})")).unwrap();
     html

@@ -40,7 +40,6 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 
-
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::fs::File;
@@ -258,14 +257,7 @@ impl Runner<'_> {
             }
             other => other,
         };
-        JobResult {
-            job,
-            outcome,
-            started_at: Some(started_at),
-            ended_at: SystemTime::now(),
-            log_tail,
-            note,
-        }
+        JobResult { job, outcome, started_at: Some(started_at), ended_at: SystemTime::now(), log_tail, note }
     }
 
     fn spawn(&self, job: &Job, path: Option<&OsString>) -> Result<RunningJob, String> {

@@ -59,8 +59,8 @@ pub use record::{
     Coverage, Details, FileCoverage, PIPELINE, Ratio, Status, Step, StepRecord, Supersede, merge_later, percent_text,
     process_died, supersede, this_process,
 };
-pub use run_dir::{RunDir, RunFile, runs_dir, write_atomic, write_atomic_with};
 pub use recording::{Recording, record_pipeline_step, record_step, record_step_async};
+pub use run_dir::{RunDir, RunFile, runs_dir, write_atomic, write_atomic_with};
 pub use store::{DEFAULT_SUCCESS_ENV, FileStore, LockRecord, Store, SuccessMark, check_success};
 
 /// What can go wrong with the run folder, the store or the stage context.

@@ -238,8 +238,16 @@ fn under_throttling_and_cut_connections_no_record_is_lost_or_overwritten() {
         Arc::new(DynamoStore::new(&config, table).unwrap())
     };
     proxy.set(vec![
-        test_support::Rule { matching: None, at: (1..400).map(|n| n * 3).collect(), fault: test_support::Fault::Status(503) },
-        test_support::Rule { matching: None, at: (1..400).map(|n| n * 7).collect(), fault: test_support::Fault::ResetAfter },
+        test_support::Rule {
+            matching: None,
+            at: (1..400).map(|n| n * 3).collect(),
+            fault: test_support::Fault::Status(503),
+        },
+        test_support::Rule {
+            matching: None,
+            at: (1..400).map(|n| n * 7).collect(),
+            fault: test_support::Fault::ResetAfter,
+        },
     ]);
     let components: Vec<String> = (0..40).map(|n| format!("c{n}")).collect();
     let status_of = |n: usize| if n.is_multiple_of(4) { Status::Failed } else { Status::Passed };

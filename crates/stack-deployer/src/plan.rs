@@ -5,10 +5,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::{Component, Path, PathBuf};
 
+use cfn_template::{Node, Value};
 use lambda_packager::{FunctionSpec, Manifest, Package};
 use serde_json::Value as Json;
 use sha2::{Digest, Sha256};
-use cfn_template::{Node, Value};
 
 use crate::Error;
 use crate::config::{Environment, ParameterValue, StackSpec};
@@ -597,10 +597,9 @@ impl Packer<'_> {
             }
         }
         let extension = Path::new(path).extension().and_then(|e| e.to_str()).unwrap_or_default();
-        let unchanged = (replacements.is_empty()
-            && !extension.is_empty()
-            && extension.chars().all(|c| c.is_ascii_alphanumeric()))
-        .then(|| (bytes.clone(), extension.to_ascii_lowercase()));
+        let unchanged =
+            (replacements.is_empty() && !extension.is_empty() && extension.chars().all(|c| c.is_ascii_alphanumeric()))
+                .then(|| (bytes.clone(), extension.to_ascii_lowercase()));
         let mut json = to_json(&root);
         if let Some(Json::Object(resources)) = json.get_mut("Resources") {
             for ((name, property), value) in replacements {

@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
-use run_state::{DeployedStack, PIPELINE, RunDir, RunFile, StackOutputs, Status, Step, StepRecord, Store};
 use gate::{ComponentVerdict, DeployDecision, GatePolicy};
+use run_state::{DeployedStack, PIPELINE, RunDir, RunFile, StackOutputs, Status, Step, StepRecord, Store};
 
 use crate::apply::{self, ApplyOptions, Clients, StackOutcome, StackResult};
 use crate::config::{DeploySettings, Environment};

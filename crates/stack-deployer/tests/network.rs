@@ -15,7 +15,9 @@ use test_support::{Fault, FaultProxy, Rule};
 const BIN: &str = env!("CARGO_BIN_EXE_stack-deployer");
 
 fn template(value: &str) -> String {
-    format!("Resources:\n  Setting:\n    Type: AWS::SSM::Parameter\n    Properties:\n      Type: String\n      Value: {value}\n")
+    format!(
+        "Resources:\n  Setting:\n    Type: AWS::SSM::Parameter\n    Properties:\n      Type: String\n      Value: {value}\n"
+    )
 }
 
 /// A run of `repo` whose diff changes the stack and whose validate passed.
@@ -57,7 +59,12 @@ async fn stack(cf: &aws_sdk_cloudformation::Client, name: &str) -> (String, Vec<
     let executed = |s: &aws_sdk_cloudformation::types::ChangeSetSummary| {
         s.execution_status() == Some(&aws_sdk_cloudformation::types::ExecutionStatus::ExecuteComplete)
     };
-    let left = sets.summaries().iter().filter(|s| !executed(s)).filter_map(|s| s.change_set_name().map(str::to_owned)).collect();
+    let left = sets
+        .summaries()
+        .iter()
+        .filter(|s| !executed(s))
+        .filter_map(|s| s.change_set_name().map(str::to_owned))
+        .collect();
     (status, left)
 }
 
@@ -125,7 +132,11 @@ async fn a_deploy_cut_at_any_call_settles_and_the_next_run_completes_it() {
             assert!(left.is_empty(), "change sets left behind {left:?}: {case}");
             match cut.status.code() {
                 Some(0) => {
-                    assert_eq!(deployed().await.as_deref(), Some(value.as_str()), "a green run deployed the change: {case}");
+                    assert_eq!(
+                        deployed().await.as_deref(),
+                        Some(value.as_str()),
+                        "a green run deployed the change: {case}"
+                    );
                 }
                 // 2 when the cut came before anything changed (a preflight call: the bucket, the
                 // stack's state), 1 once the deploy had begun.
@@ -134,7 +145,8 @@ async fn a_deploy_cut_at_any_call_settles_and_the_next_run_completes_it() {
                     let error = said.lines().filter(|l| l.starts_with("stack-deployer:")).count();
                     assert!(error >= 1, "a failure says so in a line of its own: {case}");
                     // The next run, on a good network, deploys the change.
-                    let again = deploy(repo.path(), &run(repo.path(), &format!("run-{version}-again")), &proxy.endpoint);
+                    let again =
+                        deploy(repo.path(), &run(repo.path(), &format!("run-{version}-again")), &proxy.endpoint);
                     assert_eq!(again.status.code(), Some(0), "{case}\nagain: {}", text(&again));
                     assert_eq!(deployed().await.as_deref(), Some(value.as_str()), "{case}");
                 }

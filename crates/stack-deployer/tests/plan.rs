@@ -266,8 +266,7 @@ fn a_refused_function_loses_its_code_update_and_its_upload_but_not_the_stack() {
         ("frontend-builder", Step::Test),
         ("infra", Step::Build),
     ]);
-    let decision =
-        gate::decide_deploy(&records, Some(&required), &gate::GatePolicy::default(), "dev");
+    let decision = gate::decide_deploy(&records, Some(&required), &gate::GatePolicy::default(), "dev");
     let refused = stack_deployer::stage::apply_decision(&mut plan, &decision);
 
     assert_eq!(refused.keys().collect::<Vec<_>>(), ["api-handler"]);
@@ -293,8 +292,7 @@ fn a_refused_environment_keeps_nothing() {
     let mut plan = plan_in(repo.path(), "dev", None, Some(&changed)).unwrap();
     let records = vec![StepRecord::new("r1", "abc", PIPELINE, Step::Validate, Status::Failed)];
     let required = gate::Requirements::from_pairs([("infra", Step::Build)]);
-    let decision =
-        gate::decide_deploy(&records, Some(&required), &gate::GatePolicy::default(), "dev");
+    let decision = gate::decide_deploy(&records, Some(&required), &gate::GatePolicy::default(), "dev");
     stack_deployer::stage::apply_decision(&mut plan, &decision);
     assert!(plan.stacks.is_empty() && plan.artifacts.is_empty(), "{}", plan.describe());
     assert!(plan.skipped[0].reason.starts_with("refused: infra: `dev` refused: validate failed"), "{:?}", plan.skipped);

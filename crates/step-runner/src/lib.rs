@@ -38,10 +38,10 @@ use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, SystemTime};
 
+use gate::GatePolicy;
 use run_state::{Details, PIPELINE, RunDir, RunFile, StackOutputs, StageContext, Status, Step, StepRecord, Store};
 use serde::Deserialize;
 use source_diff::{Components, DiffReport};
-use gate::GatePolicy;
 
 pub use crate::coverage::CoverageScope;
 pub use process_pool::{DEFAULT_TIMEOUT, Event, Job, JobResult, Outcome, Runner, default_parallelism, missing_program};
@@ -70,7 +70,6 @@ impl RunnerSettings {
         self.parallelism.unwrap_or_else(default_parallelism).max(1)
     }
 }
-
 
 /// What a step will do: the jobs to run and the components skipped, with why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -216,7 +215,9 @@ pub fn run_step(
         let finished = finished_record(run_id, commit, plan.step, result, coverage);
         let started = running.lock().unwrap_or_else(|p| p.into_inner()).remove(&result.job.component);
         keep(match started {
-            Some(recording) => run_state::Recording::end(recording, finished.status, |d| *d = finished.details).map(drop),
+            Some(recording) => {
+                run_state::Recording::end(recording, finished.status, |d| *d = finished.details).map(drop)
+            }
             // Never started (cancelled before its turn): its end is its only record.
             None => store.record(&finished),
         });

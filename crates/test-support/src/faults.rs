@@ -83,7 +83,7 @@ impl FaultProxy {
     }
 
     /// Each request so far: its first line (and its `Action` when it has one), then ` -> ` and
-/// what the proxy did.
+    /// what the proxy did.
     pub fn seen(&self) -> Vec<String> {
         self.state.lock().unwrap().seen.clone()
     }
@@ -147,7 +147,8 @@ fn serve(client: TcpStream, upstream: &str, state: &Mutex<State>) {
     while let Some(request) = read_request(&mut reader) {
         let mut first = request.head.lines().next().unwrap_or_default().to_owned();
         // The operation, for query-protocol calls (CloudFormation, STS, SNS): `Action=` in the body.
-        if let Some(action) = String::from_utf8_lossy(&request.body).split('&').find_map(|p| p.strip_prefix("Action=")) {
+        if let Some(action) = String::from_utf8_lossy(&request.body).split('&').find_map(|p| p.strip_prefix("Action="))
+        {
             first.push_str(&format!(" {action}"));
         }
         let fault = choose(state, &request.head);
@@ -251,7 +252,8 @@ fn unchunk(mut body: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::new();
     loop {
         let line_end = body.windows(2).position(|w| w == b"\r\n")?;
-        let size = usize::from_str_radix(String::from_utf8_lossy(&body[..line_end]).split(';').next()?.trim(), 16).ok()?;
+        let size =
+            usize::from_str_radix(String::from_utf8_lossy(&body[..line_end]).split(';').next()?.trim(), 16).ok()?;
         body = &body[line_end + 2..];
         if size == 0 {
             return Some(out);
@@ -279,7 +281,11 @@ mod tests {
                     if let Some(request) = read_request(&mut reader) {
                         let line = request.head.lines().next().unwrap_or_default().to_owned();
                         let body = format!("{line} {}", request.body.len());
-                        let _ = write!(stream, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n", body.len());
+                        let _ = write!(
+                            stream,
+                            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+                            body.len()
+                        );
                     }
                 });
             }

@@ -855,8 +855,11 @@ pub fn run_stage(
             recording.end(run_state::Status::Failed, |d| d.error = Some(error))?;
         }
         Err(error) => {
-            let status =
-                if matches!(error, Error::Cancelled) { run_state::Status::Cancelled } else { run_state::Status::Failed };
+            let status = if matches!(error, Error::Cancelled) {
+                run_state::Status::Cancelled
+            } else {
+                run_state::Status::Failed
+            };
             recording.end(status, |d| d.error = Some(run_state::error_chain(error)))?;
         }
     }

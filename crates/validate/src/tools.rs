@@ -4,8 +4,8 @@
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
-use serde_json::Value as Json;
 use process_pool::{Job, Outcome, Runner};
+use serde_json::Value as Json;
 
 use crate::config::{ToolFormat, ToolSettings};
 use crate::{Error, Finding, Pos, Severity};
