@@ -237,8 +237,7 @@ mod tests {
             _ => return false,
         };
         attrs.iter().any(|a| {
-            a.path().is_ident("cfg")
-                && matches!(&a.meta, syn::Meta::List(list) if list.tokens.to_string().contains("test"))
+            a.path().is_ident("cfg") && matches!(&a.meta, syn::Meta::List(list) if list.tokens.to_string() == "test")
         })
     }
 

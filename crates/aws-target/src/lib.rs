@@ -473,6 +473,19 @@ const NOT_FOUND: &[&str] = &[
 ];
 
 impl ErrorKind {
+    /// Whether asking again may succeed: throttling, a 5xx, or the network (unreachable, a
+    /// connection cut, an answer that did not arrive whole or in time). A write asked again
+    /// may run twice: only reads, or writes whose effect the caller checks, should be.
+    pub fn is_transient<E, R>(error: &aws_smithy_runtime_api::client::result::SdkError<E, R>) -> bool
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: fmt::Debug + 'static,
+    {
+        use aws_smithy_runtime_api::client::result::SdkError;
+        matches!(ErrorKind::of(error), ErrorKind::Throttled | ErrorKind::Unreachable | ErrorKind::ServiceError)
+            || matches!(error, SdkError::DispatchFailure(_) | SdkError::ResponseError(_) | SdkError::TimeoutError(_))
+    }
+
     /// Sorts an SDK error.
     pub fn of<E, R>(error: &aws_smithy_runtime_api::client::result::SdkError<E, R>) -> ErrorKind
     where

@@ -74,6 +74,29 @@ async fn create_bucket(s3: &aws_sdk_s3::Client, bucket: &str) -> Result<(), Erro
     }
 }
 
+/// Each environment's SDK config, made once per run: the deploy and the site check of one
+/// environment reach its account (the role assumed, who it is said, the emulator's bucket
+/// made) once, not once each.
+#[derive(Default)]
+pub(crate) struct Configs(std::sync::Mutex<std::collections::BTreeMap<String, SdkConfig>>);
+
+impl Configs {
+    async fn get(
+        &self,
+        context: &StageContext,
+        target: &Target,
+        env_name: &str,
+        on_event: &(dyn Fn(Event<'_>) + Sync),
+    ) -> Result<SdkConfig, Error> {
+        if let Some(config) = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(env_name) {
+            return Ok(config.clone());
+        }
+        let config = target.config(&environment(context, env_name)?, on_event).await?;
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(env_name.to_string(), config.clone());
+        Ok(config)
+    }
+}
+
 /// `[deploy]`'s environment `name`.
 pub(crate) fn environment(context: &StageContext, name: &str) -> Result<Environment, Error> {
     let config = context.required_config()?;
@@ -89,9 +112,14 @@ pub(crate) fn env_lookup(name: &str) -> Option<String> {
 /// `[publish]`, `frontend_publisher::run_stage`, as the Deploy buildspecs run both binaries.
 /// Both record their own steps (and skip, with why, what did not change). `Ok(false)` when a
 /// stack or the publish failed or was refused.
-pub(crate) async fn deploy(inputs: &Inputs<'_>, target: &Target, env_name: &str) -> Result<bool, Error> {
+pub(crate) async fn deploy(
+    inputs: &Inputs<'_>,
+    configs: &Configs,
+    target: &Target,
+    env_name: &str,
+) -> Result<bool, Error> {
     let Inputs { context, run, store, cancel, on_event, .. } = *inputs;
-    let reached = async { target.config(&environment(context, env_name)?, on_event).await }.await;
+    let reached = configs.get(context, target, env_name, on_event).await;
     let config = match reached {
         Ok(config) => config,
         Err(error) => {
@@ -132,10 +160,15 @@ pub(crate) async fn deploy(inputs: &Inputs<'_>, target: &Target, env_name: &str)
 /// `frontend_publisher::check_stage`, which records the site component's `dast` step as
 /// `frontend-publisher check` does. Reaching the account is part of the check: a failure there
 /// is recorded too. Whether the check let the site through.
-pub(crate) async fn site_check(inputs: &Inputs<'_>, target: &Target, env_name: &str) -> Result<bool, Error> {
+pub(crate) async fn site_check(
+    inputs: &Inputs<'_>,
+    configs: &Configs,
+    target: &Target,
+    env_name: &str,
+) -> Result<bool, Error> {
     let Inputs { context, run, store, diff, on_event, .. } = *inputs;
     let Some(publish) = PublishConfig::from_config(context.required_config()?)? else { return Ok(true) };
-    let sdk = match async { target.config(&environment(context, env_name)?, on_event).await }.await {
+    let sdk = match configs.get(context, target, env_name, on_event).await {
         Ok(sdk) => sdk,
         Err(error) => {
             let mut record = run_state::StepRecord::new(

@@ -86,9 +86,6 @@ pub enum Error {
     /// The publish or the site check could not run.
     #[error("the site")]
     Publish(#[from] frontend_publisher::Error),
-    /// `[validate]`.
-    #[error("validate's settings")]
-    Validate(#[from] validate::Error),
     /// The approval record.
     #[error("the approval")]
     Approval(#[from] gate::approval::Error),
@@ -285,7 +282,7 @@ pub fn run(
 ) -> Result<bool, Error> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(Error::Runtime)?;
     let envs = Envs::of(inputs.policy);
-    let stages = Stages { inputs, envs: &envs, runtime: &runtime };
+    let stages = Stages { inputs, envs: &envs, runtime: &runtime, configs: aws::Configs::default() };
     let needs = Needs::of(inputs.context, inputs.diff, &envs.first)?;
     let later = [Step::Approval, Step::E2e, Step::Dast, Step::ProdDeploy];
     if start == Start::Resumed {
@@ -335,6 +332,8 @@ struct Stages<'a> {
     inputs: &'a Inputs<'a>,
     envs: &'a Envs,
     runtime: &'a tokio::runtime::Runtime,
+    /// Each environment's SDK config, made once.
+    configs: aws::Configs,
 }
 
 impl Stages<'_> {
@@ -426,7 +425,7 @@ impl Stages<'_> {
     /// The deploy of one environment (its stacks, then the site; each stage skips, and records
     /// why, what did not change).
     fn deploy(&self, target: &Target, env: &str) -> bool {
-        match self.runtime.block_on(aws::deploy(self.inputs, target, env)) {
+        match self.runtime.block_on(aws::deploy(self.inputs, &self.configs, target, env)) {
             Ok(passed) => passed,
             Err(error) => {
                 self.line(format!("deploy {env}: {}", run_state::error_chain(&error)));
@@ -441,7 +440,7 @@ impl Stages<'_> {
         if frontend_publisher::PublishConfig::from_config(self.inputs.context.required_config()?)?.is_none() {
             return Ok(true);
         }
-        Ok(self.runtime.block_on(aws::site_check(self.inputs, target, env)).unwrap_or_else(|error| {
+        Ok(self.runtime.block_on(aws::site_check(self.inputs, &self.configs, target, env)).unwrap_or_else(|error| {
             self.line(format!("site check {env}: {}", run_state::error_chain(&error)));
             false
         }))

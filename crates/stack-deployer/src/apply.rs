@@ -679,7 +679,7 @@ async fn create_change_set(
             result.outcome = StackOutcome::NoChanges;
             return finish_unchanged(cf, stack, result).await.map(Step::End);
         }
-        Err(error) if transient(&error) => {
+        Err(error) if ErrorKind::is_transient(&error) => {
             // The request may have reached CloudFormation with only its answer lost (a cut
             // connection, a timeout): the change set may exist. Delete it by its name so the
             // failure leaves nothing behind (if this fails too, the next deploy's sweep of
@@ -726,7 +726,7 @@ async fn wait_for_change_set(
                 _ => Poll::Pending,
             }),
             // A read: asked again at the next poll, until the deadline.
-            Err(error) if transient(&error) => Ok(Poll::Pending),
+            Err(error) if ErrorKind::is_transient(&error) => Ok(Poll::Pending),
             Err(error) => Err(error),
         }
     })
@@ -793,7 +793,7 @@ async fn watch_stack(
             Ok(out) => out.stacks().first().cloned(),
             // A read: asked again at the next poll; the deadline still counts, so a network
             // that never comes back ends in a timeout, not a hang.
-            Err(error) if transient(&error) => return Ok(Poll::Pending),
+            Err(error) if ErrorKind::is_transient(&error) => return Ok(Poll::Pending),
             Err(error) => return Err(aws("DescribeStacks", stack_id, error)),
         };
         watcher.poll(cf, &stack.name, on_event).await?;
@@ -940,7 +940,7 @@ async fn execute(
             Err(error) => error,
         };
         let kind = ErrorKind::of(&error);
-        if !transient(&error) {
+        if !ErrorKind::is_transient(&error) {
             // Refused outright: it did not run, so the change set goes.
             let _ = delete_change_set(cf, arn).await;
             return Err(aws("ExecuteChangeSet", arn, error));
@@ -987,7 +987,7 @@ async fn describe_after_doubt(
     for _ in 0..4 {
         match cf.describe_change_set().change_set_name(arn).send().await {
             Ok(described) => return Ok(described),
-            Err(error) if transient(&error) => {
+            Err(error) if ErrorKind::is_transient(&error) => {
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(options.max_poll);
             }
@@ -1115,17 +1115,6 @@ fn is_no_changes_reason(reason: &str) -> bool {
     reason.contains("didn't contain changes") || reason.contains("No updates are to be performed")
 }
 
-/// An error worth asking again for a read: throttling, a 5xx, the endpoint unreachable, a
-/// connection cut or an answer that did not arrive whole (the SDK already retried it).
-fn transient<E, R>(error: &SdkError<E, R>) -> bool
-where
-    E: aws_sdk_cloudformation::error::ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug + 'static,
-{
-    matches!(ErrorKind::of(error), ErrorKind::Throttled | ErrorKind::Unreachable | ErrorKind::ServiceError)
-        || matches!(error, SdkError::DispatchFailure(_) | SdkError::ResponseError(_) | SdkError::TimeoutError(_))
-}
-
 async fn delete_change_set(cf: &CloudFormation, arn: &str) -> Result<(), Error> {
     match cf.delete_change_set().change_set_name(arn).send().await {
         Ok(_) => Ok(()),
@@ -1238,7 +1227,7 @@ impl Watcher {
             'pages: for _ in 0..5 {
                 let out = match cf.describe_stack_events().stack_name(&id).set_next_token(token.clone()).send().await {
                     Ok(out) => out,
-                    Err(error) if transient(&error) => break,
+                    Err(error) if ErrorKind::is_transient(&error) => break,
                     Err(error) => return Err(aws("DescribeStackEvents", &id, error)),
                 };
                 for event in out.stack_events() {

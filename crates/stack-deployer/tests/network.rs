@@ -7,12 +7,12 @@
 //! deploys the change.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use run_state::{RunDir, Status, Step, Store};
 use test_support::{Fault, FaultProxy, Rule};
 
-const BIN: &str = env!("CARGO_BIN_EXE_stack-deployer");
+mod support;
 
 fn template(value: &str) -> String {
     format!(
@@ -31,19 +31,7 @@ fn run(repo: &Path, id: &str) -> RunDir {
 }
 
 fn deploy(repo: &Path, run: &RunDir, endpoint: &str) -> Output {
-    Command::new(BIN)
-        .arg("--repo")
-        .arg(repo)
-        .arg("--run-dir")
-        .arg(&run.path)
-        .args(["--env", "dev", "--endpoint-url", endpoint, "--region", "us-east-1"])
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env_remove("AWS_PROFILE")
-        .env("AWS_CONFIG_FILE", "/nonexistent")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-        .output()
-        .unwrap()
+    support::deployer_at(endpoint, repo, run, &[])
 }
 
 fn text(out: &Output) -> String {

@@ -9,13 +9,18 @@ use run_state::RunDir;
 /// credentials and no profile of the machine's.
 #[allow(dead_code)]
 pub fn deployer(repo: &Path, run: &RunDir, args: &[&str]) -> Output {
-    let moto = test_support::Moto::shared();
+    deployer_at(&test_support::Moto::shared().endpoint, repo, run, args)
+}
+
+/// [`deployer`] against `endpoint` (a proxy in front of the emulator, say).
+#[allow(dead_code)]
+pub fn deployer_at(endpoint: &str, repo: &Path, run: &RunDir, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_stack-deployer"))
         .arg("--repo")
         .arg(repo)
         .arg("--run-dir")
         .arg(&run.path)
-        .args(["--env", "dev", "--endpoint-url", &moto.endpoint, "--region", "us-east-1"])
+        .args(["--env", "dev", "--endpoint-url", endpoint, "--region", "us-east-1"])
         .args(args)
         .env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")
