@@ -57,7 +57,7 @@ pub struct PublishSection {
 
 /// A literal value or a stack output.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(untagged)]
+#[serde(untagged, expecting = "expected a string or { output = \"STACK.Output\" }")]
 pub enum ValueSpec {
     /// A literal.
     Literal(String),
@@ -98,7 +98,7 @@ pub struct RuntimeConfigSpec {
 
 /// A key of the runtime config: an output, or an object of keys.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(untagged)]
+#[serde(untagged, expecting = "expected an output name or a table of nested keys")]
 pub enum RuntimeKey {
     /// `Output` of the runtime config's `stack`, or `STACK.Output` of another configured stack.
     Output(String),

@@ -76,6 +76,15 @@ pub use s3::{ApplyOptions, DELETE_BATCH, apply, read_remote};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// Checks every section of `pipeline.toml` this stage reads (`[components]`, `[publish]`,
+/// `[gate]`), so the binary reports a config mistake before anything else, even with no run.
+pub fn check_config(config: &pipeline_config::ConfigFile) -> Result<(), Error> {
+    source_diff::Components::from_config(config)?;
+    PublishConfig::from_config(config)?;
+    gate::GatePolicy::from_config(config)?;
+    Ok(())
+}
+
 /// Everything that can go wrong, each naming what to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -10,7 +10,6 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use aws_sdk_lambda::Client;
-use aws_sdk_lambda::error::DisplayErrorContext;
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::LastUpdateStatus;
 
@@ -66,14 +65,15 @@ pub enum CodeUpdateOutcome {
 #[derive(Debug, thiserror::Error)]
 pub enum UpdateError {
     /// An AWS call failed.
-    #[error("{operation} {function}: {message}")]
+    #[error("{operation} {function}")]
     Aws {
         /// The API operation.
         operation: &'static str,
         /// The function.
         function: String,
-        /// The SDK's message with its causes.
-        message: String,
+        /// The SDK's error, with its causes.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// Lambda reports the update failed.
     #[error("updating {function} failed: {reason}")]
@@ -154,9 +154,9 @@ pub const DEFAULT_CALLS_PER_SECOND: u32 = 10;
 
 fn aws<E>(operation: &'static str, function: &str, error: E) -> UpdateError
 where
-    E: std::error::Error + 'static,
+    E: std::error::Error + Send + Sync + 'static,
 {
-    UpdateError::Aws { operation, function: function.to_string(), message: DisplayErrorContext(error).to_string() }
+    UpdateError::Aws { operation, function: function.to_string(), source: Box::new(error) }
 }
 
 async fn configuration(

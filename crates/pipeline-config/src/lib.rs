@@ -232,7 +232,10 @@ pub fn parse_section<T: DeserializeOwned + Default>(file: &Path, text: &str, sec
     let mut track = serde_path_to_error::Track::new();
     let found = seed
         .deserialize(serde_path_to_error::Deserializer::new(deserializer, &mut track))
-        .map_err(|e| from_toml(file, text, &e, track.path().to_string()))?;
+        // A `Spanned<T>` value adds serde_spanned's private field name to the path: not a key.
+        .map_err(|e| {
+            from_toml(file, text, &e, track.path().to_string().replace(".$__serde_spanned_private_value", ""))
+        })?;
     Ok(found.unwrap_or_default())
 }
 

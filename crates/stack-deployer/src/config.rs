@@ -89,7 +89,7 @@ pub struct StackSettings {
 
 /// A parameter's value.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(untagged)]
+#[serde(untagged, expecting = "expected a string, { output = \"STACK.Output\" } or { env = \"VAR\" }")]
 pub enum ParameterValue {
     /// Written as is (`{env}` is replaced).
     Literal(String),

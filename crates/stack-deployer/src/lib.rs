@@ -50,6 +50,15 @@ pub use config::{ArtifactSettings, DeploySettings, Environment, ParameterValue, 
 pub use plan::{Artifact, Plan, PlanInputs, StackPlan, plan};
 pub use stage::{Locks, Report, StageOptions, deploy, plan_stage, run_stage};
 
+/// Checks every section of `pipeline.toml` this stage reads (`[components]`, `[deploy]`,
+/// `[gate]`), so the binary reports a config mistake before anything else, even with no run.
+pub fn check_config(config: &pipeline_config::ConfigFile) -> Result<(), Error> {
+    source_diff::Components::from_config(config)?;
+    DeploySettings::from_config(config)?;
+    gate::GatePolicy::from_config(config)?;
+    Ok(())
+}
+
 /// Everything that stops a deploy before or outside a stack's own verdict, each naming the fix.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -381,6 +381,15 @@ pub fn environment_vars(outputs: &StackOutputs, environment: &str) -> Result<Vec
     Ok(vars)
 }
 
+/// Checks every section of `pipeline.toml` this stage reads (`[components]`, `[runner]`,
+/// `[gate]`), so a binary reports a config mistake before anything else, even with no run.
+pub fn check_config(config: &pipeline_config::ConfigFile) -> Result<(), Error> {
+    Components::from_config(config)?;
+    config.section::<RunnerSettings>(RunnerSettings::SECTION)?;
+    GatePolicy::from_config(config)?;
+    Ok(())
+}
+
 /// Loads `[components]` and `[runner]` of the context's config, and the run's diff.
 pub fn load(context: &StageContext, run_dir: &RunDir) -> Result<(Components, RunnerSettings, DiffReport), Error> {
     let config = context.required_config()?;

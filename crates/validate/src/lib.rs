@@ -760,6 +760,14 @@ pub struct StageOptions<'a> {
     pub cancel: &'a std::sync::atomic::AtomicBool,
 }
 
+/// Checks every section of `pipeline.toml` this stage reads (`[components]`, `[validate]`),
+/// so a binary reports a config mistake before anything else, even with no run.
+pub fn check_config(config: &pipeline_config::ConfigFile) -> Result<(), Error> {
+    Components::from_config(config)?;
+    ValidateSettings::from_config(config)?;
+    Ok(())
+}
+
 /// The plan [`run_stage`] would apply, for a dry run: nothing is checked or recorded.
 pub fn plan_stage(
     context: &run_state::StageContext,

@@ -142,6 +142,7 @@ fn run(args: Args) -> anyhow::Result<bool> {
     match args.command {
         Command::Publish { common, request_approval: true, .. } => {
             let context = common.stage.context_on(&common.target.target())?;
+            frontend_publisher::check_config(context.required_config()?)?;
             let run_dir = context.run_dir(common.run_dir.as_deref())?;
             let store = context.store()?;
             let digest = frontend_publisher::request_approval(&context, &run_dir, &store, &common.env)?;
@@ -155,6 +156,7 @@ fn run(args: Args) -> anyhow::Result<bool> {
         }
         Command::Publish { common, dry_run, force, json, .. } => {
             let context = common.stage.context_on(&common.target.target())?;
+            frontend_publisher::check_config(context.required_config()?)?;
             let run_dir = context.run_dir(common.run_dir.as_deref())?;
             let store = context.store()?;
             let target = common.environment_target(&context)?;
@@ -229,6 +231,7 @@ fn run(args: Args) -> anyhow::Result<bool> {
         Command::Check { common, json } => {
             // The run's step (`dast` of the site's component) is recorded, as in a pipeline.
             let context = common.stage.context_on(&common.target.target())?;
+            frontend_publisher::check_config(context.required_config()?)?;
             let run_dir = context.run_dir(common.run_dir.as_deref())?;
             let store = context.store()?;
             let target = common.environment_target(&context)?;

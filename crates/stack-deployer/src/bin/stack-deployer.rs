@@ -100,6 +100,7 @@ fn render(event: Event) {
 #[allow(clippy::print_stderr)]
 fn run(args: Args) -> anyhow::Result<u8> {
     let context = args.stage.context_on(&args.target.target())?;
+    stack_deployer::check_config(context.required_config()?)?;
     let run = context.run_dir(args.run_dir.as_deref())?;
     let options = StageOptions {
         environment: args.environment.clone(),

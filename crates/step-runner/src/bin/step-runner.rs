@@ -47,6 +47,7 @@ fn main() -> ExitCode {
 #[allow(clippy::print_stderr)]
 fn run(args: Args) -> anyhow::Result<bool> {
     let context = args.stage.context_on(&args.target.target())?;
+    step_runner::check_config(context.required_config()?)?;
     let run_dir = context.run_dir(args.run_dir.as_deref())?;
     if args.dry_run {
         let (components, settings, diff) = step_runner::load(&context, &run_dir)?;

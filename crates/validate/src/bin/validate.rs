@@ -63,6 +63,7 @@ fn main() -> ExitCode {
 #[allow(clippy::print_stderr)]
 fn run(args: Args) -> anyhow::Result<bool> {
     let context = args.stage.context_on(&args.target.target())?;
+    validate::check_config(context.required_config()?)?;
     // With --all outside any run, nothing is recorded; otherwise the run's step is.
     let run_dir = match (&args.run_dir, args.all) {
         (None, true) => context.run_dir(None).ok(),
