@@ -47,10 +47,12 @@ use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
+mod calls;
 #[cfg(feature = "cli")]
 mod cli;
 mod environment;
 pub mod poll;
+pub use calls::{Call, CallLog, LOG_VAR, STAGE_VAR, read_log};
 #[cfg(feature = "cli")]
 pub use cli::TargetArgs;
 pub use environment::{Account, role_account, session_name};
@@ -171,17 +173,22 @@ pub async fn load_with(target: &Target, loader: aws_config::ConfigLoader) -> Res
         Some(region) if !is_region_name(region.as_ref()) => return Err(Error::BadRegion(region.to_string())),
         Some(_) => {}
     }
+    let log = calls::Sink::from_env();
+    if log.is_some() {
+        calls::learn_account(&base).await;
+    }
     let Some(role) = &target.assume_role else { return Ok(base) };
     let mut provider =
         aws_config::sts::AssumeRoleProvider::builder(&role.role_arn).session_name(&role.session_name).configure(&base);
     if let Some(id) = &role.external_id {
         provider = provider.external_id(id);
     }
-    let provider = provider.build().await;
-    Ok(base
-        .into_builder()
-        .credentials_provider(aws_credential_types::provider::SharedCredentialsProvider::new(provider))
-        .build())
+    let provider = aws_credential_types::provider::SharedCredentialsProvider::new(provider.build().await);
+    let provider = match log {
+        Some(sink) => calls::assumed_role(sink, provider, role),
+        None => provider,
+    };
+    Ok(base.into_builder().credentials_provider(provider).build())
 }
 
 /// Whether a config talks to an endpoint of its own (an emulator) rather than AWS.
@@ -214,11 +221,15 @@ impl fmt::Display for Identity {
 
 /// Asks STS (`GetCallerIdentity`) which account and principal the config's credentials are.
 pub async fn identity(config: &SdkConfig) -> Result<Identity, Error> {
-    identity_from(&aws_sdk_sts::Client::new(config), config).await
+    let mut builder = aws_sdk_sts::config::Builder::from(config);
+    if let Some(log) = CallLog::from_env(config) {
+        builder = builder.interceptor(log);
+    }
+    identity_from(&aws_sdk_sts::Client::from_conf(builder.build()), config).await
 }
 
 /// [`identity`] through a client the caller built (tests give it recorded responses).
-async fn identity_from(sts: &aws_sdk_sts::Client, config: &SdkConfig) -> Result<Identity, Error> {
+pub(crate) async fn identity_from(sts: &aws_sdk_sts::Client, config: &SdkConfig) -> Result<Identity, Error> {
     let out = sts
         .get_caller_identity()
         .send()
@@ -239,6 +250,9 @@ pub fn s3(config: &SdkConfig, counter: Option<&RequestCounter>) -> aws_sdk_s3::C
     if let Some(counter) = counter {
         builder = builder.interceptor(counter.clone());
     }
+    if let Some(log) = CallLog::from_env(config) {
+        builder = builder.interceptor(log);
+    }
     aws_sdk_s3::Client::from_conf(builder.build())
 }
 
@@ -248,6 +262,9 @@ pub fn cloudformation(config: &SdkConfig, counter: Option<&RequestCounter>) -> a
     let mut builder = aws_sdk_cloudformation::config::Builder::from(config);
     if let Some(counter) = counter {
         builder = builder.interceptor(counter.clone());
+    }
+    if let Some(log) = CallLog::from_env(config) {
+        builder = builder.interceptor(log);
     }
     aws_sdk_cloudformation::Client::from_conf(builder.build())
 }
@@ -259,6 +276,9 @@ pub fn cloudfront(config: &SdkConfig, counter: Option<&RequestCounter>) -> aws_s
     if let Some(counter) = counter {
         builder = builder.interceptor(counter.clone());
     }
+    if let Some(log) = CallLog::from_env(config) {
+        builder = builder.interceptor(log);
+    }
     aws_sdk_cloudfront::Client::from_conf(builder.build())
 }
 
@@ -268,6 +288,9 @@ pub fn lambda(config: &SdkConfig, counter: Option<&RequestCounter>) -> aws_sdk_l
     let mut builder = aws_sdk_lambda::config::Builder::from(config);
     if let Some(counter) = counter {
         builder = builder.interceptor(counter.clone());
+    }
+    if let Some(log) = CallLog::from_env(config) {
+        builder = builder.interceptor(log);
     }
     aws_sdk_lambda::Client::from_conf(builder.build())
 }
@@ -279,6 +302,9 @@ pub fn dynamodb(config: &SdkConfig, counter: Option<&RequestCounter>) -> aws_sdk
     if let Some(counter) = counter {
         builder = builder.interceptor(counter.clone());
     }
+    if let Some(log) = CallLog::from_env(config) {
+        builder = builder.interceptor(log);
+    }
     aws_sdk_dynamodb::Client::from_conf(builder.build())
 }
 
@@ -289,6 +315,9 @@ pub fn sns(config: &SdkConfig, counter: Option<&RequestCounter>) -> aws_sdk_sns:
     if let Some(counter) = counter {
         builder = builder.interceptor(counter.clone());
     }
+    if let Some(log) = CallLog::from_env(config) {
+        builder = builder.interceptor(log);
+    }
     aws_sdk_sns::Client::from_conf(builder.build())
 }
 
@@ -298,6 +327,9 @@ pub fn cloudwatch(config: &SdkConfig, counter: Option<&RequestCounter>) -> aws_s
     let mut builder = aws_sdk_cloudwatch::config::Builder::from(config);
     if let Some(counter) = counter {
         builder = builder.interceptor(counter.clone());
+    }
+    if let Some(log) = CallLog::from_env(config) {
+        builder = builder.interceptor(log);
     }
     aws_sdk_cloudwatch::Client::from_conf(builder.build())
 }
@@ -440,6 +472,8 @@ pub fn iam_action(service: &str, operation: &str) -> String {
         ("s3", "HeadObject") => "GetObject",
         ("s3", "HeadBucket" | "ListObjectsV2" | "ListObjects") => "ListBucket",
         ("s3", "DeleteObjects") => "DeleteObject",
+        ("s3", "CreateMultipartUpload" | "UploadPart" | "CompleteMultipartUpload" | "CopyObject") => "PutObject",
+        ("s3", "AbortMultipartUpload") => "AbortMultipartUpload",
         ("s3", "GetPublicAccessBlock") => "GetBucketPublicAccessBlock",
         (_, operation) => operation,
     };
