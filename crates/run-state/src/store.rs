@@ -1,8 +1,9 @@
 //! Where records live: the [`Store`] trait and the embedded [`FileStore`].
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -36,7 +37,7 @@ fn default_env() -> String {
 
 /// A place that keeps step records. Implementations must not lose a record
 /// when several processes write at once.
-pub trait Store: Send + Sync {
+pub trait Store: crate::release::ReleaseStore + Send + Sync {
     /// Records the state of a step, replacing the earlier state of the same run, component and
     /// step unless that one is a result and this one is weaker ([`crate::supersede`]: a skip or
     /// a rerun never replaces a passed, failed or cancelled step).
@@ -50,15 +51,30 @@ pub trait Store: Send + Sync {
     /// Every run id, oldest first.
     fn run_ids(&self) -> Result<Vec<String>, Error>;
 
-    /// Every run with the latest state of its steps, oldest first.
+    /// Hands every run with the latest state of its steps (as [`Store::run`] reads them) to
+    /// `each`, oldest first, one run at a time: what [`Store::runs`] returns without holding
+    /// every run, so a reader of a year-old store keeps only what it takes from each run.
+    /// `each` stops the visit with [`ControlFlow::Break`]. A store that cannot be read ends the
+    /// visit with the error, possibly after earlier runs were handed over.
+    fn for_each_run(&self, each: &mut dyn FnMut(&str, Vec<StepRecord>) -> ControlFlow<()>) -> Result<(), Error> {
+        for id in self.run_ids()? {
+            let records = self.run(&id)?;
+            if each(&id, records).is_break() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every run with the latest state of its steps, oldest first (all in memory: a reader
+    /// that needs one run at a time visits them with [`Store::for_each_run`]).
     fn runs(&self) -> Result<Vec<(String, Vec<StepRecord>)>, Error> {
-        self.run_ids()?
-            .into_iter()
-            .map(|id| {
-                let records = self.run(&id)?;
-                Ok((id, records))
-            })
-            .collect()
+        let mut all = Vec::new();
+        self.for_each_run(&mut |id, records| {
+            all.push((id.to_string(), records));
+            ControlFlow::Continue(())
+        })?;
+        Ok(all)
     }
 
     /// Records that `run_id` deployed its commit to `env`, whose deploy is recorded as `deploy`
@@ -97,6 +113,9 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     }
     fn run_ids(&self) -> Result<Vec<String>, Error> {
         (**self).run_ids()
+    }
+    fn for_each_run(&self, each: &mut dyn FnMut(&str, Vec<StepRecord>) -> ControlFlow<()>) -> Result<(), Error> {
+        (**self).for_each_run(each)
     }
     fn runs(&self) -> Result<Vec<(String, Vec<StepRecord>)>, Error> {
         (**self).runs()
@@ -233,25 +252,17 @@ impl FileStore {
         read_lines(&file, &self.path)
     }
 
-    /// Streams the store's lines to `each` under a shared lock, one line in memory at a time;
-    /// with `containing`, only lines holding those bytes are parsed (a run's id: its records
-    /// cannot lack it), so reading one run of a large store costs a scan, not a parse.
-    fn scan(&self, containing: Option<&[u8]>, mut each: impl FnMut(Line)) -> Result<(), Error> {
+    /// Streams the lines holding `containing` (a run's id: its records cannot lack it) to
+    /// `each` under a shared lock, one line in memory at a time, so reading one run of a large
+    /// store costs a scan, not a parse.
+    fn scan(&self, containing: &[u8], mut each: impl FnMut(Line)) -> Result<(), Error> {
         let file = File::open(&self.path).map_err(|e| Error::io(&self.path, e))?;
         file.lock_shared().map_err(|e| Error::io(&self.path, e))?;
         let mut reader = BufReader::with_capacity(1 << 20, &file);
         let mut buffer = Vec::new();
         let mut number = 0;
-        let finder = match containing {
-            Some(bytes) => Some(
-                regex::bytes::Regex::new(&regex::escape(&String::from_utf8_lossy(bytes)))
-                    .map_err(|e| Error::Corrupt { path: self.path.clone(), message: e.to_string() })?,
-            ),
-            None => None,
-        };
-        if finder.is_none() {
-            return self.scan_all(reader, each);
-        }
+        let finder = regex::bytes::Regex::new(&regex::escape(&String::from_utf8_lossy(containing)))
+            .map_err(|e| Error::Corrupt { path: self.path.clone(), message: e.to_string() })?;
         loop {
             buffer.clear();
             let read = reader.read_until(b'\n', &mut buffer).map_err(|e| Error::io(&self.path, e))?;
@@ -259,9 +270,7 @@ impl FileStore {
                 return Ok(());
             }
             number += 1;
-            if let Some(finder) = &finder
-                && !finder.is_match(&buffer)
-            {
+            if !finder.is_match(&buffer) {
                 // Skipped unparsed, but it must still look like a line the store writes: anything
                 // else (a hand edit, another file's bytes) is reported by every read, never passed
                 // over. A torn last line (no newline) is the crash case, skipped as below.
@@ -286,41 +295,141 @@ impl FileStore {
     }
 }
 
+/// Where some of a run's lines are in the store file: consecutive lines of that run.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    offset: u64,
+    len: u64,
+    /// The number of its first line (1 is the file's first), for errors.
+    first_line: u64,
+}
+
+/// Every run id in order of its first line, with where its lines are.
+type RunIndex = Vec<(String, Vec<Span>)>;
+
+/// The lines of a batch of runs, read from the file: each line's run (its place in the batch),
+/// number and bytes in `text`.
+struct Batch {
+    text: Vec<u8>,
+    lines: Vec<(usize, u64, std::ops::Range<usize>)>,
+}
+
 impl FileStore {
-    /// Every line of the store, parsed on all cores a batch at a time (a year-old store is
-    /// 100 MB of JSON: parsing is what a full read costs) and handed to `each` in file order.
-    /// A torn last line is skipped, any other line that does not parse is an error.
-    fn scan_all(&self, mut reader: BufReader<&File>, mut each: impl FnMut(Line)) -> Result<(), Error> {
-        use rayon::prelude::*;
-        const BATCH_BYTES: usize = 4 << 20;
-        let mut number = 0;
+    /// A full read, first pass: where each run's lines are (a span per stretch of consecutive
+    /// lines, so memory grows with the runs, not with their records). A step line's run id is
+    /// read where the store writes it, without a parse; any other line (a success mark, a lock,
+    /// a hand edit) is parsed. A torn last line ends the file, any other line that does not
+    /// parse is an error.
+    fn index_runs(&self, file: &File) -> Result<RunIndex, Error> {
+        let mut runs: RunIndex = Vec::new();
+        let mut slots: HashMap<String, usize> = HashMap::new();
+        let mut reader = BufReader::with_capacity(1 << 20, file);
+        let mut buffer = Vec::new();
+        let (mut offset, mut number) = (0u64, 0u64);
         loop {
-            let mut batch: Vec<Vec<u8>> = Vec::new();
-            let mut bytes = 0;
-            while bytes < BATCH_BYTES {
-                let mut line = Vec::new();
-                if reader.read_until(b'\n', &mut line).map_err(|e| Error::io(&self.path, e))? == 0 {
-                    break;
-                }
-                bytes += line.len();
-                batch.push(line);
+            buffer.clear();
+            let read = reader.read_until(b'\n', &mut buffer).map_err(|e| Error::io(&self.path, e))? as u64;
+            if read == 0 {
+                return Ok(runs);
             }
-            if batch.is_empty() {
-                return Ok(());
-            }
-            let parsed: Vec<_> = batch.par_iter().map(|line| serde_json::from_slice::<Line>(line)).collect();
-            for (line, result) in batch.iter().zip(parsed) {
-                number += 1;
-                match result {
-                    Ok(parsed) => each(parsed),
+            number += 1;
+            let id = match STEP_HEAD.captures(&buffer).and_then(|c| c.get(1)) {
+                Some(id) if buffer.ends_with(b"\n") => Some(String::from_utf8_lossy(id.as_bytes())),
+                _ => match serde_json::from_slice::<Line>(&buffer) {
+                    Ok(Line::Step(record)) => Some(std::borrow::Cow::Owned(record.run_id)),
+                    Ok(_) => None,
                     // A torn last line from a crash mid-write: it never finished, so it never happened.
-                    Err(_) if !line.ends_with(b"\n") => return Ok(()),
+                    Err(_) if !buffer.ends_with(b"\n") => return Ok(runs),
                     Err(e) => {
                         return Err(Error::Corrupt { path: self.path.clone(), message: format!("line {number}: {e}") });
                     }
+                },
+            };
+            if let Some(id) = id {
+                let slot = match slots.get(id.as_ref()) {
+                    Some(&slot) => slot,
+                    None => {
+                        slots.insert(id.to_string(), runs.len());
+                        runs.push((id.into_owned(), Vec::new()));
+                        runs.len() - 1
+                    }
+                };
+                let spans = &mut runs[slot].1;
+                match spans.last_mut() {
+                    Some(last) if last.offset + last.len == offset => last.len += read,
+                    _ => spans.push(Span { offset, len: read, first_line: number }),
+                }
+            }
+            offset += read;
+        }
+    }
+
+    /// A full read, second pass: the runs' lines read a batch of runs at a time (about 4 MiB,
+    /// a year-old store is 100 MB of JSON: parsing is what a full read costs, so a batch is
+    /// parsed on all cores), each run folded and handed to `each` in the index's order.
+    fn visit_indexed(
+        &self,
+        file: &File,
+        index: RunIndex,
+        each: &mut dyn FnMut(&str, Vec<StepRecord>) -> ControlFlow<()>,
+    ) -> Result<(), Error> {
+        use rayon::prelude::*;
+        const BATCH_BYTES: u64 = 4 << 20;
+        let mut runs = index.into_iter().peekable();
+        while runs.peek().is_some() {
+            let mut ids = Vec::new();
+            let mut spans = Vec::new();
+            let mut bytes = 0;
+            while bytes < BATCH_BYTES
+                && let Some((id, of_run)) = runs.next()
+            {
+                bytes += of_run.iter().map(|s| s.len).sum::<u64>();
+                spans.extend(of_run.into_iter().map(|span| (ids.len(), span)));
+                ids.push(id);
+            }
+            let batch = self.read_batch(file, &spans, bytes)?;
+            let parsed: Vec<_> = batch
+                .lines
+                .par_iter()
+                .map(|(_, _, bytes)| serde_json::from_slice::<Line>(&batch.text[bytes.clone()]))
+                .collect();
+            let mut lines = batch.lines.iter().zip(parsed).peekable();
+            for (slot, id) in ids.iter().enumerate() {
+                let mut latest: BTreeMap<(Step, String), StepRecord> = BTreeMap::new();
+                while let Some(((_, number, _), parsed)) = lines.next_if(|((of, _, _), _)| *of == slot) {
+                    match parsed {
+                        Ok(Line::Step(record)) => fold(&mut latest, record),
+                        Ok(_) => {}
+                        Err(e) => {
+                            let message = format!("line {number}: {e}");
+                            return Err(Error::Corrupt { path: self.path.clone(), message });
+                        }
+                    }
+                }
+                let records = latest.into_values().map(StepRecord::with_dead_runner_failed).collect();
+                if each(id, records).is_break() {
+                    return Ok(());
                 }
             }
         }
+        Ok(())
+    }
+
+    /// The bytes of `spans` (each with its run's place in the batch), split into lines.
+    fn read_batch(&self, file: &File, spans: &[(usize, Span)], bytes: u64) -> Result<Batch, Error> {
+        use std::os::unix::fs::FileExt;
+        let mut batch = Batch { text: Vec::with_capacity(bytes as usize), lines: Vec::new() };
+        for (slot, span) in spans {
+            let start = batch.text.len();
+            batch.text.resize(start + span.len as usize, 0);
+            file.read_exact_at(&mut batch.text[start..], span.offset).map_err(|e| Error::io(&self.path, e))?;
+            let mut at = start;
+            for (n, line) in batch.text[start..].split_inclusive(|b| *b == b'\n').enumerate() {
+                batch.lines.push((*slot, span.first_line + n as u64, at..at + line.len()));
+                at += line.len();
+            }
+        }
+        Ok(batch)
     }
 }
 
@@ -464,7 +573,7 @@ impl Store for FileStore {
 
     fn run(&self, run_id: &str) -> Result<Vec<StepRecord>, Error> {
         let mut latest: BTreeMap<(Step, String), StepRecord> = BTreeMap::new();
-        self.scan(Some(run_id.as_bytes()), |line| {
+        self.scan(run_id.as_bytes(), |line| {
             if let Line::Step(record) = line
                 && record.run_id == run_id
             {
@@ -475,69 +584,18 @@ impl Store for FileStore {
     }
 
     fn run_ids(&self) -> Result<Vec<String>, Error> {
-        let mut ids: Vec<String> = Vec::new();
-        let mut seen = HashSet::new();
-        // Only the kind and the run id of each line are read (the rest is skipped, not built).
-        #[derive(Deserialize)]
-        struct Head<'a> {
-            kind: &'a str,
-            #[serde(borrow)]
-            run_id: Option<std::borrow::Cow<'a, str>>,
-        }
         let file = File::open(&self.path).map_err(|e| Error::io(&self.path, e))?;
         file.lock_shared().map_err(|e| Error::io(&self.path, e))?;
-        let mut reader = BufReader::with_capacity(1 << 20, &file);
-        let mut buffer = Vec::new();
-        loop {
-            buffer.clear();
-            if reader.read_until(b'\n', &mut buffer).map_err(|e| Error::io(&self.path, e))? == 0 {
-                break;
-            }
-            // The store writes a step as `{"kind":"step","run_id":"ID",...`: read the id there
-            // without parsing the line; any other shape (a hand edit) is parsed.
-            if let Some(id) = STEP_HEAD.captures(&buffer).and_then(|c| c.get(1))
-                && buffer.ends_with(b"\n")
-            {
-                let id = String::from_utf8_lossy(id.as_bytes());
-                if !seen.contains(id.as_ref()) {
-                    seen.insert(id.to_string());
-                    ids.push(id.into_owned());
-                }
-                continue;
-            }
-            match serde_json::from_slice::<Head>(&buffer) {
-                Ok(Head { kind: "step", run_id: Some(id) }) if !seen.contains(id.as_ref()) => {
-                    seen.insert(id.to_string());
-                    ids.push(id.into_owned());
-                }
-                Ok(_) => {}
-                Err(_) if !buffer.ends_with(b"\n") => break,
-                Err(e) => return Err(Error::Corrupt { path: self.path.clone(), message: e.to_string() }),
-            }
-        }
-        Ok(ids)
+        Ok(self.index_runs(&file)?.into_iter().map(|(id, _)| id).collect())
     }
 
-    // One read of the file for every run, rather than one per run.
-    fn runs(&self) -> Result<Vec<(String, Vec<StepRecord>)>, Error> {
-        let mut order: Vec<String> = Vec::new();
-        let mut latest: HashMap<String, BTreeMap<(Step, String), StepRecord>> = HashMap::new();
-        self.scan(None, |line| {
-            if let Line::Step(record) = line {
-                let steps = latest.entry(record.run_id.clone()).or_insert_with(|| {
-                    order.push(record.run_id.clone());
-                    BTreeMap::new()
-                });
-                fold(steps, record);
-            }
-        })?;
-        Ok(order
-            .into_iter()
-            .map(|id| {
-                let steps = latest.remove(&id).unwrap_or_default();
-                (id, steps.into_values().map(StepRecord::with_dead_runner_failed).collect())
-            })
-            .collect())
+    // Two passes under one shared lock: where each run's lines are, then a batch of runs at a
+    // time, so only the index and one batch are held, however the runs' lines interleave.
+    fn for_each_run(&self, each: &mut dyn FnMut(&str, Vec<StepRecord>) -> ControlFlow<()>) -> Result<(), Error> {
+        let file = File::open(&self.path).map_err(|e| Error::io(&self.path, e))?;
+        file.lock_shared().map_err(|e| Error::io(&self.path, e))?;
+        let index = self.index_runs(&file)?;
+        self.visit_indexed(&file, index, each)
     }
 
     fn mark_success_for(&self, run_id: &str, env: &str, deploy_step: Step) -> Result<SuccessMark, Error> {
@@ -863,5 +921,125 @@ mod tests {
         lock(&format!("{host}:{pid}"), format!("{namespace}/1"));
         store.acquire_lock("deploy/app-dev", "run-2", hour).unwrap();
         assert!(store.acquire_lock("deploy/app-dev", "run-3", hour).is_err(), "run-2, alive, holds it now");
+    }
+
+    /// Appends lines as the store writes them, without its lock or fsync (many lines, quickly).
+    fn append_lines(store: &FileStore, lines: &[Line]) {
+        let mut text = Vec::new();
+        for line in lines {
+            serde_json::to_writer(&mut text, line).unwrap();
+            text.push(b'\n');
+        }
+        std::fs::OpenOptions::new().append(true).open(store.path()).unwrap().write_all(&text).unwrap();
+    }
+
+    fn visited(store: &FileStore) -> Vec<(String, Vec<StepRecord>)> {
+        let mut seen = Vec::new();
+        store
+            .for_each_run(&mut |id, records| {
+                seen.push((id.to_string(), records));
+                ControlFlow::Continue(())
+            })
+            .unwrap();
+        seen
+    }
+
+    #[test]
+    fn a_visit_hands_over_each_run_once_oldest_first_however_its_lines_interleave() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path()).unwrap();
+        let rec = |run: &str, component: &str, step, status| StepRecord::new(run, "abc", component, step, status);
+        // r1 begins, r2 and r3 run between its steps, a success mark and a lock among them, and
+        // r1's last step comes after everything else.
+        store.record(&rec("r1", "api", Step::Test, Status::Running)).unwrap();
+        store.record(&rec("r2", "api", Step::Build, Status::Passed)).unwrap();
+        store.record(&rec("r1", "api", Step::Test, Status::Failed)).unwrap();
+        store.record(&rec("r2", "api", Step::Deploy, Status::Passed)).unwrap();
+        store.mark_success("r2", "dev").unwrap();
+        store.acquire_lock("deploy/app-dev", "r3", Duration::from_secs(60)).unwrap();
+        store.record(&rec("r3", "web", Step::Build, Status::Passed)).unwrap();
+        store.record(&rec("r1", "api", Step::Test, Status::Passed)).unwrap();
+        store.record(&rec("r1", "web", Step::Build, Status::Skipped)).unwrap();
+
+        let seen = visited(&store);
+        let ids: Vec<&str> = seen.iter().map(|(id, _)| id.as_str()).collect();
+        assert_eq!(ids, ["r1", "r2", "r3"]);
+        assert_eq!(store.run_ids().unwrap(), ids);
+        for (id, records) in &seen {
+            assert_eq!(records, &store.run(id).unwrap(), "{id}: the visit and the one-run read disagree");
+        }
+        // r1's test: running, failed, then passed: the pass replaces the failure.
+        let statuses: Vec<Status> = seen[0].1.iter().map(|r| r.status).collect();
+        assert_eq!(statuses, [Status::Skipped, Status::Passed], "{:?}", seen[0].1);
+        assert_eq!(store.runs().unwrap(), seen);
+
+        // Stopped after the first run: the others are not handed over.
+        let mut calls = Vec::new();
+        store
+            .for_each_run(&mut |id, _| {
+                calls.push(id.to_string());
+                ControlFlow::Break(())
+            })
+            .unwrap();
+        assert_eq!(calls, ["r1"]);
+    }
+
+    #[test]
+    fn a_visit_of_a_store_larger_than_a_batch_keeps_runs_whole_across_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path()).unwrap();
+        // A long-lived run with a line every 1,000 lines, among 6,000 short runs of three steps
+        // (about 6 MB, more than one 4 MiB batch), the short runs' lines two by two interleaved.
+        let step = |run: String, component: &str, step, status| {
+            let mut record = StepRecord::new(&run, "abc", component, step, status);
+            record.details.log_tail = Some("x".repeat(200));
+            Line::Step(record)
+        };
+        let mut lines = Vec::new();
+        for n in 0..6_000 {
+            if n % 1000 == 0 {
+                lines.push(step("long".into(), &format!("c{n}"), Step::Test, Status::Passed));
+            }
+            let (this, other) = (format!("short-{n:05}"), format!("short-{:05}", n ^ 1));
+            lines.push(step(this.clone(), "api", Step::Build, Status::Passed));
+            lines.push(step(other.clone(), "api", Step::Test, Status::Running));
+            lines.push(step(this, "api", Step::Test, if n % 7 == 0 { Status::Failed } else { Status::Passed }));
+            lines.push(step(other, "web", Step::Build, Status::Passed));
+        }
+        append_lines(&store, &lines);
+        assert!(std::fs::metadata(store.path()).unwrap().len() > 5 << 20);
+
+        let seen = visited(&store);
+        assert_eq!(seen.len(), 6_001);
+        assert_eq!(seen[0].0, "long");
+        assert_eq!(seen[0].1.len(), 6, "the long run's six components: {:?}", seen[0].1);
+        // Short runs in order of their first line: 0 (its build), then 1 (its test, line 2)...
+        for (n, (id, records)) in seen[1..].iter().enumerate() {
+            assert_eq!(id, &format!("short-{n:05}"));
+            let test = records.iter().find(|r| r.step == Step::Test).unwrap();
+            let expected = if n % 7 == 0 { Status::Failed } else { Status::Passed };
+            assert_eq!((records.len(), test.status), (3, expected), "{id}: {records:?}");
+        }
+        assert_eq!(seen[4_321].1, store.run("short-04320").unwrap());
+    }
+
+    #[test]
+    fn a_visit_skips_a_torn_last_line_and_refuses_a_corrupt_one_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path()).unwrap();
+        store.record(&StepRecord::new("r1", "abc", "api", Step::Test, Status::Passed)).unwrap();
+        let whole = std::fs::read_to_string(store.path()).unwrap();
+        // A crash mid-write: the last line has no end, and never happened.
+        let torn = format!("{whole}{}", &whole.replace("r1", "r2")[..60]);
+        std::fs::write(store.path(), &torn).unwrap();
+        let ids: Vec<String> = visited(&store).into_iter().map(|(id, _)| id).collect();
+        assert_eq!(ids, ["r1"]);
+        // A step line whose body is broken (its head read, its record not), or a foreign line:
+        // the read fails naming the line, whichever pass meets it.
+        for bad in [whole.replace("\"status\":\"passed\"", "\"status\":\"fine\""), "not json\n".to_string()] {
+            std::fs::write(store.path(), format!("{whole}{bad}{whole}")).unwrap();
+            let error = store.for_each_run(&mut |_, _| ControlFlow::Continue(())).unwrap_err();
+            assert!(matches!(&error, Error::Corrupt { message, .. } if message.starts_with("line 2: ")), "{error}");
+        }
     }
 }

@@ -7,7 +7,7 @@
 //! the figures need (a count per day, one duration per stage and run, one coverage figure per
 //! component and day, the last [`StatsPolicy::window`] runs for the alerts), never the records,
 //! so its memory grows with the number of runs in the window, not with the size of the store.
-//! [`from_store`] feeds it [`Store::runs`] in one pass.
+//! [`from_store`] feeds it [`Store::for_each_run`] in one pass.
 //!
 //! What the store does not keep is not guessed: a commit's own time (the lead time starts when
 //! the run's first step started), zip sizes (in each run folder's `packages/manifest.json`),
@@ -702,12 +702,16 @@ impl Collector {
     }
 }
 
-/// The figures of every run in `store` that `query` selects, in one pass over [`Store::runs`].
+/// The figures of every run in `store` that `query` selects, in one visit of the runs
+/// ([`Store::for_each_run`]: one run's records in memory at a time).
 pub fn from_store(store: &dyn Store, query: Query, policy: StatsPolicy) -> Result<Stats, Error> {
     let mut collector = Collector::new(query, policy);
-    for (run_id, records) in store.runs().map_err(Error::Store)? {
-        collector.add(&run_id, &records);
-    }
+    store
+        .for_each_run(&mut |run_id, records| {
+            collector.add(run_id, &records);
+            std::ops::ControlFlow::Continue(())
+        })
+        .map_err(Error::Store)?;
     Ok(collector.finish())
 }
 

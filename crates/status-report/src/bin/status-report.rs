@@ -161,6 +161,13 @@ enum Command {
         #[arg(long, value_name = "DURATION", default_value = "30d")]
         since: String,
     },
+    /// Lists an environment's releases (what each deploy that passed, or rollback, left
+    /// running), oldest first; the one running now marked `*`.
+    Releases {
+        /// The environment.
+        #[arg(long, value_name = "ENV")]
+        env: String,
+    },
     /// Records that a run's commit reached an environment (the last success of `[diff]
     /// base_environment` is the next default base); refused unless the environment's own deploy
     /// (`prod-deploy` for a promoted one) passed for every changed component it deploys. Prints the commit.
@@ -292,14 +299,18 @@ fn run(cli: &Cli) -> Result<bool> {
             let policy = policy(&context)?;
             let mut out = String::new();
             if let Some(store) = context.existing_store()? {
-                // One read of the store for every run, not one per run.
-                for (run_id, records) in store.runs()? {
-                    let required = match run_folder(&context, &run_id)
+                // One read of the store for every run, not one per run, one run in memory at a time.
+                let mut failed = None;
+                store.for_each_run(&mut |run_id, records| {
+                    let required = match run_folder(&context, run_id)
                         .read_json::<source_diff::DiffReport>(run_state::RunFile::Diff)
                     {
                         Ok(diff) => Some(Requirements::from_diff(&diff)),
                         Err(Error::MissingInput { .. }) => None,
-                        Err(other) => return Err(other.into()),
+                        Err(other) => {
+                            failed = Some(other);
+                            return std::ops::ControlFlow::Break(());
+                        }
                     };
                     let gate = status_report::decide(&records, required.as_ref(), &policy);
                     let verdict = match gate.reasons.len() {
@@ -308,6 +319,10 @@ fn run(cli: &Cli) -> Result<bool> {
                         n => format!("refused ({n} reasons)"),
                     };
                     out.push_str(&format!("{run_id} {verdict}\n"));
+                    std::ops::ControlFlow::Continue(())
+                })?;
+                if let Some(error) = failed {
+                    return Err(error.into());
                 }
             }
             print(&out)?;
@@ -455,6 +470,14 @@ fn run(cli: &Cli) -> Result<bool> {
             print(&format!("{}\n", status_report::dashboard::body(&namespace, &region)))?;
         }
         Command::Html { out, run, since } => html(&context, out, run.as_deref(), since)?,
+        Command::Releases { env } => {
+            run_state::check_name("environment", env)?;
+            let releases = match context.existing_store()? {
+                Some(store) => store.releases(env)?,
+                None => Vec::new(),
+            };
+            print(&status_report::releases::render(env, &releases))?;
+        }
         Command::MarkSuccess { run, env } => {
             let policy = policy(&context)?;
             let (store, run_id) = pick_run(&context, run.as_deref())?;
