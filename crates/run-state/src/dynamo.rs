@@ -8,6 +8,7 @@
 //! | a step | `run#RUN` | `step#STEP#COMPONENT` | `record` (the record's JSON), `status`, `finished` |
 //! | a run in the run list | `runs` | `run#RUN` | `created` (ms since the epoch, set once) |
 //! | a success | `success#ENV` | `AT_MS#RUN` (zero-padded) | `record` (the mark's JSON) |
+//! | a release | `release#ENV` | `RELEASE_ID` | `record` (the release's JSON, [`crate::release`]) |
 //! | a lock | `lock#NAME` | `lock` | `holder`, `since` (ms), `ttl_secs`, `expires_ms`, `expires_at` (s, the TTL) |
 //!
 //! Every read is a `Query` on one partition or a `GetItem` (strongly consistent), never a scan;
@@ -607,5 +608,38 @@ impl Store for DynamoStore {
                 Ok(_) => Ok(()),
             }
         })
+    }
+}
+
+/// Releases: one item per release, `release#ENV` / `RELEASE_ID` (run ids sort by time), its
+/// JSON in `record`; written whole (a run's later part replaces its earlier one).
+impl crate::release::ReleaseStore for DynamoStore {
+    fn put_release(&self, release: &crate::Release) -> Result<(), Error> {
+        crate::check_name("environment", &release.env)?;
+        let json = serde_json::to_string(release).map_err(|e| self.corrupt(e.to_string()))?;
+        self.block(async {
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .item("pk", s(format!("release#{}", release.env)))
+                .item("sk", s(&release.id))
+                .item("record", s(json))
+                .send()
+                .await
+                .map_err(|e| self.error(e))
+        })
+        .map(drop)
+    }
+
+    fn releases(&self, env: &str) -> Result<Vec<crate::Release>, Error> {
+        let items = self.block(self.query(&format!("release#{env}"), false))?;
+        items
+            .iter()
+            .map(|item| {
+                let json =
+                    text(item, "record").ok_or_else(|| self.corrupt(format!("a release of `{env}` has no record")))?;
+                serde_json::from_str(json).map_err(|e| self.corrupt(format!("a release of `{env}`: {e}")))
+            })
+            .collect()
     }
 }

@@ -42,6 +42,7 @@ mod prune;
 mod record;
 mod recording;
 pub mod redact;
+pub mod release;
 mod run_dir;
 mod store;
 
@@ -60,6 +61,7 @@ pub use record::{
     process_died, supersede, this_process,
 };
 pub use recording::{Recording, record_pipeline_step, record_step, record_step_async};
+pub use release::{Release, ReleaseStore};
 pub use run_dir::{RunDir, RunFile, runs_dir, write_atomic, write_atomic_with};
 pub use store::{DEFAULT_SUCCESS_ENV, FileStore, LockRecord, Store, SuccessMark, check_success};
 

@@ -30,6 +30,7 @@ pub mod codepipeline;
 pub mod dashboard;
 pub mod notify;
 pub mod page;
+pub mod releases;
 mod report;
 pub mod stats;
 
