@@ -47,6 +47,10 @@ pub struct Call {
     pub action: String,
     /// The resource ARN (`arn:aws:s3:::bucket/key`); `*` for actions without one, `?` when unknown.
     pub resource: String,
+    /// Who signed the call: the assumed role's ARN, or the caller's own ARN (STS's answer); `?`
+    /// when not learnt.
+    #[serde(default)]
+    pub signer: String,
     /// Condition keys the request sets (`iam:PassedToService`, `cloudwatch:namespace`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub context: BTreeMap<String, String>,
@@ -61,16 +65,19 @@ pub fn read_log(text: &str) -> Result<Vec<Call>, serde_json::Error> {
     text.lines().filter(|l| !l.trim().is_empty()).map(serde_json::from_str).collect()
 }
 
-/// Access key id → account, for the credentials this process resolved (the account part of an
-/// ARN is the signer's account).
-static ACCOUNTS: Mutex<BTreeMap<String, String>> = Mutex::new(BTreeMap::new());
+/// Access key id → (account, principal ARN), for the credentials this process resolved (the
+/// account part of an ARN is the signer's account).
+static SIGNERS: Mutex<BTreeMap<String, (String, String)>> = Mutex::new(BTreeMap::new());
 
-pub(crate) fn remember_account(access_key_id: &str, account: &str) {
-    ACCOUNTS.lock().unwrap_or_else(|e| e.into_inner()).insert(access_key_id.to_owned(), account.to_owned());
+pub(crate) fn remember_signer(access_key_id: &str, account: &str, principal: &str) {
+    SIGNERS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(access_key_id.to_owned(), (account.to_owned(), principal.to_owned()));
 }
 
-fn account_of(access_key_id: &str) -> Option<String> {
-    ACCOUNTS.lock().unwrap_or_else(|e| e.into_inner()).get(access_key_id).cloned()
+fn signer_of(access_key_id: &str) -> Option<(String, String)> {
+    SIGNERS.lock().unwrap_or_else(|e| e.into_inner()).get(access_key_id).cloned()
 }
 
 /// Where calls go: the file and the stage, when `PIPELINE_CALL_LOG` is set.
@@ -140,13 +147,15 @@ impl CallLog {
 
     /// The calls one request stands for.
     fn calls(&self, service: &str, operation: &str, request: &HttpRequest) -> Vec<Call> {
-        let account = access_key_id(request).and_then(|k| account_of(&k)).unwrap_or_else(|| "?".into());
+        let (account, signer) =
+            access_key_id(request).and_then(|k| signer_of(&k)).unwrap_or_else(|| ("?".into(), "?".into()));
         let action = crate::iam_action(service, operation);
         let call = |resource: String| Call {
             stage: String::new(),
             service: service.to_owned(),
             action: action.clone(),
             resource,
+            signer: signer.clone(),
             context: BTreeMap::new(),
             keys: BTreeMap::new(),
         };
@@ -156,6 +165,7 @@ impl CallLog {
             "lambda" => self.lambda_calls(&account, request, call),
             "dynamodb" => self.dynamodb_calls(&account, operation, request, call),
             "sns" => vec![call(form(request).remove("TopicArn").unwrap_or_else(|| "*".into()))],
+            "cloudwatch" => vec![call("*".into())],
             "cloudfront" => {
                 let path = path_segments(request);
                 let resource = match path.iter().position(|s| s == "distribution") {
@@ -380,6 +390,14 @@ fn form(request: &HttpRequest) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// The namespace of a `PutMetricData` call, from its input to its request.
+#[derive(Debug, Clone)]
+struct Namespace(String);
+
+impl aws_smithy_types::config_bag::Storable for Namespace {
+    type Storer = aws_smithy_types::config_bag::StoreReplace<Self>;
+}
+
 fn service_and_operation(cfg: &ConfigBag) -> (String, String) {
     cfg.load::<Metadata>()
         .map(|m| (m.service().to_ascii_lowercase(), m.name().to_owned()))
@@ -391,7 +409,8 @@ impl Intercept for CallLog {
         "CallLog"
     }
 
-    // CloudWatch's body is CBOR: its namespace is read from the typed input.
+    // CloudWatch's body is CBOR: its namespace is read from the typed input, kept for the
+    // request's own hook.
     fn read_before_serialization(
         &self,
         _context: &BeforeSerializationInterceptorContextRef<'_>,
@@ -402,17 +421,8 @@ impl Intercept for CallLog {
         if let Some(input) =
             _context.input().downcast_ref::<aws_sdk_cloudwatch::operation::put_metric_data::PutMetricDataInput>()
         {
-            let mut context = BTreeMap::new();
-            context.insert("cloudwatch:namespace".into(), input.namespace().unwrap_or_default().to_owned());
-            let call = Call {
-                stage: String::new(),
-                service: "cloudwatch".into(),
-                action: "cloudwatch:PutMetricData".into(),
-                resource: "*".into(),
-                context,
-                keys: BTreeMap::new(),
-            };
-            return self.sink.write(vec![call]);
+            let namespace = Namespace(input.namespace().unwrap_or_default().to_owned());
+            _cfg.interceptor_state().store_put(namespace);
         }
         Ok(())
     }
@@ -424,10 +434,11 @@ impl Intercept for CallLog {
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
         let (service, operation) = service_and_operation(cfg);
-        if service == "cloudwatch" && operation == "PutMetricData" {
-            return Ok(());
+        let mut calls = self.calls(&service, &operation, context.request());
+        if let Some(Namespace(namespace)) = cfg.load::<Namespace>() {
+            calls.iter_mut().for_each(|c| _ = c.context.insert("cloudwatch:namespace".into(), namespace.clone()));
         }
-        self.sink.write(self.calls(&service, &operation, context.request()))
+        self.sink.write(calls)
     }
 
     // A change set is named by its ARN after it is created: its stack is learnt from the answers.
@@ -466,21 +477,14 @@ impl Intercept for CallLog {
     }
 }
 
-/// Learns the account of `config`'s own credentials (their `account_id`, else STS
-/// `GetCallerIdentity`, which needs no permission and is not logged), so the ARNs of the calls
-/// they sign name it. Best effort: an account not learnt shows as `?` in the log.
+/// Learns who `config`'s own credentials are (STS `GetCallerIdentity`, which needs no
+/// permission and is not logged), so the calls they sign name their signer and its account. Best effort: an account not learnt shows as `?` in the log.
 pub(crate) async fn learn_account(config: &SdkConfig) {
     use aws_credential_types::provider::ProvideCredentials;
     let Some(provider) = config.credentials_provider() else { return };
     let Ok(credentials) = provider.provide_credentials().await else { return };
-    let account = match credentials.account_id() {
-        Some(account) => account.as_str().to_owned(),
-        None => match crate::identity_from(&aws_sdk_sts::Client::new(config), config).await {
-            Ok(identity) => identity.account,
-            Err(_) => return,
-        },
-    };
-    remember_account(credentials.access_key_id(), &account);
+    let Ok(identity) = crate::identity_from(&aws_sdk_sts::Client::new(config), config).await else { return };
+    remember_signer(credentials.access_key_id(), &identity.account, &identity.arn);
 }
 
 /// The role a target assumes, logged as the `sts:AssumeRole` call it is each time credentials are
@@ -523,13 +527,14 @@ impl aws_credential_types::provider::ProvideCredentials for AssumedRole {
                 service: "sts".into(),
                 action: "sts:AssumeRole".into(),
                 resource: self.role_arn.clone(),
+                signer: String::new(),
                 context,
                 keys: BTreeMap::new(),
             };
             self.sink.write(vec![call]).map_err(CredentialsError::provider_error)?;
             let credentials = self.inner.provide_credentials().await?;
             if let Some(account) = crate::role_account(&self.role_arn) {
-                remember_account(credentials.access_key_id(), account);
+                remember_signer(credentials.access_key_id(), account, &self.role_arn);
             }
             Ok(credentials)
         })
@@ -597,7 +602,7 @@ mod tests {
     #[test]
     fn cloudformation_names_the_stack_the_role_it_passes_and_the_template_it_reads() {
         let log = log();
-        remember_account("AKIDCALLS", "123456789012");
+        remember_signer("AKIDCALLS", "123456789012", "arn:aws:iam::123456789012:role/stage");
         let create = request(
             "https://cloudformation.us-east-1.amazonaws.com/",
             "Action=CreateChangeSet&StackName=app-dev&ChangeSetName=cs-1&RoleARN=arn%3Aaws%3Aiam%3A%3A123456789012%3Arole%2Fcfn\
@@ -629,7 +634,7 @@ mod tests {
     #[test]
     fn dynamodb_keys_lambda_functions_and_the_unknown() {
         let log = log();
-        remember_account("AKIDCALLS", "123456789012");
+        remember_signer("AKIDCALLS", "123456789012", "arn:aws:iam::123456789012:role/stage");
         let get =
             request("https://dynamodb/", r#"{"TableName":"t","Key":{"pk":{"S":"run#1"},"sk":{"S":"x"}}}"#, &[SIGNED]);
         let calls = log.calls("dynamodb", "GetItem", &get);
@@ -680,6 +685,7 @@ mod tests {
             service: "sns".into(),
             action: "sns:Publish".into(),
             resource: "arn:aws:sns:us-east-1:1:t".into(),
+            signer: String::new(),
             context: BTreeMap::new(),
             keys: BTreeMap::new(),
         };
