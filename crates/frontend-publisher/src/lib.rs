@@ -48,6 +48,7 @@ mod digest;
 mod invalidate;
 mod local;
 mod plan;
+pub mod release;
 mod s3;
 
 use std::path::{Path, PathBuf};
@@ -204,6 +205,12 @@ pub enum Error {
         /// The SDK's error.
         #[source]
         source: BoxError,
+    },
+    /// What restoring a release needs is no longer in the bucket.
+    #[error("{what} is gone (past the retained releases); the release can no longer be restored")]
+    ReleaseGone {
+        /// The objects, `s3://bucket/key`.
+        what: String,
     },
     /// The release manifest is not one.
     #[error("{object} is not a release manifest ({message}); delete it to start afresh (retention then restarts)")]
@@ -568,10 +575,16 @@ pub async fn run_stage(
             return Err(error);
         }
     }
-    let work = publish(context, &config, run, clients, options, cancel, on_event);
     if options.dry_run {
-        return work.await;
+        return publish(context, &config, run, clients, options, cancel, on_event).await;
     }
+    // A publish that passed is the site's part of the environment's release (kept for rollbacks).
+    let work = async {
+        let summary = publish(context, &config, run, clients, options, cancel, on_event).await?;
+        let environment = &options.environment;
+        release::record_site_release(store, run, &config, environment, &summary, clients.s3, on_event).await?;
+        Ok(summary)
+    };
     record_publish(run, store, &commit, &config.component, step, work).await
 }
 

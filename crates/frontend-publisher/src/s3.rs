@@ -139,6 +139,10 @@ pub async fn read_remote(
                 manifest_listed = true;
                 continue;
             }
+            // The release lists and copies kept for rollbacks (crate::release) are no site files.
+            if full.starts_with(&key(prefix, crate::release::KEPT_PREFIX)) {
+                continue;
+            }
             let Some(path) = full.strip_prefix(prefix) else { continue };
             remote.objects.insert(
                 path.to_owned(),
@@ -321,17 +325,30 @@ async fn fix_headers(
     file: &LocalFile,
     on_event: &(dyn Fn(Event<'_>) + Sync),
 ) -> Result<String, Error> {
-    let h = &file.headers;
+    copy_object(s3, bucket, object, object, &file.headers, &file.sha256, on_event).await
+}
+
+/// Copies `from` to `object` in the bucket with `headers` and the `sha256` metadata (a
+/// metadata-only copy when both are one key); the new ETag.
+pub(crate) async fn copy_object(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    from: &str,
+    object: &str,
+    h: &crate::Headers,
+    sha256: &str,
+    on_event: &(dyn Fn(Event<'_>) + Sync),
+) -> Result<String, Error> {
     let out = retry("CopyObject", on_event, || {
         s3.copy_object()
             .bucket(bucket)
             .key(object)
-            .copy_source(format!("{}/{}", encode_key(bucket), encode_key(object)))
+            .copy_source(format!("{}/{}", encode_key(bucket), encode_key(from)))
             .metadata_directive(MetadataDirective::Replace)
             .cache_control(&h.cache_control)
             .content_type(&h.content_type)
             .set_content_encoding(h.content_encoding.clone())
-            .metadata("sha256", &file.sha256)
+            .metadata("sha256", sha256)
             .send()
     })
     .await

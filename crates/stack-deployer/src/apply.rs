@@ -1329,6 +1329,23 @@ pub fn resolve_parameters(
     Ok(resolved)
 }
 
+/// The physical name of the resource at `path` (logical ids from the stack down, through its
+/// nested stacks) in the stack `stack_id`.
+pub async fn physical_name(cf: &CloudFormation, stack_id: &str, path: &[String]) -> Result<String, Error> {
+    let mut current = stack_id.to_string();
+    for logical in path {
+        let out = cf
+            .describe_stack_resource()
+            .stack_name(&current)
+            .logical_resource_id(logical)
+            .send()
+            .await
+            .map_err(|e| aws("DescribeStackResource", logical, e))?;
+        current = out.stack_resource_detail().and_then(|d| d.physical_resource_id()).unwrap_or_default().to_string();
+    }
+    Ok(current)
+}
+
 /// Updates the code of the stack's fixed-code functions whose package changed, each only when
 /// Lambda's `CodeSha256` differs (through `lambda_packager::update`).
 pub async fn update_code(
@@ -1342,20 +1359,7 @@ pub async fn update_code(
     let limiter = lambda_packager::update::RateLimiter::per_second(lambda_packager::update::DEFAULT_CALLS_PER_SECOND);
     let mut updated = Vec::new();
     for update in stack.code_updates.iter().filter(|u| u.package.changed) {
-        // Walk the logical path down to the function's physical name.
-        let mut current = stack_id.to_string();
-        for logical in &update.path {
-            let out = clients
-                .cloudformation
-                .describe_stack_resource()
-                .stack_name(&current)
-                .logical_resource_id(logical)
-                .send()
-                .await
-                .map_err(|e| aws("DescribeStackResource", logical, e))?;
-            current =
-                out.stack_resource_detail().and_then(|d| d.physical_resource_id()).unwrap_or_default().to_string();
-        }
+        let current = physical_name(&clients.cloudformation, stack_id, &update.path).await?;
         let source = lambda_packager::update::CodeSource::S3 { bucket: plan.bucket.clone(), key: update.key.clone() };
         let outcome = lambda_packager::update::update_if_changed(
             &clients.lambda,

@@ -617,6 +617,26 @@ pub async fn run_stage(
         }
     };
     report.outputs().merge_into(run)?;
+    // Every planned stack where the config wants it: the environment's release gets this
+    // run's stacks and functions (a failure to record it fails the deploy's components).
+    let all_deployed = plan.stacks.iter().all(|stack| {
+        report.stacks.iter().any(|r| {
+            r.name == stack.name
+                && matches!(
+                    r.outcome,
+                    StackOutcome::Unchanged | StackOutcome::NoChanges | StackOutcome::Deployed { .. }
+                )
+        })
+    });
+    if !options.no_execute
+        && all_deployed
+        && let Err(error) = record_release(store, run, &head, &plan, &report, clients, lookup).await
+    {
+        for component in &planned {
+            record(component, Status::Failed, None, Some(run_state::error_chain(&error)))?;
+        }
+        return Err(error);
+    }
     // Per component: the worst of its stacks.
     let mut by_component: BTreeMap<String, Vec<&StackResult>> = BTreeMap::new();
     for result in &report.stacks {
@@ -663,6 +683,141 @@ pub async fn run_stage(
         }
     }
     Ok(report)
+}
+
+/// Adds the deployed stacks and functions to the run's release of the environment
+/// ([`run_state::release::contribute`]) and writes the release to the artifact bucket
+/// (`releases/ENV/RUN.json`): per stack the template's key (a body sent inline is uploaded under
+/// a content-addressed key first, so a rollback can name it) and the parameters as sent (a
+/// `NoEcho` one as `UsePreviousValue`, never its value); per function whose package this run
+/// updated, its zip's key and the `CodeSha256` Lambda reports, checked against the package.
+pub async fn record_release(
+    store: &dyn Store,
+    run: &RunDir,
+    head: &str,
+    plan: &Plan,
+    report: &Report,
+    clients: &Clients,
+    lookup: &(dyn Fn(&str) -> Option<String> + Sync),
+) -> Result<run_state::Release, Error> {
+    use run_state::release::{FunctionRelease, Parameter, StackRelease};
+    let outputs: BTreeMap<String, BTreeMap<String, String>> =
+        report.stacks.iter().map(|r| (r.name.clone(), r.outputs.clone())).collect();
+    let mut stacks = BTreeMap::new();
+    let mut functions = BTreeMap::new();
+    for stack in &plan.stacks {
+        let key = match &stack.template_key {
+            Some(key) => key.clone(),
+            None => upload_template(&clients.s3, plan, stack).await?,
+        };
+        let parameters = apply::resolve_parameters(stack, &outputs, lookup)?
+            .into_iter()
+            .map(|(name, value)| {
+                let kept =
+                    if stack.no_echo.contains(&name) { Parameter::UsePreviousValue } else { Parameter::Value(value) };
+                (name, kept)
+            })
+            .collect();
+        stacks.insert(
+            stack.name.clone(),
+            StackRelease {
+                stack_name: stack.stack_name.clone(),
+                region: report.region.clone(),
+                template_url: format!("https://{}.s3.amazonaws.com/{key}", plan.bucket),
+                template_key: key,
+                template_sha256: stack.template_sha256.clone(),
+                parameters,
+                capabilities: stack.capabilities.clone(),
+                tags: stack.tags.clone(),
+                components: stack.components.clone(),
+                run_id: run.run_id.clone(),
+            },
+        );
+        let stack_id = report.stacks.iter().find(|r| r.name == stack.name).and_then(|r| r.stack_id.clone());
+        for update in stack.code_updates.iter().filter(|u| u.package.changed) {
+            let Some(stack_id) = &stack_id else { continue };
+            let name = apply::physical_name(&clients.cloudformation, stack_id, &update.path).await?;
+            let config = clients
+                .lambda
+                .get_function_configuration()
+                .function_name(&name)
+                .send()
+                .await
+                .map_err(|e| apply::aws("GetFunctionConfiguration", &name, e))?;
+            let reported = config.code_sha256().unwrap_or_default().to_string();
+            if reported != update.package.code_sha256 {
+                return Err(Error::CodeUpdate {
+                    function: update.function.clone(),
+                    source: lambda_packager::update::UpdateError::HashMismatch {
+                        function: name,
+                        reported,
+                        expected: update.package.code_sha256.clone(),
+                    },
+                });
+            }
+            functions.insert(
+                update.function.clone(),
+                FunctionRelease {
+                    component: update.component.clone(),
+                    stack: stack.name.clone(),
+                    function_name: name,
+                    bucket: plan.bucket.clone(),
+                    key: update.key.clone(),
+                    code_sha256: reported,
+                    run_id: run.run_id.clone(),
+                },
+            );
+        }
+    }
+    let release = run_state::release::contribute(store, &plan.environment, &run.run_id, head, |release| {
+        release.artifact_bucket = Some(plan.bucket.clone());
+        release.stacks.extend(stacks);
+        release.functions.extend(functions);
+    })?;
+    let key = release.object_key();
+    clients
+        .s3
+        .put_object()
+        .bucket(&plan.bucket)
+        .key(&key)
+        .content_type("application/json")
+        .body(release.to_json().into())
+        .send()
+        .await
+        .map_err(|e| apply::aws("PutObject", &key, e))?;
+    Ok(release)
+}
+
+/// Uploads a stack's body (sent inline) under a content-addressed key, unless it is there.
+async fn upload_template(
+    s3: &aws_sdk_s3::Client,
+    plan: &Plan,
+    stack: &crate::plan::StackPlan,
+) -> Result<String, Error> {
+    let stem: String = std::path::Path::new(&stack.template)
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("template")
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' })
+        .collect();
+    let name = format!("templates/{stem}-{}.json", &stack.template_sha256[..16.min(stack.template_sha256.len())]);
+    let key = if plan.key_prefix.is_empty() { name } else { format!("{}/{name}", plan.key_prefix) };
+    match s3.head_object().bucket(&plan.bucket).key(&key).send().await {
+        Ok(_) => return Ok(key),
+        Err(error) if aws_target::ErrorKind::of(&error) == aws_target::ErrorKind::NotFound => {}
+        Err(error) => return Err(apply::aws("HeadObject", &key, error)),
+    }
+    s3.put_object()
+        .bucket(&plan.bucket)
+        .key(&key)
+        .metadata("sha256", &stack.template_sha256)
+        .content_type("application/json")
+        .body(stack.body.clone().into())
+        .send()
+        .await
+        .map_err(|e| apply::aws("PutObject", &key, e))?;
+    Ok(key)
 }
 
 /// Records the environment's deploy step (`deploy`, or `prod-deploy` for a promoted
