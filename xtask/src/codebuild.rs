@@ -115,6 +115,12 @@ pub fn run(args: &CodebuildArgs) -> anyhow::Result<bool> {
     for pair in &args.env {
         vars.push(split_pair(pair, "--env")?);
     }
+    // With the call log on (aws_target::LOG_VAR), the stage's calls are logged under its
+    // buildspec's name (the role that stage runs as), unless the caller named the stage.
+    if std::env::var_os(aws_target::LOG_VAR).is_some() && std::env::var_os(aws_target::STAGE_VAR).is_none() {
+        let stage = args.buildspec.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        vars.push((aws_target::STAGE_VAR.into(), stage));
+    }
     if let Some(variables) = env_section.and_then(|e| e.get("variables")) {
         for (key, value) in variables.entries() {
             let value = value.as_str().map(str::to_owned).unwrap_or_else(|| match &value.value {

@@ -13,6 +13,8 @@
 //! - [`http_sink`]: an HTTP endpoint on loopback that hands on what is posted to it (an SNS subscriber).
 //! - [`Relay`]: a TCP relay in front of moto that keeps what passes, so a test reads the
 //!   signatures of a binary's calls (which keys, which region) and the keys STS issued.
+//! - [`iam`]: a small IAM policy evaluator (actions, resources, conditions, boundaries), for the
+//!   footprint test that holds every stage's calls against its role.
 //! - [`process`]: whether a process still runs, read from `/proc` (a test fails when it cannot tell).
 
 #![allow(clippy::print_stderr)]
@@ -20,6 +22,7 @@
 mod faults;
 mod git;
 mod http;
+pub mod iam;
 mod moto;
 pub mod process;
 mod relay;
