@@ -590,7 +590,12 @@ async fn start_stack(
         Start::Create => ChangeSetType::Create,
         Start::Update(current) => {
             result.stack_id = current.stack_id().map(str::to_string);
-            if same_parameters(&current, stack, parameters) && same_tags(&current, stack) {
+            // Nested templates at fixed keys can change while the body sent does not: only a
+            // change set (CloudFormation reading them again) can tell.
+            if stack.fixed_templates.is_empty()
+                && same_parameters(&current, stack, parameters)
+                && same_tags(&current, stack)
+            {
                 let template = cf
                     .get_template()
                     .stack_name(&stack.stack_name)

@@ -85,6 +85,23 @@ pub struct StackSettings {
     /// Stacks deployed before this one (a parameter's `output` adds its stack too).
     #[serde(default)]
     pub depends_on: Vec<Spanned<String>>,
+    /// How the template's S3 references are deployed: `rewrite` (the default) or `fixed`.
+    #[serde(default)]
+    pub artifact_mode: ArtifactMode,
+}
+
+/// How a stack's S3 references (nested `TemplateURL`s, Lambda code keys) reach S3.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ArtifactMode {
+    /// Nested templates rewritten to content-addressed keys (children first), so every change
+    /// reaches CloudFormation; Lambda code also uploaded to the key the template reads.
+    #[default]
+    Rewrite,
+    /// The template is deployed as written: each nested template and zip uploaded to exactly
+    /// the key the template reads (in the artifact bucket), as the repository's own buildspec
+    /// syncs them, and each changed function's code updated from that key.
+    Fixed,
 }
 
 /// A parameter's value.
@@ -164,6 +181,8 @@ pub struct StackSpec {
     pub components: Vec<String>,
     /// Stacks deployed first (written, and those whose outputs it reads).
     pub depends_on: BTreeSet<String>,
+    /// How its S3 references are deployed.
+    pub artifact_mode: ArtifactMode,
 }
 
 /// One environment's deploy, checked.
@@ -417,6 +436,7 @@ impl DeploySettings {
                     capabilities: stack.capabilities.iter().map(|c| c.get_ref().clone()).collect(),
                     components: stack.components.iter().map(|c| c.get_ref().clone()).collect(),
                     depends_on,
+                    artifact_mode: stack.artifact_mode,
                 },
             );
         }

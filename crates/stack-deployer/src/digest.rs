@@ -39,6 +39,9 @@ impl Plan {
             for (key, value) in &stack.tags {
                 field(&format!("tag:{key}"), value);
             }
+            for (key, sha256) in &stack.fixed_templates {
+                field(&format!("nested:{key}"), sha256);
+            }
             digest.insert(format!("stack:{}", stack.name), hex::encode(hasher.finalize()));
             for update in &stack.code_updates {
                 digest.insert(format!("code:{}", update.function), update.package.sha256.clone());

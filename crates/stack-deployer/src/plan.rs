@@ -11,7 +11,7 @@ use serde_json::Value as Json;
 use sha2::{Digest, Sha256};
 
 use crate::Error;
-use crate::config::{Environment, ParameterValue, StackSpec};
+use crate::config::{ArtifactMode, Environment, ParameterValue, StackSpec};
 
 /// What a `NoEcho` parameter's value is shown as (CloudFormation's own mask).
 pub const MASK: &str = "****";
@@ -70,7 +70,7 @@ pub struct CodeUpdate {
 }
 
 /// One stack to deploy.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StackPlan {
     /// Its name under `[deploy.stacks]`.
     pub name: String,
@@ -103,6 +103,12 @@ pub struct StackPlan {
     /// Components of the functions whose code the template embeds (a local `Code` path):
     /// their code travels with the stack, so a refused one refuses the stack.
     pub inline_components: BTreeSet<String>,
+    /// How its S3 references are deployed.
+    pub artifact_mode: ArtifactMode,
+    /// Nested templates uploaded to the keys the templates read (`fixed` mode), as
+    /// (key, sha256): the template sent does not change when they do, so the stack is never
+    /// taken for unchanged from its body alone, and the approval's digest covers them.
+    pub fixed_templates: Vec<(String, String)>,
 }
 
 /// A configured stack this run does not deploy.
@@ -119,7 +125,7 @@ pub struct SkippedStack {
 }
 
 /// What a deploy will do.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Plan {
     /// The environment.
     pub environment: String,
@@ -200,6 +206,13 @@ impl Plan {
             if !stack.depends_on.is_empty() {
                 let _ = writeln!(out, "    after: {}", stack.depends_on.iter().cloned().collect::<Vec<_>>().join(", "));
             }
+            if stack.artifact_mode == ArtifactMode::Fixed {
+                let _ = writeln!(
+                    out,
+                    "    artifact mode: fixed ({} nested template(s) and the functions' zips uploaded to the keys the templates read; a change set every deploy)",
+                    stack.fixed_templates.len()
+                );
+            }
             for update in &stack.code_updates {
                 let _ = writeln!(
                     out,
@@ -271,7 +284,16 @@ pub fn plan(env: &Environment, inputs: PlanInputs<'_>, lookup: &dyn Fn(&str) -> 
         }
     }
     let repo = inputs.repo.canonicalize().map_err(|e| Error::io(inputs.repo, e))?;
-    let mut packer = Packer { repo: &repo, env, inputs, artifacts: BTreeMap::new(), warnings: Vec::new() };
+    let mut packer = Packer {
+        repo: &repo,
+        env,
+        inputs,
+        artifacts: BTreeMap::new(),
+        warnings: Vec::new(),
+        stack: String::new(),
+        mode: ArtifactMode::Rewrite,
+        code_owners: BTreeMap::new(),
+    };
     let mut stacks = Vec::new();
     let mut skipped = Vec::new();
     for spec in &env.stacks {
@@ -323,6 +345,30 @@ struct Packer<'a> {
     inputs: PlanInputs<'a>,
     artifacts: BTreeMap<String, Artifact>,
     warnings: Vec<String>,
+    /// The stack being planned (its name under `[deploy.stacks]`) and its mode.
+    stack: String,
+    mode: ArtifactMode,
+    /// `BUCKET/KEY` of fixed Lambda code → the function whose package goes there.
+    code_owners: BTreeMap<String, String>,
+}
+
+/// What a template's resources ask for, gathered resource by resource.
+#[derive(Default)]
+struct Found {
+    needs: BTreeMap<&'static str, String>,
+    replacements: BTreeMap<(String, &'static str), Json>,
+    code_updates: Vec<CodeUpdate>,
+    inline_components: BTreeSet<String>,
+    /// Nested templates uploaded to the keys the template reads: (key, sha256).
+    fixed_templates: Vec<(String, String)>,
+}
+
+/// The template whose resources are being read.
+struct InTemplate<'a> {
+    path: &'a str,
+    dir: &'a Path,
+    logical: &'a [String],
+    values: &'a BTreeMap<String, String>,
 }
 
 /// A template packaged: its body and what it needs.
@@ -340,6 +386,8 @@ struct Packaged {
     needs: BTreeMap<&'static str, String>,
     code_updates: Vec<CodeUpdate>,
     inline_components: BTreeSet<String>,
+    /// Nested templates uploaded to the keys the templates read: (key, sha256).
+    fixed_templates: Vec<(String, String)>,
 }
 
 impl Packer<'_> {
@@ -353,6 +401,8 @@ impl Packer<'_> {
                 (name.clone(), if let ParameterValue::Literal(text) = value { Some(text.clone()) } else { None })
             })
             .collect();
+        self.stack = spec.name.clone();
+        self.mode = spec.artifact_mode;
         let packaged = self.template(&spec.template, &[], &mut Vec::new(), &given)?;
         for name in spec.parameters.keys() {
             if !packaged.declared.contains_key(name) {
@@ -413,6 +463,8 @@ impl Packer<'_> {
             depends_on: spec.depends_on.clone(),
             code_updates: packaged.code_updates,
             inline_components: packaged.inline_components,
+            artifact_mode: spec.artifact_mode,
+            fixed_templates: packaged.fixed_templates,
         })
     }
 
@@ -501,101 +553,12 @@ impl Packer<'_> {
             needs.insert("CAPABILITY_AUTO_EXPAND", format!("{path} has a Transform"));
         }
         let dir = Path::new(path).parent().unwrap_or(Path::new("")).to_path_buf();
-        let mut replacements: BTreeMap<(String, &'static str), Json> = BTreeMap::new();
-        let mut code_updates = Vec::new();
-        let mut inline_components = BTreeSet::new();
+        let mut found = Found { needs, ..Found::default() };
+        let here = InTemplate { path, dir: &dir, logical, values: &values };
         for (key, resource) in resources.entries() {
-            let name = &key.name;
-            let kind = resource.get("Type").and_then(Node::as_str).unwrap_or_default();
-            let properties = resource.get("Properties");
-            let prop = |p: &str| properties.and_then(|ps| ps.get(p));
-            if kind.starts_with("AWS::IAM::") {
-                let named = ["RoleName", "UserName", "GroupName", "ManagedPolicyName", "InstanceProfileName"]
-                    .iter()
-                    .any(|p| prop(p).is_some());
-                if named {
-                    needs
-                        .entry("CAPABILITY_NAMED_IAM")
-                        .or_insert_with(|| format!("{path}: {name} ({kind}) has a name"));
-                }
-                needs.entry("CAPABILITY_IAM").or_insert_with(|| format!("{path}: {name} is {kind}"));
-            }
-            if kind.starts_with("AWS::Serverless::") {
-                needs.entry("CAPABILITY_AUTO_EXPAND").or_insert_with(|| format!("{path}: {name} is {kind}"));
-            }
-            let local = |p: &str| prop(p).and_then(Node::as_str).filter(|v| is_local(v)).map(str::to_string);
-            match kind {
-                "AWS::CloudFormation::Stack" => {
-                    let child = match (local("TemplateURL"), prop("TemplateURL")) {
-                        (Some(child), _) => Some(self.resolve(&dir, &child, path, name)?),
-                        (None, Some(url)) => self.remote_template(url, &values, path, name)?,
-                        (None, None) => None,
-                    };
-                    if let Some(child_path) = child {
-                        let mut child_logical = logical.to_vec();
-                        child_logical.push(name.clone());
-                        // What the parent passes, resolved where it is known.
-                        let passed: BTreeMap<String, Option<String>> = prop("Parameters")
-                            .map(Node::entries)
-                            .unwrap_or_default()
-                            .iter()
-                            .map(|(k, v)| (k.name.clone(), resolve(v, &values).filter(|v| !v.contains(UNKNOWN))))
-                            .collect();
-                        let packaged = self.template(&child_path, &child_logical, seen, &passed)?;
-                        for (capability, why) in packaged.needs {
-                            needs.entry(capability).or_insert(why);
-                        }
-                        code_updates.extend(packaged.code_updates);
-                        inline_components.extend(packaged.inline_components);
-                        let (body, sha256, ext) = match packaged.unchanged {
-                            Some((bytes, ext)) => {
-                                let sha256 = hex::encode(Sha256::digest(&bytes));
-                                (bytes, sha256, ext)
-                            }
-                            None => (packaged.body, packaged.sha256, "json".to_string()),
-                        };
-                        let key = self.key("templates", &child_path, &sha256, &ext);
-                        self.add(&child_path, &key, &sha256, ArtifactContent::Template(body));
-                        replacements.insert((name.clone(), "TemplateURL"), Json::String(self.url(&key)));
-                    }
-                }
-                "AWS::Lambda::Function" | "AWS::Serverless::Function" => {
-                    let property = if kind == "AWS::Lambda::Function" { "Code" } else { "CodeUri" };
-                    if let Some(code) = local(property) {
-                        let code_path = self.resolve(&dir, &code, path, name)?;
-                        let (source, file, sha256) = self.zip_for(&code_path, path, name)?;
-                        if let Some(function) = self.inputs.functions.iter().find(|f| f.name == source) {
-                            inline_components.insert(function.component.clone());
-                        }
-                        let key = self.key("lambda", &source, &sha256, "zip");
-                        self.add(&source, &key, &sha256, ArtifactContent::File(file));
-                        let value = if property == "Code" {
-                            serde_json::json!({ "S3Bucket": self.env.artifact_bucket, "S3Key": key })
-                        } else {
-                            Json::String(format!("s3://{}/{key}", self.env.artifact_bucket))
-                        };
-                        replacements.insert((name.clone(), property), value);
-                    } else {
-                        let location = prop(property).and_then(|code| code_location(code, &values));
-                        let at = Reference {
-                            template: path,
-                            line: prop(property).map_or(key.pos.line, |n| n.pos.line),
-                            resource: name,
-                            property,
-                        };
-                        if let Some((function, package)) = self.code_function(&at, location.as_ref())? {
-                            let mut function_path = logical.to_vec();
-                            function_path.push(name.clone());
-                            let fixed_key = self.fixed_code_key(&at, &function, &package, location.as_ref())?;
-                            let mut update = function_path_update(self, &package, function_path);
-                            update.fixed_key = fixed_key;
-                            code_updates.push(update);
-                        }
-                    }
-                }
-                _ => {}
-            }
+            self.resource(&here, key, resource, seen, &mut found)?;
         }
+        let Found { needs, replacements, code_updates, inline_components, fixed_templates } = found;
         let extension = Path::new(path).extension().and_then(|e| e.to_str()).unwrap_or_default();
         let unchanged =
             (replacements.is_empty() && !extension.is_empty() && extension.chars().all(|c| c.is_ascii_alphanumeric()))
@@ -611,19 +574,278 @@ impl Packer<'_> {
         let body = serde_json::to_vec(&json).map_err(|e| Error::io(&full, std::io::Error::other(e)))?;
         let sha256 = hex::encode(Sha256::digest(&body));
         seen.pop();
-        Ok(Packaged { body, sha256, unchanged, declared, no_echo, needs, code_updates, inline_components })
+        Ok(Packaged {
+            body,
+            sha256,
+            unchanged,
+            declared,
+            no_echo,
+            needs,
+            code_updates,
+            inline_components,
+            fixed_templates,
+        })
+    }
+
+    /// One resource of a template: the capabilities it needs, and its nested template or
+    /// Lambda code mapped (and rewritten, or uploaded to its fixed key).
+    fn resource(
+        &mut self,
+        here: &InTemplate<'_>,
+        key: &cfn_template::Key,
+        resource: &Node,
+        seen: &mut Vec<String>,
+        found: &mut Found,
+    ) -> Result<(), Error> {
+        let (path, name) = (here.path, &key.name);
+        let kind = resource.get("Type").and_then(Node::as_str).unwrap_or_default();
+        let properties = resource.get("Properties");
+        let prop = |p: &str| properties.and_then(|ps| ps.get(p));
+        if kind.starts_with("AWS::IAM::") {
+            let named = ["RoleName", "UserName", "GroupName", "ManagedPolicyName", "InstanceProfileName"]
+                .iter()
+                .any(|p| prop(p).is_some());
+            if named {
+                found
+                    .needs
+                    .entry("CAPABILITY_NAMED_IAM")
+                    .or_insert_with(|| format!("{path}: {name} ({kind}) has a name"));
+            }
+            found.needs.entry("CAPABILITY_IAM").or_insert_with(|| format!("{path}: {name} is {kind}"));
+        }
+        if kind.starts_with("AWS::Serverless::") {
+            found.needs.entry("CAPABILITY_AUTO_EXPAND").or_insert_with(|| format!("{path}: {name} is {kind}"));
+        }
+        match kind {
+            "AWS::CloudFormation::Stack" => {
+                self.nested_stack(here, name, prop("TemplateURL"), prop("Parameters"), seen, found)
+            }
+            "AWS::Lambda::Function" => self.function_code(here, key, "Code", prop("Code"), found),
+            "AWS::Serverless::Function" => self.function_code(here, key, "CodeUri", prop("CodeUri"), found),
+            _ => Ok(()),
+        }
+    }
+
+    /// A nested stack: its template read (capabilities and parameters see it) and either
+    /// rewritten to a content-addressed key or, for a stack in `fixed` mode whose URL names
+    /// the artifact bucket, uploaded to exactly the key its URL reads.
+    fn nested_stack(
+        &mut self,
+        here: &InTemplate<'_>,
+        name: &str,
+        url: Option<&Node>,
+        parameters: Option<&Node>,
+        seen: &mut Vec<String>,
+        found: &mut Found,
+    ) -> Result<(), Error> {
+        let Some(url) = url else { return Ok(()) };
+        let (child_path, location) = match url.as_str().filter(|v| is_local(v)) {
+            Some(child) => (self.resolve(here.dir, child, here.path, name)?, None),
+            None => match self.remote_template(url, here.values, here.path, name)? {
+                Some((child, bucket, key)) => (child, Some((bucket, key))),
+                None => return Ok(()),
+            },
+        };
+        let at = Reference { template: here.path, line: url.pos.line, resource: name, property: "TemplateURL" };
+        // In fixed mode the key the template reads must be in the artifact bucket.
+        let fixed_key = match &location {
+            Some((bucket, key)) if self.mode == ArtifactMode::Fixed => {
+                match self.fixed_bucket(&at, bucket, key, "nested template")? {
+                    Some(()) => Some(key.clone()),
+                    None => return Ok(()),
+                }
+            }
+            _ => None,
+        };
+        let mut child_logical = here.logical.to_vec();
+        child_logical.push(name.to_string());
+        // What the parent passes, resolved where it is known.
+        let passed: BTreeMap<String, Option<String>> = parameters
+            .map(Node::entries)
+            .unwrap_or_default()
+            .iter()
+            .map(|(k, v)| (k.name.clone(), resolve(v, here.values).filter(|v| !v.contains(UNKNOWN))))
+            .collect();
+        let packaged = self.template(&child_path, &child_logical, seen, &passed)?;
+        for (capability, why) in packaged.needs {
+            found.needs.entry(capability).or_insert(why);
+        }
+        found.code_updates.extend(packaged.code_updates);
+        found.inline_components.extend(packaged.inline_components);
+        found.fixed_templates.extend(packaged.fixed_templates);
+        let (body, sha256, ext) = match packaged.unchanged {
+            Some((bytes, ext)) => {
+                let sha256 = hex::encode(Sha256::digest(&bytes));
+                (bytes, sha256, ext)
+            }
+            None => (packaged.body, packaged.sha256, "json".to_string()),
+        };
+        if let Some(key) = fixed_key {
+            self.add_fixed(&at, &child_path, &key, &sha256, ArtifactContent::Template(body))?;
+            found.fixed_templates.push((key, sha256));
+            return Ok(());
+        }
+        let key = self.key("templates", &child_path, &sha256, &ext);
+        self.add(&child_path, &key, &sha256, ArtifactContent::Template(body));
+        found.replacements.insert((name.to_string(), "TemplateURL"), Json::String(self.url(&key)));
+        Ok(())
+    }
+
+    /// A function's code: a local path packaged and rewritten; an S3 reference mapped to its
+    /// function, whose package goes to its fixed key (and, in `rewrite` mode, to a
+    /// content-addressed key the code update reads).
+    fn function_code(
+        &mut self,
+        here: &InTemplate<'_>,
+        key: &cfn_template::Key,
+        property: &'static str,
+        code: Option<&Node>,
+        found: &mut Found,
+    ) -> Result<(), Error> {
+        let (path, name) = (here.path, &key.name);
+        if let Some(local) = code.and_then(Node::as_str).filter(|v| is_local(v)) {
+            let code_path = self.resolve(here.dir, local, path, name)?;
+            let (source, file, sha256) = self.zip_for(&code_path, path, name)?;
+            if let Some(function) = self.inputs.functions.iter().find(|f| f.name == source) {
+                found.inline_components.insert(function.component.clone());
+            }
+            let key = self.key("lambda", &source, &sha256, "zip");
+            self.add(&source, &key, &sha256, ArtifactContent::File(file));
+            let value = if property == "Code" {
+                serde_json::json!({ "S3Bucket": self.env.artifact_bucket, "S3Key": key })
+            } else {
+                Json::String(format!("s3://{}/{key}", self.env.artifact_bucket))
+            };
+            found.replacements.insert((name.clone(), property), value);
+            return Ok(());
+        }
+        let location = code.and_then(|code| code_location(code, here.values));
+        let at =
+            Reference { template: path, line: code.map_or(key.pos.line, |n| n.pos.line), resource: name, property };
+        let Some((function, package)) = self.code_function(&at, location.as_ref())? else { return Ok(()) };
+        self.check_code_owner(&at, &function, location.as_ref())?;
+        let Some(package) = package else { return Ok(()) };
+        let mut function_path = here.logical.to_vec();
+        function_path.push(name.clone());
+        let fixed_key = self.fixed_code_key(&at, &function, &package, location.as_ref())?;
+        let update = match (self.mode, fixed_key) {
+            // The code update reads the key the template reads: nothing else is uploaded.
+            (ArtifactMode::Fixed, Some(fixed)) => {
+                let component = function.component.clone();
+                CodeUpdate {
+                    function: package.name.clone(),
+                    component,
+                    path: function_path,
+                    package,
+                    key: fixed,
+                    fixed_key: None,
+                }
+            }
+            (ArtifactMode::Fixed, None) => return Ok(()),
+            (ArtifactMode::Rewrite, fixed_key) => {
+                let mut update = function_path_update(self, &package, function_path);
+                update.fixed_key = fixed_key;
+                update
+            }
+        };
+        found.code_updates.push(update);
+        Ok(())
+    }
+
+    /// A fixed code key read by resources of two functions: one zip would overwrite the other.
+    fn check_code_owner(
+        &mut self,
+        at: &Reference<'_>,
+        function: &FunctionSpec,
+        location: Option<&(String, String)>,
+    ) -> Result<(), Error> {
+        let Some((bucket, key)) = location else { return Ok(()) };
+        let place = format!("{bucket}/{key}");
+        let Some(other) = self.code_owners.insert(place, function.name.clone()).filter(|o| o != &function.name) else {
+            return Ok(());
+        };
+        Err(Error::RemoteReference(Box::new(crate::RemoteReference {
+            template: at.template.to_string(),
+            line: at.line,
+            resource: at.resource.to_string(),
+            property: at.property,
+            reference: shown(&format!("s3://{bucket}/{key}")),
+            problem: format!(
+                "is the code key of function `{}` and also of function `{other}`: one zip would overwrite the other",
+                function.name
+            ),
+            fix: "give each function its own S3Key, or map both resources to one function".into(),
+        })))
+    }
+
+    /// In `fixed` mode, whether a key the template reads can be uploaded to: `Some` when its
+    /// bucket is the artifact bucket; otherwise refused (or, with `allow_remote`, a warning and
+    /// `None`: left as it is).
+    fn fixed_bucket(&mut self, at: &Reference<'_>, bucket: &str, key: &str, what: &str) -> Result<Option<()>, Error> {
+        if bucket == self.env.artifact_bucket && unknown_name(key).is_none() {
+            return Ok(Some(()));
+        }
+        self.refuse(
+            at,
+            shown(&format!("s3://{bucket}/{key}")),
+            format!(
+                "is not in the artifact bucket `{}` (or not known while planning), so the {what} cannot be uploaded to the key the template reads",
+                self.env.artifact_bucket
+            ),
+            format!(
+                "pass the artifact bucket to the template (a parameter of [deploy.stacks.{}] parameters), or set artifact_mode = \"rewrite\" on the stack",
+                self.stack
+            ),
+        )
+    }
+
+    /// An object uploaded to a key the template reads; a key that two references fill with
+    /// different content is refused, naming both.
+    fn add_fixed(
+        &mut self,
+        at: &Reference<'_>,
+        source: &str,
+        key: &str,
+        sha256: &str,
+        content: ArtifactContent,
+    ) -> Result<(), Error> {
+        if let Some(other) = self.artifacts.get(key).filter(|a| a.sha256 != sha256) {
+            return Err(Error::RemoteReference(Box::new(crate::RemoteReference {
+                template: at.template.to_string(),
+                line: at.line,
+                resource: at.resource.to_string(),
+                property: at.property,
+                reference: format!("s3://{}/{key}", self.env.artifact_bucket),
+                problem: format!("is `{source}`, but `{}` also goes to that key, with other content", other.source),
+                fix: "give each its own key".into(),
+            })));
+        }
+        let size = match &content {
+            ArtifactContent::Template(bytes) => bytes.len() as u64,
+            ArtifactContent::File(path) => std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
+        };
+        self.artifacts.entry(key.to_string()).or_insert_with(|| Artifact {
+            source: source.to_string(),
+            key: key.to_string(),
+            sha256: sha256.to_string(),
+            size,
+            content,
+            fixed: true,
+        });
+        Ok(())
     }
 
     /// The repository template a nested stack's S3 `TemplateURL` names: the file
     /// `[deploy.artifacts] templates` maps its key to, else the longest tail of the key that
-    /// is a file of the repository. `None` (with a warning) only with `allow_remote`.
+    /// is a file of the repository, with the URL's bucket and key. `None` (with a warning)
+    /// only with `allow_remote`.
     fn remote_template(
         &mut self,
         url: &Node,
         values: &BTreeMap<String, String>,
         template: &str,
         resource: &str,
-    ) -> Result<Option<String>, Error> {
+    ) -> Result<Option<(String, String, String)>, Error> {
         let resolved = resolve(url, values);
         let at = Reference { template, line: url.pos.line, resource, property: "TemplateURL" };
         let shown = resolved.as_deref().map_or_else(|| "(an expression)".to_string(), shown);
@@ -631,7 +853,7 @@ impl Packer<'_> {
             "map its key to the file with [deploy.artifacts] templates = {{ \"KEY\" = \"cfn/FILE.yaml\" }}, use a local path, or set [deploy.artifacts] allow_remote = true to deploy {} as it is",
             "it"
         );
-        let Some((_, key)) = resolved.as_deref().and_then(s3_location) else {
+        let Some((bucket, key)) = resolved.as_deref().and_then(s3_location) else {
             return self.refuse(
                 &at,
                 shown,
@@ -651,7 +873,7 @@ impl Packer<'_> {
         }
         if let Some(mapped) = self.env.artifacts.templates.get(&key) {
             return match self.inside(mapped, template) {
-                Ok(full) if full.is_file() => Ok(Some(mapped.clone())),
+                Ok(full) if full.is_file() => Ok(Some((mapped.clone(), bucket, key))),
                 _ => self.refuse(
                     &at,
                     shown,
@@ -668,7 +890,7 @@ impl Packer<'_> {
                 && self.inside(candidate, template).is_ok_and(|full| full.is_file())
         });
         match found {
-            Some(path) => Ok(Some(path)),
+            Some(path) => Ok(Some((path, bucket, key))),
             None => self.refuse(
                 &at,
                 shown,
@@ -712,7 +934,7 @@ impl Packer<'_> {
         &mut self,
         at: &Reference<'_>,
         location: Option<&(String, String)>,
-    ) -> Result<Option<(FunctionSpec, Package)>, Error> {
+    ) -> Result<Option<(FunctionSpec, Option<Package>)>, Error> {
         let functions = self.inputs.functions;
         let declared = functions.iter().find(|f| {
             f.template.as_ref().is_some_and(|(t, r)| t.trim_start_matches("./") == at.template && r == at.resource)
@@ -756,7 +978,7 @@ impl Packer<'_> {
         };
         let package = self.inputs.manifest.and_then(|m| m.packages.iter().find(|p| p.name == function.name));
         match package {
-            Some(package) => Ok(Some((function.clone(), package.clone()))),
+            Some(package) => Ok(Some((function.clone(), Some(package.clone())))),
             None => {
                 let needed = self.inputs.manifest.is_some()
                     && self.inputs.changed.is_some_and(|changed| changed.contains(&function.component));
@@ -774,7 +996,7 @@ impl Packer<'_> {
                         fix: "run `lambda-packager` for this run (without --only) first".into(),
                     })));
                 }
-                Ok(None)
+                Ok(Some((function.clone(), None)))
             }
         }
     }
@@ -790,6 +1012,13 @@ impl Packer<'_> {
         location: Option<&(String, String)>,
     ) -> Result<Option<String>, Error> {
         let Some((bucket, key)) = location else { return Ok(None) };
+        if self.mode == ArtifactMode::Fixed {
+            if self.fixed_bucket(at, bucket, key, "package")?.is_none() {
+                return Ok(None);
+            }
+            self.add_fixed(at, &package.name, key, &package.sha256, ArtifactContent::File(package.path.clone()))?;
+            return Ok(Some(key.clone()));
+        }
         if bucket != &self.env.artifact_bucket || unknown_name(key).is_some() {
             self.warnings.push(format!(
                 "{}:{}: {} {} `{}` is not in the artifact bucket `{}` (or not known while planning): function `{}` is updated after the stack, and that key is left as it is",
@@ -803,25 +1032,7 @@ impl Packer<'_> {
             ));
             return Ok(None);
         }
-        if let Some(other) = self.artifacts.get(key).filter(|a| a.sha256 != package.sha256) {
-            return Err(Error::RemoteReference(Box::new(crate::RemoteReference {
-                template: at.template.to_string(),
-                line: at.line,
-                resource: at.resource.to_string(),
-                property: at.property,
-                reference: shown(&format!("s3://{bucket}/{key}")),
-                problem: format!("is also where `{}` goes, with other content", other.source),
-                fix: "give each function its own key".into(),
-            })));
-        }
-        self.artifacts.entry(key.clone()).or_insert_with(|| Artifact {
-            source: package.name.clone(),
-            key: key.clone(),
-            sha256: package.sha256.clone(),
-            size: package.size,
-            content: ArtifactContent::File(package.path.clone()),
-            fixed: true,
-        });
+        self.add_fixed(at, &package.name, key, &package.sha256, ArtifactContent::File(package.path.clone()))?;
         Ok(Some(key.clone()))
     }
 

@@ -4,7 +4,7 @@
 //! deployed through the `stack-deployer` binary against the emulator; the tests read what AWS
 //! holds after each step.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::Command;
 
@@ -24,8 +24,11 @@ fn adopted(tag: &str) -> (test_support::GitRepo, String) {
     (repo, format!("{prefix}-adopt"))
 }
 
-fn diff_json(head: &str, changed: &[&str]) -> String {
-    let components: Vec<String> = ["api-handler", "frontend", "frontend-builder", "infra"]
+/// The adopted fixture's components.
+const ADOPT_COMPONENTS: [&str; 4] = ["api-handler", "frontend", "frontend-builder", "infra"];
+
+fn diff_json(head: &str, all: &[&str], changed: &[&str]) -> String {
+    let components: Vec<String> = all
         .iter()
         .map(|c| format!("\"{c}\": {{\"changed\": {}, \"files\": [], \"because_of\": []}}", changed.contains(c)))
         .collect();
@@ -35,10 +38,15 @@ fn diff_json(head: &str, changed: &[&str]) -> String {
     )
 }
 
-/// A run whose diff marks `changed`, validated (the default gate requires it).
+/// A run of the adopted fixture whose diff marks `changed`, validated (the default gate requires it).
 fn run(repo: &Path, id: &str, head: &str, changed: &[&str]) -> RunDir {
+    run_of(repo, id, head, &ADOPT_COMPONENTS, changed)
+}
+
+/// A run whose diff lists `all` components and marks `changed`, validated.
+fn run_of(repo: &Path, id: &str, head: &str, all: &[&str], changed: &[&str]) -> RunDir {
     let run = RunDir::create(&repo.join(".pipeline"), id).unwrap();
-    run.write(run_state::RunFile::Diff, diff_json(head, changed).as_bytes()).unwrap();
+    run.write(run_state::RunFile::Diff, diff_json(head, all, changed).as_bytes()).unwrap();
     let store = FileStore::open(&repo.join(".pipeline")).unwrap();
     store.record(&StepRecord::new(id, head, run_state::PIPELINE, Step::Validate, Status::Passed)).unwrap();
     run
@@ -323,5 +331,175 @@ fn an_include_built_by_a_component_without_a_build_command_is_refused_naming_the
             "{}:31: lambda.functions.frontend-builder.include: component `frontend` has no `build` command, so nothing in the pipeline writes `frontend/dist`; add its build, or name the component whose build writes it",
             repo.path().join("pipeline.toml").display()
         )
+    );
+}
+
+// `fixtures/drs-monorepo` deployed in `fixed` mode: as its own buildspec intends (`aws s3 sync
+// cfn/ lambda/`, then the master, then `update-function-code`), but only what changed.
+
+/// The DRS fixture's functions (their zips' names in the templates' code keys), each with its
+/// sources and the template and resource that read its code.
+const DRS_FUNCTIONS: [(&str, &str, &str, &str); 5] = [
+    ("api-handler", "\"lambda/index.py\", \"lambda/rbac_middleware.py\"", "cfn/api-stack.yaml", "ApiHandlerFunction"),
+    ("orchestration", "\"lambda/orchestration.py\"", "cfn/orchestration-stack.yaml", "OrchestrationFunction"),
+    ("execution-finder", "\"lambda/poller/execution_finder.py\"", "cfn/poller-stack.yaml", "ExecutionFinderFunction"),
+    ("execution-poller", "\"lambda/poller/execution_poller.py\"", "cfn/poller-stack.yaml", "ExecutionPollerFunction"),
+    ("frontend-builder", "\"lambda/build_and_deploy.py\"", "cfn/frontend-stack.yaml", "FrontendBuilderFunction"),
+];
+
+/// The master's nested stacks: the key each TemplateURL reads is the repository file's path.
+const DRS_NESTED: [&str; 10] = [
+    "cfn/database-stack.yaml",
+    "cfn/messaging-stack.yaml",
+    "cfn/iam-stack.yaml",
+    "cfn/config-stack.yaml",
+    "cfn/api-stack.yaml",
+    "cfn/orchestration-stack.yaml",
+    "cfn/poller-stack.yaml",
+    "cfn/events-stack.yaml",
+    "cfn/frontend-stack.yaml",
+    "cfn/monitoring-stack.yaml",
+];
+
+fn drs_components() -> Vec<&'static str> {
+    DRS_FUNCTIONS.iter().map(|f| f.0).chain(["frontend", "infra"]).collect()
+}
+
+/// `fixtures/drs-monorepo` in a fresh repository with a `pipeline.toml` deploying its master in
+/// `fixed` mode to an artifact bucket of its own; the frontend built (its build output ships in
+/// `frontend-builder`'s zip). Returns the repository and the bucket.
+fn drs(tag: &str) -> (test_support::GitRepo, String) {
+    let repo = test_support::GitRepo::new();
+    test_support::copy_tree(&test_support::workspace_root().join("fixtures/drs-monorepo"), repo.path());
+    let bucket = format!("t{}{tag}-drs-artifacts-dev", std::process::id());
+    let mut toml = String::from(
+        "[diff]\ndefault_branch = \"main\"\n\n[components.frontend]\npaths = [\"frontend/**\"]\nexclude = [\"frontend/dist/**\"]\nbuild = { run = \"sh frontend/build.sh\", timeout = \"1m\" }\n\n[components.infra]\npaths = [\"cfn/**\"]\ndepends_on = [\"api-handler\", \"orchestration\", \"execution-finder\", \"execution-poller\", \"frontend-builder\"]\n\n[lambda]\nruntime = \"python3.12\"\n",
+    );
+    for (name, sources, template, resource) in DRS_FUNCTIONS {
+        toml.push_str(&format!("\n[components.{name}]\npaths = [{sources}]\n"));
+        toml.push_str(&format!(
+            "\n[lambda.functions.{name}]\nsources = [{sources}]\ntemplate = \"{template}\"\nresource = \"{resource}\"\n"
+        ));
+    }
+    toml.push_str("include = [{ from = \"frontend/dist\", to = \"dist\", component = \"frontend\" }]\n");
+    toml.push_str(&format!(
+        "\n[deploy]\nartifact_bucket = \"{bucket}\"\n\n[deploy.stacks.master]\ntemplate = \"cfn/master.yaml\"\nstack_name = \"t{}{tag}-drs-{{env}}\"\nparameters = {{ Environment = \"{{env}}\", SourceBucket = \"{bucket}\" }}\ncapabilities = [\"CAPABILITY_IAM\"]\ncomponents = [\"infra\"]\nartifact_mode = \"fixed\"\n\n[deploy.environments.dev]\nregion = \"us-east-1\"\n",
+        std::process::id()
+    ));
+    repo.write("pipeline.toml", &toml);
+    repo.commit_all("DRS orchestration, deployed as its buildspec does");
+    let status = Command::new("sh").arg("frontend/build.sh").current_dir(repo.path()).status().unwrap();
+    assert!(status.success());
+    (repo, bucket)
+}
+
+fn stderr_lines(out: &std::process::Output) -> BTreeSet<String> {
+    text(&out.stderr).lines().map(str::to_string).collect()
+}
+
+#[tokio::test]
+async fn fixed_mode_uploads_to_the_keys_the_templates_read_and_updates_only_the_changed_function() {
+    let (repo, bucket) = drs("f");
+    let stack = format!("t{}f-drs-dev", std::process::id());
+    let aws = aws().await;
+    aws.s3.create_bucket().bucket(&bucket).send().await.unwrap();
+    let all = drs_components();
+    let first = run_of(repo.path(), "run-1", &repo.head(), &all, &all);
+    let v1 = package(repo.path(), &first).0.unwrap();
+    let package_of = |m: &lambda_packager::Manifest, f: &str| m.packages.iter().find(|p| p.name == f).unwrap().clone();
+
+    // The dry run: every nested template and zip at the key the templates read, nothing under
+    // a content-addressed key, each function's code updated from its fixed key.
+    let out = deployer(repo.path(), &first, &["--dry-run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let plan = text(&out.stdout);
+    assert!(plan.contains("artifacts (15; each uploaded unless already there):"), "{plan}");
+    for nested in DRS_NESTED {
+        let size = std::fs::metadata(repo.path().join(nested)).unwrap().len();
+        assert!(plan.contains(&format!("  {nested} -> {nested} ({size} bytes, the key the template reads)")), "{plan}");
+    }
+    assert!(
+        plan.contains("    artifact mode: fixed (10 nested template(s) and the functions' zips uploaded to the keys the templates read; a change set every deploy)"),
+        "{plan}"
+    );
+    for (function, ..) in DRS_FUNCTIONS {
+        assert!(plan.contains(&format!("  {function} -> lambda/{function}.zip (")), "{function}: {plan}");
+        assert!(
+            plan.contains(&format!("from lambda/{function}.zip when its CodeSha256 differs\n")),
+            "{function}: {plan}"
+        );
+    }
+    assert!(!plan.contains("templates/") && !plan.contains("also uploaded to"), "{plan}");
+    assert!(aws.keys(&bucket).await.is_empty(), "a dry run uploads nothing");
+
+    let out = deployer(repo.path(), &first, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    // S3 holds exactly what the buildspec's sync would: the nested templates byte for byte and
+    // the zips the packager wrote, at the keys the templates read.
+    let mut expected: Vec<String> = DRS_NESTED.iter().map(|n| n.to_string()).collect();
+    expected.extend(DRS_FUNCTIONS.iter().map(|f| format!("lambda/{}.zip", f.0)));
+    expected.sort();
+    // (The release record and the master's template it names live elsewhere in the bucket.)
+    let synced: Vec<String> =
+        aws.keys(&bucket).await.into_iter().filter(|k| k.starts_with("cfn/") || k.starts_with("lambda/")).collect();
+    assert_eq!(synced, expected);
+    for nested in DRS_NESTED {
+        let ours = std::fs::read(repo.path().join(nested)).unwrap();
+        let theirs = aws.s3.get_object().bucket(&bucket).key(nested).send().await.unwrap();
+        assert!(theirs.body.collect().await.unwrap().into_bytes() == ours, "{nested} is not the repository's file");
+    }
+    // The master deployed as written: its TemplateURLs still name those keys.
+    let deployed = aws.cloudformation.get_template().stack_name(&stack).send().await.unwrap();
+    let body = deployed.template_body().unwrap();
+    assert!(body.contains("https://s3.amazonaws.com/${SourceBucket}/cfn/database-stack.yaml"), "{body}");
+    let mut physical = BTreeMap::new();
+    for (function, _, template, resource) in DRS_FUNCTIONS {
+        let nested = ["ApiStack", "OrchestrationStack", "PollerStack", "FrontendStack"][[
+            "cfn/api-stack.yaml",
+            "cfn/orchestration-stack.yaml",
+            "cfn/poller-stack.yaml",
+            "cfn/frontend-stack.yaml",
+        ]
+        .iter()
+        .position(|t| *t == template)
+        .unwrap()];
+        let name = aws.physical(&stack, &[nested, resource]).await;
+        assert_eq!(name, format!("drs-dev-{function}"));
+        let package = package_of(&v1, function);
+        assert_eq!(aws.object_sha256(&bucket, &format!("lambda/{function}.zip")).await, Some(package.sha256));
+        assert_eq!(aws.code_sha256(&name).await, package.code_sha256, "{function}");
+        physical.insert(function, name);
+    }
+
+    // One function changes; the run packages all five (every component marked changed, as a
+    // full rebuild would): four zips are the same bytes, so only one object and one function's
+    // code change.
+    let source = std::fs::read_to_string(repo.path().join("lambda/orchestration.py")).unwrap();
+    repo.commit_files("at most ten waves", &[("lambda/orchestration.py", &format!("{source}\nMAX_WAVES = 10\n"))]);
+    let second = run_of(repo.path(), "run-2", &repo.head(), &all, &all);
+    let v2 = package(repo.path(), &second).0.unwrap();
+    assert_eq!(v2.packages.len(), 5);
+    let out = deployer(repo.path(), &second, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    let lines = stderr_lines(&out);
+    assert!(lines.contains(&format!("orchestration: code updated ({})", physical["orchestration"])), "{lines:#?}");
+    assert!(lines.contains("uploaded lambda/orchestration.zip"), "{lines:#?}");
+    for (function, ..) in DRS_FUNCTIONS {
+        let package = package_of(&v2, function);
+        assert_eq!(aws.code_sha256(&physical[function]).await, package.code_sha256, "{function}");
+        if function != "orchestration" {
+            assert_eq!(package.sha256, package_of(&v1, function).sha256, "{function}'s zip is not reproducible");
+            assert!(lines.contains(&format!("{function}: code already current")), "{function}: {lines:#?}");
+            assert!(lines.contains(&format!("already there: lambda/{function}.zip")), "{function}: {lines:#?}");
+        }
+    }
+    for nested in DRS_NESTED {
+        assert!(lines.contains(&format!("already there: {nested}")), "{nested}: {lines:#?}");
+    }
+    assert_ne!(package_of(&v2, "orchestration").code_sha256, package_of(&v1, "orchestration").code_sha256);
+    let deployed = records(repo.path(), "run-2");
+    assert!(
+        deployed.iter().any(|r| r.component == "infra" && r.step == Step::Deploy && r.status == Status::Passed),
+        "{deployed:#?}"
     );
 }
