@@ -65,9 +65,30 @@ pub enum Bench {
         #[arg(long, default_value_t = 1)]
         rounds: usize,
     },
+    /// The seed-style fixture (fixtures/drs-monorepo) through `cargo xtask pipeline` against its
+    /// seed's buildspec commands, each in its own emulator: a first run, a no-change commit, a
+    /// docs-only, a one-Lambda and a frontend-only change (wall time, API calls, bytes, updates).
+    Seed {
+        /// Rounds; each on fresh copies with fresh emulators.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
+    /// Issue 22's adopt case: `bench seed`'s one-Lambda change alone (after its first run).
+    Adopt {
+        /// Rounds; each on fresh copies with fresh emulators.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
     /// Generated file stores of 1, 10 and 100 MB (a year of runs): `status-report runs`, `show`,
     /// `gate` and `record`, one call each, wall time and peak memory.
     Store {
+        /// Rounds of each call.
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+    },
+    /// `status-report stats` and `html` over generated stores of 1,000 and 50,000 runs, one
+    /// call each (time and peak memory), beside a jq program counting runs and failures per day.
+    Stats {
         /// Rounds of each call.
         #[arg(long, default_value_t = 3)]
         rounds: usize,
@@ -84,6 +105,9 @@ pub fn run(which: Bench) -> anyhow::Result<()> {
         Bench::Deploy { rounds } => crate::bench_deploy::run(rounds),
         Bench::Pipeline { rounds } => crate::bench_pipeline::run(rounds),
         Bench::Store { rounds } => crate::bench_store::run(rounds),
+        Bench::Stats { rounds } => crate::bench_stats::run(rounds),
+        Bench::Seed { rounds } => crate::bench_seed::run(rounds, None),
+        Bench::Adopt { rounds } => crate::bench_seed::run(rounds, Some(crate::bench_seed::ONE_LAMBDA)),
     }
 }
 

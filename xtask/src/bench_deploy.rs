@@ -89,24 +89,42 @@ fn package(dir: &Path, name: &str, body: &str, changed: bool) -> anyhow::Result<
 
 /// Runs the aws-cli with `--debug` against the emulator; returns how many API calls it made.
 fn aws_cli(aws: &Path, endpoint: &str, args: &[&str]) -> anyhow::Result<u64> {
-    let out = Command::new(aws)
-        .args(args)
-        .args(["--endpoint-url", endpoint, "--region", "us-east-1", "--debug"])
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
+    let credentials = [("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing")];
+    let out = aws_cli_as(aws, endpoint, args, &credentials, true)?;
+    let debug = String::from_utf8_lossy(&out.stderr);
+    Ok(debug.matches("Making request for OperationModel").count() as u64)
+}
+
+/// Runs the aws-cli against the emulator with these credentials (and `--debug` when asked);
+/// fails with its last lines when it fails. CreateChangeSet refused with "No updates are to be
+/// performed." is nothing changed, not a failure.
+pub(crate) fn aws_cli_as(
+    aws: &Path,
+    endpoint: &str,
+    args: &[&str],
+    credentials: &[(&str, &str)],
+    debug: bool,
+) -> anyhow::Result<std::process::Output> {
+    let mut command = Command::new(aws);
+    command.args(args).args(["--endpoint-url", endpoint, "--region", "us-east-1"]);
+    if debug {
+        command.arg("--debug");
+    }
+    let out = command
         .env("AWS_CONFIG_FILE", "/nonexistent")
+        .envs(credentials.iter().copied())
         .output()
         .with_context(|| format!("cannot run {}", aws.display()))?;
-    let debug = String::from_utf8_lossy(&out.stderr);
+    let stderr = String::from_utf8_lossy(&out.stderr);
     // awscli's --no-fail-on-empty-changeset covers a change set that ends FAILED for want of
     // changes, not CreateChangeSet refusing with "No updates are to be performed." (which the
     // emulator answers for an identical template): it exits 255. Nothing changed either way.
-    let no_updates = debug.contains("No updates are to be performed");
+    let no_updates = stderr.contains("No updates are to be performed");
     if !out.status.success() && !no_updates {
-        let last: Vec<&str> = debug.lines().rev().take(5).collect();
+        let last: Vec<&str> = stderr.lines().rev().take(5).collect();
         bail!("aws {} failed: {}", args.join(" "), last.join(" | "));
     }
-    Ok(debug.matches("Making request for OperationModel").count() as u64)
+    Ok(out)
 }
 
 async fn bench(endpoint: &str, aws: &Path, repo: &Path, zips: &Path, rounds: usize) -> anyhow::Result<()> {

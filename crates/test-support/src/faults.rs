@@ -44,6 +44,8 @@ pub struct Rule {
 struct State {
     rules: Vec<(Rule, usize)>,
     seen: Vec<String>,
+    /// The bytes of the PUT request bodies seen (S3 uploads), since the last forget.
+    put_bytes: u64,
 }
 
 /// The proxy: see the module's documentation.
@@ -90,7 +92,14 @@ impl FaultProxy {
 
     /// Forgets the requests seen so far.
     pub fn forget(&self) {
-        self.state.lock().unwrap().seen.clear();
+        let mut state = self.state.lock().unwrap();
+        state.seen.clear();
+        state.put_bytes = 0;
+    }
+
+    /// The bytes of the PUT request bodies (S3 uploads, as sent) seen since the last forget.
+    pub fn put_bytes(&self) -> u64 {
+        self.state.lock().unwrap().put_bytes
     }
 }
 
@@ -114,6 +123,17 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Request> {
         }
     }
     let length = header(&head, "content-length").and_then(|v| v.parse::<usize>().ok()).unwrap_or(0);
+    // A client that asks before sending its body (the aws CLI's S3 uploads) is answered here,
+    // as a server would, instead of waiting its second for an answer that never comes; the
+    // request goes on without the header, so the upstream's interim answer is not relayed.
+    if header(&head, "expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue")) {
+        reader.get_mut().write_all(b"HTTP/1.1 100 Continue\r\n\r\n").ok()?;
+        head = head
+            .lines()
+            .filter(|l| !l.to_ascii_lowercase().starts_with("expect:"))
+            .map(|l| format!("{l}\r\n"))
+            .collect();
+    }
     let mut body = vec![0; length];
     reader.read_exact(&mut body).ok()?;
     Some(Request { head, body })
@@ -150,6 +170,9 @@ fn serve(client: TcpStream, upstream: &str, state: &Mutex<State>) {
         if let Some(action) = String::from_utf8_lossy(&request.body).split('&').find_map(|p| p.strip_prefix("Action="))
         {
             first.push_str(&format!(" {action}"));
+        }
+        if first.starts_with("PUT ") {
+            state.lock().unwrap().put_bytes += request.body.len() as u64;
         }
         let fault = choose(state, &request.head);
         let note = |what: &str| state.lock().unwrap().seen.push(format!("{first} -> {what}"));
@@ -345,5 +368,31 @@ mod tests {
                 "POST /fourth HTTP/1.1 -> forwarded"
             ]
         );
+    }
+    /// A client that waits for `100 Continue` before its body (the aws CLI's S3 uploads) gets
+    /// it from the proxy, the upstream sees the request without `Expect`, and the PUT's body is
+    /// counted as uploaded (a POST's is not).
+    #[test]
+    fn an_upload_that_asks_first_is_told_to_continue_and_counted() {
+        let proxy = FaultProxy::start(&echo_server());
+        let mut stream = TcpStream::connect(proxy.endpoint.trim_start_matches("http://")).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(stream, "PUT /bucket/key HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
+            .unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut interim = String::new();
+        reader.read_line(&mut interim).unwrap();
+        assert_eq!(interim, "HTTP/1.1 100 Continue\r\n");
+        let mut blank = String::new();
+        reader.read_line(&mut blank).unwrap();
+        assert_eq!(blank, "\r\n");
+        stream.write_all(b"hello").unwrap();
+        let mut status = String::new();
+        reader.read_line(&mut status).unwrap();
+        assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+        ask(&proxy.endpoint, "/not-an-upload").unwrap();
+        assert_eq!(proxy.put_bytes(), 5);
+        proxy.forget();
+        assert_eq!(proxy.put_bytes(), 0);
     }
 }
