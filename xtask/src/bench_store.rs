@@ -117,7 +117,7 @@ fn measured_allowing_refusal(xtask: &Path, bin: &Path, args: &[String], name: &s
 
 /// A repository under `target/bench-store/MB` whose file store holds about `mb` MB of runs,
 /// made once: the records of one run (as the stages write them) repeated under new run ids.
-fn generate(workspace: &Path, mb: u64) -> anyhow::Result<PathBuf> {
+pub(crate) fn generate(workspace: &Path, mb: u64) -> anyhow::Result<PathBuf> {
     let repo = workspace.join("target/bench-store").join(mb.to_string());
     let state = repo.join(".pipeline");
     let file = state.join(FileStore::FILE_NAME);

@@ -363,6 +363,8 @@ fn cases() -> Vec<Case> {
         },
     ));
 
+    cases.extend(round_two());
+
     // A shallow clone of a feature branch whose merge-base with main was not fetched.
     let origin = GitRepo::new();
     origin.commit_files("base", &[("pipeline.toml", "[components.api]\npaths = [\"api/**\"]\n")]);
@@ -394,6 +396,185 @@ fn cases() -> Vec<Case> {
     drop(origin);
 
     cases
+}
+
+/// The second round's cases: texts a record takes, password forms in a log, a config mistake
+/// with no run, a step flooding its log, a year-old store and its pruning.
+fn round_two() -> Vec<Case> {
+    use run_state::Store as _;
+    let mut cases = Vec::new();
+
+    // `status-report record --error/--note` redacts as logs are redacted.
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join(".pipeline");
+    let args = [
+        "record",
+        "--run",
+        "r1",
+        "--commit",
+        "abc",
+        "--component",
+        "api",
+        "--step",
+        "test",
+        "--status",
+        "failed",
+        "--error",
+        "login failed: password=hunter2record",
+        "--note",
+        "key AKIAIOSFODNN7EXAMPLE used",
+    ];
+    cases.push(case(
+        "record --error/--note with secrets",
+        Scene::Dir(dir),
+        "status-report",
+        &args,
+        move |ran: &Ran| {
+            if ran.code != Some(0) {
+                return Err(format!("exit {:?}: {}", ran.code, one_line(&ran.all())));
+            }
+            no_secret_in(&state, ran, &["hunter2record", "AKIAIOSFODNN7EXAMPLE"])
+        },
+    ));
+
+    // A failing step whose log prints passwords as CLIs take them.
+    let repo = repo_with(&[
+        ("pipeline.toml", "[components.api]\npaths = [\"api/**\"]\ntest = { run = \"sh api/test.sh\" }\n"),
+        (".gitignore", ".pipeline/\n"),
+    ]);
+    let base = repo.head();
+    repo.commit_files("leaky test", &[("api/test.sh", &fixture("password-forms.sh"))]);
+    start_run(&repo, &base);
+    let state = repo.path().join(".pipeline");
+    cases.push(case("passwords in CLI forms in a log", Scene::Repo(repo), "step-runner", &["--step", "test"], {
+        move |ran: &Ran| {
+            if ran.code != Some(1) {
+                return Err(format!("exit {:?}: {}", ran.code, one_line(&ran.all())));
+            }
+            no_secret_in(&state, ran, &["hunter2mysql", "d0ckerS3cretPw", "wJalrXUtnFEMI/K7MDENG/bPxRfiCyEXAMPLEKEY"])
+        }
+    }));
+
+    // A wrong-typed `[runner]` key with no run: the config line, not "no pipeline run".
+    let repo =
+        repo_with(&[("pipeline.toml", "[components.api]\npaths = [\"api/**\"]\n[runner]\nparallelism = \"two\"\n")]);
+    cases.push(case(
+        "wrong-typed [runner] key, no run",
+        Scene::Repo(repo),
+        "step-runner",
+        &["--step", "test"],
+        expect_exit(2, "pipeline.toml:4: runner.parallelism"),
+    ));
+
+    // A step printing 200 MB: the log keeps its first and last part, with a marker.
+    let repo = repo_with(&[
+        (
+            "pipeline.toml",
+            "[components.api]\npaths = [\"api/**\"]\ntest = { run = \"yes 0123456789abcdef | head -c 209715200\" }\n",
+        ),
+        (".gitignore", ".pipeline/\n"),
+    ]);
+    let base = repo.head();
+    repo.commit_files("api", &[("api/a", "1")]);
+    start_run(&repo, &base);
+    let state = repo.path().join(".pipeline");
+    cases.push(case(
+        "a step prints 200 MB",
+        Scene::Repo(repo),
+        "step-runner",
+        &["--step", "test"],
+        move |ran: &Ran| {
+            if ran.code != Some(0) {
+                return Err(format!("exit {:?}: {}", ran.code, one_line(&ran.all())));
+            }
+            let logs: Vec<PathBuf> = walkdir(&state).into_iter().filter(|p| p.ends_with("logs/api-test.log")).collect();
+            let [log] = logs.as_slice() else { return Err(format!("{} api-test logs", logs.len())) };
+            let size = std::fs::metadata(log).map_err(|e| e.to_string())?.len();
+            if size > 17 << 20 {
+                return Err(format!("the log holds {} MiB", size >> 20));
+            }
+            let tail =
+                String::from_utf8_lossy(&std::fs::read(log).unwrap_or_default()).contains("bytes of output cut here");
+            if !tail {
+                return Err("the log does not say what was cut".into());
+            }
+            Ok(())
+        },
+    ));
+
+    // A year-old store (100 MB): `runs` answers in bounds.
+    let store = crate::bench_store::generate(&crate::workspace_root(), 100).expect("the 100 MB store");
+    let mut year =
+        case("runs on a 100 MB store", Scene::Dir(tempfile::tempdir().unwrap()), "status-report", &["runs"], {
+            |ran: &Ran| {
+                if ran.code != Some(0) || ran.stdout.lines().count() < 1000 {
+                    return Err(format!("exit {:?}, {} lines", ran.code, ran.stdout.lines().count()));
+                }
+                Ok(())
+            }
+        });
+    year.dir = store;
+    cases.push(year);
+
+    // Pruning keeps each environment's success mark.
+    let dir = tempfile::tempdir().unwrap();
+    let store = run_state::FileStore::open(&dir.path().join(".pipeline")).unwrap();
+    for n in 1..=5 {
+        let run = format!("r{n}");
+        let commit = format!("{n:040}");
+        for (step, status) in [(run_state::Step::Test, run_state::Status::Passed)] {
+            let mut record = run_state::StepRecord::new(&run, &commit, "api", step, status);
+            record.ended_at = Some(std::time::SystemTime::now());
+            store.record(&record).unwrap();
+        }
+        store
+            .record(&run_state::StepRecord::new(
+                &run,
+                &commit,
+                "api",
+                run_state::Step::Deploy,
+                run_state::Status::Passed,
+            ))
+            .unwrap();
+    }
+    store.mark_success_for("r2", "dev", run_state::Step::Deploy).unwrap();
+    let state = dir.path().join(".pipeline");
+    cases.push(case(
+        "prune keeps the success mark",
+        Scene::Dir(dir),
+        "status-report",
+        &["prune", "--keep-runs", "1"],
+        {
+            move |ran: &Ran| {
+                if ran.code != Some(0) {
+                    return Err(format!("exit {:?}: {}", ran.code, one_line(&ran.all())));
+                }
+                let store = run_state::FileStore::open(&state).map_err(|e| e.to_string())?;
+                let mark = store.last_success("dev").map_err(|e| e.to_string())?;
+                if mark.as_ref().map(|m| m.run_id.as_str()) != Some("r2") {
+                    return Err(format!("dev's success mark is now {mark:?}"));
+                }
+                let runs = store.run_ids().map_err(|e| e.to_string())?;
+                if runs.contains(&"r3".to_string()) || !runs.contains(&"r5".to_string()) {
+                    return Err(format!("runs kept: {runs:?}"));
+                }
+                Ok(())
+            }
+        },
+    ));
+    cases
+}
+
+/// `Ok` when none of `secrets` is in the output or any file under `state`.
+fn no_secret_in(state: &Path, ran: &Ran, secrets: &[&str]) -> Result<(), String> {
+    let mut everything = ran.all();
+    for entry in walkdir(state) {
+        everything.push_str(&String::from_utf8_lossy(&std::fs::read(entry).unwrap_or_default()));
+    }
+    match secrets.iter().find(|secret| everything.contains(*secret)) {
+        Some(secret) => Err(format!("`{secret}` reached a log, a record or the output")),
+        None => Ok(()),
+    }
 }
 
 /// Starts a run of `repo`'s head against `base`, as `source-diff --new-run` does in CodeBuild.

@@ -459,16 +459,19 @@ pub const LOG_TAIL_BYTES: usize = 8 << 20;
 struct CappedWriter<W: Write> {
     inner: W,
     head_left: usize,
-    tail: VecDeque<u8>,
+    tail: Vec<u8>,
     cut: u64,
 }
 
 impl<W: Write> CappedWriter<W> {
     fn new(inner: W) -> Self {
-        CappedWriter { inner, head_left: LOG_HEAD_BYTES, tail: VecDeque::new(), cut: 0 }
+        CappedWriter { inner, head_left: LOG_HEAD_BYTES, tail: Vec::new(), cut: 0 }
     }
 
     fn finish(mut self) -> std::io::Result<W> {
+        let over = self.tail.len().saturating_sub(LOG_TAIL_BYTES);
+        self.tail.drain(..over);
+        self.cut += over as u64;
         if self.cut > 0 {
             writeln!(
                 self.inner,
@@ -478,9 +481,7 @@ impl<W: Write> CappedWriter<W> {
                 LOG_TAIL_BYTES >> 20
             )?;
         }
-        let (front, back) = self.tail.as_slices();
-        self.inner.write_all(front)?;
-        self.inner.write_all(back)?;
+        self.inner.write_all(&self.tail)?;
         self.inner.flush()?;
         Ok(self.inner)
     }
@@ -491,9 +492,11 @@ impl<W: Write> Write for CappedWriter<W> {
         let head = buf.len().min(self.head_left);
         self.inner.write_all(&buf[..head])?;
         self.head_left -= head;
-        self.tail.extend(&buf[head..]);
-        let over = self.tail.len().saturating_sub(LOG_TAIL_BYTES);
-        if over > 0 {
+        self.tail.extend_from_slice(&buf[head..]);
+        // Dropped from the front only once the tail holds twice its bound: one move per
+        // LOG_TAIL_BYTES written, not one per write.
+        if self.tail.len() > 2 * LOG_TAIL_BYTES {
+            let over = self.tail.len() - LOG_TAIL_BYTES;
             self.tail.drain(..over);
             self.cut += over as u64;
         }

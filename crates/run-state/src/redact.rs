@@ -92,6 +92,11 @@ static PATTERNS: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
     .collect()
 });
 
+/// Every pattern of [`PATTERNS`] at once: no match means [`redact`] changes nothing.
+static ANY_PATTERN: LazyLock<regex::RegexSet> = LazyLock::new(|| {
+    regex::RegexSet::new(PATTERNS.iter().map(|(pattern, _)| pattern.as_str())).expect("redaction patterns are valid")
+});
+
 static KEY_BEGIN: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(patterns::PRIVATE_KEY_BEGIN).expect("the key header pattern is valid"));
 static KEY_END: LazyLock<Regex> =
@@ -99,6 +104,10 @@ static KEY_END: LazyLock<Regex> =
 
 /// `text` with every secret-looking value replaced by `[REDACTED …]`.
 pub fn redact(text: &str) -> String {
+    // One pass over the text for all patterns: most log lines hold no secret at all.
+    if !ANY_PATTERN.is_match(text) {
+        return text.to_string();
+    }
     let mut out = text.to_string();
     for (pattern, replacement) in PATTERNS.iter() {
         if pattern.is_match(&out) {
@@ -201,10 +210,20 @@ impl<W: std::io::Write> RedactingWriter<W> {
 impl<W: std::io::Write> std::io::Write for RedactingWriter<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         self.pending.extend_from_slice(buf);
-        while let Some(at) = self.pending.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = self.pending.drain(..=at).collect();
-            self.emit(&line)?;
+        // Every whole line, then one drain: draining line by line would move the rest of the
+        // buffer once per line (quadratic on output of many short lines).
+        let pending = std::mem::take(&mut self.pending);
+        let mut start = 0;
+        while let Some(at) = pending[start..].iter().position(|&b| b == b'\n') {
+            let result = self.emit(&pending[start..=start + at]);
+            start += at + 1;
+            if let Err(error) = result {
+                self.pending = pending[start..].to_vec();
+                return Err(error);
+            }
         }
+        self.pending = pending;
+        self.pending.drain(..start);
         if self.pending.len() > MAX_LINE {
             let piece = std::mem::take(&mut self.pending);
             self.emit(&piece)?;
