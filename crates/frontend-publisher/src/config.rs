@@ -83,7 +83,13 @@ pub struct HeaderRuleSpec {
 #[serde(deny_unknown_fields)]
 pub struct RuntimeConfigSpec {
     /// Files to write: `aws-config.js` (`window.AWS_CONFIG = {…};`) and/or `aws-config.json`.
+    #[serde(default)]
     pub files: Vec<Spanned<String>>,
+    /// Files written from a template of the repository: site path → the template (JSON or JS
+    /// with `${Output}`, `${STACK.Output}` and `${AWS::Region}` placeholders, `$${` for a
+    /// literal `${`), relative to the monorepo root.
+    #[serde(default)]
+    pub templates: BTreeMap<String, Spanned<String>>,
     /// The configured stack whose outputs fill it.
     pub stack: Spanned<String>,
     /// Config key to output name (`userPoolId = "UserPoolId"`, or `"STACK.Output"` for another
@@ -135,8 +141,11 @@ pub struct Headers {
 /// The runtime config, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuntimeConfig {
-    /// Site paths of the files to write (`aws-config.js`).
+    /// Site paths of the files written from `keys` (`aws-config.js`).
     pub files: Vec<String>,
+    /// Site paths of the files filled from a repository template → the template's path,
+    /// relative to the monorepo root.
+    pub templates: BTreeMap<String, String>,
     /// The configured stack.
     pub stack: String,
     /// Config key to output name, nested.
@@ -373,7 +382,7 @@ impl PublishConfig {
     /// The Cache-Control of a site path: the first matching rule's, else the default; the
     /// runtime config's files always get [`NO_CACHE`].
     pub fn cache_control(&self, path: &str) -> &str {
-        if self.runtime_config.as_ref().is_some_and(|r| r.files.iter().any(|f| f == path)) {
+        if self.runtime_config.as_ref().is_some_and(|r| r.writes(path)) {
             return NO_CACHE;
         }
         match self.rules.matches(path).first() {
@@ -469,12 +478,28 @@ fn runtime_config(config: &ConfigFile, r: RuntimeConfigSpec) -> Result<RuntimeCo
         }
         files.push(file.get_ref().clone());
     }
-    if files.is_empty() {
+    let mut templates = BTreeMap::new();
+    for (site_path, template) in &r.templates {
+        let key = format!("runtime_config.templates.\"{site_path}\"");
+        check_site_path(site_path).map_err(|m| err(config, template.span(), &key, m))?;
+        if files.contains(site_path) {
+            return Err(err(config, template.span(), &key, "is also in runtime_config.files; write it one way"));
+        }
+        let path = template.get_ref();
+        if path.is_empty()
+            || Path::new(path).is_absolute()
+            || Path::new(path).components().any(|c| matches!(c, std::path::Component::ParentDir))
+        {
+            return Err(err(config, template.span(), &key, "must be a file inside the monorepo, relative to its root"));
+        }
+        templates.insert(site_path.clone(), path.clone());
+    }
+    if files.is_empty() && templates.is_empty() {
         return Err(err(
             config,
             r.stack.span(),
             "runtime_config.files",
-            "name at least one file, e.g. [\"aws-config.js\"]",
+            "name at least one file, e.g. [\"aws-config.js\"], or a template in runtime_config.templates",
         ));
     }
     let global = match &r.global {
@@ -488,7 +513,14 @@ fn runtime_config(config: &ConfigFile, r: RuntimeConfigSpec) -> Result<RuntimeCo
             g.get_ref().clone()
         }
     };
-    Ok(RuntimeConfig { files, stack: r.stack.into_inner(), keys: r.keys, region_key: r.region_key, global })
+    Ok(RuntimeConfig { files, templates, stack: r.stack.into_inner(), keys: r.keys, region_key: r.region_key, global })
+}
+
+impl RuntimeConfig {
+    /// Whether the runtime config writes this site path (from `keys` or a template).
+    pub fn writes(&self, path: &str) -> bool {
+        self.files.iter().any(|f| f == path) || self.templates.contains_key(path)
+    }
 }
 
 /// `Option<PublishSection>` with a `Default`, so a missing section reads as `None`.
@@ -597,7 +629,7 @@ mod tests {
                 ]),
             )]),
         };
-        let files = crate::runtime_config_files(runtime, &outputs, "dev").unwrap();
+        let files = crate::runtime_config_files(runtime, Path::new("."), &outputs, "dev").unwrap();
         let json: serde_json::Value = serde_json::from_slice(&files[1].1).unwrap();
         assert_eq!(
             json,
@@ -611,7 +643,7 @@ mod tests {
         assert!(js.starts_with("window.AWS_CONFIG = {") && js.contains("\"Cognito\": {"), "{js}");
         // A missing output names itself and its stack.
         outputs.environments.get_mut("dev").unwrap().get_mut("api").unwrap().outputs.clear();
-        let error = crate::runtime_config_files(runtime, &outputs, "dev").unwrap_err().to_string();
+        let error = crate::runtime_config_files(runtime, Path::new("."), &outputs, "dev").unwrap_err().to_string();
         assert!(error.contains("ApiEndpoint") && error.contains("api"), "{error}");
     }
 }

@@ -155,9 +155,34 @@ pub enum Error {
         /// What the target is.
         what: &'static str,
     },
+    /// A runtime-config template's placeholder names an output the run's deploy did not write.
+    #[error("{file}:{line}: `${{{placeholder}}}` names no output of the run's deploy; nothing was uploaded")]
+    MissingPlaceholder {
+        /// The template, relative to the monorepo root.
+        file: String,
+        /// Its line.
+        line: usize,
+        /// The placeholder's name.
+        placeholder: String,
+        /// Which output is missing, and where.
+        #[source]
+        source: Box<run_state::outputs::LookupError>,
+    },
+    /// Text after `${` in a runtime-config template that is no placeholder.
+    #[error(
+        "{file}:{line}: `${{{text}` is not a placeholder; write ${{Output}}, ${{STACK.Output}} or ${{AWS::Region}}, or $${{ for a literal ${{"
+    )]
+    BadPlaceholder {
+        /// The template, relative to the monorepo root.
+        file: String,
+        /// Its line.
+        line: usize,
+        /// What follows `${` (at most 40 characters).
+        text: String,
+    },
     /// The runtime config (made from the stack outputs) holds a secret: the site is public.
     #[error(
-        "the runtime config would publish a secret on the public site ({}); nothing was uploaded: take the stack output that carries it out of publish.runtime_config.keys",
+        "the runtime config would publish a secret on the public site ({}); nothing was uploaded: take the stack output that carries it out of publish.runtime_config (its keys or templates)",
         findings.join("; ")
     )]
     SecretInRuntimeConfig {
@@ -408,11 +433,12 @@ pub struct StageOptions {
     pub invalidation_backoff: Option<std::time::Duration>,
 }
 
-/// The values the config takes from the run: bucket, distribution and runtime config files.
+/// The values the config takes from the run: bucket, distribution, and the outputs the
+/// runtime config is filled from.
 struct Resolved {
     bucket: String,
     distribution: Option<String>,
-    runtime: Vec<(String, Vec<u8>)>,
+    outputs: Option<run_state::StackOutputs>,
 }
 
 fn resolve(config: &PublishConfig, run: &RunDir, environment: &str) -> Result<Resolved, Error> {
@@ -431,12 +457,23 @@ fn resolve(config: &PublishConfig, run: &RunDir, environment: &str) -> Result<Re
     };
     let bucket = value(&config.bucket)?;
     let distribution = config.distribution.as_ref().map(value).transpose()?;
-    let runtime = match (&config.runtime_config, &outputs) {
-        (Some(runtime), Some(outputs)) => runtime_config_files(runtime, outputs, environment)?,
+    Ok(Resolved { bucket, distribution, outputs })
+}
+
+/// The runtime config's files, filled from the outputs and scanned for secrets before
+/// anything is uploaded.
+fn runtime_files(
+    config: &PublishConfig,
+    root: &Path,
+    resolved: &Resolved,
+    environment: &str,
+) -> Result<Vec<(String, Vec<u8>)>, Error> {
+    let runtime = match (&config.runtime_config, &resolved.outputs) {
+        (Some(runtime), Some(outputs)) => runtime_config_files(runtime, root, outputs, environment)?,
         _ => Vec::new(),
     };
     check_runtime_secrets(&runtime)?;
-    Ok(Resolved { bucket, distribution, runtime })
+    Ok(runtime)
 }
 
 /// Plans a publish of the configured site for `environment` of a run: the site read, the
@@ -450,7 +487,8 @@ pub async fn plan_publish(
     on_event: &(dyn Fn(Event<'_>) + Sync),
 ) -> Result<(Plan, Option<String>), Error> {
     let resolved = resolve(config, run, environment)?;
-    let site = read_site(config, &context.root.join(&config.dist), resolved.runtime)?;
+    let runtime = runtime_files(config, &context.root, &resolved, environment)?;
+    let site = read_site(config, &context.root.join(&config.dist), runtime)?;
     let remote = read_remote(s3, &resolved.bucket, &config.prefix, &site, config.parallelism, on_event).await?;
     let plan = plan::plan(
         &resolved.bucket,

@@ -72,7 +72,7 @@ pub struct Site {
 }
 
 fn kind_of(config: &PublishConfig, path: &str) -> Kind {
-    if config.runtime_config.as_ref().is_some_and(|r| r.files.iter().any(|f| f == path)) {
+    if config.runtime_config.as_ref().is_some_and(|r| r.writes(path)) {
         Kind::RuntimeConfig
     } else if path.ends_with(".html") || path.ends_with(".htm") {
         Kind::Html
@@ -271,9 +271,103 @@ fn runtime_object(
 }
 
 /// The runtime config's files (path → bytes) from the stack's outputs and region: `.js` as
-/// `window.GLOBAL = {…};`, `.json` as the object. A missing output is an error naming it
-/// and the stack.
+/// `window.GLOBAL = {…};`, `.json` as the object; then each template of the repository
+/// (`root`) filled ([`fill_template`]). A missing output is an error naming it and the stack
+/// (for a template, its file and line).
 pub fn runtime_config_files(
+    runtime: &RuntimeConfig,
+    root: &Path,
+    outputs: &run_state::StackOutputs,
+    environment: &str,
+) -> Result<Vec<(String, Vec<u8>)>, Error> {
+    let mut files = if runtime.files.is_empty() { Vec::new() } else { keyed_files(runtime, outputs, environment)? };
+    for (site_path, template) in &runtime.templates {
+        let full = root.join(template);
+        let bytes = pipeline_config::fs::read_regular(&full, MAX_TEMPLATE_BYTES).map_err(|e| Error::io(&full, e))?;
+        let text = String::from_utf8(bytes)
+            .map_err(|e| Error::io(&full, std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
+        let filled = fill_template(template, &text, runtime, outputs, environment)?;
+        files.push((site_path.clone(), filled.into_bytes()));
+    }
+    Ok(files)
+}
+
+/// The largest runtime-config template read.
+pub const MAX_TEMPLATE_BYTES: u64 = 1024 * 1024;
+
+/// A runtime-config template filled: `${Output}` (an output of the runtime config's stack),
+/// `${STACK.Output}` (another configured stack's), `${AWS::Region}` (the stack's region);
+/// `$${` is a literal `${`. Values are escaped for a JSON or JavaScript string (the
+/// placeholder stands inside quotes). A placeholder naming no output, or text after `${`
+/// that is no placeholder, is an error naming `file` and the line.
+pub fn fill_template(
+    file: &str,
+    text: &str,
+    runtime: &RuntimeConfig,
+    outputs: &run_state::StackOutputs,
+    environment: &str,
+) -> Result<String, Error> {
+    let mut out = String::with_capacity(text.len());
+    for (index, line) in text.split_inclusive('\n').enumerate() {
+        let at = index + 1;
+        let mut rest = line;
+        while let Some(start) = rest.find("${") {
+            if rest[..start].ends_with('$') {
+                out.push_str(&rest[..start - 1]);
+                out.push_str("${");
+                rest = &rest[start + 2..];
+                continue;
+            }
+            out.push_str(&rest[..start]);
+            let after = &rest[start + 2..];
+            let bad = || Error::BadPlaceholder {
+                file: file.to_owned(),
+                line: at,
+                text: after.trim_end().chars().take(40).collect(),
+            };
+            let name = &after[..after.find('}').ok_or_else(bad)?];
+            let value = placeholder_value(name, runtime, outputs, environment).map_err(|source| match source {
+                None => bad(),
+                Some(source) => Error::MissingPlaceholder {
+                    file: file.to_owned(),
+                    line: at,
+                    placeholder: name.to_owned(),
+                    source: Box::new(source),
+                },
+            })?;
+            let quoted = serde_json::to_string(&value).unwrap_or_default();
+            out.push_str(&quoted[1..quoted.len() - 1].replace('\'', "\\u0027"));
+            rest = &after[name.len() + 1..];
+        }
+        out.push_str(rest);
+    }
+    Ok(out)
+}
+
+/// A placeholder's value; `Err(None)` when the name is no placeholder.
+fn placeholder_value(
+    name: &str,
+    runtime: &RuntimeConfig,
+    outputs: &run_state::StackOutputs,
+    environment: &str,
+) -> Result<String, Option<run_state::outputs::LookupError>> {
+    let word = |w: &str| !w.is_empty() && w.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if name == "AWS::Region" {
+        return match outputs.environments.get(environment).and_then(|stacks| stacks.get(&runtime.stack)) {
+            Some(stack) => Ok(stack.region.clone()),
+            // No such environment or stack: the lookup's error says which.
+            None => outputs.output(environment, &runtime.stack, "AWS::Region").map(str::to_owned).map_err(Some),
+        };
+    }
+    let (stack, output) = name.split_once('.').unwrap_or((&runtime.stack, name));
+    if !word(stack) || !word(output) {
+        return Err(None);
+    }
+    outputs.output(environment, stack, output).map(str::to_owned).map_err(Some)
+}
+
+/// The files of `runtime.files`, the object of `keys` in each.
+fn keyed_files(
     runtime: &RuntimeConfig,
     outputs: &run_state::StackOutputs,
     environment: &str,
