@@ -27,6 +27,7 @@ mod init;
 mod pipeline;
 mod progress;
 mod python;
+mod rollback;
 mod schemas;
 mod tidy;
 
@@ -50,6 +51,9 @@ enum Task {
     /// test, deploy dev, status check, approval, E2E and site check, deploy prod, mark-success.
     /// Deploys go to the monorepo's own emulator, kept between runs, unless `--target aws`.
     Pipeline(pipeline::PipelineArgs),
+    /// Rolls an environment back to an earlier release without rebuilding (the `rollback`
+    /// binary's library function), on the monorepo's own emulator unless `--endpoint-url` or `--aws`.
+    Rollback(rollback::RollbackArgs),
     /// Reads a repository as it is and writes a commented pipeline.toml to start from
     /// (templates and their nesting, functions from the templates' handlers and code keys, the
     /// frontend from package.json, pytest files); `--check` explains what each component owns,
@@ -105,6 +109,7 @@ fn main() -> ExitCode {
     let result = match Args::parse().task {
         Task::Pipeline(args) => pipeline_with_tools(args),
         Task::Init(args) => init::run(&args),
+        Task::Rollback(args) => rollback::run(&args),
         Task::Test { filter } => test(&filter).map(|()| true),
         Task::Bench { which } => bench::run(which).map(|()| true),
         Task::Setup => python::ensure(&workspace_root()).map(|_| true),

@@ -110,6 +110,9 @@ pub struct FunctionRelease {
     pub component: String,
     /// The stack (name under `[deploy.stacks]`) that holds it.
     pub stack: String,
+    /// Logical ids from the stack down to the function (its name is found again through them).
+    #[serde(default)]
+    pub path: Vec<String>,
     /// The function's name in Lambda.
     pub function_name: String,
     /// The bucket of its zip.
@@ -313,6 +316,7 @@ mod tests {
                 FunctionRelease {
                     component: "api".into(),
                     stack: "master".into(),
+                    path: vec!["Api".into()],
                     function_name: "api-fn".into(),
                     bucket: "b".into(),
                     key: "lambda/api-1.zip".into(),

@@ -55,6 +55,9 @@ pub struct ApplyOptions {
     /// Set (by SIGINT or SIGTERM) to stop: no stack starts, a change set not yet executed is
     /// deleted, one executing is watched to its end.
     pub cancel: Option<&'static AtomicBool>,
+    /// Parameters sent with `UsePreviousValue` rather than a value (a rollback's `NoEcho` ones,
+    /// whose values are never kept).
+    pub use_previous: std::collections::BTreeSet<String>,
 }
 
 impl ApplyOptions {
@@ -77,6 +80,7 @@ impl ApplyOptions {
             change_set_timeout,
             code_update_timeout: Duration::from_secs(300),
             cancel: None,
+            use_previous: std::collections::BTreeSet::new(),
         }
     }
 }
@@ -670,7 +674,11 @@ async fn create_change_set(
         .include_nested_stacks(true)
         .set_role_arn(plan.cfn_role_arn.clone())
         .set_parameters(Some(
-            parameters.iter().map(|(k, v)| Parameter::builder().parameter_key(k).parameter_value(v).build()).collect(),
+            parameters
+                .iter()
+                .map(|(k, v)| Parameter::builder().parameter_key(k).parameter_value(v).build())
+                .chain(options.use_previous.iter().map(|k| Parameter::builder().parameter_key(k).use_previous_value(true).build()))
+                .collect(),
         ))
         .set_capabilities(Some(stack.capabilities.iter().map(|c| Capability::from(c.as_str())).collect()))
         .set_tags(Some(stack.tags.iter().map(|(k, v)| Tag::builder().key(k).value(v).build()).collect()));

@@ -760,6 +760,7 @@ pub async fn record_release(
                 FunctionRelease {
                     component: update.component.clone(),
                     stack: stack.name.clone(),
+                    path: update.path.clone(),
                     function_name: name,
                     bucket: plan.bucket.clone(),
                     key: update.key.clone(),

@@ -1,0 +1,528 @@
+//! The rollback as a run of its own: choose, plan, check, apply, record.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use run_state::release::{Parameter, RollbackOf, SiteRelease, StackRelease};
+use run_state::{Recording, Release, RunDir, StageContext, Status, Step, StepRecord, Store};
+
+use crate::Error;
+use crate::plan::{FunctionStep, RollbackPlan, StackStep, Target, choose, plan};
+
+/// The SDK clients of the environment.
+#[derive(Debug, Clone)]
+pub struct Clients {
+    /// S3: the artifact bucket and the site's bucket.
+    pub s3: aws_sdk_s3::Client,
+    /// CloudFormation.
+    pub cloudformation: aws_sdk_cloudformation::Client,
+    /// Lambda.
+    pub lambda: aws_sdk_lambda::Client,
+    /// CloudFront, for the site's invalidation.
+    pub cloudfront: Option<aws_sdk_cloudfront::Client>,
+}
+
+/// How [`run_rollback`] runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The environment.
+    pub env: String,
+    /// The release to go back to.
+    pub target: Target,
+    /// Print the plan and change nothing.
+    pub dry_run: bool,
+    /// Skip the environment's approval (recorded).
+    pub emergency: bool,
+    /// Go on with an approved rollback run.
+    pub resume: Option<String>,
+    /// The first pause between a stack's polls (1 s when unset; tests shorten it).
+    pub first_poll: Option<Duration>,
+}
+
+/// Progress.
+#[derive(Debug)]
+pub enum Event {
+    /// The plan, before anything changes.
+    Planned(String),
+    /// A stack's progress.
+    Stack(stack_deployer::Event),
+    /// One part done.
+    Done(String),
+}
+
+/// How a rollback ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// `--dry-run`: the plan, nothing changed or recorded.
+    DryRun(RollbackPlan),
+    /// Recorded waiting for approval; nothing changed.
+    AwaitingApproval {
+        /// The rollback's run.
+        run_id: String,
+        /// The plan.
+        plan: RollbackPlan,
+    },
+    /// Applied and recorded.
+    RolledBack {
+        /// The rollback's run.
+        run_id: String,
+        /// The plan.
+        plan: RollbackPlan,
+        /// The release it recorded.
+        release: Release,
+    },
+}
+
+/// The digest parts an approval of a rollback covers.
+const TO: &str = "rollback:to";
+const FROM: &str = "rollback:from";
+
+/// The rollback of `options.env`, as the `rollback` binary and `cargo xtask rollback` run it:
+/// chooses the release, prints the plan ([`Event::Planned`]), and (unless a dry run) records
+/// a run of its own: waiting for approval where the environment needs one (unless
+/// `emergency`), else the checks and the apply ([`crate`] docs), the environment's deploy step
+/// per component, a release of its own, and the success mark moved to the release's commit.
+/// A refusal (unknown or expired release, a lock held, a stack's state) is recorded failed and
+/// changes nothing.
+pub async fn run_rollback(
+    context: &StageContext,
+    store: &dyn Store,
+    clients: &Clients,
+    options: &Options,
+    on_event: &(dyn Fn(Event) + Sync),
+) -> Result<Outcome, Error> {
+    let config = context.required_config()?;
+    let policy = gate::GatePolicy::from_config(config)?;
+    let env = options.env.as_str();
+    run_state::check_name("environment", env)?;
+    let releases = store.releases(env)?;
+    let (target, approved_from) = match &options.resume {
+        Some(run_id) => approved(store, env, run_id)?,
+        None => (options.target.clone(), None),
+    };
+    let chosen = choose(env, &releases, &target);
+    if options.dry_run {
+        let (from, to) = chosen?;
+        let plan = plan(env, from, to);
+        on_event(Event::Planned(plan.describe()));
+        return Ok(Outcome::DryRun(plan));
+    }
+    let commit = match &chosen {
+        Ok((_, to)) => to.commit.clone(),
+        Err(_) => releases.last().map(|r| r.commit.clone()).unwrap_or_default(),
+    };
+    let run_id = options.resume.clone().unwrap_or_else(|| run_state::new_run_id(&commit, SystemTime::now()));
+    let run = RunDir::create(&context.state_dir, &run_id)?;
+    let step = policy.deploy_step(env);
+    let fail = |components: &[String], error: Error| -> Error {
+        for component in components {
+            let mut record = StepRecord::new(&run_id, &commit, component, step, Status::Failed);
+            record.ended_at = Some(SystemTime::now());
+            record.details.error = Some(run_state::error_chain(&error));
+            if let Err(store_error) = store.record(&record) {
+                return store_error.into();
+            }
+        }
+        error
+    };
+    let (from, to) = chosen.map_err(|e| fail(&[run_state::PIPELINE.to_string()], e))?;
+    let plan = plan(env, from, to);
+    on_event(Event::Planned(plan.describe()));
+    if let Some(approved) = approved_from
+        && approved != from.id
+    {
+        return Err(Error::Moved { env: env.into(), now: from.id.clone(), approved });
+    }
+    let needs_approval = policy.environments.get(env).is_some_and(|rule| rule.approval);
+    if needs_approval && !options.emergency && options.resume.is_none() {
+        let mut digest = run_state::ReleaseDigest::default();
+        digest.insert(TO, &to.id);
+        digest.insert(FROM, &from.id);
+        let summary = format!("rollback of `{env}` from release {} to release {}", from.id, to.id);
+        gate::approval::request_covering(store, &run_id, &to.commit, &summary, Some(digest))?;
+        return Ok(Outcome::AwaitingApproval { run_id, plan });
+    }
+    let components = plan.components();
+    let holder = format!("rollback {run_id} ({})", holder_process());
+    let locks = lock_names(&plan);
+    if let Err(error) = take_locks(store, &locks, &holder) {
+        return Err(fail(&components, error));
+    }
+    let result = checked_apply(context, store, clients, options, &run, &plan, step, on_event).await;
+    for lock in &locks {
+        let _ = store.release_lock(lock, &holder);
+    }
+    let release = match result {
+        Ok(release) => release,
+        Err(Applied::Refused(error)) => return Err(fail(&components, error)),
+        Err(Applied::Failed(error)) => return Err(error),
+    };
+    gate::mark_success(store, &run, &policy, env)?;
+    Ok(Outcome::RolledBack { run_id, plan, release })
+}
+
+/// The target and the release it was approved from, read from an approved rollback run.
+fn approved(store: &dyn Store, env: &str, run_id: &str) -> Result<(Target, Option<String>), Error> {
+    let records = store.run(run_id)?;
+    let state = gate::approval::state(&records);
+    let parts = gate::approval::digest(&records).map(|d| d.parts).unwrap_or_default();
+    let (Some(to), Some(from)) = (parts.get(TO), parts.get(FROM)) else {
+        return Err(Error::NotApproved { env: env.into(), run_id: run_id.into(), state: "no rollback's run".into() });
+    };
+    if !matches!(state, gate::approval::ApprovalState::Approved { .. }) {
+        return Err(Error::NotApproved { env: env.into(), run_id: run_id.into(), state: format!("{state:?}") });
+    }
+    Ok((Target::To(to.clone()), Some(from.clone())))
+}
+
+/// The deploy locks of every stack the plan names (the stack deployer's names for them).
+fn lock_names(plan: &RollbackPlan) -> Vec<String> {
+    let names: BTreeSet<String> = plan
+        .from
+        .stacks
+        .values()
+        .chain(plan.to.stacks.values())
+        .map(|s| format!("deploy/{}/{}", s.region, s.stack_name))
+        .collect();
+    names.into_iter().collect()
+}
+
+fn take_locks(store: &dyn Store, locks: &[String], holder: &str) -> Result<(), Error> {
+    for (index, lock) in locks.iter().enumerate() {
+        if let Err(error) = store.acquire_lock(lock, holder, Duration::from_secs(3600)) {
+            for taken in &locks[..index] {
+                let _ = store.release_lock(taken, holder);
+            }
+            return Err(error.into());
+        }
+    }
+    Ok(())
+}
+
+fn holder_process() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!("{}:{}", host.trim(), std::process::id())
+}
+
+/// A refusal found before anything changed, or a failure while applying (recorded already).
+enum Applied {
+    Refused(Error),
+    Failed(Error),
+}
+
+/// What the checks read, for the apply.
+struct Checked {
+    bodies: BTreeMap<String, Vec<u8>>,
+    site: Option<frontend_publisher::release::RestorePlan>,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn checked_apply(
+    context: &StageContext,
+    store: &dyn Store,
+    clients: &Clients,
+    options: &Options,
+    run: &RunDir,
+    plan: &RollbackPlan,
+    step: Step,
+    on_event: &(dyn Fn(Event) + Sync),
+) -> Result<Release, Applied> {
+    let checked = check(context, clients, run, plan).await.map_err(Applied::Refused)?;
+    let components = plan.components();
+    let mut recordings = Vec::new();
+    for component in &components {
+        let recording = Recording::begin(store, &run.run_id, &plan.to.commit, component, step);
+        recordings.push(recording.map_err(|e| Applied::Failed(e.into()))?);
+    }
+    let result = apply(context, store, clients, options, run, plan, checked, on_event).await;
+    let emergency = if options.emergency { " (emergency: without approval)" } else { "" };
+    let note = format!("rolled back to release {} from {}{emergency}", plan.to.id, plan.from.id);
+    for recording in recordings {
+        let ended = match &result {
+            Ok(_) => recording.end(Status::Passed, |d| d.note = Some(note.clone())),
+            Err(error) => recording.end(Status::Failed, |d| d.error = Some(run_state::error_chain(error))),
+        };
+        ended.map_err(|e| Applied::Failed(e.into()))?;
+    }
+    result.map_err(Applied::Failed)
+}
+
+/// Reads what the apply needs and refuses before any change: each template and zip still in
+/// the bucket, each stack in a state a change set can start from, the site's files there.
+async fn check(context: &StageContext, clients: &Clients, run: &RunDir, plan: &RollbackPlan) -> Result<Checked, Error> {
+    let expired = |what: String| Error::Expired { env: plan.env.clone(), id: plan.to.id.clone(), what };
+    let bucket = plan.to.artifact_bucket.clone().unwrap_or_default();
+    let mut bodies = BTreeMap::new();
+    for (name, step) in &plan.stacks {
+        let StackStep::Restore(stack) = step else { continue };
+        let body = match clients.s3.get_object().bucket(&bucket).key(&stack.template_key).send().await {
+            Ok(out) => out.body.collect().await.map_err(|e| aws("GetObject", &stack.template_key, e))?.to_vec(),
+            Err(e) if aws_target::ErrorKind::of(&e) == aws_target::ErrorKind::NotFound => {
+                return Err(expired(format!("template s3://{bucket}/{}", stack.template_key)));
+            }
+            Err(e) => return Err(aws("GetObject", &stack.template_key, e)),
+        };
+        check_stack_state(&clients.cloudformation, stack).await?;
+        bodies.insert(name.clone(), body);
+    }
+    for (_, step) in &plan.functions {
+        let FunctionStep::Restore(function) = step else { continue };
+        match clients.s3.head_object().bucket(&function.bucket).key(&function.key).send().await {
+            Ok(_) => {}
+            Err(e) if aws_target::ErrorKind::of(&e) == aws_target::ErrorKind::NotFound => {
+                return Err(expired(format!("zip s3://{}/{}", function.bucket, function.key)));
+            }
+            Err(e) => return Err(aws("HeadObject", &function.key, e)),
+        }
+    }
+    let site = match (&plan.site, &plan.to.site) {
+        (Some(Ok(_)), Some(site)) => {
+            let root = context
+                .required_config()
+                .ok()
+                .and_then(|c| frontend_publisher::PublishConfig::from_config(c).ok().flatten())
+                .map_or_else(|| "index.html".to_string(), |c| c.root_document);
+            match frontend_publisher::release::plan_restore(&clients.s3, site, &run.run_id, &root).await {
+                Ok(restore) => Some(restore),
+                Err(frontend_publisher::Error::ReleaseGone { what }) => return Err(expired(what)),
+                Err(error) => return Err(error.into()),
+            }
+        }
+        _ => None,
+    };
+    Ok(Checked { bodies, site })
+}
+
+async fn check_stack_state(cf: &aws_sdk_cloudformation::Client, stack: &StackRelease) -> Result<(), Error> {
+    let found = stack_deployer::apply::describe_stack(cf, &stack.stack_name).await?;
+    let status = found.as_ref().and_then(|s| s.stack_status()).map(|s| s.as_str().to_string());
+    let next = match status.as_deref() {
+        None => "it no longer exists; deploy it again (a rollback only updates stacks)".to_string(),
+        Some(s) if s.ends_with("_IN_PROGRESS") => "another operation is running on it; wait for it to end".into(),
+        Some("ROLLBACK_COMPLETE" | "ROLLBACK_FAILED" | "DELETE_FAILED" | "DELETE_COMPLETE") => {
+            "it cannot be updated; delete it and deploy again".into()
+        }
+        Some("UPDATE_ROLLBACK_FAILED") => {
+            format!(
+                "continue its rollback first (`aws cloudformation continue-update-rollback --stack-name {}`)",
+                stack.stack_name
+            )
+        }
+        Some(_) => return Ok(()),
+    };
+    Err(Error::StackState { stack: stack.stack_name.clone(), status: status.unwrap_or_else(|| "gone".into()), next })
+}
+
+fn aws<E: std::error::Error + Send + Sync + 'static>(operation: &'static str, target: &str, error: E) -> Error {
+    let kind = aws_target::ErrorKind::Other;
+    Error::Aws { operation, target: target.to_string(), kind, source: Box::new(error) }
+}
+
+/// Applies a checked plan: the stacks, the functions, the site; then the rollback's release.
+#[allow(clippy::too_many_arguments)]
+async fn apply(
+    context: &StageContext,
+    store: &dyn Store,
+    clients: &Clients,
+    options: &Options,
+    run: &RunDir,
+    plan: &RollbackPlan,
+    checked: Checked,
+    on_event: &(dyn Fn(Event) + Sync),
+) -> Result<Release, Error> {
+    for (name, step) in &plan.stacks {
+        let StackStep::Restore(stack) = step else { continue };
+        let body = checked.bodies.get(name).cloned().unwrap_or_default();
+        restore_stack(context, clients, options, run, plan, name, stack, body, on_event).await?;
+    }
+    for (name, step) in &plan.functions {
+        let FunctionStep::Restore(function) = step else { continue };
+        let stack_name = plan.to.stacks.get(&function.stack).map(|s| s.stack_name.as_str());
+        restore_function(clients, function, stack_name)
+            .await
+            .map_err(|source| Error::Code { function: name.clone(), source })?;
+        on_event(Event::Done(format!("function {name}: code back to {}", function.code_sha256)));
+    }
+    let mut site = plan.to.site.clone();
+    if let (Some(restore), Some(earlier)) = (&checked.site, &plan.to.site) {
+        let (part, _) = frontend_publisher::release::apply_restore(
+            &clients.s3,
+            clients.cloudfront.as_ref(),
+            restore,
+            earlier,
+            &|_| {},
+        )
+        .await?;
+        on_event(Event::Done(restore.describe()));
+        site = Some(SiteRelease { ..part });
+    }
+    let to = &plan.to;
+    let release = run_state::release::contribute(store, &plan.env, &run.run_id, &to.commit, |release| {
+        release.artifact_bucket = to.artifact_bucket.clone();
+        release.stacks = to.stacks.clone();
+        release.functions = to.functions.clone();
+        release.site = site;
+        release.rollback =
+            Some(RollbackOf { to: to.id.clone(), from: plan.from.id.clone(), emergency: options.emergency });
+    })?;
+    if let Some(bucket) = &release.artifact_bucket {
+        let key = release.object_key();
+        clients
+            .s3
+            .put_object()
+            .bucket(bucket)
+            .key(&key)
+            .content_type("application/json")
+            .body(release.to_json().into())
+            .send()
+            .await
+            .map_err(|e| aws("PutObject", &key, e))?;
+    }
+    Ok(release)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn restore_stack(
+    context: &StageContext,
+    clients: &Clients,
+    options: &Options,
+    run: &RunDir,
+    plan: &RollbackPlan,
+    name: &str,
+    stack: &StackRelease,
+    body: Vec<u8>,
+    on_event: &(dyn Fn(Event) + Sync),
+) -> Result<(), Error> {
+    let config = context.required_config()?;
+    let environment = stack_deployer::DeploySettings::from_config(config)?.environment(config, &plan.env)?;
+    let deploy_plan = stack_deployer::Plan {
+        environment: plan.env.clone(),
+        region: Some(stack.region.clone()),
+        bucket: plan.to.artifact_bucket.clone().unwrap_or_default(),
+        cfn_role_arn: environment.cfn_role_arn.clone(),
+        role_arn: environment.account.role_arn.clone(),
+        ..Default::default()
+    };
+    let previous: BTreeSet<String> = stack
+        .parameters
+        .iter()
+        .filter(|(_, v)| matches!(v, Parameter::UsePreviousValue))
+        .map(|(k, _)| k.clone())
+        .collect();
+    let values: BTreeMap<String, String> = stack
+        .parameters
+        .iter()
+        .filter_map(|(k, v)| match v {
+            Parameter::Value(value) => Some((k.clone(), value.clone())),
+            Parameter::UsePreviousValue => None,
+        })
+        .collect();
+    let stack_plan = stack_deployer::StackPlan {
+        name: name.to_string(),
+        stack_name: stack.stack_name.clone(),
+        template: stack.template_key.clone(),
+        template_sha256: stack.template_sha256.clone(),
+        body,
+        template_key: Some(stack.template_key.clone()),
+        no_echo: previous.clone(),
+        tags: stack.tags.clone(),
+        capabilities: stack.capabilities.clone(),
+        components: stack.components.clone(),
+        ..Default::default()
+    };
+    let change_set = stack_deployer::apply::change_set_name(&["rollback", &run.run_id]);
+    let mut apply_options =
+        stack_deployer::ApplyOptions::new(&change_set, environment.timeout, environment.change_set_timeout);
+    apply_options.use_previous = previous;
+    if let Some(first) = options.first_poll {
+        apply_options.first_poll = first;
+        apply_options.max_poll = first * 8;
+    }
+    let deployer = stack_deployer::Clients {
+        s3: clients.s3.clone(),
+        cloudformation: clients.cloudformation.clone(),
+        lambda: clients.lambda.clone(),
+    };
+    let on_stack = |event: stack_deployer::Event| on_event(Event::Stack(event));
+    let result =
+        stack_deployer::apply::deploy_stack(&deployer, &deploy_plan, &stack_plan, &values, &apply_options, &on_stack)
+            .await?;
+    use stack_deployer::StackOutcome;
+    match result.outcome {
+        StackOutcome::Deployed { .. } | StackOutcome::NoChanges | StackOutcome::Unchanged => {
+            on_event(Event::Done(format!("stack {name}: {}", result.outcome)));
+            Ok(())
+        }
+        StackOutcome::Blocked { status, next } => {
+            Err(Error::StackState { stack: stack.stack_name.clone(), status, next })
+        }
+        other => Err(Error::StackFailed {
+            stack: stack.stack_name.clone(),
+            outcome: run_state::redact::redact(&other.to_string()),
+        }),
+    }
+}
+
+/// `UpdateFunctionCode` from the release's zip, verified by its `CodeSha256` (lambda-packager's
+/// update); the function found again through its logical path, as a stack's rollback may have
+/// replaced it.
+async fn restore_function(
+    clients: &Clients,
+    function: &run_state::release::FunctionRelease,
+    stack_name: Option<&str>,
+) -> Result<(), lambda_packager::update::UpdateError> {
+    use lambda_packager::update::{CodeSource, CodeUpdatePlan, RateLimiter, UpdateError};
+    let name = match stack_name.filter(|_| !function.path.is_empty()) {
+        Some(stack) => match stack_deployer::apply::physical_name(&clients.cloudformation, stack, &function.path).await
+        {
+            Ok(found) if !found.is_empty() => found,
+            _ => function.function_name.clone(),
+        },
+        None => function.function_name.clone(),
+    };
+    let current = clients.lambda.get_function_configuration().function_name(&name).send().await.map_err(|e| {
+        UpdateError::Aws { operation: "GetFunctionConfiguration", function: name.clone(), source: Box::new(e) }
+    })?;
+    let update = CodeUpdatePlan {
+        function: name,
+        current: current.code_sha256().unwrap_or_default().to_string(),
+        wanted: function.code_sha256.clone(),
+        package: PathBuf::new(),
+    };
+    let limiter = RateLimiter::per_second(lambda_packager::update::DEFAULT_CALLS_PER_SECOND);
+    let source = CodeSource::S3 { bucket: function.bucket.clone(), key: function.key.clone() };
+    lambda_packager::update::apply(&clients.lambda, &limiter, &update, &source, Duration::from_secs(300)).await?;
+    Ok(())
+}
+
+/// Rebuilds `env`'s releases in the store from the artifact bucket's `releases/ENV/`
+/// objects (a lost store): each written again, oldest first. Returns how many.
+pub async fn rebuild_store(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    env: &str,
+    store: &dyn Store,
+) -> Result<usize, Error> {
+    run_state::check_name("environment", env)?;
+    let prefix = Release::prefix(env);
+    let mut keys = Vec::new();
+    let mut pages = s3.list_objects_v2().bucket(bucket).prefix(&prefix).into_paginator().send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| aws("ListObjectsV2", &prefix, e))?;
+        keys.extend(page.contents().iter().filter_map(|o| o.key().map(str::to_owned)));
+    }
+    keys.sort();
+    for key in &keys {
+        let out = s3.get_object().bucket(bucket).key(key).send().await.map_err(|e| aws("GetObject", key, e))?;
+        let bytes = out.body.collect().await.map_err(|e| aws("GetObject", key, e))?.to_vec();
+        let release: Release = serde_json::from_slice(&bytes).map_err(|e| {
+            Error::State(run_state::Error::Corrupt {
+                path: format!("s3://{bucket}/{key}").into(),
+                message: e.to_string(),
+            })
+        })?;
+        store.put_release(&release)?;
+    }
+    Ok(keys.len())
+}

@@ -1,0 +1,106 @@
+//! `cargo xtask rollback`: the `rollback` binary's library function (`rollback::run_rollback`)
+//! on a monorepo whose deploys went to its own emulator (or `--endpoint-url`, or AWS), the
+//! environment reached as the pipeline reaches it.
+
+use anyhow::{Context, Result};
+use rollback::{Clients, Event, Options, Outcome, Target};
+use run_state::cli::StageArgs;
+
+/// The flags of `cargo xtask rollback` (those of the `rollback` binary, and where the
+/// environment is, as `cargo xtask pipeline` takes it).
+#[derive(Debug, clap::Args)]
+pub struct RollbackArgs {
+    #[command(flatten)]
+    stage: StageArgs,
+    /// The environment.
+    #[arg(long = "env", value_name = "NAME")]
+    environment: String,
+    /// The release to go back to.
+    #[arg(long, value_name = "RELEASE", conflicts_with = "steps")]
+    to: Option<String>,
+    /// How many releases back [default: 1].
+    #[arg(long, value_name = "N")]
+    steps: Option<usize>,
+    /// Print the plan and change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Skip the environment's approval (recorded).
+    #[arg(long)]
+    emergency: bool,
+    /// Go on with an approved rollback run.
+    #[arg(long, value_name = "RUN", conflicts_with_all = ["to", "steps"])]
+    resume: Option<String>,
+    /// The emulator the deploys went to [default: the monorepo's own, kept by `cargo xtask pipeline`].
+    #[arg(long, value_name = "URL", conflicts_with = "aws")]
+    endpoint_url: Option<String>,
+    /// Roll back in AWS (the ordinary credential chain) rather than an emulator.
+    #[arg(long)]
+    aws: bool,
+}
+
+#[allow(clippy::print_stderr)]
+fn render(event: Event) {
+    match event {
+        Event::Planned(plan) => eprint!("{plan}"),
+        Event::Stack(stack_deployer::Event::Stack { stack, message }) => eprintln!("{stack}: {message}"),
+        Event::Stack(_) => {}
+        Event::Done(line) => eprintln!("{line}"),
+    }
+}
+
+/// Runs the rollback; `Ok(false)` when it failed (printed, exit 1).
+#[allow(clippy::print_stdout, clippy::print_stderr)]
+pub fn run(args: &RollbackArgs) -> Result<bool> {
+    let context = args.stage.context_on(&aws_target::Target::default())?;
+    let config = context.required_config()?;
+    let env = stack_deployer::DeploySettings::from_config(config)?.environment(config, &args.environment)?;
+    let target = match (&args.endpoint_url, args.aws) {
+        (_, true) => pipeline::Target::Aws,
+        (Some(url), false) => pipeline::Target::Emulator(url.clone()),
+        (None, false) => pipeline::Target::Emulator(crate::embedded::running(&context.state_dir).context(
+            "the monorepo's emulator is not running: nothing was deployed to it, or it stopped (pass --endpoint-url, or --aws)",
+        )?),
+    };
+    let store = context.store()?;
+    let options = Options {
+        env: args.environment.clone(),
+        target: match (&args.to, args.steps) {
+            (Some(id), _) => Target::To(id.clone()),
+            (None, steps) => Target::Steps(steps.unwrap_or(1)),
+        },
+        dry_run: args.dry_run,
+        emergency: args.emergency,
+        resume: args.resume.clone(),
+        first_poll: None,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let outcome = runtime.block_on(async {
+        let config = target.config(&env, &|_| {}).await?;
+        let clients = Clients {
+            s3: aws_target::s3(&config, None),
+            cloudformation: aws_target::cloudformation(&config, None),
+            lambda: aws_target::lambda(&config, None),
+            cloudfront: Some(aws_target::cloudfront(&config, None)),
+        };
+        anyhow::Ok(rollback::run_rollback(&context, &store, &clients, &options, &|e| render(e)).await)
+    })?;
+    match outcome {
+        Ok(Outcome::DryRun(_)) => Ok(true),
+        Ok(Outcome::AwaitingApproval { run_id, .. }) => {
+            println!(
+                "run {run_id}: the rollback of `{env}` waits for approval: `status-report approve --run {run_id} --by NAME`, then `cargo xtask rollback --env {env} --resume {run_id}`",
+                env = args.environment
+            );
+            Ok(true)
+        }
+        Ok(Outcome::RolledBack { run_id, release, .. }) => {
+            println!("run {run_id}: `{}` runs release {}", args.environment, release.line());
+            Ok(true)
+        }
+        Err(error) if error.exit_code() == 2 => Err(error.into()),
+        Err(error) => {
+            eprintln!("xtask: {}", run_state::error_chain(&error));
+            Ok(false)
+        }
+    }
+}
