@@ -229,12 +229,12 @@ impl LambdaSettings {
         globs(file, text, self.templates.iter().map(|t| (t.get_ref().clone(), t.span())), "lambda.templates")?;
         let mut specs = Vec::new();
         for (name, function) in &self.functions {
-            let key = format!("lambda.functions.{name}");
+            let at = At { file, text, key: format!("lambda.functions.{name}") };
             // The name becomes the zip's file name: it must not leave `--out` or the cache.
             pipeline_config::check_name(name).map_err(|message| ConfigError {
                 file: file.to_path_buf(),
                 line: function.sources.first().map(|s| pipeline_config::line_of(text, s.span().start)),
-                key: key.clone(),
+                key: at.key.clone(),
                 message,
             })?;
             let runtime = function.runtime.clone().or(self.runtime.clone()).unwrap_or_else(|| "python3.12".into());
@@ -242,31 +242,13 @@ impl LambdaSettings {
                 return Err(ConfigError::file(
                     file,
                     format!(
-                        "{key}.runtime: `{runtime}` is not a Python runtime Lambda offers; write one of {}",
+                        "{}.runtime: `{runtime}` is not a Python runtime Lambda offers; write one of {}",
+                        at.key,
                         PYTHON_RUNTIMES.join(", ")
                     ),
                 ));
             }
-            let mut sources = Vec::new();
-            for source in &function.sources {
-                let from = checked_relative(file, text, source, &format!("{key}.sources"))?;
-                sources.push(SourceMapping { from, to: None, component: None });
-            }
-            for include in &function.include {
-                let from = checked_relative(file, text, &include.from, &format!("{key}.include"))?;
-                let to = include.to.trim_matches('/').to_string();
-                if to.split('/').any(|part| part == "..") {
-                    return Err(ConfigError::at(
-                        file,
-                        text,
-                        include.from.span(),
-                        format!("{key}.include"),
-                        format!("`to = \"{}\"` leaves the zip; use a path inside it", include.to),
-                    ));
-                }
-                let component = include.component.as_ref().map(|c| c.get_ref().clone());
-                sources.push(SourceMapping { from, to: Some(to), component });
-            }
+            let sources = sources(function, &at)?;
             let exclude_written = function.exclude.as_ref().or(self.exclude.as_ref());
             let mut patterns: Vec<(String, std::ops::Range<usize>)> =
                 exclude_written.into_iter().flatten().map(|g| (g.get_ref().clone(), g.span())).collect();
@@ -274,75 +256,18 @@ impl LambdaSettings {
                 patterns.extend(DEFAULT_SOURCE_EXCLUDES.iter().map(|g| (g.to_string(), 0..0)));
             }
             let exclude_patterns = patterns.iter().map(|(p, _)| p.clone()).collect();
-            let exclude = globs(file, text, patterns.into_iter(), &format!("{key}.exclude"))?;
-            // A function's own `requirements` or `dependencies_dir` replaces the section's.
-            let (requirements, dependencies_dir, deps_key) =
-                if function.requirements.is_some() || function.dependencies_dir.is_some() {
-                    (&function.requirements, &function.dependencies_dir, key.clone())
-                } else {
-                    (&self.requirements, &self.dependencies_dir, "lambda".to_string())
-                };
-            let (dependencies, dependencies_key) = match (requirements, dependencies_dir) {
-                (Some(_), Some(dir)) => {
-                    return Err(ConfigError::at(
-                        file,
-                        text,
-                        dir.span(),
-                        format!("{deps_key}.dependencies_dir"),
-                        "set `requirements` or `dependencies_dir`, not both",
-                    ));
-                }
-                (Some(requirements), None) => {
-                    let at = format!("{deps_key}.requirements");
-                    (Some(DepsSource::Requirements(checked_relative(file, text, requirements, &at)?)), at)
-                }
-                (None, Some(dir)) => {
-                    let at = format!("{deps_key}.dependencies_dir");
-                    // An absolute folder (a CodeBuild cache) is taken as it is; a relative one
-                    // stays inside the monorepo.
-                    let path = if Path::new(dir.get_ref()).is_absolute() {
-                        dir.get_ref().trim_end_matches('/').to_string()
-                    } else {
-                        checked_relative(file, text, dir, &at)?
-                    };
-                    (Some(DepsSource::Installed(path)), at)
-                }
-                (None, None) => (None, String::new()),
-            };
+            let exclude = globs(file, text, patterns.into_iter(), &format!("{}.exclude", at.key))?;
+            let (dependencies, dependencies_key) = self.dependencies(function, &at)?;
             let handler = match &function.handler {
                 Some(handler) => {
                     check_handler(handler.get_ref()).map_err(|message| {
-                        ConfigError::at(file, text, handler.span(), format!("{key}.handler"), message)
+                        ConfigError::at(file, text, handler.span(), format!("{}.handler", at.key), message)
                     })?;
                     Some(handler.get_ref().clone())
                 }
                 None => None,
             };
-            let template = match (&function.template, &function.resource) {
-                (Some(template), Some(resource)) => Some((
-                    checked_relative(file, text, template, &format!("{key}.template"))?,
-                    resource.get_ref().clone(),
-                )),
-                (None, None) => None,
-                (Some(template), None) => {
-                    return Err(ConfigError::at(
-                        file,
-                        text,
-                        template.span(),
-                        format!("{key}.resource"),
-                        "`template` needs `resource`: the function's logical ID in that template",
-                    ));
-                }
-                (None, Some(resource)) => {
-                    return Err(ConfigError::at(
-                        file,
-                        text,
-                        resource.span(),
-                        format!("{key}.template"),
-                        "`resource` needs `template`: the file declaring it, relative to the monorepo root",
-                    ));
-                }
-            };
+            let template = template_resource(function, &at)?;
             let keep_packages = function.keep_packages.as_ref().or(self.keep_packages.as_ref());
             let leave_out_packages = RUNTIME_PACKAGES
                 .iter()
@@ -368,6 +293,107 @@ impl LambdaSettings {
             });
         }
         Ok(specs)
+    }
+
+    /// A function's dependencies and the key they were written under: its own `requirements`
+    /// or `dependencies_dir` replaces the section's.
+    fn dependencies(
+        &self,
+        function: &FunctionSettings,
+        at: &At<'_>,
+    ) -> Result<(Option<DepsSource>, String), ConfigError> {
+        let (file, text) = (at.file, at.text);
+        let (requirements, dependencies_dir, deps_key) =
+            if function.requirements.is_some() || function.dependencies_dir.is_some() {
+                (&function.requirements, &function.dependencies_dir, at.key.clone())
+            } else {
+                (&self.requirements, &self.dependencies_dir, "lambda".to_string())
+            };
+        Ok(match (requirements, dependencies_dir) {
+            (Some(_), Some(dir)) => {
+                return Err(ConfigError::at(
+                    file,
+                    text,
+                    dir.span(),
+                    format!("{deps_key}.dependencies_dir"),
+                    "set `requirements` or `dependencies_dir`, not both",
+                ));
+            }
+            (Some(requirements), None) => {
+                let key = format!("{deps_key}.requirements");
+                (Some(DepsSource::Requirements(checked_relative(file, text, requirements, &key)?)), key)
+            }
+            (None, Some(dir)) => {
+                let key = format!("{deps_key}.dependencies_dir");
+                // An absolute folder (a CodeBuild cache) is taken as it is; a relative one
+                // stays inside the monorepo.
+                let path = if Path::new(dir.get_ref()).is_absolute() {
+                    dir.get_ref().trim_end_matches('/').to_string()
+                } else {
+                    checked_relative(file, text, dir, &key)?
+                };
+                (Some(DepsSource::Installed(path)), key)
+            }
+            (None, None) => (None, String::new()),
+        })
+    }
+}
+
+/// Where a function's settings were written: the file, its text and the function's key.
+struct At<'a> {
+    file: &'a Path,
+    text: &'a str,
+    key: String,
+}
+
+/// A function's `sources`, then its `include`s (another component's output under `to`).
+fn sources(function: &FunctionSettings, at: &At<'_>) -> Result<Vec<SourceMapping>, ConfigError> {
+    let (file, text, key) = (at.file, at.text, &at.key);
+    let mut sources = Vec::new();
+    for source in &function.sources {
+        let from = checked_relative(file, text, source, &format!("{key}.sources"))?;
+        sources.push(SourceMapping { from, to: None, component: None });
+    }
+    for include in &function.include {
+        let from = checked_relative(file, text, &include.from, &format!("{key}.include"))?;
+        let to = include.to.trim_matches('/').to_string();
+        if to.split('/').any(|part| part == "..") {
+            return Err(ConfigError::at(
+                file,
+                text,
+                include.from.span(),
+                format!("{key}.include"),
+                format!("`to = \"{}\"` leaves the zip; use a path inside it", include.to),
+            ));
+        }
+        let component = include.component.as_ref().map(|c| c.get_ref().clone());
+        sources.push(SourceMapping { from, to: Some(to), component });
+    }
+    Ok(sources)
+}
+
+/// The template and logical ID a function's code is declared under: both or neither.
+fn template_resource(function: &FunctionSettings, at: &At<'_>) -> Result<Option<(String, String)>, ConfigError> {
+    let (file, text, key) = (at.file, at.text, &at.key);
+    match (&function.template, &function.resource) {
+        (Some(template), Some(resource)) => {
+            Ok(Some((checked_relative(file, text, template, &format!("{key}.template"))?, resource.get_ref().clone())))
+        }
+        (None, None) => Ok(None),
+        (Some(template), None) => Err(ConfigError::at(
+            file,
+            text,
+            template.span(),
+            format!("{key}.resource"),
+            "`template` needs `resource`: the function's logical ID in that template",
+        )),
+        (None, Some(resource)) => Err(ConfigError::at(
+            file,
+            text,
+            resource.span(),
+            format!("{key}.template"),
+            "`resource` needs `template`: the file declaring it, relative to the monorepo root",
+        )),
     }
 }
 
