@@ -188,17 +188,7 @@ pub fn run_step(
     scope: CoverageScope<'_>,
     on_event: &(dyn Fn(Event<'_>) + Sync),
 ) -> Result<Vec<JobResult>, Error> {
-    for (component, reason) in &plan.skipped {
-        let mut record = StepRecord::new(run_id, commit, component, plan.step, Status::Skipped);
-        record.details.note = Some(reason.clone());
-        store.record(&record)?;
-    }
-    for job in &plan.jobs {
-        let mut record = StepRecord::new(run_id, commit, &job.component, plan.step, Status::Pending);
-        // Named, so a reader can tell a step that waits from one whose runner died.
-        record.details.set_runner_to_this_process();
-        store.record(&record)?;
-    }
+    record_planned(store, run_id, commit, plan)?;
     // The store is written from the workers; the first error is kept and returned.
     let store_error = std::sync::Mutex::new(None);
     let keep = |result: Result<(), run_state::Error>| {
@@ -242,29 +232,7 @@ pub fn run_step(
                 on_event(event);
                 return;
             };
-            let mut result = result.clone();
-            let mut coverage = None;
-            let failure = match checker.check(&result.job.component, spec, &result.job.config_key, result.started_at) {
-                Ok(measured) => {
-                    coverage = Some(measured.coverage);
-                    measured.failure
-                }
-                Err(line) => Some(line),
-            };
-            let line = match (&failure, &coverage) {
-                (Some(failure), _) => failure.clone(),
-                (None, Some(coverage)) => format!("coverage: {}", coverage.summary()),
-                (None, None) => String::new(),
-            };
-            // The log says it too, so the log alone explains a failed step.
-            if let Ok(mut log) = std::fs::OpenOptions::new().append(true).open(&result.job.log_path) {
-                use std::io::Write;
-                let _ = writeln!(log, "[step-runner] {line}");
-            }
-            if let Some(failure) = failure {
-                result.outcome = Outcome::Failed(failure);
-                result.log_tail = run_state::redact::read_log_tail(&result.job.log_path).unwrap_or_default();
-            }
+            let (result, coverage) = check_coverage(&checker, spec, result);
             end(&result, coverage.as_ref());
             on_event(Event::Finished(&result));
             checked.lock().unwrap_or_else(|p| p.into_inner()).insert(result.job.component.clone(), result);
@@ -280,6 +248,54 @@ pub fn run_step(
         Some(error) => Err(error.into()),
         None => Ok(results),
     }
+}
+
+/// Records the plan before anything runs: each skipped component with why, each job pending
+/// (named with this process, so a reader can tell a step that waits from one whose runner died).
+fn record_planned(store: &dyn Store, run_id: &str, commit: &str, plan: &StepPlan) -> Result<(), run_state::Error> {
+    for (component, reason) in &plan.skipped {
+        let mut record = StepRecord::new(run_id, commit, component, plan.step, Status::Skipped);
+        record.details.note = Some(reason.clone());
+        store.record(&record)?;
+    }
+    for job in &plan.jobs {
+        let mut record = StepRecord::new(run_id, commit, &job.component, plan.step, Status::Pending);
+        record.details.set_runner_to_this_process();
+        store.record(&record)?;
+    }
+    Ok(())
+}
+
+/// A passed job's coverage check: the result failed when the coverage falls short (or cannot
+/// be read), and the coverage measured. The job's log says either, so the log alone explains it.
+fn check_coverage(
+    checker: &coverage::Checker<'_>,
+    spec: &::coverage::CoverageSpec,
+    result: &JobResult,
+) -> (JobResult, Option<run_state::Coverage>) {
+    let mut result = result.clone();
+    let mut coverage = None;
+    let failure = match checker.check(&result.job.component, spec, &result.job.config_key, result.started_at) {
+        Ok(measured) => {
+            coverage = Some(measured.coverage);
+            measured.failure
+        }
+        Err(line) => Some(line),
+    };
+    let line = match (&failure, &coverage) {
+        (Some(failure), _) => failure.clone(),
+        (None, Some(coverage)) => format!("coverage: {}", coverage.summary()),
+        (None, None) => String::new(),
+    };
+    if let Ok(mut log) = std::fs::OpenOptions::new().append(true).open(&result.job.log_path) {
+        use std::io::Write;
+        let _ = writeln!(log, "[step-runner] {line}");
+    }
+    if let Some(failure) = failure {
+        result.outcome = Outcome::Failed(failure);
+        result.log_tail = run_state::redact::read_log_tail(&result.job.log_path).unwrap_or_default();
+    }
+    (result, coverage)
 }
 
 /// The final record of a job, with the component's coverage when its test command measures it.
