@@ -130,130 +130,149 @@ pub fn parse(format: ToolFormat, stdout: &str, repo: &Path) -> Option<Vec<Findin
         let path = Path::new(file);
         path.strip_prefix(repo).unwrap_or(path).to_string_lossy().replace('\\', "/")
     };
-    let number = |v: &Json| v.as_u64().unwrap_or(1).max(1) as u32;
     let mut findings = Vec::new();
     match format {
-        ToolFormat::CfnLint => {
-            for item in json.as_array()? {
-                let start = &item["Location"]["Start"];
-                findings.push(Finding {
-                    path: relative(item["Filename"].as_str().unwrap_or("")),
-                    pos: Pos { line: number(&start["LineNumber"]), column: number(&start["ColumnNumber"]) },
-                    rule: item["Rule"]["Id"].as_str().unwrap_or("cfn-lint").to_string(),
-                    severity: match item["Level"].as_str() {
-                        Some("Error") => Severity::Error,
-                        Some("Warning") => Severity::Warning,
-                        _ => Severity::Info,
-                    },
-                    message: item["Message"].as_str().unwrap_or("").to_string(),
-                    check: None,
-                });
-            }
-        }
-        ToolFormat::Ruff => {
-            for item in json.as_array()? {
-                findings.push(Finding {
-                    path: relative(item["filename"].as_str().unwrap_or("")),
-                    pos: Pos { line: number(&item["location"]["row"]), column: number(&item["location"]["column"]) },
-                    rule: item["code"].as_str().unwrap_or("ruff").to_string(),
-                    severity: Severity::Error,
-                    message: item["message"].as_str().unwrap_or("").to_string(),
-                    check: None,
-                });
-            }
-        }
-        ToolFormat::Eslint => {
-            for file in json.as_array()? {
-                let path = relative(file["filePath"].as_str().unwrap_or(""));
-                for message in file["messages"].as_array().into_iter().flatten() {
-                    findings.push(Finding {
-                        path: path.clone(),
-                        pos: Pos { line: number(&message["line"]), column: number(&message["column"]) },
-                        rule: message["ruleId"].as_str().unwrap_or("eslint").to_string(),
-                        severity: if message["severity"].as_u64() == Some(2) {
-                            Severity::Error
-                        } else {
-                            Severity::Warning
-                        },
-                        message: message["message"].as_str().unwrap_or("").to_string(),
-                        check: None,
-                    });
-                }
-            }
-        }
-        ToolFormat::PipAudit => {
-            // `{"dependencies": [...]}` (pip-audit 2.5 and later) or the list itself.
-            let dependencies = json.get("dependencies").unwrap_or(&json).as_array()?;
-            for dependency in dependencies {
-                let (name, version) =
-                    (dependency["name"].as_str().unwrap_or(""), dependency["version"].as_str().unwrap_or(""));
-                for vuln in dependency["vulns"].as_array().into_iter().flatten() {
-                    let fixes: Vec<&str> =
-                        vuln["fix_versions"].as_array().into_iter().flatten().filter_map(Json::as_str).collect();
-                    let fix = match fixes.first() {
-                        Some(fixed) => format!("upgrade to {fixed} or later"),
-                        None => "no fixed version is known".to_string(),
-                    };
-                    findings.push(Finding {
-                        path: String::new(),
-                        pos: Pos { line: 1, column: 1 },
-                        rule: crate::dependencies::VULNERABLE.to_string(),
-                        severity: Severity::Error,
-                        message: format!(
-                            "{name} {version} is vulnerable: {} (pip-audit); {fix}",
-                            vuln["id"].as_str().unwrap_or("an advisory")
-                        ),
-                        check: None,
-                    });
-                }
-            }
-        }
-        ToolFormat::NpmAudit => {
-            for (name, vuln) in json.get("vulnerabilities")?.as_object()? {
-                let advisories: Vec<String> = vuln["via"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|via| {
-                        let url = via["url"].as_str()?;
-                        let id = url.rsplit('/').next().unwrap_or(url);
-                        Some(format!("{id} ({})", via["title"].as_str().unwrap_or("")))
-                    })
-                    .collect();
-                if advisories.is_empty() {
-                    continue; // vulnerable only through another package, reported under it
-                }
-                let severity = match vuln["severity"].as_str() {
-                    Some("low" | "info") => Severity::Info,
-                    Some("moderate") => Severity::Warning,
-                    _ => Severity::Error,
-                };
-                let fix = match &vuln["fixAvailable"] {
-                    Json::Bool(false) => "no fix is available".to_string(),
-                    Json::Object(fix) => format!(
-                        "fixed by {} {}",
-                        fix.get("name").and_then(Json::as_str).unwrap_or(name),
-                        fix.get("version").and_then(Json::as_str).unwrap_or("")
-                    ),
-                    _ => "`npm audit fix` fixes it".to_string(),
-                };
-                findings.push(Finding {
-                    path: String::new(),
-                    pos: Pos { line: 1, column: 1 },
-                    rule: crate::dependencies::VULNERABLE.to_string(),
-                    severity,
-                    message: format!(
-                        "{name} ({}) is vulnerable: {}; {fix}",
-                        vuln["range"].as_str().unwrap_or("some versions"),
-                        advisories.join(", ")
-                    ),
-                    check: None,
-                });
-            }
-        }
+        ToolFormat::CfnLint => cfn_lint(&json, &relative, &mut findings)?,
+        ToolFormat::Ruff => ruff(&json, &relative, &mut findings)?,
+        ToolFormat::Eslint => eslint(&json, &relative, &mut findings)?,
+        ToolFormat::PipAudit => pip_audit(&json, &mut findings)?,
+        ToolFormat::NpmAudit => npm_audit(&json, &mut findings)?,
         ToolFormat::Text => return None,
     }
     Some(findings)
+}
+
+/// A 1-based line or column, 1 when missing.
+fn number(v: &Json) -> u32 {
+    v.as_u64().unwrap_or(1).max(1) as u32
+}
+
+/// `cfn-lint -f json`.
+fn cfn_lint(json: &Json, relative: &dyn Fn(&str) -> String, findings: &mut Vec<Finding>) -> Option<()> {
+    for item in json.as_array()? {
+        let start = &item["Location"]["Start"];
+        findings.push(Finding {
+            path: relative(item["Filename"].as_str().unwrap_or("")),
+            pos: Pos { line: number(&start["LineNumber"]), column: number(&start["ColumnNumber"]) },
+            rule: item["Rule"]["Id"].as_str().unwrap_or("cfn-lint").to_string(),
+            severity: match item["Level"].as_str() {
+                Some("Error") => Severity::Error,
+                Some("Warning") => Severity::Warning,
+                _ => Severity::Info,
+            },
+            message: item["Message"].as_str().unwrap_or("").to_string(),
+            check: None,
+        });
+    }
+    Some(())
+}
+
+/// `ruff check --output-format json`.
+fn ruff(json: &Json, relative: &dyn Fn(&str) -> String, findings: &mut Vec<Finding>) -> Option<()> {
+    for item in json.as_array()? {
+        findings.push(Finding {
+            path: relative(item["filename"].as_str().unwrap_or("")),
+            pos: Pos { line: number(&item["location"]["row"]), column: number(&item["location"]["column"]) },
+            rule: item["code"].as_str().unwrap_or("ruff").to_string(),
+            severity: Severity::Error,
+            message: item["message"].as_str().unwrap_or("").to_string(),
+            check: None,
+        });
+    }
+    Some(())
+}
+
+/// `eslint -f json`.
+fn eslint(json: &Json, relative: &dyn Fn(&str) -> String, findings: &mut Vec<Finding>) -> Option<()> {
+    for file in json.as_array()? {
+        let path = relative(file["filePath"].as_str().unwrap_or(""));
+        for message in file["messages"].as_array().into_iter().flatten() {
+            findings.push(Finding {
+                path: path.clone(),
+                pos: Pos { line: number(&message["line"]), column: number(&message["column"]) },
+                rule: message["ruleId"].as_str().unwrap_or("eslint").to_string(),
+                severity: if message["severity"].as_u64() == Some(2) { Severity::Error } else { Severity::Warning },
+                message: message["message"].as_str().unwrap_or("").to_string(),
+                check: None,
+            });
+        }
+    }
+    Some(())
+}
+
+/// `pip-audit -f json`.
+fn pip_audit(json: &Json, findings: &mut Vec<Finding>) -> Option<()> {
+    // `{"dependencies": [...]}` (pip-audit 2.5 and later) or the list itself.
+    let dependencies = json.get("dependencies").unwrap_or(json).as_array()?;
+    for dependency in dependencies {
+        let (name, version) = (dependency["name"].as_str().unwrap_or(""), dependency["version"].as_str().unwrap_or(""));
+        for vuln in dependency["vulns"].as_array().into_iter().flatten() {
+            let fixes: Vec<&str> =
+                vuln["fix_versions"].as_array().into_iter().flatten().filter_map(Json::as_str).collect();
+            let fix = match fixes.first() {
+                Some(fixed) => format!("upgrade to {fixed} or later"),
+                None => "no fixed version is known".to_string(),
+            };
+            findings.push(Finding {
+                path: String::new(),
+                pos: Pos { line: 1, column: 1 },
+                rule: crate::dependencies::VULNERABLE.to_string(),
+                severity: Severity::Error,
+                message: format!(
+                    "{name} {version} is vulnerable: {} (pip-audit); {fix}",
+                    vuln["id"].as_str().unwrap_or("an advisory")
+                ),
+                check: None,
+            });
+        }
+    }
+    Some(())
+}
+
+/// `npm audit --json`.
+fn npm_audit(json: &Json, findings: &mut Vec<Finding>) -> Option<()> {
+    for (name, vuln) in json.get("vulnerabilities")?.as_object()? {
+        let advisories: Vec<String> = vuln["via"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|via| {
+                let url = via["url"].as_str()?;
+                let id = url.rsplit('/').next().unwrap_or(url);
+                Some(format!("{id} ({})", via["title"].as_str().unwrap_or("")))
+            })
+            .collect();
+        if advisories.is_empty() {
+            continue; // vulnerable only through another package, reported under it
+        }
+        let severity = match vuln["severity"].as_str() {
+            Some("low" | "info") => Severity::Info,
+            Some("moderate") => Severity::Warning,
+            _ => Severity::Error,
+        };
+        let fix = match &vuln["fixAvailable"] {
+            Json::Bool(false) => "no fix is available".to_string(),
+            Json::Object(fix) => format!(
+                "fixed by {} {}",
+                fix.get("name").and_then(Json::as_str).unwrap_or(name),
+                fix.get("version").and_then(Json::as_str).unwrap_or("")
+            ),
+            _ => "`npm audit fix` fixes it".to_string(),
+        };
+        findings.push(Finding {
+            path: String::new(),
+            pos: Pos { line: 1, column: 1 },
+            rule: crate::dependencies::VULNERABLE.to_string(),
+            severity,
+            message: format!(
+                "{name} ({}) is vulnerable: {}; {fix}",
+                vuln["range"].as_str().unwrap_or("some versions"),
+                advisories.join(", ")
+            ),
+            check: None,
+        });
+    }
+    Some(())
 }
 
 #[cfg(test)]
