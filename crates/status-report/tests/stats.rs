@@ -301,3 +301,142 @@ fn dashboard_prints_the_body_for_the_configured_namespace() {
         (Some(2), "status-report: no region: pass --region or set AWS_REGION\n".to_string())
     );
 }
+
+/// Chromium's headless flags: nothing of its own reaches the network, and no name resolves.
+const CHROMIUM_FLAGS: [&str; 11] = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--enable-logging=stderr",
+    "--v=0",
+    "--host-resolver-rules=MAP * ~NOTFOUND",
+];
+
+/// What Chromium made of a page: the DOM after parsing (and any script), and the console
+/// messages it logged (a page with no script should log none: a blocked script, a refused
+/// resource or a failed load each log one).
+struct Loaded {
+    dom: String,
+    console: Vec<String>,
+}
+
+/// Runs Debian's `chromium` headless on `page` with `extra` arguments, bounded by a minute. A
+/// missing browser fails the test: CI installs it (.ci/run), so its absence is a broken setup.
+fn chromium(page: &Path, extra: &[String]) -> Output {
+    let profile = tempfile::tempdir().unwrap();
+    let child = Command::new("chromium")
+        .args(CHROMIUM_FLAGS)
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(extra)
+        .arg(format!("file://{}", page.display()))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run chromium ({e}): install Debian's chromium package (.ci/run does)"));
+    let pid = child.id();
+    let (done, waiting) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        if waiting.recv_timeout(Duration::from_secs(60)).is_err() {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+    });
+    let output = child.wait_with_output().unwrap();
+    let _ = done.send(());
+    watchdog.join().unwrap();
+    assert!(output.status.success(), "chromium failed: {}", text(&output.stderr));
+    output
+}
+
+fn load(page: &Path) -> Loaded {
+    let output = chromium(page, &["--dump-dom".to_string()]);
+    let console = text(&output.stderr).lines().filter(|l| l.contains(":CONSOLE")).map(str::to_string).collect();
+    Loaded { dom: text(&output.stdout), console }
+}
+
+/// The `<svg>` of a chart in the DOM.
+fn chart_in<'a>(dom: &'a str, id: &str) -> &'a str {
+    let start = dom.find(&format!("id=\"{id}\"")).unwrap_or_else(|| panic!("no chart {id}"));
+    let end = start + dom[start..].find("</svg>").unwrap();
+    &dom[start..end]
+}
+
+/// The page in a real browser (Chromium, headless), for a scripted history of six runs on
+/// distinct days whose newest failed web's test with a `<script>` in its error: what a person
+/// looks for is there, nothing runs, nothing is fetched, and a screenshot is kept.
+#[test]
+fn the_page_in_a_headless_browser_marks_the_failure_runs_nothing_and_fetches_nothing() {
+    let repo = tempfile::tempdir().unwrap();
+    let store = FileStore::open(&repo.path().join(".pipeline")).unwrap();
+    let now = SystemTime::now();
+    let starts: Vec<SystemTime> = (0..6u64).map(|k| now - Duration::from_secs((5 - k) * 86_400 + 3600)).collect();
+    for (k, start) in starts.iter().enumerate() {
+        for record in run(&format!("r{k}"), *start, 60, 75 + k as u64) {
+            store.record(&record).unwrap();
+        }
+    }
+    let mut broken = StepRecord::new("r5", "c0ffee1234567890", "web", Step::Test, Status::Failed);
+    broken.started_at = Some(starts[5] + Duration::from_secs(10));
+    broken.ended_at = Some(starts[5] + Duration::from_secs(15));
+    broken.details.error = Some("<script>document.title='owned'</script> 1 failed: test_login".into());
+    store.record(&broken).unwrap();
+    // The days a person would count: one bar, one rate and one coverage point each.
+    let mut days: Vec<String> =
+        starts.iter().map(|s| humantime::format_rfc3339_seconds(*s).to_string()[..10].to_string()).collect();
+    days.dedup();
+
+    let out = repo.path().join("site");
+    let output = status_report(repo.path(), &["html", "--out", out.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output.stderr));
+    let page = out.join("pipeline.html");
+    let loaded = load(&page);
+    let dom = &loaded.dom;
+
+    // The failed step is marked, its error is there as text, one click away (a <details>).
+    assert!(
+        dom.contains("<tr class=\"failed-step\"><td>web</td><td>test</td><td class=\"failed\">failed</td>"),
+        "{dom}"
+    );
+    assert!(
+        dom.contains("<details class=\"error\"><summary>error</summary><pre>&lt;script&gt;document.title='owned'&lt;/script&gt; 1 failed: test_login</pre></details>"),
+        "{dom}"
+    );
+    assert!(dom.contains("<span class=\"refused\" id=\"gate\">refused</span>"), "{dom}");
+    // The script in the error was shown, not run: no script element, the title untouched.
+    assert!(!dom.contains("<script"), "{dom}");
+    assert!(dom.contains("<title>Pipeline run r5</title>"), "{dom}");
+    // The charts: a bar per day, a success rate per day, a coverage point per day.
+    assert_eq!(chart_in(dom, "chart-runs").matches("<rect class=\"bar\"").count(), days.len(), "{days:?}");
+    assert_eq!(chart_in(dom, "chart-success").matches("<circle").count(), days.len());
+    assert_eq!(chart_in(dom, "chart-coverage-api").matches("<circle").count(), days.len());
+    assert!(dom.contains(&format!("<title>{}: 80%</title>", days[days.len() - 1])), "r5's coverage: {dom}");
+    // Nothing to fetch: no URL, no source, no link, no import in what the browser built.
+    for external in ["http://", "https://", "src=", "href=", "<link", "@import", "url("] {
+        assert!(!dom.contains(external), "{external} in the page: {dom}");
+    }
+    assert_eq!(loaded.console, Vec::<String>::new(), "console messages");
+
+    // The console check sees what it is there for: a script the page's policy blocks is logged.
+    let control = repo.path().join("control.html");
+    let html =
+        std::fs::read_to_string(&page).unwrap().replace("</body>", "<script>document.title='ran'</script></body>");
+    std::fs::write(&control, html).unwrap();
+    let blocked = load(&control);
+    assert!(blocked.console.iter().any(|l| l.contains("Content Security Policy")), "{:?}", blocked.console);
+    assert!(blocked.dom.contains("<title>Pipeline run r5</title>"), "the policy let the script run");
+
+    // A screenshot a person can look at, under the target folder.
+    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-report-page.png");
+    let _ = std::fs::remove_file(&shot);
+    chromium(&page, &[format!("--screenshot={}", shot.display()), "--window-size=1280,1600".to_string()]);
+    let png = std::fs::read(&shot).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    let width = u32::from_be_bytes(png[16..20].try_into().unwrap());
+    let height = u32::from_be_bytes(png[20..24].try_into().unwrap());
+    assert_eq!((width, height), (1280, 1600));
+}
