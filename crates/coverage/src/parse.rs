@@ -85,97 +85,32 @@ pub enum ParseError {
 pub fn cobertura(input: impl BufRead, on_file: &mut dyn FnMut(&str, &[String], FileLines)) -> Result<(), ParseError> {
     let mut reader = quick_xml::Reader::from_reader(input);
     let mut buf = Vec::new();
-    let mut depth = 0usize;
-    let mut root_seen = false;
-    let mut sources: Vec<String> = Vec::new();
-    let mut source_text: Option<String> = None;
-    let mut class: Option<(String, FileLines)> = None;
-    let mut in_method = 0usize;
+    let mut state = Cobertura::default();
     loop {
         let position = reader.buffer_position();
         let xml_error = |source| ParseError::Xml { position, source };
         let structure = |message: String| ParseError::Cobertura { position, message };
         let event = reader.read_event_into(&mut buf).map_err(xml_error)?;
         match event {
-            Event::Start(ref e) | Event::Empty(ref e) => {
-                let empty = matches!(event, Event::Empty(_));
-                let name = e.local_name();
-                let name = name.as_ref();
-                if depth == 0 {
-                    if root_seen {
-                        return Err(structure("a second root element".into()));
-                    }
-                    if name != b"coverage" {
-                        return Err(structure(format!(
-                            "the root element is <{}>, not <coverage>",
-                            String::from_utf8_lossy(name)
-                        )));
-                    }
-                    root_seen = true;
-                }
-                match name {
-                    b"source" if !empty => source_text = Some(String::new()),
-                    b"class" => {
-                        let filename = attribute(e, b"filename", position)?
-                            .ok_or_else(|| structure("a <class> without a filename".into()))?;
-                        if empty {
-                            on_file(&filename, &sources, FileLines::new());
-                        } else {
-                            class = Some((filename, FileLines::new()));
-                        }
-                    }
-                    b"method" if !empty => in_method += 1,
-                    b"line" if in_method == 0 => {
-                        if let Some((_, lines)) = class.as_mut() {
-                            let (number, hit) = line(e, position)?;
-                            merge(lines, FileLines::from([(number, hit)]));
-                            if lines.len() > MAX_LINES {
-                                return Err(ParseError::TooManyLines { limit: MAX_LINES });
-                            }
-                        }
-                    }
-                    _ => {}
-                }
-                if !empty {
-                    depth += 1;
-                }
-            }
-            Event::End(ref e) => {
-                depth = depth.saturating_sub(1);
-                match e.local_name().as_ref() {
-                    b"source" => {
-                        if let Some(text) = source_text.take() {
-                            let text = text.trim();
-                            if !text.is_empty() {
-                                sources.push(text.to_string());
-                            }
-                        }
-                    }
-                    b"class" => {
-                        if let Some((filename, lines)) = class.take() {
-                            on_file(&filename, &sources, lines);
-                        }
-                    }
-                    b"method" => in_method = in_method.saturating_sub(1),
-                    _ => {}
-                }
-            }
+            Event::Start(ref e) => state.start(e, false, position, on_file)?,
+            Event::Empty(ref e) => state.start(e, true, position, on_file)?,
+            Event::End(ref e) => state.end(e.local_name().as_ref(), on_file),
             Event::Text(ref t) => {
                 let text = t.decode().map_err(|e| xml_error(e.into()))?;
-                if depth == 0 && !text.trim().is_empty() {
+                if state.depth == 0 && !text.trim().is_empty() {
                     return Err(structure("text outside the root element".into()));
                 }
-                if let Some(source) = source_text.as_mut() {
+                if let Some(source) = state.source_text.as_mut() {
                     source.push_str(&quick_xml::escape::unescape(&text).map_err(|e| xml_error(e.into()))?);
                 }
             }
             Event::CData(ref t) => {
-                if let Some(source) = source_text.as_mut() {
+                if let Some(source) = state.source_text.as_mut() {
                     source.push_str(&t.decode().map_err(|e| xml_error(e.into()))?);
                 }
             }
             Event::GeneralRef(ref r) => {
-                if let Some(source) = source_text.as_mut() {
+                if let Some(source) = state.source_text.as_mut() {
                     let name = r.decode().map_err(|e| xml_error(e.into()))?;
                     let resolved = match r.resolve_char_ref().map_err(xml_error)? {
                         Some(c) => Some(c.to_string()),
@@ -186,10 +121,10 @@ pub fn cobertura(input: impl BufRead, on_file: &mut dyn FnMut(&str, &[String], F
                 }
             }
             Event::Eof => {
-                if !root_seen {
+                if !state.root_seen {
                     return Err(structure("no <coverage> element (an empty or non-XML file)".into()));
                 }
-                if depth > 0 {
+                if state.depth > 0 {
                     return Err(structure("the document ends before </coverage> (a truncated report?)".into()));
                 }
                 return Ok(());
@@ -197,6 +132,97 @@ pub fn cobertura(input: impl BufRead, on_file: &mut dyn FnMut(&str, &[String], F
             Event::Decl(_) | Event::PI(_) | Event::DocType(_) | Event::Comment(_) => {}
         }
         buf.clear();
+    }
+}
+
+/// Where a Cobertura reader is in the document.
+#[derive(Default)]
+struct Cobertura {
+    depth: usize,
+    root_seen: bool,
+    /// `<sources>` read so far.
+    sources: Vec<String>,
+    /// The text of the `<source>` being read.
+    source_text: Option<String>,
+    /// The `<class>` being read: its file and lines.
+    class: Option<(String, FileLines)>,
+    /// Inside a `<method>`: its lines repeat the class's and are not counted again.
+    in_method: usize,
+}
+
+impl Cobertura {
+    /// An element opens (`empty`: and closes at once).
+    fn start(
+        &mut self,
+        e: &BytesStart<'_>,
+        empty: bool,
+        position: u64,
+        on_file: &mut dyn FnMut(&str, &[String], FileLines),
+    ) -> Result<(), ParseError> {
+        let structure = |message: String| ParseError::Cobertura { position, message };
+        let name = e.local_name();
+        let name = name.as_ref();
+        if self.depth == 0 {
+            if self.root_seen {
+                return Err(structure("a second root element".into()));
+            }
+            if name != b"coverage" {
+                return Err(structure(format!(
+                    "the root element is <{}>, not <coverage>",
+                    String::from_utf8_lossy(name)
+                )));
+            }
+            self.root_seen = true;
+        }
+        match name {
+            b"source" if !empty => self.source_text = Some(String::new()),
+            b"class" => {
+                let filename = attribute(e, b"filename", position)?
+                    .ok_or_else(|| structure("a <class> without a filename".into()))?;
+                if empty {
+                    on_file(&filename, &self.sources, FileLines::new());
+                } else {
+                    self.class = Some((filename, FileLines::new()));
+                }
+            }
+            b"method" if !empty => self.in_method += 1,
+            b"line" if self.in_method == 0 => {
+                if let Some((_, lines)) = self.class.as_mut() {
+                    let (number, hit) = line(e, position)?;
+                    merge(lines, FileLines::from([(number, hit)]));
+                    if lines.len() > MAX_LINES {
+                        return Err(ParseError::TooManyLines { limit: MAX_LINES });
+                    }
+                }
+            }
+            _ => {}
+        }
+        if !empty {
+            self.depth += 1;
+        }
+        Ok(())
+    }
+
+    /// An element closes: a `<source>`'s text is kept, a `<class>` is given to `on_file`.
+    fn end(&mut self, name: &[u8], on_file: &mut dyn FnMut(&str, &[String], FileLines)) {
+        self.depth = self.depth.saturating_sub(1);
+        match name {
+            b"source" => {
+                if let Some(text) = self.source_text.take() {
+                    let text = text.trim();
+                    if !text.is_empty() {
+                        self.sources.push(text.to_string());
+                    }
+                }
+            }
+            b"class" => {
+                if let Some((filename, lines)) = self.class.take() {
+                    on_file(&filename, &self.sources, lines);
+                }
+            }
+            b"method" => self.in_method = self.in_method.saturating_sub(1),
+            _ => {}
+        }
     }
 }
 
