@@ -71,6 +71,7 @@ struct Work {
     calls: usize,
     uploaded: u64,
     updated: usize,
+    code_calls: usize,
     invalidations: usize,
 }
 
@@ -104,6 +105,7 @@ pub fn run(rounds: usize, only: Option<usize>) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let mut ours: Vec<Vec<Work>> = vec![Vec::new(); CASES.len()];
     let mut seed: Vec<Vec<Work>> = vec![Vec::new(); CASES.len()];
+    let mut different: Vec<Vec<String>> = vec![Vec::new(); CASES.len()];
     for round in 0..rounds.max(1) {
         let dir = tempfile::Builder::new().prefix("bench-seed-").tempdir_in(root.join("target"))?;
         let our_side = Side::start(adopted(&xtask, &dir.path().join("ours/drs"))?);
@@ -124,7 +126,11 @@ pub fn run(rounds: usize, only: Option<usize>) -> anyhow::Result<()> {
                 let b = run_seed()?;
                 (run_ours()?, b)
             };
-            let (our_now, seed_now) = runtime.block_on(same_work(&our_side, &seed_side))?;
+            let (our_now, seed_now, differences) = runtime.block_on(same_work(&our_side, &seed_side))?;
+            for difference in &differences {
+                crate::say(&format!("round {}: {name}: NOT the same work: {difference}", round + 1));
+            }
+            different[case].extend(differences);
             let a = Work { updated: moved(&our_before, &our_now), ..a };
             let b = Work { updated: moved(&seed_before, &seed_now), ..b };
             crate::say(&format!(
@@ -139,7 +145,7 @@ pub fn run(rounds: usize, only: Option<usize>) -> anyhow::Result<()> {
             (our_before, seed_before) = (our_now, seed_now);
         }
     }
-    print(&ours, &seed, rounds.max(1), only);
+    print(&ours, &seed, &different, rounds.max(1), only);
     Ok(())
 }
 
@@ -235,7 +241,10 @@ fn pipeline(xtask: &Path, side: &Side) -> anyhow::Result<Work> {
 fn counted(wall: Duration, side: &Side) -> Work {
     let calls = side.calls();
     let invalidations = calls.iter().filter(|l| l.starts_with("POST ") && l.contains("/invalidation")).count();
-    Work { wall, calls: calls.len(), uploaded: side.proxy.put_bytes(), updated: 0, invalidations }
+    // UpdateFunctionCode: `PUT /2015-03-31/functions/NAME/code`.
+    let code_calls =
+        calls.iter().filter(|l| l.starts_with("PUT /2015-03-31/functions/") && l.contains("/code ")).count();
+    Work { wall, calls: calls.len(), uploaded: side.proxy.put_bytes(), updated: 0, code_calls, invalidations }
 }
 
 /// The seed's side of a round: the buckets its pipeline stack would have made, and its master
@@ -479,31 +488,34 @@ struct View {
     site: BTreeMap<String, Vec<u8>>,
 }
 
-/// Reads both sides' accounts and checks they hold the same work; each side's functions, by
-/// `ENV/NAME`.
-async fn same_work(ours: &Side, seed: &Side) -> anyhow::Result<(Deployed, Deployed)> {
+/// Reads both sides' accounts: each side's functions, by `ENV/NAME`, and where the two sides'
+/// work differs (a function running other code, a site with other files), one line each.
+async fn same_work(ours: &Side, seed: &Side) -> anyhow::Result<(Deployed, Deployed, Vec<String>)> {
     let (mut our_functions, mut seed_functions) = (Deployed::new(), Deployed::new());
+    let mut differences = Vec::new();
     for (env, account) in [("dev", DEV_ACCOUNT), ("prod", PROD_ACCOUNT)] {
         let a = read_env(&ours.moto.endpoint, env, account).await.context("the pipeline's side")?;
         let b = read_env(&seed.moto.endpoint, env, account).await.context("the seed's side")?;
         for (name, code) in &a.code {
-            if b.code.get(name) != Some(code) {
-                let files = |c: Option<&BTreeMap<String, Vec<u8>>>| c.map(|c| c.keys().cloned().collect::<Vec<_>>());
-                bail!(
-                    "{env}: {name} runs different code on the two sides: pipeline {:?}, seed {:?}",
-                    files(Some(code)),
-                    files(b.code.get(name))
-                );
+            let theirs = b.code.get(name).cloned().unwrap_or_default();
+            let differing: Vec<&String> =
+                code.keys().chain(theirs.keys()).filter(|file| code.get(*file) != theirs.get(*file)).collect();
+            if !differing.is_empty() {
+                differences.push(format!("{env}: {name} runs other code on the two sides ({differing:?} differ)"));
             }
         }
         if a.site != b.site {
             let keys = |s: &BTreeMap<String, Vec<u8>>| s.keys().cloned().collect::<Vec<_>>();
-            bail!("{env}: the two sites differ: pipeline {:?}, seed {:?}", keys(&a.site), keys(&b.site));
+            differences.push(format!(
+                "{env}: the sites differ: pipeline {:?}, seed {:?}",
+                keys(&a.site),
+                keys(&b.site)
+            ));
         }
         our_functions.extend(a.functions.into_iter().map(|(name, state)| (format!("{env}/{name}"), state)));
         seed_functions.extend(b.functions.into_iter().map(|(name, state)| (format!("{env}/{name}"), state)));
     }
-    Ok((our_functions, seed_functions))
+    Ok((our_functions, seed_functions, differences))
 }
 
 async fn read_env(endpoint: &str, env: &str, account: &str) -> anyhow::Result<View> {
@@ -581,20 +593,23 @@ fn median<T: Copy + Ord>(works: &[Work], figure: impl Fn(&Work) -> T) -> T {
     all[all.len() / 2]
 }
 
-fn print(ours: &[Vec<Work>], seed: &[Vec<Work>], rounds: usize, only: Option<usize>) {
+fn print(ours: &[Vec<Work>], seed: &[Vec<Work>], different: &[Vec<String>], rounds: usize, only: Option<usize>) {
     println!(
         "bench seed: fixtures/drs-monorepo (adopted by `cargo xtask init`), dev then prod, both sides in moto, {rounds} round(s)"
     );
     println!("  {}", machine());
     println!(
-        "  {:<36} {:<9} {:>8} {:>8} {:>8} {:>6} {:>10} {:>8} {:>12}",
-        "case", "side", "min s", "median s", "max s", "calls", "uploaded", "updated", "invalidated"
+        "  {:<36} {:<9} {:>8} {:>8} {:>8} {:>6} {:>10} {:>8} {:>10} {:>12}",
+        "case", "side", "min s", "median s", "max s", "calls", "uploaded", "updated", "code calls", "invalidated"
+    );
+    println!(
+        "  (updated: functions whose CodeSha256 or LastModified moved, dev and prod; code calls: UpdateFunctionCode)"
     );
     for (case, name) in CASES.iter().enumerate().filter(|(case, _)| only.is_none_or(|o| o == *case)) {
         for (side, works) in [("pipeline", &ours[case]), ("seed", &seed[case])] {
             let spread = Spread::of(&works.iter().map(|w| w.wall).collect::<Vec<_>>());
             println!(
-                "  {:<36} {side:<9} {:>8.2} {:>8.2} {:>8.2} {:>6} {:>9.1}K {:>8} {:>12}",
+                "  {:<36} {side:<9} {:>8.2} {:>8.2} {:>8.2} {:>6} {:>9.1}K {:>8} {:>10} {:>12}",
                 if side == "pipeline" { *name } else { "" },
                 spread.min.as_secs_f64(),
                 spread.median.as_secs_f64(),
@@ -602,6 +617,7 @@ fn print(ours: &[Vec<Work>], seed: &[Vec<Work>], rounds: usize, only: Option<usi
                 median(works, |w| w.calls),
                 median(works, |w| w.uploaded) as f64 / 1024.0,
                 median(works, |w| w.updated),
+                median(works, |w| w.code_calls),
                 median(works, |w| w.invalidations),
             );
         }
@@ -618,6 +634,10 @@ fn print(ours: &[Vec<Work>], seed: &[Vec<Work>], rounds: usize, only: Option<usi
             ratio(&|w| w.calls as f64),
             ratio(&|w| w.uploaded as f64),
         );
+        let mut seen = std::collections::BTreeSet::new();
+        for difference in different[case].iter().filter(|d| seen.insert(*d)) {
+            println!("  {:<36} NOT the same work: {difference}", "");
+        }
     }
     goals(ours, seed, only);
 }
