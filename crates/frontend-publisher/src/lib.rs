@@ -59,7 +59,7 @@ use gate::ComponentVerdict;
 use run_state::{RunDir, RunFile, StageContext, Status, Step, StepRecord, Store};
 use serde::{Deserialize, Serialize};
 
-pub use check::{CheckOptions, check_site};
+pub use check::{CheckOptions, check_site, second_writers};
 pub use config::{
     Headers, IMMUTABLE, MAX_RETAIN_RELEASES, MAX_UPLOAD_MEMORY, NO_CACHE, PublishConfig, RuntimeConfig, RuntimeKey,
     ValueSource, content_type,
@@ -325,6 +325,9 @@ pub enum Event<'a> {
     },
     /// The release manifest is written: the release is live.
     ManifestWritten,
+    /// Something the publish cannot fix but the user should know (another writer of the
+    /// site's bucket), before the plan.
+    Warning(&'a validate::Finding),
     /// The invalidation was created.
     Invalidating {
         /// Its id.
@@ -680,6 +683,11 @@ async fn publish(
     on_event: &(dyn Fn(Event<'_>) + Sync),
 ) -> Result<Summary, Error> {
     let (plan, distribution) = plan_publish(context, config, run, clients.s3, &options.environment, on_event).await?;
+    if let Ok(file) = context.required_config() {
+        for writer in second_writers(&context.root, file, config) {
+            on_event(Event::Warning(&writer));
+        }
+    }
     on_event(Event::Planned(&plan));
     if options.dry_run {
         return Ok(Summary {
@@ -783,7 +791,11 @@ pub async fn check_stage(
                 .map_err(Error::Output)?
                 .to_owned(),
         };
-        check_site(s3, CheckOptions { bucket: &bucket, config: &config }).await
+        let mut findings = check_site(s3, CheckOptions { bucket: &bucket, config: &config }).await?;
+        if let Ok(file) = context.required_config() {
+            findings.extend(second_writers(&context.root, file, &config));
+        }
+        Ok(findings)
     }
     .await;
     match &findings {

@@ -124,6 +124,9 @@ fn render(event: Event<'_>, bar: Option<&indicatif::ProgressBar>, done: &AtomicU
         }
         Event::Retrying { what, attempt, kind } => format!("{what} failed (attempt {attempt}): {kind}; retrying"),
         Event::ManifestWritten => "release manifest written: the new release is live".into(),
+        Event::Warning(finding) => {
+            format!("warning: {}:{}: {} {}", finding.path, finding.pos.line, finding.rule, finding.message)
+        }
         Event::Invalidating { id, paths } => format!("invalidation {id} of {paths} path(s) created"),
         Event::Deleted { count } => format!("deleted {count} stale object(s)"),
     };
