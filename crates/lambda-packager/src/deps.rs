@@ -117,29 +117,7 @@ pub fn prepare(
             (key, site, staging, Origin::Requirements(requirements.clone()))
         }
         DepsSource::Installed(dir) => {
-            // An absolute folder (a CodeBuild cache) is the user's; a relative one is in the monorepo.
-            let absolute = Path::new(dir).is_absolute();
-            let site = if absolute { PathBuf::from(dir) } else { repo.join(dir) };
-            if !site.is_dir() {
-                return Err(Error::MissingDependencies {
-                    function: function.name.clone(),
-                    key: function.dependencies_key.clone(),
-                    path: dir.clone(),
-                });
-            }
-            if !absolute {
-                // Like a source: a link out of the monorepo is refused, not packaged.
-                let repo_root = repo.canonicalize().map_err(|e| Error::io(repo, e))?;
-                let target = site.canonicalize().map_err(|e| Error::io(&site, e))?;
-                if !target.starts_with(&repo_root) {
-                    return Err(Error::DependenciesOutside {
-                        function: function.name.clone(),
-                        key: function.dependencies_key.clone(),
-                        path: dir.clone(),
-                        target,
-                    });
-                }
-            }
+            let site = installed_folder(function, dir, repo)?;
             (DepsKey { hash: String::new() }, site, staging(&root)?, Origin::Folder(dir.clone()))
         }
     };
@@ -161,8 +139,41 @@ pub fn prepare(
     };
     check_native_code(&entries, architecture)?;
     check_python(function, &entries, &origin)?;
+    cache(&root, key, staging, &entries)
+}
+
+/// A ready dependencies folder, checked: it exists, and a relative one stays in the monorepo
+/// (an absolute folder, a CodeBuild cache, is the user's).
+fn installed_folder(function: &FunctionSpec, dir: &str, repo: &Path) -> Result<PathBuf, Error> {
+    let absolute = Path::new(dir).is_absolute();
+    let site = if absolute { PathBuf::from(dir) } else { repo.join(dir) };
+    if !site.is_dir() {
+        return Err(Error::MissingDependencies {
+            function: function.name.clone(),
+            key: function.dependencies_key.clone(),
+            path: dir.to_string(),
+        });
+    }
+    if !absolute {
+        // Like a source: a link out of the monorepo is refused, not packaged.
+        let repo_root = repo.canonicalize().map_err(|e| Error::io(repo, e))?;
+        let target = site.canonicalize().map_err(|e| Error::io(&site, e))?;
+        if !target.starts_with(&repo_root) {
+            return Err(Error::DependenciesOutside {
+                function: function.name.clone(),
+                key: function.dependencies_key.clone(),
+                path: dir.to_string(),
+                target,
+            });
+        }
+    }
+    Ok(site)
+}
+
+/// Archives checked entries in the staging folder and moves it into the cache under `key`.
+fn cache(root: &Path, key: DepsKey, staging: tempfile::TempDir, entries: &[Entry]) -> Result<Deps, Error> {
     // The cache is not made durable here: a zip is synced when it leaves the cache (`publish`).
-    archive::write_entries(&staging.path().join("deps.zip"), &entries)?;
+    archive::write_entries(&staging.path().join("deps.zip"), entries)?;
     let unzipped_size = entries.iter().map(|e| e.size).sum();
     let summary = serde_json::to_vec(&(unzipped_size, entries.len())).expect("a pair serialises");
     std::fs::write(staging.path().join("deps.json"), summary).map_err(|e| Error::io(staging.path(), e))?;
@@ -170,7 +181,7 @@ pub fn prepare(
     let _ = std::fs::remove_dir_all(staging.path().join("site"));
     let staging = staging.keep();
     let dir = root.join(&key.hash);
-    if dir.exists() && cached(&root, &key).is_none() {
+    if dir.exists() && cached(root, &key).is_none() {
         // Left cut short by a crash (the cache is not synced).
         let _ = std::fs::remove_dir_all(&dir);
     }
