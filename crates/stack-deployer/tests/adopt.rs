@@ -503,3 +503,91 @@ async fn fixed_mode_uploads_to_the_keys_the_templates_read_and_updates_only_the_
         "{deployed:#?}"
     );
 }
+
+/// The DRS fixture in fixed mode with `edit` applied to a file, packaged: the deployer's exit
+/// and output, the bucket's keys and whether the master stack exists.
+async fn drs_refused(
+    tag: &str,
+    file: &str,
+    edit: impl Fn(String) -> String,
+) -> (std::process::Output, Vec<String>, bool) {
+    let (repo, bucket) = drs(tag);
+    let aws = aws().await;
+    aws.s3.create_bucket().bucket(&bucket).send().await.unwrap();
+    let text = std::fs::read_to_string(repo.path().join(file)).unwrap();
+    repo.write(file, &edit(text));
+    repo.commit_all("a second reference to one key");
+    let all = drs_components();
+    let run = run_of(repo.path(), "run-1", &repo.head(), &all, &all);
+    package(repo.path(), &run).0.unwrap();
+    let out = deployer(repo.path(), &run, &[]);
+    let stack = format!("t{}{tag}-drs-dev", std::process::id());
+    let exists = aws.cloudformation.describe_stacks().stack_name(&stack).send().await.is_ok();
+    let failed = records(repo.path(), "run-1");
+    assert!(
+        failed.iter().any(|r| r.component == "infra" && r.step == Step::Deploy && r.status == Status::Failed),
+        "{failed:#?}"
+    );
+    (out, aws.keys(&bucket).await, exists)
+}
+
+#[tokio::test]
+async fn a_fixed_code_key_read_by_two_functions_is_refused_naming_the_line_before_anything_is_uploaded() {
+    let (out, keys, exists) = drs_refused("k", "cfn/poller-stack.yaml", |text| {
+        text.replace("S3Key: lambda/execution-poller.zip", "S3Key: lambda/execution-finder.zip")
+    })
+    .await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let bucket = format!("t{}k-drs-artifacts-dev", std::process::id());
+    assert_eq!(
+        text(&out.stderr).trim_end(),
+        format!(
+            "stack-deployer: cfn/poller-stack.yaml:42: ExecutionPollerFunction Code `s3://{bucket}/lambda/execution-finder.zip` is the code key of function `execution-poller` and also of function `execution-finder`: one zip would overwrite the other; give each function its own S3Key, or map both resources to one function"
+        )
+    );
+    assert!(keys.is_empty(), "nothing uploaded: {keys:?}");
+    assert!(!exists, "no stack was created");
+}
+
+#[tokio::test]
+async fn two_references_filling_one_key_with_different_content_are_refused_before_anything_is_uploaded() {
+    // The monitoring stack's template read from the key the orchestration function's zip goes to.
+    let (out, keys, exists) = drs_refused("c", "cfn/master.yaml", |text| {
+        text.replace("${SourceBucket}/cfn/monitoring-stack.yaml", "${SourceBucket}/lambda/orchestration.zip")
+            + "# (the key's file, mapped in pipeline.toml)\n"
+    })
+    .await;
+    // Without a mapping, the key's tail is no file of the repository.
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("MonitoringStack TemplateURL"), "{}", text(&out.stderr));
+    assert!(keys.is_empty() && !exists);
+
+    let (repo, bucket) = drs("m");
+    let aws = aws().await;
+    aws.s3.create_bucket().bucket(&bucket).send().await.unwrap();
+    let master = std::fs::read_to_string(repo.path().join("cfn/master.yaml")).unwrap();
+    repo.write(
+        "cfn/master.yaml",
+        &master.replace("${SourceBucket}/cfn/monitoring-stack.yaml", "${SourceBucket}/lambda/orchestration.zip"),
+    );
+    let toml = std::fs::read_to_string(repo.path().join("pipeline.toml")).unwrap();
+    repo.write(
+        "pipeline.toml",
+        &format!("{toml}\n[deploy.artifacts]\ntemplates = {{ \"lambda/orchestration.zip\" = \"cfn/monitoring-stack.yaml\" }}\n"),
+    );
+    repo.commit_all("the monitoring template mapped to a zip's key");
+    let all = drs_components();
+    let run = run_of(repo.path(), "run-1", &repo.head(), &all, &all);
+    package(repo.path(), &run).0.unwrap();
+    let out = deployer(repo.path(), &run, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stderr).trim_end(),
+        format!(
+            "stack-deployer: cfn/master.yaml:123: MonitoringStack TemplateURL `s3://{bucket}/lambda/orchestration.zip` is `cfn/monitoring-stack.yaml`, but `orchestration` also goes to that key, with other content; give each its own key"
+        )
+    );
+    assert!(aws.keys(&bucket).await.is_empty(), "nothing uploaded");
+    let stack = format!("t{}m-drs-dev", std::process::id());
+    assert!(aws.cloudformation.describe_stacks().stack_name(&stack).send().await.is_err(), "no stack was created");
+}
