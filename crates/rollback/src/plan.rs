@@ -46,7 +46,7 @@ pub fn choose<'a>(env: &str, releases: &'a [Release], target: &Target) -> Result
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StackStep {
     /// One change set back to the release's template and parameters.
-    Restore(StackRelease),
+    Restore(Box<StackRelease>),
     /// Already as the release has it.
     Stays(String),
 }
@@ -87,7 +87,7 @@ pub fn plan(env: &str, from: &Release, to: &Release) -> RollbackPlan {
             Some(now) if now.template_sha256 == earlier.template_sha256 && now.parameters == earlier.parameters => {
                 StackStep::Stays("template and parameters as in the release".into())
             }
-            _ => StackStep::Restore(earlier.clone()),
+            _ => StackStep::Restore(Box::new(earlier.clone())),
         };
         stacks.push((name.clone(), step));
     }

@@ -70,7 +70,7 @@ pub enum Outcome {
         /// The plan.
         plan: RollbackPlan,
         /// The release it recorded.
-        release: Release,
+        release: Box<Release>,
     },
 }
 
@@ -159,7 +159,7 @@ pub async fn run_rollback(
         Err(Applied::Failed(error)) => return Err(error),
     };
     gate::mark_success(store, &run, &policy, env)?;
-    Ok(Outcome::RolledBack { run_id, plan, release })
+    Ok(Outcome::RolledBack { run_id, plan, release: Box::new(release) })
 }
 
 /// The target and the release it was approved from, read from an approved rollback run.
