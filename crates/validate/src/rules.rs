@@ -511,45 +511,8 @@ fn resources(root: &Node, names: &Names<'_>, dir: &Path, out: &mut Out<'_>) {
                 ),
             );
         }
-        if let (Some(depends_key), Some(depends)) = (resource.key("DependsOn"), resource.get("DependsOn")) {
-            // Like cfn-lint: a list's item, or the key of a single value.
-            let targets: Vec<(&Node, Pos)> = match &depends.value {
-                Value::Seq(items) => items.iter().map(|i| (i, i.pos)).collect(),
-                _ => vec![(depends, depends_key.pos)],
-            };
-            for (target, pos) in targets {
-                if let Some(name) = target.as_str()
-                    && !names.is_resource(name)
-                {
-                    out.add(
-                        DEPENDS_ON_UNDEFINED,
-                        pos,
-                        format!("DependsOn `{name}` is not a resource of this template"),
-                    );
-                }
-            }
-        }
-        if let (Some(condition_key), Some(condition)) = (resource.key("Condition"), resource.get("Condition")) {
-            match &condition.value {
-                Value::String(name) if !names.is_condition(name) => out.add(
-                    RESOURCE_CONDITION_UNDEFINED,
-                    condition_key.pos,
-                    format!("condition `{name}` is not defined under Conditions"),
-                ),
-                Value::String(_) => {}
-                // The language extensions resolve a function there (`!Sub Is${Name}Enabled`).
-                Value::Map(_) if names.transforms.language_extensions && condition.intrinsic().is_some() => {}
-                _ => out.add(
-                    RESOURCE_CONDITION_TYPE,
-                    condition_key.pos,
-                    format!(
-                        "resource `{}`: Condition takes the name of a condition under Conditions; {} is not of type 'string'",
-                        key.name,
-                        value_shape(condition)
-                    ),
-                ),
-            }
-        }
+        depends_on(resource, names, out);
+        resource_condition(key, resource, names, out);
         resource_keys(key, resource, resource_type, names.transforms, out);
         if resource_type == Some("AWS::CloudFormation::Stack") {
             nested_template(key, resource, dir, out);
@@ -565,6 +528,49 @@ fn resources(root: &Node, names: &Names<'_>, dir: &Path, out: &mut Out<'_>) {
             )
         ) {
             iam_wildcards(resource, out);
+        }
+    }
+}
+
+/// A resource's `DependsOn` names resources of the template.
+fn depends_on(resource: &Node, names: &Names<'_>, out: &mut Out<'_>) {
+    if let (Some(depends_key), Some(depends)) = (resource.key("DependsOn"), resource.get("DependsOn")) {
+        // Like cfn-lint: a list's item, or the key of a single value.
+        let targets: Vec<(&Node, Pos)> = match &depends.value {
+            Value::Seq(items) => items.iter().map(|i| (i, i.pos)).collect(),
+            _ => vec![(depends, depends_key.pos)],
+        };
+        for (target, pos) in targets {
+            if let Some(name) = target.as_str()
+                && !names.is_resource(name)
+            {
+                out.add(DEPENDS_ON_UNDEFINED, pos, format!("DependsOn `{name}` is not a resource of this template"));
+            }
+        }
+    }
+}
+
+/// A resource's `Condition` names a condition of the template.
+fn resource_condition(key: &Key, resource: &Node, names: &Names<'_>, out: &mut Out<'_>) {
+    if let (Some(condition_key), Some(condition)) = (resource.key("Condition"), resource.get("Condition")) {
+        match &condition.value {
+            Value::String(name) if !names.is_condition(name) => out.add(
+                RESOURCE_CONDITION_UNDEFINED,
+                condition_key.pos,
+                format!("condition `{name}` is not defined under Conditions"),
+            ),
+            Value::String(_) => {}
+            // The language extensions resolve a function there (`!Sub Is${Name}Enabled`).
+            Value::Map(_) if names.transforms.language_extensions && condition.intrinsic().is_some() => {}
+            _ => out.add(
+                RESOURCE_CONDITION_TYPE,
+                condition_key.pos,
+                format!(
+                    "resource `{}`: Condition takes the name of a condition under Conditions; {} is not of type 'string'",
+                    key.name,
+                    value_shape(condition)
+                ),
+            ),
         }
     }
 }
