@@ -414,3 +414,34 @@ fn the_stage_binaries_in_codebuild_order_take_it_to_the_same_production() {
     );
     let _ = std::fs::remove_dir_all(&last);
 }
+
+/// A package including the output of a component that has no build command, through the
+/// `lambda-packager` binary: one line naming the config's line and key, exit 2, nothing written.
+#[test]
+fn an_include_of_a_component_without_a_build_command_is_refused_by_the_binary() {
+    let repo = repository();
+    let config = repo.path().join("pipeline.toml");
+    let written = std::fs::read_to_string(&config).unwrap();
+    let build = written.lines().find(|l| l.starts_with("build = ") && l.contains("npm run build")).unwrap();
+    let edited = written.replace(&format!("{build}\n"), "");
+    std::fs::write(&config, &edited).unwrap();
+    repo.commit_all("the frontend's build left out");
+    let include = edited.lines().position(|l| l == "[[lambda.functions.frontend-builder.include]]").unwrap();
+    let line = include + edited.lines().skip(include).position(|l| l == "component = \"frontend\"").unwrap() + 1;
+
+    let out_dir = tempfile::tempdir().unwrap();
+    let packages = out_dir.path().join("packages");
+    let out = Command::new(support::binary("lambda-packager"))
+        .arg("--repo")
+        .arg(repo.path())
+        .arg("--out")
+        .arg(&packages)
+        .env("PIP_NO_INDEX", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("lambda-packager: ") && stderr.contains(&format!("pipeline.toml:{line}: lambda.functions.frontend-builder.include: component `frontend` has no `build` command, so nothing in the pipeline writes `frontend/dist`; add its build, or name the component whose build writes it")), "{stderr}");
+    assert!(!packages.exists(), "nothing written");
+}
