@@ -181,3 +181,165 @@ fn a_missing_status_table_is_one_line_naming_the_fix() {
     assert!(output.stdout.is_empty());
     assert!(!repo.path().join(".pipeline").exists(), "nothing is written");
 }
+
+/// The template's value of `node` as JSON, `!Sub` strings with the stack's name and region
+/// put in (what CloudFormation resolves them to).
+fn resolved(node: &cfn_template::Node) -> serde_json::Value {
+    use cfn_template::Value;
+    let sub = |text: &str| text.replace("${AWS::StackName}", "app-pipeline").replace("${AWS::Region}", "eu-west-1");
+    match &node.value {
+        Value::Null => serde_json::Value::Null,
+        Value::Bool(b) => serde_json::Value::Bool(*b),
+        Value::Number(n) => n.parse::<f64>().map(serde_json::Value::from).unwrap(),
+        Value::String(s) => serde_json::Value::String(s.clone()),
+        Value::Seq(items) => items.iter().map(resolved).collect(),
+        Value::Map(_) if node.get("Fn::Sub").and_then(|s| s.as_str()).is_some() => {
+            serde_json::Value::String(sub(node.get("Fn::Sub").unwrap().as_str().unwrap()))
+        }
+        Value::Map(entries) => entries.iter().map(|(k, v)| (k.name.clone(), resolved(v))).collect(),
+    }
+}
+
+/// A datum as sent: its namespace, name and dimensions (name, value).
+type Sent = (String, String, Vec<(String, String)>);
+
+/// What `status-report metrics` sends for two runs through every stage, one passing all, one
+/// failing all, as the recorded PutMetricData requests saw it: (namespace, name, dimensions).
+async fn sent_metrics(namespace: &str) -> std::collections::BTreeSet<Sent> {
+    use aws_smithy_mocks::{RuleMode, mock, mock_client};
+    use run_state::{Coverage, PIPELINE, Ratio, Status, Step, StepRecord};
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
+    let log = seen.clone();
+    let put = mock!(aws_sdk_cloudwatch::Client::put_metric_data)
+        .match_requests(move |request| {
+            for datum in request.metric_data() {
+                let dimensions = datum
+                    .dimensions()
+                    .iter()
+                    .map(|d| (d.name().unwrap_or_default().to_string(), d.value().unwrap_or_default().to_string()))
+                    .collect();
+                let name = datum.metric_name().unwrap_or_default().to_string();
+                log.lock().unwrap().insert((request.namespace().unwrap_or_default().to_string(), name, dimensions));
+            }
+            true
+        })
+        .then_output(|| aws_sdk_cloudwatch::operation::put_metric_data::PutMetricDataOutput::builder().build());
+    let client = mock_client!(aws_sdk_cloudwatch, RuleMode::MatchAny, [&put]);
+    let start = std::time::SystemTime::now() - Duration::from_secs(3600);
+    for status in [Status::Passed, Status::Failed] {
+        let steps = [
+            (PIPELINE, Step::Diff),
+            (PIPELINE, Step::Validate),
+            ("api", Step::Build),
+            ("api", Step::Test),
+            ("api", Step::Deploy),
+            ("api", Step::E2e),
+            ("api", Step::ProdDeploy),
+        ];
+        let records: Vec<StepRecord> = steps
+            .iter()
+            .enumerate()
+            .map(|(i, (component, step))| {
+                let mut record = StepRecord::new("r1", "abc", component, *step, status);
+                record.started_at = Some(start + Duration::from_secs(i as u64 * 60));
+                record.ended_at = Some(start + Duration::from_secs(i as u64 * 60 + 30));
+                if *step == Step::Test {
+                    let lines = Ratio { covered: 8, total: 10 };
+                    record.details.coverage = Some(Box::new(Coverage { lines, ..Coverage::default() }));
+                }
+                record
+            })
+            .collect();
+        let metrics = status_report::notify::metrics(&records);
+        status_report::notify::put_metrics(&client, namespace, &metrics).await.unwrap();
+    }
+    seen.lock().unwrap().clone()
+}
+
+/// A dashboard metric (`[NAMESPACE, NAME, DIMENSION, VALUE, …, {options}]`) as what was sent.
+fn charted(metric: &serde_json::Value) -> Option<Sent> {
+    let parts = metric.as_array().unwrap();
+    let namespace = parts[0].as_str()?.to_string();
+    let strings: Vec<String> = parts[2..].iter().filter_map(|p| p.as_str()).map(str::to_string).collect();
+    let dimensions = strings.chunks(2).map(|pair| (pair[0].clone(), pair[1].clone())).collect();
+    Some((namespace, parts[1].as_str().unwrap().to_string(), dimensions))
+}
+
+/// Recorded responses again (moto does not speak CloudWatch's CBOR protocol): cfn/pipeline.yaml's
+/// dashboard is the body `status-report dashboard` prints for the namespace the Status project
+/// gives `status-report metrics`, and every metric a chart or an alarm reads (namespace, name,
+/// dimensions and their values) is one `metrics` sends; each alarm notifies the topic, whose
+/// key and policy let CloudWatch publish.
+#[tokio::test]
+async fn the_pipeline_templates_dashboard_and_alarms_read_what_status_report_metrics_sends() {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../cfn/pipeline.yaml")).unwrap();
+    let template = cfn_template::parse(&text).unwrap();
+    let resources = template.get("Resources").unwrap();
+    let resource = |id: &str| resolved(resources.get(id).unwrap_or_else(|| panic!("no {id} in the template")));
+    let variables = &resource("StatusProject")["Properties"]["Environment"]["EnvironmentVariables"];
+    let namespace = variables.as_array().unwrap().iter().find(|v| v["Name"] == "METRICS_NAMESPACE").unwrap()["Value"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(namespace, "Pipeline/app-pipeline");
+    let sent = sent_metrics(&namespace).await;
+
+    let dashboard = resource("PipelineDashboard");
+    let body: serde_json::Value =
+        serde_json::from_str(dashboard["Properties"]["DashboardBody"].as_str().unwrap()).unwrap();
+    let printed: serde_json::Value =
+        serde_json::from_str(&status_report::dashboard::body(&namespace, "eu-west-1")).unwrap();
+    assert_eq!(body, printed, "the template's dashboard is not what `status-report dashboard` prints");
+    let mut read = 0;
+    for widget in body["widgets"].as_array().unwrap() {
+        for metric in widget["properties"]["metrics"].as_array().unwrap() {
+            if let Some(metric) = charted(metric) {
+                assert!(sent.contains(&metric), "the dashboard reads {metric:?}, which metrics never sends");
+                read += 1;
+            }
+        }
+    }
+    assert_eq!(read, 2 + 3 * status_report::dashboard::STAGES.len());
+
+    // The alarms: each notifies the topic; each metric it reads is sent.
+    let mut alarms = Vec::new();
+    let mut alarm_reads = 0;
+    for (key, node) in resources.entries() {
+        let id = &key.name;
+        if node.get("Type").and_then(|t| t.as_str()) != Some("AWS::CloudWatch::Alarm") {
+            continue;
+        }
+        let alarm = resolved(node);
+        assert_eq!(alarm["Properties"]["AlarmActions"], serde_json::json!([{"Ref": "NotificationTopic"}]), "{id}");
+        for query in alarm["Properties"]["Metrics"].as_array().unwrap() {
+            let Some(metric) = query.get("MetricStat").map(|m| &m["Metric"]) else { continue };
+            let dimensions = metric["Dimensions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| (d["Name"].as_str().unwrap().to_string(), d["Value"].as_str().unwrap().to_string()))
+                .collect();
+            let read = (
+                metric["Namespace"].as_str().unwrap().to_string(),
+                metric["MetricName"].as_str().unwrap().to_string(),
+                dimensions,
+            );
+            assert!(sent.contains(&read), "alarm {id} reads {read:?}, which metrics never sends");
+            alarm_reads += 1;
+        }
+        alarms.push(id.clone());
+    }
+    assert_eq!(alarms, ["FailureRateAlarm", "BuildDurationAlarm", "TestDurationAlarm", "DeployDurationAlarm"]);
+    // The failure rate: the runs (diff passed, failed) and five stages' failures; a stage's span each.
+    assert_eq!(alarm_reads, 2 + 5 + 3);
+    // CloudWatch may publish to the topic and use its key.
+    let allowed = |policy: serde_json::Value| {
+        policy["Statement"].as_array().unwrap().iter().any(|s| {
+            s["Principal"]["Service"]
+                .as_array()
+                .is_some_and(|services| services.contains(&"cloudwatch.amazonaws.com".into()))
+        })
+    };
+    assert!(allowed(resource("NotificationTopicPolicy")["Properties"]["PolicyDocument"].clone()));
+    assert!(allowed(resource("NotificationKey")["Properties"]["KeyPolicy"].clone()));
+}
