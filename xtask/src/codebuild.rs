@@ -253,3 +253,142 @@ fn matching_files(base: &Path, globs: &[String]) -> anyhow::Result<Vec<String>> 
     found.sort();
     Ok(found)
 }
+
+/// The flags of `cargo xtask codebuild-stages`.
+#[derive(clap::Args)]
+pub struct StagesArgs {
+    /// The pipeline's template [default: the workspace's cfn/pipeline.yaml].
+    #[arg(long)]
+    pub template: Option<PathBuf>,
+    /// The variables a rehearsed stage exported, as NAMESPACE=FILE (its `OUT/exported.env`,
+    /// read as the stage's action namespace, e.g. `Diff`); repeatable.
+    #[arg(long = "variables", value_name = "NAMESPACE=FILE")]
+    pub variables: Vec<String>,
+    /// Only the stages after this one [default: every stage].
+    #[arg(long)]
+    pub after: Option<String>,
+}
+
+/// What CodePipeline does at a stage's entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    /// No entry condition, or every rule of it passed.
+    Enter,
+    /// A rule failed and the condition's result is `SKIP`: why.
+    Skip(String),
+    /// A rule failed and the condition's result is `FAIL`: why.
+    Fail(String),
+}
+
+/// Prints each stage of the template's pipeline (after `--after`) with what its `BeforeEntry`
+/// conditions decide for these variables, one line each: `NAME: enter`, `NAME: skip: WHY`,
+/// `NAME: fail: WHY`. `Ok(false)` when a stage's entry fails.
+pub fn stages(args: &StagesArgs) -> anyhow::Result<bool> {
+    let path = args.template.clone().unwrap_or_else(|| crate::workspace_root().join("cfn/pipeline.yaml"));
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading the template {}", path.display()))?;
+    let template = validate::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let mut variables = std::collections::BTreeMap::new();
+    for pair in &args.variables {
+        let (namespace, file) = split_pair(pair, "--variables")?;
+        let text = std::fs::read_to_string(&file).with_context(|| format!("reading {file}"))?;
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let (name, value) = line.split_once('=').with_context(|| format!("{file}: `{line}` is not NAME=VALUE"))?;
+            variables.insert(format!("{namespace}.{name}"), value.to_owned());
+        }
+    }
+    let mut entries = stage_entries(&template, &variables).with_context(|| path.display().to_string())?;
+    if let Some(after) = &args.after {
+        let at = entries.iter().position(|(name, _)| name == after);
+        let at = at.with_context(|| format!("{}: no stage named {after}", path.display()))?;
+        entries.drain(..=at);
+    }
+    let mut entered = true;
+    for (name, entry) in &entries {
+        match entry {
+            Entry::Enter => println!("{name}: enter"),
+            Entry::Skip(why) => println!("{name}: skip: {why}"),
+            Entry::Fail(why) => {
+                entered = false;
+                println!("{name}: fail: {why}");
+            }
+        }
+    }
+    Ok(entered)
+}
+
+/// Each stage of the template's `AWS::CodePipeline::Pipeline`, in order, with what its
+/// `BeforeEntry` conditions decide for these variables (`NAMESPACE.NAME` → value), as CodePipeline
+/// evaluates them: a condition is met when every rule passes; when it is not, its result
+/// engages. Only `VariableCheck` rules are rehearsed; any other rule, or a variable no stage
+/// exported, is an error naming the stage.
+pub fn stage_entries(
+    template: &Node,
+    variables: &std::collections::BTreeMap<String, String>,
+) -> anyhow::Result<Vec<(String, Entry)>> {
+    let resources = template.get("Resources").context("no Resources")?;
+    let pipeline = resources
+        .entries()
+        .iter()
+        .map(|(_, r)| r)
+        .find(|r| r.get("Type").and_then(Node::as_str) == Some("AWS::CodePipeline::Pipeline"))
+        .context("no AWS::CodePipeline::Pipeline resource")?;
+    let stages = pipeline.get("Properties").and_then(|p| p.get("Stages")).context("the pipeline has no Stages")?;
+    let mut out = Vec::new();
+    for stage in stages.items() {
+        let name = stage.get("Name").and_then(Node::as_str).context("a stage without a Name")?.to_owned();
+        let conditions =
+            stage.get("BeforeEntry").and_then(|b| b.get("Conditions")).map(Node::items).unwrap_or_default();
+        let mut entry = Entry::Enter;
+        for condition in conditions {
+            let failed = failed_rules(condition, variables).with_context(|| format!("stage {name}"))?;
+            if failed.is_empty() {
+                continue;
+            }
+            entry = match condition.get("Result").and_then(Node::as_str) {
+                Some("SKIP") => Entry::Skip(failed.join("; ")),
+                Some("FAIL") => Entry::Fail(failed.join("; ")),
+                other => bail!("stage {name}: an entry condition's Result is {other:?}, not SKIP or FAIL"),
+            };
+            break;
+        }
+        out.push((name, entry));
+    }
+    Ok(out)
+}
+
+/// The rules of a condition that do not pass, each as `RULE: why`.
+fn failed_rules(
+    condition: &Node,
+    variables: &std::collections::BTreeMap<String, String>,
+) -> anyhow::Result<Vec<String>> {
+    let mut failed = Vec::new();
+    for rule in condition.get("Rules").map(Node::items).unwrap_or_default() {
+        let name = rule.get("Name").and_then(Node::as_str).unwrap_or("(unnamed)");
+        let provider = rule.get("RuleTypeId").and_then(|t| t.get("Provider")).and_then(Node::as_str);
+        ensure!(
+            provider == Some("VariableCheck"),
+            "rule {name}: only VariableCheck rules are rehearsed, not {provider:?}"
+        );
+        let config = rule.get("Configuration").with_context(|| format!("rule {name} has no Configuration"))?;
+        let field =
+            |key: &str| config.get(key).and_then(Node::as_str).with_context(|| format!("rule {name} has no {key}"));
+        let (reference, expected, operator) = (field("Variable")?, field("Value")?, field("Operator")?);
+        let variable = reference
+            .strip_prefix("#{")
+            .and_then(|r| r.strip_suffix('}'))
+            .with_context(|| format!("rule {name}: Variable `{reference}` is not #{{NAMESPACE.NAME}}"))?;
+        let value = variables
+            .get(variable)
+            .with_context(|| format!("rule {name} reads {reference}, which no stage given exported"))?;
+        let passes = match operator {
+            "EQ" => value == expected,
+            "NE" => value != expected,
+            "CONTAINS" => value.contains(expected),
+            other => bail!("rule {name}: the operator {other} is not rehearsed (EQ, NE, CONTAINS are)"),
+        };
+        if !passes {
+            failed.push(format!("{name}: {reference} is `{value}`, not {operator} `{expected}`"));
+        }
+    }
+    Ok(failed)
+}

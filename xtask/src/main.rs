@@ -85,6 +85,10 @@ enum Task {
     /// Runs a buildspec as CodeBuild would, on this machine: phases in order in one shell,
     /// CODEBUILD_* variables, secondary sources, exported variables, reports and artifacts.
     Codebuild(codebuild::CodebuildArgs),
+    /// Which stages of the pipeline's template an execution enters, given the variables
+    /// rehearsed stages exported: each stage's BeforeEntry conditions, read from the template,
+    /// evaluated as CodePipeline does (VariableCheck rules).
+    CodebuildStages(codebuild::StagesArgs),
     /// Regenerates validate's resource-schema bundle (crates/validate/data/resource-schemas.deflate)
     /// from the schemas shipped in the pinned cfn-lint (target/py-venv).
     Schemas,
@@ -119,6 +123,7 @@ fn main() -> ExitCode {
             python::ensure(&workspace_root()).and_then(|bin| embedded::serve(&bin.join("python"), &file)).map(|()| true)
         }
         Task::Codebuild(args) => codebuild::run(&args),
+        Task::CodebuildStages(args) => codebuild::stages(&args),
         Task::Schemas => schemas::run().map(|()| true),
         Task::Faults { measure: true, command } => faults::measure(&command).map(|()| true),
         Task::Faults { measure: false, .. } => {

@@ -652,7 +652,13 @@ fn the_pipeline_template_keeps_each_stage_to_its_own_artifacts_records_and_secre
         let role = resource(&resources, &role_name);
         let written: Vec<String> =
             writes(&role).into_iter().filter(|r| r.starts_with("${ArtifactBucket.Arn}")).collect();
-        assert_eq!(written, [format!("${{ArtifactBucket.Arn}}/*/{output}/*")], "{role_name} ({key})");
+        let mut own = vec![format!("${{ArtifactBucket.Arn}}/*/{output}/*")];
+        // The toolkit's binaries, kept per version: only their builder writes them (DeployProd
+        // runs what that prefix holds).
+        if output == "Toolkit" {
+            own.push("${ArtifactBucket.Arn}/toolkit-cache/*".to_owned());
+        }
+        assert_eq!(written, own, "{role_name} ({key})");
         // Reading the status table is every stage's; writing is bound to partitions.
         for statement in statements(&role).iter().chain(statements(&common).iter()).filter(|s| is_allow(s)) {
             let actions = words(statement.get("Action"));
@@ -965,4 +971,139 @@ fn the_binaries_and_the_pipeline_record_the_same_run_through_production() {
         assert_eq!(binaries_site, pipeline_site, "{round}: different sites in production");
         let _ = std::fs::remove_dir_all(&last);
     }
+}
+
+/// `cargo xtask codebuild-stages`: which stages after Diff an execution enters, from the
+/// BeforeEntry conditions cfn/pipeline.yaml declares, evaluated on what a rehearsed Diff stage
+/// exported. Every line is `STAGE: enter` or `STAGE: skip: WHY`.
+fn stages_after_diff(diff_out: &Path) -> Vec<(String, String)> {
+    let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["codebuild-stages", "--after", "Diff", "--template"])
+        .arg(root().join("cfn/pipeline.yaml"))
+        .arg("--variables")
+        .arg(format!("Diff={}", diff_out.join("exported.env").display()))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    text.lines().map(|l| l.split_once(": ").map(|(a, b)| (a.to_owned(), b.to_owned())).unwrap()).collect()
+}
+
+/// A no-change commit runs Diff and nothing else: every later stage is skipped by its entry
+/// condition as the template declares it (read from cfn/pipeline.yaml, not a copy), evaluated on
+/// the variables the rehearsed Diff stage exported; a change enters every one of them.
+#[test]
+fn a_no_change_commit_runs_diff_and_nothing_else() {
+    let moto = test_support::Moto::shared();
+    let env: Vec<(String, String)> = support::pipeline_env(&moto.endpoint)
+        .into_iter()
+        .chain([("ARTIFACT_BUCKET".to_owned(), "xtask-codebuild-no-change".to_owned())])
+        .collect();
+    support::aws_json(&["s3api", "create-bucket", "--bucket", "xtask-codebuild-no-change"], &env);
+    let repo = test_support::sample_monorepo();
+    repo.git(&["branch", "-M", "main"]);
+    repo.git(&["commit", "-q", "--allow-empty", "-m", "nothing changed"]);
+
+    let rehearsal = Rehearsal::new(repo.path(), env.clone());
+    let (ok, diff_out, text) = rehearsal.stage("diff.yml", None);
+    assert!(ok, "{text}");
+    let exported = std::fs::read_to_string(diff_out.join("exported.env")).unwrap();
+    assert!(exported.contains("any_changed=false"), "{exported}");
+    let stages = stages_after_diff(&diff_out);
+    let names: Vec<&str> = stages.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(names, ["Validate", "Build", "Test", "DeployDev", "Status", "Approval", "E2E", "DeployProd"]);
+    for (name, entry) in &stages {
+        assert_eq!(entry, "skip: AnyChanged: #{Diff.any_changed} is `false`, not EQ `true`", "{name}");
+    }
+
+    let app = std::fs::read_to_string(repo.path().join("frontend/src/app.js")).unwrap();
+    repo.commit_files("frontend change", &[("frontend/src/app.js", &format!("{app}\n// v2\n"))]);
+    let rehearsal = Rehearsal::new(repo.path(), env);
+    let (ok, diff_out, text) = rehearsal.stage("diff.yml", None);
+    assert!(ok, "{text}");
+    let stages = stages_after_diff(&diff_out);
+    assert_eq!(stages.len(), names.len());
+    assert!(stages.iter().all(|(_, entry)| entry == "enter"), "{stages:?}");
+}
+
+/// The Toolkit stage builds a toolkit version once: the first execution builds (a stand-in
+/// `cargo` that counts its calls writes the binaries) and keeps the binaries in the artifact
+/// bucket; the next execution of the same sources fetches them without calling cargo and
+/// exports the same hash; a changed source is a new version, built again.
+#[test]
+fn the_toolkit_stage_builds_each_version_once_and_fetches_it_after() {
+    let moto = test_support::Moto::shared();
+    let bucket = "xtask-codebuild-toolkit-cache";
+    let env: Vec<(String, String)> = support::pipeline_env(&moto.endpoint)
+        .into_iter()
+        .chain([("ARTIFACT_BUCKET".to_owned(), bucket.to_owned())])
+        .collect();
+    support::aws_json(&["s3api", "create-bucket", "--bucket", bucket], &env);
+    let work = tempfile::tempdir().unwrap();
+    // The stand-in cargo: one line per call in calls.log, and each binary a script naming it.
+    let fake = work.path().join("fake-bin");
+    std::fs::create_dir_all(&fake).unwrap();
+    let log = work.path().join("calls.log");
+    let script = format!(
+        "#!/bin/sh\necho \"$*\" >> '{}'\nmkdir -p target/release\nfor b in {}; do printf '#!/bin/sh\\necho %s 1.0\\n' \"$b\" > target/release/$b; chmod +x target/release/$b; done\n",
+        log.display(),
+        TOOLKIT.join(" ")
+    );
+    std::fs::write(fake.join("cargo"), script).unwrap();
+    let mode: std::fs::Permissions = std::os::unix::fs::PermissionsExt::from_mode(0o755);
+    std::fs::set_permissions(fake.join("cargo"), mode).unwrap();
+    // The toolkit's sources, as the Toolkit stage's primary source holds them (the parts the
+    // version is made of).
+    let src = work.path().join("src");
+    for file in ["Cargo.lock", "Cargo.toml", "crates/source-diff/src/lib.rs", "xtask/src/main.rs"] {
+        std::fs::create_dir_all(src.join(file).parent().unwrap()).unwrap();
+        std::fs::copy(root().join(file), src.join(file)).unwrap();
+    }
+    let venv = test_support::python().parent().unwrap().to_path_buf();
+    let path = std::env::join_paths(
+        [fake.clone(), venv].into_iter().chain(std::env::split_paths(&std::env::var_os("PATH").unwrap())),
+    )
+    .unwrap();
+    let run = |n: usize| {
+        // Each execution starts from the sources alone, as CodeBuild's checkout does.
+        for left in ["bin", "target", "toolkit-cache.tar.gz"] {
+            let _ = std::fs::remove_dir_all(src.join(left));
+            let _ = std::fs::remove_file(src.join(left));
+        }
+        let out = work.path().join(format!("out-{n}"));
+        let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .arg("codebuild")
+            .arg(root().join("buildspecs/toolkit.yml"))
+            .arg("--src")
+            .arg(&src)
+            .arg("--out")
+            .arg(&out)
+            .env("PATH", &path)
+            // No toolchain of this machine's in reach: the buildspec puts $HOME/.cargo/bin first.
+            .env("HOME", work.path())
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        assert!(output.status.success(), "{text}");
+        let exported = std::fs::read_to_string(out.join("exported.env")).unwrap();
+        let calls = std::fs::read_to_string(&log).unwrap_or_default().lines().count();
+        assert!(out.join("artifacts/bin/stack-deployer").is_file(), "{text}");
+        (exported, calls, text)
+    };
+    let (first, calls, text) = run(1);
+    assert_eq!(calls, 1, "{text}");
+    assert!(text.contains("not built yet; building"), "{text}");
+    let (second, calls, text) = run(2);
+    assert_eq!(calls, 1, "the same version was built again: {text}");
+    assert!(text.contains("already built; fetched"), "{text}");
+    assert_eq!(first, second);
+    assert!(first.starts_with("toolkit_sha256="), "{first}");
+
+    let lib = src.join("crates/source-diff/src/lib.rs");
+    let text = std::fs::read_to_string(&lib).unwrap();
+    std::fs::write(&lib, format!("{text}\n// a change\n")).unwrap();
+    let (_, calls, text) = run(3);
+    assert_eq!(calls, 2, "a new version was not built: {text}");
+    assert!(text.contains("not built yet; building"), "{text}");
 }
