@@ -318,18 +318,11 @@ fn cases() -> Vec<Case> {
             if ran.code != Some(1) {
                 return Err(format!("exit {:?}: {}", ran.code, one_line(&ran.all())));
             }
-            let mut everything = ran.all();
-            for entry in walkdir(&root.join(".pipeline")) {
-                everything.push_str(&String::from_utf8_lossy(&std::fs::read(entry).unwrap_or_default()));
-            }
-            for secret in
-                ["hunter2secret", "wJalrXUtnFEMIK7MDENGbPxRfiCYzEXAMPLE", "AKIAIOSFODNN7EXAMPLE", "s3cr3tT0ken"]
-            {
-                if everything.contains(secret) {
-                    return Err(format!("`{secret}` reached a log, a record or the output"));
-                }
-            }
-            Ok(())
+            no_secret_in(
+                &root.join(".pipeline"),
+                ran,
+                &["hunter2secret", "wJalrXUtnFEMIK7MDENGbPxRfiCYzEXAMPLE", "AKIAIOSFODNN7EXAMPLE", "s3cr3tT0ken"],
+            )
         },
     ));
 
@@ -522,20 +515,11 @@ fn round_two() -> Vec<Case> {
     for n in 1..=5 {
         let run = format!("r{n}");
         let commit = format!("{n:040}");
-        for (step, status) in [(run_state::Step::Test, run_state::Status::Passed)] {
-            let mut record = run_state::StepRecord::new(&run, &commit, "api", step, status);
+        for step in [run_state::Step::Test, run_state::Step::Deploy] {
+            let mut record = run_state::StepRecord::new(&run, &commit, "api", step, run_state::Status::Passed);
             record.ended_at = Some(std::time::SystemTime::now());
             store.record(&record).unwrap();
         }
-        store
-            .record(&run_state::StepRecord::new(
-                &run,
-                &commit,
-                "api",
-                run_state::Step::Deploy,
-                run_state::Status::Passed,
-            ))
-            .unwrap();
     }
     store.mark_success_for("r2", "dev", run_state::Step::Deploy).unwrap();
     let state = dir.path().join(".pipeline");
