@@ -252,3 +252,83 @@ fn refusals_change_nothing(
     refused(&["--env", "dev", "--to", &release1.id], &format!("template s3://{bucket}/{key} is gone"));
     copy(&aside, &key);
 }
+
+/// Each function's CodeSha256 in production's account, read with the credentials its role gives.
+fn prod_code(endpoint: &str) -> BTreeMap<String, String> {
+    let env = support::prod_env(endpoint, &support::SAMPLE_PROD);
+    let functions = support::aws_json(&["lambda", "list-functions"], &env);
+    functions["Functions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|f| (f["FunctionName"].as_str().unwrap().to_owned(), f["CodeSha256"].as_str().unwrap().to_owned()))
+        .collect()
+}
+
+fn prod_releases(repo: &Path) -> Vec<run_state::Release> {
+    FileStore::open(&repo.join(".pipeline")).unwrap().releases("prod").unwrap()
+}
+
+/// Production needs an approval as a promotion does: the rollback's run waits for it (nothing
+/// changed), `status-report approve` then `--resume` rolls back; `--emergency` goes without one
+/// and says so in the run's records and the release.
+#[test]
+fn a_production_rollback_waits_for_its_approval_unless_an_emergency() {
+    let moto = test_support::Moto::start();
+    let endpoint = moto.endpoint.as_str();
+    let repo = test_support::sample_monorepo();
+    let root = repo.path();
+    let approved = |out: Output| assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let through_prod = || {
+        Command::new(env!("CARGO_BIN_EXE_xtask"))
+            .args(["pipeline", "--repo"])
+            .arg(root)
+            .args(["--endpoint-url", endpoint, "--approve", "--approver", "ci-bot"])
+            .output()
+            .unwrap()
+    };
+    approved(through_prod());
+    let code1 = prod_code(endpoint);
+    let handler = std::fs::read_to_string(root.join("lambda/api-handler/index.py")).unwrap();
+    repo.write("lambda/api-handler/index.py", &format!("{handler}\n# release 2\n"));
+    repo.commit_all("release 2: a handler change");
+    approved(through_prod());
+    let code2 = prod_code(endpoint);
+    assert_ne!(code1, code2);
+    let [p1, p2] = <[run_state::Release; 2]>::try_from(prod_releases(root)).expect("two prod releases");
+
+    let out = rollback_binary(root, endpoint, &["--env", "prod", "--steps", "1"]);
+    approved(out.clone());
+    assert!(text(&out).contains("waits for approval"), "{}", text(&out));
+    assert_eq!(prod_code(endpoint), code2, "nothing changed before the approval");
+    let waiting = RunDir::latest(&root.join(".pipeline")).unwrap().run_id;
+    let resumed = rollback_binary(root, endpoint, &["--env", "prod", "--resume", &waiting]);
+    assert_eq!(resumed.status.code(), Some(2), "not approved yet: {}", text(&resumed));
+    assert!(text(&resumed).contains("needs an approval"), "{}", text(&resumed));
+    let approve = Command::new(support::binary("status-report"))
+        .arg("--repo")
+        .arg(root)
+        .args(["approve", "--run", &waiting, "--by", "alice"])
+        .output()
+        .unwrap();
+    approved(approve);
+    approved(rollback_binary(root, endpoint, &["--env", "prod", "--resume", &waiting]));
+    assert_eq!(prod_code(endpoint), code1, "production runs release 1's code");
+    let store = FileStore::open(&root.join(".pipeline")).unwrap();
+    assert_eq!(store.last_success("prod").unwrap().unwrap().commit, p1.commit);
+
+    approved(rollback_binary(root, endpoint, &["--env", "prod", "--to", &p2.id, "--emergency"]));
+    assert_eq!(prod_code(endpoint), code2);
+    let last = prod_releases(root).pop().unwrap();
+    let origin = last.rollback.expect("a rollback's release");
+    assert!(origin.emergency && origin.to == p2.id, "{origin:?}");
+    let emergency = RunDir::latest(&root.join(".pipeline")).unwrap().run_id;
+    let records = store.run(&emergency).unwrap();
+    assert!(
+        records.iter().any(|r| r.step == Step::ProdDeploy
+            && r.status == Status::Passed
+            && r.details.note.as_deref().is_some_and(|n| n.contains("emergency: without approval"))),
+        "{records:#?}"
+    );
+    assert!(records.iter().all(|r| r.step != Step::Approval), "no approval asked: {records:#?}");
+}
