@@ -63,37 +63,12 @@ pub fn run(rounds: usize) -> anyhow::Result<()> {
             calls.push(("jq per day", "jq".into(), strings(&["-n", JQ_PER_DAY, &file.display().to_string()])));
         }
         let mut medians = Vec::new();
-        let mut results: Vec<(Vec<Duration>, u64)> = vec![(Vec::new(), 0); calls.len()];
-        let mut overran = vec![false; calls.len()];
-        for round in 0..rounds {
-            // Alternating which goes first, so a warmer cache favours none of them.
-            let mut order: Vec<usize> = (0..calls.len()).collect();
-            if round % 2 == 1 {
-                order.reverse();
-            }
-            for i in order {
-                let (name, program, args) = &calls[i];
-                if overran[i] {
-                    continue;
-                }
-                match measured(&xtask, program, args) {
-                    Ok((took, kib)) => {
-                        results[i].0.push(took);
-                        results[i].1 = results[i].1.max(kib);
-                    }
-                    // jq slurping a large store can pass the measurer's hang bound: said, not fatal.
-                    Err(error) if name.starts_with("jq") && error.to_string().contains("faults-measure: kill") => {
-                        overran[i] = true;
-                    }
-                    Err(error) => return Err(error),
-                }
-            }
-        }
-        for (i, ((name, _, _), (times, kib))) in calls.iter().zip(&results).enumerate() {
-            if overran[i] {
+        let results = measure_alternating(&xtask, &calls, rounds)?;
+        for ((name, _, _), result) in calls.iter().zip(&results) {
+            let Some((times, kib)) = result else {
                 let _ = writeln!(out, "    {name:<22} killed at the measurer's 60 s bound");
                 continue;
-            }
+            };
             let spread = Spread::of(times);
             medians.push(spread.median);
             let ok = ms(spread.median) <= GOAL_MS && kib / 1024 <= GOAL_MIB;
@@ -109,7 +84,7 @@ pub fn run(rounds: usize) -> anyhow::Result<()> {
                 kib / 1024
             );
         }
-        if jq && !overran[calls.len() - 1] {
+        if jq && results[calls.len() - 1].is_some() {
             let _ = writeln!(
                 out,
                 "    ratio stats (a year) / jq per day: {:.2}",
@@ -124,6 +99,40 @@ pub fn run(rounds: usize) -> anyhow::Result<()> {
     );
     print!("{out}");
     Ok(())
+}
+
+/// A call's times and its peak memory in KiB.
+type Measured = (Vec<Duration>, u64);
+
+/// Each call's times and peak KiB over `rounds`, alternating which goes first so a warmer
+/// cache favours none; `None` for jq killed at the measurer's hang bound (said, not fatal).
+fn measure_alternating(
+    xtask: &Path,
+    calls: &[(&str, String, Vec<String>)],
+    rounds: usize,
+) -> anyhow::Result<Vec<Option<Measured>>> {
+    let mut results: Vec<Option<Measured>> = vec![Some((Vec::new(), 0)); calls.len()];
+    for round in 0..rounds {
+        let mut order: Vec<usize> = (0..calls.len()).collect();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for i in order {
+            let (name, program, args) = &calls[i];
+            let Some((times, peak)) = &mut results[i] else { continue };
+            match measured(xtask, program, args) {
+                Ok((took, kib)) => {
+                    times.push(took);
+                    *peak = (*peak).max(kib);
+                }
+                Err(error) if name.starts_with("jq") && error.to_string().contains("faults-measure: kill") => {
+                    results[i] = None;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+    Ok(results)
 }
 
 fn strings(args: &[&str]) -> Vec<String> {
