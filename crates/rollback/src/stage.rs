@@ -526,3 +526,58 @@ pub async fn rebuild_store(
     }
     Ok(keys.len())
 }
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_cloudformation::operation::describe_stacks::DescribeStacksOutput;
+    use aws_sdk_cloudformation::types::{Stack, StackStatus};
+    use aws_smithy_mocks::{RuleMode, mock, mock_client};
+
+    use super::*;
+
+    fn stack_release() -> StackRelease {
+        StackRelease {
+            stack_name: "app-prod".into(),
+            region: "us-east-1".into(),
+            template_key: "templates/app-1.json".into(),
+            template_url: "https://artifacts.s3.amazonaws.com/templates/app-1.json".into(),
+            template_sha256: "1".into(),
+            parameters: BTreeMap::new(),
+            capabilities: Vec::new(),
+            tags: BTreeMap::new(),
+            components: Vec::new(),
+            run_id: "r1".into(),
+        }
+    }
+
+    /// Recorded AWS-shaped DescribeStacks answers: the emulator never rolls a stack back, so it
+    /// cannot be brought to UPDATE_ROLLBACK_FAILED or ROLLBACK_COMPLETE.
+    async fn checked(status: StackStatus) -> Result<(), Error> {
+        let answer = mock!(aws_sdk_cloudformation::Client::describe_stacks).then_output(move || {
+            let stack = Stack::builder()
+                .stack_name("app-prod")
+                .stack_id("arn:aws:cloudformation:us-east-1:111111111111:stack/app-prod/1")
+                .stack_status(status.clone())
+                .creation_time(aws_smithy_types::DateTime::from_secs(0))
+                .build();
+            DescribeStacksOutput::builder().stacks(stack).build()
+        });
+        let cf = mock_client!(aws_sdk_cloudformation, RuleMode::MatchAny, [&answer]);
+        check_stack_state(&cf, &stack_release()).await
+    }
+
+    #[tokio::test]
+    async fn a_stack_no_change_set_can_start_from_refuses_the_rollback_with_exit_3() {
+        let refused = checked(StackStatus::UpdateRollbackFailed).await.unwrap_err();
+        assert_eq!(refused.exit_code(), 3);
+        assert_eq!(
+            refused.to_string(),
+            "stack app-prod is UPDATE_ROLLBACK_FAILED: continue its rollback first (`aws cloudformation continue-update-rollback --stack-name app-prod`)"
+        );
+        let refused = checked(StackStatus::UpdateInProgress).await.unwrap_err();
+        assert!(refused.to_string().ends_with("another operation is running on it; wait for it to end"), "{refused}");
+        assert!(matches!(checked(StackStatus::RollbackComplete).await, Err(Error::StackState { .. })));
+        checked(StackStatus::UpdateRollbackComplete).await.expect("an update rolled back can be updated");
+        checked(StackStatus::UpdateComplete).await.expect("updatable");
+    }
+}
