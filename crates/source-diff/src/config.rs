@@ -170,21 +170,7 @@ impl Components {
 
         for (i, (name, settings)) in raw.components.iter().enumerate() {
             let key = format!("components.{name}");
-            // The name becomes a flag, a log file name and a report key: refuse one that could escape a folder.
-            if let Err(message) = pipeline_config::check_name(name) {
-                return Err(match settings.paths.first() {
-                    Some(path) => ConfigError::at(file, text, path.span(), key, message),
-                    None => ConfigError { file: file.to_path_buf(), line: None, key, message },
-                });
-            }
-            if settings.paths.is_empty() {
-                return Err(ConfigError {
-                    file: file.to_path_buf(),
-                    line: None,
-                    key: format!("{key}.paths"),
-                    message: "a component needs at least one glob in `paths`".into(),
-                });
-            }
+            check_component_name(file, text, &key, name, settings)?;
             for pattern in &settings.paths {
                 includes.add(compile(file, text, pattern, &format!("{key}.paths"))?);
                 include_owner.push(i);
@@ -193,22 +179,7 @@ impl Components {
                 excludes.add(compile(file, text, pattern, &format!("{key}.exclude"))?);
                 exclude_owner.push(i);
             }
-            for dep in &settings.depends_on {
-                let Some(&target) = index.get(dep.get_ref().as_str()) else {
-                    return Err(ConfigError::at(
-                        file,
-                        text,
-                        dep.span(),
-                        format!("{key}.depends_on"),
-                        format!(
-                            "depends on `{}`, which is not a component; define [components.{}] or remove it",
-                            dep.get_ref(),
-                            dep.get_ref()
-                        ),
-                    ));
-                };
-                edges[i].push((target, dep));
-            }
+            edges[i] = dependency_edges(file, text, &key, settings, &index)?;
             let flag_prefix: String =
                 name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
             if let Some(other) = flag_owner.insert(flag_prefix.clone(), name) {
@@ -233,16 +204,7 @@ impl Components {
             });
         }
         if let Some(cycle) = find_cycle(&edges) {
-            let path: Vec<&str> =
-                cycle.iter().map(|&(from, _)| names[from].as_str()).chain([names[cycle[0].0].as_str()]).collect();
-            let (from, dep) = cycle[0];
-            return Err(ConfigError::at(
-                file,
-                text,
-                dep.span(),
-                format!("components.{}.depends_on", names[from]),
-                format!("dependency cycle {}; remove one of these depends_on entries", path.join(" -> ")),
-            ));
+            return Err(cycle_error(file, text, &names, &cycle));
         }
 
         let mut global = GlobSetBuilder::new();
@@ -317,6 +279,74 @@ fn check_coverage(file: &Path, text: &str, key: &str, settings: &ComponentSettin
         });
     }
     Ok(())
+}
+
+/// A component's name can become a flag, a log file name and a report key (nothing that could
+/// escape a folder), and it has at least one glob in `paths`.
+fn check_component_name(
+    file: &Path,
+    text: &str,
+    key: &str,
+    name: &str,
+    settings: &ComponentSettings,
+) -> Result<(), ConfigError> {
+    if let Err(message) = pipeline_config::check_name(name) {
+        return Err(match settings.paths.first() {
+            Some(path) => ConfigError::at(file, text, path.span(), key, message),
+            None => ConfigError { file: file.to_path_buf(), line: None, key: key.to_string(), message },
+        });
+    }
+    if settings.paths.is_empty() {
+        return Err(ConfigError {
+            file: file.to_path_buf(),
+            line: None,
+            key: format!("{key}.paths"),
+            message: "a component needs at least one glob in `paths`".into(),
+        });
+    }
+    Ok(())
+}
+
+/// A component's `depends_on`, each entry the index of a defined component.
+fn dependency_edges<'a>(
+    file: &Path,
+    text: &str,
+    key: &str,
+    settings: &'a ComponentSettings,
+    index: &BTreeMap<&str, usize>,
+) -> Result<Vec<(usize, &'a Spanned<String>)>, ConfigError> {
+    let mut edges = Vec::new();
+    for dep in &settings.depends_on {
+        let Some(&target) = index.get(dep.get_ref().as_str()) else {
+            return Err(ConfigError::at(
+                file,
+                text,
+                dep.span(),
+                format!("{key}.depends_on"),
+                format!(
+                    "depends on `{}`, which is not a component; define [components.{}] or remove it",
+                    dep.get_ref(),
+                    dep.get_ref()
+                ),
+            ));
+        };
+        edges.push((target, dep));
+    }
+    Ok(edges)
+}
+
+/// The error for a dependency cycle, at its first edge, naming the whole cycle.
+fn cycle_error(file: &Path, text: &str, names: &[&String], cycle: &[(usize, &Spanned<String>)]) -> ConfigError {
+    let path: Vec<&str> =
+        cycle.iter().map(|&(from, _)| names[from].as_str()).chain([names[cycle[0].0].as_str()]).collect();
+    let (from, dep) = cycle[0];
+    ConfigError::at(
+        file,
+        text,
+        dep.span(),
+        format!("components.{}.depends_on", names[from]),
+        format!("dependency cycle {}; remove one of these depends_on entries", path.join(" -> ")),
+    )
 }
 
 /// Globs match repo-relative `/` paths; `*` stays within a folder and `**` spans folders.
