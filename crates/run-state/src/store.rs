@@ -388,28 +388,37 @@ impl FileStore {
                 ids.push(id);
             }
             let batch = self.read_batch(file, &spans, bytes)?;
-            let parsed: Vec<_> =
-                batch.lines.par_iter().map(|(_, _, bytes)| parse_line(&batch.text[bytes.clone()])).collect();
-            let mut lines = batch.lines.iter().zip(parsed).peekable();
-            for (slot, id) in ids.iter().enumerate() {
-                let mut latest: BTreeMap<(Step, String), StepRecord> = BTreeMap::new();
-                while let Some(((_, number, _), parsed)) = lines.next_if(|((of, _, _), _)| *of == slot) {
-                    match parsed {
-                        Ok(Line::Step(record)) => fold(&mut latest, record),
-                        Ok(_) => {}
-                        Err(e) => {
-                            let message = format!("line {number}: {e}");
-                            return Err(Error::Corrupt { path: self.path.clone(), message });
-                        }
-                    }
-                }
-                let records = latest.into_values().map(StepRecord::with_dead_runner_failed).collect();
-                if each(id, records).is_break() {
+            // Each run's lines (the batch lists them run by run), parsed and folded on all cores.
+            let mut bounds = Vec::with_capacity(ids.len());
+            let mut start = 0;
+            for slot in 0..ids.len() {
+                let end = start + batch.lines[start..].iter().take_while(|(of, _, _)| *of == slot).count();
+                bounds.push(start..end);
+                start = end;
+            }
+            let folded: Vec<_> = bounds.into_par_iter().map(|lines| self.fold_lines(&batch, lines)).collect();
+            for (id, records) in ids.iter().zip(folded) {
+                if each(id, records?).is_break() {
                     return Ok(());
                 }
             }
         }
         Ok(())
+    }
+
+    /// One run's lines of a batch, parsed and folded into the latest state of its steps.
+    fn fold_lines(&self, batch: &Batch, lines: std::ops::Range<usize>) -> Result<Vec<StepRecord>, Error> {
+        let mut latest: BTreeMap<(Step, String), StepRecord> = BTreeMap::new();
+        for (_, number, bytes) in &batch.lines[lines] {
+            match parse_line(&batch.text[bytes.clone()]) {
+                Ok(Line::Step(record)) => fold(&mut latest, record),
+                Ok(_) => {}
+                Err(e) => {
+                    return Err(Error::Corrupt { path: self.path.clone(), message: format!("line {number}: {e}") });
+                }
+            }
+        }
+        Ok(latest.into_values().map(StepRecord::with_dead_runner_failed).collect())
     }
 
     /// The bytes of `spans` (each with its run's place in the batch), split into lines.
