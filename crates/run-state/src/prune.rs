@@ -56,55 +56,10 @@ impl FileStore {
         file.lock().map_err(io)?;
         let bytes_before = file.metadata().map_err(io)?.len();
 
-        // Pass 1: what each run is, the latest success per environment, the latest line per lock.
-        let mut order: Vec<String> = Vec::new();
-        let mut runs: HashMap<String, RunFacts> = HashMap::new();
-        let mut latest_success: HashMap<String, String> = HashMap::new();
-        let mut last_lock_line: HashMap<String, usize> = HashMap::new();
-        each_line(&mut file, &path, |number, line, _| {
-            match line {
-                Line::Step(record) => {
-                    let facts = runs.entry(record.run_id.clone()).or_insert_with(|| {
-                        order.push(record.run_id.clone());
-                        RunFacts::default()
-                    });
-                    let when = record.ended_at.into_iter().chain(record.started_at).max();
-                    facts.last = facts.last.max(when);
-                    let open = !record.status.is_final() && still_open(&record);
-                    facts.open.insert((record.step, record.component.clone()), open);
-                }
-                Line::Success(mark) => {
-                    latest_success.insert(mark.env.clone(), mark.run_id.clone());
-                }
-                Line::Lock(lock) => {
-                    last_lock_line.insert(lock.name.clone(), number);
-                }
-            }
-            Ok(true)
-        })?;
-
-        let cutoff = rule.older_than.and_then(|age| now.checked_sub(age));
-        let first_kept = rule.keep_runs.map(|n| order.len().saturating_sub(n));
-        let successes: HashSet<&String> = latest_success.values().collect();
-        let mut pruned = Pruned { bytes_before, ..Pruned::default() };
-        let mut removed: HashSet<String> = HashSet::new();
-        for (index, run_id) in order.iter().enumerate() {
-            let facts = &runs[run_id];
-            let by_count = first_kept.is_some_and(|first| index < first);
-            let by_age = cutoff.is_some_and(|cutoff| facts.last.is_some_and(|last| last < cutoff));
-            if !(by_count || by_age) {
-                continue;
-            }
-            if successes.contains(run_id) {
-                pruned.protected.push((run_id.clone(), "the latest success of an environment".into()));
-            } else if facts.open.values().any(|open| *open) {
-                pruned.protected.push((run_id.clone(), "a step is still running".into()));
-            } else {
-                removed.insert(run_id.clone());
-                pruned.removed.push(run_id.clone());
-            }
-        }
-        pruned.kept = order.len() - removed.len();
+        let survey = Survey::read(&mut file, &path)?;
+        let (mut pruned, removed) = survey.choose(&rule, now);
+        pruned.bytes_before = bytes_before;
+        let last_lock_line = survey.last_lock_line;
 
         // Pass 2: the kept lines, byte for byte, into a temporary file renamed over the store.
         file.rewind().map_err(io)?;
@@ -127,7 +82,7 @@ impl FileStore {
             if let Some(e) = failed {
                 return Err(e);
             }
-            result.map_err(|e| std::io::Error::other(e.to_string()))?;
+            result.map_err(std::io::Error::other)?;
             out.flush()
         })?;
         pruned.bytes_after = std::fs::metadata(&path).map_err(io)?.len();
@@ -135,6 +90,73 @@ impl FileStore {
         // now names another file and open that one.
         drop(file);
         Ok(pruned)
+    }
+}
+
+/// Pass 1 of a prune: what each run is, the latest success per environment, the latest line
+/// per lock.
+#[derive(Default)]
+struct Survey {
+    /// Run ids in the order of their first line.
+    order: Vec<String>,
+    runs: HashMap<String, RunFacts>,
+    latest_success: HashMap<String, String>,
+    last_lock_line: HashMap<String, usize>,
+}
+
+impl Survey {
+    fn read(file: &mut File, path: &std::path::Path) -> Result<Survey, Error> {
+        let mut survey = Survey::default();
+        each_line(file, path, |number, line, _| {
+            match line {
+                Line::Step(record) => {
+                    let facts = survey.runs.entry(record.run_id.clone()).or_insert_with(|| {
+                        survey.order.push(record.run_id.clone());
+                        RunFacts::default()
+                    });
+                    let when = record.ended_at.into_iter().chain(record.started_at).max();
+                    facts.last = facts.last.max(when);
+                    let open = !record.status.is_final() && still_open(&record);
+                    facts.open.insert((record.step, record.component.clone()), open);
+                }
+                Line::Success(mark) => {
+                    survey.latest_success.insert(mark.env.clone(), mark.run_id.clone());
+                }
+                Line::Lock(lock) => {
+                    survey.last_lock_line.insert(lock.name.clone(), number);
+                }
+            }
+            Ok(true)
+        })?;
+        Ok(survey)
+    }
+
+    /// The runs `rule` removes at `now` (pure): an environment's latest success and a run with
+    /// a step still running are kept, and said so.
+    fn choose(&self, rule: &Prune, now: SystemTime) -> (Pruned, HashSet<String>) {
+        let cutoff = rule.older_than.and_then(|age| now.checked_sub(age));
+        let first_kept = rule.keep_runs.map(|n| self.order.len().saturating_sub(n));
+        let successes: HashSet<&String> = self.latest_success.values().collect();
+        let mut pruned = Pruned::default();
+        let mut removed: HashSet<String> = HashSet::new();
+        for (index, run_id) in self.order.iter().enumerate() {
+            let facts = &self.runs[run_id];
+            let by_count = first_kept.is_some_and(|first| index < first);
+            let by_age = cutoff.is_some_and(|cutoff| facts.last.is_some_and(|last| last < cutoff));
+            if !(by_count || by_age) {
+                continue;
+            }
+            if successes.contains(run_id) {
+                pruned.protected.push((run_id.clone(), "the latest success of an environment".into()));
+            } else if facts.open.values().any(|open| *open) {
+                pruned.protected.push((run_id.clone(), "a step is still running".into()));
+            } else {
+                removed.insert(run_id.clone());
+                pruned.removed.push(run_id.clone());
+            }
+        }
+        pruned.kept = self.order.len() - removed.len();
+        (pruned, removed)
     }
 }
 
