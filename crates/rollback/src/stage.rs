@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use run_state::release::{Parameter, RollbackOf, SiteRelease, StackRelease};
+use run_state::release::{Parameter, RollbackOf, StackRelease};
 use run_state::{Recording, Release, RunDir, StageContext, Status, Step, StepRecord, Store};
 
 use crate::Error;
@@ -36,7 +36,7 @@ pub struct Options {
     pub emergency: bool,
     /// Go on with an approved rollback run.
     pub resume: Option<String>,
-    /// The first pause between a stack's polls (1 s when unset; tests shorten it).
+    /// The first pause between a stack's polls ([`FIRST_POLL`] when unset).
     pub first_poll: Option<Duration>,
 }
 
@@ -73,6 +73,9 @@ pub enum Outcome {
         release: Box<Release>,
     },
 }
+
+/// The first pause between a stack's polls: doubled up to 10 s.
+pub const FIRST_POLL: Duration = Duration::from_millis(250);
 
 /// The digest parts an approval of a rollback covers.
 const TO: &str = "rollback:to";
@@ -331,32 +334,42 @@ async fn apply(
     checked: Checked,
     on_event: &(dyn Fn(Event) + Sync),
 ) -> Result<Release, Error> {
-    for (name, step) in &plan.stacks {
-        let StackStep::Restore(stack) = step else { continue };
-        let body = checked.bodies.get(name).cloned().unwrap_or_default();
-        restore_stack(context, clients, options, run, plan, name, stack, body, on_event).await?;
-    }
-    for (name, step) in &plan.functions {
-        let FunctionStep::Restore(function) = step else { continue };
-        let stack_name = plan.to.stacks.get(&function.stack).map(|s| s.stack_name.as_str());
-        restore_function(clients, function, stack_name)
-            .await
-            .map_err(|source| Error::Code { function: name.clone(), source })?;
-        on_event(Event::Done(format!("function {name}: code back to {}", function.code_sha256)));
-    }
-    let mut site = plan.to.site.clone();
-    if let (Some(restore), Some(earlier)) = (&checked.site, &plan.to.site) {
-        let (part, _) = frontend_publisher::release::apply_restore(
+    // The stacks, then their functions (all at once); the site meanwhile: it needs neither.
+    let code = async {
+        for (name, step) in &plan.stacks {
+            let StackStep::Restore(stack) = step else { continue };
+            let body = checked.bodies.get(name).cloned().unwrap_or_default();
+            restore_stack(context, clients, options, run, plan, name, stack, body, on_event).await?;
+        }
+        let functions = plan.functions.iter().filter_map(|(name, step)| match step {
+            FunctionStep::Restore(function) => Some(async move {
+                let stack_name = plan.to.stacks.get(&function.stack).map(|s| s.stack_name.as_str());
+                restore_function(clients, function, stack_name)
+                    .await
+                    .map_err(|source| Error::Code { function: name.clone(), source })?;
+                on_event(Event::Done(format!("function {name}: code back to {}", function.code_sha256)));
+                Ok::<(), Error>(())
+            }),
+            FunctionStep::Stays(_) => None,
+        });
+        futures_util::future::try_join_all(functions).await.map(drop)
+    };
+    let site = async {
+        let (Some(restore), Some(earlier)) = (&checked.site, &plan.to.site) else { return Ok(plan.to.site.clone()) };
+        let restored = frontend_publisher::release::apply_restore(
             &clients.s3,
             clients.cloudfront.as_ref(),
             restore,
             earlier,
             &|_| {},
-        )
-        .await?;
+        );
+        let (part, _) = restored.await?;
         on_event(Event::Done(restore.describe()));
-        site = Some(SiteRelease { ..part });
-    }
+        Ok::<_, Error>(Some(part))
+    };
+    let (code, site) = tokio::join!(code, site);
+    code?;
+    let site = site?;
     let to = &plan.to;
     let release = run_state::release::contribute(store, &plan.env, &run.run_id, &to.commit, |release| {
         release.artifact_bucket = to.artifact_bucket.clone();
@@ -435,10 +448,9 @@ async fn restore_stack(
     let mut apply_options =
         stack_deployer::ApplyOptions::new(&change_set, environment.timeout, environment.change_set_timeout);
     apply_options.use_previous = previous;
-    if let Some(first) = options.first_poll {
-        apply_options.first_poll = first;
-        apply_options.max_poll = first * 8;
-    }
+    // A rollback is waited for: its first polls come sooner than a deploy's (the backoff still
+    // doubles them up to the deploy's longest pause).
+    apply_options.first_poll = options.first_poll.unwrap_or(FIRST_POLL);
     let deployer = stack_deployer::Clients {
         s3: clients.s3.clone(),
         cloudformation: clients.cloudformation.clone(),

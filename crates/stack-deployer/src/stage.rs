@@ -629,6 +629,7 @@ pub async fn run_stage(
         })
     });
     if !options.no_execute
+        && !plan.stacks.is_empty()
         && all_deployed
         && let Err(error) = record_release(store, run, &head, &plan, &report, clients, lookup).await
     {
