@@ -86,6 +86,13 @@ pub enum Bench {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// dev of the sample back from release 2 to release 1: `cargo xtask rollback` against a git
+    /// revert through `cargo xtask pipeline` (wall time, API calls, builds and tests run).
+    Rollback {
+        /// Rounds; each measures both, alternating which goes first.
+        #[arg(long, default_value_t = 1)]
+        rounds: usize,
+    },
     /// `status-report stats` and `html` over generated stores of 1,000 and 50,000 runs, one
     /// call each (time and peak memory), beside a jq program counting runs and failures per day.
     Stats {
@@ -106,6 +113,7 @@ pub fn run(which: Bench) -> anyhow::Result<()> {
         Bench::Pipeline { rounds } => crate::bench_pipeline::run(rounds),
         Bench::Store { rounds } => crate::bench_store::run(rounds),
         Bench::Stats { rounds } => crate::bench_stats::run(rounds),
+        Bench::Rollback { rounds } => crate::bench_rollback::run(rounds),
         Bench::Seed { rounds } => crate::bench_seed::run(rounds, None),
         Bench::Adopt { rounds } => crate::bench_seed::run(rounds, Some(crate::bench_seed::ONE_LAMBDA)),
     }

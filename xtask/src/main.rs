@@ -16,6 +16,7 @@ mod bench_diff_scale;
 mod bench_package;
 mod bench_pipeline;
 mod bench_publish;
+mod bench_rollback;
 mod bench_seed;
 mod bench_stats;
 mod bench_store;
