@@ -1,6 +1,6 @@
 //! Where records live: the [`Store`] trait and the embedded [`FileStore`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::ops::ControlFlow;
@@ -408,7 +408,7 @@ impl FileStore {
 
     /// One run's lines of a batch, parsed and folded into the latest state of its steps.
     fn fold_lines(&self, batch: &Batch, lines: std::ops::Range<usize>) -> Result<Vec<StepRecord>, Error> {
-        let mut latest: BTreeMap<(Step, String), StepRecord> = BTreeMap::new();
+        let mut latest = Vec::new();
         for (_, number, bytes) in &batch.lines[lines] {
             match parse_line(&batch.text[bytes.clone()]) {
                 Ok(Line::Step(record)) => fold(&mut latest, record),
@@ -418,7 +418,7 @@ impl FileStore {
                 }
             }
         }
-        Ok(latest.into_values().map(StepRecord::with_dead_runner_failed).collect())
+        Ok(folded(latest))
     }
 
     /// The bytes of `spans` (each with its run's place in the batch), split into lines.
@@ -527,18 +527,26 @@ fn read_lines(file: &File, path: &Path) -> Result<Vec<Line>, Error> {
     Ok(lines)
 }
 
-/// Folds one more record of a run into the state readers see ([`merge_later`]).
-fn fold(steps: &mut BTreeMap<(Step, String), StepRecord>, record: StepRecord) {
-    let key = (record.step, record.component.clone());
-    let seen = match steps.remove(&key) {
-        Some(current) => merge_later(current, record),
-        None => record,
-    };
-    steps.insert(key, seen);
+/// Folds one more record of a run into the state readers see ([`merge_later`]): one record a
+/// step and component (a run has a few dozen, so a search costs less than a keyed map's copies).
+fn fold(steps: &mut Vec<StepRecord>, record: StepRecord) {
+    match steps.iter().position(|s| s.step == record.step && s.component == record.component) {
+        Some(at) => {
+            let current = steps.swap_remove(at);
+            steps.push(merge_later(current, record));
+        }
+        None => steps.push(record),
+    }
+}
+
+/// The folded records in pipeline order (step, then component), a dead runner's step failed.
+fn folded(mut steps: Vec<StepRecord>) -> Vec<StepRecord> {
+    steps.sort_by(|a, b| (a.step, &a.component).cmp(&(b.step, &b.component)));
+    steps.into_iter().map(StepRecord::with_dead_runner_failed).collect()
 }
 
 fn latest_steps<'a>(lines: impl Iterator<Item = &'a Line>, run_id: &str) -> Vec<StepRecord> {
-    let mut latest: BTreeMap<(Step, String), StepRecord> = BTreeMap::new();
+    let mut latest = Vec::new();
     for line in lines {
         if let Line::Step(record) = line
             && record.run_id == run_id
@@ -546,7 +554,7 @@ fn latest_steps<'a>(lines: impl Iterator<Item = &'a Line>, run_id: &str) -> Vec<
             fold(&mut latest, record.clone());
         }
     }
-    latest.into_values().map(StepRecord::with_dead_runner_failed).collect()
+    folded(latest)
 }
 
 /// Whether a run may become the new base of an environment whose deploy is recorded as
@@ -595,7 +603,7 @@ impl Store for FileStore {
     }
 
     fn run(&self, run_id: &str) -> Result<Vec<StepRecord>, Error> {
-        let mut latest: BTreeMap<(Step, String), StepRecord> = BTreeMap::new();
+        let mut latest = Vec::new();
         self.scan(run_id.as_bytes(), |line| {
             if let Line::Step(record) = line
                 && record.run_id == run_id
@@ -603,7 +611,7 @@ impl Store for FileStore {
                 fold(&mut latest, record);
             }
         })?;
-        Ok(latest.into_values().map(StepRecord::with_dead_runner_failed).collect())
+        Ok(folded(latest))
     }
 
     fn run_ids(&self) -> Result<Vec<String>, Error> {
