@@ -177,8 +177,14 @@ async fn publishes_only_what_changed_and_keeps_what_retained_releases_reference(
     // First publish: every file, with its headers; the source map and .env stay home.
     let first = repo.publish(&s3).await.unwrap();
     assert_eq!((first.uploaded, first.unchanged, first.deleted), (5, 0, 0), "{first:?}");
-    let mut published = keys(&s3, &bucket).await;
+    let (mut kept, mut published): (Vec<String>, Vec<String>) =
+        keys(&s3, &bucket).await.into_iter().partition(|k| k.starts_with(".publish/kept/"));
     published.sort();
+    kept.sort();
+    // Kept for a rollback: the release's file list and a copy of each file that is not
+    // immutable (the HTML and the runtime config, which the next release overwrites).
+    assert_eq!(kept.iter().filter(|k| k.starts_with(".publish/kept/blobs/")).count(), 2, "{kept:?}");
+    assert_eq!(kept.iter().filter(|k| k.starts_with(".publish/kept/releases/")).count(), 1, "{kept:?}");
     assert_eq!(
         published,
         [
@@ -210,7 +216,13 @@ async fn publishes_only_what_changed_and_keeps_what_retained_releases_reference(
     counter.reset();
     let second = repo.publish(&s3).await.unwrap();
     assert_eq!((second.uploaded, second.header_fixes, second.unchanged), (0, 0, 5), "{second:?}");
-    assert_eq!(counter.count(|op| op == "PutObject"), 1, "only the manifest: {:?}", counter.snapshot());
+    assert_eq!(
+        counter.count(|op| op == "PutObject"),
+        2,
+        "the manifest and the kept file list: {:?}",
+        counter.snapshot()
+    );
+    assert_eq!(counter.count(|op| op == "CopyObject"), 0, "the copies are kept already: {:?}", counter.snapshot());
     assert_eq!(counter.count(|op| op == "HeadObject"), 0, "{:?}", counter.snapshot());
 
     // One asset changed (a new hashed name): that asset and the HTML; the old one is kept.
@@ -239,8 +251,15 @@ async fn a_header_only_change_is_a_copy_not_an_upload() {
     counter.reset();
     let summary = repo.publish(&s3).await.unwrap();
     assert_eq!((summary.uploaded, summary.header_fixes), (0, 2), "{summary:?}");
-    assert_eq!(counter.count(|op| op == "CopyObject"), 2, "{:?}", counter.snapshot());
-    assert_eq!(counter.count(|op| op == "PutObject"), 1, "only the manifest: {:?}", counter.snapshot());
+    // Two header fixes, and a kept copy of each of the two files that are no longer immutable
+    // (a rollback must be able to put them back).
+    assert_eq!(counter.count(|op| op == "CopyObject"), 4, "{:?}", counter.snapshot());
+    assert_eq!(
+        counter.count(|op| op == "PutObject"),
+        2,
+        "the manifest and the kept file list: {:?}",
+        counter.snapshot()
+    );
     let css = s3.head_object().bucket(&bucket).key("assets/one.css").send().await.unwrap();
     assert_eq!(css.cache_control(), Some("public, max-age=600"));
     assert_eq!(css.content_type(), Some("text/css; charset=utf-8"));
