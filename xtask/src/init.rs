@@ -484,7 +484,14 @@ fn config(repo: &Path, found: &Found) -> String {
             );
             let _ = writeln!(out, "parameters = {{ {} }}", parameters.join(", "));
             let capabilities: Vec<String> = capabilities.iter().map(|c| c.to_string()).collect();
-            let _ = writeln!(out, "capabilities = [{}]\ncomponents = [\"infra\"]\n", quoted(&capabilities));
+            let _ = writeln!(out, "capabilities = [{}]\ncomponents = [\"infra\"]", quoted(&capabilities));
+            if !buckets.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "# artifact_mode = \"fixed\"  # or upload to the keys the templates read, as the repository's own sync does"
+                );
+            }
+            let _ = writeln!(out);
         }
         let _ = writeln!(out, "[deploy.environments.dev]\nregion = \"us-east-1\"  # TODO\n");
     }

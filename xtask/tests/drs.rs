@@ -67,6 +67,11 @@ fn hand_edit() -> String {
 /// The fixture in a fresh git repository on `main`, with the `pipeline.toml` init writes (and
 /// the README's hand edit), in one commit: no earlier production, so the first run deploys all.
 fn repository() -> test_support::GitRepo {
+    repository_with(|config| config)
+}
+
+/// [`repository`] with `edit` applied to the config init writes (before the hand edit).
+fn repository_with(edit: impl Fn(String) -> String) -> test_support::GitRepo {
     let repo = test_support::GitRepo::new();
     test_support::copy_tree(&fixture(), repo.path());
     let config = repo.path().join("pipeline.toml");
@@ -87,6 +92,9 @@ fn repository() -> test_support::GitRepo {
     assert!(written.contains("parameters = { Environment = \"{env}\", SourceBucket = \""), "{written}");
     assert!(written.contains("capabilities = [\"CAPABILITY_IAM\"]"), "{written}");
     assert!(written.contains("secrets_allowlist = \".secrets-allowlist\"\n"), "{written}");
+    // The master nests by S3 URL: init offers the repository's own keys as the other mode.
+    assert!(written.contains("\n# artifact_mode = \"fixed\"  # or upload to the keys the templates read"), "{written}");
+    let written = edit(written);
 
     let out = init(repo.path(), &["--check"]);
     let check = text(&out);
@@ -229,13 +237,20 @@ fn assert_production(
         serde_json::Value::String(text) => serde_json::from_str(text).expect("the master as sent is JSON"),
         other => other.clone(),
     };
+    let fixed = std::fs::read_to_string(repo.join("pipeline.toml")).unwrap().contains("\nartifact_mode = \"fixed\"");
     for (logical, file) in NESTED {
-        let url = body["Resources"][logical]["Properties"]["TemplateURL"]
-            .as_str()
-            .unwrap_or_else(|| panic!("{logical}: {body}"));
-        let (host, key) =
-            url.strip_prefix("https://").and_then(|u| u.split_once('/')).unwrap_or_else(|| panic!("{url}"));
-        assert_eq!(host, format!("{bucket}.s3.amazonaws.com"), "{logical}: {url}");
+        let url = &body["Resources"][logical]["Properties"]["TemplateURL"];
+        let key = if fixed {
+            // As written (`!Sub 'https://s3.amazonaws.com/${SourceBucket}/cfn/…'`): the key is the file's path.
+            assert!(!url.is_string() && url.to_string().contains(file), "{logical}: {url}");
+            file
+        } else {
+            let url = url.as_str().unwrap_or_else(|| panic!("{logical}: {body}"));
+            let (host, key) =
+                url.strip_prefix("https://").and_then(|u| u.split_once('/')).unwrap_or_else(|| panic!("{url}"));
+            assert_eq!(host, format!("{bucket}.s3.amazonaws.com"), "{logical}: {url}");
+            key
+        };
         let held = object(&env, bucket, key);
         let ours = std::fs::read(repo.join(file)).unwrap();
         assert!(
@@ -281,6 +296,8 @@ fn assert_production(
             let key = o["Key"].as_str().unwrap().to_owned();
             (key, (o["ETag"].as_str().unwrap().to_owned(), o["LastModified"].as_str().unwrap().to_owned()))
         })
+        // The releases the publisher keeps (for a restore) are its bookkeeping, not the site.
+        .filter(|(key, _)| !key.starts_with(frontend_publisher::release::KEPT_PREFIX))
         .collect();
     for file in ["index.html", "assets/app.js", "assets/aws-config.js", "aws-config.json"] {
         assert!(site.contains_key(file), "{file} not published: {site:?}");
@@ -444,4 +461,37 @@ fn an_include_of_a_component_without_a_build_command_is_refused_by_the_binary() 
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.starts_with("lambda-packager: ") && stderr.contains(&format!("pipeline.toml:{line}: lambda.functions.frontend-builder.include: component `frontend` has no `build` command, so nothing in the pipeline writes `frontend/dist`; add its build, or name the component whose build writes it")), "{stderr}");
     assert!(!packages.exists(), "nothing written");
+}
+
+/// The same repository with the mode init offers commented out taken (`artifact_mode =
+/// "fixed"`), from init to production through `cargo xtask pipeline`: the nested templates and
+/// the zips at the keys the templates read (the master deployed as written), then a one-function
+/// change: only that function's code changes in production.
+#[test]
+fn fixed_mode_through_the_pipeline_deploys_to_the_keys_the_templates_read_and_updates_only_the_changed_code() {
+    let repo = repository_with(|config| config.replace("# artifact_mode = \"fixed\"", "artifact_mode = \"fixed\""));
+    let moto = test_support::Moto::start();
+    let names = prod_names(repo.path());
+    let (run, records) = pipeline(repo.path(), &moto.endpoint);
+    assert_eq!(status(&records, "infra", Step::ProdDeploy), Status::Passed);
+    let first_packages = packages(&repo.path().join(".pipeline/runs").join(&run).join("packages"));
+    let first = assert_production(&moto.endpoint, repo.path(), &names, &first_packages);
+
+    let source = std::fs::read_to_string(repo.path().join("lambda/orchestration.py")).unwrap();
+    repo.commit_files(
+        "orchestration: at most ten waves",
+        &[("lambda/orchestration.py", &format!("{source}\n\nMAX_WAVES = 10\n"))],
+    );
+    let (run, records) = pipeline(repo.path(), &moto.endpoint);
+    assert_eq!(status(&records, "infra", Step::ProdDeploy), Status::Passed);
+    let second_packages = packages(&repo.path().join(".pipeline/runs").join(&run).join("packages"));
+    assert_eq!(second_packages.keys().map(String::as_str).collect::<Vec<_>>(), ["orchestration"]);
+    let second = assert_production(&moto.endpoint, repo.path(), &names, &second_packages);
+    for function in FUNCTIONS {
+        if function == "orchestration" {
+            assert_ne!(second.code[function], first.code[function], "{function}'s code was not updated");
+        } else {
+            assert_eq!(second.code[function], first.code[function], "{function} changed without a change");
+        }
+    }
 }
