@@ -382,36 +382,7 @@ pub async fn apply(
     let mut bytes_uploaded = 0;
     for phase in [Kind::Asset, Kind::RuntimeConfig, Kind::Html] {
         check_cancel(cancel)?;
-        let work: Vec<(&str, Action, &LocalFile)> = plan
-            .items
-            .iter()
-            .filter(|i| i.kind == Some(phase) && matches!(i.action, Action::Upload | Action::FixHeaders))
-            .filter_map(|i| plan.files.get(&i.path).map(|f| (i.path.as_str(), i.action, f)))
-            .collect();
-        bytes_uploaded += work.iter().filter(|(_, a, _)| *a == Action::Upload).map(|(_, _, f)| f.size).sum::<u64>();
-        let results: Vec<Result<(), Error>> = futures::stream::iter(work)
-            .map(|(path, action, file)| {
-                let (bucket, etags) = (&bucket, &etags);
-                let object = key(&prefix, path);
-                async move {
-                    check_cancel(cancel)?;
-                    let etag = if action == Action::Upload {
-                        let etag = upload(s3, bucket, &object, file, options.multipart_threshold, on_event).await?;
-                        on_event(Event::Uploaded { path, bytes: file.size });
-                        etag
-                    } else {
-                        let etag = fix_headers(s3, bucket, &object, file, on_event).await?;
-                        on_event(Event::HeadersFixed { path });
-                        etag
-                    };
-                    etags.lock().unwrap_or_else(|e| e.into_inner()).insert(path.to_owned(), etag);
-                    Ok(())
-                }
-            })
-            .buffer_unordered(options.parallelism.max(1))
-            .collect()
-            .await;
-        results.into_iter().collect::<Result<Vec<()>, Error>>()?;
+        bytes_uploaded += upload_phase(s3, &plan, phase, &etags, options, cancel, on_event).await?;
     }
     // The release is live. Record it, with the ETags S3 gave.
     let etags = etags.into_inner().unwrap_or_else(|e| e.into_inner());
@@ -455,28 +426,7 @@ pub async fn apply(
 
     check_cancel(cancel)?;
     let doomed: Vec<String> = plan.with(Action::Delete).map(|i| key(&prefix, &i.path)).collect();
-    for batch in doomed.chunks(DELETE_BATCH) {
-        let objects: Vec<ObjectIdentifier> =
-            batch.iter().filter_map(|k| ObjectIdentifier::builder().key(k).build().ok()).collect();
-        let delete = Delete::builder().set_objects(Some(objects)).quiet(true).build().map_err(|e| Error::S3 {
-            op: "DeleteObjects",
-            object: format!("s3://{bucket}/{prefix}"),
-            kind: ErrorKind::Other,
-            source: Box::new(e),
-        })?;
-        let out =
-            retry("DeleteObjects", on_event, || s3.delete_objects().bucket(&bucket).delete(delete.clone()).send())
-                .await
-                .map_err(|e| s3_error("DeleteObjects", &bucket, &prefix, e))?;
-        if let Some(first) = out.errors().first() {
-            return Err(Error::DeleteFailed {
-                object: format!("s3://{bucket}/{}", first.key().unwrap_or_default()),
-                code: first.code().unwrap_or_default().to_owned(),
-                failed: out.errors().len(),
-            });
-        }
-        on_event(Event::Deleted { count: batch.len() });
-    }
+    delete_objects(s3, &bucket, &prefix, &doomed, on_event).await?;
     Ok(Summary {
         bucket,
         prefix,
@@ -491,4 +441,80 @@ pub async fn apply(
         dry_run: false,
         skipped: None,
     })
+}
+
+/// Uploads (or fixes the headers of) the plan's files of one kind, `options.parallelism` at a
+/// time, keeping each object's ETag; the bytes uploaded.
+async fn upload_phase(
+    s3: &aws_sdk_s3::Client,
+    plan: &Plan,
+    phase: Kind,
+    etags: &Mutex<BTreeMap<String, String>>,
+    options: &ApplyOptions,
+    cancel: Option<&AtomicBool>,
+    on_event: &(dyn Fn(Event<'_>) + Sync),
+) -> Result<u64, Error> {
+    let work: Vec<(&str, Action, &LocalFile)> = plan
+        .items
+        .iter()
+        .filter(|i| i.kind == Some(phase) && matches!(i.action, Action::Upload | Action::FixHeaders))
+        .filter_map(|i| plan.files.get(&i.path).map(|f| (i.path.as_str(), i.action, f)))
+        .collect();
+    let bytes = work.iter().filter(|(_, a, _)| *a == Action::Upload).map(|(_, _, f)| f.size).sum::<u64>();
+    let bucket = &plan.bucket;
+    let results: Vec<Result<(), Error>> = futures::stream::iter(work)
+        .map(|(path, action, file)| {
+            let object = key(&plan.prefix, path);
+            async move {
+                check_cancel(cancel)?;
+                let etag = if action == Action::Upload {
+                    let etag = upload(s3, bucket, &object, file, options.multipart_threshold, on_event).await?;
+                    on_event(Event::Uploaded { path, bytes: file.size });
+                    etag
+                } else {
+                    let etag = fix_headers(s3, bucket, &object, file, on_event).await?;
+                    on_event(Event::HeadersFixed { path });
+                    etag
+                };
+                etags.lock().unwrap_or_else(|e| e.into_inner()).insert(path.to_owned(), etag);
+                Ok(())
+            }
+        })
+        .buffer_unordered(options.parallelism.max(1))
+        .collect()
+        .await;
+    results.into_iter().collect::<Result<Vec<()>, Error>>()?;
+    Ok(bytes)
+}
+
+/// Deletes `keys` in batches of [`DELETE_BATCH`]; the first object S3 could not delete fails it.
+async fn delete_objects(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    prefix: &str,
+    keys: &[String],
+    on_event: &(dyn Fn(Event<'_>) + Sync),
+) -> Result<(), Error> {
+    for batch in keys.chunks(DELETE_BATCH) {
+        let objects: Vec<ObjectIdentifier> =
+            batch.iter().filter_map(|k| ObjectIdentifier::builder().key(k).build().ok()).collect();
+        let delete = Delete::builder().set_objects(Some(objects)).quiet(true).build().map_err(|e| Error::S3 {
+            op: "DeleteObjects",
+            object: format!("s3://{bucket}/{prefix}"),
+            kind: ErrorKind::Other,
+            source: Box::new(e),
+        })?;
+        let out = retry("DeleteObjects", on_event, || s3.delete_objects().bucket(bucket).delete(delete.clone()).send())
+            .await
+            .map_err(|e| s3_error("DeleteObjects", bucket, prefix, e))?;
+        if let Some(first) = out.errors().first() {
+            return Err(Error::DeleteFailed {
+                object: format!("s3://{bucket}/{}", first.key().unwrap_or_default()),
+                code: first.code().unwrap_or_default().to_owned(),
+                failed: out.errors().len(),
+            });
+        }
+        on_event(Event::Deleted { count: batch.len() });
+    }
+    Ok(())
 }
