@@ -251,6 +251,19 @@ pub fn compare_runs(binaries: &[run_state::StepRecord], pipeline: &[run_state::S
         .collect()
 }
 
+/// The buildspecs after the toolkit's in CodePipeline's order, each with the stage whose
+/// artifact it takes (`State<previous>`).
+pub const CODEBUILD_ORDER: &[(&str, Option<&str>)] = &[
+    ("diff.yml", None),
+    ("validate.yml", Some("Diff")),
+    ("build.yml", Some("Validate")),
+    ("test.yml", Some("Build")),
+    ("deploy.yml", Some("Test")),
+    ("status.yml", Some("Deploy")),
+    ("e2e.yml", Some("Status")),
+    ("deploy-prod.yml", Some("E2e")),
+];
+
 /// The stage binaries in the README's CodeBuild order, one `xtask codebuild` per stage,
 /// artifacts passed as folders; the last stage's output folder. DeployProd talks to the
 /// emulator through a relay, which shows who signed each of its calls: every Lambda,
@@ -262,16 +275,7 @@ pub fn codebuild_run(repo: &Path, env: &[(String, String)]) -> PathBuf {
     let endpoint = env.iter().find(|(k, _)| k == "AWS_ENDPOINT_URL").map(|(_, v)| v.clone()).unwrap();
     let relay = test_support::Relay::start(&endpoint);
     let mut last = PathBuf::new();
-    for (buildspec, previous) in [
-        ("diff.yml", None),
-        ("validate.yml", Some("Diff")),
-        ("build.yml", Some("Validate")),
-        ("test.yml", Some("Build")),
-        ("deploy.yml", Some("Test")),
-        ("status.yml", Some("Deploy")),
-        ("e2e.yml", Some("Status")),
-        ("deploy-prod.yml", Some("E2e")),
-    ] {
+    for &(buildspec, previous) in CODEBUILD_ORDER {
         let extra: &[(&str, &str)] =
             if buildspec == "deploy-prod.yml" { &[("AWS_ENDPOINT_URL", relay.endpoint.as_str())] } else { &[] };
         let (ok, out, text) = rehearsal.stage_with(buildspec, previous, extra);
