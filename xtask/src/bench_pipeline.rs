@@ -114,23 +114,7 @@ struct Run {
 /// One `cargo xtask pipeline --repo DIR --approve` (the binary users run, which activates the
 /// tools' venv itself). The run must pass, and reach production exactly when `deploys`.
 fn pipeline(xtask: &Path, repo: &Path, deploys: bool) -> anyhow::Result<Run> {
-    let start = Instant::now();
-    let out = Command::new(xtask)
-        .args(["pipeline", "--approve", "--repo"])
-        .arg(repo)
-        .env_remove(crate::VENV_ACTIVE)
-        .stdin(Stdio::null())
-        .output()
-        .context("running xtask pipeline")?;
-    let took = start.elapsed();
-    if !out.status.success() {
-        bail!(
-            "the pipeline failed ({}):\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    let (took, out) = timed_pipeline(xtask, &["--approve".as_ref(), "--repo".as_ref(), repo.as_os_str()], &[])?;
     let state = repo.join(".pipeline");
     let run = RunDir::latest(&state)?;
     let records = FileStore::open(&state)?.run(&run.run_id)?;
@@ -155,4 +139,33 @@ fn pipeline(xtask: &Path, repo: &Path, deploys: bool) -> anyhow::Result<Run> {
     }
     let reused = String::from_utf8_lossy(&out.stderr).contains("(kept from earlier runs");
     Ok(Run { took, stages, reused })
+}
+
+/// One `cargo xtask pipeline ARGS` as users run it (the binary activates the tools' venv
+/// itself), with these variables on top of this process's, timed; a run that fails is an error
+/// carrying its output.
+pub(crate) fn timed_pipeline(
+    xtask: &Path,
+    args: &[&std::ffi::OsStr],
+    envs: &[(&str, &str)],
+) -> anyhow::Result<(Duration, std::process::Output)> {
+    let start = Instant::now();
+    let out = Command::new(xtask)
+        .arg("pipeline")
+        .args(args)
+        .env_remove(crate::VENV_ACTIVE)
+        .envs(envs.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .context("running xtask pipeline")?;
+    let took = start.elapsed();
+    if !out.status.success() {
+        bail!(
+            "the pipeline failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok((took, out))
 }

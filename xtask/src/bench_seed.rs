@@ -214,26 +214,10 @@ fn change(case: usize, round: usize, repos: &[&Path]) -> anyhow::Result<()> {
 /// One `cargo xtask pipeline` to production through the side's proxy, as a user runs it.
 fn pipeline(xtask: &Path, side: &Side) -> anyhow::Result<Work> {
     side.proxy.forget();
-    let start = Instant::now();
-    let out = Command::new(xtask)
-        .args(["pipeline", "--all-on-missing-base", "--approve", "--approver", "bench", "--repo"])
-        .arg(&side.repo)
-        .arg("--endpoint-url")
-        .arg(&side.proxy.endpoint)
-        .env_remove(crate::VENV_ACTIVE)
-        .env("PIP_NO_INDEX", "1")
-        .stdin(Stdio::null())
-        .output()
-        .context("running xtask pipeline")?;
-    let wall = start.elapsed();
-    if !out.status.success() {
-        bail!(
-            "the pipeline failed ({}):\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    let args = ["--all-on-missing-base", "--approve", "--approver", "bench", "--repo"].map(std::ffi::OsStr::new);
+    let endpoint = ["--endpoint-url".as_ref(), side.proxy.endpoint.as_ref()];
+    let args: Vec<&std::ffi::OsStr> = args.into_iter().chain([side.repo.as_os_str()]).chain(endpoint).collect();
+    let (wall, _) = crate::bench_pipeline::timed_pipeline(xtask, &args, &[("PIP_NO_INDEX", "1")])?;
     Ok(counted(wall, side))
 }
 
@@ -483,8 +467,8 @@ struct View {
     functions: BTreeMap<String, (String, String)>,
     /// The files of the zip each function runs (read at the key its template names).
     code: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
-    /// The site's objects: their bytes, or for the runtime config (whose values name each
-    /// emulator's own resources) its keys.
+    /// The site's objects from the site's build, by key: their bytes. The runtime config (each
+    /// emulator's own resources, filled in by each side its own way) is left out.
     site: BTreeMap<String, Vec<u8>>,
 }
 
@@ -561,11 +545,12 @@ async fn read_env(endpoint: &str, env: &str, account: &str) -> anyhow::Result<Vi
     }
     let site = format!("drs-site-{env}-{account}");
     let listed = s3.list_objects_v2().bucket(&site).send().await.with_context(|| format!("listing {site}"))?;
-    // The publisher's own bookkeeping (its release manifest's folder) is no part of the site.
+    // The publisher's own bookkeeping (its release manifest's folder) is no part of the site,
+    // nor is the runtime config (`aws-config.*`, `aws-exports.js`).
     let bookkeeping = frontend_publisher::MANIFEST_KEY.split('/').next().unwrap_or_default();
-    for key in listed.contents().iter().filter_map(|o| o.key()).filter(|k| !k.starts_with(bookkeeping)) {
-        let held = if key.contains("aws-config") { Vec::new() } else { get(site.clone(), key.to_owned()).await? };
-        view.site.insert(key.to_owned(), held);
+    let runtime = |key: &str| key.contains("aws-config") || key.contains("aws-exports");
+    for key in listed.contents().iter().filter_map(|o| o.key()).filter(|k| !k.starts_with(bookkeeping) && !runtime(k)) {
+        view.site.insert(key.to_owned(), get(site.clone(), key.to_owned()).await?);
     }
     Ok(view)
 }
