@@ -299,7 +299,7 @@ fn assert_production(
         // The releases the publisher keeps (for a restore) are its bookkeeping, not the site.
         .filter(|(key, _)| !key.starts_with(frontend_publisher::release::KEPT_PREFIX))
         .collect();
-    for file in ["index.html", "assets/app.js", "assets/aws-config.js", "aws-config.json"] {
+    for file in ["index.html", "assets/app.js", "assets/aws-config.js", "aws-config.json", "assets/aws-exports.js"] {
         assert!(site.contains_key(file), "{file} not published: {site:?}");
     }
     assert_eq!(object(&env, site_bucket, "index.html"), std::fs::read(repo.join("frontend/src/index.html")).unwrap());
@@ -324,7 +324,43 @@ fn assert_production(
     let assigned: serde_json::Value =
         serde_json::from_str(assigned.unwrap_or_else(|| panic!("not `window.AWS_CONFIG = {{…}};`: {script}"))).unwrap();
     assert_eq!(assigned, expected);
+    // The repository's own template, its placeholders filled.
+    let exports = String::from_utf8(object(&env, site_bucket, "assets/aws-exports.js")).unwrap();
+    let template = std::fs::read_to_string(repo.join("frontend/runtime/aws-exports.template.js")).unwrap();
+    let filled = template
+        .replace("${AWS::Region}", "us-east-1")
+        .replace("${ApiEndpoint}", &outputs["ApiEndpoint"])
+        .replace("${master.ExecutionsTableName}", "drs-executions-prod");
+    assert_eq!(exports, filled);
+    assert!(!exports.contains("${"), "{exports}");
     Production { code, site }
+}
+
+/// One function changes and `cargo xtask pipeline` runs again: only its package is built, and
+/// only its code changes in production (`first` is what production held before).
+fn one_function_change(
+    repo: &test_support::GitRepo,
+    endpoint: &str,
+    names: &(String, String),
+    first: &Production,
+) -> (Production, Vec<StepRecord>) {
+    let source = std::fs::read_to_string(repo.path().join("lambda/orchestration.py")).unwrap();
+    repo.commit_files(
+        "orchestration: at most ten waves",
+        &[("lambda/orchestration.py", &format!("{source}\n\nMAX_WAVES = 10\n"))],
+    );
+    let (run, records) = pipeline(repo.path(), endpoint);
+    let packaged = packages(&repo.path().join(".pipeline/runs").join(&run).join("packages"));
+    assert_eq!(packaged.keys().map(String::as_str).collect::<Vec<_>>(), ["orchestration"]);
+    let second = assert_production(endpoint, repo.path(), names, &packaged);
+    for function in FUNCTIONS {
+        if function == "orchestration" {
+            assert_ne!(second.code[function], first.code[function], "{function}'s code was not updated");
+        } else {
+            assert_eq!(second.code[function], first.code[function], "{function} changed without a change");
+        }
+    }
+    (second, records)
 }
 
 /// From init to production through `cargo xtask pipeline`, then a one-function change: only that
@@ -360,23 +396,7 @@ fn init_to_production_through_the_pipeline_then_a_one_function_change_updates_on
     assert!(builder.windows(15).any(|w| w == b"dist/index.html"), "frontend-builder ships the built site");
     let first = assert_production(&moto.endpoint, repo.path(), &names, &first_packages);
 
-    // One function changes.
-    let source = std::fs::read_to_string(repo.path().join("lambda/orchestration.py")).unwrap();
-    repo.commit_files(
-        "orchestration: at most ten waves",
-        &[("lambda/orchestration.py", &format!("{source}\n\nMAX_WAVES = 10\n"))],
-    );
-    let (run, second_records) = pipeline(repo.path(), &moto.endpoint);
-    let second_packages = packages(&repo.path().join(".pipeline/runs").join(&run).join("packages"));
-    assert_eq!(second_packages.keys().map(String::as_str).collect::<Vec<_>>(), ["orchestration"]);
-    let second = assert_production(&moto.endpoint, repo.path(), &names, &second_packages);
-    for function in FUNCTIONS {
-        if function == "orchestration" {
-            assert_ne!(second.code[function], first.code[function], "{function}'s code was not updated");
-        } else {
-            assert_eq!(second.code[function], first.code[function], "{function} changed without a change");
-        }
-    }
+    let (second, second_records) = one_function_change(&repo, &moto.endpoint, &names, &first);
     assert_eq!(status(&second_records, "frontend", Step::ProdDeploy), Status::Skipped);
     assert_eq!(second.site, first.site, "the site was uploaded again");
 }
@@ -477,21 +497,6 @@ fn fixed_mode_through_the_pipeline_deploys_to_the_keys_the_templates_read_and_up
     let first_packages = packages(&repo.path().join(".pipeline/runs").join(&run).join("packages"));
     let first = assert_production(&moto.endpoint, repo.path(), &names, &first_packages);
 
-    let source = std::fs::read_to_string(repo.path().join("lambda/orchestration.py")).unwrap();
-    repo.commit_files(
-        "orchestration: at most ten waves",
-        &[("lambda/orchestration.py", &format!("{source}\n\nMAX_WAVES = 10\n"))],
-    );
-    let (run, records) = pipeline(repo.path(), &moto.endpoint);
+    let (_, records) = one_function_change(&repo, &moto.endpoint, &names, &first);
     assert_eq!(status(&records, "infra", Step::ProdDeploy), Status::Passed);
-    let second_packages = packages(&repo.path().join(".pipeline/runs").join(&run).join("packages"));
-    assert_eq!(second_packages.keys().map(String::as_str).collect::<Vec<_>>(), ["orchestration"]);
-    let second = assert_production(&moto.endpoint, repo.path(), &names, &second_packages);
-    for function in FUNCTIONS {
-        if function == "orchestration" {
-            assert_ne!(second.code[function], first.code[function], "{function}'s code was not updated");
-        } else {
-            assert_eq!(second.code[function], first.code[function], "{function} changed without a change");
-        }
-    }
 }

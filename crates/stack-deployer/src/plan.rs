@@ -477,6 +477,11 @@ impl Packer<'_> {
     }
 
     fn add(&mut self, source: &str, key: &str, sha256: &str, content: ArtifactContent) -> u64 {
+        self.insert_artifact(source, key, sha256, content, false)
+    }
+
+    /// An artifact under `key` unless one is there already; its size.
+    fn insert_artifact(&mut self, source: &str, key: &str, sha256: &str, content: ArtifactContent, fixed: bool) -> u64 {
         let size = match &content {
             ArtifactContent::Template(bytes) => bytes.len() as u64,
             ArtifactContent::File(path) => std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
@@ -487,7 +492,7 @@ impl Packer<'_> {
             sha256: sha256.to_string(),
             size,
             content,
-            fixed: false,
+            fixed,
         });
         size
     }
@@ -820,18 +825,7 @@ impl Packer<'_> {
                 fix: "give each its own key".into(),
             })));
         }
-        let size = match &content {
-            ArtifactContent::Template(bytes) => bytes.len() as u64,
-            ArtifactContent::File(path) => std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
-        };
-        self.artifacts.entry(key.to_string()).or_insert_with(|| Artifact {
-            source: source.to_string(),
-            key: key.to_string(),
-            sha256: sha256.to_string(),
-            size,
-            content,
-            fixed: true,
-        });
+        self.insert_artifact(source, key, sha256, content, true);
         Ok(())
     }
 
