@@ -28,18 +28,14 @@ const JQ_PER_DAY: &str = r#"reduce (inputs | select(.kind == "step")) as $r ({};
 pub fn run(rounds: usize) -> anyhow::Result<()> {
     let workspace = crate::workspace_root();
     let bin = release_binary(&workspace, "status-report")?;
-    // A copy of this program measures each call: another build of xtask while the benchmark
-    // runs would delete the file this process was started from.
-    let copy = tempfile::tempdir()?;
-    let xtask = copy.path().join("xtask");
-    std::fs::copy("/proc/self/exe", &xtask)?;
+    let (_copy, xtask) = measuring_copy()?;
     let jq = which("jq");
     let mut out = String::new();
     let _ = writeln!(out, "{}", machine());
     let _ = writeln!(out, "status-report over generated file stores, one call each ({rounds} round(s), alternating);");
     let _ = writeln!(
         out,
-        "ms median [min–max], peak MiB; jq: {}",
+        "wall ms median [min–max], peak MiB, CPU ms median (user + system, all threads: what a busy machine's wall time hides); jq: {}",
         if jq { "runs and failures per day" } else { "not installed" }
     );
     let mut met = true;
@@ -65,7 +61,7 @@ pub fn run(rounds: usize) -> anyhow::Result<()> {
         let mut medians = Vec::new();
         let results = measure_alternating(&xtask, &calls, rounds)?;
         for ((name, _, _), result) in calls.iter().zip(&results) {
-            let Some((times, kib)) = result else {
+            let Some((times, kib, cpu)) = result else {
                 let _ = writeln!(out, "    {name:<22} killed at the measurer's 60 s bound");
                 continue;
             };
@@ -77,11 +73,12 @@ pub fn run(rounds: usize) -> anyhow::Result<()> {
             }
             let _ = writeln!(
                 out,
-                "    {name:<22} {:>8.1} [{:.1}–{:.1}] {:>6} MiB",
+                "    {name:<22} {:>8.1} [{:.1}–{:.1}] {:>6} MiB   cpu {:>7.1}",
                 ms(spread.median),
                 ms(spread.min),
                 ms(spread.max),
-                kib / 1024
+                kib / 1024,
+                ms(Spread::of(cpu).median)
             );
         }
         if jq && results[calls.len() - 1].is_some() {
@@ -101,8 +98,8 @@ pub fn run(rounds: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A call's times and its peak memory in KiB.
-type Measured = (Vec<Duration>, u64);
+/// A call's wall times, its peak memory in KiB and its CPU times (user and system, all threads).
+type Measured = (Vec<Duration>, u64, Vec<Duration>);
 
 /// Each call's times and peak KiB over `rounds`, alternating which goes first so a warmer
 /// cache favours none; `None` for jq killed at the measurer's hang bound (said, not fatal).
@@ -111,7 +108,7 @@ fn measure_alternating(
     calls: &[(&str, String, Vec<String>)],
     rounds: usize,
 ) -> anyhow::Result<Vec<Option<Measured>>> {
-    let mut results: Vec<Option<Measured>> = vec![Some((Vec::new(), 0)); calls.len()];
+    let mut results: Vec<Option<Measured>> = vec![Some((Vec::new(), 0, Vec::new())); calls.len()];
     for round in 0..rounds {
         let mut order: Vec<usize> = (0..calls.len()).collect();
         if round % 2 == 1 {
@@ -119,11 +116,13 @@ fn measure_alternating(
         }
         for i in order {
             let (name, program, args) = &calls[i];
-            let Some((times, peak)) = &mut results[i] else { continue };
+            let Some((times, peak, cpu)) = &mut results[i] else { continue };
+            let before = children_cpu();
             match measured(xtask, program, args) {
                 Ok((took, kib)) => {
                     times.push(took);
                     *peak = (*peak).max(kib);
+                    cpu.push(children_cpu().saturating_sub(before));
                 }
                 Err(error) if name.starts_with("jq") && error.to_string().contains("faults-measure: kill") => {
                     results[i] = None;
@@ -133,6 +132,26 @@ fn measure_alternating(
         }
     }
     Ok(results)
+}
+
+/// A copy of this program, to measure each call with (`faults --measure`): another build of
+/// xtask while a benchmark runs deletes the file this process was started from. The folder
+/// holding it lives as long as the first value.
+pub(crate) fn measuring_copy() -> anyhow::Result<(tempfile::TempDir, PathBuf)> {
+    let copy = tempfile::tempdir()?;
+    let xtask = copy.path().join("xtask");
+    std::fs::copy("/proc/self/exe", &xtask)?;
+    Ok((copy, xtask))
+}
+
+/// CPU time (user and system) of this process's finished children and what they waited for.
+fn children_cpu() -> Duration {
+    use nix::sys::resource::{UsageWho, getrusage};
+    getrusage(UsageWho::RUSAGE_CHILDREN).map_or(Duration::ZERO, |usage| {
+        let (user, system) = (usage.user_time(), usage.system_time());
+        Duration::from_micros((user.tv_sec() * 1_000_000 + user.tv_usec()) as u64)
+            + Duration::from_micros((system.tv_sec() * 1_000_000 + system.tv_usec()) as u64)
+    })
 }
 
 fn strings(args: &[&str]) -> Vec<String> {

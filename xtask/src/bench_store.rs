@@ -22,7 +22,7 @@ const GOAL_MIB: u64 = 256;
 pub fn run(rounds: usize) -> anyhow::Result<()> {
     let workspace = crate::workspace_root();
     let bin = release_binary(&workspace, "status-report")?;
-    let xtask = std::env::current_exe()?;
+    let (_copy, xtask) = crate::bench_stats::measuring_copy()?;
     let mut out = String::new();
     let _ = writeln!(out, "{}", machine());
     let _ =
