@@ -88,4 +88,14 @@ async fn a_no_echo_value_is_masked_in_the_dry_run_and_the_preview_and_kept_nowhe
     let kept = everything_under(&repo.path().join(".pipeline"));
     assert!(kept.contains("visible-label") || kept.contains("infra"), "the run folder and store were read");
     assert!(!kept.contains(SECRET), "the store and run folder keep no NoEcho value");
+    // The release a rollback reads re-uses the NoEcho value, in the store and in the bucket.
+    let release = run_state::ReleaseStore::releases(&store, "dev").unwrap().pop().expect("a release recorded");
+    let parameters = &release.stacks.values().next().expect("the stack's part").parameters;
+    assert_eq!(parameters["DbPassword"], run_state::release::Parameter::UsePreviousValue);
+    assert_eq!(parameters["Label"], run_state::release::Parameter::Value("visible-label".into()));
+    let s3 = aws_target::s3(&config, None);
+    let bucket = release.artifact_bucket.clone().unwrap();
+    let object = s3.get_object().bucket(&bucket).key(release.object_key()).send().await.unwrap();
+    let json = String::from_utf8(object.body.collect().await.unwrap().to_vec()).unwrap();
+    assert!(json.contains("use_previous_value") && !json.contains(SECRET), "{json}");
 }
