@@ -173,60 +173,7 @@ impl Plan {
         }
         let _ = writeln!(out, "stacks ({}):", self.stacks.len());
         for stack in &self.stacks {
-            let how = match &stack.template_key {
-                Some(key) => format!("by URL, {key}"),
-                None => "inline".into(),
-            };
-            let _ = writeln!(
-                out,
-                "  {} -> {} (template {}, sha256 {}, {} bytes {how})",
-                stack.name,
-                stack.stack_name,
-                stack.template,
-                &stack.template_sha256[..16],
-                stack.body.len()
-            );
-            if !stack.parameters.is_empty() {
-                let shown: Vec<String> = stack
-                    .parameters
-                    .iter()
-                    .map(|(k, v)| {
-                        if stack.no_echo.contains(k) {
-                            format!("{k}={MASK}")
-                        } else {
-                            format!("{k}={}", describe_value(v))
-                        }
-                    })
-                    .collect();
-                let _ = writeln!(out, "    parameters: {}", shown.join(", "));
-            }
-            if !stack.capabilities.is_empty() {
-                let _ = writeln!(out, "    capabilities: {}", stack.capabilities.join(", "));
-            }
-            if !stack.depends_on.is_empty() {
-                let _ = writeln!(out, "    after: {}", stack.depends_on.iter().cloned().collect::<Vec<_>>().join(", "));
-            }
-            if stack.artifact_mode == ArtifactMode::Fixed {
-                let _ = writeln!(
-                    out,
-                    "    artifact mode: fixed ({} nested template(s) and the functions' zips uploaded to the keys the templates read; a change set every deploy)",
-                    stack.fixed_templates.len()
-                );
-            }
-            for update in &stack.code_updates {
-                let _ = writeln!(
-                    out,
-                    "    lambda code: {} ({}) from {} when its CodeSha256 differs{}",
-                    update.function,
-                    update.path.join("/"),
-                    update.key,
-                    update
-                        .fixed_key
-                        .as_ref()
-                        .map(|k| format!("; also uploaded to {k}, the key the template reads"))
-                        .unwrap_or_default()
-                );
-            }
+            describe_stack(&mut out, stack);
         }
         for (function, component, why) in &self.refused_code {
             let _ = writeln!(out, "lambda code not updated: {function} (component {component}): {why}");
@@ -241,6 +188,61 @@ impl Plan {
             }
         }
         out
+    }
+}
+
+/// One stack of the plan as `--dry-run` prints it.
+fn describe_stack(out: &mut String, stack: &StackPlan) {
+    let how = match &stack.template_key {
+        Some(key) => format!("by URL, {key}"),
+        None => "inline".into(),
+    };
+    let _ = writeln!(
+        out,
+        "  {} -> {} (template {}, sha256 {}, {} bytes {how})",
+        stack.name,
+        stack.stack_name,
+        stack.template,
+        &stack.template_sha256[..16],
+        stack.body.len()
+    );
+    if !stack.parameters.is_empty() {
+        let shown: Vec<String> =
+            stack
+                .parameters
+                .iter()
+                .map(|(k, v)| {
+                    if stack.no_echo.contains(k) { format!("{k}={MASK}") } else { format!("{k}={}", describe_value(v)) }
+                })
+                .collect();
+        let _ = writeln!(out, "    parameters: {}", shown.join(", "));
+    }
+    if !stack.capabilities.is_empty() {
+        let _ = writeln!(out, "    capabilities: {}", stack.capabilities.join(", "));
+    }
+    if !stack.depends_on.is_empty() {
+        let _ = writeln!(out, "    after: {}", stack.depends_on.iter().cloned().collect::<Vec<_>>().join(", "));
+    }
+    if stack.artifact_mode == ArtifactMode::Fixed {
+        let _ = writeln!(
+            out,
+            "    artifact mode: fixed ({} nested template(s) and the functions' zips uploaded to the keys the templates read; a change set every deploy)",
+            stack.fixed_templates.len()
+        );
+    }
+    for update in &stack.code_updates {
+        let _ = writeln!(
+            out,
+            "    lambda code: {} ({}) from {} when its CodeSha256 differs{}",
+            update.function,
+            update.path.join("/"),
+            update.key,
+            update
+                .fixed_key
+                .as_ref()
+                .map(|k| format!("; also uploaded to {k}, the key the template reads"))
+                .unwrap_or_default()
+        );
     }
 }
 
@@ -325,6 +327,33 @@ pub fn plan(env: &Environment, inputs: PlanInputs<'_>, lookup: &dyn Fn(&str) -> 
         refused_code: Vec::new(),
         warnings,
     })
+}
+
+/// The values a template's parameters are known to have while planning: what is passed in,
+/// else the defaults, and the pseudo parameters that do not depend on the stack.
+fn known_values(
+    declared: &BTreeMap<String, Option<String>>,
+    given: &BTreeMap<String, Option<String>>,
+    region: Option<&str>,
+) -> BTreeMap<String, String> {
+    let mut values: BTreeMap<String, String> = BTreeMap::new();
+    for (name, default) in declared {
+        match (given.get(name), default) {
+            (Some(Some(value)), _) => {
+                values.insert(name.clone(), value.clone());
+            }
+            (None, Some(default)) => {
+                values.insert(name.clone(), default.clone());
+            }
+            _ => {}
+        }
+    }
+    values.insert("AWS::URLSuffix".into(), "amazonaws.com".into());
+    values.insert("AWS::Partition".into(), "aws".into());
+    if let Some(region) = region {
+        values.insert("AWS::Region".into(), region.to_owned());
+    }
+    values
 }
 
 fn skip_reason(spec: &StackSpec, inputs: &PlanInputs<'_>) -> Option<String> {
@@ -534,25 +563,7 @@ impl Packer<'_> {
                 }
             }
         }
-        // The values known while planning: what is passed in, else the defaults, and the
-        // pseudo parameters that do not depend on the stack.
-        let mut values: BTreeMap<String, String> = BTreeMap::new();
-        for (name, default) in &declared {
-            match (given.get(name), default) {
-                (Some(Some(value)), _) => {
-                    values.insert(name.clone(), value.clone());
-                }
-                (None, Some(default)) => {
-                    values.insert(name.clone(), default.clone());
-                }
-                _ => {}
-            }
-        }
-        values.insert("AWS::URLSuffix".into(), "amazonaws.com".into());
-        values.insert("AWS::Partition".into(), "aws".into());
-        if let Some(region) = &self.env.region {
-            values.insert("AWS::Region".into(), region.clone());
-        }
+        let values = known_values(&declared, given, self.env.region.as_deref());
         let mut needs: BTreeMap<&'static str, String> = BTreeMap::new();
         if root.get("Transform").is_some() {
             needs.insert("CAPABILITY_AUTO_EXPAND", format!("{path} has a Transform"));
