@@ -34,6 +34,11 @@ const CHANGE_SET_ID: &str = "arn:aws:cloudformation:us-east-1:123456789012:chang
 const TOKEN: &str = "stack-deployer-test";
 
 fn plan() -> (tempfile::TempDir, Plan) {
+    plan_with("", &[])
+}
+
+/// The plan of a repository whose stack has `extra` settings and these more files.
+fn plan_with(extra: &str, files: &[(&str, &str)]) -> (tempfile::TempDir, Plan) {
     let repo = tempfile::tempdir().unwrap();
     std::fs::create_dir(repo.path().join("cfn")).unwrap();
     std::fs::write(
@@ -43,8 +48,13 @@ fn plan() -> (tempfile::TempDir, Plan) {
     .unwrap();
     let config = pipeline_config::ConfigFile::from_text(
         &repo.path().join("pipeline.toml"),
-        "[deploy]\nartifact_bucket = \"artifacts\"\n[deploy.stacks.app]\ntemplate = \"cfn/app.yaml\"\nstack_name = \"app-{env}\"\nparameters = { Label = \"one\" }\n",
+        &format!(
+            "[deploy]\nartifact_bucket = \"artifacts\"\n[deploy.stacks.app]\ntemplate = \"cfn/app.yaml\"\nstack_name = \"app-{{env}}\"\nparameters = {{ Label = \"one\" }}\n{extra}"
+        ),
     );
+    for (path, text) in files {
+        std::fs::write(repo.path().join(path), text).unwrap();
+    }
     let env = DeploySettings::from_config(&config).unwrap().environment(&config, "dev").unwrap();
     let inputs = PlanInputs { repo: repo.path(), manifest: None, functions: &[], changed: None, only: &[] };
     let plan = stack_deployer::plan(&env, inputs, &|_| None).unwrap();
@@ -72,14 +82,21 @@ fn no_such_stack() -> DescribeStacksError {
 }
 
 fn clients(rules: &[&Rule]) -> Clients {
+    clients_with(rules, &[])
+}
+
+/// [`clients`] with S3 answering `s3_rules` too (an artifact's HeadObject).
+fn clients_with(rules: &[&Rule], s3_rules: &[&Rule]) -> Clients {
     let head_bucket = mock!(aws_sdk_s3::Client::head_bucket).then_output(|| HeadBucketOutput::builder().build());
+    let mut s3_rules = s3_rules.to_vec();
+    s3_rules.push(&head_bucket);
     // No change set left behind, unless a test says otherwise (its rule comes first).
     let no_leftovers =
         mock!(aws_sdk_cloudformation::Client::list_change_sets).then_output(|| ListChangeSetsOutput::builder().build());
     let mut rules = rules.to_vec();
     rules.push(&no_leftovers);
     Clients {
-        s3: mock_client!(aws_sdk_s3, RuleMode::MatchAny, [&head_bucket]),
+        s3: mock_client!(aws_sdk_s3, RuleMode::MatchAny, &s3_rules),
         cloudformation: mock_client!(aws_sdk_cloudformation, RuleMode::MatchAny, &rules, |c| c.retry_config(
             aws_sdk_cloudformation::config::retry::RetryConfig::standard()
                 .with_max_attempts(3)
@@ -741,4 +758,54 @@ async fn an_execute_that_never_started_is_sent_again_and_the_result_verified() {
             .any(|e| matches!(e, Event::Stack { message, .. } if message.contains("the change set did not start"))),
         "{events:?}"
     );
+}
+
+/// Stands in for AWS reading a nested template again at the same URL (moto compares only the
+/// parent's template, so it never updates a nested stack whose URL did not change): a stack in
+/// `fixed` mode whose deployed body and parameters are those planned is not taken for unchanged
+/// (its nested template at the fixed key may have changed); a change set decides, and the
+/// nested stack's change is executed.
+#[tokio::test]
+async fn a_fixed_mode_stack_with_the_same_body_still_gets_a_change_set() {
+    let parent = "Parameters:\n  Label:\n    Type: String\nResources:\n  Child:\n    Type: AWS::CloudFormation::Stack\n    Properties:\n      TemplateURL: https://s3.amazonaws.com/artifacts/cfn/child.yaml\n";
+    let child = "Resources:\n  Topic:\n    Type: AWS::SNS::Topic\n    Properties:\n      TopicName: renamed\n";
+    let (_repo, plan) =
+        plan_with("artifact_mode = \"fixed\"\n", &[("cfn/app.yaml", parent), ("cfn/child.yaml", child)]);
+    let stack_plan = &plan.stacks[0];
+    assert_eq!(plan.artifacts.len(), 1);
+    assert_eq!((plan.artifacts[0].key.as_str(), plan.artifacts[0].fixed), ("cfn/child.yaml", true));
+    assert_eq!(stack_plan.fixed_templates, [("cfn/child.yaml".to_string(), plan.artifacts[0].sha256.clone())]);
+    let body = String::from_utf8(stack_plan.body.clone()).unwrap();
+    assert!(body.contains("https://s3.amazonaws.com/artifacts/cfn/child.yaml"), "the URL as written: {body}");
+
+    // The child was uploaded by an earlier deploy that stopped before its stack: S3 holds it.
+    let sha256 = plan.artifacts[0].sha256.clone();
+    let head = mock!(aws_sdk_s3::Client::head_object).then_output(move || {
+        aws_sdk_s3::operation::head_object::HeadObjectOutput::builder().metadata("sha256", sha256.clone()).build()
+    });
+    let describe = mock!(aws_sdk_cloudformation::Client::describe_stacks)
+        .then_output(|| stacks(stack(StackStatus::UpdateComplete, "one")));
+    let template = mock!(aws_sdk_cloudformation::Client::get_template)
+        .then_output(move || GetTemplateOutput::builder().template_body(body.clone()).build());
+    let created = created();
+    let nested_change = ResourceChange::builder()
+        .action(ChangeAction::Modify)
+        .logical_resource_id("Child")
+        .resource_type("AWS::CloudFormation::Stack")
+        .build();
+    let ready = mock!(aws_sdk_cloudformation::Client::describe_change_set).then_output(move || {
+        let mut described = change_set(ChangeSetStatus::CreateComplete, "");
+        described.changes = Some(vec![Change::builder().resource_change(nested_change.clone()).build()]);
+        described
+    });
+    let execute = mock!(aws_sdk_cloudformation::Client::execute_change_set)
+        .then_output(|| ExecuteChangeSetOutput::builder().build());
+    let events = mock!(aws_sdk_cloudformation::Client::describe_stack_events)
+        .then_output(|| DescribeStackEventsOutput::builder().build());
+    let listed = mock!(aws_sdk_cloudformation::Client::list_stack_resources).then_output(|| resources(&["Child"]));
+    let clients = clients_with(&[&describe, &template, &created, &ready, &execute, &events, &listed], &[&head]);
+    let (report, _) = deploy(&plan, &clients, &options()).await;
+    assert!(matches!(report.stacks[0].outcome, StackOutcome::Deployed { .. }), "{}", report.summary());
+    assert_eq!(created.num_calls(), 1, "a change set was made");
+    assert_eq!(template.num_calls(), 0, "the body alone decides nothing");
 }
