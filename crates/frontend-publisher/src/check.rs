@@ -2,12 +2,14 @@
 //! and an attacker would see of the published bucket, as validate's findings.
 
 use std::collections::BTreeSet;
+use std::path::Path;
 
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
-use validate::{Finding, Pos, Severity};
+use pipeline_config::ConfigFile;
+use validate::{Finding, Node, Pos, Severity};
 
 use crate::Error;
-use crate::config::PublishConfig;
+use crate::config::{PublishConfig, ValueSource};
 use crate::plan::MANIFEST_KEY;
 use crate::s3::s3_error;
 
@@ -257,4 +259,160 @@ mod tests {
         let nested: Vec<String> = references("docs/index.html", r#"<img src="x.png">"#).into_iter().collect();
         assert_eq!(nested, ["docs/x.png"]);
     }
+}
+
+/// Another writer of the site's bucket: a stack's custom resource or function given the bucket.
+pub const SECOND_WRITER: &str = "P008";
+
+/// The most read of one template while looking for other writers.
+const MAX_TEMPLATE_BYTES: u64 = 1024 * 1024;
+
+/// `[deploy.stacks.NAME] template`, the only part of `[deploy]` (stack-deployer's) read here.
+#[derive(Debug, Default, serde::Deserialize)]
+struct DeployStacks {
+    #[serde(default)]
+    stacks: std::collections::BTreeMap<String, StackTemplate>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct StackTemplate {
+    template: String,
+}
+
+/// The other writers of the site's bucket, from the templates (pure apart from reading them):
+/// the bucket named by a stack output (`bucket = { output = "master.SiteBucketName" }`) is
+/// followed through the stack's template and its nested stacks (`!GetAtt Nested.Outputs.X`,
+/// by local path or by the S3 URL's key whose tail is a repository file) to the
+/// `AWS::S3::Bucket` it is; every custom resource or function of that template given the
+/// bucket (`!Ref`, `!GetAtt`, `!Sub`) is a warning naming the stack, the template's line and
+/// the resource: its uploads and the publish would overwrite each other. A chain that cannot be
+/// followed (a literal bucket, an output of another form) finds nothing.
+pub fn second_writers(root: &Path, config: &ConfigFile, publish: &PublishConfig) -> Vec<Finding> {
+    let ValueSource::Output { stack, output } = &publish.bucket else { return Vec::new() };
+    let Ok(deploy) = config.section::<DeployStacks>("deploy") else { return Vec::new() };
+    let Some(template) = deploy.stacks.get(stack) else { return Vec::new() };
+    let mut path = template.template.clone();
+    let mut output = output.clone();
+    let mut logical: Vec<String> = Vec::new();
+    for _ in 0..8 {
+        let Some(root_node) = read_template(root, &path) else { return Vec::new() };
+        let value = root_node.get("Outputs").and_then(|o| o.get(&output)).and_then(|o| o.get("Value"));
+        let Some((function, argument)) = value.and_then(Node::intrinsic) else { return Vec::new() };
+        let resources = root_node.get("Resources");
+        let resource = |name: &str| resources.and_then(|r| r.get(name));
+        let kind = |name: &str| resource(name).and_then(|r| r.get("Type")).and_then(Node::as_str).unwrap_or("");
+        match function.name.as_str() {
+            "Ref" => {
+                let Some(bucket) = argument.as_str().filter(|b| kind(b) == "AWS::S3::Bucket") else {
+                    return Vec::new();
+                };
+                return writers_of(&root_node, bucket, stack, &path, &logical);
+            }
+            "Fn::GetAtt" => {
+                let (nested, attribute) = match (argument.as_str(), argument.items()) {
+                    (Some(text), _) => text.split_once('.').map(|(n, a)| (n.to_owned(), a.to_owned())),
+                    (None, [n, a]) => n.as_str().zip(a.as_str()).map(|(n, a)| (n.to_owned(), a.to_owned())),
+                    _ => None,
+                }
+                .unwrap_or_default();
+                let Some(next) = attribute.strip_prefix("Outputs.") else { return Vec::new() };
+                if kind(&nested) != "AWS::CloudFormation::Stack" {
+                    return Vec::new();
+                }
+                let url = resource(&nested).and_then(|r| r.get("Properties")).and_then(|p| p.get("TemplateURL"));
+                let Some(child) = url.and_then(|u| nested_template(root, &path, u)) else { return Vec::new() };
+                logical.push(nested);
+                output = next.to_owned();
+                path = child;
+            }
+            _ => return Vec::new(),
+        }
+    }
+    Vec::new()
+}
+
+fn read_template(root: &Path, path: &str) -> Option<Node> {
+    let bytes = pipeline_config::fs::read_regular(&root.join(path), MAX_TEMPLATE_BYTES).ok()?;
+    validate::template::parse_bytes(&bytes, &validate::template::Limits::default()).ok()
+}
+
+/// The repository file a nested stack's `TemplateURL` names: a local path (relative to the
+/// parent's folder), or an S3 URL whose key's longest tail is a file of the repository.
+fn nested_template(root: &Path, parent: &str, url: &Node) -> Option<String> {
+    let text = match (url.as_str(), url.intrinsic()) {
+        (Some(text), _) => text.to_owned(),
+        (None, Some((f, arg))) if f.name == "Fn::Sub" => {
+            arg.as_str().or_else(|| arg.items().first().and_then(Node::as_str))?.to_owned()
+        }
+        (None, Some((f, arg))) if f.name == "Fn::Join" => {
+            let parts = arg.items().get(1)?.items();
+            parts.iter().map(|p| p.as_str().unwrap_or("${}")).collect()
+        }
+        _ => return None,
+    };
+    if !text.contains("://") {
+        let dir = Path::new(parent).parent().unwrap_or(Path::new(""));
+        let joined = dir.join(&text);
+        let inside = joined.components().all(|c| matches!(c, std::path::Component::Normal(_)));
+        return inside.then(|| joined.to_string_lossy().into_owned());
+    }
+    // What follows the last substitution (the bucket's), else the host.
+    let key = text.rsplit('}').next().unwrap_or(&text);
+    let key = key.split_once("://").map_or(key, |(_, rest)| rest.split_once('/').map_or("", |(_, k)| k));
+    let parts: Vec<&str> = key.split(['?', '#']).next()?.split('/').filter(|p| !p.is_empty()).collect();
+    (0..parts.len())
+        .map(|i| parts[i..].join("/"))
+        .find(|candidate| !candidate.split('/').any(|p| p == "..") && root.join(candidate).is_file())
+}
+
+/// The custom resources and functions of a template whose properties name `bucket`.
+fn writers_of(template: &Node, bucket: &str, stack: &str, path: &str, logical: &[String]) -> Vec<Finding> {
+    let mut found = Vec::new();
+    for (key, resource) in resource_entries(template) {
+        let kind = resource.get("Type").and_then(Node::as_str).unwrap_or("");
+        let what = if kind.starts_with("Custom::") || kind == "AWS::CloudFormation::CustomResource" {
+            "custom resource"
+        } else if kind == "AWS::Lambda::Function" || kind == "AWS::Serverless::Function" {
+            "function"
+        } else {
+            continue;
+        };
+        if key.name == bucket || !resource.get("Properties").is_some_and(|p| names(p, bucket)) {
+            continue;
+        }
+        let mut at = logical.to_vec();
+        at.push(key.name.clone());
+        found.push(Finding {
+            path: path.to_owned(),
+            pos: key.pos,
+            rule: SECOND_WRITER.into(),
+            severity: Severity::Warning,
+            message: format!(
+                "the site's bucket has a second writer: stack `{stack}`'s {what} {} ({kind}) is given `{bucket}`, so its uploads and the publish overwrite each other; let one of them write the site",
+                at.join("/")
+            ),
+            check: None,
+        });
+    }
+    found
+}
+
+fn resource_entries(template: &Node) -> &[(validate::Key, Node)] {
+    template.get("Resources").map(Node::entries).unwrap_or_default()
+}
+
+/// Whether an expression names the resource `name` (`Ref`, `Fn::GetAtt`, `${name}` in `Fn::Sub`).
+fn names(node: &Node, name: &str) -> bool {
+    node.walk().any(|n| match n.intrinsic() {
+        Some((f, arg)) if f.name == "Ref" => arg.as_str() == Some(name),
+        Some((f, arg)) if f.name == "Fn::GetAtt" => {
+            arg.as_str().is_some_and(|t| t.split('.').next() == Some(name))
+                || arg.items().first().and_then(Node::as_str) == Some(name)
+        }
+        Some((f, arg)) if f.name == "Fn::Sub" => {
+            let text = arg.as_str().or_else(|| arg.items().first().and_then(Node::as_str)).unwrap_or("");
+            text.contains(&format!("${{{name}}}")) || text.contains(&format!("${{{name}."))
+        }
+        _ => false,
+    })
 }
