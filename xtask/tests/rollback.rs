@@ -161,6 +161,17 @@ fn two_releases_rolled_back_and_forward_in_the_emulator() {
 
     refusals_change_nothing(&repo, endpoint, &site_bucket, &state2, &release1);
 
+    // The plan alone: printed, nothing changed, nothing recorded.
+    let runs = FileStore::open(&root.join(".pipeline")).unwrap().run_ids().unwrap();
+    let out = rollback_binary(root, endpoint, &["--env", "dev", "--steps", "1", "--dry-run"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let plan = text(&out);
+    assert!(plan.contains("stack master (pipeline-dashboard-dev): back to https://"), "{plan}");
+    assert!(plan.contains("function api-handler (") && plan.contains("function orchestration: stays"), "{plan}");
+    assert!(plan.contains(&format!("site: back to its release {}", release1.id)), "{plan}");
+    assert_eq!(state(endpoint, &site_bucket), state2);
+    assert_eq!(FileStore::open(&root.join(".pipeline")).unwrap().run_ids().unwrap(), runs, "a dry run records nothing");
+
     // Back to release 1 through cargo xtask rollback.
     let out = Command::new(env!("CARGO_BIN_EXE_xtask"))
         .args(["rollback", "--repo"])
