@@ -74,6 +74,43 @@ pub struct RawConfig {
     pub diff: DiffSettings,
     /// `[components]`, by name.
     pub components: BTreeMap<String, ComponentSettings>,
+    /// What `[lambda.functions.*.include]` says: a component (the function's) ships the build
+    /// output of others, so it depends on them as `depends_on` says (a change to the site
+    /// must repackage, test and deploy the function whose zip carries the site's build).
+    pub ships_output_of: BTreeMap<String, Vec<Spanned<String>>>,
+}
+
+/// What the diff reads of `[lambda]` (lambda-packager owns and checks the section).
+#[derive(Debug, Default, Deserialize)]
+struct LambdaShipping {
+    #[serde(default)]
+    functions: BTreeMap<String, FunctionShipping>,
+}
+
+#[derive(Debug, Deserialize)]
+struct FunctionShipping {
+    #[serde(default)]
+    component: Option<String>,
+    #[serde(default)]
+    include: Vec<IncludeShipping>,
+}
+
+#[derive(Debug, Deserialize)]
+struct IncludeShipping {
+    #[serde(default)]
+    component: Option<Spanned<String>>,
+}
+
+/// The components each function's component ships the build output of.
+fn ships_output_of(lambda: LambdaShipping) -> BTreeMap<String, Vec<Spanned<String>>> {
+    let mut ships: BTreeMap<String, Vec<Spanned<String>>> = BTreeMap::new();
+    for (name, function) in lambda.functions {
+        let shipped: Vec<Spanned<String>> = function.include.into_iter().filter_map(|i| i.component).collect();
+        if !shipped.is_empty() {
+            ships.entry(function.component.unwrap_or(name)).or_default().extend(shipped);
+        }
+    }
+    ships
 }
 
 /// A checked component catalogue: globs compiled, dependencies known and acyclic.
@@ -151,6 +188,7 @@ impl Components {
         let raw = RawConfig {
             diff: pipeline_config::parse_section(file, text, "diff")?,
             components: pipeline_config::parse_section(file, text, "components")?,
+            ships_output_of: ships_output_of(pipeline_config::parse_section(file, text, "lambda")?),
         };
         Components::check(file, text, raw)
     }
@@ -180,6 +218,15 @@ impl Components {
                 exclude_owner.push(i);
             }
             edges[i] = dependency_edges(file, text, &key, settings, &index)?;
+            let mut depends_on: Vec<String> = settings.depends_on.iter().map(|d| d.get_ref().clone()).collect();
+            // An unknown shipped component is lambda-packager's error to report, not the diff's.
+            for shipped in raw.ships_output_of.get(name.as_str()).into_iter().flatten() {
+                let Some(&target) = index.get(shipped.get_ref().as_str()).filter(|&&t| t != i) else { continue };
+                if !depends_on.contains(shipped.get_ref()) {
+                    depends_on.push(shipped.get_ref().clone());
+                    edges[i].push((target, shipped));
+                }
+            }
             let flag_prefix: String =
                 name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' }).collect();
             if let Some(other) = flag_owner.insert(flag_prefix.clone(), name) {
@@ -196,7 +243,7 @@ impl Components {
             components.push(Component {
                 name: name.clone(),
                 flag_prefix,
-                depends_on: settings.depends_on.iter().map(|d| d.get_ref().clone()).collect(),
+                depends_on,
                 test: settings.test.clone(),
                 build: settings.build.clone(),
                 deploy: settings.deploy.clone(),

@@ -85,6 +85,26 @@ fn a_change_marks_its_owner_and_dependents_only() {
     assert_eq!(report.flags["infra_tests_required"], false);
 }
 
+/// A function whose zip ships another component's build output (`[lambda.functions.*.include]`)
+/// changes with that component: a site-only commit must repackage, test and deploy it.
+#[test]
+fn a_component_shipping_another_ones_build_output_changes_with_it() {
+    let config = format!(
+        "{CONFIG}\n[components.builder]\npaths = [\"builder/**\"]\n\n[lambda.functions.site-builder]\nsources = [\"builder\"]\ncomponent = \"builder\"\nruntime = \"python3.12\"\n[[lambda.functions.site-builder.include]]\nfrom = \"web/dist\"\nto = \"dist\"\ncomponent = \"web\"\n"
+    );
+    let repo = GitRepo::new();
+    repo.commit_files("initial", &[("pipeline.toml", &config), ("web/app.js", "1\n"), ("builder/b.py", "x = 1\n")]);
+    repo.commit_files("site only", &[("web/app.js", "2\n")]);
+    let report = diff(&repo, &BaseRequest::default()).unwrap();
+    assert_eq!(changed(&report), ["builder", "web"]);
+    assert_eq!(report.components["builder"].because_of, ["web"]);
+    assert_eq!(report.flags["builder_deploy_required"], true);
+    // And not the other way round: the builder's own change leaves the site alone.
+    repo.commit_files("builder only", &[("builder/b.py", "x = 2\n")]);
+    let report = diff(&repo, &BaseRequest::default()).unwrap();
+    assert_eq!(changed(&report), ["builder"]);
+}
+
 #[test]
 fn excluded_and_unowned_files_mark_nothing() {
     let repo = repo_with_config();
