@@ -224,8 +224,15 @@ pub fn production_state(endpoint: &str, prod: &Prod<'_>) -> Production {
     // endpoints, so names are compared, not hashes).
     let site = outputs.iter().find(|(k, _)| k == "SiteBucketName").map(|(_, v)| v.clone()).expect("a site bucket");
     let listed = json(&["s3api", "list-objects-v2", "--bucket", &site]);
-    let mut files: Vec<String> =
-        listed["Contents"].as_array().into_iter().flatten().map(|o| o["Key"].as_str().unwrap().to_owned()).collect();
+    // The publisher's kept releases (.publish/kept/: a file list named by the run, copies named by
+    // content, and the runtime config's content differs) are its bookkeeping, not the site.
+    let mut files: Vec<String> = listed["Contents"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|o| o["Key"].as_str().unwrap().to_owned())
+        .filter(|key| !key.starts_with(".publish/kept/"))
+        .collect();
     files.sort();
     (outputs, code, files)
 }
