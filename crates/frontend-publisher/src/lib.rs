@@ -748,7 +748,7 @@ async fn record_publish(
 /// The site check of a run, as the `frontend-publisher check` binary and a pipeline both run
 /// it: reads `[publish]` and (for a bucket named by a stack output) the run's outputs of
 /// `environment`, checks the published site ([`check_site`]) and records the site component's
-/// `dast` step: running, then passed with the count of findings, or failed with the errors
+/// `dast` step (`prod-dast` for a promoted environment): running, then passed with the count of findings, or failed with the errors
 /// (an error finding, or a check that could not run). A `[publish]` that cannot be read is
 /// recorded failed under `pipeline`. When the site's component did not change in the run,
 /// nothing was published, so there is no new site to check: the step is recorded skipped with
@@ -761,10 +761,16 @@ pub async fn check_stage(
     environment: &str,
 ) -> Result<SiteCheck, Error> {
     let commit = run.head().unwrap_or_default();
+    // `prod-dast` where the environment is promoted: dev's check is a result of its own.
+    let step = context
+        .required_config()
+        .ok()
+        .and_then(|config| gate::GatePolicy::from_config(config).ok())
+        .map_or(Step::Dast, |policy| policy.check_step(environment));
     let config = match read_config(context) {
         Ok(config) => config,
         Err(error) => {
-            let mut record = StepRecord::new(&run.run_id, &commit, run_state::PIPELINE, Step::Dast, Status::Failed);
+            let mut record = StepRecord::new(&run.run_id, &commit, run_state::PIPELINE, step, Status::Failed);
             record.ended_at = Some(std::time::SystemTime::now());
             record.details.error = Some(run_state::error_chain(&error));
             store.record(&record)?;
@@ -776,13 +782,13 @@ pub async fn check_stage(
     {
         // The same words as the publish's skip, so a report reads one reason for both.
         let reason = format!("{} did not change in this run", config.component);
-        let mut record = StepRecord::new(&run.run_id, &commit, &config.component, Step::Dast, Status::Skipped);
+        let mut record = StepRecord::new(&run.run_id, &commit, &config.component, step, Status::Skipped);
         record.ended_at = Some(std::time::SystemTime::now());
         record.details.note = Some(reason.clone());
         store.record(&record)?;
         return Ok(SiteCheck::Skipped(reason));
     }
-    let recording = run_state::Recording::begin(store, &run.run_id, &commit, &config.component, Step::Dast)?;
+    let recording = run_state::Recording::begin(store, &run.run_id, &commit, &config.component, step)?;
     let findings = async {
         let bucket = match &config.bucket {
             ValueSource::Literal(bucket) => bucket.clone(),

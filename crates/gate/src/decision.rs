@@ -108,6 +108,15 @@ impl GatePolicy {
             _ => Step::Deploy,
         }
     }
+
+    /// The step an environment's site check is recorded under: `prod-dast` for a promoted
+    /// environment, `dast` for any other (each environment's check is a result of its own).
+    pub fn check_step(&self, environment: &str) -> Step {
+        match self.deploy_step(environment) {
+            Step::ProdDeploy => Step::ProdDast,
+            _ => Step::Dast,
+        }
+    }
 }
 
 /// What a run requires, from its diff: the (component, step) pairs that must pass.
@@ -594,6 +603,14 @@ pub fn success_refusals(
             None => {}
         }
     }
+    // The site checked where it was deployed: a failed check is no success there.
+    let check = policy.check_step(environment);
+    for record in records.iter().filter(|r| r.step == check && r.status == Status::Failed) {
+        reasons.push(format!(
+            "{} {check} failed, so what `{environment}` serves did not pass its check; fix it and deploy again",
+            record.component
+        ));
+    }
     reasons
 }
 
@@ -636,6 +653,22 @@ mod tests {
     fn validated(mut records: Vec<StepRecord>) -> Vec<StepRecord> {
         records.insert(0, rec(PIPELINE, Step::Validate, Status::Passed));
         records
+    }
+
+    #[test]
+    fn a_failed_site_check_where_it_was_promoted_is_no_success_there() {
+        let policy = prod_policy(false);
+        let required = Requirements::from_pairs([("web", Step::Test)]);
+        let deployed = vec![rec("web", Step::Dast, Status::Passed), rec("web", Step::ProdDeploy, Status::Passed)];
+        assert!(success_refusals(&deployed, &required, &policy, "prod").is_empty());
+        let mut failed = deployed.clone();
+        failed.push(rec("web", Step::ProdDast, Status::Failed));
+        let reasons = success_refusals(&failed, &required, &policy, "prod");
+        assert_eq!(reasons.len(), 1, "{reasons:?}");
+        assert!(reasons[0].starts_with("web prod-dast failed"), "{reasons:?}");
+        // Dev's check is not prod's: a failed dast there says nothing of prod's success mark.
+        assert_eq!(policy.check_step("dev"), Step::Dast);
+        assert_eq!(policy.check_step("prod"), Step::ProdDast);
     }
 
     #[test]

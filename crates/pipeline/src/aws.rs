@@ -175,7 +175,7 @@ pub(crate) async fn site_check(
                 &run.run_id,
                 &diff.head,
                 &publish.component,
-                run_state::Step::Dast,
+                inputs.policy.check_step(env_name),
                 run_state::Status::Failed,
             );
             record.ended_at = Some(std::time::SystemTime::now());

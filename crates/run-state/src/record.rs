@@ -30,6 +30,9 @@ pub enum Step {
     Dast,
     /// Deploy to production.
     ProdDeploy,
+    /// The site checked again where it was promoted (the `dast` of a promoted environment:
+    /// one step per environment, so a store that never overwrites a finished step keeps both).
+    ProdDast,
 }
 
 /// Where a step is.
@@ -150,7 +153,8 @@ text_enum!(
     Approval = "approval",
     E2e = "e2e",
     Dast = "dast",
-    ProdDeploy = "prod-deploy"
+    ProdDeploy = "prod-deploy",
+    ProdDast = "prod-dast"
 );
 text_enum!(
     Status,

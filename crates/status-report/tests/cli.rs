@@ -256,7 +256,7 @@ fn unknown_step_or_status_is_a_usage_error_listing_the_valid_values() {
     assert_eq!(
         message,
         "status-report: unknown step `tests`; expected one of: source, diff, validate, build, test, deploy, \
-         approval, e2e, dast, prod-deploy\n"
+         approval, e2e, dast, prod-deploy, prod-dast\n"
     );
 
     let output = status_report(repo.path(), &[&run[..], &["--step", "test", "--status", "ok"]].concat());
