@@ -677,7 +677,12 @@ async fn create_change_set(
             parameters
                 .iter()
                 .map(|(k, v)| Parameter::builder().parameter_key(k).parameter_value(v).build())
-                .chain(options.use_previous.iter().map(|k| Parameter::builder().parameter_key(k).use_previous_value(true).build()))
+                .chain(
+                    options
+                        .use_previous
+                        .iter()
+                        .map(|k| Parameter::builder().parameter_key(k).use_previous_value(true).build()),
+                )
                 .collect(),
         ))
         .set_capabilities(Some(stack.capabilities.iter().map(|c| Capability::from(c.as_str())).collect()))
