@@ -266,7 +266,7 @@ fn the_pipeline_template_wires_every_buildspec_and_artifact() {
 
 #[test]
 fn the_pipeline_template_is_clean_for_validate_and_cfn_lint() {
-    for template in ["cfn/pipeline.yaml", "cfn/app-account.yaml"] {
+    for template in ["cfn/pipeline.yaml", "cfn/pipeline-monitoring.yaml", "cfn/app-account.yaml"] {
         template_is_clean(template);
     }
 }

@@ -186,7 +186,12 @@ fn a_missing_status_table_is_one_line_naming_the_fix() {
 /// put in (what CloudFormation resolves them to).
 fn resolved(node: &cfn_template::Node) -> serde_json::Value {
     use cfn_template::Value;
-    let sub = |text: &str| text.replace("${AWS::StackName}", "app-pipeline").replace("${AWS::Region}", "eu-west-1");
+    // cfn/pipeline-monitoring.yaml is deployed with the pipeline stack's name (`PipelineStackName`).
+    let sub = |text: &str| {
+        text.replace("${AWS::StackName}", "app-pipeline")
+            .replace("${PipelineStackName}", "app-pipeline")
+            .replace("${AWS::Region}", "eu-west-1")
+    };
     match &node.value {
         Value::Null => serde_json::Value::Null,
         Value::Bool(b) => serde_json::Value::Bool(*b),
@@ -265,17 +270,22 @@ fn charted(metric: &serde_json::Value) -> Option<Sent> {
     Some((namespace, parts[1].as_str().unwrap().to_string(), dimensions))
 }
 
-/// Recorded responses again (moto does not speak CloudWatch's CBOR protocol): cfn/pipeline.yaml's
-/// dashboard is the body `status-report dashboard` prints for the namespace the Status project
+/// Recorded responses again (moto does not speak CloudWatch's CBOR protocol):
+/// cfn/pipeline-monitoring.yaml's dashboard is the body `status-report dashboard` prints for the namespace the Status project
 /// gives `status-report metrics`, and every metric a chart or an alarm reads (namespace, name,
 /// dimensions and their values) is one `metrics` sends; each alarm notifies the topic, whose
 /// key and policy let CloudWatch publish.
 #[tokio::test]
 async fn the_pipeline_templates_dashboard_and_alarms_read_what_status_report_metrics_sends() {
-    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../cfn/pipeline.yaml")).unwrap();
-    let template = cfn_template::parse(&text).unwrap();
+    let read = |name: &str| {
+        let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../cfn").join(name));
+        cfn_template::parse(&text.unwrap()).unwrap()
+    };
+    let (template, monitoring) = (read("pipeline.yaml"), read("pipeline-monitoring.yaml"));
     let resources = template.get("Resources").unwrap();
     let resource = |id: &str| resolved(resources.get(id).unwrap_or_else(|| panic!("no {id} in the template")));
+    let watching = monitoring.get("Resources").unwrap();
+    let watch = |id: &str| resolved(watching.get(id).unwrap_or_else(|| panic!("no {id} in the monitoring template")));
     let variables = &resource("StatusProject")["Properties"]["Environment"]["EnvironmentVariables"];
     let namespace = variables.as_array().unwrap().iter().find(|v| v["Name"] == "METRICS_NAMESPACE").unwrap()["Value"]
         .as_str()
@@ -284,7 +294,9 @@ async fn the_pipeline_templates_dashboard_and_alarms_read_what_status_report_met
     assert_eq!(namespace, "Pipeline/app-pipeline");
     let sent = sent_metrics(&namespace).await;
 
-    let dashboard = resource("PipelineDashboard");
+    let outputs = resolved(template.get("Outputs").unwrap());
+    assert_eq!(outputs["NotificationTopicArn"]["Value"], serde_json::json!({"Ref": "NotificationTopic"}));
+    let dashboard = watch("PipelineDashboard");
     let body: serde_json::Value =
         serde_json::from_str(dashboard["Properties"]["DashboardBody"].as_str().unwrap()).unwrap();
     let printed: serde_json::Value =
@@ -304,13 +316,14 @@ async fn the_pipeline_templates_dashboard_and_alarms_read_what_status_report_met
     // The alarms: each notifies the topic; each metric it reads is sent.
     let mut alarms = Vec::new();
     let mut alarm_reads = 0;
-    for (key, node) in resources.entries() {
+    for (key, node) in watching.entries() {
         let id = &key.name;
         if node.get("Type").and_then(|t| t.as_str()) != Some("AWS::CloudWatch::Alarm") {
             continue;
         }
         let alarm = resolved(node);
-        assert_eq!(alarm["Properties"]["AlarmActions"], serde_json::json!([{"Ref": "NotificationTopic"}]), "{id}");
+        // The topic cfn/pipeline.yaml outputs, passed as a parameter.
+        assert_eq!(alarm["Properties"]["AlarmActions"], serde_json::json!([{"Ref": "NotificationTopicArn"}]), "{id}");
         for query in alarm["Properties"]["Metrics"].as_array().unwrap() {
             let Some(metric) = query.get("MetricStat").map(|m| &m["Metric"]) else { continue };
             let dimensions = metric["Dimensions"]
