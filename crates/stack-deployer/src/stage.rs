@@ -714,8 +714,14 @@ pub async fn record_release(
         let parameters = apply::resolve_parameters(stack, &outputs, lookup)?
             .into_iter()
             .map(|(name, value)| {
-                let kept =
-                    if stack.no_echo.contains(&name) { Parameter::UsePreviousValue } else { Parameter::Value(value) };
+                // A NoEcho value, or one read from the deploying process's environment (a
+                // secret the config never holds), is never stored: the rollback re-uses it.
+                let from_env = matches!(stack.parameters.get(&name), Some(crate::ParameterValue::Env { .. }));
+                let kept = if stack.no_echo.contains(&name) || from_env {
+                    Parameter::UsePreviousValue
+                } else {
+                    Parameter::Value(value)
+                };
                 (name, kept)
             })
             .collect();

@@ -36,6 +36,7 @@ async fn a_no_echo_value_is_masked_in_the_dry_run_and_the_preview_and_kept_nowhe
     std::fs::write(
         repo.path().join("cfn/app.yaml"),
         "Parameters:\n  DbPassword:\n    Type: String\n    NoEcho: true\n  Label:\n    Type: String\n\
+         \x20 Home:\n    Type: String\n\
          Resources:\n  Topic:\n    Type: AWS::SNS::Topic\n    Properties:\n      DisplayName: !Ref Label\n",
     )
     .unwrap();
@@ -43,7 +44,7 @@ async fn a_no_echo_value_is_masked_in_the_dry_run_and_the_preview_and_kept_nowhe
         repo.path().join("pipeline.toml"),
         format!(
             "[deploy]\nartifact_bucket = \"{name}-artifacts\"\n\n[deploy.stacks.app]\ntemplate = \"cfn/app.yaml\"\n\
-             stack_name = \"{name}-{{env}}\"\nparameters = {{ DbPassword = \"{SECRET}\", Label = \"visible-label\" }}\n\
+             stack_name = \"{name}-{{env}}\"\nparameters = {{ DbPassword = \"{SECRET}\", Label = \"visible-label\", Home = {{ env = \"HOME\" }} }}\n\
              components = [\"infra\"]\n"
         ),
     )
@@ -60,7 +61,7 @@ async fn a_no_echo_value_is_masked_in_the_dry_run_and_the_preview_and_kept_nowhe
     let dry = deployer(repo.path(), &run, &["--dry-run"]);
     assert_eq!(dry.status.code(), Some(0), "{}", String::from_utf8_lossy(&dry.stderr));
     let stdout = String::from_utf8_lossy(&dry.stdout);
-    assert!(stdout.contains("parameters: DbPassword=****, Label=visible-label"), "{stdout}");
+    assert!(stdout.contains("parameters: DbPassword=****, Home=$HOME, Label=visible-label"), "{stdout}");
     assert!(!stdout.contains(SECRET) && !String::from_utf8_lossy(&dry.stderr).contains(SECRET), "{stdout}");
 
     // The deploy, then a preview (--no-execute) of a change.
@@ -93,6 +94,8 @@ async fn a_no_echo_value_is_masked_in_the_dry_run_and_the_preview_and_kept_nowhe
     let parameters = &release.stacks.values().next().expect("the stack's part").parameters;
     assert_eq!(parameters["DbPassword"], run_state::release::Parameter::UsePreviousValue);
     assert_eq!(parameters["Label"], run_state::release::Parameter::Value("visible-label".into()));
+    // A value read from the deploying process's environment is never stored either.
+    assert_eq!(parameters["Home"], run_state::release::Parameter::UsePreviousValue);
     let s3 = aws_target::s3(&config, None);
     let bucket = release.artifact_bucket.clone().unwrap();
     let object = s3.get_object().bucket(&bucket).key(release.object_key()).send().await.unwrap();
