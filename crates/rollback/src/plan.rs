@@ -232,6 +232,7 @@ mod tests {
             capabilities: Vec::new(),
             tags: BTreeMap::new(),
             components: vec!["infra".into()],
+            fixed_templates: BTreeMap::new(),
             run_id: id.into(),
         };
         let function = FunctionRelease {

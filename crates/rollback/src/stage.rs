@@ -266,18 +266,23 @@ async fn check(context: &StageContext, clients: &Clients, run: &RunDir, plan: &R
             }
             Err(e) => return Err(aws("GetObject", &stack.template_key, e)),
         };
+        for (key, sha256) in &stack.fixed_templates {
+            let what = format!("nested template s3://{bucket}/{key}");
+            holds(&clients.s3, &bucket, key, sha256, &what).await.map_err(|e| e.unwrap_or_else(&expired))?;
+        }
         check_stack_state(&clients.cloudformation, stack).await?;
         bodies.insert(name.clone(), body);
     }
     for (_, step) in &plan.functions {
         let FunctionStep::Restore(function) = step else { continue };
-        match clients.s3.head_object().bucket(&function.bucket).key(&function.key).send().await {
-            Ok(_) => {}
-            Err(e) if aws_target::ErrorKind::of(&e) == aws_target::ErrorKind::NotFound => {
-                return Err(expired(format!("zip s3://{}/{}", function.bucket, function.key)));
-            }
-            Err(e) => return Err(aws("HeadObject", &function.key, e)),
-        }
+        // Lambda's CodeSha256 is the zip's SHA-256 in base64; the deployer's metadata is hex.
+        let sha256 = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &function.code_sha256)
+            .map(hex::encode)
+            .unwrap_or_default();
+        let what = format!("zip s3://{}/{}", function.bucket, function.key);
+        holds(&clients.s3, &function.bucket, &function.key, &sha256, &what)
+            .await
+            .map_err(|e| e.unwrap_or_else(&expired))?;
     }
     let site = match (&plan.site, &plan.to.site) {
         (Some(Ok(_)), Some(site)) => {
@@ -295,6 +300,30 @@ async fn check(context: &StageContext, clients: &Clients, run: &RunDir, plan: &R
         _ => None,
     };
     Ok(Checked { bodies, site })
+}
+
+/// Checks that `key` still holds the content whose hex SHA-256 is `sha256`, as the deployer's
+/// `sha256` metadata says: a fixed key (`artifact_mode = "fixed"`) is overwritten by every
+/// deploy, and restoring from it would put back the newer build while saying the older.
+/// `Err(Err(what))` when it is gone or replaced (for [`Error::Expired`]), `Err(Ok(error))` for a
+/// failed call. An object without the metadata (not uploaded by the deployer) is taken as it is.
+async fn holds(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    sha256: &str,
+    what: &str,
+) -> Result<(), Result<Error, String>> {
+    match s3.head_object().bucket(bucket).key(key).send().await {
+        Ok(head) => match head.metadata().and_then(|m| m.get("sha256")) {
+            Some(found) if !sha256.is_empty() && found != sha256 => {
+                Err(Err(format!("{what} (it holds a later build now: a fixed key, which every deploy overwrites)")))
+            }
+            _ => Ok(()),
+        },
+        Err(e) if aws_target::ErrorKind::of(&e) == aws_target::ErrorKind::NotFound => Err(Err(what.to_string())),
+        Err(e) => Err(Ok(aws("HeadObject", key, e))),
+    }
 }
 
 async fn check_stack_state(cf: &aws_sdk_cloudformation::Client, stack: &StackRelease) -> Result<(), Error> {
@@ -558,6 +587,7 @@ mod tests {
             capabilities: Vec::new(),
             tags: BTreeMap::new(),
             components: Vec::new(),
+            fixed_templates: BTreeMap::new(),
             run_id: "r1".into(),
         }
     }
@@ -591,5 +621,34 @@ mod tests {
         assert!(matches!(checked(StackStatus::RollbackComplete).await, Err(Error::StackState { .. })));
         checked(StackStatus::UpdateRollbackComplete).await.expect("an update rolled back can be updated");
         checked(StackStatus::UpdateComplete).await.expect("updatable");
+    }
+
+    /// In the emulator: a fixed key the next deploy overwrote no longer holds the release's build,
+    /// so the rollback refuses it (before anything changes) instead of restoring the later one.
+    #[tokio::test]
+    async fn a_fixed_key_overwritten_by_a_later_deploy_refuses_the_rollback() {
+        let moto = test_support::Moto::shared();
+        let s3 = aws_target::s3(&moto.sdk_config().await, None);
+        let bucket = format!("rollback-fixed-{}", std::process::id());
+        s3.create_bucket().bucket(&bucket).send().await.unwrap();
+        let put = |sha256: &'static str| {
+            s3.put_object()
+                .bucket(&bucket)
+                .key("lambda/api.zip")
+                .metadata("sha256", sha256)
+                .body(b"zip".to_vec().into())
+        };
+        put("aa11").send().await.unwrap();
+        assert!(holds(&s3, &bucket, "lambda/api.zip", "aa11", "zip").await.is_ok());
+        // The next build's deploy writes the same key.
+        put("bb22").send().await.unwrap();
+        match holds(&s3, &bucket, "lambda/api.zip", "aa11", "zip s3://b/lambda/api.zip").await {
+            Err(Err(what)) => assert!(what.contains("a later build"), "{what}"),
+            other => panic!("not refused: {:?}", other.map_err(|e| e.map(|e| e.to_string()))),
+        }
+        match holds(&s3, &bucket, "lambda/gone.zip", "aa11", "zip s3://b/lambda/gone.zip").await {
+            Err(Err(what)) => assert_eq!(what, "zip s3://b/lambda/gone.zip"),
+            other => panic!("not refused: {:?}", other.map_err(|e| e.map(|e| e.to_string()))),
+        }
     }
 }

@@ -89,6 +89,11 @@ pub struct StackRelease {
     /// The components it serves.
     #[serde(default)]
     pub components: Vec<String>,
+    /// Nested templates at the fixed keys its template reads (`artifact_mode = "fixed"`): key →
+    /// hex SHA-256 of what this release put there. Every deploy overwrites them, so a rollback
+    /// checks they still hold this release's content.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub fixed_templates: BTreeMap<String, String>,
     /// The run that deployed it.
     pub run_id: String,
 }

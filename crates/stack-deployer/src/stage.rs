@@ -737,6 +737,7 @@ pub async fn record_release(
                 capabilities: stack.capabilities.clone(),
                 tags: stack.tags.clone(),
                 components: stack.components.clone(),
+                fixed_templates: stack.fixed_templates.iter().cloned().collect(),
                 run_id: run.run_id.clone(),
             },
         );
