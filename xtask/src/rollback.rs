@@ -3,7 +3,7 @@
 //! environment reached as the pipeline reaches it.
 
 use anyhow::{Context, Result};
-use rollback::{Clients, Event, Options, Outcome, Target};
+use rollback::{Clients, Outcome};
 use run_state::cli::StageArgs;
 
 /// The flags of `cargo xtask rollback` (those of the `rollback` binary, and where the
@@ -12,24 +12,8 @@ use run_state::cli::StageArgs;
 pub struct RollbackArgs {
     #[command(flatten)]
     stage: StageArgs,
-    /// The environment.
-    #[arg(long = "env", value_name = "NAME")]
-    environment: String,
-    /// The release to go back to.
-    #[arg(long, value_name = "RELEASE", conflicts_with = "steps")]
-    to: Option<String>,
-    /// How many releases back [default: 1].
-    #[arg(long, value_name = "N")]
-    steps: Option<usize>,
-    /// Print the plan and change nothing.
-    #[arg(long)]
-    dry_run: bool,
-    /// Skip the environment's approval (recorded).
-    #[arg(long)]
-    emergency: bool,
-    /// Go on with an approved rollback run.
-    #[arg(long, value_name = "RUN", conflicts_with_all = ["to", "steps"])]
-    resume: Option<String>,
+    #[command(flatten)]
+    choice: rollback::cli::Choice,
     /// The emulator the deploys went to [default: the monorepo's own, kept by `cargo xtask pipeline`].
     #[arg(long, value_name = "URL", conflicts_with = "aws")]
     endpoint_url: Option<String>,
@@ -38,22 +22,12 @@ pub struct RollbackArgs {
     aws: bool,
 }
 
-#[allow(clippy::print_stderr)]
-fn render(event: Event) {
-    match event {
-        Event::Planned(plan) => eprint!("{plan}"),
-        Event::Stack(stack_deployer::Event::Stack { stack, message }) => eprintln!("{stack}: {message}"),
-        Event::Stack(_) => {}
-        Event::Done(line) => eprintln!("{line}"),
-    }
-}
-
 /// Runs the rollback; `Ok(false)` when it failed (printed, exit 1).
 #[allow(clippy::print_stdout, clippy::print_stderr)]
 pub fn run(args: &RollbackArgs) -> Result<bool> {
     let context = args.stage.context_on(&aws_target::Target::default())?;
     let config = context.required_config()?;
-    let env = stack_deployer::DeploySettings::from_config(config)?.environment(config, &args.environment)?;
+    let env = stack_deployer::DeploySettings::from_config(config)?.environment(config, &args.choice.environment)?;
     let target = match (&args.endpoint_url, args.aws) {
         (_, true) => pipeline::Target::Aws,
         (Some(url), false) => pipeline::Target::Emulator(url.clone()),
@@ -62,17 +36,7 @@ pub fn run(args: &RollbackArgs) -> Result<bool> {
         )?),
     };
     let store = context.store()?;
-    let options = Options {
-        env: args.environment.clone(),
-        target: match (&args.to, args.steps) {
-            (Some(id), _) => Target::To(id.clone()),
-            (None, steps) => Target::Steps(steps.unwrap_or(1)),
-        },
-        dry_run: args.dry_run,
-        emergency: args.emergency,
-        resume: args.resume.clone(),
-        first_poll: None,
-    };
+    let options = args.choice.options();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let outcome = runtime.block_on(async {
         let config = target.config(&env, &|_| {}).await?;
@@ -82,19 +46,19 @@ pub fn run(args: &RollbackArgs) -> Result<bool> {
             lambda: aws_target::lambda(&config, None),
             cloudfront: Some(aws_target::cloudfront(&config, None)),
         };
-        anyhow::Ok(rollback::run_rollback(&context, &store, &clients, &options, &|e| render(e)).await)
+        anyhow::Ok(rollback::run_rollback(&context, &store, &clients, &options, &|e| rollback::cli::render(e)).await)
     })?;
     match outcome {
         Ok(Outcome::DryRun(_)) => Ok(true),
         Ok(Outcome::AwaitingApproval { run_id, .. }) => {
             println!(
                 "run {run_id}: the rollback of `{env}` waits for approval: `status-report approve --run {run_id} --by NAME`, then `cargo xtask rollback --env {env} --resume {run_id}`",
-                env = args.environment
+                env = args.choice.environment
             );
             Ok(true)
         }
         Ok(Outcome::RolledBack { run_id, release, .. }) => {
-            println!("run {run_id}: `{}` runs release {}", args.environment, release.line());
+            println!("run {run_id}: `{}` runs release {}", args.choice.environment, release.line());
             Ok(true)
         }
         Err(error) if error.exit_code() == 2 => Err(error.into()),

@@ -28,6 +28,8 @@
 //! assert_eq!(error.exit_code(), 2);
 //! ```
 
+#[cfg(feature = "cli")]
+pub mod cli;
 mod plan;
 mod stage;
 

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use aws_target::TargetArgs;
 use clap::Parser;
-use rollback::{Clients, Event, Options, Outcome, Target};
+use rollback::{Clients, Outcome};
 use run_state::cli::StageArgs;
 
 /// Puts an environment back to an earlier release (`status-report releases --env E` lists
@@ -23,24 +23,8 @@ struct Args {
     stage: StageArgs,
     #[command(flatten)]
     target: TargetArgs,
-    /// The environment ([deploy.environments.NAME]).
-    #[arg(long = "env", value_name = "NAME")]
-    environment: String,
-    /// The release to go back to.
-    #[arg(long, value_name = "RELEASE", conflicts_with = "steps")]
-    to: Option<String>,
-    /// How many releases back [default: 1].
-    #[arg(long, value_name = "N")]
-    steps: Option<usize>,
-    /// Print the plan and change nothing.
-    #[arg(long)]
-    dry_run: bool,
-    /// Skip the environment's approval (recorded in the rollback's run and its release).
-    #[arg(long)]
-    emergency: bool,
-    /// Go on with a rollback run once approved (`status-report approve --run RUN --by NAME`).
-    #[arg(long, value_name = "RUN", conflicts_with_all = ["to", "steps"])]
-    resume: Option<String>,
+    #[command(flatten)]
+    choice: rollback::cli::Choice,
     /// Rebuild the environment's releases in the store from the artifact bucket's
     /// `releases/ENV/` objects (a lost store), then stop.
     #[arg(long, value_name = "BUCKET", conflicts_with_all = ["to", "steps", "resume", "dry_run"])]
@@ -52,33 +36,13 @@ fn main() -> ExitCode {
     run_state::cli::main_with_code("rollback", || run(args))
 }
 
-#[allow(clippy::print_stderr)]
-fn render(event: Event) {
-    match event {
-        Event::Planned(plan) => eprint!("{plan}"),
-        Event::Stack(stack_deployer::Event::Stack { stack, message }) => eprintln!("{stack}: {message}"),
-        Event::Stack(_) => {}
-        Event::Done(line) => eprintln!("{line}"),
-    }
-}
-
 fn run(args: Args) -> anyhow::Result<u8> {
     let context = args.stage.context_on(&args.target.target())?;
     let config = context.required_config()?;
-    let account = aws_target::Account::from_config(config, &args.environment)?;
-    let target = args.target.target().for_environment(&args.environment, &account, "rollback")?;
+    let account = aws_target::Account::from_config(config, &args.choice.environment)?;
+    let target = args.target.target().for_environment(&args.choice.environment, &account, "rollback")?;
     let store = context.store()?;
-    let options = Options {
-        env: args.environment.clone(),
-        target: match (&args.to, args.steps) {
-            (Some(id), _) => Target::To(id.clone()),
-            (None, steps) => Target::Steps(steps.unwrap_or(1)),
-        },
-        dry_run: args.dry_run,
-        emergency: args.emergency,
-        resume: args.resume.clone(),
-        first_poll: None,
-    };
+    let options = args.choice.options();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let outcome = runtime.block_on(async {
         let config = aws_target::load(&target).await?;
@@ -89,14 +53,19 @@ fn run(args: Args) -> anyhow::Result<u8> {
             cloudfront: Some(aws_target::cloudfront(&config, None)),
         };
         if let Some(bucket) = &args.rebuild_from {
-            let count = rollback::rebuild_store(&clients.s3, bucket, &args.environment, &store).await?;
+            let count = rollback::rebuild_store(&clients.s3, bucket, &args.choice.environment, &store).await?;
             return anyhow::Ok(Err(count));
         }
-        anyhow::Ok(Ok(rollback::run_rollback(&context, &store, &clients, &options, &|e| render(e)).await))
+        anyhow::Ok(
+            Ok(rollback::run_rollback(&context, &store, &clients, &options, &|e| rollback::cli::render(e)).await),
+        )
     })?;
     let outcome = match outcome {
         Err(count) => {
-            run_state::cli::print(&format!("{count} release(s) of `{}` rebuilt in the store\n", args.environment))?;
+            run_state::cli::print(&format!(
+                "{count} release(s) of `{}` rebuilt in the store\n",
+                args.choice.environment
+            ))?;
             return Ok(0);
         }
         Ok(outcome) => outcome,
@@ -106,12 +75,16 @@ fn run(args: Args) -> anyhow::Result<u8> {
         Ok(Outcome::AwaitingApproval { run_id, .. }) => {
             run_state::cli::print(&format!(
                 "run {run_id}: the rollback of `{env}` waits for approval: `status-report approve --run {run_id} --by NAME`, then `rollback --env {env} --resume {run_id}`\n",
-                env = args.environment
+                env = args.choice.environment
             ))?;
             Ok(0)
         }
         Ok(Outcome::RolledBack { run_id, release, .. }) => {
-            run_state::cli::print(&format!("run {run_id}: `{}` runs release {}\n", args.environment, release.line()))?;
+            run_state::cli::print(&format!(
+                "run {run_id}: `{}` runs release {}\n",
+                args.choice.environment,
+                release.line()
+            ))?;
             Ok(0)
         }
         Err(error) => {
