@@ -46,7 +46,12 @@ pub fn run(args: &RollbackArgs) -> Result<bool> {
             lambda: aws_target::lambda(&config, None),
             cloudfront: Some(aws_target::cloudfront(&config, None)),
         };
-        anyhow::Ok(rollback::run_rollback(&context, &store, &clients, &options, &|e| rollback::cli::render(e)).await)
+        anyhow::Ok(
+            rollback::run_rollback(&context, &store, &clients, &options, &|e| {
+                eprint!("{}", rollback::cli::render(e).unwrap_or_default())
+            })
+            .await,
+        )
     })?;
     match outcome {
         Ok(Outcome::DryRun(_)) => Ok(true),

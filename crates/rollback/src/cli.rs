@@ -43,13 +43,13 @@ impl Choice {
     }
 }
 
-/// Shows a rollback's event on stderr: the plan, each stack's progress, each part done.
-#[allow(clippy::print_stderr)]
-pub fn render(event: Event) {
+/// How a rollback's event is shown (on stderr, by the caller): the plan, each stack's
+/// progress, each part done; `None` for what is not shown.
+pub fn render(event: Event) -> Option<String> {
     match event {
-        Event::Planned(plan) => eprint!("{plan}"),
-        Event::Stack(stack_deployer::Event::Stack { stack, message }) => eprintln!("{stack}: {message}"),
-        Event::Stack(_) => {}
-        Event::Done(line) => eprintln!("{line}"),
+        Event::Planned(plan) => Some(plan.to_string()),
+        Event::Stack(stack_deployer::Event::Stack { stack, message }) => Some(format!("{stack}: {message}\n")),
+        Event::Stack(_) => None,
+        Event::Done(line) => Some(format!("{line}\n")),
     }
 }

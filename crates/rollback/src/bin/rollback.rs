@@ -36,6 +36,7 @@ fn main() -> ExitCode {
     run_state::cli::main_with_code("rollback", || run(args))
 }
 
+#[allow(clippy::print_stderr)]
 fn run(args: Args) -> anyhow::Result<u8> {
     let context = args.stage.context_on(&args.target.target())?;
     let config = context.required_config()?;
@@ -56,9 +57,10 @@ fn run(args: Args) -> anyhow::Result<u8> {
             let count = rollback::rebuild_store(&clients.s3, bucket, &args.choice.environment, &store).await?;
             return anyhow::Ok(Err(count));
         }
-        anyhow::Ok(
-            Ok(rollback::run_rollback(&context, &store, &clients, &options, &|e| rollback::cli::render(e)).await),
-        )
+        anyhow::Ok(Ok(rollback::run_rollback(&context, &store, &clients, &options, &|e| {
+            eprint!("{}", rollback::cli::render(e).unwrap_or_default())
+        })
+        .await))
     })?;
     let outcome = match outcome {
         Err(count) => {
