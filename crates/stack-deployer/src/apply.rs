@@ -1352,13 +1352,18 @@ pub fn resolve_parameters(
 pub async fn physical_name(cf: &CloudFormation, stack_id: &str, path: &[String]) -> Result<String, Error> {
     let mut current = stack_id.to_string();
     for logical in path {
-        let out = cf
-            .describe_stack_resource()
-            .stack_name(&current)
-            .logical_resource_id(logical)
-            .send()
-            .await
-            .map_err(|e| aws("DescribeStackResource", logical, e))?;
+        // A read: a transient failure (after the SDK's own retries) is asked again, three times.
+        let mut pause = Duration::from_millis(500);
+        let out = loop {
+            match cf.describe_stack_resource().stack_name(&current).logical_resource_id(logical).send().await {
+                Ok(out) => break out,
+                Err(error) if ErrorKind::is_transient(&error) && pause <= Duration::from_secs(2) => {
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                }
+                Err(error) => return Err(aws("DescribeStackResource", logical, error)),
+            }
+        };
         current = out.stack_resource_detail().and_then(|d| d.physical_resource_id()).unwrap_or_default().to_string();
     }
     Ok(current)
