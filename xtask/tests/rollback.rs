@@ -107,8 +107,13 @@ fn releases(repo: &Path) -> Vec<run_state::Release> {
 /// 1's commit; roll the rollback back (the `rollback` binary): release 2's again. Refused
 /// without any change, exit 2, one line, recorded: an unknown release, a release whose template
 /// expired, a rollback while a deploy holds a stack's lock. A lost store rebuilt from S3.
+/// The two tests here each deploy the whole sample twice; run side by side on two cores, the
+/// emulators answered reads of a stack under update with empty 500s. One at a time.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn two_releases_rolled_back_and_forward_in_the_emulator() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     // Its own emulator: the sample's stack and bucket names would collide with another sample test.
     let moto = test_support::Moto::start();
     let endpoint = moto.endpoint.as_str();
@@ -285,6 +290,7 @@ fn prod_releases(repo: &Path) -> Vec<run_state::Release> {
 /// and says so in the run's records and the release.
 #[test]
 fn a_production_rollback_waits_for_its_approval_unless_an_emergency() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let moto = test_support::Moto::start();
     let endpoint = moto.endpoint.as_str();
     let repo = test_support::sample_monorepo();

@@ -1352,12 +1352,12 @@ pub fn resolve_parameters(
 pub async fn physical_name(cf: &CloudFormation, stack_id: &str, path: &[String]) -> Result<String, Error> {
     let mut current = stack_id.to_string();
     for logical in path {
-        // A read: a transient failure (after the SDK's own retries) is asked again, three times.
+        // A read: a transient failure (after the SDK's own retries) is asked again, five times.
         let mut pause = Duration::from_millis(500);
         let out = loop {
             match cf.describe_stack_resource().stack_name(&current).logical_resource_id(logical).send().await {
                 Ok(out) => break out,
-                Err(error) if ErrorKind::is_transient(&error) && pause <= Duration::from_secs(2) => {
+                Err(error) if ErrorKind::is_transient(&error) && pause <= Duration::from_secs(8) => {
                     tokio::time::sleep(pause).await;
                     pause *= 2;
                 }
