@@ -267,6 +267,10 @@ fn test(filter: &[String]) -> anyhow::Result<()> {
     tidy::check_light_libraries(&root, &cargo)?;
     say("the crate graph keeps ARCHITECTURE.md's layers");
     tidy::check_layers(&root, &cargo)?;
+    // `cargo test` builds a package's binary only when that package has integration tests;
+    // xtask's tests run every stage binary (`rollback` has none of its own), so build them all.
+    say("cargo build --bins (every stage binary the tests run)");
+    build_stage_binaries()?;
     say("cargo test");
     run(Command::new(&cargo)
         .current_dir(&root)
