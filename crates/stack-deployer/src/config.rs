@@ -142,10 +142,67 @@ pub struct EnvironmentSettings {
     /// set), in the environment's account; otherwise CloudFormation acts as the deployer.
     #[serde(default)]
     pub cfn_role_arn: Option<Spanned<String>>,
+    /// The post-deploy checks whose failure rolls the environment back to its previous release:
+    /// any of `e2e`, `site-check`, `alarms`.
+    #[serde(default)]
+    pub rollback_on: Vec<Spanned<String>>,
+    /// CloudWatch alarm ARNs (`arn:aws:cloudwatch:REGION:ACCOUNT:alarm:NAME`, the environment's
+    /// account and region, at most 5) passed as rollback triggers on every change set; only with
+    /// `"alarms"` in `rollback_on`.
+    #[serde(default)]
+    pub rollback_alarms: Vec<Spanned<String>>,
+    /// How long CloudFormation keeps watching the alarms after a stack's resources are deployed
+    /// (`MonitoringTimeInMinutes`, 0 to 180; 0 when unset: only while the stack updates).
+    #[serde(default)]
+    pub rollback_monitoring_minutes: Option<Spanned<u32>>,
     /// Per-stack overrides.
     #[serde(default)]
     pub stacks: BTreeMap<String, StackOverride>,
 }
+
+/// A post-deploy check whose failure rolls an environment back (`rollback_on`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RollbackOn {
+    /// The environment's end-to-end tests (`e2e`).
+    E2e,
+    /// The deployed site's check (`site-check`).
+    SiteCheck,
+    /// A CloudWatch alarm of `rollback_alarms` going off while a stack deploys or is monitored
+    /// (`alarms`): CloudFormation rolls the stack back and the deploy fails.
+    Alarms,
+}
+
+impl RollbackOn {
+    /// Every check, in the order the config names them.
+    pub const ALL: [RollbackOn; 3] = [RollbackOn::E2e, RollbackOn::SiteCheck, RollbackOn::Alarms];
+
+    /// Its name in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RollbackOn::E2e => "e2e",
+            RollbackOn::SiteCheck => "site-check",
+            RollbackOn::Alarms => "alarms",
+        }
+    }
+
+    /// The check a config name stands for.
+    pub fn parse(name: &str) -> Option<RollbackOn> {
+        RollbackOn::ALL.into_iter().find(|on| on.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for RollbackOn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The most rollback triggers CloudFormation takes on one change set.
+pub const MAX_ROLLBACK_ALARMS: usize = 5;
+
+/// The longest `MonitoringTimeInMinutes` CloudFormation takes.
+pub const MAX_ROLLBACK_MONITORING_MINUTES: u32 = 180;
 
 /// `[deploy.environments.ENV.stacks.NAME]`.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -213,6 +270,13 @@ pub struct Environment {
     pub change_set_timeout: Duration,
     /// The lock's time to live.
     pub lock_ttl: Duration,
+    /// The post-deploy checks whose failure rolls the environment back (`rollback_on`).
+    pub rollback_on: BTreeSet<RollbackOn>,
+    /// The CloudWatch alarm ARNs every change set carries as rollback triggers (`rollback_alarms`;
+    /// empty unless `rollback_on` has `alarms`).
+    pub rollback_alarms: Vec<String>,
+    /// `MonitoringTimeInMinutes` of every change set's rollback configuration (0 when unset).
+    pub rollback_monitoring_minutes: u32,
 }
 
 impl DeploySettings {
@@ -457,6 +521,8 @@ impl DeploySettings {
         if parallelism == 0 || parallelism > 32 {
             return Err(ConfigError::file(file, "deploy.parallelism: write a number from 1 to 32"));
         }
+        let timeout = self.timeout.unwrap_or(Duration::from_secs(30 * 60));
+        let rollback = rollback_settings(config, env, &env_settings, &account, timeout)?;
         Ok(Environment {
             name: env.to_string(),
             region: account.region.clone(),
@@ -467,9 +533,12 @@ impl DeploySettings {
             artifacts: self.artifacts.clone(),
             stacks,
             parallelism,
-            timeout: self.timeout.unwrap_or(Duration::from_secs(30 * 60)),
+            timeout,
             change_set_timeout: self.change_set_timeout.unwrap_or(Duration::from_secs(5 * 60)),
             lock_ttl: self.lock_ttl.unwrap_or(Duration::from_secs(2 * 3600)),
+            rollback_on: rollback.on,
+            rollback_alarms: rollback.alarms,
+            rollback_monitoring_minutes: rollback.monitoring_minutes,
         })
     }
 }
@@ -517,6 +586,160 @@ impl DeploySettings {
         }
         Ok(())
     }
+}
+
+/// An environment's rollback keys, checked.
+struct RollbackKeys {
+    on: BTreeSet<RollbackOn>,
+    alarms: Vec<String>,
+    monitoring_minutes: u32,
+}
+
+/// `rollback_on`, `rollback_alarms` and `rollback_monitoring_minutes` of one environment: known
+/// checks, alarm ARNs of the environment's account and region, the alarms and `"alarms"` only
+/// together, a monitoring time CloudFormation takes and the deploy's `timeout` leaves room for.
+fn rollback_settings(
+    config: &ConfigFile,
+    env: &str,
+    settings: &EnvironmentSettings,
+    account: &aws_target::Account,
+    timeout: Duration,
+) -> Result<RollbackKeys, ConfigError> {
+    let key = |name: &str| format!("deploy.environments.{env}.{name}");
+    let at = |span: std::ops::Range<usize>, name: &str, message: String| {
+        ConfigError::at(&config.path, &config.text, span, key(name), message)
+    };
+    let mut on = BTreeSet::new();
+    for check in &settings.rollback_on {
+        let Some(parsed) = RollbackOn::parse(check.get_ref()) else {
+            return Err(at(
+                check.span(),
+                "rollback_on",
+                format!(
+                    "`{}` is not a check to roll back on; write any of {}",
+                    check.get_ref(),
+                    RollbackOn::ALL.map(|on| format!("\"{on}\"")).join(", ")
+                ),
+            ));
+        };
+        on.insert(parsed);
+    }
+    let mut alarms: Vec<String> = Vec::new();
+    for alarm in &settings.rollback_alarms {
+        let arn = alarm.get_ref();
+        let Some((region, alarm_account)) = alarm_region_and_account(arn) else {
+            return Err(at(
+                alarm.span(),
+                "rollback_alarms",
+                format!(
+                    "`{arn}` is not a CloudWatch alarm ARN (like `arn:aws:cloudwatch:us-east-1:111111111111:alarm:api-errors`)"
+                ),
+            ));
+        };
+        if let Some(own) = account.account_id().filter(|own| *own != alarm_account) {
+            return Err(at(
+                alarm.span(),
+                "rollback_alarms",
+                format!(
+                    "the alarm is in account {alarm_account}, but `{env}`'s stacks are in {own} (role_arn); name an alarm of {own}"
+                ),
+            ));
+        }
+        if let Some(own) = account.region.as_deref().filter(|own| *own != region) {
+            return Err(at(
+                alarm.span(),
+                "rollback_alarms",
+                format!(
+                    "the alarm is in {region}, but `{env}`'s stacks are in {own}; CloudFormation reads alarms of the stack's region only"
+                ),
+            ));
+        }
+        if alarms.iter().any(|a| a == arn) {
+            return Err(at(alarm.span(), "rollback_alarms", format!("`{arn}` is named twice; remove one")));
+        }
+        alarms.push(arn.clone());
+    }
+    if alarms.len() > MAX_ROLLBACK_ALARMS {
+        let span = settings.rollback_alarms[MAX_ROLLBACK_ALARMS].span();
+        return Err(at(
+            span,
+            "rollback_alarms",
+            format!(
+                "{} alarms; CloudFormation takes at most {MAX_ROLLBACK_ALARMS} rollback triggers (use a composite alarm)",
+                alarms.len()
+            ),
+        ));
+    }
+    let alarms_span = || settings.rollback_alarms.first().map_or(0..0, Spanned::span);
+    match (on.contains(&RollbackOn::Alarms), alarms.is_empty()) {
+        (true, true) => {
+            let span = settings.rollback_on.iter().find(|c| c.get_ref() == "alarms").map_or(0..0, Spanned::span);
+            return Err(at(
+                span,
+                "rollback_on",
+                format!(
+                    "\"alarms\" without rollback_alarms; add `rollback_alarms = [\"arn:aws:cloudwatch:REGION:ACCOUNT:alarm:NAME\"]` to [deploy.environments.{env}]"
+                ),
+            ));
+        }
+        (false, false) => {
+            return Err(at(
+                alarms_span(),
+                "rollback_alarms",
+                "set without \"alarms\" in rollback_on; add \"alarms\" to rollback_on or remove rollback_alarms".into(),
+            ));
+        }
+        _ => {}
+    }
+    let monitoring_minutes = match &settings.rollback_monitoring_minutes {
+        None => 0,
+        Some(minutes) => {
+            let value = *minutes.get_ref();
+            if value > MAX_ROLLBACK_MONITORING_MINUTES {
+                return Err(at(
+                    minutes.span(),
+                    "rollback_monitoring_minutes",
+                    format!("{value}: write a number of minutes from 0 to {MAX_ROLLBACK_MONITORING_MINUTES}"),
+                ));
+            }
+            if value > 0 && alarms.is_empty() {
+                return Err(at(
+                    minutes.span(),
+                    "rollback_monitoring_minutes",
+                    "set without rollback_alarms (nothing to monitor); add rollback_alarms or remove it".into(),
+                ));
+            }
+            if Duration::from_secs(u64::from(value) * 60) >= timeout {
+                return Err(at(
+                    minutes.span(),
+                    "rollback_monitoring_minutes",
+                    format!(
+                        "{value} minutes is not shorter than deploy.timeout ({}s): the deploy would stop watching a stack still monitored; raise deploy.timeout or lower this",
+                        timeout.as_secs()
+                    ),
+                ));
+            }
+            value
+        }
+    };
+    Ok(RollbackKeys { on, alarms, monitoring_minutes })
+}
+
+/// The region and account of a CloudWatch alarm ARN (`arn:PARTITION:cloudwatch:REGION:ACCOUNT:alarm:NAME`).
+pub fn alarm_region_and_account(arn: &str) -> Option<(&str, &str)> {
+    let mut parts = arn.splitn(7, ':');
+    let (Some("arn"), Some(partition), Some("cloudwatch"), Some(region), Some(account), Some("alarm"), Some(name)) =
+        (parts.next(), parts.next(), parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return None;
+    };
+    let ok = !partition.is_empty()
+        && aws_target::is_region_name(region)
+        && account.len() == 12
+        && account.bytes().all(|b| b.is_ascii_digit())
+        && !name.is_empty()
+        && name.len() <= 255;
+    ok.then_some((region, account))
 }
 
 /// Dependencies first; a cycle is an error naming it.
@@ -725,5 +948,50 @@ parameters = { Extra = "x" }
             .replace("app-data-{env}", "app-data")
             .replace("role_arn = \"arn:aws:iam::123456789012:role/deploy\"\nexternal_id = \"ext-1\"\n", "");
         DeploySettings::from_config(&config(&regions)).unwrap();
+    }
+
+    #[test]
+    fn rollback_keys_are_typed_and_their_mistakes_name_the_line_and_the_fix() {
+        let prod = |keys: &str| BASE.replace("external_id = \"ext-1\"\n", &format!("external_id = \"ext-1\"\n{keys}"));
+        let alarm = "arn:aws:cloudwatch:eu-west-1:123456789012:alarm:api-errors";
+        let text = prod(&format!(
+            "rollback_on = [\"e2e\", \"alarms\", \"site-check\"]\nrollback_alarms = [\"{alarm}\"]\nrollback_monitoring_minutes = 10\n"
+        ));
+        let config = config(&text);
+        let settings = DeploySettings::from_config(&config).unwrap();
+        let env = settings.environment(&config, "prod").unwrap();
+        assert_eq!(env.rollback_on, BTreeSet::from(RollbackOn::ALL));
+        assert_eq!(env.rollback_alarms, [alarm]);
+        assert_eq!(env.rollback_monitoring_minutes, 10);
+        let dev = settings.environment(&config, "dev").unwrap();
+        assert!(dev.rollback_on.is_empty() && dev.rollback_alarms.is_empty());
+        assert_eq!(dev.rollback_monitoring_minutes, 0);
+
+        let refused = |keys: String, key: &str, says: &str| {
+            let err = DeploySettings::from_config(&self::config(&prod(&keys))).unwrap_err();
+            assert_eq!((err.line, err.key.as_str()), (Some(25), key), "{err}");
+            assert!(err.message.contains(says), "{err}");
+            assert!(!err.to_string().contains('\n'), "{err}");
+        };
+        let on = "deploy.environments.prod.rollback_on";
+        let alarms = "deploy.environments.prod.rollback_alarms";
+        let minutes = "deploy.environments.prod.rollback_monitoring_minutes";
+        refused("rollback_on = [\"e2e\", \"smoke\"]\n".into(), on, "`smoke` is not a check");
+        refused("rollback_on = [\"alarms\"]\n".into(), on, "add `rollback_alarms = [");
+        refused(format!("rollback_alarms = [\"{alarm}\"]\n"), alarms, "add \"alarms\" to rollback_on");
+        let with_alarm = |arn: &str| format!("rollback_alarms = [\"{arn}\"]\nrollback_on = [\"alarms\"]\n");
+        refused(with_alarm("arn:aws:sns:eu-west-1:123456789012:topic"), alarms, "is not a CloudWatch alarm ARN");
+        refused(with_alarm("arn:aws:cloudwatch:eu-west-1:123456789012:alarm:"), alarms, "is not a CloudWatch");
+        refused(with_alarm("arn:aws:cloudwatch:eu-west-1:999999999999:alarm:x"), alarms, "in account 999999999999");
+        refused(with_alarm("arn:aws:cloudwatch:us-east-1:123456789012:alarm:x"), alarms, "is in us-east-1");
+        refused(format!("rollback_alarms = [\"{alarm}\", \"{alarm}\"]\nrollback_on = [\"alarms\"]\n"), alarms, "twice");
+        let six: Vec<String> = (0..6).map(|i| format!("\"{alarm}{i}\"")).collect();
+        refused(format!("rollback_alarms = [{}]\nrollback_on = [\"alarms\"]\n", six.join(", ")), alarms, "at most 5");
+        let minutes_of = |n: &str| format!("rollback_monitoring_minutes = {n}\n{}", with_alarm(alarm));
+        refused(minutes_of("181"), minutes, "from 0 to 180");
+        refused("rollback_monitoring_minutes = 5\n".into(), minutes, "set without rollback_alarms");
+        refused(minutes_of("30"), minutes, "not shorter than deploy.timeout");
+        DeploySettings::from_config(&self::config(&prod(&minutes_of("29")))).unwrap();
+        DeploySettings::from_config(&self::config(&prod(&minutes_of("0")))).unwrap();
     }
 }
