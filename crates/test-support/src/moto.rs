@@ -66,7 +66,7 @@ impl Moto {
             .args(["-c", LAUNCHER, &port.to_string(), HARNESS])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log_file(port))
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start moto with {}: {e}", python.display()));
         let pid = child.id();
@@ -93,6 +93,16 @@ impl Moto {
             .endpoint_url(&self.endpoint)
             .load()
             .await
+    }
+}
+
+/// Where the server's own log goes: `MOTO_LOG_DIR/moto-PORT.log` when that variable names a
+/// folder (to read the Python traceback behind an emulator's empty 500), nowhere otherwise.
+fn log_file(port: u16) -> Stdio {
+    let Some(dir) = std::env::var_os("MOTO_LOG_DIR") else { return Stdio::null() };
+    match std::fs::File::create(std::path::Path::new(&dir).join(format!("moto-{port}.log"))) {
+        Ok(file) => file.into(),
+        Err(_) => Stdio::null(),
     }
 }
 
