@@ -9,8 +9,8 @@ use std::time::{Duration, SystemTime};
 use aws_sdk_cloudformation::Client as CloudFormation;
 use aws_sdk_cloudformation::operation::describe_change_set::DescribeChangeSetOutput;
 use aws_sdk_cloudformation::types::{
-    Capability, ChangeAction, ChangeSetStatus, ChangeSetType, ExecutionStatus, Parameter, Replacement, Stack, Tag,
-    TemplateStage,
+    Capability, ChangeAction, ChangeSetStatus, ChangeSetType, ExecutionStatus, Parameter, Replacement,
+    RollbackConfiguration, RollbackTrigger, Stack, Tag, TemplateStage,
 };
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
@@ -653,6 +653,22 @@ async fn wait_for_delete(
     }
 }
 
+/// The `RollbackConfiguration` of a change set: each alarm (a CloudWatch alarm ARN, as
+/// [`crate::config::Environment::rollback_alarms`] checks them) as an `AWS::CloudWatch::Alarm`
+/// rollback trigger, and how long CloudFormation watches them after the resources are deployed.
+/// Always sent, even empty: a change set without one keeps the triggers the stack's last change
+/// set had, so alarms removed from the config would stay. Every change set of an environment
+/// (a deploy's, a rollback's) carries its environment's:
+/// `rollback_configuration(&env.rollback_alarms, env.rollback_monitoring_minutes)`.
+pub fn rollback_configuration(alarms: &[String], monitoring_minutes: u32) -> RollbackConfiguration {
+    let triggers =
+        alarms.iter().map(|arn| RollbackTrigger::builder().arn(arn).r#type("AWS::CloudWatch::Alarm").build()).collect();
+    RollbackConfiguration::builder()
+        .set_rollback_triggers(Some(triggers))
+        .monitoring_time_in_minutes(i32::try_from(monitoring_minutes).unwrap_or(i32::MAX))
+        .build()
+}
+
 /// Creates the deploy's one change set; its ARN, by which it is referred to from here on.
 #[allow(clippy::too_many_arguments)]
 async fn create_change_set(
@@ -673,6 +689,7 @@ async fn create_change_set(
         .change_set_type(kind.clone())
         .include_nested_stacks(true)
         .set_role_arn(plan.cfn_role_arn.clone())
+        .rollback_configuration(rollback_configuration(&plan.rollback_alarms, plan.rollback_monitoring_minutes))
         .set_parameters(Some(
             parameters
                 .iter()

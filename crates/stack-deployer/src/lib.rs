@@ -45,8 +45,8 @@ pub mod stage;
 
 use std::path::{Path, PathBuf};
 
-pub use apply::{ApplyOptions, Clients, ResourceChange, RootCause, StackOutcome, StackResult};
-pub use config::{ArtifactMode, ArtifactSettings, DeploySettings, Environment, ParameterValue, StackSpec};
+pub use apply::{ApplyOptions, Clients, ResourceChange, RootCause, StackOutcome, StackResult, rollback_configuration};
+pub use config::{ArtifactMode, ArtifactSettings, DeploySettings, Environment, ParameterValue, RollbackOn, StackSpec};
 pub use plan::{Artifact, Plan, PlanInputs, StackPlan, plan};
 pub use stage::{Locks, Report, StageOptions, deploy, plan_stage, run_stage};
 

@@ -139,6 +139,12 @@ pub struct Plan {
     pub cfn_role_arn: Option<String>,
     /// The role the deploy assumes to reach the environment (`role_arn`), named in a refusal.
     pub role_arn: Option<String>,
+    /// The CloudWatch alarms every change set carries as rollback triggers (`rollback_alarms`):
+    /// CloudFormation rolls a stack back when one goes off. Empty sends an empty list, which
+    /// clears triggers an earlier change set left on the stack.
+    pub rollback_alarms: Vec<String>,
+    /// How long CloudFormation keeps watching them after a stack's resources are deployed.
+    pub rollback_monitoring_minutes: u32,
     /// Objects to upload (skipped when already there).
     pub artifacts: Vec<Artifact>,
     /// Stacks to deploy, dependencies first.
@@ -165,6 +171,14 @@ impl Plan {
         );
         if let Some(role) = &self.cfn_role_arn {
             let _ = writeln!(out, "CloudFormation acts as {role}");
+        }
+        if !self.rollback_alarms.is_empty() {
+            let _ = writeln!(
+                out,
+                "rollback triggers on every change set (a stack rolls back when one goes off; watched {} minute(s) after its resources are deployed): {}",
+                self.rollback_monitoring_minutes,
+                self.rollback_alarms.join(", ")
+            );
         }
         let _ = writeln!(out, "artifacts ({}; each uploaded unless already there):", self.artifacts.len());
         for artifact in &self.artifacts {
@@ -321,6 +335,8 @@ pub fn plan(env: &Environment, inputs: PlanInputs<'_>, lookup: &dyn Fn(&str) -> 
         key_prefix: env.key_prefix.clone(),
         cfn_role_arn: env.cfn_role_arn.clone(),
         role_arn: env.account.role_arn.clone(),
+        rollback_alarms: env.rollback_alarms.clone(),
+        rollback_monitoring_minutes: env.rollback_monitoring_minutes,
         artifacts,
         stacks,
         skipped,

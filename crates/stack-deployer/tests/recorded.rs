@@ -809,3 +809,71 @@ async fn a_fixed_mode_stack_with_the_same_body_still_gets_a_change_set() {
     assert_eq!(created.num_calls(), 1, "a change set was made");
     assert_eq!(template.num_calls(), 0, "the body alone decides nothing");
 }
+
+/// Recorded: moto takes a change set's `RollbackConfiguration` and ignores it (it keeps no
+/// triggers and never rolls back), so the request itself is checked here: every CreateChangeSet
+/// of an environment with `rollback_alarms` carries them as `AWS::CloudWatch::Alarm` triggers
+/// with the monitoring time, and one without sends an empty list (clearing earlier triggers).
+#[tokio::test]
+async fn every_change_set_carries_the_environments_alarms_as_rollback_triggers() {
+    const ALARM: &str = "arn:aws:cloudwatch:us-east-1:123456789012:alarm:api-errors";
+    const OTHER: &str = "arn:aws:cloudwatch:us-east-1:123456789012:alarm:api-latency";
+    let (_repo, plan) = plan_with(
+        &format!(
+            "[deploy.environments.dev]\nrollback_on = [\"alarms\", \"e2e\"]\nrollback_alarms = [\"{ALARM}\", \"{OTHER}\"]\nrollback_monitoring_minutes = 15\n"
+        ),
+        &[],
+    );
+    assert!(
+        plan.describe().contains(&format!("watched 15 minute(s) after its resources are deployed): {ALARM}, {OTHER}"))
+    );
+    fn triggers(
+        r: &aws_sdk_cloudformation::operation::create_change_set::CreateChangeSetInput,
+    ) -> (Vec<(String, String)>, Option<i32>) {
+        let config = r.rollback_configuration().unwrap();
+        let triggers: Vec<(String, String)> = config
+            .rollback_triggers()
+            .iter()
+            .map(|t| (t.arn().unwrap_or_default().to_string(), t.r#type().unwrap_or_default().to_string()))
+            .collect();
+        (triggers, config.monitoring_time_in_minutes())
+    }
+    let describe = mock!(aws_sdk_cloudformation::Client::describe_stacks)
+        .then_output(|| stacks(stack(StackStatus::UpdateComplete, "other")));
+    // Answers "nothing to change" (the deploy ends there) only to a request carrying them.
+    let carrying = mock!(aws_sdk_cloudformation::Client::create_change_set)
+        .match_requests(|r| {
+            triggers(r)
+                == (
+                    vec![
+                        (ALARM.to_string(), "AWS::CloudWatch::Alarm".to_string()),
+                        (OTHER.to_string(), "AWS::CloudWatch::Alarm".to_string()),
+                    ],
+                    Some(15),
+                )
+        })
+        .then_error(|| {
+            CreateChangeSetError::generic(
+                ErrorMetadata::builder().code("ValidationError").message("No updates are to be performed.").build(),
+            )
+        });
+    let clients1 = clients(&[&describe, &carrying]);
+    let (report, _) = deploy(&plan, &clients1, &options()).await;
+    assert_eq!(report.stacks[0].outcome, StackOutcome::NoChanges);
+    assert_eq!(carrying.num_calls(), 1);
+
+    // Without alarms: an empty list and no monitoring, not no configuration at all.
+    let (_repo, plan) = self::plan();
+    assert!(!plan.describe().contains("rollback triggers"));
+    let clearing = mock!(aws_sdk_cloudformation::Client::create_change_set)
+        .match_requests(|r| triggers(r) == (Vec::new(), Some(0)))
+        .then_error(|| {
+            CreateChangeSetError::generic(
+                ErrorMetadata::builder().code("ValidationError").message("No updates are to be performed.").build(),
+            )
+        });
+    let clients2 = clients(&[&describe, &clearing]);
+    let (report, _) = deploy(&plan, &clients2, &options()).await;
+    assert_eq!(report.stacks[0].outcome, StackOutcome::NoChanges);
+    assert_eq!(clearing.num_calls(), 1);
+}
