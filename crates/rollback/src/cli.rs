@@ -39,6 +39,8 @@ impl Choice {
             emergency: self.emergency,
             resume: self.resume.clone(),
             first_poll: None,
+            reason: None,
+            cfn_role_arn: None,
         }
     }
 }

@@ -20,6 +20,12 @@
 //! only once the rollback's run is approved (`status-report approve --run RUN --by NAME`, then
 //! `rollback --resume RUN`), unless `--emergency`, which is recorded.
 //!
+//! Automated ([`after_failed_check`], called by the pipeline and by `rollback
+//! --after-failed-check` in CodeBuild): when a post-deploy check of a run failed (E2E, the
+//! environment's site check) that the environment's `rollback_on` lists, the environment goes
+//! back to the release before the run's, without approval (that release passed before), the
+//! reason in the rollback's records; the failed run records it too and stays red.
+//!
 //! ```
 //! use rollback::{Target, choose};
 //!
@@ -28,11 +34,13 @@
 //! assert_eq!(error.exit_code(), 2);
 //! ```
 
+mod auto;
 #[cfg(feature = "cli")]
 pub mod cli;
 mod plan;
 mod stage;
 
+pub use auto::{AfterCheck, Check, after_failed_check, failed_checks};
 pub use plan::{FunctionStep, RollbackPlan, StackStep, Target, choose, plan};
 pub use stage::{Clients, Event, Options, Outcome, rebuild_store, run_rollback};
 
@@ -122,6 +130,12 @@ pub enum Error {
         now: String,
         /// What the approval was for.
         approved: String,
+    },
+    /// An automated rollback ended without rolling back (it neither waits nor plans only).
+    #[error("the rollback of `{env}` did not apply; run `rollback --env {env}` by hand")]
+    NotApplied {
+        /// The environment.
+        env: String,
     },
     /// The config is wrong.
     #[error(transparent)]

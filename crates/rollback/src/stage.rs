@@ -38,6 +38,11 @@ pub struct Options {
     pub resume: Option<String>,
     /// The first pause between a stack's polls ([`FIRST_POLL`] when unset).
     pub first_poll: Option<Duration>,
+    /// Why an automated rollback runs (`crate::after_failed_check`): no approval is asked (the
+    /// release it restores was deployed before), and the rollback's records say it.
+    pub reason: Option<String>,
+    /// The role CloudFormation acts as, replacing the environment's `cfn_role_arn`.
+    pub cfn_role_arn: Option<String>,
 }
 
 /// Progress.
@@ -138,7 +143,7 @@ pub async fn run_rollback(
         return Err(Error::Moved { env: env.into(), now: from.id.clone(), approved });
     }
     let needs_approval = policy.environments.get(env).is_some_and(|rule| rule.approval);
-    if needs_approval && !options.emergency && options.resume.is_none() {
+    if needs_approval && !options.emergency && options.resume.is_none() && options.reason.is_none() {
         let mut digest = run_state::ReleaseDigest::default();
         digest.insert(TO, &to.id);
         digest.insert(FROM, &from.id);
@@ -239,8 +244,12 @@ async fn checked_apply(
         recordings.push(recording.map_err(|e| Applied::Failed(e.into()))?);
     }
     let result = apply(context, store, clients, options, run, plan, checked, on_event).await;
-    let emergency = if options.emergency { " (emergency: without approval)" } else { "" };
-    let note = format!("rolled back to release {} from {}{emergency}", plan.to.id, plan.from.id);
+    let why = match (&options.reason, options.emergency) {
+        (Some(reason), _) => format!(" ({reason}; without approval)"),
+        (None, true) => " (emergency: without approval)".to_string(),
+        (None, false) => String::new(),
+    };
+    let note = format!("rolled back to release {} from {}{why}", plan.to.id, plan.from.id);
     for recording in recordings {
         let ended = match &result {
             Ok(_) => recording.end(Status::Passed, |d| d.note = Some(note.clone())),
@@ -442,8 +451,12 @@ async fn restore_stack(
         environment: plan.env.clone(),
         region: Some(stack.region.clone()),
         bucket: plan.to.artifact_bucket.clone().unwrap_or_default(),
-        cfn_role_arn: environment.cfn_role_arn.clone(),
+        cfn_role_arn: options.cfn_role_arn.clone().or_else(|| environment.cfn_role_arn.clone()),
         role_arn: environment.account.role_arn.clone(),
+        // The environment's alarms stay the change set's rollback triggers (an empty list would
+        // clear them).
+        rollback_alarms: environment.rollback_alarms.clone(),
+        rollback_monitoring_minutes: environment.rollback_monitoring_minutes,
         ..Default::default()
     };
     let previous: BTreeSet<String> = stack

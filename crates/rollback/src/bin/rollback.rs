@@ -29,6 +29,20 @@ struct Args {
     /// `releases/ENV/` objects (a lost store), then stop.
     #[arg(long, value_name = "BUCKET", conflicts_with_all = ["to", "steps", "resume", "dry_run"])]
     rebuild_from: Option<String>,
+    /// After a run's post-deploy checks (CodeBuild's E2E and DeployProd stages, on failure):
+    /// when a check of the run failed (e2e, the environment's site check) that the environment's
+    /// `rollback_on` lists, roll the environment back to the release before the run's, recorded
+    /// in both runs; otherwise say why not and change nothing. Exit 0 either way: the failed
+    /// check keeps the run red.
+    #[arg(long, conflicts_with_all = ["to", "steps", "resume", "dry_run", "emergency", "rebuild_from"])]
+    after_failed_check: bool,
+    /// The run whose checks `--after-failed-check` reads [default: the newest run].
+    #[arg(long, value_name = "RUN", requires = "after_failed_check")]
+    run: Option<String>,
+    /// The role CloudFormation acts as on the rollback's change sets, replacing
+    /// [deploy.environments.NAME] cfn_role_arn.
+    #[arg(long, value_name = "ARN")]
+    cfn_role_arn: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -36,16 +50,33 @@ fn main() -> ExitCode {
     run_state::cli::main_with_code("rollback", || run(args))
 }
 
+/// What the binary did.
+enum Done {
+    /// `--rebuild-from`: how many releases.
+    Rebuilt(usize),
+    /// `--after-failed-check`: what it did, in one line.
+    Checked(Result<String, rollback::Error>),
+    /// A rollback.
+    Rollback(Box<Result<Outcome, rollback::Error>>),
+}
+
 #[allow(clippy::print_stderr)]
 fn run(args: Args) -> anyhow::Result<u8> {
     let context = args.stage.context_on(&args.target.target())?;
     let config = context.required_config()?;
-    let account = aws_target::Account::from_config(config, &args.choice.environment)?;
-    let target = args.target.target().for_environment(&args.choice.environment, &account, "rollback")?;
+    let env = args.choice.environment.as_str();
+    let account = aws_target::Account::from_config(config, env)?;
+    let target = args.target.target().for_environment(env, &account, "rollback")?;
     let store = context.store()?;
-    let options = args.choice.options();
+    let mut options = args.choice.options();
+    options.cfn_role_arn = args.cfn_role_arn.clone();
+    let failed_run = match (&args.run, args.after_failed_check) {
+        (Some(run), _) => Some(run.clone()),
+        (None, true) => Some(context.run_dir(None)?.run_id),
+        (None, false) => None,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let outcome = runtime.block_on(async {
+    let done = runtime.block_on(async {
         let config = aws_target::load(&target).await?;
         let clients = Clients {
             s3: aws_target::s3(&config, None),
@@ -54,39 +85,45 @@ fn run(args: Args) -> anyhow::Result<u8> {
             cloudfront: Some(aws_target::cloudfront(&config, None)),
         };
         if let Some(bucket) = &args.rebuild_from {
-            let count = rollback::rebuild_store(&clients.s3, bucket, &args.choice.environment, &store).await?;
-            return anyhow::Ok(Err(count));
+            return anyhow::Ok(Done::Rebuilt(rollback::rebuild_store(&clients.s3, bucket, env, &store).await?));
         }
-        anyhow::Ok(Ok(rollback::run_rollback(&context, &store, &clients, &options, &|e| {
-            eprint!("{}", rollback::cli::render(e).unwrap_or_default())
-        })
-        .await))
+        let on_event = |e| eprint!("{}", rollback::cli::render(e).unwrap_or_default());
+        if let Some(run_id) = &failed_run {
+            let role = options.cfn_role_arn.clone();
+            let after = rollback::after_failed_check(&context, &store, &clients, env, run_id, role, &on_event).await;
+            return anyhow::Ok(Done::Checked(after.map(|done| done.line(env, run_id))));
+        }
+        anyhow::Ok(Done::Rollback(Box::new(
+            rollback::run_rollback(&context, &store, &clients, &options, &on_event).await,
+        )))
     })?;
-    let outcome = match outcome {
-        Err(count) => {
-            run_state::cli::print(&format!(
-                "{count} release(s) of `{}` rebuilt in the store\n",
-                args.choice.environment
-            ))?;
+    report(env, done)
+}
+
+/// Prints what was done; the exit code.
+fn report(env: &str, done: Done) -> anyhow::Result<u8> {
+    let outcome = match done {
+        Done::Rebuilt(count) => {
+            run_state::cli::print(&format!("{count} release(s) of `{env}` rebuilt in the store\n"))?;
             return Ok(0);
         }
-        Ok(outcome) => outcome,
+        Done::Checked(Ok(line)) => {
+            run_state::cli::print(&format!("{line}\n"))?;
+            return Ok(0);
+        }
+        Done::Checked(Err(error)) => Err(error),
+        Done::Rollback(outcome) => *outcome,
     };
     match outcome {
         Ok(Outcome::DryRun(_)) => Ok(0),
         Ok(Outcome::AwaitingApproval { run_id, .. }) => {
             run_state::cli::print(&format!(
-                "run {run_id}: the rollback of `{env}` waits for approval: `status-report approve --run {run_id} --by NAME`, then `rollback --env {env} --resume {run_id}`\n",
-                env = args.choice.environment
+                "run {run_id}: the rollback of `{env}` waits for approval: `status-report approve --run {run_id} --by NAME`, then `rollback --env {env} --resume {run_id}`\n"
             ))?;
             Ok(0)
         }
         Ok(Outcome::RolledBack { run_id, release, .. }) => {
-            run_state::cli::print(&format!(
-                "run {run_id}: `{}` runs release {}\n",
-                args.choice.environment,
-                release.line()
-            ))?;
+            run_state::cli::print(&format!("run {run_id}: `{env}` runs release {}\n", release.line()))?;
             Ok(0)
         }
         Err(error) => {
