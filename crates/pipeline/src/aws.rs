@@ -197,3 +197,31 @@ pub(crate) async fn site_check(
     on_event(Event::Line(format!("site check {env_name}: {line}")));
     Ok(checked?.passed())
 }
+
+/// After a post-deploy check of `env_name` failed: [`rollback::after_failed_check`], as
+/// `rollback --after-failed-check` runs it in CodeBuild (the environment goes back to its
+/// previous release when its `rollback_on` lists the check; both runs record it). What it did,
+/// in one line.
+pub(crate) async fn after_failed_check(
+    inputs: &Inputs<'_>,
+    configs: &Configs,
+    target: &Target,
+    env_name: &str,
+) -> Result<(bool, String), Error> {
+    let Inputs { context, run, store, on_event, .. } = *inputs;
+    let config = configs.get(context, target, env_name, on_event).await?;
+    let clients = rollback::Clients {
+        s3: aws_target::s3(&config, None),
+        cloudformation: aws_target::cloudformation(&config, None),
+        lambda: aws_target::lambda(&config, None),
+        cloudfront: Some(aws_target::cloudfront(&config, None)),
+    };
+    let on_rollback = |event: rollback::Event| {
+        if let rollback::Event::Done(line) = event {
+            on_event(Event::Line(format!("rollback {env_name}: {line}")));
+        }
+    };
+    let done =
+        rollback::after_failed_check(context, store, &clients, env_name, &run.run_id, None, &on_rollback).await?;
+    Ok((done.rolled_back(), done.line(env_name, &run.run_id)))
+}

@@ -10,8 +10,11 @@
 //! when a changed component is deployed by a stack or is the site; nothing after the status
 //! check runs while it refuses; production only after approval and when every earlier stage
 //! passed (each deploy stage asks [`gate`] itself); one pipeline at a time per repository (the
-//! store's lock). A whole stage nothing requires is recorded skipped under `pipeline` with the
-//! reason; a component a stage leaves alone is recorded by that stage.
+//! store's lock); a failed post-deploy check (E2E, an environment's site check) rolls that
+//! environment back to its previous release where its `rollback_on` lists the check
+//! ([`rollback::after_failed_check`]), and the run stays red. A whole stage nothing requires is
+//! recorded skipped under `pipeline` with the reason; a component a stage leaves alone is
+//! recorded by that stage.
 //!
 //! What stays with the caller (`cargo xtask pipeline`): the flags, the worktree a run's commit
 //! is checked out in, the embedded emulator, the approval prompt and the rendering of
@@ -107,6 +110,9 @@ pub enum Error {
         #[source]
         source: BoxError,
     },
+    /// The automated rollback.
+    #[error("the automated rollback")]
+    Rollback(#[source] Box<rollback::Error>),
     /// The notification.
     #[error("the notification")]
     Notify(#[from] status_report::notify::Error),
@@ -133,6 +139,12 @@ pub enum Error {
     /// The async runtime could not start.
     #[error("cannot start the async runtime")]
     Runtime(#[source] std::io::Error),
+}
+
+impl From<rollback::Error> for Error {
+    fn from(error: rollback::Error) -> Error {
+        Error::Rollback(Box::new(error))
+    }
 }
 
 impl From<lambda_packager::Error> for Error {
@@ -446,6 +458,21 @@ impl Stages<'_> {
         }))
     }
 
+    /// After a post-deploy check of `env` failed: the automated rollback (`rollback_on`), its
+    /// line shown; whether `env` was rolled back. The run stays red either way.
+    fn roll_back(&self, target: &Target, env: &str) -> bool {
+        match self.runtime.block_on(aws::after_failed_check(self.inputs, &self.configs, target, env)) {
+            Ok((rolled_back, line)) => {
+                self.line(line);
+                rolled_back
+            }
+            Err(error) => {
+                self.line(format!("rollback {env}: {}", run_state::error_chain(&error)));
+                false
+            }
+        }
+    }
+
     /// Approval, then E2E and the site check, then production.
     fn approve_and_deliver(
         &self,
@@ -468,8 +495,14 @@ impl Stages<'_> {
             }
             Decision::Approved { by, .. } => {
                 self.line(format!("approval: approved by {by}"));
-                self.step(Step::E2e, Some(&self.envs.first));
-                self.site_check(&target, &self.envs.first)?;
+                let first = &self.envs.first;
+                let e2e = self.step(Step::E2e, Some(first));
+                let site = self.site_check(&target, first)?;
+                if !(e2e && site) && self.roll_back(&target, first) {
+                    let reason = format!("production refused: `{first}` was rolled back after its checks failed");
+                    self.skip(&[Step::ProdDeploy], &reason)?;
+                    return Ok(false);
+                }
                 self.production(&target)
             }
         }
@@ -487,6 +520,7 @@ impl Stages<'_> {
             return Ok(false);
         }
         if !self.site_check(target, prod)? {
+            self.roll_back(target, prod);
             return Ok(false);
         }
         let Inputs { run, store, policy, .. } = *self.inputs;
