@@ -108,66 +108,90 @@ async fn get_text(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> Result<Op
 /// runtime config (validate's scanner). Findings sorted by path and rule.
 pub async fn check_site(s3: &aws_sdk_s3::Client, options: CheckOptions<'_>) -> Result<Vec<Finding>, Error> {
     let CheckOptions { bucket, config } = options;
-    let prefix = config.prefix.as_str();
-    let mut findings = Vec::new();
-    let root_key = format!("{prefix}{}", config.root_document);
-    match get_text(s3, bucket, &root_key).await? {
-        None => findings.push(finding(
-            bucket,
-            &root_key,
-            NO_ROOT,
-            Severity::Error,
-            "the root document is not published; publish the site".into(),
-        )),
-        Some(html) => {
-            let html = String::from_utf8_lossy(&html);
-            for path in references(&config.root_document, &html) {
-                let key = format!("{prefix}{path}");
-                let head = s3.head_object().bucket(bucket).key(&key).send().await;
-                let out = match head {
-                    Ok(out) => out,
-                    Err(e) if aws_target::ErrorKind::of(&e) == aws_target::ErrorKind::NotFound => {
-                        findings.push(finding(
-                            bucket,
-                            &key,
-                            MISSING_ASSET,
-                            Severity::Error,
-                            format!("{} references `{path}`, which is not published", config.root_document),
-                        ));
-                        continue;
-                    }
-                    Err(e) => return Err(s3_error("HeadObject", bucket, &key, e)),
-                };
-                let expected = config.headers(&path);
-                let content_type = out.content_type().unwrap_or_default();
-                if content_type != expected.content_type {
-                    findings.push(finding(
-                        bucket,
-                        &key,
-                        WRONG_TYPE,
-                        Severity::Error,
-                        format!(
-                            "served as Content-Type `{content_type}`, expected `{}`; publish again to fix the headers",
-                            expected.content_type
-                        ),
-                    ));
-                }
-                let cache = out.cache_control().unwrap_or_default();
-                if cache != expected.cache_control {
-                    findings.push(finding(
-                        bucket,
-                        &key,
-                        WRONG_CACHE,
-                        Severity::Warning,
-                        format!(
-                            "served with Cache-Control `{cache}`, expected `{}`; publish again to fix the headers",
-                            expected.cache_control
-                        ),
-                    ));
+    let mut findings = check_root_and_assets(s3, bucket, config).await?;
+    findings.extend(check_listing(s3, bucket, &config.prefix).await?);
+    findings.extend(check_public_access(s3, bucket).await?);
+    if let Some(runtime) = &config.runtime_config {
+        let scanner = validate::secrets::SecretScanner::default();
+        for file in &runtime.files {
+            let key = format!("{}{file}", config.prefix);
+            if let Some(bytes) = get_text(s3, bucket, &key).await? {
+                for mut found in scanner.scan(&key, &bytes) {
+                    found.path = format!("s3://{bucket}/{key}");
+                    findings.push(found);
                 }
             }
         }
     }
+    findings.sort();
+    Ok(findings)
+}
+
+/// The root document, and every asset it references: present, with the configured
+/// Content-Type and Cache-Control.
+async fn check_root_and_assets(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    config: &PublishConfig,
+) -> Result<Vec<Finding>, Error> {
+    let prefix = config.prefix.as_str();
+    let root_key = format!("{prefix}{}", config.root_document);
+    let Some(html) = get_text(s3, bucket, &root_key).await? else {
+        let message = "the root document is not published; publish the site".into();
+        return Ok(vec![finding(bucket, &root_key, NO_ROOT, Severity::Error, message)]);
+    };
+    let mut findings = Vec::new();
+    let html = String::from_utf8_lossy(&html);
+    for path in references(&config.root_document, &html) {
+        let key = format!("{prefix}{path}");
+        let out = match s3.head_object().bucket(bucket).key(&key).send().await {
+            Ok(out) => out,
+            Err(e) if aws_target::ErrorKind::of(&e) == aws_target::ErrorKind::NotFound => {
+                findings.push(finding(
+                    bucket,
+                    &key,
+                    MISSING_ASSET,
+                    Severity::Error,
+                    format!("{} references `{path}`, which is not published", config.root_document),
+                ));
+                continue;
+            }
+            Err(e) => return Err(s3_error("HeadObject", bucket, &key, e)),
+        };
+        let expected = config.headers(&path);
+        let content_type = out.content_type().unwrap_or_default();
+        if content_type != expected.content_type {
+            findings.push(finding(
+                bucket,
+                &key,
+                WRONG_TYPE,
+                Severity::Error,
+                format!(
+                    "served as Content-Type `{content_type}`, expected `{}`; publish again to fix the headers",
+                    expected.content_type
+                ),
+            ));
+        }
+        let cache = out.cache_control().unwrap_or_default();
+        if cache != expected.cache_control {
+            findings.push(finding(
+                bucket,
+                &key,
+                WRONG_CACHE,
+                Severity::Warning,
+                format!(
+                    "served with Cache-Control `{cache}`, expected `{}`; publish again to fix the headers",
+                    expected.cache_control
+                ),
+            ));
+        }
+    }
+    Ok(findings)
+}
+
+/// Every object under the prefix: no source map, dotfile or `.env*` published.
+async fn check_listing(s3: &aws_sdk_s3::Client, bucket: &str, prefix: &str) -> Result<Vec<Finding>, Error> {
+    let mut findings = Vec::new();
     let mut pages = s3.list_objects_v2().bucket(bucket).prefix(prefix).into_paginator().send();
     while let Some(page) = pages.next().await {
         let page = page.map_err(|e| s3_error("ListObjectsV2", bucket, prefix, e))?;
@@ -199,7 +223,12 @@ pub async fn check_site(s3: &aws_sdk_s3::Client, options: CheckOptions<'_>) -> R
             }
         }
     }
-    match s3.get_public_access_block().bucket(bucket).send().await {
+    Ok(findings)
+}
+
+/// The bucket blocks all public access (all four settings).
+async fn check_public_access(s3: &aws_sdk_s3::Client, bucket: &str) -> Result<Option<Finding>, Error> {
+    let message = match s3.get_public_access_block().bucket(bucket).send().await {
         Ok(out) => {
             let c = out.public_access_block_configuration();
             let all = c.is_some_and(|c| {
@@ -208,41 +237,17 @@ pub async fn check_site(s3: &aws_sdk_s3::Client, options: CheckOptions<'_>) -> R
                     && c.block_public_policy() == Some(true)
                     && c.restrict_public_buckets() == Some(true)
             });
-            if !all {
-                findings.push(finding(
-                    bucket,
-                    "",
-                    PUBLIC_BUCKET,
-                    Severity::Error,
-                    "the bucket does not block all public access; turn on all four Block Public Access settings and serve it through CloudFront".into(),
-                ));
+            if all {
+                return Ok(None);
             }
+            "the bucket does not block all public access; turn on all four Block Public Access settings and serve it through CloudFront"
         }
         Err(e) if e.as_service_error().and_then(|s| s.code()) == Some("NoSuchPublicAccessBlockConfiguration") => {
-            findings.push(finding(
-                bucket,
-                "",
-                PUBLIC_BUCKET,
-                Severity::Error,
-                "the bucket has no Block Public Access configuration; turn on all four settings and serve it through CloudFront".into(),
-            ));
+            "the bucket has no Block Public Access configuration; turn on all four settings and serve it through CloudFront"
         }
         Err(e) => return Err(s3_error("GetPublicAccessBlock", bucket, "", e)),
-    }
-    if let Some(runtime) = &config.runtime_config {
-        let scanner = validate::secrets::SecretScanner::default();
-        for file in &runtime.files {
-            let key = format!("{prefix}{file}");
-            if let Some(bytes) = get_text(s3, bucket, &key).await? {
-                for mut found in scanner.scan(&key, &bytes) {
-                    found.path = format!("s3://{bucket}/{key}");
-                    findings.push(found);
-                }
-            }
-        }
-    }
-    findings.sort();
-    Ok(findings)
+    };
+    Ok(Some(finding(bucket, "", PUBLIC_BUCKET, Severity::Error, message.into())))
 }
 
 #[cfg(test)]

@@ -229,24 +229,11 @@ impl PublishConfig {
         let component = s.component.ok_or_else(|| missing("component", "component = \"frontend\""))?;
         pipeline_config::check_name(component.get_ref()).map_err(|m| err(config, component.span(), "component", m))?;
         let dist = s.dist.ok_or_else(|| missing("dist", "dist = \"frontend/dist\""))?;
-        if dist.get_ref().is_empty()
-            || Path::new(dist.get_ref()).is_absolute()
-            || Path::new(dist.get_ref()).components().any(|c| matches!(c, std::path::Component::ParentDir))
-        {
-            return Err(err(config, dist.span(), "dist", "must be a folder inside the monorepo, relative to its root"));
-        }
+        check_dist(config, &dist)?;
         let bucket = s.bucket.ok_or_else(|| missing("bucket", "bucket = { output = \"master.SiteBucketName\" }"))?;
         let bucket = value_source(config, &bucket, "bucket")?;
         let distribution = s.distribution.as_ref().map(|d| value_source(config, d, "distribution")).transpose()?;
-        let prefix = match &s.prefix {
-            None => String::new(),
-            Some(p) if p.get_ref().trim_matches('/').is_empty() => String::new(),
-            Some(p) => {
-                let trimmed = p.get_ref().trim_matches('/');
-                check_site_path(trimmed).map_err(|m| err(config, p.span(), "prefix", m))?;
-                format!("{trimmed}/")
-            }
-        };
+        let prefix = prefix(config, s.prefix.as_ref())?;
         let rules = pipeline_config::glob_set(
             &config.path,
             &config.text,
@@ -257,96 +244,17 @@ impl PublishConfig {
             check_header_value(&rule.cache_control)
                 .map_err(|m| err(config, rule.glob.span(), "headers.cache_control", m))?;
         }
-        let mut precompressed = BTreeMap::new();
-        for ext in &s.precompressed {
-            let encoding = match ext.get_ref().as_str() {
-                "br" => "br",
-                "gz" => "gzip",
-                "zst" => "zstd",
-                other => {
-                    return Err(err(
-                        config,
-                        ext.span(),
-                        "precompressed",
-                        format!("`{other}` is not a known precompressed extension; write \"br\", \"gz\" or \"zst\""),
-                    ));
-                }
-            };
-            precompressed.insert(ext.get_ref().clone(), encoding.to_owned());
-        }
+        let precompressed = precompressed(config, &s.precompressed)?;
         let include = pipeline_config::glob_set(
             &config.path,
             &config.text,
             s.include.iter().map(|g| (g.get_ref().as_str(), g.span())),
             "publish.include",
         )?;
-        let retain_releases = match &s.retain_releases {
-            None => 2,
-            Some(k) if *k.get_ref() == 0 => {
-                return Err(err(config, k.span(), "retain_releases", "must be at least 1 (the live release)"));
-            }
-            Some(k) if *k.get_ref() > MAX_RETAIN_RELEASES => {
-                return Err(err(
-                    config,
-                    k.span(),
-                    "retain_releases",
-                    format!(
-                        "must be at most {MAX_RETAIN_RELEASES}: every retained release keeps its files in the bucket and its entry in the release manifest"
-                    ),
-                ));
-            }
-            Some(k) => *k.get_ref() as usize,
-        };
-        let max_delete_share = match &s.max_delete_share {
-            None => 0.5,
-            Some(v) if !(0.0..=1.0).contains(v.get_ref()) => {
-                return Err(err(
-                    config,
-                    v.span(),
-                    "max_delete_share",
-                    "must be between 0 and 1 (0.5 is half the objects)",
-                ));
-            }
-            Some(v) => *v.get_ref(),
-        };
-        let parallelism = match &s.parallelism {
-            None => 16,
-            Some(p) if !(1..=256).contains(p.get_ref()) => {
-                return Err(err(config, p.span(), "parallelism", "must be between 1 and 256"));
-            }
-            Some(p) => *p.get_ref(),
-        };
-        let multipart_threshold = match &s.multipart_threshold_mib {
-            None => 16 * MIB,
-            Some(m) if !(5..=5 * 1024).contains(m.get_ref()) => {
-                return Err(err(
-                    config,
-                    m.span(),
-                    "multipart_threshold_mib",
-                    "must be between 5 and 5120 (S3's part sizes)",
-                ));
-            }
-            Some(m) => m.get_ref() * MIB,
-        };
-        let in_memory = multipart_threshold.saturating_mul(parallelism as u64);
-        if in_memory > MAX_UPLOAD_MEMORY {
-            let (key, span) = match (&s.multipart_threshold_mib, &s.parallelism) {
-                (Some(m), _) => ("multipart_threshold_mib", m.span()),
-                (None, Some(p)) => ("parallelism", p.span()),
-                (None, None) => ("parallelism", 0..0),
-            };
-            return Err(err(
-                config,
-                span,
-                key,
-                format!(
-                    "publish.multipart_threshold_mib ({}) × publish.parallelism ({parallelism}) is {} MiB of files held in memory at once, over {} MiB; lower one of them",
-                    multipart_threshold / MIB,
-                    in_memory / MIB,
-                    MAX_UPLOAD_MEMORY / MIB
-                ),
-            ));
-        }
+        let retain_releases = retain_releases(config, s.retain_releases.as_ref())?;
+        let max_delete_share = max_delete_share(config, s.max_delete_share.as_ref())?;
+        let (parallelism, multipart_threshold) =
+            uploads(config, s.parallelism.as_ref(), s.multipart_threshold_mib.as_ref())?;
         let root_document = match &s.root_document {
             None => "index.html".to_owned(),
             Some(r) => {
@@ -412,6 +320,132 @@ impl PublishConfig {
             content_encoding: encoding,
         }
     }
+}
+
+/// `dist`: a folder inside the monorepo, relative to its root.
+fn check_dist(config: &ConfigFile, dist: &Spanned<String>) -> Result<(), ConfigError> {
+    if dist.get_ref().is_empty()
+        || Path::new(dist.get_ref()).is_absolute()
+        || Path::new(dist.get_ref()).components().any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(err(config, dist.span(), "dist", "must be a folder inside the monorepo, relative to its root"));
+    }
+    Ok(())
+}
+
+/// `prefix`: empty, or a site path with one trailing `/`.
+fn prefix(config: &ConfigFile, prefix: Option<&Spanned<String>>) -> Result<String, ConfigError> {
+    Ok(match prefix {
+        None => String::new(),
+        Some(p) if p.get_ref().trim_matches('/').is_empty() => String::new(),
+        Some(p) => {
+            let trimmed = p.get_ref().trim_matches('/');
+            check_site_path(trimmed).map_err(|m| err(config, p.span(), "prefix", m))?;
+            format!("{trimmed}/")
+        }
+    })
+}
+
+/// `precompressed`: each extension with the Content-Encoding it is served with.
+fn precompressed(config: &ConfigFile, extensions: &[Spanned<String>]) -> Result<BTreeMap<String, String>, ConfigError> {
+    let mut precompressed = BTreeMap::new();
+    for ext in extensions {
+        let encoding = match ext.get_ref().as_str() {
+            "br" => "br",
+            "gz" => "gzip",
+            "zst" => "zstd",
+            other => {
+                return Err(err(
+                    config,
+                    ext.span(),
+                    "precompressed",
+                    format!("`{other}` is not a known precompressed extension; write \"br\", \"gz\" or \"zst\""),
+                ));
+            }
+        };
+        precompressed.insert(ext.get_ref().clone(), encoding.to_owned());
+    }
+    Ok(precompressed)
+}
+
+/// `retain_releases`: 1 to [`MAX_RETAIN_RELEASES`], 2 when unset.
+fn retain_releases(config: &ConfigFile, retain: Option<&Spanned<u32>>) -> Result<usize, ConfigError> {
+    Ok(match retain {
+        None => 2,
+        Some(k) if *k.get_ref() == 0 => {
+            return Err(err(config, k.span(), "retain_releases", "must be at least 1 (the live release)"));
+        }
+        Some(k) if *k.get_ref() > MAX_RETAIN_RELEASES => {
+            return Err(err(
+                config,
+                k.span(),
+                "retain_releases",
+                format!(
+                    "must be at most {MAX_RETAIN_RELEASES}: every retained release keeps its files in the bucket and its entry in the release manifest"
+                ),
+            ));
+        }
+        Some(k) => *k.get_ref() as usize,
+    })
+}
+
+/// `max_delete_share`: between 0 and 1, 0.5 when unset.
+fn max_delete_share(config: &ConfigFile, share: Option<&Spanned<f64>>) -> Result<f64, ConfigError> {
+    Ok(match share {
+        None => 0.5,
+        Some(v) if !(0.0..=1.0).contains(v.get_ref()) => {
+            return Err(err(config, v.span(), "max_delete_share", "must be between 0 and 1 (0.5 is half the objects)"));
+        }
+        Some(v) => *v.get_ref(),
+    })
+}
+
+/// `parallelism` and the multipart threshold in bytes, whose product (the files held in
+/// memory at once) stays under [`MAX_UPLOAD_MEMORY`].
+fn uploads(
+    config: &ConfigFile,
+    parallelism_spec: Option<&Spanned<usize>>,
+    threshold_mib: Option<&Spanned<u64>>,
+) -> Result<(usize, u64), ConfigError> {
+    let parallelism = match parallelism_spec {
+        None => 16,
+        Some(p) if !(1..=256).contains(p.get_ref()) => {
+            return Err(err(config, p.span(), "parallelism", "must be between 1 and 256"));
+        }
+        Some(p) => *p.get_ref(),
+    };
+    let multipart_threshold = match threshold_mib {
+        None => 16 * MIB,
+        Some(m) if !(5..=5 * 1024).contains(m.get_ref()) => {
+            return Err(err(
+                config,
+                m.span(),
+                "multipart_threshold_mib",
+                "must be between 5 and 5120 (S3's part sizes)",
+            ));
+        }
+        Some(m) => m.get_ref() * MIB,
+    };
+    let in_memory = multipart_threshold.saturating_mul(parallelism as u64);
+    if in_memory > MAX_UPLOAD_MEMORY {
+        let (key, span) = match (threshold_mib, parallelism_spec) {
+            (Some(m), _) => ("multipart_threshold_mib", m.span()),
+            (None, Some(p)) => ("parallelism", p.span()),
+            (None, None) => ("parallelism", 0..0),
+        };
+        return Err(err(
+            config,
+            span,
+            key,
+            format!(
+                "publish.multipart_threshold_mib ({}) × publish.parallelism ({parallelism}) is {} MiB of files held in memory at once, over {} MiB; lower one of them",
+                multipart_threshold / MIB,
+                in_memory / MIB,
+                MAX_UPLOAD_MEMORY / MIB
+            ),
+        ));
+    }
+    Ok((parallelism, multipart_threshold))
 }
 
 const MIB: u64 = 1024 * 1024;

@@ -101,64 +101,7 @@ pub fn read_site(config: &PublishConfig, dist: &Path, runtime: Vec<(String, Vec<
         let entries = std::fs::read_dir(&dir).map_err(|e| Error::io(&dir, e))?;
         for entry in entries {
             let entry = entry.map_err(|e| Error::io(&dir, e))?;
-            let full = entry.path();
-            let relative = full.strip_prefix(&root).unwrap_or(&full);
-            let Some(path) = relative.to_str().map(|p| p.replace(std::path::MAIN_SEPARATOR, "/")) else {
-                return Err(Error::NonUtf8Name { path: escaped(relative) });
-            };
-            if path.chars().any(char::is_control) {
-                return Err(Error::BadName { path: path.escape_debug().to_string() });
-            }
-            let file_type = entry.file_type().map_err(|e| Error::io(&full, e))?;
-            let name = entry.file_name();
-            let name = name.to_str().unwrap_or_default();
-            let hidden = name.starts_with('.');
-            if hidden && !config.included(&path) && !(file_type.is_dir() && config.included(&format!("{path}/x"))) {
-                site.skipped.push(Skipped {
-                    path,
-                    reason: if name.starts_with(".env") { "an .env file" } else { "hidden (a dotfile)" },
-                });
-                continue;
-            }
-            let is_link = file_type.is_symlink();
-            let target = if is_link {
-                let target = std::fs::canonicalize(&full).map_err(|e| Error::io(&full, e))?;
-                if !target.starts_with(&root) {
-                    return Err(Error::SymlinkOutside { path: full, target });
-                }
-                target
-            } else {
-                full.clone()
-            };
-            let target_meta = std::fs::metadata(&target).map_err(|e| Error::io(&target, e))?;
-            if target_meta.is_dir() {
-                if file_type.is_symlink() {
-                    // Its files are published under their own paths inside dist.
-                    site.skipped.push(Skipped { path, reason: "a link to a folder inside dist" });
-                } else {
-                    stack.push(full);
-                }
-                continue;
-            }
-            if !target_meta.is_file() {
-                return Err(Error::NotRegularFile { path: full });
-            }
-            if is_link {
-                check_link_target(config, &root, &full, &target)?;
-            }
-            if path.ends_with(".map") && !config.included(&path) {
-                site.skipped.push(Skipped { path, reason: "a source map" });
-                continue;
-            }
-            if target_meta.len() > MAX_FILE_BYTES {
-                return Err(Error::TooLarge { path: full, size: target_meta.len() });
-            }
-            let (size, md5, sha256) = hash_file(&target)?;
-            let kind = kind_of(config, &path);
-            site.files.insert(
-                path.clone(),
-                LocalFile { headers: config.headers(&path), path, body: Body::File(target), size, md5, sha256, kind },
-            );
+            add_entry(config, &root, &entry, &mut site, &mut stack)?;
         }
     }
     if site.files.is_empty() {
@@ -181,6 +124,76 @@ pub fn read_site(config: &PublishConfig, dist: &Path, runtime: Vec<(String, Vec<
     }
     site.skipped.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(site)
+}
+
+/// One entry of a folder of dist: a file added to the site, a folder pushed on `stack`, or
+/// what is left out noted in `site.skipped`.
+fn add_entry(
+    config: &PublishConfig,
+    root: &Path,
+    entry: &std::fs::DirEntry,
+    site: &mut Site,
+    stack: &mut Vec<PathBuf>,
+) -> Result<(), Error> {
+    let full = entry.path();
+    let relative = full.strip_prefix(root).unwrap_or(&full);
+    let Some(path) = relative.to_str().map(|p| p.replace(std::path::MAIN_SEPARATOR, "/")) else {
+        return Err(Error::NonUtf8Name { path: escaped(relative) });
+    };
+    if path.chars().any(char::is_control) {
+        return Err(Error::BadName { path: path.escape_debug().to_string() });
+    }
+    let file_type = entry.file_type().map_err(|e| Error::io(&full, e))?;
+    let name = entry.file_name();
+    let name = name.to_str().unwrap_or_default();
+    let hidden = name.starts_with('.');
+    if hidden && !config.included(&path) && !(file_type.is_dir() && config.included(&format!("{path}/x"))) {
+        site.skipped.push(Skipped {
+            path,
+            reason: if name.starts_with(".env") { "an .env file" } else { "hidden (a dotfile)" },
+        });
+        return Ok(());
+    }
+    let is_link = file_type.is_symlink();
+    let target = if is_link {
+        let target = std::fs::canonicalize(&full).map_err(|e| Error::io(&full, e))?;
+        if !target.starts_with(root) {
+            return Err(Error::SymlinkOutside { path: full, target });
+        }
+        target
+    } else {
+        full.clone()
+    };
+    let target_meta = std::fs::metadata(&target).map_err(|e| Error::io(&target, e))?;
+    if target_meta.is_dir() {
+        if file_type.is_symlink() {
+            // Its files are published under their own paths inside dist.
+            site.skipped.push(Skipped { path, reason: "a link to a folder inside dist" });
+        } else {
+            stack.push(full);
+        }
+        return Ok(());
+    }
+    if !target_meta.is_file() {
+        return Err(Error::NotRegularFile { path: full });
+    }
+    if is_link {
+        check_link_target(config, root, &full, &target)?;
+    }
+    if path.ends_with(".map") && !config.included(&path) {
+        site.skipped.push(Skipped { path, reason: "a source map" });
+        return Ok(());
+    }
+    if target_meta.len() > MAX_FILE_BYTES {
+        return Err(Error::TooLarge { path: full, size: target_meta.len() });
+    }
+    let (size, md5, sha256) = hash_file(&target)?;
+    let kind = kind_of(config, &path);
+    site.files.insert(
+        path.clone(),
+        LocalFile { headers: config.headers(&path), path, body: Body::File(target), size, md5, sha256, kind },
+    );
+    Ok(())
 }
 
 /// The rules for names, applied to a link's target (inside dist): no part of its path hidden, and

@@ -263,6 +263,35 @@ fn remote_view(remote: &RemoteState, path: &str) -> (Option<String>, Option<Head
     (head.and_then(|h| h.sha256.clone()), head.map(|h| h.headers.clone()))
 }
 
+/// What a file of the site needs against the object listed at its path, and why.
+fn site_file_action(remote: &RemoteState, path: &str, file: &LocalFile) -> (Action, String) {
+    let Some(object) = remote.objects.get(path) else { return (Action::Upload, "new".to_owned()) };
+    let (sha, headers) = remote_view(remote, path);
+    // A single-part object's ETag is its MD5; a multipart (or SSE-KMS) one's is
+    // not, and its SHA-256 is kept in its metadata and the manifest.
+    let same_content = (!object.etag.contains('-') && object.etag == file.md5 && object.size == file.size)
+        || sha.as_deref() == Some(file.sha256.as_str());
+    if !same_content {
+        return (Action::Upload, "content changed".to_owned());
+    }
+    match headers {
+        Some(headers) if headers == file.headers => (Action::Unchanged, "same content and headers".into()),
+        Some(headers) => (Action::FixHeaders, describe_headers(&headers, &file.headers)),
+        None => (Action::FixHeaders, "headers unknown".into()),
+    }
+}
+
+/// The CloudFront paths a replaced file is invalidated under: its own, and its folder's (or
+/// `/`) when it is the root document.
+fn invalidate(invalidation: &mut BTreeSet<String>, path: &str, root_document: &str) {
+    invalidation.insert(format!("/{}", encode_path(path)));
+    if path == root_document {
+        invalidation.insert("/".to_owned());
+    } else if let Some(folder) = path.strip_suffix(root_document).filter(|f| f.ends_with('/')) {
+        invalidation.insert(format!("/{}", encode_path(folder)));
+    }
+}
+
 /// Plans a release: each file of the site against the object listed at its path (content
 /// by MD5 = single-part ETag, or by the SHA-256 of the manifest or the object's metadata
 /// for multipart objects; headers from the manifest, or a head), and each listed object
@@ -280,35 +309,10 @@ pub fn plan(
     let mut invalidation = BTreeSet::new();
     let mut release = Release { id: release_id.to_owned(), files: BTreeMap::new() };
     for (path, file) in &site.files {
-        let (action, reason) = match remote.objects.get(path) {
-            None => (Action::Upload, "new".to_owned()),
-            Some(object) => {
-                let (sha, headers) = remote_view(remote, path);
-                // A single-part object's ETag is its MD5; a multipart (or SSE-KMS) one's is
-                // not, and its SHA-256 is kept in its metadata and the manifest.
-                let same_content = (!object.etag.contains('-') && object.etag == file.md5 && object.size == file.size)
-                    || sha.as_deref() == Some(file.sha256.as_str());
-                if !same_content {
-                    (Action::Upload, "content changed".to_owned())
-                } else {
-                    match headers {
-                        Some(headers) if headers == file.headers => {
-                            (Action::Unchanged, "same content and headers".into())
-                        }
-                        Some(headers) => (Action::FixHeaders, describe_headers(&headers, &file.headers)),
-                        None => (Action::FixHeaders, "headers unknown".into()),
-                    }
-                }
-            }
-        };
+        let (action, reason) = site_file_action(remote, path, file);
         let replaced = remote.objects.contains_key(path);
         if matches!(action, Action::Upload | Action::FixHeaders) && replaced && !is_immutable(&file.headers) {
-            invalidation.insert(format!("/{}", encode_path(path)));
-            if path == root_document {
-                invalidation.insert("/".to_owned());
-            } else if let Some(folder) = path.strip_suffix(root_document).filter(|f| f.ends_with('/')) {
-                invalidation.insert(format!("/{}", encode_path(folder)));
-            }
+            invalidate(&mut invalidation, path, root_document);
         }
         let etag = match action {
             Action::Unchanged => remote.objects.get(path).map(|o| o.etag.clone()).unwrap_or_default(),

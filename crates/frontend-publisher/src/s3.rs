@@ -231,6 +231,33 @@ fn body_bytes(file: &LocalFile) -> Result<Vec<u8>, Error> {
     }
 }
 
+/// Puts one file in one request; its new ETag.
+async fn put_whole(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    object: &str,
+    file: &LocalFile,
+    on_event: &(dyn Fn(Event<'_>) + Sync),
+) -> Result<String, Error> {
+    let h = &file.headers;
+    let bytes = body_bytes(file)?;
+    let out = retry("PutObject", on_event, || {
+        s3.put_object()
+            .bucket(bucket)
+            .key(object)
+            .body(ByteStream::from(bytes.clone()))
+            .content_md5(md5_base64(&file.md5))
+            .cache_control(&h.cache_control)
+            .content_type(&h.content_type)
+            .set_content_encoding(h.content_encoding.clone())
+            .metadata("sha256", &file.sha256)
+            .send()
+    })
+    .await
+    .map_err(|e| s3_error("PutObject", bucket, object, e))?;
+    Ok(out.e_tag().unwrap_or_default().trim_matches('"').to_owned())
+}
+
 /// Puts one file (in parts above the threshold); its new ETag.
 async fn upload(
     s3: &aws_sdk_s3::Client,
@@ -240,25 +267,10 @@ async fn upload(
     threshold: u64,
     on_event: &(dyn Fn(Event<'_>) + Sync),
 ) -> Result<String, Error> {
-    let h = &file.headers;
     if file.size <= threshold || matches!(file.body, Body::Bytes(_)) {
-        let bytes = body_bytes(file)?;
-        let out = retry("PutObject", on_event, || {
-            s3.put_object()
-                .bucket(bucket)
-                .key(object)
-                .body(ByteStream::from(bytes.clone()))
-                .content_md5(md5_base64(&file.md5))
-                .cache_control(&h.cache_control)
-                .content_type(&h.content_type)
-                .set_content_encoding(h.content_encoding.clone())
-                .metadata("sha256", &file.sha256)
-                .send()
-        })
-        .await
-        .map_err(|e| s3_error("PutObject", bucket, object, e))?;
-        return Ok(out.e_tag().unwrap_or_default().trim_matches('"').to_owned());
+        return put_whole(s3, bucket, object, file, on_event).await;
     }
+    let h = &file.headers;
     let Body::File(path) = &file.body else { unreachable!("bytes are put whole") };
     let created = retry("CreateMultipartUpload", on_event, || {
         s3.create_multipart_upload()

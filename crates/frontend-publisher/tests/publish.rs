@@ -729,6 +729,23 @@ async fn a_multipart_object_is_compared_by_its_sha256_from_the_manifest_or_its_m
     assert_eq!(counter.count(|op| op == "HeadObject"), 0, "{:?}", counter.snapshot());
 }
 
+/// `frontend-publisher publish --env prod` of the repository, through the binary.
+fn publish_prod(moto: &test_support::Moto, repo: &Repo) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_frontend-publisher"))
+        .args(["publish", "--env", "prod", "--region", "us-east-1", "--endpoint-url", &moto.endpoint])
+        .args(["--repo".as_ref(), repo.root().as_os_str()])
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .output()
+        .unwrap()
+}
+
+/// The run's prod-deploy record.
+fn prod_record(store: &dyn Store, run: &RunDir) -> run_state::StepRecord {
+    let records = store.run(&run.run_id).unwrap();
+    records.into_iter().find(|r| r.step == Step::ProdDeploy).expect("prod recorded")
+}
+
 /// The deploy decision, asked by the publisher itself: an unchanged frontend and a frontend
 /// whose test failed are skipped with the reason and nothing is uploaded; a prod publish while
 /// dev failed is refused through the binary (exit 1, recorded failed, nothing uploaded).
@@ -742,15 +759,8 @@ fn the_publisher_asks_the_deploy_decision_itself() {
     let store = repo.store();
     let publish = |repo: &Repo, run: &RunDir| {
         let options = StageOptions { environment: "dev".into(), ..Default::default() };
-        runtime.block_on(frontend_publisher::run_stage(
-            &repo.context(),
-            run,
-            &store,
-            Clients { s3: &s3, cloudfront: None },
-            &options,
-            None,
-            &|_| {},
-        ))
+        let clients = Clients { s3: &s3, cloudfront: None };
+        runtime.block_on(frontend_publisher::run_stage(&repo.context(), run, &store, clients, &options, None, &|_| {}))
     };
 
     let unchanged = repo.new_run();
@@ -771,23 +781,14 @@ fn the_publisher_asks_the_deploy_decision_itself() {
 
     // prod is promoted after dev with approval; dev's publish of this run failed.
     let text = std::fs::read_to_string(repo.root().join("pipeline.toml")).unwrap();
-    std::fs::write(
-        repo.root().join("pipeline.toml"),
-        format!("{text}[gate.environments.prod]\nafter = \"dev\"\napproval = true\n"),
-    )
-    .unwrap();
+    let gated = format!("{text}[gate.environments.prod]\nafter = \"dev\"\napproval = true\n");
+    std::fs::write(repo.root().join("pipeline.toml"), gated).unwrap();
     let run = repo.new_run();
     let mut dev = run_state::StepRecord::new(&run.run_id, "abc", "frontend", Step::Deploy, Status::Failed);
     dev.details.error = Some("bucket gone".into());
     store.record(&dev).unwrap();
     gate::approval::approve(&store, &run.run_id, "alice", None).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_frontend-publisher"))
-        .args(["publish", "--env", "prod", "--region", "us-east-1", "--endpoint-url", &moto.endpoint])
-        .args(["--repo".as_ref(), repo.root().as_os_str()])
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .output()
-        .unwrap();
+    let out = publish_prod(moto, &repo);
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -797,8 +798,7 @@ fn the_publisher_asks_the_deploy_decision_itself() {
         "{stderr}"
     );
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
-    let records = store.run(&run.run_id).unwrap();
-    let prod = records.iter().find(|r| r.step == Step::ProdDeploy).expect("prod recorded");
+    let prod = prod_record(&store, &run);
     assert_eq!((prod.component.as_str(), prod.status), ("frontend", Status::Failed));
     assert!(runtime.block_on(keys(&s3, &bucket)).is_empty(), "nothing uploaded");
 
@@ -812,16 +812,9 @@ fn the_publisher_asks_the_deploy_decision_itself() {
         .unwrap();
     store.record(&run_state::StepRecord::new(&never.run_id, "abc", "infra", Step::Deploy, Status::Passed)).unwrap();
     gate::approval::approve(&store, &never.run_id, "alice", None).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_frontend-publisher"))
-        .args(["publish", "--env", "prod", "--region", "us-east-1", "--endpoint-url", &moto.endpoint])
-        .args(["--repo".as_ref(), repo.root().as_os_str()])
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .output()
-        .unwrap();
+    let out = publish_prod(moto, &repo);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    let records = store.run(&never.run_id).unwrap();
-    let prod = records.iter().find(|r| r.step == Step::ProdDeploy).expect("prod recorded");
+    let prod = prod_record(&store, &never);
     assert_eq!((prod.component.as_str(), prod.status), ("frontend", Status::Skipped));
     assert_eq!(
         prod.details.note.as_deref(),

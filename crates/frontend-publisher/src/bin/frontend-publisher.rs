@@ -3,6 +3,7 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use clap::{Parser, Subcommand};
@@ -77,6 +78,15 @@ struct Common {
 }
 
 impl Common {
+    /// The stage's context with `[publish]` checked, the run and the store.
+    fn open(&self) -> anyhow::Result<(run_state::StageContext, run_state::RunDir, Arc<dyn run_state::Store>)> {
+        let context = self.stage.context_on(&self.target.target())?;
+        frontend_publisher::check_config(context.required_config()?)?;
+        let run_dir = context.run_dir(self.run_dir.as_deref())?;
+        let store = context.store()?;
+        Ok((context, run_dir, store))
+    }
+
     /// The environment's account, reached the one way every stage reaches it: its region, its
     /// role assumed ([deploy.environments.NAME]).
     fn environment_target(&self, context: &run_state::StageContext) -> anyhow::Result<aws_target::Target> {
@@ -140,117 +150,114 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().worker_threads(2).build()?)
 }
 
-#[allow(clippy::print_stderr)]
 fn run(args: Args) -> anyhow::Result<bool> {
     match args.command {
-        Command::Publish { common, request_approval: true, .. } => {
-            let context = common.stage.context_on(&common.target.target())?;
-            frontend_publisher::check_config(context.required_config()?)?;
-            let run_dir = context.run_dir(common.run_dir.as_deref())?;
-            let store = context.store()?;
-            let digest = frontend_publisher::request_approval(&context, &run_dir, &store, &common.env)?;
-            run_state::cli::print(&format!(
-                "run {}: waiting for approval of `{}`, covering {} part(s)\n",
-                run_dir.run_id,
-                common.env,
-                digest.parts.len()
-            ))?;
-            Ok(true)
-        }
-        Command::Publish { common, dry_run, force, json, .. } => {
-            let context = common.stage.context_on(&common.target.target())?;
-            frontend_publisher::check_config(context.required_config()?)?;
-            let run_dir = context.run_dir(common.run_dir.as_deref())?;
-            let store = context.store()?;
-            let target = common.environment_target(&context)?;
-            let runtime = runtime()?;
-            let summary = runtime.block_on(async {
-                let config = aws_target::load(&target).await?;
-                if !aws_target::has_custom_endpoint(&config) {
-                    // A real account: say which before anything changes.
-                    let identity = aws_target::identity(&config).await?;
-                    eprintln!("frontend-publisher: publishing `{}` to {identity}", common.env);
-                }
-                let s3 = aws_target::s3(&config, None);
-                let cloudfront = aws_target::cloudfront(&config, None);
-                let bar = (std::io::stderr().is_terminal() && !dry_run).then(|| {
-                    let bar = indicatif::ProgressBar::new(0);
-                    bar.set_style(
-                        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {wide_msg}")
-                            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-                    );
-                    bar
-                });
-                let done = AtomicU64::new(0);
-                let dry_plan = std::sync::Mutex::new(String::new());
-                let on_event = |event: Event<'_>| {
-                    if let (true, Event::Planned(plan)) = (dry_run, &event) {
-                        *dry_plan.lock().unwrap_or_else(|e| e.into_inner()) = plan.describe();
-                        return;
-                    }
-                    render(event, bar.as_ref(), &done);
-                };
-                let options = StageOptions { environment: common.env.clone(), dry_run, force, ..Default::default() };
-                let clients = Clients { s3: &s3, cloudfront: Some(&cloudfront) };
-                let summary = frontend_publisher::run_stage(
-                    &context,
-                    &run_dir,
-                    &store,
-                    clients,
-                    &options,
-                    Some(run_state::cli::cancel_flag()),
-                    &on_event,
-                )
-                .await;
-                if let Some(bar) = &bar {
-                    bar.finish_and_clear();
-                }
-                let text = dry_plan.into_inner().unwrap_or_else(|e| e.into_inner());
-                anyhow::Ok((summary, text))
-            })?;
-            let (summary, plan_text) = summary;
-            let summary = match summary {
-                Ok(summary) => summary,
-                // A refused environment or a secret in the runtime config is the stage's own
-                // verdict: exit 1, recorded failed, nothing uploaded.
-                Err(
-                    error @ (frontend_publisher::Error::Refused { .. }
-                    | frontend_publisher::Error::SecretInRuntimeConfig { .. }),
-                ) => {
-                    run_state::cli::print_error("frontend-publisher", &error.into());
-                    return Ok(false);
-                }
-                Err(error) => return Err(error.into()),
-            };
-            if json {
-                run_state::cli::print(&format!("{}\n", serde_json::to_string_pretty(&summary)?))?;
-            } else if dry_run && summary.skipped.is_none() {
-                run_state::cli::print(&plan_text)?;
-            } else {
-                run_state::cli::print(&format!("{}\n", summary.line()))?;
-            }
-            Ok(true)
-        }
-        Command::Check { common, json } => {
-            // The run's step (`dast` of the site's component) is recorded, as in a pipeline.
-            let context = common.stage.context_on(&common.target.target())?;
-            frontend_publisher::check_config(context.required_config()?)?;
-            let run_dir = context.run_dir(common.run_dir.as_deref())?;
-            let store = context.store()?;
-            let target = common.environment_target(&context)?;
-            let runtime = runtime()?;
-            let checked = runtime.block_on(async {
-                let config = aws_target::load(&target).await?;
-                let s3 = aws_target::s3(&config, None);
-                anyhow::Ok(frontend_publisher::check_stage(&context, &run_dir, &store, &s3, &common.env).await?)
-            })?;
-            if let frontend_publisher::SiteCheck::Skipped(reason) = &checked {
-                eprintln!("frontend-publisher: site check skipped: {reason}");
-            }
-            let findings = checked.findings();
-            let text = if json { validate::report::json(findings) } else { validate::report::human(findings) };
-            run_state::cli::print(&text)?;
-            Ok(checked.passed())
-        }
+        Command::Publish { common, request_approval: true, .. } => request_approval(&common),
+        Command::Publish { common, dry_run, force, json, .. } => publish(&common, dry_run, force, json),
+        Command::Check { common, json } => check(&common, json),
     }
+}
+
+/// `publish --request-approval`: records the run waiting for approval of the environment.
+fn request_approval(common: &Common) -> anyhow::Result<bool> {
+    let (context, run_dir, store) = common.open()?;
+    let digest = frontend_publisher::request_approval(&context, &run_dir, &store, &common.env)?;
+    run_state::cli::print(&format!(
+        "run {}: waiting for approval of `{}`, covering {} part(s)\n",
+        run_dir.run_id,
+        common.env,
+        digest.parts.len()
+    ))?;
+    Ok(true)
+}
+
+/// A progress bar on a terminal.
+fn progress_bar(dry_run: bool) -> Option<indicatif::ProgressBar> {
+    (std::io::stderr().is_terminal() && !dry_run).then(|| {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {wide_msg}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    })
+}
+
+/// `publish`: the stage, its events rendered as they come, then its summary.
+#[allow(clippy::print_stderr)]
+fn publish(common: &Common, dry_run: bool, force: bool, json: bool) -> anyhow::Result<bool> {
+    let (context, run_dir, store) = common.open()?;
+    let target = common.environment_target(&context)?;
+    let runtime = runtime()?;
+    let (summary, plan_text) = runtime.block_on(async {
+        let config = aws_target::load(&target).await?;
+        if !aws_target::has_custom_endpoint(&config) {
+            // A real account: say which before anything changes.
+            let identity = aws_target::identity(&config).await?;
+            eprintln!("frontend-publisher: publishing `{}` to {identity}", common.env);
+        }
+        let s3 = aws_target::s3(&config, None);
+        let cloudfront = aws_target::cloudfront(&config, None);
+        let bar = progress_bar(dry_run);
+        let done = AtomicU64::new(0);
+        let dry_plan = std::sync::Mutex::new(String::new());
+        let on_event = |event: Event<'_>| {
+            if let (true, Event::Planned(plan)) = (dry_run, &event) {
+                *dry_plan.lock().unwrap_or_else(|e| e.into_inner()) = plan.describe();
+                return;
+            }
+            render(event, bar.as_ref(), &done);
+        };
+        let options = StageOptions { environment: common.env.clone(), dry_run, force, ..Default::default() };
+        let clients = Clients { s3: &s3, cloudfront: Some(&cloudfront) };
+        let cancel = Some(run_state::cli::cancel_flag());
+        let summary =
+            frontend_publisher::run_stage(&context, &run_dir, &store, clients, &options, cancel, &on_event).await;
+        if let Some(bar) = &bar {
+            bar.finish_and_clear();
+        }
+        let text = dry_plan.into_inner().unwrap_or_else(|e| e.into_inner());
+        anyhow::Ok((summary, text))
+    })?;
+    let summary = match summary {
+        Ok(summary) => summary,
+        // A refused environment or a secret in the runtime config is the stage's own
+        // verdict: exit 1, recorded failed, nothing uploaded.
+        Err(
+            error @ (frontend_publisher::Error::Refused { .. }
+            | frontend_publisher::Error::SecretInRuntimeConfig { .. }),
+        ) => {
+            run_state::cli::print_error("frontend-publisher", &error.into());
+            return Ok(false);
+        }
+        Err(error) => return Err(error.into()),
+    };
+    if json {
+        run_state::cli::print(&format!("{}\n", serde_json::to_string_pretty(&summary)?))?;
+    } else if dry_run && summary.skipped.is_none() {
+        run_state::cli::print(&plan_text)?;
+    } else {
+        run_state::cli::print(&format!("{}\n", summary.line()))?;
+    }
+    Ok(true)
+}
+
+/// `check`: the site check, recorded as the site component's `dast` step, as in a pipeline.
+#[allow(clippy::print_stderr)]
+fn check(common: &Common, json: bool) -> anyhow::Result<bool> {
+    let (context, run_dir, store) = common.open()?;
+    let target = common.environment_target(&context)?;
+    let runtime = runtime()?;
+    let checked = runtime.block_on(async {
+        let config = aws_target::load(&target).await?;
+        let s3 = aws_target::s3(&config, None);
+        anyhow::Ok(frontend_publisher::check_stage(&context, &run_dir, &store, &s3, &common.env).await?)
+    })?;
+    if let frontend_publisher::SiteCheck::Skipped(reason) = &checked {
+        eprintln!("frontend-publisher: site check skipped: {reason}");
+    }
+    let findings = checked.findings();
+    let text = if json { validate::report::json(findings) } else { validate::report::human(findings) };
+    run_state::cli::print(&text)?;
+    Ok(checked.passed())
 }
