@@ -316,42 +316,7 @@ pub fn lcov(mut input: impl BufRead, on_file: &mut dyn FnMut(&str, &[String], Fi
             }
             "DA" | "BRDA" => {
                 let (_, lines) = current.as_mut().ok_or_else(|| bad(format!("{key}: outside a record (no SF:)")))?;
-                if lines.len() > MAX_LINES {
-                    return Err(ParseError::TooManyLines { limit: MAX_LINES });
-                }
-                let fields: Vec<&str> = value.split(',').collect();
-                let line: u32 =
-                    fields.first().and_then(|n| n.trim().parse().ok()).filter(|n| *n > 0).ok_or_else(|| {
-                        bad(format!("`{}`: the line number is not a positive integer", shorten(text)))
-                    })?;
-                let hit = if key == "DA" {
-                    let hits = fields
-                        .get(1)
-                        .and_then(|h| parse_hits(h))
-                        .ok_or_else(|| bad(format!("`{}`: the hit count is not a number", shorten(text))))?;
-                    LineHit { hits, ..LineHit::default() }
-                } else {
-                    let taken = fields
-                        .get(3)
-                        .map(|t| t.trim())
-                        .filter(|_| fields.len() == 4)
-                        .ok_or_else(|| bad(format!("`{}`: BRDA needs line,block,branch,taken", shorten(text))))?;
-                    let taken = if taken == "-" {
-                        0
-                    } else {
-                        parse_hits(taken).ok_or_else(|| bad(format!("`{}`: taken is not a number", shorten(text))))?
-                    };
-                    // Branch counts add up per line; the line's own hits come from DA.
-                    let line_entry = lines.entry(line).or_default();
-                    line_entry.branches_total = line_entry.branches_total.saturating_add(1);
-                    if taken > 0 {
-                        line_entry.branches_covered = line_entry.branches_covered.saturating_add(1);
-                    }
-                    continue;
-                };
-                let entry = lines.entry(line).or_default();
-                entry.hits = entry.hits.max(hit.hits);
-                entry.line = true;
+                lcov_line(key, value, text, lines, number)?;
             }
             "TN" | "VER" | "FN" | "FNDA" | "FNF" | "FNH" | "FNL" | "FNA" | "LF" | "LH" | "BRF" | "BRH" => {}
             _ => return Err(bad(format!("unknown record `{}`", shorten(key)))),
@@ -363,6 +328,50 @@ pub fn lcov(mut input: impl BufRead, on_file: &mut dyn FnMut(&str, &[String], Fi
             message: format!("the report ends inside the record of {file} (no end_of_record: a truncated report?)"),
         });
     }
+    Ok(())
+}
+
+/// A `DA:` (a line's hits) or `BRDA:` (a branch taken or not) record of LCOV's line `number`,
+/// added to the file's lines.
+fn lcov_line(key: &str, value: &str, text: &str, lines: &mut FileLines, number: u64) -> Result<(), ParseError> {
+    let bad = |message: String| ParseError::Lcov { line: number, message };
+    if lines.len() > MAX_LINES {
+        return Err(ParseError::TooManyLines { limit: MAX_LINES });
+    }
+    let fields: Vec<&str> = value.split(',').collect();
+    let line: u32 = fields
+        .first()
+        .and_then(|n| n.trim().parse().ok())
+        .filter(|n| *n > 0)
+        .ok_or_else(|| bad(format!("`{}`: the line number is not a positive integer", shorten(text))))?;
+    let hit = if key == "DA" {
+        let hits = fields
+            .get(1)
+            .and_then(|h| parse_hits(h))
+            .ok_or_else(|| bad(format!("`{}`: the hit count is not a number", shorten(text))))?;
+        LineHit { hits, ..LineHit::default() }
+    } else {
+        let taken = fields
+            .get(3)
+            .map(|t| t.trim())
+            .filter(|_| fields.len() == 4)
+            .ok_or_else(|| bad(format!("`{}`: BRDA needs line,block,branch,taken", shorten(text))))?;
+        let taken = if taken == "-" {
+            0
+        } else {
+            parse_hits(taken).ok_or_else(|| bad(format!("`{}`: taken is not a number", shorten(text))))?
+        };
+        // Branch counts add up per line; the line's own hits come from DA.
+        let line_entry = lines.entry(line).or_default();
+        line_entry.branches_total = line_entry.branches_total.saturating_add(1);
+        if taken > 0 {
+            line_entry.branches_covered = line_entry.branches_covered.saturating_add(1);
+        }
+        return Ok(());
+    };
+    let entry = lines.entry(line).or_default();
+    entry.hits = entry.hits.max(hit.hits);
+    entry.line = true;
     Ok(())
 }
 
