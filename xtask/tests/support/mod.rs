@@ -16,6 +16,7 @@ pub const TOOLKIT: &[&str] = &[
     "status-report",
     "stack-deployer",
     "frontend-publisher",
+    "rollback",
 ];
 
 pub fn root() -> PathBuf {
