@@ -157,12 +157,7 @@ impl CfnLintRc {
 
     /// Parses a settings file's text; `file` names it in errors.
     pub fn parse(file: &Path, text: &str) -> Result<CfnLintRc, ConfigError> {
-        let error = |line: Option<u32>, key: &str, message: String| ConfigError {
-            file: file.to_path_buf(),
-            line: line.map(|l| l as usize),
-            key: key.to_string(),
-            message,
-        };
+        let error = |line: Option<u32>, key: &str, message: String| config_error(file, line, key, message);
         let root =
             crate::parse(text).map_err(|e| error(Some(e.pos.line), "", format!("is not YAML: {}", e.message)))?;
         let mut rc = CfnLintRc { file: Some(file.to_path_buf()), ..CfnLintRc::default() };
@@ -197,22 +192,7 @@ impl CfnLintRc {
                 "ignore_templates" => rc.ignore_templates = list()?,
                 "regions" => {
                     rc.regions = list()?;
-                    let unknown: Vec<&str> = rc
-                        .regions
-                        .iter()
-                        .map(String::as_str)
-                        .filter(|r| *r != "ALL_REGIONS" && !REGIONS.contains(r))
-                        .collect();
-                    if !unknown.is_empty() {
-                        return Err(error(
-                            Some(key.pos.line),
-                            "regions",
-                            format!(
-                                "{} not a region cfn-lint knows (such as us-east-1), nor ALL_REGIONS",
-                                unknown.join(", ")
-                            ),
-                        ));
-                    }
+                    check_regions(&rc.regions).map_err(|m| error(Some(key.pos.line), "regions", m))?;
                 }
                 other if LEFT_TO_CFN_LINT.contains(&other) => {}
                 other => {
@@ -224,16 +204,8 @@ impl CfnLintRc {
                 }
             }
         }
-        let globs = |key: &str, patterns: &[String], node: Option<&Node>| -> Result<GlobSet, ConfigError> {
-            let mut builder = globset::GlobSetBuilder::new();
-            for pattern in patterns {
-                let pattern = pattern.strip_prefix("./").unwrap_or(pattern);
-                let glob = pipeline_config::glob(pattern).map_err(|e| {
-                    error(node.map(|n| n.pos.line), key, format!("`{pattern}` is not a valid glob: {}", e.kind()))
-                })?;
-                builder.add(glob);
-            }
-            builder.build().map_err(|e| error(node.map(|n| n.pos.line), key, e.to_string()))
+        let globs = |key: &str, patterns: &[String], node: Option<&Node>| {
+            glob_set(patterns).map_err(|m| error(node.map(|n| n.pos.line), key, m))
         };
         rc.template_set = globs("templates", &rc.templates, root.get("templates"))?;
         rc.ignore_set = globs("ignore_templates", &rc.ignore_templates, root.get("ignore_templates"))?;
@@ -280,4 +252,31 @@ impl CfnLintRc {
             if parts.is_empty() { "none for the native checks".into() } else { parts.join(", ") }
         ))
     }
+}
+
+/// An error of the settings file `file`, at `line` when known.
+fn config_error(file: &Path, line: Option<u32>, key: &str, message: String) -> ConfigError {
+    ConfigError { file: file.to_path_buf(), line: line.map(|l| l as usize), key: key.to_string(), message }
+}
+
+/// `regions`: each one cfn-lint knows, or `ALL_REGIONS`.
+fn check_regions(regions: &[String]) -> Result<(), String> {
+    let unknown: Vec<&str> =
+        regions.iter().map(String::as_str).filter(|r| *r != "ALL_REGIONS" && !REGIONS.contains(r)).collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    Err(format!("{} not a region cfn-lint knows (such as us-east-1), nor ALL_REGIONS", unknown.join(", ")))
+}
+
+/// The glob set of `templates` or `ignore_templates` (a leading `./` dropped, as cfn-lint does).
+fn glob_set(patterns: &[String]) -> Result<GlobSet, String> {
+    let mut builder = globset::GlobSetBuilder::new();
+    for pattern in patterns {
+        let pattern = pattern.strip_prefix("./").unwrap_or(pattern);
+        let glob =
+            pipeline_config::glob(pattern).map_err(|e| format!("`{pattern}` is not a valid glob: {}", e.kind()))?;
+        builder.add(glob);
+    }
+    builder.build().map_err(|e| e.to_string())
 }
