@@ -3,7 +3,9 @@
 
 use std::fmt;
 
-use run_state::{PIPELINE, Recording, Status, Step, StepRecord, Store};
+use std::time::SystemTime;
+
+use run_state::{PIPELINE, Status, Step, StepRecord, Store};
 use stack_deployer::config::RollbackOn;
 
 use crate::Error;
@@ -58,6 +60,11 @@ pub enum AfterCheck {
     },
     /// The run released nothing in the environment (its deploy did not reach it).
     NotReleased,
+    /// The environment no longer runs the run's release (a later deploy or rollback).
+    NotCurrent {
+        /// The release it runs.
+        running: String,
+    },
     /// The run's release is the environment's first: there is nothing to go back to.
     NoPreviousRelease {
         /// The checks that failed.
@@ -91,6 +98,9 @@ impl AfterCheck {
                 names(failed)
             ),
             AfterCheck::NotReleased => format!("run {run_id} deployed nothing to `{env}`: no rollback"),
+            AfterCheck::NotCurrent { running } => {
+                format!("`{env}` no longer runs run {run_id}'s release (it runs release {running}): no rollback")
+            }
             AfterCheck::NoPreviousRelease { failed } => format!(
                 "{} failed in run {run_id}, but `{env}` has no release before it to go back to: nothing changed",
                 names(failed)
@@ -99,6 +109,32 @@ impl AfterCheck {
                 "{} failed in run {run_id}: `{env}` rolled back from release {from} to release {to} (run {rollback})",
                 names(failed)
             ),
+        }
+    }
+}
+
+/// The failed run's own record of what followed its failed check: its `pipeline` deploy step,
+/// failed (the run stays red), naming the check and the rollback.
+struct Marker<'a> {
+    store: &'a dyn Store,
+    run_id: &'a str,
+    commit: &'a str,
+    step: Step,
+    started: SystemTime,
+}
+
+impl Marker<'_> {
+    /// Written once the rollback ended. A store that never replaces a finished step keeps an
+    /// earlier attempt's record (an automated rollback asked again after a refusal): the
+    /// rollback's own run says what this one did.
+    fn record(&self, text: String) -> Result<(), Error> {
+        let mut record = StepRecord::new(self.run_id, self.commit, PIPELINE, self.step, Status::Failed);
+        record.started_at = Some(self.started);
+        record.ended_at = Some(SystemTime::now());
+        record.details.error = Some(text);
+        match self.store.record(&record) {
+            Err(run_state::Error::StepFinished { .. }) | Ok(()) => Ok(()),
+            Err(error) => Err(error.into()),
         }
     }
 }
@@ -150,14 +186,14 @@ pub async fn after_failed_check(
     }
     let releases = store.releases(env)?;
     let Some(position) = releases.iter().rposition(|r| r.id == run_id) else { return Ok(AfterCheck::NotReleased) };
-    if position + 1 != releases.len() {
-        return Ok(AfterCheck::NotReleased);
+    if let Some(last) = releases.last().filter(|r| r.id != run_id) {
+        return Ok(AfterCheck::NotCurrent { running: last.id.clone() });
     }
     let commit = releases[position].commit.clone();
-    let marker = Recording::begin(store, run_id, &commit, PIPELINE, policy.deploy_step(env))?;
+    let marker = Marker { store, run_id, commit: &commit, step: policy.deploy_step(env), started: SystemTime::now() };
     let Some(previous) = position.checked_sub(1).map(|i| &releases[i]) else {
         let done = AfterCheck::NoPreviousRelease { failed };
-        marker.end(Status::Failed, |d| d.error = Some(done.line(env, run_id)))?;
+        marker.record(done.line(env, run_id))?;
         return Ok(done);
     };
     let options = Options {
@@ -187,7 +223,7 @@ pub async fn after_failed_check(
         }
         (None, Ok(_)) => format!("{} failed; the rollback of `{env}` did not apply", names(&failed)),
     };
-    marker.end(Status::Failed, |d| d.error = Some(text))?;
+    marker.record(text)?;
     result?;
     done.ok_or_else(|| Error::NotApplied { env: env.to_string() })
 }

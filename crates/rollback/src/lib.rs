@@ -10,8 +10,10 @@
 //! `UpdateFunctionCode` from the release's zip, verified by `CodeSha256` (lambda-packager's
 //! update), the site's files, runtime config and manifest put back with one invalidation
 //! (frontend-publisher's restore). What is needed is checked first (the templates, zips and
-//! site files still there, the stacks in a state that can be updated, no deploy holding a
-//! stack's lock): a refusal changes nothing.
+//! site files still there, the stacks in a state that can be updated, no resource removed
+//! since that the earlier template cannot take back (kept by its `DeletionPolicy`, or a
+//! stateful one deleted with its data), no deploy holding a stack's lock): a refusal changes
+//! nothing.
 //!
 //! A rollback is a run of its own: the environment's deploy step recorded per component (so
 //! `gate::mark_success` moves the environment's success mark back to the release's commit, the
@@ -39,6 +41,7 @@ mod auto;
 pub mod cli;
 mod plan;
 mod stage;
+mod takeback;
 
 pub use auto::{AfterCheck, Check, after_failed_check, failed_checks};
 pub use plan::{FunctionStep, RollbackPlan, StackStep, Target, choose, plan};
@@ -100,6 +103,19 @@ pub enum Error {
         status: String,
         /// What to do.
         next: String,
+    },
+    /// A stack's earlier template cannot take back a resource removed since (kept by its
+    /// `DeletionPolicy`, or stateful and deleted with its data).
+    #[error("stack {stack} cannot go back to release {release}: {resource} {why}")]
+    CannotTakeBack {
+        /// The stack name.
+        stack: String,
+        /// The release.
+        release: String,
+        /// The resource: logical id and type.
+        resource: String,
+        /// Why, and what to do.
+        why: String,
     },
     /// A stack did not go back.
     #[error("stack {stack} did not go back: {outcome}")]
@@ -190,10 +206,11 @@ impl From<frontend_publisher::Error> for Error {
 
 impl Error {
     /// The binary's exit code: 2 bad input (an unknown or expired release, no approval, a lock
-    /// held, the config), 3 a stack's state, 1 a rollback that failed while applying.
+    /// held, the config), 3 a stack's state or a resource its earlier template cannot take
+    /// back, 1 a rollback that failed while applying.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::StackState { .. } => 3,
+            Error::StackState { .. } | Error::CannotTakeBack { .. } => 3,
             Error::StackFailed { .. } | Error::Deploy(_) | Error::Code { .. } | Error::Site(_) | Error::Aws { .. } => 1,
             _ => 2,
         }

@@ -222,6 +222,8 @@ enum Applied {
 /// What the checks read, for the apply.
 struct Checked {
     bodies: BTreeMap<String, Vec<u8>>,
+    /// What the checks could not read, shown before the apply.
+    warnings: Vec<String>,
     site: Option<frontend_publisher::release::RestorePlan>,
 }
 
@@ -237,6 +239,9 @@ async fn checked_apply(
     on_event: &(dyn Fn(Event) + Sync),
 ) -> Result<Release, Applied> {
     let checked = check(context, clients, run, plan).await.map_err(Applied::Refused)?;
+    for warning in &checked.warnings {
+        on_event(Event::Done(format!("warning: {warning}")));
+    }
     let components = plan.components();
     let mut recordings = Vec::new();
     for component in &components {
@@ -261,11 +266,13 @@ async fn checked_apply(
 }
 
 /// Reads what the apply needs and refuses before any change: each template and zip still in
-/// the bucket, each stack in a state a change set can start from, the site's files there.
+/// the bucket, each stack in a state a change set can start from and with nothing removed
+/// since that its earlier template cannot take back, the site's files there.
 async fn check(context: &StageContext, clients: &Clients, run: &RunDir, plan: &RollbackPlan) -> Result<Checked, Error> {
     let expired = |what: String| Error::Expired { env: plan.env.clone(), id: plan.to.id.clone(), what };
     let bucket = plan.to.artifact_bucket.clone().unwrap_or_default();
     let mut bodies = BTreeMap::new();
+    let mut warnings = Vec::new();
     for (name, step) in &plan.stacks {
         let StackStep::Restore(stack) = step else { continue };
         let body = match clients.s3.get_object().bucket(&bucket).key(&stack.template_key).send().await {
@@ -280,6 +287,7 @@ async fn check(context: &StageContext, clients: &Clients, run: &RunDir, plan: &R
             holds(&clients.s3, &bucket, key, sha256, &what).await.map_err(|e| e.unwrap_or_else(&expired))?;
         }
         check_stack_state(&clients.cloudformation, stack).await?;
+        warnings.extend(crate::takeback::check(&clients.cloudformation, &stack.stack_name, &plan.to.id, &body).await?);
         bodies.insert(name.clone(), body);
     }
     for (_, step) in &plan.functions {
@@ -308,7 +316,7 @@ async fn check(context: &StageContext, clients: &Clients, run: &RunDir, plan: &R
         }
         _ => None,
     };
-    Ok(Checked { bodies, site })
+    Ok(Checked { bodies, warnings, site })
 }
 
 /// Checks that `key` still holds the content whose hex SHA-256 is `sha256`, as the deployer's
