@@ -30,6 +30,10 @@ pub struct DeploySettings {
     /// (2h when unset).
     #[serde(default, deserialize_with = "pipeline_config::positive_duration")]
     pub lock_ttl: Option<Duration>,
+    /// How many releases per environment keep their artifacts from the bucket's lifecycle
+    /// rule (1 to 100; 5 when unset): see [`crate::retention`].
+    #[serde(default)]
+    pub keep_releases: Option<Spanned<usize>>,
     /// How the S3 references of templates (nested `TemplateURL`s, Lambda code keys) map to the
     /// repository's files and packages.
     #[serde(default)]
@@ -277,6 +281,8 @@ pub struct Environment {
     pub rollback_alarms: Vec<String>,
     /// `MonitoringTimeInMinutes` of every change set's rollback configuration (0 when unset).
     pub rollback_monitoring_minutes: u32,
+    /// How many releases per environment keep their artifacts (`[deploy] keep_releases`).
+    pub keep_releases: usize,
 }
 
 impl DeploySettings {
@@ -521,6 +527,21 @@ impl DeploySettings {
         if parallelism == 0 || parallelism > 32 {
             return Err(ConfigError::file(file, "deploy.parallelism: write a number from 1 to 32"));
         }
+        let keep_releases = match &self.keep_releases {
+            None => crate::retention::DEFAULT_KEEP_RELEASES,
+            Some(keep) if (1..=crate::retention::MAX_KEEP_RELEASES).contains(keep.get_ref()) => *keep.get_ref(),
+            Some(keep) => {
+                return Err(at(
+                    keep.span(),
+                    "deploy.keep_releases".into(),
+                    format!(
+                        "{}: write how many releases per environment keep their artifacts, from 1 to {}",
+                        keep.get_ref(),
+                        crate::retention::MAX_KEEP_RELEASES
+                    ),
+                ));
+            }
+        };
         let timeout = self.timeout.unwrap_or(Duration::from_secs(30 * 60));
         let rollback = rollback_settings(config, env, &env_settings, &account, timeout)?;
         Ok(Environment {
@@ -539,6 +560,7 @@ impl DeploySettings {
             rollback_on: rollback.on,
             rollback_alarms: rollback.alarms,
             rollback_monitoring_minutes: rollback.monitoring_minutes,
+            keep_releases,
         })
     }
 }
@@ -907,6 +929,24 @@ parameters = { Extra = "x" }
         let err = DeploySettings::from_config(&self::config(&elsewhere)).unwrap_err();
         assert_eq!((err.line, err.key.as_str()), (Some(25), "deploy.environments.prod.cfn_role_arn"), "{err}");
         assert!(err.message.contains("999999999999") && err.message.contains("123456789012"), "{err}");
+    }
+
+    #[test]
+    fn keep_releases_is_bounded() {
+        let with = |n: &str| {
+            BASE.replace("key_prefix = \"app/{env}\"", &format!("key_prefix = \"app/{{env}}\"\nkeep_releases = {n}"))
+        };
+        let config = config(&with("3"));
+        let settings = DeploySettings::from_config(&config).unwrap();
+        assert_eq!(settings.environment(&config, "dev").unwrap().keep_releases, 3);
+        let base = self::config(BASE);
+        let default = DeploySettings::from_config(&base).unwrap().environment(&base, "dev").unwrap();
+        assert_eq!(default.keep_releases, 5);
+        for bad in ["0", "101"] {
+            let err = DeploySettings::from_config(&self::config(&with(bad))).unwrap_err();
+            assert_eq!((err.line, err.key.as_str()), (Some(5), "deploy.keep_releases"), "{err}");
+            assert!(err.message.contains("from 1 to 100"), "{err}");
+        }
     }
 
     #[test]

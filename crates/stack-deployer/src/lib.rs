@@ -41,6 +41,7 @@ pub mod apply;
 pub mod config;
 pub mod digest;
 pub mod plan;
+pub mod retention;
 pub mod stage;
 
 use std::path::{Path, PathBuf};
@@ -200,6 +201,27 @@ pub enum Error {
         /// The SDK's error.
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// An artifact kept for rollback could not be read or tagged ([`retention`]).
+    #[error("s3://{bucket}/{key}: cannot {action} it while marking the artifacts kept for rollback; deploy again")]
+    Retention {
+        /// The artifact bucket.
+        bucket: String,
+        /// The object.
+        key: String,
+        /// `read` or `tag`.
+        action: &'static str,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The kept releases name more templates than a retention pass reads.
+    #[error("the releases kept in s3://{bucket} name more than {limit} templates; lower [deploy] keep_releases")]
+    RetentionTooLarge {
+        /// The artifact bucket.
+        bucket: String,
+        /// The most read.
+        limit: usize,
     },
     /// AWS refused a call (AccessDenied, from the error's code): the role, the action and what it
     /// was about, so the user knows what to grant. Raised before any change or where the deploy

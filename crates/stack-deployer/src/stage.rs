@@ -29,6 +29,8 @@ pub struct Report {
     pub present: usize,
     /// Every configured stack, in deploy order (skipped ones included).
     pub stacks: Vec<StackResult>,
+    /// The artifacts kept for rollback, after a release was recorded.
+    pub retention: Option<crate::retention::Retention>,
 }
 
 impl Report {
@@ -63,6 +65,9 @@ impl Report {
                 let _ = write!(out, "; code updated: {}", stack.code_updated.join(", "));
             }
             out.push('\n');
+        }
+        if let Some(retention) = &self.retention {
+            let _ = writeln!(out, "{}", retention.line());
         }
         out
     }
@@ -268,7 +273,7 @@ async fn deploy_plan(
         }
     }
     stacks.extend(results.into_values());
-    Ok(Report { environment: plan.environment.clone(), region, uploaded, present, stacks })
+    Ok(Report { environment: plan.environment.clone(), region, uploaded, present, stacks, retention: None })
 }
 
 /// How [`run_stage`] runs.
@@ -607,7 +612,8 @@ pub async fn run_stage(
     }
     let holder = format!("run {} ({})", run.run_id, holder_process());
     let locks = Locks { store, holder: &holder, ttl: env.lock_ttl };
-    let report = match deploy(&plan, clients, env.parallelism, Some(locks), &apply_options, lookup, on_event).await {
+    let mut report = match deploy(&plan, clients, env.parallelism, Some(locks), &apply_options, lookup, on_event).await
+    {
         Ok(report) => report,
         Err(error) => {
             for component in &planned {
@@ -628,15 +634,20 @@ pub async fn run_stage(
                 )
         })
     });
-    if !options.no_execute
-        && !plan.stacks.is_empty()
-        && all_deployed
-        && let Err(error) = record_release(store, run, &head, &plan, &report, clients, lookup).await
-    {
-        for component in &planned {
-            record(component, Status::Failed, None, Some(run_state::error_chain(&error)))?;
+    if !options.no_execute && !plan.stacks.is_empty() && all_deployed {
+        let recorded = match record_release(store, run, &head, &plan, &report, clients, lookup).await {
+            Ok(_) => crate::retention::retain_after_release(context.required_config()?, &env, store, &clients.s3).await,
+            Err(error) => Err(error),
+        };
+        match recorded {
+            Ok(retention) => report.retention = Some(retention),
+            Err(error) => {
+                for component in &planned {
+                    record(component, Status::Failed, None, Some(run_state::error_chain(&error)))?;
+                }
+                return Err(error);
+            }
         }
-        return Err(error);
     }
     // Per component: the worst of its stacks.
     let mut by_component: BTreeMap<String, Vec<&StackResult>> = BTreeMap::new();
