@@ -6,6 +6,7 @@ use std::str::FromStr;
 
 use pipeline_config::{ConfigError, ConfigFile, Spanned};
 use serde::Deserialize;
+use serde::de::DeserializeSeed;
 
 /// Where the step records live.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -75,7 +76,11 @@ impl StoreChoice {
                 .parse()
                 .map_err(|message| crate::Error::BadName { what: "--store (PIPELINE_STORE)", message });
         }
-        let settings: StoreSettings = config.section("store")?;
+        StoreChoice::from_settings(config.section("store")?, config)
+    }
+
+    /// The store `[store]` names (read by the caller), else the file store.
+    fn from_settings(settings: StoreSettings, config: &ConfigFile) -> Result<StoreChoice, crate::Error> {
         match settings.dynamodb_table {
             None => Ok(StoreChoice::File),
             Some(table) => {
@@ -87,6 +92,55 @@ impl StoreChoice {
                 Ok(StoreChoice::DynamoDb { table })
             }
         }
+    }
+}
+
+/// What a stage's start needs from `pipeline.toml` in one reading of it: [`StoreChoice::resolve`]
+/// and [`ConfigFile::check_section_names`] together, each of which reads the whole document.
+///
+/// `None` when the document is not what the fast path understands at once (a section no crate
+/// owns, a `[store]` that does not parse, a TOML error): the caller then runs the two checks as
+/// they are, so every error and its wording stay theirs.
+pub(crate) fn resolve_once(given: Option<&str>, config: &ConfigFile) -> Option<Result<StoreChoice, crate::Error>> {
+    let (keys, store) = toml::Deserializer::parse(&config.text).ok().and_then(|d| TopLevel.deserialize(d).ok())?;
+    if !keys.iter().all(|key| pipeline_config::SECTIONS.iter().any(|(name, _)| name == key)) {
+        return None;
+    }
+    Some(match given {
+        Some(_) => StoreChoice::resolve(given, config),
+        None => StoreChoice::from_settings(store.unwrap_or_default(), config),
+    })
+}
+
+/// The top-level keys of a document and its `[store]`, in one pass.
+struct TopLevel;
+
+impl<'de> serde::de::DeserializeSeed<'de> for TopLevel {
+    type Value = (Vec<String>, Option<StoreSettings>);
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for TopLevel {
+    type Value = (Vec<String>, Option<StoreSettings>);
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a TOML table")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let (mut keys, mut store) = (Vec::new(), None);
+        while let Some(key) = map.next_key::<String>()? {
+            if key == "store" {
+                store = Some(map.next_value::<StoreSettings>()?);
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+            keys.push(key);
+        }
+        Ok((keys, store))
     }
 }
 
@@ -117,5 +171,28 @@ mod tests {
         assert!(bad.contains("pipeline.toml:2"), "{bad}");
         std::fs::write(&path, "[gate]\n").unwrap();
         assert_eq!(StoreChoice::resolve(None, &ConfigFile::load(&path).unwrap()).unwrap(), StoreChoice::File);
+    }
+
+    #[test]
+    fn one_reading_agrees_with_the_two_checks_and_leaves_their_errors_to_them() {
+        let config = |text: &str| ConfigFile::from_text(std::path::Path::new("pipeline.toml"), text);
+        let good = config("[gate]\nallow_skipped = true\n\n[store]\ndynamodb_table = \"pipeline-status\"\n");
+        for given in [None, Some("file"), Some("dynamodb://other")] {
+            assert_eq!(
+                resolve_once(given, &good).unwrap().unwrap(),
+                StoreChoice::resolve(given, &good).unwrap(),
+                "{given:?}"
+            );
+        }
+        // A bad table name is an error of the one reading, worded as `resolve` words it.
+        let bad_name = config("[store]\ndynamodb_table = \"a b\"\n");
+        assert_eq!(
+            resolve_once(None, &bad_name).unwrap().unwrap_err().to_string(),
+            StoreChoice::resolve(None, &bad_name).unwrap_err().to_string()
+        );
+        // What the one reading does not understand goes back to the two checks.
+        for text in ["[valdate]\nx = 1\n", "[store]\ntable = \"x\"\n", "[gate\n"] {
+            assert!(resolve_once(None, &config(text)).is_none(), "{text}");
+        }
     }
 }

@@ -87,9 +87,15 @@ impl StageContext {
             Some(path) => ConfigFile::load(path)?,
             None => ConfigFile::load_optional(&root.join(pipeline_config::FILE_NAME))?,
         };
-        config.check_section_names()?;
+        // One reading of the document where it is sound; else each check on its own, for its error.
+        let store_choice = match crate::choice::resolve_once(options.store.as_deref(), &config) {
+            Some(choice) => choice?,
+            None => {
+                config.check_section_names()?;
+                StoreChoice::resolve(options.store.as_deref(), &config)?
+            }
+        };
         let state_dir = options.state_dir.clone().unwrap_or_else(|| root.join(pipeline_config::STATE_DIR));
-        let store_choice = StoreChoice::resolve(options.store.as_deref(), &config)?;
         Ok(StageContext { root, is_git, config, state_dir, store_choice, remote: None })
     }
 

@@ -80,6 +80,18 @@ pub struct RawConfig {
     pub ships_output_of: BTreeMap<String, Vec<Spanned<String>>>,
 }
 
+/// The sections the diff reads, from one reading of the whole document (other sections are
+/// their own crates' to check).
+#[derive(Debug, Default, Deserialize)]
+struct Sections {
+    #[serde(default)]
+    diff: DiffSettings,
+    #[serde(default)]
+    components: BTreeMap<String, ComponentSettings>,
+    #[serde(default)]
+    lambda: LambdaShipping,
+}
+
 /// What the diff reads of `[lambda]` (lambda-packager owns and checks the section).
 #[derive(Debug, Default, Deserialize)]
 struct LambdaShipping {
@@ -185,10 +197,19 @@ impl Components {
 
     /// Parses and checks the sections from `text`; `file` only names it in errors.
     pub fn parse(file: &Path, text: &str) -> Result<Components, ConfigError> {
-        let raw = RawConfig {
-            diff: pipeline_config::parse_section(file, text, "diff")?,
-            components: pipeline_config::parse_section(file, text, "components")?,
-            ships_output_of: ships_output_of(pipeline_config::parse_section(file, text, "lambda")?),
+        // The three sections in one reading of the document; when it does not read, each
+        // section on its own, so the error names its key and line as `parse_section` does.
+        let raw = match toml::from_str::<Sections>(text) {
+            Ok(sections) => RawConfig {
+                diff: sections.diff,
+                components: sections.components,
+                ships_output_of: ships_output_of(sections.lambda),
+            },
+            Err(_) => RawConfig {
+                diff: pipeline_config::parse_section(file, text, "diff")?,
+                components: pipeline_config::parse_section(file, text, "components")?,
+                ships_output_of: ships_output_of(pipeline_config::parse_section(file, text, "lambda")?),
+            },
         };
         Components::check(file, text, raw)
     }
@@ -462,4 +483,24 @@ fn direct_dependents(edges: &[Vec<(usize, &Spanned<String>)>]) -> Vec<Vec<usize>
         }
     }
     direct
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_reading_of_the_document_gives_what_each_section_read_alone_gives() {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/monorepo/pipeline.toml");
+        let text = std::fs::read_to_string(&file).unwrap();
+        let sections: Sections = toml::from_str(&text).unwrap();
+        let diff: DiffSettings = pipeline_config::parse_section(&file, &text, "diff").unwrap();
+        let components: BTreeMap<String, ComponentSettings> =
+            pipeline_config::parse_section(&file, &text, "components").unwrap();
+        let lambda: LambdaShipping = pipeline_config::parse_section(&file, &text, "lambda").unwrap();
+        assert!(!components.is_empty() && !diff.global_inputs.is_empty());
+        assert_eq!(format!("{:?}", sections.diff), format!("{diff:?}"));
+        assert_eq!(format!("{:?}", sections.components), format!("{components:?}"));
+        assert_eq!(format!("{:?}", ships_output_of(sections.lambda)), format!("{:?}", ships_output_of(lambda)));
+    }
 }
