@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use base64::Engine as _;
-use lambda_packager::{Architecture, Manifest, Package};
+use lambda_packager::{Architecture, FunctionSpec, Manifest, Package};
 use sha2::Digest as _;
-use stack_deployer::{ApplyOptions, Clients, DeploySettings, PlanInputs, StackOutcome};
+use stack_deployer::{ApplyOptions, Clients, DeploySettings, Environment, PlanInputs, Report, StackOutcome};
 
 use crate::bench::{machine, print_header, print_row};
 
@@ -127,7 +127,61 @@ pub(crate) fn aws_cli_as(
     Ok(out)
 }
 
-async fn bench(endpoint: &str, aws: &Path, repo: &Path, zips: &Path, rounds: usize) -> anyhow::Result<()> {
+/// The stacks deployed by stack-deployer in process, each deploy under a change set name of its own.
+struct Deployer<'a> {
+    repo: &'a Path,
+    env: Environment,
+    functions: Vec<FunctionSpec>,
+    clients: Clients,
+    attempt: std::cell::Cell<usize>,
+}
+
+impl Deployer<'_> {
+    /// The plan of the stacks with these packages.
+    fn plan(&self, manifest: &Manifest) -> anyhow::Result<stack_deployer::Plan> {
+        let inputs = PlanInputs {
+            repo: self.repo,
+            manifest: Some(manifest),
+            functions: &self.functions,
+            changed: None,
+            only: &[],
+        };
+        Ok(stack_deployer::plan(&self.env, inputs, &|_| None)?)
+    }
+
+    /// Plans and deploys the stacks with these packages.
+    async fn deploy(&self, manifest: &Manifest) -> anyhow::Result<Report> {
+        let plan = self.plan(manifest)?;
+        self.attempt.set(self.attempt.get() + 1);
+        let mut options = ApplyOptions::new(
+            &format!("bench-{}", self.attempt.get()),
+            Duration::from_secs(300),
+            Duration::from_secs(60),
+        );
+        options.first_poll = Duration::from_millis(200);
+        options.max_poll = Duration::from_secs(2);
+        Ok(stack_deployer::deploy(&plan, &self.clients, 2, None, &options, &|_| None, &|_| {}).await?)
+    }
+}
+
+/// The sample's configuration with [`BENCH_DEPLOY`] for its `[deploy]`: dev's environment and
+/// the functions.
+fn bench_config(repo: &Path) -> anyhow::Result<(Environment, Vec<FunctionSpec>)> {
+    let path = repo.join(pipeline_config::FILE_NAME);
+    let text = std::fs::read_to_string(&path)?;
+    let (start, end) = (
+        text.find("[deploy]").context("the sample has no [deploy]")?,
+        text.find("# validate:").context("no [validate]")?,
+    );
+    let text = format!("{}{BENCH_DEPLOY}{}", &text[..start], &text[end..]);
+    let file = pipeline_config::ConfigFile::from_text(&path, &text);
+    let env = DeploySettings::from_config(&file)?.environment(&file, "dev")?;
+    let (_, functions) = lambda_packager::LambdaSettings::from_config(&file)?;
+    Ok((env, functions))
+}
+
+/// The SDK clients on the emulator, their calls counted.
+async fn counted_clients(endpoint: &str) -> anyhow::Result<(Clients, aws_target::RequestCounter)> {
     let target = aws_target::Target {
         endpoint_url: Some(endpoint.into()),
         region: Some("us-east-1".into()),
@@ -142,52 +196,14 @@ async fn bench(endpoint: &str, aws: &Path, repo: &Path, zips: &Path, rounds: usi
         cloudformation: aws_target::cloudformation(&config, Some(&counter)),
         lambda: aws_target::lambda(&config, Some(&counter)),
     };
-    clients.s3.create_bucket().bucket(BUCKET).send().await?;
+    Ok((clients, counter))
+}
 
-    let path = repo.join(pipeline_config::FILE_NAME);
-    let text = std::fs::read_to_string(&path)?;
-    let (start, end) = (
-        text.find("[deploy]").context("the sample has no [deploy]")?,
-        text.find("# validate:").context("no [validate]")?,
-    );
-    let text = format!("{}{BENCH_DEPLOY}{}", &text[..start], &text[end..]);
-    let file = pipeline_config::ConfigFile::from_text(&path, &text);
-    let env = DeploySettings::from_config(&file)?.environment(&file, "dev")?;
-    let (_, functions) = lambda_packager::LambdaSettings::from_config(&file)?;
-    // Version 1 of every function, at the fixed keys the template names (as a pipeline left them).
-    let mut v1 = Vec::new();
-    for function in &functions {
-        let package = package(zips, &function.name, "v1", false)?;
-        let key = format!("{PREFIX}/{}.zip", function.name);
-        clients.s3.put_object().bucket(BUCKET).key(&key).body(std::fs::read(&package.path)?.into()).send().await?;
-        v1.push(package);
-    }
-    let plan_with = |manifest: &Manifest| -> anyhow::Result<stack_deployer::Plan> {
-        let inputs = PlanInputs { repo, manifest: Some(manifest), functions: &functions, changed: None, only: &[] };
-        Ok(stack_deployer::plan(&env, inputs, &|_| None)?)
-    };
-    let mut attempt = 0;
-    let mut deploy = |plan: stack_deployer::Plan| {
-        attempt += 1;
-        let mut options =
-            ApplyOptions::new(&format!("bench-{attempt}"), Duration::from_secs(300), Duration::from_secs(60));
-        options.first_poll = Duration::from_millis(200);
-        options.max_poll = Duration::from_secs(2);
-        let clients = clients.clone();
-        async move {
-            let report = stack_deployer::deploy(&plan, &clients, 2, None, &options, &|_| None, &|_| {}).await?;
-            anyhow::Ok(report)
-        }
-    };
-
-    let manifest = Manifest { packages: v1.clone() };
-    let first = deploy(plan_with(&manifest)?).await?;
-    if !first.stacks.iter().all(|s| matches!(s.outcome, StackOutcome::Deployed { .. })) {
-        bail!("the first deploy of the sample did not succeed: {}", first.summary());
-    }
-    // The same templates and parameters for the aws-cli, one deploy per stack in order.
+/// The arguments of `aws cloudformation deploy` for each stack of the plan, in order: the same
+/// templates and parameters.
+fn cli_stacks(plan: &stack_deployer::Plan, zips: &Path) -> anyhow::Result<Vec<Vec<String>>> {
     let mut cli_stacks = Vec::new();
-    for stack in &plan_with(&manifest)?.stacks {
+    for stack in &plan.stacks {
         let body = zips.join(format!("{}.json", stack.name));
         std::fs::write(&body, &stack.body)?;
         let mut args: Vec<String> = ["cloudformation", "deploy", "--template-file"].map(String::from).to_vec();
@@ -202,56 +218,111 @@ async fn bench(endpoint: &str, aws: &Path, repo: &Path, zips: &Path, rounds: usi
         args.extend(["--capabilities", "CAPABILITY_IAM", "--no-fail-on-empty-changeset"].map(String::from));
         cli_stacks.push(args);
     }
-    let cloudformation_deploy = |counts: &mut u64| -> anyhow::Result<()> {
-        for args in &cli_stacks {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            *counts += aws_cli(aws, endpoint, &args)?;
-        }
-        Ok(())
-    };
-    // The seed's loop: every function's code, changed or not.
-    let update_all = |counts: &mut u64| -> anyhow::Result<()> {
-        for function in &functions {
-            *counts += aws_cli(
-                aws,
-                endpoint,
-                &[
-                    "lambda",
-                    "update-function-code",
-                    "--function-name",
-                    &format!("pipeline-dashboard-dev-{}", function.name),
-                    "--s3-bucket",
-                    BUCKET,
-                    "--s3-key",
-                    &format!("{PREFIX}/{}.zip", function.name),
-                ],
-            )?;
-        }
-        Ok(())
-    };
+    Ok(cli_stacks)
+}
 
-    let mut times: BTreeMap<&str, Vec<Duration>> = BTreeMap::new();
-    let mut calls: BTreeMap<&str, u64> = BTreeMap::new();
+/// The seed's loop: `aws cloudformation deploy` of every stack, then every function's code
+/// updated, changed or not; the API calls it made.
+fn seed_loop(
+    aws: &Path,
+    endpoint: &str,
+    cli_stacks: &[Vec<String>],
+    functions: &[FunctionSpec],
+) -> anyhow::Result<u64> {
+    let mut calls = 0;
+    for args in cli_stacks {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        calls += aws_cli(aws, endpoint, &args)?;
+    }
+    for function in functions {
+        let name = format!("pipeline-dashboard-dev-{}", function.name);
+        let key = format!("{PREFIX}/{}.zip", function.name);
+        let args =
+            ["lambda", "update-function-code", "--function-name", &name, "--s3-bucket", BUCKET, "--s3-key", &key];
+        calls += aws_cli(aws, endpoint, &args)?;
+    }
+    Ok(calls)
+}
+
+/// Timings and API calls by case.
+#[derive(Default)]
+struct Measured {
+    times: BTreeMap<&'static str, Vec<Duration>>,
+    calls: BTreeMap<&'static str, u64>,
+}
+
+impl Measured {
+    fn add(&mut self, name: &'static str, start: Instant, calls: u64) {
+        self.times.entry(name).or_default().push(start.elapsed());
+        *self.calls.entry(name).or_default() += calls;
+    }
+
+    fn print(&self, rounds: usize) {
+        println!(
+            "bench deploy: the sample's stacks (storage, hosting, lambdas with 5 functions) in moto, {rounds} rounds"
+        );
+        println!("  {}", machine());
+        let width = 52;
+        print_header("ms per deploy", width);
+        let mut medians = BTreeMap::new();
+        for (name, timings) in &self.times {
+            medians.insert(*name, print_row(name, width, timings));
+        }
+        println!("  API calls per deploy:");
+        for (name, total) in &self.calls {
+            println!("    {name:<width$} {:>6.1}", *total as f64 / rounds as f64);
+        }
+        for case in ["unchanged", "one Lambda changed"] {
+            let ours = medians[format!("{case}: stack-deployer").as_str()];
+            let theirs = medians[format!("{case}: aws cloudformation deploy + loop").as_str()];
+            let our_calls = self.calls[format!("{case}: stack-deployer").as_str()] as f64;
+            let their_calls = self.calls[format!("{case}: aws cloudformation deploy + loop").as_str()] as f64;
+            println!(
+                "  {case}: aws / stack-deployer wall time {:.1}x (goal: at least 3x), API calls {:.1}x",
+                theirs.as_secs_f64() / ours.as_secs_f64(),
+                their_calls / our_calls.max(1.0)
+            );
+        }
+    }
+}
+
+async fn bench(endpoint: &str, aws: &Path, repo: &Path, zips: &Path, rounds: usize) -> anyhow::Result<()> {
+    let (clients, counter) = counted_clients(endpoint).await?;
+    clients.s3.create_bucket().bucket(BUCKET).send().await?;
+    let (env, functions) = bench_config(repo)?;
+    // Version 1 of every function, at the fixed keys the template names (as a pipeline left them).
+    let mut v1 = Vec::new();
+    for function in &functions {
+        let package = package(zips, &function.name, "v1", false)?;
+        let key = format!("{PREFIX}/{}.zip", function.name);
+        clients.s3.put_object().bucket(BUCKET).key(&key).body(std::fs::read(&package.path)?.into()).send().await?;
+        v1.push(package);
+    }
+    let deployer = Deployer { repo, env, functions, clients, attempt: Default::default() };
+    let manifest = Manifest { packages: v1.clone() };
+    let first = deployer.deploy(&manifest).await?;
+    if !first.stacks.iter().all(|s| matches!(s.outcome, StackOutcome::Deployed { .. })) {
+        bail!("the first deploy of the sample did not succeed: {}", first.summary());
+    }
+    let cli_stacks = cli_stacks(&deployer.plan(&manifest)?, zips)?;
+    let seed_loop = |calls: u64| seed_loop(aws, endpoint, &cli_stacks, &deployer.functions).map(|n| n + calls);
+
+    let mut measured = Measured::default();
     for round in 0..rounds {
         // Unchanged: nothing changed in the run's diff.
         let unchanged = Manifest { packages: v1.iter().map(|p| Package { changed: false, ..p.clone() }).collect() };
         for turn in 0..2 {
+            let start = Instant::now();
             if (round + turn) % 2 == 0 {
                 counter.reset();
-                let start = Instant::now();
-                let report = deploy(plan_with(&unchanged)?).await?;
-                times.entry("unchanged: stack-deployer").or_default().push(start.elapsed());
+                let report = deployer.deploy(&unchanged).await?;
                 if report.stacks.iter().any(|s| s.outcome != StackOutcome::Unchanged) {
                     bail!("the unchanged redeploy was not unchanged: {}", report.summary());
                 }
-                *calls.entry("unchanged: stack-deployer").or_default() += counter.total();
+                measured.add("unchanged: stack-deployer", start, counter.total());
             } else {
-                let mut n = 0;
-                let start = Instant::now();
-                cloudformation_deploy(&mut n)?;
-                update_all(&mut n)?;
-                times.entry("unchanged: aws cloudformation deploy + loop").or_default().push(start.elapsed());
-                *calls.entry("unchanged: aws cloudformation deploy + loop").or_default() += n;
+                let calls = seed_loop(0)?;
+                measured.add("unchanged: aws cloudformation deploy + loop", start, calls);
             }
         }
         // One Lambda changed: api-handler gets new code (new content each round).
@@ -259,63 +330,28 @@ async fn bench(endpoint: &str, aws: &Path, repo: &Path, zips: &Path, rounds: usi
         let new = package(zips, "api-handler", &format!("r{round}"), true)?;
         let new_cli = package(zips, "api-handler", &format!("r{round}-cli"), true)?;
         for turn in 0..2 {
+            let start = Instant::now();
             if (round + turn) % 2 == 0 {
-                let manifest = Manifest {
-                    packages: v1
-                        .iter()
-                        .map(|p| {
-                            if p.name == "api-handler" { new.clone() } else { Package { changed: false, ..p.clone() } }
-                        })
-                        .collect(),
+                let changed = |p: &Package| {
+                    if p.name == "api-handler" { new.clone() } else { Package { changed: false, ..p.clone() } }
                 };
+                let manifest = Manifest { packages: v1.iter().map(changed).collect() };
                 counter.reset();
-                let start = Instant::now();
-                let report = deploy(plan_with(&manifest)?).await?;
-                times.entry("one Lambda changed: stack-deployer").or_default().push(start.elapsed());
+                let report = deployer.deploy(&manifest).await?;
                 let updated: Vec<&String> = report.stacks.iter().flat_map(|s| &s.code_updated).collect();
                 if updated != ["api-handler"] {
                     bail!("the changed function was not updated: {}", report.summary());
                 }
-                *calls.entry("one Lambda changed: stack-deployer").or_default() += counter.total();
+                measured.add("one Lambda changed: stack-deployer", start, counter.total());
             } else {
-                let mut n = 0;
-                let start = Instant::now();
                 // The seed copies the zips to their fixed keys first.
-                n += aws_cli(
-                    aws,
-                    endpoint,
-                    &["s3", "cp", &new_cli.path.to_string_lossy(), &format!("s3://{BUCKET}/{PREFIX}/api-handler.zip")],
-                )?;
-                cloudformation_deploy(&mut n)?;
-                update_all(&mut n)?;
-                times.entry("one Lambda changed: aws cloudformation deploy + loop").or_default().push(start.elapsed());
-                *calls.entry("one Lambda changed: aws cloudformation deploy + loop").or_default() += n;
+                let to = format!("s3://{BUCKET}/{PREFIX}/api-handler.zip");
+                let copied = aws_cli(aws, endpoint, &["s3", "cp", &new_cli.path.to_string_lossy(), &to])?;
+                let calls = seed_loop(copied)?;
+                measured.add("one Lambda changed: aws cloudformation deploy + loop", start, calls);
             }
         }
     }
-
-    println!("bench deploy: the sample's stacks (storage, hosting, lambdas with 5 functions) in moto, {rounds} rounds");
-    println!("  {}", machine());
-    let width = 52;
-    print_header("ms per deploy", width);
-    let mut medians = BTreeMap::new();
-    for (name, timings) in &times {
-        medians.insert(*name, print_row(name, width, timings));
-    }
-    println!("  API calls per deploy:");
-    for (name, total) in &calls {
-        println!("    {name:<width$} {:>6.1}", *total as f64 / rounds as f64);
-    }
-    for case in ["unchanged", "one Lambda changed"] {
-        let ours = medians[format!("{case}: stack-deployer").as_str()];
-        let theirs = medians[format!("{case}: aws cloudformation deploy + loop").as_str()];
-        let our_calls = calls[format!("{case}: stack-deployer").as_str()] as f64;
-        let their_calls = calls[format!("{case}: aws cloudformation deploy + loop").as_str()] as f64;
-        println!(
-            "  {case}: aws / stack-deployer wall time {:.1}x (goal: at least 3x), API calls {:.1}x",
-            theirs.as_secs_f64() / ours.as_secs_f64(),
-            their_calls / our_calls.max(1.0)
-        );
-    }
+    measured.print(rounds);
     Ok(())
 }

@@ -116,6 +116,19 @@ fn case(
 
 /// Every case of the corpus.
 fn cases() -> Vec<Case> {
+    let mut cases = unreadable_templates();
+    cases.extend(hostile_sources());
+    cases.extend(bad_inputs());
+    cases.extend(huge_and_torn_inputs());
+    cases.extend(step_leftovers());
+    cases.extend(round_two());
+    cases.push(shallow_clone());
+    cases
+}
+
+/// Templates validate must not read whole: a named pipe, a link to /dev/zero, a tool quoting a
+/// password.
+fn unreadable_templates() -> Vec<Case> {
     let mut cases = Vec::new();
 
     // A tracked template that is a named pipe: read as nothing, never waited on.
@@ -168,6 +181,13 @@ fn cases() -> Vec<Case> {
         }
         Ok(())
     }));
+    cases
+}
+
+/// A function's sources that must not be packaged (a FIFO, dependencies linking out), and a
+/// template expanding without bound.
+fn hostile_sources() -> Vec<Case> {
+    let mut cases = Vec::new();
 
     // lambda-packager: a FIFO among a function's sources, and a dependencies folder linking out.
     let lambda = "[lambda.functions.api]\nsources = [\"api\"]\n";
@@ -210,6 +230,12 @@ fn cases() -> Vec<Case> {
         &["--all", "--no-tools"],
         expect_exit(1, "E0000"),
     ));
+    cases
+}
+
+/// Inputs refused or read around: `record --log` on what is no log, config mistakes.
+fn bad_inputs() -> Vec<Case> {
+    let mut cases = Vec::new();
 
     // `status-report record --log` on a FIFO and on /dev/zero: the record is kept, the log is not read.
     for (name, log) in [("record --log FIFO", "pipe.log"), ("record --log /dev/zero", "/dev/zero")] {
@@ -265,6 +291,12 @@ fn cases() -> Vec<Case> {
         &[],
         expect_exit(2, "pipeline.toml:2: not UTF-8"),
     ));
+    cases
+}
+
+/// A 10,000-component chain and a store torn inside a character.
+fn huge_and_torn_inputs() -> Vec<Case> {
+    let mut cases = Vec::new();
 
     // A 10,000-component depends_on chain: linear, not gigabytes.
     let mut chain = String::new();
@@ -299,6 +331,12 @@ fn cases() -> Vec<Case> {
         &["runs"],
         expect_exit(0, "r1 refused"),
     ));
+    cases
+}
+
+/// What a step leaves: secrets in its `set -x` output, a background process.
+fn step_leftovers() -> Vec<Case> {
+    let mut cases = Vec::new();
 
     // Secrets a test prints with `set -x`: never in the log, the record or the output.
     let repo = repo_with(&[
@@ -355,10 +393,11 @@ fn cases() -> Vec<Case> {
             }
         },
     ));
+    cases
+}
 
-    cases.extend(round_two());
-
-    // A shallow clone of a feature branch whose merge-base with main was not fetched.
+/// A shallow clone of a feature branch whose merge-base with main was not fetched.
+fn shallow_clone() -> Case {
     let origin = GitRepo::new();
     origin.commit_files("base", &[("pipeline.toml", "[components.api]\npaths = [\"api/**\"]\n")]);
     for i in 0..3 {
@@ -385,16 +424,21 @@ fn cases() -> Vec<Case> {
         expect_exit(2, "git fetch --deepen"),
     );
     shallow.dir = cloned;
-    cases.push(shallow);
     drop(origin);
-
-    cases
+    shallow
 }
 
 /// The second round's cases: texts a record takes, password forms in a log, a config mistake
 /// with no run, a step flooding its log, a year-old store and its pruning.
 fn round_two() -> Vec<Case> {
-    use run_state::Store as _;
+    let mut cases = redacted_texts();
+    cases.extend(no_run_and_flood());
+    cases.extend(old_store());
+    cases
+}
+
+/// Texts a record takes and password forms in a log: redacted as logs are redacted.
+fn redacted_texts() -> Vec<Case> {
     let mut cases = Vec::new();
 
     // `status-report record --error/--note` redacts as logs are redacted.
@@ -447,6 +491,12 @@ fn round_two() -> Vec<Case> {
             no_secret_in(&state, ran, &["hunter2mysql", "d0ckerS3cretPw", "wJalrXUtnFEMI/K7MDENG/bPxRfiCyEXAMPLEKEY"])
         }
     }));
+    cases
+}
+
+/// A config mistake with no run, and a step flooding its log.
+fn no_run_and_flood() -> Vec<Case> {
+    let mut cases = Vec::new();
 
     // A wrong-typed `[runner]` key with no run: the config line, not "no pipeline run".
     let repo =
@@ -494,6 +544,13 @@ fn round_two() -> Vec<Case> {
             Ok(())
         },
     ));
+    cases
+}
+
+/// A year-old store, and its pruning.
+fn old_store() -> Vec<Case> {
+    use run_state::Store as _;
+    let mut cases = Vec::new();
 
     // A year-old store (100 MB): `runs` answers in bounds.
     let store = crate::bench_store::generate(&crate::workspace_root(), 100).expect("the 100 MB store");
