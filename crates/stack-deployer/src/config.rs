@@ -309,10 +309,7 @@ impl DeploySettings {
     /// The deploy of one environment: names checked, overrides applied, `{env}` replaced,
     /// stacks ordered so dependencies come first.
     pub fn environment(&self, config: &ConfigFile, env: &str) -> Result<Environment, ConfigError> {
-        let (file, text) = (config.path.as_path(), config.text.as_str());
-        let at = |span: std::ops::Range<usize>, key: String, message: String| {
-            ConfigError::at(file, text, span, key, message)
-        };
+        let file = config.path.as_path();
         if self.stacks.is_empty() {
             return Err(ConfigError::file(
                 file,
@@ -320,228 +317,33 @@ impl DeploySettings {
             ));
         }
         pipeline_config::check_name(env).map_err(|m| ConfigError::file(file, format!("environment: {m}")))?;
-        let env_settings = match self.environments.get(env) {
-            Some(settings) => settings.clone(),
-            None if self.environments.is_empty() => EnvironmentSettings::default(),
-            None => {
-                return Err(ConfigError::file(
-                    file,
-                    format!(
-                        "deploy.environments: no environment `{env}`; add [deploy.environments.{env}] or use one of: {}",
-                        self.environments.keys().cloned().collect::<Vec<_>>().join(", ")
-                    ),
-                ));
-            }
-        };
-        let env_key = format!("deploy.environments.{env}");
+        let env_settings = self.environment_settings(file, env)?;
         // The region, the role and its external id: read and checked where every stage reads them.
         let account = aws_target::Account::from_config(config, env)?;
-        let cfn_role_arn = match &env_settings.cfn_role_arn {
-            None => None,
-            Some(role) => {
-                let role_key = format!("{env_key}.cfn_role_arn");
-                let Some(role_account) = aws_target::role_account(role.get_ref()) else {
-                    return Err(at(
-                        role.span(),
-                        role_key,
-                        format!(
-                            "`{}` is not a role ARN (like `arn:aws:iam::111111111111:role/cfn-exec`)",
-                            role.get_ref()
-                        ),
-                    ));
-                };
-                // CloudFormation takes a role only from its own account.
-                if let Some(own) = account.account_id().filter(|own| *own != role_account) {
-                    return Err(at(
-                        role.span(),
-                        role_key,
-                        format!(
-                            "the role is in account {role_account}, but `{env}`'s stacks are in {own} (role_arn); name a role of {own}"
-                        ),
-                    ));
-                }
-                Some(role.get_ref().clone())
-            }
-        };
+        let cfn_role_arn = cfn_role(config, env, &env_settings, &account)?;
         for name in env_settings.stacks.keys() {
             if !self.stacks.contains_key(name) {
                 return Err(ConfigError::file(
                     file,
-                    format!("{env_key}.stacks.{name}: no stack `{name}` in [deploy.stacks]; fix the name"),
-                ));
-            }
-        }
-        let bucket = match (&env_settings.artifact_bucket, &self.artifact_bucket) {
-            (Some(bucket), _) => bucket.replace("{env}", env),
-            (None, Some(bucket)) => bucket.get_ref().replace("{env}", env),
-            (None, None) => {
-                return Err(ConfigError::file(
-                    file,
-                    "deploy.artifact_bucket: missing; name the bucket templates and zips are uploaded to",
-                ));
-            }
-        };
-        if !valid_bucket(&bucket) {
-            let span = self.artifact_bucket.as_ref().map_or(0..0, Spanned::span);
-            return Err(at(
-                span,
-                "deploy.artifact_bucket".into(),
-                format!("`{bucket}` is not a bucket name (3-63 lowercase letters, digits, `.` and `-`)"),
-            ));
-        }
-        let key_prefix =
-            self.key_prefix.clone().unwrap_or_default().replace("{env}", env).trim_matches('/').to_string();
-        if key_prefix.split('/').any(|part| part == ".." || part == ".")
-            || !key_prefix.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
-        {
-            return Err(ConfigError::file(
-                file,
-                format!(
-                    "deploy.key_prefix: `{key_prefix}` is not a safe key prefix; use letters, digits, `-`, `_`, `.` and `/`"
-                ),
-            ));
-        }
-
-        for (key, path) in &self.artifacts.templates {
-            if path.starts_with('/') || path.split('/').any(|p| p == "..") || path.is_empty() || key.is_empty() {
-                return Err(ConfigError::file(
-                    file,
                     format!(
-                        "deploy.artifacts.templates.\"{key}\": `{path}` must be a path inside the monorepo, relative to its root"
+                        "deploy.environments.{env}.stacks.{name}: no stack `{name}` in [deploy.stacks]; fix the name"
                     ),
                 ));
             }
         }
+        let (bucket, key_prefix) = self.bucket_and_prefix(config, env, &env_settings)?;
+        self.check_artifact_templates(file)?;
         let mut specs = BTreeMap::new();
         for (name, stack) in &self.stacks {
-            let key = format!("deploy.stacks.{name}");
-            pipeline_config::check_name(name).map_err(|m| at(stack.template.span(), key.clone(), m))?;
-            let template = stack.template.get_ref();
-            if template.starts_with('/') || template.split('/').any(|p| p == "..") || template.is_empty() {
-                return Err(at(
-                    stack.template.span(),
-                    format!("{key}.template"),
-                    format!("`{template}` must be a path inside the monorepo, relative to its root"),
-                ));
-            }
-            let overrides = env_settings.stacks.get(name).cloned().unwrap_or_default();
-            let (stack_name, stack_name_span, stack_name_key) = match &overrides.stack_name {
-                Some(given) => (given.get_ref().clone(), given.span(), format!("{env_key}.stacks.{name}.stack_name")),
-                None => (stack.stack_name.get_ref().clone(), stack.stack_name.span(), format!("{key}.stack_name")),
-            };
-            let stack_name = stack_name.replace("{env}", env);
-            if !valid_stack_name(&stack_name) {
-                return Err(at(
-                    stack_name_span,
-                    stack_name_key,
-                    format!("`{stack_name}` is not a stack name (a letter, then letters, digits and `-`, at most 128)"),
-                ));
-            }
-            for capability in &stack.capabilities {
-                if !CAPABILITIES.contains(&capability.get_ref().as_str()) {
-                    return Err(at(
-                        capability.span(),
-                        format!("{key}.capabilities"),
-                        format!(
-                            "`{}` is not a capability; write one of {}",
-                            capability.get_ref(),
-                            CAPABILITIES.join(", ")
-                        ),
-                    ));
-                }
-            }
-            let mut depends_on = BTreeSet::new();
-            for dep in &stack.depends_on {
-                if !self.stacks.contains_key(dep.get_ref()) || dep.get_ref() == name {
-                    return Err(at(
-                        dep.span(),
-                        format!("{key}.depends_on"),
-                        format!("`{}` is not another stack of [deploy.stacks]", dep.get_ref()),
-                    ));
-                }
-                depends_on.insert(dep.get_ref().clone());
-            }
-            let mut parameters = BTreeMap::new();
-            let written = stack.parameters.iter().map(|(k, v)| (k, v, format!("{key}.parameters.{k}")));
-            let overridden =
-                overrides.parameters.iter().map(|(k, v)| (k, v, format!("{env_key}.stacks.{name}.parameters.{k}")));
-            for (param, value, param_key) in written.chain(overridden) {
-                let value = match value.get_ref() {
-                    ParameterValue::Literal(text) => ParameterValue::Literal(text.replace("{env}", env)),
-                    ParameterValue::Output { output } => {
-                        let Some((other, _)) = output
-                            .split_once('.')
-                            .filter(|(s, o)| self.stacks.contains_key(*s) && !o.is_empty() && s != name)
-                        else {
-                            return Err(at(
-                                value.span(),
-                                param_key,
-                                format!("`{output}` must be `STACK.OUTPUT` naming another stack of [deploy.stacks]"),
-                            ));
-                        };
-                        depends_on.insert(other.to_string());
-                        ParameterValue::Output { output: output.clone() }
-                    }
-                    ParameterValue::Env { env: var } => {
-                        if var.is_empty() || !var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                            return Err(at(
-                                value.span(),
-                                param_key,
-                                format!("`{var}` is not an environment variable name"),
-                            ));
-                        }
-                        ParameterValue::Env { env: var.clone() }
-                    }
-                };
-                parameters.insert(param.clone(), value);
-            }
-            specs.insert(
-                name.clone(),
-                StackSpec {
-                    name: name.clone(),
-                    template: template.clone(),
-                    stack_name,
-                    parameters,
-                    tags: stack.tags.iter().map(|(k, v)| (k.clone(), v.replace("{env}", env))).collect(),
-                    capabilities: stack.capabilities.iter().map(|c| c.get_ref().clone()).collect(),
-                    components: stack.components.iter().map(|c| c.get_ref().clone()).collect(),
-                    depends_on,
-                    artifact_mode: stack.artifact_mode,
-                },
-            );
+            specs.insert(name.clone(), self.stack_spec(config, env, &env_settings, name, stack)?);
         }
         let stacks = order(file, specs)?;
-        let mut names = BTreeSet::new();
-        for stack in &stacks {
-            if !names.insert(stack.stack_name.clone()) {
-                return Err(ConfigError::file(
-                    file,
-                    format!(
-                        "deploy.stacks.{}.stack_name: `{}` is used by two stacks in `{env}`",
-                        stack.name, stack.stack_name
-                    ),
-                ));
-            }
-        }
+        check_distinct_names(file, env, &stacks)?;
         let parallelism = self.parallelism.unwrap_or(2);
         if parallelism == 0 || parallelism > 32 {
             return Err(ConfigError::file(file, "deploy.parallelism: write a number from 1 to 32"));
         }
-        let keep_releases = match &self.keep_releases {
-            None => crate::retention::DEFAULT_KEEP_RELEASES,
-            Some(keep) if (1..=crate::retention::MAX_KEEP_RELEASES).contains(keep.get_ref()) => *keep.get_ref(),
-            Some(keep) => {
-                return Err(at(
-                    keep.span(),
-                    "deploy.keep_releases".into(),
-                    format!(
-                        "{}: write how many releases per environment keep their artifacts, from 1 to {}",
-                        keep.get_ref(),
-                        crate::retention::MAX_KEEP_RELEASES
-                    ),
-                ));
-            }
-        };
+        let keep_releases = self.keep_releases(config)?;
         let timeout = self.timeout.unwrap_or(Duration::from_secs(30 * 60));
         let rollback = rollback_settings(config, env, &env_settings, &account, timeout)?;
         Ok(Environment {
@@ -563,6 +365,267 @@ impl DeploySettings {
             keep_releases,
         })
     }
+
+    /// `[deploy.environments.ENV]`: the environment's own (defaults when the config names no
+    /// environment at all; an error naming the others when it names some but not this one).
+    fn environment_settings(&self, file: &std::path::Path, env: &str) -> Result<EnvironmentSettings, ConfigError> {
+        match self.environments.get(env) {
+            Some(settings) => Ok(settings.clone()),
+            None if self.environments.is_empty() => Ok(EnvironmentSettings::default()),
+            None => Err(ConfigError::file(
+                file,
+                format!(
+                    "deploy.environments: no environment `{env}`; add [deploy.environments.{env}] or use one of: {}",
+                    self.environments.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            )),
+        }
+    }
+
+    /// The environment's artifact bucket (its own, else `[deploy]`'s, `{env}` replaced) and the
+    /// key prefix, both checked.
+    fn bucket_and_prefix(
+        &self,
+        config: &ConfigFile,
+        env: &str,
+        env_settings: &EnvironmentSettings,
+    ) -> Result<(String, String), ConfigError> {
+        let file = config.path.as_path();
+        let bucket = match (&env_settings.artifact_bucket, &self.artifact_bucket) {
+            (Some(bucket), _) => bucket.replace("{env}", env),
+            (None, Some(bucket)) => bucket.get_ref().replace("{env}", env),
+            (None, None) => {
+                return Err(ConfigError::file(
+                    file,
+                    "deploy.artifact_bucket: missing; name the bucket templates and zips are uploaded to",
+                ));
+            }
+        };
+        if !valid_bucket(&bucket) {
+            let span = self.artifact_bucket.as_ref().map_or(0..0, Spanned::span);
+            return Err(ConfigError::at(
+                file,
+                &config.text,
+                span,
+                "deploy.artifact_bucket",
+                format!("`{bucket}` is not a bucket name (3-63 lowercase letters, digits, `.` and `-`)"),
+            ));
+        }
+        let key_prefix =
+            self.key_prefix.clone().unwrap_or_default().replace("{env}", env).trim_matches('/').to_string();
+        if key_prefix.split('/').any(|part| part == ".." || part == ".")
+            || !key_prefix.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
+        {
+            return Err(ConfigError::file(
+                file,
+                format!(
+                    "deploy.key_prefix: `{key_prefix}` is not a safe key prefix; use letters, digits, `-`, `_`, `.` and `/`"
+                ),
+            ));
+        }
+        Ok((bucket, key_prefix))
+    }
+
+    /// `[deploy.artifacts] templates`: each value a path inside the monorepo.
+    fn check_artifact_templates(&self, file: &std::path::Path) -> Result<(), ConfigError> {
+        for (key, path) in &self.artifacts.templates {
+            if path.starts_with('/') || path.split('/').any(|p| p == "..") || path.is_empty() || key.is_empty() {
+                return Err(ConfigError::file(
+                    file,
+                    format!(
+                        "deploy.artifacts.templates.\"{key}\": `{path}` must be a path inside the monorepo, relative to its root"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// `[deploy] keep_releases`, checked ([`crate::retention::DEFAULT_KEEP_RELEASES`] when unset).
+    fn keep_releases(&self, config: &ConfigFile) -> Result<usize, ConfigError> {
+        match &self.keep_releases {
+            None => Ok(crate::retention::DEFAULT_KEEP_RELEASES),
+            Some(keep) if (1..=crate::retention::MAX_KEEP_RELEASES).contains(keep.get_ref()) => Ok(*keep.get_ref()),
+            Some(keep) => Err(ConfigError::at(
+                &config.path,
+                &config.text,
+                keep.span(),
+                "deploy.keep_releases",
+                format!(
+                    "{}: write how many releases per environment keep their artifacts, from 1 to {}",
+                    keep.get_ref(),
+                    crate::retention::MAX_KEEP_RELEASES
+                ),
+            )),
+        }
+    }
+
+    /// One stack as `env` deploys it: its template path, stack name and capabilities checked,
+    /// the environment's overrides applied, `{env}` replaced, its dependencies gathered.
+    fn stack_spec(
+        &self,
+        config: &ConfigFile,
+        env: &str,
+        env_settings: &EnvironmentSettings,
+        name: &str,
+        stack: &StackSettings,
+    ) -> Result<StackSpec, ConfigError> {
+        let at = |span: std::ops::Range<usize>, key: String, message: String| {
+            ConfigError::at(&config.path, &config.text, span, key, message)
+        };
+        let key = format!("deploy.stacks.{name}");
+        pipeline_config::check_name(name).map_err(|m| at(stack.template.span(), key.clone(), m))?;
+        let template = stack.template.get_ref();
+        if template.starts_with('/') || template.split('/').any(|p| p == "..") || template.is_empty() {
+            return Err(at(
+                stack.template.span(),
+                format!("{key}.template"),
+                format!("`{template}` must be a path inside the monorepo, relative to its root"),
+            ));
+        }
+        let overrides = env_settings.stacks.get(name).cloned().unwrap_or_default();
+        let (stack_name, stack_name_span, stack_name_key) = match &overrides.stack_name {
+            Some(given) => {
+                (given.get_ref().clone(), given.span(), format!("deploy.environments.{env}.stacks.{name}.stack_name"))
+            }
+            None => (stack.stack_name.get_ref().clone(), stack.stack_name.span(), format!("{key}.stack_name")),
+        };
+        let stack_name = stack_name.replace("{env}", env);
+        if !valid_stack_name(&stack_name) {
+            return Err(at(
+                stack_name_span,
+                stack_name_key,
+                format!("`{stack_name}` is not a stack name (a letter, then letters, digits and `-`, at most 128)"),
+            ));
+        }
+        for capability in &stack.capabilities {
+            if !CAPABILITIES.contains(&capability.get_ref().as_str()) {
+                return Err(at(
+                    capability.span(),
+                    format!("{key}.capabilities"),
+                    format!("`{}` is not a capability; write one of {}", capability.get_ref(), CAPABILITIES.join(", ")),
+                ));
+            }
+        }
+        let mut depends_on = BTreeSet::new();
+        for dep in &stack.depends_on {
+            if !self.stacks.contains_key(dep.get_ref()) || dep.get_ref() == name {
+                return Err(at(
+                    dep.span(),
+                    format!("{key}.depends_on"),
+                    format!("`{}` is not another stack of [deploy.stacks]", dep.get_ref()),
+                ));
+            }
+            depends_on.insert(dep.get_ref().clone());
+        }
+        let parameters = self.parameters(config, env, name, stack, &overrides, &mut depends_on)?;
+        Ok(StackSpec {
+            name: name.to_string(),
+            template: template.clone(),
+            stack_name,
+            parameters,
+            tags: stack.tags.iter().map(|(k, v)| (k.clone(), v.replace("{env}", env))).collect(),
+            capabilities: stack.capabilities.iter().map(|c| c.get_ref().clone()).collect(),
+            components: stack.components.iter().map(|c| c.get_ref().clone()).collect(),
+            depends_on,
+            artifact_mode: stack.artifact_mode,
+        })
+    }
+
+    /// A stack's parameters, the environment's overrides after its own: literals with `{env}`
+    /// replaced, outputs of another stack (added to `depends_on`), environment variable names.
+    fn parameters(
+        &self,
+        config: &ConfigFile,
+        env: &str,
+        name: &str,
+        stack: &StackSettings,
+        overrides: &StackOverride,
+        depends_on: &mut BTreeSet<String>,
+    ) -> Result<BTreeMap<String, ParameterValue>, ConfigError> {
+        let at = |span: std::ops::Range<usize>, key: String, message: String| {
+            ConfigError::at(&config.path, &config.text, span, key, message)
+        };
+        let mut parameters = BTreeMap::new();
+        let written = stack.parameters.iter().map(|(k, v)| (k, v, format!("deploy.stacks.{name}.parameters.{k}")));
+        let overridden = overrides
+            .parameters
+            .iter()
+            .map(|(k, v)| (k, v, format!("deploy.environments.{env}.stacks.{name}.parameters.{k}")));
+        for (param, value, param_key) in written.chain(overridden) {
+            let value = match value.get_ref() {
+                ParameterValue::Literal(text) => ParameterValue::Literal(text.replace("{env}", env)),
+                ParameterValue::Output { output } => {
+                    let Some((other, _)) = output
+                        .split_once('.')
+                        .filter(|(s, o)| self.stacks.contains_key(*s) && !o.is_empty() && s != &name)
+                    else {
+                        return Err(at(
+                            value.span(),
+                            param_key,
+                            format!("`{output}` must be `STACK.OUTPUT` naming another stack of [deploy.stacks]"),
+                        ));
+                    };
+                    depends_on.insert(other.to_string());
+                    ParameterValue::Output { output: output.clone() }
+                }
+                ParameterValue::Env { env: var } => {
+                    if var.is_empty() || !var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                        return Err(at(
+                            value.span(),
+                            param_key,
+                            format!("`{var}` is not an environment variable name"),
+                        ));
+                    }
+                    ParameterValue::Env { env: var.clone() }
+                }
+            };
+            parameters.insert(param.clone(), value);
+        }
+        Ok(parameters)
+    }
+}
+
+/// `cfn_role_arn` of an environment: a role ARN of the environment's own account.
+fn cfn_role(
+    config: &ConfigFile,
+    env: &str,
+    env_settings: &EnvironmentSettings,
+    account: &aws_target::Account,
+) -> Result<Option<String>, ConfigError> {
+    let Some(role) = &env_settings.cfn_role_arn else { return Ok(None) };
+    let role_key = format!("deploy.environments.{env}.cfn_role_arn");
+    let at = |message: String| ConfigError::at(&config.path, &config.text, role.span(), role_key.clone(), message);
+    let Some(role_account) = aws_target::role_account(role.get_ref()) else {
+        return Err(at(format!(
+            "`{}` is not a role ARN (like `arn:aws:iam::111111111111:role/cfn-exec`)",
+            role.get_ref()
+        )));
+    };
+    // CloudFormation takes a role only from its own account.
+    if let Some(own) = account.account_id().filter(|own| *own != role_account) {
+        return Err(at(format!(
+            "the role is in account {role_account}, but `{env}`'s stacks are in {own} (role_arn); name a role of {own}"
+        )));
+    }
+    Ok(Some(role.get_ref().clone()))
+}
+
+/// No two stacks of one environment with one CloudFormation name.
+fn check_distinct_names(file: &std::path::Path, env: &str, stacks: &[StackSpec]) -> Result<(), ConfigError> {
+    let mut names = BTreeSet::new();
+    for stack in stacks {
+        if !names.insert(stack.stack_name.clone()) {
+            return Err(ConfigError::file(
+                file,
+                format!(
+                    "deploy.stacks.{}.stack_name: `{}` is used by two stacks in `{env}`",
+                    stack.name, stack.stack_name
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 impl DeploySettings {
@@ -627,9 +690,8 @@ fn rollback_settings(
     account: &aws_target::Account,
     timeout: Duration,
 ) -> Result<RollbackKeys, ConfigError> {
-    let key = |name: &str| format!("deploy.environments.{env}.{name}");
     let at = |span: std::ops::Range<usize>, name: &str, message: String| {
-        ConfigError::at(&config.path, &config.text, span, key(name), message)
+        ConfigError::at(&config.path, &config.text, span, format!("deploy.environments.{env}.{name}"), message)
     };
     let mut on = BTreeSet::new();
     for check in &settings.rollback_on {
@@ -646,53 +708,7 @@ fn rollback_settings(
         };
         on.insert(parsed);
     }
-    let mut alarms: Vec<String> = Vec::new();
-    for alarm in &settings.rollback_alarms {
-        let arn = alarm.get_ref();
-        let Some((region, alarm_account)) = alarm_region_and_account(arn) else {
-            return Err(at(
-                alarm.span(),
-                "rollback_alarms",
-                format!(
-                    "`{arn}` is not a CloudWatch alarm ARN (like `arn:aws:cloudwatch:us-east-1:111111111111:alarm:api-errors`)"
-                ),
-            ));
-        };
-        if let Some(own) = account.account_id().filter(|own| *own != alarm_account) {
-            return Err(at(
-                alarm.span(),
-                "rollback_alarms",
-                format!(
-                    "the alarm is in account {alarm_account}, but `{env}`'s stacks are in {own} (role_arn); name an alarm of {own}"
-                ),
-            ));
-        }
-        if let Some(own) = account.region.as_deref().filter(|own| *own != region) {
-            return Err(at(
-                alarm.span(),
-                "rollback_alarms",
-                format!(
-                    "the alarm is in {region}, but `{env}`'s stacks are in {own}; CloudFormation reads alarms of the stack's region only"
-                ),
-            ));
-        }
-        if alarms.iter().any(|a| a == arn) {
-            return Err(at(alarm.span(), "rollback_alarms", format!("`{arn}` is named twice; remove one")));
-        }
-        alarms.push(arn.clone());
-    }
-    if alarms.len() > MAX_ROLLBACK_ALARMS {
-        let span = settings.rollback_alarms[MAX_ROLLBACK_ALARMS].span();
-        return Err(at(
-            span,
-            "rollback_alarms",
-            format!(
-                "{} alarms; CloudFormation takes at most {MAX_ROLLBACK_ALARMS} rollback triggers (use a composite alarm)",
-                alarms.len()
-            ),
-        ));
-    }
-    let alarms_span = || settings.rollback_alarms.first().map_or(0..0, Spanned::span);
+    let alarms = rollback_alarms(env, settings, account, &at)?;
     match (on.contains(&RollbackOn::Alarms), alarms.is_empty()) {
         (true, true) => {
             let span = settings.rollback_on.iter().find(|c| c.get_ref() == "alarms").map_or(0..0, Spanned::span);
@@ -706,45 +722,89 @@ fn rollback_settings(
         }
         (false, false) => {
             return Err(at(
-                alarms_span(),
+                settings.rollback_alarms.first().map_or(0..0, Spanned::span),
                 "rollback_alarms",
                 "set without \"alarms\" in rollback_on; add \"alarms\" to rollback_on or remove rollback_alarms".into(),
             ));
         }
         _ => {}
     }
-    let monitoring_minutes = match &settings.rollback_monitoring_minutes {
-        None => 0,
-        Some(minutes) => {
-            let value = *minutes.get_ref();
-            if value > MAX_ROLLBACK_MONITORING_MINUTES {
-                return Err(at(
-                    minutes.span(),
-                    "rollback_monitoring_minutes",
-                    format!("{value}: write a number of minutes from 0 to {MAX_ROLLBACK_MONITORING_MINUTES}"),
-                ));
-            }
-            if value > 0 && alarms.is_empty() {
-                return Err(at(
-                    minutes.span(),
-                    "rollback_monitoring_minutes",
-                    "set without rollback_alarms (nothing to monitor); add rollback_alarms or remove it".into(),
-                ));
-            }
-            if Duration::from_secs(u64::from(value) * 60) >= timeout {
-                return Err(at(
-                    minutes.span(),
-                    "rollback_monitoring_minutes",
-                    format!(
-                        "{value} minutes is not shorter than deploy.timeout ({}s): the deploy would stop watching a stack still monitored; raise deploy.timeout or lower this",
-                        timeout.as_secs()
-                    ),
-                ));
-            }
-            value
-        }
-    };
+    let monitoring_minutes = monitoring_minutes(settings, alarms.is_empty(), timeout, &at)?;
     Ok(RollbackKeys { on, alarms, monitoring_minutes })
+}
+
+/// Where a rollback key's mistake is: its span, its name under the environment, the message.
+type At<'a> = dyn Fn(std::ops::Range<usize>, &str, String) -> ConfigError + 'a;
+
+/// `rollback_alarms`: CloudWatch alarm ARNs of the environment's account and region, each once,
+/// at most [`MAX_ROLLBACK_ALARMS`].
+fn rollback_alarms(
+    env: &str,
+    settings: &EnvironmentSettings,
+    account: &aws_target::Account,
+    at: &At<'_>,
+) -> Result<Vec<String>, ConfigError> {
+    let mut alarms: Vec<String> = Vec::new();
+    for alarm in &settings.rollback_alarms {
+        let arn = alarm.get_ref();
+        let refuse = |message: String| at(alarm.span(), "rollback_alarms", message);
+        let Some((region, alarm_account)) = alarm_region_and_account(arn) else {
+            return Err(refuse(format!(
+                "`{arn}` is not a CloudWatch alarm ARN (like `arn:aws:cloudwatch:us-east-1:111111111111:alarm:api-errors`)"
+            )));
+        };
+        if let Some(own) = account.account_id().filter(|own| *own != alarm_account) {
+            return Err(refuse(format!(
+                "the alarm is in account {alarm_account}, but `{env}`'s stacks are in {own} (role_arn); name an alarm of {own}"
+            )));
+        }
+        if let Some(own) = account.region.as_deref().filter(|own| *own != region) {
+            return Err(refuse(format!(
+                "the alarm is in {region}, but `{env}`'s stacks are in {own}; CloudFormation reads alarms of the stack's region only"
+            )));
+        }
+        if alarms.iter().any(|a| a == arn) {
+            return Err(refuse(format!("`{arn}` is named twice; remove one")));
+        }
+        alarms.push(arn.clone());
+    }
+    if alarms.len() > MAX_ROLLBACK_ALARMS {
+        return Err(at(
+            settings.rollback_alarms[MAX_ROLLBACK_ALARMS].span(),
+            "rollback_alarms",
+            format!(
+                "{} alarms; CloudFormation takes at most {MAX_ROLLBACK_ALARMS} rollback triggers (use a composite alarm)",
+                alarms.len()
+            ),
+        ));
+    }
+    Ok(alarms)
+}
+
+/// `rollback_monitoring_minutes`: 0 to [`MAX_ROLLBACK_MONITORING_MINUTES`], more than 0 only with
+/// alarms, shorter than the deploy's `timeout`; 0 when unset.
+fn monitoring_minutes(
+    settings: &EnvironmentSettings,
+    no_alarms: bool,
+    timeout: Duration,
+    at: &At<'_>,
+) -> Result<u32, ConfigError> {
+    let Some(minutes) = &settings.rollback_monitoring_minutes else { return Ok(0) };
+    let value = *minutes.get_ref();
+    let refuse = |message: String| Err(at(minutes.span(), "rollback_monitoring_minutes", message));
+    if value > MAX_ROLLBACK_MONITORING_MINUTES {
+        return refuse(format!("{value}: write a number of minutes from 0 to {MAX_ROLLBACK_MONITORING_MINUTES}"));
+    }
+    if value > 0 && no_alarms {
+        return refuse("set without rollback_alarms (nothing to monitor); add rollback_alarms or remove it".into());
+    }
+    if Duration::from_secs(u64::from(value) * 60) >= timeout {
+        return refuse(format!(
+            "{value} minutes is not shorter than deploy.timeout ({}s): the deploy would stop watching a stack still monitored; raise deploy.timeout or lower this",
+            timeout.as_secs()
+        ));
+    }
+    Ok(value)
 }
 
 /// The region and account of a CloudWatch alarm ARN (`arn:PARTITION:cloudwatch:REGION:ACCOUNT:alarm:NAME`).
