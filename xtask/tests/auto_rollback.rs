@@ -1,0 +1,216 @@
+//! Automated rollback on the sample monorepo in its own emulator: release 2 fails dev's E2E,
+//! and dev goes back to its previous release, through the `rollback --after-failed-check`
+//! binary (as CodeBuild's E2E stage runs it) and through `cargo xtask pipeline`; what AWS
+//! holds afterwards is compared with release 1's, and both runs' records are read.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use run_state::{FileStore, PIPELINE, ReleaseStore, RunDir, RunFile, Status, Step, StepRecord, Store};
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// `cargo xtask pipeline --approve` (E2E runs after the approval), against the emulator.
+fn pipeline(repo: &Path, endpoint: &str) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["pipeline", "--repo"])
+        .arg(repo)
+        .args(["--endpoint-url", endpoint, "--approve", "--approver", "ci-bot"])
+        .output()
+        .unwrap()
+}
+
+fn rollback_binary(repo: &Path, endpoint: &str, args: &[&str]) -> Output {
+    Command::new(support::binary("rollback"))
+        .arg("--repo")
+        .arg(repo)
+        .args(["--endpoint-url", endpoint])
+        .args(args)
+        .envs(support::pipeline_env(endpoint))
+        .output()
+        .unwrap()
+}
+
+/// What dev runs, read from the emulator: the root stack's template and parameters, and each
+/// function's CodeSha256.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct State {
+    template: String,
+    parameters: Vec<(String, String)>,
+    code: BTreeMap<String, String>,
+}
+
+fn state(endpoint: &str) -> State {
+    let env = support::pipeline_env(endpoint);
+    let json = |args: &[&str]| support::aws_json(args, &env);
+    let stack = "pipeline-dashboard-dev";
+    let template = match &json(&["cloudformation", "get-template", "--stack-name", stack])["TemplateBody"] {
+        serde_json::Value::String(body) => body.clone(),
+        other => other.to_string(),
+    };
+    let described = json(&["cloudformation", "describe-stacks", "--stack-name", stack]);
+    let mut parameters: Vec<(String, String)> = described["Stacks"][0]["Parameters"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            (p["ParameterKey"].as_str().unwrap().to_owned(), p["ParameterValue"].as_str().unwrap_or("").to_owned())
+        })
+        .collect();
+    parameters.sort();
+    let code = json(&["lambda", "list-functions"])["Functions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|f| (f["FunctionName"].as_str().unwrap().to_owned(), f["CodeSha256"].as_str().unwrap().to_owned()))
+        .collect();
+    State { template, parameters, code }
+}
+
+fn store(repo: &Path) -> FileStore {
+    FileStore::open(&repo.join(".pipeline")).unwrap()
+}
+
+fn releases(repo: &Path) -> Vec<run_state::Release> {
+    store(repo).releases("dev").unwrap()
+}
+
+fn find<'a>(records: &'a [StepRecord], component: &str, step: Step) -> Option<&'a StepRecord> {
+    records.iter().find(|r| r.component == component && r.step == step)
+}
+
+/// The sample's pipeline.toml with `rollback_on` for dev (or without it).
+fn config(repo: &Path, rollback_on: bool) -> String {
+    let text = std::fs::read_to_string(support::root().join("fixtures/monorepo/pipeline.toml")).unwrap();
+    let dev = "[deploy.environments.dev]\nregion = \"us-east-1\"\n";
+    assert!(text.contains(dev));
+    let wanted = if rollback_on { text.replace(dev, &format!("{dev}rollback_on = [\"e2e\"]\n")) } else { text };
+    std::fs::write(repo.join("pipeline.toml"), &wanted).unwrap();
+    wanted
+}
+
+/// Release 2: the root template gains a resource, the API handler's code changes, and the
+/// API's end-to-end check fails.
+fn break_release_2(repo: &test_support::GitRepo) -> String {
+    let root = repo.path();
+    let master = std::fs::read_to_string(root.join("cfn/master.yaml")).unwrap();
+    let marker = "Resources:\n  ReleaseMarker:\n    Type: AWS::SSM::Parameter\n    Properties:\n      Type: String\n      Value: release-2\n";
+    repo.write("cfn/master.yaml", &master.replace("Resources:\n", marker));
+    let handler = std::fs::read_to_string(root.join("lambda/api-handler/index.py")).unwrap();
+    repo.write("lambda/api-handler/index.py", &format!("{handler}\n# release 2\n"));
+    repo.write("tests/e2e/api_smoke.py", "import sys\nsys.exit(\"release 2 breaks the API\")\n");
+    repo.commit_all("release 2: a template, a handler change and a failing API")
+}
+
+/// The failed run's own records: its E2E failed, its `pipeline` deploy step failed naming the
+/// check and the rollback, production never reached; the rollback's run records each component
+/// rolled back with the reason; dev's releases end with the rollback's.
+fn assert_recorded(root: &Path, failed_run: &str, release1: &str, expected_line: &str) -> String {
+    let store = store(root);
+    let records = store.run(failed_run).unwrap();
+    let e2e = find(&records, "api-handler", Step::E2e).expect("E2E recorded");
+    assert_eq!(e2e.status, Status::Failed, "{records:#?}");
+    let marker = find(&records, PIPELINE, Step::Deploy).expect("the rollback in the failed run");
+    assert_eq!(marker.status, Status::Failed, "the run stays red: {records:#?}");
+    let said = marker.details.error.clone().unwrap_or_default();
+    assert!(said.contains(expected_line), "{said}");
+    let last = releases(root).pop().unwrap();
+    let origin = last.rollback.clone().expect("the rollback's release");
+    assert_eq!((origin.to.as_str(), origin.from.as_str()), (release1, failed_run));
+    let rolled = store.run(&last.id).unwrap();
+    let infra = find(&rolled, "infra", Step::Deploy).expect("the rollback's run");
+    assert_eq!(infra.status, Status::Passed, "{rolled:#?}");
+    let note = infra.details.note.clone().unwrap_or_default();
+    assert!(note.contains(&format!("automatic: e2e failed in run {failed_run}")), "{note}");
+    last.id
+}
+
+/// Release 1 deployed (dev and prod), release 2 fails dev's E2E:
+/// - without `rollback_on`, the pipeline and `rollback --after-failed-check` change nothing;
+/// - with it, the binary refuses while a deploy holds the stack's lock (exit 2, nothing
+///   changed), then rolls dev back: each CodeSha256, the root template and its parameters are
+///   release 1's, both runs record it; asked again, it says dev no longer runs that release;
+/// - with `rollback_on` committed, `cargo xtask pipeline` rolls dev back by itself, its run
+///   red, its report (the notification's body) naming the failed check and the rollback.
+#[test]
+fn a_failing_e2e_rolls_dev_back_to_its_previous_release() {
+    let moto = test_support::Moto::start();
+    let endpoint = moto.endpoint.as_str();
+    let repo = test_support::sample_monorepo();
+    let root = repo.path();
+
+    let out = pipeline(root, endpoint);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let release1 = releases(root).pop().expect("release 1").id;
+    let state1 = state(endpoint);
+
+    // Release 2 without rollback_on: red, nothing rolled back.
+    let commit2 = break_release_2(&repo);
+    let out = pipeline(root, endpoint);
+    assert_eq!(out.status.code(), Some(1), "E2E fails: {}", text(&out));
+    assert!(text(&out).contains("does not roll back on it"), "{}", text(&out));
+    let run2 = RunDir::latest(&root.join(".pipeline")).unwrap().run_id;
+    let state2 = state(endpoint);
+    assert_ne!(state2.template, state1.template, "release 2 changed the template");
+    assert_ne!(state2.code, state1.code, "release 2 changed a function");
+    assert_eq!(releases(root).pop().unwrap().commit, commit2);
+    let after = rollback_binary(root, endpoint, &["--env", "dev", "--after-failed-check", "--run", &run2]);
+    assert_eq!(after.status.code(), Some(0), "{}", text(&after));
+    assert!(text(&after).contains("does not roll back on it"), "{}", text(&after));
+    assert_eq!(state(endpoint), state2, "nothing changed");
+
+    // rollback_on = ["e2e"] (the CodeBuild path: the binary reads the config as the build has it).
+    config(root, true);
+    let lock = "deploy/us-east-1/pipeline-dashboard-dev";
+    store(root).acquire_lock(lock, "run another-deploy", std::time::Duration::from_secs(600)).unwrap();
+    let locked = rollback_binary(root, endpoint, &["--env", "dev", "--after-failed-check", "--run", &run2]);
+    assert_eq!(locked.status.code(), Some(2), "{}", text(&locked));
+    let last = String::from_utf8_lossy(&locked.stderr).lines().last().unwrap_or_default().to_owned();
+    assert!(last.starts_with("rollback: ") && last.contains("is locked by run another-deploy"), "{}", text(&locked));
+    assert_eq!(state(endpoint), state2, "refused: nothing changed");
+    store(root).release_lock(lock, "run another-deploy").unwrap();
+
+    let after = rollback_binary(root, endpoint, &["--env", "dev", "--after-failed-check", "--run", &run2]);
+    assert_eq!(after.status.code(), Some(0), "{}", text(&after));
+    let back = state(endpoint);
+    assert_eq!(back.code, state1.code, "{}", text(&after));
+    assert_eq!((&back.template, &back.parameters), (&state1.template, &state1.parameters), "{}", text(&after));
+    let line = format!("e2e failed in run {run2}: `dev` rolled back from release {run2} to release {release1}");
+    assert!(text(&after).contains(&line), "{}", text(&after));
+    let rollback3 = assert_recorded(root, &run2, &release1, &line);
+    let again = rollback_binary(root, endpoint, &["--env", "dev", "--after-failed-check", "--run", &run2]);
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again));
+    assert!(text(&again).contains("no longer runs"), "{}", text(&again));
+    assert_eq!(state(endpoint), back);
+
+    // The pipeline's own path: rollback_on committed (a config change redeploys everything).
+    repo.commit_all("dev rolls back when its E2E fails");
+    let out = pipeline(root, endpoint);
+    assert_eq!(out.status.code(), Some(1), "red: {}", text(&out));
+    // The newest run folder is the rollback's: the failed run's is the release before its.
+    let all = releases(root);
+    let run4 = RunDir::open(&run_state::runs_dir(&root.join(".pipeline")).join(&all[all.len() - 2].id)).unwrap();
+    let line = format!(
+        "e2e failed in run {}: `dev` rolled back from release {} to release {rollback3}",
+        run4.run_id, run4.run_id
+    );
+    assert!(text(&out).contains(&line), "{}", text(&out));
+    let now = state(endpoint);
+    assert_eq!(now.code, state1.code, "{}", text(&out));
+    assert_eq!((&now.template, &now.parameters), (&state1.template, &state1.parameters), "{}", text(&out));
+    assert_recorded(root, &run4.run_id, &rollback3, &line);
+    let records = store(root).run(&run4.run_id).unwrap();
+    let prod = find(&records, PIPELINE, Step::ProdDeploy).expect("production refused");
+    assert_eq!(prod.status, Status::Skipped, "{records:#?}");
+    let report = std::fs::read_to_string(run4.file(RunFile::ReportMarkdown)).unwrap();
+    assert!(
+        report.contains("rolled back from release") && report.contains("| api-handler | e2e | ❌ failed"),
+        "{report}"
+    );
+    assert!(text(&out).contains("notified failure"), "{}", text(&out));
+}
