@@ -32,6 +32,7 @@ pub mod notify;
 pub mod page;
 pub mod releases;
 mod report;
+mod scan;
 pub mod stats;
 
 pub use gate::approval;

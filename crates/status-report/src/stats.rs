@@ -37,7 +37,7 @@ use std::fmt::Write;
 use std::time::{Duration, SystemTime};
 
 use pipeline_config::{ConfigError, ConfigFile, Spanned};
-use run_state::{PIPELINE, Status, Step, StepRecord, Store, percent_text};
+use run_state::{FileStore, PIPELINE, Ratio, Status, Step, StepRecord, Store, percent_text};
 use serde::{Deserialize, Serialize};
 
 use crate::{GatePolicy, format_duration};
@@ -421,32 +421,116 @@ pub struct StageResult {
     pub ended: Option<SystemTime>,
 }
 
+/// What the figures take of one step record: [`Fact::of`] a record, or the file store's own
+/// read of a line ([`crate::scan`]), which keeps no logs, commits or notes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Fact<'a> {
+    /// The component, or [`PIPELINE`].
+    pub component: &'a str,
+    /// The step.
+    pub step: Step,
+    /// Where it is.
+    pub status: Status,
+    /// When it started.
+    pub started_at: Option<SystemTime>,
+    /// When it ended.
+    pub ended_at: Option<SystemTime>,
+    /// Its line and branch coverage, when recorded.
+    pub coverage: Option<(Ratio, Option<Ratio>)>,
+    /// Validate's findings (its note's, else its error's: [`findings_of`]); only read for
+    /// the pipeline's validate step.
+    pub findings: Option<(u64, u64)>,
+}
+
+impl<'a> Fact<'a> {
+    /// What the figures take of `record`.
+    pub(crate) fn of(record: &'a StepRecord) -> Fact<'a> {
+        let details = &record.details;
+        Fact {
+            component: &record.component,
+            step: record.step,
+            status: record.status,
+            started_at: record.started_at,
+            ended_at: record.ended_at,
+            coverage: details.coverage.as_deref().map(|c| (c.lines, c.branches)),
+            findings: is_validate(record.step, &record.component)
+                .then(|| details.note.as_deref().or(details.error.as_deref()).and_then(findings_of))
+                .flatten(),
+        }
+    }
+
+    /// How long it ran, when it has both times ([`StepRecord::duration`]).
+    fn duration(&self) -> Option<Duration> {
+        self.ended_at?.duration_since(self.started_at?).ok()
+    }
+}
+
+/// Whether a record is the pipeline's validate step, whose note counts its findings.
+pub(crate) fn is_validate(step: Step, component: &str) -> bool {
+    step == Step::Validate && component == PIPELINE
+}
+
 /// Each stage of one run (pure), in pipeline order.
 pub fn stage_results(records: &[StepRecord]) -> BTreeMap<Step, StageResult> {
+    let facts: Vec<Fact> = records.iter().map(Fact::of).collect();
+    stages_of(&facts)
+}
+
+/// [`stage_results`] of the facts of a run's records, in one pass over them.
+fn stages_of(records: &[Fact]) -> BTreeMap<Step, StageResult> {
+    /// What one pass keeps of a stage's records.
+    #[derive(Default)]
+    struct Seen {
+        any: bool,
+        failed: bool,
+        passed: bool,
+        all_final: bool,
+        all_skipped: bool,
+        ended: Option<SystemTime>,
+        ran_from: Option<SystemTime>,
+        ran_to: Option<SystemTime>,
+        ran_final: bool,
+    }
+    let mut seen: [Seen; Step::ALL.len()] = Default::default();
+    for record in records {
+        let stage = &mut seen[record.step as usize];
+        if !stage.any {
+            *stage = Seen { any: true, all_final: true, all_skipped: true, ran_final: true, ..Seen::default() };
+        }
+        let status = record.status;
+        stage.failed |= matches!(status, Status::Failed | Status::Cancelled);
+        stage.passed |= status == Status::Passed;
+        stage.all_final &= status.is_final();
+        stage.all_skipped &= status == Status::Skipped;
+        if status.is_final() {
+            stage.ended = stage.ended.max(record.ended_at);
+        }
+        if status != Status::Skipped {
+            stage.ran_to = stage.ran_to.max(record.ended_at);
+            stage.ran_from = match (stage.ran_from, record.started_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            stage.ran_final &= status.is_final();
+        }
+    }
     let mut stages = BTreeMap::new();
-    for step in Step::ALL {
-        let of_step: Vec<&StepRecord> = records.iter().filter(|r| r.step == *step).collect();
-        if of_step.is_empty() {
+    for (step, stage) in Step::ALL.iter().zip(seen) {
+        if !stage.any {
             continue;
         }
-        let result = if of_step.iter().any(|r| matches!(r.status, Status::Failed | Status::Cancelled)) {
+        let result = if stage.failed {
             Some(false)
-        } else if of_step.iter().any(|r| r.status == Status::Passed) && of_step.iter().all(|r| r.status.is_final()) {
+        } else if stage.passed && stage.all_final {
             Some(true)
         } else {
             None
         };
-        let ran: Vec<&&StepRecord> = of_step.iter().filter(|r| r.status != Status::Skipped).collect();
-        let ended = of_step.iter().filter(|r| r.status.is_final()).filter_map(|r| r.ended_at).max();
-        let ran_end = ran.iter().filter_map(|r| r.ended_at).max();
-        let span = match (ran.iter().filter_map(|r| r.started_at).min(), ran_end) {
-            (Some(from), Some(to)) if *step != Step::Approval && ran.iter().all(|r| r.status.is_final()) => {
-                Some(millis(from, to))
-            }
+        let span = match (stage.ran_from, stage.ran_to) {
+            (Some(from), Some(to)) if *step != Step::Approval && stage.ran_final => Some(millis(from, to)),
             _ => None,
         };
-        let skipped = of_step.iter().all(|r| r.status == Status::Skipped);
-        stages.insert(*step, StageResult { result, skipped, span, ended });
+        stages.insert(*step, StageResult { result, skipped: stage.all_skipped, span, ended: stage.ended });
     }
     stages
 }
@@ -470,6 +554,10 @@ pub struct Collector {
     coverage_last: BTreeMap<String, LastCoverage>,
     findings: BTreeMap<String, FindingsPoint>,
     recent: VecDeque<RunFigures>,
+    /// The last day asked of [`Collector::day`]: its number since 1970, and its text.
+    last_day: Option<(u64, String)>,
+    /// The last week counted: its Monday's number since 1970, and its text.
+    last_week: Option<(u64, String)>,
 }
 
 fn millis(from: SystemTime, to: SystemTime) -> u64 {
@@ -481,6 +569,18 @@ fn day_of(time: SystemTime) -> String {
     humantime::format_rfc3339_seconds(time).to_string()[..10].to_string()
 }
 
+/// The text of `number` (a day's), from `cache` when it holds the same number, else made.
+fn cached(cache: &mut Option<(u64, String)>, number: u64, make: impl FnOnce() -> String) -> String {
+    match cache {
+        Some((last, text)) if *last == number => text.clone(),
+        _ => {
+            let text = make();
+            *cache = Some((number, text.clone()));
+            text
+        }
+    }
+}
+
 /// The Monday of a time's week (UTC), as `2026-11-30`.
 fn week_of(time: SystemTime) -> String {
     let days = time.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs() / 86_400);
@@ -490,7 +590,7 @@ fn week_of(time: SystemTime) -> String {
 }
 
 /// `F finding(s), N at or above SEVERITY` in validate's note or error.
-fn findings_of(text: &str) -> Option<(u64, u64)> {
+pub(crate) fn findings_of(text: &str) -> Option<(u64, u64)> {
     let (before, after) = text.split_once(" finding(s), ")?;
     let findings = before.rsplit(|c: char| !c.is_ascii_digit()).next()?.parse().ok()?;
     let failing = after.split(' ').next()?.parse().ok()?;
@@ -517,28 +617,24 @@ impl Collector {
             coverage_last: BTreeMap::new(),
             findings: BTreeMap::new(),
             recent: VecDeque::new(),
+            last_day: None,
+            last_week: None,
         }
     }
 
     /// Adds one run (its latest records), runs oldest first.
     pub fn add(&mut self, run_id: &str, records: &[StepRecord]) {
+        let facts: Vec<Fact> = records.iter().map(Fact::of).collect();
+        self.add_facts(run_id, &facts);
+    }
+
+    /// [`Collector::add`] of the facts of a run's records.
+    pub(crate) fn add_facts(&mut self, run_id: &str, records: &[Fact]) {
         if records.is_empty() {
             return;
         }
         let start = records.iter().filter_map(|r| r.started_at.or(r.ended_at)).min();
-        if let Some(since) = self.query.since {
-            match start {
-                None => {
-                    self.undated += 1;
-                    return;
-                }
-                Some(start) if start < since => return,
-                Some(_) => {}
-            }
-        }
-        if let Some(step) = self.query.only_step
-            && !records.iter().any(|r| r.step == step && r.status.is_result())
-        {
+        if !self.selects(records, start) {
             return;
         }
         let outcome = if records.iter().any(|r| matches!(r.status, Status::Failed | Status::Cancelled)) {
@@ -550,8 +646,11 @@ impl Collector {
         };
         self.runs.add(outcome);
         if let Some(start) = start {
-            self.days.entry(day_of(start)).or_default().add(outcome);
-            self.weeks.entry(week_of(start)).or_default().add(outcome);
+            let day = self.day(start);
+            let days = start.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs() / 86_400);
+            let week = cached(&mut self.last_week, days.saturating_sub((days + 3) % 7), || week_of(start));
+            self.days.entry(day).or_default().add(outcome);
+            self.weeks.entry(week).or_default().add(outcome);
         }
         let end = records.iter().filter_map(|r| r.ended_at).max();
         let first_start = records.iter().filter_map(|r| r.started_at).min();
@@ -559,17 +658,51 @@ impl Collector {
         let waited = records
             .iter()
             .find(|r| r.step == Step::Approval && r.component == PIPELINE && r.status.is_final())
-            .and_then(StepRecord::duration)
+            .and_then(Fact::duration)
             .map_or(0, |d| d.as_millis().min(u128::from(u64::MAX)) as u64);
         let duration = match (first_start, end) {
             (Some(from), Some(to)) if outcome != Outcome::Unfinished => Some(millis(from, to).saturating_sub(waited)),
             _ => None,
         };
         self.run_durations.extend(duration);
+        let stages = self.add_stages(records);
+        self.add_waits(records, start, &stages);
+        self.add_components(run_id, records, start);
+        self.recent.push_back(RunFigures { run_id: run_id.into(), outcome, duration, stages });
+        while self.recent.len() > self.policy.window + 1 {
+            self.recent.pop_front();
+        }
+    }
 
-        // Each stage: its result over the components, and its span.
+    /// Whether the query counts a run that started at `start`; one without times is counted
+    /// as undated when `--since` is asked.
+    fn selects(&mut self, records: &[Fact], start: Option<SystemTime>) -> bool {
+        if let Some(since) = self.query.since {
+            match start {
+                None => {
+                    self.undated += 1;
+                    return false;
+                }
+                Some(start) if start < since => return false,
+                Some(_) => {}
+            }
+        }
+        match self.query.only_step {
+            Some(step) => records.iter().any(|r| r.step == step && r.status.is_result()),
+            None => true,
+        }
+    }
+
+    /// The day of a time ([`day_of`]), the last one asked kept (runs come a day at a time).
+    fn day(&mut self, time: SystemTime) -> String {
+        let number = time.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs() / 86_400);
+        cached(&mut self.last_day, number, || day_of(time))
+    }
+
+    /// Each stage: its result over the components, and its span.
+    fn add_stages(&mut self, records: &[Fact]) -> BTreeMap<Step, (Option<bool>, Option<u64>)> {
         let mut stages = BTreeMap::new();
-        for (step, stage) in stage_results(records) {
+        for (step, stage) in stages_of(records) {
             let entry = self.stages.entry(step).or_default();
             match stage.result {
                 Some(true) => entry.0 += 1,
@@ -580,8 +713,16 @@ impl Collector {
             entry.3.extend(stage.span);
             stages.insert(step, (stage.result, stage.span));
         }
+        stages
+    }
 
-        // The approval wait, and the lead time.
+    /// The approval wait, and the lead time.
+    fn add_waits(
+        &mut self,
+        records: &[Fact],
+        start: Option<SystemTime>,
+        stages: &BTreeMap<Step, (Option<bool>, Option<u64>)>,
+    ) {
         if let Some(approval) = records.iter().find(|r| r.step == Step::Approval && r.component == PIPELINE) {
             match approval.status {
                 Status::Pending | Status::Running => self.approvals_waiting += 1,
@@ -604,54 +745,70 @@ impl Collector {
         {
             self.lead_times.push(millis(from, to));
         }
+    }
 
-        // Each component's time, its coverage and validate's findings.
+    /// Each component's time, its coverage and validate's findings.
+    fn add_components(&mut self, run_id: &str, records: &[Fact], start: Option<SystemTime>) {
         let mut per_component: BTreeMap<&str, u64> = BTreeMap::new();
         for record in records.iter().filter(|r| r.component != PIPELINE && r.status != Status::Skipped) {
             if let Some(d) = record.duration() {
-                *per_component.entry(&record.component).or_default() += d.as_millis() as u64;
+                *per_component.entry(record.component).or_default() += d.as_millis() as u64;
             }
             if record.step == Step::Test
-                && let Some(coverage) = &record.details.coverage
+                && let Some((lines, branches)) = record.coverage
             {
-                let at = record.ended_at.or(start);
-                let day = at.map(day_of).unwrap_or_default();
-                let lines = coverage.lines.percent();
-                self.coverage.entry(record.component.clone()).or_default().insert(
-                    day.clone(),
-                    CoveragePoint {
-                        day,
-                        run_id: run_id.into(),
-                        lines,
-                        branches: coverage.branches.and_then(|b| b.percent()),
-                    },
-                );
-                if let Some(lines) = lines {
-                    let now = (run_id.to_string(), lines);
-                    let slot = self.coverage_last.entry(record.component.clone()).or_insert((None, now.clone()));
-                    if slot.1.0 != run_id {
-                        *slot = (Some(slot.1.clone()), now);
-                    }
-                }
+                self.add_coverage(run_id, record.component, record.ended_at.or(start), lines, branches);
             }
         }
         for (component, total) in per_component {
-            self.components.entry(component.to_string()).or_default().push(total);
+            match self.components.get_mut(component) {
+                Some(times) => times.push(total),
+                None => {
+                    self.components.insert(component.to_string(), vec![total]);
+                }
+            }
         }
-        if let Some(validate) = records.iter().find(|r| r.step == Step::Validate && r.component == PIPELINE)
-            && let Some((findings, failing)) =
-                validate.details.note.as_deref().or(validate.details.error.as_deref()).and_then(findings_of)
+        if let Some(validate) = records.iter().find(|r| is_validate(r.step, r.component))
+            && let Some((findings, failing)) = validate.findings
         {
-            let day = validate.ended_at.or(start).map(day_of).unwrap_or_default();
+            let day = validate.ended_at.or(start).map(|at| self.day(at)).unwrap_or_default();
             self.findings.insert(day.clone(), FindingsPoint { day, run_id: run_id.into(), findings, failing });
-        }
-
-        self.recent.push_back(RunFigures { run_id: run_id.into(), outcome, duration, stages });
-        while self.recent.len() > self.policy.window + 1 {
-            self.recent.pop_front();
         }
     }
 
+    /// A test step's coverage: the day's point, and the component's last two figures.
+    fn add_coverage(
+        &mut self,
+        run_id: &str,
+        component: &str,
+        at: Option<SystemTime>,
+        lines: Ratio,
+        branches: Option<Ratio>,
+    ) {
+        let day = at.map(|at| self.day(at)).unwrap_or_default();
+        let lines = lines.percent();
+        let point = CoveragePoint {
+            day: day.clone(),
+            run_id: run_id.into(),
+            lines,
+            branches: branches.and_then(|b| b.percent()),
+        };
+        match self.coverage.get_mut(component) {
+            Some(days) => {
+                days.insert(day, point);
+            }
+            None => {
+                self.coverage.insert(component.to_string(), BTreeMap::from([(day, point)]));
+            }
+        }
+        if let Some(lines) = lines {
+            let now = (run_id.to_string(), lines);
+            let slot = self.coverage_last.entry(component.to_string()).or_insert((None, now.clone()));
+            if slot.1.0 != run_id {
+                *slot = (Some(slot.1.clone()), now);
+            }
+        }
+    }
     /// The figures.
     pub fn finish(self) -> Stats {
         let periods = |map: BTreeMap<String, Counts>| {
@@ -712,6 +869,16 @@ pub fn from_store(store: &dyn Store, query: Query, policy: StatsPolicy) -> Resul
             std::ops::ControlFlow::Continue(())
         })
         .map_err(Error::Store)?;
+    Ok(collector.finish())
+}
+
+/// [`from_store`] of a file store, read its own way ([`crate::scan`]: the fields the figures
+/// need of each line, not whole records): the same figures, or the same error, in a fraction
+/// of the time.
+pub fn from_file_store(store: &FileStore, query: Query, policy: StatsPolicy) -> Result<Stats, Error> {
+    let runs = crate::scan::read(store.path()).map_err(Error::Store)?;
+    let mut collector = Collector::new(query, policy);
+    runs.visit(|run_id, facts| collector.add_facts(run_id, facts)).map_err(Error::Store)?;
     Ok(collector.finish())
 }
 
@@ -1013,7 +1180,7 @@ impl Stats {
 
 #[cfg(test)]
 mod tests {
-    use run_state::{Coverage, Ratio};
+    use run_state::Coverage;
 
     use super::*;
 

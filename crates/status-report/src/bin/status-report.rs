@@ -494,7 +494,7 @@ fn stats(cli: &Cli, context: &StageContext, args: &StatsArgs) -> Result<bool> {
     let thresholds = StatsSettings::policy(&context.config)?;
     let query = stats::Query::new(args.since.as_deref(), args.env.as_deref(), &policy(context)?, SystemTime::now())?;
     let figures = match context.existing_store()? {
-        Some(store) => stats::from_store(&store, query, thresholds)?,
+        Some(store) => trends(context, &store, query, thresholds)?,
         None => stats::Collector::new(query, thresholds).finish(),
     };
     if !args.check {
@@ -521,6 +521,21 @@ fn stats(cli: &Cli, context: &StageContext, args: &StatsArgs) -> Result<bool> {
     Ok(false)
 }
 
+/// The figures of `stats` and `html`: a file store read its own way, fast
+/// ([`status_report::stats::from_file_store`]), another through the store.
+fn trends(
+    context: &StageContext,
+    store: &Arc<dyn Store>,
+    query: status_report::stats::Query,
+    thresholds: status_report::stats::StatsPolicy,
+) -> Result<status_report::stats::Stats> {
+    use status_report::stats;
+    Ok(match context.store_choice {
+        StoreChoice::File => stats::from_file_store(&context.file_store()?, query, thresholds)?,
+        _ => stats::from_store(store, query, thresholds)?,
+    })
+}
+
 /// `html`: the page of a run and the trends, written into `out`.
 fn html(context: &StageContext, out: &Path, run: Option<&str>, since: &str) -> Result<()> {
     use status_report::{page, stats};
@@ -534,7 +549,7 @@ fn html(context: &StageContext, out: &Path, run: Option<&str>, since: &str) -> R
     if records.is_empty() {
         bail!(Error::UnknownRun { run_id });
     }
-    let figures = stats::from_store(&store, query, stats::StatsSettings::policy(&context.config)?)?;
+    let figures = trends(context, &store, query, stats::StatsSettings::policy(&context.config)?)?;
     let mut promotions = Vec::new();
     for (env, _) in policy.environments.iter().filter(|(_, rule)| rule.after.is_some()) {
         // A run that cannot be decided (no diff) is shown refused, with why.
