@@ -137,8 +137,13 @@ fn assert_recorded(root: &Path, failed_run: &str, release1: &str, expected_line:
 ///   release 1's, both runs record it; asked again, it says dev no longer runs that release;
 /// - with `rollback_on` committed, `cargo xtask pipeline` rolls dev back by itself, its run
 ///   red, its report (the notification's body) naming the failed check and the rollback.
+/// Each test deploys the whole sample more than once: two at a time made the emulators answer
+/// reads of a stack under update with empty 500s (`xtask/tests/rollback.rs`). One at a time.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn a_failing_e2e_rolls_dev_back_to_its_previous_release() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let moto = test_support::Moto::start();
     let endpoint = moto.endpoint.as_str();
     let repo = test_support::sample_monorepo();
@@ -213,4 +218,80 @@ fn a_failing_e2e_rolls_dev_back_to_its_previous_release() {
         "{report}"
     );
     assert!(text(&out).contains("notified failure"), "{}", text(&out));
+}
+
+/// Production as its role reaches it: each function's CodeSha256, the root template, and the
+/// site's root document.
+fn prod_state(endpoint: &str, site_bucket: &str) -> (BTreeMap<String, String>, String, String) {
+    let env = support::prod_env(endpoint, &support::SAMPLE_PROD);
+    let json = |args: &[&str]| support::aws_json(args, &env);
+    let code = json(&["lambda", "list-functions"])["Functions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|f| (f["FunctionName"].as_str().unwrap().to_owned(), f["CodeSha256"].as_str().unwrap().to_owned()))
+        .collect();
+    let template =
+        json(&["cloudformation", "get-template", "--stack-name", support::SAMPLE_PROD.stack])["TemplateBody"]
+            .to_string();
+    let head = json(&["s3api", "head-object", "--bucket", site_bucket, "--key", "index.html"]);
+    (code, template, head["ETag"].as_str().unwrap_or_default().to_owned())
+}
+
+/// Production's site check fails after its deploy (its bucket's public access block is gone:
+/// a change outside the pipeline) and prod's `rollback_on` lists `site-check`: `cargo xtask
+/// pipeline` rolls production back to release 1 without asking an approval (that release was
+/// approved), the run red, the rollback's run saying why, production's success mark at release
+/// 1's commit.
+#[test]
+fn a_failing_production_site_check_rolls_production_back() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let moto = test_support::Moto::start();
+    let endpoint = moto.endpoint.as_str();
+    let repo = test_support::sample_monorepo();
+    let root = repo.path();
+    let text_now = std::fs::read_to_string(root.join("pipeline.toml")).unwrap();
+    let prod = "[deploy.environments.prod]\nregion = \"us-east-1\"\n";
+    assert!(text_now.contains(prod));
+    repo.write("pipeline.toml", &text_now.replace(prod, &format!("{prod}rollback_on = [\"site-check\"]\n")));
+    repo.commit_all("production rolls back when its site check fails");
+
+    let out = pipeline(root, endpoint);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let p1 = store(root).releases("prod").unwrap().pop().expect("production's release 1");
+    let site_bucket = p1.site.as_ref().expect("the site's part").bucket.clone();
+    let state1 = prod_state(endpoint, &site_bucket);
+
+    let handler = std::fs::read_to_string(root.join("lambda/api-handler/index.py")).unwrap();
+    repo.write("lambda/api-handler/index.py", &format!("{handler}\n# release 2\n"));
+    let html = std::fs::read_to_string(root.join("frontend/src/index.html")).unwrap();
+    repo.write("frontend/src/index.html", &html.replace("</body>", "<p>release 2</p></body>"));
+    repo.commit_all("release 2: a handler and a page change");
+    let env = support::prod_env(endpoint, &support::SAMPLE_PROD);
+    support::aws_json(&["s3api", "delete-public-access-block", "--bucket", &site_bucket], &env);
+
+    let out = pipeline(root, endpoint);
+    assert_eq!(out.status.code(), Some(1), "red: {}", text(&out));
+    let prod_releases = store(root).releases("prod").unwrap();
+    let [_, p2, p3] = <[run_state::Release; 3]>::try_from(prod_releases).expect("release 1, 2 and the rollback's");
+    let line =
+        format!("site-check failed in run {}: `prod` rolled back from release {} to release {}", p2.id, p2.id, p1.id);
+    assert!(text(&out).contains(&line), "{}", text(&out));
+    assert_eq!(prod_state(endpoint, &site_bucket), state1, "{}", text(&out));
+    let store = store(root);
+    let records = store.run(&p2.id).unwrap();
+    let check = records.iter().find(|r| r.step == Step::ProdDast).expect("prod's site check");
+    assert_eq!(check.status, Status::Failed, "{records:#?}");
+    let marker = find(&records, PIPELINE, Step::ProdDeploy).expect("the rollback in the failed run");
+    let said = marker.details.error.clone().unwrap_or_default();
+    assert!(marker.status == Status::Failed && said.starts_with(&line), "{records:#?}");
+    let rolled = store.run(&p3.id).unwrap();
+    assert!(rolled.iter().all(|r| r.step != Step::Approval), "no approval asked: {rolled:#?}");
+    assert!(
+        rolled.iter().any(|r| r.step == Step::ProdDeploy
+            && r.status == Status::Passed
+            && r.details.note.as_deref().is_some_and(|n| n.contains("automatic: site-check failed"))),
+        "{rolled:#?}"
+    );
+    assert_eq!(store.last_success("prod").unwrap().unwrap().commit, p1.commit);
 }
