@@ -106,13 +106,12 @@ impl Sink {
             text.push_str(&serde_json::to_string(&call)?);
             text.push('\n');
         }
-        let mut file = std::fs::OpenOptions::new()
+        std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.path)
-            .map_err(|e| format!("cannot append to the call log {}: {e}", self.path.display()))?;
-        file.write_all(text.as_bytes())
-            .map_err(|e| format!("cannot append to the call log {}: {e}", self.path.display()).into())
+            .and_then(|mut file| file.write_all(text.as_bytes()))
+            .map_err(|source| crate::Error::CallLog { path: self.path.clone(), source }.into())
     }
 }
 

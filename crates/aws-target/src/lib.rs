@@ -90,6 +90,15 @@ pub enum Error {
         #[source]
         source: BoxError,
     },
+    /// The call log (`PIPELINE_CALL_LOG`) cannot be appended to.
+    #[error("cannot append to the call log {}", path.display())]
+    CallLog {
+        /// The log.
+        path: std::path::PathBuf,
+        /// The file system's error.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Where the stages send their calls.

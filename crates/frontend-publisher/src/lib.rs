@@ -238,12 +238,23 @@ pub enum Error {
         what: String,
     },
     /// The release manifest is not one.
-    #[error("{object} is not a release manifest ({message}); delete it to start afresh (retention then restarts)")]
+    #[error("{object} is not a release manifest; delete it to start afresh (retention then restarts)")]
     BadManifest {
         /// `s3://bucket/key`.
         object: String,
-        /// What is wrong.
-        message: String,
+        /// Why it does not read as one.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The release manifest is larger than one is.
+    #[error(
+        "{object} is not a release manifest: over {limit} bytes; delete it to start afresh (retention then restarts)"
+    )]
+    ManifestTooLarge {
+        /// `s3://bucket/key`.
+        object: String,
+        /// The largest manifest read.
+        limit: usize,
     },
     /// Too large a share of the bucket would be deleted.
     #[error(

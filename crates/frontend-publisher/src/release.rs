@@ -52,9 +52,7 @@ async fn get_json<T: serde::de::DeserializeOwned>(
         kind: aws_target::ErrorKind::Unreachable,
         source: Box::new(e),
     })?;
-    serde_json::from_slice(&bytes.into_bytes())
-        .map(Some)
-        .map_err(|e| Error::BadManifest { object, message: e.to_string() })
+    serde_json::from_slice(&bytes.into_bytes()).map(Some).map_err(|source| Error::BadManifest { object, source })
 }
 
 async fn put_json(s3: &aws_sdk_s3::Client, bucket: &str, key: &str, json: Vec<u8>) -> Result<(), Error> {

@@ -158,9 +158,9 @@ pub async fn read_remote(
             .await
             .map_err(|e| s3_error("GetObject", bucket, &manifest_key, e))?;
         if out.content_length().unwrap_or_default() as usize > MAX_MANIFEST_BYTES {
-            return Err(Error::BadManifest {
+            return Err(Error::ManifestTooLarge {
                 object: format!("s3://{bucket}/{manifest_key}"),
-                message: "too large".into(),
+                limit: MAX_MANIFEST_BYTES,
             });
         }
         let bytes = out.body.collect().await.map_err(|e| Error::S3 {
@@ -169,9 +169,8 @@ pub async fn read_remote(
             kind: ErrorKind::Unreachable,
             source: Box::new(e),
         })?;
-        let manifest: ReleaseManifest = serde_json::from_slice(&bytes.into_bytes()).map_err(|e| {
-            Error::BadManifest { object: format!("s3://{bucket}/{manifest_key}"), message: e.to_string() }
-        })?;
+        let manifest: ReleaseManifest = serde_json::from_slice(&bytes.into_bytes())
+            .map_err(|source| Error::BadManifest { object: format!("s3://{bucket}/{manifest_key}"), source })?;
         remote.manifest = Some(manifest);
     }
     let wanted = remote.needs_head(site);

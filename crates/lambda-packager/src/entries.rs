@@ -117,11 +117,16 @@ pub(crate) fn non_utf8(repo: &Path, path: &Path, function: &str) -> Error {
 /// Reads a file's size, mode and hash: a regular file only (after links), read at most up to
 /// Lambda's unzipped limit (a bigger one keeps its size, for the budget error, unhashed).
 pub fn entry(function: &str, zip_path: String, source: &Path) -> Result<Entry, Error> {
-    let file = run_state::fs::open_regular(source).map_err(|e| match e.kind() {
-        std::io::ErrorKind::InvalidInput => {
-            Error::NotRegularFile { function: function.to_string(), path: source.to_path_buf(), what: e.to_string() }
+    let file = run_state::fs::open_regular(source).map_err(|e| {
+        // What it is, from its own file type (the opening refused it for that).
+        match std::fs::metadata(source) {
+            Ok(meta) if e.kind() == std::io::ErrorKind::InvalidInput && !meta.is_file() => Error::NotRegularFile {
+                function: function.to_string(),
+                path: source.to_path_buf(),
+                what: pipeline_config::fs::kind_name(meta.file_type()),
+            },
+            _ => Error::io(source, e),
         }
-        _ => Error::io(source, e),
     })?;
     let meta = file.metadata().map_err(|e| Error::io(source, e))?;
     let executable = meta.permissions().mode() & 0o111 != 0;

@@ -120,7 +120,7 @@ pub enum Error {
     },
     /// A source is not a regular file (a named pipe, a socket, a device), or is too big to read.
     #[error(
-        "function `{function}`: {} {what}; only regular files are packaged: remove it, or leave it out with `exclude` in [lambda.functions.{function}]",
+        "function `{function}`: {} is {what}, not a regular file; only regular files are packaged: remove it, or leave it out with `exclude` in [lambda.functions.{function}]",
         path.display()
     )]
     NotRegularFile {
@@ -128,8 +128,8 @@ pub enum Error {
         function: String,
         /// The file.
         path: PathBuf,
-        /// What it is (`is a named pipe, not a regular file`).
-        what: String,
+        /// What it is (`a named pipe`).
+        what: &'static str,
     },
     /// A file name is not UTF-8: a zip entry's name is UTF-8.
     #[error(
