@@ -99,7 +99,10 @@ fn config(repo: &Path, rollback_on: bool) -> String {
 fn break_release_2(repo: &test_support::GitRepo) -> String {
     let root = repo.path();
     let master = std::fs::read_to_string(root.join("cfn/master.yaml")).unwrap();
-    let marker = "Resources:\n  ReleaseMarker:\n    Type: AWS::SSM::Parameter\n    Properties:\n      Type: String\n      Value: release-2\n";
+    // Named: moto creates an unnamed SSM parameter lazily on each read of the stack's
+    // resources and fails there (`put_parameter` of a `None` name), answering every
+    // DescribeStackResource of the root stack with an empty 500; AWS names it itself.
+    let marker = "Resources:\n  ReleaseMarker:\n    Type: AWS::SSM::Parameter\n    Properties:\n      Name: !Sub \"${AWS::StackName}-release-marker\"\n      Type: String\n      Value: release-2\n";
     repo.write("cfn/master.yaml", &master.replace("Resources:\n", marker));
     let handler = std::fs::read_to_string(root.join("lambda/api-handler/index.py")).unwrap();
     repo.write("lambda/api-handler/index.py", &format!("{handler}\n# release 2\n"));
@@ -132,8 +135,8 @@ fn assert_recorded(root: &Path, failed_run: &str, release1: &str, expected_line:
 
 /// Release 1 deployed (dev and prod), release 2 fails dev's E2E:
 /// - without `rollback_on`, the pipeline and `rollback --after-failed-check` change nothing;
-/// - with it, the binary refuses while a deploy holds the stack's lock (exit 2, nothing
-///   changed), then rolls dev back: each CodeSha256, the root template and its parameters are
+/// - with it, the binary refuses while a deploy holds the stack's lock and while release 1's
+///   template is gone from the bucket (exit 2, nothing changed), then rolls dev back: each CodeSha256, the root template and its parameters are
 ///   release 1's, both runs record it; asked again, it says dev no longer runs that release;
 /// - with `rollback_on` committed, `cargo xtask pipeline` rolls dev back by itself, its run
 ///   red, its report (the notification's body) naming the failed check and the rollback.
@@ -179,6 +182,24 @@ fn a_failing_e2e_rolls_dev_back_to_its_previous_release() {
     assert!(last.starts_with("rollback: ") && last.contains("is locked by run another-deploy"), "{}", text(&locked));
     assert_eq!(state(endpoint), state2, "refused: nothing changed");
     store(root).release_lock(lock, "run another-deploy").unwrap();
+
+    // Release 1's root template gone from the artifact bucket (expired): refused naming it.
+    let release = releases(root).into_iter().find(|r| r.id == release1).unwrap();
+    let (bucket, key) = (release.artifact_bucket.clone().unwrap(), release.stacks["master"].template_key.clone());
+    let env = support::pipeline_env(endpoint);
+    let aside = format!("{key}.aside");
+    let copy = |from: &str, to: &str| {
+        let source = format!("{bucket}/{from}");
+        support::aws_json(&["s3api", "copy-object", "--bucket", &bucket, "--copy-source", &source, "--key", to], &env)
+    };
+    copy(&key, &aside);
+    support::aws_json(&["s3api", "delete-object", "--bucket", &bucket, "--key", &key], &env);
+    let expired = rollback_binary(root, endpoint, &["--env", "dev", "--after-failed-check", "--run", &run2]);
+    assert_eq!(expired.status.code(), Some(2), "{}", text(&expired));
+    let gone = format!("release `{release1}` of `dev` cannot be restored: template s3://{bucket}/{key} is gone");
+    assert!(text(&expired).contains(&gone), "{}", text(&expired));
+    assert_eq!(state(endpoint), state2, "refused: nothing changed");
+    copy(&aside, &key);
 
     let after = rollback_binary(root, endpoint, &["--env", "dev", "--after-failed-check", "--run", &run2]);
     assert_eq!(after.status.code(), Some(0), "{}", text(&after));
