@@ -189,16 +189,61 @@ fn diff(repo: Option<PathBuf>, config: Option<PathBuf>, rounds: usize) -> anyhow
         }
     }
 
-    // Per call: one `source-diff` process per pair against one `git diff` process per pair,
-    // alternating pair by pair which goes first.
-    let workspace = crate::workspace_root();
-    let bin = release_binary(&workspace, "source-diff")?;
+    // Per call: one `source-diff` process per pair against one `git diff` process per pair.
+    let bin = release_binary(&crate::workspace_root(), "source-diff")?;
+    let calls = per_call(&bin, root, &config, &pairs, rounds, &git_diff)?;
+    let (git_calls, our_calls, start_ups) = (calls.git, calls.ours, calls.start_up);
+
+    println!("bench diff: {} commit pairs of {}, {} rounds", pairs.len(), root.display(), git_times.len());
+    println!("  {}", machine());
+    print_header("ms per round", 44);
+    let row = |name: &str, times: &[Duration]| print_row(name, 44, times);
+    let git_median = row("git diff --name-status --no-renames loop", &git_times);
+    let our_median = row("source-diff library (affected + flags)", &our_times);
+    let git_call_median = row("one `git diff --name-status` process per pair", &git_calls);
+    let our_call_median = row("one `source-diff` process per pair", &our_calls);
+    let start_up_median = row("one `source-diff --version` per pair (start-up)", &start_ups);
+    println!(
+        "  ratio in process, source-diff / git: {:.2}x (goal: at most 1.30x)",
+        our_median.as_secs_f64() / git_median.as_secs_f64()
+    );
+    println!(
+        "  ratio per call,   source-diff / git: {:.2}x (goal: at most 1.50x)",
+        our_call_median.as_secs_f64() / git_call_median.as_secs_f64()
+    );
+    println!(
+        "  of a call: start-up {:.2} ms, the rest (config, globs, git) {:.2} ms; a bare git call {:.2} ms",
+        ms(start_up_median) / pairs.len() as f64,
+        ms(our_call_median.saturating_sub(start_up_median)) / pairs.len() as f64,
+        ms(git_call_median) / pairs.len() as f64
+    );
+    Ok(())
+}
+
+/// Round totals of one process per pair: `git diff`, `source-diff`, and `source-diff --version`.
+struct Calls {
+    git: Vec<Duration>,
+    ours: Vec<Duration>,
+    start_up: Vec<Duration>,
+}
+
+/// One `source-diff` process per pair against one `git diff` process per pair, alternating
+/// pair by pair which goes first; and the binary's start-up alone (`--version`), the floor under
+/// any call.
+fn per_call(
+    bin: &Path,
+    root: &Path,
+    config: &Path,
+    pairs: &[(&str, &str)],
+    rounds: usize,
+    git_diff: &dyn Fn(&str, &str) -> anyhow::Result<usize>,
+) -> anyhow::Result<Calls> {
     let source_diff_call = |base: &str, head: &str| -> anyhow::Result<()> {
-        let out = Command::new(&bin)
+        let out = Command::new(bin)
             .arg("--repo")
             .arg(root)
             .arg("--config")
-            .arg(&config)
+            .arg(config)
             .args(["--base", base, "--head", head, "--format", "env"])
             .output()?;
         if !out.status.success() {
@@ -206,9 +251,20 @@ fn diff(repo: Option<PathBuf>, config: Option<PathBuf>, rounds: usize) -> anyhow
         }
         Ok(())
     };
-    let mut git_calls = Vec::new();
-    let mut our_calls = Vec::new();
+    let start_up = || -> anyhow::Result<()> {
+        let status = Command::new(bin).arg("--version").stdout(std::process::Stdio::null()).status()?;
+        if !status.success() {
+            bail!("source-diff --version failed");
+        }
+        Ok(())
+    };
+    let mut calls = Calls { git: Vec::new(), ours: Vec::new(), start_up: Vec::new() };
     for round in 0..rounds.max(1) {
+        let start = Instant::now();
+        for _ in pairs {
+            start_up()?;
+        }
+        calls.start_up.push(start.elapsed());
         let (mut git_total, mut our_total) = (Duration::ZERO, Duration::ZERO);
         for (i, (base, head)) in pairs.iter().enumerate() {
             let mut time_git = || -> anyhow::Result<()> {
@@ -231,27 +287,10 @@ fn diff(repo: Option<PathBuf>, config: Option<PathBuf>, rounds: usize) -> anyhow
                 time_git()?;
             }
         }
-        git_calls.push(git_total);
-        our_calls.push(our_total);
+        calls.git.push(git_total);
+        calls.ours.push(our_total);
     }
-
-    println!("bench diff: {} commit pairs of {}, {} rounds", pairs.len(), root.display(), git_times.len());
-    println!("  {}", machine());
-    print_header("ms per round", 44);
-    let row = |name: &str, times: &[Duration]| print_row(name, 44, times);
-    let git_median = row("git diff --name-status --no-renames loop", &git_times);
-    let our_median = row("source-diff library (affected + flags)", &our_times);
-    let git_call_median = row("one `git diff --name-status` process per pair", &git_calls);
-    let our_call_median = row("one `source-diff` process per pair", &our_calls);
-    println!(
-        "  ratio in process, source-diff / git: {:.2}x (goal: at most 1.30x)",
-        our_median.as_secs_f64() / git_median.as_secs_f64()
-    );
-    println!(
-        "  ratio per call,   source-diff / git: {:.2}x (goal: at most 1.50x)",
-        our_call_median.as_secs_f64() / git_call_median.as_secs_f64()
-    );
-    Ok(())
+    Ok(calls)
 }
 
 /// A stage binary as users run it: a release build (debug start-up alone costs several
