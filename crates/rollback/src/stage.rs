@@ -437,8 +437,37 @@ async fn apply(
             .send()
             .await
             .map_err(|e| aws("PutObject", &key, e))?;
+        retain(context, store, clients, &plan.env, on_event).await;
     }
     Ok(release)
+}
+
+/// The artifact bucket's retention after the rollback's release is recorded (stack-deployer's
+/// pass, as after a deploy: the artifacts of the release the environment runs again tagged kept).
+/// A failure is shown, not returned: the environment is rolled back already.
+async fn retain(
+    context: &StageContext,
+    store: &dyn Store,
+    clients: &Clients,
+    env: &str,
+    on_event: &(dyn Fn(Event) + Sync),
+) {
+    let result = async {
+        let config = context.required_config()?;
+        let environment = stack_deployer::DeploySettings::from_config(config)?.environment(config, env)?;
+        Ok::<_, Error>(stack_deployer::retention::retain_after_release(config, &environment, store, &clients.s3).await?)
+    };
+    match result.await {
+        Ok(retention) if !retention.missing.is_empty() => on_event(Event::Done(format!(
+            "warning: artifacts a kept release names are gone from the bucket (a rollback to it is refused): {}",
+            retention.missing.iter().cloned().collect::<Vec<_>>().join(", ")
+        ))),
+        Ok(_) => {}
+        Err(error) => on_event(Event::Done(format!(
+            "warning: the artifacts' retention tags were not updated: {}",
+            run_state::error_chain(&error)
+        ))),
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
