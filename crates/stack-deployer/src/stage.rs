@@ -143,7 +143,67 @@ async fn deploy_plan(
         .or_else(|| clients.cloudformation.config().region().map(|r| r.to_string()))
         .unwrap_or_default();
     let (uploaded, present) = apply::upload_artifacts(&clients.s3, plan, on_event).await?;
+    let (mut results, mut outputs) = skipped_results(plan, clients, on_event).await?;
+    let mut started = vec![false; plan.stacks.len()];
+    let mut running: FuturesUnordered<StackFuture<'_>> = FuturesUnordered::new();
+    let mut first_error: Option<Error> = None;
+    loop {
+        if first_error.is_none() {
+            for (index, stack) in plan.stacks.iter().enumerate() {
+                if started[index] || running.len() >= parallelism.max(1) {
+                    continue;
+                }
+                let in_plan = |d: &String| plan.stacks.iter().any(|s| &s.name == d);
+                if stack.depends_on.iter().any(|d| in_plan(d) && !results.contains_key(d)) {
+                    continue;
+                }
+                started[index] = true;
+                if let Some(outcome) = not_to_start(stack, &results, options) {
+                    on_event(Event::Done { stack: stack.name.clone(), outcome: outcome.clone() });
+                    results.insert(stack.name.clone(), not_started(stack, outcome));
+                    continue;
+                }
+                let parameters = match apply::resolve_parameters(stack, &outputs, lookup) {
+                    Ok(parameters) => parameters,
+                    Err(error) => {
+                        first_error = Some(error);
+                        break;
+                    }
+                };
+                let lock_name = format!("deploy/{region}/{}", stack.stack_name);
+                running.push(Box::pin(async move {
+                    let deployed = StackDeploy { clients, plan, stack, options, on_event };
+                    (index, deployed.run(&parameters, locks, &lock_name).await)
+                }));
+            }
+        }
+        let Some((index, result)) = running.next().await else { break };
+        let stack = &plan.stacks[index];
+        match result {
+            Ok(result) => {
+                outputs.insert(stack.name.clone(), result.outputs.clone());
+                on_event(Event::Done { stack: stack.name.clone(), outcome: result.outcome.clone() });
+                results.insert(stack.name.clone(), result);
+            }
+            Err(error) => {
+                first_error.get_or_insert(error);
+            }
+        }
+    }
+    if let Some(error) = first_error {
+        return Err(error);
+    }
+    let stacks = in_deploy_order(plan, results);
+    Ok(Report { environment: plan.environment.clone(), region, uploaded, present, stacks, retention: None })
+}
 
+/// The results of the stacks the plan skips, with the outputs of those that exist (a deployed
+/// stack may read them).
+async fn skipped_results(
+    plan: &Plan,
+    clients: &Clients,
+    on_event: &(dyn Fn(Event) + Sync),
+) -> Result<(BTreeMap<String, StackResult>, BTreeMap<String, BTreeMap<String, String>>), Error> {
     let mut results: BTreeMap<String, StackResult> = BTreeMap::new();
     let mut outputs: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     for skipped in &plan.skipped {
@@ -170,102 +230,82 @@ async fn deploy_plan(
         on_event(Event::Done { stack: skipped.name.clone(), outcome: result.outcome.clone() });
         results.insert(skipped.name.clone(), result);
     }
+    Ok((results, outputs))
+}
 
-    let mut started = vec![false; plan.stacks.len()];
-    let mut running: FuturesUnordered<StackFuture<'_>> = FuturesUnordered::new();
-    let mut first_error: Option<Error> = None;
-    loop {
-        if first_error.is_none() {
-            for (index, stack) in plan.stacks.iter().enumerate() {
-                if started[index] || running.len() >= parallelism.max(1) {
-                    continue;
-                }
-                let in_plan = |d: &String| plan.stacks.iter().any(|s| &s.name == d);
-                if stack.depends_on.iter().any(|d| in_plan(d) && !results.contains_key(d)) {
-                    continue;
-                }
-                started[index] = true;
-                if options.cancelled() {
-                    let outcome = StackOutcome::Cancelled { reason: "before it started".into() };
-                    on_event(Event::Done { stack: stack.name.clone(), outcome: outcome.clone() });
-                    results.insert(stack.name.clone(), not_started(stack, outcome));
-                    continue;
-                }
-                let blocked_by = stack.depends_on.iter().find(|d| {
-                    results.get(*d).is_some_and(|r| {
-                        !matches!(
-                            r.outcome,
-                            StackOutcome::Unchanged
-                                | StackOutcome::NoChanges
-                                | StackOutcome::Deployed { .. }
-                                | StackOutcome::Skipped { .. }
-                        )
-                    })
-                });
-                if let Some(dep) = blocked_by {
-                    let outcome =
-                        StackOutcome::Skipped { reason: format!("`{dep}`, which it depends on, did not deploy") };
-                    on_event(Event::Done { stack: stack.name.clone(), outcome: outcome.clone() });
-                    results.insert(stack.name.clone(), not_started(stack, outcome));
-                    continue;
-                }
-                let parameters = match apply::resolve_parameters(stack, &outputs, lookup) {
-                    Ok(parameters) => parameters,
-                    Err(error) => {
-                        first_error = Some(error);
-                        break;
-                    }
-                };
-                let lock_name = format!("deploy/{region}/{}", stack.stack_name);
-                running.push(Box::pin(async move {
-                    if let Some(locks) = locks
-                        && let Err(error) = locks.store.acquire_lock(&lock_name, locks.holder, locks.ttl)
-                    {
-                        return (index, Err(Error::State(error)));
-                    }
-                    let mut result = apply::deploy_stack(clients, plan, stack, &parameters, options, on_event).await;
-                    if let Ok(done) = &mut result
-                        && options.execute
-                        && matches!(
-                            done.outcome,
-                            StackOutcome::Unchanged | StackOutcome::NoChanges | StackOutcome::Deployed { .. }
-                        )
-                        && let Some(id) = done.stack_id.clone()
-                    {
-                        match apply::update_code(clients, plan, stack, &id, options, on_event).await {
-                            Ok(updated) => done.code_updated = updated,
-                            Err(error) => result = Err(error),
-                        }
-                    }
-                    if let Some(locks) = locks {
-                        let released = locks.store.release_lock(&lock_name, locks.holder);
-                        if result.is_ok()
-                            && let Err(error) = released
-                        {
-                            result = Err(Error::State(error));
-                        }
-                    }
-                    (index, result)
-                }));
+/// Why a stack whose dependencies are done does not start: the deploy was cancelled, or a
+/// stack it depends on did not deploy.
+fn not_to_start(
+    stack: &crate::plan::StackPlan,
+    results: &BTreeMap<String, StackResult>,
+    options: &ApplyOptions,
+) -> Option<StackOutcome> {
+    if options.cancelled() {
+        return Some(StackOutcome::Cancelled { reason: "before it started".into() });
+    }
+    let blocked_by = stack.depends_on.iter().find(|d| {
+        results.get(*d).is_some_and(|r| {
+            !matches!(
+                r.outcome,
+                StackOutcome::Unchanged
+                    | StackOutcome::NoChanges
+                    | StackOutcome::Deployed { .. }
+                    | StackOutcome::Skipped { .. }
+            )
+        })
+    })?;
+    Some(StackOutcome::Skipped { reason: format!("`{blocked_by}`, which it depends on, did not deploy") })
+}
+
+/// One stack's deploy as the scheduler starts it.
+struct StackDeploy<'a> {
+    clients: &'a Clients,
+    plan: &'a Plan,
+    stack: &'a crate::plan::StackPlan,
+    options: &'a ApplyOptions,
+    on_event: &'a (dyn Fn(Event) + Sync),
+}
+
+impl StackDeploy<'_> {
+    /// Under the stack's lock (when `locks` is given): its change set, then its functions' code
+    /// when the stack ended deployed or unchanged.
+    async fn run(
+        &self,
+        parameters: &BTreeMap<String, String>,
+        locks: Option<Locks<'_>>,
+        lock_name: &str,
+    ) -> Result<StackResult, Error> {
+        let Self { clients, plan, stack, options, on_event } = *self;
+        if let Some(locks) = locks
+            && let Err(error) = locks.store.acquire_lock(lock_name, locks.holder, locks.ttl)
+        {
+            return Err(Error::State(error));
+        }
+        let mut result = apply::deploy_stack(clients, plan, stack, parameters, options, on_event).await;
+        if let Ok(done) = &mut result
+            && options.execute
+            && matches!(done.outcome, StackOutcome::Unchanged | StackOutcome::NoChanges | StackOutcome::Deployed { .. })
+            && let Some(id) = done.stack_id.clone()
+        {
+            match apply::update_code(clients, plan, stack, &id, options, on_event).await {
+                Ok(updated) => done.code_updated = updated,
+                Err(error) => result = Err(error),
             }
         }
-        let Some((index, result)) = running.next().await else { break };
-        let stack = &plan.stacks[index];
-        match result {
-            Ok(result) => {
-                outputs.insert(stack.name.clone(), result.outputs.clone());
-                on_event(Event::Done { stack: stack.name.clone(), outcome: result.outcome.clone() });
-                results.insert(stack.name.clone(), result);
-            }
-            Err(error) => {
-                first_error.get_or_insert(error);
+        if let Some(locks) = locks {
+            let released = locks.store.release_lock(lock_name, locks.holder);
+            if result.is_ok()
+                && let Err(error) = released
+            {
+                result = Err(Error::State(error));
             }
         }
+        result
     }
-    if let Some(error) = first_error {
-        return Err(error);
-    }
-    // Deploy order, skipped stacks where the config has them.
+}
+
+/// The plan's stacks in deploy order, then the skipped ones.
+fn in_deploy_order(plan: &Plan, mut results: BTreeMap<String, StackResult>) -> Vec<StackResult> {
     let mut stacks = Vec::new();
     for stack in &plan.stacks {
         if let Some(result) = results.remove(&stack.name) {
@@ -273,7 +313,7 @@ async fn deploy_plan(
         }
     }
     stacks.extend(results.into_values());
-    Ok(Report { environment: plan.environment.clone(), region, uploaded, present, stacks, retention: None })
+    stacks
 }
 
 /// How [`run_stage`] runs.
@@ -520,17 +560,16 @@ pub async fn run_stage(
     on_event: &(dyn Fn(Event) + Sync),
 ) -> Result<Report, Error> {
     let head = run.head().unwrap_or_default();
+    let refuse = |error: Error| -> Result<Report, Error> {
+        record_failure(context, run, store, &options.environment, &error)?;
+        Err(error)
+    };
     let decision = match deploy_decision(context, run, store, &options.environment) {
         Ok(decision) => decision,
-        Err(error) => {
-            record_failure(context, run, store, &options.environment, &error)?;
-            return Err(error);
-        }
+        Err(error) => return refuse(error),
     };
     if !decision.refused.is_empty() {
-        let error = Error::Refused { environment: options.environment.clone(), reasons: decision.refused.clone() };
-        record_failure(context, run, store, &options.environment, &error)?;
-        return Err(error);
+        return refuse(Error::Refused { environment: options.environment.clone(), reasons: decision.refused.clone() });
     }
     let step = decision.step;
     // Every record of the stage carries its start, so a finished deploy has a duration (the
@@ -550,32 +589,98 @@ pub async fn run_stage(
     };
     let (env, plan) = match plan_stage(context, run, options, Some(&decision), lookup) {
         Ok(planned) => planned,
-        Err(error) => {
-            record_failure(context, run, store, &options.environment, &error)?;
-            return Err(error);
-        }
+        Err(error) => return refuse(error),
     };
-    // An approval that names what production receives covers exactly that: any stack or
-    // function changed since (a template edited, a package rebuilt) refuses the promotion.
     if step == Step::ProdDeploy
         && !options.no_execute
-        && let Some(approved) = gate::approval::digest(&store.run(&run.run_id)?)
+        && let Some(refused) = approval_refusal(store, run, options, &plan, lookup)?
     {
-        let now = plan.digest(lookup);
-        let changed: Vec<String> = crate::digest::PARTS
-            .iter()
-            .flat_map(|prefix| approved.differences(&now, prefix))
-            .map(|difference| format!("{difference}: what was approved is not what would be deployed; approve again"))
-            .collect();
-        if !changed.is_empty() {
-            let error = Error::Refused { environment: options.environment.clone(), reasons: changed };
-            record_failure(context, run, store, &options.environment, &error)?;
-            return Err(error);
+        return refuse(refused);
+    }
+    let planned = record_planned(&plan, options, &record)?;
+    let apply_options = apply_options(run, &env, &plan, options);
+    let holder = format!("run {} ({})", run.run_id, holder_process());
+    let locks = Locks { store, holder: &holder, ttl: env.lock_ttl };
+    let fail_planned = |error: Error| -> Result<Report, Error> {
+        for component in &planned {
+            record(component, Status::Failed, None, Some(run_state::error_chain(&error)))?;
+        }
+        Err(error)
+    };
+    let mut report = match deploy(&plan, clients, env.parallelism, Some(locks), &apply_options, lookup, on_event).await
+    {
+        Ok(report) => report,
+        Err(error) => return fail_planned(error),
+    };
+    report.outputs().merge_into(run)?;
+    // Every planned stack where the config wants it: the environment's release gets this
+    // run's stacks and functions (a failure to record it fails the deploy's components).
+    if !options.no_execute && !plan.stacks.is_empty() && all_deployed(&plan, &report) {
+        let recorded = record_and_retain(context, store, run, &head, &env, &plan, &report, clients, lookup);
+        match recorded.await {
+            Ok(retention) => report.retention = Some(retention),
+            Err(error) => return fail_planned(error),
         }
     }
-    let component_of = |components: &[String]| -> Vec<String> {
-        if components.is_empty() { vec![run_state::PIPELINE.to_string()] } else { components.to_vec() }
-    };
+    for (component, results) in by_component(&plan, &report) {
+        let (status, note, error) = verdict(&results, options.no_execute);
+        record(&component, status, Some(note), error)?;
+    }
+    Ok(report)
+}
+
+/// The release of the run ([`record_release`]), then the artifacts kept for rollback
+/// ([`crate::retention::retain_after_release`]).
+#[allow(clippy::too_many_arguments)]
+async fn record_and_retain(
+    context: &run_state::StageContext,
+    store: &dyn Store,
+    run: &RunDir,
+    head: &str,
+    env: &Environment,
+    plan: &Plan,
+    report: &Report,
+    clients: &Clients,
+    lookup: &(dyn Fn(&str) -> Option<String> + Sync),
+) -> Result<crate::retention::Retention, Error> {
+    record_release(store, run, head, plan, report, clients, lookup).await?;
+    crate::retention::retain_after_release(context.required_config()?, env, store, &clients.s3).await
+}
+
+/// The components a stack serves (`pipeline` for a stack that names none).
+fn component_of(components: &[String]) -> Vec<String> {
+    if components.is_empty() { vec![run_state::PIPELINE.to_string()] } else { components.to_vec() }
+}
+
+/// An approval that names what production receives covers exactly that: any stack or function
+/// changed since (a template edited, a package rebuilt) refuses the promotion (the refusal).
+fn approval_refusal(
+    store: &dyn Store,
+    run: &RunDir,
+    options: &StageOptions,
+    plan: &Plan,
+    lookup: &(dyn Fn(&str) -> Option<String> + Sync),
+) -> Result<Option<Error>, Error> {
+    let Some(approved) = gate::approval::digest(&store.run(&run.run_id)?) else { return Ok(None) };
+    let now = plan.digest(lookup);
+    let changed: Vec<String> = crate::digest::PARTS
+        .iter()
+        .flat_map(|prefix| approved.differences(&now, prefix))
+        .map(|difference| format!("{difference}: what was approved is not what would be deployed; approve again"))
+        .collect();
+    if changed.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Error::Refused { environment: options.environment.clone(), reasons: changed }))
+}
+
+/// Records one component's step: its status, note and error.
+type Record<'a> = dyn Fn(&str, Status, Option<String>, Option<String>) -> Result<(), run_state::Error> + 'a;
+
+/// Records what the deploy is about to do: `running` for each planned stack's components
+/// (unless a preview), `skipped` with why for the components of skipped stacks and of refused
+/// function code. The planned components.
+fn record_planned(plan: &Plan, options: &StageOptions, record: &Record<'_>) -> Result<BTreeSet<String>, Error> {
     let planned: BTreeSet<String> = plan.stacks.iter().flat_map(|s| component_of(&s.components)).collect();
     if !options.no_execute {
         for component in &planned {
@@ -595,11 +700,16 @@ pub async fn run_stage(
             record(component, Status::Skipped, Some(format!("function {function}: code not updated: {why}")), None)?;
         }
     }
+    Ok(planned)
+}
+
+/// How the stage applies the plan: its change set name, the environment's waits, the options.
+fn apply_options(run: &RunDir, env: &Environment, plan: &Plan, options: &StageOptions) -> ApplyOptions {
     let mut apply_options = ApplyOptions::new(
         // Unique per attempt, also for two attempts in one second (a rerun right after a killed
         // deploy): a change set left by --no-execute or a dead deploy keeps its name, and this
         // deploy's sweep of leftovers must not take it for its own.
-        &apply::change_set_name(&[&run.run_id, &plan_hash(&plan), &unix_seconds(), &std::process::id().to_string()]),
+        &apply::change_set_name(&[&run.run_id, &plan_hash(plan), &unix_seconds(), &std::process::id().to_string()]),
         env.timeout,
         env.change_set_timeout,
     );
@@ -610,22 +720,12 @@ pub async fn run_stage(
         apply_options.first_poll = first;
         apply_options.max_poll = first * 8;
     }
-    let holder = format!("run {} ({})", run.run_id, holder_process());
-    let locks = Locks { store, holder: &holder, ttl: env.lock_ttl };
-    let mut report = match deploy(&plan, clients, env.parallelism, Some(locks), &apply_options, lookup, on_event).await
-    {
-        Ok(report) => report,
-        Err(error) => {
-            for component in &planned {
-                record(component, Status::Failed, None, Some(run_state::error_chain(&error)))?;
-            }
-            return Err(error);
-        }
-    };
-    report.outputs().merge_into(run)?;
-    // Every planned stack where the config wants it: the environment's release gets this
-    // run's stacks and functions (a failure to record it fails the deploy's components).
-    let all_deployed = plan.stacks.iter().all(|stack| {
+    apply_options
+}
+
+/// Whether every planned stack ended deployed or unchanged.
+fn all_deployed(plan: &Plan, report: &Report) -> bool {
+    plan.stacks.iter().all(|stack| {
         report.stacks.iter().any(|r| {
             r.name == stack.name
                 && matches!(
@@ -633,23 +733,11 @@ pub async fn run_stage(
                     StackOutcome::Unchanged | StackOutcome::NoChanges | StackOutcome::Deployed { .. }
                 )
         })
-    });
-    if !options.no_execute && !plan.stacks.is_empty() && all_deployed {
-        let recorded = match record_release(store, run, &head, &plan, &report, clients, lookup).await {
-            Ok(_) => crate::retention::retain_after_release(context.required_config()?, &env, store, &clients.s3).await,
-            Err(error) => Err(error),
-        };
-        match recorded {
-            Ok(retention) => report.retention = Some(retention),
-            Err(error) => {
-                for component in &planned {
-                    record(component, Status::Failed, None, Some(run_state::error_chain(&error)))?;
-                }
-                return Err(error);
-            }
-        }
-    }
-    // Per component: the worst of its stacks.
+    })
+}
+
+/// Each component's stack results (the stacks the plan skipped left out: recorded before).
+fn by_component<'a>(plan: &Plan, report: &'a Report) -> BTreeMap<String, Vec<&'a StackResult>> {
     let mut by_component: BTreeMap<String, Vec<&StackResult>> = BTreeMap::new();
     for result in &report.stacks {
         if matches!(result.outcome, StackOutcome::Skipped { .. }) && plan.skipped.iter().any(|s| s.name == result.name)
@@ -662,39 +750,41 @@ pub async fn run_stage(
             by_component.entry(component).or_default().push(result);
         }
     }
-    for (component, results) in by_component {
-        let note = results
-            .iter()
-            .map(|r| format!("stack {} ({}): {}", r.name, r.stack_name, r.outcome))
-            .collect::<Vec<_>>()
-            .join("; ");
-        let failed: Vec<String> = results
-            .iter()
-            .filter(|r| {
-                matches!(
-                    r.outcome,
-                    StackOutcome::Failed { .. } | StackOutcome::Blocked { .. } | StackOutcome::TimedOut { .. }
-                )
-            })
-            .map(|r| format!("stack {} ({}): {}", r.name, r.stack_name, r.outcome))
-            .collect();
-        let not_done =
-            results.iter().any(|r| matches!(r.outcome, StackOutcome::Previewed { .. } | StackOutcome::Skipped { .. }));
-        let cancelled = results.iter().any(|r| matches!(r.outcome, StackOutcome::Cancelled { .. }));
-        if !failed.is_empty() {
-            record(&component, Status::Failed, Some(note), Some(failed.join("; ")))?;
-        } else if cancelled {
-            record(&component, Status::Cancelled, Some(note), Some("cancelled (SIGINT or SIGTERM)".into()))?;
-        } else if options.no_execute {
-            let note = format!("preview only (--no-execute), nothing deployed: {note}");
-            record(&component, Status::Skipped, Some(note), None)?;
-        } else if not_done {
-            record(&component, Status::Skipped, Some(note), None)?;
-        } else {
-            record(&component, Status::Passed, Some(note), None)?;
-        }
+    by_component
+}
+
+/// A component's record from its stacks' results: the worst of them, with every stack's
+/// outcome as the note and the failed ones as the error.
+fn verdict(results: &[&StackResult], no_execute: bool) -> (Status, String, Option<String>) {
+    let note = results
+        .iter()
+        .map(|r| format!("stack {} ({}): {}", r.name, r.stack_name, r.outcome))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let failed: Vec<String> = results
+        .iter()
+        .filter(|r| {
+            matches!(
+                r.outcome,
+                StackOutcome::Failed { .. } | StackOutcome::Blocked { .. } | StackOutcome::TimedOut { .. }
+            )
+        })
+        .map(|r| format!("stack {} ({}): {}", r.name, r.stack_name, r.outcome))
+        .collect();
+    let not_done =
+        results.iter().any(|r| matches!(r.outcome, StackOutcome::Previewed { .. } | StackOutcome::Skipped { .. }));
+    let cancelled = results.iter().any(|r| matches!(r.outcome, StackOutcome::Cancelled { .. }));
+    if !failed.is_empty() {
+        (Status::Failed, note, Some(failed.join("; ")))
+    } else if cancelled {
+        (Status::Cancelled, note, Some("cancelled (SIGINT or SIGTERM)".into()))
+    } else if no_execute {
+        (Status::Skipped, format!("preview only (--no-execute), nothing deployed: {note}"), None)
+    } else if not_done {
+        (Status::Skipped, note, None)
+    } else {
+        (Status::Passed, note, None)
     }
-    Ok(report)
 }
 
 /// Adds the deployed stacks and functions to the run's release of the environment
@@ -712,7 +802,7 @@ pub async fn record_release(
     clients: &Clients,
     lookup: &(dyn Fn(&str) -> Option<String> + Sync),
 ) -> Result<run_state::Release, Error> {
-    use run_state::release::{FunctionRelease, Parameter, StackRelease};
+    use run_state::release::{Parameter, StackRelease};
     let outputs: BTreeMap<String, BTreeMap<String, String>> =
         report.stacks.iter().map(|r| (r.name.clone(), r.outputs.clone())).collect();
     let mut stacks = BTreeMap::new();
@@ -755,38 +845,8 @@ pub async fn record_release(
         let stack_id = report.stacks.iter().find(|r| r.name == stack.name).and_then(|r| r.stack_id.clone());
         for update in stack.code_updates.iter().filter(|u| u.package.changed) {
             let Some(stack_id) = &stack_id else { continue };
-            let name = apply::physical_name(&clients.cloudformation, stack_id, &update.path).await?;
-            let config = clients
-                .lambda
-                .get_function_configuration()
-                .function_name(&name)
-                .send()
-                .await
-                .map_err(|e| apply::aws("GetFunctionConfiguration", &name, e))?;
-            let reported = config.code_sha256().unwrap_or_default().to_string();
-            if reported != update.package.code_sha256 {
-                return Err(Error::CodeUpdate {
-                    function: update.function.clone(),
-                    source: lambda_packager::update::UpdateError::HashMismatch {
-                        function: name,
-                        reported,
-                        expected: update.package.code_sha256.clone(),
-                    },
-                });
-            }
-            functions.insert(
-                update.function.clone(),
-                FunctionRelease {
-                    component: update.component.clone(),
-                    stack: stack.name.clone(),
-                    path: update.path.clone(),
-                    function_name: name,
-                    bucket: plan.bucket.clone(),
-                    key: update.key.clone(),
-                    code_sha256: reported,
-                    run_id: run.run_id.clone(),
-                },
-            );
+            let function = function_release(clients, run, plan, stack, update, stack_id).await?;
+            functions.insert(update.function.clone(), function);
         }
     }
     let release = run_state::release::contribute(store, &plan.environment, &run.run_id, head, |release| {
@@ -806,6 +866,47 @@ pub async fn record_release(
         .await
         .map_err(|e| apply::aws("PutObject", &key, e))?;
     Ok(release)
+}
+
+/// One updated function as the release keeps it: its name found again down the stack, and the
+/// `CodeSha256` Lambda reports, checked against the package.
+async fn function_release(
+    clients: &Clients,
+    run: &RunDir,
+    plan: &Plan,
+    stack: &crate::plan::StackPlan,
+    update: &crate::plan::CodeUpdate,
+    stack_id: &str,
+) -> Result<run_state::release::FunctionRelease, Error> {
+    let name = apply::physical_name(&clients.cloudformation, stack_id, &update.path).await?;
+    let config = clients
+        .lambda
+        .get_function_configuration()
+        .function_name(&name)
+        .send()
+        .await
+        .map_err(|e| apply::aws("GetFunctionConfiguration", &name, e))?;
+    let reported = config.code_sha256().unwrap_or_default().to_string();
+    if reported != update.package.code_sha256 {
+        return Err(Error::CodeUpdate {
+            function: update.function.clone(),
+            source: lambda_packager::update::UpdateError::HashMismatch {
+                function: name,
+                reported,
+                expected: update.package.code_sha256.clone(),
+            },
+        });
+    }
+    Ok(run_state::release::FunctionRelease {
+        component: update.component.clone(),
+        stack: stack.name.clone(),
+        path: update.path.clone(),
+        function_name: name,
+        bucket: plan.bucket.clone(),
+        key: update.key.clone(),
+        code_sha256: reported,
+        run_id: run.run_id.clone(),
+    })
 }
 
 /// Uploads a stack's body (sent inline) under a content-addressed key, unless it is there.

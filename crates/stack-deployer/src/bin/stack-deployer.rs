@@ -124,19 +124,7 @@ fn run(args: Args) -> anyhow::Result<u8> {
         return Ok(0);
     }
     if args.dry_run {
-        // A dry run creates no store: with none yet, the run has no records.
-        let decision = match context.existing_store()? {
-            Some(store) => stack_deployer::stage::deploy_decision(&context, &run, &store, &args.environment)?,
-            None => {
-                let diff: source_diff::DiffReport = run.read_json(run_state::RunFile::Diff)?;
-                let policy = gate::GatePolicy::from_config(context.required_config()?)?;
-                let required = gate::Requirements::from_diff(&diff);
-                gate::decide_deploy(&[], Some(&required), &policy, &args.environment)
-            }
-        };
-        let (_, plan) = stack_deployer::plan_stage(&context, &run, &options, Some(&decision), &lookup)?;
-        run_state::cli::print(&format!("{}{}", decision.describe(), plan.describe()))?;
-        return Ok(if decision.refused.is_empty() { 0 } else { 1 });
+        return dry_run(&context, &run, &options, &lookup);
     }
     let store = context.store()?;
     // What the stage cannot record itself (the environment's target, the credentials) is
@@ -186,6 +174,28 @@ fn run(args: Args) -> anyhow::Result<u8> {
         run_state::cli::print(&report.summary())?;
     }
     Ok(report.exit_code())
+}
+
+/// `--dry-run`: the deploy decision and the plan, printed; nothing changed, nothing recorded.
+fn dry_run(
+    context: &run_state::StageContext,
+    run: &run_state::RunDir,
+    options: &StageOptions,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<u8> {
+    // A dry run creates no store: with none yet, the run has no records.
+    let decision = match context.existing_store()? {
+        Some(store) => stack_deployer::stage::deploy_decision(context, run, &store, &options.environment)?,
+        None => {
+            let diff: source_diff::DiffReport = run.read_json(run_state::RunFile::Diff)?;
+            let policy = gate::GatePolicy::from_config(context.required_config()?)?;
+            let required = gate::Requirements::from_diff(&diff);
+            gate::decide_deploy(&[], Some(&required), &policy, &options.environment)
+        }
+    };
+    let (_, plan) = stack_deployer::plan_stage(context, run, options, Some(&decision), lookup)?;
+    run_state::cli::print(&format!("{}{}", decision.describe(), plan.describe()))?;
+    Ok(if decision.refused.is_empty() { 0 } else { 1 })
 }
 
 fn environment(
