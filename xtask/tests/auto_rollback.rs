@@ -99,10 +99,11 @@ fn config(repo: &Path, rollback_on: bool) -> String {
 fn break_release_2(repo: &test_support::GitRepo) -> String {
     let root = repo.path();
     let master = std::fs::read_to_string(root.join("cfn/master.yaml")).unwrap();
-    // Named: moto creates an unnamed SSM parameter lazily on each read of the stack's
-    // resources and fails there (`put_parameter` of a `None` name), answering every
-    // DescribeStackResource of the root stack with an empty 500; AWS names it itself.
-    let marker = "Resources:\n  ReleaseMarker:\n    Type: AWS::SSM::Parameter\n    Properties:\n      Name: !Sub \"${AWS::StackName}-release-marker\"\n      Type: String\n      Value: release-2\n";
+    // A resource with no properties: moto fails on SSM parameters here (an unnamed one is
+    // created again on each read of the stack's resources and every DescribeStackResource of
+    // the root stack answers an empty 500; a named one deployed again after a rollback is
+    // never created, and the next rollback's delete fails with ParameterNotFound).
+    let marker = "Resources:\n  ReleaseMarker:\n    Type: AWS::CloudFormation::WaitConditionHandle\n";
     repo.write("cfn/master.yaml", &master.replace("Resources:\n", marker));
     let handler = std::fs::read_to_string(root.join("lambda/api-handler/index.py")).unwrap();
     repo.write("lambda/api-handler/index.py", &format!("{handler}\n# release 2\n"));
@@ -133,6 +134,10 @@ fn assert_recorded(root: &Path, failed_run: &str, release1: &str, expected_line:
     last.id
 }
 
+/// Each test deploys the whole sample more than once: two at a time made the emulators answer
+/// reads of a stack under update with empty 500s (`xtask/tests/rollback.rs`). One at a time.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Release 1 deployed (dev and prod), release 2 fails dev's E2E:
 /// - without `rollback_on`, the pipeline and `rollback --after-failed-check` change nothing;
 /// - with it, the binary refuses while a deploy holds the stack's lock and while release 1's
@@ -140,10 +145,6 @@ fn assert_recorded(root: &Path, failed_run: &str, release1: &str, expected_line:
 ///   release 1's, both runs record it; asked again, it says dev no longer runs that release;
 /// - with `rollback_on` committed, `cargo xtask pipeline` rolls dev back by itself, its run
 ///   red, its report (the notification's body) naming the failed check and the rollback.
-/// Each test deploys the whole sample more than once: two at a time made the emulators answer
-/// reads of a stack under update with empty 500s (`xtask/tests/rollback.rs`). One at a time.
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 #[test]
 fn a_failing_e2e_rolls_dev_back_to_its_previous_release() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
