@@ -84,162 +84,239 @@ pub fn run(rounds: usize) -> anyhow::Result<()> {
     let rounds = rounds.max(1);
     crate::say("building the lambda-packager release binary (when out of date)");
     let packager = crate::bench::release_binary(&root, "lambda-packager")?;
-
-    let seed_out = work.join("seed-out");
-    let seed = |only: Option<&str>| -> anyhow::Result<()> {
-        for (name, sources) in FUNCTIONS.iter().filter(|(n, _)| only.is_none_or(|o| o == *n)) {
-            let zip = seed_out.join(format!("{name}.zip"));
-            for (dir, what) in *sources {
-                crate::run(Command::new("zip").args(["-r", "-q"]).arg(&zip).arg(what).current_dir(repo.join(dir)))?;
-            }
-            crate::run(Command::new("zip").args(["-r", "-q"]).arg(&zip).arg(".").current_dir(&deps))?;
-        }
-        Ok(())
+    let sides = Sides {
+        seed_out: work.join("seed-out"),
+        ours_out: work.join("ours-out"),
+        cold_state: work.join("state-cold"),
+        warm_state: work.join("state-warm"),
+        repo,
+        deps,
+        packager,
+        python: python_bin.join("python"),
     };
-    let ours_out = work.join("ours-out");
-    // One CLI call, as a user runs it: `lambda-packager --repo R --config C --state-dir S --out O`.
-    let ours = |config: &str, only: Option<&str>, state: &Path| -> anyhow::Result<()> {
-        let mut command = Command::new(&packager);
-        command
-            .arg("--repo")
-            .arg(&repo)
-            .arg("--config")
-            .arg(repo.join(config))
-            .arg("--state-dir")
-            .arg(state)
-            .arg("--out")
-            .arg(&ours_out)
-            .arg("--python")
-            .arg(python_bin.join("python"))
-            .stdout(Stdio::null());
-        if let Some(only) = only {
-            command.args(["--only", only]);
-        }
-        let out = command.output().with_context(|| format!("starting {}", packager.display()))?;
-        if !out.status.success() {
-            bail!("lambda-packager --config {config} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
-        }
-        Ok(())
-    };
-    let cold_state = work.join("state-cold");
-    let fresh = |dirs: &[&Path]| -> anyhow::Result<()> {
-        for dir in dirs {
-            if dir.exists() {
-                std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
-            }
-        }
-        Ok(())
-    };
-    let fresh_seed = || -> anyhow::Result<()> {
-        fresh(&[&seed_out])?;
-        Ok(std::fs::create_dir_all(&seed_out)?)
-    };
-    let fresh_ours = || fresh(&[&ours_out, &cold_state]);
-
-    // Warm-up, untimed, both sides; the entries each side ships, checked.
-    fresh_seed()?;
-    seed(None)?;
-    let seed_entries = zip_entries(&seed_out)?;
-    let seed_bytes = zip_bytes(&seed_out)?;
-    fresh_ours()?;
-    ours(LIKE_CONFIG, None, &cold_state)?;
-    let like_entries = zip_entries(&ours_out)?;
-    let like_bytes = zip_bytes(&ours_out)?;
-    if like_entries != seed_entries {
-        bail!("like for like, the zips differ:\n{}", entry_difference(&seed_entries, &like_entries));
-    }
-    fresh_ours()?;
-    ours(DEFAULT_CONFIG, None, &cold_state)?;
-    let default_entries = zip_entries(&ours_out)?;
-    let default_bytes = zip_bytes(&ours_out)?;
-    let left_out: BTreeSet<&str> =
-        seed_entries.difference(&default_entries).map(|(_, entry)| entry.split('/').next().unwrap_or(entry)).collect();
-    if !default_entries.is_subset(&seed_entries) {
-        bail!(
-            "the default zips hold entries the seed's do not:\n{}",
-            entry_difference(&seed_entries, &default_entries)
-        );
-    }
-    // The cache-hit case starts from a filled cache.
-    let warm_state = work.join("state-warm");
-    fresh(&[&warm_state])?;
-    ours(DEFAULT_CONFIG, None, &warm_state)?;
-
-    let mut seed_five = Vec::new();
-    let mut default_five = Vec::new();
-    let mut like_five = Vec::new();
-    let mut seed_one = Vec::new();
-    let mut like_one = Vec::new();
-    let mut cache_hit = Vec::new();
-    // Only the run itself is timed: the folders are made fresh before the clock starts.
-    let time = |prepare: &dyn Fn() -> anyhow::Result<()>,
-                f: &dyn Fn() -> anyhow::Result<()>,
-                into: &mut Vec<Duration>|
-     -> anyhow::Result<()> {
-        prepare()?;
-        let start = Instant::now();
-        f()?;
-        into.push(start.elapsed());
-        Ok(())
-    };
-    for round in 0..rounds {
-        crate::say(&format!("round {} of {rounds}", round + 1));
-        let seed_all = || seed(None);
-        let default_all = || ours(DEFAULT_CONFIG, None, &cold_state);
-        let like_all = || ours(LIKE_CONFIG, None, &cold_state);
-        let seed_api = || seed(Some("api-handler"));
-        let like_api = || ours(LIKE_CONFIG, Some("api-handler"), &cold_state);
-        if round % 2 == 0 {
-            time(&fresh_seed, &seed_all, &mut seed_five)?;
-            time(&fresh_ours, &like_all, &mut like_five)?;
-            time(&fresh_ours, &default_all, &mut default_five)?;
-            time(&fresh_seed, &seed_api, &mut seed_one)?;
-            time(&fresh_ours, &like_api, &mut like_one)?;
-        } else {
-            time(&fresh_ours, &like_all, &mut like_five)?;
-            time(&fresh_seed, &seed_all, &mut seed_five)?;
-            time(&fresh_ours, &default_all, &mut default_five)?;
-            time(&fresh_ours, &like_api, &mut like_one)?;
-            time(&fresh_seed, &seed_api, &mut seed_one)?;
-        }
-        time(&|| Ok(()), &|| ours(DEFAULT_CONFIG, None, &warm_state), &mut cache_hit)?;
-    }
-
+    let shipped = sides.warm_up()?;
+    let timings = sides.measure(rounds)?;
     println!(
         "bench package: 5 functions, dependency folder {deps_files} files, {:.1} MB (boto3, botocore, s3transfer, requests, PyYAML …), {rounds} rounds, cold (fresh cache and output folders per run), both sides warmed once, order alternating",
         deps_size as f64 / 1e6,
     );
     println!("  {}", machine());
-    println!("  ours: {} (release, one process per run)", packager.display());
-    println!(
-        "  entries: seed {} (zip -r, files only); like for like {} (the same names, checked); default {} (left out: {})",
-        seed_entries.len(),
-        like_entries.len(),
-        default_entries.len(),
-        left_out.iter().copied().collect::<Vec<_>>().join(", ")
-    );
-    println!(
-        "  zip bytes, five zips: seed {:.1} MB; like for like {:.1} MB ({:+.1}% against the seed); default {:.1} MB",
-        seed_bytes as f64 / 1e6,
-        like_bytes as f64 / 1e6,
-        (like_bytes as f64 / seed_bytes as f64 - 1.0) * 100.0,
-        default_bytes as f64 / 1e6,
-    );
-    let width = 66;
-    print_header("ms per run", width);
-    print_row("seed loop, five zips (zip -r per function + package/ again)", width, &seed_five);
-    print_row("lambda-packager, five zips, like for like (keep_packages boto3…)", width, &like_five);
-    print_row("lambda-packager, five zips, default (boto3… left out)", width, &default_five);
-    print_row("one function (api-handler): zip -r", width, &seed_one);
-    print_row("one function (api-handler): lambda-packager, like for like", width, &like_one);
-    print_row("lambda-packager re-run, nothing changed (cache hit: no zip built)", width, &cache_hit);
-    println!("  speed-up per round (seed / lambda-packager, the same round):");
-    print_header("", width);
-    ratio_row("five zips, cold, like for like (goal: at least 5x)", width, &seed_five, &like_five);
-    ratio_row("five zips, cold, default (smaller zips)", width, &seed_five, &default_five);
-    ratio_row("one function, cold, like for like (goal: above 1x)", width, &seed_one, &like_one);
-    println!("  (the cache hit has no seed counterpart: the seed loop rebuilds every zip every time)");
+    println!("  ours: {} (release, one process per run)", sides.packager.display());
+    shipped.print();
+    timings.print();
     Ok(())
+}
+
+/// The two sides' inputs and output folders.
+struct Sides {
+    repo: PathBuf,
+    deps: PathBuf,
+    packager: PathBuf,
+    python: PathBuf,
+    seed_out: PathBuf,
+    ours_out: PathBuf,
+    /// The packager's state for cold runs (removed before each).
+    cold_state: PathBuf,
+    /// The packager's state for the cache-hit case (filled once).
+    warm_state: PathBuf,
+}
+
+/// The entries and bytes each side ships, from the warm-up.
+struct Shipped {
+    seed_entries: BTreeSet<(String, String)>,
+    seed_bytes: u64,
+    like_entries: BTreeSet<(String, String)>,
+    like_bytes: u64,
+    default_entries: BTreeSet<(String, String)>,
+    default_bytes: u64,
+}
+
+/// The timings of each case, one a round.
+#[derive(Default)]
+struct Timings {
+    seed_five: Vec<Duration>,
+    default_five: Vec<Duration>,
+    like_five: Vec<Duration>,
+    seed_one: Vec<Duration>,
+    like_one: Vec<Duration>,
+    cache_hit: Vec<Duration>,
+}
+
+/// Removes these folders when they exist.
+fn fresh(dirs: &[&Path]) -> anyhow::Result<()> {
+    for dir in dirs {
+        if dir.exists() {
+            std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Times `f` into `into`, after `prepare` (untimed).
+fn time(
+    prepare: &dyn Fn() -> anyhow::Result<()>,
+    f: &dyn Fn() -> anyhow::Result<()>,
+    into: &mut Vec<Duration>,
+) -> anyhow::Result<()> {
+    prepare()?;
+    let start = Instant::now();
+    f()?;
+    into.push(start.elapsed());
+    Ok(())
+}
+
+impl Sides {
+    /// The seed's loop: `zip -r` of each function's sources, then of the dependency folder into each zip.
+    fn seed(&self, only: Option<&str>) -> anyhow::Result<()> {
+        for (name, sources) in FUNCTIONS.iter().filter(|(n, _)| only.is_none_or(|o| o == *n)) {
+            let zip = self.seed_out.join(format!("{name}.zip"));
+            for (dir, what) in *sources {
+                crate::run(
+                    Command::new("zip").args(["-r", "-q"]).arg(&zip).arg(what).current_dir(self.repo.join(dir)),
+                )?;
+            }
+            crate::run(Command::new("zip").args(["-r", "-q"]).arg(&zip).arg(".").current_dir(&self.deps))?;
+        }
+        Ok(())
+    }
+
+    /// One CLI call, as a user runs it: `lambda-packager --repo R --config C --state-dir S --out O`.
+    fn ours(&self, config: &str, only: Option<&str>, state: &Path) -> anyhow::Result<()> {
+        let mut command = Command::new(&self.packager);
+        command
+            .arg("--repo")
+            .arg(&self.repo)
+            .arg("--config")
+            .arg(self.repo.join(config))
+            .arg("--state-dir")
+            .arg(state)
+            .arg("--out")
+            .arg(&self.ours_out)
+            .arg("--python")
+            .arg(&self.python)
+            .stdout(Stdio::null());
+        if let Some(only) = only {
+            command.args(["--only", only]);
+        }
+        let out = command.output().with_context(|| format!("starting {}", self.packager.display()))?;
+        if !out.status.success() {
+            bail!("lambda-packager --config {config} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        }
+        Ok(())
+    }
+
+    fn fresh_seed(&self) -> anyhow::Result<()> {
+        fresh(&[&self.seed_out])?;
+        Ok(std::fs::create_dir_all(&self.seed_out)?)
+    }
+
+    fn fresh_ours(&self) -> anyhow::Result<()> {
+        fresh(&[&self.ours_out, &self.cold_state])
+    }
+
+    /// Warm-up, untimed, both sides; the entries each side ships, checked. The cache-hit case's
+    /// cache filled.
+    fn warm_up(&self) -> anyhow::Result<Shipped> {
+        self.fresh_seed()?;
+        self.seed(None)?;
+        let seed_entries = zip_entries(&self.seed_out)?;
+        let seed_bytes = zip_bytes(&self.seed_out)?;
+        self.fresh_ours()?;
+        self.ours(LIKE_CONFIG, None, &self.cold_state)?;
+        let like_entries = zip_entries(&self.ours_out)?;
+        let like_bytes = zip_bytes(&self.ours_out)?;
+        if like_entries != seed_entries {
+            bail!("like for like, the zips differ:\n{}", entry_difference(&seed_entries, &like_entries));
+        }
+        self.fresh_ours()?;
+        self.ours(DEFAULT_CONFIG, None, &self.cold_state)?;
+        let default_entries = zip_entries(&self.ours_out)?;
+        let default_bytes = zip_bytes(&self.ours_out)?;
+        if !default_entries.is_subset(&seed_entries) {
+            bail!(
+                "the default zips hold entries the seed's do not:\n{}",
+                entry_difference(&seed_entries, &default_entries)
+            );
+        }
+        // The cache-hit case starts from a filled cache.
+        fresh(&[&self.warm_state])?;
+        self.ours(DEFAULT_CONFIG, None, &self.warm_state)?;
+        Ok(Shipped { seed_entries, seed_bytes, like_entries, like_bytes, default_entries, default_bytes })
+    }
+
+    /// Every case, `rounds` times, which side goes first alternating. Only the run itself is
+    /// timed: the folders are made fresh before the clock starts.
+    fn measure(&self, rounds: usize) -> anyhow::Result<Timings> {
+        let mut t = Timings::default();
+        let fresh_seed = || self.fresh_seed();
+        let fresh_ours = || self.fresh_ours();
+        for round in 0..rounds {
+            crate::say(&format!("round {} of {rounds}", round + 1));
+            let seed_all = || self.seed(None);
+            let default_all = || self.ours(DEFAULT_CONFIG, None, &self.cold_state);
+            let like_all = || self.ours(LIKE_CONFIG, None, &self.cold_state);
+            let seed_api = || self.seed(Some("api-handler"));
+            let like_api = || self.ours(LIKE_CONFIG, Some("api-handler"), &self.cold_state);
+            if round % 2 == 0 {
+                time(&fresh_seed, &seed_all, &mut t.seed_five)?;
+                time(&fresh_ours, &like_all, &mut t.like_five)?;
+                time(&fresh_ours, &default_all, &mut t.default_five)?;
+                time(&fresh_seed, &seed_api, &mut t.seed_one)?;
+                time(&fresh_ours, &like_api, &mut t.like_one)?;
+            } else {
+                time(&fresh_ours, &like_all, &mut t.like_five)?;
+                time(&fresh_seed, &seed_all, &mut t.seed_five)?;
+                time(&fresh_ours, &default_all, &mut t.default_five)?;
+                time(&fresh_ours, &like_api, &mut t.like_one)?;
+                time(&fresh_seed, &seed_api, &mut t.seed_one)?;
+            }
+            time(&|| Ok(()), &|| self.ours(DEFAULT_CONFIG, None, &self.warm_state), &mut t.cache_hit)?;
+        }
+        Ok(t)
+    }
+}
+
+impl Shipped {
+    fn print(&self) {
+        let left_out: BTreeSet<&str> = self
+            .seed_entries
+            .difference(&self.default_entries)
+            .map(|(_, entry)| entry.split('/').next().unwrap_or(entry))
+            .collect();
+        println!(
+            "  entries: seed {} (zip -r, files only); like for like {} (the same names, checked); default {} (left out: {})",
+            self.seed_entries.len(),
+            self.like_entries.len(),
+            self.default_entries.len(),
+            left_out.iter().copied().collect::<Vec<_>>().join(", ")
+        );
+        println!(
+            "  zip bytes, five zips: seed {:.1} MB; like for like {:.1} MB ({:+.1}% against the seed); default {:.1} MB",
+            self.seed_bytes as f64 / 1e6,
+            self.like_bytes as f64 / 1e6,
+            (self.like_bytes as f64 / self.seed_bytes as f64 - 1.0) * 100.0,
+            self.default_bytes as f64 / 1e6,
+        );
+    }
+}
+
+impl Timings {
+    fn print(&self) {
+        let width = 66;
+        print_header("ms per run", width);
+        print_row("seed loop, five zips (zip -r per function + package/ again)", width, &self.seed_five);
+        print_row("lambda-packager, five zips, like for like (keep_packages boto3…)", width, &self.like_five);
+        print_row("lambda-packager, five zips, default (boto3… left out)", width, &self.default_five);
+        print_row("one function (api-handler): zip -r", width, &self.seed_one);
+        print_row("one function (api-handler): lambda-packager, like for like", width, &self.like_one);
+        print_row("lambda-packager re-run, nothing changed (cache hit: no zip built)", width, &self.cache_hit);
+        println!("  speed-up per round (seed / lambda-packager, the same round):");
+        print_header("", width);
+        ratio_row("five zips, cold, like for like (goal: at least 5x)", width, &self.seed_five, &self.like_five);
+        ratio_row("five zips, cold, default (smaller zips)", width, &self.seed_five, &self.default_five);
+        ratio_row("one function, cold, like for like (goal: above 1x)", width, &self.seed_one, &self.like_one);
+        println!("  (the cache hit has no seed counterpart: the seed loop rebuilds every zip every time)");
+    }
 }
 
 /// One row of ratios, `seed[i] / ours[i]` for each round: min, median, max.

@@ -26,12 +26,8 @@ pub fn run(rounds: usize) -> anyhow::Result<()> {
     let mut one = Vec::new();
     let mut breakdown = Vec::new();
     for round in 0..rounds.max(1) {
-        let dir = tempfile::Builder::new().prefix("bench-pipeline-").tempdir_in(root.join("target"))?;
+        let dir = sample_repo(&root)?;
         let repo = dir.path();
-        test_support::copy_tree(&root.join("fixtures/monorepo"), repo);
-        bench_git(repo, &["init", "-q", "-b", "main"])?;
-        bench_git(repo, &["add", "-A"])?;
-        bench_git(repo, &["commit", "-q", "-m", "sample monorepo"])?;
         let timed = || -> anyhow::Result<(Run, Run, Run)> {
             let a = pipeline(&xtask, repo, true)?;
             let b = pipeline(&xtask, repo, false)?;
@@ -82,14 +78,7 @@ pub fn run(rounds: usize) -> anyhow::Result<()> {
     row("first full run (emulator started)", &first);
     let idle = row("no-change rerun", &unchanged);
     row("one Lambda changed (api-handler)", &one);
-    if let [full, changed] = &breakdown[..] {
-        println!("where the time goes (last round, each stage's span from the store):");
-        println!("  {:<12} {:>10} {:>12}", "stage", "first run", "one Lambda");
-        for (step, time) in full {
-            let other = changed.iter().find(|(s, _)| s == step).map(|(_, t)| *t).unwrap_or_default();
-            println!("  {:<12} {:>9.2}s {:>11.2}s", step.as_str(), time.as_secs_f64(), other.as_secs_f64());
-        }
-    }
+    print_breakdown(&breakdown);
     let share = idle.as_secs_f64() / base.as_secs_f64();
     let met = idle < GOAL_WALL && share < GOAL_SHARE;
     println!(
@@ -101,6 +90,29 @@ pub fn run(rounds: usize) -> anyhow::Result<()> {
         share * 100.0
     );
     Ok(())
+}
+
+/// A fresh copy of the sample monorepo, committed.
+fn sample_repo(root: &Path) -> anyhow::Result<tempfile::TempDir> {
+    let dir = tempfile::Builder::new().prefix("bench-pipeline-").tempdir_in(root.join("target"))?;
+    let repo = dir.path();
+    test_support::copy_tree(&root.join("fixtures/monorepo"), repo);
+    bench_git(repo, &["init", "-q", "-b", "main"])?;
+    bench_git(repo, &["add", "-A"])?;
+    bench_git(repo, &["commit", "-q", "-m", "sample monorepo"])?;
+    Ok(dir)
+}
+
+/// Where the time goes: each stage's span in the first run and the one-Lambda run.
+fn print_breakdown(breakdown: &[Vec<(Step, Duration)>]) {
+    if let [full, changed] = breakdown {
+        println!("where the time goes (last round, each stage's span from the store):");
+        println!("  {:<12} {:>10} {:>12}", "stage", "first run", "one Lambda");
+        for (step, time) in full {
+            let other = changed.iter().find(|(s, _)| s == step).map(|(_, t)| *t).unwrap_or_default();
+            println!("  {:<12} {:>9.2}s {:>11.2}s", step.as_str(), time.as_secs_f64(), other.as_secs_f64());
+        }
+    }
 }
 
 /// One timed run: its wall time, each stage's span, and whether it found the emulator an

@@ -80,26 +80,20 @@ fn folder_bytes(dir: &Path) -> u64 {
 
 /// One `aws s3 sync --delete`.
 fn sync(aws: &Path, endpoint: &str, dist: &Path, bucket: &str) -> anyhow::Result<()> {
-    let out = Command::new(aws)
-        .args(["s3", "sync", "--delete", "--no-progress", "--only-show-errors"])
-        .arg(dist)
-        .arg(format!("s3://{bucket}"))
-        .args(["--endpoint-url", endpoint])
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_DEFAULT_REGION", "us-east-1")
-        .output()
-        .context("running aws s3 sync")?;
-    if !out.status.success() {
-        bail!("aws s3 sync failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(())
+    aws_sync(aws, endpoint, dist, bucket, true).map(drop)
 }
 
 /// The same sync with its output, to count the uploads.
 fn sync_counted(aws: &Path, endpoint: &str, dist: &Path, bucket: &str) -> anyhow::Result<usize> {
+    aws_sync(aws, endpoint, dist, bucket, false)
+}
+
+/// `aws s3 sync --delete` of `dist` into the bucket (`--only-show-errors` when `quiet`): the
+/// uploads it printed.
+fn aws_sync(aws: &Path, endpoint: &str, dist: &Path, bucket: &str, quiet: bool) -> anyhow::Result<usize> {
     let out = Command::new(aws)
         .args(["s3", "sync", "--delete", "--no-progress"])
+        .args(quiet.then_some("--only-show-errors"))
         .arg(dist)
         .arg(format!("s3://{bucket}"))
         .args(["--endpoint-url", endpoint])
@@ -121,6 +115,15 @@ struct Publisher {
 }
 
 impl Publisher {
+    /// The publisher of the bench's `[publish]` on the emulator, its requests counted.
+    async fn on(moto: &test_support::Moto) -> anyhow::Result<Publisher> {
+        let config = ConfigFile::from_text(Path::new("bench.toml"), CONFIG);
+        let counter = aws_target::RequestCounter::default();
+        let sdk = moto.sdk_config().await;
+        let s3 = aws_target::s3(&sdk, Some(&counter));
+        Ok(Publisher { s3, counter, config: PublishConfig::from_config(&config)?.context("[publish]")? })
+    }
+
     /// One publish of `dist` into `bucket`: (uploads, requests).
     async fn publish(&self, dist: &Path, bucket: &str, release: &str) -> anyhow::Result<(usize, u64)> {
         self.counter.reset();
@@ -141,13 +144,7 @@ pub fn run(rounds: usize) -> anyhow::Result<()> {
     let dist = work.join("dist");
     let moto = test_support::Moto::start_with(&bin.join("python"));
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let config = ConfigFile::from_text(Path::new("bench.toml"), CONFIG);
-    let publisher = runtime.block_on(async {
-        let counter = aws_target::RequestCounter::default();
-        let sdk = moto.sdk_config().await;
-        let s3 = aws_target::s3(&sdk, Some(&counter));
-        anyhow::Ok(Publisher { s3, counter, config: PublishConfig::from_config(&config)?.context("[publish]")? })
-    })?;
+    let publisher = runtime.block_on(Publisher::on(&moto))?;
     let rounds = rounds.max(1);
     let (mut sync_times, mut ours_times, mut sync_first, mut ours_first) = (vec![], vec![], vec![], vec![]);
     let (mut sync_uploads, mut ours_uploads, mut ours_requests) = (0, 0, 0);

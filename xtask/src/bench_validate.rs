@@ -56,125 +56,36 @@ pub fn run(rounds: usize) -> anyhow::Result<()> {
     let validate_bin = release_binary(&root, "validate")?;
 
     // The two commands a user runs on these templates.
-    let ours = || -> anyhow::Result<std::process::Output> {
-        let out = Command::new(&validate_bin)
-            .arg("--repo")
-            .arg(&repo)
-            .args(["--all", "--no-tools", "--no-cache", "--format", "json"])
-            .output()?;
-        if out.status.code() != Some(1) {
-            bail!(
-                "validate should exit 1 (one bad template), got {}: {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(out)
-    };
-    let lint = || -> anyhow::Result<std::process::Output> {
-        let out = Command::new(&cfn_lint).args(["-f", "json", "--"]).args(&files).output()?;
-        if out.stdout.is_empty() && !out.status.success() {
-            bail!("cfn-lint failed: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        Ok(out)
-    };
+    let ours = || validate_json(&validate_bin, &repo);
+    let lint = || cfn_lint_json(&cfn_lint, &files);
     // Both must report the bad template's problem and nothing else (besides our native-only
     // check cfn-lint does not have), or the comparison means nothing.
     let generated = format!("generated-{GENERATED_RESOURCES}.yaml");
     let native_only: Seen = [(generated.clone(), "P1002".to_string(), 1, 1)].into();
-    let check = |native: &[u8], theirs: &[u8]| -> anyhow::Result<Seen> {
-        let native = native_seen(native)?;
-        let theirs = cfn_lint_seen(theirs)?;
-        let shared: Seen = native.difference(&native_only).cloned().collect();
-        if shared != theirs || !native.is_superset(&native_only) {
-            bail!(
-                "validate and cfn-lint disagree:\n  validate {native:?}\n  cfn-lint {theirs:?}\n  (native-only, expected: {native_only:?})"
-            );
-        }
-        if theirs.len() != 1 || theirs.iter().any(|(file, ..)| file != BAD_TEMPLATE) {
-            bail!("expected one shared finding, in {BAD_TEMPLATE}; both said {theirs:?}");
-        }
-        Ok(native)
-    };
     // Warm both (page cache, Python's bytecode cache), untimed, and check what they say.
-    let agreed = check(&ours()?.stdout, &lint()?.stdout)?;
+    let agreed = agree(&ours()?, &lint()?, &native_only)?;
 
     let mut native_times = Vec::new();
     let mut lint_times = Vec::new();
     for round in 0..rounds {
-        let mut time_ours = || -> anyhow::Result<Vec<u8>> {
+        let timed = |side: &dyn Fn() -> anyhow::Result<Vec<u8>>, times: &mut Vec<Duration>| {
             let start = Instant::now();
-            let out = ours()?;
-            native_times.push(start.elapsed());
-            Ok(out.stdout)
-        };
-        let mut time_lint = || -> anyhow::Result<Vec<u8>> {
-            let start = Instant::now();
-            let out = lint()?;
-            lint_times.push(start.elapsed());
-            Ok(out.stdout)
+            let out = side()?;
+            times.push(start.elapsed());
+            anyhow::Ok(out)
         };
         let (native, theirs) = if round % 2 == 0 {
-            let native = time_ours()?;
-            (native, time_lint()?)
+            let native = timed(&ours, &mut native_times)?;
+            (native, timed(&lint, &mut lint_times)?)
         } else {
-            let theirs = time_lint()?;
-            (time_ours()?, theirs)
+            let theirs = timed(&lint, &mut lint_times)?;
+            (timed(&ours, &mut native_times)?, theirs)
         };
-        check(&native, &theirs)?;
+        agree(&native, &theirs, &native_only)?;
     }
-
-    // In process, the files already read: what the library costs, not what a user waits for.
-    let bytes: Vec<(String, PathBuf, Vec<u8>)> = files
-        .iter()
-        .map(|p| {
-            Ok((
-                format!("cfn/{}", p.file_name().context("a file name")?.to_string_lossy()),
-                p.clone(),
-                std::fs::read(p)?,
-            ))
-        })
-        .collect::<anyhow::Result<_>>()?;
-    let mut in_process = Vec::new();
-    for _ in 0..rounds {
-        let start = Instant::now();
-        let mut count = 0;
-        for (name, path, body) in &bytes {
-            count += validate::check_template(name, path, body).len();
-        }
-        in_process.push(start.elapsed());
-        if count != agreed.len() {
-            bail!("the native checks in process found {count} findings, the binary {}", agreed.len());
-        }
-    }
-
-    // The stage on the sample monorepo when nothing changed since the base, and on every
-    // component with the result cache warm (tools off: they only run for changed components).
+    let in_process = in_process_times(&files, rounds, agreed.len())?;
     let sample = root.join(crate::pipeline::SAMPLE_DIR);
-    let mut unchanged = Vec::new();
-    let mut warm_all = Vec::new();
-    if sample.join(".git").exists() {
-        let stage = |args: &[&str]| -> anyhow::Result<Duration> {
-            let start = Instant::now();
-            let out = Command::new(&validate_bin).arg("--repo").arg(&sample).args(args).output()?;
-            if out.status.code() == Some(2) {
-                bail!("validate failed: {}", String::from_utf8_lossy(&out.stderr));
-            }
-            Ok(start.elapsed())
-        };
-        // A run whose diff says nothing changed: base = head.
-        let repo = source_diff::Repo::open(&sample)?;
-        let components = source_diff::Components::load(&sample.join("pipeline.toml"))?;
-        let state_dir = sample.join(".pipeline");
-        let store = run_state::FileStore::open(&state_dir)?;
-        let request = source_diff::BaseRequest { explicit: Some("HEAD".into()), ..Default::default() };
-        source_diff::begin_run(&repo, &components, &request, "HEAD", false, &store, &state_dir)?;
-        stage(&["--all", "--no-tools"])?;
-        for _ in 0..rounds {
-            unchanged.push(stage(&[])?);
-            warm_all.push(stage(&["--all", "--no-tools"])?);
-        }
-    }
+    let (unchanged, warm_all) = stage_times(&validate_bin, &sample, rounds)?;
 
     println!(
         "bench validate: {} templates in {} ({} resources in the generated one, one bad: {BAD_TEMPLATE}), {rounds} rounds",
@@ -203,6 +114,109 @@ pub fn run(rounds: usize) -> anyhow::Result<()> {
         lint_median.as_secs_f64() / native_median.as_secs_f64()
     );
     Ok(())
+}
+
+/// `validate --all --no-tools --no-cache --format json` of the repository: its JSON, which
+/// must say one bad template (exit 1).
+fn validate_json(validate_bin: &Path, repo: &Path) -> anyhow::Result<Vec<u8>> {
+    let out = Command::new(validate_bin)
+        .arg("--repo")
+        .arg(repo)
+        .args(["--all", "--no-tools", "--no-cache", "--format", "json"])
+        .output()?;
+    if out.status.code() != Some(1) {
+        bail!(
+            "validate should exit 1 (one bad template), got {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(out.stdout)
+}
+
+/// `cfn-lint -f json -- FILES`: its JSON.
+fn cfn_lint_json(cfn_lint: &Path, files: &[PathBuf]) -> anyhow::Result<Vec<u8>> {
+    let out = Command::new(cfn_lint).args(["-f", "json", "--"]).args(files).output()?;
+    if out.stdout.is_empty() && !out.status.success() {
+        bail!("cfn-lint failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(out.stdout)
+}
+
+/// What validate found, when it and cfn-lint agree: the bad template's one finding, and
+/// validate's `native_only` besides.
+fn agree(native: &[u8], theirs: &[u8], native_only: &Seen) -> anyhow::Result<Seen> {
+    let native = native_seen(native)?;
+    let theirs = cfn_lint_seen(theirs)?;
+    let shared: Seen = native.difference(native_only).cloned().collect();
+    if shared != theirs || !native.is_superset(native_only) {
+        bail!(
+            "validate and cfn-lint disagree:\n  validate {native:?}\n  cfn-lint {theirs:?}\n  (native-only, expected: {native_only:?})"
+        );
+    }
+    if theirs.len() != 1 || theirs.iter().any(|(file, ..)| file != BAD_TEMPLATE) {
+        bail!("expected one shared finding, in {BAD_TEMPLATE}; both said {theirs:?}");
+    }
+    Ok(native)
+}
+
+/// In process, the files already read: what the library costs, not what a user waits for.
+fn in_process_times(files: &[PathBuf], rounds: usize, expected: usize) -> anyhow::Result<Vec<Duration>> {
+    let bytes: Vec<(String, PathBuf, Vec<u8>)> = files
+        .iter()
+        .map(|p| {
+            Ok((
+                format!("cfn/{}", p.file_name().context("a file name")?.to_string_lossy()),
+                p.clone(),
+                std::fs::read(p)?,
+            ))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let mut in_process = Vec::new();
+    for _ in 0..rounds {
+        let start = Instant::now();
+        let mut count = 0;
+        for (name, path, body) in &bytes {
+            count += validate::check_template(name, path, body).len();
+        }
+        in_process.push(start.elapsed());
+        if count != expected {
+            bail!("the native checks in process found {count} findings, the binary {expected}");
+        }
+    }
+    Ok(in_process)
+}
+
+/// The stage on the sample monorepo when nothing changed since the base, and on every
+/// component with the result cache warm (tools off: they only run for changed components);
+/// nothing when the sample has not been made.
+fn stage_times(validate_bin: &Path, sample: &Path, rounds: usize) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
+    let mut unchanged = Vec::new();
+    let mut warm_all = Vec::new();
+    if !sample.join(".git").exists() {
+        return Ok((unchanged, warm_all));
+    }
+    let stage = |args: &[&str]| -> anyhow::Result<Duration> {
+        let start = Instant::now();
+        let out = Command::new(validate_bin).arg("--repo").arg(sample).args(args).output()?;
+        if out.status.code() == Some(2) {
+            bail!("validate failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(start.elapsed())
+    };
+    // A run whose diff says nothing changed: base = head.
+    let repo = source_diff::Repo::open(sample)?;
+    let components = source_diff::Components::load(&sample.join("pipeline.toml"))?;
+    let state_dir = sample.join(".pipeline");
+    let store = run_state::FileStore::open(&state_dir)?;
+    let request = source_diff::BaseRequest { explicit: Some("HEAD".into()), ..Default::default() };
+    source_diff::begin_run(&repo, &components, &request, "HEAD", false, &store, &state_dir)?;
+    stage(&["--all", "--no-tools"])?;
+    for _ in 0..rounds {
+        unchanged.push(stage(&[])?);
+        warm_all.push(stage(&["--all", "--no-tools"])?);
+    }
+    Ok((unchanged, warm_all))
 }
 
 /// A repository holding the sample's templates, a generated large one and one bad one, committed.

@@ -114,6 +114,10 @@ fn case(
     }
 }
 
+/// `status-report record` of a failed test step of `api` in run `r1`.
+const RECORD_FAILED_TEST: [&str; 11] =
+    ["record", "--run", "r1", "--commit", "abc", "--component", "api", "--step", "test", "--status", "failed"];
+
 /// Every case of the corpus.
 fn cases() -> Vec<Case> {
     let mut cases = unreadable_templates();
@@ -247,21 +251,7 @@ fn bad_inputs() -> Vec<Case> {
             mkfifo(&path);
             path.display().to_string()
         };
-        let args = [
-            "record",
-            "--run",
-            "r1",
-            "--commit",
-            "abc",
-            "--component",
-            "api",
-            "--step",
-            "test",
-            "--status",
-            "failed",
-            "--log",
-            &log,
-        ];
+        let args = [RECORD_FAILED_TEST.as_slice(), &["--log", &log]].concat();
         cases.push(case(
             name,
             Scene::Dir(dir),
@@ -444,23 +434,8 @@ fn redacted_texts() -> Vec<Case> {
     // `status-report record --error/--note` redacts as logs are redacted.
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join(".pipeline");
-    let args = [
-        "record",
-        "--run",
-        "r1",
-        "--commit",
-        "abc",
-        "--component",
-        "api",
-        "--step",
-        "test",
-        "--status",
-        "failed",
-        "--error",
-        "login failed: password=hunter2record",
-        "--note",
-        "key AKIAIOSFODNN7EXAMPLE used",
-    ];
+    let texts = ["--error", "login failed: password=hunter2record", "--note", "key AKIAIOSFODNN7EXAMPLE used"];
+    let args = [RECORD_FAILED_TEST.as_slice(), &texts].concat();
     cases.push(case(
         "record --error/--note with secrets",
         Scene::Dir(dir),
