@@ -57,20 +57,14 @@ fn run(root: &Path, id: &str) -> RunDir {
 }
 
 fn publish(root: &Path, run: &RunDir, endpoint: &str) -> Output {
-    Command::new(BIN)
+    let mut command = Command::new(BIN);
+    command
         .args(["publish", "--env", "dev", "--endpoint-url", endpoint, "--region", "us-east-1"])
         .arg("--repo")
         .arg(root)
         .arg("--run-dir")
-        .arg(&run.path)
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env_remove("AWS_PROFILE")
-        .env_remove("AWS_ENDPOINT_URL")
-        .env("AWS_CONFIG_FILE", "/nonexistent")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-        .output()
-        .unwrap()
+        .arg(&run.path);
+    test_support::only_test_credentials(&mut command).output().unwrap()
 }
 
 fn text(out: &Output) -> String {

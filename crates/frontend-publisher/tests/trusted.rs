@@ -68,21 +68,15 @@ impl Repo {
     /// `frontend-publisher publish --env ENV` with the pipeline's own (test) credentials and
     /// no region of its own: only the config may name one.
     fn publish(&self, env: &str, endpoint: &str) -> Output {
-        Command::new(BIN)
+        let mut command = Command::new(BIN);
+        command
             .args(["publish", "--env", env, "--endpoint-url", endpoint])
             .arg("--repo")
             .arg(self.root())
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
             .env_remove("AWS_SESSION_TOKEN")
             .env_remove("AWS_REGION")
-            .env_remove("AWS_DEFAULT_REGION")
-            .env_remove("AWS_PROFILE")
-            .env_remove("AWS_ENDPOINT_URL")
-            .env("AWS_CONFIG_FILE", "/nonexistent")
-            .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-            .output()
-            .unwrap()
+            .env_remove("AWS_DEFAULT_REGION");
+        test_support::only_test_credentials(&mut command).output().unwrap()
     }
 
     fn deploy_record(&self) -> StepRecord {

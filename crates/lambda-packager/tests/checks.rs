@@ -7,7 +7,10 @@
 use std::path::Path;
 use std::process::Command;
 
-use lambda_packager::{Error, LambdaSettings, Manifest, Packager, Pip};
+use lambda_packager::LambdaSettings;
+
+mod support;
+use support::{begin_run, build};
 
 const HELLO: &str = "def handler(event, context):\n    return 1\n";
 
@@ -23,14 +26,6 @@ fn monorepo(config: &str, files: &[(&str, &str)]) -> (test_support::GitRepo, run
     repo.commit_all("monorepo");
     let run = begin_run(&repo);
     (repo, run)
-}
-
-fn begin_run(repo: &test_support::GitRepo) -> run_state::RunDir {
-    let state = repo.path().join(".pipeline");
-    let handle = source_diff::Repo::open(repo.path()).unwrap();
-    let components = source_diff::Components::load(&repo.path().join("pipeline.toml")).unwrap();
-    let store = run_state::FileStore::open(&state).unwrap();
-    source_diff::begin_run(&handle, &components, &Default::default(), "HEAD", false, &store, &state).unwrap().0
 }
 
 /// Runs the binary on the latest run; gives the exit code and stderr.
@@ -231,17 +226,6 @@ fn a_dependencies_dir_that_does_not_exist_names_the_key_not_a_requirements_file(
     assert!(refused(&repo, &run).contains("fix [lambda] dependencies_dir"));
 }
 
-fn packager(repo: &Path, out: &Path) -> Result<Manifest, Error> {
-    let (_, functions) = LambdaSettings::load(&repo.join("pipeline.toml")).unwrap();
-    let packager = Packager {
-        repo: repo.to_path_buf(),
-        cache_dir: repo.join(".pipeline/cache"),
-        out_dir: out.to_path_buf(),
-        pip: Pip { python: "python3-not-needed".into(), extra_args: Vec::new() },
-    };
-    packager.build(&functions, &|_| {})
-}
-
 fn names(zip: &Path) -> Vec<String> {
     lambda_packager::archive::list(zip).unwrap().into_iter().map(|(name, _)| name).collect()
 }
@@ -275,7 +259,7 @@ fn section_defaults_are_inherited_and_a_function_overrides_them() {
         ),
     );
     let out = repo.path().join("out");
-    packager(repo.path(), &out).unwrap();
+    build(repo.path(), &out).unwrap();
     assert_eq!(names(&out.join("plain.zip")), ["boto3/__init__.py", "data.json", "index.py", "shared/__init__.py"]);
     assert_eq!(names(&out.join("own.zip")), ["index.py", "notes.txt", "special/__init__.py"]);
     assert_eq!(names(&out.join("cached.zip")), ["cached/__init__.py", "data.json", "index.py"]);

@@ -5,13 +5,8 @@ use std::process::Command;
 
 use lambda_packager::Manifest;
 
-fn begin_run(repo: &test_support::GitRepo) -> run_state::RunDir {
-    let state = repo.path().join(".pipeline");
-    let handle = source_diff::Repo::open(repo.path()).unwrap();
-    let components = source_diff::Components::load(&repo.path().join("pipeline.toml")).unwrap();
-    let store = run_state::FileStore::open(&state).unwrap();
-    source_diff::begin_run(&handle, &components, &Default::default(), "HEAD", false, &store, &state).unwrap().0
-}
+mod support;
+use support::begin_run;
 
 fn package(repo: &test_support::GitRepo, run: &run_state::RunDir) -> Manifest {
     let out = Command::new(env!("CARGO_BIN_EXE_lambda-packager")).arg("--repo").arg(repo.path()).output().unwrap();

@@ -8,7 +8,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::Path;
 
-use lambda_packager::{Error, LambdaSettings, Manifest, Packager, Pip};
+use lambda_packager::{Error, Manifest};
+
+mod support;
+use support::build;
 
 fn mkfifo(path: &Path) {
     let status = std::process::Command::new("mkfifo").arg(path).status().unwrap();
@@ -22,18 +25,6 @@ fn repo(functions: &str) -> tempfile::TempDir {
     std::fs::write(repo.path().join("fn/index.py"), "def handler(e, c):\n    return 1\n").unwrap();
     std::fs::write(repo.path().join("pipeline.toml"), functions).unwrap();
     repo
-}
-
-/// Builds every function into `out` (no pip: these functions need none).
-fn build(repo: &Path, out: &Path) -> Result<Manifest, Error> {
-    let (_, functions) = LambdaSettings::load(&repo.join("pipeline.toml")).unwrap();
-    let packager = Packager {
-        repo: repo.to_path_buf(),
-        cache_dir: repo.join(".pipeline/cache"),
-        out_dir: out.to_path_buf(),
-        pip: Pip { python: "python3-not-needed".into(), extra_args: Vec::new() },
-    };
-    packager.build(&functions, &|_| {})
 }
 
 fn one_line(error: &Error) -> String {

@@ -8,6 +8,20 @@ use std::time::Duration;
 use run_state::{FileStore, RunDir, RunFile, Status, Step, Store};
 use test_support::process::{running, wait_for_file};
 
+/// A repository whose second commit changes `api`, configured with `config`, and its run
+/// `run-1` with the diff written.
+fn repo_with_run(config: &str) -> test_support::GitRepo {
+    let repo = test_support::GitRepo::new();
+    repo.commit_files("one", &[("pipeline.toml", config)]);
+    repo.commit_files("two", &[("api/a.py", "1")]);
+    let handle = source_diff::Repo::open(repo.path()).unwrap();
+    let components = source_diff::Components::load(&repo.path().join("pipeline.toml")).unwrap();
+    let diff = source_diff::diff(&handle, &components, &Default::default(), "HEAD", false).unwrap();
+    let run_dir = RunDir::create(&repo.path().join(".pipeline"), "run-1").unwrap();
+    run_dir.write(RunFile::Diff, &serde_json::to_vec(&diff).unwrap()).unwrap();
+    repo
+}
+
 #[test]
 fn a_killed_runner_takes_its_jobs_and_their_children_with_it() {
     let outside = tempfile::tempdir().unwrap();
@@ -22,15 +36,8 @@ fn a_killed_runner_takes_its_jobs_and_their_children_with_it() {
         grandchild = grandchild_pid.display(),
         inner = inner_pid.display(),
     );
-    let repo = test_support::GitRepo::new();
-    repo.commit_files("one", &[("pipeline.toml", config.as_str())]);
-    repo.commit_files("two", &[("api/a.py", "1")]);
-    let handle = source_diff::Repo::open(repo.path()).unwrap();
-    let components = source_diff::Components::load(&repo.path().join("pipeline.toml")).unwrap();
-    let diff = source_diff::diff(&handle, &components, &Default::default(), "HEAD", false).unwrap();
+    let repo = repo_with_run(&config);
     let state = repo.path().join(".pipeline");
-    let run_dir = RunDir::create(&state, "run-1").unwrap();
-    run_dir.write(RunFile::Diff, &serde_json::to_vec(&diff).unwrap()).unwrap();
 
     let mut runner = Command::new(env!("CARGO_BIN_EXE_step-runner"))
         .arg("--repo")
@@ -77,15 +84,8 @@ fn sigterm_cancels_the_step_records_it_and_stops_everything_it_started() {
         shell = shell_pid.display(),
         grandchild = grandchild_pid.display(),
     );
-    let repo = test_support::GitRepo::new();
-    repo.commit_files("one", &[("pipeline.toml", config.as_str())]);
-    repo.commit_files("two", &[("api/a.py", "1")]);
-    let handle = source_diff::Repo::open(repo.path()).unwrap();
-    let components = source_diff::Components::load(&repo.path().join("pipeline.toml")).unwrap();
-    let diff = source_diff::diff(&handle, &components, &Default::default(), "HEAD", false).unwrap();
+    let repo = repo_with_run(&config);
     let state = repo.path().join(".pipeline");
-    let run_dir = RunDir::create(&state, "run-1").unwrap();
-    run_dir.write(RunFile::Diff, &serde_json::to_vec(&diff).unwrap()).unwrap();
 
     let runner = Command::new(env!("CARGO_BIN_EXE_step-runner"))
         .arg("--repo")

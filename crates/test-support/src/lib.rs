@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 pub use faults::{Fault, FaultProxy, Rule};
 pub use git::GitRepo;
 pub use http::http_sink;
-pub use moto::{Moto, health, python};
+pub use moto::{Moto, health, only_test_credentials, python};
 pub use relay::{Relay, Signature};
 
 /// The workspace root.

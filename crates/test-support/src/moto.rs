@@ -133,3 +133,16 @@ pub fn health(endpoint: &str) -> Option<u32> {
     let pid = body.split_once("\"pid\": ")?.1;
     pid.chars().take_while(char::is_ascii_digit).collect::<String>().parse().ok()
 }
+
+/// Gives a command the emulator's test keys and nothing of the machine's AWS setup: no profile,
+/// no endpoint from the environment, no config or credentials file. A binary under test then
+/// reaches only what its arguments name.
+pub fn only_test_credentials(command: &mut Command) -> &mut Command {
+    command
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_ENDPOINT_URL")
+        .env("AWS_CONFIG_FILE", "/nonexistent")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+}
