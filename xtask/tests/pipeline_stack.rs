@@ -102,6 +102,7 @@ fn the_pipeline_template_deploys_into_the_emulator_but_for_what_moto_lacks() {
             "StatusProject",
             "E2EProject",
             "DeployProdProject",
+            "RollbackProject",
             "Pipeline",
             "PipelineRole",
             "PipelineStateRule",
@@ -172,7 +173,16 @@ paths = ["cfn/**"]
     assert_eq!(table["Table"]["KeySchema"][0]["AttributeName"], "pk", "{table}");
     let roles = aws_json(&["iam", "list-roles"], &env);
     let names: Vec<&str> = roles["Roles"].as_array().unwrap().iter().filter_map(|r| r["RoleName"].as_str()).collect();
-    for role in ["DiffRole", "TestRole", "DeployDevRole", "StatusRole", "E2ERole", "DeployProdRole", "ToolkitRole"] {
+    for role in [
+        "DiffRole",
+        "TestRole",
+        "DeployDevRole",
+        "StatusRole",
+        "E2ERole",
+        "DeployProdRole",
+        "ToolkitRole",
+        "RollbackRole",
+    ] {
         let name = names.iter().find(|n| n.contains(role)).unwrap_or_else(|| panic!("no {role} among {names:?}"));
         let policies = aws_json(&["iam", "list-role-policies", "--role-name", name], &env);
         assert_eq!(policies["PolicyNames"].as_array().unwrap().len(), 1, "{role}: {policies}");
