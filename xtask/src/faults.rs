@@ -88,6 +88,25 @@ fn repo_with(files: &[(&str, &str)]) -> GitRepo {
     repo
 }
 
+/// A repository whose `api` component's test runs `test_run`, then a commit of `files` and a
+/// run begun for it.
+fn repo_with_test_run(test_run: &str, message: &str, files: &[(&str, &str)]) -> GitRepo {
+    let config = format!("[components.api]\npaths = [\"api/**\"]\ntest = {{ run = \"{test_run}\" }}\n");
+    let repo = repo_with(&[("pipeline.toml", &config), (".gitignore", ".pipeline/\n")]);
+    let base = repo.head();
+    repo.commit_files(message, files);
+    start_run(&repo, &base);
+    repo
+}
+
+/// `Err` naming the exit and the output unless the binary exited `code`.
+fn exit_code(ran: &Ran, code: i32) -> Result<(), String> {
+    if ran.code != Some(code) {
+        return Err(format!("exit {:?}: {}", ran.code, one_line(&ran.all())));
+    }
+    Ok(())
+}
+
 fn mkfifo(path: &Path) {
     let status = Command::new("mkfifo").arg(path).status().expect("mkfifo runs");
     assert!(status.success(), "mkfifo {}", path.display());
@@ -329,13 +348,7 @@ fn step_leftovers() -> Vec<Case> {
     let mut cases = Vec::new();
 
     // Secrets a test prints with `set -x`: never in the log, the record or the output.
-    let repo = repo_with(&[
-        ("pipeline.toml", "[components.api]\npaths = [\"api/**\"]\ntest = { run = \"sh api/test.sh\" }\n"),
-        (".gitignore", ".pipeline/\n"),
-    ]);
-    let base = repo.head();
-    repo.commit_files("leaky test", &[("api/test.sh", &fixture("set-x-secrets.sh"))]);
-    start_run(&repo, &base);
+    let repo = repo_with_test_run("sh api/test.sh", "leaky test", &[("api/test.sh", &fixture("set-x-secrets.sh"))]);
     let root = repo.path().to_path_buf();
     cases.push(case(
         "secrets in set -x output",
@@ -343,9 +356,7 @@ fn step_leftovers() -> Vec<Case> {
         "step-runner",
         &["--step", "test"],
         move |ran: &Ran| {
-            if ran.code != Some(1) {
-                return Err(format!("exit {:?}: {}", ran.code, one_line(&ran.all())));
-            }
+            exit_code(ran, 1)?;
             no_secret_in(
                 &root.join(".pipeline"),
                 ran,
@@ -357,25 +368,14 @@ fn step_leftovers() -> Vec<Case> {
     // A background process a passing step leaves behind is stopped with the step.
     // A sleep of a length no other process has, so it can be found by its arguments.
     let marker = format!("{}4321", std::process::id());
-    let repo = repo_with(&[
-        (
-            "pipeline.toml",
-            &format!("[components.api]\npaths = [\"api/**\"]\ntest = {{ run = \"sleep {marker} & echo ok\" }}\n"),
-        ),
-        (".gitignore", ".pipeline/\n"),
-    ]);
-    let base = repo.head();
-    repo.commit_files("api", &[("api/a", "1")]);
-    start_run(&repo, &base);
+    let repo = repo_with_test_run(&format!("sleep {marker} & echo ok"), "api", &[("api/a", "1")]);
     cases.push(case(
         "step leaves a background process",
         Scene::Repo(repo),
         "step-runner",
         &["--step", "test"],
         move |ran: &Ran| {
-            if ran.code != Some(0) {
-                return Err(format!("exit {:?}: {}", ran.code, one_line(&ran.all())));
-            }
+            exit_code(ran, 0)?;
             match processes_named(&marker) {
                 Ok(0) => Ok(()),
                 Ok(n) => Err(format!("{n} process(es) outlived the step")),
@@ -442,27 +442,17 @@ fn redacted_texts() -> Vec<Case> {
         "status-report",
         &args,
         move |ran: &Ran| {
-            if ran.code != Some(0) {
-                return Err(format!("exit {:?}: {}", ran.code, one_line(&ran.all())));
-            }
+            exit_code(ran, 0)?;
             no_secret_in(&state, ran, &["hunter2record", "AKIAIOSFODNN7EXAMPLE"])
         },
     ));
 
     // A failing step whose log prints passwords as CLIs take them.
-    let repo = repo_with(&[
-        ("pipeline.toml", "[components.api]\npaths = [\"api/**\"]\ntest = { run = \"sh api/test.sh\" }\n"),
-        (".gitignore", ".pipeline/\n"),
-    ]);
-    let base = repo.head();
-    repo.commit_files("leaky test", &[("api/test.sh", &fixture("password-forms.sh"))]);
-    start_run(&repo, &base);
+    let repo = repo_with_test_run("sh api/test.sh", "leaky test", &[("api/test.sh", &fixture("password-forms.sh"))]);
     let state = repo.path().join(".pipeline");
     cases.push(case("passwords in CLI forms in a log", Scene::Repo(repo), "step-runner", &["--step", "test"], {
         move |ran: &Ran| {
-            if ran.code != Some(1) {
-                return Err(format!("exit {:?}: {}", ran.code, one_line(&ran.all())));
-            }
+            exit_code(ran, 1)?;
             no_secret_in(&state, ran, &["hunter2mysql", "d0ckerS3cretPw", "wJalrXUtnFEMI/K7MDENG/bPxRfiCyEXAMPLEKEY"])
         }
     }));
@@ -485,16 +475,7 @@ fn no_run_and_flood() -> Vec<Case> {
     ));
 
     // A step printing 200 MB: the log keeps its first and last part, with a marker.
-    let repo = repo_with(&[
-        (
-            "pipeline.toml",
-            "[components.api]\npaths = [\"api/**\"]\ntest = { run = \"yes 0123456789abcdef | head -c 209715200\" }\n",
-        ),
-        (".gitignore", ".pipeline/\n"),
-    ]);
-    let base = repo.head();
-    repo.commit_files("api", &[("api/a", "1")]);
-    start_run(&repo, &base);
+    let repo = repo_with_test_run("yes 0123456789abcdef | head -c 209715200", "api", &[("api/a", "1")]);
     let state = repo.path().join(".pipeline");
     cases.push(case(
         "a step prints 200 MB",
@@ -502,9 +483,7 @@ fn no_run_and_flood() -> Vec<Case> {
         "step-runner",
         &["--step", "test"],
         move |ran: &Ran| {
-            if ran.code != Some(0) {
-                return Err(format!("exit {:?}: {}", ran.code, one_line(&ran.all())));
-            }
+            exit_code(ran, 0)?;
             let logs: Vec<PathBuf> = walkdir(&state).into_iter().filter(|p| p.ends_with("logs/api-test.log")).collect();
             let [log] = logs.as_slice() else { return Err(format!("{} api-test logs", logs.len())) };
             let size = std::fs::metadata(log).map_err(|e| e.to_string())?.len();
@@ -562,9 +541,7 @@ fn old_store() -> Vec<Case> {
         &["prune", "--keep-runs", "1"],
         {
             move |ran: &Ran| {
-                if ran.code != Some(0) {
-                    return Err(format!("exit {:?}: {}", ran.code, one_line(&ran.all())));
-                }
+                exit_code(ran, 0)?;
                 let store = run_state::FileStore::open(&state).map_err(|e| e.to_string())?;
                 let mark = store.last_success("dev").map_err(|e| e.to_string())?;
                 if mark.as_ref().map(|m| m.run_id.as_str()) != Some("r2") {
