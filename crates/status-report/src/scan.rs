@@ -21,6 +21,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Read;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -51,10 +52,10 @@ fn step_head_id(line: &[u8]) -> Option<&[u8]> {
 /// `None`, and the line is parsed whole. What is read is checked as the parser checks it (a
 /// text is a string, a count a `u64`, a required field present), so no line the store refuses
 /// is taken. The caller has checked the line is UTF-8 without control characters.
-fn own_shape(line: &str) -> Option<(&str, Parsed<'_>)> {
+fn own_shape<'a>(line: &'a str, quotes: &[u32]) -> Option<(&'a str, Parsed<'a>)> {
     const FIELDS: &[&str] =
         &["kind", "run_id", "commit", "component", "step", "status", "started_at", "ended_at", "details"];
-    let mut c = Cursor { text: line.strip_suffix('\n').unwrap_or(line), at: 0 };
+    let mut c = Cursor { text: line.strip_suffix('\n').unwrap_or(line), at: 0, quotes, next: 0 };
     let (mut run_id, mut component, mut commit) = (None, None, None);
     let (mut step, mut status, mut times, mut details) = (None, None, [None, None], None);
     c.object(FIELDS, |c, field| {
@@ -116,12 +117,15 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 
 /// A place in a line read by [`own_shape`]; each reading `None` where the line leaves the
 /// store's own shape.
-struct Cursor<'a> {
+struct Cursor<'a, 'q> {
     text: &'a str,
     at: usize,
+    /// Where the line's quotes are (it has no backslash), and the next one to read.
+    quotes: &'q [u32],
+    next: usize,
 }
 
-impl<'a> Cursor<'a> {
+impl<'a> Cursor<'a, '_> {
     fn eat(&mut self, token: &str) -> Option<()> {
         let rest = self.text.as_bytes().get(self.at..self.at + token.len())?;
         same(rest, token.as_bytes()).then(|| self.at += token.len())
@@ -129,17 +133,15 @@ impl<'a> Cursor<'a> {
 
     /// A string without escapes.
     fn string(&mut self) -> Option<&'a str> {
-        self.eat("\"")?;
-        let rest = &self.text.as_bytes()[self.at..];
-        // Most strings are short: a plain search before a vectorised one.
-        let end = match rest.iter().take(32).position(|&b| b == b'"' || b == b'\\') {
-            Some(end) => end,
-            None => memchr::memchr2(b'"', b'\\', rest)?,
-        };
-        (rest[end] == b'"').then_some(())?;
-        let text = &self.text[self.at..self.at + end];
-        self.at += end + 1;
-        Some(text)
+        // The line holds no backslash: each quote opens or closes a string.
+        while self.quotes.get(self.next).is_some_and(|&q| (q as usize) < self.at) {
+            self.next += 1;
+        }
+        let (open, close) = (*self.quotes.get(self.next)? as usize, *self.quotes.get(self.next + 1)? as usize);
+        (open == self.at).then_some(())?;
+        self.next += 2;
+        self.at = close + 1;
+        Some(&self.text[open + 1..close])
     }
 
     /// `null`, or what `read` reads.
@@ -343,6 +345,8 @@ struct Run {
     id: Box<str>,
     held: Vec<Held>,
     error: Option<Box<Error>>,
+    /// From its first line's start to its last line's end, in the file.
+    lines: Range<u64>,
 }
 
 /// Every run of the file, in the order of its first line.
@@ -355,6 +359,9 @@ pub(crate) struct Runs {
     slots: HashMap<Box<str>, usize>,
     /// The run of the line before (a run's lines mostly come together).
     last: Option<usize>,
+    /// The lines not in the shape the store writes (the number and place of each), which its
+    /// read of one run refuses unless they hold the run's id.
+    unwritten: Vec<(u64, Range<u64>)>,
 }
 
 /// A step as parsed, before its run and component are looked up.
@@ -389,7 +396,7 @@ pub(crate) fn read(path: &Path) -> Result<Runs, Error> {
     file.lock_shared().map_err(|e| Error::io(path, e))?;
     let mut runs = Runs { path: path.to_path_buf(), ..Runs::default() };
     let mut buffer = vec![0u8; CHUNK];
-    let (mut filled, mut number) = (0, 0u64);
+    let (mut filled, mut number, mut offset) = (0, 0u64, 0u64);
     let mut lines: Vec<std::ops::Range<usize>> = Vec::new();
     loop {
         if filled == buffer.len() {
@@ -417,13 +424,20 @@ pub(crate) fn read(path: &Path) -> Result<Runs, Error> {
         let text = &buffer[..end];
         let parsed: Vec<LineRead> =
             lines.par_iter().with_min_len(256).map(|line| read_line(&text[line.clone()])).collect();
-        for read in parsed {
+        for (read, line) in parsed.into_iter().zip(&lines) {
             number += 1;
-            runs.fold(read, number)?;
+            let bytes = &text[line.clone()];
+            // What the store's read of one run refuses among the lines not of the run.
+            let written = bytes.starts_with(br#"{"kind":""#) && bytes.trim_ascii_end().ends_with(b"}");
+            if bytes.ends_with(b"\n") && !written {
+                runs.unwritten.push((number, offset + line.start as u64..offset + line.end as u64));
+            }
+            runs.fold(read, number, offset + line.start as u64..offset + line.end as u64)?;
         }
         if read == 0 {
             return Ok(runs);
         }
+        offset += end as u64;
         buffer.copy_within(end..filled, 0);
         filled -= end;
     }
@@ -463,15 +477,51 @@ fn read_line(line: &[u8]) -> LineRead<'_> {
 fn step_line(line: &[u8]) -> Result<(Cow<'_, str>, Parsed<'_>), serde_json::Error> {
     // One check of the line for what a JSON string may not hold: control characters (the
     // newline ends the line) and bytes that are not UTF-8.
+    // A line with an escape is left to the parser; in any other, every quote opens or closes
+    // a string, found at once.
     let body = line.strip_suffix(b"\n").unwrap_or(line);
+    let mut quotes = [0u32; 128];
     if body.iter().fold(true, |plain, &b| plain & (b >= 0x20))
-        && let Ok(text) = std::str::from_utf8(line)
-        && let Some((run_id, parsed)) = own_shape(text)
+        && memchr::memchr(b'\\', body).is_none()
+        && let Ok(text) = std::str::from_utf8(body)
+        && let Some(count) = quotes_of(body, &mut quotes)
+        && let Some((run_id, parsed)) = own_shape(text, &quotes[..count])
     {
         return Ok((Cow::Borrowed(run_id), parsed));
     }
     let record = serde_json::from_slice::<StepRecord>(line)?;
     Ok((Cow::Owned(record.run_id.clone()), parsed_of(record)))
+}
+
+/// Where the quotes of `text` are, into `quotes`, eight bytes at a time: how many; `None` when
+/// there are more than it holds (or the line is longer than 4 GiB).
+fn quotes_of(text: &[u8], quotes: &mut [u32; 128]) -> Option<usize> {
+    const LOW: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    const QUOTES: u64 = 0x2222_2222_2222_2222;
+    u32::try_from(text.len()).ok()?;
+    let mut count = 0;
+    let mut chunks = text.chunks_exact(8);
+    let mut base = 0;
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        // A byte of `t` is 0 where the text has a quote: its top bit set in `found`, exactly.
+        let t = u64::from_le_bytes(word) ^ QUOTES;
+        let mut found = !(((t & LOW) + LOW) | t | LOW);
+        while found != 0 {
+            *quotes.get_mut(count)? = (base + found.trailing_zeros() as usize / 8) as u32;
+            count += 1;
+            found &= found - 1;
+        }
+        base += 8;
+    }
+    for (at, &b) in chunks.remainder().iter().enumerate() {
+        if b == b'"' {
+            *quotes.get_mut(count)? = (base + at) as u32;
+            count += 1;
+        }
+    }
+    Some(count)
 }
 
 /// What the figures keep of a record parsed whole.
@@ -500,10 +550,10 @@ impl Runs {
     /// Folds line `number` (counted from 1) into its run. Where the store's index would stop
     /// the read (a line it cannot place in a run), the error is returned; a fault in a line
     /// placed by its head is kept with its run.
-    fn fold(&mut self, read: LineRead, number: u64) -> Result<(), Error> {
+    fn fold(&mut self, read: LineRead, number: u64, place: Range<u64>) -> Result<(), Error> {
         match read {
             LineRead::Step(id, parsed) => {
-                let slot = self.slot(&id);
+                let slot = self.slot(&id, &place);
                 if self.runs[slot].error.is_none() {
                     let component = self.component_of(slot, &parsed.component);
                     let held = Held {
@@ -520,7 +570,7 @@ impl Runs {
                 Ok(())
             }
             LineRead::Fault(id, e) => {
-                let slot = self.slot(&id);
+                let slot = self.slot(&id, &place);
                 if self.runs[slot].error.is_none() {
                     self.runs[slot].error = Some(Box::new(self.corrupt(number, &e)));
                 }
@@ -538,7 +588,7 @@ impl Runs {
     /// A component's place, looked up first among the run's steps (most lines name one).
     fn component_of(&mut self, slot: usize, name: &str) -> u32 {
         let components = &self.components;
-        match self.runs[slot].held.iter().find(|h| *components[h.component as usize] == *name) {
+        match self.runs[slot].held.iter().find(|h| same(components[h.component as usize].as_bytes(), name.as_bytes())) {
             Some(held) => held.component,
             None => self.component(name),
         }
@@ -555,22 +605,82 @@ impl Runs {
     }
 
     /// The place of run `id`, a new one at the end for a run not seen before.
-    fn slot(&mut self, id: &str) -> usize {
-        if let Some(last) = self.last
-            && *self.runs[last].id == *id
-        {
-            return last;
-        }
-        let slot = match self.slots.get(id) {
-            Some(&slot) => slot,
-            None => {
-                self.slots.insert(id.into(), self.runs.len());
-                self.runs.push(Run { id: id.into(), held: Vec::with_capacity(16), error: None });
-                self.runs.len() - 1
-            }
+    /// The place of run `id`, a new one at the end for a run not seen before; `place` (where
+    /// the line is in the file) extends where its lines are.
+    fn slot(&mut self, id: &str, place: &Range<u64>) -> usize {
+        let slot = match self.last {
+            Some(last) if same(self.runs[last].id.as_bytes(), id.as_bytes()) => last,
+            _ => match self.slots.get(id) {
+                Some(&slot) => slot,
+                None => {
+                    self.slots.insert(id.into(), self.runs.len());
+                    self.runs.push(Run { id: id.into(), held: Vec::new(), error: None, lines: place.clone() });
+                    self.runs.len() - 1
+                }
+            },
         };
+        self.runs[slot].lines.end = place.end;
         self.last = Some(slot);
         slot
+    }
+
+    /// The newest run (the last first seen), as [`Store::run_ids`](run_state::Store::run_ids)
+    /// ends.
+    pub(crate) fn newest(&self) -> Option<&str> {
+        self.runs.last().map(|r| &*r.id)
+    }
+
+    /// The records of run `id` as [`Store::run`](run_state::Store::run) reads them (its latest
+    /// state of each step, in pipeline order, a dead runner's step failed), parsed whole from
+    /// its lines' part of the file; none for a run the file does not hold.
+    pub(crate) fn records(&self, id: &str) -> Result<Vec<StepRecord>, Error> {
+        use std::io::{BufRead, Seek};
+        let mut file = File::open(&self.path).map_err(|e| Error::io(&self.path, e))?;
+        file.lock_shared().map_err(|e| Error::io(&self.path, e))?;
+        let finder = memchr::memmem::Finder::new(id.as_bytes());
+        for (number, place) in &self.unwritten {
+            use std::os::unix::fs::FileExt;
+            let mut line = vec![0; (place.end - place.start) as usize];
+            file.read_exact_at(&mut line, place.start).map_err(|e| Error::io(&self.path, e))?;
+            if finder.find(&line).is_none() {
+                let message = format!("line {number}: not a record this store wrote");
+                return Err(Error::Corrupt { path: self.path.clone(), message });
+            }
+        }
+        let Some(&slot) = self.slots.get(id) else { return Ok(Vec::new()) };
+        let lines = &self.runs[slot].lines;
+        file.seek(std::io::SeekFrom::Start(lines.start)).map_err(|e| Error::io(&self.path, e))?;
+        let mut reader = std::io::BufReader::new(file.take(lines.end - lines.start));
+        let (mut line, mut latest) = (Vec::new(), Vec::<StepRecord>::new());
+        loop {
+            line.clear();
+            if reader.read_until(b'\n', &mut line).map_err(|e| Error::io(&self.path, e))? == 0 {
+                break;
+            }
+            // Only a line holding the id can be one of its records (as the store looks for them).
+            if finder.find(&line).is_none() {
+                continue;
+            }
+            let record = if line.starts_with(STEP_KIND) {
+                serde_json::from_slice::<StepRecord>(&line).ok()
+            } else {
+                match serde_json::from_slice::<OtherLine>(&line) {
+                    Ok(OtherLine::Step(record)) => Some(record),
+                    _ => None,
+                }
+            };
+            // The visit read every line, so a line that does not parse here is a torn last one.
+            let Some(record) = record.filter(|r| r.run_id == id) else { continue };
+            match latest.iter().position(|s| s.step == record.step && s.component == record.component) {
+                Some(at) => {
+                    let current = latest.swap_remove(at);
+                    latest.push(run_state::merge_later(current, record));
+                }
+                None => latest.push(record),
+            }
+        }
+        latest.sort_by(|a, b| (a.step, &a.component).cmp(&(b.step, &b.component)));
+        Ok(latest.into_iter().map(StepRecord::with_dead_runner_failed).collect())
     }
 
     /// Hands each run (its id and its steps' facts) to `each`, oldest first, as

@@ -882,6 +882,85 @@ pub fn from_file_store(store: &FileStore, query: Query, policy: StatsPolicy) -> 
     Ok(collector.finish())
 }
 
+/// What `html` reads of a file store, in the one read of [`from_file_store`]: the figures of
+/// `query`, and run `run` (default: the newest) with its records as [`Store::run`] reads them
+/// (none for a run the store does not hold); `None` for a store without runs.
+pub fn from_file_store_with_run(
+    store: &FileStore,
+    run: Option<&str>,
+    query: Query,
+    policy: StatsPolicy,
+) -> Result<(Stats, Option<WithRun>), Error> {
+    let runs = crate::scan::read(store.path()).map_err(Error::Store)?;
+    let run = match run.or(runs.newest()) {
+        Some(id) => Some(WithRun {
+            store: store.clone(),
+            run_id: id.to_string(),
+            records: runs.records(id).map_err(Error::Store)?,
+        }),
+        None => None,
+    };
+    let mut collector = Collector::new(query, policy);
+    runs.visit(|run_id, facts| collector.add_facts(run_id, facts)).map_err(Error::Store)?;
+    Ok((collector.finish(), run))
+}
+
+/// A store with one run already read ([`from_file_store_with_run`]): [`Store::run`] of that
+/// run answers from memory, anything else asks `store`.
+#[derive(Debug)]
+pub struct WithRun {
+    /// The store.
+    pub store: FileStore,
+    /// The run read.
+    pub run_id: String,
+    /// Its records, as `store.run(run_id)` reads them.
+    pub records: Vec<StepRecord>,
+}
+
+impl run_state::ReleaseStore for WithRun {
+    fn put_release(&self, release: &run_state::Release) -> Result<(), run_state::Error> {
+        self.store.put_release(release)
+    }
+    fn releases(&self, env: &str) -> Result<Vec<run_state::Release>, run_state::Error> {
+        self.store.releases(env)
+    }
+}
+
+impl Store for WithRun {
+    fn record(&self, record: &StepRecord) -> Result<(), run_state::Error> {
+        self.store.record(record)
+    }
+    fn run(&self, run_id: &str) -> Result<Vec<StepRecord>, run_state::Error> {
+        if run_id == self.run_id { Ok(self.records.clone()) } else { self.store.run(run_id) }
+    }
+    fn run_ids(&self) -> Result<Vec<String>, run_state::Error> {
+        self.store.run_ids()
+    }
+    fn for_each_run(
+        &self,
+        each: &mut dyn FnMut(&str, Vec<StepRecord>) -> std::ops::ControlFlow<()>,
+    ) -> Result<(), run_state::Error> {
+        self.store.for_each_run(each)
+    }
+    fn mark_success_for(
+        &self,
+        run_id: &str,
+        env: &str,
+        step: Step,
+    ) -> Result<run_state::SuccessMark, run_state::Error> {
+        self.store.mark_success_for(run_id, env, step)
+    }
+    fn last_success(&self, env: &str) -> Result<Option<run_state::SuccessMark>, run_state::Error> {
+        self.store.last_success(env)
+    }
+    fn acquire_lock(&self, name: &str, holder: &str, ttl: Duration) -> Result<(), run_state::Error> {
+        self.store.acquire_lock(name, holder, ttl)
+    }
+    fn release_lock(&self, name: &str, holder: &str) -> Result<(), run_state::Error> {
+        self.store.release_lock(name, holder)
+    }
+}
+
 /// A regression `stats --check` reports.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Alert {

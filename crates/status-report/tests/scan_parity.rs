@@ -147,6 +147,25 @@ fn the_fast_read_gives_the_stores_figures() {
         assert_eq!(fast.to_json(), slow.to_json());
         assert_eq!(stats::check(&fast, &policy), stats::check(&slow, &policy));
     }
+    // `html`'s read: the newest run (or the one asked) with its records as the store reads them
+    // (which refuses a line in another shape unless it holds the run's id).
+    let refused = stats::from_file_store_with_run(&store, Some("run-3"), Query::default(), policy).unwrap_err();
+    let refused = std::error::Error::source(&refused).unwrap();
+    assert_eq!(run_state::error_chain(refused), run_state::error_chain(&store.run("run-3").unwrap_err()));
+    let text = std::fs::read_to_string(store.path()).unwrap();
+    let kept: Vec<&str> = text.split_inclusive('\n').filter(|l| l.starts_with(r#"{"kind":""#)).collect();
+    std::fs::write(store.path(), kept.concat()).unwrap();
+    let ids = store.run_ids().unwrap();
+    let (figures, newest) = stats::from_file_store_with_run(&store, None, Query::default(), policy).unwrap();
+    assert_eq!(figures, stats::from_store(&store, Query::default(), policy).unwrap());
+    let newest = newest.unwrap();
+    assert_eq!((&newest.run_id, &newest.records), (ids.last().unwrap(), &store.run(ids.last().unwrap()).unwrap()));
+    for id in ids.iter().step_by(37).chain([&"run \"5\"".to_string(), &"odd".to_string(), &"none".to_string()]) {
+        let (_, read) = stats::from_file_store_with_run(&store, Some(id), Query::default(), policy).unwrap();
+        let read = read.unwrap();
+        assert_eq!(read.records, store.run(id).unwrap(), "{id}");
+        assert_eq!(read.run(id).unwrap(), read.records);
+    }
 }
 
 #[test]

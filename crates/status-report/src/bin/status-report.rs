@@ -544,16 +544,55 @@ fn html(context: &StageContext, out: &Path, run: Option<&str>, since: &str) -> R
     }
     let policy = policy(context)?;
     let query = stats::Query::new(Some(since), None, &policy, SystemTime::now())?;
-    let (store, run_id) = pick_run(context, run)?;
+    // A file store is read once, the figures and the run together; on any error (or no run),
+    // the store's own reads below say what it is.
+    let file_store = match context.store_choice {
+        StoreChoice::File if context.state_dir.join(FileStore::FILE_NAME).is_file() => Some(context.file_store()?),
+        _ => None,
+    };
+    let fast = match (&file_store, stats::StatsSettings::policy(&context.config)) {
+        (Some(file_store), Ok(thresholds)) => {
+            stats::from_file_store_with_run(file_store, run, query.clone(), thresholds).ok()
+        }
+        _ => None,
+    };
+    let (figures, store, run_id): (_, Arc<dyn Store>, _) = match fast {
+        Some((figures, Some(with_run))) => {
+            let run_id = with_run.run_id.clone();
+            (Some(figures), Arc::new(with_run), run_id)
+        }
+        _ => {
+            let (store, run_id) = pick_run(context, run)?;
+            (None, store, run_id)
+        }
+    };
     let (records, gate) = run_gate(&store, &run_folder(context, &run_id), &policy, None)?;
     if records.is_empty() {
         bail!(Error::UnknownRun { run_id });
     }
-    let figures = trends(context, &store, query, stats::StatsSettings::policy(&context.config)?)?;
+    let figures = match figures {
+        Some(figures) => figures,
+        None => trends(context, &store, query, stats::StatsSettings::policy(&context.config)?)?,
+    };
+    let promotions = promotions(context, &store, &run_id, &policy);
+    let text = page::render(&RunReport::new(&run_id, records, gate), &promotions, &figures);
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let path = out.join(page::FILE_NAME);
+    run_state::write_atomic(&path, text.as_bytes())?;
+    print(&format!("{}\n", path.display()))
+}
+
+/// The deploy decision of each promoted environment for the page; a run that cannot be
+/// decided (no diff) is shown refused, with why.
+fn promotions(
+    context: &StageContext,
+    store: &Arc<dyn Store>,
+    run_id: &str,
+    policy: &GatePolicy,
+) -> Vec<status_report::DeployDecision> {
     let mut promotions = Vec::new();
     for (env, _) in policy.environments.iter().filter(|(_, rule)| rule.after.is_some()) {
-        // A run that cannot be decided (no diff) is shown refused, with why.
-        let decision = run_deploy_decision(&store, &run_folder(context, &run_id), &policy, env).unwrap_or_else(|e| {
+        let decision = run_deploy_decision(store, &run_folder(context, run_id), policy, env).unwrap_or_else(|e| {
             status_report::DeployDecision {
                 environment: env.clone(),
                 step: policy.deploy_step(env),
@@ -564,11 +603,7 @@ fn html(context: &StageContext, out: &Path, run: Option<&str>, since: &str) -> R
         });
         promotions.push(decision);
     }
-    let text = page::render(&RunReport::new(&run_id, records, gate), &promotions, &figures);
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    let path = out.join(page::FILE_NAME);
-    run_state::write_atomic(&path, text.as_bytes())?;
-    print(&format!("{}\n", path.display()))
+    promotions
 }
 
 /// The folder of a run (it may not exist for runs recorded only through `record`).
