@@ -299,7 +299,8 @@ impl Error {
             Error::Aws { operation, target, kind: aws_target::ErrorKind::AccessDenied, source } => {
                 // stack-deployer's S3 calls; every other operation it makes is CloudFormation's.
                 let service = match operation {
-                    "HeadBucket" | "HeadObject" | "PutObject" | "GetObject" => "s3",
+                    "HeadBucket" | "HeadObject" | "PutObject" | "GetObject" | "GetObjectTagging"
+                    | "PutObjectTagging" => "s3",
                     _ => "cloudformation",
                 };
                 let action = aws_target::iam_action(service, operation);

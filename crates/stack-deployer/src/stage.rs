@@ -644,7 +644,9 @@ async fn record_and_retain(
     lookup: &(dyn Fn(&str) -> Option<String> + Sync),
 ) -> Result<crate::retention::Retention, Error> {
     record_release(store, run, head, plan, report, clients, lookup).await?;
-    crate::retention::retain_after_release(context.required_config()?, env, store, &clients.s3).await
+    crate::retention::retain_after_release(context.required_config()?, env, store, &clients.s3)
+        .await
+        .map_err(|error| error.naming_role(plan.role_arn.as_deref()))
 }
 
 /// The components a stack serves (`pipeline` for a stack that names none).
