@@ -161,21 +161,9 @@ fn event(
         .build()
 }
 
-/// Stands in for a failed create with rollback: moto never rolls back and has no resource events.
-#[tokio::test]
-async fn a_rolled_back_create_names_the_root_cause_inside_the_nested_stack() {
-    let (_repo, plan) = plan();
-    let describe = mock!(aws_sdk_cloudformation::Client::describe_stacks)
-        .sequence()
-        .error(no_such_stack)
-        .output(|| stacks(stack(StackStatus::CreateInProgress, "one")))
-        .output(|| stacks(stack(StackStatus::RollbackComplete, "one")))
-        .repeatedly()
-        .build();
-    let ready = mock!(aws_sdk_cloudformation::Client::describe_change_set)
-        .then_output(|| change_set(ChangeSetStatus::CreateComplete, ""));
-    let execute = mock!(aws_sdk_cloudformation::Client::execute_change_set)
-        .then_output(|| ExecuteChangeSetOutput::builder().build());
+/// The root stack's and the nested stack's events of a create rolled back because a function
+/// inside the nested stack failed.
+fn rolled_back_events() -> (Rule, Rule) {
     let root_events = mock!(aws_sdk_cloudformation::Client::describe_stack_events)
         .match_requests(|r| r.stack_name() == Some(STACK_ID))
         .then_output(|| {
@@ -229,6 +217,25 @@ async fn a_rolled_back_create_names_the_root_cause_inside_the_nested_stack() {
                 )))
                 .build()
         });
+    (root_events, nested_events)
+}
+
+/// Stands in for a failed create with rollback: moto never rolls back and has no resource events.
+#[tokio::test]
+async fn a_rolled_back_create_names_the_root_cause_inside_the_nested_stack() {
+    let (_repo, plan) = plan();
+    let describe = mock!(aws_sdk_cloudformation::Client::describe_stacks)
+        .sequence()
+        .error(no_such_stack)
+        .output(|| stacks(stack(StackStatus::CreateInProgress, "one")))
+        .output(|| stacks(stack(StackStatus::RollbackComplete, "one")))
+        .repeatedly()
+        .build();
+    let ready = mock!(aws_sdk_cloudformation::Client::describe_change_set)
+        .then_output(|| change_set(ChangeSetStatus::CreateComplete, ""));
+    let execute = mock!(aws_sdk_cloudformation::Client::execute_change_set)
+        .then_output(|| ExecuteChangeSetOutput::builder().build());
+    let (root_events, nested_events) = rolled_back_events();
     let created = created();
     let clients = clients(&[&describe, &created, &ready, &execute, &root_events, &nested_events]);
     let (report, events) = deploy(&plan, &clients, &options()).await;
@@ -431,18 +438,9 @@ async fn both_ways_of_saying_nothing_to_change_are_a_success() {
     assert_eq!(report.exit_code(), 1);
 }
 
-/// A preview with nested changes and `--no-execute`; then a deploy still in progress when the
-/// wait ends. Recorded: moto's change sets list no nested change sets, and its stacks end at once.
-#[tokio::test]
-async fn no_execute_previews_nested_changes_and_a_long_deploy_times_out() {
-    let (_repo, plan) = plan();
-    let describe = mock!(aws_sdk_cloudformation::Client::describe_stacks)
-        .sequence()
-        .output(|| stacks(stack(StackStatus::UpdateComplete, "other")))
-        .output(|| stacks(stack(StackStatus::UpdateInProgress, "one")))
-        .repeatedly()
-        .build();
-    let created = created();
+/// The root change set (an add, a replacement, a nested stack's change) and the nested one (a
+/// removal), as DescribeChangeSet answers them.
+fn previewed_change_sets() -> (Rule, Rule) {
     let nested_id = "arn:aws:cloudformation:us-east-1:123456789012:changeSet/nested/4444";
     let root = mock!(aws_sdk_cloudformation::Client::describe_change_set)
         .match_requests(|r| r.change_set_name() == Some(CHANGE_SET_ID))
@@ -495,6 +493,22 @@ async fn no_execute_previews_nested_changes_and_a_long_deploy_times_out() {
             ]);
             out
         });
+    (root, nested)
+}
+
+/// A preview with nested changes and `--no-execute`; then a deploy still in progress when the
+/// wait ends. Recorded: moto's change sets list no nested change sets, and its stacks end at once.
+#[tokio::test]
+async fn no_execute_previews_nested_changes_and_a_long_deploy_times_out() {
+    let (_repo, plan) = plan();
+    let describe = mock!(aws_sdk_cloudformation::Client::describe_stacks)
+        .sequence()
+        .output(|| stacks(stack(StackStatus::UpdateComplete, "other")))
+        .output(|| stacks(stack(StackStatus::UpdateInProgress, "one")))
+        .repeatedly()
+        .build();
+    let created = created();
+    let (root, nested) = previewed_change_sets();
     let execute = mock!(aws_sdk_cloudformation::Client::execute_change_set)
         .then_output(|| ExecuteChangeSetOutput::builder().build());
     let events = mock!(aws_sdk_cloudformation::Client::describe_stack_events)
