@@ -479,16 +479,7 @@ fn the_binary_prints_a_dry_run_then_publishes() {
     let bucket = runtime.block_on(bucket(&s3, "fp-binary"));
     let mut repo = Repo::new(&bucket);
     repo.new_run();
-    let run = |extra: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_frontend-publisher"))
-            .args(["publish", "--env", "dev", "--region", "us-east-1", "--endpoint-url", &moto.endpoint])
-            .args(["--repo".as_ref(), repo.root().as_os_str()])
-            .args(extra)
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .output()
-            .unwrap()
-    };
+    let run = |extra: &[&str]| binary(moto, &repo, &[&["publish", "--env", "dev"], extra].concat());
     let dry = run(&["--dry-run"]);
     assert!(dry.status.success(), "{}", String::from_utf8_lossy(&dry.stderr));
     let text = String::from_utf8(dry.stdout).unwrap();
@@ -503,13 +494,7 @@ fn the_binary_prints_a_dry_run_then_publishes() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("uploaded index.html"));
 
     // The check: a bucket that does not block public access is an error finding (exit 1).
-    let check = std::process::Command::new(env!("CARGO_BIN_EXE_frontend-publisher"))
-        .args(["check", "--env", "dev", "--region", "us-east-1", "--endpoint-url", &moto.endpoint])
-        .args(["--repo".as_ref(), repo.root().as_os_str()])
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .output()
-        .unwrap();
+    let check = binary(moto, &repo, &["check", "--env", "dev"]);
     assert_eq!(check.status.code(), Some(1), "{}", String::from_utf8_lossy(&check.stderr));
     let report = String::from_utf8(check.stdout).unwrap();
     assert!(report.contains("P007"), "{report}");
@@ -729,15 +714,14 @@ async fn a_multipart_object_is_compared_by_its_sha256_from_the_manifest_or_its_m
     assert_eq!(counter.count(|op| op == "HeadObject"), 0, "{:?}", counter.snapshot());
 }
 
-/// `frontend-publisher publish --env prod` of the repository, through the binary.
-fn publish_prod(moto: &test_support::Moto, repo: &Repo) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_frontend-publisher"))
-        .args(["publish", "--env", "prod", "--region", "us-east-1", "--endpoint-url", &moto.endpoint])
-        .args(["--repo".as_ref(), repo.root().as_os_str()])
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .output()
-        .unwrap()
+/// `frontend-publisher ARGS` on the repository, in moto's us-east-1, with the test keys only.
+fn binary(moto: &test_support::Moto, repo: &Repo, args: &[&str]) -> std::process::Output {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_frontend-publisher"));
+    command
+        .args(args)
+        .args(["--region", "us-east-1", "--endpoint-url", &moto.endpoint])
+        .args(["--repo".as_ref(), repo.root().as_os_str()]);
+    test_support::only_test_credentials(&mut command).output().unwrap()
 }
 
 /// The run's prod-deploy record.
@@ -788,7 +772,7 @@ fn the_publisher_asks_the_deploy_decision_itself() {
     dev.details.error = Some("bucket gone".into());
     store.record(&dev).unwrap();
     gate::approval::approve(&store, &run.run_id, "alice", None).unwrap();
-    let out = publish_prod(moto, &repo);
+    let out = binary(moto, &repo, &["publish", "--env", "prod"]);
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -812,7 +796,7 @@ fn the_publisher_asks_the_deploy_decision_itself() {
         .unwrap();
     store.record(&run_state::StepRecord::new(&never.run_id, "abc", "infra", Step::Deploy, Status::Passed)).unwrap();
     gate::approval::approve(&store, &never.run_id, "alice", None).unwrap();
-    let out = publish_prod(moto, &repo);
+    let out = binary(moto, &repo, &["publish", "--env", "prod"]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let prod = prod_record(&store, &never);
     assert_eq!((prod.component.as_str(), prod.status), ("frontend", Status::Skipped));
