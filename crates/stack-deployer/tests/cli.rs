@@ -50,13 +50,9 @@ fn the_dry_run_of_the_sample_prints_the_plan_and_changes_nothing() {
     assert!(store.run("run-1").unwrap().is_empty(), "a dry run records nothing");
 }
 
-#[tokio::test]
-async fn a_deploy_records_its_step_writes_the_outputs_and_is_unchanged_the_second_time() {
-    let moto = test_support::Moto::shared();
-    let config = moto.sdk_config().await;
-    let s3 = aws_target::s3(&config, None);
-    let name = format!("sd-cli-{}", std::process::id());
-    s3.create_bucket().bucket(format!("{name}-artifacts")).send().await.unwrap();
+/// A repository with two stacks of one template: `topic` (component `infra`, its label from
+/// `TOPIC_LABEL`) and `site` (`web`), and run `run-1` where `infra` changed and validate passed.
+fn two_stacks(name: &str) -> (tempfile::TempDir, RunDir) {
     let repo = tempfile::tempdir().unwrap();
     std::fs::create_dir(repo.path().join("cfn")).unwrap();
     std::fs::write(
@@ -70,10 +66,22 @@ async fn a_deploy_records_its_step_writes_the_outputs_and_is_unchanged_the_secon
     std::fs::write(repo.path().join("pipeline.toml"), toml).unwrap();
     let run = stage(repo.path(), &["infra"]);
     // The default [gate] requires validate before any deploy; this run passed it.
-    let store = run_state::FileStore::open(&repo.path().join(".pipeline")).unwrap();
-    store
+    run_state::FileStore::open(&repo.path().join(".pipeline"))
+        .unwrap()
         .record(&run_state::StepRecord::new("run-1", "abc", run_state::PIPELINE, Step::Validate, Status::Passed))
         .unwrap();
+    (repo, run)
+}
+
+#[tokio::test]
+async fn a_deploy_records_its_step_writes_the_outputs_and_is_unchanged_the_second_time() {
+    let moto = test_support::Moto::shared();
+    let config = moto.sdk_config().await;
+    let s3 = aws_target::s3(&config, None);
+    let name = format!("sd-cli-{}", std::process::id());
+    s3.create_bucket().bucket(format!("{name}-artifacts")).send().await.unwrap();
+    let (repo, run) = two_stacks(&name);
+    let store = run_state::FileStore::open(&repo.path().join(".pipeline")).unwrap();
 
     // The parameter's environment variable is missing: refused before anything changes.
     let out = deployer(repo.path(), &run, &[]);
