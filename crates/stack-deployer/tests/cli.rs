@@ -81,8 +81,6 @@ async fn a_deploy_records_its_step_writes_the_outputs_and_is_unchanged_the_secon
     let name = format!("sd-cli-{}", std::process::id());
     s3.create_bucket().bucket(format!("{name}-artifacts")).send().await.unwrap();
     let (repo, run) = two_stacks(&name);
-    let store = run_state::FileStore::open(&repo.path().join(".pipeline")).unwrap();
-
     // The parameter's environment variable is missing: refused before anything changes.
     let out = deployer(repo.path(), &run, &[]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
