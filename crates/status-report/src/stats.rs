@@ -1036,9 +1036,15 @@ pub fn check(stats: &Stats, policy: &StatsPolicy) -> Vec<Alert> {
         }
     }
 
-    // Coverage that fell in the last run.
+    alerts.extend(coverage_alerts(stats, policy, &last.run_id));
+    alerts
+}
+
+/// A component's line coverage fallen in the last run by more than the policy allows.
+fn coverage_alerts(stats: &Stats, policy: &StatsPolicy, last: &str) -> Vec<Alert> {
+    let mut alerts = Vec::new();
     for (component, (before, (run_id, now))) in &stats.coverage_last {
-        if run_id != &last.run_id {
+        if run_id != last {
             continue;
         }
         if let Some((earlier_run, before)) = before
@@ -1118,9 +1124,14 @@ impl Stats {
 
     /// The rows of each table: (title, header, rows).
     fn tables(&self) -> Vec<Table> {
-        let opt = |v: Option<f64>| v.map_or_else(|| "n/a".to_string(), secs);
-        let mut tables = Vec::new();
-        tables.push((
+        let mut tables = vec![self.days_table(), self.stages_table(), self.waits_table()];
+        tables.extend(self.trend_tables());
+        tables
+    }
+
+    /// Runs per day.
+    fn days_table(&self) -> Table {
+        (
             "Runs per day",
             vec!["day", "runs", "passed", "failed", "success"],
             self.per_day
@@ -1135,7 +1146,12 @@ impl Stats {
                     ]
                 })
                 .collect(),
-        ));
+        )
+    }
+
+    /// The whole run, then each stage: results and durations.
+    fn stages_table(&self) -> Table {
+        let opt = |v: Option<f64>| v.map_or_else(|| "n/a".to_string(), secs);
         let mut stages = vec![vec![
             "run".to_string(),
             self.runs.passed.to_string(),
@@ -1156,8 +1172,13 @@ impl Stats {
                 opt(s.duration.p95_secs),
             ]
         }));
-        tables.push(("Stages", vec!["stage", "passed", "failed", "skipped", "success", "avg", "p95"], stages));
-        tables.push((
+        ("Stages", vec!["stage", "passed", "failed", "skipped", "success", "avg", "p95"], stages)
+    }
+
+    /// The approval wait and the lead time.
+    fn waits_table(&self) -> Table {
+        let opt = |v: Option<f64>| v.map_or_else(|| "n/a".to_string(), secs);
+        (
             "Waits",
             vec!["what", "count", "avg", "p95"],
             vec![
@@ -1174,8 +1195,13 @@ impl Stats {
                     opt(self.lead_time.p95_secs),
                 ],
             ],
-        ));
-        tables.push((
+        )
+    }
+
+    /// The slowest components, coverage and findings over time.
+    fn trend_tables(&self) -> [Table; 3] {
+        let opt = |v: Option<f64>| v.map_or_else(|| "n/a".to_string(), secs);
+        let slowest = (
             "Slowest components",
             vec!["component", "runs", "avg", "p95"],
             self.slowest_components
@@ -1189,8 +1215,8 @@ impl Stats {
                     ]
                 })
                 .collect(),
-        ));
-        tables.push((
+        );
+        let coverage = (
             "Coverage (lines, the day's last run)",
             vec!["component", "day", "run", "lines", "branches"],
             self.coverage
@@ -1201,16 +1227,16 @@ impl Stats {
                     })
                 })
                 .collect(),
-        ));
-        tables.push((
+        );
+        let findings = (
             "Validate findings (the day's last run)",
             vec!["day", "run", "findings", "failing"],
             self.findings
                 .iter()
                 .map(|f| vec![f.day.clone(), f.run_id.clone(), f.findings.to_string(), f.failing.to_string()])
                 .collect(),
-        ));
-        tables
+        );
+        [slowest, coverage, findings]
     }
 
     /// Plain text tables for a terminal or a log.

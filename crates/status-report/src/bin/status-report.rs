@@ -264,225 +264,292 @@ fn warn(message: &str) {
 fn run(cli: &Cli) -> Result<bool> {
     let context = cli.stage.context_on(&cli.target.target())?;
     match &cli.command {
-        Command::Record(args) => record(&context, args)?,
-        Command::Prune { keep_runs, older_than } => {
-            let rule = run_state::Prune { keep_runs: *keep_runs, older_than: *older_than };
-            let pruned = match &context.store_choice {
-                StoreChoice::File => context.file_store()?.prune(rule, SystemTime::now())?,
-                StoreChoice::DynamoDb { table } => {
-                    // Each environment's latest success is kept: those the gate names, and the default.
-                    let policy = policy(&context)?;
-                    let mut environments: Vec<String> = policy.environments.keys().cloned().collect();
-                    environments.extend(
-                        policy.environments.values().filter_map(|r| r.after.as_ref()).map(|a| a.get_ref().clone()),
-                    );
-                    environments.push(run_state::DEFAULT_SUCCESS_ENV.to_string());
-                    environments.sort();
-                    environments.dedup();
-                    let store = run_state::DynamoStore::connect(&cli.target.target(), table)?;
-                    store.prune(rule, SystemTime::now(), &environments)?
-                }
+        Command::Record(args) => record(&context, args).map(|()| true),
+        Command::Prune { keep_runs, older_than } => prune(cli, &context, keep_runs, older_than),
+        Command::Runs => list_runs(&context),
+        Command::Show { run, format, output } => show(&context, run, format, output),
+        Command::Gate { run } => gate(&context, run),
+        Command::Approve { run, codepipeline: Some(pipeline), execution: Some(execution), refuse, .. } => {
+            approve_codepipeline(cli, &context, run, pipeline, execution, refuse)
+        }
+        Command::Approve { run, by, comment, refuse, .. } => approve(&context, run, by, comment, refuse),
+        Command::RequestApproval { run, summary } => request_approval(&context, run, summary),
+        Command::DeployDecision { run, env } => deploy_decision(&context, run, env),
+        Command::Notify { event, run, topic_arn } => notify_run(cli, &context, event, run, topic_arn),
+        Command::Metrics { run, namespace } => put_metrics(cli, &context, run, namespace),
+        Command::Stats(args) => stats(cli, &context, args),
+        Command::Dashboard { namespace } => dashboard(cli, &context, namespace),
+        Command::Html { out, run, since } => html(&context, out, run.as_deref(), since).map(|()| true),
+        Command::Releases { env } => releases(&context, env),
+        Command::MarkSuccess { run, env } => mark_success(&context, run, env),
+    }
+}
+
+/// `prune`: removes old runs from the store, keeping what must stay.
+fn prune(
+    cli: &Cli,
+    context: &StageContext,
+    keep_runs: &Option<usize>,
+    older_than: &Option<std::time::Duration>,
+) -> Result<bool> {
+    let rule = run_state::Prune { keep_runs: *keep_runs, older_than: *older_than };
+    let pruned = match &context.store_choice {
+        StoreChoice::File => context.file_store()?.prune(rule, SystemTime::now())?,
+        StoreChoice::DynamoDb { table } => {
+            // Each environment's latest success is kept: those the gate names, and the default.
+            let policy = policy(context)?;
+            let mut environments: Vec<String> = policy.environments.keys().cloned().collect();
+            environments
+                .extend(policy.environments.values().filter_map(|r| r.after.as_ref()).map(|a| a.get_ref().clone()));
+            environments.push(run_state::DEFAULT_SUCCESS_ENV.to_string());
+            environments.sort();
+            environments.dedup();
+            let store = run_state::DynamoStore::connect(&cli.target.target(), table)?;
+            store.prune(rule, SystemTime::now(), &environments)?
+        }
+    };
+    let mut out = format!(
+        "removed {} run(s), kept {}; {} -> {} bytes\n",
+        pruned.removed.len(),
+        pruned.kept,
+        pruned.bytes_before,
+        pruned.bytes_after
+    );
+    for (run_id, why) in &pruned.protected {
+        out.push_str(&format!("kept {run_id}: {why}\n"));
+    }
+    print(&out)?;
+    Ok(true)
+}
+
+/// `runs`: every run id with its gate decision, oldest first.
+fn list_runs(context: &StageContext) -> Result<bool> {
+    let policy = policy(context)?;
+    let mut out = String::new();
+    if let Some(store) = context.existing_store()? {
+        // One read of the store for every run, not one per run, one run in memory at a time.
+        let mut failed = None;
+        store.for_each_run(&mut |run_id, records| {
+            let required =
+                match run_folder(context, run_id).read_json::<source_diff::DiffReport>(run_state::RunFile::Diff) {
+                    Ok(diff) => Some(Requirements::from_diff(&diff)),
+                    Err(Error::MissingInput { .. }) => None,
+                    Err(other) => {
+                        failed = Some(other);
+                        return std::ops::ControlFlow::Break(());
+                    }
+                };
+            let gate = status_report::decide(&records, required.as_ref(), &policy);
+            let verdict = match gate.reasons.len() {
+                0 => "passed".to_string(),
+                1 => "refused (1 reason)".to_string(),
+                n => format!("refused ({n} reasons)"),
             };
-            let mut out = format!(
-                "removed {} run(s), kept {}; {} -> {} bytes\n",
-                pruned.removed.len(),
-                pruned.kept,
-                pruned.bytes_before,
-                pruned.bytes_after
-            );
-            for (run_id, why) in &pruned.protected {
-                out.push_str(&format!("kept {run_id}: {why}\n"));
-            }
-            print(&out)?;
+            out.push_str(&format!("{run_id} {verdict}\n"));
+            std::ops::ControlFlow::Continue(())
+        })?;
+        if let Some(error) = failed {
+            return Err(error.into());
         }
-        Command::Runs => {
-            let policy = policy(&context)?;
-            let mut out = String::new();
-            if let Some(store) = context.existing_store()? {
-                // One read of the store for every run, not one per run, one run in memory at a time.
-                let mut failed = None;
-                store.for_each_run(&mut |run_id, records| {
-                    let required = match run_folder(&context, run_id)
-                        .read_json::<source_diff::DiffReport>(run_state::RunFile::Diff)
-                    {
-                        Ok(diff) => Some(Requirements::from_diff(&diff)),
-                        Err(Error::MissingInput { .. }) => None,
-                        Err(other) => {
-                            failed = Some(other);
-                            return std::ops::ControlFlow::Break(());
-                        }
-                    };
-                    let gate = status_report::decide(&records, required.as_ref(), &policy);
-                    let verdict = match gate.reasons.len() {
-                        0 => "passed".to_string(),
-                        1 => "refused (1 reason)".to_string(),
-                        n => format!("refused ({n} reasons)"),
-                    };
-                    out.push_str(&format!("{run_id} {verdict}\n"));
-                    std::ops::ControlFlow::Continue(())
-                })?;
-                if let Some(error) = failed {
-                    return Err(error.into());
-                }
-            }
-            print(&out)?;
+    }
+    print(&out)?;
+    Ok(true)
+}
+
+/// `show`: a run as a table, Markdown, JSON or JUnit XML.
+fn show(context: &StageContext, run: &Option<String>, format: &Format, output: &Option<PathBuf>) -> Result<bool> {
+    let policy = policy(context)?;
+    let (store, run_id) = pick_run(context, run.as_deref())?;
+    let (records, gate) = run_gate(&store, &run_folder(context, &run_id), &policy, None)?;
+    if records.is_empty() {
+        bail!(Error::UnknownRun { run_id });
+    }
+    let report = RunReport::new(&run_id, records, gate);
+    let mut text = match format {
+        Format::Table => report.to_table(),
+        Format::Markdown => report.to_markdown(),
+        Format::Json => report.to_json(),
+        Format::Junit => report.to_junit(),
+    };
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    match output {
+        Some(path) => run_state::write_atomic(path, text.as_bytes())?,
+        None => print(&text)?,
+    }
+    Ok(true)
+}
+
+/// `gate`: the gate's decision of a run (false: refused).
+fn gate(context: &StageContext, run: &Option<String>) -> Result<bool> {
+    let policy = policy(context)?;
+    let (store, run_id) = pick_run(context, run.as_deref())?;
+    let (records, gate) = run_gate(&store, &run_folder(context, &run_id), &policy, None)?;
+    if records.is_empty() {
+        bail!(Error::UnknownRun { run_id });
+    }
+    let mut out = format!("gate: {} (run {run_id})\n", if gate.allowed { "passed" } else { "refused" });
+    for reason in &gate.reasons {
+        out.push_str(&format!("  - {reason}\n"));
+    }
+    print(&out)?;
+    Ok(gate.allowed)
+}
+
+/// `approve --by NAME` (or `--refuse`): records a decision by hand.
+fn approve(
+    context: &StageContext,
+    run: &Option<String>,
+    by: &Option<String>,
+    comment: &Option<String>,
+    refuse: &bool,
+) -> Result<bool> {
+    let by = by.as_deref().unwrap_or_default();
+    let (store, run_id) = pick_run(context, run.as_deref())?;
+    let record = if *refuse {
+        approval::refuse(&store, &run_id, by, comment.as_deref())?
+    } else {
+        approval::approve(&store, &run_id, by, comment.as_deref())?
+    };
+    let verdict = if *refuse { "refused" } else { "approved" };
+    print(&format!("run {run_id} ({}): {verdict} by {by}\n", record.commit))?;
+    Ok(true)
+}
+
+/// `request-approval`: records that a run waits for approval.
+fn request_approval(context: &StageContext, run: &Option<String>, summary: &str) -> Result<bool> {
+    let (store, run_id) = pick_run(context, run.as_deref())?;
+    let commit = store.run(&run_id)?.first().map(|r| r.commit.clone()).unwrap_or_default();
+    approval::request(&store, &run_id, &commit, summary)?;
+    print(&format!("run {run_id}: waiting for approval\n"))?;
+    Ok(true)
+}
+
+/// `deploy-decision`: what may be deployed to an environment (false: refused as a whole).
+fn deploy_decision(context: &StageContext, run: &Option<String>, env: &str) -> Result<bool> {
+    let policy = policy(context)?;
+    let (store, run_id) = pick_run(context, run.as_deref())?;
+    let decision = run_deploy_decision(&store, &run_folder(context, &run_id), &policy, env)?;
+    print(&decision.describe())?;
+    Ok(decision.refused.is_empty())
+}
+
+/// `notify`: publishes a run's report to the SNS topic.
+fn notify_run(
+    cli: &Cli,
+    context: &StageContext,
+    event: &str,
+    run: &Option<String>,
+    topic_arn: &Option<String>,
+) -> Result<bool> {
+    let event: Event = event.parse().map_err(|e: String| anyhow!(e))?;
+    let settings = context.config.section::<NotifySettings>(NotifySettings::SECTION)?;
+    let Some(topic) = topic_arn.clone().or(settings.topic_arn) else {
+        warn("no [notify] topic_arn in the config: nothing published");
+        return Ok(true);
+    };
+    let policy = policy(context)?;
+    let (store, run_id) = pick_run(context, run.as_deref())?;
+    let (records, gate) = run_gate(&store, &run_folder(context, &run_id), &policy, None)?;
+    if records.is_empty() {
+        bail!(Error::UnknownRun { run_id });
+    }
+    let message = notify::message(event, &RunReport::new(&run_id, records, gate));
+    let id = aws(&cli.target, |config| async move {
+        Ok(notify::publish(&aws_target::sns(&config, None), &topic, &message).await?)
+    })?;
+    print(&format!("{id}\n"))?;
+    Ok(true)
+}
+
+/// `metrics`: puts a run's durations and outcomes in CloudWatch.
+fn put_metrics(cli: &Cli, context: &StageContext, run: &Option<String>, namespace: &Option<String>) -> Result<bool> {
+    let settings = context.config.section::<NotifySettings>(NotifySettings::SECTION)?;
+    let Some(namespace) = namespace.clone().or(settings.metrics_namespace) else {
+        warn("no [notify] metrics_namespace in the config: no metrics sent");
+        return Ok(true);
+    };
+    let (store, run_id) = pick_run(context, run.as_deref())?;
+    let metrics = notify::metrics(&store.run(&run_id)?);
+    let sent = aws(&cli.target, |config| async move {
+        Ok(notify::put_metrics(&aws_target::cloudwatch(&config, None), &namespace, &metrics).await?)
+    })?;
+    print(&format!("{sent}\n"))?;
+    Ok(true)
+}
+
+/// `dashboard`: prints the CloudWatch dashboard body.
+fn dashboard(cli: &Cli, context: &StageContext, namespace: &Option<String>) -> Result<bool> {
+    let settings = context.config.section::<NotifySettings>(NotifySettings::SECTION)?;
+    let namespace = namespace
+        .clone()
+        .or(settings.metrics_namespace)
+        .ok_or_else(|| anyhow!("no namespace: pass --namespace or set [notify] metrics_namespace"))?;
+    let region = cli.target.region.clone().or_else(|| std::env::var("AWS_REGION").ok());
+    let region = region.ok_or_else(|| anyhow!("no region: pass --region or set AWS_REGION"))?;
+    print(&format!("{}\n", status_report::dashboard::body(&namespace, &region)))?;
+    Ok(true)
+}
+
+/// `releases`: an environment's releases, the running one marked.
+fn releases(context: &StageContext, env: &str) -> Result<bool> {
+    run_state::check_name("environment", env)?;
+    let releases = match context.existing_store()? {
+        Some(store) => store.releases(env)?,
+        None => Vec::new(),
+    };
+    print(&status_report::releases::render(env, &releases))?;
+    Ok(true)
+}
+
+/// `mark-success`: records that a run's commit reached an environment.
+fn mark_success(context: &StageContext, run: &Option<String>, env: &str) -> Result<bool> {
+    let policy = policy(context)?;
+    let (store, run_id) = pick_run(context, run.as_deref())?;
+    let mark = status_report::mark_success(store.as_ref(), &run_folder(context, &run_id), &policy, env)?;
+    print(&format!("{}\n", mark.commit))?;
+    Ok(true)
+}
+
+/// `approve --codepipeline`: records the approval CodePipeline holds for the execution.
+fn approve_codepipeline(
+    cli: &Cli,
+    context: &StageContext,
+    run: &Option<String>,
+    pipeline: &str,
+    execution: &str,
+    refuse: &bool,
+) -> Result<bool> {
+    if *refuse {
+        bail!("--refuse with --codepipeline: the refusal is CodePipeline's (reject the approval action there)");
+    }
+    let (store, run_id) = pick_run(context, run.as_deref())?;
+    let (p, e) = (pipeline.to_string(), execution.to_string());
+    let found = aws(&cli.target, |config| async move {
+        Ok(codepipeline::approval_of(&aws_sdk_codepipeline::Client::new(&config), &p, &e).await?)
+    })?;
+    let said = found.describe(pipeline, execution);
+    match found {
+        PipelineApproval::Approved { by, comment, .. } => {
+            let comment = comment.map(|c| format!("{c} ({said})")).unwrap_or(said);
+            let record = approval::approve(&store, &run_id, &by, Some(&comment))?;
+            print(&format!("run {run_id} ({}): approved by {by}, as CodePipeline records it\n", record.commit))?;
         }
-        Command::Show { run, format, output } => {
-            let policy = policy(&context)?;
-            let (store, run_id) = pick_run(&context, run.as_deref())?;
-            let (records, gate) = run_gate(&store, &run_folder(&context, &run_id), &policy, None)?;
-            if records.is_empty() {
-                bail!(Error::UnknownRun { run_id });
-            }
-            let report = RunReport::new(&run_id, records, gate);
-            let mut text = match format {
-                Format::Table => report.to_table(),
-                Format::Markdown => report.to_markdown(),
-                Format::Json => report.to_json(),
-                Format::Junit => report.to_junit(),
-            };
-            if !text.ends_with('\n') {
-                text.push('\n');
-            }
-            match output {
-                Some(path) => run_state::write_atomic(path, text.as_bytes())?,
-                None => print(&text)?,
-            }
+        PipelineApproval::Rejected { by, comment, .. } => {
+            let comment = comment.map(|c| format!("{c} ({said})")).unwrap_or(said.clone());
+            approval::refuse(&store, &run_id, &by, Some(&comment))?;
+            warn(&format!("run {run_id}: {said}"));
+            return Ok(false);
         }
-        Command::Gate { run } => {
-            let policy = policy(&context)?;
-            let (store, run_id) = pick_run(&context, run.as_deref())?;
-            let (records, gate) = run_gate(&store, &run_folder(&context, &run_id), &policy, None)?;
-            if records.is_empty() {
-                bail!(Error::UnknownRun { run_id });
-            }
-            let mut out = format!("gate: {} (run {run_id})\n", if gate.allowed { "passed" } else { "refused" });
-            for reason in &gate.reasons {
-                out.push_str(&format!("  - {reason}\n"));
-            }
-            print(&out)?;
-            return Ok(gate.allowed);
-        }
-        Command::Approve {
-            run, codepipeline: Some(pipeline), execution: Some(execution), comment: _, refuse, ..
-        } => {
-            if *refuse {
-                bail!("--refuse with --codepipeline: the refusal is CodePipeline's (reject the approval action there)");
-            }
-            let (store, run_id) = pick_run(&context, run.as_deref())?;
-            let (pipeline, execution) = (pipeline.clone(), execution.clone());
-            let (p, e) = (pipeline.clone(), execution.clone());
-            let found = aws(&cli.target, |config| async move {
-                Ok(codepipeline::approval_of(&aws_sdk_codepipeline::Client::new(&config), &p, &e).await?)
-            })?;
-            let said = found.describe(&pipeline, &execution);
-            match found {
-                PipelineApproval::Approved { by, comment, .. } => {
-                    let comment = comment.map(|c| format!("{c} ({said})")).unwrap_or(said);
-                    let record = approval::approve(&store, &run_id, &by, Some(&comment))?;
-                    print(&format!(
-                        "run {run_id} ({}): approved by {by}, as CodePipeline records it\n",
-                        record.commit
-                    ))?;
-                }
-                PipelineApproval::Rejected { by, comment, .. } => {
-                    let comment = comment.map(|c| format!("{c} ({said})")).unwrap_or(said.clone());
-                    approval::refuse(&store, &run_id, &by, Some(&comment))?;
-                    warn(&format!("run {run_id}: {said}"));
-                    return Ok(false);
-                }
-                PipelineApproval::Undecided { .. } | PipelineApproval::NoApprovalAction => {
-                    let commit = store.run(&run_id)?.first().map(|r| r.commit.clone()).unwrap_or_default();
-                    let mut record = StepRecord::new(&run_id, &commit, PIPELINE, Step::Approval, Status::Failed);
-                    record.ended_at = Some(SystemTime::now());
-                    record.details.error = Some(said.clone());
-                    store.record(&record)?;
-                    warn(&format!("run {run_id}: {said}; production stays refused"));
-                    return Ok(false);
-                }
-            }
-        }
-        Command::Approve { run, by, comment, refuse, .. } => {
-            let by = by.as_deref().unwrap_or_default();
-            let (store, run_id) = pick_run(&context, run.as_deref())?;
-            let record = if *refuse {
-                approval::refuse(&store, &run_id, by, comment.as_deref())?
-            } else {
-                approval::approve(&store, &run_id, by, comment.as_deref())?
-            };
-            let verdict = if *refuse { "refused" } else { "approved" };
-            print(&format!("run {run_id} ({}): {verdict} by {by}\n", record.commit))?;
-        }
-        Command::RequestApproval { run, summary } => {
-            let (store, run_id) = pick_run(&context, run.as_deref())?;
+        PipelineApproval::Undecided { .. } | PipelineApproval::NoApprovalAction => {
             let commit = store.run(&run_id)?.first().map(|r| r.commit.clone()).unwrap_or_default();
-            approval::request(&store, &run_id, &commit, summary)?;
-            print(&format!("run {run_id}: waiting for approval\n"))?;
-        }
-        Command::DeployDecision { run, env } => {
-            let policy = policy(&context)?;
-            let (store, run_id) = pick_run(&context, run.as_deref())?;
-            let decision = run_deploy_decision(&store, &run_folder(&context, &run_id), &policy, env)?;
-            print(&decision.describe())?;
-            return Ok(decision.refused.is_empty());
-        }
-        Command::Notify { event, run, topic_arn } => {
-            let event: Event = event.parse().map_err(|e: String| anyhow!(e))?;
-            let settings = context.config.section::<NotifySettings>(NotifySettings::SECTION)?;
-            let Some(topic) = topic_arn.clone().or(settings.topic_arn) else {
-                warn("no [notify] topic_arn in the config: nothing published");
-                return Ok(true);
-            };
-            let policy = policy(&context)?;
-            let (store, run_id) = pick_run(&context, run.as_deref())?;
-            let (records, gate) = run_gate(&store, &run_folder(&context, &run_id), &policy, None)?;
-            if records.is_empty() {
-                bail!(Error::UnknownRun { run_id });
-            }
-            let message = notify::message(event, &RunReport::new(&run_id, records, gate));
-            let id = aws(&cli.target, |config| async move {
-                Ok(notify::publish(&aws_target::sns(&config, None), &topic, &message).await?)
-            })?;
-            print(&format!("{id}\n"))?;
-        }
-        Command::Metrics { run, namespace } => {
-            let settings = context.config.section::<NotifySettings>(NotifySettings::SECTION)?;
-            let Some(namespace) = namespace.clone().or(settings.metrics_namespace) else {
-                warn("no [notify] metrics_namespace in the config: no metrics sent");
-                return Ok(true);
-            };
-            let (store, run_id) = pick_run(&context, run.as_deref())?;
-            let metrics = notify::metrics(&store.run(&run_id)?);
-            let sent = aws(&cli.target, |config| async move {
-                Ok(notify::put_metrics(&aws_target::cloudwatch(&config, None), &namespace, &metrics).await?)
-            })?;
-            print(&format!("{sent}\n"))?;
-        }
-        Command::Stats(args) => return stats(cli, &context, args),
-        Command::Dashboard { namespace } => {
-            let settings = context.config.section::<NotifySettings>(NotifySettings::SECTION)?;
-            let namespace = namespace
-                .clone()
-                .or(settings.metrics_namespace)
-                .ok_or_else(|| anyhow!("no namespace: pass --namespace or set [notify] metrics_namespace"))?;
-            let region = cli.target.region.clone().or_else(|| std::env::var("AWS_REGION").ok());
-            let region = region.ok_or_else(|| anyhow!("no region: pass --region or set AWS_REGION"))?;
-            print(&format!("{}\n", status_report::dashboard::body(&namespace, &region)))?;
-        }
-        Command::Html { out, run, since } => html(&context, out, run.as_deref(), since)?,
-        Command::Releases { env } => {
-            run_state::check_name("environment", env)?;
-            let releases = match context.existing_store()? {
-                Some(store) => store.releases(env)?,
-                None => Vec::new(),
-            };
-            print(&status_report::releases::render(env, &releases))?;
-        }
-        Command::MarkSuccess { run, env } => {
-            let policy = policy(&context)?;
-            let (store, run_id) = pick_run(&context, run.as_deref())?;
-            let mark = status_report::mark_success(store.as_ref(), &run_folder(&context, &run_id), &policy, env)?;
-            print(&format!("{}\n", mark.commit))?;
+            let mut record = StepRecord::new(&run_id, &commit, PIPELINE, Step::Approval, Status::Failed);
+            record.ended_at = Some(SystemTime::now());
+            record.details.error = Some(said.clone());
+            store.record(&record)?;
+            warn(&format!("run {run_id}: {said}; production stays refused"));
+            return Ok(false);
         }
     }
     Ok(true)
@@ -606,7 +673,6 @@ fn promotions(
     promotions
 }
 
-/// The folder of a run (it may not exist for runs recorded only through `record`).
 /// An age for `prune --older-than`: a number and a unit (`s`, `m`, `h`, `d`, `w`).
 fn parse_age(text: &str) -> std::result::Result<std::time::Duration, String> {
     let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
@@ -623,6 +689,7 @@ fn parse_age(text: &str) -> std::result::Result<std::time::Duration, String> {
     Ok(std::time::Duration::from_secs(number.saturating_mul(seconds)))
 }
 
+/// The folder of a run (it may not exist for runs recorded only through `record`).
 fn run_folder(context: &StageContext, run_id: &str) -> RunDir {
     RunDir { run_id: run_id.to_string(), path: run_state::runs_dir(&context.state_dir).join(run_id) }
 }
