@@ -129,6 +129,22 @@ fn records(repo: &Path, run: &str) -> Vec<StepRecord> {
     FileStore::open(&repo.join(".pipeline")).unwrap().run(run).unwrap()
 }
 
+/// The adopted repository's dry run: every S3 reference mapped to the repository, nested
+/// templates under content-addressed keys, each zip to the key its template reads.
+fn check_adopted_dry_run(plan: &str) {
+    assert!(plan.contains("artifacts (6; each uploaded unless already there):"), "{plan}");
+    assert!(plan.contains("  cfn/database-stack.yaml -> templates/database-stack-"), "{plan}");
+    assert!(plan.contains("  cfn/lambda-stack.yaml -> templates/lambda-stack-"), "{plan}");
+    assert!(plan.contains("  api-handler -> lambda/api-handler.zip ("), "{plan}");
+    assert!(plan.contains("  frontend-builder -> lambda/frontend-builder.zip ("), "{plan}");
+    assert!(
+        plan.contains("    lambda code: api-handler (LambdaStack/ApiHandlerFunction) from lambda/api-handler-")
+            && plan.contains("also uploaded to lambda/api-handler.zip, the key the template reads"),
+        "{plan}"
+    );
+    assert!(plan.contains("    lambda code: frontend-builder (LambdaStack/FrontendBuilderFunction)"), "{plan}");
+}
+
 #[tokio::test]
 async fn s3_url_nested_stacks_and_fixed_key_code_are_deployed_then_a_backend_change_updates_only_its_function() {
     let (repo, name) = adopted("a");
@@ -151,18 +167,7 @@ async fn s3_url_nested_stacks_and_fixed_key_code_are_deployed_then_a_backend_cha
     // content-addressed keys, each zip to the key its template reads, code updated after.
     let out = deployer(repo.path(), &first, &["--dry-run"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let plan = text(&out.stdout);
-    assert!(plan.contains("artifacts (6; each uploaded unless already there):"), "{plan}");
-    assert!(plan.contains("  cfn/database-stack.yaml -> templates/database-stack-"), "{plan}");
-    assert!(plan.contains("  cfn/lambda-stack.yaml -> templates/lambda-stack-"), "{plan}");
-    assert!(plan.contains("  api-handler -> lambda/api-handler.zip ("), "{plan}");
-    assert!(plan.contains("  frontend-builder -> lambda/frontend-builder.zip ("), "{plan}");
-    assert!(
-        plan.contains("    lambda code: api-handler (LambdaStack/ApiHandlerFunction) from lambda/api-handler-")
-            && plan.contains("also uploaded to lambda/api-handler.zip, the key the template reads"),
-        "{plan}"
-    );
-    assert!(plan.contains("    lambda code: frontend-builder (LambdaStack/FrontendBuilderFunction)"), "{plan}");
+    check_adopted_dry_run(&text(&out.stdout));
     assert!(aws.keys(&bucket).await.is_empty(), "a dry run uploads nothing");
 
     let out = deployer(repo.path(), &first, &[]);
@@ -397,6 +402,41 @@ fn stderr_lines(out: &std::process::Output) -> BTreeSet<String> {
     text(&out.stderr).lines().map(str::to_string).collect()
 }
 
+/// The fixed-mode dry run: every nested template and zip at the key the templates read, nothing
+/// under a content-addressed key, each function's code updated from its fixed key.
+fn check_fixed_dry_run(repo: &Path, plan: &str) {
+    assert!(plan.contains("artifacts (15; each uploaded unless already there):"), "{plan}");
+    for nested in DRS_NESTED {
+        let size = std::fs::metadata(repo.join(nested)).unwrap().len();
+        assert!(plan.contains(&format!("  {nested} -> {nested} ({size} bytes, the key the template reads)")), "{plan}");
+    }
+    assert!(
+        plan.contains("    artifact mode: fixed (10 nested template(s) and the functions' zips uploaded to the keys the templates read; a change set every deploy)"),
+        "{plan}"
+    );
+    for (function, ..) in DRS_FUNCTIONS {
+        assert!(plan.contains(&format!("  {function} -> lambda/{function}.zip (")), "{function}: {plan}");
+        assert!(
+            plan.contains(&format!("from lambda/{function}.zip when its CodeSha256 differs\n")),
+            "{function}: {plan}"
+        );
+    }
+    assert!(!plan.contains("templates/") && !plan.contains("also uploaded to"), "{plan}");
+}
+
+/// The master's logical id of the nested stack of a DRS template.
+fn nested_stack_of(template: &str) -> &'static str {
+    ["ApiStack", "OrchestrationStack", "PollerStack", "FrontendStack"][[
+        "cfn/api-stack.yaml",
+        "cfn/orchestration-stack.yaml",
+        "cfn/poller-stack.yaml",
+        "cfn/frontend-stack.yaml",
+    ]
+    .iter()
+    .position(|t| *t == template)
+    .unwrap()]
+}
+
 #[tokio::test]
 async fn fixed_mode_uploads_to_the_keys_the_templates_read_and_updates_only_the_changed_function() {
     let (repo, bucket) = drs("f");
@@ -412,24 +452,7 @@ async fn fixed_mode_uploads_to_the_keys_the_templates_read_and_updates_only_the_
     // a content-addressed key, each function's code updated from its fixed key.
     let out = deployer(repo.path(), &first, &["--dry-run"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let plan = text(&out.stdout);
-    assert!(plan.contains("artifacts (15; each uploaded unless already there):"), "{plan}");
-    for nested in DRS_NESTED {
-        let size = std::fs::metadata(repo.path().join(nested)).unwrap().len();
-        assert!(plan.contains(&format!("  {nested} -> {nested} ({size} bytes, the key the template reads)")), "{plan}");
-    }
-    assert!(
-        plan.contains("    artifact mode: fixed (10 nested template(s) and the functions' zips uploaded to the keys the templates read; a change set every deploy)"),
-        "{plan}"
-    );
-    for (function, ..) in DRS_FUNCTIONS {
-        assert!(plan.contains(&format!("  {function} -> lambda/{function}.zip (")), "{function}: {plan}");
-        assert!(
-            plan.contains(&format!("from lambda/{function}.zip when its CodeSha256 differs\n")),
-            "{function}: {plan}"
-        );
-    }
-    assert!(!plan.contains("templates/") && !plan.contains("also uploaded to"), "{plan}");
+    check_fixed_dry_run(repo.path(), &text(&out.stdout));
     assert!(aws.keys(&bucket).await.is_empty(), "a dry run uploads nothing");
 
     let out = deployer(repo.path(), &first, &[]);
@@ -454,16 +477,7 @@ async fn fixed_mode_uploads_to_the_keys_the_templates_read_and_updates_only_the_
     assert!(body.contains("https://s3.amazonaws.com/${SourceBucket}/cfn/database-stack.yaml"), "{body}");
     let mut physical = BTreeMap::new();
     for (function, _, template, resource) in DRS_FUNCTIONS {
-        let nested = ["ApiStack", "OrchestrationStack", "PollerStack", "FrontendStack"][[
-            "cfn/api-stack.yaml",
-            "cfn/orchestration-stack.yaml",
-            "cfn/poller-stack.yaml",
-            "cfn/frontend-stack.yaml",
-        ]
-        .iter()
-        .position(|t| *t == template)
-        .unwrap()];
-        let name = aws.physical(&stack, &[nested, resource]).await;
+        let name = aws.physical(&stack, &[nested_stack_of(template), resource]).await;
         assert_eq!(name, format!("drs-dev-{function}"));
         let package = package_of(&v1, function);
         assert_eq!(aws.object_sha256(&bucket, &format!("lambda/{function}.zip")).await, Some(package.sha256));
