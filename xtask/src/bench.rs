@@ -202,7 +202,7 @@ fn diff(repo: Option<PathBuf>, config: Option<PathBuf>, rounds: usize) -> anyhow
     let our_median = row("source-diff library (affected + flags)", &our_times);
     let git_call_median = row("one `git diff --name-status` process per pair", &git_calls);
     let our_call_median = row("one `source-diff` process per pair", &our_calls);
-    let start_up_median = row("one `source-diff --version` per pair (start-up)", &start_ups);
+    let start_up_median = row("one `source-diff --version` per pair", &start_ups);
     println!(
         "  ratio in process, source-diff / git: {:.2}x (goal: at most 1.30x)",
         our_median.as_secs_f64() / git_median.as_secs_f64()
