@@ -31,6 +31,24 @@ fn ok(output: &Output) -> String {
     String::from_utf8(output.stdout.clone()).unwrap()
 }
 
+/// `record` of api's test of run r1 as running, once it finished.
+fn record_running_again(root: &Path) -> Output {
+    let args = ["record", "--run", "r1", "--commit", "c0ffee1234567890", "--component", "api"];
+    status_report(root, &[&args[..], &["--step", "test", "--status", "running"]].concat())
+}
+
+/// The first notification the HTTP subscriber receives (after moto's subscription
+/// confirmation, if any).
+fn notification(received: &std::sync::mpsc::Receiver<String>) -> serde_json::Value {
+    loop {
+        let body = received.recv_timeout(Duration::from_secs(10)).expect("no SNS notification arrived");
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if json["Type"] == "Notification" {
+            return json;
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_run_recorded_in_dynamodb_is_published_to_sns() {
     let moto = Moto::shared();
@@ -79,24 +97,7 @@ async fn a_failed_run_recorded_in_dynamodb_is_published_to_sns() {
     // A finished step is not recorded again by a late writer: one error line, exit 2.
     let late = tokio::task::spawn_blocking({
         let root = root.clone();
-        move || {
-            status_report(
-                &root,
-                &[
-                    "record",
-                    "--run",
-                    "r1",
-                    "--commit",
-                    "c0ffee1234567890",
-                    "--component",
-                    "api",
-                    "--step",
-                    "test",
-                    "--status",
-                    "running",
-                ],
-            )
-        }
+        move || record_running_again(&root)
     })
     .await
     .unwrap();
@@ -115,13 +116,7 @@ async fn a_failed_run_recorded_in_dynamodb_is_published_to_sns() {
     assert!(!id.trim().is_empty());
 
     // The subscriber got the notification (after moto's subscription confirmation, if any).
-    let notification = loop {
-        let body = received.recv_timeout(Duration::from_secs(10)).expect("no SNS notification arrived");
-        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
-        if json["Type"] == "Notification" {
-            break json;
-        }
-    };
+    let notification = notification(&received);
     assert_eq!(notification["Subject"], "Pipeline FAILED: run r1 (c0ffee123456)");
     let text = notification["Message"].as_str().unwrap();
     assert!(text.contains("api") && text.contains("1 failed"), "{text}");
