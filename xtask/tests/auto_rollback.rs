@@ -94,21 +94,23 @@ fn config(repo: &Path, rollback_on: bool) -> String {
     wanted
 }
 
-/// Release 2: the root template gains a resource, the API handler's code changes, and the
-/// API's end-to-end check fails.
-fn break_release_2(repo: &test_support::GitRepo) -> String {
+/// Release 2: the root template gains a resource (when `template`), the API handler's code
+/// changes, and the API's end-to-end check fails.
+fn break_release_2(repo: &test_support::GitRepo, template: bool) -> String {
     let root = repo.path();
-    let master = std::fs::read_to_string(root.join("cfn/master.yaml")).unwrap();
-    // A resource with no properties: moto fails on SSM parameters here (an unnamed one is
-    // created again on each read of the stack's resources and every DescribeStackResource of
-    // the root stack answers an empty 500; a named one deployed again after a rollback is
-    // never created, and the next rollback's delete fails with ParameterNotFound).
-    let marker = "Resources:\n  ReleaseMarker:\n    Type: AWS::CloudFormation::WaitConditionHandle\n";
-    repo.write("cfn/master.yaml", &master.replace("Resources:\n", marker));
+    if template {
+        let master = std::fs::read_to_string(root.join("cfn/master.yaml")).unwrap();
+        // A resource with no properties: moto fails on SSM parameters here (an unnamed one is
+        // created again on each read of the stack's resources and every DescribeStackResource of
+        // the root stack answers an empty 500; a named one deployed again after a rollback is
+        // never created, and the next rollback's delete fails with ParameterNotFound).
+        let marker = "Resources:\n  ReleaseMarker:\n    Type: AWS::CloudFormation::WaitConditionHandle\n";
+        repo.write("cfn/master.yaml", &master.replace("Resources:\n", marker));
+    }
     let handler = std::fs::read_to_string(root.join("lambda/api-handler/index.py")).unwrap();
     repo.write("lambda/api-handler/index.py", &format!("{handler}\n# release 2\n"));
     repo.write("tests/e2e/api_smoke.py", "import sys\nsys.exit(\"release 2 breaks the API\")\n");
-    repo.commit_all("release 2: a template, a handler change and a failing API")
+    repo.commit_all("release 2: a handler change and a failing API")
 }
 
 /// The failed run's own records: its E2E failed, its `pipeline` deploy step failed naming the
@@ -159,7 +161,7 @@ fn a_failing_e2e_rolls_dev_back_to_its_previous_release() {
     let state1 = state(endpoint);
 
     // Release 2 without rollback_on: red, nothing rolled back.
-    let commit2 = break_release_2(&repo);
+    let commit2 = break_release_2(&repo, true);
     let out = pipeline(root, endpoint);
     assert_eq!(out.status.code(), Some(1), "E2E fails: {}", text(&out));
     assert!(text(&out).contains("does not roll back on it"), "{}", text(&out));
@@ -316,4 +318,63 @@ fn a_failing_production_site_check_rolls_production_back() {
         "{rolled:#?}"
     );
     assert_eq!(store.last_success("prod").unwrap().unwrap().commit, p1.commit);
+}
+
+/// The CodeBuild path as the buildspecs run it (`cargo xtask codebuild`, one stage at a time):
+/// release 1 through every stage to production, then release 2, whose E2E fails, through the
+/// E2E stage: the stage fails, and its `post_build` (`rollback --env dev --after-failed-check`)
+/// has put dev back to release 1's code and root template, recorded in the run and in a
+/// rollback run of its own.
+#[test]
+fn the_e2e_stage_in_codebuild_rolls_dev_back_after_a_failing_e2e() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let repo = test_support::sample_monorepo();
+    let root = repo.path();
+    repo.git(&["branch", "-M", "main"]);
+    std::fs::write(root.join("lambda/requirements.txt"), "# none\n").unwrap();
+    config(root, true);
+    repo.git(&["commit", "-q", "-a", "--amend", "--no-edit"]);
+    let moto = test_support::Moto::start();
+    let endpoint = moto.endpoint.as_str();
+    let mut env = support::pipeline_env(endpoint);
+    env.extend(
+        [
+            ("ARTIFACT_BUCKET", "xtask-auto-rollback"),
+            ("APPROVED_BY", "alice"),
+            ("CFN_ROLE_ARN", "arn:aws:iam::123456789012:role/xtask-contract-cfn"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned())),
+    );
+    for bucket in ["xtask-auto-rollback", "pipeline-dashboard-artifacts-dev", "pipeline-dashboard-artifacts-prod"] {
+        support::aws_json(&["s3api", "create-bucket", "--bucket", bucket], &env);
+    }
+    support::codebuild_run(root, &env);
+    let state1 = state(endpoint);
+
+    // The code only: a root template change made the emulator answer DescribeStackResource of
+    // the nested LambdasStack with empty 500s in this path's second deploy.
+    let commit2 = break_release_2(&repo, false);
+    let rehearsal = support::Rehearsal::new(root, env.clone());
+    let mut e2e = None;
+    for &(buildspec, previous) in support::CODEBUILD_ORDER {
+        let (ok, out, text) = rehearsal.stage(buildspec, previous);
+        if buildspec == "e2e.yml" {
+            assert!(!ok, "the E2E stage stays failed: {text}");
+            assert!(text.contains("`dev` rolled back from release"), "{text}");
+            e2e = Some(out);
+            break;
+        }
+        assert!(ok, "{buildspec}: {text}");
+    }
+    let now = state(endpoint);
+    assert_eq!(now.code, state1.code);
+    assert_eq!((&now.template, &now.parameters), (&state1.template, &state1.parameters));
+    let store = FileStore::open(&e2e.unwrap().join("artifacts/.pipeline")).unwrap();
+    let releases = store.releases("dev").unwrap();
+    let [.., failed, rolled] = releases.as_slice() else { panic!("{releases:#?}") };
+    assert_eq!(failed.commit, commit2);
+    assert_eq!(rolled.rollback.as_ref().map(|r| r.from.as_str()), Some(failed.id.as_str()));
+    let records = store.run(&failed.id).unwrap();
+    let marker = find(&records, PIPELINE, Step::Deploy).expect("the rollback in the failed run");
+    assert!(marker.details.error.as_deref().is_some_and(|e| e.starts_with("e2e failed in run")), "{records:#?}");
 }

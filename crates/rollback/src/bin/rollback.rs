@@ -26,8 +26,15 @@ struct Args {
     #[command(flatten)]
     choice: rollback::cli::Choice,
     /// Rebuild the environment's releases in the store from the artifact bucket's
-    /// `releases/ENV/` objects (a lost store), then stop.
-    #[arg(long, value_name = "BUCKET", conflicts_with_all = ["to", "steps", "resume", "dry_run"])]
+    /// `releases/ENV/` objects (a lost store; a file store that holds one execution's releases
+    /// only), then stop [default BUCKET: the environment's artifact bucket].
+    #[arg(
+        long,
+        value_name = "BUCKET",
+        num_args = 0..=1,
+        default_missing_value = "",
+        conflicts_with_all = ["to", "steps", "resume", "dry_run"]
+    )]
     rebuild_from: Option<String>,
     /// After a run's post-deploy checks (CodeBuild's E2E and DeployProd stages, on failure):
     /// when a check of the run failed (e2e, the environment's site check) that the environment's
@@ -75,6 +82,12 @@ fn run(args: Args) -> anyhow::Result<u8> {
         (None, true) => Some(context.run_dir(None)?.run_id),
         (None, false) => None,
     };
+    let rebuild_from = match args.rebuild_from.as_deref() {
+        Some("") => {
+            Some(stack_deployer::DeploySettings::from_config(config)?.environment(config, env)?.artifact_bucket)
+        }
+        other => other.map(str::to_owned),
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let done = runtime.block_on(async {
         let config = aws_target::load(&target).await?;
@@ -84,7 +97,7 @@ fn run(args: Args) -> anyhow::Result<u8> {
             lambda: aws_target::lambda(&config, None),
             cloudfront: Some(aws_target::cloudfront(&config, None)),
         };
-        if let Some(bucket) = &args.rebuild_from {
+        if let Some(bucket) = &rebuild_from {
             return anyhow::Ok(Done::Rebuilt(rollback::rebuild_store(&clients.s3, bucket, env, &store).await?));
         }
         let on_event = |e| eprint!("{}", rollback::cli::render(e).unwrap_or_default());
