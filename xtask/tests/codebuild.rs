@@ -556,7 +556,11 @@ fn the_cloudformation_role_creates_only_bounded_roles_and_passes_them_only_to_th
     let deploy = resource(&resources, "DeployRole");
     let trust = deploy.get("Properties").unwrap().get("AssumeRolePolicyDocument").unwrap();
     let statement = &statements(trust)[0];
-    assert_eq!(words(statement.get("Principal").and_then(|p| p.get("AWS"))), ["DeployPrincipalArn"]);
+    // The pipeline's DeployProdRole, and its RollbackRole only when that parameter is given.
+    assert_eq!(
+        words(statement.get("Principal").and_then(|p| p.get("AWS"))),
+        ["HasRollbackPrincipal", "DeployPrincipalArn", "RollbackPrincipalArn", "DeployPrincipalArn"]
+    );
     let external_id =
         statement.get("Condition").and_then(|c| c.get("StringEquals")).and_then(|c| c.get("sts:ExternalId"));
     assert_eq!(words(external_id), ["ExternalId"]);
@@ -648,16 +652,26 @@ fn the_pipeline_template_keeps_each_stage_to_its_own_artifacts_records_and_secre
             .trim_end_matches("Arn")
             .trim_end_matches('.')
             .to_owned();
-        let output = &outputs[key];
         let role = resource(&resources, &role_name);
         let written: Vec<String> =
             writes(&role).into_iter().filter(|r| r.starts_with("${ArtifactBucket.Arn}")).collect();
-        let mut own = vec![format!("${{ArtifactBucket.Arn}}/*/{output}/*")];
-        // The toolkit's binaries, kept per version: only their builder writes them (DeployProd
-        // runs what that prefix holds).
-        if output == "Toolkit" {
-            own.push("${ArtifactBucket.Arn}/toolkit-cache/*".to_owned());
-        }
+        let own = match outputs.get(key) {
+            // The one project outside the pipeline, started by hand: it writes no stage's
+            // artifact, only the file store's copy its rollback moves back.
+            None => {
+                assert_eq!(key, "RollbackProject", "a project no pipeline action runs");
+                vec!["${ArtifactBucket.Arn}/pipeline-state/*".to_owned()]
+            }
+            Some(output) => {
+                let mut own = vec![format!("${{ArtifactBucket.Arn}}/*/{output}/*")];
+                // The toolkit's binaries, kept per version: only their builder writes them
+                // (DeployProd runs what that prefix holds).
+                if output == "Toolkit" {
+                    own.push("${ArtifactBucket.Arn}/toolkit-cache/*".to_owned());
+                }
+                own
+            }
+        };
         assert_eq!(written, own, "{role_name} ({key})");
         // Reading the status table is every stage's; writing is bound to partitions.
         for statement in statements(&role).iter().chain(statements(&common).iter()).filter(|s| is_allow(s)) {
@@ -675,8 +689,12 @@ fn the_pipeline_template_keeps_each_stage_to_its_own_artifacts_records_and_secre
                     .and_then(|c| c.get("dynamodb:LeadingKeys")),
             );
             assert!(!keys.is_empty(), "{role_name}: a write to the status table without a partition condition");
+            // A rollback moves an environment's success mark back with it (the next diff base).
             if keys.iter().any(|k| k == "success#*") {
-                assert_eq!(role_name, "DeployProdRole", "only production's deploy marks a success");
+                assert!(
+                    ["DeployProdRole", "RollbackRole"].contains(&role_name.as_str()),
+                    "only production's deploy and a rollback mark a success: {role_name}"
+                );
             }
         }
     }
@@ -717,7 +735,7 @@ fn the_pipeline_template_keeps_each_stage_to_its_own_artifacts_records_and_secre
         .filter(|(_, p)| p.get("NoEcho").is_some())
         .map(|(k, _)| k.name.clone())
         .collect();
-    let mut external_id = None;
+    let mut external_id = Vec::new();
     for (key, project) in
         resources.iter().filter(|(_, r)| r.get("Type").and_then(Node::as_str) == Some("AWS::CodeBuild::Project"))
     {
@@ -730,14 +748,14 @@ fn the_pipeline_template_keeps_each_stage_to_its_own_artifacts_records_and_secre
                 "{key}: the NoEcho {value} as a plaintext variable"
             );
             if var.get("Name").and_then(Node::as_str) == Some("PROD_EXTERNAL_ID") {
-                external_id = Some((key.clone(), kind.to_owned(), value));
+                external_id.push((key.clone(), kind.to_owned(), value));
             }
         }
     }
-    assert_eq!(
-        external_id,
-        Some(("DeployProdProject".into(), "PARAMETER_STORE".into(), "ProdExternalIdParameter".into()))
-    );
+    // Production's deploy and the rollback (which reaches production through the same role).
+    let from_parameter_store =
+        |project: &str| (project.to_owned(), "PARAMETER_STORE".to_owned(), "ProdExternalIdParameter".to_owned());
+    assert_eq!(external_id, [from_parameter_store("DeployProdProject"), from_parameter_store("RollbackProject")]);
 }
 
 /// The buildspecs pass what the template gives them: the execution role to every stack deploy,

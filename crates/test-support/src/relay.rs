@@ -18,6 +18,8 @@ pub struct Signature {
     pub region: String,
     /// The service (`s3`, `cloudformation`, `sts` …).
     pub service: String,
+    /// The request's first line (`PUT /bucket/key?tagging HTTP/1.1`): which call it was.
+    pub request: String,
 }
 
 /// The relay: point a binary's `--endpoint-url` at [`Relay::endpoint`].
@@ -62,10 +64,16 @@ impl Relay {
                 let credential = line.split("Credential=").nth(1).unwrap_or_default();
                 let parts: Vec<&str> = credential.split(['/', ',']).collect();
                 assert!(parts.len() >= 4, "an Authorization header without a SigV4 credential: {line}");
+                let head = &original[..start];
+                let request = head
+                    .rfind(" HTTP/1.1\r\n")
+                    .map(|end| &head[head[..end].rfind("\r\n").map_or(0, |i| i + 2)..end])
+                    .unwrap_or_default();
                 out.push(Signature {
                     key: parts[0].to_owned(),
                     region: parts[2].to_owned(),
                     service: parts[3].to_owned(),
+                    request: request.to_owned(),
                 });
                 from = start;
             }
