@@ -56,6 +56,29 @@ async fn stack(cf: &aws_sdk_cloudformation::Client, name: &str) -> (String, Vec<
     (status, left)
 }
 
+/// The repository's `pipeline.toml`: one stack `setting` of component `infra`.
+fn write_config(repo: &Path, name: &str) {
+    std::fs::write(
+        repo.join("pipeline.toml"),
+        format!(
+            "[deploy]\nartifact_bucket = \"{name}-artifacts\"\n[deploy.stacks.setting]\ntemplate = \"cfn/setting.yaml\"\n\
+             stack_name = \"{name}-{{env}}\"\ncomponents = [\"infra\"]\n"
+        ),
+    )
+    .unwrap();
+}
+
+/// The faults a call is tried with: every call cut after it reached the emulator; the writes
+/// also throttled.
+fn faults_for(call: &str) -> Vec<Fault> {
+    let writes = ["CreateChangeSet", "ExecuteChangeSet", "PUT "];
+    if writes.iter().any(|w| call.contains(w)) {
+        vec![Fault::ResetAfter, Fault::Status(503)]
+    } else {
+        vec![Fault::ResetAfter]
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_deploy_cut_at_any_call_settles_and_the_next_run_completes_it() {
     let moto = test_support::Moto::shared();
@@ -65,14 +88,7 @@ async fn a_deploy_cut_at_any_call_settles_and_the_next_run_completes_it() {
     let cf = aws_target::cloudformation(&config, None);
     let repo = tempfile::tempdir().unwrap();
     std::fs::create_dir(repo.path().join("cfn")).unwrap();
-    std::fs::write(
-        repo.path().join("pipeline.toml"),
-        format!(
-            "[deploy]\nartifact_bucket = \"{name}-artifacts\"\n[deploy.stacks.setting]\ntemplate = \"cfn/setting.yaml\"\n\
-             stack_name = \"{name}-{{env}}\"\ncomponents = [\"infra\"]\n"
-        ),
-    )
-    .unwrap();
+    write_config(repo.path(), &name);
     // What the stack holds: its template's value (the emulator cannot describe the resource).
     let deployed = || async {
         let template = cf.get_template().stack_name(format!("{name}-dev")).send().await.unwrap();
@@ -97,14 +113,7 @@ async fn a_deploy_cut_at_any_call_settles_and_the_next_run_completes_it() {
     let mut version = 1;
     let mut failed = 0;
     for (n, call) in calls.iter().enumerate() {
-        // Every call cut after it reached the emulator; the writes also throttled.
-        let writes = ["CreateChangeSet", "ExecuteChangeSet", "PUT "];
-        let faults = if writes.iter().any(|w| call.contains(w)) {
-            vec![Fault::ResetAfter, Fault::Status(503)]
-        } else {
-            vec![Fault::ResetAfter]
-        };
-        for fault in faults {
+        for fault in faults_for(call) {
             version += 1;
             let value = format!("v{version}");
             std::fs::write(repo.path().join("cfn/setting.yaml"), template(&value)).unwrap();
