@@ -204,7 +204,9 @@ fn a_failing_e2e_rolls_dev_back_to_its_previous_release() {
     assert_eq!(state(endpoint), state2, "refused: nothing changed");
     copy(&aside, &key);
 
+    let started = std::time::Instant::now();
     let after = rollback_binary(root, endpoint, &["--env", "dev", "--after-failed-check", "--run", &run2]);
+    eprintln!("rollback --after-failed-check (dev, emulator): {:.1} s", started.elapsed().as_secs_f64());
     assert_eq!(after.status.code(), Some(0), "{}", text(&after));
     let back = state(endpoint);
     assert_eq!(back.code, state1.code, "{}", text(&after));
