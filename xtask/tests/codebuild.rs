@@ -1106,7 +1106,9 @@ fn the_toolkit_stage_builds_each_version_once_and_fetches_it_after() {
         assert!(output.status.success(), "{text}");
         let exported = std::fs::read_to_string(out.join("exported.env")).unwrap();
         let calls = std::fs::read_to_string(&log).unwrap_or_default().lines().count();
-        assert!(out.join("artifacts/bin/stack-deployer").is_file(), "{text}");
+        for name in TOOLKIT {
+            assert!(out.join("artifacts/bin").join(name).is_file(), "the toolkit lacks {name}: {text}");
+        }
         (exported, calls, text)
     };
     let (first, calls, text) = run(1);
