@@ -148,6 +148,7 @@ static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// - with `rollback_on` committed, `cargo xtask pipeline` rolls dev back by itself, its run
 ///   red, its report (the notification's body) naming the failed check and the rollback.
 #[test]
+#[allow(clippy::print_stderr)] // the rollback's wall time, shown with --nocapture
 fn a_failing_e2e_rolls_dev_back_to_its_previous_release() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let moto = test_support::Moto::start();
