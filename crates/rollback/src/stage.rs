@@ -36,7 +36,7 @@ pub struct Options {
     pub emergency: bool,
     /// Go on with an approved rollback run.
     pub resume: Option<String>,
-    /// The first pause between a stack's polls ([`FIRST_POLL`] when unset).
+    /// The first pause between a stack's polls (250 ms, doubled up to 10 s, when unset).
     pub first_poll: Option<Duration>,
     /// Why an automated rollback runs (`crate::after_failed_check`): no approval is asked (the
     /// release it restores was deployed before), and the rollback's records say it.
