@@ -62,21 +62,17 @@ region = "us-east-1"
 }
 
 fn deployer(repo: &Path, run: &RunDir, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .arg("--repo")
-        .arg(repo)
-        .arg("--run-dir")
-        .arg(&run.path)
-        .args(["--env", "dev", "--endpoint-url", &test_support::Moto::shared().endpoint])
-        .args(args)
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env_remove("AWS_PROFILE")
-        .env_remove("AWS_ENDPOINT_URL")
-        .env("AWS_CONFIG_FILE", "/nonexistent")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-        .output()
-        .unwrap()
+    test_support::only_test_credentials(
+        Command::new(BIN)
+            .arg("--repo")
+            .arg(repo)
+            .arg("--run-dir")
+            .arg(&run.path)
+            .args(["--env", "dev", "--endpoint-url", &test_support::Moto::shared().endpoint])
+            .args(args),
+    )
+    .output()
+    .unwrap()
 }
 
 #[tokio::test]

@@ -41,22 +41,17 @@ fn make_repo(name: &str, dev: &str) -> (tempfile::TempDir, RunDir) {
 }
 
 fn deploy(repo: &Path, run: &RunDir, endpoint: &str, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .arg("--repo")
-        .arg(repo)
-        .arg("--run-dir")
-        .arg(&run.path)
-        .args(["--env", "dev", "--endpoint-url", endpoint])
-        .args(args)
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env_remove("AWS_SESSION_TOKEN")
-        .env_remove("AWS_PROFILE")
-        .env_remove("AWS_ENDPOINT_URL")
-        .env("AWS_CONFIG_FILE", "/nonexistent")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-        .output()
-        .unwrap()
+    test_support::only_test_credentials(
+        Command::new(BIN)
+            .arg("--repo")
+            .arg(repo)
+            .arg("--run-dir")
+            .arg(&run.path)
+            .args(["--env", "dev", "--endpoint-url", endpoint])
+            .args(args),
+    )
+    .output()
+    .unwrap()
 }
 
 /// The `RoleARN` of each CreateChangeSet request the relay passed, in order (None: not set).
@@ -138,21 +133,18 @@ async fn the_role_is_assumed_with_the_external_id_given_and_a_session_named_for_
     let (repo, run) = make_repo(&name, prod);
     // The bucket in the role's account (moto's STS credentials act in it).
     let relay = test_support::Relay::start(&moto.endpoint);
-    let out = Command::new(BIN)
-        .arg("--repo")
-        .arg(repo.path())
-        .arg("--run-dir")
-        .arg(&run.path)
-        .args(["--env", "prod", "--endpoint-url", &relay.endpoint, "--external-id", "from-parameter-store"])
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env_remove("AWS_SESSION_TOKEN")
-        .env_remove("AWS_PROFILE")
-        .env_remove("AWS_ENDPOINT_URL")
-        .env("AWS_CONFIG_FILE", "/nonexistent")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-        .output()
-        .unwrap();
+    let out = test_support::only_test_credentials(
+        Command::new(BIN).arg("--repo").arg(repo.path()).arg("--run-dir").arg(&run.path).args([
+            "--env",
+            "prod",
+            "--endpoint-url",
+            &relay.endpoint,
+            "--external-id",
+            "from-parameter-store",
+        ]),
+    )
+    .output()
+    .unwrap();
     let sent = relay.sent();
     let assume =
         sent.split("Action=AssumeRole").nth(1).unwrap_or_else(|| panic!("no AssumeRole: {}", text(&out.stderr)));

@@ -46,21 +46,16 @@ fn new_run(repo: &Path, id: &str) -> RunDir {
 }
 
 fn deploy(repo: &Path, run: &RunDir, endpoint: &str) -> Output {
-    Command::new(BIN)
-        .arg("--repo")
-        .arg(repo)
-        .arg("--run-dir")
-        .arg(&run.path)
-        .args(["--env", "dev", "--endpoint-url", endpoint])
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env_remove("AWS_SESSION_TOKEN")
-        .env_remove("AWS_PROFILE")
-        .env_remove("AWS_ENDPOINT_URL")
-        .env("AWS_CONFIG_FILE", "/nonexistent")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
-        .output()
-        .unwrap()
+    test_support::only_test_credentials(
+        Command::new(BIN).arg("--repo").arg(repo).arg("--run-dir").arg(&run.path).args([
+            "--env",
+            "dev",
+            "--endpoint-url",
+            endpoint,
+        ]),
+    )
+    .output()
+    .unwrap()
 }
 
 /// Every object of the bucket under `prefix/templates/` with its retention tag (None: untagged).

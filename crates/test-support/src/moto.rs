@@ -141,6 +141,7 @@ pub fn only_test_credentials(command: &mut Command) -> &mut Command {
     command
         .env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env_remove("AWS_SESSION_TOKEN")
         .env_remove("AWS_PROFILE")
         .env_remove("AWS_ENDPOINT_URL")
         .env("AWS_CONFIG_FILE", "/nonexistent")
