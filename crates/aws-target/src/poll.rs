@@ -9,6 +9,9 @@
 //! The time waited is the time since the start, and never less than the pauses slept, so a
 //! sleep that does not really sleep (a test's, or tokio's paused time) still reaches the deadline.
 //!
+//! [`retry`] is the other shape: a call asked again after a transient failure, with the same
+//! [`Backoff`], at most a number of attempts (no deadline).
+//!
 //! ```
 //! use std::time::Duration;
 //! use aws_target::poll::{self, Backoff, Poll, PollError, Wait};
@@ -77,12 +80,16 @@ pub struct Wait<'a> {
     pub cancel: Option<&'a AtomicBool>,
     /// Pause once before the first poll (for something just started).
     pub pause_first: bool,
+    /// A pause that would end past the deadline is cut to end at it, and one last poll made
+    /// there (for a wait that reports the state at its end rather than failing); without it,
+    /// the wait ends at the poll before.
+    pub poll_at_deadline: bool,
 }
 
 impl<'a> Wait<'a> {
     /// A wait with no cancel flag that polls at once.
     pub fn new(backoff: Backoff, deadline: Duration) -> Wait<'a> {
-        Wait { backoff, deadline, cancel: None, pause_first: false }
+        Wait { backoff, deadline, cancel: None, pause_first: false, poll_at_deadline: false }
     }
 }
 
@@ -156,11 +163,18 @@ where
     let started = Instant::now();
     let mut slept = Duration::ZERO;
     let waited = |slept: Duration| started.elapsed().max(slept);
+    // The pause before the next poll: cut to end at the deadline when `poll_at_deadline` says so.
+    let cut = |pause: Duration, waited: Duration| match wait.deadline.checked_sub(waited) {
+        Some(left) if wait.poll_at_deadline && left > Duration::ZERO => Some(pause.min(left)),
+        _ if waited + pause > wait.deadline => None,
+        _ => Some(pause),
+    };
     let mut pause = wait.backoff.first;
     let mut polls = 0;
     if wait.pause_first {
-        sleep(pause).await;
-        slept += pause;
+        let first = if wait.poll_at_deadline { pause.min(wait.deadline) } else { pause };
+        sleep(first).await;
+        slept += first;
         pause = wait.backoff.next(pause);
     }
     loop {
@@ -169,16 +183,81 @@ where
         if wait.cancel.is_some_and(|c| c.load(Ordering::SeqCst)) {
             return Err(PollError::Cancelled { waited: waited(slept), polls });
         }
-        match answer {
+        let this_pause = match answer {
             Poll::Ready(done) => return Ok(done),
-            Poll::Pending if waited(slept) + pause > wait.deadline => {
-                return Err(PollError::TimedOut { waited: waited(slept), polls });
-            }
-            Poll::Pending | Poll::Again => {}
-        }
-        sleep(pause).await;
-        slept += pause;
+            Poll::Pending => match cut(pause, waited(slept)) {
+                Some(this_pause) => this_pause,
+                None => return Err(PollError::TimedOut { waited: waited(slept), polls }),
+            },
+            Poll::Again => pause,
+        };
+        sleep(this_pause).await;
+        slept += this_pause;
         pause = wait.backoff.next(pause);
+    }
+}
+
+/// Calls `op` until it succeeds, at most `attempts` times (at least once), pausing with
+/// `sleep` between the calls as `backoff` says. A failed call is asked again only while an
+/// attempt is left and `is_transient(&error, attempt)` says so (`attempt` counts from 1; the
+/// closure may also report the retry); otherwise its error is returned as it is, so the
+/// caller keeps its own typed error. There is no deadline: the attempts bound it.
+///
+/// ```
+/// use std::time::Duration;
+/// use aws_target::poll::{self, Backoff};
+///
+/// # futures_executor_free::block_on(async {
+/// let backoff = Backoff { first: Duration::from_millis(400), max: Duration::from_secs(2), factor: 2 };
+/// let sleep = |_pause: Duration| std::future::ready(());
+/// let mut calls = 0;
+/// // Throttled twice, then answered.
+/// let answered: Result<u32, &str> = poll::retry(backoff, 4, sleep, |e, _| *e == "throttled", async || {
+///     calls += 1;
+///     if calls < 3 { Err("throttled") } else { Ok(calls) }
+/// })
+/// .await;
+/// assert_eq!(answered, Ok(3));
+/// // A refusal is not asked again.
+/// let refused: Result<(), &str> =
+///     poll::retry(backoff, 4, sleep, |e, _| *e == "throttled", async || Err("denied")).await;
+/// assert_eq!(refused, Err("denied"));
+/// # });
+/// # mod futures_executor_free {
+/// #     pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+/// #         let waker = std::task::Waker::noop();
+/// #         let mut cx = std::task::Context::from_waker(&waker);
+/// #         let mut f = std::pin::pin!(f);
+/// #         loop {
+/// #             if let std::task::Poll::Ready(out) = f.as_mut().poll(&mut cx) { return out; }
+/// #         }
+/// #     }
+/// # }
+/// ```
+pub async fn retry<T, E, F, S, SFut>(
+    backoff: Backoff,
+    attempts: u32,
+    sleep: S,
+    mut is_transient: impl FnMut(&E, u32) -> bool,
+    mut op: F,
+) -> Result<T, E>
+where
+    F: AsyncFnMut() -> Result<T, E>,
+    S: Fn(Duration) -> SFut,
+    SFut: Future<Output = ()>,
+{
+    let mut pause = backoff.first;
+    let mut attempt = 1;
+    loop {
+        match op().await {
+            Ok(done) => return Ok(done),
+            Err(error) if attempt < attempts && is_transient(&error, attempt) => {
+                sleep(pause).await;
+                pause = backoff.next(pause);
+                attempt += 1;
+            }
+            Err(error) => return Err(error),
+        }
     }
 }
 
@@ -269,5 +348,60 @@ mod tests {
         .await;
         assert!(matches!(ended, Err(PollError::Cancelled { polls: 3, .. })));
         assert_eq!(*pauses.borrow(), [1, 2]);
+    }
+
+    #[tokio::test]
+    async fn poll_at_deadline_cuts_the_last_pause_and_polls_there() {
+        let pauses = RefCell::new(Vec::new());
+        let wait = Wait { pause_first: true, poll_at_deadline: true, ..Wait::new(BACKOFF, Duration::from_secs(10)) };
+        let mut asked = 0;
+        let out: Result<(), PollError<()>> = until(wait, recorder(&pauses), || {
+            asked += 1;
+            std::future::ready(Ok(Poll::Pending))
+        })
+        .await;
+        // 1 first, then 2 and 4; 8 would pass 10 s, so 3 to the deadline and a last poll there.
+        assert_eq!(out, Err(PollError::TimedOut { waited: Duration::from_secs(10), polls: 4 }));
+        assert_eq!(*pauses.borrow(), [1, 2, 4, 3]);
+        assert_eq!(asked, 4);
+    }
+
+    #[tokio::test]
+    async fn retry_asks_again_while_transient_and_attempts_are_left() {
+        let pauses = RefCell::new(Vec::new());
+        let asked_about = RefCell::new(Vec::new());
+        let transient = |e: &&str, attempt: u32| {
+            asked_about.borrow_mut().push(attempt);
+            *e == "throttled"
+        };
+        // Always throttled: four calls, three pauses, the last error returned as it is.
+        let mut calls = 0;
+        let out: Result<(), &str> = retry(BACKOFF, 4, recorder(&pauses), transient, async || {
+            calls += 1;
+            Err("throttled")
+        })
+        .await;
+        assert_eq!((out, calls), (Err("throttled"), 4));
+        assert_eq!(*pauses.borrow(), [1, 2, 4]);
+        // Not asked about the last attempt: no retry is left to report.
+        assert_eq!(*asked_about.borrow(), [1, 2, 3]);
+        // A failure that is not transient ends at once; zero attempts still calls once.
+        let mut calls = 0;
+        let out: Result<(), &str> = retry(
+            BACKOFF,
+            0,
+            recorder(&pauses),
+            |_, _| true,
+            async || {
+                calls += 1;
+                Err("denied")
+            },
+        )
+        .await;
+        assert_eq!((out, calls), (Err("denied"), 1));
+        let out: Result<(), &str> =
+            retry(BACKOFF, 4, recorder(&pauses), |e, _| *e == "throttled", async || Err("denied")).await;
+        assert_eq!(out, Err("denied"));
+        assert_eq!(pauses.borrow().len(), 3);
     }
 }
