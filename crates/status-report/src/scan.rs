@@ -395,6 +395,10 @@ pub(crate) fn read(path: &Path) -> Result<Runs, Error> {
     let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
     file.lock_shared().map_err(|e| Error::io(path, e))?;
     let mut runs = Runs { path: path.to_path_buf(), ..Runs::default() };
+    // About a run every 4 KiB of a store (a dozen steps): room made once, not grown.
+    let expected = file.metadata().map_or(0, |m| m.len() / 4096).min(1 << 20) as usize;
+    runs.runs.reserve(expected);
+    runs.slots.reserve(expected);
     let mut buffer = vec![0u8; CHUNK];
     let (mut filled, mut number, mut offset) = (0, 0u64, 0u64);
     let mut lines: Vec<std::ops::Range<usize>> = Vec::new();

@@ -803,9 +803,12 @@ impl Collector {
         }
         if let Some(lines) = lines {
             let now = (run_id.to_string(), lines);
-            let slot = self.coverage_last.entry(component.to_string()).or_insert((None, now.clone()));
-            if slot.1.0 != run_id {
-                *slot = (Some(slot.1.clone()), now);
+            match self.coverage_last.get_mut(component) {
+                Some(slot) if slot.1.0 != run_id => slot.0 = Some(std::mem::replace(&mut slot.1, now)),
+                Some(_) => {}
+                None => {
+                    self.coverage_last.insert(component.to_string(), (None, now));
+                }
             }
         }
     }
