@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use aws_sdk_cloudformation::Client as CloudFormation;
 use aws_sdk_cloudformation::operation::describe_change_set::DescribeChangeSetOutput;
+use aws_sdk_cloudformation::operation::execute_change_set::ExecuteChangeSetError;
 use aws_sdk_cloudformation::types::{
     Capability, ChangeAction, ChangeSetStatus, ChangeSetType, ExecutionStatus, Parameter, Replacement,
     RollbackConfiguration, RollbackTrigger, Stack, Tag, TemplateStage,
@@ -498,7 +499,12 @@ macro_rules! go {
 impl ApplyOptions {
     /// The polling of this deploy: from `first_poll`, doubled up to `max_poll`, until `deadline`.
     fn wait(&self, deadline: Duration) -> Wait<'static> {
-        Wait::new(Backoff { first: self.first_poll, max: self.max_poll, factor: 2 }, deadline)
+        Wait::new(self.backoff(), deadline)
+    }
+
+    /// The pauses of this deploy's polls and retries: from `first_poll`, doubled up to `max_poll`.
+    fn backoff(&self) -> Backoff {
+        Backoff { first: self.first_poll, max: self.max_poll, factor: 2 }
     }
 }
 
@@ -956,80 +962,98 @@ async fn execute(
     options: &ApplyOptions,
     say: &(dyn Fn(String) + Sync),
 ) -> Result<Option<StackOutcome>, Error> {
-    const ATTEMPTS: usize = 3;
-    let mut pause = options.first_poll;
-    for attempt in 1..=ATTEMPTS {
-        let sent = cf
-            .execute_change_set()
-            .change_set_name(arn)
-            .client_request_token(&options.change_set_name)
-            .customize()
-            .config_override(
-                aws_sdk_cloudformation::config::Builder::default()
-                    .retry_config(aws_sdk_cloudformation::config::retry::RetryConfig::disabled()),
-            )
-            .send()
-            .await;
-        let error = match sent {
-            Ok(_) => return Ok(None),
-            Err(error) => error,
-        };
-        let kind = ErrorKind::of(&error);
-        if !ErrorKind::is_transient(&error) {
-            // Refused outright: it did not run, so the change set goes.
-            let _ = delete_change_set(cf, arn).await;
-            return Err(aws("ExecuteChangeSet", arn, error));
+    const ATTEMPTS: u32 = 3;
+    let again = |doubt: &Doubt, attempt: u32| {
+        let did_not_start = matches!(doubt, Doubt::DidNotStart(_));
+        if did_not_start {
+            say(format!("the change set did not start: executing it again ({} of {ATTEMPTS})", attempt + 1));
         }
-        say(format!("ExecuteChangeSet got no clear answer ({kind}); reading the change set to learn whether it ran"));
-        let described = describe_after_doubt(cf, arn, options).await?;
-        match described.execution_status() {
-            Some(
-                ExecutionStatus::ExecuteInProgress | ExecutionStatus::ExecuteComplete | ExecutionStatus::ExecuteFailed,
-            ) => {
-                say("the change set is executing: watching the stack".to_string());
-                return Ok(None);
-            }
-            Some(ExecutionStatus::Available) if attempt < ATTEMPTS => {
-                say(format!("the change set did not start: executing it again ({} of {ATTEMPTS})", attempt + 1));
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(options.max_poll);
-            }
-            Some(ExecutionStatus::Available) => {
-                let _ = delete_change_set(cf, arn).await;
-                return Err(aws("ExecuteChangeSet", arn, error));
-            }
-            other => {
-                let status = other.map(|s| s.as_str().to_string()).unwrap_or_else(|| "unknown".into());
-                return Ok(Some(StackOutcome::Failed {
-                    status: format!("change set {status} after ExecuteChangeSet failed ({kind})"),
-                    root_cause: None,
-                    change_set: Some(options.change_set_name.clone()),
-                }));
-            }
+        did_not_start
+    };
+    let executed = poll::retry(options.backoff(), ATTEMPTS, tokio::time::sleep, again, async || {
+        execute_once(cf, arn, options, say).await
+    })
+    .await;
+    match executed {
+        Ok(outcome) => Ok(outcome),
+        Err(Doubt::Failed(error)) => Err(error),
+        Err(Doubt::DidNotStart(error)) => {
+            let _ = delete_change_set(cf, arn).await;
+            Err(aws("ExecuteChangeSet", arn, *error))
         }
     }
-    unreachable!("the last attempt returns")
 }
 
-/// The change set, read after an answer that did not arrive: asked again (a few times, with
+/// Why one `ExecuteChangeSet` did not settle the deploy.
+enum Doubt {
+    /// The change set did not start (`AVAILABLE` after no clear answer): it may be executed again.
+    DidNotStart(Box<aws_sdk_cloudformation::error::SdkError<ExecuteChangeSetError>>),
+    /// An error that ends the deploy.
+    Failed(Error),
+}
+
+/// One `ExecuteChangeSet`, and after no clear answer, the change set read to learn whether it ran.
+async fn execute_once(
+    cf: &CloudFormation,
+    arn: &str,
+    options: &ApplyOptions,
+    say: &(dyn Fn(String) + Sync),
+) -> Result<Option<StackOutcome>, Doubt> {
+    let sent = cf
+        .execute_change_set()
+        .change_set_name(arn)
+        .client_request_token(&options.change_set_name)
+        .customize()
+        .config_override(
+            aws_sdk_cloudformation::config::Builder::default()
+                .retry_config(aws_sdk_cloudformation::config::retry::RetryConfig::disabled()),
+        )
+        .send()
+        .await;
+    let error = match sent {
+        Ok(_) => return Ok(None),
+        Err(error) => error,
+    };
+    let kind = ErrorKind::of(&error);
+    if !ErrorKind::is_transient(&error) {
+        // Refused outright: it did not run, so the change set goes.
+        let _ = delete_change_set(cf, arn).await;
+        return Err(Doubt::Failed(aws("ExecuteChangeSet", arn, error)));
+    }
+    say(format!("ExecuteChangeSet got no clear answer ({kind}); reading the change set to learn whether it ran"));
+    let described = describe_after_doubt(cf, arn, options).await.map_err(Doubt::Failed)?;
+    match described.execution_status() {
+        Some(
+            ExecutionStatus::ExecuteInProgress | ExecutionStatus::ExecuteComplete | ExecutionStatus::ExecuteFailed,
+        ) => {
+            say("the change set is executing: watching the stack".to_string());
+            Ok(None)
+        }
+        Some(ExecutionStatus::Available) => Err(Doubt::DidNotStart(Box::new(error))),
+        other => {
+            let status = other.map(|s| s.as_str().to_string()).unwrap_or_else(|| "unknown".into());
+            Ok(Some(StackOutcome::Failed {
+                status: format!("change set {status} after ExecuteChangeSet failed ({kind})"),
+                root_cause: None,
+                change_set: Some(options.change_set_name.clone()),
+            }))
+        }
+    }
+}
+
+/// The change set, read after an answer that did not arrive: asked again (four times, with
 /// backoff) while the network is what failed, since whether it ran decides what comes next.
 async fn describe_after_doubt(
     cf: &CloudFormation,
     arn: &str,
     options: &ApplyOptions,
-) -> Result<aws_sdk_cloudformation::operation::describe_change_set::DescribeChangeSetOutput, Error> {
-    let mut pause = options.first_poll;
-    for _ in 0..4 {
-        match cf.describe_change_set().change_set_name(arn).send().await {
-            Ok(described) => return Ok(described),
-            Err(error) if ErrorKind::is_transient(&error) => {
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(options.max_poll);
-            }
-            Err(error) => return Err(aws("DescribeChangeSet", arn, error)),
-        }
-    }
-    cf.describe_change_set().change_set_name(arn).send().await.map_err(|e| aws("DescribeChangeSet", arn, e))
+) -> Result<DescribeChangeSetOutput, Error> {
+    let transient = |error: &_, _| ErrorKind::is_transient(error);
+    poll::retry(options.backoff(), 5, tokio::time::sleep, transient, async || {
+        cf.describe_change_set().change_set_name(arn).send().await
+    })
+    .await
+    .map_err(|e| aws("DescribeChangeSet", arn, e))
 }
 
 /// A difference between an executed change set and the stack after it.
@@ -1364,23 +1388,26 @@ pub fn resolve_parameters(
     Ok(resolved)
 }
 
+/// The pauses between reads of a stack's resource after a transient failure.
+const RESOURCE_READ_BACKOFF: Backoff =
+    Backoff { first: Duration::from_millis(500), max: Duration::from_secs(8), factor: 2 };
+
 /// The physical name of the resource at `path` (logical ids from the stack down, through its
 /// nested stacks) in the stack `stack_id`.
 pub async fn physical_name(cf: &CloudFormation, stack_id: &str, path: &[String]) -> Result<String, Error> {
     let mut current = stack_id.to_string();
     for logical in path {
-        // A read: a transient failure (after the SDK's own retries) is asked again, five times.
-        let mut pause = Duration::from_millis(500);
-        let out = loop {
-            match cf.describe_stack_resource().stack_name(&current).logical_resource_id(logical).send().await {
-                Ok(out) => break out,
-                Err(error) if ErrorKind::is_transient(&error) && pause <= Duration::from_secs(8) => {
-                    tokio::time::sleep(pause).await;
-                    pause *= 2;
-                }
-                Err(error) => return Err(aws("DescribeStackResource", logical, error)),
-            }
-        };
+        // A read: a transient failure (after the SDK's own retries) is asked again, five times
+        // (pauses of 0.5, 1, 2, 4 and 8 s).
+        let out = poll::retry(
+            RESOURCE_READ_BACKOFF,
+            6,
+            tokio::time::sleep,
+            |e, _| ErrorKind::is_transient(e),
+            async || cf.describe_stack_resource().stack_name(&current).logical_resource_id(logical).send().await,
+        )
+        .await
+        .map_err(|error| aws("DescribeStackResource", logical, error))?;
         current = out.stack_resource_detail().and_then(|d| d.physical_resource_id()).unwrap_or_default().to_string();
     }
     Ok(current)
