@@ -353,3 +353,82 @@ fn a_production_rollback_waits_for_its_approval_unless_an_emergency() {
     );
     assert!(records.iter().all(|r| r.step != Step::Approval), "no approval asked: {records:#?}");
 }
+
+/// Each dev function's CodeSha256.
+fn dev_code(endpoint: &str) -> BTreeMap<String, String> {
+    let functions = support::aws_json(&["lambda", "list-functions"], &support::pipeline_env(endpoint));
+    functions["Functions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|f| (f["FunctionName"].as_str().unwrap().to_owned(), f["CodeSha256"].as_str().unwrap().to_owned()))
+        .collect()
+}
+
+/// The Rollback project as CodeBuild runs it, started by hand after two releases went through
+/// every stage (the file store: its releases read back from dev's artifact bucket first): dev
+/// back to release 1's code, and the rollback run's report, naming the emergency, on the topic.
+#[test]
+fn the_rollback_project_rolls_back_and_tells_the_topic() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let repo = test_support::sample_monorepo();
+    let root = repo.path();
+    repo.git(&["branch", "-M", "main"]);
+    // No packages to fetch for the shared dependency layer (loopback only).
+    std::fs::write(root.join("lambda/requirements.txt"), "# none\n").unwrap();
+    repo.git(&["commit", "-q", "-a", "--amend", "--no-edit"]);
+    let moto = test_support::Moto::start();
+    let endpoint = moto.endpoint.as_str();
+    let mut env = support::pipeline_env(endpoint);
+    env.extend(
+        [
+            ("ARTIFACT_BUCKET", "xtask-rollback-project"),
+            ("APPROVED_BY", "alice"),
+            ("CFN_ROLE_ARN", "arn:aws:iam::123456789012:role/xtask-contract-cfn"),
+            ("DEV_CFN_ROLE_ARN", "arn:aws:iam::123456789012:role/xtask-contract-cfn"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned())),
+    );
+    for bucket in ["xtask-rollback-project", "pipeline-dashboard-artifacts-dev", "pipeline-dashboard-artifacts-prod"] {
+        support::aws_json(&["s3api", "create-bucket", "--bucket", bucket], &env);
+    }
+    support::codebuild_run(root, &env);
+    let release1 = dev_code(endpoint);
+    let handler = std::fs::read_to_string(root.join("lambda/api-handler/index.py")).unwrap();
+    repo.write("lambda/api-handler/index.py", &format!("{handler}\n# release 2\n"));
+    repo.commit_all("release 2: a handler change");
+    support::codebuild_run(root, &env);
+    let release2 = dev_code(endpoint);
+    assert_ne!(release1, release2, "release 2 changed a function");
+
+    let (url, received) = test_support::http_sink();
+    let topic = support::aws_json(&["sns", "create-topic", "--name", "rollbacks"], &env)["TopicArn"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    support::aws_json(
+        &["sns", "subscribe", "--topic-arn", &topic, "--protocol", "http", "--notification-endpoint", &url],
+        &env,
+    );
+    let rehearsal = support::Rehearsal::new(root, env.clone());
+    // As the Rollback project has it: no CFN_ROLE_ARN, each environment's role by its name.
+    let vars =
+        [("ROLLBACK_ENV", "dev"), ("EMERGENCY", "true"), ("NOTIFY_TOPIC_ARN", topic.as_str()), ("CFN_ROLE_ARN", "")];
+    let (ok, _, text) = rehearsal.started_by_hand("rollback.yml", &vars);
+    assert!(ok, "{text}");
+    assert_eq!(dev_code(endpoint), release1, "{text}");
+    let run = text
+        .lines()
+        .find_map(|l| l.strip_prefix("run ").and_then(|l| l.split_once(": `dev` runs release")).map(|(run, _)| run))
+        .unwrap_or_else(|| panic!("no rolled-back run in: {text}"))
+        .to_owned();
+    let notification = loop {
+        let body = received.recv_timeout(std::time::Duration::from_secs(10)).expect("no SNS notification arrived");
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if json["Type"] == "Notification" {
+            break json;
+        }
+    };
+    let message = notification["Message"].as_str().unwrap();
+    assert!(message.contains(&run) && message.contains("emergency"), "{notification}");
+}

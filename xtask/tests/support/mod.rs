@@ -62,6 +62,22 @@ impl Rehearsal {
         previous: Option<&str>,
         extra: &[(&str, &str)],
     ) -> (bool, PathBuf, String) {
+        self.run(buildspec, previous, extra, &[])
+    }
+
+    /// A build started by hand (the Rollback project): `overrides` as the start's environment
+    /// variables, which win over the buildspec's own, as in CodeBuild.
+    pub fn started_by_hand(&self, buildspec: &str, overrides: &[(&str, &str)]) -> (bool, PathBuf, String) {
+        self.run(buildspec, None, &[], overrides)
+    }
+
+    fn run(
+        &self,
+        buildspec: &str,
+        previous: Option<&str>,
+        extra: &[(&str, &str)],
+        overrides: &[(&str, &str)],
+    ) -> (bool, PathBuf, String) {
         let name = buildspec.trim_end_matches(".yml");
         let clone = self.dir.path().join(format!("src-{name}"));
         let cloned = Command::new("git").args(["clone", "-q"]).arg(&self.repo).arg(&clone).status().unwrap();
@@ -85,6 +101,9 @@ impl Rehearsal {
         .unwrap();
         command.env("PATH", path).env("PIP_NO_INDEX", "1").envs(self.env.iter().map(|(k, v)| (k, v)));
         command.envs(extra.iter().copied());
+        for (name, value) in overrides {
+            command.arg("--env").arg(format!("{name}={value}"));
+        }
         let output = command.output().unwrap();
         let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
         assert!(matches!(output.status.code(), Some(0 | 1)), "{buildspec}: {text}");
