@@ -1,10 +1,13 @@
 //! The CloudFront invalidation: created with backoff while too many are in progress, then
 //! optionally waited for, with a bound.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use aws_sdk_cloudfront::error::SdkError;
+use aws_sdk_cloudfront::operation::create_invalidation::CreateInvalidationError;
 use aws_sdk_cloudfront::types::{InvalidationBatch, Paths};
 use aws_target::ErrorKind;
+use aws_target::poll::{self, Backoff, Poll, PollError, Wait};
 
 use crate::{Error, Event, InvalidationSummary};
 
@@ -44,51 +47,59 @@ pub async fn invalidate(
         )
         .build()
         .map_err(|e| error(distribution, ErrorKind::Other, e))?;
-    let mut attempt = 1;
-    let mut pause = backoff;
-    let created = loop {
-        match cloudfront
-            .create_invalidation()
-            .distribution_id(distribution)
-            .invalidation_batch(batch.clone())
-            .send()
-            .await
-        {
-            Ok(out) => break out,
-            Err(e) => {
-                let too_many = e.as_service_error().is_some_and(|s| s.is_too_many_invalidations_in_progress());
-                let kind = ErrorKind::of(&e);
-                if attempt < ATTEMPTS && (too_many || matches!(kind, ErrorKind::Throttled | ErrorKind::ServiceError)) {
-                    on_event(Event::Retrying { what: "CreateInvalidation", attempt, kind });
-                    tokio::time::sleep(pause).await;
-                    pause *= 2;
-                    attempt += 1;
-                    continue;
-                }
-                return Err(error(distribution, kind, e));
-            }
+    let transient = |e: &SdkError<CreateInvalidationError>, attempt| {
+        let too_many = e.as_service_error().is_some_and(|s| s.is_too_many_invalidations_in_progress());
+        let kind = ErrorKind::of(e);
+        let again = too_many || matches!(kind, ErrorKind::Throttled | ErrorKind::ServiceError);
+        if again {
+            on_event(Event::Retrying { what: "CreateInvalidation", attempt, kind });
         }
+        again
     };
+    let create_backoff = Backoff { first: backoff, max: Duration::MAX, factor: 2 };
+    let created = poll::retry(create_backoff, ATTEMPTS, tokio::time::sleep, transient, async || {
+        cloudfront.create_invalidation().distribution_id(distribution).invalidation_batch(batch.clone()).send().await
+    })
+    .await
+    .map_err(|e| error(distribution, ErrorKind::of(&e), e))?;
     let invalidation = created.invalidation();
     let id = invalidation.map(|i| i.id().to_owned()).unwrap_or_default();
     let mut status = invalidation.map(|i| i.status().to_owned()).unwrap_or_default();
     on_event(Event::Invalidating { id: &id, paths: paths.len() });
-    if let Some(wait) = wait {
-        let deadline = Instant::now() + wait;
-        let mut pause = Duration::from_millis(500);
-        while !is_completed(&status) && Instant::now() < deadline {
-            tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
-            pause = (pause * 2).min(Duration::from_secs(20));
-            let out = cloudfront
-                .get_invalidation()
-                .distribution_id(distribution)
-                .id(&id)
-                .send()
-                .await
-                .map_err(|e| error(distribution, ErrorKind::of(&e), e))?;
-            status = out.invalidation().map(|i| i.status().to_owned()).unwrap_or_default();
-        }
+    if let Some(wait) = wait.filter(|wait| !is_completed(&status) && !wait.is_zero()) {
+        status = wait_until_completed(cloudfront, distribution, &id, wait).await?;
     }
     let completed = is_completed(&status);
     Ok(InvalidationSummary { id, paths: paths.to_vec(), status, completed })
+}
+
+/// Polls the invalidation until it completes or `wait` is over, the last poll at its end;
+/// returns the last status read.
+async fn wait_until_completed(
+    cloudfront: &aws_sdk_cloudfront::Client,
+    distribution: &str,
+    id: &str,
+    wait: Duration,
+) -> Result<String, Error> {
+    let backoff = Backoff { first: Duration::from_millis(500), max: Duration::from_secs(20), factor: 2 };
+    let wait = Wait { pause_first: true, poll_at_deadline: true, ..Wait::new(backoff, wait) };
+    let mut status = String::new();
+    let polled = poll::until(wait, tokio::time::sleep, async || {
+        let out = cloudfront
+            .get_invalidation()
+            .distribution_id(distribution)
+            .id(id)
+            .send()
+            .await
+            .map_err(|e| error(distribution, ErrorKind::of(&e), e))?;
+        status = out.invalidation().map(|i| i.status().to_owned()).unwrap_or_default();
+        Ok(if is_completed(&status) { Poll::Ready(()) } else { Poll::Pending })
+    })
+    .await;
+    match polled {
+        // Still in progress when the wait is over (no cancel flag is passed): not an error,
+        // the summary says so.
+        Ok(()) | Err(PollError::TimedOut { .. } | PollError::Cancelled { .. }) => Ok(status),
+        Err(PollError::Failed(error)) => Err(error),
+    }
 }

@@ -13,6 +13,7 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, Metadat
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use aws_target::ErrorKind;
+use aws_target::poll::{self, Backoff};
 use base64::Engine;
 use futures::StreamExt;
 
@@ -81,6 +82,9 @@ where
     Error::S3 { op, object: format!("s3://{bucket}/{key}"), kind, source: Box::new(error) }
 }
 
+/// The pauses between the attempts of a throttled or failed call: 400 ms, doubled each time.
+const RETRY_BACKOFF: Backoff = Backoff { first: Duration::from_millis(400), max: Duration::from_secs(60), factor: 2 };
+
 /// Calls again, with a growing pause, while AWS throttles or fails (5xx).
 async fn retry<T, E, R, Fut>(
     what: &str,
@@ -92,21 +96,15 @@ where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: Debug + 'static,
 {
-    let mut attempt = 1;
-    loop {
-        match call().await {
-            Ok(value) => return Ok(value),
-            Err(error) => {
-                let kind = ErrorKind::of(&error);
-                if attempt >= ATTEMPTS || !matches!(kind, ErrorKind::Throttled | ErrorKind::ServiceError) {
-                    return Err(error);
-                }
-                on_event(Event::Retrying { what, attempt, kind });
-                tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
-                attempt += 1;
-            }
+    let transient = |error: &SdkError<E, R>, attempt| {
+        let kind = ErrorKind::of(error);
+        let again = matches!(kind, ErrorKind::Throttled | ErrorKind::ServiceError);
+        if again {
+            on_event(Event::Retrying { what, attempt, kind });
         }
-    }
+        again
+    };
+    poll::retry(RETRY_BACKOFF, ATTEMPTS, tokio::time::sleep, transient, async || call().await).await
 }
 
 fn headers_of(cache_control: Option<&str>, content_type: Option<&str>, content_encoding: Option<&str>) -> Headers {
