@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_lambda::Client;
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::LastUpdateStatus;
+use aws_target::poll::{self, Backoff, Poll, PollError, Wait};
 
 use crate::{MAX_ZIP_BYTES, Package};
 
@@ -122,7 +123,8 @@ pub enum UpdateError {
     },
 }
 
-/// Spaces calls at least `interval` apart, across tasks.
+/// Spaces calls at least `interval` apart, across tasks. (Not a poll: it waits for no state
+/// and asks nothing again, so it does not go through `aws_target::poll`.)
 #[derive(Debug)]
 pub struct RateLimiter {
     interval: Duration,
@@ -217,37 +219,49 @@ pub async fn apply(
     limiter.acquire().await;
     request.send().await.map_err(|e| aws("UpdateFunctionCode", function, e))?;
 
-    let deadline = Instant::now() + wait;
-    let mut pause = Duration::from_millis(250);
-    loop {
+    wait_for_update(client, limiter, plan, wait).await
+}
+
+/// The pauses between reads of an update in progress: 250 ms, doubled up to 5 s.
+const UPDATE_BACKOFF: Backoff = Backoff { first: Duration::from_millis(250), max: Duration::from_secs(5), factor: 2 };
+
+/// Reads the function until its update has finished (at most `wait`), then checks its hash.
+async fn wait_for_update(
+    client: &Client,
+    limiter: &RateLimiter,
+    plan: &CodeUpdatePlan,
+    wait: Duration,
+) -> Result<CodeUpdateOutcome, UpdateError> {
+    let function = plan.function.as_str();
+    let finished = poll::until(Wait::new(UPDATE_BACKOFF, wait), tokio::time::sleep, async || {
         let config = configuration(client, limiter, function).await?;
         match config.last_update_status() {
-            Some(LastUpdateStatus::InProgress) => {}
-            Some(LastUpdateStatus::Failed) => {
-                return Err(UpdateError::Failed {
-                    function: function.to_string(),
-                    reason: config.last_update_status_reason().unwrap_or("no reason given").to_string(),
-                });
-            }
+            Some(LastUpdateStatus::InProgress) => Ok(Poll::Pending),
+            Some(LastUpdateStatus::Failed) => Err(UpdateError::Failed {
+                function: function.to_string(),
+                reason: config.last_update_status_reason().unwrap_or("no reason given").to_string(),
+            }),
             // Successful, or absent (a function that was never updated before).
-            _ => {
-                let reported = config.code_sha256().unwrap_or_default().to_string();
-                if reported != plan.wanted {
-                    return Err(UpdateError::HashMismatch {
-                        function: function.to_string(),
-                        reported,
-                        expected: plan.wanted.clone(),
-                    });
-                }
-                return Ok(CodeUpdateOutcome::Updated { code_sha256: reported });
-            }
+            _ => Ok(Poll::Ready(config.code_sha256().unwrap_or_default().to_string())),
         }
-        if Instant::now() + pause > deadline {
+    })
+    .await;
+    let reported = match finished {
+        Ok(reported) => reported,
+        Err(PollError::Failed(error)) => return Err(error),
+        // No cancel flag is passed: only the deadline ends the wait.
+        Err(PollError::TimedOut { .. } | PollError::Cancelled { .. }) => {
             return Err(UpdateError::TimedOut { function: function.to_string(), after: wait });
         }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_secs(5));
+    };
+    if reported != plan.wanted {
+        return Err(UpdateError::HashMismatch {
+            function: function.to_string(),
+            reported,
+            expected: plan.wanted.clone(),
+        });
     }
+    Ok(CodeUpdateOutcome::Updated { code_sha256: reported })
 }
 
 /// [`plan`] then [`apply`].
