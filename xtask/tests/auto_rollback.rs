@@ -4,16 +4,13 @@
 //! holds afterwards is compared with release 1's, and both runs' records are read.
 
 mod support;
+use support::{dev_state as state, output_text as text, rollback_binary};
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Output};
 
 use run_state::{FileStore, PIPELINE, ReleaseStore, RunDir, RunFile, Status, Step, StepRecord, Store};
-
-fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
-}
 
 /// `cargo xtask pipeline --approve` (E2E runs after the approval), against the emulator.
 fn pipeline(repo: &Path, endpoint: &str) -> Output {
@@ -23,53 +20,6 @@ fn pipeline(repo: &Path, endpoint: &str) -> Output {
         .args(["--endpoint-url", endpoint, "--approve", "--approver", "ci-bot"])
         .output()
         .unwrap()
-}
-
-fn rollback_binary(repo: &Path, endpoint: &str, args: &[&str]) -> Output {
-    Command::new(support::binary("rollback"))
-        .arg("--repo")
-        .arg(repo)
-        .args(["--endpoint-url", endpoint])
-        .args(args)
-        .envs(support::pipeline_env(endpoint))
-        .output()
-        .unwrap()
-}
-
-/// What dev runs, read from the emulator: the root stack's template and parameters, and each
-/// function's CodeSha256.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct State {
-    template: String,
-    parameters: Vec<(String, String)>,
-    code: BTreeMap<String, String>,
-}
-
-fn state(endpoint: &str) -> State {
-    let env = support::pipeline_env(endpoint);
-    let json = |args: &[&str]| support::aws_json(args, &env);
-    let stack = "pipeline-dashboard-dev";
-    let template = match &json(&["cloudformation", "get-template", "--stack-name", stack])["TemplateBody"] {
-        serde_json::Value::String(body) => body.clone(),
-        other => other.to_string(),
-    };
-    let described = json(&["cloudformation", "describe-stacks", "--stack-name", stack]);
-    let mut parameters: Vec<(String, String)> = described["Stacks"][0]["Parameters"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|p| {
-            (p["ParameterKey"].as_str().unwrap().to_owned(), p["ParameterValue"].as_str().unwrap_or("").to_owned())
-        })
-        .collect();
-    parameters.sort();
-    let code = json(&["lambda", "list-functions"])["Functions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|f| (f["FunctionName"].as_str().unwrap().to_owned(), f["CodeSha256"].as_str().unwrap().to_owned()))
-        .collect();
-    State { template, parameters, code }
 }
 
 fn store(repo: &Path) -> FileStore {

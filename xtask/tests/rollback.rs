@@ -4,6 +4,7 @@
 //! release 2, and a lost store rebuilt from the artifact bucket.
 
 mod support;
+use support::{output_text as text, rollback_binary};
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -11,27 +12,11 @@ use std::process::{Command, Output};
 
 use run_state::{FileStore, ReleaseStore, RunDir, Status, Step, Store};
 
-fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
-}
-
 fn pipeline(repo: &Path, endpoint: &str) -> Output {
     Command::new(env!("CARGO_BIN_EXE_xtask"))
         .args(["pipeline", "--repo"])
         .arg(repo)
         .args(["--endpoint-url", endpoint])
-        .output()
-        .unwrap()
-}
-
-/// The `rollback` binary against the emulator, with the emulator's test credentials.
-fn rollback_binary(repo: &Path, endpoint: &str, args: &[&str]) -> Output {
-    Command::new(support::binary("rollback"))
-        .arg("--repo")
-        .arg(repo)
-        .args(["--endpoint-url", endpoint])
-        .args(args)
-        .envs(support::pipeline_env(endpoint))
         .output()
         .unwrap()
 }
@@ -47,31 +32,9 @@ struct State {
 }
 
 fn state(endpoint: &str, site_bucket: &str) -> State {
+    let support::DevState { template, parameters, code } = support::dev_state(endpoint);
     let env = support::pipeline_env(endpoint);
     let json = |args: &[&str]| support::aws_json(args, &env);
-    let stack = "pipeline-dashboard-dev";
-    let template = json(&["cloudformation", "get-template", "--stack-name", stack]);
-    let template = match &template["TemplateBody"] {
-        serde_json::Value::String(body) => body.clone(),
-        other => other.to_string(),
-    };
-    let described = json(&["cloudformation", "describe-stacks", "--stack-name", stack]);
-    let mut parameters: Vec<(String, String)> = described["Stacks"][0]["Parameters"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|p| {
-            (p["ParameterKey"].as_str().unwrap().to_owned(), p["ParameterValue"].as_str().unwrap_or("").to_owned())
-        })
-        .collect();
-    parameters.sort();
-    let functions = json(&["lambda", "list-functions"]);
-    let code = functions["Functions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|f| (f["FunctionName"].as_str().unwrap().to_owned(), f["CodeSha256"].as_str().unwrap().to_owned()))
-        .collect();
     let listed = json(&["s3api", "list-objects-v2", "--bucket", site_bucket]);
     let site = listed["Contents"]
         .as_array()
@@ -107,7 +70,7 @@ fn releases(repo: &Path) -> Vec<run_state::Release> {
 /// 1's commit; roll the rollback back (the `rollback` binary): release 2's again. Refused
 /// without any change, exit 2, one line, recorded: an unknown release, a release whose template
 /// expired, a rollback while a deploy holds a stack's lock. A lost store rebuilt from S3.
-/// The two tests here each deploy the whole sample twice, each in its own emulator: one at a
+/// The tests here each deploy the whole sample twice, each in its own emulator: one at a
 /// time, so two cores are not shared by four deploys.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -354,17 +317,6 @@ fn a_production_rollback_waits_for_its_approval_unless_an_emergency() {
     assert!(records.iter().all(|r| r.step != Step::Approval), "no approval asked: {records:#?}");
 }
 
-/// Each dev function's CodeSha256.
-fn dev_code(endpoint: &str) -> BTreeMap<String, String> {
-    let functions = support::aws_json(&["lambda", "list-functions"], &support::pipeline_env(endpoint));
-    functions["Functions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|f| (f["FunctionName"].as_str().unwrap().to_owned(), f["CodeSha256"].as_str().unwrap().to_owned()))
-        .collect()
-}
-
 /// The Rollback project as CodeBuild runs it, started by hand after two releases went through
 /// every stage (the file store: its releases read back from dev's artifact bucket first): dev
 /// back to release 1's code, and the rollback run's report, naming the emergency, on the topic.
@@ -393,12 +345,12 @@ fn the_rollback_project_rolls_back_and_tells_the_topic() {
         support::aws_json(&["s3api", "create-bucket", "--bucket", bucket], &env);
     }
     support::codebuild_run(root, &env);
-    let release1 = dev_code(endpoint);
+    let release1 = support::dev_state(endpoint).code;
     let handler = std::fs::read_to_string(root.join("lambda/api-handler/index.py")).unwrap();
     repo.write("lambda/api-handler/index.py", &format!("{handler}\n# release 2\n"));
     repo.commit_all("release 2: a handler change");
     support::codebuild_run(root, &env);
-    let release2 = dev_code(endpoint);
+    let release2 = support::dev_state(endpoint).code;
     assert_ne!(release1, release2, "release 2 changed a function");
 
     let (url, received) = test_support::http_sink();
@@ -416,7 +368,7 @@ fn the_rollback_project_rolls_back_and_tells_the_topic() {
         [("ROLLBACK_ENV", "dev"), ("EMERGENCY", "true"), ("NOTIFY_TOPIC_ARN", topic.as_str()), ("CFN_ROLE_ARN", "")];
     let (ok, _, text) = rehearsal.started_by_hand("rollback.yml", &vars);
     assert!(ok, "{text}");
-    assert_eq!(dev_code(endpoint), release1, "{text}");
+    assert_eq!(support::dev_state(endpoint).code, release1, "{text}");
     let run = text
         .lines()
         .find_map(|l| l.strip_prefix("run ").and_then(|l| l.split_once(": `dev` runs release")).map(|(run, _)| run))

@@ -333,3 +333,56 @@ pub fn codebuild_run(repo: &Path, env: &[(String, String)]) -> PathBuf {
     assert!(copied.success());
     kept
 }
+
+/// A finished command's output and error, as one text (for assertion messages).
+pub fn output_text(out: &std::process::Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// The `rollback` binary against the emulator, with the emulator's test credentials.
+pub fn rollback_binary(repo: &Path, endpoint: &str, args: &[&str]) -> std::process::Output {
+    Command::new(binary("rollback"))
+        .arg("--repo")
+        .arg(repo)
+        .args(["--endpoint-url", endpoint])
+        .args(args)
+        .envs(pipeline_env(endpoint))
+        .output()
+        .unwrap()
+}
+
+/// What dev runs, read from the emulator: the sample's root stack's template and parameters,
+/// and each function's CodeSha256.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DevState {
+    pub template: String,
+    pub parameters: Vec<(String, String)>,
+    pub code: std::collections::BTreeMap<String, String>,
+}
+
+pub fn dev_state(endpoint: &str) -> DevState {
+    let env = pipeline_env(endpoint);
+    let json = |args: &[&str]| aws_json(args, &env);
+    let stack = "pipeline-dashboard-dev";
+    let template = match &json(&["cloudformation", "get-template", "--stack-name", stack])["TemplateBody"] {
+        serde_json::Value::String(body) => body.clone(),
+        other => other.to_string(),
+    };
+    let described = json(&["cloudformation", "describe-stacks", "--stack-name", stack]);
+    let mut parameters: Vec<(String, String)> = described["Stacks"][0]["Parameters"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            (p["ParameterKey"].as_str().unwrap().to_owned(), p["ParameterValue"].as_str().unwrap_or("").to_owned())
+        })
+        .collect();
+    parameters.sort();
+    let code = json(&["lambda", "list-functions"])["Functions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|f| (f["FunctionName"].as_str().unwrap().to_owned(), f["CodeSha256"].as_str().unwrap().to_owned()))
+        .collect();
+    DevState { template, parameters, code }
+}
