@@ -203,12 +203,7 @@ fn a_failing_e2e_rolls_dev_back_to_its_previous_release() {
 fn prod_state(endpoint: &str, site_bucket: &str) -> (BTreeMap<String, String>, String, String) {
     let env = support::prod_env(endpoint, &support::SAMPLE_PROD);
     let json = |args: &[&str]| support::aws_json(args, &env);
-    let code = json(&["lambda", "list-functions"])["Functions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|f| (f["FunctionName"].as_str().unwrap().to_owned(), f["CodeSha256"].as_str().unwrap().to_owned()))
-        .collect();
+    let code = support::function_code(&env);
     let template =
         json(&["cloudformation", "get-template", "--stack-name", support::SAMPLE_PROD.stack])["TemplateBody"]
             .to_string();
@@ -282,31 +277,17 @@ fn a_failing_production_site_check_rolls_production_back() {
 #[test]
 fn the_e2e_stage_in_codebuild_rolls_dev_back_after_a_failing_e2e() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let repo = test_support::sample_monorepo();
+    let repo = support::rehearsal_sample();
     let root = repo.path();
-    repo.git(&["branch", "-M", "main"]);
-    std::fs::write(root.join("lambda/requirements.txt"), "# none\n").unwrap();
     config(root, true);
     repo.git(&["commit", "-q", "-a", "--amend", "--no-edit"]);
     let moto = test_support::Moto::start();
     let endpoint = moto.endpoint.as_str();
-    let mut env = support::pipeline_env(endpoint);
-    env.extend(
-        [
-            ("ARTIFACT_BUCKET", "xtask-auto-rollback"),
-            ("APPROVED_BY", "alice"),
-            ("CFN_ROLE_ARN", "arn:aws:iam::123456789012:role/xtask-contract-cfn"),
-        ]
-        .map(|(k, v)| (k.to_owned(), v.to_owned())),
-    );
-    for bucket in ["xtask-auto-rollback", "pipeline-dashboard-artifacts-dev", "pipeline-dashboard-artifacts-prod"] {
-        support::aws_json(&["s3api", "create-bucket", "--bucket", bucket], &env);
-    }
+    let env = support::rehearsal_env(endpoint, "xtask-auto-rollback");
     support::codebuild_run(root, &env);
     let state1 = state(endpoint);
 
-    // The code only: a root template change made the emulator answer DescribeStackResource of
-    // the nested LambdasStack with empty 500s in this path's second deploy.
+    // The code only (the template's change and its rollback are covered by the pipeline path).
     let commit2 = break_release_2(&repo, false);
     let rehearsal = support::Rehearsal::new(root, env.clone());
     let mut e2e = None;

@@ -892,10 +892,7 @@ fn deploy_prod_takes_the_approval_from_codepipeline_and_checks_the_site_before_t
 fn the_binaries_and_the_pipeline_record_the_same_run_through_production() {
     // One commit and no earlier production: every component changed (`--all-on-missing-base`),
     // so both paths create every stack, publish the site and update every function.
-    let repo = test_support::sample_monorepo();
-    repo.git(&["branch", "-M", "main"]);
-    std::fs::write(repo.path().join("lambda/requirements.txt"), "# none\n").unwrap();
-    repo.git(&["commit", "-q", "-a", "--amend", "--no-edit"]);
+    let repo = support::rehearsal_sample();
     assert_eq!(repo.git(&["rev-list", "--count", "HEAD"]).trim(), "1");
 
     let binaries_moto = test_support::Moto::start();

@@ -412,10 +412,7 @@ fn every_stage_calls_only_what_its_role_allows_and_every_right_is_used() {
     }
     pipeline_account(&env);
 
-    let repo = test_support::sample_monorepo();
-    repo.git(&["branch", "-M", "main"]);
-    std::fs::write(repo.path().join("lambda/requirements.txt"), "# none\n").unwrap();
-    repo.git(&["commit", "-q", "-a", "--amend", "--no-edit"]);
+    let repo = support::rehearsal_sample();
     let handler = std::fs::read_to_string(repo.path().join("lambda/api-handler/index.py")).unwrap();
     let app = std::fs::read_to_string(repo.path().join("frontend/src/app.js")).unwrap();
     let tests = std::fs::read_to_string(repo.path().join("tests/test_api_handler.py")).unwrap();

@@ -237,18 +237,6 @@ fn refusals_change_nothing(
     copy(&aside, &key);
 }
 
-/// Each function's CodeSha256 in production's account, read with the credentials its role gives.
-fn prod_code(endpoint: &str) -> BTreeMap<String, String> {
-    let env = support::prod_env(endpoint, &support::SAMPLE_PROD);
-    let functions = support::aws_json(&["lambda", "list-functions"], &env);
-    functions["Functions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|f| (f["FunctionName"].as_str().unwrap().to_owned(), f["CodeSha256"].as_str().unwrap().to_owned()))
-        .collect()
-}
-
 fn prod_releases(repo: &Path) -> Vec<run_state::Release> {
     FileStore::open(&repo.join(".pipeline")).unwrap().releases("prod").unwrap()
 }
@@ -273,19 +261,23 @@ fn a_production_rollback_waits_for_its_approval_unless_an_emergency() {
             .unwrap()
     };
     approved(through_prod());
-    let code1 = prod_code(endpoint);
+    let code1 = support::function_code(&support::prod_env(endpoint, &support::SAMPLE_PROD));
     let handler = std::fs::read_to_string(root.join("lambda/api-handler/index.py")).unwrap();
     repo.write("lambda/api-handler/index.py", &format!("{handler}\n# release 2\n"));
     repo.commit_all("release 2: a handler change");
     approved(through_prod());
-    let code2 = prod_code(endpoint);
+    let code2 = support::function_code(&support::prod_env(endpoint, &support::SAMPLE_PROD));
     assert_ne!(code1, code2);
     let [p1, p2] = <[run_state::Release; 2]>::try_from(prod_releases(root)).expect("two prod releases");
 
     let out = rollback_binary(root, endpoint, &["--env", "prod", "--steps", "1"]);
     approved(out.clone());
     assert!(text(&out).contains("waits for approval"), "{}", text(&out));
-    assert_eq!(prod_code(endpoint), code2, "nothing changed before the approval");
+    assert_eq!(
+        support::function_code(&support::prod_env(endpoint, &support::SAMPLE_PROD)),
+        code2,
+        "nothing changed before the approval"
+    );
     let waiting = RunDir::latest(&root.join(".pipeline")).unwrap().run_id;
     let resumed = rollback_binary(root, endpoint, &["--env", "prod", "--resume", &waiting]);
     assert_eq!(resumed.status.code(), Some(2), "not approved yet: {}", text(&resumed));
@@ -298,12 +290,16 @@ fn a_production_rollback_waits_for_its_approval_unless_an_emergency() {
         .unwrap();
     approved(approve);
     approved(rollback_binary(root, endpoint, &["--env", "prod", "--resume", &waiting]));
-    assert_eq!(prod_code(endpoint), code1, "production runs release 1's code");
+    assert_eq!(
+        support::function_code(&support::prod_env(endpoint, &support::SAMPLE_PROD)),
+        code1,
+        "production runs release 1's code"
+    );
     let store = FileStore::open(&root.join(".pipeline")).unwrap();
     assert_eq!(store.last_success("prod").unwrap().unwrap().commit, p1.commit);
 
     approved(rollback_binary(root, endpoint, &["--env", "prod", "--to", &p2.id, "--emergency"]));
-    assert_eq!(prod_code(endpoint), code2);
+    assert_eq!(support::function_code(&support::prod_env(endpoint, &support::SAMPLE_PROD)), code2);
     let last = prod_releases(root).pop().unwrap();
     let origin = last.rollback.expect("a rollback's release");
     assert!(origin.emergency && origin.to == p2.id, "{origin:?}");
@@ -324,27 +320,12 @@ fn a_production_rollback_waits_for_its_approval_unless_an_emergency() {
 #[test]
 fn the_rollback_project_rolls_back_and_tells_the_topic() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let repo = test_support::sample_monorepo();
+    let repo = support::rehearsal_sample();
     let root = repo.path();
-    repo.git(&["branch", "-M", "main"]);
-    // No packages to fetch for the shared dependency layer (loopback only).
-    std::fs::write(root.join("lambda/requirements.txt"), "# none\n").unwrap();
-    repo.git(&["commit", "-q", "-a", "--amend", "--no-edit"]);
     let moto = test_support::Moto::start();
     let endpoint = moto.endpoint.as_str();
-    let mut env = support::pipeline_env(endpoint);
-    env.extend(
-        [
-            ("ARTIFACT_BUCKET", "xtask-rollback-project"),
-            ("APPROVED_BY", "alice"),
-            ("CFN_ROLE_ARN", "arn:aws:iam::123456789012:role/xtask-contract-cfn"),
-            ("DEV_CFN_ROLE_ARN", "arn:aws:iam::123456789012:role/xtask-contract-cfn"),
-        ]
-        .map(|(k, v)| (k.to_owned(), v.to_owned())),
-    );
-    for bucket in ["xtask-rollback-project", "pipeline-dashboard-artifacts-dev", "pipeline-dashboard-artifacts-prod"] {
-        support::aws_json(&["s3api", "create-bucket", "--bucket", bucket], &env);
-    }
+    let mut env = support::rehearsal_env(endpoint, "xtask-rollback-project");
+    env.push(("DEV_CFN_ROLE_ARN".to_owned(), "arn:aws:iam::123456789012:role/xtask-contract-cfn".to_owned()));
     support::codebuild_run(root, &env);
     let release1 = support::dev_state(endpoint).code;
     let handler = std::fs::read_to_string(root.join("lambda/api-handler/index.py")).unwrap();

@@ -9,14 +9,12 @@
 //! templates (xtask/tests/codebuild.rs), not by calls.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use run_state::{RunDir, Status, Step, Store};
 
 mod support;
 use support::text;
-
-const BIN: &str = env!("CARGO_BIN_EXE_stack-deployer");
 
 fn repo(name: &str) -> (tempfile::TempDir, RunDir) {
     let repo = tempfile::tempdir().unwrap();
@@ -62,17 +60,7 @@ region = "us-east-1"
 }
 
 fn deployer(repo: &Path, run: &RunDir, args: &[&str]) -> Output {
-    test_support::only_test_credentials(
-        Command::new(BIN)
-            .arg("--repo")
-            .arg(repo)
-            .arg("--run-dir")
-            .arg(&run.path)
-            .args(["--env", "dev", "--endpoint-url", &test_support::Moto::shared().endpoint])
-            .args(args),
-    )
-    .output()
-    .unwrap()
+    support::deployer_in("dev", &test_support::Moto::shared().endpoint, repo, run, args)
 }
 
 #[tokio::test]

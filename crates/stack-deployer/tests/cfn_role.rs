@@ -9,14 +9,12 @@
 //! (AWS does), so the stack's `RoleARN` is checked after the create only.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use run_state::{RunDir, Status, Step, Store};
 
 mod support;
 use support::text;
-
-const BIN: &str = env!("CARGO_BIN_EXE_stack-deployer");
 
 /// A repository whose one stack serves `infra`, changed in run `run-1` whose validate passed.
 fn make_repo(name: &str, dev: &str) -> (tempfile::TempDir, RunDir) {
@@ -41,17 +39,7 @@ fn make_repo(name: &str, dev: &str) -> (tempfile::TempDir, RunDir) {
 }
 
 fn deploy(repo: &Path, run: &RunDir, endpoint: &str, args: &[&str]) -> Output {
-    test_support::only_test_credentials(
-        Command::new(BIN)
-            .arg("--repo")
-            .arg(repo)
-            .arg("--run-dir")
-            .arg(&run.path)
-            .args(["--env", "dev", "--endpoint-url", endpoint])
-            .args(args),
-    )
-    .output()
-    .unwrap()
+    support::deployer_in("dev", endpoint, repo, run, args)
 }
 
 /// The `RoleARN` of each CreateChangeSet request the relay passed, in order (None: not set).
@@ -133,18 +121,8 @@ async fn the_role_is_assumed_with_the_external_id_given_and_a_session_named_for_
     let (repo, run) = make_repo(&name, prod);
     // The bucket in the role's account (moto's STS credentials act in it).
     let relay = test_support::Relay::start(&moto.endpoint);
-    let out = test_support::only_test_credentials(
-        Command::new(BIN).arg("--repo").arg(repo.path()).arg("--run-dir").arg(&run.path).args([
-            "--env",
-            "prod",
-            "--endpoint-url",
-            &relay.endpoint,
-            "--external-id",
-            "from-parameter-store",
-        ]),
-    )
-    .output()
-    .unwrap();
+    let out =
+        support::deployer_in("prod", &relay.endpoint, repo.path(), &run, &["--external-id", "from-parameter-store"]);
     let sent = relay.sent();
     let assume =
         sent.split("Action=AssumeRole").nth(1).unwrap_or_else(|| panic!("no AssumeRole: {}", text(&out.stderr)));

@@ -9,7 +9,7 @@
 use std::path::Path;
 use std::process::Output;
 
-use run_state::{RunDir, Status, Step, Store};
+use run_state::RunDir;
 use test_support::{Fault, FaultProxy, Rule};
 
 mod support;
@@ -18,16 +18,6 @@ fn template(value: &str) -> String {
     format!(
         "Resources:\n  Setting:\n    Type: AWS::SSM::Parameter\n    Properties:\n      Type: String\n      Value: {value}\n"
     )
-}
-
-/// A run of `repo` whose diff changes the stack and whose validate passed.
-fn run(repo: &Path, id: &str) -> RunDir {
-    let run = RunDir::create(&repo.join(".pipeline"), id).unwrap();
-    let diff = "{\"base\": null, \"base_reason\": \"test\", \"head\": \"abc\", \"worktree\": true, \"files\": [], \"global_inputs_changed\": [], \"components\": {\"infra\": {\"changed\": true, \"files\": [], \"because_of\": []}}, \"flags\": {}}";
-    run.write(run_state::RunFile::Diff, diff.as_bytes()).unwrap();
-    let store = run_state::FileStore::open(&repo.join(".pipeline")).unwrap();
-    store.record(&run_state::StepRecord::new(id, "abc", run_state::PIPELINE, Step::Validate, Status::Passed)).unwrap();
-    run
 }
 
 fn deploy(repo: &Path, run: &RunDir, endpoint: &str) -> Output {
@@ -100,11 +90,11 @@ async fn a_deploy_cut_at_any_call_settles_and_the_next_run_completes_it() {
     // Release 0 on a good network, and a count of the calls an update makes.
     let proxy = FaultProxy::start(&moto.endpoint);
     std::fs::write(repo.path().join("cfn/setting.yaml"), template("v0")).unwrap();
-    let out = deploy(repo.path(), &run(repo.path(), "run-0"), &moto.endpoint);
+    let out = deploy(repo.path(), &support::infra_run(repo.path(), "run-0"), &moto.endpoint);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     std::fs::write(repo.path().join("cfn/setting.yaml"), template("v1")).unwrap();
     proxy.forget();
-    let out = deploy(repo.path(), &run(repo.path(), "run-1"), &proxy.endpoint);
+    let out = deploy(repo.path(), &support::infra_run(repo.path(), "run-1"), &proxy.endpoint);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let calls = proxy.seen();
     assert!(calls.len() >= 5, "an update makes its calls through the proxy: {calls:#?}");
@@ -120,7 +110,7 @@ async fn a_deploy_cut_at_any_call_settles_and_the_next_run_completes_it() {
             // The call and the SDK's two retries of it.
             proxy.set(vec![Rule { matching: None, at: vec![n + 1, n + 2, n + 3], fault: fault.clone() }]);
             proxy.forget();
-            let cut = deploy(repo.path(), &run(repo.path(), &format!("run-{version}")), &proxy.endpoint);
+            let cut = deploy(repo.path(), &support::infra_run(repo.path(), &format!("run-{version}")), &proxy.endpoint);
             proxy.clear();
             let said = text(&cut);
             let case = format!("{fault:?} at call {} ({call}): {said}\nproxy: {:#?}", n + 1, proxy.seen());
@@ -142,8 +132,11 @@ async fn a_deploy_cut_at_any_call_settles_and_the_next_run_completes_it() {
                     let error = said.lines().filter(|l| l.starts_with("stack-deployer:")).count();
                     assert!(error >= 1, "a failure says so in a line of its own: {case}");
                     // The next run, on a good network, deploys the change.
-                    let again =
-                        deploy(repo.path(), &run(repo.path(), &format!("run-{version}-again")), &proxy.endpoint);
+                    let again = deploy(
+                        repo.path(),
+                        &support::infra_run(repo.path(), &format!("run-{version}-again")),
+                        &proxy.endpoint,
+                    );
                     assert_eq!(again.status.code(), Some(0), "{case}\nagain: {}", text(&again));
                     assert_eq!(deployed().await.as_deref(), Some(value.as_str()), "{case}");
                 }

@@ -7,15 +7,11 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Output};
 
-use run_state::{RunDir, Status, Step, Store};
 use stack_deployer::retention::{EXPIRABLE, KEPT, TAG_KEY};
 
 mod support;
 use support::text;
-
-const BIN: &str = env!("CARGO_BIN_EXE_stack-deployer");
 
 fn write(repo: &Path, path: &str, body: &str) {
     std::fs::write(repo.join(path), body).unwrap();
@@ -33,29 +29,6 @@ fn templates(repo: &Path, label: &str, child: &str) {
     );
     write(repo, "cfn/shared.yaml", "Resources:\n  Queue:\n    Type: AWS::SQS::Queue\n");
     write(repo, "cfn/child.yaml", &format!("Resources:\n  {child}:\n    Type: AWS::SNS::Topic\n"));
-}
-
-/// Run `id` of the repository, its diff saying `infra` changed and its validate passed.
-fn new_run(repo: &Path, id: &str) -> RunDir {
-    let run = RunDir::create(&repo.join(".pipeline"), id).unwrap();
-    let diff = "{\"base\": null, \"base_reason\": \"test\", \"head\": \"abc\", \"worktree\": true, \"files\": [], \"global_inputs_changed\": [], \"components\": {\"infra\": {\"changed\": true, \"files\": [], \"because_of\": []}}, \"flags\": {}}";
-    run.write(run_state::RunFile::Diff, diff.as_bytes()).unwrap();
-    let store = run_state::FileStore::open(&repo.join(".pipeline")).unwrap();
-    store.record(&run_state::StepRecord::new(id, "abc", run_state::PIPELINE, Step::Validate, Status::Passed)).unwrap();
-    run
-}
-
-fn deploy(repo: &Path, run: &RunDir, endpoint: &str) -> Output {
-    test_support::only_test_credentials(
-        Command::new(BIN).arg("--repo").arg(repo).arg("--run-dir").arg(&run.path).args([
-            "--env",
-            "dev",
-            "--endpoint-url",
-            endpoint,
-        ]),
-    )
-    .output()
-    .unwrap()
 }
 
 /// Every object of the bucket under `prefix/templates/` with its retention tag (None: untagged).
@@ -105,8 +78,8 @@ async fn after_more_releases_than_kept_only_the_oldest_ones_artifacts_are_expira
     for (run_id, label, child) in [("run-1", "One", "ChildA"), ("run-2", "Two", "ChildB"), ("run-3", "Three", "ChildB")]
     {
         templates(repo.path(), label, child);
-        let run = new_run(repo.path(), run_id);
-        let out = deploy(repo.path(), &run, &moto.endpoint);
+        let run = support::infra_run(repo.path(), run_id);
+        let out = support::deployer_in("dev", &moto.endpoint, repo.path(), &run, &[]);
         assert_eq!(out.status.code(), Some(0), "{run_id}: {}{}", text(&out.stdout), text(&out.stderr));
         masters.push(master_of(&store, run_id));
         if run_id == "run-3" {
@@ -133,8 +106,8 @@ async fn after_more_releases_than_kept_only_the_oldest_ones_artifacts_are_expira
     // Release 4 goes back to release 1's templates: they are kept again, and release 2's
     // master (needed only by it now) becomes expirable.
     templates(repo.path(), "One", "ChildA");
-    let run = new_run(repo.path(), "run-4");
-    let out = deploy(repo.path(), &run, &moto.endpoint);
+    let run = support::infra_run(repo.path(), "run-4");
+    let out = support::deployer_in("dev", &moto.endpoint, repo.path(), &run, &[]);
     assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
     let again = self::tags(&s3, &bucket, "app").await;
     assert_eq!(again[&masters[0]].as_deref(), Some(KEPT), "{again:#?}");

@@ -232,14 +232,7 @@ pub fn production_state(endpoint: &str, prod: &Prod<'_>) -> Production {
         })
         .collect();
     outputs.sort();
-    let functions = json(&["lambda", "list-functions"]);
-    let mut code: Vec<(String, String)> = functions["Functions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|f| (f["FunctionName"].as_str().unwrap().to_owned(), f["CodeSha256"].as_str().unwrap().to_owned()))
-        .collect();
-    code.sort();
+    let code: Vec<(String, String)> = function_code(&env).into_iter().collect();
     // The published site: the same files (the runtime config's content holds generated
     // endpoints, so names are compared, not hashes).
     let site = outputs.iter().find(|(k, _)| k == "SiteBucketName").map(|(_, v)| v.clone()).expect("a site bucket");
@@ -378,11 +371,44 @@ pub fn dev_state(endpoint: &str) -> DevState {
         })
         .collect();
     parameters.sort();
-    let code = json(&["lambda", "list-functions"])["Functions"]
+    DevState { template, parameters, code: function_code(&env) }
+}
+
+/// Each function's CodeSha256 in the account `env`'s credentials reach, by function name.
+pub fn function_code(env: &[(String, String)]) -> std::collections::BTreeMap<String, String> {
+    aws_json(&["lambda", "list-functions"], env)["Functions"]
         .as_array()
         .into_iter()
         .flatten()
         .map(|f| (f["FunctionName"].as_str().unwrap().to_owned(), f["CodeSha256"].as_str().unwrap().to_owned()))
-        .collect();
-    DevState { template, parameters, code }
+        .collect()
+}
+
+/// The sample as the CodeBuild rehearsals take it: one commit on `main`, with no packages for
+/// the shared dependency layer to fetch (loopback only).
+pub fn rehearsal_sample() -> test_support::GitRepo {
+    let repo = test_support::sample_monorepo();
+    repo.git(&["branch", "-M", "main"]);
+    std::fs::write(repo.path().join("lambda/requirements.txt"), "# none\n").unwrap();
+    repo.git(&["commit", "-q", "-a", "--amend", "--no-edit"]);
+    repo
+}
+
+/// The pipeline's environment for a CodeBuild rehearsal against `endpoint` (its artifact
+/// bucket, the approver, dev's CloudFormation role), with that bucket and the sample's dev and
+/// prod artifact buckets made.
+pub fn rehearsal_env(endpoint: &str, artifact_bucket: &str) -> Vec<(String, String)> {
+    let mut env = pipeline_env(endpoint);
+    env.extend(
+        [
+            ("ARTIFACT_BUCKET", artifact_bucket),
+            ("APPROVED_BY", "alice"),
+            ("CFN_ROLE_ARN", "arn:aws:iam::123456789012:role/xtask-contract-cfn"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned())),
+    );
+    for bucket in [artifact_bucket, "pipeline-dashboard-artifacts-dev", "pipeline-dashboard-artifacts-prod"] {
+        aws_json(&["s3api", "create-bucket", "--bucket", bucket], &env);
+    }
+    env
 }
