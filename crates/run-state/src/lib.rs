@@ -44,6 +44,7 @@ mod recording;
 pub mod redact;
 pub mod release;
 mod run_dir;
+mod stage;
 mod store;
 
 use std::path::{Path, PathBuf};
@@ -63,6 +64,7 @@ pub use record::{
 pub use recording::{Recording, record_pipeline_step, record_step, record_step_async};
 pub use release::{Release, ReleaseStore};
 pub use run_dir::{RunDir, RunFile, runs_dir, write_atomic, write_atomic_with};
+pub use stage::{StageInputs, StageOutcome, StagePlan};
 pub use store::{DEFAULT_SUCCESS_ENV, FileStore, LockRecord, Store, SuccessMark, check_success};
 
 /// What can go wrong with the run folder, the store or the stage context.
