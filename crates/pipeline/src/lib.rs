@@ -57,7 +57,7 @@ use std::fmt;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, SystemTime};
 
-use run_state::{PIPELINE, RunDir, RunFile, StageContext, Status, Step, StepRecord, Store};
+use run_state::{PIPELINE, RunDir, RunFile, StageContext, StageInputs, Status, Step, StepRecord, Store};
 use source_diff::{Components, DiffReport};
 use status_report::{GatePolicy, RunReport};
 use step_runner::RunnerSettings;
@@ -195,6 +195,14 @@ pub struct Inputs<'a> {
     pub resume_hint: &'a str,
     /// Where the pipeline's events go.
     pub on_event: &'a (dyn Fn(Event<'_>) + Sync),
+}
+
+impl<'a> Inputs<'a> {
+    /// The inputs every stage of this run takes (context, run, store, cancel flag), built
+    /// from these once and handed to each stage as they are.
+    pub fn stage(&self) -> StageInputs<'a> {
+        StageInputs::new(self.context, self.run, self.store, self.cancel)
+    }
 }
 
 /// Whether a run starts here or goes on from its approval.
