@@ -47,9 +47,9 @@ use std::io::{PipeReader, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use nix::errno::Errno;
@@ -152,6 +152,91 @@ pub fn missing_program(log: &str) -> Option<String> {
     })
 }
 
+/// What went wrong in the runner's own I/O for a job (its log, its shell, its watchdog); the
+/// `io::Error` is the [`source`](std::error::Error::source), never repeated in the message.
+#[derive(Debug)]
+pub enum Error {
+    /// The log's folder could not be made.
+    CreateDir {
+        /// The folder.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The log (or the kept stdout) could not be written, or its pipe made.
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// `sh` could not be started for the command.
+    Spawn {
+        /// The config key of the command.
+        config_key: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The job's watchdog (`sh`) could not be started; the job was stopped.
+    Watchdog {
+        /// The config key of the command.
+        config_key: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The job's shell could not be waited for; its group was stopped.
+    Wait {
+        /// The config key of the command.
+        config_key: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Copying the job's output into its log failed part way.
+    LogIncomplete {
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+// Written by hand, as thiserror would: the crate takes no dependency for one enum.
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::CreateDir { path, .. } => write!(f, "cannot create {}", path.display()),
+            Error::Write { path, .. } => write!(f, "cannot write {}", path.display()),
+            Error::Spawn { config_key, .. } => write!(f, "cannot start `sh` for {config_key}"),
+            Error::Watchdog { config_key, .. } => write!(f, "cannot start the watchdog of {config_key} (`sh`)"),
+            Error::Wait { config_key, .. } => write!(f, "cannot wait for {config_key}"),
+            Error::LogIncomplete { .. } => f.write_str("the log is incomplete"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self.io_error())
+    }
+}
+
+impl Error {
+    fn io_error(&self) -> &std::io::Error {
+        match self {
+            Error::CreateDir { source, .. }
+            | Error::Write { source, .. }
+            | Error::Spawn { source, .. }
+            | Error::Watchdog { source, .. }
+            | Error::Wait { source, .. }
+            | Error::LogIncomplete { source } => source,
+        }
+    }
+
+    /// The message and its cause on one line (`cannot start `sh` for …: No such file or
+    /// directory`): what [`Outcome::Failed`] and a job's note say for it.
+    pub fn with_cause(&self) -> String {
+        format!("{self}: {}", self.io_error())
+    }
+}
+
 /// A finished job.
 #[derive(Debug, Clone)]
 pub struct JobResult {
@@ -168,6 +253,10 @@ pub struct JobResult {
     /// What the runner had to do beyond running the command (processes it left behind
     /// stopped, output not logged), on one line; also at the end of the log.
     pub note: Option<String>,
+    /// The runner's own I/O error for this job, its cause kept: why the job could not start or
+    /// be waited for (the outcome is then [`Outcome::Failed`] with [`Error::with_cause`]), or why
+    /// its log is incomplete (said in the note too).
+    pub error: Option<Arc<Error>>,
 }
 
 /// What the runner reports while it works.
@@ -217,6 +306,7 @@ impl Runner<'_> {
                                 ended_at: SystemTime::now(),
                                 log_tail: String::new(),
                                 note: None,
+                                error: None,
                             }
                         } else {
                             self.run_one(job, path.as_ref(), on_event)
@@ -243,12 +333,12 @@ impl Runner<'_> {
 
     fn run_one(&self, job: Job, path: Option<&OsString>, on_event: &(dyn Fn(Event<'_>) + Sync)) -> JobResult {
         let started_at = SystemTime::now();
-        let (outcome, note) = match self.spawn(&job, path) {
+        let (outcome, note, error) = match self.spawn(&job, path) {
             Ok(running) => {
                 on_event(Event::Started(&job));
                 self.wait(running, &job)
             }
-            Err(message) => (Outcome::Failed(message), None),
+            Err(error) => (Outcome::Failed(error.with_cause()), None, Some(error)),
         };
         let log_tail = run_state::redact::read_log_tail(&job.log_path).unwrap_or_default();
         let outcome = match outcome {
@@ -257,13 +347,15 @@ impl Runner<'_> {
             }
             other => other,
         };
-        JobResult { job, outcome, started_at: Some(started_at), ended_at: SystemTime::now(), log_tail, note }
+        let error = error.map(Arc::new);
+        JobResult { job, outcome, started_at: Some(started_at), ended_at: SystemTime::now(), log_tail, note, error }
     }
 
-    fn spawn(&self, job: &Job, path: Option<&OsString>) -> Result<RunningJob, String> {
-        let cannot_write = |path: &std::path::Path, e: std::io::Error| format!("cannot write {}: {e}", path.display());
+    fn spawn(&self, job: &Job, path: Option<&OsString>) -> Result<RunningJob, Error> {
+        let cannot_write = |path: &std::path::Path, source| Error::Write { path: path.to_path_buf(), source };
         if let Some(parent) = job.log_path.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+            std::fs::create_dir_all(parent)
+                .map_err(|source| Error::CreateDir { path: parent.to_path_buf(), source })?;
         }
         let log = File::create(&job.log_path).map_err(|e| cannot_write(&job.log_path, e))?;
         let stdout_file = match &job.stdout_path {
@@ -295,29 +387,35 @@ impl Runner<'_> {
         let spawned = command.spawn();
         // The runner's copies of the pipe's write end go here, so the log ends when the job's processes do.
         drop(command);
-        let mut child = spawned.map_err(|e| format!("cannot start `sh` for {}: {e}", job.config_key))?;
+        let mut child = spawned.map_err(|source| Error::Spawn { config_key: job.config_key.clone(), source })?;
         let group = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
         let watchdog = match Watchdog::start(group) {
             Ok(watchdog) => watchdog,
-            Err(e) => {
+            Err(source) => {
                 stop_group(group, Some(&mut child));
-                return Err(format!("cannot start the watchdog of {} (`sh`): {e}", job.config_key));
+                return Err(Error::Watchdog { config_key: job.config_key.clone(), source });
             }
         };
         Ok(RunningJob { child, group, watchdog, logger })
     }
 
-    fn wait(&self, running: RunningJob, job: &Job) -> (Outcome, Option<String>) {
+    /// Waits for the job, then stops what it left and finishes its log: the outcome, the note,
+    /// and the runner's own error (waiting, or the log).
+    fn wait(&self, running: RunningJob, job: &Job) -> (Outcome, Option<String>, Option<Error>) {
         let RunningJob { mut child, group, watchdog, logger } = running;
         let deadline = Instant::now() + job.timeout;
         let mut pause = Duration::from_millis(2);
+        let mut error = None;
         let outcome = loop {
             match child.try_wait() {
                 Ok(Some(status)) => break exit_outcome(status, job),
                 Ok(None) => {}
-                Err(e) => {
+                Err(source) => {
                     stop_group(group, Some(&mut child));
-                    break Outcome::Failed(format!("cannot wait for {}: {e}", job.config_key));
+                    let failed = Error::Wait { config_key: job.config_key.clone(), source };
+                    let outcome = Outcome::Failed(failed.with_cause());
+                    error = Some(failed);
+                    break outcome;
                 }
             }
             let cancelled = self.cancel.load(Ordering::SeqCst);
@@ -346,13 +444,16 @@ impl Runner<'_> {
                 );
                 None
             }
-            Err(LogError::Io(e)) => {
-                notes.push(format!("the log is incomplete: {e}"));
+            Err(LogError::Io(source)) => {
+                let incomplete = Error::LogIncomplete { source };
+                notes.push(incomplete.with_cause());
+                // A failed wait is the error that matters; the log's is in the note.
+                error = error.or(Some(incomplete));
                 None
             }
         };
         if notes.is_empty() {
-            return (outcome, None);
+            return (outcome, None, error);
         }
         let note = notes.join("; ");
         let log = log.take().or_else(|| std::fs::OpenOptions::new().append(true).open(&job.log_path).ok());
@@ -360,7 +461,7 @@ impl Runner<'_> {
             // The note is the runner's own line: best effort, the record keeps it anyway.
             let _ = writeln!(log, "[step-runner] {note}");
         }
-        (outcome, Some(note))
+        (outcome, Some(note), error)
     }
 }
 
@@ -630,8 +731,37 @@ fn stop_group(group: Pid, mut shell: Option<&mut Child>) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::{CappedWriter, LOG_HEAD_BYTES, LOG_TAIL_BYTES, missing_program};
+    use super::{CappedWriter, Error, Job, LOG_HEAD_BYTES, LOG_TAIL_BYTES, Outcome, Runner, missing_program};
     use std::io::Write;
+
+    #[test]
+    fn a_job_that_cannot_start_keeps_the_io_error_as_its_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        // The log's folder would be under a file: it cannot be made.
+        let blocker = dir.path().join("a-file");
+        std::fs::write(&blocker, "").unwrap();
+        let cancel = std::sync::atomic::AtomicBool::new(false);
+        let runner =
+            Runner { workdir: dir.path().to_path_buf(), parallelism: 1, path_prefix: Vec::new(), cancel: &cancel };
+        let job = Job {
+            component: "api".into(),
+            command: "true".into(),
+            timeout: std::time::Duration::from_secs(10),
+            log_path: blocker.join("logs").join("api.log"),
+            config_key: "components.api.test".into(),
+            stdout_path: None,
+            env: Vec::new(),
+        };
+        let result = runner.run(vec![job], &|_| {}).remove(0);
+        let error = result.error.as_deref().expect("the runner's error is kept");
+        let Error::CreateDir { path, source } = error else { panic!("{error:?}") };
+        assert_eq!(path, &blocker.join("logs"));
+        let cause = source.to_string();
+        let message = error.to_string();
+        assert!(!message.contains(&cause), "the cause is the source, not in the message: {message}");
+        assert!(std::error::Error::source(error).is_some());
+        assert_eq!(result.outcome, Outcome::Failed(format!("{message}: {cause}")), "the outcome says both, as before");
+    }
 
     #[test]
     fn a_log_keeps_its_start_and_its_end_and_says_what_was_cut() {
