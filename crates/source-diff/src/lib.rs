@@ -30,6 +30,7 @@
 
 mod config;
 mod git;
+mod objects;
 mod output;
 mod run;
 
