@@ -280,11 +280,11 @@ struct Texts {
     runner_process: Option<String>,
 }
 
-/// One step of one run as the figures need it, folded.
+/// One step of one run as the figures need it: [`Parsed`] names its component, [`Held`] (once
+/// its run's steps are folded) has the component's place instead.
 #[derive(Debug)]
-struct Held {
-    /// Its place in [`Runs::components`].
-    component: u32,
+struct StepFacts<C> {
+    component: C,
     step: Step,
     status: Status,
     started_at: Option<SystemTime>,
@@ -292,6 +292,20 @@ struct Held {
     coverage: Option<Box<(Ratio, Option<Ratio>)>>,
     texts: Option<Box<Texts>>,
 }
+
+impl<C> StepFacts<C> {
+    /// The same step with its component as `component`.
+    fn with_component<D>(self, component: D) -> StepFacts<D> {
+        let StepFacts { component: _, step, status, started_at, ended_at, coverage, texts } = self;
+        StepFacts { component, step, status, started_at, ended_at, coverage, texts }
+    }
+}
+
+/// A step as parsed, before its run and component are looked up.
+type Parsed<'a> = StepFacts<Cow<'a, str>>;
+
+/// A step folded into its run, its component by its place in [`Runs::components`].
+type Held = StepFacts<u32>;
 
 impl Held {
     /// The record as far as [`run_state::supersede`], [`run_state::merge_later`] and
@@ -362,17 +376,6 @@ pub(crate) struct Runs {
     /// The lines not in the shape the store writes (the number and place of each), which its
     /// read of one run refuses unless they hold the run's id.
     unwritten: Vec<(u64, Range<u64>)>,
-}
-
-/// A step as parsed, before its run and component are looked up.
-struct Parsed<'a> {
-    component: Cow<'a, str>,
-    step: Step,
-    status: Status,
-    started_at: Option<SystemTime>,
-    ended_at: Option<SystemTime>,
-    coverage: Option<Box<(Ratio, Option<Ratio>)>>,
-    texts: Option<Box<Texts>>,
 }
 
 /// What a line is, read on its own (lines are read on all cores, then folded in order).
@@ -560,16 +563,7 @@ impl Runs {
                 let slot = self.slot(&id, &place);
                 if self.runs[slot].error.is_none() {
                     let component = self.component_of(slot, &parsed.component);
-                    let held = Held {
-                        component,
-                        step: parsed.step,
-                        status: parsed.status,
-                        started_at: parsed.started_at,
-                        ended_at: parsed.ended_at,
-                        coverage: parsed.coverage,
-                        texts: parsed.texts,
-                    };
-                    fold(&mut self.runs[slot].held, held);
+                    fold(&mut self.runs[slot].held, parsed.with_component(component));
                 }
                 Ok(())
             }
