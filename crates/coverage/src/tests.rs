@@ -202,6 +202,12 @@ fn spec_mistakes_name_the_key() {
     assert_eq!(bad.key, "report");
     let bad = spec("report = 'r'\nformat = 'lcov'\ninclude = ['a/{b']").check().unwrap_err();
     assert_eq!(bad.key, "include");
+    // The config check's cheaper form finds the same mistakes, without building the filter.
+    let bad = spec("report = '../elsewhere.xml'\nformat = 'lcov'").check_written().unwrap_err();
+    assert_eq!(bad.key, "report");
+    let bad = spec("report = 'r'\nformat = 'lcov'\nexclude = ['a/{b']").check_written().unwrap_err();
+    assert_eq!(bad.key, "exclude");
+    assert!(spec("report = 'r'\nformat = 'lcov'\ninclude = ['lambda/**']").check_written().is_ok());
     let over: Result<CoverageSpec, _> = toml::from_str("report = 'r'\nformat = 'lcov'\nmin_lines = 120");
     assert!(over.unwrap_err().to_string().contains("120 is not a percentage from 0 to 100"));
     let filter = spec("report = 'r'\nformat = 'lcov'").check().unwrap();

@@ -338,7 +338,7 @@ fn check_coverage(file: &Path, text: &str, key: &str, settings: &ComponentSettin
         }
     }
     if let Some(spec) = settings.test.as_ref().and_then(|t| t.coverage.as_ref())
-        && let Err(e) = spec.check()
+        && let Err(e) = spec.check_written()
     {
         let key = format!("{key}.test.coverage.{}", e.key);
         return Err(match e.span {

@@ -431,60 +431,9 @@ pub fn diff_commits(repo: &Repo, components: &Components, base: &str, head: &str
 
 /// Maps changed paths to components: pure, no I/O.
 pub fn affected(components: &Components, files: Vec<FileChange>) -> DiffReport {
-    let count = components.components.len();
-    let mut own_files: Vec<Vec<String>> = vec![Vec::new(); count];
-    let mut global_inputs_changed = Vec::new();
-    let mut owners = Vec::new();
-    let mut excluded = Vec::new();
-    let mut unowned = Vec::new();
-    for file in &files {
-        if components.global_inputs.is_match(&file.path) {
-            global_inputs_changed.push(file.path.clone());
-        }
-        components.includes.matches_into(&file.path, &mut owners);
-        let mut owned = false;
-        if !owners.is_empty() {
-            components.excludes.matches_into(&file.path, &mut excluded);
-            let excluded: BTreeSet<usize> = excluded.iter().map(|&g| components.exclude_owner[g]).collect();
-            let mut last = usize::MAX;
-            for &glob in &owners {
-                let owner = components.include_owner[glob];
-                // Globs of one component are added together, so repeats are adjacent.
-                if owner != last && !excluded.contains(&owner) {
-                    own_files[owner].push(file.path.clone());
-                    owned = true;
-                }
-                last = owner;
-            }
-        }
-        if !owned && global_inputs_changed.last() != Some(&file.path) {
-            unowned.push(file.path.clone());
-        }
-    }
-    for list in &mut own_files {
-        list.dedup();
-    }
-
+    let Owned { mut own_files, global_inputs_changed, unowned } = owners(components, &files);
     let all = !global_inputs_changed.is_empty();
-    // Each changed component's dependents, direct or not, found by a walk from it alone: the
-    // catalogue keeps only direct dependents, so a long chain costs memory in its length.
-    let mut because_of: Vec<BTreeSet<&str>> = vec![BTreeSet::new(); count];
-    let mut seen = vec![usize::MAX; count];
-    let mut todo: Vec<usize> = Vec::new();
-    for (i, list) in own_files.iter().enumerate() {
-        if list.is_empty() {
-            continue;
-        }
-        todo.extend(&components.dependents[i]);
-        while let Some(dependent) = todo.pop() {
-            if seen[dependent] != i {
-                seen[dependent] = i;
-                because_of[dependent].insert(&components.components[i].name);
-                todo.extend(&components.dependents[dependent]);
-            }
-        }
-    }
-
+    let because_of = dependents_of_changed(components, &own_files);
     let mut report_components = BTreeMap::new();
     let mut flags = BTreeMap::new();
     for (i, component) in components.components.iter().enumerate() {
@@ -511,6 +460,78 @@ pub fn affected(components: &Components, files: Vec<FileChange>) -> DiffReport {
         components: report_components,
         flags,
     }
+}
+
+/// Who owns the changed paths.
+struct Owned {
+    /// Per component (catalogue order), its own changed files.
+    own_files: Vec<Vec<String>>,
+    /// Changed paths that are global inputs.
+    global_inputs_changed: Vec<String>,
+    /// Changed paths no component owns, global inputs apart.
+    unowned: Vec<String>,
+}
+
+/// Each changed path to the components whose `paths` match it and whose `exclude` does not.
+fn owners(components: &Components, files: &[FileChange]) -> Owned {
+    let mut own_files: Vec<Vec<String>> = vec![Vec::new(); components.components.len()];
+    let mut global_inputs_changed = Vec::new();
+    let mut owners = Vec::new();
+    let mut excluded = Vec::new();
+    let mut unowned = Vec::new();
+    for file in files {
+        if components.global_inputs.is_match(&file.path) {
+            global_inputs_changed.push(file.path.clone());
+        }
+        components.includes.matches_into(&file.path, &mut owners);
+        let mut owned = false;
+        if !owners.is_empty() {
+            components.excludes.matches_into(&file.path, &mut excluded);
+            let excluded: BTreeSet<usize> = excluded.iter().map(|&g| components.exclude_owner[g]).collect();
+            let mut last = usize::MAX;
+            for &glob in &owners {
+                let owner = components.include_owner[glob];
+                // Globs of one component are added together, so repeats are adjacent.
+                if owner != last && !excluded.contains(&owner) {
+                    own_files[owner].push(file.path.clone());
+                    owned = true;
+                }
+                last = owner;
+            }
+        }
+        if !owned && global_inputs_changed.last() != Some(&file.path) {
+            unowned.push(file.path.clone());
+        }
+    }
+    for list in &mut own_files {
+        list.dedup();
+    }
+    Owned { own_files, global_inputs_changed, unowned }
+}
+
+/// Per component, the changed components it depends on, directly or not.
+///
+/// Each changed component's dependents are found by a walk from it alone: the catalogue keeps
+/// only direct dependents, so a long chain costs memory in its length.
+fn dependents_of_changed<'a>(components: &'a Components, own_files: &[Vec<String>]) -> Vec<BTreeSet<&'a str>> {
+    let count = components.components.len();
+    let mut because_of: Vec<BTreeSet<&str>> = vec![BTreeSet::new(); count];
+    let mut seen = vec![usize::MAX; count];
+    let mut todo: Vec<usize> = Vec::new();
+    for (i, list) in own_files.iter().enumerate() {
+        if list.is_empty() {
+            continue;
+        }
+        todo.extend(&components.dependents[i]);
+        while let Some(dependent) = todo.pop() {
+            if seen[dependent] != i {
+                seen[dependent] = i;
+                because_of[dependent].insert(&components.components[i].name);
+                todo.extend(&components.dependents[dependent]);
+            }
+        }
+    }
+    because_of
 }
 
 fn everything(components: &Components, head: String, reason: String) -> DiffReport {
