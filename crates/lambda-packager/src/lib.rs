@@ -939,84 +939,144 @@ fn check_include_builds(config: &pipeline_config::ConfigFile, settings: &LambdaS
     Ok(())
 }
 
-/// How [`run_stage`] runs.
+/// What the packaging stage ended with. Its exit code ([`run_state::StageOutcome`]) is 0
+/// built, 1 over Lambda's size limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every package was built (or reused) and published with the manifest.
+    Built(Manifest),
+    /// A package is over Lambda's size limits: nothing was published.
+    OverBudget(Vec<BudgetProblem>),
+}
+
+impl Outcome {
+    /// The stage's verdict from what [`Packager::build_changed`] returned.
+    fn of(built: Result<Manifest, Error>) -> Result<Outcome, Error> {
+        match built {
+            Ok(manifest) => Ok(Outcome::Built(manifest)),
+            Err(Error::OverBudget(problems)) => Ok(Outcome::OverBudget(problems)),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// The manifest, or the packages over budget as [`Error::OverBudget`]: for a caller to
+    /// whom an over-budget package is an error like any other.
+    pub fn into_manifest(self) -> Result<Manifest, Error> {
+        match self {
+            Outcome::Built(manifest) => Ok(manifest),
+            Outcome::OverBudget(problems) => Err(Error::OverBudget(problems)),
+        }
+    }
+}
+
+impl run_state::StageOutcome for Outcome {
+    fn exit_code(&self) -> u8 {
+        match self {
+            Outcome::Built(_) => 0,
+            Outcome::OverBudget(_) => 1,
+        }
+    }
+}
+
+/// How the stage runs.
 #[derive(Debug, Clone, Default)]
 pub struct StageOptions {
     /// Only these functions (all when empty).
     pub only: Vec<String>,
     /// The Python whose pip installs dependencies (`python3` when unset).
     pub python: Option<PathBuf>,
-    /// Write the zips here instead of the run's `packages/` (then nothing is recorded).
-    pub out: Option<PathBuf>,
+}
+
+/// `[lambda]` of the context's config, its includes checked, and its functions (only those of
+/// `options.only` when it names some).
+fn selected(
+    context: &run_state::StageContext,
+    options: &StageOptions,
+) -> Result<(LambdaSettings, Vec<FunctionSpec>), Error> {
+    let config = context.required_config()?;
+    let (settings, mut functions) = LambdaSettings::from_config(config)?;
+    check_include_builds(config, &settings)?;
+    for name in &options.only {
+        if !functions.iter().any(|f| &f.name == name) {
+            return Err(Error::UnknownFunction {
+                name: name.clone(),
+                known: functions.iter().map(|f| f.name.clone()).collect(),
+            });
+        }
+    }
+    if !options.only.is_empty() {
+        functions.retain(|f| options.only.contains(&f.name));
+    }
+    Ok((settings, functions))
+}
+
+/// Builds `functions` into `out_dir` (those in `unchanged` listed unchanged), with the
+/// context's cache.
+fn build(
+    context: &run_state::StageContext,
+    (settings, functions): &(LambdaSettings, Vec<FunctionSpec>),
+    unchanged: &BTreeSet<String>,
+    out_dir: PathBuf,
+    options: &StageOptions,
+    on_event: &dyn Fn(Event<'_>),
+) -> Result<Manifest, Error> {
+    let packager = Packager {
+        repo: context.root.clone(),
+        cache_dir: context.cache_dir(),
+        out_dir,
+        pip: Pip {
+            python: options.python.clone().unwrap_or_else(|| "python3".into()),
+            extra_args: settings.pip_args.clone(),
+        },
+    };
+    packager.build_changed(functions, unchanged, on_event).map_err(|error| match error {
+        // Name the build that writes the missing include.
+        Error::MissingBuildOutput { function, path, component, command: None } => {
+            let command = context
+                .required_config()
+                .ok()
+                .and_then(|config| source_diff::Components::from_config(config).ok())
+                .and_then(|components| components.get(&component).and_then(|c| c.build.clone()))
+                .map(|build| build.run);
+            Error::MissingBuildOutput { function, path, component, command }
+        }
+        other => other,
+    })
+}
+
+/// Builds every function of `[lambda]` (or `options.only`) into `out`, with no run: each
+/// counts as changed, and nothing is recorded (`lambda-packager --out DIR`). [`run_stage`]
+/// is this for a run.
+pub fn package(
+    context: &run_state::StageContext,
+    out: &Path,
+    options: &StageOptions,
+    on_event: &dyn Fn(Event<'_>),
+) -> Result<Outcome, Error> {
+    let selected = selected(context, options)?;
+    Outcome::of(build(context, &selected, &BTreeSet::new(), out.to_path_buf(), options, on_event))
 }
 
 /// The Build stage's packaging for one run, as the `lambda-packager` binary and a pipeline both
 /// run it: reads `[lambda]`, checks that the checked-out tree is the run's commit, builds every
-/// function into the run's `packages/`, and records the `build` step of the pipeline (passed with
-/// what was built, or failed with the error, over-budget packages included).
-///
-/// With [`StageOptions::out`] and no run, the zips go there and nothing is recorded.
+/// function into the run's `packages/` (a function whose component did not change is listed
+/// unchanged), and records the `build` step of the pipeline (passed with what was built, or
+/// failed with the error, over-budget packages included).
 pub fn run_stage(
-    context: &run_state::StageContext,
-    run: Option<(&run_state::RunDir, &dyn run_state::Store)>,
+    inputs: &run_state::StageInputs<'_>,
     options: &StageOptions,
     on_event: &dyn Fn(Event<'_>),
-) -> Result<Manifest, Error> {
+) -> Result<Outcome, Error> {
+    let run_state::StageInputs { context, run, store, .. } = *inputs;
     let work = || -> Result<Manifest, Error> {
-        let config = context.required_config()?;
-        let (settings, mut functions) = LambdaSettings::from_config(config)?;
-        check_include_builds(config, &settings)?;
-        for name in &options.only {
-            if !functions.iter().any(|f| &f.name == name) {
-                return Err(Error::UnknownFunction {
-                    name: name.clone(),
-                    known: functions.iter().map(|f| f.name.clone()).collect(),
-                });
-            }
-        }
-        if !options.only.is_empty() {
-            functions.retain(|f| options.only.contains(&f.name));
-        }
-        let mut unchanged = BTreeSet::new();
-        let out_dir = match (&options.out, run) {
-            (Some(out), _) => out.clone(),
-            (None, Some((run_dir, _))) => {
-                let diff: source_diff::DiffReport = run_dir.read_json(run_state::RunFile::Diff)?;
-                context.check_tree(&diff.head, diff.worktree)?;
-                unchanged = unchanged_functions(&functions, &diff)?;
-                run_dir.packages_dir()
-            }
-            (None, None) => return Err(Error::State(run_state::Error::NoRun { state_dir: context.state_dir.clone() })),
-        };
-        let packager = Packager {
-            repo: context.root.clone(),
-            cache_dir: context.cache_dir(),
-            out_dir,
-            pip: Pip {
-                python: options.python.clone().unwrap_or_else(|| "python3".into()),
-                extra_args: settings.pip_args.clone(),
-            },
-        };
-        packager.build_changed(&functions, &unchanged, on_event).map_err(|error| match error {
-            // Name the build that writes the missing include.
-            Error::MissingBuildOutput { function, path, component, command: None } => {
-                let command = source_diff::Components::from_config(config)
-                    .ok()
-                    .and_then(|components| components.get(&component).and_then(|c| c.build.clone()))
-                    .map(|build| build.run);
-                Error::MissingBuildOutput { function, path, component, command }
-            }
-            other => other,
-        })
+        let selected = selected(context, options)?;
+        let diff: source_diff::DiffReport = run.read_json(run_state::RunFile::Diff)?;
+        context.check_tree(&diff.head, diff.worktree)?;
+        let unchanged = unchanged_functions(&selected.1, &diff)?;
+        build(context, &selected, &unchanged, run.packages_dir(), options, on_event)
     };
-    let Some((run_dir, store)) = run.filter(|_| options.out.is_none()) else {
-        return work();
-    };
-    let head = run_dir
-        .read_json::<source_diff::DiffReport>(run_state::RunFile::Diff)
-        .map(|diff| diff.head)
-        .unwrap_or_default();
-    run_state::record_pipeline_step(store, &run_dir.run_id, &head, run_state::Step::Build, || {
+    let head = run.head().unwrap_or_default();
+    let built = run_state::record_pipeline_step(store, &run.run_id, &head, run_state::Step::Build, || {
         work().map(|manifest| {
             let reused = manifest.packages.iter().filter(|p| p.reused).count();
             let changed = manifest.changed().count();
@@ -1027,5 +1087,7 @@ pub fn run_stage(
             );
             (manifest, note)
         })
-    })?
+    })?;
+    // An over-budget package is recorded as the step's failure (above) and is the stage's verdict.
+    Outcome::of(built)
 }

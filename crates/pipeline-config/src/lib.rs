@@ -105,6 +105,18 @@ impl ConfigError {
     }
 }
 
+/// A settings file that exists but cannot be read (a folder, a named pipe, no permission, over
+/// its bound): the OS error is its source, not part of its message.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: cannot be read", file.display())]
+pub struct ReadError {
+    /// The file.
+    pub file: PathBuf,
+    /// Why it cannot be read.
+    #[source]
+    pub source: std::io::Error,
+}
+
 /// The folder under the monorepo root that holds the pipeline's state, runs and caches.
 pub const STATE_DIR: &str = ".pipeline";
 

@@ -57,7 +57,7 @@ use std::fmt;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, SystemTime};
 
-use run_state::{PIPELINE, RunDir, RunFile, StageContext, StageInputs, Status, Step, StepRecord, Store};
+use run_state::{PIPELINE, RunDir, RunFile, StageContext, StageInputs, StagePlan, Status, Step, StepRecord, Store};
 use source_diff::{Components, DiffReport};
 use status_report::{GatePolicy, RunReport};
 use step_runner::RunnerSettings;
@@ -80,6 +80,10 @@ pub enum Error {
     /// The diff.
     #[error("the diff")]
     Diff(#[from] source_diff::Error),
+    /// Validate's settings beyond `pipeline.toml` (a `.cfnlintrc` that cannot be read; boxed:
+    /// the error type stays small).
+    #[error("validate's settings")]
+    Validate(#[source] Box<validate::Error>),
     /// `[lambda]` (boxed: the error type stays small).
     #[error("the Lambda packages")]
     Package(#[source] Box<lambda_packager::Error>),
@@ -387,9 +391,9 @@ impl Stages<'_> {
     /// Validate: a failure refuses the gate, but the later stages before the gate still run so
     /// one run tells everything that is wrong.
     fn validate(&self) {
-        let Inputs { context, run, store, cancel, .. } = *self.inputs;
-        let options = validate::StageOptions { tools: true, cache: true, all: false, cancel };
-        match validate::run_stage(context, Some((run, store)), options) {
+        let options =
+            validate::StageOptions { checks: validate::CheckOptions { tools: true, cache: true }, all: false };
+        match validate::run_stage(&self.inputs.stage(), options) {
             Ok(outcome) => self.line(format!("validate: {}", outcome.summary())),
             Err(error) => self.line(format!("validate: {}", run_state::error_chain(&error))),
         }
@@ -403,7 +407,7 @@ impl Stages<'_> {
             let reason = needs.no_deploy.as_deref().unwrap_or("no stack deploys, so no package is needed");
             return self.skip(&[Step::Build], reason);
         }
-        let Inputs { context, run, store, diff, .. } = *self.inputs;
+        let Inputs { context, diff, .. } = *self.inputs;
         // The functions of changed components (a function is its component's when they share a
         // name), and those no component names; the deploy keeps the others' code as it is.
         let config = context.required_config()?;
@@ -418,8 +422,10 @@ impl Stages<'_> {
         if only.is_empty() {
             return self.skip(&[Step::Build], "no function changed");
         }
-        let options = lambda_packager::StageOptions { only, python: None, out: None };
-        match lambda_packager::run_stage(context, Some((run, store)), &options, &|_| {}) {
+        let options = lambda_packager::StageOptions { only, python: None };
+        // Over budget is the stage's verdict, already recorded as the step's failure: said as
+        // the error it is.
+        match lambda_packager::run_stage(&self.inputs.stage(), &options, &|_| {}).and_then(|o| o.into_manifest()) {
             Ok(manifest) => self.line(format!("package: {} function(s)", manifest.packages.len())),
             Err(error) => self.line(format!("package: {}", run_state::error_chain(&error))),
         }
@@ -428,12 +434,16 @@ impl Stages<'_> {
 
     /// A per-component step (`build`, `test`, `e2e`) through step-runner; whether it passed.
     fn step(&self, step: Step, environment: Option<&str>) -> bool {
-        let Inputs { context, run, store, cancel, on_event, .. } = *self.inputs;
+        let on_event = self.inputs.on_event;
         let on_job = |event: step_runner::Event<'_>| on_event(Event::Job(step, &event));
-        match step_runner::run_stage(context, run, store, step, environment, cancel, &on_job) {
-            Ok(done) => {
+        match step_runner::run_stage(&self.inputs.stage(), step, environment, &on_job) {
+            Ok(step_runner::StepOutcome::Ran(done)) => {
                 self.line(format!("{step}: {} run, {} skipped", done.plan.jobs.len(), done.plan.skipped.len()));
                 done.passed()
+            }
+            Ok(refused @ step_runner::StepOutcome::Refused(_)) => {
+                self.line(format!("{step}: {}", refused.refusal().unwrap_or_default()));
+                false
             }
             Err(error) => {
                 self.line(format!("{step}: {}", run_state::error_chain(&error)));
@@ -671,7 +681,10 @@ pub fn dry_run(
     let Envs { first, prod } = Envs::of(&context.config.section::<GatePolicy>(GatePolicy::SECTION)?);
     let mut validate_settings = validate::ValidateSettings::from_config(&context.config)?;
     // The stage reads the repository's .cfnlintrc too; so does its dry run.
-    validate_settings.cfnlintrc = validate::cfnlintrc::CfnLintRc::load(&context.root)?;
+    validate_settings.cfnlintrc = validate::cfnlintrc::CfnLintRc::load(&context.root).map_err(|error| match error {
+        validate::Error::Config(error) => Error::Config(error),
+        other => Error::Validate(Box::new(other)),
+    })?;
     let validate_plan = validate::plan(&validate_settings, components, &diff, &repo.tracked_files()?)?;
     // A run folder that is never created: the plan only names the logs it would write.
     let run_dir = RunDir { run_id: "dry-run".into(), path: run_state::runs_dir(&context.state_dir).join("dry-run") };

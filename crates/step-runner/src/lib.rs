@@ -21,13 +21,14 @@
 //! run's commit, refuses a deploy while the gate refuses, and records the step.
 //!
 //! ```no_run
-//! use run_state::{StageContext, StageOptions, Step};
+//! use run_state::{StageContext, StageOptions, StageOutcome, Step};
 //!
 //! let context = StageContext::open(&StageOptions { repo: Some("monorepo".into()), ..Default::default() })?;
 //! let run_dir = context.run_dir(None)?;
 //! let store = context.store()?;
 //! let cancel = std::sync::atomic::AtomicBool::new(false);
-//! let done = step_runner::run_stage(&context, &run_dir, &store, Step::Test, None, &cancel, &|_event| {})?;
+//! let inputs = run_state::StageInputs::new(&context, &run_dir, store.as_ref(), &cancel);
+//! let done = step_runner::run_stage(&inputs, Step::Test, None, &|_event| {})?;
 //! println!("{}", if done.passed() { "every test passed" } else { "a test failed" });
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -35,11 +36,12 @@
 mod coverage;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::AtomicBool;
 use std::time::{Duration, SystemTime};
 
 use gate::GatePolicy;
-use run_state::{Details, PIPELINE, RunDir, RunFile, StackOutputs, StageContext, Status, Step, StepRecord, Store};
+use run_state::{
+    Details, PIPELINE, RunDir, RunFile, StackOutputs, StageContext, StageInputs, Status, Step, StepRecord, Store,
+};
 use serde::Deserialize;
 use source_diff::{Components, DiffReport};
 
@@ -102,21 +104,11 @@ pub enum Error {
     /// The config is wrong.
     #[error(transparent)]
     Config(#[from] pipeline_config::ConfigError),
-    /// A deploy asked for while the gate refuses the run.
-    #[error("the gate refuses this run, so nothing is deployed: {}", .0.join("; "))]
-    GateRefused(Vec<String>),
 }
 
-impl Error {
-    /// Whether the error is the stage's own verdict (exit 1) rather than a usage or I/O error (exit 2).
-    pub fn is_verdict(&self) -> bool {
-        matches!(self, Error::GateRefused(_))
-    }
-}
-
-impl StepPlan {
+impl run_state::StagePlan for StepPlan {
     /// The plan as text, for a dry run.
-    pub fn describe(&self) -> String {
+    fn describe(&self) -> String {
         let mut out = String::new();
         for job in &self.jobs {
             out.push_str(&format!(
@@ -134,6 +126,46 @@ impl StepPlan {
             out.push_str(&format!("skip {component} {}: {reason}\n", self.step));
         }
         out
+    }
+}
+
+/// The plan as data: each job's component, command, timeout, log and config key (not its
+/// environment, which can carry the deployed stacks' outputs), the skipped components with
+/// why, and each coverage check as [`describe`](run_state::StagePlan::describe) says it.
+impl serde::Serialize for StepPlan {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(serde::Serialize)]
+        struct JobView<'a> {
+            component: &'a str,
+            command: &'a str,
+            timeout: String,
+            log_path: &'a std::path::Path,
+            config_key: &'a str,
+        }
+        #[derive(serde::Serialize)]
+        struct PlanView<'a> {
+            step: Step,
+            jobs: Vec<JobView<'a>>,
+            skipped: &'a [(String, String)],
+            coverage: BTreeMap<&'a str, String>,
+        }
+        PlanView {
+            step: self.step,
+            jobs: self
+                .jobs
+                .iter()
+                .map(|job| JobView {
+                    component: &job.component,
+                    command: &job.command,
+                    timeout: humantime::format_duration(job.timeout).to_string(),
+                    log_path: &job.log_path,
+                    config_key: &job.config_key,
+                })
+                .collect(),
+            skipped: &self.skipped,
+            coverage: self.coverage.iter().map(|(component, spec)| (component.as_str(), spec.describe())).collect(),
+        }
+        .serialize(serializer)
     }
 }
 
@@ -336,7 +368,7 @@ pub fn finished_record(
     record
 }
 
-/// What [`run_stage`] did: the plan and every job's result.
+/// A step that ran: the plan and every job's result.
 #[derive(Debug, Clone)]
 pub struct StageRun {
     /// The plan that ran.
@@ -349,6 +381,39 @@ impl StageRun {
     /// Whether every job passed (also when none was needed).
     pub fn passed(&self) -> bool {
         self.results.iter().all(|r| r.outcome == Outcome::Passed)
+    }
+}
+
+/// What [`run_stage`] ended with. Its exit code ([`run_state::StageOutcome`]) is 0 when every
+/// job passed (or none was needed), 1 when a job failed, timed out or was cancelled, or the
+/// gate refused the step.
+#[derive(Debug, Clone)]
+pub enum StepOutcome {
+    /// The step ran.
+    Ran(StageRun),
+    /// A step from `deploy` on did not start because the gate refuses the run: the gate's
+    /// reasons (the step is recorded failed with [`StepOutcome::refusal`]).
+    Refused(Vec<String>),
+}
+
+impl StepOutcome {
+    /// Why the step did not start, as its record and the binary say it; `None` when it ran.
+    pub fn refusal(&self) -> Option<String> {
+        match self {
+            StepOutcome::Ran(_) => None,
+            StepOutcome::Refused(reasons) => {
+                Some(format!("the gate refuses this run, so nothing is deployed: {}", reasons.join("; ")))
+            }
+        }
+    }
+}
+
+impl run_state::StageOutcome for StepOutcome {
+    fn exit_code(&self) -> u8 {
+        match self {
+            StepOutcome::Ran(run) if run.passed() => 0,
+            StepOutcome::Ran(_) | StepOutcome::Refused(_) => 1,
+        }
     }
 }
 
@@ -415,64 +480,89 @@ pub fn load(context: &StageContext, run_dir: &RunDir) -> Result<(Components, Run
     Ok((components, settings, diff))
 }
 
+/// What the step needs before a command runs, or the gate's refusal.
+enum Prepared {
+    /// Boxed: the config, the diff and the plan are large beside a refusal.
+    Ready(Box<Ready>),
+    Refused(Vec<String>),
+}
+
+struct Ready {
+    components: Components,
+    settings: RunnerSettings,
+    diff: DiffReport,
+    plan: StepPlan,
+}
+
+/// Reads the config and the run's diff, checks the tree, asks the gate (from `deploy` on) and
+/// plans, with the deployed environment's variables in every job.
+fn prepare(inputs: &StageInputs<'_>, step: Step, environment: Option<&str>) -> Result<Prepared, Error> {
+    let StageInputs { context, run, store, .. } = *inputs;
+    if !matches!(step, Step::Build | Step::Test | Step::Deploy | Step::E2e) {
+        return Err(Error::NoCommand(step));
+    }
+    let deployed = match (step, environment) {
+        (Step::E2e, None) => return Err(Error::NeedsEnvironment(step)),
+        (_, Some(env)) => environment_vars(&StackOutputs::read(run)?, env)?,
+        (_, None) => Vec::new(),
+    };
+    let (components, settings, diff) = load(context, run)?;
+    context.check_tree(&diff.head, diff.worktree)?;
+    if step >= Step::Deploy {
+        let policy: GatePolicy = context.config.section(GatePolicy::SECTION)?;
+        let (_, gate) = gate::run_gate(store, run, &policy, Some(step))?;
+        if !gate.allowed {
+            return Ok(Prepared::Refused(gate.reasons));
+        }
+    }
+    let mut plan = plan(step, &components, &diff, run, &settings);
+    for job in &mut plan.jobs {
+        // The deployed environment first, so a command's own `env` can still override it.
+        job.env.splice(0..0, deployed.iter().cloned());
+    }
+    Ok(Prepared::Ready(Box::new(Ready { components, settings, diff, plan })))
+}
+
 /// The step stage for one run, as the `step-runner` binary and a pipeline both run it:
 /// reads the config and the run's diff, checks that the checked-out tree is the run's
 /// commit, refuses a deploy while the gate refuses, then plans, runs and records the step.
-/// An error before any command runs is recorded as the step failed (component `pipeline`),
-/// so the gate never sees a step that silently did not happen.
+/// An error or a refusal before any command runs is recorded as the step failed (component
+/// `pipeline`), so the gate never sees a step that silently did not happen.
 ///
 /// `environment` names the deployed environment an `e2e` step runs against: its stack outputs
 /// (the run's `stack-outputs.json`) reach every command as environment variables
 /// ([`environment_vars`]).
 pub fn run_stage(
-    context: &StageContext,
-    run_dir: &RunDir,
-    store: &dyn Store,
+    inputs: &StageInputs<'_>,
     step: Step,
     environment: Option<&str>,
-    cancel: &AtomicBool,
     on_event: &(dyn Fn(Event<'_>) + Sync),
-) -> Result<StageRun, Error> {
-    let prepared = (|| {
-        if !matches!(step, Step::Build | Step::Test | Step::Deploy | Step::E2e) {
-            return Err(Error::NoCommand(step));
+) -> Result<StepOutcome, Error> {
+    let StageInputs { context, run, store, cancel } = *inputs;
+    let not_run = |error: String| -> Result<(), Error> {
+        let head = run.head().unwrap_or_default();
+        let mut record = StepRecord::new(&run.run_id, &head, PIPELINE, step, Status::Failed);
+        record.started_at = Some(SystemTime::now());
+        record.ended_at = record.started_at;
+        record.details.error = Some(error);
+        store.record(&record)?;
+        Ok(())
+    };
+    let Ready { components, settings, diff, plan } = match prepare(inputs, step, environment) {
+        Ok(Prepared::Ready(ready)) => *ready,
+        Ok(Prepared::Refused(reasons)) => {
+            let refused = StepOutcome::Refused(reasons);
+            not_run(refused.refusal().unwrap_or_default())?;
+            return Ok(refused);
         }
-        let deployed = match (step, environment) {
-            (Step::E2e, None) => return Err(Error::NeedsEnvironment(step)),
-            (_, Some(env)) => environment_vars(&StackOutputs::read(run_dir)?, env)?,
-            (_, None) => Vec::new(),
-        };
-        let (components, settings, diff) = load(context, run_dir)?;
-        context.check_tree(&diff.head, diff.worktree)?;
-        if step >= Step::Deploy {
-            let policy: GatePolicy = context.config.section(GatePolicy::SECTION)?;
-            let (_, gate) = gate::run_gate(store, run_dir, &policy, Some(step))?;
-            if !gate.allowed {
-                return Err(Error::GateRefused(gate.reasons));
-            }
-        }
-        let mut plan = plan(step, &components, &diff, run_dir, &settings);
-        for job in &mut plan.jobs {
-            // The deployed environment first, so a command's own `env` can still override it.
-            job.env.splice(0..0, deployed.iter().cloned());
-        }
-        Ok((components, settings, diff, plan))
-    })();
-    let (components, settings, diff, plan) = match prepared {
-        Ok(prepared) => prepared,
         Err(error) => {
-            let head = run_dir.head().unwrap_or_default();
-            let mut record = StepRecord::new(&run_dir.run_id, &head, PIPELINE, step, Status::Failed);
-            record.started_at = Some(SystemTime::now());
-            record.ended_at = record.started_at;
-            record.details.error = Some(error.to_string());
-            store.record(&record)?;
+            not_run(error.to_string())?;
             return Err(error);
         }
     };
     let runner =
         Runner { workdir: context.root.clone(), parallelism: settings.parallelism(), path_prefix: Vec::new(), cancel };
     let scope = CoverageScope { components: &components, diff: &diff };
-    let results = run_step(store, &run_dir.run_id, &diff.head, &plan, &runner, scope, on_event)?;
-    Ok(StageRun { plan, results })
+    let results = run_step(store, &run.run_id, &diff.head, &plan, &runner, scope, on_event)?;
+    Ok(StepOutcome::Ran(StageRun { plan, results }))
 }

@@ -4,7 +4,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use run_state::{FileStore, RunDir, Status, Step, Store};
+use run_state::{FileStore, RunDir, StagePlan, Status, Step, Store};
 use step_runner::{Event, Job, Outcome, Runner, RunnerSettings};
 use test_support::process::{assert_ends, wait_for_file};
 

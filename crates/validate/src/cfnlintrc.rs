@@ -136,7 +136,7 @@ pub struct CfnLintRc {
 impl CfnLintRc {
     /// Reads the first of [`FILE_NAMES`] that exists at the repository root (a regular file,
     /// at most 1 MiB); none is no settings.
-    pub fn load(repo: &Path) -> Result<CfnLintRc, ConfigError> {
+    pub fn load(repo: &Path) -> Result<CfnLintRc, crate::Error> {
         for name in FILE_NAMES {
             let path = repo.join(name);
             let Ok(meta) = std::fs::symlink_metadata(&path) else { continue };
@@ -144,13 +144,12 @@ impl CfnLintRc {
                 continue;
             }
             let bytes = run_state::fs::read_regular(&path, MAX_BYTES)
-                .map_err(|e| ConfigError::file(&path, format!("cannot be read: {e}")))?;
+                .map_err(|source| pipeline_config::ReadError { file: path.clone(), source })?;
             let text = String::from_utf8(bytes)
                 .map_err(|_| ConfigError::file(&path, "is not UTF-8: save it as UTF-8".to_string()))?;
-            return CfnLintRc::parse(Path::new(name), &text).map(|mut rc| {
-                rc.file = Some(path.clone());
-                rc
-            });
+            let mut rc = CfnLintRc::parse(Path::new(name), &text)?;
+            rc.file = Some(path.clone());
+            return Ok(rc);
         }
         Ok(CfnLintRc::default())
     }

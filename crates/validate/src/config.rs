@@ -32,7 +32,7 @@ pub struct ValidateSettings {
     /// union); `us-east-1` when neither names any ([`ValidateSettings::regions`]).
     pub regions: Vec<Spanned<String>>,
     /// The repository's cfn-lint settings (not in `pipeline.toml`: read from `.cfnlintrc` by
-    /// [`crate::run_stage`] and [`crate::plan_stage`] with [`CfnLintRc::load`]).
+    /// [`crate::settings`] with [`CfnLintRc::load`]).
     #[serde(skip)]
     pub cfnlintrc: CfnLintRc,
     /// The templates deployed as a body: the top-level stacks of `[deploy]` (read from it by
@@ -147,7 +147,7 @@ impl ValidateSettings {
 }
 
 /// `[validate.tools.NAME]`: an external linter run when one of its components changed.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ToolSettings {
     /// Components whose change runs it.
@@ -173,7 +173,7 @@ pub struct ToolSettings {
 }
 
 /// A tool's output format.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ToolFormat {
     /// `cfn-lint -f json`.

@@ -31,6 +31,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
+use run_state::StageOutcome as _;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use source_diff::{Components, DiffReport, FileChange, FileStatus};
@@ -87,6 +88,9 @@ pub enum Error {
     /// The config is wrong.
     #[error(transparent)]
     Config(#[from] pipeline_config::ConfigError),
+    /// A settings file (`.cfnlintrc`) cannot be read.
+    #[error(transparent)]
+    Unreadable(#[from] pipeline_config::ReadError),
     /// The secrets allow-list is wrong.
     #[error(transparent)]
     Allowlist(#[from] secrets::AllowlistError),
@@ -130,7 +134,7 @@ impl Error {
 }
 
 /// What the stage will check: pure, printable as a dry run.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Plan {
     /// Templates to check natively.
     pub templates: Vec<String>,
@@ -150,9 +154,8 @@ pub struct Plan {
     pub regions: Vec<String>,
 }
 
-impl Plan {
-    /// The plan as text.
-    pub fn describe(&self) -> String {
+impl run_state::StagePlan for Plan {
+    fn describe(&self) -> String {
         let mut out =
             format!("{} template(s), {} file(s) to scan for secrets\n", self.templates.len(), self.secret_files.len());
         if let Some(settings) = &self.cfn_lint_settings {
@@ -706,9 +709,11 @@ pub fn fails(findings: &[Finding], fail_on: Severity) -> bool {
     findings.iter().any(|f| f.severity >= fail_on)
 }
 
-/// What [`run_stage`] found.
+/// What the stage found: its plan, its findings, and the severity that fails it. Its exit code
+/// ([`StageOutcome`](run_state::StageOutcome)) is 0 clean, 1 when a finding is at or above
+/// `fail_on`.
 #[derive(Debug, Clone)]
-pub struct StageOutcome {
+pub struct Outcome {
     /// The plan that was applied.
     pub plan: Plan,
     /// Every finding, sorted.
@@ -717,12 +722,13 @@ pub struct StageOutcome {
     pub fail_on: Severity,
 }
 
-impl StageOutcome {
-    /// Whether no finding is at or above `fail_on`.
-    pub fn passed(&self) -> bool {
-        !fails(&self.findings, self.fail_on)
+impl run_state::StageOutcome for Outcome {
+    fn exit_code(&self) -> u8 {
+        u8::from(fails(&self.findings, self.fail_on))
     }
+}
 
+impl Outcome {
     /// The files checked (templates and scanned files), for a JUnit report.
     pub fn checked_files(&self) -> Vec<String> {
         let mut checked: Vec<String> = self.plan.templates.clone();
@@ -746,18 +752,23 @@ impl StageOutcome {
     }
 }
 
-/// How [`run_stage`] runs.
+/// How the checks run, in a run or outside one.
 #[derive(Debug, Clone, Copy)]
-pub struct StageOptions<'a> {
+pub struct CheckOptions {
     /// Whether the external tools run.
     pub tools: bool,
     /// Whether the result cache is used.
     pub cache: bool,
-    /// Check every component as if all had changed (no diff needed; nothing is recorded
-    /// when there is no run).
+}
+
+/// How [`run_stage`] runs.
+#[derive(Debug, Clone, Copy)]
+pub struct StageOptions {
+    /// How the checks run.
+    pub checks: CheckOptions,
+    /// Check every component as if all had changed, not only what the run's diff marks changed
+    /// (the step is still recorded in the run).
     pub all: bool,
-    /// Set to stop the tools.
-    pub cancel: &'a std::sync::atomic::AtomicBool,
 }
 
 /// Checks every section of `pipeline.toml` this stage reads (`[components]`, `[validate]`),
@@ -768,85 +779,113 @@ pub fn check_config(config: &pipeline_config::ConfigFile) -> Result<(), Error> {
     Ok(())
 }
 
-/// The plan [`run_stage`] would apply, for a dry run: nothing is checked or recorded.
-pub fn plan_stage(
-    context: &run_state::StageContext,
-    run_dir: Option<&run_state::RunDir>,
-    options: StageOptions<'_>,
-) -> Result<Plan, Error> {
-    let config = context.required_config()?;
-    let components = Components::from_config(config)?;
-    let mut settings = ValidateSettings::from_config(config)?;
+/// The stage's settings: `[validate]` of the context's config, with the repository's
+/// `.cfnlintrc` (what the stage and its dry run both read).
+pub fn settings(context: &run_state::StageContext) -> Result<ValidateSettings, Error> {
+    let mut settings = ValidateSettings::from_config(context.required_config()?)?;
     settings.cfnlintrc = cfnlintrc::CfnLintRc::load(&context.root)?;
-    let tracked = source_diff::Repo::at_root(&context.root).tracked_files()?;
-    let diff = stage_diff(context, run_dir, &components, &tracked, options.all)?;
-    Ok(plan(&settings, &components, &diff, &tracked)?)
+    Ok(settings)
 }
 
-/// The diff a stage works from: the run's, or every tracked file with `all`.
-fn stage_diff(
+/// The diff of a check of everything: every tracked file, as if all had changed.
+pub fn diff_all(context: &run_state::StageContext) -> Result<DiffReport, Error> {
+    let components = Components::from_config(context.required_config()?)?;
+    let tracked = source_diff::Repo::at_root(&context.root).tracked_files()?;
+    Ok(everything(&components, &tracked))
+}
+
+fn everything(components: &Components, tracked: &[String]) -> DiffReport {
+    source_diff::affected(
+        components,
+        tracked.iter().map(|path| FileChange { path: path.clone(), status: FileStatus::Modified }).collect(),
+    )
+}
+
+/// The plan the stage would apply against `diff` (the run's, or [`diff_all`]), for a dry run:
+/// nothing is checked or recorded.
+pub fn plan_stage(context: &run_state::StageContext, diff: &DiffReport) -> Result<Plan, Error> {
+    let components = Components::from_config(context.required_config()?)?;
+    let settings = settings(context)?;
+    let tracked = source_diff::Repo::at_root(&context.root).tracked_files()?;
+    Ok(plan(&settings, &components, diff, &tracked)?)
+}
+
+/// Checks the repository against `diff`: plans, then applies, with the tools' logs in
+/// `log_dir`. Nothing is written to a run or recorded: this is the stage without a run, and
+/// what [`run_stage`] records.
+pub fn check(
     context: &run_state::StageContext,
-    run_dir: Option<&run_state::RunDir>,
-    components: &Components,
-    tracked: &[String],
-    all: bool,
-) -> Result<DiffReport, Error> {
-    match (run_dir, all) {
-        (_, true) => Ok(source_diff::affected(
-            components,
-            tracked.iter().map(|path| FileChange { path: path.clone(), status: FileStatus::Modified }).collect(),
-        )),
-        (Some(run_dir), false) => Ok(run_dir.read_json::<DiffReport>(run_state::RunFile::Diff)?),
-        (None, false) => Err(Error::State(run_state::Error::NoRun { state_dir: context.state_dir.clone() })),
-    }
+    diff: &DiffReport,
+    options: CheckOptions,
+    log_dir: &Path,
+    cancel: &std::sync::atomic::AtomicBool,
+) -> Result<Outcome, Error> {
+    let components = Components::from_config(context.required_config()?)?;
+    let settings = settings(context)?;
+    let tracked = source_diff::Repo::at_root(&context.root).tracked_files()?;
+    check_planned(context, &settings, plan(&settings, &components, diff, &tracked)?, options, log_dir, cancel)
+}
+
+/// Applies a plan of the stage (with the context's cache when `options.cache`).
+fn check_planned(
+    context: &run_state::StageContext,
+    settings: &ValidateSettings,
+    plan: Plan,
+    options: CheckOptions,
+    log_dir: &Path,
+    cancel: &std::sync::atomic::AtomicBool,
+) -> Result<Outcome, Error> {
+    let cache = context.cache_dir();
+    let apply_options = ApplyOptions {
+        cache_dir: options.cache.then_some(cache.as_path()),
+        tools: options.tools,
+        tool_path_prefix: &[],
+        log_dir,
+        cancel,
+    };
+    let findings = apply(&context.root, settings, &plan, apply_options)?;
+    Ok(Outcome { plan, findings, fail_on: settings.fail_on })
+}
+
+/// The stage outside any run (`validate --all` with no run folder): every component checked
+/// as if all had changed ([`diff_all`]), the tools' logs in the state folder's `logs/`;
+/// nothing is written or recorded.
+pub fn check_all(
+    context: &run_state::StageContext,
+    options: CheckOptions,
+    cancel: &std::sync::atomic::AtomicBool,
+) -> Result<Outcome, Error> {
+    check(context, &diff_all(context)?, options, &context.state_dir.join("logs"), cancel)
 }
 
 /// The Validate stage for one run, as the `validate` binary and a pipeline both run it:
-/// reads the config and the run's diff, checks that the checked-out tree is the run's commit,
-/// plans, applies, writes `validate.json` to the run folder, and records the `validate` step
-/// (passed, or failed with the first finding at or above `fail_on`, or failed with the error).
-///
-/// `run` is `None` only with [`StageOptions::all`] outside a run: nothing is recorded then.
-pub fn run_stage(
-    context: &run_state::StageContext,
-    run: Option<(&run_state::RunDir, &dyn run_state::Store)>,
-    options: StageOptions<'_>,
-) -> Result<StageOutcome, Error> {
-    let work = || -> Result<(StageOutcome, String), Error> {
-        let config = context.required_config()?;
-        let components = Components::from_config(config)?;
-        let mut settings = ValidateSettings::from_config(config)?;
-        settings.cfnlintrc = cfnlintrc::CfnLintRc::load(&context.root)?;
-        let repo = source_diff::Repo::at_root(&context.root);
-        let tracked = repo.tracked_files()?;
-        let diff = stage_diff(context, run.map(|(dir, _)| dir), &components, &tracked, options.all)?;
-        if !options.all {
+/// reads the config and the run's diff (every component with [`StageOptions::all`]), checks
+/// that the checked-out tree is the run's commit (not with `all`), plans, applies, writes
+/// `validate.json` to the run folder, and records the `validate` step (passed, or failed with
+/// the first finding at or above `fail_on`, or failed with the error; cancelled when the
+/// tools were stopped).
+pub fn run_stage(inputs: &run_state::StageInputs<'_>, options: StageOptions) -> Result<Outcome, Error> {
+    let run_state::StageInputs { context, run, store, cancel } = *inputs;
+    let work = || -> Result<(Outcome, String), Error> {
+        let components = Components::from_config(context.required_config()?)?;
+        let settings = settings(context)?;
+        let tracked = source_diff::Repo::at_root(&context.root).tracked_files()?;
+        let diff = if options.all {
+            everything(&components, &tracked)
+        } else {
+            let diff = run.read_json::<DiffReport>(run_state::RunFile::Diff)?;
             context.check_tree(&diff.head, diff.worktree)?;
-        }
-        let plan = plan(&settings, &components, &diff, &tracked)?;
-        let cache = context.cache_dir();
-        let log_dir = run.map_or_else(|| context.state_dir.join("logs"), |(run_dir, _)| run_dir.logs_dir());
-        let apply_options = ApplyOptions {
-            cache_dir: options.cache.then_some(cache.as_path()),
-            tools: options.tools,
-            tool_path_prefix: &[],
-            log_dir: &log_dir,
-            cancel: options.cancel,
+            diff
         };
-        let findings = apply(&context.root, &settings, &plan, apply_options)?;
-        if let Some((run_dir, _)) = run {
-            run_dir.write(run_state::RunFile::Validate, report::json(&findings).as_bytes())?;
-        }
-        let outcome = StageOutcome { plan, findings, fail_on: settings.fail_on };
+        let plan = plan(&settings, &components, &diff, &tracked)?;
+        let outcome = check_planned(context, &settings, plan, options.checks, &run.logs_dir(), cancel)?;
+        run.write(run_state::RunFile::Validate, report::json(&outcome.findings).as_bytes())?;
         let summary = outcome.summary();
         Ok((outcome, summary))
     };
-    let Some((run_dir, store)) = run else {
-        return work().map(|(outcome, _)| outcome);
-    };
-    let head = run_dir.head().unwrap_or_default();
+    let head = run.head().unwrap_or_default();
     let recording =
-        run_state::Recording::begin(store, &run_dir.run_id, &head, run_state::PIPELINE, run_state::Step::Validate)?;
+        run_state::Recording::begin(store, &run.run_id, &head, run_state::PIPELINE, run_state::Step::Validate)?;
     let result = work();
     match &result {
         Ok((outcome, summary)) if outcome.passed() => {

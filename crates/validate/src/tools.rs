@@ -11,7 +11,7 @@ use crate::config::{ToolFormat, ToolSettings};
 use crate::{Error, Finding, Pos, Severity};
 
 /// A tool to run, and why.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct ToolRun {
     /// Its name under `[validate.tools]`.
     pub name: String,

@@ -150,3 +150,17 @@ fn a_file_whose_name_is_not_utf8_is_scanned_and_named_with_escapes() {
     let findings = check_templates(repo.path(), &["app/t\u{FFFD}.yaml".to_string()], &[], None);
     assert_eq!(summary(&findings), [("app/t\\xE9.yaml", "E3005", Severity::Error)], "{findings:?}");
 }
+
+#[test]
+fn a_cfnlintrc_that_cannot_be_read_keeps_the_os_error_as_its_source_not_in_its_message() {
+    let repo = tempfile::tempdir().unwrap();
+    // A sparse file over the 1 MiB bound: refused before it is read.
+    std::fs::File::create(repo.path().join(".cfnlintrc")).unwrap().set_len(2 * 1024 * 1024).unwrap();
+    let error = validate::cfnlintrc::CfnLintRc::load(repo.path()).unwrap_err();
+    assert_eq!(error.to_string(), format!("{}: cannot be read", repo.path().join(".cfnlintrc").display()));
+    let source = std::error::Error::source(&error).expect("the OS error is the source");
+    assert_eq!(
+        source.downcast_ref::<std::io::Error>().map(std::io::Error::kind),
+        Some(std::io::ErrorKind::FileTooLarge)
+    );
+}

@@ -2,10 +2,12 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
 
 use clap::Parser;
-use lambda_packager::{Error, Event, StageOptions};
+use lambda_packager::{Event, StageOptions};
 use run_state::cli::StageArgs;
+use run_state::{StageInputs, StageOutcome};
 
 /// Builds deterministic Lambda zips for the functions in [lambda.functions] of pipeline.toml,
 /// with their dependencies, into the run folder's packages/ (or --out), with manifest.json,
@@ -40,26 +42,14 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    run_state::cli::main("lambda-packager", || run(args))
+    run_state::cli::main_with_code("lambda-packager", || run(args))
 }
 
 #[allow(clippy::print_stderr)]
-fn run(args: Args) -> anyhow::Result<bool> {
+fn run(args: Args) -> anyhow::Result<u8> {
     let context = args.stage.context_on(&args.target.target())?;
-    let run_dir = match &args.out {
-        Some(_) => None,
-        None => Some(context.run_dir(args.run_dir.as_deref()).map_err(|error| match error {
-            run_state::Error::NoRun { .. } => anyhow::anyhow!("{error}; or pass --out DIR to build without a run"),
-            other => other.into(),
-        })?),
-    };
-    let store = match &run_dir {
-        Some(_) => Some(context.store()?),
-        None => None,
-    };
-    let run = run_dir.as_ref().zip(store.as_ref()).map(|(dir, store)| (dir, store as &dyn run_state::Store));
-    let options = StageOptions { only: args.only, python: Some(args.python), out: args.out };
-    let manifest = lambda_packager::run_stage(&context, run, &options, &|event| match event {
+    let options = StageOptions { only: args.only, python: Some(args.python) };
+    let on_event = |event: Event<'_>| match event {
         Event::Installing { requirements } => eprintln!("installing {requirements} with pip"),
         Event::Packaged(package) => {
             // `reused` is about the zip (same inputs, from the cache), not the diff.
@@ -67,17 +57,33 @@ fn run(args: Args) -> anyhow::Result<bool> {
             eprintln!("{} {how}", package.name);
         }
         Event::NotPackaged { function, reason } => eprintln!("{function} not packaged: {reason}"),
-    });
-    let manifest = match manifest {
-        Err(error @ Error::OverBudget(_)) => {
-            eprintln!("lambda-packager: {error}");
-            return Ok(false);
+    };
+    let outcome = match &args.out {
+        Some(out) => lambda_packager::package(&context, out, &options, &on_event)?,
+        None => {
+            let run_dir = context.run_dir(args.run_dir.as_deref()).map_err(|error| match error {
+                run_state::Error::NoRun { .. } => anyhow::anyhow!("{error}; or pass --out DIR to build without a run"),
+                other => other.into(),
+            })?;
+            let store = context.store()?;
+            // Packaging is not stopped half-way: Ctrl-C ends the process (no handler is installed).
+            let never = AtomicBool::new(false);
+            let inputs = StageInputs::new(&context, &run_dir, store.as_ref(), &never);
+            lambda_packager::run_stage(&inputs, &options, &on_event)?
         }
-        other => other?,
+    };
+    let code = outcome.exit_code();
+    let manifest = match outcome.into_manifest() {
+        Ok(manifest) => manifest,
+        // Over Lambda's limits: the stage's verdict, said on one line.
+        Err(error) => {
+            eprintln!("lambda-packager: {error}");
+            return Ok(code);
+        }
     };
     if args.json {
         run_state::cli::print(&format!("{}\n", serde_json::to_string_pretty(&manifest)?))?;
-        return Ok(true);
+        return Ok(0);
     }
     let width = manifest.packages.iter().map(|p| p.name.len()).max().unwrap_or(0).max(8);
     let mut out = String::new();
@@ -88,5 +94,5 @@ fn run(args: Args) -> anyhow::Result<bool> {
         ));
     }
     run_state::cli::print(&out)?;
-    Ok(true)
+    Ok(0)
 }

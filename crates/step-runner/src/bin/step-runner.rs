@@ -4,9 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use run_state::Step;
 use run_state::cli::StageArgs;
-use step_runner::Event;
+use run_state::{StageInputs, StageOutcome, StagePlan, Step};
+use step_runner::{Event, StepOutcome};
 
 /// Runs the test (or build, deploy, e2e) command of every component the run's diff marks changed,
 /// in parallel, each with a timeout and a log, and records each result in the status store.
@@ -41,40 +41,35 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    run_state::cli::main("step-runner", || run(args))
+    run_state::cli::main_with_code("step-runner", || run(args))
 }
 
 #[allow(clippy::print_stderr)]
-fn run(args: Args) -> anyhow::Result<bool> {
+fn run(args: Args) -> anyhow::Result<u8> {
     let context = args.stage.context_on(&args.target.target())?;
     step_runner::check_config(context.required_config()?)?;
     let run_dir = context.run_dir(args.run_dir.as_deref())?;
     if args.dry_run {
         let (components, settings, diff) = step_runner::load(&context, &run_dir)?;
         run_state::cli::print(&step_runner::plan(args.step, &components, &diff, &run_dir, &settings).describe())?;
-        return Ok(true);
+        return Ok(0);
     }
     let store = context.store()?;
-    let cancel = run_state::cli::cancel_flag();
+    let inputs = StageInputs::new(&context, &run_dir, store.as_ref(), run_state::cli::cancel_flag());
     let step = args.step;
-    let done =
-        step_runner::run_stage(&context, &run_dir, &store, step, args.environment.as_deref(), cancel, &|event| {
-            match event {
-                Event::Started(job) => eprintln!("started  {} {step}", job.component),
-                Event::Finished(result) => eprintln!("finished {} {step}: {}", result.job.component, result.outcome),
+    let outcome = step_runner::run_stage(&inputs, step, args.environment.as_deref(), &|event| match event {
+        Event::Started(job) => eprintln!("started  {} {step}", job.component),
+        Event::Finished(result) => eprintln!("finished {} {step}: {}", result.job.component, result.outcome),
+    })?;
+    match &outcome {
+        StepOutcome::Ran(done) => {
+            let mut out = String::new();
+            for result in &done.results {
+                out.push_str(&format!("{}\t{}\n", result.job.component, result.outcome));
             }
-        });
-    let done = match done {
-        Err(error) if error.is_verdict() => {
-            eprintln!("step-runner: {error}");
-            return Ok(false);
+            run_state::cli::print(&out)?;
         }
-        other => other?,
-    };
-    let mut out = String::new();
-    for result in &done.results {
-        out.push_str(&format!("{}\t{}\n", result.job.component, result.outcome));
+        StepOutcome::Refused(_) => eprintln!("step-runner: {}", outcome.refusal().unwrap_or_default()),
     }
-    run_state::cli::print(&out)?;
-    Ok(done.passed())
+    Ok(outcome.exit_code())
 }

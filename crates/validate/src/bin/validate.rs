@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
 use run_state::cli::StageArgs;
+use run_state::{StageInputs, StageOutcome, StagePlan};
 use validate::report;
 
 /// Checks the CloudFormation templates and scans the files of the components the run's diff
@@ -57,11 +58,11 @@ enum Format {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    run_state::cli::main("validate", || run(args))
+    run_state::cli::main_with_code("validate", || run(args))
 }
 
 #[allow(clippy::print_stderr)]
-fn run(args: Args) -> anyhow::Result<bool> {
+fn run(args: Args) -> anyhow::Result<u8> {
     let context = args.stage.context_on(&args.target.target())?;
     validate::check_config(context.required_config()?)?;
     // With --all outside any run, nothing is recorded; otherwise the run's step is.
@@ -70,18 +71,23 @@ fn run(args: Args) -> anyhow::Result<bool> {
         (given, _) => Some(context.run_dir(given.as_deref())?),
     };
     let cancel = run_state::cli::cancel_flag();
-    let options = validate::StageOptions { tools: !args.no_tools, cache: !args.no_cache, all: args.all, cancel };
+    let checks = validate::CheckOptions { tools: !args.no_tools, cache: !args.no_cache };
     if args.dry_run {
-        let plan = validate::plan_stage(&context, run_dir.as_ref(), options)?;
-        run_state::cli::print(&plan.describe())?;
-        return Ok(true);
+        let diff = match &run_dir {
+            Some(run_dir) if !args.all => run_dir.read_json(run_state::RunFile::Diff)?,
+            _ => validate::diff_all(&context)?,
+        };
+        run_state::cli::print(&validate::plan_stage(&context, &diff)?.describe())?;
+        return Ok(0);
     }
-    let store = match &run_dir {
-        Some(_) => Some(context.store()?),
-        None => None,
+    let outcome = match &run_dir {
+        Some(run_dir) => {
+            let store = context.store()?;
+            let inputs = StageInputs::new(&context, run_dir, store.as_ref(), cancel);
+            validate::run_stage(&inputs, validate::StageOptions { checks, all: args.all })?
+        }
+        None => validate::check_all(&context, checks, cancel)?,
     };
-    let run = run_dir.as_ref().zip(store.as_ref()).map(|(dir, store)| (dir, store as &dyn run_state::Store));
-    let outcome = validate::run_stage(&context, run, options)?;
     let text = match args.format {
         Format::Human => report::human(&outcome.findings),
         Format::Json => report::json(&outcome.findings),
@@ -97,5 +103,5 @@ fn run(args: Args) -> anyhow::Result<bool> {
         }
         None => run_state::cli::print(&text)?,
     }
-    Ok(outcome.passed())
+    Ok(outcome.exit_code())
 }
