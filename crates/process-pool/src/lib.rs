@@ -154,68 +154,60 @@ pub fn missing_program(log: &str) -> Option<String> {
 
 /// What went wrong in the runner's own I/O for a job (its log, its shell, its watchdog); the
 /// `io::Error` is the [`source`](std::error::Error::source), never repeated in the message.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The log's folder could not be made.
+    #[error("cannot create {}", path.display())]
     CreateDir {
         /// The folder.
         path: PathBuf,
         /// Why.
+        #[source]
         source: std::io::Error,
     },
     /// The log (or the kept stdout) could not be written, or its pipe made.
+    #[error("cannot write {}", path.display())]
     Write {
         /// The file.
         path: PathBuf,
         /// Why.
+        #[source]
         source: std::io::Error,
     },
     /// `sh` could not be started for the command.
+    #[error("cannot start `sh` for {config_key}")]
     Spawn {
         /// The config key of the command.
         config_key: String,
         /// Why.
+        #[source]
         source: std::io::Error,
     },
     /// The job's watchdog (`sh`) could not be started; the job was stopped.
+    #[error("cannot start the watchdog of {config_key} (`sh`)")]
     Watchdog {
         /// The config key of the command.
         config_key: String,
         /// Why.
+        #[source]
         source: std::io::Error,
     },
     /// The job's shell could not be waited for; its group was stopped.
+    #[error("cannot wait for {config_key}")]
     Wait {
         /// The config key of the command.
         config_key: String,
         /// Why.
+        #[source]
         source: std::io::Error,
     },
     /// Copying the job's output into its log failed part way.
+    #[error("the log is incomplete")]
     LogIncomplete {
         /// Why.
+        #[source]
         source: std::io::Error,
     },
-}
-
-// Written by hand, as thiserror would: the crate takes no dependency for one enum.
-impl std::fmt::Display for Error {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Error::CreateDir { path, .. } => write!(f, "cannot create {}", path.display()),
-            Error::Write { path, .. } => write!(f, "cannot write {}", path.display()),
-            Error::Spawn { config_key, .. } => write!(f, "cannot start `sh` for {config_key}"),
-            Error::Watchdog { config_key, .. } => write!(f, "cannot start the watchdog of {config_key} (`sh`)"),
-            Error::Wait { config_key, .. } => write!(f, "cannot wait for {config_key}"),
-            Error::LogIncomplete { .. } => f.write_str("the log is incomplete"),
-        }
-    }
-}
-
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(self.io_error())
-    }
 }
 
 impl Error {
