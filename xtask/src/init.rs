@@ -194,115 +194,125 @@ fn normalise(path: &Path) -> Option<String> {
 
 fn find(repo: &Path, files: &[String]) -> anyhow::Result<Found> {
     let mut found = Found { secrets_allowlist: files.iter().any(|f| f == SECRETS_ALLOWLIST), ..Found::default() };
-    let python: Vec<&String> = files.iter().filter(|f| f.ends_with(".py")).collect();
     for path in files.iter().filter(|f| f.ends_with(".yaml") || f.ends_with(".yml") || f.ends_with(".json")) {
         let Some(root) = parse(repo, path) else { continue };
-        let mut template = Template::default();
-        for (key, value) in root.get("Parameters").map(Node::entries).unwrap_or_default() {
-            if value.get("Default").is_none() || is_environment(&key.name) {
-                template.required.push(key.name.clone());
-            }
-        }
-        if root.get("Transform").is_some() {
-            template.capabilities.insert("CAPABILITY_AUTO_EXPAND");
-        }
-        for (key, resource) in root.get("Resources").map(Node::entries).unwrap_or_default() {
-            let kind = resource.get("Type").and_then(Node::as_str).unwrap_or_default();
-            let prop = |p: &str| resource.get("Properties").and_then(|ps| ps.get(p));
-            if kind.starts_with("AWS::IAM::") {
-                template.capabilities.insert("CAPABILITY_IAM");
-                if ["RoleName", "UserName", "GroupName", "ManagedPolicyName"].iter().any(|p| prop(p).is_some()) {
-                    template.capabilities.insert("CAPABILITY_NAMED_IAM");
-                }
-            }
-            match kind {
-                "AWS::CloudFormation::Stack" => {
-                    let Some(url) = prop("TemplateURL").and_then(text_of) else { continue };
-                    match file_for(files, path, &url) {
-                        Some(child) => {
-                            template.children.push(child);
-                            if url.contains("://") {
-                                template.bucket_parameters.extend(parameters_in(url.split('/').nth(3).unwrap_or("")));
-                                template.bucket_parameters.extend(parameters_in(url.split('/').nth(2).unwrap_or("")));
-                            }
-                        }
-                        None => found.unmapped.push(format!("{path}: {} TemplateURL `{url}`: no such file", key.name)),
-                    }
-                }
-                "AWS::Lambda::Function" | "AWS::Serverless::Function" => {
-                    let code = prop("Code").or_else(|| prop("CodeUri"));
-                    let key_text = code.and_then(|c| c.get("S3Key").or_else(|| c.get("Key"))).and_then(text_of);
-                    if let Some(bucket) =
-                        code.and_then(|c| c.get("S3Bucket").or_else(|| c.get("Bucket"))).and_then(text_of)
-                    {
-                        template.bucket_parameters.extend(parameters_in(&bucket));
-                    }
-                    let Some(handler) = prop("Handler").and_then(Node::as_str) else { continue };
-                    let Some((module, _)) = handler.rsplit_once('.') else { continue };
-                    let name = match &key_text {
-                        Some(key) => key.rsplit('/').next().unwrap_or(key).trim_end_matches(".zip").to_string(),
-                        None => kebab(key.name.trim_end_matches("Function")),
-                    };
-                    let module_file = format!("{}.py", module.replace('.', "/"));
-                    let local_code = code.and_then(Node::as_str).filter(|c| !c.contains("://"));
-                    let sources = match local_code.and_then(|c| file_for(&dirs(files), path, c)) {
-                        Some(folder) => vec![folder],
-                        None => {
-                            match python.iter().filter(|f| f.ends_with(&module_file) && !is_test(f)).collect::<Vec<_>>()
-                                [..]
-                            {
-                                [one] => with_imports(repo, files, one),
-                                _ => {
-                                    found.unmapped.push(format!(
-                                        "{path}: {} Handler `{handler}`: no single `{module_file}` in the repository",
-                                        key.name
-                                    ));
-                                    continue;
-                                }
-                            }
-                        }
-                    };
-                    let folder =
-                        Path::new(&sources[0]).parent().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
-                    // The nearest requirements file up from the handler's folder: one shared
-                    // `lambda/requirements.txt` serves `lambda/poller/execution_finder.py` too.
-                    let requirements = Path::new(&folder)
-                        .ancestors()
-                        .map(|dir| dir.join("requirements.txt").to_string_lossy().into_owned())
-                        .find(|r| files.contains(r));
-                    let stem = Path::new(&module_file)
-                        .file_stem()
-                        .map(|s| s.to_string_lossy().into_owned())
-                        .unwrap_or_default();
-                    let test = [format!("test_{}.py", name.replace('-', "_")), format!("test_{stem}.py")]
-                        .iter()
-                        .find_map(|t| files.iter().find(|f| f.ends_with(&format!("/{t}")) || *f == t))
-                        .cloned();
-                    found.functions.push(Function {
-                        name,
-                        template: path.clone(),
-                        resource: key.name.clone(),
-                        sources,
-                        requirements,
-                        test,
-                    });
-                }
-                _ => {}
-            }
-        }
+        let template = read_template(repo, files, path, &root, &mut found);
         found.templates.insert(path.clone(), template);
     }
-    for path in files.iter().filter(|f| f.ends_with("package.json")) {
-        let Ok(text) = std::fs::read_to_string(repo.join(path)) else { continue };
-        let Ok(json) = serde_json::from_str::<serde_json::Value>(&text) else { continue };
+    found.frontend = frontend(repo, files);
+    Ok(found)
+}
+
+/// What the template at `path` needs (parameters, capabilities, buckets) and nests; its
+/// functions go into `found`, with what could not be mapped.
+fn read_template(repo: &Path, files: &[String], path: &String, root: &Node, found: &mut Found) -> Template {
+    let mut template = Template::default();
+    for (key, value) in root.get("Parameters").map(Node::entries).unwrap_or_default() {
+        if value.get("Default").is_none() || is_environment(&key.name) {
+            template.required.push(key.name.clone());
+        }
+    }
+    if root.get("Transform").is_some() {
+        template.capabilities.insert("CAPABILITY_AUTO_EXPAND");
+    }
+    for (key, resource) in root.get("Resources").map(Node::entries).unwrap_or_default() {
+        let kind = resource.get("Type").and_then(Node::as_str).unwrap_or_default();
+        let prop = |p: &str| resource.get("Properties").and_then(|ps| ps.get(p));
+        if kind.starts_with("AWS::IAM::") {
+            template.capabilities.insert("CAPABILITY_IAM");
+            if ["RoleName", "UserName", "GroupName", "ManagedPolicyName"].iter().any(|p| prop(p).is_some()) {
+                template.capabilities.insert("CAPABILITY_NAMED_IAM");
+            }
+        }
+        match kind {
+            "AWS::CloudFormation::Stack" => {
+                let Some(url) = prop("TemplateURL").and_then(text_of) else { continue };
+                match file_for(files, path, &url) {
+                    Some(child) => {
+                        template.children.push(child);
+                        if url.contains("://") {
+                            template.bucket_parameters.extend(parameters_in(url.split('/').nth(3).unwrap_or("")));
+                            template.bucket_parameters.extend(parameters_in(url.split('/').nth(2).unwrap_or("")));
+                        }
+                    }
+                    None => found.unmapped.push(format!("{path}: {} TemplateURL `{url}`: no such file", key.name)),
+                }
+            }
+            "AWS::Lambda::Function" | "AWS::Serverless::Function" => {
+                let function =
+                    lambda_function(repo, files, path, &key.name, resource, &mut template, &mut found.unmapped);
+                found.functions.extend(function);
+            }
+            _ => {}
+        }
+    }
+    template
+}
+
+/// The function resource `resource` (named `resource_name` in the template at `path`): its
+/// name, sources (a local code folder, else the handler's module with its imports),
+/// requirements and test. `None` when it has no handler, or its module is not one file of the
+/// repository (said in `unmapped`). The code's bucket parameters go into `template`.
+fn lambda_function(
+    repo: &Path,
+    files: &[String],
+    path: &String,
+    resource_name: &str,
+    resource: &Node,
+    template: &mut Template,
+    unmapped: &mut Vec<String>,
+) -> Option<Function> {
+    let prop = |p: &str| resource.get("Properties").and_then(|ps| ps.get(p));
+    let code = prop("Code").or_else(|| prop("CodeUri"));
+    let key_text = code.and_then(|c| c.get("S3Key").or_else(|| c.get("Key"))).and_then(text_of);
+    if let Some(bucket) = code.and_then(|c| c.get("S3Bucket").or_else(|| c.get("Bucket"))).and_then(text_of) {
+        template.bucket_parameters.extend(parameters_in(&bucket));
+    }
+    let handler = prop("Handler").and_then(Node::as_str)?;
+    let (module, _) = handler.rsplit_once('.')?;
+    let name = match &key_text {
+        Some(key) => key.rsplit('/').next().unwrap_or(key).trim_end_matches(".zip").to_string(),
+        None => kebab(resource_name.trim_end_matches("Function")),
+    };
+    let module_file = format!("{}.py", module.replace('.', "/"));
+    let local_code = code.and_then(Node::as_str).filter(|c| !c.contains("://"));
+    let sources = match local_code.and_then(|c| file_for(&dirs(files), path, c)) {
+        Some(folder) => vec![folder],
+        None => match files.iter().filter(|f| f.ends_with(&module_file) && !is_test(f)).collect::<Vec<_>>()[..] {
+            [one] => with_imports(repo, files, one),
+            _ => {
+                unmapped.push(format!(
+                    "{path}: {resource_name} Handler `{handler}`: no single `{module_file}` in the repository"
+                ));
+                return None;
+            }
+        },
+    };
+    let folder = Path::new(&sources[0]).parent().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+    // The nearest requirements file up from the handler's folder: one shared
+    // `lambda/requirements.txt` serves `lambda/poller/execution_finder.py` too.
+    let requirements = Path::new(&folder)
+        .ancestors()
+        .map(|dir| dir.join("requirements.txt").to_string_lossy().into_owned())
+        .find(|r| files.contains(r));
+    let stem = Path::new(&module_file).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let test = [format!("test_{}.py", name.replace('-', "_")), format!("test_{stem}.py")]
+        .iter()
+        .find_map(|t| files.iter().find(|f| f.ends_with(&format!("/{t}")) || *f == t))
+        .cloned();
+    Some(Function { name, template: path.clone(), resource: resource_name.to_string(), sources, requirements, test })
+}
+
+/// The first `package.json` below the repository's root: its folder and its scripts.
+fn frontend(repo: &Path, files: &[String]) -> Option<(String, BTreeSet<String>)> {
+    files.iter().filter(|f| f.ends_with("package.json")).find_map(|path| {
+        let text = std::fs::read_to_string(repo.join(path)).ok()?;
+        let json = serde_json::from_str::<serde_json::Value>(&text).ok()?;
         let scripts: BTreeSet<String> =
             json.get("scripts").and_then(|s| s.as_object()).map(|s| s.keys().cloned().collect()).unwrap_or_default();
         let folder = Path::new(path).parent().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
-        if found.frontend.is_none() && !folder.is_empty() {
-            found.frontend = Some((folder, scripts));
-        }
-    }
-    Ok(found)
+        (!folder.is_empty()).then_some((folder, scripts))
+    })
 }
 
 fn dirs(files: &[String]) -> Vec<String> {
@@ -372,22 +382,45 @@ fn quoted(items: &[String]) -> String {
 
 /// The config init writes.
 fn config(repo: &Path, found: &Found) -> String {
-    let name = repo.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_else(|| "app".into());
-    let name: String = name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
-    // A bucket and a stack name: letters, digits and single `-`, starting with a letter.
-    let name = name.split('-').filter(|p| !p.is_empty()).collect::<Vec<_>>().join("-");
-    let name = if name.starts_with(|c: char| c.is_ascii_lowercase()) { name } else { format!("app-{name}") };
-    let nested: BTreeSet<&String> = found.templates.values().flat_map(|t| &t.children).collect();
-    let masters: Vec<&String> = found.templates.keys().filter(|t| !nested.contains(t)).collect();
-    let template_dirs: BTreeSet<String> = found
-        .templates
-        .keys()
-        .map(|t| Path::new(t).parent().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default())
-        .collect();
+    let name = project_name(repo);
     let mut out = String::new();
     let _ = writeln!(out, "# pipeline.toml written by `cargo xtask init` from what the repository holds: check every");
     let _ = writeln!(out, "# section, fill in the TODOs, then `cargo xtask init --check --repo .`.\n");
     let _ = writeln!(out, "[diff]\ndefault_branch = \"main\"\n");
+    write_components(&mut out, found);
+    write_lambda(&mut out, found);
+    write_deploy(&mut out, found, &name);
+    if !found.templates.is_empty() {
+        let globs: Vec<String> = found.templates.keys().cloned().collect();
+        let _ = writeln!(out, "[validate]\ntemplates = [{}]", quoted(&globs));
+        if found.secrets_allowlist {
+            let _ = writeln!(out, "# One regex a line: matching lines are not secrets.");
+            let _ = writeln!(out, "secrets_allowlist = \"{SECRETS_ALLOWLIST}\"");
+        }
+    }
+    if let Some((folder, _)) = &found.frontend {
+        let _ = writeln!(out, "\n# TODO: the site's bucket and distribution, from the stacks' outputs:");
+        let _ = writeln!(out, "# [publish]\n# component = \"frontend\"\n# dist = \"{folder}/dist\"");
+        let _ = writeln!(
+            out,
+            "# bucket = {{ output = \"STACK.SiteBucketName\" }}\n# distribution = {{ output = \"STACK.DistributionId\" }}"
+        );
+    }
+    out
+}
+
+/// The repository's folder name as a bucket and a stack name take it: letters, digits and
+/// single `-`, starting with a letter.
+fn project_name(repo: &Path) -> String {
+    let name = repo.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_else(|| "app".into());
+    let name: String = name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+    let name = name.split('-').filter(|p| !p.is_empty()).collect::<Vec<_>>().join("-");
+    if name.starts_with(|c: char| c.is_ascii_lowercase()) { name } else { format!("app-{name}") }
+}
+
+/// The `[components.*]` sections: one a function, the frontend, and `infra` (the templates,
+/// depending on every function).
+fn write_components(out: &mut String, found: &Found) {
     let mut infra_deps = Vec::new();
     for function in &found.functions {
         let mut paths: Vec<String> =
@@ -424,94 +457,92 @@ fn config(repo: &Path, found: &Found) -> String {
         out.push('\n');
     }
     if !found.templates.is_empty() {
+        let template_dirs: BTreeSet<String> = found
+            .templates
+            .keys()
+            .map(|t| Path::new(t).parent().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default())
+            .collect();
         let globs: Vec<String> =
             template_dirs.iter().map(|d| if d.is_empty() { "*.yaml".into() } else { format!("{d}/**") }).collect();
         let _ = writeln!(out, "# The stacks are deployed again when a template or a function changes.");
         let _ =
             writeln!(out, "[components.infra]\npaths = [{}]\ndepends_on = [{}]\n", quoted(&globs), quoted(&infra_deps));
     }
-    if !found.functions.is_empty() {
-        let _ = writeln!(out, "[lambda]\nruntime = \"python3.12\"\n");
-        for function in &found.functions {
-            let _ = writeln!(out, "# {} in {}.", function.resource, function.template);
-            let _ = writeln!(out, "[lambda.functions.{}]\nsources = [{}]", function.name, quoted(&function.sources));
-            if let Some(requirements) = &function.requirements {
-                let _ = writeln!(out, "requirements = \"{requirements}\"");
-            }
-            let _ = writeln!(out, "template = \"{}\"\nresource = \"{}\"\n", function.template, function.resource);
+}
+
+/// The `[lambda]` section and one `[lambda.functions.*]` a function.
+fn write_lambda(out: &mut String, found: &Found) {
+    if found.functions.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "[lambda]\nruntime = \"python3.12\"\n");
+    for function in &found.functions {
+        let _ = writeln!(out, "# {} in {}.", function.resource, function.template);
+        let _ = writeln!(out, "[lambda.functions.{}]\nsources = [{}]", function.name, quoted(&function.sources));
+        if let Some(requirements) = &function.requirements {
+            let _ = writeln!(out, "requirements = \"{requirements}\"");
+        }
+        let _ = writeln!(out, "template = \"{}\"\nresource = \"{}\"\n", function.template, function.resource);
+    }
+}
+
+/// The `[deploy]` section: one stack a template no other nests, and the dev environment.
+fn write_deploy(out: &mut String, found: &Found, name: &str) {
+    let nested: BTreeSet<&String> = found.templates.values().flat_map(|t| &t.children).collect();
+    let masters: Vec<&String> = found.templates.keys().filter(|t| !nested.contains(t)).collect();
+    if masters.is_empty() {
+        return;
+    }
+    let _ =
+        writeln!(out, "# Nested templates (local paths or S3 URLs whose key's tail is the file) are uploaded under");
+    let _ = writeln!(out, "# content-addressed keys; function code read from S3 keys is uploaded there and updated.");
+    let _ = writeln!(
+        out,
+        "[deploy]\nartifact_bucket = \"{name}-artifacts-{{env}}\"  # TODO: a bucket of each environment's account\n"
+    );
+    for master in masters {
+        write_stack(out, found, name, master);
+    }
+    let _ = writeln!(out, "[deploy.environments.dev]\nregion = \"us-east-1\"  # TODO\n");
+}
+
+/// One `[deploy.stacks.*]`: the template `master`, its parameters, and the capabilities of
+/// its whole tree.
+fn write_stack(out: &mut String, found: &Found, name: &str, master: &String) {
+    let stem = Path::new(master).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let stack = kebab(&stem).replace('_', "-");
+    let mut capabilities: BTreeSet<&str> = BTreeSet::new();
+    let mut buckets = BTreeSet::new();
+    for template in tree(found, master) {
+        if let Some(t) = found.templates.get(template) {
+            capabilities.extend(&t.capabilities);
+            buckets.extend(t.bucket_parameters.iter().cloned());
         }
     }
-    if !masters.is_empty() {
-        let _ = writeln!(
-            out,
-            "# Nested templates (local paths or S3 URLs whose key's tail is the file) are uploaded under"
-        );
-        let _ =
-            writeln!(out, "# content-addressed keys; function code read from S3 keys is uploaded there and updated.");
-        let _ = writeln!(
-            out,
-            "[deploy]\nartifact_bucket = \"{name}-artifacts-{{env}}\"  # TODO: a bucket of each environment's account\n"
-        );
-        for master in &masters {
-            let stem = Path::new(master).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-            let stack = kebab(&stem).replace('_', "-");
-            let tree = tree(found, master);
-            let mut capabilities: BTreeSet<&str> = BTreeSet::new();
-            let mut buckets = BTreeSet::new();
-            for template in &tree {
-                if let Some(t) = found.templates.get(*template) {
-                    capabilities.extend(&t.capabilities);
-                    buckets.extend(t.bucket_parameters.iter().cloned());
-                }
+    let parameters: Vec<String> = found.templates[master]
+        .required
+        .iter()
+        .map(|p| {
+            if buckets.contains(p) {
+                format!("{p} = \"{name}-artifacts-{{env}}\"")
+            } else if is_environment(p) {
+                format!("{p} = \"{{env}}\"")
+            } else {
+                format!("{p} = \"TODO\"")
             }
-            let template = &found.templates[*master];
-            let parameters: Vec<String> = template
-                .required
-                .iter()
-                .map(|p| {
-                    if buckets.contains(p) {
-                        format!("{p} = \"{name}-artifacts-{{env}}\"")
-                    } else if is_environment(p) {
-                        format!("{p} = \"{{env}}\"")
-                    } else {
-                        format!("{p} = \"TODO\"")
-                    }
-                })
-                .collect();
-            let _ = writeln!(
-                out,
-                "[deploy.stacks.{stack}]\ntemplate = \"{master}\"\nstack_name = \"{name}-{stack}-{{env}}\""
-            );
-            let _ = writeln!(out, "parameters = {{ {} }}", parameters.join(", "));
-            let capabilities: Vec<String> = capabilities.iter().map(|c| c.to_string()).collect();
-            let _ = writeln!(out, "capabilities = [{}]\ncomponents = [\"infra\"]", quoted(&capabilities));
-            if !buckets.is_empty() {
-                let _ = writeln!(
-                    out,
-                    "# artifact_mode = \"fixed\"  # or upload to the keys the templates read, as the repository's own sync does"
-                );
-            }
-            let _ = writeln!(out);
-        }
-        let _ = writeln!(out, "[deploy.environments.dev]\nregion = \"us-east-1\"  # TODO\n");
-    }
-    if !template_dirs.is_empty() {
-        let globs: Vec<String> = found.templates.keys().cloned().collect();
-        let _ = writeln!(out, "[validate]\ntemplates = [{}]", quoted(&globs));
-        if found.secrets_allowlist {
-            let _ = writeln!(out, "# One regex a line: matching lines are not secrets.");
-            let _ = writeln!(out, "secrets_allowlist = \"{SECRETS_ALLOWLIST}\"");
-        }
-    }
-    if let Some((folder, _)) = &found.frontend {
-        let _ = writeln!(out, "\n# TODO: the site's bucket and distribution, from the stacks' outputs:");
-        let _ = writeln!(out, "# [publish]\n# component = \"frontend\"\n# dist = \"{folder}/dist\"");
+        })
+        .collect();
+    let _ = writeln!(out, "[deploy.stacks.{stack}]\ntemplate = \"{master}\"\nstack_name = \"{name}-{stack}-{{env}}\"");
+    let _ = writeln!(out, "parameters = {{ {} }}", parameters.join(", "));
+    let capabilities: Vec<String> = capabilities.iter().map(|c| c.to_string()).collect();
+    let _ = writeln!(out, "capabilities = [{}]\ncomponents = [\"infra\"]", quoted(&capabilities));
+    if !buckets.is_empty() {
         let _ = writeln!(
             out,
-            "# bucket = {{ output = \"STACK.SiteBucketName\" }}\n# distribution = {{ output = \"STACK.DistributionId\" }}"
+            "# artifact_mode = \"fixed\"  # or upload to the keys the templates read, as the repository's own sync does"
         );
     }
-    out
+    let _ = writeln!(out);
 }
 
 /// A template and the ones it nests, transitively.
