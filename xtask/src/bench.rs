@@ -127,82 +127,101 @@ fn diff(repo: Option<PathBuf>, config: Option<PathBuf>, rounds: usize) -> anyhow
     let repo = Repo::open(&dir)?;
     let config = config.unwrap_or_else(|| repo.root().join(pipeline_config::FILE_NAME));
     let components = Components::load(&config)?;
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(repo.root())
-        .args(["rev-list", "--first-parent", "--reverse", "HEAD"])
-        .output()?;
-    let commits: Vec<String> = String::from_utf8(out.stdout)?.lines().map(str::to_string).collect();
+    let root = repo.root();
+    let commits = first_parent_history(root)?;
     if commits.len() < 2 {
-        bail!("{} has fewer than two commits: nothing to compare", repo.root().display());
+        bail!("{} has fewer than two commits: nothing to compare", root.display());
     }
     let pairs: Vec<(&str, &str)> = commits.windows(2).map(|w| (w[0].as_str(), w[1].as_str())).collect();
+    let git_diff = |base: &str, head: &str| git_diff_paths(root, base, head);
+    let loops = in_process(&repo, &components, &pairs, rounds, &git_diff)?;
+    // Per call: one `source-diff` process per pair against one `git diff` process per pair.
+    let bin = release_binary(&crate::workspace_root(), "source-diff")?;
+    let calls = per_call(&bin, root, &config, &pairs, rounds, &git_diff)?;
+    print_diff(root, pairs.len(), &loops, &calls);
+    Ok(())
+}
 
-    let root = repo.root();
-    let git_diff = |base: &str, head: &str| -> anyhow::Result<usize> {
-        let out = Command::new("git")
-            .arg("-C")
-            .arg(root)
-            .args(["diff", "--name-status", "--no-renames", base, head])
-            .output()?;
-        if !out.status.success() {
-            bail!("git diff {base} {head} failed: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        Ok(out.stdout.split(|&b| b == b'\n').filter(|l| !l.is_empty()).count())
-    };
+/// The commits of HEAD's first-parent history, oldest first.
+fn first_parent_history(root: &Path) -> anyhow::Result<Vec<String>> {
+    let out =
+        Command::new("git").arg("-C").arg(root).args(["rev-list", "--first-parent", "--reverse", "HEAD"]).output()?;
+    Ok(String::from_utf8(out.stdout)?.lines().map(str::to_string).collect())
+}
 
-    // In process: the library's diff per pair against a `git diff` loop.
+/// One bare `git diff --name-status --no-renames` process: how many paths it named.
+fn git_diff_paths(root: &Path, base: &str, head: &str) -> anyhow::Result<usize> {
+    let out =
+        Command::new("git").arg("-C").arg(root).args(["diff", "--name-status", "--no-renames", base, head]).output()?;
+    if !out.status.success() {
+        bail!("git diff {base} {head} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(out.stdout.split(|&b| b == b'\n').filter(|l| !l.is_empty()).count())
+}
+
+/// Round totals of the two loops over every pair: `git diff` processes and the library in process.
+struct Loops {
+    git: Vec<Duration>,
+    ours: Vec<Duration>,
+}
+
+/// The library's diff per pair against a `git diff` loop, alternating which goes first; both
+/// checked to see the same changes first, or the comparison means nothing.
+fn in_process(
+    repo: &Repo,
+    components: &Components,
+    pairs: &[(&str, &str)],
+    rounds: usize,
+    git_diff: &dyn Fn(&str, &str) -> anyhow::Result<usize>,
+) -> anyhow::Result<Loops> {
     let git_loop = || -> anyhow::Result<usize> {
         let mut files = 0;
-        for (base, head) in &pairs {
+        for (base, head) in pairs {
             files += git_diff(base, head)?;
         }
         Ok(files)
     };
     let ours = || -> anyhow::Result<usize> {
         let mut files = 0;
-        for (base, head) in &pairs {
-            files += source_diff::diff_commits(&repo, &components, base, head)?.files.len();
+        for (base, head) in pairs {
+            files += source_diff::diff_commits(repo, components, base, head)?.files.len();
         }
         Ok(files)
     };
-    // Both must see the same changes, or the comparison means nothing.
     let (expected, got) = (git_loop()?, ours()?);
     if expected != got {
         bail!("source-diff saw {got} changed paths where git saw {expected}");
     }
-    let mut git_times = Vec::new();
-    let mut our_times = Vec::new();
+    let mut loops = Loops { git: Vec::new(), ours: Vec::new() };
+    let measure = |f: &dyn Fn() -> anyhow::Result<usize>, into: &mut Vec<Duration>| -> anyhow::Result<()> {
+        let start = Instant::now();
+        f()?;
+        into.push(start.elapsed());
+        Ok(())
+    };
     for round in 0..rounds.max(1) {
-        let measure = |f: &dyn Fn() -> anyhow::Result<usize>, into: &mut Vec<Duration>| -> anyhow::Result<()> {
-            let start = Instant::now();
-            f()?;
-            into.push(start.elapsed());
-            Ok(())
-        };
         if round % 2 == 0 {
-            measure(&git_loop, &mut git_times)?;
-            measure(&ours, &mut our_times)?;
+            measure(&git_loop, &mut loops.git)?;
+            measure(&ours, &mut loops.ours)?;
         } else {
-            measure(&ours, &mut our_times)?;
-            measure(&git_loop, &mut git_times)?;
+            measure(&ours, &mut loops.ours)?;
+            measure(&git_loop, &mut loops.git)?;
         }
     }
+    Ok(loops)
+}
 
-    // Per call: one `source-diff` process per pair against one `git diff` process per pair.
-    let bin = release_binary(&crate::workspace_root(), "source-diff")?;
-    let calls = per_call(&bin, root, &config, &pairs, rounds, &git_diff)?;
-    let (git_calls, our_calls, start_ups) = (calls.git, calls.ours, calls.start_up);
-
-    println!("bench diff: {} commit pairs of {}, {} rounds", pairs.len(), root.display(), git_times.len());
+/// The table: both loops, the three kinds of call, the ratios against their goals.
+fn print_diff(root: &Path, pairs: usize, loops: &Loops, calls: &Calls) {
+    println!("bench diff: {pairs} commit pairs of {}, {} rounds", root.display(), loops.git.len());
     println!("  {}", machine());
     print_header("ms per round", 44);
     let row = |name: &str, times: &[Duration]| print_row(name, 44, times);
-    let git_median = row("git diff --name-status --no-renames loop", &git_times);
-    let our_median = row("source-diff library (affected + flags)", &our_times);
-    let git_call_median = row("one `git diff --name-status` process per pair", &git_calls);
-    let our_call_median = row("one `source-diff` process per pair", &our_calls);
-    let start_up_median = row("one `source-diff --version` per pair", &start_ups);
+    let git_median = row("git diff --name-status --no-renames loop", &loops.git);
+    let our_median = row("source-diff library (affected + flags)", &loops.ours);
+    let git_call_median = row("one `git diff --name-status` process per pair", &calls.git);
+    let our_call_median = row("one `source-diff` process per pair", &calls.ours);
+    let start_up_median = row("one `source-diff --version` per pair", &calls.start_up);
     println!(
         "  ratio in process, source-diff / git: {:.2}x (goal: at most 1.30x)",
         our_median.as_secs_f64() / git_median.as_secs_f64()
@@ -212,12 +231,11 @@ fn diff(repo: Option<PathBuf>, config: Option<PathBuf>, rounds: usize) -> anyhow
         our_call_median.as_secs_f64() / git_call_median.as_secs_f64()
     );
     println!(
-        "  of a call: start-up {:.2} ms, the rest (config, globs, git) {:.2} ms; a bare git call {:.2} ms",
-        ms(start_up_median) / pairs.len() as f64,
-        ms(our_call_median.saturating_sub(start_up_median)) / pairs.len() as f64,
-        ms(git_call_median) / pairs.len() as f64
+        "  of a call: start-up {:.2} ms, the rest (config, globs, diff) {:.2} ms; a bare git call {:.2} ms",
+        ms(start_up_median) / pairs as f64,
+        ms(our_call_median.saturating_sub(start_up_median)) / pairs as f64,
+        ms(git_call_median) / pairs as f64
     );
-    Ok(())
 }
 
 /// Round totals of one process per pair: `git diff`, `source-diff`, and `source-diff --version`.

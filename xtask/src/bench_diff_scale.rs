@@ -37,12 +37,23 @@ pub fn run(rounds: usize) -> anyhow::Result<()> {
     let ours_args = ["--repo", &dir.display().to_string(), "--base", &base, "--head", &head, "--format", "json"]
         .map(str::to_string)
         .to_vec();
+    let work = same_work(&bin, &git_args, &ours_args)?;
+    let calls = measure(&xtask, &bin, &git_args, &ours_args, rounds)?;
+    print!("{}", table(&work, &calls));
+    Ok(())
+}
 
-    // The same work: every path git names is one source-diff counts.
-    let git_out = Command::new("git").args(&git_args).output().context("running git diff")?;
+/// What both calls saw: changed paths (the same for both) and changed components.
+struct Work {
+    paths: usize,
+    components: usize,
+}
+
+/// The same work: every path git names is one source-diff counts, as many as were changed.
+fn same_work(bin: &Path, git_args: &[String], ours_args: &[String]) -> anyhow::Result<Work> {
+    let git_out = Command::new("git").args(git_args).output().context("running git diff")?;
     let git_paths = String::from_utf8_lossy(&git_out.stdout).lines().filter(|l| !l.is_empty()).count();
-    let ours_out =
-        Command::new(&bin).args(&ours_args).output().with_context(|| format!("running {}", bin.display()))?;
+    let ours_out = Command::new(bin).args(ours_args).output().with_context(|| format!("running {}", bin.display()))?;
     if !ours_out.status.success() {
         bail!("source-diff failed: {}", String::from_utf8_lossy(&ours_out.stderr));
     }
@@ -51,43 +62,67 @@ pub fn run(rounds: usize) -> anyhow::Result<()> {
     if git_paths != our_paths || git_paths != COMMITS * FILES_PER_COMMIT {
         bail!("git saw {git_paths} changed paths, source-diff {our_paths}; expected {}", COMMITS * FILES_PER_COMMIT);
     }
-    let changed = report["components"].as_object().map_or(0, |c| c.values().filter(|v| v["changed"] == true).count());
+    let components =
+        report["components"].as_object().map_or(0, |c| c.values().filter(|v| v["changed"] == true).count());
+    Ok(Work { paths: git_paths, components })
+}
 
-    let mut git_times = Vec::new();
-    let mut our_times = Vec::new();
-    let (mut git_kib, mut our_kib) = (0u64, 0u64);
+/// Per call: wall times and the peak memory of all rounds, git's and ours.
+struct Calls {
+    git_times: Vec<Duration>,
+    our_times: Vec<Duration>,
+    git_kib: u64,
+    our_kib: u64,
+}
+
+/// One git call and one source-diff call per round, alternating which goes first.
+fn measure(
+    xtask: &Path,
+    bin: &Path,
+    git_args: &[String],
+    ours_args: &[String],
+    rounds: usize,
+) -> anyhow::Result<Calls> {
+    let mut calls = Calls { git_times: Vec::new(), our_times: Vec::new(), git_kib: 0, our_kib: 0 };
     for round in 0..rounds.max(1) {
-        let mut git = || -> anyhow::Result<()> {
-            let (took, kib) = measured(&xtask, "git", &git_args)?;
-            git_times.push(took);
-            git_kib = git_kib.max(kib);
+        let git = |calls: &mut Calls| -> anyhow::Result<()> {
+            let (took, kib) = measured(xtask, "git", git_args)?;
+            calls.git_times.push(took);
+            calls.git_kib = calls.git_kib.max(kib);
             Ok(())
         };
         if round % 2 == 0 {
-            git()?;
+            git(&mut calls)?;
         }
-        let (took, kib) = measured(&xtask, &bin.display().to_string(), &ours_args)?;
-        our_times.push(took);
-        our_kib = our_kib.max(kib);
+        let (took, kib) = measured(xtask, &bin.display().to_string(), ours_args)?;
+        calls.our_times.push(took);
+        calls.our_kib = calls.our_kib.max(kib);
         if round % 2 == 1 {
-            git()?;
+            git(&mut calls)?;
         }
     }
-    let (git, ours) = (Spread::of(&git_times), Spread::of(&our_times));
+    Ok(calls)
+}
+
+/// The table: the repository, the machine, both calls and whether the goals are met.
+fn table(work: &Work, calls: &Calls) -> String {
+    let (git, ours) = (Spread::of(&calls.git_times), Spread::of(&calls.our_times));
     let ratio = ours.median.as_secs_f64() / git.median.as_secs_f64();
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "bench diff --scale: {} files in {COMPONENTS} components; {} paths changed across {COMMITS} commits ({changed} components changed); {} rounds",
+        "bench diff --scale: {} files in {COMPONENTS} components; {} paths changed across {COMMITS} commits ({} components changed); {} rounds",
         COMPONENTS * FILES_PER_COMPONENT,
-        git_paths,
-        git_times.len()
+        work.paths,
+        work.components,
+        calls.git_times.len()
     );
     let _ = writeln!(out, "  {}", machine());
     let _ = writeln!(out, "  {:<44} {:>9} {:>9} {:>9} {:>10}", "ms per call", "min", "median", "max", "peak MiB");
-    for (name, spread, kib) in
-        [("git diff --name-status --no-renames", git, git_kib), ("source-diff --format json (release)", ours, our_kib)]
-    {
+    for (name, spread, kib) in [
+        ("git diff --name-status --no-renames", git, calls.git_kib),
+        ("source-diff --format json (release)", ours, calls.our_kib),
+    ] {
         let _ = writeln!(
             out,
             "  {name:<44} {:>9.1} {:>9.1} {:>9.1} {:>10.1}",
@@ -97,14 +132,13 @@ pub fn run(rounds: usize) -> anyhow::Result<()> {
             kib as f64 / 1024.0
         );
     }
-    let met = ratio <= GOAL_RATIO && our_kib / 1024 <= GOAL_MIB;
+    let met = ratio <= GOAL_RATIO && calls.our_kib / 1024 <= GOAL_MIB;
     let _ = writeln!(
         out,
         "  ratio source-diff / git: {ratio:.2}x; goal (at most {GOAL_RATIO}x and {GOAL_MIB} MiB): {}",
         if met { "met" } else { "NOT met" }
     );
-    print!("{out}");
-    Ok(())
+    out
 }
 
 /// One command through `xtask faults --measure` (its own process, so the peak memory is that

@@ -4,9 +4,11 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use globset::{Glob, GlobSet, GlobSetBuilder};
+use globset::Glob;
 use pipeline_config::{ConfigError, Spanned};
 use serde::Deserialize;
+
+use crate::globs::{Globs, GlobsBuilder};
 
 /// `[diff]`: settings for choosing the base and for changes that concern every component.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -130,12 +132,12 @@ fn ships_output_of(lambda: LambdaShipping) -> BTreeMap<String, Vec<Spanned<Strin
 pub struct Components {
     pub(crate) default_branch: String,
     pub(crate) base_environment: String,
-    pub(crate) global_inputs: GlobSet,
+    pub(crate) global_inputs: Globs,
     pub(crate) components: Vec<Component>,
     /// One set for every component's `paths`, `include_owner[i]` naming the component of glob `i`.
-    pub(crate) includes: GlobSet,
+    pub(crate) includes: Globs,
     pub(crate) include_owner: Vec<usize>,
-    pub(crate) excludes: GlobSet,
+    pub(crate) excludes: Globs,
     pub(crate) exclude_owner: Vec<usize>,
     /// For each component, the components that depend on it directly (`affected` walks them
     /// for the indirect ones, so a long chain costs memory in its length, not its square).
@@ -219,9 +221,9 @@ impl Components {
         let names: Vec<&String> = raw.components.keys().collect();
         let index: BTreeMap<&str, usize> = names.iter().enumerate().map(|(i, n)| (n.as_str(), i)).collect();
 
-        let mut includes = GlobSetBuilder::new();
+        let mut includes = GlobsBuilder::default();
         let mut include_owner = Vec::new();
-        let mut excludes = GlobSetBuilder::new();
+        let mut excludes = GlobsBuilder::default();
         let mut exclude_owner = Vec::new();
         let mut flag_owner: BTreeMap<String, &str> = BTreeMap::new();
         let mut components = Vec::with_capacity(names.len());
@@ -231,11 +233,11 @@ impl Components {
             let key = format!("components.{name}");
             check_component_name(file, text, &key, name, settings)?;
             for pattern in &settings.paths {
-                includes.add(compile(file, text, pattern, &format!("{key}.paths"))?);
+                includes.add(pattern.get_ref(), compile(file, text, pattern, &format!("{key}.paths"))?);
                 include_owner.push(i);
             }
             for pattern in &settings.exclude {
-                excludes.add(compile(file, text, pattern, &format!("{key}.exclude"))?);
+                excludes.add(pattern.get_ref(), compile(file, text, pattern, &format!("{key}.exclude"))?);
                 exclude_owner.push(i);
             }
             edges[i] = dependency_edges(file, text, &key, settings, &index)?;
@@ -275,12 +277,11 @@ impl Components {
             return Err(cycle_error(file, text, &names, &cycle));
         }
 
-        let mut global = GlobSetBuilder::new();
+        let mut global = GlobsBuilder::default();
         for pattern in &raw.diff.global_inputs {
-            global.add(compile(file, text, pattern, "diff.global_inputs")?);
+            global.add(pattern.get_ref(), compile(file, text, pattern, "diff.global_inputs")?);
         }
-        let build =
-            |b: GlobSetBuilder, key: &str| b.build().map_err(|e| ConfigError::file(file, format!("{key}: {e}")));
+        let build = |b: GlobsBuilder, key: &str| b.build().map_err(|e| ConfigError::file(file, format!("{key}: {e}")));
         let dependents = direct_dependents(&edges);
         Ok(Components {
             default_branch: raw.diff.default_branch.unwrap_or_else(|| "main".into()),
@@ -299,7 +300,11 @@ impl Components {
     /// and none of its `exclude`.
     pub fn owns(&self, name: &str, path: &str) -> bool {
         let Some(index) = self.components.iter().position(|c| c.name == name) else { return false };
-        let matched = |set: &GlobSet, owner: &[usize]| set.matches(path).iter().any(|&glob| owner[glob] == index);
+        let matched = |set: &Globs, owner: &[usize]| {
+            let mut globs = Vec::new();
+            set.matches_into(path, &mut globs);
+            globs.iter().any(|&glob| owner[glob] == index)
+        };
         matched(&self.includes, &self.include_owner) && !matched(&self.excludes, &self.exclude_owner)
     }
 

@@ -30,6 +30,7 @@
 
 mod config;
 mod git;
+mod globs;
 mod objects;
 mod output;
 mod run;
