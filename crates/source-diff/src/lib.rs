@@ -274,45 +274,17 @@ fn pick_base(
 ) -> Result<Base, Error> {
     let head = resolved.head.as_str();
     if let Some((rev, answer)) = asked.explicit {
-        return match answer.filter(|ids| ids.len() == 1 && git::is_object_id(&ids[0])) {
-            Some(ids) => Ok(Base::Commit { id: ids[0].clone(), reason: format!("--base {rev}") }),
-            None if resolved.shallow && plain_revision(rev) => {
-                missing_base(request, format!("--base {rev} is not in the fetched history"))
-            }
-            None => Err(Error::UnknownRevision {
-                what: "base",
-                rev: rev.to_string(),
-                hint: "check the name, or fetch the branch or tag it is on".into(),
-            }),
-        };
+        return explicit_base(resolved, request, rev, answer);
     }
 
     if let Some(reason) = &request.everything {
         return Ok(Base::Everything { reason: reason.clone() });
     }
     let mut skipped = Vec::new();
-    if let Some((last, answer)) = asked.last {
-        let short = &last[..last.len().min(12)];
-        // `LAST...HEAD` prints head, last, then `^` and each merge-base: last is an ancestor
-        // of head exactly when it is their only merge-base.
-        match answer {
-            Some(ids) if ids.len() == 3 && ids[2].strip_prefix('^') == Some(ids[1].as_str()) => {
-                return Ok(Base::Commit { id: ids[1].clone(), reason: "commit of the last successful run".into() });
-            }
-            Some(_) if resolved.shallow => {
-                return missing_base(
-                    request,
-                    format!("last successful commit {short} is not reachable from head in the fetched history"),
-                );
-            }
-            Some(_) => skipped.push(format!(
-                "last successful commit {short} is not an ancestor of head (another branch, or history rewritten)"
-            )),
-            None if resolved.shallow => {
-                return missing_base(request, format!("last successful commit {short} is not in the fetched history"));
-            }
-            None => skipped.push(format!("last successful commit {short} no longer exists (history rewritten)")),
-        }
+    if let Some((last, answer)) = asked.last
+        && let Some(base) = last_success_base(resolved, request, last, answer, &mut skipped)
+    {
+        return base;
     }
     let mut unproven = Vec::new();
     let mut any_branch = false;
@@ -352,6 +324,62 @@ fn pick_base(
         id: resolved.empty_tree.clone(),
         reason: explain(&skipped, "head is the first commit: diffing against the empty tree".into()),
     })
+}
+
+/// `--base REV`: its commit, or why there is none.
+fn explicit_base(
+    resolved: &git::Resolved,
+    request: &BaseRequest,
+    rev: &str,
+    answer: Option<Vec<String>>,
+) -> Result<Base, Error> {
+    match answer.filter(|ids| ids.len() == 1 && git::is_object_id(&ids[0])) {
+        Some(ids) => Ok(Base::Commit { id: ids[0].clone(), reason: format!("--base {rev}") }),
+        None if resolved.shallow && plain_revision(rev) => {
+            missing_base(request, format!("--base {rev} is not in the fetched history"))
+        }
+        None => Err(Error::UnknownRevision {
+            what: "base",
+            rev: rev.to_string(),
+            hint: "check the name, or fetch the branch or tag it is on".into(),
+        }),
+    }
+}
+
+/// The last successful commit as the base while it is an ancestor of head; `None` (and why,
+/// in `skipped`) when the next fallback may be taken.
+fn last_success_base(
+    resolved: &git::Resolved,
+    request: &BaseRequest,
+    last: &str,
+    answer: Option<Vec<String>>,
+    skipped: &mut Vec<String>,
+) -> Option<Result<Base, Error>> {
+    let short = &last[..last.len().min(12)];
+    // `LAST...HEAD` prints head, last, then `^` and each merge-base: last is an ancestor
+    // of head exactly when it is their only merge-base.
+    match answer {
+        Some(ids) if ids.len() == 3 && ids[2].strip_prefix('^') == Some(ids[1].as_str()) => {
+            return Some(Ok(Base::Commit { id: ids[1].clone(), reason: "commit of the last successful run".into() }));
+        }
+        Some(_) if resolved.shallow => {
+            return Some(missing_base(
+                request,
+                format!("last successful commit {short} is not reachable from head in the fetched history"),
+            ));
+        }
+        Some(_) => skipped.push(format!(
+            "last successful commit {short} is not an ancestor of head (another branch, or history rewritten)"
+        )),
+        None if resolved.shallow => {
+            return Some(missing_base(
+                request,
+                format!("last successful commit {short} is not in the fetched history"),
+            ));
+        }
+        None => skipped.push(format!("last successful commit {short} no longer exists (history rewritten)")),
+    }
+    None
 }
 
 /// A reason followed by the fallbacks passed over on the way.
