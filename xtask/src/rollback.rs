@@ -3,7 +3,7 @@
 //! environment reached as the pipeline reaches it.
 
 use anyhow::{Context, Result};
-use rollback::{Clients, Outcome};
+use rollback::{Clients, Outcome, RollbackInputs};
 use run_state::cli::StageArgs;
 
 /// The flags of `cargo xtask rollback` (those of the `rollback` binary, and where the
@@ -36,6 +36,8 @@ pub fn run(args: &RollbackArgs) -> Result<bool> {
         )?),
     };
     let store = context.store()?;
+    // The rollback's inputs, as the binary builds them: the cancel flag is set by Ctrl-C or SIGTERM.
+    let inputs = RollbackInputs::new(&context, &*store, run_state::cli::cancel_flag());
     let options = args.choice.options();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let outcome = runtime.block_on(async {
@@ -47,7 +49,7 @@ pub fn run(args: &RollbackArgs) -> Result<bool> {
             cloudfront: Some(aws_target::cloudfront(&config, None)),
         };
         anyhow::Ok(
-            rollback::run_rollback(&context, &store, &clients, &options, &|e| {
+            rollback::run_rollback(&inputs, &clients, &options, &|e| {
                 eprint!("{}", rollback::cli::render(e).unwrap_or_default())
             })
             .await,

@@ -56,7 +56,7 @@ use std::sync::atomic::AtomicBool;
 
 use aws_target::ErrorKind;
 use gate::ComponentVerdict;
-use run_state::{RunDir, RunFile, StageContext, Status, Step, StepRecord, Store};
+use run_state::{RunDir, RunFile, StageContext, StageInputs, StageOutcome, Status, Step, StepRecord, Store};
 use serde::{Deserialize, Serialize};
 
 pub use check::{CheckOptions, check_site, second_writers};
@@ -398,6 +398,14 @@ pub struct Summary {
     pub skipped: Option<String>,
 }
 
+impl StageOutcome for Summary {
+    /// 0: a summary is a publish that passed, a dry run or a skip by the deploy decision (a
+    /// refusal, a secret in the runtime config or a failure is an [`Error`]).
+    fn exit_code(&self) -> u8 {
+        0
+    }
+}
+
 impl Summary {
     /// One line: `12 uploaded (1.2 MiB), 1 header fix, 480 unchanged, 3 kept, 2 deleted`.
     pub fn line(&self) -> String {
@@ -571,16 +579,16 @@ fn read_config(context: &StageContext) -> Result<PublishConfig, Error> {
 /// reads `[publish]` and the run's stack outputs, plans, publishes (unless `dry_run`), writes
 /// the summary to the run's `publish.json`, and records the component's `deploy` step
 /// (passed with the summary, or failed with the error; never left running). A dry run
-/// records and writes nothing.
+/// records and writes nothing. The inputs' cancel flag stops the uploads ([`Error::Cancelled`],
+/// the previous release still whole).
 pub async fn run_stage(
-    context: &StageContext,
-    run: &RunDir,
-    store: &dyn Store,
+    inputs: &StageInputs<'_>,
     clients: Clients<'_>,
     options: &StageOptions,
-    cancel: Option<&AtomicBool>,
     on_event: &(dyn Fn(Event<'_>) + Sync),
 ) -> Result<Summary, Error> {
+    let StageInputs { context, run, store, cancel } = *inputs;
+    let cancel = Some(cancel);
     let config = read_config_or_record(context, run, store, options)?;
     // Ask the deploy decision before anything is read from the bucket.
     let commit = run.head().unwrap_or_default();
@@ -763,14 +771,14 @@ async fn record_publish(
 /// (an error finding, or a check that could not run). A `[publish]` that cannot be read is
 /// recorded failed under `pipeline`. When the site's component did not change in the run,
 /// nothing was published, so there is no new site to check: the step is recorded skipped with
-/// why (as the publish is). The findings are returned for the caller to report.
+/// why (as the publish is). The findings are returned for the caller to report. The check only
+/// reads, and briefly: it runs to its end whatever the inputs' cancel flag says.
 pub async fn check_stage(
-    context: &StageContext,
-    run: &RunDir,
-    store: &dyn Store,
+    inputs: &StageInputs<'_>,
     s3: &aws_sdk_s3::Client,
     environment: &str,
 ) -> Result<SiteCheck, Error> {
+    let StageInputs { context, run, store, .. } = *inputs;
     let commit = run.head().unwrap_or_default();
     // `prod-dast` where the environment is promoted: dev's check is a result of its own.
     let step = context
@@ -834,6 +842,13 @@ pub async fn check_stage(
         }
     }
     findings.map(SiteCheck::Checked)
+}
+
+impl StageOutcome for SiteCheck {
+    /// 0 when the check let the site through ([`SiteCheck::passed`]), 1 when it found an error.
+    fn exit_code(&self) -> u8 {
+        if self.passed() { 0 } else { 1 }
+    }
 }
 
 /// What [`check_stage`] did.

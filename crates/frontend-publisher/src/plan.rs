@@ -136,8 +136,9 @@ pub struct Item {
     pub kind: Option<Kind>,
 }
 
-/// What a publish will do.
-#[derive(Debug, Clone)]
+/// What a publish will do. Serialised without the files' bytes and the manifest to write: the
+/// items say what happens to each path.
+#[derive(Debug, Clone, Serialize)]
 pub struct Plan {
     /// The bucket.
     pub bucket: String,
@@ -154,11 +155,19 @@ pub struct Plan {
     /// Objects listed under the prefix (the manifest left out).
     pub remote_objects: usize,
     /// The site's files (what `items` uploads or fixes).
+    #[serde(skip)]
     pub files: BTreeMap<String, LocalFile>,
     /// The manifest to write once the release is live (ETags filled in as uploads answer).
+    #[serde(skip)]
     pub manifest: ReleaseManifest,
     /// The paths to invalidate.
     pub invalidation: Vec<String>,
+}
+
+impl run_state::StagePlan for Plan {
+    fn describe(&self) -> String {
+        Plan::describe(self)
+    }
 }
 
 impl Plan {
@@ -177,7 +186,8 @@ impl Plan {
         if self.remote_objects == 0 { 0.0 } else { self.count(Action::Delete) as f64 / self.remote_objects as f64 }
     }
 
-    /// The plan as `--dry-run` prints it: a header, one line per path that changes, counts.
+    /// The plan as `--dry-run` prints it ([`run_state::StagePlan::describe`]): a header, one line
+    /// per path that changes, counts.
     pub fn describe(&self) -> String {
         let mut out = format!(
             "publish release {} to s3://{}/{} ({} files; {} objects there; keeping the last {} releases)\n",

@@ -97,16 +97,7 @@ impl Repo {
     async fn publish_with(&mut self, s3: &aws_sdk_s3::Client, force: bool) -> Result<Summary, Error> {
         let run = self.new_run();
         let options = StageOptions { environment: "dev".into(), force, ..Default::default() };
-        frontend_publisher::run_stage(
-            &self.context(),
-            &run,
-            &self.store(),
-            Clients { s3, cloudfront: None },
-            &options,
-            None,
-            &|_| {},
-        )
-        .await
+        run_stage(&self.context(), &run, &self.store(), Clients { s3, cloudfront: None }, &options).await
     }
 
     fn last_record(&self) -> run_state::StepRecord {
@@ -117,6 +108,19 @@ impl Repo {
 
 /// What the earlier stages leave for a publish: a diff marking `frontend` changed, and the
 /// pipeline's validate passed (the default [gate] requires it before any deploy).
+/// The publish stage of `run`, as the binary runs it, with a cancel flag nothing sets.
+async fn run_stage(
+    context: &run_state::StageContext,
+    run: &RunDir,
+    store: &dyn run_state::Store,
+    clients: Clients<'_>,
+    options: &StageOptions,
+) -> Result<Summary, Error> {
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let inputs = run_state::StageInputs::new(context, run, store, &cancel);
+    frontend_publisher::run_stage(&inputs, clients, options, &|_| {}).await
+}
+
 fn frontend_changed(run: &RunDir, store: &dyn run_state::Store) {
     diff_with(run, store, true);
 }
@@ -396,14 +400,12 @@ async fn bad_inputs_are_one_line_errors_and_change_nothing() {
     // A stack output the runtime config needs.
     let run = repo.new_run();
     outputs(&[("ApiEndpoint", "https://api.example.com")]).merge_into(&run).unwrap();
-    let error = frontend_publisher::run_stage(
+    let error = run_stage(
         &repo.context(),
         &run,
         &repo.store(),
         Clients { s3: &s3, cloudfront: None },
         &StageOptions { environment: "dev".into(), ..Default::default() },
-        None,
-        &|_| {},
     )
     .await
     .unwrap_err();
@@ -527,7 +529,7 @@ async fn changed_html_is_invalidated_with_the_root_and_immutable_assets_are_not(
         async move {
             let options = StageOptions { environment: "dev".into(), ..Default::default() };
             let clients = Clients { s3: &s3, cloudfront: Some(&cloudfront) };
-            frontend_publisher::run_stage(&context, &run, &store, clients, &options, None, &|_| {}).await
+            run_stage(&context, &run, &store, clients, &options).await
         }
     };
     // A first publish replaces nothing a cache can hold.
@@ -744,7 +746,7 @@ fn the_publisher_asks_the_deploy_decision_itself() {
     let publish = |repo: &Repo, run: &RunDir| {
         let options = StageOptions { environment: "dev".into(), ..Default::default() };
         let clients = Clients { s3: &s3, cloudfront: None };
-        runtime.block_on(frontend_publisher::run_stage(&repo.context(), run, &store, clients, &options, None, &|_| {}))
+        runtime.block_on(run_stage(&repo.context(), run, &store, clients, &options))
     };
 
     let unchanged = repo.new_run();

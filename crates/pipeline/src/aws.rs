@@ -4,7 +4,7 @@
 
 use aws_config::{BehaviorVersion, SdkConfig};
 use frontend_publisher::PublishConfig;
-use run_state::StageContext;
+use run_state::{StageContext, StageOutcome};
 use stack_deployer::{DeploySettings, Environment};
 
 use crate::{Error, Event, Inputs};
@@ -118,7 +118,7 @@ pub(crate) async fn deploy(
     target: &Target,
     env_name: &str,
 ) -> Result<bool, Error> {
-    let Inputs { context, run, store, cancel, on_event, .. } = *inputs;
+    let Inputs { context, run, store, on_event, .. } = *inputs;
     let reached = configs.get(context, target, env_name, on_event).await;
     let config = match reached {
         Ok(config) => config,
@@ -132,20 +132,21 @@ pub(crate) async fn deploy(
         cloudformation: aws_target::cloudformation(&config, None),
         lambda: aws_target::lambda(&config, None),
     };
-    let options = stack_deployer::StageOptions { cancel: Some(cancel), ..stack_deployer::StageOptions::new(env_name) };
+    let stage = inputs.stage();
+    let options = stack_deployer::StageOptions::new(env_name);
     let on_stack = |event: stack_deployer::Event| {
         if let stack_deployer::Event::Done { stack, outcome } = event {
             let outcome = run_state::redact::redact(&outcome.to_string());
             on_event(Event::Line(format!("deploy {env_name}: {stack}: {outcome}")));
         }
     };
-    let report = stack_deployer::run_stage(context, run, store, &clients, &options, &env_lookup, &on_stack).await?;
+    let report = stack_deployer::run_stage(&stage, &clients, &options, &env_lookup, &on_stack).await?;
     let mut passed = report.exit_code() == 0;
     if PublishConfig::from_config(context.required_config()?)?.is_some() {
         let cloudfront = aws_target::cloudfront(&config, None);
         let clients = frontend_publisher::Clients { s3: &clients.s3, cloudfront: Some(&cloudfront) };
         let options = frontend_publisher::StageOptions { environment: env_name.to_string(), ..Default::default() };
-        match frontend_publisher::run_stage(context, run, store, clients, &options, Some(cancel), &|_| {}).await {
+        match frontend_publisher::run_stage(&stage, clients, &options, &|_| {}).await {
             Ok(summary) => on_event(Event::Line(format!("publish {env_name}: {}", summary.line()))),
             Err(error) => {
                 on_event(Event::Line(format!("publish {env_name}: {}", run_state::error_chain(&error))));
@@ -185,7 +186,7 @@ pub(crate) async fn site_check(
         }
     };
     let s3 = aws_target::s3(&sdk, None);
-    let checked = frontend_publisher::check_stage(context, run, store, &s3, env_name).await;
+    let checked = frontend_publisher::check_stage(&inputs.stage(), &s3, env_name).await;
     let line = match &checked {
         Ok(frontend_publisher::SiteCheck::Skipped(reason)) => format!("skipped: {reason}"),
         Ok(checked) => {
@@ -208,7 +209,7 @@ pub(crate) async fn after_failed_check(
     target: &Target,
     env_name: &str,
 ) -> Result<(bool, String), Error> {
-    let Inputs { context, run, store, on_event, .. } = *inputs;
+    let Inputs { context, run, on_event, .. } = *inputs;
     let config = configs.get(context, target, env_name, on_event).await?;
     let clients = rollback::Clients {
         s3: aws_target::s3(&config, None),
@@ -221,7 +222,9 @@ pub(crate) async fn after_failed_check(
             on_event(Event::Line(format!("rollback {env_name}: {line}")));
         }
     };
+    // The rollback is a run of its own: it takes the run's inputs without the run.
+    let rollback_inputs = rollback::RollbackInputs::from(&inputs.stage());
     let done =
-        rollback::after_failed_check(context, store, &clients, env_name, &run.run_id, None, &on_rollback).await?;
+        rollback::after_failed_check(&rollback_inputs, &clients, env_name, &run.run_id, None, &on_rollback).await?;
     Ok((done.rolled_back(), done.line(env_name, &run.run_id)))
 }

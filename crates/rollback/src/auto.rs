@@ -10,7 +10,7 @@ use stack_deployer::config::RollbackOn;
 
 use crate::Error;
 use crate::plan::Target;
-use crate::stage::{Clients, Event, Options, Outcome, run_rollback};
+use crate::stage::{Clients, Event, Options, Outcome, RollbackInputs, run_rollback};
 
 /// A post-deploy check whose failure can roll an environment back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -81,6 +81,14 @@ pub enum AfterCheck {
         /// The failed run's release.
         from: String,
     },
+}
+
+impl run_state::StageOutcome for AfterCheck {
+    /// 0 whatever it did: the failed check keeps the run red, and an automated rollback that
+    /// could not apply is an [`Error`].
+    fn exit_code(&self) -> u8 {
+        0
+    }
 }
 
 impl AfterCheck {
@@ -161,28 +169,30 @@ pub fn failed_checks(records: &[StepRecord], policy: &gate::GatePolicy, env: &st
 /// records it too (its `pipeline` deploy step, failed, naming the check and the rollback), so
 /// its report and notification say both; it stays red either way. Nothing changes otherwise,
 /// and the answer says why. `cfn_role_arn` replaces the environment's (as the deploy was given).
+/// It takes [`RollbackInputs`], not the failed run's [`run_state::StageInputs`]: it reads and
+/// marks run `run_id` in the store only (its folder may be on another machine, as in CodeBuild),
+/// and the rollback it starts is a run of its own.
 pub async fn after_failed_check(
-    context: &run_state::StageContext,
-    store: &dyn Store,
+    inputs: &RollbackInputs<'_>,
     clients: &Clients,
     env: &str,
     run_id: &str,
     cfn_role_arn: Option<String>,
     on_event: &(dyn Fn(Event) + Sync),
 ) -> Result<AfterCheck, Error> {
+    let RollbackInputs { context, store, .. } = *inputs;
     let config = context.required_config()?;
     let policy = gate::GatePolicy::from_config(config)?;
     run_state::check_name("environment", env)?;
     run_state::check_name("run id", run_id)?;
     let listed = stack_deployer::DeploySettings::from_config(config)?.environment(config, env)?.rollback_on;
-    let records = store.run(run_id)?;
-    let failed = failed_checks(&records, &policy, env);
-    if failed.is_empty() {
+    let all_failed = failed_checks(&store.run(run_id)?, &policy, env);
+    if all_failed.is_empty() {
         return Ok(AfterCheck::NoFailedCheck);
     }
-    let failed: Vec<Check> = failed.into_iter().filter(|c| listed.contains(&c.rollback_on())).collect();
+    let failed: Vec<Check> = all_failed.iter().copied().filter(|c| listed.contains(&c.rollback_on())).collect();
     if failed.is_empty() {
-        return Ok(AfterCheck::NotListed { failed: failed_checks(&records, &policy, env) });
+        return Ok(AfterCheck::NotListed { failed: all_failed });
     }
     let releases = store.releases(env)?;
     let Some(position) = releases.iter().rposition(|r| r.id == run_id) else { return Ok(AfterCheck::NotReleased) };
@@ -206,7 +216,7 @@ pub async fn after_failed_check(
         reason: Some(format!("automatic: {} failed in run {run_id}", names(&failed))),
         cfn_role_arn,
     };
-    let result = run_rollback(context, store, clients, &options, on_event).await;
+    let result = run_rollback(inputs, clients, &options, on_event).await;
     let done = match &result {
         Ok(Outcome::RolledBack { run_id: rollback, plan, .. }) => Some(AfterCheck::RolledBack {
             failed: failed.clone(),

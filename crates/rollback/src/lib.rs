@@ -45,7 +45,7 @@ mod takeback;
 
 pub use auto::{AfterCheck, Check, after_failed_check, failed_checks};
 pub use plan::{FunctionStep, RollbackPlan, StackStep, Target, choose, plan};
-pub use stage::{Clients, Event, Options, Outcome, rebuild_store, run_rollback};
+pub use stage::{Clients, Event, Options, Outcome, RollbackInputs, rebuild_store, run_rollback};
 
 /// What stops a rollback, each naming the fix.
 #[derive(Debug, thiserror::Error)]

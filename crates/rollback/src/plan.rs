@@ -43,7 +43,8 @@ pub fn choose<'a>(env: &str, releases: &'a [Release], target: &Target) -> Result
 }
 
 /// What happens to one stack.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum StackStep {
     /// One change set back to the release's template and parameters.
     Restore(Box<StackRelease>),
@@ -52,7 +53,8 @@ pub enum StackStep {
 }
 
 /// What happens to one function.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum FunctionStep {
     /// `UpdateFunctionCode` from the release's zip, verified by its `CodeSha256`.
     Restore(FunctionRelease),
@@ -61,7 +63,7 @@ pub enum FunctionStep {
 }
 
 /// What a rollback does (pure: [`plan`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct RollbackPlan {
     /// The environment.
     pub env: String,
@@ -143,7 +145,7 @@ impl RollbackPlan {
         components
     }
 
-    /// The plan as printed before anything changes.
+    /// The plan as printed before anything changes ([`run_state::StagePlan::describe`]).
     pub fn describe(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(
@@ -209,6 +211,12 @@ impl RollbackPlan {
             out.push_str("  nothing differs: the environment already runs what the release ran\n");
         }
         out
+    }
+}
+
+impl run_state::StagePlan for RollbackPlan {
+    fn describe(&self) -> String {
+        RollbackPlan::describe(self)
     }
 }
 

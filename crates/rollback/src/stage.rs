@@ -2,10 +2,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, SystemTime};
 
 use run_state::release::{Parameter, RollbackOf, StackRelease};
-use run_state::{Recording, Release, RunDir, StageContext, Status, Step, StepRecord, Store};
+use run_state::{Recording, Release, RunDir, StageContext, StageInputs, StageOutcome, Status, Step, StepRecord, Store};
 
 use crate::Error;
 use crate::plan::{FunctionStep, RollbackPlan, StackStep, Target, choose, plan};
@@ -86,6 +87,56 @@ pub const FIRST_POLL: Duration = Duration::from_millis(250);
 const TO: &str = "rollback:to";
 const FROM: &str = "rollback:from";
 
+/// What a rollback starts from: the repository and its config, the status store and the cancel
+/// flag, which is a run's [`StageInputs`] without the run. A rollback is a run of its own: it
+/// creates its run (or goes on with the approved one, `--resume`) once it knows the release's
+/// commit, then hands that run's [`StageInputs`] ([`RollbackInputs::for_run`]) to its checks and
+/// apply; so it takes these, not a run. The pipeline's automated rollback takes them from the
+/// failed run's inputs ([`RollbackInputs::from`]).
+#[derive(Clone, Copy)]
+pub struct RollbackInputs<'a> {
+    /// The repository, its `pipeline.toml` and the state folder (where the run is created).
+    pub context: &'a StageContext,
+    /// Where the rollback records its run and its release.
+    pub store: &'a dyn Store,
+    /// Set to stop: a stack's change set not yet executed is deleted (one executing is watched
+    /// to its end), and the rollback fails with what it did.
+    pub cancel: &'a AtomicBool,
+}
+
+impl<'a> RollbackInputs<'a> {
+    /// The inputs of a rollback.
+    pub fn new(context: &'a StageContext, store: &'a dyn Store, cancel: &'a AtomicBool) -> Self {
+        RollbackInputs { context, store, cancel }
+    }
+
+    /// The stage inputs of the rollback's own run.
+    pub fn for_run(&self, run: &'a RunDir) -> StageInputs<'a> {
+        StageInputs::new(self.context, run, self.store, self.cancel)
+    }
+}
+
+impl<'a> From<&StageInputs<'a>> for RollbackInputs<'a> {
+    /// A run's inputs without the run (the pipeline's, for its automated rollback).
+    fn from(inputs: &StageInputs<'a>) -> Self {
+        RollbackInputs { context: inputs.context, store: inputs.store, cancel: inputs.cancel }
+    }
+}
+
+impl std::fmt::Debug for RollbackInputs<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RollbackInputs").field("root", &self.context.root).finish_non_exhaustive()
+    }
+}
+
+impl StageOutcome for Outcome {
+    /// 0: rolled back, waiting for approval, or a dry run (a refusal or a failure is an
+    /// [`Error`], with [`Error::exit_code`]).
+    fn exit_code(&self) -> u8 {
+        0
+    }
+}
+
 /// The rollback of `options.env`, as the `rollback` binary and `cargo xtask rollback` run it:
 /// chooses the release, prints the plan ([`Event::Planned`]), and (unless a dry run) records
 /// a run of its own: waiting for approval where the environment needs one (unless
@@ -94,12 +145,12 @@ const FROM: &str = "rollback:from";
 /// A refusal (unknown or expired release, a lock held, a stack's state) is recorded failed and
 /// changes nothing.
 pub async fn run_rollback(
-    context: &StageContext,
-    store: &dyn Store,
+    inputs: &RollbackInputs<'_>,
     clients: &Clients,
     options: &Options,
     on_event: &(dyn Fn(Event) + Sync),
 ) -> Result<Outcome, Error> {
+    let RollbackInputs { context, store, .. } = *inputs;
     let config = context.required_config()?;
     let policy = gate::GatePolicy::from_config(config)?;
     let env = options.env.as_str();
@@ -122,19 +173,8 @@ pub async fn run_rollback(
     };
     let run_id = options.resume.clone().unwrap_or_else(|| run_state::new_run_id(&commit, SystemTime::now()));
     let run = RunDir::create(&context.state_dir, &run_id)?;
-    let step = policy.deploy_step(env);
-    let fail = |components: &[String], error: Error| -> Error {
-        for component in components {
-            let mut record = StepRecord::new(&run_id, &commit, component, step, Status::Failed);
-            record.ended_at = Some(SystemTime::now());
-            record.details.error = Some(run_state::error_chain(&error));
-            if let Err(store_error) = store.record(&record) {
-                return store_error.into();
-            }
-        }
-        error
-    };
-    let (from, to) = chosen.map_err(|e| fail(&[run_state::PIPELINE.to_string()], e))?;
+    let refusal = Refusal { store, run_id: &run_id, commit: &commit, step: policy.deploy_step(env) };
+    let (from, to) = chosen.map_err(|e| refusal.record(&[run_state::PIPELINE.to_string()], e))?;
     let plan = plan(env, from, to);
     on_event(Event::Planned(plan.describe()));
     if let Some(approved) = approved_from
@@ -155,19 +195,46 @@ pub async fn run_rollback(
     let holder = format!("rollback {run_id} ({})", holder_process());
     let locks = lock_names(&plan);
     if let Err(error) = take_locks(store, &locks, &holder) {
-        return Err(fail(&components, error));
+        return Err(refusal.record(&components, error));
     }
-    let result = checked_apply(context, store, clients, options, &run, &plan, step, on_event).await;
+    let stage = inputs.for_run(&run);
+    let applying = Applying { stage: &stage, clients, options, plan: &plan, on_event };
+    let result = applying.checked_apply(refusal.step).await;
     for lock in &locks {
         let _ = store.release_lock(lock, &holder);
     }
     let release = match result {
         Ok(release) => release,
-        Err(Applied::Refused(error)) => return Err(fail(&components, error)),
+        Err(Applied::Refused(error)) => return Err(refusal.record(&components, error)),
         Err(Applied::Failed(error)) => return Err(error),
     };
     gate::mark_success(store, &run, &policy, env)?;
     Ok(Outcome::RolledBack { run_id, plan, release: Box::new(release) })
+}
+
+/// A refusal found before anything changed, recorded in the rollback's run: the step failed
+/// for each component named, never begun (no record goes from running to its end here).
+struct Refusal<'a> {
+    store: &'a dyn Store,
+    run_id: &'a str,
+    commit: &'a str,
+    step: Step,
+}
+
+impl Refusal<'_> {
+    /// Records `components`' step failed with `error`; the error returned (the store's, when
+    /// it could not record).
+    fn record(&self, components: &[String], error: Error) -> Error {
+        for component in components {
+            let mut record = StepRecord::new(self.run_id, self.commit, component, self.step, Status::Failed);
+            record.ended_at = Some(SystemTime::now());
+            record.details.error = Some(run_state::error_chain(&error));
+            if let Err(store_error) = self.store.record(&record) {
+                return store_error.into();
+            }
+        }
+        error
+    }
 }
 
 /// The target and the release it was approved from, read from an approved rollback run.
@@ -227,42 +294,267 @@ struct Checked {
     site: Option<frontend_publisher::release::RestorePlan>,
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn checked_apply(
-    context: &StageContext,
-    store: &dyn Store,
-    clients: &Clients,
-    options: &Options,
-    run: &RunDir,
-    plan: &RollbackPlan,
-    step: Step,
-    on_event: &(dyn Fn(Event) + Sync),
-) -> Result<Release, Applied> {
-    let checked = check(context, clients, run, plan).await.map_err(Applied::Refused)?;
-    for warning in &checked.warnings {
-        on_event(Event::Done(format!("warning: {warning}")));
-    }
-    let components = plan.components();
-    let mut recordings = Vec::new();
-    for component in &components {
-        let recording = Recording::begin(store, &run.run_id, &plan.to.commit, component, step);
-        recordings.push(recording.map_err(|e| Applied::Failed(e.into()))?);
-    }
-    let result = apply(context, store, clients, options, run, plan, checked, on_event).await;
-    let why = match (&options.reason, options.emergency) {
-        (Some(reason), _) => format!(" ({reason}; without approval)"),
-        (None, true) => " (emergency: without approval)".to_string(),
-        (None, false) => String::new(),
-    };
-    let note = format!("rolled back to release {} from {}{why}", plan.to.id, plan.from.id);
-    for recording in recordings {
-        let ended = match &result {
-            Ok(_) => recording.end(Status::Passed, |d| d.note = Some(note.clone())),
-            Err(error) => recording.end(Status::Failed, |d| d.error = Some(run_state::error_chain(error))),
+/// A rollback being applied: its run's inputs, the clients, the options and the plan.
+#[derive(Clone, Copy)]
+struct Applying<'a> {
+    stage: &'a StageInputs<'a>,
+    clients: &'a Clients,
+    options: &'a Options,
+    plan: &'a RollbackPlan,
+    on_event: &'a (dyn Fn(Event) + Sync),
+}
+
+impl Applying<'_> {
+    /// The checks, then the apply with each component's `step` recorded from running to its end.
+    async fn checked_apply(&self, step: Step) -> Result<Release, Applied> {
+        let Applying { stage, clients, options, plan, on_event } = *self;
+        let checked = check(stage.context, clients, stage.run, plan).await.map_err(Applied::Refused)?;
+        for warning in &checked.warnings {
+            on_event(Event::Done(format!("warning: {warning}")));
+        }
+        let mut recordings = Vec::new();
+        for component in &plan.components() {
+            let recording = Recording::begin(stage.store, &stage.run.run_id, &plan.to.commit, component, step);
+            recordings.push(recording.map_err(|e| Applied::Failed(e.into()))?);
+        }
+        let result = self.apply(checked).await;
+        let why = match (&options.reason, options.emergency) {
+            (Some(reason), _) => format!(" ({reason}; without approval)"),
+            (None, true) => " (emergency: without approval)".to_string(),
+            (None, false) => String::new(),
         };
-        ended.map_err(|e| Applied::Failed(e.into()))?;
+        let note = format!("rolled back to release {} from {}{why}", plan.to.id, plan.from.id);
+        for recording in recordings {
+            let ended = match &result {
+                Ok(_) => recording.end(Status::Passed, |d| d.note = Some(note.clone())),
+                Err(error) => recording.end(Status::Failed, |d| d.error = Some(run_state::error_chain(error))),
+            };
+            ended.map_err(|e| Applied::Failed(e.into()))?;
+        }
+        result.map_err(Applied::Failed)
     }
-    result.map_err(Applied::Failed)
+
+    /// Applies a checked plan: the stacks, then their functions, the site meanwhile (it needs
+    /// neither); then the rollback's release.
+    async fn apply(&self, checked: Checked) -> Result<Release, Error> {
+        let (code, site) = tokio::join!(self.restore_code(&checked), self.restore_site(&checked));
+        code?;
+        let release = self.record_release(site?).await?;
+        if release.artifact_bucket.is_some() {
+            self.retain().await;
+        }
+        Ok(release)
+    }
+
+    /// Each stack back through its change set, one after the other, then every function's code
+    /// at once.
+    async fn restore_code(&self, checked: &Checked) -> Result<(), Error> {
+        let Applying { clients, plan, on_event, .. } = *self;
+        for (name, step) in &plan.stacks {
+            let StackStep::Restore(stack) = step else { continue };
+            let body = checked.bodies.get(name).cloned().unwrap_or_default();
+            self.restore_stack(name, stack, body).await?;
+        }
+        let functions = plan.functions.iter().filter_map(|(name, step)| match step {
+            FunctionStep::Restore(function) => Some(async move {
+                let stack_name = plan.to.stacks.get(&function.stack).map(|s| s.stack_name.as_str());
+                restore_function(clients, function, stack_name)
+                    .await
+                    .map_err(|source| Error::Code { function: name.clone(), source })?;
+                on_event(Event::Done(format!("function {name}: code back to {}", function.code_sha256)));
+                Ok::<(), Error>(())
+            }),
+            FunctionStep::Stays(_) => None,
+        });
+        futures_util::future::try_join_all(functions).await.map(drop)
+    }
+
+    /// The site's files back as the release had them (when it goes back); the site's part of
+    /// the rollback's release.
+    async fn restore_site(&self, checked: &Checked) -> Result<Option<run_state::release::SiteRelease>, Error> {
+        let Applying { clients, plan, on_event, .. } = *self;
+        let (Some(restore), Some(earlier)) = (&checked.site, &plan.to.site) else { return Ok(plan.to.site.clone()) };
+        let restored = frontend_publisher::release::apply_restore(
+            &clients.s3,
+            clients.cloudfront.as_ref(),
+            restore,
+            earlier,
+            &|_| {},
+        );
+        let (part, _) = restored.await?;
+        on_event(Event::Done(restore.describe()));
+        Ok(Some(part))
+    }
+
+    /// Records the rollback's release (the target's stacks and functions, the site as restored)
+    /// in the store and, with an artifact bucket, in the bucket.
+    async fn record_release(&self, site: Option<run_state::release::SiteRelease>) -> Result<Release, Error> {
+        let Applying { stage, clients, options, plan, .. } = *self;
+        let to = &plan.to;
+        let release =
+            run_state::release::contribute(stage.store, &plan.env, &stage.run.run_id, &to.commit, |release| {
+                release.artifact_bucket = to.artifact_bucket.clone();
+                release.stacks = to.stacks.clone();
+                release.functions = to.functions.clone();
+                release.site = site;
+                release.rollback =
+                    Some(RollbackOf { to: to.id.clone(), from: plan.from.id.clone(), emergency: options.emergency });
+            })?;
+        if let Some(bucket) = &release.artifact_bucket {
+            let key = release.object_key();
+            clients
+                .s3
+                .put_object()
+                .bucket(bucket)
+                .key(&key)
+                .content_type("application/json")
+                .body(release.to_json().into())
+                .send()
+                .await
+                .map_err(|e| aws("PutObject", &key, e))?;
+        }
+        Ok(release)
+    }
+
+    /// The artifact bucket's retention after the rollback's release is recorded (stack-deployer's
+    /// pass, as after a deploy: the artifacts of the release the environment runs again tagged
+    /// kept). A failure is shown, not returned: the environment is rolled back already.
+    async fn retain(&self) {
+        let Applying { stage, clients, plan, on_event, .. } = *self;
+        let result = async {
+            let config = stage.context.required_config()?;
+            let environment = stack_deployer::DeploySettings::from_config(config)?.environment(config, &plan.env)?;
+            let retained =
+                stack_deployer::retention::retain_after_release(config, &environment, stage.store, &clients.s3).await;
+            Ok::<_, Error>(retained?)
+        };
+        match result.await {
+            Ok(retention) if !retention.missing.is_empty() => on_event(Event::Done(format!(
+                "warning: artifacts a kept release names are gone from the bucket (a rollback to it is refused): {}",
+                retention.missing.iter().cloned().collect::<Vec<_>>().join(", ")
+            ))),
+            Ok(_) => {}
+            Err(error) => on_event(Event::Done(format!(
+                "warning: the artifacts' retention tags were not updated: {}",
+                run_state::error_chain(&error)
+            ))),
+        }
+    }
+
+    /// One stack back to the release's template and parameters through one change set (the
+    /// deployer's), watched to its end; the run's cancel flag stops it before the execute.
+    async fn restore_stack(&self, name: &str, stack: &StackRelease, body: Vec<u8>) -> Result<(), Error> {
+        let Applying { stage, clients, options, plan, on_event } = *self;
+        let config = stage.context.required_config()?;
+        let environment = stack_deployer::DeploySettings::from_config(config)?.environment(config, &plan.env)?;
+        let deploy_plan = deploy_plan(plan, stack, &environment, options);
+        let (previous, values) = parameters(stack);
+        let stack_plan = stack_plan(name, stack, body, previous.clone());
+        let change_set = stack_deployer::apply::change_set_name(&["rollback", &stage.run.run_id]);
+        let mut apply_options =
+            stack_deployer::ApplyOptions::new(&change_set, environment.timeout, environment.change_set_timeout);
+        apply_options.use_previous = previous;
+        // A rollback is waited for: its first polls come sooner than a deploy's (the backoff still
+        // doubles them up to the deploy's longest pause).
+        apply_options.first_poll = options.first_poll.unwrap_or(FIRST_POLL);
+        apply_options.cancel = Some(stage.cancel);
+        let deployer = stack_deployer::Clients {
+            s3: clients.s3.clone(),
+            cloudformation: clients.cloudformation.clone(),
+            lambda: clients.lambda.clone(),
+        };
+        let on_stack = |event: stack_deployer::Event| on_event(Event::Stack(event));
+        let deploy = stack_deployer::apply::deploy_stack;
+        let result = deploy(&deployer, &deploy_plan, &stack_plan, &values, &apply_options, &on_stack).await?;
+        restored(name, stack, result.outcome, on_event)
+    }
+}
+
+/// The deployer's plan a stack's rollback goes through: the environment's region, bucket, roles
+/// and rollback triggers (pure).
+fn deploy_plan(
+    plan: &RollbackPlan,
+    stack: &StackRelease,
+    environment: &stack_deployer::Environment,
+    options: &Options,
+) -> stack_deployer::Plan {
+    stack_deployer::Plan {
+        environment: plan.env.clone(),
+        region: Some(stack.region.clone()),
+        bucket: plan.to.artifact_bucket.clone().unwrap_or_default(),
+        cfn_role_arn: options.cfn_role_arn.clone().or_else(|| environment.cfn_role_arn.clone()),
+        role_arn: environment.account.role_arn.clone(),
+        // The environment's alarms stay the change set's rollback triggers (an empty list would
+        // clear them).
+        rollback_alarms: environment.rollback_alarms.clone(),
+        rollback_monitoring_minutes: environment.rollback_monitoring_minutes,
+        ..Default::default()
+    }
+}
+
+/// The release's parameters as sent (pure): those it kept as `UsePreviousValue` (a `NoEcho`
+/// one, whose value is never kept) and the values of the others.
+fn parameters(stack: &StackRelease) -> (BTreeSet<String>, BTreeMap<String, String>) {
+    let mut previous = BTreeSet::new();
+    let mut values = BTreeMap::new();
+    for (name, value) in &stack.parameters {
+        match value {
+            Parameter::Value(value) => {
+                values.insert(name.clone(), value.clone());
+            }
+            Parameter::UsePreviousValue => {
+                previous.insert(name.clone());
+            }
+        }
+    }
+    (previous, values)
+}
+
+/// The stack as the deployer's plan names it: the release's template (by its key) and body,
+/// tags, capabilities and components (pure).
+fn stack_plan(
+    name: &str,
+    stack: &StackRelease,
+    body: Vec<u8>,
+    previous: BTreeSet<String>,
+) -> stack_deployer::StackPlan {
+    stack_deployer::StackPlan {
+        name: name.to_string(),
+        stack_name: stack.stack_name.clone(),
+        template: stack.template_key.clone(),
+        template_sha256: stack.template_sha256.clone(),
+        body,
+        template_key: Some(stack.template_key.clone()),
+        no_echo: previous,
+        tags: stack.tags.clone(),
+        capabilities: stack.capabilities.clone(),
+        components: stack.components.clone(),
+        ..Default::default()
+    }
+}
+
+/// How a stack's change set ended, as the rollback's verdict: back (shown), blocked by its
+/// state, or failed.
+fn restored(
+    name: &str,
+    stack: &StackRelease,
+    outcome: stack_deployer::StackOutcome,
+    on_event: &(dyn Fn(Event) + Sync),
+) -> Result<(), Error> {
+    use stack_deployer::StackOutcome;
+    match outcome {
+        StackOutcome::Deployed { .. } | StackOutcome::NoChanges | StackOutcome::Unchanged => {
+            on_event(Event::Done(format!("stack {name}: {outcome}")));
+            Ok(())
+        }
+        StackOutcome::Blocked { status, next } => {
+            Err(Error::StackState { stack: stack.stack_name.clone(), status, next })
+        }
+        other => Err(Error::StackFailed {
+            stack: stack.stack_name.clone(),
+            outcome: run_state::redact::redact(&other.to_string()),
+        }),
+    }
 }
 
 /// Reads what the apply needs and refuses before any change: each template and zip still in
@@ -366,193 +658,6 @@ async fn check_stack_state(cf: &aws_sdk_cloudformation::Client, stack: &StackRel
 fn aws<E: std::error::Error + Send + Sync + 'static>(operation: &'static str, target: &str, error: E) -> Error {
     let kind = aws_target::ErrorKind::Other;
     Error::Aws { operation, target: target.to_string(), kind, source: Box::new(error) }
-}
-
-/// Applies a checked plan: the stacks, the functions, the site; then the rollback's release.
-#[allow(clippy::too_many_arguments)]
-async fn apply(
-    context: &StageContext,
-    store: &dyn Store,
-    clients: &Clients,
-    options: &Options,
-    run: &RunDir,
-    plan: &RollbackPlan,
-    checked: Checked,
-    on_event: &(dyn Fn(Event) + Sync),
-) -> Result<Release, Error> {
-    // The stacks, then their functions (all at once); the site meanwhile: it needs neither.
-    let code = async {
-        for (name, step) in &plan.stacks {
-            let StackStep::Restore(stack) = step else { continue };
-            let body = checked.bodies.get(name).cloned().unwrap_or_default();
-            restore_stack(context, clients, options, run, plan, name, stack, body, on_event).await?;
-        }
-        let functions = plan.functions.iter().filter_map(|(name, step)| match step {
-            FunctionStep::Restore(function) => Some(async move {
-                let stack_name = plan.to.stacks.get(&function.stack).map(|s| s.stack_name.as_str());
-                restore_function(clients, function, stack_name)
-                    .await
-                    .map_err(|source| Error::Code { function: name.clone(), source })?;
-                on_event(Event::Done(format!("function {name}: code back to {}", function.code_sha256)));
-                Ok::<(), Error>(())
-            }),
-            FunctionStep::Stays(_) => None,
-        });
-        futures_util::future::try_join_all(functions).await.map(drop)
-    };
-    let site = async {
-        let (Some(restore), Some(earlier)) = (&checked.site, &plan.to.site) else { return Ok(plan.to.site.clone()) };
-        let restored = frontend_publisher::release::apply_restore(
-            &clients.s3,
-            clients.cloudfront.as_ref(),
-            restore,
-            earlier,
-            &|_| {},
-        );
-        let (part, _) = restored.await?;
-        on_event(Event::Done(restore.describe()));
-        Ok::<_, Error>(Some(part))
-    };
-    let (code, site) = tokio::join!(code, site);
-    code?;
-    let site = site?;
-    let to = &plan.to;
-    let release = run_state::release::contribute(store, &plan.env, &run.run_id, &to.commit, |release| {
-        release.artifact_bucket = to.artifact_bucket.clone();
-        release.stacks = to.stacks.clone();
-        release.functions = to.functions.clone();
-        release.site = site;
-        release.rollback =
-            Some(RollbackOf { to: to.id.clone(), from: plan.from.id.clone(), emergency: options.emergency });
-    })?;
-    if let Some(bucket) = &release.artifact_bucket {
-        let key = release.object_key();
-        clients
-            .s3
-            .put_object()
-            .bucket(bucket)
-            .key(&key)
-            .content_type("application/json")
-            .body(release.to_json().into())
-            .send()
-            .await
-            .map_err(|e| aws("PutObject", &key, e))?;
-        retain(context, store, clients, &plan.env, on_event).await;
-    }
-    Ok(release)
-}
-
-/// The artifact bucket's retention after the rollback's release is recorded (stack-deployer's
-/// pass, as after a deploy: the artifacts of the release the environment runs again tagged kept).
-/// A failure is shown, not returned: the environment is rolled back already.
-async fn retain(
-    context: &StageContext,
-    store: &dyn Store,
-    clients: &Clients,
-    env: &str,
-    on_event: &(dyn Fn(Event) + Sync),
-) {
-    let result = async {
-        let config = context.required_config()?;
-        let environment = stack_deployer::DeploySettings::from_config(config)?.environment(config, env)?;
-        Ok::<_, Error>(stack_deployer::retention::retain_after_release(config, &environment, store, &clients.s3).await?)
-    };
-    match result.await {
-        Ok(retention) if !retention.missing.is_empty() => on_event(Event::Done(format!(
-            "warning: artifacts a kept release names are gone from the bucket (a rollback to it is refused): {}",
-            retention.missing.iter().cloned().collect::<Vec<_>>().join(", ")
-        ))),
-        Ok(_) => {}
-        Err(error) => on_event(Event::Done(format!(
-            "warning: the artifacts' retention tags were not updated: {}",
-            run_state::error_chain(&error)
-        ))),
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn restore_stack(
-    context: &StageContext,
-    clients: &Clients,
-    options: &Options,
-    run: &RunDir,
-    plan: &RollbackPlan,
-    name: &str,
-    stack: &StackRelease,
-    body: Vec<u8>,
-    on_event: &(dyn Fn(Event) + Sync),
-) -> Result<(), Error> {
-    let config = context.required_config()?;
-    let environment = stack_deployer::DeploySettings::from_config(config)?.environment(config, &plan.env)?;
-    let deploy_plan = stack_deployer::Plan {
-        environment: plan.env.clone(),
-        region: Some(stack.region.clone()),
-        bucket: plan.to.artifact_bucket.clone().unwrap_or_default(),
-        cfn_role_arn: options.cfn_role_arn.clone().or_else(|| environment.cfn_role_arn.clone()),
-        role_arn: environment.account.role_arn.clone(),
-        // The environment's alarms stay the change set's rollback triggers (an empty list would
-        // clear them).
-        rollback_alarms: environment.rollback_alarms.clone(),
-        rollback_monitoring_minutes: environment.rollback_monitoring_minutes,
-        ..Default::default()
-    };
-    let previous: BTreeSet<String> = stack
-        .parameters
-        .iter()
-        .filter(|(_, v)| matches!(v, Parameter::UsePreviousValue))
-        .map(|(k, _)| k.clone())
-        .collect();
-    let values: BTreeMap<String, String> = stack
-        .parameters
-        .iter()
-        .filter_map(|(k, v)| match v {
-            Parameter::Value(value) => Some((k.clone(), value.clone())),
-            Parameter::UsePreviousValue => None,
-        })
-        .collect();
-    let stack_plan = stack_deployer::StackPlan {
-        name: name.to_string(),
-        stack_name: stack.stack_name.clone(),
-        template: stack.template_key.clone(),
-        template_sha256: stack.template_sha256.clone(),
-        body,
-        template_key: Some(stack.template_key.clone()),
-        no_echo: previous.clone(),
-        tags: stack.tags.clone(),
-        capabilities: stack.capabilities.clone(),
-        components: stack.components.clone(),
-        ..Default::default()
-    };
-    let change_set = stack_deployer::apply::change_set_name(&["rollback", &run.run_id]);
-    let mut apply_options =
-        stack_deployer::ApplyOptions::new(&change_set, environment.timeout, environment.change_set_timeout);
-    apply_options.use_previous = previous;
-    // A rollback is waited for: its first polls come sooner than a deploy's (the backoff still
-    // doubles them up to the deploy's longest pause).
-    apply_options.first_poll = options.first_poll.unwrap_or(FIRST_POLL);
-    let deployer = stack_deployer::Clients {
-        s3: clients.s3.clone(),
-        cloudformation: clients.cloudformation.clone(),
-        lambda: clients.lambda.clone(),
-    };
-    let on_stack = |event: stack_deployer::Event| on_event(Event::Stack(event));
-    let result =
-        stack_deployer::apply::deploy_stack(&deployer, &deploy_plan, &stack_plan, &values, &apply_options, &on_stack)
-            .await?;
-    use stack_deployer::StackOutcome;
-    match result.outcome {
-        StackOutcome::Deployed { .. } | StackOutcome::NoChanges | StackOutcome::Unchanged => {
-            on_event(Event::Done(format!("stack {name}: {}", result.outcome)));
-            Ok(())
-        }
-        StackOutcome::Blocked { status, next } => {
-            Err(Error::StackState { stack: stack.stack_name.clone(), status, next })
-        }
-        other => Err(Error::StackFailed {
-            stack: stack.stack_name.clone(),
-            outcome: run_state::redact::redact(&other.to_string()),
-        }),
-    }
 }
 
 /// `UpdateFunctionCode` from the release's zip, verified by its `CodeSha256` (lambda-packager's

@@ -36,7 +36,7 @@ pub struct Clients {
 
 /// How the stacks are applied.
 #[derive(Debug, Clone)]
-pub struct ApplyOptions {
+pub struct ApplyOptions<'a> {
     /// Stop after each change set's preview and leave it (`--no-execute`).
     pub execute: bool,
     /// Delete and create again a stack left `ROLLBACK_COMPLETE` by a failed first create.
@@ -55,22 +55,22 @@ pub struct ApplyOptions {
     pub code_update_timeout: Duration,
     /// Set (by SIGINT or SIGTERM) to stop: no stack starts, a change set not yet executed is
     /// deleted, one executing is watched to its end.
-    pub cancel: Option<&'static AtomicBool>,
+    pub cancel: Option<&'a AtomicBool>,
     /// Parameters sent with `UsePreviousValue` rather than a value (a rollback's `NoEcho` ones,
     /// whose values are never kept).
     pub use_previous: std::collections::BTreeSet<String>,
 }
 
-impl ApplyOptions {
+impl ApplyOptions<'_> {
     /// Whether the deploy was asked to stop.
     pub fn cancelled(&self) -> bool {
         self.cancel.is_some_and(|c| c.load(Ordering::SeqCst))
     }
 }
 
-impl ApplyOptions {
+impl<'a> ApplyOptions<'a> {
     /// Defaults: execute, poll from 1 s up to 10 s, the timeouts given.
-    pub fn new(change_set_name: &str, timeout: Duration, change_set_timeout: Duration) -> ApplyOptions {
+    pub fn new(change_set_name: &str, timeout: Duration, change_set_timeout: Duration) -> ApplyOptions<'a> {
         ApplyOptions {
             execute: true,
             recreate_failed: false,
@@ -396,7 +396,7 @@ pub async fn deploy_stack(
     plan: &Plan,
     stack: &StackPlan,
     parameters: &BTreeMap<String, String>,
-    options: &ApplyOptions,
+    options: &ApplyOptions<'_>,
     on_event: &(dyn Fn(Event) + Sync),
 ) -> Result<StackResult, Error> {
     let result = deploy_stack_masked(clients, plan, stack, parameters, options, on_event).await?;
@@ -415,7 +415,7 @@ async fn deploy_stack_masked(
     plan: &Plan,
     stack: &StackPlan,
     parameters: &BTreeMap<String, String>,
-    options: &ApplyOptions,
+    options: &ApplyOptions<'_>,
     on_event: &(dyn Fn(Event) + Sync),
 ) -> Result<StackResult, Error> {
     let secrets = no_echo_values(stack, parameters);
@@ -496,7 +496,7 @@ macro_rules! go {
     };
 }
 
-impl ApplyOptions {
+impl ApplyOptions<'_> {
     /// The polling of this deploy: from `first_poll`, doubled up to `max_poll`, until `deadline`.
     fn wait(&self, deadline: Duration) -> Wait<'static> {
         Wait::new(self.backoff(), deadline)
@@ -513,7 +513,7 @@ async fn deploy_stack_as_is(
     plan: &Plan,
     stack: &StackPlan,
     parameters: &BTreeMap<String, String>,
-    options: &ApplyOptions,
+    options: &ApplyOptions<'_>,
     on_event: &(dyn Fn(Event) + Sync),
 ) -> Result<StackResult, Error> {
     let cf = &clients.cloudformation;
@@ -573,7 +573,7 @@ async fn start_stack(
     cf: &CloudFormation,
     stack: &StackPlan,
     parameters: &BTreeMap<String, String>,
-    options: &ApplyOptions,
+    options: &ApplyOptions<'_>,
     say: &(dyn Fn(String) + Sync),
     mut result: StackResult,
 ) -> Result<Step<(ChangeSetType, bool)>, Error> {
@@ -631,7 +631,7 @@ async fn wait_for_delete(
     cf: &CloudFormation,
     id: &str,
     stack_name: &str,
-    options: &ApplyOptions,
+    options: &ApplyOptions<'_>,
 ) -> Result<Option<StackOutcome>, Error> {
     let mut last = String::new();
     let deleted = poll::until(options.wait(options.timeout), tokio::time::sleep, async || {
@@ -682,7 +682,7 @@ async fn create_change_set(
     plan: &Plan,
     stack: &StackPlan,
     parameters: &BTreeMap<String, String>,
-    options: &ApplyOptions,
+    options: &ApplyOptions<'_>,
     kind: ChangeSetType,
     say: &(dyn Fn(String) + Sync),
     mut result: StackResult,
@@ -756,7 +756,7 @@ async fn wait_for_change_set(
     cf: &CloudFormation,
     stack: &StackPlan,
     arn: &str,
-    options: &ApplyOptions,
+    options: &ApplyOptions<'_>,
     mut result: StackResult,
 ) -> Result<Step<DescribeChangeSetOutput>, Error> {
     let wait = Wait { cancel: options.cancel, ..options.wait(options.change_set_timeout) };
@@ -822,7 +822,7 @@ async fn watch_stack(
     stack_id: &str,
     changes: &[ResourceChange],
     started: SystemTime,
-    options: &ApplyOptions,
+    options: &ApplyOptions<'_>,
     on_event: &(dyn Fn(Event) + Sync),
     mut result: StackResult,
 ) -> Result<StackResult, Error> {
@@ -915,7 +915,7 @@ async fn cancel_change_set(
 async fn delete_leftovers(
     cf: &CloudFormation,
     stack_name: &str,
-    options: &ApplyOptions,
+    options: &ApplyOptions<'_>,
     say: &(dyn Fn(String) + Sync),
 ) -> Result<(), Error> {
     let mut token: Option<String> = None;
@@ -959,7 +959,7 @@ async fn delete_leftovers(
 async fn execute(
     cf: &CloudFormation,
     arn: &str,
-    options: &ApplyOptions,
+    options: &ApplyOptions<'_>,
     say: &(dyn Fn(String) + Sync),
 ) -> Result<Option<StackOutcome>, Error> {
     const ATTEMPTS: u32 = 3;
@@ -996,7 +996,7 @@ enum Doubt {
 async fn execute_once(
     cf: &CloudFormation,
     arn: &str,
-    options: &ApplyOptions,
+    options: &ApplyOptions<'_>,
     say: &(dyn Fn(String) + Sync),
 ) -> Result<Option<StackOutcome>, Doubt> {
     let sent = cf
@@ -1046,7 +1046,7 @@ async fn execute_once(
 async fn describe_after_doubt(
     cf: &CloudFormation,
     arn: &str,
-    options: &ApplyOptions,
+    options: &ApplyOptions<'_>,
 ) -> Result<DescribeChangeSetOutput, Error> {
     let transient = |error: &_, _| ErrorKind::is_transient(error);
     poll::retry(options.backoff(), 5, tokio::time::sleep, transient, async || {
@@ -1420,7 +1420,7 @@ pub async fn update_code(
     plan: &Plan,
     stack: &StackPlan,
     stack_id: &str,
-    options: &ApplyOptions,
+    options: &ApplyOptions<'_>,
     on_event: &(dyn Fn(Event) + Sync),
 ) -> Result<Vec<String>, Error> {
     let limiter = lambda_packager::update::RateLimiter::per_second(lambda_packager::update::DEFAULT_CALLS_PER_SECOND);

@@ -95,7 +95,7 @@ pub struct StackSettings {
 }
 
 /// How a stack's S3 references (nested `TemplateURL`s, Lambda code keys) reach S3.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ArtifactMode {
     /// Nested templates rewritten to content-addressed keys (children first), so every change

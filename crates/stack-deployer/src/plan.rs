@@ -23,7 +23,7 @@ pub const MAX_TEMPLATE_URL_BYTES: u64 = 1024 * 1024;
 const MAX_NESTING: usize = 8;
 
 /// An object to upload under a content-addressed key.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Artifact {
     /// Where it comes from (a template path relative to the monorepo, or a zip).
     pub source: String,
@@ -33,7 +33,8 @@ pub struct Artifact {
     pub sha256: String,
     /// Bytes.
     pub size: u64,
-    /// The content.
+    /// The content (left out of the serialised plan: its key and hash name it).
+    #[serde(skip)]
     pub content: ArtifactContent,
     /// Whether the key is the one a template reads (`S3Key: lambda/api-handler.zip`) rather than
     /// content-addressed: uploaded unless the object there has the same hash.
@@ -51,7 +52,7 @@ pub enum ArtifactContent {
 
 /// A Lambda function whose code the template names by a fixed S3 key: updated after the
 /// stack, from the package uploaded under its content-addressed key, when its hash differs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct CodeUpdate {
     /// The function's name under `[lambda.functions]`.
     pub function: String,
@@ -112,7 +113,7 @@ pub struct StackPlan {
 }
 
 /// A configured stack this run does not deploy.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct SkippedStack {
     /// Its name under `[deploy.stacks]`.
     pub name: String,
@@ -124,8 +125,10 @@ pub struct SkippedStack {
     pub reason: String,
 }
 
-/// What a deploy will do.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// What a deploy will do. Serialised as [`describe`](Plan::describe) shows it: no template body
+/// nor artifact bytes, a parameter's value as the dry run prints it (a `NoEcho` one masked, one
+/// read from the environment by name).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Plan {
     /// The environment.
     pub environment: String,
@@ -158,9 +161,16 @@ pub struct Plan {
     pub warnings: Vec<String>,
 }
 
+impl run_state::StagePlan for Plan {
+    fn describe(&self) -> String {
+        Plan::describe(self)
+    }
+}
+
 impl Plan {
-    /// The plan as `--dry-run` prints it. Values from environment variables are never shown,
-    /// nor those of the template's `NoEcho` parameters ([`MASK`]).
+    /// The plan as `--dry-run` prints it ([`run_state::StagePlan::describe`]). Values from
+    /// environment variables are never shown, nor those of the template's `NoEcho` parameters
+    /// ([`MASK`]).
     pub fn describe(&self) -> String {
         let mut out = String::new();
         let region = self.region.as_deref().unwrap_or("the default region");
@@ -205,6 +215,53 @@ impl Plan {
     }
 }
 
+impl serde::Serialize for StackPlan {
+    /// The stack without its body, each parameter's value as the dry run shows it.
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(serde::Serialize)]
+        struct Shown<'a> {
+            name: &'a str,
+            stack_name: &'a str,
+            template: &'a str,
+            template_sha256: &'a str,
+            bytes: usize,
+            template_key: &'a Option<String>,
+            parameters: BTreeMap<&'a str, String>,
+            tags: &'a BTreeMap<String, String>,
+            capabilities: &'a [String],
+            components: &'a [String],
+            depends_on: &'a BTreeSet<String>,
+            code_updates: &'a [CodeUpdate],
+            inline_components: &'a BTreeSet<String>,
+            artifact_mode: ArtifactMode,
+            fixed_templates: &'a [(String, String)],
+        }
+        Shown {
+            name: &self.name,
+            stack_name: &self.stack_name,
+            template: &self.template,
+            template_sha256: &self.template_sha256,
+            bytes: self.body.len(),
+            template_key: &self.template_key,
+            parameters: self.parameters.iter().map(|(k, v)| (k.as_str(), shown_value(self, k, v))).collect(),
+            tags: &self.tags,
+            capabilities: &self.capabilities,
+            components: &self.components,
+            depends_on: &self.depends_on,
+            code_updates: &self.code_updates,
+            inline_components: &self.inline_components,
+            artifact_mode: self.artifact_mode,
+            fixed_templates: &self.fixed_templates,
+        }
+        .serialize(serializer)
+    }
+}
+
+/// A parameter's value as the plan shows it: [`MASK`] for a `NoEcho` one.
+fn shown_value(stack: &StackPlan, name: &str, value: &ParameterValue) -> String {
+    if stack.no_echo.contains(name) { MASK.to_string() } else { describe_value(value) }
+}
+
 /// One stack of the plan as `--dry-run` prints it.
 fn describe_stack(out: &mut String, stack: &StackPlan) {
     let how = match &stack.template_key {
@@ -222,13 +279,7 @@ fn describe_stack(out: &mut String, stack: &StackPlan) {
     );
     if !stack.parameters.is_empty() {
         let shown: Vec<String> =
-            stack
-                .parameters
-                .iter()
-                .map(|(k, v)| {
-                    if stack.no_echo.contains(k) { format!("{k}={MASK}") } else { format!("{k}={}", describe_value(v)) }
-                })
-                .collect();
+            stack.parameters.iter().map(|(k, v)| format!("{k}={}", shown_value(stack, k, v))).collect();
         let _ = writeln!(out, "    parameters: {}", shown.join(", "));
     }
     if !stack.capabilities.is_empty() {

@@ -9,7 +9,10 @@ use std::time::{Duration, SystemTime};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use gate::{ComponentVerdict, DeployDecision, GatePolicy};
-use run_state::{DeployedStack, PIPELINE, RunDir, RunFile, StackOutputs, Status, Step, StepRecord, Store};
+use run_state::{
+    DeployedStack, PIPELINE, Recording, RunDir, RunFile, StackOutputs, StageInputs, StageOutcome, Status, Step,
+    StepRecord, Store,
+};
 
 use crate::apply::{self, ApplyOptions, Clients, StackOutcome, StackResult};
 use crate::config::{DeploySettings, Environment};
@@ -33,10 +36,10 @@ pub struct Report {
     pub retention: Option<crate::retention::Retention>,
 }
 
-impl Report {
+impl StageOutcome for Report {
     /// The binary's exit code: 1 when a stack failed or rolled back, else 3 when one is blocked
     /// by its state, else 4 when one timed out still in progress, else 0.
-    pub fn exit_code(&self) -> u8 {
+    fn exit_code(&self) -> u8 {
         let any = |f: fn(&StackOutcome) -> bool| self.stacks.iter().any(|s| f(&s.outcome));
         if any(|o| matches!(o, StackOutcome::Failed { .. } | StackOutcome::Cancelled { .. })) {
             1
@@ -48,7 +51,9 @@ impl Report {
             0
         }
     }
+}
 
+impl Report {
     /// One line per stack.
     pub fn summary(&self) -> String {
         let mut out = String::new();
@@ -118,7 +123,7 @@ pub async fn deploy(
     clients: &Clients,
     parallelism: usize,
     locks: Option<Locks<'_>>,
-    options: &ApplyOptions,
+    options: &ApplyOptions<'_>,
     lookup: &(dyn Fn(&str) -> Option<String> + Sync),
     on_event: &(dyn Fn(Event) + Sync),
 ) -> Result<Report, Error> {
@@ -133,7 +138,7 @@ async fn deploy_plan(
     clients: &Clients,
     parallelism: usize,
     locks: Option<Locks<'_>>,
-    options: &ApplyOptions,
+    options: &ApplyOptions<'_>,
     lookup: &(dyn Fn(&str) -> Option<String> + Sync),
     on_event: &(dyn Fn(Event) + Sync),
 ) -> Result<Report, Error> {
@@ -238,7 +243,7 @@ async fn skipped_results(
 fn not_to_start(
     stack: &crate::plan::StackPlan,
     results: &BTreeMap<String, StackResult>,
-    options: &ApplyOptions,
+    options: &ApplyOptions<'_>,
 ) -> Option<StackOutcome> {
     if options.cancelled() {
         return Some(StackOutcome::Cancelled { reason: "before it started".into() });
@@ -262,7 +267,7 @@ struct StackDeploy<'a> {
     clients: &'a Clients,
     plan: &'a Plan,
     stack: &'a crate::plan::StackPlan,
-    options: &'a ApplyOptions,
+    options: &'a ApplyOptions<'a>,
     on_event: &'a (dyn Fn(Event) + Sync),
 }
 
@@ -332,8 +337,6 @@ pub struct StageOptions {
     /// The role CloudFormation acts as, replacing the environment's `cfn_role_arn`
     /// (`--cfn-role-arn`: the pipeline's template names it).
     pub cfn_role_arn: Option<String>,
-    /// Set to stop ([`ApplyOptions::cancel`]): the binaries pass `run_state::cli::cancel_flag()`.
-    pub cancel: Option<&'static std::sync::atomic::AtomicBool>,
 }
 
 /// Records the run waiting for approval of `options.environment`, with what this stage would
@@ -389,7 +392,6 @@ impl StageOptions {
             recreate_failed: false,
             first_poll: None,
             cfn_role_arn: None,
-            cancel: None,
         }
     }
 }
@@ -550,15 +552,16 @@ pub fn plan_stage(
 /// or skipped with the reason. A mistake found before anything changed is recorded as failed too.
 /// A preview (`no_execute`) is no deploy: it records no `running`, and each component it
 /// previewed as skipped (which never replaces an earlier result, [`run_state::supersede`]).
+/// The inputs' cancel flag stops it: no stack starts, a change set not yet executed is deleted,
+/// one executing is watched to its end. The report's [`StageOutcome::exit_code`] is the binary's.
 pub async fn run_stage(
-    context: &run_state::StageContext,
-    run: &RunDir,
-    store: &dyn Store,
+    inputs: &StageInputs<'_>,
     clients: &Clients,
     options: &StageOptions,
     lookup: &(dyn Fn(&str) -> Option<String> + Sync),
     on_event: &(dyn Fn(Event) + Sync),
 ) -> Result<Report, Error> {
+    let StageInputs { context, run, store, .. } = *inputs;
     let head = run.head().unwrap_or_default();
     let refuse = |error: Error| -> Result<Report, Error> {
         record_failure(context, run, store, &options.environment, &error)?;
@@ -571,71 +574,48 @@ pub async fn run_stage(
     if !decision.refused.is_empty() {
         return refuse(Error::Refused { environment: options.environment.clone(), reasons: decision.refused.clone() });
     }
-    let step = decision.step;
-    // Every record of the stage carries its start, so a finished deploy has a duration (the
-    // running record it replaces is gone).
+    // Every record of the stage carries its start, so a finished deploy has a duration.
     let started = SystemTime::now();
-    let record = |component: &str, status: Status, note: Option<String>, error: Option<String>| {
-        let mut record = StepRecord::new(&run.run_id, &head, component, step, status);
-        record.details.note = note;
-        record.details.error = error;
-        record.started_at = Some(started);
-        if status == Status::Running {
-            record.details.set_runner_to_this_process();
-        } else {
-            record.ended_at = Some(SystemTime::now());
-        }
-        store.record(&record)
-    };
     let (env, plan) = match plan_stage(context, run, options, Some(&decision), lookup) {
         Ok(planned) => planned,
         Err(error) => return refuse(error),
     };
-    if step == Step::ProdDeploy
+    if decision.step == Step::ProdDeploy
         && !options.no_execute
         && let Some(refused) = approval_refusal(store, run, options, &plan, lookup)?
     {
         return refuse(refused);
     }
-    let planned = record_planned(&plan, options, &record)?;
-    let apply_options = apply_options(run, &env, &plan, options);
+    let records = ComponentRecords { inputs, head: &head, step: decision.step, started };
+    let mut planned = records.begin(&plan, options.no_execute)?;
+    let apply_options = apply_options(inputs, &env, &plan, options);
     let holder = format!("run {} ({})", run.run_id, holder_process());
     let locks = Locks { store, holder: &holder, ttl: env.lock_ttl };
-    let fail_planned = |error: Error| -> Result<Report, Error> {
-        for component in &planned {
-            record(component, Status::Failed, None, Some(run_state::error_chain(&error)))?;
-        }
-        Err(error)
-    };
     let mut report = match deploy(&plan, clients, env.parallelism, Some(locks), &apply_options, lookup, on_event).await
     {
         Ok(report) => report,
-        Err(error) => return fail_planned(error),
+        Err(error) => return planned.fail(error),
     };
     report.outputs().merge_into(run)?;
     // Every planned stack where the config wants it: the environment's release gets this
     // run's stacks and functions (a failure to record it fails the deploy's components).
     if !options.no_execute && !plan.stacks.is_empty() && all_deployed(&plan, &report) {
-        let recorded = record_and_retain(context, store, run, &head, &env, &plan, &report, clients, lookup);
-        match recorded.await {
+        match record_and_retain(inputs, &head, &env, &plan, &report, clients, lookup).await {
             Ok(retention) => report.retention = Some(retention),
-            Err(error) => return fail_planned(error),
+            Err(error) => return planned.fail(error),
         }
     }
     for (component, results) in by_component(&plan, &report) {
         let (status, note, error) = verdict(&results, options.no_execute);
-        record(&component, status, Some(note), error)?;
+        planned.end(&component, status, Some(note), error)?;
     }
     Ok(report)
 }
 
 /// The release of the run ([`record_release`]), then the artifacts kept for rollback
 /// ([`crate::retention::retain_after_release`]).
-#[allow(clippy::too_many_arguments)]
 async fn record_and_retain(
-    context: &run_state::StageContext,
-    store: &dyn Store,
-    run: &RunDir,
+    inputs: &StageInputs<'_>,
     head: &str,
     env: &Environment,
     plan: &Plan,
@@ -643,8 +623,8 @@ async fn record_and_retain(
     clients: &Clients,
     lookup: &(dyn Fn(&str) -> Option<String> + Sync),
 ) -> Result<crate::retention::Retention, Error> {
-    record_release(store, run, head, plan, report, clients, lookup).await?;
-    crate::retention::retain_after_release(context.required_config()?, env, store, &clients.s3)
+    record_release(inputs.store, inputs.run, head, plan, report, clients, lookup).await?;
+    crate::retention::retain_after_release(inputs.context.required_config()?, env, inputs.store, &clients.s3)
         .await
         .map_err(|error| error.naming_role(plan.role_arn.as_deref()))
 }
@@ -676,48 +656,128 @@ fn approval_refusal(
     Ok(Some(Error::Refused { environment: options.environment.clone(), reasons: changed }))
 }
 
-/// Records one component's step: its status, note and error.
-type Record<'a> = dyn Fn(&str, Status, Option<String>, Option<String>) -> Result<(), run_state::Error> + 'a;
-
-/// Records what the deploy is about to do: `running` for each planned stack's components
-/// (unless a preview), `skipped` with why for the components of skipped stacks and of refused
-/// function code. The planned components.
-fn record_planned(plan: &Plan, options: &StageOptions, record: &Record<'_>) -> Result<BTreeSet<String>, Error> {
-    let planned: BTreeSet<String> = plan.stacks.iter().flat_map(|s| component_of(&s.components)).collect();
-    if !options.no_execute {
-        for component in &planned {
-            record(component, Status::Running, None, None)?;
-        }
-    }
-    for skipped in &plan.skipped {
-        for component in component_of(&skipped.components) {
-            if !planned.contains(&component) {
-                record(&component, Status::Skipped, Some(format!("stack {}: {}", skipped.name, skipped.reason)), None)?;
-            }
-        }
-    }
-    // A refused function's code is not updated: its component's deploy is skipped with why.
-    for (function, component, why) in &plan.refused_code {
-        if !planned.contains(component) {
-            record(component, Status::Skipped, Some(format!("function {function}: code not updated: {why}")), None)?;
-        }
-    }
-    Ok(planned)
+/// Where the stage's per-component `deploy` records go: the run, its commit, the step (`deploy`
+/// or `prod-deploy`) and the stage's start.
+struct ComponentRecords<'a> {
+    inputs: &'a StageInputs<'a>,
+    head: &'a str,
+    step: Step,
+    started: SystemTime,
 }
 
-/// How the stage applies the plan: its change set name, the environment's waits, the options.
-fn apply_options(run: &RunDir, env: &Environment, plan: &Plan, options: &StageOptions) -> ApplyOptions {
+impl<'a> ComponentRecords<'a> {
+    /// Records what the deploy is about to do: `skipped` with why for the components of skipped
+    /// stacks and of refused function code, and (unless a preview) each planned stack's
+    /// components begun `running` ([`Recording::begin`]). The planned components, to end.
+    fn begin(self, plan: &Plan, no_execute: bool) -> Result<Planned<'a>, Error> {
+        let components: BTreeSet<String> = plan.stacks.iter().flat_map(|s| component_of(&s.components)).collect();
+        for skipped in &plan.skipped {
+            for component in component_of(&skipped.components) {
+                if !components.contains(&component) {
+                    let note = format!("stack {}: {}", skipped.name, skipped.reason);
+                    self.ended(&component, Status::Skipped, Some(note), None)?;
+                }
+            }
+        }
+        // A refused function's code is not updated: its component's deploy is skipped with why.
+        for (function, component, why) in &plan.refused_code {
+            if !components.contains(component) {
+                let note = format!("function {function}: code not updated: {why}");
+                self.ended(component, Status::Skipped, Some(note), None)?;
+            }
+        }
+        let mut running = BTreeMap::new();
+        for component in components {
+            let recording = if no_execute {
+                None
+            } else {
+                let StageInputs { store, run, .. } = *self.inputs;
+                Some(Recording::begin(store, &run.run_id, self.head, &component, self.step)?)
+            };
+            running.insert(component, recording);
+        }
+        Ok(Planned { records: self, running })
+    }
+
+    /// A record that ends as it is written (a skip, or a failure of a step never begun, as a
+    /// preview's): nothing goes from running to its end here, [`Recording`] does that.
+    fn ended(
+        &self,
+        component: &str,
+        status: Status,
+        note: Option<String>,
+        error: Option<String>,
+    ) -> Result<(), run_state::Error> {
+        let mut record = StepRecord::new(&self.inputs.run.run_id, self.head, component, self.step, status);
+        record.details.note = note;
+        record.details.error = error;
+        record.started_at = Some(self.started);
+        record.ended_at = Some(SystemTime::now());
+        self.inputs.store.record(&record)
+    }
+}
+
+/// The planned components, each with its running record (none in a preview) until it ends.
+struct Planned<'a> {
+    records: ComponentRecords<'a>,
+    running: BTreeMap<String, Option<Recording<'a>>>,
+}
+
+impl Planned<'_> {
+    /// Ends `component`'s step: its recording when begun, else a record ended as written.
+    fn end(
+        &mut self,
+        component: &str,
+        status: Status,
+        note: Option<String>,
+        error: Option<String>,
+    ) -> Result<(), run_state::Error> {
+        match self.running.remove(component).flatten() {
+            Some(recording) => recording
+                .end(status, |details| {
+                    details.note = note;
+                    details.error = error;
+                })
+                .map(drop),
+            None => self.records.ended(component, status, note, error),
+        }
+    }
+
+    /// Ends every planned component failed with `error`, which is returned.
+    fn fail(mut self, error: Error) -> Result<Report, Error> {
+        let chain = run_state::error_chain(&error);
+        let components: Vec<String> = self.running.keys().cloned().collect();
+        for component in components {
+            self.end(&component, Status::Failed, None, Some(chain.clone()))?;
+        }
+        Err(error)
+    }
+}
+
+/// How the stage applies the plan: its change set name, the environment's waits, the options,
+/// the inputs' cancel flag.
+fn apply_options<'a>(
+    inputs: &StageInputs<'a>,
+    env: &Environment,
+    plan: &Plan,
+    options: &StageOptions,
+) -> ApplyOptions<'a> {
     let mut apply_options = ApplyOptions::new(
         // Unique per attempt, also for two attempts in one second (a rerun right after a killed
         // deploy): a change set left by --no-execute or a dead deploy keeps its name, and this
         // deploy's sweep of leftovers must not take it for its own.
-        &apply::change_set_name(&[&run.run_id, &plan_hash(plan), &unix_seconds(), &std::process::id().to_string()]),
+        &apply::change_set_name(&[
+            &inputs.run.run_id,
+            &plan_hash(plan),
+            &unix_seconds(),
+            &std::process::id().to_string(),
+        ]),
         env.timeout,
         env.change_set_timeout,
     );
     apply_options.execute = !options.no_execute;
     apply_options.recreate_failed = options.recreate_failed;
-    apply_options.cancel = options.cancel;
+    apply_options.cancel = Some(inputs.cancel);
     if let Some(first) = options.first_poll {
         apply_options.first_poll = first;
         apply_options.max_poll = first * 8;

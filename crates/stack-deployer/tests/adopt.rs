@@ -61,17 +61,15 @@ fn context(repo: &Path) -> run_state::StageContext {
 fn package(repo: &Path, run: &RunDir) -> (Result<lambda_packager::Manifest, lambda_packager::Error>, Vec<String>) {
     let store = FileStore::open(&repo.join(".pipeline")).unwrap();
     let events = std::sync::Mutex::new(Vec::new());
-    let result = lambda_packager::run_stage(
-        &context(repo),
-        Some((run, &store)),
-        &lambda_packager::StageOptions::default(),
-        &|event| {
-            if let lambda_packager::Event::NotPackaged { function, reason } = event {
-                events.lock().unwrap().push(format!("{function} not packaged: {reason}"));
-            }
-        },
-    );
-    (result, events.into_inner().unwrap())
+    let context = context(repo);
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let inputs = run_state::StageInputs::new(&context, run, &store, &cancel);
+    let result = lambda_packager::run_stage(&inputs, &lambda_packager::StageOptions::default(), &|event| {
+        if let lambda_packager::Event::NotPackaged { function, reason } = event {
+            events.lock().unwrap().push(format!("{function} not packaged: {reason}"));
+        }
+    });
+    (result.and_then(lambda_packager::Outcome::into_manifest), events.into_inner().unwrap())
 }
 
 struct Aws {

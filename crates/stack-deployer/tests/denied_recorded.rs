@@ -68,10 +68,10 @@ async fn a_refused_change_set_is_recorded_as_the_failed_deploy_and_nothing_runs_
         recreate_failed: false,
         first_poll: Some(std::time::Duration::from_millis(1)),
         cfn_role_arn: None,
-        cancel: None,
     };
-    let error =
-        stack_deployer::run_stage(&context, &run, &store, &clients, &options, &|_| None, &|_| {}).await.unwrap_err();
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let inputs = run_state::StageInputs::new(&context, &run, &store, &cancel);
+    let error = stack_deployer::run_stage(&inputs, &clients, &options, &|_| None, &|_| {}).await.unwrap_err();
     let message = format!("role {ROLE} lacks action cloudformation:CreateChangeSet on app-dev");
     assert!(matches!(error, Error::Denied { .. }), "{error:?}");
     assert_eq!(error.to_string(), message);

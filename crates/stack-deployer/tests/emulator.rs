@@ -10,7 +10,7 @@ use aws_target::RequestCounter;
 use base64::Engine as _;
 use lambda_packager::{Architecture, Entry, LambdaSettings, Manifest, Package, archive};
 use pipeline_config::ConfigFile;
-use run_state::{FileStore, Store};
+use run_state::{FileStore, StageOutcome, Store};
 use stack_deployer::stage::Locks;
 use stack_deployer::{ApplyOptions, Clients, DeploySettings, Error, Plan, PlanInputs, Report, StackOutcome};
 

@@ -25,6 +25,7 @@ use aws_sdk_cloudformation::types::{
 use aws_sdk_s3::operation::head_bucket::HeadBucketOutput;
 use aws_smithy_mocks::{Rule, RuleMode, mock, mock_client};
 use aws_smithy_types::DateTime;
+use run_state::StageOutcome;
 use stack_deployer::{ApplyOptions, Clients, DeploySettings, Event, Plan, PlanInputs, Report, StackOutcome};
 
 const STACK: &str = "app-dev";
@@ -106,14 +107,14 @@ fn clients_with(rules: &[&Rule], s3_rules: &[&Rule]) -> Clients {
     }
 }
 
-fn options() -> ApplyOptions {
+fn options() -> ApplyOptions<'static> {
     let mut options = ApplyOptions::new(TOKEN, Duration::from_secs(5), Duration::from_secs(5));
     options.first_poll = Duration::from_millis(1);
     options.max_poll = Duration::from_millis(5);
     options
 }
 
-async fn deploy(plan: &Plan, clients: &Clients, options: &ApplyOptions) -> (Report, Vec<Event>) {
+async fn deploy(plan: &Plan, clients: &Clients, options: &ApplyOptions<'_>) -> (Report, Vec<Event>) {
     let events = Mutex::new(Vec::new());
     let report =
         stack_deployer::deploy(plan, clients, 1, None, options, &|_| None, &|e| events.lock().unwrap().push(e))

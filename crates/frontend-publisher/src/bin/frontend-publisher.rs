@@ -4,11 +4,12 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use clap::{Parser, Subcommand};
 use frontend_publisher::{Action, Clients, Event, StageOptions};
 use run_state::cli::StageArgs;
+use run_state::{StageInputs, StageOutcome};
 
 /// Publishes the site of [publish] in pipeline.toml to S3 and CloudFront: only changed files
 /// uploaded, headers fixed without uploading, HTML last, stale files deleted only when no
@@ -97,7 +98,7 @@ impl Common {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    run_state::cli::main("frontend-publisher", || run(args))
+    run_state::cli::main_with_code("frontend-publisher", || run(args))
 }
 
 #[allow(clippy::print_stderr)]
@@ -150,7 +151,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().worker_threads(2).build()?)
 }
 
-fn run(args: Args) -> anyhow::Result<bool> {
+fn run(args: Args) -> anyhow::Result<u8> {
     match args.command {
         Command::Publish { common, request_approval: true, .. } => request_approval(&common),
         Command::Publish { common, dry_run, force, json, .. } => publish(&common, dry_run, force, json),
@@ -159,7 +160,7 @@ fn run(args: Args) -> anyhow::Result<bool> {
 }
 
 /// `publish --request-approval`: records the run waiting for approval of the environment.
-fn request_approval(common: &Common) -> anyhow::Result<bool> {
+fn request_approval(common: &Common) -> anyhow::Result<u8> {
     let (context, run_dir, store) = common.open()?;
     let digest = frontend_publisher::request_approval(&context, &run_dir, &store, &common.env)?;
     run_state::cli::print(&format!(
@@ -168,7 +169,7 @@ fn request_approval(common: &Common) -> anyhow::Result<bool> {
         common.env,
         digest.parts.len()
     ))?;
-    Ok(true)
+    Ok(0)
 }
 
 /// A progress bar on a terminal.
@@ -185,8 +186,10 @@ fn progress_bar(dry_run: bool) -> Option<indicatif::ProgressBar> {
 
 /// `publish`: the stage, its events rendered as they come, then its summary.
 #[allow(clippy::print_stderr)]
-fn publish(common: &Common, dry_run: bool, force: bool, json: bool) -> anyhow::Result<bool> {
+fn publish(common: &Common, dry_run: bool, force: bool, json: bool) -> anyhow::Result<u8> {
     let (context, run_dir, store) = common.open()?;
+    // The stage's inputs, built once: the cancel flag is set by Ctrl-C or SIGTERM.
+    let inputs = StageInputs::new(&context, &run_dir, &*store, run_state::cli::cancel_flag());
     let target = common.environment_target(&context)?;
     let runtime = runtime()?;
     let (summary, plan_text) = runtime.block_on(async {
@@ -210,9 +213,7 @@ fn publish(common: &Common, dry_run: bool, force: bool, json: bool) -> anyhow::R
         };
         let options = StageOptions { environment: common.env.clone(), dry_run, force, ..Default::default() };
         let clients = Clients { s3: &s3, cloudfront: Some(&cloudfront) };
-        let cancel = Some(run_state::cli::cancel_flag());
-        let summary =
-            frontend_publisher::run_stage(&context, &run_dir, &store, clients, &options, cancel, &on_event).await;
+        let summary = frontend_publisher::run_stage(&inputs, clients, &options, &on_event).await;
         if let Some(bar) = &bar {
             bar.finish_and_clear();
         }
@@ -228,7 +229,7 @@ fn publish(common: &Common, dry_run: bool, force: bool, json: bool) -> anyhow::R
             | frontend_publisher::Error::SecretInRuntimeConfig { .. }),
         ) => {
             run_state::cli::print_error("frontend-publisher", &error.into());
-            return Ok(false);
+            return Ok(1);
         }
         Err(error) => return Err(error.into()),
     };
@@ -239,19 +240,23 @@ fn publish(common: &Common, dry_run: bool, force: bool, json: bool) -> anyhow::R
     } else {
         run_state::cli::print(&format!("{}\n", summary.line()))?;
     }
-    Ok(true)
+    Ok(summary.exit_code())
 }
 
 /// `check`: the site check, recorded as the site component's `dast` step, as in a pipeline.
 #[allow(clippy::print_stderr)]
-fn check(common: &Common, json: bool) -> anyhow::Result<bool> {
+fn check(common: &Common, json: bool) -> anyhow::Result<u8> {
     let (context, run_dir, store) = common.open()?;
+    // The check runs to its end: no Ctrl-C handler is installed (it would only hold the
+    // process up), so its flag is one nothing sets.
+    let not_cancelled = AtomicBool::new(false);
+    let inputs = StageInputs::new(&context, &run_dir, &*store, &not_cancelled);
     let target = common.environment_target(&context)?;
     let runtime = runtime()?;
     let checked = runtime.block_on(async {
         let config = aws_target::load(&target).await?;
         let s3 = aws_target::s3(&config, None);
-        anyhow::Ok(frontend_publisher::check_stage(&context, &run_dir, &store, &s3, &common.env).await?)
+        anyhow::Ok(frontend_publisher::check_stage(&inputs, &s3, &common.env).await?)
     })?;
     if let frontend_publisher::SiteCheck::Skipped(reason) = &checked {
         eprintln!("frontend-publisher: site check skipped: {reason}");
@@ -259,5 +264,5 @@ fn check(common: &Common, json: bool) -> anyhow::Result<bool> {
     let findings = checked.findings();
     let text = if json { validate::report::json(findings) } else { validate::report::human(findings) };
     run_state::cli::print(&text)?;
-    Ok(checked.passed())
+    Ok(checked.exit_code())
 }

@@ -4,7 +4,8 @@ use std::process::ExitCode;
 
 use aws_target::TargetArgs;
 use clap::Parser;
-use rollback::{Clients, Outcome};
+use rollback::{AfterCheck, Clients, Outcome, RollbackInputs};
+use run_state::StageOutcome;
 use run_state::cli::StageArgs;
 
 /// Puts an environment back to an earlier release (`status-report releases --env E` lists
@@ -61,8 +62,8 @@ fn main() -> ExitCode {
 enum Done {
     /// `--rebuild-from`: how many releases.
     Rebuilt(usize),
-    /// `--after-failed-check`: what it did, in one line.
-    Checked(Result<String, rollback::Error>),
+    /// `--after-failed-check` for this run: what it did.
+    Checked(String, Result<AfterCheck, rollback::Error>),
     /// A rollback.
     Rollback(Box<Result<Outcome, rollback::Error>>),
 }
@@ -100,15 +101,16 @@ fn run(args: Args) -> anyhow::Result<u8> {
         if let Some(bucket) = &rebuild_from {
             return anyhow::Ok(Done::Rebuilt(rollback::rebuild_store(&clients.s3, bucket, env, &store).await?));
         }
+        // The stage's inputs, built once (a rebuild is no stage: Ctrl-C ends it at once): the
+        // cancel flag is set by Ctrl-C or SIGTERM.
+        let inputs = RollbackInputs::new(&context, &*store, run_state::cli::cancel_flag());
         let on_event = |e| eprint!("{}", rollback::cli::render(e).unwrap_or_default());
-        if let Some(run_id) = &failed_run {
+        if let Some(run_id) = failed_run {
             let role = options.cfn_role_arn.clone();
-            let after = rollback::after_failed_check(&context, &store, &clients, env, run_id, role, &on_event).await;
-            return anyhow::Ok(Done::Checked(after.map(|done| done.line(env, run_id))));
+            let after = rollback::after_failed_check(&inputs, &clients, env, &run_id, role, &on_event).await;
+            return anyhow::Ok(Done::Checked(run_id, after));
         }
-        anyhow::Ok(Done::Rollback(Box::new(
-            rollback::run_rollback(&context, &store, &clients, &options, &on_event).await,
-        )))
+        anyhow::Ok(Done::Rollback(Box::new(rollback::run_rollback(&inputs, &clients, &options, &on_event).await)))
     })?;
     report(env, done)
 }
@@ -120,24 +122,25 @@ fn report(env: &str, done: Done) -> anyhow::Result<u8> {
             run_state::cli::print(&format!("{count} release(s) of `{env}` rebuilt in the store\n"))?;
             return Ok(0);
         }
-        Done::Checked(Ok(line)) => {
-            run_state::cli::print(&format!("{line}\n"))?;
-            return Ok(0);
+        Done::Checked(run_id, Ok(done)) => {
+            run_state::cli::print(&format!("{}\n", done.line(env, &run_id)))?;
+            return Ok(done.exit_code());
         }
-        Done::Checked(Err(error)) => Err(error),
+        Done::Checked(_, Err(error)) => Err(error),
         Done::Rollback(outcome) => *outcome,
     };
     match outcome {
-        Ok(Outcome::DryRun(_)) => Ok(0),
-        Ok(Outcome::AwaitingApproval { run_id, .. }) => {
-            run_state::cli::print(&format!(
-                "run {run_id}: the rollback of `{env}` waits for approval: `status-report approve --run {run_id} --by NAME`, then `rollback --env {env} --resume {run_id}`\n"
-            ))?;
-            Ok(0)
-        }
-        Ok(Outcome::RolledBack { run_id, release, .. }) => {
-            run_state::cli::print(&format!("run {run_id}: `{env}` runs release {}\n", release.line()))?;
-            Ok(0)
+        Ok(outcome) => {
+            match &outcome {
+                Outcome::DryRun(_) => {}
+                Outcome::AwaitingApproval { run_id, .. } => run_state::cli::print(&format!(
+                    "run {run_id}: the rollback of `{env}` waits for approval: `status-report approve --run {run_id} --by NAME`, then `rollback --env {env} --resume {run_id}`\n"
+                ))?,
+                Outcome::RolledBack { run_id, release, .. } => {
+                    run_state::cli::print(&format!("run {run_id}: `{env}` runs release {}\n", release.line()))?
+                }
+            }
+            Ok(outcome.exit_code())
         }
         Err(error) => {
             let code = error.exit_code();

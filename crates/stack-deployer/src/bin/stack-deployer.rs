@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use aws_target::TargetArgs;
 use clap::Parser;
 use run_state::cli::StageArgs;
+use run_state::{StageInputs, StageOutcome};
 use stack_deployer::{Clients, Event, StageOptions};
 
 /// Deploys the stacks of [deploy] in pipeline.toml to one environment: artifacts uploaded under
@@ -109,7 +110,6 @@ fn run(args: Args) -> anyhow::Result<u8> {
         recreate_failed: args.recreate_failed,
         first_poll: None,
         cfn_role_arn: args.cfn_role_arn.clone(),
-        cancel: Some(run_state::cli::cancel_flag()),
     };
     let lookup = |name: &str| std::env::var(name).ok();
     if args.request_approval {
@@ -127,10 +127,12 @@ fn run(args: Args) -> anyhow::Result<u8> {
         return dry_run(&context, &run, &options, &lookup);
     }
     let store = context.store()?;
+    // The stage's inputs, built once: the cancel flag is set by Ctrl-C or SIGTERM.
+    let inputs = StageInputs::new(&context, &run, &*store, run_state::cli::cancel_flag());
     // What the stage cannot record itself (the environment's target, the credentials) is
     // recorded here, so every refusal shows in the store.
     let failed = |error: anyhow::Error| -> anyhow::Error {
-        let _ = stack_deployer::stage::record_failure(&context, &run, &store, &args.environment, error.as_ref());
+        let _ = stack_deployer::stage::record_failure(&context, &run, &*store, &args.environment, error.as_ref());
         error
     };
     let env = environment(&context, &args.environment).map_err(|e| failed(e.into()))?;
@@ -156,8 +158,7 @@ fn run(args: Args) -> anyhow::Result<u8> {
             cloudformation: aws_target::cloudformation(&config, None),
             lambda: aws_target::lambda(&config, None),
         };
-        let report =
-            stack_deployer::run_stage(&context, &run, &store, &clients, &options, &lookup, &|e| render(e)).await;
+        let report = stack_deployer::run_stage(&inputs, &clients, &options, &lookup, &|e| render(e)).await;
         anyhow::Ok(report)
     })?;
     let report = match report {
