@@ -59,28 +59,8 @@ fn quote(text: &str) -> String {
 
 /// Runs the buildspec; `Ok(false)` when the build failed (as CodeBuild would report it).
 pub fn run(args: &CodebuildArgs) -> anyhow::Result<bool> {
-    let text = std::fs::read_to_string(&args.buildspec)
-        .with_context(|| format!("reading the buildspec {}", args.buildspec.display()))?;
-    let spec = validate::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", args.buildspec.display()))?;
-    ensure!(
-        spec.get("version").and_then(Node::as_str) == Some("0.2"),
-        "{}: only version 0.2 is rehearsed",
-        args.buildspec.display()
-    );
-    for unsupported in ["finally"] {
-        if let Some(phases) = spec.get("phases")
-            && phases.entries().iter().any(|(_, phase)| phase.get(unsupported).is_some())
-        {
-            bail!("{}: `{unsupported}` blocks are not rehearsed", args.buildspec.display());
-        }
-    }
+    let spec = read_buildspec(&args.buildspec)?;
     let env_section = spec.get("env");
-    if env_section.and_then(|e| e.get("secrets-manager").or_else(|| e.get("parameter-store"))).is_some() {
-        bail!(
-            "{}: secrets-manager and parameter-store are not rehearsed; pass the values with --env",
-            args.buildspec.display()
-        );
-    }
     let src = std::path::absolute(args.src.clone().unwrap_or_else(|| PathBuf::from(".")))?;
     let out = std::path::absolute(&args.out)?;
     if out.exists() {
@@ -90,7 +70,55 @@ pub fn run(args: &CodebuildArgs) -> anyhow::Result<bool> {
     let state = out.join("shell-state.sh");
     let shell = env_section.and_then(|e| e.get("shell")).and_then(Node::as_str).unwrap_or("sh").to_owned();
 
-    // The environment: CodeBuild's own variables, the project's, then the buildspec's.
+    let mut prelude = String::new();
+    for (name, value) in &environment(args, env_section, &src)? {
+        prelude.push_str(&format!("export {name}={}\n", quote(value)));
+    }
+    std::fs::write(&state, prelude)?;
+
+    let mut succeeded = run_phases(spec.get("phases"), &state, &shell, &src)?;
+    write_exported(env_section, &state, &shell, &out)?;
+    let base_dir = |node: &Node| -> PathBuf {
+        match node.get("base-directory").and_then(Node::as_str) {
+            Some(dir) => src.join(dir),
+            None => src.clone(),
+        }
+    };
+    if let Some(reports) = spec.get("reports") {
+        succeeded &= reports_found(reports, base_dir)?;
+    }
+    if let Some(artifacts) = spec.get("artifacts") {
+        copy_artifacts(artifacts, &base_dir(artifacts), &out.join("artifacts"))?;
+    }
+    eprintln!("[codebuild] {} {}", args.buildspec.display(), if succeeded { "SUCCEEDED" } else { "FAILED" });
+    Ok(succeeded)
+}
+
+/// The buildspec at `path`, refused when it asks for what is not rehearsed (a version other
+/// than 0.2, `finally` blocks, secrets-manager or parameter-store).
+fn read_buildspec(path: &Path) -> anyhow::Result<Node> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading the buildspec {}", path.display()))?;
+    let spec = validate::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    ensure!(
+        spec.get("version").and_then(Node::as_str) == Some("0.2"),
+        "{}: only version 0.2 is rehearsed",
+        path.display()
+    );
+    for unsupported in ["finally"] {
+        if let Some(phases) = spec.get("phases")
+            && phases.entries().iter().any(|(_, phase)| phase.get(unsupported).is_some())
+        {
+            bail!("{}: `{unsupported}` blocks are not rehearsed", path.display());
+        }
+    }
+    if spec.get("env").and_then(|e| e.get("secrets-manager").or_else(|| e.get("parameter-store"))).is_some() {
+        bail!("{}: secrets-manager and parameter-store are not rehearsed; pass the values with --env", path.display());
+    }
+    Ok(spec)
+}
+
+/// The build's environment: CodeBuild's own variables, the project's, then the buildspec's.
+fn environment(args: &CodebuildArgs, env_section: Option<&Node>, src: &Path) -> anyhow::Result<Vec<(String, String)>> {
     let mut vars: Vec<(String, String)> = vec![
         ("CODEBUILD_CI".into(), "true".into()),
         ("CODEBUILD_BUILD_ID".into(), format!("xtask-codebuild:{}", std::process::id())),
@@ -98,7 +126,7 @@ pub fn run(args: &CodebuildArgs) -> anyhow::Result<bool> {
         ("CODEBUILD_INITIATOR".into(), "xtask".into()),
         ("CODEBUILD_SRC_DIR".into(), src.display().to_string()),
     ];
-    if let Ok(head) = Command::new("git").current_dir(&src).args(["rev-parse", "HEAD"]).output()
+    if let Ok(head) = Command::new("git").current_dir(src).args(["rev-parse", "HEAD"]).output()
         && head.status.success()
     {
         vars.push((
@@ -134,40 +162,24 @@ pub fn run(args: &CodebuildArgs) -> anyhow::Result<bool> {
             }
         }
     }
-    let mut prelude = String::new();
-    for (name, value) in &vars {
-        prelude.push_str(&format!("export {name}={}\n", quote(value)));
-    }
-    std::fs::write(&state, prelude)?;
+    Ok(vars)
+}
 
+/// Runs the phases in order, each in `shell` from the environment `state` holds (and saves
+/// back): whether the build still succeeds.
+fn run_phases(phases: Option<&Node>, state: &Path, shell: &str, src: &Path) -> anyhow::Result<bool> {
     let mut succeeded = true;
-    let phases = spec.get("phases");
     for phase_name in PHASES {
         let Some(phase) = phases.and_then(|p| p.get(phase_name)) else { continue };
         if !succeeded && phase_name != "post_build" {
             eprintln!("[codebuild] skipping {phase_name}: an earlier phase failed");
             continue;
         }
-        let commands = strings(phase.get("commands"));
-        let mut script = format!(
-            ". {}\nexport CODEBUILD_BUILD_SUCCEEDING={}\n",
-            quote(&state.display().to_string()),
-            u8::from(succeeded)
-        );
-        for command in &commands {
-            let first_line = command.lines().next().unwrap_or_default();
-            script.push_str(&format!(
-                "echo {} >&2\n{{\n{command}\n}}\nrc=$?\nif [ \"$rc\" -ne 0 ]; then echo {} \"$rc\" >&2; export -p > {}; exit \"$rc\"; fi\n",
-                quote(&format!("[codebuild] {phase_name}: {first_line}")),
-                quote(&format!("[codebuild] {phase_name}: command did not exit successfully: {first_line}; exit status")),
-                quote(&state.display().to_string())
-            ));
-        }
-        script.push_str(&format!("export -p > {}\n", quote(&state.display().to_string())));
-        let status = Command::new(&shell)
+        let script = phase_script(phase_name, &strings(phase.get("commands")), state, succeeded);
+        let status = Command::new(shell)
             .arg("-c")
             .arg(&script)
-            .current_dir(&src)
+            .current_dir(src)
             .status()
             .with_context(|| format!("running the {phase_name} phase with {shell}"))?;
         if !status.success() {
@@ -183,8 +195,28 @@ pub fn run(args: &CodebuildArgs) -> anyhow::Result<bool> {
             }
         }
     }
+    Ok(succeeded)
+}
 
-    // Exported variables, read from the shell's final environment.
+/// One phase's shell script: the saved environment, then each command in turn (the first that
+/// fails ends the phase with its status), the environment saved after.
+fn phase_script(phase_name: &str, commands: &[String], state: &Path, succeeded: bool) -> String {
+    let state = quote(&state.display().to_string());
+    let mut script = format!(". {state}\nexport CODEBUILD_BUILD_SUCCEEDING={}\n", u8::from(succeeded));
+    for command in commands {
+        let first_line = command.lines().next().unwrap_or_default();
+        script.push_str(&format!(
+            "echo {} >&2\n{{\n{command}\n}}\nrc=$?\nif [ \"$rc\" -ne 0 ]; then echo {} \"$rc\" >&2; export -p > {state}; exit \"$rc\"; fi\n",
+            quote(&format!("[codebuild] {phase_name}: {first_line}")),
+            quote(&format!("[codebuild] {phase_name}: command did not exit successfully: {first_line}; exit status")),
+        ));
+    }
+    script.push_str(&format!("export -p > {state}\n"));
+    script
+}
+
+/// The `exported-variables`, read from the shell's final environment, into `OUT/exported.env`.
+fn write_exported(env_section: Option<&Node>, state: &Path, shell: &str, out: &Path) -> anyhow::Result<()> {
     let exported = strings(env_section.and_then(|e| e.get("exported-variables")));
     if !exported.is_empty() {
         let script = format!(
@@ -192,41 +224,33 @@ pub fn run(args: &CodebuildArgs) -> anyhow::Result<bool> {
             quote(&state.display().to_string()),
             exported.join(" ")
         );
-        let output = Command::new(&shell).arg("-c").arg(script).output()?;
+        let output = Command::new(shell).arg("-c").arg(script).output()?;
         std::fs::write(out.join("exported.env"), &output.stdout)?;
     }
+    Ok(())
+}
 
-    let base_dir = |node: Option<&Node>| -> PathBuf {
-        match node.and_then(|n| n.get("base-directory")).and_then(Node::as_str) {
-            Some(dir) => src.join(dir),
-            None => src.clone(),
-        }
-    };
-    if let Some(reports) = spec.get("reports") {
-        for (group, report) in reports.entries() {
-            let base = base_dir(Some(report));
-            let found = matching_files(&base, &strings(report.get("files")))?;
-            if found.is_empty() {
-                eprintln!(
-                    "[codebuild] report group {}: no file matches {:?}",
-                    group.name,
-                    strings(report.get("files"))
-                );
-                succeeded = false;
-            }
+/// Whether every report group has a file; each that has none is said.
+fn reports_found(reports: &Node, base_dir: impl Fn(&Node) -> PathBuf) -> anyhow::Result<bool> {
+    let mut found_all = true;
+    for (group, report) in reports.entries() {
+        let found = matching_files(&base_dir(report), &strings(report.get("files")))?;
+        if found.is_empty() {
+            eprintln!("[codebuild] report group {}: no file matches {:?}", group.name, strings(report.get("files")));
+            found_all = false;
         }
     }
-    if let Some(artifacts) = spec.get("artifacts") {
-        let base = base_dir(Some(artifacts));
-        let target = out.join("artifacts");
-        for file in matching_files(&base, &strings(artifacts.get("files")))? {
-            let to = target.join(&file);
-            std::fs::create_dir_all(to.parent().unwrap_or(&target))?;
-            std::fs::copy(base.join(&file), &to).with_context(|| format!("copying the artifact {file}"))?;
-        }
+    Ok(found_all)
+}
+
+/// Copies the artifact files under `base` into `target`, their paths kept.
+fn copy_artifacts(artifacts: &Node, base: &Path, target: &Path) -> anyhow::Result<()> {
+    for file in matching_files(base, &strings(artifacts.get("files")))? {
+        let to = target.join(&file);
+        std::fs::create_dir_all(to.parent().unwrap_or(target))?;
+        std::fs::copy(base.join(&file), &to).with_context(|| format!("copying the artifact {file}"))?;
     }
-    eprintln!("[codebuild] {} {}", args.buildspec.display(), if succeeded { "SUCCEEDED" } else { "FAILED" });
-    Ok(succeeded)
+    Ok(())
 }
 
 /// The files under `base` (relative paths) that any of the globs match; links are not followed.
