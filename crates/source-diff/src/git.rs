@@ -1,8 +1,9 @@
 //! The few git queries source-diff needs, through the `git` command.
 //!
 //! Spawning git keeps us exactly in step with the user's git (its config,
-//! shallow files, object formats) and costs about a millisecond per call; the
-//! hot path (one diff per pair of commits) is a single call.
+//! shallow files, object formats) and costs about a millisecond per call, as
+//! much as the rest of a CLI call: the hot path (the diff between two commits)
+//! is read in process instead (`objects`), with git as the fallback.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
@@ -201,7 +202,7 @@ impl Repo {
     ///
     /// Between two full object ids (each maybe with `^{commit}`), read in process (no git child:
     /// the hot path of a CLI call); anything else, or anything the in-process reader cannot
-    /// answer, through `git diff`, which stays the authority (see [`crate::objects`]).
+    /// answer, through `git diff`, which stays the authority (see the `objects` module).
     pub fn diff(&self, base: &str, head: &str) -> Result<Vec<FileChange>, Error> {
         if let Some(changes) = self.diff_in_process(base, head) {
             return Ok(changes);

@@ -399,9 +399,10 @@ fn missing_base(request: &BaseRequest, detail: String) -> Result<Base, Error> {
 
 /// Resolves head, chooses the base and maps the changed paths to components.
 ///
-/// With `worktree`, uncommitted and untracked changes count too. Two git calls: one to
-/// resolve, one to diff (one more for untracked files with `worktree`); with an explicit
-/// base and head both given as full commit ids, the diff alone.
+/// With `worktree`, uncommitted and untracked changes count too. One git call to resolve;
+/// the diff between two commits is read in process (two more git calls with `worktree`:
+/// the work tree's diff and its untracked files); with an explicit base and head both given
+/// as full commit ids, no git call at all.
 pub fn diff(
     repo: &Repo,
     components: &Components,
