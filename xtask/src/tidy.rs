@@ -403,4 +403,83 @@ mod tests {
             }
         }
     }
+
+    /// The longest a function may be, from its `fn` line to its closing brace: past it, a
+    /// function is split where a name explains each part (plan vs apply, one stack vs watching it).
+    const LONGEST_FUNCTION: usize = 80;
+
+    /// Every function and method of a file outside `#[cfg(test)]` items, nested ones included:
+    /// its name, first line and length in lines.
+    fn function_lengths(path: &Path) -> Vec<(String, usize, usize)> {
+        #[derive(Default)]
+        struct Lengths(Vec<(String, usize, usize)>);
+        impl Lengths {
+            fn add(&mut self, name: &syn::Ident, sig: &syn::Signature, block: &syn::Block) {
+                let (first, last) = (sig.fn_token.span.start().line, block.brace_token.span.close().end().line);
+                self.0.push((name.to_string(), first, last + 1 - first));
+            }
+        }
+        impl<'ast> Visit<'ast> for Lengths {
+            fn visit_item_fn(&mut self, f: &'ast syn::ItemFn) {
+                self.add(&f.sig.ident, &f.sig, &f.block);
+                syn::visit::visit_item_fn(self, f);
+            }
+            fn visit_impl_item_fn(&mut self, f: &'ast syn::ImplItemFn) {
+                self.add(&f.sig.ident, &f.sig, &f.block);
+                syn::visit::visit_impl_item_fn(self, f);
+            }
+            fn visit_trait_item_fn(&mut self, f: &'ast syn::TraitItemFn) {
+                if let Some(block) = &f.default {
+                    self.add(&f.sig.ident, &f.sig, block);
+                }
+                syn::visit::visit_trait_item_fn(self, f);
+            }
+        }
+        let mut lengths = Lengths::default();
+        lengths.visit_file(&parsed(path));
+        lengths.0
+    }
+
+    #[test]
+    fn the_length_reader_counts_from_fn_to_the_closing_brace() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("probe.rs");
+        let body = "    let x = 1;\n".repeat(5);
+        std::fs::write(
+            &file,
+            format!(
+                "/// doc\n#[inline]\nfn short() {{\n{body}}}\nimpl A {{\n    fn method(&self) {{\n        fn inner() {{}}\n    }}\n}}\n\
+                 #[cfg(test)]\nmod tests {{ fn t() {{}} }}\n"
+            ),
+        )
+        .unwrap();
+        let lengths = function_lengths(&file);
+        assert_eq!(
+            lengths,
+            [("short".to_string(), 3, 7), ("method".to_string(), 11, 3), ("inner".to_string(), 12, 1)]
+        );
+    }
+
+    #[test]
+    fn no_function_is_longer_than_eighty_lines() {
+        let root = root();
+        let mut files = Vec::new();
+        for name in library_crates(&root).unwrap() {
+            files.extend(rust_files(&root.join("crates").join(&name).join("src")));
+        }
+        files.extend(rust_files(&root.join("xtask/src")));
+        let mut offenders = Vec::new();
+        for file in &files {
+            for (name, line, length) in function_lengths(file) {
+                if length > LONGEST_FUNCTION {
+                    let relative = file.strip_prefix(&root).unwrap_or(file).display().to_string();
+                    offenders.push(format!("{relative}:{line}: `{name}` is {length} lines"));
+                }
+            }
+        }
+        assert!(
+            offenders.is_empty(),
+            "split these where a name explains each part (at most {LONGEST_FUNCTION} lines): {offenders:#?}"
+        );
+    }
 }
