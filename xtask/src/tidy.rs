@@ -454,10 +454,7 @@ mod tests {
         )
         .unwrap();
         let lengths = function_lengths(&file);
-        assert_eq!(
-            lengths,
-            [("short".to_string(), 3, 7), ("method".to_string(), 11, 3), ("inner".to_string(), 12, 1)]
-        );
+        assert_eq!(lengths, [("short".to_string(), 3, 7), ("method".to_string(), 11, 3), ("inner".to_string(), 12, 1)]);
     }
 
     #[test]
