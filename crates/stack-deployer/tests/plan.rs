@@ -325,3 +325,18 @@ fn a_nested_template_with_nothing_rewritten_is_uploaded_byte_for_byte() {
     let body: serde_json::Value = serde_json::from_slice(&plan.stacks[0].body).unwrap();
     assert!(body["Resources"]["StorageStack"]["Properties"]["TemplateURL"].as_str().unwrap().ends_with(".yaml"));
 }
+
+#[test]
+fn the_serialised_plan_shows_parameters_as_the_dry_run_does_and_no_template_body() {
+    let template = "Parameters:\n  Secret:\n    Type: String\n    NoEcho: true\n  Stage:\n    Type: String\n  Token:\n    Type: String\nResources:\n  Queue:\n    Type: AWS::SQS::Queue\n";
+    let stack = "parameters = { Secret = \"Vq8rT3mZp6LwX2nK\", Stage = \"dev\", Token = { env = \"SET_VAR\" } }";
+    let plan = plan_in(repo_with(template, stack).path(), "dev", None, None).unwrap();
+    let json: serde_json::Value = serde_json::to_value(&plan).unwrap();
+    let parameters = &json["stacks"][0]["parameters"];
+    assert_eq!(parameters, &serde_json::json!({ "Secret": "****", "Stage": "dev", "Token": "$SET_VAR" }));
+    let text = json.to_string();
+    assert!(!text.contains("Vq8rT3mZp6LwX2nK") && !text.contains("value"), "{text}");
+    assert_eq!(json["stacks"][0]["bytes"], plan.stacks[0].body.len());
+    assert!(json["stacks"][0].get("body").is_none(), "{text}");
+    assert_eq!(run_state::StagePlan::describe(&plan), plan.describe());
+}
