@@ -236,6 +236,7 @@ impl LambdaSettings {
                 line: function.sources.first().map(|s| pipeline_config::line_of(text, s.span().start)),
                 key: at.key.clone(),
                 message,
+                source: None,
             })?;
             let runtime = function.runtime.clone().or(self.runtime.clone()).unwrap_or_else(|| "python3.12".into());
             if !PYTHON_RUNTIMES.contains(&runtime.as_str()) {

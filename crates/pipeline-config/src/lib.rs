@@ -72,7 +72,43 @@ pub struct ConfigError {
     pub key: String,
     /// What is wrong and, where possible, what to write instead.
     pub message: String,
+    /// The error under the mistake (the OS error of a file that cannot be read, the glob
+    /// library's of a set that does not build): its cause, never repeated in the message.
+    #[source]
+    pub source: Option<Cause>,
 }
+
+/// The error under a [`ConfigError`], shared so the mistake stays `Clone`; two causes are equal
+/// when they say the same.
+#[derive(Debug, Clone)]
+pub struct Cause(std::sync::Arc<dyn std::error::Error + Send + Sync>);
+
+impl Cause {
+    /// Keeps `error` as a cause.
+    pub fn new(error: impl std::error::Error + Send + Sync + 'static) -> Cause {
+        Cause(std::sync::Arc::new(error))
+    }
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for Cause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+impl PartialEq for Cause {
+    fn eq(&self, other: &Cause) -> bool {
+        self.0.to_string() == other.0.to_string()
+    }
+}
+
+impl Eq for Cause {}
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -96,12 +132,29 @@ impl ConfigError {
             line: Some(line_of(text, span.start)),
             key: key.into(),
             message: message.into(),
+            source: None,
         }
     }
 
     /// An error that concerns the whole file (it cannot be read, say).
     pub fn file(file: &Path, message: impl Into<String>) -> Self {
-        ConfigError { file: file.to_path_buf(), line: None, key: String::new(), message: message.into() }
+        ConfigError { file: file.to_path_buf(), line: None, key: String::new(), message: message.into(), source: None }
+    }
+
+    /// An error about `key` as a whole (no one line), with the error under it as its source.
+    pub fn caused(
+        file: &Path,
+        key: impl Into<String>,
+        message: impl Into<String>,
+        cause: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        ConfigError {
+            file: file.to_path_buf(),
+            line: None,
+            key: key.into(),
+            message: message.into(),
+            source: Some(Cause::new(cause)),
+        }
     }
 }
 
@@ -134,8 +187,8 @@ pub struct ConfigFile {
 impl ConfigFile {
     /// Reads the file; a missing file is an error naming it.
     pub fn load(path: &Path) -> Result<ConfigFile, ConfigError> {
-        let bytes = fs::read_regular(path, MAX_CONFIG_BYTES)
-            .map_err(|e| ConfigError::file(path, format!("cannot read: {e}")))?;
+        let bytes =
+            fs::read_regular(path, MAX_CONFIG_BYTES).map_err(|e| ConfigError::caused(path, "", "cannot be read", e))?;
         let text = String::from_utf8(bytes).map_err(|e| {
             let at = e.utf8_error().valid_up_to();
             let line = line_of(&String::from_utf8_lossy(&e.as_bytes()[..at]), at);
@@ -144,6 +197,7 @@ impl ConfigFile {
                 line: Some(line),
                 key: String::new(),
                 message: "not UTF-8 text; save the file as UTF-8".into(),
+                source: None,
             }
         })?;
         Ok(ConfigFile { path: path.to_path_buf(), text, exists: true })
@@ -222,7 +276,7 @@ pub fn glob_set<'a>(
             ConfigError::at(file, text, span, key, format!("`{pattern}` is not a valid glob: {}", e.kind()))
         })?);
     }
-    builder.build().map_err(|e| ConfigError::file(file, format!("{key}: {e}")))
+    builder.build().map_err(|e| ConfigError::caused(file, key, "the globs cannot be built into one set", e))
 }
 
 /// 1-based line number of a byte offset.
@@ -310,6 +364,7 @@ fn from_toml(file: &Path, text: &str, error: &toml::de::Error, path: String) -> 
         line: error.span().map(|span| line_of(text, span.start)),
         key,
         message: error.message().trim().replace('\n', " "),
+        source: None,
     }
 }
 
@@ -423,6 +478,17 @@ mod tests {
         std::fs::write(&path, b"[diff]\ndefault_branch = \"m\xe9in\"\n").unwrap();
         let err = ConfigFile::load(&path).unwrap_err();
         assert_eq!(err.line, Some(2), "{err}");
+    }
+
+    #[test]
+    fn a_config_that_cannot_be_read_keeps_the_os_error_as_its_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pipeline.toml");
+        std::fs::create_dir(&path).unwrap();
+        let err = ConfigFile::load(&path).unwrap_err();
+        assert_eq!(err.to_string(), format!("{}: cannot be read", path.display()));
+        let source = std::error::Error::source(&err).expect("the OS error is the source");
+        assert!(source.to_string().contains("not a regular file"), "{source}");
     }
 
     #[test]

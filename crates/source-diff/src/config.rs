@@ -281,7 +281,9 @@ impl Components {
         for pattern in &raw.diff.global_inputs {
             global.add(pattern.get_ref(), compile(file, text, pattern, "diff.global_inputs")?);
         }
-        let build = |b: GlobsBuilder, key: &str| b.build().map_err(|e| ConfigError::file(file, format!("{key}: {e}")));
+        let build = |b: GlobsBuilder, key: &str| {
+            b.build().map_err(|e| ConfigError::caused(file, key, "the globs cannot be built into one set", e))
+        };
         let dependents = direct_dependents(&edges);
         Ok(Components {
             default_branch: raw.diff.default_branch.unwrap_or_else(|| "main".into()),
@@ -339,6 +341,7 @@ fn check_coverage(file: &Path, text: &str, key: &str, settings: &ComponentSettin
                 line: None,
                 key: format!("{key}.{step}.coverage"),
                 message: "coverage is read after a test step only; move it to the component's `test` command".into(),
+                source: None,
             });
         }
     }
@@ -348,7 +351,7 @@ fn check_coverage(file: &Path, text: &str, key: &str, settings: &ComponentSettin
         let key = format!("{key}.test.coverage.{}", e.key);
         return Err(match e.span {
             Some(span) => ConfigError::at(file, text, span, key, e.message),
-            None => ConfigError { file: file.to_path_buf(), line: None, key, message: e.message },
+            None => ConfigError { file: file.to_path_buf(), line: None, key, message: e.message, source: None },
         });
     }
     Ok(())
@@ -366,7 +369,7 @@ fn check_component_name(
     if let Err(message) = pipeline_config::check_name(name) {
         return Err(match settings.paths.first() {
             Some(path) => ConfigError::at(file, text, path.span(), key, message),
-            None => ConfigError { file: file.to_path_buf(), line: None, key: key.to_string(), message },
+            None => ConfigError { file: file.to_path_buf(), line: None, key: key.to_string(), message, source: None },
         });
     }
     if settings.paths.is_empty() {
@@ -375,6 +378,7 @@ fn check_component_name(
             line: None,
             key: format!("{key}.paths"),
             message: "a component needs at least one glob in `paths`".into(),
+            source: None,
         });
     }
     Ok(())

@@ -204,7 +204,14 @@ impl CfnLintRc {
             }
         }
         let globs = |key: &str, patterns: &[String], node: Option<&Node>| {
-            glob_set(patterns).map_err(|m| error(node.map(|n| n.pos.line), key, m))
+            glob_set(patterns).map_err(|bad| match bad {
+                BadGlobs::Pattern(message) => error(node.map(|n| n.pos.line), key, message),
+                BadGlobs::Set(cause) => {
+                    let mut e = error(node.map(|n| n.pos.line), key, "the globs cannot be built into one set".into());
+                    e.source = Some(pipeline_config::Cause::new(cause));
+                    e
+                }
+            })
         };
         rc.template_set = globs("templates", &rc.templates, root.get("templates"))?;
         rc.ignore_set = globs("ignore_templates", &rc.ignore_templates, root.get("ignore_templates"))?;
@@ -255,7 +262,13 @@ impl CfnLintRc {
 
 /// An error of the settings file `file`, at `line` when known.
 fn config_error(file: &Path, line: Option<u32>, key: &str, message: String) -> ConfigError {
-    ConfigError { file: file.to_path_buf(), line: line.map(|l| l as usize), key: key.to_string(), message }
+    ConfigError {
+        file: file.to_path_buf(),
+        line: line.map(|l| l as usize),
+        key: key.to_string(),
+        message,
+        source: None,
+    }
 }
 
 /// `regions`: each one cfn-lint knows, or `ALL_REGIONS`.
@@ -269,13 +282,20 @@ fn check_regions(regions: &[String]) -> Result<(), String> {
 }
 
 /// The glob set of `templates` or `ignore_templates` (a leading `./` dropped, as cfn-lint does).
-fn glob_set(patterns: &[String]) -> Result<GlobSet, String> {
+fn glob_set(patterns: &[String]) -> Result<GlobSet, BadGlobs> {
     let mut builder = globset::GlobSetBuilder::new();
     for pattern in patterns {
         let pattern = pattern.strip_prefix("./").unwrap_or(pattern);
-        let glob =
-            pipeline_config::glob(pattern).map_err(|e| format!("`{pattern}` is not a valid glob: {}", e.kind()))?;
+        let glob = pipeline_config::glob(pattern)
+            .map_err(|e| BadGlobs::Pattern(format!("`{pattern}` is not a valid glob: {}", e.kind())))?;
         builder.add(glob);
     }
-    builder.build().map_err(|e| e.to_string())
+    builder.build().map_err(BadGlobs::Set)
+}
+
+/// Why a list of globs gave no set: one pattern (said with what is wrong in it), or the set as
+/// a whole (the glob library's error, kept as the cause).
+enum BadGlobs {
+    Pattern(String),
+    Set(globset::Error),
 }

@@ -117,6 +117,7 @@ impl ValidateSettings {
                 line: None,
                 key: format!("validate.tools.{name}"),
                 message,
+                source: None,
             })?;
         }
         Ok(settings)
