@@ -713,10 +713,7 @@ pub async fn rebuild_store(
         let out = s3.get_object().bucket(bucket).key(key).send().await.map_err(|e| aws("GetObject", key, e))?;
         let bytes = out.body.collect().await.map_err(|e| aws("GetObject", key, e))?.to_vec();
         let release: Release = serde_json::from_slice(&bytes).map_err(|e| {
-            Error::State(run_state::Error::Corrupt {
-                path: format!("s3://{bucket}/{key}").into(),
-                message: e.to_string(),
-            })
+            Error::State(run_state::Error::corrupt(format!("s3://{bucket}/{key}"), "not a release record", e))
         })?;
         store.put_release(&release)?;
     }

@@ -226,7 +226,12 @@ impl DynamoStore {
     }
 
     fn corrupt(&self, message: String) -> Error {
-        Error::Corrupt { path: format!("dynamodb://{}", self.table).into(), message }
+        Error::Corrupt { path: format!("dynamodb://{}", self.table).into(), message, source: None }
+    }
+
+    /// [`corrupt`](Self::corrupt) with the JSON error that says why.
+    fn corrupt_json(&self, what: String, cause: serde_json::Error) -> Error {
+        Error::corrupt(format!("dynamodb://{}", self.table), what, cause)
     }
 
     /// Every item of a partition, following pages, strongly consistent.
@@ -260,7 +265,7 @@ impl DynamoStore {
             let json =
                 text(&item, "record").ok_or_else(|| self.corrupt(format!("a step of run `{run_id}` has no record")))?;
             let record: StepRecord =
-                serde_json::from_str(json).map_err(|e| self.corrupt(format!("a step of run `{run_id}`: {e}")))?;
+                serde_json::from_str(json).map_err(|e| self.corrupt_json(format!("a step of run `{run_id}`"), e))?;
             latest.insert((record.step, record.component.clone()), record);
         }
         Ok(latest.into_values().map(StepRecord::with_dead_runner_failed).collect())
@@ -380,7 +385,8 @@ impl DynamoStore {
                 return Err(finished(status));
             }
             let merged = merge_later(current_record, record.clone());
-            let merged_json = serde_json::to_string(&merged).map_err(|e| self.corrupt(e.to_string()))?;
+            let merged_json = serde_json::to_string(&merged)
+                .map_err(|e| self.corrupt_json("a record that cannot be written as JSON".into(), e))?;
             let put = self
                 .client
                 .put_item()
@@ -429,7 +435,8 @@ impl Store for DynamoStore {
     fn record(&self, record: &StepRecord) -> Result<(), Error> {
         let mut record = record.clone();
         record.details = redact::details(record.details);
-        let json = serde_json::to_string(&record).map_err(|e| self.corrupt(e.to_string()))?;
+        let json = serde_json::to_string(&record)
+            .map_err(|e| self.corrupt_json("a record that cannot be written as JSON".into(), e))?;
         let (pk, sk) = (format!("run#{}", record.run_id), format!("step#{}#{}", record.step, record.component));
         self.block(async {
             self.list_run(&record.run_id).await?;
@@ -482,7 +489,8 @@ impl Store for DynamoStore {
                 commit: records[0].commit.clone(),
                 at: Some(now),
             };
-            let json = serde_json::to_string(&mark).map_err(|e| self.corrupt(e.to_string()))?;
+            let json = serde_json::to_string(&mark)
+                .map_err(|e| self.corrupt_json("a record that cannot be written as JSON".into(), e))?;
             let (pk, sk) = (format!("success#{env}"), format!("{:015}#{run_id}", millis(now)));
             self.client
                 .put_item()
@@ -517,7 +525,7 @@ impl Store for DynamoStore {
             .map(|item| {
                 let json =
                     text(item, "record").ok_or_else(|| self.corrupt(format!("a success of `{env}` has no record")))?;
-                serde_json::from_str(json).map_err(|e| self.corrupt(format!("a success of `{env}`: {e}")))
+                serde_json::from_str(json).map_err(|e| self.corrupt_json(format!("a success of `{env}`"), e))
             })
             .transpose()
     }
@@ -616,7 +624,8 @@ impl Store for DynamoStore {
 impl crate::release::ReleaseStore for DynamoStore {
     fn put_release(&self, release: &crate::Release) -> Result<(), Error> {
         crate::check_name("environment", &release.env)?;
-        let json = serde_json::to_string(release).map_err(|e| self.corrupt(e.to_string()))?;
+        let json = serde_json::to_string(release)
+            .map_err(|e| self.corrupt_json("a record that cannot be written as JSON".into(), e))?;
         self.block(async {
             self.client
                 .put_item()
@@ -638,7 +647,7 @@ impl crate::release::ReleaseStore for DynamoStore {
             .map(|item| {
                 let json =
                     text(item, "record").ok_or_else(|| self.corrupt(format!("a release of `{env}` has no record")))?;
-                serde_json::from_str(json).map_err(|e| self.corrupt(format!("a release of `{env}`: {e}")))
+                serde_json::from_str(json).map_err(|e| self.corrupt_json(format!("a release of `{env}`"), e))
             })
             .collect()
     }

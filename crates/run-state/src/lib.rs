@@ -86,6 +86,10 @@ pub enum Error {
         path: PathBuf,
         /// Where and what.
         message: String,
+        /// The error that says why it is not a record (the JSON parser's), never repeated in
+        /// the message.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
     /// A file of the run is not what the stage that writes it writes.
     #[error("{}: {message}", path.display())]
@@ -207,6 +211,16 @@ impl Error {
     /// An I/O error on `path`.
     pub fn io(path: &Path, source: std::io::Error) -> Error {
         Error::Io { path: path.to_path_buf(), source }
+    }
+
+    /// A store at `path` that holds, at `what` (`line 3`, an item), something it did not write;
+    /// `cause` says why (kept as the source).
+    pub fn corrupt(
+        path: impl Into<PathBuf>,
+        what: impl Into<String>,
+        cause: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Error {
+        Error::Corrupt { path: path.into(), message: what.into(), source: Some(cause.into()) }
     }
 }
 

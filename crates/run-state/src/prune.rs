@@ -181,8 +181,8 @@ fn each_line(
             return Ok(());
         }
         number += 1;
-        let line = serde_json::from_slice::<Line>(&buffer)
-            .map_err(|e| Error::Corrupt { path: path.to_path_buf(), message: format!("line {number}: {e}") })?;
+        let line =
+            serde_json::from_slice::<Line>(&buffer).map_err(|e| Error::corrupt(path, format!("line {number}"), e))?;
         if !each(number, line, &buffer)? {
             return Ok(());
         }

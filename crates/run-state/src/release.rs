@@ -265,8 +265,8 @@ impl ReleaseStore for FileStore {
             file.set_len(keep as u64).map_err(io)?;
             file.seek(SeekFrom::End(0)).map_err(io)?;
         }
-        let mut line =
-            serde_json::to_vec(release).map_err(|e| Error::Corrupt { path: path.clone(), message: e.to_string() })?;
+        let mut line = serde_json::to_vec(release)
+            .map_err(|e| Error::corrupt(&path, "a release that cannot be written as JSON", e))?;
         line.push(b'\n');
         file.write_all(&line).map_err(io)?;
         file.sync_data().map_err(io)
@@ -300,7 +300,7 @@ impl ReleaseStore for FileStore {
                 }
                 Ok(_) => {}
                 Err(_) if !buffer.ends_with(b"\n") => break,
-                Err(e) => return Err(Error::Corrupt { path, message: format!("line {number}: {e}") }),
+                Err(e) => return Err(Error::corrupt(path, format!("line {number}"), e)),
             }
         }
         Ok(order.into_iter().filter_map(|id| latest.remove(&id)).collect())

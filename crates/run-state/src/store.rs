@@ -220,7 +220,7 @@ impl FileStore {
         file.rewind().map_err(|e| Error::io(&self.path, e))?;
         let line = make(&file)?;
         let mut bytes = serde_json::to_vec(&line)
-            .map_err(|e| Error::Corrupt { path: self.path.clone(), message: e.to_string() })?;
+            .map_err(|e| Error::corrupt(&self.path, "a record that cannot be written as JSON", e))?;
         bytes.push(b'\n');
         // One write of the whole line under the lock: readers see all of it or none.
         file.write_all(&bytes).map_err(|e| Error::io(&self.path, e))?;
@@ -262,7 +262,7 @@ impl FileStore {
         let mut buffer = Vec::new();
         let mut number = 0;
         let finder = regex::bytes::Regex::new(&regex::escape(&String::from_utf8_lossy(containing)))
-            .map_err(|e| Error::Corrupt { path: self.path.clone(), message: e.to_string() })?;
+            .map_err(|e| Error::corrupt(&self.path, "a search that cannot be built", e))?;
         loop {
             buffer.clear();
             let read = reader.read_until(b'\n', &mut buffer).map_err(|e| Error::io(&self.path, e))?;
@@ -279,6 +279,7 @@ impl FileStore {
                     return Err(Error::Corrupt {
                         path: self.path.clone(),
                         message: format!("line {number}: not a record this store wrote"),
+                        source: None,
                     });
                 }
                 continue;
@@ -288,7 +289,7 @@ impl FileStore {
                 // A torn last line from a crash mid-write: it never finished, so it never happened.
                 Err(_) if !buffer.ends_with(b"\n") => return Ok(()),
                 Err(e) => {
-                    return Err(Error::Corrupt { path: self.path.clone(), message: format!("line {number}: {e}") });
+                    return Err(Error::corrupt(&self.path, format!("line {number}"), e));
                 }
             }
         }
@@ -341,7 +342,7 @@ impl FileStore {
                     // A torn last line from a crash mid-write: it never finished, so it never happened.
                     Err(_) if !buffer.ends_with(b"\n") => return Ok(runs),
                     Err(e) => {
-                        return Err(Error::Corrupt { path: self.path.clone(), message: format!("line {number}: {e}") });
+                        return Err(Error::corrupt(&self.path, format!("line {number}"), e));
                     }
                 },
             };
@@ -414,7 +415,7 @@ impl FileStore {
                 Ok(Line::Step(record)) => fold(&mut latest, record),
                 Ok(_) => {}
                 Err(e) => {
-                    return Err(Error::Corrupt { path: self.path.clone(), message: format!("line {number}: {e}") });
+                    return Err(Error::corrupt(&self.path, format!("line {number}"), e));
                 }
             }
         }
@@ -521,7 +522,7 @@ fn read_lines(file: &File, path: &Path) -> Result<Vec<Line>, Error> {
             Ok(line) => lines.push(line),
             // A torn last line from a crash mid-write: it never finished, so it never happened.
             Err(_) if !buffer.ends_with(b"\n") => break,
-            Err(e) => return Err(Error::Corrupt { path: path.to_path_buf(), message: format!("line {number}: {e}") }),
+            Err(e) => return Err(Error::corrupt(path, format!("line {number}"), e)),
         }
     }
     Ok(lines)
@@ -1085,7 +1086,8 @@ mod tests {
         for bad in [whole.replace("\"status\":\"passed\"", "\"status\":\"fine\""), "not json\n".to_string()] {
             std::fs::write(store.path(), format!("{whole}{bad}{whole}")).unwrap();
             let error = store.for_each_run(&mut |_, _| ControlFlow::Continue(())).unwrap_err();
-            assert!(matches!(&error, Error::Corrupt { message, .. } if message.starts_with("line 2: ")), "{error}");
+            assert!(matches!(&error, Error::Corrupt { message, .. } if message == "line 2"), "{error}");
+            assert!(std::error::Error::source(&error).is_some(), "the parser's error is the source: {error:?}");
         }
     }
 }

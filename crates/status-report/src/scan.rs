@@ -570,17 +570,17 @@ impl Runs {
             LineRead::Fault(id, e) => {
                 let slot = self.slot(&id, &place);
                 if self.runs[slot].error.is_none() {
-                    self.runs[slot].error = Some(Box::new(self.corrupt(number, &e)));
+                    self.runs[slot].error = Some(Box::new(self.corrupt(number, e)));
                 }
                 Ok(())
             }
             LineRead::Nothing => Ok(()),
-            LineRead::Corrupt(e) => Err(self.corrupt(number, &e)),
+            LineRead::Corrupt(e) => Err(self.corrupt(number, e)),
         }
     }
 
-    fn corrupt(&self, number: u64, error: &serde_json::Error) -> Error {
-        Error::Corrupt { path: self.path.clone(), message: format!("line {number}: {error}") }
+    fn corrupt(&self, number: u64, error: serde_json::Error) -> Error {
+        Error::corrupt(&self.path, format!("line {number}"), error)
     }
 
     /// A component's place, looked up first among the run's steps (most lines name one).
@@ -642,7 +642,7 @@ impl Runs {
             file.read_exact_at(&mut line, place.start).map_err(|e| Error::io(&self.path, e))?;
             if finder.find(&line).is_none() {
                 let message = format!("line {number}: not a record this store wrote");
-                return Err(Error::Corrupt { path: self.path.clone(), message });
+                return Err(Error::Corrupt { path: self.path.clone(), message, source: None });
             }
         }
         let Some(&slot) = self.slots.get(id) else { return Ok(Vec::new()) };
