@@ -32,6 +32,7 @@ pub mod archive;
 mod config;
 mod deps;
 mod entries;
+mod plan;
 pub mod templates;
 pub mod update;
 
@@ -50,6 +51,7 @@ pub use config::{
 pub use deps::{Deps, DepsKey, Pip};
 pub use entries::Entry;
 pub use pipeline_config::ConfigError;
+pub use plan::{ChangedComponent, Decision, PackagePlan, PlannedFunction, plan};
 
 /// Lambda refuses a zip uploaded directly above this size.
 pub const MAX_ZIP_BYTES: u64 = 50 * 1024 * 1024;
@@ -870,47 +872,6 @@ fn sync_dir(dir: &Path) -> Result<(), Error> {
     std::fs::File::open(dir).and_then(|f| f.sync_all()).map_err(|e| Error::io(dir, e))
 }
 
-/// The functions whose component did not change in the diff. A function whose `component` was
-/// written must name a component of the diff; one named after the function by default that is
-/// no component is always treated as changed.
-fn unchanged_functions(functions: &[FunctionSpec], diff: &source_diff::DiffReport) -> Result<BTreeSet<String>, Error> {
-    let mut unchanged = BTreeSet::new();
-    for function in functions {
-        // A component whose build output the function ships changes the function too.
-        let mut built_from_changed = false;
-        for component in function.sources.iter().filter_map(|s| s.component.as_ref()) {
-            match diff.components.get(component) {
-                Some(change) => built_from_changed |= change.changed,
-                None => {
-                    return Err(Error::UnknownComponent {
-                        function: function.name.clone(),
-                        component: component.clone(),
-                        known: diff.components.keys().cloned().collect(),
-                    });
-                }
-            }
-        }
-        if built_from_changed {
-            continue;
-        }
-        match diff.components.get(&function.component) {
-            Some(component) if !component.changed => {
-                unchanged.insert(function.name.clone());
-            }
-            Some(_) => {}
-            None if function.component_explicit => {
-                return Err(Error::UnknownComponent {
-                    function: function.name.clone(),
-                    component: function.component.clone(),
-                    known: diff.components.keys().cloned().collect(),
-                });
-            }
-            None => {}
-        }
-    }
-    Ok(unchanged)
-}
-
 /// An `include` naming the component whose build writes it needs that component to have a
 /// `build` command in `[components]`: nothing else in a pipeline writes it.
 fn check_include_builds(config: &pipeline_config::ConfigFile, settings: &LambdaSettings) -> Result<(), Error> {
@@ -987,27 +948,37 @@ pub struct StageOptions {
     pub python: Option<PathBuf>,
 }
 
-/// `[lambda]` of the context's config, its includes checked, and its functions (only those of
-/// `options.only` when it names some).
-fn selected(
-    context: &run_state::StageContext,
-    options: &StageOptions,
-) -> Result<(LambdaSettings, Vec<FunctionSpec>), Error> {
+/// `[lambda]` of the context's config, its includes checked, and all its functions.
+fn selected(context: &run_state::StageContext) -> Result<(LambdaSettings, Vec<FunctionSpec>), Error> {
     let config = context.required_config()?;
-    let (settings, mut functions) = LambdaSettings::from_config(config)?;
+    let (settings, functions) = LambdaSettings::from_config(config)?;
     check_include_builds(config, &settings)?;
-    for name in &options.only {
-        if !functions.iter().any(|f| &f.name == name) {
-            return Err(Error::UnknownFunction {
-                name: name.clone(),
-                known: functions.iter().map(|f| f.name.clone()).collect(),
-            });
-        }
-    }
-    if !options.only.is_empty() {
-        functions.retain(|f| options.only.contains(&f.name));
-    }
     Ok((settings, functions))
+}
+
+/// The plan of the packaging of `run`, from the context's `[lambda]` and the run's diff, with
+/// what it is planned from: what a dry run prints (the checked-out tree is not checked).
+fn load_plan(
+    context: &run_state::StageContext,
+    run: &run_state::RunDir,
+    only: &[String],
+) -> Result<(PackagePlan, LambdaSettings, Vec<FunctionSpec>, source_diff::DiffReport), Error> {
+    let (settings, functions) = selected(context)?;
+    // `--only` is checked before the diff is read, as before the plan.
+    plan::check_only(&functions, only)?;
+    let diff: source_diff::DiffReport = run.read_json(run_state::RunFile::Diff)?;
+    let plan = plan(&functions, &diff, only)?;
+    Ok((plan, settings, functions, diff))
+}
+
+/// The plan [`run_stage`] would follow for `run` (`lambda-packager --dry-run`): reads the
+/// config and the run's diff, and nothing else.
+pub fn plan_run(
+    context: &run_state::StageContext,
+    run: &run_state::RunDir,
+    options: &StageOptions,
+) -> Result<PackagePlan, Error> {
+    load_plan(context, run, &options.only).map(|(plan, ..)| plan)
 }
 
 /// Builds `functions` into `out_dir` (those in `unchanged` listed unchanged), with the
@@ -1053,14 +1024,18 @@ pub fn package(
     options: &StageOptions,
     on_event: &dyn Fn(Event<'_>),
 ) -> Result<Outcome, Error> {
-    let selected = selected(context, options)?;
-    Outcome::of(build(context, &selected, &BTreeSet::new(), out.to_path_buf(), options, on_event))
+    let (settings, mut functions) = selected(context)?;
+    plan::check_only(&functions, &options.only)?;
+    if !options.only.is_empty() {
+        functions.retain(|f| options.only.contains(&f.name));
+    }
+    Outcome::of(build(context, &(settings, functions), &BTreeSet::new(), out.to_path_buf(), options, on_event))
 }
 
 /// The Build stage's packaging for one run, as the `lambda-packager` binary and a pipeline both
 /// run it: reads `[lambda]`, checks that the checked-out tree is the run's commit, builds every
-/// function into the run's `packages/` (a function whose component did not change is listed
-/// unchanged), and records the `build` step of the pipeline (passed with what was built, or
+/// function into the run's `packages/` as [`plan`] decides (a function whose component did not
+/// change is listed unchanged), and records the `build` step of the pipeline (passed with what was built, or
 /// failed with the error, over-budget packages included).
 pub fn run_stage(
     inputs: &run_state::StageInputs<'_>,
@@ -1069,11 +1044,14 @@ pub fn run_stage(
 ) -> Result<Outcome, Error> {
     let run_state::StageInputs { context, run, store, .. } = *inputs;
     let work = || -> Result<Manifest, Error> {
-        let selected = selected(context, options)?;
-        let diff: source_diff::DiffReport = run.read_json(run_state::RunFile::Diff)?;
+        let (plan, settings, mut functions, diff) = load_plan(context, run, &options.only)?;
         context.check_tree(&diff.head, diff.worktree)?;
-        let unchanged = unchanged_functions(&selected.1, &diff)?;
-        build(context, &selected, &unchanged, run.packages_dir(), options, on_event)
+        // The plan is the one decision: what it selects is built, what it says is unchanged is
+        // listed unchanged.
+        let selected: BTreeSet<&str> = plan.selected().collect();
+        functions.retain(|f| selected.contains(f.name.as_str()));
+        let unchanged: BTreeSet<String> = plan.unchanged().map(str::to_string).collect();
+        build(context, &(settings, functions), &unchanged, run.packages_dir(), options, on_event)
     };
     let head = run.head().unwrap_or_default();
     let built = run_state::record_pipeline_step(store, &run.run_id, &head, run_state::Step::Build, || {

@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicBool;
 use clap::Parser;
 use lambda_packager::{Event, StageOptions};
 use run_state::cli::StageArgs;
-use run_state::{StageInputs, StageOutcome};
+use run_state::{StageInputs, StageOutcome, StagePlan};
 
 /// Builds deterministic Lambda zips for the functions in [lambda.functions] of pipeline.toml,
 /// with their dependencies, into the run folder's packages/ (or --out), with manifest.json,
@@ -35,9 +35,12 @@ struct Args {
     /// The Python whose pip installs dependencies.
     #[arg(long, default_value = "python3")]
     python: PathBuf,
-    /// Print the manifest as JSON on stdout instead of a table.
+    /// Print the manifest (with --dry-run, the plan) as JSON on stdout instead of a table.
     #[arg(long)]
     json: bool,
+    /// Print which functions would be packaged, and why, and exit: nothing is built or recorded.
+    #[arg(long, conflicts_with = "out")]
+    dry_run: bool,
 }
 
 fn main() -> ExitCode {
@@ -65,6 +68,13 @@ fn run(args: Args) -> anyhow::Result<u8> {
                 run_state::Error::NoRun { .. } => anyhow::anyhow!("{error}; or pass --out DIR to build without a run"),
                 other => other.into(),
             })?;
+            if args.dry_run {
+                let plan = lambda_packager::plan_run(&context, &run_dir, &options)?;
+                let shown =
+                    if args.json { format!("{}\n", serde_json::to_string_pretty(&plan)?) } else { plan.describe() };
+                run_state::cli::print(&shown)?;
+                return Ok(0);
+            }
             let store = context.store()?;
             // Packaging is not stopped half-way: Ctrl-C ends the process (no handler is installed).
             let never = AtomicBool::new(false);
