@@ -380,6 +380,27 @@ mod tests {
     }
 
     #[test]
+    fn every_stage_binary_exits_with_its_outcomes_code() {
+        // source-diff begins the run (its verdict is the diff, exit 0 or an error) and
+        // status-report reads and renders; every other stage returns a `StageOutcome`.
+        const NOT_STAGES: [&str; 2] = ["source-diff.rs", "status-report.rs"];
+        let root = root();
+        let mut binaries = Vec::new();
+        for name in library_crates(&root).unwrap() {
+            binaries.extend(rust_files(&root.join("crates").join(&name).join("src/bin")));
+        }
+        let stages: Vec<&PathBuf> = binaries.iter().filter(|b| !NOT_STAGES.iter().any(|n| b.ends_with(n))).collect();
+        assert!(stages.len() >= 6, "expected the stage binaries, found {stages:?}");
+        for binary in stages {
+            assert!(
+                seen(binary).methods.iter().any(|m| m == "exit_code"),
+                "{} must exit with its outcome's `StageOutcome::exit_code()`",
+                binary.display()
+            );
+        }
+    }
+
+    #[test]
     fn every_crate_documents_its_public_items_and_uses_the_workspace_lints() {
         let root = root();
         let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
