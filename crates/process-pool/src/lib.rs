@@ -210,25 +210,6 @@ pub enum Error {
     },
 }
 
-impl Error {
-    fn io_error(&self) -> &std::io::Error {
-        match self {
-            Error::CreateDir { source, .. }
-            | Error::Write { source, .. }
-            | Error::Spawn { source, .. }
-            | Error::Watchdog { source, .. }
-            | Error::Wait { source, .. }
-            | Error::LogIncomplete { source } => source,
-        }
-    }
-
-    /// The message and its cause on one line (`cannot start `sh` for …: No such file or
-    /// directory`): what [`Outcome::Failed`] and a job's note say for it.
-    pub fn with_cause(&self) -> String {
-        format!("{self}: {}", self.io_error())
-    }
-}
-
 /// A finished job.
 #[derive(Debug, Clone)]
 pub struct JobResult {
@@ -246,7 +227,7 @@ pub struct JobResult {
     /// stopped, output not logged), on one line; also at the end of the log.
     pub note: Option<String>,
     /// The runner's own I/O error for this job, its cause kept: why the job could not start or
-    /// be waited for (the outcome is then [`Outcome::Failed`] with [`Error::with_cause`]), or why
+    /// be waited for (the outcome is then [`Outcome::Failed`] with the error and its cause on one line), or why
     /// its log is incomplete (said in the note too).
     pub error: Option<Arc<Error>>,
 }
@@ -330,7 +311,7 @@ impl Runner<'_> {
                 on_event(Event::Started(&job));
                 self.wait(running, &job)
             }
-            Err(error) => (Outcome::Failed(error.with_cause()), None, Some(error)),
+            Err(error) => (Outcome::Failed(run_state::error_chain(&error)), None, Some(error)),
         };
         let log_tail = run_state::redact::read_log_tail(&job.log_path).unwrap_or_default();
         let outcome = match outcome {
@@ -405,7 +386,7 @@ impl Runner<'_> {
                 Err(source) => {
                     stop_group(group, Some(&mut child));
                     let failed = Error::Wait { config_key: job.config_key.clone(), source };
-                    let outcome = Outcome::Failed(failed.with_cause());
+                    let outcome = Outcome::Failed(run_state::error_chain(&failed));
                     error = Some(failed);
                     break outcome;
                 }
@@ -438,7 +419,7 @@ impl Runner<'_> {
             }
             Err(LogError::Io(source)) => {
                 let incomplete = Error::LogIncomplete { source };
-                notes.push(incomplete.with_cause());
+                notes.push(run_state::error_chain(&incomplete));
                 // A failed wait is the error that matters; the log's is in the note.
                 error = error.or(Some(incomplete));
                 None

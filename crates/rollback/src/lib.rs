@@ -147,6 +147,12 @@ pub enum Error {
         /// What the approval was for.
         approved: String,
     },
+    /// The rollback was stopped (Ctrl-C, SIGTERM, the pipeline's cancel) before it changed anything.
+    #[error("the rollback of `{env}` was stopped before it changed anything; run it again to go back")]
+    Cancelled {
+        /// The environment.
+        env: String,
+    },
     /// An automated rollback ended without rolling back (it neither waits nor plans only).
     #[error("the rollback of `{env}` did not apply; run `rollback --env {env}` by hand")]
     NotApplied {
@@ -211,7 +217,12 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::StackState { .. } | Error::CannotTakeBack { .. } => 3,
-            Error::StackFailed { .. } | Error::Deploy(_) | Error::Code { .. } | Error::Site(_) | Error::Aws { .. } => 1,
+            Error::StackFailed { .. }
+            | Error::Deploy(_)
+            | Error::Code { .. }
+            | Error::Site(_)
+            | Error::Aws { .. }
+            | Error::Cancelled { .. } => 1,
             _ => 2,
         }
     }

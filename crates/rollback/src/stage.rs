@@ -309,6 +309,11 @@ impl Applying<'_> {
     async fn checked_apply(&self, step: Step) -> Result<Release, Applied> {
         let Applying { stage, clients, options, plan, on_event } = *self;
         let checked = check(stage.context, clients, stage.run, plan).await.map_err(Applied::Refused)?;
+        // Stopped before anything changed: refuse whole. Begun, the site (restored beside the
+        // stacks) would go back while a cancelled stack stays, leaving the environment mixed.
+        if stage.cancelled() {
+            return Err(Applied::Refused(Error::Cancelled { env: plan.env.clone() }));
+        }
         for warning in &checked.warnings {
             on_event(Event::Done(format!("warning: {warning}")));
         }

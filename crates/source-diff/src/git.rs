@@ -309,8 +309,11 @@ pub(crate) struct Resolved {
 }
 
 /// `git diff` as every diff here runs it: names and statuses, renames as a delete plus an add,
-/// paths from the top, no external diff driver.
-const DIFF: &[&str] = &["diff", "--name-status", "-z", "--no-renames", "--no-relative", "--no-ext-diff"];
+/// paths from the top, no external diff driver, and every submodule bump: a bump is a change,
+/// whatever `diff.ignoreSubmodules` or a `.gitmodules` `ignore = all` (read from the work tree,
+/// even untracked) would hide.
+const DIFF: &[&str] =
+    &["diff", "--name-status", "-z", "--no-renames", "--no-relative", "--no-ext-diff", "--ignore-submodules=none"];
 /// Every path from the top of the work tree.
 const ALL_PATHS: &str = ":(top)";
 /// The state folder, never part of a diff.

@@ -19,9 +19,16 @@ use gix::objs::tree::{EntryKind, EntryMode};
 use crate::git::{FileChange, FileStatus, in_state_dir, is_object_id};
 
 /// Environment variables under which `git -C ROOT` reads another repository or object store
-/// than ROOT's own `.git`: with any of them set, only git answers the same way.
-const REDIRECTS: &[&str] =
-    &["GIT_DIR", "GIT_COMMON_DIR", "GIT_OBJECT_DIRECTORY", "GIT_ALTERNATE_OBJECT_DIRECTORIES", "GIT_WORK_TREE"];
+/// than ROOT's own `.git`, or other settings (`git -c KEY=VALUE` handed to a child, such as
+/// `core.useReplaceRefs=false`): with any of them set, only git answers the same way.
+const REDIRECTS: &[&str] = &[
+    "GIT_DIR",
+    "GIT_COMMON_DIR",
+    "GIT_OBJECT_DIRECTORY",
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+    "GIT_WORK_TREE",
+    "GIT_CONFIG_PARAMETERS",
+];
 
 /// The paths changed from `base` to `head`, each a full object id or `ID^{commit}`, as
 /// [`crate::Repo::diff`] returns them; `None` where git must answer.

@@ -46,6 +46,7 @@ fn git_diff(dir: &Path, base: &str, head: &str) -> Vec<FileChange> {
         "--no-renames",
         "--no-relative",
         "--no-ext-diff",
+        "--ignore-submodules=none",
         base,
         head,
         "--",
@@ -252,6 +253,25 @@ fn what_only_git_can_answer_is_left_to_git() {
     let blob = h.blob("a blob\n");
     assert_eq!(repo.diff_in_process(&blob, &h.commits[1]), None);
     assert!(repo.diff(&format!("{blob}^{{commit}}"), &h.commits[1]).is_err());
+}
+
+#[test]
+fn a_submodule_bump_is_a_change_whatever_gitmodules_says() {
+    let h = history();
+    // `ignore = all` in the work tree's .gitmodules (read by git even untracked) would make a
+    // bare `git diff` print nothing for `vendor/lib`, moved between the first two commits.
+    std::fs::write(
+        h.repo.path().join(".gitmodules"),
+        "[submodule \"lib\"]\n\tpath = vendor/lib\n\turl = ../lib\n\tignore = all\n",
+    )
+    .unwrap();
+    let repo = Repo::open(h.repo.path()).unwrap();
+    let bumped = FileChange { path: "vendor/lib".into(), status: FileStatus::Modified };
+    let (first, second) = (&h.commits[0], &h.commits[1]);
+    assert!(repo.diff_in_process(first, second).unwrap().contains(&bumped));
+    // Through git (a revision only git resolves): the same change.
+    let through_git = repo.diff(&format!("{second}~1"), second).unwrap();
+    assert!(through_git.contains(&bumped), "{through_git:?}");
 }
 
 #[test]

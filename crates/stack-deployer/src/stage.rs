@@ -596,7 +596,10 @@ pub async fn run_stage(
         Ok(report) => report,
         Err(error) => return planned.fail(error),
     };
-    report.outputs().merge_into(run)?;
+    // The components' steps are running: a failed write must end them, not leave them so.
+    if let Err(error) = report.outputs().merge_into(run) {
+        return planned.fail(error.into());
+    }
     // Every planned stack where the config wants it: the environment's release gets this
     // run's stacks and functions (a failure to record it fails the deploy's components).
     if !options.no_execute && !plan.stacks.is_empty() && all_deployed(&plan, &report) {

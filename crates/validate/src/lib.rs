@@ -787,11 +787,13 @@ pub fn settings(context: &run_state::StageContext) -> Result<ValidateSettings, E
     Ok(settings)
 }
 
-/// The diff of a check of everything: every tracked file, as if all had changed.
-pub fn diff_all(context: &run_state::StageContext) -> Result<DiffReport, Error> {
-    let components = Components::from_config(context.required_config()?)?;
-    let tracked = source_diff::Repo::at_root(&context.root).tracked_files()?;
-    Ok(everything(&components, &tracked))
+/// What a check covers: a run's diff, or every tracked file as if all had changed (`--all`).
+#[derive(Debug, Clone, Copy)]
+pub enum Scope<'a> {
+    /// The changed components of this diff.
+    Diff(&'a DiffReport),
+    /// Every component, every tracked file.
+    All,
 }
 
 fn everything(components: &Components, tracked: &[String]) -> DiffReport {
@@ -801,29 +803,41 @@ fn everything(components: &Components, tracked: &[String]) -> DiffReport {
     )
 }
 
-/// The plan the stage would apply against `diff` (the run's, or [`diff_all`]), for a dry run:
-/// nothing is checked or recorded.
-pub fn plan_stage(context: &run_state::StageContext, diff: &DiffReport) -> Result<Plan, Error> {
+/// The settings and the plan for `scope`: the config, the `.cfnlintrc` and the tracked files
+/// read once, whether for a dry run, a check or the stage.
+fn planned(context: &run_state::StageContext, scope: Scope<'_>) -> Result<(ValidateSettings, Plan), Error> {
     let components = Components::from_config(context.required_config()?)?;
     let settings = settings(context)?;
     let tracked = source_diff::Repo::at_root(&context.root).tracked_files()?;
-    Ok(plan(&settings, &components, diff, &tracked)?)
+    let all;
+    let diff = match scope {
+        Scope::Diff(diff) => diff,
+        Scope::All => {
+            all = everything(&components, &tracked);
+            &all
+        }
+    };
+    let plan = plan(&settings, &components, diff, &tracked)?;
+    Ok((settings, plan))
 }
 
-/// Checks the repository against `diff`: plans, then applies, with the tools' logs in
-/// `log_dir`. Nothing is written to a run or recorded: this is the stage without a run, and
-/// what [`run_stage`] records.
+/// The plan the stage would apply for `scope`, for a dry run: nothing is checked or recorded.
+pub fn plan_stage(context: &run_state::StageContext, scope: Scope<'_>) -> Result<Plan, Error> {
+    planned(context, scope).map(|(_, plan)| plan)
+}
+
+/// Checks the repository for `scope`: plans, then applies, with the tools' logs in `log_dir`.
+/// Nothing is written to a run or recorded: this is the stage without a run, and what
+/// [`run_stage`] records.
 pub fn check(
     context: &run_state::StageContext,
-    diff: &DiffReport,
+    scope: Scope<'_>,
     options: CheckOptions,
     log_dir: &Path,
     cancel: &std::sync::atomic::AtomicBool,
 ) -> Result<Outcome, Error> {
-    let components = Components::from_config(context.required_config()?)?;
-    let settings = settings(context)?;
-    let tracked = source_diff::Repo::at_root(&context.root).tracked_files()?;
-    check_planned(context, &settings, plan(&settings, &components, diff, &tracked)?, options, log_dir, cancel)
+    let (settings, plan) = planned(context, scope)?;
+    check_planned(context, &settings, plan, options, log_dir, cancel)
 }
 
 /// Applies a plan of the stage (with the context's cache when `options.cache`).
@@ -848,37 +862,30 @@ fn check_planned(
 }
 
 /// The stage outside any run (`validate --all` with no run folder): every component checked
-/// as if all had changed ([`diff_all`]), the tools' logs in the state folder's `logs/`;
+/// as if all had changed ([`Scope::All`]), the tools' logs in the state folder's `logs/`;
 /// nothing is written or recorded.
 pub fn check_all(
     context: &run_state::StageContext,
     options: CheckOptions,
     cancel: &std::sync::atomic::AtomicBool,
 ) -> Result<Outcome, Error> {
-    check(context, &diff_all(context)?, options, &context.state_dir.join("logs"), cancel)
+    check(context, Scope::All, options, &context.state_dir.join("logs"), cancel)
 }
 
 /// The Validate stage for one run, as the `validate` binary and a pipeline both run it:
 /// reads the config and the run's diff (every component with [`StageOptions::all`]), checks
-/// that the checked-out tree is the run's commit (not with `all`), plans, applies, writes
+/// that the checked-out tree is the run's commit (with `all` too: the step is the run's, so what
+/// passes it must be the run's commit), plans, applies, writes
 /// `validate.json` to the run folder, and records the `validate` step (passed, or failed with
 /// the first finding at or above `fail_on`, or failed with the error; cancelled when the
 /// tools were stopped).
 pub fn run_stage(inputs: &run_state::StageInputs<'_>, options: StageOptions) -> Result<Outcome, Error> {
     let run_state::StageInputs { context, run, store, cancel } = *inputs;
     let work = || -> Result<(Outcome, String), Error> {
-        let components = Components::from_config(context.required_config()?)?;
-        let settings = settings(context)?;
-        let tracked = source_diff::Repo::at_root(&context.root).tracked_files()?;
-        let diff = if options.all {
-            everything(&components, &tracked)
-        } else {
-            let diff = run.read_json::<DiffReport>(run_state::RunFile::Diff)?;
-            context.check_tree(&diff.head, diff.worktree)?;
-            diff
-        };
-        let plan = plan(&settings, &components, &diff, &tracked)?;
-        let outcome = check_planned(context, &settings, plan, options.checks, &run.logs_dir(), cancel)?;
+        let diff = run.read_json::<DiffReport>(run_state::RunFile::Diff)?;
+        context.check_tree(&diff.head, diff.worktree)?;
+        let scope = if options.all { Scope::All } else { Scope::Diff(&diff) };
+        let outcome = check(context, scope, options.checks, &run.logs_dir(), cancel)?;
         run.write(run_state::RunFile::Validate, report::json(&outcome.findings).as_bytes())?;
         let summary = outcome.summary();
         Ok((outcome, summary))

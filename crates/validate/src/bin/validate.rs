@@ -65,19 +65,21 @@ fn main() -> ExitCode {
 fn run(args: Args) -> anyhow::Result<u8> {
     let context = args.stage.context_on(&args.target.target())?;
     validate::check_config(context.required_config()?)?;
-    // With --all outside any run, nothing is recorded; otherwise the run's step is.
+    // With --all and no --run-dir, nothing is recorded: a check of everything on whatever is
+    // checked out must not pass the step of whichever run happens to be the newest.
     let run_dir = match (&args.run_dir, args.all) {
-        (None, true) => context.run_dir(None).ok(),
+        (None, true) => None,
         (given, _) => Some(context.run_dir(given.as_deref())?),
     };
     let cancel = run_state::cli::cancel_flag();
     let checks = validate::CheckOptions { tools: !args.no_tools, cache: !args.no_cache };
     if args.dry_run {
-        let diff = match &run_dir {
-            Some(run_dir) if !args.all => run_dir.read_json(run_state::RunFile::Diff)?,
-            _ => validate::diff_all(&context)?,
+        let diff: Option<source_diff::DiffReport> = match &run_dir {
+            Some(run_dir) if !args.all => Some(run_dir.read_json(run_state::RunFile::Diff)?),
+            _ => None,
         };
-        run_state::cli::print(&validate::plan_stage(&context, &diff)?.describe())?;
+        let scope = diff.as_ref().map_or(validate::Scope::All, validate::Scope::Diff);
+        run_state::cli::print(&validate::plan_stage(&context, scope)?.describe())?;
         return Ok(0);
     }
     let outcome = match &run_dir {
